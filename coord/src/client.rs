@@ -1,0 +1,546 @@
+//! How to reach etcd: [`ClientConfig`] and [`TlsConfig`].
+//!
+//! A `ClientConfig` comes from code ([`ClientConfig::for_env`] plus builder methods), from the
+//! environment ([`ClientConfig::from_env`]) or from a config file through serde, with durations
+//! written the human way (`"5s"`, `"250ms"`). [`ClientConfig::validate`] is called by
+//! `Coord::connect` and rejects values that cannot work with [`Error::InvalidArgument`] naming
+//! the field.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Connection settings for etcd. All fields are public; every one has a default.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use coord::ClientConfig;
+///
+/// let config = ClientConfig::for_env("production")
+///     .with_endpoints(["http://10.0.0.1:2379", "http://10.0.0.2:2379"])
+///     .with_request_timeout(Duration::from_secs(2));
+/// assert!(config.validate().is_ok());
+///
+/// let from_file: ClientConfig = serde_json::from_str(
+///     r#"{ "endpoints": ["http://127.0.0.1:2379"], "dial_timeout": "250ms" }"#,
+/// ).unwrap();
+/// assert_eq!(from_file.dial_timeout, Duration::from_millis(250));
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// etcd client URLs (`http://host:port` or `https://host:port`; a bare `host:port` is
+    /// allowed).
+    pub endpoints: Vec<String>,
+    /// How long `Coord::connect` may take before it fails with [`Error::Unavailable`].
+    #[serde(with = "humantime_serde")]
+    pub dial_timeout: Duration,
+    /// HTTP/2 keep-alive ping interval: how soon a dead connection is noticed.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive_time: Duration,
+    /// How long a keep-alive ping may go unanswered before the connection is dropped.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive_timeout: Duration,
+    /// User name for etcd auth (with `password`).
+    pub username: Option<String>,
+    /// Password for etcd auth.
+    pub password: Option<String>,
+    /// TLS settings; `None` for plain text.
+    pub tls: Option<TlsConfig>,
+    /// How often cached reads do a full resync as a safety net beside the watch.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// How long a cached read may be served without a watch confirming it; zero disables the
+    /// read cache.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// Deadline of each unary request; past it the request fails with [`Error::Timeout`].
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+/// TLS settings: PEM files for the CA and, for client-certificate auth, the client's pair.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The CA that signed etcd's server certificate. `None` trusts no one: set it.
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate (for `--client-cert-auth`).
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub key_file: Option<PathBuf>,
+    /// The name to check the server certificate against; defaults to the endpoint's host.
+    pub domain_name: Option<String>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self::for_env("development")
+    }
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("endpoints", &self.endpoints)
+            .field("dial_timeout", &self.dial_timeout)
+            .field("keep_alive_time", &self.keep_alive_time)
+            .field("keep_alive_timeout", &self.keep_alive_timeout)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .field("sync_interval", &self.sync_interval)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+impl ClientConfig {
+    /// Defaults for an environment.
+    ///
+    /// | env | endpoints | dial | request | keep-alive | cache_ttl | sync |
+    /// |---|---|---|---|---|---|---|
+    /// | `development` (and anything unknown) | `http://127.0.0.1:2379` | 2 s | 5 s | 10 s / 5 s | 0 (off) | 60 s |
+    /// | `test` | `http://127.0.0.1:2379` | 1 s | 2 s | 5 s / 2 s | 0 (off) | 10 s |
+    /// | `production` | `http://127.0.0.1:2379` | 5 s | 5 s | 30 s / 10 s | 5 s | 5 min |
+    ///
+    /// Production tolerates slower dials and keeps the connection probe cheap; development and
+    /// test fail fast so a missing etcd is noticed at once. Endpoints are a placeholder: set
+    /// them with [`with_endpoints`](Self::with_endpoints) or `COORD_ENDPOINTS`.
+    pub fn for_env(env: &str) -> Self {
+        let base = ClientConfig {
+            endpoints: vec!["http://127.0.0.1:2379".to_string()],
+            dial_timeout: Duration::from_secs(2),
+            keep_alive_time: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(5),
+            username: None,
+            password: None,
+            tls: None,
+            sync_interval: Duration::from_secs(60),
+            cache_ttl: Duration::ZERO,
+            request_timeout: Duration::from_secs(5),
+        };
+        match env {
+            "test" => ClientConfig {
+                dial_timeout: Duration::from_secs(1),
+                keep_alive_time: Duration::from_secs(5),
+                keep_alive_timeout: Duration::from_secs(2),
+                sync_interval: Duration::from_secs(10),
+                request_timeout: Duration::from_secs(2),
+                ..base
+            },
+            "production" => ClientConfig {
+                dial_timeout: Duration::from_secs(5),
+                keep_alive_time: Duration::from_secs(30),
+                keep_alive_timeout: Duration::from_secs(10),
+                sync_interval: Duration::from_secs(300),
+                cache_ttl: Duration::from_secs(5),
+                ..base
+            },
+            _ => base,
+        }
+    }
+
+    /// Reads the configuration from the environment, on top of `for_env(COORD_ENV or
+    /// "development")`: `COORD_ENDPOINTS` (comma separated), `COORD_USERNAME`,
+    /// `COORD_PASSWORD`, `COORD_TLS_CA`, `COORD_TLS_CERT`, `COORD_TLS_KEY`,
+    /// `COORD_TLS_DOMAIN`, and the durations `COORD_DIAL_TIMEOUT`, `COORD_REQUEST_TIMEOUT`,
+    /// `COORD_KEEP_ALIVE_TIME`, `COORD_KEEP_ALIVE_TIMEOUT`, `COORD_SYNC_INTERVAL`,
+    /// `COORD_CACHE_TTL` (`"5s"`, `"250ms"`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] naming the variable when a value cannot be parsed or the
+    /// result does not [`validate`](Self::validate).
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`from_env`](Self::from_env) with a custom lookup, so it can be tested without touching
+    /// the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let env = lookup("COORD_ENV").unwrap_or_else(|| "development".to_string());
+        let mut config = Self::for_env(&env);
+        if let Some(endpoints) = lookup("COORD_ENDPOINTS") {
+            config.endpoints = endpoints
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(String::from)
+                .collect();
+            if config.endpoints.is_empty() {
+                return Err(Error::invalid_argument(
+                    "COORD_ENDPOINTS",
+                    "no endpoint given",
+                ));
+            }
+        }
+        config.username = lookup("COORD_USERNAME").or(config.username);
+        config.password = lookup("COORD_PASSWORD").or(config.password);
+        let ca = lookup("COORD_TLS_CA");
+        let cert = lookup("COORD_TLS_CERT");
+        let key = lookup("COORD_TLS_KEY");
+        let domain = lookup("COORD_TLS_DOMAIN");
+        if ca.is_some() || cert.is_some() || key.is_some() || domain.is_some() {
+            config.tls = Some(TlsConfig {
+                ca_file: ca.map(PathBuf::from),
+                cert_file: cert.map(PathBuf::from),
+                key_file: key.map(PathBuf::from),
+                domain_name: domain,
+            });
+        }
+        let durations: [(&str, &mut Duration); 6] = [
+            ("COORD_DIAL_TIMEOUT", &mut config.dial_timeout),
+            ("COORD_REQUEST_TIMEOUT", &mut config.request_timeout),
+            ("COORD_KEEP_ALIVE_TIME", &mut config.keep_alive_time),
+            ("COORD_KEEP_ALIVE_TIMEOUT", &mut config.keep_alive_timeout),
+            ("COORD_SYNC_INTERVAL", &mut config.sync_interval),
+            ("COORD_CACHE_TTL", &mut config.cache_ttl),
+        ];
+        for (name, slot) in durations {
+            if let Some(text) = lookup(name) {
+                *slot = humantime::parse_duration(text.trim()).map_err(|e| {
+                    Error::invalid_argument(name, format!("`{text}` is not a duration: {e}"))
+                })?;
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Sets the endpoints.
+    #[must_use]
+    pub fn with_endpoints<S: Into<String>>(
+        mut self,
+        endpoints: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.endpoints = endpoints.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets user name and password.
+    #[must_use]
+    pub fn with_user(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Sets TLS.
+    #[must_use]
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Sets the dial timeout.
+    #[must_use]
+    pub fn with_dial_timeout(mut self, timeout: Duration) -> Self {
+        self.dial_timeout = timeout;
+        self
+    }
+
+    /// Sets the per-request timeout.
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the read-cache TTL (zero disables the cache).
+    #[must_use]
+    pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// Sets the full-resync interval of cached reads.
+    #[must_use]
+    pub fn with_sync_interval(mut self, interval: Duration) -> Self {
+        self.sync_interval = interval;
+        self
+    }
+
+    /// Checks every field; the first bad one is reported as [`Error::InvalidArgument`].
+    pub fn validate(&self) -> Result<()> {
+        if self.endpoints.is_empty() {
+            return Err(Error::invalid_argument(
+                "endpoints",
+                "at least one endpoint is needed",
+            ));
+        }
+        for endpoint in &self.endpoints {
+            check_endpoint(endpoint, self.tls.is_some())?;
+        }
+        for (field, value) in [
+            ("dial_timeout", self.dial_timeout),
+            ("keep_alive_time", self.keep_alive_time),
+            ("keep_alive_timeout", self.keep_alive_timeout),
+            ("request_timeout", self.request_timeout),
+            ("sync_interval", self.sync_interval),
+        ] {
+            if value.is_zero() {
+                return Err(Error::invalid_argument(field, "must be greater than zero"));
+            }
+        }
+        match (&self.username, &self.password) {
+            (Some(user), _) if user.is_empty() => {
+                return Err(Error::invalid_argument("username", "must not be empty"))
+            }
+            (Some(_), None) => {
+                return Err(Error::invalid_argument(
+                    "password",
+                    "a username needs a password",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid_argument(
+                    "username",
+                    "a password needs a username",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl TlsConfig {
+    /// TLS trusting the CA in `ca_file`.
+    pub fn with_ca(ca_file: impl Into<PathBuf>) -> Self {
+        TlsConfig {
+            ca_file: Some(ca_file.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a client certificate and key.
+    #[must_use]
+    pub fn with_client_identity(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.cert_file = Some(cert_file.into());
+        self.key_file = Some(key_file.into());
+        self
+    }
+
+    /// Checks that the files exist and are readable, and that cert and key come together.
+    pub fn validate(&self) -> Result<()> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            let missing = if self.cert_file.is_none() {
+                "tls.cert_file"
+            } else {
+                "tls.key_file"
+            };
+            return Err(Error::invalid_argument(
+                missing,
+                "a client certificate needs both cert_file and key_file",
+            ));
+        }
+        for (field, path) in [
+            ("tls.ca_file", &self.ca_file),
+            ("tls.cert_file", &self.cert_file),
+            ("tls.key_file", &self.key_file),
+        ] {
+            if let Some(path) = path {
+                read_pem(field, path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a PEM file; a missing or unreadable file is [`Error::InvalidArgument`] naming `field`.
+pub(crate) fn read_pem(field: &str, path: &std::path::Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::invalid_argument(field, format!("cannot read `{}`: {e}", path.display()))
+    })?;
+    if !bytes.windows(10).any(|w| w == b"-----BEGIN") {
+        return Err(Error::invalid_argument(
+            field,
+            format!("`{}` is not a PEM file", path.display()),
+        ));
+    }
+    Ok(bytes)
+}
+
+fn check_endpoint(endpoint: &str, tls: bool) -> Result<()> {
+    let rest = match endpoint.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some(("https", rest)) => {
+            if !tls {
+                return Err(Error::invalid_argument(
+                    "endpoints",
+                    format!("`{endpoint}` is https but no tls config is set"),
+                ));
+            }
+            rest
+        }
+        Some((scheme, _)) => {
+            return Err(Error::invalid_argument(
+                "endpoints",
+                format!("`{endpoint}`: scheme `{scheme}` is not http or https"),
+            ))
+        }
+        None => endpoint,
+    };
+    let port_ok = rest
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !port_ok {
+        return Err(Error::invalid_argument(
+            "endpoints",
+            format!("`{endpoint}` is not host:port"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn field_of(err: Error) -> String {
+        match err {
+            Error::InvalidArgument { field, .. } => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_env_has_valid_defaults() {
+        for env in ["development", "test", "production", "staging"] {
+            ClientConfig::for_env(env).validate().unwrap();
+        }
+        assert!(ClientConfig::for_env("production").cache_ttl > Duration::ZERO);
+        assert!(
+            ClientConfig::for_env("test").dial_timeout
+                < ClientConfig::for_env("production").dial_timeout
+        );
+    }
+
+    #[test]
+    fn from_env_reads_endpoints_credentials_and_durations() {
+        let config = ClientConfig::from_lookup(lookup(&[
+            ("COORD_ENV", "production"),
+            ("COORD_ENDPOINTS", "http://a:2379, http://b:2379,"),
+            ("COORD_USERNAME", "app"),
+            ("COORD_PASSWORD", "pw"),
+            ("COORD_REQUEST_TIMEOUT", "250ms"),
+        ]))
+        .unwrap();
+        assert_eq!(config.endpoints, ["http://a:2379", "http://b:2379"]);
+        assert_eq!(config.username.as_deref(), Some("app"));
+        assert_eq!(config.password.as_deref(), Some("pw"));
+        assert_eq!(config.request_timeout, Duration::from_millis(250));
+        assert_eq!(
+            config.dial_timeout,
+            ClientConfig::for_env("production").dial_timeout
+        );
+    }
+
+    #[test]
+    fn from_env_rejects_bad_values_naming_the_variable() {
+        let err = ClientConfig::from_lookup(lookup(&[("COORD_DIAL_TIMEOUT", "soon")])).unwrap_err();
+        assert_eq!(field_of(err), "COORD_DIAL_TIMEOUT");
+        let err = ClientConfig::from_lookup(lookup(&[("COORD_ENDPOINTS", " , ")])).unwrap_err();
+        assert_eq!(field_of(err), "COORD_ENDPOINTS");
+        let err = ClientConfig::from_lookup(lookup(&[("COORD_TLS_CA", "/nonexistent/ca.pem")]))
+            .unwrap_err();
+        assert_eq!(field_of(err), "tls.ca_file");
+    }
+
+    #[test]
+    fn validate_names_the_bad_field() {
+        let base = ClientConfig::for_env("test");
+        let cases: Vec<(ClientConfig, &str)> = vec![
+            (
+                base.clone().with_endpoints(Vec::<String>::new()),
+                "endpoints",
+            ),
+            (base.clone().with_endpoints(["http://h"]), "endpoints"),
+            (base.clone().with_endpoints(["ftp://h:1"]), "endpoints"),
+            (base.clone().with_endpoints(["https://h:1"]), "endpoints"),
+            (
+                base.clone().with_dial_timeout(Duration::ZERO),
+                "dial_timeout",
+            ),
+            (
+                base.clone().with_request_timeout(Duration::ZERO),
+                "request_timeout",
+            ),
+            (
+                ClientConfig {
+                    password: Some("x".into()),
+                    ..base.clone()
+                },
+                "username",
+            ),
+            (
+                ClientConfig {
+                    username: Some("u".into()),
+                    ..base.clone()
+                },
+                "password",
+            ),
+            (
+                base.clone().with_tls(TlsConfig {
+                    cert_file: Some("/tmp/c.pem".into()),
+                    ..TlsConfig::default()
+                }),
+                "tls.key_file",
+            ),
+        ];
+        for (config, field) in cases {
+            assert_eq!(
+                field_of(config.validate().unwrap_err()),
+                field,
+                "{config:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn serde_uses_human_durations() {
+        let config: ClientConfig = serde_json::from_str(
+            r#"{"endpoints":["127.0.0.1:2379"],"dial_timeout":"250ms","cache_ttl":"5s"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.dial_timeout, Duration::from_millis(250));
+        assert_eq!(config.cache_ttl, Duration::from_secs(5));
+        let text = serde_json::to_string(&config).unwrap();
+        assert!(text.contains(r#""dial_timeout":"250ms""#), "{text}");
+        let back: ClientConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, config);
+        assert!(serde_json::from_str::<ClientConfig>(r#"{"dial_timeout":"soon"}"#).is_err());
+        assert!(serde_json::from_str::<ClientConfig>(r#"{"endpoint":[]}"#).is_err());
+    }
+
+    #[test]
+    fn debug_redacts_the_password() {
+        let config = ClientConfig::for_env("test").with_user("app", "hunter2");
+        let text = format!("{config:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("app"));
+    }
+}

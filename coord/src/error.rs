@@ -1,0 +1,167 @@
+//! The one error type of coord.
+//!
+//! Every fallible operation returns [`Result<T>`]. Messages name the key (or the endpoints, or the
+//! configuration field) they are about, so a log line is enough to act on.
+
+use std::time::Duration;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in coord.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key does not exist.
+    #[error("key `{key}` not found")]
+    NotFound {
+        /// The key that was read.
+        key: String,
+    },
+
+    /// A compare-and-set lost: the key is not at the expected version.
+    #[error("conflict on `{key}`: expected version {expected}, current version is {current}")]
+    Conflict {
+        /// The key that was written.
+        key: String,
+        /// The version the caller expected (0 = must not exist).
+        expected: i64,
+        /// The key's current version (its mod_revision; 0 = it does not exist).
+        current: i64,
+    },
+
+    /// `try_acquire` found the lock held.
+    #[error("lock `{name}` is held by `{holder}`")]
+    LockHeld {
+        /// The lock name.
+        name: String,
+        /// The key of the current holder.
+        holder: String,
+    },
+
+    /// Every instance ID of a service is taken.
+    #[error("no free instance ID for service `{service}` (max_id {max_id})")]
+    NoIdAvailable {
+        /// The service whose IDs were requested.
+        service: String,
+        /// The configured number of IDs.
+        max_id: u32,
+    },
+
+    /// The lease behind a session is gone (revoked, expired, or not renewed in time).
+    #[error("session lost: lease {lease:x} {reason}")]
+    SessionLost {
+        /// The lease ID.
+        lease: i64,
+        /// Why the session was lost.
+        reason: String,
+    },
+
+    /// A stored value is not valid JSON for the requested type.
+    #[error("cannot decode `{key}`: {source}")]
+    Decode {
+        /// The key whose value failed to decode.
+        key: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A value decoded but is not acceptable (a required key is missing, validation failed).
+    #[error("invalid config at `{key}`: {reason}")]
+    Invalid {
+        /// The key (or prefix) that is invalid.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The operation did not finish within its deadline.
+    #[error("{operation} timed out after {after:?}")]
+    Timeout {
+        /// What timed out, with the key it was about.
+        operation: String,
+        /// The deadline that passed.
+        after: Duration,
+    },
+
+    /// etcd cannot be reached.
+    #[error("etcd unavailable at {endpoints}: {reason}")]
+    Unavailable {
+        /// The endpoints that were tried, comma separated.
+        endpoints: String,
+        /// What the transport said.
+        reason: String,
+    },
+
+    /// The caller passed something coord or etcd cannot accept; nothing was sent.
+    #[error("invalid argument `{field}`: {reason}")]
+    InvalidArgument {
+        /// The argument or configuration field at fault.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The user name or password was rejected.
+    #[error("authentication failed: {reason}")]
+    Unauthenticated {
+        /// What etcd said.
+        reason: String,
+    },
+
+    /// The authenticated user may not touch this key.
+    #[error("permission denied on `{key}`: {reason}")]
+    PermissionDenied {
+        /// The key of the refused request.
+        key: String,
+        /// What etcd said.
+        reason: String,
+    },
+
+    /// A watch asked for a revision that has been compacted away.
+    #[error("revision {requested} of `{key}` is compacted (compact revision {compact_revision})")]
+    Compacted {
+        /// The watched key or prefix.
+        key: String,
+        /// The revision the watch asked for.
+        requested: i64,
+        /// The store's compact revision.
+        compact_revision: i64,
+    },
+
+    /// The lease does not exist (it expired or was revoked).
+    #[error("lease {lease:x} not found (expired or revoked)")]
+    LeaseNotFound {
+        /// The lease ID.
+        lease: i64,
+    },
+
+    /// The `Coord` was closed.
+    #[error("coord is closed")]
+    Closed,
+
+    /// Any other error from etcd.
+    #[error("etcd error on `{key}`: {reason}")]
+    Backend {
+        /// The key of the failed request (empty for cluster-wide requests).
+        key: String,
+        /// What etcd said.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid_argument(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// True for errors that may go away by retrying (the store is unreachable or slow).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Timeout { .. })
+    }
+}

@@ -1,0 +1,140 @@
+//! coord: typed, hot-reloading configuration and distributed coordination on etcd.
+//!
+//! A [`Coord`] is one connection to etcd (or to the embedded in-memory store) shared by every
+//! module: the config center, live config, the service registry, locks, election and
+//! instance IDs.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> coord::Result<()> {
+//! let coord = coord::Coord::in_memory();
+//! let health = coord.health().await?;
+//! assert!(health.reachable);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod error;
+pub mod session;
+pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod watch;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use client::{ClientConfig, TlsConfig};
+pub use error::{Error, Result};
+
+pub use store::Store;
+
+/// The entry point: one store connection shared by every coord module.
+///
+/// Cheap to clone; clones share the connection.
+#[derive(Clone, Debug)]
+pub struct Coord {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    config: Option<ClientConfig>,
+    closed: AtomicBool,
+}
+
+/// The answer of [`Coord::health`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// True if the store answered.
+    pub reachable: bool,
+    /// The store revision it reported.
+    pub revision: i64,
+    /// The server version (`"embedded"` for the in-memory store).
+    pub version: String,
+    /// How long the status request took.
+    pub latency: Duration,
+    /// Why the store did not answer, if it did not.
+    pub error: Option<String>,
+}
+
+impl Coord {
+    /// Connects to etcd.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the config does not validate, [`Error::Unavailable`] naming
+    /// the endpoints if no endpoint answers within `dial_timeout`, [`Error::Unauthenticated`] if
+    /// the credentials are rejected.
+    pub async fn connect(config: ClientConfig) -> Result<Self> {
+        config.validate()?;
+        let store = Store::connect(&config).await?;
+        Ok(Self::from_store(store, Some(config)))
+    }
+
+    /// A `Coord` on a new, empty embedded store: etcd's semantics in this process, no server.
+    pub fn in_memory() -> Self {
+        Self::from_store(Store::in_memory(), None)
+    }
+
+    fn from_store(store: Store, config: Option<ClientConfig>) -> Self {
+        Coord {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The store seam under this `Coord`, for operations the typed modules do not cover.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The client configuration (`None` for the in-memory store).
+    pub fn client_config(&self) -> Option<&ClientConfig> {
+        self.inner.config.as_ref()
+    }
+
+    /// Asks the store for its status. An unreachable store is reported in the answer, not as an
+    /// error, so a health endpoint can always answer.
+    pub async fn health(&self) -> Result<Health> {
+        self.check_open()?;
+        let started = Instant::now();
+        Ok(match self.inner.store.status().await {
+            Ok(status) => Health {
+                reachable: true,
+                revision: status.revision,
+                version: status.version,
+                latency: started.elapsed(),
+                error: None,
+            },
+            Err(e) => Health {
+                reachable: false,
+                revision: 0,
+                version: String::new(),
+                latency: started.elapsed(),
+                error: Some(e.to_string()),
+            },
+        })
+    }
+
+    /// Marks this `Coord` (and its clones) closed; later calls through it fail with
+    /// [`Error::Closed`]. The connection closes when the last clone is dropped.
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! A lease kept alive in the background. (Being written.)

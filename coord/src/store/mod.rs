@@ -1,0 +1,347 @@
+//! The store seam: everything coord needs from etcd, with etcd's meaning, behind one type.
+//!
+//! [`Store`] is an enum over two backends: [`etcd`](crate::store) (a real etcd via etcd-client)
+//! and `memory` (an in-process MVCC store with the same semantics, for tests and the quickstart).
+//! Every module above this one talks only to `Store`; nothing outside `store/` names etcd-client.
+//!
+//! What `Store` guarantees on both backends:
+//! - one global revision that strictly increases with every write that changes something; every
+//!   response carries the revision it saw;
+//! - transactions are atomic, and a watch delivers all events of one revision in one
+//!   [`WatchResponse`];
+//! - a lease expires on its own when not kept alive, deleting its keys;
+//! - a watch may start at any retained past revision; one that starts at a compacted revision
+//!   yields [`Error::Compacted`] and ends;
+//! - requests etcd would refuse for size (a request over 1.5 MiB, a transaction over 128
+//!   operations) are refused with [`Error::InvalidArgument`] before anything is sent.
+//!
+//! `Store` also counts round trips and open watch streams ([`StoreStats`]), so tests and
+//! benchmarks can check how much work an operation really does.
+
+pub(crate) mod etcd;
+pub(crate) mod memory;
+mod types;
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use tracing::Instrument;
+
+pub use types::*;
+
+use crate::error::{Error, Result};
+
+/// etcd's default `--max-request-bytes` (1.5 MiB); a larger request is refused by the server.
+pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
+/// etcd's default `--max-txn-ops`.
+pub const MAX_TXN_OPS: usize = 128;
+/// Room left in a request for everything but keys and values (protobuf framing, lease ids).
+const REQUEST_OVERHEAD: usize = 512;
+
+/// A stream of watch responses. It ends after an error (a broken connection, a compacted
+/// start revision); [`crate::watch`] builds the stream that does not end on top of it.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse>> + Send + 'static>>;
+
+/// Counters of the work a [`Store`] did; shared by all clones of one store.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    round_trips: AtomicU64,
+    open_watches: AtomicI64,
+    watches_opened: AtomicU64,
+}
+
+impl StoreStats {
+    /// Requests sent to the store (unary calls; opening a watch counts as one).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// Store watch streams open right now.
+    pub fn open_watches(&self) -> i64 {
+        self.open_watches.load(Ordering::Relaxed)
+    }
+
+    /// Store watch streams opened since the store was created.
+    pub fn watches_opened(&self) -> u64 {
+        self.watches_opened.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+enum Backend {
+    Etcd(etcd::EtcdStore),
+    Memory(memory::MemoryStore),
+}
+
+/// A handle to the store; cheap to clone, all clones share one connection and one set of
+/// counters.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    stats: Arc<StoreStats>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.backend {
+            Backend::Etcd(_) => "etcd",
+            Backend::Memory(_) => "memory",
+        };
+        f.debug_struct("Store").field("backend", &kind).finish()
+    }
+}
+
+/// Calls the same method on whichever backend this is.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self.backend {
+            Backend::Etcd(b) => b.$method($($arg),*).await,
+            Backend::Memory(b) => b.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// A new, empty in-memory store.
+    pub fn in_memory() -> Self {
+        Self::from_backend(Backend::Memory(memory::MemoryStore::new()))
+    }
+
+    /// Connects to etcd.
+    pub(crate) async fn connect(config: &crate::client::ClientConfig) -> Result<Self> {
+        let backend = etcd::EtcdStore::connect(config).await?;
+        Ok(Self::from_backend(Backend::Etcd(backend)))
+    }
+
+    fn from_backend(backend: Backend) -> Self {
+        Store {
+            backend,
+            stats: Arc::new(StoreStats::default()),
+        }
+    }
+
+    /// True for the embedded in-memory backend.
+    pub fn is_memory(&self) -> bool {
+        matches!(self.backend, Backend::Memory(_))
+    }
+
+    /// The counters of this store.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    fn count(&self) {
+        self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads one key; `None` if it does not exist.
+    pub async fn get(&self, key: &str) -> Result<(Option<KeyValue>, i64)> {
+        let resp = self
+            .range(&KeyRange::key(key), RangeOptions::default())
+            .await?;
+        Ok((resp.kvs.into_iter().next(), resp.revision))
+    }
+
+    /// Reads a key or a prefix, at the latest or a past revision.
+    pub async fn range(&self, range: &KeyRange, options: RangeOptions) -> Result<GetResponse> {
+        check_key("key", range.as_str(), matches!(range, KeyRange::Prefix(_)))?;
+        self.count();
+        let span = tracing::debug_span!(
+            "store.range",
+            key = range.as_str(),
+            revision = options.revision
+        );
+        async { dispatch!(self.range(range, options)) }
+            .instrument(span)
+            .await
+    }
+
+    /// Writes a key, attached to `lease` (0 = no lease).
+    pub async fn put(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<PutResponse> {
+        check_key("key", key, false)?;
+        check_request_size(key, key.len() + value.len())?;
+        self.count();
+        let span = tracing::debug_span!("store.put", key, lease);
+        async { dispatch!(self.put(key, value, lease)) }
+            .instrument(span)
+            .await
+    }
+
+    /// Deletes a key or every key under a prefix.
+    pub async fn delete(&self, range: &KeyRange) -> Result<DeleteResponse> {
+        check_key("key", range.as_str(), matches!(range, KeyRange::Prefix(_)))?;
+        self.count();
+        let span = tracing::debug_span!("store.delete", key = range.as_str());
+        async { dispatch!(self.delete(range)) }
+            .instrument(span)
+            .await
+    }
+
+    /// Runs a transaction atomically.
+    pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        check_txn(&txn)?;
+        self.count();
+        let span = tracing::debug_span!("store.txn", key = txn.first_key());
+        async { dispatch!(self.txn(txn)) }.instrument(span).await
+    }
+
+    /// Grants a lease of `ttl` seconds; the answer holds the TTL actually granted.
+    pub async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrant> {
+        if ttl < 1 {
+            return Err(Error::invalid_argument(
+                "ttl",
+                format!("a lease TTL must be at least 1 second, got {ttl}"),
+            ));
+        }
+        self.count();
+        let span = tracing::debug_span!("store.lease_grant", ttl);
+        async { dispatch!(self.lease_grant(ttl)) }
+            .instrument(span)
+            .await
+    }
+
+    /// Renews a lease once; returns the new TTL in seconds, or [`Error::LeaseNotFound`].
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64> {
+        self.count();
+        let span = tracing::debug_span!("store.lease_keep_alive", lease = id);
+        async { dispatch!(self.lease_keep_alive(id)) }
+            .instrument(span)
+            .await
+    }
+
+    /// Revokes a lease, deleting its keys at once.
+    pub async fn lease_revoke(&self, id: i64) -> Result<()> {
+        self.count();
+        let span = tracing::debug_span!("store.lease_revoke", lease = id);
+        async { dispatch!(self.lease_revoke(id)) }
+            .instrument(span)
+            .await
+    }
+
+    /// A lease's remaining TTL (`ttl == -1` if it no longer exists).
+    pub async fn lease_ttl(&self, id: i64) -> Result<LeaseTtl> {
+        self.count();
+        let span = tracing::debug_span!("store.lease_ttl", lease = id);
+        async { dispatch!(self.lease_ttl(id)) }
+            .instrument(span)
+            .await
+    }
+
+    /// Watches a key or prefix from `start_revision` (0 = from now on).
+    ///
+    /// The stream yields batches of events that share a revision, in revision order. It ends
+    /// after yielding an error; a start revision that is compacted yields [`Error::Compacted`].
+    pub async fn watch(&self, range: &KeyRange, start_revision: i64) -> Result<WatchStream> {
+        check_key("key", range.as_str(), matches!(range, KeyRange::Prefix(_)))?;
+        self.count();
+        let span = tracing::debug_span!("store.watch", key = range.as_str(), start_revision);
+        let inner = async { dispatch!(self.watch(range, start_revision)) }
+            .instrument(span)
+            .await?;
+        self.stats.open_watches.fetch_add(1, Ordering::Relaxed);
+        self.stats.watches_opened.fetch_add(1, Ordering::Relaxed);
+        Ok(Box::pin(CountedStream {
+            inner,
+            stats: Arc::clone(&self.stats),
+        }))
+    }
+
+    /// Compacts the history up to `revision`: older revisions can no longer be read or watched.
+    pub async fn compact(&self, revision: i64) -> Result<()> {
+        self.count();
+        let span = tracing::debug_span!("store.compact", revision);
+        async { dispatch!(self.compact(revision)) }
+            .instrument(span)
+            .await
+    }
+
+    /// The store's revision, version and leader.
+    pub async fn status(&self) -> Result<Status> {
+        self.count();
+        let span = tracing::debug_span!("store.status");
+        async { dispatch!(self.status()) }.instrument(span).await
+    }
+}
+
+/// Decrements the open-watch counter when the watch stream is dropped.
+struct CountedStream {
+    inner: WatchStream,
+    stats: Arc<StoreStats>,
+}
+
+impl Stream for CountedStream {
+    type Item = Result<WatchResponse>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.stats.open_watches.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A key must be non-empty (a prefix may be empty: it means every key) and free of NUL.
+pub(crate) fn check_key(field: &str, key: &str, is_prefix: bool) -> Result<()> {
+    if key.is_empty() && !is_prefix {
+        return Err(Error::invalid_argument(field, "must not be empty"));
+    }
+    if key.contains('\0') {
+        return Err(Error::invalid_argument(
+            field,
+            format!("`{}` contains a NUL character", key.escape_debug()),
+        ));
+    }
+    check_request_size(key, key.len())
+}
+
+fn check_request_size(key: &str, bytes: usize) -> Result<()> {
+    if bytes + REQUEST_OVERHEAD > MAX_REQUEST_BYTES {
+        return Err(Error::invalid_argument(
+            key,
+            format!(
+                "request of {bytes} bytes exceeds etcd's limit of {MAX_REQUEST_BYTES} bytes (1.5 MiB)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_txn(txn: &Txn) -> Result<()> {
+    let ops = txn
+        .compares
+        .len()
+        .max(txn.success.len().max(txn.failure.len()));
+    if ops > MAX_TXN_OPS {
+        return Err(Error::invalid_argument(
+            txn.first_key(),
+            format!("a transaction holds at most {MAX_TXN_OPS} operations, this one has {ops}"),
+        ));
+    }
+    let mut bytes = 0;
+    for c in &txn.compares {
+        check_key("compare key", &c.key, false)?;
+        bytes += c.key.len();
+        if let CompareTarget::Value(v) = &c.target {
+            bytes += v.len();
+        }
+    }
+    for op in txn.success.iter().chain(&txn.failure) {
+        match op {
+            TxnOp::Put { key, value, .. } => {
+                check_key("key", key, false)?;
+                bytes += key.len() + value.len();
+            }
+            TxnOp::Delete(range) | TxnOp::Get(range, _) => {
+                check_key("key", range.as_str(), matches!(range, KeyRange::Prefix(_)))?;
+                bytes += range.as_str().len();
+            }
+        }
+    }
+    check_request_size(txn.first_key(), bytes)
+}

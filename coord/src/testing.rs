@@ -1,0 +1,1 @@
+//! Real etcd servers for tests. (Being written.)
