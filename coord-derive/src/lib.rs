@@ -1,10 +1,32 @@
 //! `#[derive(CoordConfig)]` for the `coord` crate. Use it through `coord::CoordConfig`.
+//!
+//! The work is split as in serde_derive: `ast` reads the input into a small model, `attr`
+//! parses every `#[coord(...)]` once, `check` applies the rules between fields, `expand`
+//! generates the impl. Errors are collected in a `Ctxt` and reported together, each at the
+//! token that is wrong.
+
+mod ast;
+mod attr;
+mod check;
+mod ctxt;
+mod expand;
+mod symbol;
 
 use proc_macro::TokenStream;
+use syn::{parse_macro_input, DeriveInput};
 
-/// Derives `coord::CoordConfig` for a struct with named fields.
+/// Derives `coord::config::CoordConfig` (and `HasPrefix` when a prefix is given) for a struct
+/// with named fields: each field is one key under the prefix holding its JSON value.
+///
+/// Struct attributes: `#[coord(prefix = "/config/name")]`,
+/// `#[coord(validate = "path::to::check")]` with `fn check(&Self) -> Result<(), String>`.
+///
+/// Field attributes: `#[coord(key = "other-name")]`, `#[coord(default = EXPR)]`,
+/// `#[coord(default)]` (`Default::default()`), `#[coord(secret)]` (the type must be
+/// `coord::Secret<T>`), `#[coord(nested)]` (the type is another `CoordConfig`, stored under
+/// `{prefix}/{key}/`). A field's doc comment is its description.
 #[proc_macro_derive(CoordConfig, attributes(coord))]
 pub fn derive_coord_config(input: TokenStream) -> TokenStream {
-    let _ = input;
-    TokenStream::new()
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::derive(&input).into()
 }

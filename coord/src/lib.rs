@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod config;
 pub mod error;
 pub mod session;
 pub mod store;
@@ -28,7 +29,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use client::{ClientConfig, TlsConfig};
+pub use config::CoordConfig;
+pub use coord_derive::CoordConfig;
 pub use error::{Error, Result};
+pub use session::Session;
 
 pub use store::Store;
 
@@ -43,7 +47,9 @@ pub struct Coord {
 #[derive(Debug)]
 struct Inner {
     store: Store,
-    config: Option<ClientConfig>,
+    client_config: Option<ClientConfig>,
+    config: config::ConfigCenter,
+    hub: config::hub::WatchHub,
     closed: AtomicBool,
 }
 
@@ -82,11 +88,13 @@ impl Coord {
         Self::from_store(Store::in_memory(), None)
     }
 
-    fn from_store(store: Store, config: Option<ClientConfig>) -> Self {
+    fn from_store(store: Store, client_config: Option<ClientConfig>) -> Self {
         Coord {
             inner: Arc::new(Inner {
+                config: config::ConfigCenter::new(store.clone()),
+                hub: config::hub::WatchHub::new(store.clone()),
                 store,
-                config,
+                client_config,
                 closed: AtomicBool::new(false),
             }),
         }
@@ -97,9 +105,42 @@ impl Coord {
         &self.inner.store
     }
 
+    /// The typed config center.
+    pub fn config(&self) -> &config::ConfigCenter {
+        &self.inner.config
+    }
+
+    /// Binds `T` to its `#[coord(prefix)]` and follows it: see [`Live`](config::Live).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming the key if a required key is missing or `validate` fails,
+    /// [`Error::Decode`] naming the key if a value does not decode, store errors if the first
+    /// read fails. After binding, bad values no longer fail: they keep the last good value.
+    pub async fn live<T: config::CoordConfig>(&self) -> Result<config::Live<T>> {
+        let prefix = T::PREFIX.ok_or_else(|| {
+            Error::invalid_argument(
+                std::any::type_name::<T>(),
+                "has no #[coord(prefix = ...)]; bind it with live_at",
+            )
+        })?;
+        self.live_at(prefix).await
+    }
+
+    /// Binds `T` to the keys under `prefix`; see [`live`](Self::live).
+    pub async fn live_at<T: config::CoordConfig>(&self, prefix: &str) -> Result<config::Live<T>> {
+        self.check_open()?;
+        config::Live::bind(&self.inner.hub, prefix).await
+    }
+
+    /// How many key ranges this `Coord` is watching for `Live` handles right now.
+    pub fn watched_ranges(&self) -> usize {
+        self.inner.hub.watched_ranges()
+    }
+
     /// The client configuration (`None` for the in-memory store).
     pub fn client_config(&self) -> Option<&ClientConfig> {
-        self.inner.config.as_ref()
+        self.inner.client_config.as_ref()
     }
 
     /// Asks the store for its status. An unreachable store is reported in the answer, not as an

@@ -1,1 +1,277 @@
-//! A lease kept alive in the background. (Being written.)
+//! A lease kept alive in the background, with a signal for when it is lost.
+//!
+//! A [`Session`] is what locks, instance IDs and registrations hold: a lease with a TTL that a
+//! background task renews every third of the TTL. Keys written with [`Session::lease_id`] live
+//! as long as the session does.
+//!
+//! # What it promises
+//!
+//! - [`Session::lost`] resolves, with [`Error::SessionLost`], once the lease is known to be gone:
+//!   revoked (by anyone), expired, or not renewed before its TTL ran out because the store could
+//!   not be reached. A lost session stays lost: make a new one.
+//! - Renewal failures are retried until the lease's deadline passes; a short outage does not
+//!   lose the session.
+//! - Dropping the last clone stops the renewals and revokes the lease in the background (if a
+//!   tokio runtime is still running), so the keys go at once rather than after the TTL.
+//!   [`Session::close`] does the same and reports errors.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// How long to wait between renewal attempts when the store does not answer.
+const RETRY_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A lease kept alive in the background. Cheap to clone; clones share the lease.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord::Result<()> {
+/// use std::time::Duration;
+/// let coord = coord::Coord::in_memory();
+/// let session = coord::Session::new(coord.store(), Duration::from_secs(5)).await?;
+/// coord.store().put("/workers/a", b"up".to_vec(), session.lease_id()).await?;
+/// assert!(session.is_alive());
+/// session.close().await?; // revokes the lease: /workers/a is gone
+/// assert!(coord.store().get("/workers/a").await?.0.is_none());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    lease: i64,
+    ttl: Duration,
+    lost: watch::Receiver<Option<String>>,
+    refresh: Arc<Notify>,
+    task: tokio::task::AbortHandle,
+    /// Set by `close`/`abandon`: the drop must not revoke again.
+    finished: AtomicBool,
+}
+
+impl Session {
+    /// Grants a lease of `ttl` (rounded up to whole seconds; etcd raises TTLs under its minimum,
+    /// 2 s by default, and [`ttl`](Self::ttl) reports what was granted) and starts renewing it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a TTL under one second; store errors from the grant.
+    pub async fn new(store: &Store, ttl: Duration) -> Result<Session> {
+        let seconds = ttl_seconds(ttl)?;
+        let grant = store.lease_grant(seconds).await?;
+        let granted = Duration::from_secs(u64::try_from(grant.ttl).unwrap_or(1).max(1));
+        let (lost_tx, lost_rx) = watch::channel(None);
+        let refresh = Arc::new(Notify::new());
+        let span =
+            tracing::info_span!("session.keep_alive", lease = format_args!("{:x}", grant.id));
+        let task = tokio::spawn(
+            keep_alive(
+                store.clone(),
+                grant.id,
+                granted,
+                lost_tx,
+                Arc::clone(&refresh),
+            )
+            .instrument(span),
+        )
+        .abort_handle();
+        Ok(Session {
+            inner: Arc::new(Inner {
+                store: store.clone(),
+                lease: grant.id,
+                ttl: granted,
+                lost: lost_rx,
+                refresh,
+                task,
+                finished: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The lease ID; attach keys to it to tie them to this session.
+    pub fn lease_id(&self) -> i64 {
+        self.inner.lease
+    }
+
+    /// The TTL the store granted.
+    pub fn ttl(&self) -> Duration {
+        self.inner.ttl
+    }
+
+    /// True until the session is known to be lost.
+    pub fn is_alive(&self) -> bool {
+        self.inner.lost.borrow().is_none()
+    }
+
+    /// Resolves when the session is lost, with the reason as [`Error::SessionLost`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future changes nothing.
+    pub async fn lost(&self) -> Error {
+        let mut rx = self.inner.lost.clone();
+        let reason = match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The renewal task is gone without a verdict: it was aborted by close/abandon.
+            Err(_) => "session closed".to_string(),
+        };
+        Error::SessionLost {
+            lease: self.inner.lease,
+            reason,
+        }
+    }
+
+    /// Renews the lease now (after a long pause, say) instead of waiting for the next tick.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionLost`] if the lease is already gone; store errors.
+    pub async fn refresh(&self) -> Result<()> {
+        if !self.is_alive() {
+            return Err(self.lost().await);
+        }
+        match self.inner.store.lease_keep_alive(self.inner.lease).await {
+            Ok(_) => {
+                self.inner.refresh.notify_one();
+                Ok(())
+            }
+            Err(Error::LeaseNotFound { .. }) => {
+                // Let the renewal task notice and publish the loss, then report it.
+                self.inner.refresh.notify_one();
+                Err(Error::SessionLost {
+                    lease: self.inner.lease,
+                    reason: "revoked or expired".into(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stops renewing and revokes the lease, deleting its keys now.
+    ///
+    /// # Errors
+    ///
+    /// Store errors from the revoke; a lease already gone is not an error.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.finished.store(true, Ordering::SeqCst);
+        self.inner.task.abort();
+        match self.inner.store.lease_revoke(self.inner.lease).await {
+            Ok(()) | Err(Error::LeaseNotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stops renewing without revoking, as a crashed process would: the lease and its keys
+    /// expire after the TTL. For tests of crash recovery.
+    pub fn abandon(&self) {
+        self.inner.finished.store(true, Ordering::SeqCst);
+        self.inner.task.abort();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.task.abort();
+        if self.finished.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to revoke from: the lease expires after its TTL.
+            return;
+        };
+        let store = self.store.clone();
+        let lease = self.lease;
+        runtime.spawn(async move {
+            if let Err(e) = store.lease_revoke(lease).await {
+                if !matches!(e, Error::LeaseNotFound { .. }) {
+                    tracing::debug!(lease = format_args!("{lease:x}"), error = %e, "revoke on drop failed; the lease will expire");
+                }
+            }
+        });
+    }
+}
+
+/// Converts a TTL to whole seconds, rounding up; under one second is refused.
+pub(crate) fn ttl_seconds(ttl: Duration) -> Result<i64> {
+    if ttl < Duration::from_secs(1) {
+        return Err(Error::invalid_argument(
+            "ttl",
+            format!("must be at least 1s, got {ttl:?}"),
+        ));
+    }
+    let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    i64::try_from(seconds).map_err(|_| Error::invalid_argument("ttl", "too large"))
+}
+
+/// Renews the lease every third of its TTL until it is lost; publishes the reason.
+async fn keep_alive(
+    store: Store,
+    lease: i64,
+    ttl: Duration,
+    lost: watch::Sender<Option<String>>,
+    refresh: Arc<Notify>,
+) {
+    let interval = ttl / 3;
+    // The lease is safe until this instant as far as the last successful renewal tells.
+    let mut expires_at = Instant::now() + ttl;
+    let mut next = Instant::now() + interval;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = refresh.notified() => {}
+        }
+        let sent_at = Instant::now();
+        if sent_at >= expires_at {
+            lost.send_replace(Some("was not renewed before its TTL ran out".into()));
+            tracing::warn!("session lost: lease not renewed before its TTL ran out");
+            return;
+        }
+        let renewal =
+            tokio::time::timeout(expires_at - sent_at, store.lease_keep_alive(lease)).await;
+        match renewal {
+            Ok(Ok(granted)) => {
+                expires_at = sent_at + Duration::from_secs(u64::try_from(granted).unwrap_or(0));
+                next = sent_at + interval;
+            }
+            Ok(Err(Error::LeaseNotFound { .. })) => {
+                lost.send_replace(Some("was revoked or expired".into()));
+                tracing::warn!("session lost: lease revoked or expired");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "lease renewal failed; retrying until the TTL runs out");
+                next = (Instant::now() + RETRY_INTERVAL).min(expires_at);
+            }
+            Err(_elapsed) => next = expires_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_is_rounded_up_and_sub_second_refused() {
+        assert_eq!(ttl_seconds(Duration::from_millis(1500)).unwrap(), 2);
+        assert_eq!(ttl_seconds(Duration::from_secs(3)).unwrap(), 3);
+        assert!(matches!(
+            ttl_seconds(Duration::from_millis(999)),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+}

@@ -1,50 +1,1382 @@
-//! The embedded backend: an in-process MVCC store with etcd's semantics. (Being written.)
+//! The embedded backend: an in-process MVCC store with etcd 3.4's semantics.
+//!
+//! `MemoryStore` is what [`Store::in_memory`](super::Store::in_memory) runs on. The quickstart,
+//! the examples and most tests use it instead of a real etcd, and the conformance suite checks
+//! that it answers like one.
+//!
+//! What it promises, as etcd does:
+//! - one global revision, 1 for an empty store; every write that changes something takes the
+//!   next one, and a transaction takes exactly one for all its writes (a delete of nothing and a
+//!   read-only transaction take none);
+//! - reads at any revision from the compact revision (inclusive) to the current one;
+//! - watches get all events of one revision in one response, in revision order; a watch that
+//!   starts in the past replays the history and continues live with no gap and no duplicate;
+//!   nothing is ever dropped (each watch has an unbounded queue, drained by its stream);
+//! - leases expire on their own, on tokio's clock (so tests with paused time control them), and
+//!   an expired or revoked lease deletes all its keys in one revision. Every operation first
+//!   expires the leases that are due, so answers are exact even before the background reaper
+//!   has run.
+//!
+//! What it does not do: persist anything (dropping the last handle loses the data and ends every
+//! watch stream), share state with another process, compact on its own (the history grows until
+//! `compact` is called, as with etcd's default settings), or send progress notifications. Leases
+//! expire exactly at their deadline, where etcd looks for expired leases every 500 ms.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-#[derive(Clone, Default)]
-pub(crate) struct MemoryStore {}
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::{Duration, Instant};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
-#[allow(unused_variables)]
+use super::{
+    DeleteResponse, Event, EventKind, GetResponse, KeyRange, KeyValue, LeaseGrant, LeaseTtl,
+    PutResponse, RangeOptions, Status, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchResponse,
+    WatchStream,
+};
+use crate::error::{Error, Result};
+
+/// etcd's smallest lease TTL in seconds with its default election timeout; a shorter TTL is
+/// raised to it silently.
+pub(crate) const MIN_LEASE_TTL: i64 = 2;
+
+/// etcd's largest lease TTL in seconds (`lease.MaxLeaseTTL`).
+const MAX_LEASE_TTL: i64 = 9_000_000_000;
+
+/// Bytes counted per stored key-value besides its key and value, for the `db_size` estimate.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// A handle to one in-memory store; clones share it.
+#[derive(Clone)]
+pub(crate) struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the lease reaper when a lease may now expire sooner, or when the store is gone.
+    wake_reaper: Arc<Notify>,
+    /// The lease reaper, once a lease has been granted inside a runtime.
+    reaper: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing under this lock can panic halfway through a write (no user code runs there, no
+        // unwrap, no indexing), so a poisoned lock still guards a consistent state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The reaper holds only a `Weak`; wake it so it finds the store gone and exits.
+        self.wake_reaper.notify_one();
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl MemoryStore {
     pub(crate) fn new() -> Self {
-        Self::default()
+        MemoryStore {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::new()),
+                wake_reaper: Arc::new(Notify::new()),
+                reaper: Mutex::new(None),
+            }),
+        }
     }
+
+    /// Locks the state after expiring the leases that are due, so every answer is exact even
+    /// when the reaper has not run yet.
+    fn state(&self) -> MutexGuard<'_, State> {
+        let mut state = self.shared.lock();
+        state.expire_leases(Instant::now());
+        state
+    }
+
     pub(crate) async fn range(
         &self,
         range: &KeyRange,
         options: RangeOptions,
     ) -> Result<GetResponse> {
-        Err(Error::Closed)
+        let state = self.state();
+        state.check_range_revision(range, options.revision)?;
+        Ok(state.read(range, options, &[]))
     }
+
     pub(crate) async fn put(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<PutResponse> {
-        Err(Error::Closed)
+        let mut state = self.state();
+        state.check_lease(lease)?;
+        let mut changes = Vec::with_capacity(1);
+        let response = state.put(key, value, lease, &mut changes);
+        state.commit(changes);
+        Ok(response)
     }
+
     pub(crate) async fn delete(&self, range: &KeyRange) -> Result<DeleteResponse> {
-        Err(Error::Closed)
+        let mut state = self.state();
+        let mut changes = Vec::new();
+        let response = state.delete(range, &mut changes);
+        state.commit(changes);
+        Ok(response)
     }
+
     pub(crate) async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        Err(Error::Closed)
+        // etcd checks both branches for conflicting keys before it looks at the store.
+        check_txn_keys(&txn.success)?;
+        check_txn_keys(&txn.failure)?;
+        self.state().txn(txn)
     }
+
     pub(crate) async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrant> {
-        Err(Error::Closed)
+        if ttl > MAX_LEASE_TTL {
+            return Err(Error::invalid_argument(
+                "ttl",
+                format!("too large lease TTL: {ttl} seconds (etcd allows at most {MAX_LEASE_TTL})"),
+            ));
+        }
+        let ttl = ttl.max(MIN_LEASE_TTL);
+        let grant = {
+            let mut state = self.state();
+            let id = state.new_lease_id();
+            state.leases.insert(
+                id,
+                Lease {
+                    granted_ttl: ttl,
+                    deadline: deadline_after(ttl),
+                    keys: BTreeSet::new(),
+                },
+            );
+            LeaseGrant {
+                id,
+                ttl,
+                revision: state.revision,
+            }
+        };
+        self.ensure_reaper();
+        // The new lease may be due before the deadline the reaper sleeps until.
+        self.shared.wake_reaper.notify_one();
+        Ok(grant)
     }
+
     pub(crate) async fn lease_keep_alive(&self, id: i64) -> Result<i64> {
-        Err(Error::Closed)
+        let mut state = self.state();
+        let lease = state
+            .leases
+            .get_mut(&id)
+            .ok_or(Error::LeaseNotFound { lease: id })?;
+        // A later deadline needs no wake-up: the reaper wakes at the old one and sleeps again.
+        lease.deadline = deadline_after(lease.granted_ttl);
+        Ok(lease.granted_ttl)
     }
+
     pub(crate) async fn lease_revoke(&self, id: i64) -> Result<()> {
-        Err(Error::Closed)
+        if self.state().revoke(id) {
+            Ok(())
+        } else {
+            Err(Error::LeaseNotFound { lease: id })
+        }
     }
+
     pub(crate) async fn lease_ttl(&self, id: i64) -> Result<LeaseTtl> {
-        Err(Error::Closed)
+        let state = self.state();
+        Ok(match state.leases.get(&id) {
+            Some(lease) => {
+                let left = lease.deadline.saturating_duration_since(Instant::now());
+                LeaseTtl {
+                    id,
+                    // etcd truncates the remaining time to whole seconds.
+                    ttl: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                    granted_ttl: lease.granted_ttl,
+                    keys: lease.keys.iter().cloned().collect(),
+                }
+            }
+            None => LeaseTtl {
+                id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
+        })
     }
+
     pub(crate) async fn watch(&self, range: &KeyRange, start_revision: i64) -> Result<WatchStream> {
-        Err(Error::Closed)
+        let mut state = self.state();
+        // etcd 3.4 (watchable store): a watch may start AT the compact revision, not before it.
+        if start_revision != 0 && start_revision < state.compact_revision {
+            let error = Error::Compacted {
+                key: range.as_str().to_owned(),
+                requested: start_revision,
+                compact_revision: state.compact_revision,
+            };
+            return Ok(Box::pin(futures::stream::iter([Err(error)])));
+        }
+        let from = if start_revision == 0 {
+            state.revision + 1
+        } else {
+            start_revision
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Replaying and registering under one lock: no commit can fall between the two.
+        let first = state
+            .history
+            .partition_point(|commit| commit.revision < from);
+        for commit in state.history.range(first..) {
+            if let Some(response) = commit.events_in(range) {
+                // Cannot fail: `rx` is alive until it is returned below.
+                let _ = tx.send(Ok(response));
+            }
+        }
+        state.watchers.push(Watcher {
+            range: range.clone(),
+            from,
+            tx,
+        });
+        Ok(Box::pin(UnboundedReceiverStream::new(rx)))
     }
+
     pub(crate) async fn compact(&self, revision: i64) -> Result<()> {
-        Err(Error::Closed)
+        self.state().compact(revision)
     }
+
     pub(crate) async fn status(&self) -> Result<Status> {
-        Err(Error::Closed)
+        let state = self.state();
+        Ok(Status {
+            revision: state.revision,
+            version: "embedded".into(),
+            leader: 0,
+            member_id: 0,
+            db_size: state.db_size(),
+        })
+    }
+
+    /// Starts the lease reaper on the runtime of a `lease_grant` (`new` may run outside any
+    /// runtime), and again if that runtime has shut down. Until a reaper runs, leases still
+    /// expire, lazily, at the next operation.
+    fn ensure_reaper(&self) {
+        let mut reaper = self
+            .shared
+            .reaper
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // The reaper only finishes on its own once the store is gone, so a finished one means
+        // its runtime shut down.
+        if reaper.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            *reaper = Some(runtime.spawn(reap_leases(
+                Arc::downgrade(&self.shared),
+                Arc::clone(&self.shared.wake_reaper),
+            )));
+        }
+    }
+}
+
+/// Expires leases at their deadline even when nobody calls the store, so their keys vanish and
+/// watchers see the deletes on time. Exits once the store is dropped.
+async fn reap_leases(store: Weak<Shared>, wake: Arc<Notify>) {
+    loop {
+        // Registered before reading the deadline, so a grant in between is not missed.
+        let woken = wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let next_deadline = {
+            let Some(shared) = store.upgrade() else {
+                return;
+            };
+            let mut state = shared.lock();
+            state.expire_leases(Instant::now());
+            state.next_deadline()
+        };
+        match next_deadline {
+            Some(deadline) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = &mut woken => {}
+                }
+            }
+            None => woken.await,
+        }
+    }
+}
+
+fn deadline_after(ttl: i64) -> Instant {
+    // `ttl` is at most MAX_LEASE_TTL (about 285 years), which an Instant can hold.
+    Instant::now() + Duration::from_secs(u64::try_from(ttl).unwrap_or(0))
+}
+
+fn future_revision(requested: i64, current: i64) -> Error {
+    Error::invalid_argument(
+        "revision",
+        format!("required revision {requested} is a future revision (current revision {current})"),
+    )
+}
+
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// etcd refuses a branch that puts a key twice, or puts a key it also deletes ("duplicate key
+/// given in txn request"), before anything runs.
+fn check_txn_keys(ops: &[TxnOp]) -> Result<()> {
+    let deletes: Vec<&KeyRange> = ops
+        .iter()
+        .filter_map(|op| match op {
+            TxnOp::Delete(range) => Some(range),
+            _ => None,
+        })
+        .collect();
+    let mut puts = HashSet::new();
+    for op in ops {
+        let TxnOp::Put { key, .. } = op else {
+            continue;
+        };
+        let deleted = deletes.iter().any(|range| match range {
+            // An empty prefix goes to etcd as the range ["\0", "\0"), which etcd's overlap check
+            // sees as empty although the delete covers every key.
+            KeyRange::Prefix(prefix) if prefix.is_empty() => false,
+            range => range.contains(key),
+        });
+        if deleted || !puts.insert(key.as_str()) {
+            return Err(Error::invalid_argument(
+                key.as_str(),
+                "duplicate key given in txn request",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Everything the store holds, behind one lock.
+struct State {
+    revision: i64,
+    /// Reads and watches before this revision fail; -1 until the first compaction, as in etcd.
+    compact_revision: i64,
+    kvs: BTreeMap<String, KeyValue>,
+    /// Every commit from the compact revision on, oldest first: the source of past reads (undo
+    /// from the current state) and of watch replays.
+    history: VecDeque<Commit>,
+    leases: HashMap<i64, Lease>,
+    watchers: Vec<Watcher>,
+}
+
+/// The changes of one revision.
+struct Commit {
+    revision: i64,
+    changes: Vec<Change>,
+}
+
+struct Change {
+    event: Event,
+    /// The key before the change; `None` if it did not exist.
+    prev: Option<KeyValue>,
+}
+
+struct Lease {
+    granted_ttl: i64,
+    deadline: Instant,
+    /// Invariant: exactly the stored keys whose `lease` is this lease.
+    keys: BTreeSet<String>,
+}
+
+struct Watcher {
+    range: KeyRange,
+    /// The first revision this watcher wants.
+    from: i64,
+    tx: mpsc::UnboundedSender<Result<WatchResponse>>,
+}
+
+impl Commit {
+    /// The events of this commit that `range` covers, as one watch response.
+    fn events_in(&self, range: &KeyRange) -> Option<WatchResponse> {
+        let events: Vec<Event> = self
+            .changes
+            .iter()
+            .filter(|change| range.contains(&change.event.kv.key))
+            .map(|change| change.event.clone())
+            .collect();
+        (!events.is_empty()).then_some(WatchResponse {
+            revision: self.revision,
+            events,
+        })
+    }
+}
+
+impl Watcher {
+    /// Sends this watcher its part of `commit`; false once its stream is gone.
+    fn deliver(&self, commit: &Commit) -> bool {
+        if commit.revision >= self.from {
+            if let Some(response) = commit.events_in(&self.range) {
+                return self.tx.send(Ok(response)).is_ok();
+            }
+        }
+        !self.tx.is_closed()
+    }
+}
+
+impl State {
+    fn new() -> Self {
+        State {
+            revision: 1,
+            compact_revision: -1,
+            kvs: BTreeMap::new(),
+            history: VecDeque::new(),
+            leases: HashMap::new(),
+            watchers: Vec::new(),
+        }
+    }
+
+    /// The stored keys `range` covers, in key order.
+    fn scan<'a>(&'a self, range: &'a KeyRange) -> impl Iterator<Item = &'a KeyValue> + 'a {
+        // The keys a range covers are contiguous in key order and start at its key or prefix.
+        self.kvs
+            .range::<str, _>((Bound::Included(range.as_str()), Bound::Unbounded))
+            .map(|(_, kv)| kv)
+            .take_while(move |kv| range.contains(&kv.key))
+    }
+
+    fn compacted(&self, range: &KeyRange, requested: i64) -> Error {
+        Error::Compacted {
+            key: range.as_str().to_owned(),
+            requested,
+            compact_revision: self.compact_revision,
+        }
+    }
+
+    /// etcd's check of a plain read: a future revision first; 0 or less then means the latest.
+    fn check_range_revision(&self, range: &KeyRange, revision: i64) -> Result<()> {
+        if revision > self.revision {
+            return Err(future_revision(revision, self.revision));
+        }
+        if revision > 0 && revision < self.compact_revision {
+            return Err(self.compacted(range, revision));
+        }
+        Ok(())
+    }
+
+    /// etcd's check of the reads of a transaction, made before it runs: any revision but 0
+    /// below the compact revision fails.
+    fn check_txn_read_revision(&self, range: &KeyRange, revision: i64) -> Result<()> {
+        if revision == 0 {
+            return Ok(());
+        }
+        if revision > self.revision {
+            return Err(future_revision(revision, self.revision));
+        }
+        if revision < self.compact_revision {
+            return Err(self.compacted(range, revision));
+        }
+        Ok(())
+    }
+
+    fn check_lease(&self, lease: i64) -> Result<()> {
+        if lease == 0 || self.leases.contains_key(&lease) {
+            Ok(())
+        } else {
+            Err(Error::LeaseNotFound { lease })
+        }
+    }
+
+    /// Answers a read. `pending` are the changes an open transaction has already applied to
+    /// `kvs`: a read at the latest revision sees them, a read at an explicit revision does not.
+    fn read(&self, range: &KeyRange, options: RangeOptions, pending: &[Change]) -> GetResponse {
+        // Like etcd's write transaction: its reads happen at the revision it is writing.
+        let latest = if pending.is_empty() {
+            self.revision
+        } else {
+            self.revision + 1
+        };
+        let limit = match usize::try_from(options.limit) {
+            Ok(limit) if limit > 0 => limit,
+            _ => usize::MAX,
+        };
+        let (count, mut kvs): (usize, Vec<KeyValue>) =
+            if options.revision <= 0 || options.revision >= latest {
+                let count = self.scan(range).count();
+                (count, self.scan(range).take(limit).cloned().collect())
+            } else {
+                let view = self.snapshot(range, options.revision, pending);
+                (view.len(), view.into_values().take(limit).collect())
+            };
+        if options.keys_only {
+            for kv in &mut kvs {
+                kv.value = Vec::new();
+            }
+        }
+        GetResponse {
+            kvs,
+            count: to_i64(count),
+            revision: latest,
+        }
+    }
+
+    /// The keys `range` covered at `revision`, rebuilt by undoing every later change.
+    fn snapshot(
+        &self,
+        range: &KeyRange,
+        revision: i64,
+        pending: &[Change],
+    ) -> BTreeMap<String, KeyValue> {
+        let mut view: BTreeMap<String, KeyValue> = self
+            .scan(range)
+            .map(|kv| (kv.key.clone(), kv.clone()))
+            .collect();
+        let later = self
+            .history
+            .iter()
+            .rev()
+            .take_while(|commit| commit.revision > revision)
+            .flat_map(|commit| commit.changes.iter().rev());
+        for change in pending.iter().rev().chain(later) {
+            let key = &change.event.kv.key;
+            if !range.contains(key) {
+                continue;
+            }
+            match &change.prev {
+                Some(prev) => view.insert(key.clone(), prev.clone()),
+                None => view.remove(key),
+            };
+        }
+        view
+    }
+
+    /// Writes a key at the next revision; the caller commits `changes`.
+    fn put(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        lease: i64,
+        changes: &mut Vec<Change>,
+    ) -> PutResponse {
+        let revision = self.revision + 1;
+        let prev = self.kvs.get(key).cloned();
+        if let Some(prev) = &prev {
+            self.detach(prev);
+        }
+        if let Some(attached) = self.leases.get_mut(&lease) {
+            attached.keys.insert(key.to_owned());
+        }
+        let kv = KeyValue {
+            key: key.to_owned(),
+            value,
+            create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
+            mod_revision: revision,
+            version: prev.as_ref().map_or(0, |p| p.version) + 1,
+            lease,
+        };
+        self.kvs.insert(key.to_owned(), kv.clone());
+        changes.push(Change {
+            event: Event {
+                kind: EventKind::Put,
+                kv,
+            },
+            prev: prev.clone(),
+        });
+        PutResponse {
+            revision,
+            prev_kv: prev,
+        }
+    }
+
+    /// Deletes the keys `range` covers at the next revision; the caller commits `changes`.
+    fn delete(&mut self, range: &KeyRange, changes: &mut Vec<Change>) -> DeleteResponse {
+        let revision = self.revision + 1;
+        let keys: Vec<String> = self.scan(range).map(|kv| kv.key.clone()).collect();
+        let mut prev_kvs = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(prev) = self.kvs.remove(&key) else {
+                continue;
+            };
+            self.detach(&prev);
+            changes.push(Change {
+                event: Event {
+                    kind: EventKind::Delete,
+                    kv: KeyValue {
+                        key,
+                        mod_revision: revision,
+                        ..KeyValue::default()
+                    },
+                },
+                prev: Some(prev.clone()),
+            });
+            prev_kvs.push(prev);
+        }
+        DeleteResponse {
+            // etcd: the revision being written once anything changed, else the current one.
+            revision: if changes.is_empty() {
+                self.revision
+            } else {
+                revision
+            },
+            deleted: to_i64(prev_kvs.len()),
+            prev_kvs,
+        }
+    }
+
+    fn detach(&mut self, kv: &KeyValue) {
+        if let Some(lease) = self.leases.get_mut(&kv.lease) {
+            lease.keys.remove(&kv.key);
+        }
+    }
+
+    /// Makes `changes` one new revision and tells the watchers; nothing at all if empty.
+    fn commit(&mut self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        self.revision += 1;
+        let commit = Commit {
+            revision: self.revision,
+            changes,
+        };
+        self.watchers.retain(|watcher| watcher.deliver(&commit));
+        self.history.push_back(commit);
+    }
+
+    fn txn(&mut self, txn: Txn) -> Result<TxnResponse> {
+        let succeeded = txn
+            .compares
+            .iter()
+            .all(|compare| compare.matches(self.kvs.get(&compare.key)));
+        let ops = if succeeded { txn.success } else { txn.failure };
+        // Checked before anything runs, puts before reads as etcd does, so a refused
+        // transaction changes nothing.
+        for op in &ops {
+            if let TxnOp::Put { lease, .. } = op {
+                self.check_lease(*lease)?;
+            }
+        }
+        for op in &ops {
+            if let TxnOp::Get(range, options) = op {
+                self.check_txn_read_revision(range, options.revision)?;
+            }
+        }
+        let mut changes = Vec::new();
+        let responses = ops
+            .into_iter()
+            .map(|op| match op {
+                TxnOp::Put { key, value, lease } => {
+                    TxnOpResponse::Put(self.put(&key, value, lease, &mut changes))
+                }
+                TxnOp::Delete(range) => TxnOpResponse::Delete(self.delete(&range, &mut changes)),
+                TxnOp::Get(range, options) => {
+                    TxnOpResponse::Get(self.read(&range, options, &changes))
+                }
+            })
+            .collect();
+        self.commit(changes);
+        Ok(TxnResponse {
+            succeeded,
+            revision: self.revision,
+            responses,
+        })
+    }
+
+    fn new_lease_id(&self) -> i64 {
+        loop {
+            // Positive, like etcd's: 0 means "no lease".
+            let id = rand::random::<i64>() & i64::MAX;
+            if id != 0 && !self.leases.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Revokes a lease, deleting its keys in one revision (in key order, as etcd does).
+    /// False if there is no such lease.
+    fn revoke(&mut self, id: i64) -> bool {
+        let Some(lease) = self.leases.remove(&id) else {
+            return false;
+        };
+        let mut changes = Vec::with_capacity(lease.keys.len());
+        for key in lease.keys {
+            self.delete(&KeyRange::Key(key), &mut changes);
+        }
+        self.commit(changes);
+        true
+    }
+
+    /// Revokes every lease due at `now`, earliest deadline first.
+    fn expire_leases(&mut self, now: Instant) {
+        let mut due: Vec<(Instant, i64)> = self
+            .leases
+            .iter()
+            .filter(|(_, lease)| lease.deadline <= now)
+            .map(|(id, lease)| (lease.deadline, *id))
+            .collect();
+        due.sort_unstable();
+        for (_, id) in due {
+            let keys = self.leases.get(&id).map_or(0, |lease| lease.keys.len());
+            self.revoke(id);
+            tracing::debug!(lease = id, keys, "lease expired");
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.leases.values().map(|lease| lease.deadline).min()
+    }
+
+    fn compact(&mut self, revision: i64) -> Result<()> {
+        // etcd checks in this order: already compacted, then future.
+        if revision <= self.compact_revision {
+            return Err(Error::Compacted {
+                key: String::new(),
+                requested: revision,
+                compact_revision: self.compact_revision,
+            });
+        }
+        if revision > self.revision {
+            return Err(future_revision(revision, self.revision));
+        }
+        self.compact_revision = revision;
+        // The commit AT the compact revision stays: it can still be read and watched, including
+        // its deletes (etcd keeps that tombstone since etcd-io/etcd#18274).
+        let obsolete = self
+            .history
+            .partition_point(|commit| commit.revision < revision);
+        self.history.drain(..obsolete);
+        Ok(())
+    }
+
+    fn db_size(&self) -> i64 {
+        let size = |kv: &KeyValue| kv.key.len() + kv.value.len() + ENTRY_OVERHEAD;
+        let live: usize = self.kvs.values().map(size).sum();
+        let history: usize = self
+            .history
+            .iter()
+            .flat_map(|commit| &commit.changes)
+            .map(|change| size(&change.event.kv) + change.prev.as_ref().map_or(0, size))
+            .sum();
+        to_i64(live + history)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+
+    use crate::error::Error;
+    use crate::store::{
+        Compare, CompareOp, CompareTarget, EventKind, KeyRange, RangeOptions, Store, Txn, TxnOp,
+        TxnOpResponse, WatchResponse, WatchStream,
+    };
+
+    use super::MIN_LEASE_TTL;
+
+    async fn next(stream: &mut WatchStream) -> WatchResponse {
+        tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("no watch response within 5 s")
+            .expect("watch stream ended")
+            .expect("watch stream failed")
+    }
+
+    /// Asserts that nothing more arrives (paused time makes the wait instant).
+    async fn assert_quiet(stream: &mut WatchStream) {
+        let got = tokio::time::timeout(Duration::from_millis(100), stream.next()).await;
+        assert!(got.is_err(), "unexpected watch item: {got:?}");
+    }
+
+    fn kinds_and_keys(response: &WatchResponse) -> Vec<(EventKind, &str)> {
+        response
+            .events
+            .iter()
+            .map(|event| (event.kind, event.kv.key.as_str()))
+            .collect()
+    }
+
+    async fn revision(store: &Store) -> i64 {
+        store.status().await.unwrap().revision
+    }
+
+    #[tokio::test]
+    async fn empty_store_is_at_revision_one() {
+        let store = Store::in_memory();
+        let status = store.status().await.unwrap();
+        assert_eq!(status.revision, 1);
+        assert_eq!(status.version, "embedded");
+        let (kv, rev) = store.get("a").await.unwrap();
+        assert_eq!((kv, rev), (None, 1));
+    }
+
+    #[tokio::test]
+    async fn every_put_takes_the_next_revision_even_with_the_same_value() {
+        let store = Store::in_memory();
+        let first = store.put("a", b"1".to_vec(), 0).await.unwrap();
+        assert_eq!(first.revision, 2);
+        assert_eq!(first.prev_kv, None);
+        let second = store.put("a", b"1".to_vec(), 0).await.unwrap();
+        assert_eq!(second.revision, 3);
+        assert_eq!(second.prev_kv.unwrap().mod_revision, 2);
+
+        let (kv, rev) = store.get("a").await.unwrap();
+        let kv = kv.unwrap();
+        assert_eq!(rev, 3);
+        assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+    }
+
+    #[tokio::test]
+    async fn recreated_key_restarts_its_version() {
+        let store = Store::in_memory();
+        store.put("a", b"1".to_vec(), 0).await.unwrap();
+        store.put("a", b"2".to_vec(), 0).await.unwrap();
+        let deleted = store.delete(&KeyRange::key("a")).await.unwrap();
+        assert_eq!((deleted.deleted, deleted.revision), (1, 4));
+        assert_eq!(deleted.prev_kvs[0].value, b"2");
+        store.put("a", b"3".to_vec(), 0).await.unwrap();
+        let kv = store.get("a").await.unwrap().0.unwrap();
+        assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (5, 5, 1));
+    }
+
+    #[tokio::test]
+    async fn delete_of_nothing_keeps_the_revision() {
+        let store = Store::in_memory();
+        store.put("a", b"1".to_vec(), 0).await.unwrap();
+        let response = store.delete(&KeyRange::prefix("b")).await.unwrap();
+        assert_eq!((response.deleted, response.revision), (0, 2));
+        assert_eq!(revision(&store).await, 2);
+    }
+
+    #[tokio::test]
+    async fn prefix_range_is_in_key_order_and_counts_past_the_limit() {
+        let store = Store::in_memory();
+        for key in ["p/c", "p/a", "q", "p/b", "p"] {
+            store.put(key, key.as_bytes().to_vec(), 0).await.unwrap();
+        }
+        let all = store
+            .range(&KeyRange::prefix("p/"), RangeOptions::default())
+            .await
+            .unwrap();
+        let keys: Vec<_> = all.kvs.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, ["p/a", "p/b", "p/c"]);
+        assert_eq!(all.count, 3);
+
+        let limited = store
+            .range(
+                &KeyRange::prefix("p/"),
+                RangeOptions::default().limit(2).keys_only(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(limited.count, 3);
+        assert_eq!(limited.kvs.len(), 2);
+        assert!(limited.kvs.iter().all(|kv| kv.value.is_empty()));
+        assert_eq!(limited.kvs[1].version, 1);
+    }
+
+    #[tokio::test]
+    async fn range_at_past_revision_sees_the_state_then() {
+        let store = Store::in_memory();
+        store.put("k/a", b"1".to_vec(), 0).await.unwrap(); // 2
+        store.put("k/b", b"1".to_vec(), 0).await.unwrap(); // 3
+        store.put("k/a", b"2".to_vec(), 0).await.unwrap(); // 4
+        store.delete(&KeyRange::key("k/b")).await.unwrap(); // 5
+        store.put("k/c", b"1".to_vec(), 0).await.unwrap(); // 6
+
+        let at = |rev| {
+            let store = store.clone();
+            async move {
+                store
+                    .range(
+                        &KeyRange::prefix("k/"),
+                        RangeOptions::default().at_revision(rev),
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        let at3 = at(3).await;
+        assert_eq!(at3.revision, 6, "the header holds the current revision");
+        let summary: Vec<_> = at3
+            .kvs
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value_str().into_owned(), kv.version))
+            .collect();
+        assert_eq!(
+            summary,
+            [("k/a", "1".to_owned(), 1), ("k/b", "1".to_owned(), 1)]
+        );
+        let at5: Vec<_> = at(5).await.kvs.into_iter().map(|kv| kv.key).collect();
+        assert_eq!(at5, ["k/a"]);
+        assert_eq!(at(1).await.count, 0);
+        assert_eq!(at(6).await.count, 2);
+    }
+
+    #[tokio::test]
+    async fn range_at_future_revision_is_invalid() {
+        let store = Store::in_memory();
+        let err = store
+            .range(&KeyRange::key("a"), RangeOptions::default().at_revision(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn txn_writes_share_one_revision_and_one_watch_batch() {
+        let store = Store::in_memory();
+        store.put("t/old", b"x".to_vec(), 0).await.unwrap(); // 2
+        let mut watch = store.watch(&KeyRange::prefix("t/"), 0).await.unwrap();
+        let response = store
+            .txn(Txn::new().and_then([
+                TxnOp::put("t/a", "1"),
+                TxnOp::put("t/b", "2"),
+                TxnOp::delete("t/old"),
+            ]))
+            .await
+            .unwrap();
+        assert!(response.succeeded);
+        assert_eq!(response.revision, 3);
+        let (a, b) = (
+            store.get("t/a").await.unwrap().0,
+            store.get("t/b").await.unwrap().0,
+        );
+        assert_eq!(a.unwrap().mod_revision, 3);
+        assert_eq!(b.unwrap().mod_revision, 3);
+
+        let batch = next(&mut watch).await;
+        assert_eq!(batch.revision, 3);
+        assert_eq!(
+            kinds_and_keys(&batch),
+            [
+                (EventKind::Put, "t/a"),
+                (EventKind::Put, "t/b"),
+                (EventKind::Delete, "t/old")
+            ]
+        );
+        let delete = &batch.events[2].kv;
+        assert_eq!((delete.mod_revision, delete.version), (3, 0));
+        assert!(delete.value.is_empty());
+        assert_quiet(&mut watch).await;
+    }
+
+    #[tokio::test]
+    async fn txn_get_sees_earlier_writes_of_the_same_txn() {
+        let store = Store::in_memory();
+        store.put("a", b"old".to_vec(), 0).await.unwrap(); // 2
+        let response = store
+            .txn(Txn::new().and_then([
+                TxnOp::get("a"),
+                TxnOp::put("a", "new"),
+                TxnOp::get("a"),
+                TxnOp::Get(KeyRange::key("a"), RangeOptions::default().at_revision(2)),
+            ]))
+            .await
+            .unwrap();
+        let values: Vec<(String, i64)> = response
+            .responses
+            .iter()
+            .filter_map(|r| match r {
+                TxnOpResponse::Get(get) => {
+                    Some((get.kvs[0].value_str().into_owned(), get.revision))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            values,
+            [
+                ("old".to_owned(), 2),
+                ("new".to_owned(), 3),
+                ("old".to_owned(), 3)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn txn_compares_choose_the_branch() {
+        let store = Store::in_memory();
+        store.put("a", b"1".to_vec(), 0).await.unwrap(); // 2
+        let succeeded = |compare: Compare| {
+            let store = store.clone();
+            async move {
+                store
+                    .txn(Txn::new().when([compare]))
+                    .await
+                    .unwrap()
+                    .succeeded
+            }
+        };
+        assert!(succeeded(Compare::value("a", "1")).await);
+        assert!(!succeeded(Compare::value("a", "2")).await);
+        assert!(succeeded(Compare::version("a", 1)).await);
+        assert!(succeeded(Compare::mod_revision("a", 2)).await);
+        assert!(succeeded(Compare::create_revision("missing", 0)).await);
+        assert!(succeeded(Compare::lease("a", 0)).await);
+        assert!(
+            succeeded(Compare::new(
+                "a",
+                CompareOp::Greater,
+                CompareTarget::Version(0)
+            ))
+            .await
+        );
+        // A value compare on a missing key is false whatever the operator.
+        assert!(
+            !succeeded(Compare::new(
+                "missing",
+                CompareOp::NotEqual,
+                CompareTarget::Value(b"x".to_vec())
+            ))
+            .await
+        );
+
+        let response = store
+            .txn(
+                Txn::new()
+                    .when([Compare::version("a", 5)])
+                    .and_then([TxnOp::put("then", "1")])
+                    .or_else([TxnOp::put("else", "1")]),
+            )
+            .await
+            .unwrap();
+        assert!(!response.succeeded);
+        assert!(store.get("then").await.unwrap().0.is_none());
+        assert!(store.get("else").await.unwrap().0.is_some());
+    }
+
+    #[tokio::test]
+    async fn txn_without_effective_writes_keeps_the_revision() {
+        let store = Store::in_memory();
+        store.put("a", b"1".to_vec(), 0).await.unwrap(); // 2
+        let reads = store
+            .txn(Txn::new().and_then([TxnOp::get("a")]))
+            .await
+            .unwrap();
+        assert_eq!(reads.revision, 2);
+        let noop = store
+            .txn(Txn::new().and_then([TxnOp::delete("missing")]))
+            .await
+            .unwrap();
+        assert_eq!(noop.revision, 2);
+        assert_eq!(revision(&store).await, 2);
+    }
+
+    #[tokio::test]
+    async fn txn_with_missing_lease_changes_nothing() {
+        let store = Store::in_memory();
+        let err = store
+            .txn(
+                Txn::new().and_then([TxnOp::put("a", "1"), TxnOp::put_with_lease("b", "1", 12345)]),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::LeaseNotFound { lease: 12345 }),
+            "{err:?}"
+        );
+        assert!(store.get("a").await.unwrap().0.is_none());
+        assert_eq!(revision(&store).await, 1);
+    }
+
+    #[tokio::test]
+    async fn txn_rejects_duplicate_keys() {
+        let store = Store::in_memory();
+        for ops in [
+            vec![TxnOp::put("a", "1"), TxnOp::put("a", "2")],
+            vec![TxnOp::Delete(KeyRange::prefix("a")), TxnOp::put("a/b", "1")],
+        ] {
+            let err = store.txn(Txn::new().or_else(ops)).await.unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+        }
+        assert_eq!(revision(&store).await, 1);
+    }
+
+    #[tokio::test]
+    async fn put_with_unknown_lease_is_refused() {
+        let store = Store::in_memory();
+        let err = store.put("a", b"1".to_vec(), 42).await.unwrap_err();
+        assert!(matches!(err, Error::LeaseNotFound { lease: 42 }), "{err:?}");
+        assert_eq!(revision(&store).await, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lease_grant_raises_ttl_to_the_minimum() {
+        let store = Store::in_memory();
+        let lease = store.lease_grant(1).await.unwrap();
+        assert_eq!(lease.ttl, MIN_LEASE_TTL);
+        assert!(lease.id > 0);
+        let other = store.lease_grant(10).await.unwrap();
+        assert_ne!(lease.id, other.id);
+        assert_eq!(other.ttl, 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_lease_deletes_its_keys_in_one_revision() {
+        let store = Store::in_memory();
+        let lease = store.lease_grant(10).await.unwrap().id;
+        store.put("l/b", b"1".to_vec(), lease).await.unwrap(); // 2
+        store.put("l/a", b"1".to_vec(), lease).await.unwrap(); // 3
+        store.put("l/c", b"1".to_vec(), 0).await.unwrap(); // 4
+        let mut watch = store.watch(&KeyRange::prefix("l/"), 0).await.unwrap();
+
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert_eq!(store.lease_ttl(lease).await.unwrap().ttl, 1);
+        assert_quiet(&mut watch).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        // The reaper deleted the keys without any call to the store.
+        let batch = next(&mut watch).await;
+        assert_eq!(batch.revision, 5);
+        assert_eq!(
+            kinds_and_keys(&batch),
+            [(EventKind::Delete, "l/a"), (EventKind::Delete, "l/b")]
+        );
+        assert_quiet(&mut watch).await;
+        let left = store
+            .range(&KeyRange::prefix("l/"), RangeOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(left.kvs.len(), 1);
+        assert_eq!(left.revision, 5);
+        assert_eq!(store.lease_ttl(lease).await.unwrap().ttl, -1);
+        let err = store.lease_keep_alive(lease).await.unwrap_err();
+        assert!(matches!(err, Error::LeaseNotFound { .. }), "{err:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_extends_the_lease() {
+        let store = Store::in_memory();
+        let lease = store.lease_grant(5).await.unwrap().id;
+        store.put("a", b"1".to_vec(), lease).await.unwrap();
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            assert_eq!(store.lease_keep_alive(lease).await.unwrap(), 5);
+        }
+        assert!(store.get("a").await.unwrap().0.is_some());
+        let ttl = store.lease_ttl(lease).await.unwrap();
+        assert_eq!((ttl.ttl, ttl.granted_ttl), (5, 5));
+        assert_eq!(ttl.keys, ["a"]);
+
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(store.get("a").await.unwrap().0.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn revoke_deletes_keys_at_once() {
+        let store = Store::in_memory();
+        let lease = store.lease_grant(60).await.unwrap().id;
+        store.put("a", b"1".to_vec(), lease).await.unwrap(); // 2
+        store.put("b", b"1".to_vec(), lease).await.unwrap(); // 3
+        store.lease_revoke(lease).await.unwrap();
+        assert_eq!(revision(&store).await, 4);
+        let left = store
+            .range(&KeyRange::prefix(""), RangeOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(left.count, 0);
+        let err = store.lease_revoke(lease).await.unwrap_err();
+        assert!(matches!(err, Error::LeaseNotFound { .. }), "{err:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overwritten_key_leaves_its_old_lease() {
+        let store = Store::in_memory();
+        let lease = store.lease_grant(60).await.unwrap().id;
+        store.put("a", b"1".to_vec(), lease).await.unwrap();
+        store.put("a", b"2".to_vec(), 0).await.unwrap();
+        assert!(store.lease_ttl(lease).await.unwrap().keys.is_empty());
+        store.lease_revoke(lease).await.unwrap();
+        assert!(store.get("a").await.unwrap().0.is_some());
+        assert_eq!(revision(&store).await, 3, "revoking a lease without keys");
+    }
+
+    #[tokio::test]
+    async fn watch_replays_from_past_revision_then_continues_live() {
+        let store = Store::in_memory();
+        store.put("w/a", b"1".to_vec(), 0).await.unwrap(); // 2
+        store.put("other", b"1".to_vec(), 0).await.unwrap(); // 3
+        store.put("w/b", b"1".to_vec(), 0).await.unwrap(); // 4
+        store.delete(&KeyRange::key("w/a")).await.unwrap(); // 5
+
+        let mut watch = store.watch(&KeyRange::prefix("w/"), 3).await.unwrap();
+        store.put("w/c", b"1".to_vec(), 0).await.unwrap(); // 6
+
+        let revisions = [
+            next(&mut watch).await,
+            next(&mut watch).await,
+            next(&mut watch).await,
+        ]
+        .map(|r| (r.revision, r.events[0].kind, r.events[0].kv.key.clone()));
+        assert_eq!(
+            revisions,
+            [
+                (4, EventKind::Put, "w/b".to_owned()),
+                (5, EventKind::Delete, "w/a".to_owned()),
+                (6, EventKind::Put, "w/c".to_owned()),
+            ]
+        );
+        assert_quiet(&mut watch).await;
+    }
+
+    #[tokio::test]
+    async fn watch_from_now_sees_only_new_events() {
+        let store = Store::in_memory();
+        store.put("a", b"1".to_vec(), 0).await.unwrap(); // 2
+        let mut watch = store.watch(&KeyRange::key("a"), 0).await.unwrap();
+        store.put("a", b"2".to_vec(), 0).await.unwrap(); // 3
+        let response = next(&mut watch).await;
+        assert_eq!(response.revision, 3);
+        assert_eq!(response.events[0].kv.value, b"2");
+        assert_eq!(response.events[0].kv.version, 2);
+    }
+
+    #[tokio::test]
+    async fn watch_from_future_revision_waits_for_it() {
+        let store = Store::in_memory();
+        let mut watch = store.watch(&KeyRange::key("a"), 4).await.unwrap();
+        for value in ["2", "3", "4"] {
+            store.put("a", value.into(), 0).await.unwrap();
+        }
+        assert_eq!(next(&mut watch).await.revision, 4);
+    }
+
+    #[tokio::test]
+    async fn compaction_keeps_its_revision_readable_and_refuses_older_ones() {
+        let store = Store::in_memory();
+        store.put("a", b"1".to_vec(), 0).await.unwrap(); // 2
+        store.put("a", b"2".to_vec(), 0).await.unwrap(); // 3
+        store.delete(&KeyRange::key("a")).await.unwrap(); // 4
+        store.put("a", b"3".to_vec(), 0).await.unwrap(); // 5
+        store.compact(4).await.unwrap();
+
+        let err = store
+            .range(&KeyRange::key("a"), RangeOptions::default().at_revision(3))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::Compacted { key, requested: 3, compact_revision: 4 } if key == "a"
+            ),
+            "{err:?}"
+        );
+        let at4 = store
+            .range(&KeyRange::key("a"), RangeOptions::default().at_revision(4))
+            .await
+            .unwrap();
+        assert_eq!(at4.count, 0);
+
+        // A watch may start at the compact revision: it replays it, the delete included.
+        let mut watch = store.watch(&KeyRange::key("a"), 4).await.unwrap();
+        let first = next(&mut watch).await;
+        assert_eq!(
+            (first.revision, first.events[0].kind),
+            (4, EventKind::Delete)
+        );
+        assert_eq!(next(&mut watch).await.revision, 5);
+    }
+
+    #[tokio::test]
+    async fn watch_before_compact_revision_yields_compacted_and_ends() {
+        let store = Store::in_memory();
+        store.put("a", b"1".to_vec(), 0).await.unwrap(); // 2
+        store.put("a", b"2".to_vec(), 0).await.unwrap(); // 3
+        let mut before = store.watch(&KeyRange::key("a"), 2).await.unwrap();
+        store.compact(3).await.unwrap();
+
+        let mut watch = store.watch(&KeyRange::key("a"), 2).await.unwrap();
+        let err = watch.next().await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Compacted {
+                    requested: 2,
+                    compact_revision: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(watch.next().await.is_none());
+
+        // A watch opened before the compaction keeps going.
+        assert_eq!(next(&mut before).await.revision, 2);
+        assert_eq!(next(&mut before).await.revision, 3);
+    }
+
+    #[tokio::test]
+    async fn compact_refuses_future_and_already_compacted_revisions() {
+        let store = Store::in_memory();
+        store.put("a", b"1".to_vec(), 0).await.unwrap(); // 2
+        store.put("a", b"2".to_vec(), 0).await.unwrap(); // 3
+        let err = store.compact(4).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+        store.compact(3).await.unwrap();
+        for revision in [2, 3] {
+            let err = store.compact(revision).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Compacted {
+                        compact_revision: 3,
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+        }
+        assert_eq!(store.get("a").await.unwrap().0.unwrap().value, b"2");
+    }
+
+    #[test]
+    fn operations_can_move_between_threads() {
+        fn assert_send<T: Send>(_: T) {}
+        let store = Store::in_memory();
+        let range = KeyRange::prefix("a");
+        assert_send(store.range(&range, RangeOptions::default()));
+        assert_send(store.put("a", Vec::new(), 0));
+        assert_send(store.delete(&range));
+        assert_send(store.txn(Txn::new()));
+        assert_send(store.lease_grant(5));
+        assert_send(store.lease_keep_alive(1));
+        assert_send(store.lease_revoke(1));
+        assert_send(store.lease_ttl(1));
+        assert_send(store.watch(&range, 0));
+        assert_send(store.compact(1));
+        assert_send(store.status());
+    }
+
+    #[test]
+    fn leases_expire_on_their_own_after_the_first_runtime_shut_down() {
+        let store = Store::in_memory();
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap()
+        };
+        runtime().block_on(async {
+            store.lease_grant(5).await.unwrap();
+        });
+        runtime().block_on(async {
+            let lease = store.lease_grant(2).await.unwrap().id;
+            store.put("a", b"1".to_vec(), lease).await.unwrap();
+            let mut watch = store.watch(&KeyRange::key("a"), 0).await.unwrap();
+            let batch = next(&mut watch).await;
+            assert_eq!(batch.events[0].kind, EventKind::Delete);
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_store_ends_its_watches_and_reaper() {
+        let store = Store::in_memory();
+        store.lease_grant(60).await.unwrap();
+        let mut watch = store.watch(&KeyRange::prefix(""), 0).await.unwrap();
+        drop(store);
+        let end = tokio::time::timeout(Duration::from_secs(1), watch.next()).await;
+        assert!(matches!(end, Ok(None)), "{end:?}");
     }
 }

@@ -1,0 +1,206 @@
+//! The derive input as a small typed model: a struct with named fields and their attributes.
+
+use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
+use quote::ToTokens;
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{Attribute, Data, DeriveInput, Expr, ExprLit, Fields, Ident, Lit, Meta, Type};
+
+use crate::attr;
+use crate::ctxt::Ctxt;
+use crate::symbol::DOC;
+
+pub struct Input<'a> {
+    pub ident: &'a Ident,
+    pub attrs: attr::Container,
+    pub fields: Vec<Field<'a>>,
+}
+
+pub struct Field<'a> {
+    pub ident: &'a Ident,
+    pub ty: &'a Type,
+    pub attrs: attr::Field,
+    /// The doc comment, each line without its leading space, trimmed.
+    pub doc: String,
+}
+
+impl<'a> Input<'a> {
+    /// The model, or `None` if the input is not a non-generic struct with named fields (the
+    /// reason is in `cx`). Attribute errors are in `cx` too but still give a model, so the
+    /// cross-field checks can report theirs in the same compile.
+    pub fn from_syn(cx: &Ctxt, input: &'a DeriveInput) -> Option<Self> {
+        let attrs = attr::Container::from_attrs(cx, &input.attrs);
+        if !input.generics.params.is_empty() {
+            cx.error_at(
+                input.generics.span(),
+                "#[derive(CoordConfig)] does not support generic parameters: \
+                 a config struct is bound to concrete keys and types",
+            );
+        }
+        let fields = match &input.data {
+            Data::Struct(data) => match &data.fields {
+                Fields::Named(fields) => &fields.named,
+                Fields::Unnamed(fields) => {
+                    cx.error_at(
+                        fields.paren_token.span.join(),
+                        "#[derive(CoordConfig)] needs named fields, since each field's name \
+                         is its key; write `struct Name { field: Type, .. }`",
+                    );
+                    return None;
+                }
+                Fields::Unit => {
+                    cx.error_at(
+                        input.ident.span(),
+                        "#[derive(CoordConfig)] needs named fields, since each field's name \
+                         is its key; write `struct Name { field: Type, .. }`",
+                    );
+                    return None;
+                }
+            },
+            Data::Enum(data) => {
+                cx.error_at(
+                    data.enum_token.span(),
+                    "#[derive(CoordConfig)] only works on a struct with named fields (one key \
+                     per field); an enum cannot be bound to keys. Use the enum as a field type: \
+                     it is stored as that key's JSON",
+                );
+                return None;
+            }
+            Data::Union(data) => {
+                cx.error_at(
+                    data.union_token.span(),
+                    "#[derive(CoordConfig)] only works on a struct with named fields; \
+                     a union cannot be bound to keys",
+                );
+                return None;
+            }
+        };
+        let fields = fields
+            .iter()
+            .filter_map(|field| {
+                // A named field always has an ident; the filter only avoids an unwrap.
+                Some(Field {
+                    ident: field.ident.as_ref()?,
+                    ty: &field.ty,
+                    attrs: attr::Field::from_attrs(cx, &field.attrs),
+                    doc: doc_comment(&field.attrs),
+                })
+            })
+            .collect();
+        if !input.generics.params.is_empty() {
+            return None;
+        }
+        Some(Input {
+            ident: &input.ident,
+            attrs,
+            fields,
+        })
+    }
+}
+
+impl Field<'_> {
+    /// The key relative to the prefix: `key = "..."`, else the field name (without `r#`).
+    pub fn key(&self) -> String {
+        match &self.attrs.key {
+            Some(key) => key.value(),
+            None => self.ident.unraw().to_string(),
+        }
+    }
+
+    /// Where to point at the key: the `key = "..."` string, else the field name.
+    pub fn key_span(&self) -> Span {
+        match &self.attrs.key {
+            Some(key) => key.span(),
+            None => self.ident.span(),
+        }
+    }
+
+    /// The field type as written, with Rust's usual spacing (`Vec<(String, u32)>`), not
+    /// `stringify!`'s (`Vec < (String, u32) >`).
+    pub fn type_name(&self) -> String {
+        let mut out = String::new();
+        write_tokens(&mut out, self.ty.to_token_stream());
+        out
+    }
+}
+
+fn doc_comment(attrs: &[Attribute]) -> String {
+    let mut lines = Vec::new();
+    for attr in attrs.iter().filter(|attr| attr.path() == DOC) {
+        // `#[doc = include_str!(..)]` and the like are not literals; they are left out.
+        if let Meta::NameValue(nv) = &attr.meta {
+            if let Expr::Lit(ExprLit {
+                lit: Lit::Str(doc), ..
+            }) = &nv.value
+            {
+                // `/// text` arrives as `" text"`: drop that one space, keep deeper indents.
+                for line in doc.value().lines() {
+                    lines.push(line.strip_prefix(' ').unwrap_or(line).trim_end().to_owned());
+                }
+            }
+        }
+    }
+    lines.join("\n").trim().to_owned()
+}
+
+/// Prints tokens with a space only where Rust needs or customarily has one: between two
+/// words (`dyn Trait`, `'static str`), after `,` and `;`, and around `->`, `=` and `+`.
+fn write_tokens(out: &mut String, tokens: TokenStream) {
+    let mut prev_word = false;
+    let mut prev_joint = false;
+    for tt in tokens {
+        match tt {
+            TokenTree::Ident(ident) => {
+                if prev_word {
+                    out.push(' ');
+                }
+                out.push_str(&ident.to_string());
+                prev_word = true;
+                prev_joint = false;
+            }
+            TokenTree::Literal(lit) => {
+                if prev_word {
+                    out.push(' ');
+                }
+                out.push_str(&lit.to_string());
+                prev_word = true;
+                prev_joint = false;
+            }
+            TokenTree::Punct(punct) => {
+                let ch = punct.as_char();
+                let spaced = matches!(ch, '=' | '+') || (ch == '-' && !prev_joint);
+                if spaced && !out.ends_with(' ') {
+                    out.push(' ');
+                }
+                out.push(ch);
+                let joint = punct.spacing() == proc_macro2::Spacing::Joint;
+                if matches!(ch, ',' | ';' | '=' | '+')
+                    || (ch == '>' && prev_joint && out.ends_with("->"))
+                {
+                    out.push(' ');
+                }
+                // A lifetime's quote is joint with its name: `'static` stays one word.
+                prev_word = false;
+                prev_joint = joint;
+            }
+            TokenTree::Group(group) => {
+                let (open, close) = match group.delimiter() {
+                    Delimiter::Parenthesis => ("(", ")"),
+                    Delimiter::Bracket => ("[", "]"),
+                    Delimiter::Brace => ("{", "}"),
+                    Delimiter::None => ("", ""),
+                };
+                if prev_word && group.delimiter() == Delimiter::Brace {
+                    out.push(' ');
+                }
+                out.push_str(open);
+                write_tokens(out, group.stream());
+                // A trailing comma (`(u8,)`) leaves a space before the close.
+                out.truncate(out.trim_end().len());
+                out.push_str(close);
+                prev_word = group.delimiter() == Delimiter::None;
+                prev_joint = false;
+            }
+        }
+    }
+}

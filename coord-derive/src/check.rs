@@ -1,0 +1,89 @@
+//! Rules between attributes, and between attributes and fields.
+
+use std::collections::BTreeMap;
+
+use syn::spanned::Spanned;
+use syn::Type;
+
+use crate::ast::Input;
+use crate::ctxt::Ctxt;
+use crate::symbol::{DEFAULT, NESTED, SECRET, SECRET_TYPE};
+
+pub fn check(cx: &Ctxt, input: &Input) {
+    check_nested(cx, input);
+    check_secret_types(cx, input);
+    check_unique_keys(cx, input);
+}
+
+fn check_nested(cx: &Ctxt, input: &Input) {
+    for field in &input.fields {
+        if field.attrs.nested.is_none() {
+            continue;
+        }
+        if let Some(default) = &field.attrs.default {
+            cx.error_at(
+                default.span,
+                format!(
+                    "#[coord({DEFAULT})] cannot be used on a #[coord({NESTED})] field: a nested \
+                     struct takes its defaults from its own fields' #[coord({DEFAULT})]"
+                ),
+            );
+        }
+        if let Some(secret) = field.attrs.secret {
+            cx.error_at(
+                secret,
+                format!(
+                    "#[coord({SECRET})] cannot be used on a #[coord({NESTED})] field: mark the \
+                     secret fields inside the nested struct instead"
+                ),
+            );
+        }
+    }
+}
+
+fn check_secret_types(cx: &Ctxt, input: &Input) {
+    for field in &input.fields {
+        if field.attrs.secret.is_some() && field.attrs.nested.is_none() && !is_secret(field.ty) {
+            cx.error_at(
+                field.ty.span(),
+                format!(
+                    "#[coord({SECRET})] fields must have type coord::Secret<T> so Debug and logs \
+                     never show the value"
+                ),
+            );
+        }
+    }
+}
+
+/// The last path segment is `Secret`: the type may be imported or written in full.
+fn is_secret(ty: &Type) -> bool {
+    match ty {
+        Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == SECRET_TYPE),
+        Type::Group(group) => is_secret(&group.elem),
+        Type::Paren(paren) => is_secret(&paren.elem),
+        _ => false,
+    }
+}
+
+fn check_unique_keys(cx: &Ctxt, input: &Input) {
+    let mut seen = BTreeMap::new();
+    for field in &input.fields {
+        let key = field.key();
+        match seen.get(&key) {
+            Some(first) => cx.error_at(
+                field.key_span(),
+                format!(
+                    "duplicate key `{key}`: field `{first}` is already stored under it; give \
+                     one of them another #[coord(key = \"...\")]"
+                ),
+            ),
+            None => {
+                seen.insert(key, field.ident);
+            }
+        }
+    }
+}

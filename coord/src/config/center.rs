@@ -1,0 +1,446 @@
+//! The config center: typed key-value access, values as JSON.
+//!
+//! [`ConfigCenter`] reads and writes single keys as serde types, with etcd's versions for
+//! optimistic concurrency, atomic multi-key writes ([`Batch`], [`ConfigCenter::publish`]) and
+//! typed watches ([`Watcher`]).
+//!
+//! A key's *version* here is its `mod_revision`: the store revision of its last write. It
+//! strictly increases with every write, so `compare_and_set` with the version you read succeeds
+//! only if nobody wrote in between. Version 0 means "does not exist".
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::config::schema::CoordConfig;
+use crate::error::{Error, Result};
+use crate::store::{
+    Compare, EventKind, KeyRange, KeyValue, RangeOptions, Store, Txn, TxnOp, TxnOpResponse,
+};
+use crate::watch::{ResilientWatch, WatchEvent};
+
+/// Typed access to config keys. Get it from `Coord::config()`.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord::Result<()> {
+/// let coord = coord::Coord::in_memory();
+/// let config = coord.config();
+/// config.set("/config/app/replicas", &3u32).await?;
+/// let (replicas, version) = config.get_with_version::<u32>("/config/app/replicas").await?;
+/// assert_eq!(replicas, 3);
+/// // Only succeeds if nobody wrote since we read.
+/// config.compare_and_set("/config/app/replicas", &4u32, version).await?;
+/// assert!(config.compare_and_set("/config/app/replicas", &5u32, version).await.is_err());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ConfigCenter {
+    store: Store,
+}
+
+impl ConfigCenter {
+    pub(crate) fn new(store: Store) -> Self {
+        ConfigCenter { store }
+    }
+
+    /// Reads and decodes a key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if the key does not exist; [`Error::Decode`] naming the key if its
+    /// value is not JSON of type `T`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
+        self.get_with_version(key).await.map(|(value, _)| value)
+    }
+
+    /// Reads and decodes a key, with its version (mod_revision) for
+    /// [`compare_and_set`](Self::compare_and_set).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    pub async fn get_with_version<T: DeserializeOwned>(&self, key: &str) -> Result<(T, i64)> {
+        let (kv, _) = self.store.get(key).await?;
+        let kv = kv.ok_or_else(|| Error::NotFound {
+            key: key.to_string(),
+        })?;
+        Ok((decode(&kv)?, kv.mod_revision))
+    }
+
+    /// The keys under a prefix, in key order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let response = self
+            .store
+            .range(
+                &KeyRange::prefix(prefix),
+                RangeOptions::default().keys_only(),
+            )
+            .await?;
+        Ok(response.kvs.into_iter().map(|kv| kv.key).collect())
+    }
+
+    /// Writes a key; returns its new version.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the value does not serialize or is too large for etcd.
+    pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<i64> {
+        let bytes = encode(key, value)?;
+        Ok(self.store.put(key, bytes, 0).await?.revision)
+    }
+
+    /// Deletes a key; returns whether it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        Ok(self.store.delete(&KeyRange::key(key)).await?.deleted > 0)
+    }
+
+    /// Writes a key only if its version is still `expected_version` (0 = only if it does not
+    /// exist); returns the new version.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] with the current version if someone else wrote first.
+    pub async fn compare_and_set<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        expected_version: i64,
+    ) -> Result<i64> {
+        self.batch()
+            .expect_version(key, expected_version)
+            .set(key, value)?
+            .commit()
+            .await
+    }
+
+    /// A multi-key atomic write.
+    pub fn batch(&self) -> Batch {
+        Batch {
+            store: self.store.clone(),
+            guards: Vec::new(),
+            ops: Vec::new(),
+        }
+    }
+
+    /// Writes every field of a [`CoordConfig`] value under its prefix in one transaction, so a
+    /// `Live<T>` never sees half of it. Returns the revision of the write.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if `T` has no prefix (use [`publish_at`](Self::publish_at)),
+    /// if the struct has more than 128 keys, or a value is too large.
+    pub async fn publish<T: CoordConfig>(&self, value: &T) -> Result<i64> {
+        let prefix = T::PREFIX.ok_or_else(|| {
+            Error::invalid_argument(
+                std::any::type_name::<T>(),
+                "has no #[coord(prefix = ...)]; use publish_at",
+            )
+        })?;
+        self.publish_at(prefix, value).await
+    }
+
+    /// [`publish`](Self::publish) under an explicit prefix.
+    pub async fn publish_at<T: CoordConfig>(&self, prefix: &str, value: &T) -> Result<i64> {
+        let prefix = prefix.trim_end_matches('/');
+        let mut batch = self.batch();
+        for (key, json) in value.to_values()? {
+            batch = batch.set(&format!("{prefix}/{key}"), &json)?;
+        }
+        batch.commit().await
+    }
+
+    /// Writes the default of every field of `T` whose key does not exist yet, in one
+    /// transaction; existing keys are left alone. Returns the keys written.
+    pub async fn seed_defaults<T: CoordConfig>(&self) -> Result<Vec<String>> {
+        let prefix = T::PREFIX.ok_or_else(|| {
+            Error::invalid_argument(
+                std::any::type_name::<T>(),
+                "has no #[coord(prefix = ...)]; use seed_defaults_at",
+            )
+        })?;
+        self.seed_defaults_at::<T>(prefix).await
+    }
+
+    /// [`seed_defaults`](Self::seed_defaults) under an explicit prefix.
+    pub async fn seed_defaults_at<T: CoordConfig>(&self, prefix: &str) -> Result<Vec<String>> {
+        let prefix = prefix.trim_end_matches('/');
+        loop {
+            let existing = self.list(&format!("{prefix}/")).await?;
+            let mut batch = self.batch();
+            let mut written = Vec::new();
+            for field in T::fields() {
+                let Some(default) = field.default else {
+                    continue;
+                };
+                let key = format!("{prefix}/{}", field.key);
+                if existing.contains(&key) {
+                    continue;
+                }
+                batch = batch.expect_version(&key, 0).set(&key, &default)?;
+                written.push(key);
+            }
+            if written.is_empty() {
+                return Ok(written);
+            }
+            match batch.commit().await {
+                Ok(_) => return Ok(written),
+                // Someone created one of the keys since we listed: look again.
+                Err(Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Watches one key for changes made after this call returns.
+    ///
+    /// # Errors
+    ///
+    /// Store errors from the first read, which fixes the revision the watch starts after.
+    pub async fn watch<T: DeserializeOwned + Send + 'static>(
+        &self,
+        key: &str,
+    ) -> Result<Watcher<T>> {
+        Watcher::start(ResilientWatch::new(self.store.clone(), KeyRange::key(key))).await
+    }
+
+    /// Watches every key under a prefix for changes made after this call returns.
+    ///
+    /// # Errors
+    ///
+    /// As [`watch`](Self::watch).
+    pub async fn watch_prefix<T: DeserializeOwned + Send + 'static>(
+        &self,
+        prefix: &str,
+    ) -> Result<Watcher<T>> {
+        Watcher::start(ResilientWatch::new(
+            self.store.clone(),
+            KeyRange::prefix(prefix),
+        ))
+        .await
+    }
+}
+
+/// A multi-key atomic write: every `set` and `delete` happens in one revision, or none does if
+/// a version guard fails. At most 128 operations (etcd's limit).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord::Result<()> {
+/// let coord = coord::Coord::in_memory();
+/// let revision = coord.config().batch()
+///     .set("/config/db/primary", "db-2:5432")?
+///     .set("/config/db/replica", "db-1:5432")?
+///     .delete("/config/db/failover_in_progress")
+///     .commit()
+///     .await?;
+/// assert!(revision > 0);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use = "a batch does nothing until committed"]
+pub struct Batch {
+    store: Store,
+    guards: Vec<(String, i64)>,
+    ops: Vec<TxnOp>,
+}
+
+impl Batch {
+    /// Writes `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the value does not serialize.
+    pub fn set<T: Serialize + ?Sized>(mut self, key: &str, value: &T) -> Result<Self> {
+        self.ops.push(TxnOp::put(key, encode(key, value)?));
+        Ok(self)
+    }
+
+    /// Deletes `key` (nothing happens if it does not exist).
+    pub fn delete(mut self, key: &str) -> Self {
+        self.ops.push(TxnOp::delete(key));
+        self
+    }
+
+    /// Commits only if `key` is at `version` (its mod_revision; 0 = it must not exist).
+    pub fn expect_version(mut self, key: &str, version: i64) -> Self {
+        self.guards.push((key.to_string(), version));
+        self
+    }
+
+    /// Runs the batch; returns the revision it was written at.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] naming the first guarded key that moved, with its current version;
+    /// [`Error::InvalidArgument`] for more than 128 operations or a request over 1.5 MiB.
+    pub async fn commit(self) -> Result<i64> {
+        let compares = self
+            .guards
+            .iter()
+            .map(|(key, version)| Compare::mod_revision(key.as_str(), *version));
+        // On failure, read the guarded keys back to say which one moved.
+        let reads = self.guards.iter().map(|(key, _)| TxnOp::get(key.as_str()));
+        let txn = Txn::new().when(compares).and_then(self.ops).or_else(reads);
+        let response = self.store.txn(txn).await?;
+        if response.succeeded {
+            return Ok(response.revision);
+        }
+        for ((key, expected), read) in self.guards.iter().zip(&response.responses) {
+            let current = match read {
+                TxnOpResponse::Get(get) => get.kvs.first().map_or(0, |kv| kv.mod_revision),
+                _ => continue,
+            };
+            if current != *expected {
+                return Err(Error::Conflict {
+                    key: key.clone(),
+                    expected: *expected,
+                    current,
+                });
+            }
+        }
+        // Every guard matched on re-read: the key moved and moved back between compare and
+        // read; report the first guard as the conflict.
+        let (key, expected) = self.guards.first().cloned().unwrap_or_default();
+        Err(Error::Conflict {
+            key,
+            expected,
+            current: expected,
+        })
+    }
+}
+
+/// A change to a watched config key.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConfigEvent<T> {
+    /// The key was written.
+    Put {
+        /// The key.
+        key: String,
+        /// The decoded value.
+        value: T,
+        /// The revision of the write (the key's new version).
+        revision: i64,
+    },
+    /// The key was deleted.
+    Delete {
+        /// The key.
+        key: String,
+        /// The revision of the delete.
+        revision: i64,
+    },
+}
+
+impl<T> ConfigEvent<T> {
+    /// The key of the event.
+    pub fn key(&self) -> &str {
+        match self {
+            ConfigEvent::Put { key, .. } | ConfigEvent::Delete { key, .. } => key,
+        }
+    }
+
+    /// The revision of the event.
+    pub fn revision(&self) -> i64 {
+        match self {
+            ConfigEvent::Put { revision, .. } | ConfigEvent::Delete { revision, .. } => *revision,
+        }
+    }
+}
+
+/// A typed watch: a `Stream` of [`ConfigEvent`]s for changes made after it started.
+///
+/// It rides on [`ResilientWatch`], so it survives etcd restarts and compaction: after a
+/// compaction the changes missed are delivered as puts and deletes of the difference. A value
+/// that does not decode is an `Err(Error::Decode)` item naming the key, and the stream goes on;
+/// so are connection errors while it reconnects. It ends only after [`close`](Self::close).
+pub struct Watcher<T> {
+    stream: Pin<Box<dyn Stream<Item = Result<ConfigEvent<T>>> + Send>>,
+    closed: bool,
+}
+
+impl<T> std::fmt::Debug for Watcher<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher")
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> Watcher<T> {
+    /// Reads the current state (the revision to start after), then streams changes.
+    async fn start(mut watch: ResilientWatch) -> Result<Self> {
+        watch.next().await?;
+        let stream = futures::stream::unfold(
+            (watch, std::collections::VecDeque::new()),
+            |(mut watch, mut pending)| async move {
+                loop {
+                    if let Some(item) = pending.pop_front() {
+                        return Some((item, (watch, pending)));
+                    }
+                    match watch.next().await {
+                        Ok(WatchEvent::Init { .. } | WatchEvent::Progress { .. }) => {}
+                        Ok(
+                            WatchEvent::Events { events, .. } | WatchEvent::Resync { events, .. },
+                        ) => {
+                            pending.extend(events.into_iter().map(|event| match event.kind {
+                                EventKind::Put => decode(&event.kv).map(|value| ConfigEvent::Put {
+                                    revision: event.kv.mod_revision,
+                                    key: event.kv.key,
+                                    value,
+                                }),
+                                EventKind::Delete => Ok(ConfigEvent::Delete {
+                                    key: event.kv.key,
+                                    revision: event.kv.mod_revision,
+                                }),
+                            }));
+                        }
+                        Err(e) => pending.push_back(Err(e)),
+                    }
+                }
+            },
+        );
+        Ok(Watcher {
+            stream: Box::pin(stream),
+            closed: false,
+        })
+    }
+
+    /// Stops the watch: the stream ends and the store watch is released.
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.stream = Box::pin(futures::stream::empty());
+    }
+}
+
+impl<T> Stream for Watcher<T> {
+    type Item = Result<ConfigEvent<T>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.closed {
+            return Poll::Ready(None);
+        }
+        self.stream.as_mut().poll_next(cx)
+    }
+}
+
+/// Decodes a stored JSON value; the error names the key.
+pub(crate) fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
+    serde_json::from_slice(&kv.value).map_err(|source| Error::Decode {
+        key: kv.key.clone(),
+        source,
+    })
+}
+
+fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value)
+        .map_err(|e| Error::invalid_argument(key, format!("cannot encode: {e}")))
+}

@@ -1,0 +1,194 @@
+//! One watch per watched range, shared by every `Live` handle on that range.
+//!
+//! The hub keeps, per key range, a task that runs a [`ResilientWatch`] and publishes the
+//! range's raw state as a [`Snapshot`] after every revision. Handles subscribe to it; when the
+//! last subscriber is dropped the task stops and the store watch closes. So a thousand `Live`
+//! handles on one prefix are one store watch, and on the etcd backend the store watches of
+//! many prefixes share one gRPC stream (see `store::etcd`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::error::Result;
+use crate::store::{EventKind, KeyRange, Store};
+use crate::watch::{ResilientWatch, WatchEvent};
+
+/// The raw state of a range at one revision.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Snapshot {
+    /// 0 until the first list has been read.
+    pub revision: i64,
+    /// Full key → raw value.
+    pub values: Arc<BTreeMap<String, Vec<u8>>>,
+}
+
+/// A watched range. Dropping the last `Arc` stops its watch.
+#[derive(Debug)]
+pub(crate) struct RangeWatch {
+    rx: watch::Receiver<Snapshot>,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl RangeWatch {
+    /// A receiver whose current value is the latest snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.rx.clone()
+    }
+}
+
+impl Drop for RangeWatch {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+    }
+}
+
+/// The shared watches of one `Coord`.
+#[derive(Debug)]
+pub(crate) struct WatchHub {
+    store: Store,
+    ranges: Mutex<HashMap<KeyRange, Weak<RangeWatch>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks leaves plain data behind; it is still consistent.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl WatchHub {
+    pub fn new(store: Store) -> Self {
+        WatchHub {
+            store,
+            ranges: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Ranges being watched right now.
+    pub fn watched_ranges(&self) -> usize {
+        lock(&self.ranges)
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+
+    /// The shared watch of `range`, started if needed, with a receiver that has seen the
+    /// returned first snapshot.
+    ///
+    /// # Errors
+    ///
+    /// The error of the first list if this call started the watch and the list failed.
+    pub async fn watch(
+        &self,
+        range: &KeyRange,
+    ) -> Result<(Arc<RangeWatch>, watch::Receiver<Snapshot>, Snapshot)> {
+        loop {
+            let (existing, starter) = {
+                let mut ranges = lock(&self.ranges);
+                match ranges.get(range).and_then(Weak::upgrade) {
+                    Some(existing) => (Some(existing), None),
+                    None => {
+                        let (tx, rx) = watch::channel(Snapshot::default());
+                        let shared = Arc::new(RangeWatch {
+                            rx,
+                            task: Mutex::new(None),
+                        });
+                        ranges.retain(|_, w| w.strong_count() > 0);
+                        ranges.insert(range.clone(), Arc::downgrade(&shared));
+                        (None, Some((shared, tx)))
+                    }
+                }
+            };
+            if let Some(existing) = existing {
+                let mut rx = existing.subscribe();
+                let first = rx.wait_for(|s| s.revision > 0).await.map(|s| s.clone());
+                match first {
+                    Ok(snapshot) => return Ok((existing, rx, snapshot)),
+                    // Its first list failed and the starter gave up: start it ourselves.
+                    Err(_) => continue,
+                }
+            }
+            let Some((shared, tx)) = starter else {
+                continue;
+            };
+            let mut watch = ResilientWatch::new(self.store.clone(), range.clone());
+            let mut values = BTreeMap::new();
+            // If this fails, `tx` drops and waiters on this range try again themselves.
+            let event = watch.next().await?;
+            let snapshot = apply(&mut values, event);
+            tx.send_replace(snapshot.clone());
+            let mut rx = shared.subscribe();
+            rx.mark_unchanged();
+            let span = tracing::debug_span!("live.watch", key = range.as_str());
+            let task = tokio::spawn(run(watch, values, tx).instrument(span));
+            *lock(&shared.task) = Some(task.abort_handle());
+            return Ok((shared, rx, snapshot));
+        }
+    }
+}
+
+/// Follows the range for as long as anyone subscribes.
+async fn run(
+    mut watch: ResilientWatch,
+    mut values: BTreeMap<String, Vec<u8>>,
+    tx: watch::Sender<Snapshot>,
+) {
+    let mut degraded = false;
+    loop {
+        let event = tokio::select! {
+            event = watch.next() => event,
+            () = tx.closed() => return,
+        };
+        match event {
+            Ok(WatchEvent::Progress { .. }) => {}
+            Ok(event) => {
+                if degraded {
+                    tracing::info!("watch recovered");
+                    degraded = false;
+                }
+                tx.send_replace(apply(&mut values, event));
+            }
+            Err(e) => {
+                if !degraded {
+                    tracing::warn!(error = %e, "watch broken; serving the last known state while it reconnects");
+                    degraded = true;
+                }
+            }
+        }
+    }
+}
+
+/// Applies one watch item to the raw state and returns the new snapshot.
+fn apply(values: &mut BTreeMap<String, Vec<u8>>, event: WatchEvent) -> Snapshot {
+    let revision = event.revision();
+    match event {
+        WatchEvent::Init { kvs, .. } => {
+            values.clear();
+            for kv in kvs {
+                values.insert(kv.key, kv.value);
+            }
+        }
+        WatchEvent::Events { events, .. } | WatchEvent::Resync { events, .. } => {
+            for event in events {
+                match event.kind {
+                    EventKind::Put => {
+                        values.insert(event.kv.key, event.kv.value);
+                    }
+                    EventKind::Delete => {
+                        values.remove(&event.kv.key);
+                    }
+                }
+            }
+        }
+        WatchEvent::Progress { .. } => {}
+    }
+    Snapshot {
+        revision,
+        values: Arc::new(values.clone()),
+    }
+}

@@ -1,0 +1,268 @@
+//! `Live<T>`: a config struct that follows the store, read lock-free.
+//!
+//! # What it promises
+//!
+//! - **Whole values.** [`Live::load`] always returns a complete, decoded and validated `T`. The
+//!   first value is built from one range read at one revision; after that, every event of one
+//!   revision is applied together and the struct is swapped once, so a reader never sees half
+//!   of a multi-key transaction.
+//! - **Last good value.** If a key fails to decode, a required key is deleted, or `validate`
+//!   fails, the previous value stays live, [`Live::last_error`] names the key and reason, and a
+//!   `tracing` warning is logged. The next good revision heals it and clears the error.
+//! - **Lock-free reads.** `load` is an `arc_swap` load (a few nanoseconds, no lock, never
+//!   blocked by the updater); [`Live::reader`] gives a per-thread handle that is cheaper still.
+//! - **Shared watches.** All handles on one prefix of one `Coord` share one store watch, which
+//!   survives etcd restarts and compaction (see [`crate::watch`]).
+//! - **Drop.** Dropping the last clone of a handle stops its updates; the store watch stops when
+//!   no handle on its prefix is left.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::config::hub::{RangeWatch, Snapshot};
+use crate::config::schema::{CoordConfig, Source};
+use crate::error::{Error, Result};
+
+/// A live config value. Cheap to clone; clones share the value and its updates.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord::Result<()> {
+/// use coord::{Coord, CoordConfig};
+///
+/// #[derive(CoordConfig, Debug, Clone, PartialEq)]
+/// #[coord(prefix = "/config/checkout")]
+/// struct Checkout {
+///     #[coord(default = 30)]
+///     timeout_secs: u64,
+/// }
+///
+/// let coord = Coord::in_memory();
+/// let live = coord.live::<Checkout>().await?;
+/// assert_eq!(live.load().timeout_secs, 30);
+///
+/// let mut updates = live.subscribe();
+/// coord.config().set("/config/checkout/timeout_secs", &45).await?;
+/// updates.changed().await.expect("live handle open");
+/// assert_eq!(live.load().timeout_secs, 45);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Live<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for Live<T> {
+    fn clone(&self) -> Self {
+        Live {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Live<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("prefix", &self.shared.prefix)
+            .field("revision", &self.shared.revision.load(Ordering::Acquire))
+            .field("value", &**self.shared.current.load())
+            .finish()
+    }
+}
+
+struct Shared<T> {
+    prefix: String,
+    current: Arc<ArcSwap<T>>,
+    revision: AtomicI64,
+    last_error: Mutex<Option<Arc<Error>>>,
+    tx: watch::Sender<Arc<T>>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A loaded value: derefs to `T`. Hold it briefly; it pins the value it loaded.
+pub struct LiveGuard<T>(arc_swap::Guard<Arc<T>>);
+
+impl<T> std::ops::Deref for LiveGuard<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for LiveGuard<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+/// A per-thread reader for hot loops: `load` goes through [`arc_swap::Cache`] and costs about
+/// one atomic load when nothing changed. Get one per thread from [`Live::reader`].
+pub struct LiveReader<T> {
+    cache: arc_swap::Cache<Arc<ArcSwap<T>>, Arc<T>>,
+}
+
+impl<T> LiveReader<T> {
+    /// The current value.
+    pub fn load(&mut self) -> &Arc<T> {
+        self.cache.load()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded value is a plain Option; a panic elsewhere cannot leave it half-written.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<T: Send + Sync + 'static> Live<T> {
+    /// A value that never changes, for tests and for code paths without a store.
+    pub fn fixed(value: T) -> Self {
+        let value = Arc::new(value);
+        let (tx, _) = watch::channel(Arc::clone(&value));
+        Live {
+            shared: Arc::new(Shared {
+                prefix: String::new(),
+                current: Arc::new(ArcSwap::new(value)),
+                revision: AtomicI64::new(0),
+                last_error: Mutex::new(None),
+                tx,
+                task: None,
+            }),
+        }
+    }
+
+    /// The current value, lock-free.
+    pub fn load(&self) -> LiveGuard<T> {
+        LiveGuard(self.shared.current.load())
+    }
+
+    /// The current value as an `Arc` (a little slower than [`load`](Self::load); keep it as
+    /// long as you like).
+    pub fn load_full(&self) -> Arc<T> {
+        self.shared.current.load_full()
+    }
+
+    /// The store revision the current value was built from (0 for [`fixed`](Self::fixed)).
+    pub fn revision(&self) -> i64 {
+        self.shared.revision.load(Ordering::Acquire)
+    }
+
+    /// Resolves at the next swap to a new value.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. A change that happens between two calls is not seen by the second; use
+    /// [`subscribe`](Self::subscribe) to see every change.
+    pub async fn changed(&self) {
+        let mut rx = self.shared.tx.subscribe();
+        // A closed channel means the handle's updates stopped: then it never changes again.
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// A receiver of every new value, starting with the current one marked as seen.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<T>> {
+        self.shared.tx.subscribe()
+    }
+
+    /// Why the latest revision was not applied, if it was not: the error names the key. `None`
+    /// once a good revision has been applied.
+    pub fn last_error(&self) -> Option<Arc<Error>> {
+        lock(&self.shared.last_error).clone()
+    }
+
+    /// A per-thread reader whose `load` is cheaper still (see [`LiveReader`]).
+    pub fn reader(&self) -> LiveReader<T> {
+        LiveReader {
+            cache: arc_swap::Cache::new(Arc::clone(&self.shared.current)),
+        }
+    }
+
+    /// The prefix the value is bound to.
+    pub fn prefix(&self) -> &str {
+        &self.shared.prefix
+    }
+}
+
+impl<T: CoordConfig> Live<T> {
+    /// Binds `T` to `prefix` on a shared range watch.
+    pub(crate) async fn bind(hub: &super::hub::WatchHub, prefix: &str) -> Result<Self> {
+        let prefix = prefix.trim_end_matches('/').to_string();
+        let range = crate::store::KeyRange::prefix(format!("{prefix}/"));
+        let (range_watch, rx, snapshot) = hub.watch(&range).await?;
+        let value = Arc::new(build::<T>(&prefix, &snapshot)?);
+        let (tx, _) = watch::channel(Arc::clone(&value));
+        let shared = Arc::new_cyclic(|weak: &Weak<Shared<T>>| {
+            let task = tokio::spawn(follow(range_watch, rx, weak.clone()));
+            Shared {
+                prefix,
+                current: Arc::new(ArcSwap::new(value)),
+                revision: AtomicI64::new(snapshot.revision),
+                last_error: Mutex::new(None),
+                tx,
+                task: Some(task.abort_handle()),
+            }
+        });
+        Ok(Live { shared })
+    }
+}
+
+/// Applies every new snapshot of the range to the handle while the handle lives.
+async fn follow<T: CoordConfig>(
+    _range: Arc<RangeWatch>,
+    mut rx: watch::Receiver<Snapshot>,
+    handle: Weak<Shared<T>>,
+) {
+    while rx.changed().await.is_ok() {
+        let snapshot = rx.borrow_and_update().clone();
+        let Some(shared) = handle.upgrade() else {
+            return;
+        };
+        if snapshot.revision <= shared.revision.load(Ordering::Acquire) {
+            continue;
+        }
+        match build::<T>(&shared.prefix, &snapshot) {
+            Ok(value) => {
+                let value = Arc::new(value);
+                // Cleared before the swap, so whoever sees the healed value sees no error.
+                if lock(&shared.last_error).take().is_some() {
+                    tracing::info!(prefix = %shared.prefix, revision = snapshot.revision, "config healed");
+                }
+                shared.current.store(Arc::clone(&value));
+                shared.revision.store(snapshot.revision, Ordering::Release);
+                shared.tx.send_replace(value);
+            }
+            Err(error) => {
+                tracing::warn!(
+                    prefix = %shared.prefix,
+                    revision = snapshot.revision,
+                    %error,
+                    "config change rejected; keeping the last good value"
+                );
+                *lock(&shared.last_error) = Some(Arc::new(error));
+            }
+        }
+    }
+}
+
+/// Builds `T` from a snapshot of its prefix.
+fn build<T: CoordConfig>(prefix: &str, snapshot: &Snapshot) -> Result<T> {
+    let source = Source::new(prefix, &snapshot.values);
+    T::from_source(&source)
+}

@@ -1,0 +1,15 @@
+//! Typed configuration: the [`CoordConfig`] trait that `#[derive(CoordConfig)]` implements.
+//! (The config center and `Live<T>` are being written.)
+
+mod center;
+pub(crate) mod hub;
+mod live;
+mod schema;
+mod secret;
+
+pub use center::{Batch, ConfigCenter, ConfigEvent, Watcher};
+pub use live::{Live, LiveGuard, LiveReader};
+pub use schema::{
+    describe, encode, encode_nested, CoordConfig, FieldInfo, HasPrefix, Source, Values,
+};
+pub use secret::Secret;

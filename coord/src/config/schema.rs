@@ -1,0 +1,366 @@
+//! The contract between `#[derive(CoordConfig)]` and the runtime.
+//!
+//! A `CoordConfig` struct is a set of keys under a prefix, one key per field holding that
+//! field's JSON value (`{prefix}/{key}`); a `#[coord(nested)]` field is another `CoordConfig`
+//! under `{prefix}/{key}/`. The derive generates the impl; the runtime (`Live<T>`, `publish`,
+//! `seed_defaults`) only talks to this trait.
+//!
+//! The generated code is short: it calls the helpers here ([`Source::get`],
+//! [`Source::get_or_else`], [`Source::at`], [`Source::validated`], [`FieldInfo::new`],
+//! [`FieldInfo::nested`], [`encode`], [`encode_nested`]), which a hand-written impl can use
+//! as well.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// A struct bound to keys under a prefix. Implement it with `#[derive(CoordConfig)]`.
+///
+/// # Examples
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use coord::config::{CoordConfig, Source};
+///
+/// #[derive(coord::CoordConfig, Debug, PartialEq)]
+/// #[coord(prefix = "/config/checkout")]
+/// struct Checkout {
+///     /// Seconds before a payment attempt is abandoned.
+///     #[coord(default = 30)]
+///     timeout_secs: u64,
+///     #[coord(key = "rate-limit")]
+///     rate_limit: u32,
+/// }
+///
+/// let values = BTreeMap::from([("/config/checkout/rate-limit".to_string(), b"100".to_vec())]);
+/// let checkout = Checkout::from_source(&Source::new("/config/checkout", &values))?;
+/// assert_eq!(checkout, Checkout { timeout_secs: 30, rate_limit: 100 });
+/// # Ok::<(), coord::Error>(())
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a CoordConfig struct",
+    label = "not a CoordConfig struct",
+    note = "add #[derive(coord::CoordConfig)] to `{Self}`; a #[coord(nested)] field must be one too"
+)]
+pub trait CoordConfig: Sized + Send + Sync + 'static {
+    /// The prefix of `#[coord(prefix = "...")]`, without a trailing `/`; `None` if the struct
+    /// must be bound with `live_at`.
+    const PREFIX: Option<&'static str>;
+
+    /// Every bound key, relative to the prefix (nested structs flattened: `"db/host"`), in
+    /// field order.
+    fn fields() -> Vec<FieldInfo>;
+
+    /// Builds the struct from the values under the prefix, then validates it (nested structs
+    /// are validated as they are built, each under its own prefix).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`](crate::Error::Decode) naming the full key for a value that is not
+    /// valid JSON for its field; [`Error::Invalid`](crate::Error::Invalid) for a missing
+    /// required key (naming the key) or a failed `validate` (naming the prefix).
+    fn from_source(source: &Source<'_>) -> Result<Self>;
+
+    /// Every field's value as JSON, keyed relative to the prefix (nested flattened).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`](crate::Error::Invalid) if a field does not serialize.
+    fn to_values(&self) -> Result<Values>;
+
+    /// The struct's own `#[coord(validate = "...")]` check; `Ok` if it has none. Nested
+    /// structs are not checked here: [`from_source`](Self::from_source) checks each one.
+    ///
+    /// # Errors
+    ///
+    /// What the check says is wrong.
+    fn validate(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A [`CoordConfig`] whose `#[coord(prefix = "...")]` is known at compile time, so it can be
+/// bound without naming a prefix (`coord.live::<T>()`). The derive implements it exactly when
+/// the struct has a prefix.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no #[coord(prefix = \"...\")]",
+    label = "`{Self}` is bound to no prefix",
+    note = "add #[coord(prefix = \"/config/...\")] to the struct, or bind it with coord.live_at::<T>(prefix)"
+)]
+pub trait HasPrefix: CoordConfig {}
+
+/// Keys (relative to a prefix) and their JSON values, as [`CoordConfig::to_values`] gives them.
+pub type Values = Vec<(String, serde_json::Value)>;
+
+/// One bound key, as the derive describes it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct FieldInfo {
+    /// The key relative to the prefix (`"timeout_secs"`, `"db/host"`).
+    pub key: String,
+    /// The Rust type of the field, as written (`"Vec<String>"`).
+    pub type_name: &'static str,
+    /// The default as JSON. `None` for a required field, and for a secret even when it has a
+    /// default (see [`has_default`](Self::has_default)), so a secret's default is never shown
+    /// or seeded.
+    pub default: Option<serde_json::Value>,
+    /// True if a missing key takes a default instead of failing.
+    pub has_default: bool,
+    /// The field's doc comment, trimmed (lines joined with `\n`).
+    pub doc: &'static str,
+    /// True for `#[coord(secret)]`.
+    pub secret: bool,
+}
+
+impl FieldInfo {
+    /// A required, non-secret key.
+    pub fn new(key: &str, type_name: &'static str, doc: &'static str) -> Self {
+        FieldInfo {
+            key: key.to_owned(),
+            type_name,
+            default: None,
+            has_default: false,
+            doc,
+            secret: false,
+        }
+    }
+
+    /// Marks the key secret: its default (if any) is never serialized into the description.
+    #[must_use]
+    pub fn secret(mut self) -> Self {
+        self.secret = true;
+        self.default = None;
+        self
+    }
+
+    /// Gives the key a default, computed now and kept as JSON unless the key is secret (call
+    /// [`secret`](Self::secret) first).
+    #[must_use]
+    pub fn with_default<T: Serialize>(mut self, default: impl FnOnce() -> T) -> Self {
+        self.has_default = true;
+        if !self.secret {
+            // A default that does not serialize (a map with non-string keys) still counts as
+            // a default for reading; it just cannot be shown or seeded.
+            self.default = serde_json::to_value(default()).ok();
+        }
+        self
+    }
+
+    /// A nested struct's fields (`T::fields()`) as seen from the outer struct: keys prefixed
+    /// with `key/`.
+    pub fn nested(key: &str, fields: Vec<FieldInfo>) -> Vec<FieldInfo> {
+        fields
+            .into_iter()
+            .map(|mut field| {
+                field.key = join(key, &field.key);
+                field
+            })
+            .collect()
+    }
+
+    /// True if the key must exist in the store.
+    pub fn required(&self) -> bool {
+        !self.has_default
+    }
+}
+
+/// The raw values under one prefix, as the derive's generated `from_source` reads them.
+#[derive(Clone, Debug)]
+pub struct Source<'a> {
+    prefix: Cow<'a, str>,
+    values: &'a BTreeMap<String, Vec<u8>>,
+}
+
+impl<'a> Source<'a> {
+    /// Values keyed by full key; `prefix` is the struct's prefix with or without a trailing
+    /// `/`. Keys outside the prefix are never read.
+    pub fn new(prefix: &'a str, values: &'a BTreeMap<String, Vec<u8>>) -> Self {
+        Source {
+            prefix: Cow::Borrowed(prefix.trim_end_matches('/')),
+            values,
+        }
+    }
+
+    /// The prefix, without a trailing `/`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The full key of a relative key.
+    pub fn full_key(&self, key: &str) -> String {
+        join(&self.prefix, key)
+    }
+
+    /// The raw value of a relative key.
+    pub fn raw(&self, key: &str) -> Option<&'a [u8]> {
+        self.values.get(&self.full_key(key)).map(Vec::as_slice)
+    }
+
+    /// The same values seen from `{prefix}/{key}`, for a nested struct's `from_source`.
+    pub fn at(&self, key: &str) -> Source<'a> {
+        Source {
+            prefix: Cow::Owned(self.full_key(key)),
+            values: self.values,
+        }
+    }
+
+    /// Decodes a required key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming the full key if it is missing, [`Error::Decode`] naming it if
+    /// its value is not JSON for `T`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
+        match self.decode(key)? {
+            Some(value) => Ok(value),
+            None => Err(Error::Invalid {
+                key: self.full_key(key),
+                reason: "required key is missing".to_owned(),
+            }),
+        }
+    }
+
+    /// Decodes a key, or calls `default` if it is missing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] naming the full key if its value is not JSON for `T`.
+    pub fn get_or_else<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        default: impl FnOnce() -> T,
+    ) -> Result<T> {
+        Ok(self.decode(key)?.unwrap_or_else(default))
+    }
+
+    /// Runs `value`'s [`CoordConfig::validate`] and hands the value back if it passes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming this prefix, with the check's message as the reason.
+    pub fn validated<T: CoordConfig>(&self, value: T) -> Result<T> {
+        match value.validate() {
+            Ok(()) => Ok(value),
+            Err(reason) => Err(Error::Invalid {
+                key: self.prefix.clone().into_owned(),
+                reason,
+            }),
+        }
+    }
+
+    /// The full keys under the prefix that no field reads, in key order; the runtime logs them
+    /// at debug level (they are ignored, not an error, so old and new versions of a service
+    /// can share a prefix).
+    pub fn unknown_keys(&self, fields: &[FieldInfo]) -> Vec<&'a str> {
+        let known: BTreeSet<String> = fields.iter().map(|f| self.full_key(&f.key)).collect();
+        let under = format!("{}/", self.prefix);
+        self.values
+            .range(under.clone()..)
+            .map(|(key, _)| key.as_str())
+            .take_while(|key| key.starts_with(&under))
+            .filter(|key| !known.contains(*key))
+            .collect()
+    }
+
+    fn decode<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let Some(raw) = self.raw(key) else {
+            return Ok(None);
+        };
+        serde_json::from_slice(raw)
+            .map(Some)
+            .map_err(|source| Error::Decode {
+                key: self.full_key(key),
+                source,
+            })
+    }
+}
+
+/// One field's `(key, JSON value)` for [`CoordConfig::to_values`].
+///
+/// # Errors
+///
+/// [`Error::Invalid`] naming the (relative) key if the value does not serialize.
+pub fn encode<T: Serialize>(key: &str, value: &T) -> Result<(String, serde_json::Value)> {
+    match serde_json::to_value(value) {
+        Ok(json) => Ok((key.to_owned(), json)),
+        Err(e) => Err(Error::Invalid {
+            key: key.to_owned(),
+            reason: format!("cannot encode as JSON: {e}"),
+        }),
+    }
+}
+
+/// A nested struct's values (its `to_values()`) as seen from the outer struct: keys prefixed
+/// with `key/`.
+pub fn encode_nested(key: &str, values: Values) -> Values {
+    values
+        .into_iter()
+        .map(|(k, json)| (join(key, &k), json))
+        .collect()
+}
+
+/// A table of `T`'s keys: key, type, default (`required` if none) and doc, one row per key,
+/// columns aligned. Secrets' defaults show as `<redacted>`.
+///
+/// ```
+/// #[derive(coord::CoordConfig)]
+/// #[coord(prefix = "/config/checkout")]
+/// struct Checkout {
+///     /// Seconds before a payment attempt is abandoned.
+///     #[coord(default = 30)]
+///     timeout_secs: u64,
+/// }
+///
+/// let table = coord::config::describe::<Checkout>();
+/// assert!(table.contains("timeout_secs  u64   30"));
+/// ```
+pub fn describe<T: CoordConfig>() -> String {
+    let header = ["KEY", "TYPE", "DEFAULT", "DOC"].map(str::to_owned);
+    let rows: Vec<[String; 4]> = std::iter::once(header)
+        .chain(T::fields().into_iter().map(|field| {
+            let default = match (&field.default, field.has_default) {
+                (_, false) => "required".to_owned(),
+                (_, true) if field.secret => "<redacted>".to_owned(),
+                (Some(json), true) => json.to_string(),
+                (None, true) => "<not JSON>".to_owned(),
+            };
+            let doc = field
+                .doc
+                .lines()
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
+            [field.key, field.type_name.to_owned(), default, doc]
+        }))
+        .collect();
+    let mut widths = [0; 3];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    if let Some(prefix) = T::PREFIX {
+        let _ = writeln!(out, "{prefix}/");
+    }
+    for [key, type_name, default, doc] in &rows {
+        let line = format!(
+            "{key:<w0$}  {type_name:<w1$}  {default:<w2$}  {doc}",
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    format!("{prefix}/{key}")
+}

@@ -1,0 +1,70 @@
+//! [`Secret<T>`]: a config value that never shows itself in `Debug` or `Display`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A value that is stored and decoded like `T` but prints as `<redacted>`.
+///
+/// `#[coord(secret)]` fields must have this type: a derive cannot change what the struct's own
+/// `#[derive(Debug)]` prints, but the field's type can, so `{:?}` of the whole config, a
+/// `tracing` field or a panic message never carries the value.
+///
+/// In the store and over serde it is exactly `T` (`Secret<String>` is the JSON string). Read it
+/// with [`expose`](Self::expose).
+///
+/// There is no `Deref` to `T` on purpose: with one, `&Secret<String>` would coerce to `&str`
+/// wherever a `&str` is accepted (a log macro, `format!("{}", &*s)`, a `Display` bound), and
+/// the value would leak without anyone having asked for it. With `expose()` every read is
+/// written out and easy to find.
+///
+/// # Examples
+///
+/// ```
+/// use coord::config::Secret;
+///
+/// let key = Secret::new("hunter2".to_string());
+/// assert_eq!(format!("{key:?} {key}"), "<redacted> <redacted>");
+/// assert_eq!(key.expose(), "hunter2");
+/// assert_eq!(serde_json::to_string(&key).unwrap(), r#""hunter2""#);
+/// ```
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret<T>(T);
+
+const REDACTED: &str = "<redacted>";
+
+impl<T> Secret<T> {
+    /// Wraps a value.
+    pub const fn new(value: T) -> Self {
+        Secret(value)
+    }
+
+    /// The value itself. Keep what it returns out of logs.
+    pub const fn expose(&self) -> &T {
+        &self.0
+    }
+
+    /// Unwraps the value.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> From<T> for Secret<T> {
+    fn from(value: T) -> Self {
+        Secret(value)
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}

@@ -1,0 +1,85 @@
+//! Shared by the integration tests: one way to get a store of each backend.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use coord::testing::EtcdServer;
+use coord::Coord;
+
+/// A `Coord` on one backend, keeping its etcd server (if any) alive for the test.
+pub struct Backend {
+    pub coord: Coord,
+    pub server: Option<EtcdServer>,
+}
+
+impl Backend {
+    pub fn memory() -> Self {
+        Backend {
+            coord: Coord::in_memory(),
+            server: None,
+        }
+    }
+
+    pub async fn etcd() -> Self {
+        let server = EtcdServer::start()
+            .await
+            .expect("start etcd (see the error for how to install it)");
+        let coord = Coord::connect(server.client_config())
+            .await
+            .expect("connect to the test etcd");
+        Backend {
+            coord,
+            server: Some(server),
+        }
+    }
+
+    pub fn store(&self) -> &coord::Store {
+        self.coord.store()
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs each named case of a module against both backends: `memory::<case>` and
+/// `etcd::<case>`, each case an `async fn(&Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($cases:ident: $($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let backend = $crate::common::Backend::memory();
+                    super::$cases::$name(&backend).await;
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let backend = $crate::common::Backend::etcd().await;
+                    super::$cases::$name(&backend).await;
+                }
+            )*
+        }
+    };
+}

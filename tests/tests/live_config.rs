@@ -1,0 +1,414 @@
+//! `ConfigCenter` and `Live<T>` on both backends: typed reads and writes, CAS, hot reload,
+//! last-good-value on bad input, and no torn reads.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coord::config::{ConfigEvent, Live};
+use coord::{CoordConfig, Error};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::time::timeout;
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    per_second: u32,
+    burst: u32,
+}
+
+fn positive_timeout(c: &Checkout) -> Result<(), String> {
+    if c.timeout_secs == 0 {
+        return Err("timeout_secs must be positive".into());
+    }
+    Ok(())
+}
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+#[coord(prefix = "/config/checkout", validate = "positive_timeout")]
+pub struct Checkout {
+    #[coord(default = 30)]
+    timeout_secs: u64,
+    #[coord(key = "rate-limit")]
+    rate_limit: RateLimit,
+}
+
+/// Two keys that writers keep equal; a reader that sees them differ saw a torn write.
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+#[coord(prefix = "/config/pair")]
+pub struct Pair {
+    a: u64,
+    b: u64,
+}
+
+on_both_backends!(cases:
+    set_then_get_round_trips_typed_values,
+    get_of_missing_key_is_not_found_and_bad_json_is_decode_error,
+    compare_and_set_has_exactly_one_winner_per_round,
+    batch_guard_conflict_names_the_key_and_writes_nothing,
+    watch_prefix_yields_typed_events_and_goes_on_after_bad_value,
+    live_binds_with_defaults_and_reloads_on_change,
+    live_bind_fails_naming_a_missing_required_key,
+    bad_json_keeps_last_good_value_until_healed,
+    deleting_a_required_key_keeps_last_good_value,
+    failed_validation_keeps_last_good_value,
+    publish_is_never_torn_for_concurrent_readers,
+    handles_on_one_prefix_share_one_watch,
+    seed_defaults_writes_only_missing_keys,
+);
+
+mod cases {
+    use super::*;
+    use crate::common::{eventually, Backend};
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    async fn seed_checkout(b: &Backend) {
+        b.coord
+            .config()
+            .set(
+                "/config/checkout/rate-limit",
+                &RateLimit {
+                    per_second: 10,
+                    burst: 5,
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn wait_for_error(live: &Live<Checkout>) -> Arc<Error> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(e) = live.last_error() {
+                return e;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no last_error in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_for_value(live: &Live<Checkout>, timeout_secs: u64) {
+        eventually(WAIT, "live value updated", || async {
+            live.load().timeout_secs == timeout_secs
+        })
+        .await;
+    }
+
+    pub async fn set_then_get_round_trips_typed_values(b: &Backend) {
+        let config = b.coord.config();
+        let limit = RateLimit {
+            per_second: 7,
+            burst: 3,
+        };
+        let version = config.set("/cfg/limit", &limit).await.unwrap();
+        let (back, read_version) = config
+            .get_with_version::<RateLimit>("/cfg/limit")
+            .await
+            .unwrap();
+        assert_eq!(back, limit);
+        assert_eq!(read_version, version);
+        config.set("/cfg/other", &1).await.unwrap();
+        assert_eq!(
+            config.list("/cfg/").await.unwrap(),
+            ["/cfg/limit", "/cfg/other"]
+        );
+        assert!(config.delete("/cfg/limit").await.unwrap());
+        assert!(!config.delete("/cfg/limit").await.unwrap());
+    }
+
+    pub async fn get_of_missing_key_is_not_found_and_bad_json_is_decode_error(b: &Backend) {
+        let config = b.coord.config();
+        let missing = config.get::<u32>("/cfg/none").await.unwrap_err();
+        assert!(matches!(missing, Error::NotFound { ref key } if key == "/cfg/none"));
+        b.store()
+            .put("/cfg/bad", b"not json".to_vec(), 0)
+            .await
+            .unwrap();
+        let bad = config.get::<u32>("/cfg/bad").await.unwrap_err();
+        assert!(matches!(bad, Error::Decode { ref key, .. } if key == "/cfg/bad"));
+        assert!(bad.to_string().contains("/cfg/bad"));
+    }
+
+    pub async fn compare_and_set_has_exactly_one_winner_per_round(b: &Backend) {
+        let config = b.coord.config().clone();
+        config.set("/cfg/counter", &0u64).await.unwrap();
+        for round in 0..20u64 {
+            let (value, version) = config
+                .get_with_version::<u64>("/cfg/counter")
+                .await
+                .unwrap();
+            assert_eq!(value, round);
+            let (c1, c2) = (config.clone(), config.clone());
+            let next = round + 1;
+            let (r1, r2) = tokio::join!(
+                c1.compare_and_set("/cfg/counter", &next, version),
+                c2.compare_and_set("/cfg/counter", &next, version),
+            );
+            let wins = [&r1, &r2].iter().filter(|r| r.is_ok()).count();
+            assert_eq!(wins, 1, "round {round}: {r1:?} {r2:?}");
+            let loser = if r1.is_err() { r1 } else { r2 };
+            assert!(
+                matches!(loser, Err(Error::Conflict { current, .. }) if current > version),
+                "{loser:?}"
+            );
+        }
+        let missing = config.compare_and_set("/cfg/fresh", &1, 0).await.unwrap();
+        assert!(missing > 0, "version 0 means create");
+        let again = config.compare_and_set("/cfg/fresh", &2, 0).await;
+        assert!(matches!(again, Err(Error::Conflict { current, .. }) if current == missing));
+    }
+
+    pub async fn batch_guard_conflict_names_the_key_and_writes_nothing(b: &Backend) {
+        let config = b.coord.config();
+        let v = config.set("/cfg/guarded", &1).await.unwrap();
+        config.set("/cfg/guarded", &2).await.unwrap();
+        let err = config
+            .batch()
+            .expect_version("/cfg/guarded", v)
+            .set("/cfg/x", &1)
+            .unwrap()
+            .commit()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Conflict { ref key, expected, .. } if key == "/cfg/guarded" && expected == v)
+        );
+        assert!(matches!(
+            config.get::<u32>("/cfg/x").await,
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    pub async fn watch_prefix_yields_typed_events_and_goes_on_after_bad_value(b: &Backend) {
+        let config = b.coord.config();
+        config.set("/cfg/w/before", &0).await.unwrap();
+        let mut watcher = config.watch_prefix::<u32>("/cfg/w/").await.unwrap();
+        let first = config.set("/cfg/w/a", &1).await.unwrap();
+        let event = timeout(WAIT, watcher.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            event,
+            ConfigEvent::Put {
+                key: "/cfg/w/a".into(),
+                value: 1,
+                revision: first
+            },
+            "only changes after the watch started"
+        );
+        b.store()
+            .put("/cfg/w/b", b"{oops".to_vec(), 0)
+            .await
+            .unwrap();
+        config.delete("/cfg/w/a").await.unwrap();
+        let mut saw_decode_error = false;
+        loop {
+            match timeout(WAIT, watcher.next()).await.unwrap().unwrap() {
+                Err(Error::Decode { key, .. }) => {
+                    assert_eq!(key, "/cfg/w/b");
+                    saw_decode_error = true;
+                }
+                Ok(ConfigEvent::Delete { key, .. }) => {
+                    assert_eq!(key, "/cfg/w/a");
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(saw_decode_error);
+        watcher.close();
+        assert!(watcher.next().await.is_none());
+    }
+
+    pub async fn live_binds_with_defaults_and_reloads_on_change(b: &Backend) {
+        seed_checkout(b).await;
+        let live = b.coord.live::<Checkout>().await.unwrap();
+        assert_eq!(live.load().timeout_secs, 30, "default");
+        assert_eq!(live.load().rate_limit.burst, 5);
+        let bound_at = live.revision();
+        let mut updates = live.subscribe();
+        let written = b
+            .coord
+            .config()
+            .set("/config/checkout/timeout_secs", &45)
+            .await
+            .unwrap();
+        timeout(WAIT, updates.changed()).await.unwrap().unwrap();
+        assert_eq!(updates.borrow().timeout_secs, 45);
+        assert_eq!(live.load().timeout_secs, 45);
+        assert_eq!(live.revision(), written);
+        assert!(written > bound_at);
+        assert!(live.last_error().is_none());
+    }
+
+    pub async fn live_bind_fails_naming_a_missing_required_key(b: &Backend) {
+        let err = b.coord.live::<Checkout>().await.unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid { ref key, .. } if key == "/config/checkout/rate-limit"),
+            "{err:?}"
+        );
+    }
+
+    pub async fn bad_json_keeps_last_good_value_until_healed(b: &Backend) {
+        seed_checkout(b).await;
+        let live = b.coord.live::<Checkout>().await.unwrap();
+        let good = live.load_full();
+        b.store()
+            .put("/config/checkout/timeout_secs", b"not json".to_vec(), 0)
+            .await
+            .unwrap();
+        let err = wait_for_error(&live).await;
+        assert!(
+            matches!(*err, Error::Decode { ref key, .. } if key == "/config/checkout/timeout_secs"),
+            "{err:?}"
+        );
+        assert_eq!(*live.load_full(), *good, "the last good value stays live");
+        b.coord
+            .config()
+            .set("/config/checkout/timeout_secs", &12)
+            .await
+            .unwrap();
+        wait_for_value(&live, 12).await;
+        assert!(live.last_error().is_none(), "a good revision heals it");
+    }
+
+    pub async fn deleting_a_required_key_keeps_last_good_value(b: &Backend) {
+        seed_checkout(b).await;
+        let live = b.coord.live::<Checkout>().await.unwrap();
+        b.coord
+            .config()
+            .delete("/config/checkout/rate-limit")
+            .await
+            .unwrap();
+        let err = wait_for_error(&live).await;
+        assert!(
+            matches!(*err, Error::Invalid { ref key, .. } if key == "/config/checkout/rate-limit"),
+            "{err:?}"
+        );
+        assert_eq!(live.load().rate_limit.per_second, 10);
+        seed_checkout(b).await;
+        eventually(WAIT, "healed", || async { live.last_error().is_none() }).await;
+    }
+
+    pub async fn failed_validation_keeps_last_good_value(b: &Backend) {
+        seed_checkout(b).await;
+        let live = b.coord.live::<Checkout>().await.unwrap();
+        b.coord
+            .config()
+            .set("/config/checkout/timeout_secs", &0)
+            .await
+            .unwrap();
+        let err = wait_for_error(&live).await;
+        assert!(
+            matches!(*err, Error::Invalid { ref reason, .. } if reason.contains("timeout_secs must be positive")),
+            "{err:?}"
+        );
+        assert_eq!(live.load().timeout_secs, 30);
+        b.coord
+            .config()
+            .set("/config/checkout/timeout_secs", &5)
+            .await
+            .unwrap();
+        wait_for_value(&live, 5).await;
+    }
+
+    pub async fn publish_is_never_torn_for_concurrent_readers(b: &Backend) {
+        const WRITES: u64 = 1_000;
+        let config = b.coord.config().clone();
+        config.publish(&Pair { a: 0, b: 0 }).await.unwrap();
+        let live = b.coord.live::<Pair>().await.unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (live, done, reads) = (live.clone(), done.clone(), reads.clone());
+                std::thread::spawn(move || {
+                    let mut reader = live.reader();
+                    while !done.load(Ordering::Relaxed) {
+                        let pair = live.load();
+                        assert_eq!(pair.a, pair.b, "torn read via load()");
+                        let cached = reader.load();
+                        assert_eq!(cached.a, cached.b, "torn read via reader()");
+                        reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for i in 1..=WRITES {
+            config.publish(&Pair { a: i, b: i }).await.unwrap();
+        }
+        eventually(Duration::from_secs(10), "last write applied", || async {
+            live.load().a == WRITES
+        })
+        .await;
+        done.store(true, Ordering::Relaxed);
+        for reader in readers {
+            reader.join().expect("reader saw no torn value");
+        }
+        assert!(reads.load(Ordering::Relaxed) > 0);
+    }
+
+    pub async fn handles_on_one_prefix_share_one_watch(b: &Backend) {
+        b.coord
+            .config()
+            .publish(&Pair { a: 1, b: 1 })
+            .await
+            .unwrap();
+        let before = b.store().stats().watches_opened();
+        let handles: Vec<Live<Pair>> =
+            futures::future::try_join_all((0..100).map(|_| b.coord.live::<Pair>()))
+                .await
+                .unwrap();
+        // The shared watch opens its store stream in the background after the first list.
+        b.coord
+            .config()
+            .publish(&Pair { a: 2, b: 2 })
+            .await
+            .unwrap();
+        eventually(WAIT, "every handle sees the update", || async {
+            handles.iter().all(|h| h.load().a == 2)
+        })
+        .await;
+        assert_eq!(b.store().stats().watches_opened() - before, 1);
+        assert_eq!(b.coord.watched_ranges(), 1);
+        drop(handles);
+        eventually(WAIT, "watch closed with the last handle", || async {
+            b.coord.watched_ranges() == 0
+        })
+        .await;
+    }
+
+    pub async fn seed_defaults_writes_only_missing_keys(b: &Backend) {
+        let config = b.coord.config();
+        config
+            .set("/config/checkout/timeout_secs", &99)
+            .await
+            .unwrap();
+        let written = config.seed_defaults::<Checkout>().await.unwrap();
+        assert!(
+            written.is_empty(),
+            "timeout_secs exists, rate-limit has no default: {written:?}"
+        );
+        config
+            .delete("/config/checkout/timeout_secs")
+            .await
+            .unwrap();
+        let written = config.seed_defaults::<Checkout>().await.unwrap();
+        assert_eq!(written, ["/config/checkout/timeout_secs"]);
+        assert_eq!(
+            config
+                .get::<u64>("/config/checkout/timeout_secs")
+                .await
+                .unwrap(),
+            30
+        );
+    }
+}

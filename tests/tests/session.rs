@@ -1,0 +1,123 @@
+//! `Session`: a lease kept alive in the background, and the signal when it is lost.
+
+mod common;
+
+use std::time::Duration;
+
+use coord::store::KeyRange;
+use coord::{Error, Session};
+use tokio::time::timeout;
+
+on_both_backends!(cases:
+    session_keeps_its_keys_past_the_ttl,
+    revoking_the_lease_resolves_lost,
+    close_revokes_the_lease_and_deletes_keys,
+    dropping_the_session_revokes_in_the_background,
+    abandoned_session_keys_expire_after_ttl,
+    sub_second_ttl_is_invalid_argument,
+);
+
+mod cases {
+    use super::*;
+    use crate::common::{eventually, Backend};
+
+    pub async fn session_keeps_its_keys_past_the_ttl(b: &Backend) {
+        let s = b.store();
+        let session = Session::new(s, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(session.ttl(), Duration::from_secs(2));
+        s.put("/s/a", b"1".to_vec(), session.lease_id())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(session.is_alive());
+        assert!(s.get("/s/a").await.unwrap().0.is_some());
+    }
+
+    pub async fn revoking_the_lease_resolves_lost(b: &Backend) {
+        let s = b.store();
+        let session = Session::new(s, Duration::from_secs(3)).await.unwrap();
+        s.lease_revoke(session.lease_id()).await.unwrap();
+        let lost = timeout(Duration::from_secs(4), session.lost())
+            .await
+            .expect("lost() resolves within the TTL after a revoke");
+        assert!(matches!(lost, Error::SessionLost { lease, .. } if lease == session.lease_id()));
+        assert!(!session.is_alive());
+        let refresh = session.refresh().await;
+        assert!(
+            matches!(refresh, Err(Error::SessionLost { .. })),
+            "{refresh:?}"
+        );
+    }
+
+    pub async fn close_revokes_the_lease_and_deletes_keys(b: &Backend) {
+        let s = b.store();
+        let session = Session::new(s, Duration::from_secs(10)).await.unwrap();
+        s.put("/s/c", b"1".to_vec(), session.lease_id())
+            .await
+            .unwrap();
+        session.close().await.unwrap();
+        assert!(s.get("/s/c").await.unwrap().0.is_none());
+        assert_eq!(s.lease_ttl(session.lease_id()).await.unwrap().ttl, -1);
+    }
+
+    pub async fn dropping_the_session_revokes_in_the_background(b: &Backend) {
+        let s = b.store().clone();
+        let session = Session::new(&s, Duration::from_secs(30)).await.unwrap();
+        let lease = session.lease_id();
+        s.put("/s/d", b"1".to_vec(), lease).await.unwrap();
+        drop(session);
+        eventually(Duration::from_secs(2), "key deleted after drop", || {
+            let s = s.clone();
+            async move { s.get("/s/d").await.unwrap().0.is_none() }
+        })
+        .await;
+    }
+
+    pub async fn abandoned_session_keys_expire_after_ttl(b: &Backend) {
+        let s = b.store().clone();
+        let session = Session::new(&s, Duration::from_secs(2)).await.unwrap();
+        s.put("/s/e", b"1".to_vec(), session.lease_id())
+            .await
+            .unwrap();
+        session.abandon();
+        drop(session);
+        assert!(s.get("/s/e").await.unwrap().0.is_some(), "not revoked");
+        eventually(Duration::from_secs(5), "key expired with the lease", || {
+            let s = s.clone();
+            async move { s.get("/s/e").await.unwrap().0.is_none() }
+        })
+        .await;
+    }
+
+    pub async fn sub_second_ttl_is_invalid_argument(b: &Backend) {
+        let err = Session::new(b.store(), Duration::from_millis(500))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    }
+}
+
+/// `etcdctl lease revoke` from outside coord is noticed by the session holding the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lease_revoke_resolves_lost() {
+    let backend = common::Backend::etcd().await;
+    let server = backend.server.as_ref().unwrap();
+    let store = backend.store();
+    let session = Session::new(store, Duration::from_secs(3)).await.unwrap();
+    store
+        .put("/s/etcdctl", b"1".to_vec(), session.lease_id())
+        .await
+        .unwrap();
+    server
+        .etcdctl(&["lease", "revoke", &format!("{:x}", session.lease_id())])
+        .expect("etcdctl lease revoke");
+    let lost = timeout(Duration::from_secs(4), session.lost())
+        .await
+        .expect("lost() resolves after etcdctl revokes the lease");
+    assert!(matches!(lost, Error::SessionLost { .. }));
+    let left = store
+        .range(&KeyRange::prefix("/s/etcdctl"), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(left.count, 0);
+}

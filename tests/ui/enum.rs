@@ -1,0 +1,10 @@
+use coord::CoordConfig;
+
+#[derive(CoordConfig)]
+#[coord(prefix = "/config/mode")]
+enum Mode {
+    Fast,
+    Safe,
+}
+
+fn main() {}

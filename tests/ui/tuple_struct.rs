@@ -1,0 +1,7 @@
+use coord::CoordConfig;
+
+#[derive(CoordConfig)]
+#[coord(prefix = "/config/pair")]
+struct Pair(u64, String);
+
+fn main() {}
