@@ -48,11 +48,11 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(250);
 /// ```
 #[derive(Clone, Debug)]
 pub struct Session {
-    inner: Arc<Inner>,
+    inner: Arc<SessionInner>,
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct SessionInner {
     store: Store,
     lease: i64,
     ttl: Duration,
@@ -90,7 +90,7 @@ impl Session {
         )
         .abort_handle();
         Ok(Session {
-            inner: Arc::new(Inner {
+            inner: Arc::new(SessionInner {
                 store: store.clone(),
                 lease: grant.id,
                 ttl: granted,
@@ -100,6 +100,15 @@ impl Session {
                 finished: AtomicBool::new(false),
             }),
         })
+    }
+
+    #[allow(dead_code)] // TODO(locks, ids, registry): their sessions are tracked here
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<SessionInner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn upgrade(weak: &std::sync::Weak<SessionInner>) -> Option<Session> {
+        weak.upgrade().map(|inner| Session { inner })
     }
 
     /// The lease ID; attach keys to it to tie them to this session.
@@ -183,7 +192,7 @@ impl Session {
     }
 }
 
-impl Drop for Inner {
+impl Drop for SessionInner {
     fn drop(&mut self) {
         self.task.abort();
         if self.finished.load(Ordering::SeqCst) {
