@@ -17,6 +17,8 @@
 //!   in order. The stream never reconnects (etcd-client's does not survive a restart): it
 //!   yields one error and ends, and [`crate::watch`] resumes it. Dropping the stream cancels
 //!   the watch on the server.
+//! - **All watches share one gRPC stream** ([`mux`]): a thousand watched prefixes are a
+//!   thousand etcd watchers on one stream, not a thousand streams.
 //! - **A lease renewal is one round trip.** The keep-alive stream of a lease is kept between
 //!   renewals (opening it, at the first renewal, costs one more); a renewal on a broken stream
 //!   is retried once on a fresh one.
@@ -32,6 +34,8 @@ use etcd_client::{
 };
 use tokio::time::Instant;
 use tonic::Code;
+
+mod mux;
 
 use super::*;
 use crate::client::{read_pem, ClientConfig};
@@ -49,6 +53,8 @@ pub(crate) struct EtcdStore {
     request_timeout: Duration,
     /// Open keep-alive streams by lease, so a renewal is one message on an open stream.
     keepers: Arc<Mutex<HashMap<i64, Keeper>>>,
+    /// The shared watch stream.
+    watches: Arc<mux::WatchMux>,
 }
 
 /// An open keep-alive stream of one lease.
@@ -129,13 +135,15 @@ impl EtcdStore {
             };
             match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(client)) => {
+                    let client = Arc::new(client);
                     return Ok(EtcdStore {
-                        client: Arc::new(client),
+                        watches: Arc::new(mux::WatchMux::new(Arc::clone(&client))),
+                        client,
                         endpoint_count: config.endpoints.len(),
                         endpoints,
                         request_timeout: config.request_timeout,
                         keepers: Arc::default(),
-                    })
+                    });
                 }
                 Ok(Err(e)) => match map_error(e, Request::new("connect", ""), &context) {
                     // Retrying cannot fix a refusal.
@@ -335,19 +343,19 @@ impl EtcdStore {
         }
         // Waiting for etcd's `created` answer means the watch is registered when this returns:
         // a write made after `watch` returns is seen even when watching "from now on".
-        let (stream, created) = self
+        let subscription = self
             .call(request, || {
-                let mut watch = self.client.watch_client();
-                let (key, options) = (key.clone(), options.clone());
-                async move {
-                    let mut stream = watch.watch(key, Some(options)).await?;
-                    let created = stream.message().await?;
-                    Ok((stream, created))
-                }
+                self.watches
+                    .watch(key.clone().into_bytes(), options.clone())
             })
             .await?;
+        let created = subscription.created.clone();
+        if created.canceled() && created.compact_revision() <= 0 {
+            // Refused outright (permission denied, …): an error of the call, not the stream.
+            return Err(watch_canceled(&key, created.cancel_reason()));
+        }
         let mut state = WatchState {
-            stream,
+            subscription,
             key: key.clone(),
             endpoints: Arc::clone(&self.endpoints),
             start_revision,
@@ -355,17 +363,13 @@ impl EtcdStore {
             pending: VecDeque::new(),
             done: false,
         };
-        match created {
-            None => state.end(String::from(
-                "the stream closed before the watch was created",
-            )),
-            Some(response) if response.canceled() && response.compact_revision() <= 0 => {
-                // Refused outright (permission denied, …): an error of the call, not the stream.
-                return Err(watch_canceled(&key, response.cancel_reason()));
-            }
-            Some(response) => state.absorb(response),
-        }
+        state.absorb(created);
         Ok(Box::pin(futures::stream::unfold(state, WatchState::next)))
+    }
+
+    /// gRPC watch streams open right now.
+    pub(crate) fn watch_streams(&self) -> i64 {
+        self.watches.streams()
     }
 
     pub(crate) async fn compact(&self, revision: i64) -> Result<()> {
@@ -703,6 +707,14 @@ fn sources<'a>(
     std::iter::successors(err, |e| e.source())
 }
 
+/// Why a watch stream failed, in words.
+fn stream_error_reason(e: etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => status_reason(&status),
+        other => transport_reason(&other),
+    }
+}
+
 fn watch_canceled(key: &str, reason: &str) -> Error {
     if reason.contains("permission denied") {
         Error::PermissionDenied {
@@ -719,8 +731,8 @@ fn watch_canceled(key: &str, reason: &str) -> Error {
 
 /// A store watch over one etcd watch stream (see the module docs for what it promises).
 struct WatchState {
-    /// Owned here so the etcd watch lives exactly as long as the coord stream.
-    stream: etcd_client::WatchStream,
+    /// Owned here so the etcd watcher lives exactly as long as the coord stream.
+    subscription: mux::Subscription,
     key: String,
     endpoints: Arc<str>,
     start_revision: i64,
@@ -741,16 +753,10 @@ impl WatchState {
             if self.done {
                 return None;
             }
-            match self.stream.message().await {
-                Ok(Some(response)) => self.absorb(response),
-                Ok(None) => self.end(String::from("etcd closed the watch stream")),
-                Err(e) => {
-                    let reason = match e {
-                        etcd_client::Error::GRpcStatus(status) => status_reason(&status),
-                        other => transport_reason(&other),
-                    };
-                    self.end(reason);
-                }
+            match self.subscription.responses.recv().await {
+                Some(mux::Item::Response(response)) => self.absorb(response),
+                Some(mux::Item::Broken(reason)) => self.end(reason),
+                None => self.end(String::from("the watch stream closed")),
             }
         }
     }

@@ -133,6 +133,15 @@ impl Store {
         &self.stats
     }
 
+    /// gRPC watch streams open to etcd right now: every watch of this store shares one stream,
+    /// so this is 0 or 1 however many watches are open (always 0 for the embedded store).
+    pub fn watch_streams(&self) -> i64 {
+        match &self.backend {
+            Backend::Etcd(b) => b.watch_streams(),
+            Backend::Memory(_) => 0,
+        }
+    }
+
     fn count(&self) {
         self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
     }

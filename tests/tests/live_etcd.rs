@@ -1,0 +1,307 @@
+//! `Live<T>` against a real etcd, acted on from outside coord: etcdctl writes bad input, a raw
+//! etcd transaction races readers, the server restarts, a partition hides a compaction, and a
+//! thousand handles share one watch stream (checked on etcd's own metrics).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coord::config::Live;
+use coord::{Coord, CoordConfig, Error};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use common::proxy::Proxy;
+use common::{eventually, Backend};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    per_second: u32,
+    burst: u32,
+}
+
+fn positive_timeout(c: &Checkout) -> Result<(), String> {
+    if c.timeout_secs == 0 {
+        return Err("timeout_secs must be positive".into());
+    }
+    Ok(())
+}
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+#[coord(prefix = "/config/checkout", validate = "positive_timeout")]
+pub struct Checkout {
+    #[coord(default = 30)]
+    timeout_secs: u64,
+    #[coord(key = "rate-limit")]
+    rate_limit: RateLimit,
+}
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+#[coord(prefix = "/config/pair")]
+pub struct Pair {
+    a: u64,
+    b: u64,
+}
+
+/// One flag per prefix, for binding many prefixes without seeding them.
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+pub struct Flag {
+    #[coord(default)]
+    on: bool,
+}
+
+async fn bound_checkout(b: &Backend) -> Live<Checkout> {
+    let server = b.server.as_ref().unwrap();
+    server
+        .etcdctl(&[
+            "put",
+            "/config/checkout/rate-limit",
+            r#"{"per_second":10,"burst":5}"#,
+        ])
+        .unwrap();
+    b.coord.live::<Checkout>().await.unwrap()
+}
+
+async fn error_of(live: &Live<Checkout>) -> Arc<Error> {
+    eventually(WAIT, "the bad write is reported", || async {
+        live.last_error().is_some()
+    })
+    .await;
+    live.last_error().unwrap()
+}
+
+async fn healed(live: &Live<Checkout>, timeout_secs: u64) {
+    eventually(WAIT, "a good write heals the config", || async {
+        live.load().timeout_secs == timeout_secs && live.last_error().is_none()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_bad_json_keeps_the_last_good_value_and_names_the_key() {
+    let b = Backend::etcd().await;
+    let live = bound_checkout(&b).await;
+    let etcdctl = |args: &[&str]| b.server.as_ref().unwrap().etcdctl(args).unwrap();
+    etcdctl(&["put", "/config/checkout/timeout_secs", "45"]);
+    healed(&live, 45).await;
+    let good = live.load_full();
+
+    etcdctl(&["put", "/config/checkout/timeout_secs", "not json"]);
+    let err = error_of(&live).await;
+    assert!(
+        matches!(*err, Error::Decode { ref key, .. } if key == "/config/checkout/timeout_secs"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("/config/checkout/timeout_secs"));
+    assert_eq!(live.load_full(), good, "the last good value stays live");
+
+    etcdctl(&["put", "/config/checkout/timeout_secs", "50"]);
+    healed(&live, 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_deleting_a_required_key_keeps_the_last_good_value() {
+    let b = Backend::etcd().await;
+    let live = bound_checkout(&b).await;
+    let etcdctl = |args: &[&str]| b.server.as_ref().unwrap().etcdctl(args).unwrap();
+    etcdctl(&["del", "/config/checkout/rate-limit"]);
+    let err = error_of(&live).await;
+    assert!(
+        matches!(*err, Error::Invalid { ref key, .. } if key == "/config/checkout/rate-limit"),
+        "{err:?}"
+    );
+    assert_eq!(live.load().rate_limit.per_second, 10);
+
+    etcdctl(&[
+        "put",
+        "/config/checkout/rate-limit",
+        r#"{"per_second":20,"burst":5}"#,
+    ]);
+    eventually(WAIT, "healed by the put", || async {
+        live.load().rate_limit.per_second == 20 && live.last_error().is_none()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_value_failing_validate_keeps_the_last_good_value() {
+    let b = Backend::etcd().await;
+    let live = bound_checkout(&b).await;
+    let etcdctl = |args: &[&str]| b.server.as_ref().unwrap().etcdctl(args).unwrap();
+    etcdctl(&["put", "/config/checkout/timeout_secs", "0"]);
+    let err = error_of(&live).await;
+    assert!(
+        matches!(*err, Error::Invalid { ref reason, .. } if reason.contains("must be positive")),
+        "{err:?}"
+    );
+    assert_eq!(live.load().timeout_secs, 30);
+    etcdctl(&["put", "/config/checkout/timeout_secs", "7"]);
+    healed(&live, 7).await;
+}
+
+/// A writer outside coord updates both keys in one etcd transaction; readers never see them
+/// differ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_etcd_transaction_is_never_torn_for_live_readers() {
+    use etcd_client::{Client, Txn, TxnOp};
+    const WRITES: u64 = 1_000;
+    let b = Backend::etcd().await;
+    let server = b.server.as_ref().unwrap();
+    let mut raw = Client::connect(server.endpoints(), None).await.unwrap();
+    let write = |i: u64| {
+        Txn::new().and_then([
+            TxnOp::put("/config/pair/a", i.to_string(), None),
+            TxnOp::put("/config/pair/b", i.to_string(), None),
+        ])
+    };
+    raw.txn(write(0)).await.unwrap();
+    let live = b.coord.live::<Pair>().await.unwrap();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (live, done, reads) = (live.clone(), Arc::clone(&done), Arc::clone(&reads));
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    let pair = live.load();
+                    assert_eq!(pair.a, pair.b, "torn read");
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for i in 1..=WRITES {
+        raw.txn(write(i)).await.unwrap();
+    }
+    eventually(WAIT, "the last transaction is applied", || async {
+        live.load().a == WRITES
+    })
+    .await;
+    done.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.join().expect("no reader saw a torn value");
+    }
+    assert!(reads.load(Ordering::Relaxed) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_follows_changes_made_after_an_etcd_restart() {
+    let mut b = Backend::etcd().await;
+    let live = bound_checkout(&b).await;
+    let before = live.revision();
+    let server = b.server.as_mut().unwrap();
+    server.kill().await.unwrap();
+    server.restart().await.unwrap();
+    // Unary calls recover by themselves; the watch under the Live must be re-established.
+    let written = b
+        .coord
+        .config()
+        .set("/config/checkout/timeout_secs", &99)
+        .await
+        .unwrap();
+    healed(&live, 99).await;
+    assert!(live.revision() >= written && written > before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_while_partitioned_ends_with_the_latest_state() {
+    let b = Backend::etcd().await;
+    let server = b.server.as_ref().unwrap();
+    let proxy = Proxy::start(&server.endpoint()).await;
+    let mut config = server.client_config();
+    config.endpoints = vec![proxy.endpoint()];
+    let behind = Coord::connect(config).await.unwrap();
+    let direct = &b.coord;
+    direct.config().publish(&Pair { a: 1, b: 1 }).await.unwrap();
+    let live = behind.live::<Pair>().await.unwrap();
+    assert_eq!(live.load().a, 1);
+
+    proxy.cut();
+    // While `behind` cannot reach etcd: changes, then the history it would resume from goes.
+    direct.config().publish(&Pair { a: 2, b: 2 }).await.unwrap();
+    direct.config().delete("/config/pair/b").await.unwrap();
+    direct.config().set("/config/pair/b", &3u64).await.unwrap();
+    let last = direct.config().set("/config/pair/a", &3u64).await.unwrap();
+    direct.store().compact(last).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(live.load().a, 1, "partitioned: still the old value");
+
+    proxy.restore();
+    eventually(
+        Duration::from_secs(20),
+        "resynced after the partition",
+        || async { *live.load() == Pair { a: 3, b: 3 } },
+    )
+    .await;
+    assert!(live.revision() >= last);
+    assert!(live.last_error().is_none());
+}
+
+/// etcd's gauge of open watch streams, read from its `/metrics` endpoint.
+async fn etcd_metric(endpoint: &str, name: &str) -> f64 {
+    let addr = endpoint.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut body = String::new();
+    socket.read_to_string(&mut body).await.unwrap();
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("etcd reports no `{name}`"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_live_handles_on_a_thousand_prefixes_share_one_watch_stream() {
+    const HANDLES: usize = 1_000;
+    let b = Backend::etcd().await;
+    let endpoint = b.server.as_ref().unwrap().endpoint();
+    let streams_before = etcd_metric(&endpoint, "etcd_debugging_mvcc_watch_stream_total").await;
+    let prefixes: Vec<String> = (0..HANDLES).map(|i| format!("/many/{i:04}/")).collect();
+    let handles: Vec<Live<Flag>> = futures::future::try_join_all(
+        prefixes
+            .iter()
+            .map(|prefix| b.coord.live_at::<Flag>(prefix)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(b.coord.watched_ranges(), HANDLES);
+    eventually(WAIT, "every prefix is watched", || async {
+        b.store().stats().open_watches() == HANDLES as i64
+    })
+    .await;
+
+    assert_eq!(
+        b.store().watch_streams(),
+        1,
+        "coord's count of gRPC streams"
+    );
+    let streams = etcd_metric(&endpoint, "etcd_debugging_mvcc_watch_stream_total").await;
+    assert_eq!(
+        streams - streams_before,
+        1.0,
+        "etcd's count of watch streams"
+    );
+    let watchers = etcd_metric(&endpoint, "etcd_debugging_mvcc_watcher_total").await;
+    assert!(watchers >= HANDLES as f64, "{watchers} watchers");
+
+    // Each watcher on the shared stream still gets only its own prefix's events.
+    b.coord.config().set("/many/0999/on", &true).await.unwrap();
+    eventually(WAIT, "the last handle sees its change", || async {
+        handles[999].load().on
+    })
+    .await;
+    assert!(!handles[998].load().on);
+
+    drop(handles);
+    eventually(WAIT, "the stream closes with the last watch", || async {
+        b.store().watch_streams() == 0
+            && etcd_metric(&endpoint, "etcd_debugging_mvcc_watch_stream_total").await
+                == streams_before
+    })
+    .await;
+}
