@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use client::{ClientConfig, TlsConfig};
-pub use config::CoordConfig;
+pub use config::{ConfigCenter, CoordConfig, Live, Secret};
 pub use coord_derive::CoordConfig;
 pub use error::{Error, Result};
 pub use health::{Health, SessionHealth};
@@ -51,7 +51,7 @@ struct Inner {
     store: Store,
     client_config: Option<ClientConfig>,
     config: config::ConfigCenter,
-    hub: config::hub::WatchHub,
+    hub: Arc<config::hub::WatchHub>,
     sessions: health::SessionTracker,
     closed: AtomicBool,
 }
@@ -76,10 +76,17 @@ impl Coord {
     }
 
     fn from_store(store: Store, client_config: Option<ClientConfig>) -> Self {
+        // The embedded store answers in microseconds and loses no events: no cache, no resync.
+        let (cache_ttl, sync_interval) = client_config
+            .as_ref()
+            .map_or((std::time::Duration::ZERO, None), |c| {
+                (c.cache_ttl, Some(c.sync_interval))
+            });
+        let hub = Arc::new(config::hub::WatchHub::new(store.clone(), sync_interval));
         Coord {
             inner: Arc::new(Inner {
-                config: config::ConfigCenter::new(store.clone()),
-                hub: config::hub::WatchHub::new(store.clone()),
+                config: config::ConfigCenter::new(store.clone(), Arc::clone(&hub), cache_ttl),
+                hub,
                 store,
                 client_config,
                 sessions: health::SessionTracker::default(),
@@ -105,7 +112,7 @@ impl Coord {
     /// [`Error::Invalid`] naming the key if a required key is missing or `validate` fails,
     /// [`Error::Decode`] naming the key if a value does not decode, store errors if the first
     /// read fails. After binding, bad values no longer fail: they keep the last good value.
-    pub async fn live<T: config::CoordConfig>(&self) -> Result<config::Live<T>> {
+    pub async fn live<T: config::HasPrefix>(&self) -> Result<config::Live<T>> {
         let prefix = T::PREFIX.ok_or_else(|| {
             Error::invalid_argument(
                 std::any::type_name::<T>(),

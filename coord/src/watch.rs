@@ -183,6 +183,16 @@ impl ResilientWatch {
         self.revision
     }
 
+    /// Relists the whole range at the next call and yields what changed as a
+    /// [`WatchEvent::Resync`]: a safety net against an event lost by anyone (a periodic full
+    /// sync, as etcd's and Consul's caching clients do). The open stream stays open; its events
+    /// up to the relist's revision are skipped as already covered.
+    pub fn resync(&mut self) {
+        if self.revision > 0 {
+            self.relist = true;
+        }
+    }
+
     /// The next item. Never returns "end": on failure it yields the error and, at the next call,
     /// waits out the backoff and tries again.
     ///
@@ -272,7 +282,8 @@ impl ResilientWatch {
         })
     }
 
-    /// Reads the whole range; the first time as `Init`, after a compaction as a `Resync` diff.
+    /// Reads the whole range; the first time as `Init`, after a compaction (or
+    /// [`resync`](Self::resync)) as a `Resync` diff.
     async fn list(&mut self) -> Result<WatchEvent> {
         let response = self
             .store

@@ -57,6 +57,8 @@ on_both_backends!(cases:
     publish_is_never_torn_for_concurrent_readers,
     handles_on_one_prefix_share_one_watch,
     seed_defaults_writes_only_missing_keys,
+    cached_get_costs_no_round_trip_and_still_sees_writes,
+    cache_drops_keys_not_read_within_its_ttl,
 );
 
 mod cases {
@@ -410,5 +412,69 @@ mod cases {
                 .unwrap(),
             30
         );
+    }
+
+    pub async fn cached_get_costs_no_round_trip_and_still_sees_writes(b: &Backend) {
+        let config = b.coord.config().with_cache(Duration::from_secs(30));
+        let stats = b.store().stats();
+        config.set("/cfg/cached", &1).await.unwrap();
+        assert_eq!(config.get::<i32>("/cfg/cached").await.unwrap(), 1);
+        let before = stats.round_trips();
+        for _ in 0..10 {
+            assert_eq!(config.get::<i32>("/cfg/cached").await.unwrap(), 1);
+        }
+        assert_eq!(
+            stats.round_trips(),
+            before,
+            "repeat reads come from the cache"
+        );
+
+        // Our own write is read back at once, not after the watch catches up.
+        config.set("/cfg/cached", &2).await.unwrap();
+        assert_eq!(config.get::<i32>("/cfg/cached").await.unwrap(), 2);
+        // Another writer's change arrives through the watch.
+        b.store()
+            .put("/cfg/cached", b"3".to_vec(), 0)
+            .await
+            .unwrap();
+        eventually(WAIT, "the cache sees the other writer", || async {
+            config.get::<i32>("/cfg/cached").await.unwrap() == 3
+        })
+        .await;
+        b.store()
+            .delete(&coord::store::KeyRange::key("/cfg/cached"))
+            .await
+            .unwrap();
+        eventually(WAIT, "the cache sees the delete", || async {
+            matches!(
+                config.get::<i32>("/cfg/cached").await,
+                Err(Error::NotFound { .. })
+            )
+        })
+        .await;
+        b.store()
+            .put("/cfg/cached", b"oops".to_vec(), 0)
+            .await
+            .unwrap();
+        eventually(WAIT, "a bad value is a decode error naming the key", || async {
+            matches!(config.get::<i32>("/cfg/cached").await, Err(Error::Decode { key, .. }) if key == "/cfg/cached")
+        })
+        .await;
+        assert_eq!(config.cached_keys(), 1);
+    }
+
+    pub async fn cache_drops_keys_not_read_within_its_ttl(b: &Backend) {
+        let config = b.coord.config().with_cache(Duration::from_millis(300));
+        config.set("/cfg/a", &1).await.unwrap();
+        config.set("/cfg/b", &2).await.unwrap();
+        assert_eq!(config.get::<i32>("/cfg/a").await.unwrap(), 1);
+        assert_eq!(b.coord.watched_ranges(), 1);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(config.get::<i32>("/cfg/b").await.unwrap(), 2);
+        assert_eq!(config.cached_keys(), 1, "/cfg/a was dropped");
+        eventually(WAIT, "the dropped key's watch closes", || async {
+            b.coord.watched_ranges() == 1
+        })
+        .await;
     }
 }

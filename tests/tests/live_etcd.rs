@@ -305,3 +305,28 @@ async fn a_thousand_live_handles_on_a_thousand_prefixes_share_one_watch_stream()
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_config_turns_on_the_cache_and_the_periodic_resync() {
+    let b = Backend::etcd().await;
+    let server = b.server.as_ref().unwrap();
+    let config = server
+        .client_config()
+        .with_cache_ttl(Duration::from_secs(30))
+        .with_sync_interval(Duration::from_millis(300));
+    let coord = Coord::connect(config).await.unwrap();
+    coord.config().set("/cfg/x", &1).await.unwrap();
+    assert_eq!(coord.config().get::<i32>("/cfg/x").await.unwrap(), 1);
+    assert_eq!(
+        coord.config().cached_keys(),
+        1,
+        "cache_ttl > 0 caches reads"
+    );
+
+    // Idle, the watched range is still relisted every sync_interval: one range each time.
+    let before = coord.store().stats().round_trips();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let relists = coord.store().stats().round_trips() - before;
+    assert!((2..=6).contains(&relists), "{relists} relists in 1 s");
+    assert_eq!(coord.config().get::<i32>("/cfg/x").await.unwrap(), 1);
+}

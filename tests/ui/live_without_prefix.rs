@@ -6,9 +6,10 @@ struct Db {
     host: String,
 }
 
-/// What `Coord::live::<T>()` requires of `T`.
-fn needs_prefix<T: coord::config::HasPrefix>() {}
+async fn bind(coord: coord::Coord) {
+    let _ = coord.live::<Db>().await;
+}
 
 fn main() {
-    needs_prefix::<Db>();
+    drop(bind(coord::Coord::in_memory()));
 }

@@ -9,13 +9,18 @@
 //! only if nobody wrote in between. Version 0 means "does not exist".
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::config::schema::CoordConfig;
+use crate::config::cache::{Cached, ReadCache};
+use crate::config::hub::WatchHub;
+use crate::config::schema::{CoordConfig, HasPrefix};
 use crate::error::{Error, Result};
 use crate::store::{
     Compare, EventKind, KeyRange, KeyValue, RangeOptions, Store, Txn, TxnOp, TxnOpResponse,
@@ -43,25 +48,95 @@ use crate::watch::{ResilientWatch, WatchEvent};
 #[derive(Clone, Debug)]
 pub struct ConfigCenter {
     store: Store,
+    hub: Arc<WatchHub>,
+    cache: Option<Arc<ReadCache>>,
+    /// The revision of the last write through this center (and its clones): the cache never
+    /// answers with anything older.
+    written: Arc<AtomicI64>,
 }
 
 impl ConfigCenter {
-    pub(crate) fn new(store: Store) -> Self {
-        ConfigCenter { store }
+    /// A center whose `get` is cached for `cache_ttl` (zero: not cached).
+    pub(crate) fn new(store: Store, hub: Arc<WatchHub>, cache_ttl: Duration) -> Self {
+        let center = ConfigCenter {
+            store,
+            hub,
+            cache: None,
+            written: Arc::default(),
+        };
+        center.with_cache(cache_ttl)
     }
 
-    /// Reads and decodes a key.
+    /// This center with a read cache for [`get`](Self::get) that keeps each key read within
+    /// the last `ttl` watched, so repeated reads cost no round trip (zero turns it off).
+    /// `Coord::connect` sets it from `ClientConfig::cache_ttl`.
+    ///
+    /// A cached read is never older than a write made through this `Coord`'s config center
+    /// and is not served while the key's watch is broken; other clients' writes appear
+    /// after the watch delivers them (about half a millisecond on loopback), and every watched
+    /// range is relisted each `ClientConfig::sync_interval` as a safety net.
+    /// [`get_with_version`](Self::get_with_version) always reads the store: its version feeds
+    /// [`compare_and_set`](Self::compare_and_set).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> coord::Result<()> {
+    /// use std::time::Duration;
+    /// let coord = coord::Coord::in_memory();
+    /// let config = coord.config().with_cache(Duration::from_secs(5));
+    /// config.set("/config/app/replicas", &3u32).await?;
+    /// assert_eq!(config.get::<u32>("/config/app/replicas").await?, 3); // reads, starts watching
+    /// let before = coord.store().stats().round_trips();
+    /// assert_eq!(config.get::<u32>("/config/app/replicas").await?, 3); // from the cache
+    /// assert_eq!(coord.store().stats().round_trips(), before);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_cache(&self, ttl: Duration) -> ConfigCenter {
+        let cache = (!ttl.is_zero()).then(|| {
+            Arc::new(ReadCache::new(
+                Arc::clone(&self.hub),
+                ttl,
+                Arc::clone(&self.written),
+            ))
+        });
+        ConfigCenter {
+            cache,
+            ..self.clone()
+        }
+    }
+
+    /// Keys held by the read cache right now (0 without a cache).
+    pub fn cached_keys(&self) -> usize {
+        self.cache.as_ref().map_or(0, |cache| cache.len())
+    }
+
+    /// Reads and decodes a key (from the read cache if there is one; see
+    /// [`with_cache`](Self::with_cache)).
     ///
     /// # Errors
     ///
     /// [`Error::NotFound`] if the key does not exist; [`Error::Decode`] naming the key if its
     /// value is not JSON of type `T`.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
+        if let Some(cache) = &self.cache {
+            crate::store::check_key("key", key, false)?;
+            match cache.get(key).await? {
+                Cached::Fresh(Some(value)) => return decode_bytes(key, &value),
+                Cached::Fresh(None) => {
+                    return Err(Error::NotFound {
+                        key: key.to_string(),
+                    })
+                }
+                Cached::Miss => {}
+            }
+        }
         self.get_with_version(key).await.map(|(value, _)| value)
     }
 
     /// Reads and decodes a key, with its version (mod_revision) for
-    /// [`compare_and_set`](Self::compare_and_set).
+    /// [`compare_and_set`](Self::compare_and_set). Always reads the store.
     ///
     /// # Errors
     ///
@@ -93,12 +168,16 @@ impl ConfigCenter {
     /// [`Error::InvalidArgument`] if the value does not serialize or is too large for etcd.
     pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<i64> {
         let bytes = encode(key, value)?;
-        Ok(self.store.put(key, bytes, 0).await?.revision)
+        let revision = self.store.put(key, bytes, 0).await?.revision;
+        self.written.fetch_max(revision, Ordering::AcqRel);
+        Ok(revision)
     }
 
     /// Deletes a key; returns whether it existed.
     pub async fn delete(&self, key: &str) -> Result<bool> {
-        Ok(self.store.delete(&KeyRange::key(key)).await?.deleted > 0)
+        let response = self.store.delete(&KeyRange::key(key)).await?;
+        self.written.fetch_max(response.revision, Ordering::AcqRel);
+        Ok(response.deleted > 0)
     }
 
     /// Writes a key only if its version is still `expected_version` (0 = only if it does not
@@ -124,6 +203,7 @@ impl ConfigCenter {
     pub fn batch(&self) -> Batch {
         Batch {
             store: self.store.clone(),
+            written: Arc::clone(&self.written),
             guards: Vec::new(),
             ops: Vec::new(),
         }
@@ -136,7 +216,7 @@ impl ConfigCenter {
     ///
     /// [`Error::InvalidArgument`] if `T` has no prefix (use [`publish_at`](Self::publish_at)),
     /// if the struct has more than 128 keys, or a value is too large.
-    pub async fn publish<T: CoordConfig>(&self, value: &T) -> Result<i64> {
+    pub async fn publish<T: HasPrefix>(&self, value: &T) -> Result<i64> {
         let prefix = T::PREFIX.ok_or_else(|| {
             Error::invalid_argument(
                 std::any::type_name::<T>(),
@@ -158,7 +238,7 @@ impl ConfigCenter {
 
     /// Writes the default of every field of `T` whose key does not exist yet, in one
     /// transaction; existing keys are left alone. Returns the keys written.
-    pub async fn seed_defaults<T: CoordConfig>(&self) -> Result<Vec<String>> {
+    pub async fn seed_defaults<T: HasPrefix>(&self) -> Result<Vec<String>> {
         let prefix = T::PREFIX.ok_or_else(|| {
             Error::invalid_argument(
                 std::any::type_name::<T>(),
@@ -250,6 +330,7 @@ impl ConfigCenter {
 #[must_use = "a batch does nothing until committed"]
 pub struct Batch {
     store: Store,
+    written: Arc<AtomicI64>,
     guards: Vec<(String, i64)>,
     ops: Vec<TxnOp>,
 }
@@ -293,6 +374,7 @@ impl Batch {
         let txn = Txn::new().when(compares).and_then(self.ops).or_else(reads);
         let response = self.store.txn(txn).await?;
         if response.succeeded {
+            self.written.fetch_max(response.revision, Ordering::AcqRel);
             return Ok(response.revision);
         }
         for ((key, expected), read) in self.guards.iter().zip(&response.responses) {
@@ -434,8 +516,12 @@ impl<T> Stream for Watcher<T> {
 
 /// Decodes a stored JSON value; the error names the key.
 pub(crate) fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
-    serde_json::from_slice(&kv.value).map_err(|source| Error::Decode {
-        key: kv.key.clone(),
+    decode_bytes(&kv.key, &kv.value)
+}
+
+fn decode_bytes<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T> {
+    serde_json::from_slice(value).map_err(|source| Error::Decode {
+        key: key.to_owned(),
         source,
     })
 }

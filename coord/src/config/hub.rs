@@ -23,6 +23,8 @@ pub(crate) struct Snapshot {
     pub revision: i64,
     /// Full key → raw value.
     pub values: Arc<BTreeMap<String, Vec<u8>>>,
+    /// False while the watch is broken and reconnecting: the values may be behind.
+    pub connected: bool,
 }
 
 /// A watched range. Dropping the last `Arc` stops its watch.
@@ -52,6 +54,8 @@ impl Drop for RangeWatch {
 pub(crate) struct WatchHub {
     store: Store,
     ranges: Mutex<HashMap<KeyRange, Weak<RangeWatch>>>,
+    /// How often each watched range is relisted in full (`None`: never).
+    sync_interval: Option<std::time::Duration>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -62,10 +66,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl WatchHub {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, sync_interval: Option<std::time::Duration>) -> Self {
         WatchHub {
             store,
             ranges: Mutex::new(HashMap::new()),
+            sync_interval: sync_interval.filter(|i| !i.is_zero()),
         }
     }
 
@@ -125,7 +130,7 @@ impl WatchHub {
             let mut rx = shared.subscribe();
             rx.mark_unchanged();
             let span = tracing::debug_span!("live.watch", key = range.as_str());
-            let task = tokio::spawn(run(watch, values, tx).instrument(span));
+            let task = tokio::spawn(run(watch, values, tx, self.sync_interval).instrument(span));
             *lock(&shared.task) = Some(task.abort_handle());
             return Ok((shared, rx, snapshot));
         }
@@ -137,12 +142,26 @@ async fn run(
     mut watch: ResilientWatch,
     mut values: BTreeMap<String, Vec<u8>>,
     tx: watch::Sender<Snapshot>,
+    sync_interval: Option<std::time::Duration>,
 ) {
     let mut degraded = false;
+    let period = sync_interval.unwrap_or(std::time::Duration::MAX);
+    let mut next_sync = tokio::time::Instant::now().checked_add(period);
     loop {
+        let sync_at = next_sync;
         let event = tokio::select! {
             event = watch.next() => event,
             () = tx.closed() => return,
+            () = async {
+                match sync_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                watch.resync();
+                next_sync = tokio::time::Instant::now().checked_add(period);
+                continue;
+            }
         };
         match event {
             Ok(WatchEvent::Progress { .. }) => {}
@@ -157,6 +176,7 @@ async fn run(
                 if !degraded {
                     tracing::warn!(error = %e, "watch broken; serving the last known state while it reconnects");
                     degraded = true;
+                    tx.send_modify(|snapshot| snapshot.connected = false);
                 }
             }
         }
@@ -190,5 +210,6 @@ fn apply(values: &mut BTreeMap<String, Vec<u8>>, event: WatchEvent) -> Snapshot 
     Snapshot {
         revision,
         values: Arc::new(values.clone()),
+        connected: true,
     }
 }

@@ -264,5 +264,17 @@ async fn follow<T: CoordConfig>(
 /// Builds `T` from a snapshot of its prefix.
 fn build<T: CoordConfig>(prefix: &str, snapshot: &Snapshot) -> Result<T> {
     let source = Source::new(prefix, &snapshot.values);
-    T::from_source(&source)
+    let value = T::from_source(&source)?;
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let fields = T::fields();
+        let unknown = source.unknown_keys(&fields);
+        if !unknown.is_empty() {
+            tracing::debug!(
+                prefix,
+                ?unknown,
+                "keys under the prefix that no field reads; ignored"
+            );
+        }
+    }
+    Ok(value)
 }

@@ -1,6 +1,7 @@
-//! Typed configuration: the [`CoordConfig`] trait that `#[derive(CoordConfig)]` implements.
-//! (The config center and `Live<T>` are being written.)
+//! Typed configuration: the config center ([`ConfigCenter`]), the [`CoordConfig`] trait that
+//! `#[derive(CoordConfig)]` implements, and hot-reloading [`Live<T>`](Live).
 
+mod cache;
 mod center;
 pub(crate) mod hub;
 mod live;
