@@ -40,8 +40,7 @@ struct Checkout {
 async fn main() -> coord::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let coord = Coord::connect(ClientConfig::from_env()?).await?;
