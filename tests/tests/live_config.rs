@@ -8,40 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coord::config::{ConfigEvent, Live};
-use coord::{CoordConfig, Error};
+use coord::Error;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
 
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct RateLimit {
-    per_second: u32,
-    burst: u32,
-}
-
-fn positive_timeout(c: &Checkout) -> Result<(), String> {
-    if c.timeout_secs == 0 {
-        return Err("timeout_secs must be positive".into());
-    }
-    Ok(())
-}
-
-#[derive(CoordConfig, Debug, Clone, PartialEq)]
-#[coord(prefix = "/config/checkout", validate = "positive_timeout")]
-pub struct Checkout {
-    #[coord(default = 30)]
-    timeout_secs: u64,
-    #[coord(key = "rate-limit")]
-    rate_limit: RateLimit,
-}
-
-/// Two keys that writers keep equal; a reader that sees them differ saw a torn write.
-#[derive(CoordConfig, Debug, Clone, PartialEq)]
-#[coord(prefix = "/config/pair")]
-pub struct Pair {
-    a: u64,
-    b: u64,
-}
+use coord_tests::fixtures::{Checkout, Pair, RateLimit};
 
 on_both_backends!(cases:
     set_then_get_round_trips_typed_values,

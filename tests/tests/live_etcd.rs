@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use coord::config::Live;
 use coord::{Coord, CoordConfig, Error};
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::proxy::Proxy;
@@ -18,34 +17,7 @@ use common::{eventually, Backend};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct RateLimit {
-    per_second: u32,
-    burst: u32,
-}
-
-fn positive_timeout(c: &Checkout) -> Result<(), String> {
-    if c.timeout_secs == 0 {
-        return Err("timeout_secs must be positive".into());
-    }
-    Ok(())
-}
-
-#[derive(CoordConfig, Debug, Clone, PartialEq)]
-#[coord(prefix = "/config/checkout", validate = "positive_timeout")]
-pub struct Checkout {
-    #[coord(default = 30)]
-    timeout_secs: u64,
-    #[coord(key = "rate-limit")]
-    rate_limit: RateLimit,
-}
-
-#[derive(CoordConfig, Debug, Clone, PartialEq)]
-#[coord(prefix = "/config/pair")]
-pub struct Pair {
-    a: u64,
-    b: u64,
-}
+use coord_tests::fixtures::{Checkout, Pair};
 
 /// One flag per prefix, for binding many prefixes without seeding them.
 #[derive(CoordConfig, Debug, Clone, PartialEq)]
