@@ -36,4 +36,98 @@ pub mod fixtures {
         pub a: u64,
         pub b: u64,
     }
+
+    pub mod full {
+        //! Every attribute of `#[derive(CoordConfig)]` at once: defaults (expression and
+        //! `Default`), a renamed key, secrets, nested structs two levels deep, validate functions.
+
+        use coord::config::Secret;
+        use coord::CoordConfig;
+        use serde::{Deserialize, Serialize};
+
+        #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+        pub struct RateLimit {
+            pub per_second: u32,
+            pub burst: u32,
+        }
+
+        fn positive_timeout(c: &Checkout) -> Result<(), String> {
+            if c.timeout_secs == 0 {
+                return Err("timeout_secs must be positive".into());
+            }
+            Ok(())
+        }
+
+        /// Every attribute at once.
+        #[derive(CoordConfig, Debug, Clone, PartialEq)]
+        #[coord(prefix = "/config/checkout", validate = "positive_timeout")]
+        pub struct Checkout {
+            /// Seconds before a payment attempt is abandoned.
+            #[coord(default = 30)]
+            pub timeout_secs: u64,
+            /// Requests allowed per client.
+            #[coord(key = "rate-limit")]
+            pub rate_limit: RateLimit,
+            /// Feature flags turned on.
+            #[coord(default)]
+            pub flags: Vec<String>,
+            #[coord(default = "eu-west".to_string())]
+            pub region: String,
+            /// The payment provider's API key.
+            #[coord(secret)]
+            pub api_key: Secret<String>,
+            #[coord(nested)]
+            pub db: Db,
+        }
+
+        fn valid_pool(db: &Db) -> Result<(), String> {
+            if db.pool_size == 0 {
+                return Err("pool_size must be at least 1".into());
+            }
+            Ok(())
+        }
+
+        #[derive(CoordConfig, Debug, Clone, PartialEq)]
+        #[coord(validate = "valid_pool")]
+        pub struct Db {
+            /// Database host name.
+            pub host: String,
+            #[coord(default = 4)]
+            pub pool_size: u32,
+            #[coord(nested, key = "tls-options")]
+            pub tls: Tls,
+        }
+
+        #[derive(CoordConfig, Debug, Clone, PartialEq)]
+        pub struct Tls {
+            #[coord(default)]
+            pub enabled: bool,
+            #[coord(secret, default = Secret::new("changeit".to_string()))]
+            pub password: Secret<String>,
+        }
+
+        impl Checkout {
+            /// A value with every field away from its default.
+            pub fn sample() -> Checkout {
+                Checkout {
+                    timeout_secs: 45,
+                    rate_limit: RateLimit {
+                        per_second: 100,
+                        burst: 20,
+                    },
+                    flags: vec!["new-cart".into()],
+                    region: "us-east".into(),
+                    api_key: Secret::new("sk_live_123".into()),
+                    db: Db {
+                        host: "db.internal".into(),
+                        pool_size: 8,
+                        tls: Tls {
+                            enabled: true,
+                            password: Secret::new("s3cret".into()),
+                        },
+                    },
+                }
+            }
+        }
+    }
 }

@@ -4,69 +4,9 @@ use std::collections::BTreeMap;
 
 use coord::config::{describe, CoordConfig, HasPrefix, Secret, Source};
 use coord::Error;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct RateLimit {
-    per_second: u32,
-    burst: u32,
-}
-
-fn positive_timeout(c: &Checkout) -> Result<(), String> {
-    if c.timeout_secs == 0 {
-        return Err("timeout_secs must be positive".into());
-    }
-    Ok(())
-}
-
-/// Every attribute at once.
-#[derive(coord::CoordConfig, Debug, Clone, PartialEq)]
-#[coord(prefix = "/config/checkout", validate = "positive_timeout")]
-struct Checkout {
-    /// Seconds before a payment attempt is abandoned.
-    #[coord(default = 30)]
-    timeout_secs: u64,
-    /// Requests allowed per client.
-    #[coord(key = "rate-limit")]
-    rate_limit: RateLimit,
-    /// Feature flags turned on.
-    #[coord(default)]
-    flags: Vec<String>,
-    #[coord(default = "eu-west".to_string())]
-    region: String,
-    /// The payment provider's API key.
-    #[coord(secret)]
-    api_key: Secret<String>,
-    #[coord(nested)]
-    db: Db,
-}
-
-fn valid_pool(db: &Db) -> Result<(), String> {
-    if db.pool_size == 0 {
-        return Err("pool_size must be at least 1".into());
-    }
-    Ok(())
-}
-
-#[derive(coord::CoordConfig, Debug, Clone, PartialEq)]
-#[coord(validate = "valid_pool")]
-struct Db {
-    /// Database host name.
-    host: String,
-    #[coord(default = 4)]
-    pool_size: u32,
-    #[coord(nested, key = "tls-options")]
-    tls: Tls,
-}
-
-#[derive(coord::CoordConfig, Debug, Clone, PartialEq)]
-struct Tls {
-    #[coord(default)]
-    enabled: bool,
-    #[coord(secret, default = Secret::new("changeit".to_string()))]
-    password: Secret<String>,
-}
+use coord_tests::fixtures::full::{Checkout, Db};
 
 #[derive(coord::CoordConfig, Debug, PartialEq)]
 struct Limits {
@@ -107,30 +47,9 @@ fn build<T: CoordConfig>(values: &BTreeMap<String, Vec<u8>>) -> coord::Result<T>
     T::from_source(&Source::new(PREFIX, values))
 }
 
-fn sample() -> Checkout {
-    Checkout {
-        timeout_secs: 45,
-        rate_limit: RateLimit {
-            per_second: 100,
-            burst: 20,
-        },
-        flags: vec!["new-cart".into()],
-        region: "us-east".into(),
-        api_key: Secret::new("sk_live_123".into()),
-        db: Db {
-            host: "db.internal".into(),
-            pool_size: 8,
-            tls: Tls {
-                enabled: true,
-                password: Secret::new("s3cret".into()),
-            },
-        },
-    }
-}
-
 #[test]
 fn to_values_then_from_source_gives_back_the_same_struct() {
-    let original = sample();
+    let original = Checkout::sample();
     let stored: BTreeMap<String, Vec<u8>> = original
         .to_values()
         .unwrap()
@@ -143,7 +62,7 @@ fn to_values_then_from_source_gives_back_the_same_struct() {
 
 #[test]
 fn to_values_lists_every_field_under_its_key_with_nested_flattened() {
-    let keys: Vec<String> = sample()
+    let keys: Vec<String> = Checkout::sample()
         .to_values()
         .unwrap()
         .into_iter()
@@ -234,7 +153,7 @@ fn nested_structs_read_two_levels_down() {
 
 #[test]
 fn debug_never_shows_a_secret_but_expose_returns_it() {
-    let checkout = sample();
+    let checkout = Checkout::sample();
 
     let printed = format!("{checkout:?} {checkout:#?}");
 

@@ -30,6 +30,8 @@ on_both_backends!(cases:
     seed_defaults_writes_only_missing_keys,
     cached_get_costs_no_round_trip_and_still_sees_writes,
     cache_drops_keys_not_read_within_its_ttl,
+    every_attribute_round_trips_through_the_store,
+    oversized_writes_are_refused_before_sending,
 );
 
 mod cases {
@@ -447,5 +449,86 @@ mod cases {
             b.coord.watched_ranges() == 1
         })
         .await;
+    }
+
+    pub async fn every_attribute_round_trips_through_the_store(b: &Backend) {
+        use coord_tests::fixtures::full;
+        let config = b.coord.config();
+        // Only the required keys: every default fills in, nested two levels down.
+        config
+            .set(
+                "/config/checkout/rate-limit",
+                &RateLimit {
+                    per_second: 1,
+                    burst: 1,
+                },
+            )
+            .await
+            .unwrap();
+        config.set("/config/checkout/api_key", "k").await.unwrap();
+        config.set("/config/checkout/db/host", "h").await.unwrap();
+        let live = b.coord.live::<full::Checkout>().await.unwrap();
+        let bound = live.load_full();
+        assert_eq!((bound.timeout_secs, bound.region.as_str()), (30, "eu-west"));
+        assert_eq!(bound.db.pool_size, 4);
+        assert_eq!(bound.db.tls.password.expose(), "changeit");
+
+        // publish writes every key in one revision; the Live gets the same struct back.
+        let sample = full::Checkout::sample();
+        let revision = config.publish(&sample).await.unwrap();
+        eventually(WAIT, "the published struct is live", || async {
+            live.revision() >= revision
+        })
+        .await;
+        assert_eq!(*live.load_full(), sample);
+        assert_eq!(
+            live.revision(),
+            revision,
+            "one revision for the whole struct"
+        );
+        assert_eq!(
+            config
+                .get::<String>("/config/checkout/db/tls-options/password")
+                .await
+                .unwrap(),
+            "s3cret"
+        );
+        let printed = format!("{:?}", *live.load());
+        assert!(
+            !printed.contains("sk_live_123") && !printed.contains("s3cret"),
+            "{printed}"
+        );
+
+        // A nested validate failing keeps the last good value and names the nested prefix.
+        config
+            .set("/config/checkout/db/pool_size", &0)
+            .await
+            .unwrap();
+        eventually(WAIT, "the nested validate rejects it", || async {
+            live.last_error().is_some()
+        })
+        .await;
+        let err = live.last_error().unwrap();
+        assert!(
+            matches!(*err, Error::Invalid { ref key, .. } if key == "/config/checkout/db"),
+            "{err:?}"
+        );
+        assert_eq!(live.load().db.pool_size, 8);
+    }
+
+    pub async fn oversized_writes_are_refused_before_sending(b: &Backend) {
+        let config = b.coord.config();
+        let before = b.store().stats().round_trips();
+        let mut batch = config.batch();
+        for i in 0..129 {
+            batch = batch.set(&format!("/cfg/many/{i}"), &i).unwrap();
+        }
+        let err = batch.commit().await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+        let huge = "x".repeat(1_600_000);
+        let err = config.set("/cfg/huge", &huge).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+        assert_eq!(b.store().stats().round_trips(), before, "nothing was sent");
+        assert!(config.list("/cfg/").await.unwrap().is_empty());
     }
 }
