@@ -392,6 +392,11 @@ mod cases {
         let stats = b.store().stats();
         config.set("/cfg/cached", &1).await.unwrap();
         assert_eq!(config.get::<i32>("/cfg/cached").await.unwrap(), 1);
+        // The first read lists the key and opens its watch in the background.
+        eventually(WAIT, "the cached key is watched", || async {
+            stats.open_watches() == 1
+        })
+        .await;
         let before = stats.round_trips();
         for _ in 0..10 {
             assert_eq!(config.get::<i32>("/cfg/cached").await.unwrap(), 1);
