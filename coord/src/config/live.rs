@@ -158,6 +158,8 @@ impl<T: Send + Sync + 'static> Live<T> {
     }
 
     /// The store revision the current value was built from (0 for [`fixed`](Self::fixed)).
+    /// It moves just before the value is swapped, so after loading a value this is at least
+    /// that value's revision.
     pub fn revision(&self) -> i64 {
         self.shared.revision.load(Ordering::Acquire)
     }
@@ -244,8 +246,10 @@ async fn follow<T: CoordConfig>(
                 if lock(&shared.last_error).take().is_some() {
                     tracing::info!(prefix = %shared.prefix, revision = snapshot.revision, "config healed");
                 }
-                shared.current.store(Arc::clone(&value));
+                // Revision first: whoever loads the new value then reads a revision at least
+                // as new as it.
                 shared.revision.store(snapshot.revision, Ordering::Release);
+                shared.current.store(Arc::clone(&value));
                 shared.tx.send_replace(value);
             }
             Err(error) => {
