@@ -314,6 +314,8 @@ mod cases {
                         assert_eq!(cached.a, cached.b, "torn read via reader()");
                         reads.fetch_add(1, Ordering::Relaxed);
                     }
+                    // The per-thread cache still follows the value.
+                    reader.load().a
                 })
             })
             .collect();
@@ -326,7 +328,8 @@ mod cases {
         .await;
         done.store(true, Ordering::Relaxed);
         for reader in readers {
-            reader.join().expect("reader saw no torn value");
+            let last = reader.join().expect("reader saw no torn value");
+            assert_eq!(last, WRITES, "reader() sees the last write");
         }
         assert!(reads.load(Ordering::Relaxed) > 0);
     }

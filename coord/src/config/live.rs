@@ -131,6 +131,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl<T: Send + Sync + 'static> Live<T> {
     /// A value that never changes, for tests and for code paths without a store.
+    ///
+    /// ```
+    /// let live = coord::Live::fixed(42u32);
+    /// assert_eq!(*live.load(), 42);
+    /// assert_eq!(live.revision(), 0);
+    /// assert!(live.last_error().is_none());
+    /// ```
     pub fn fixed(value: T) -> Self {
         let value = Arc::new(value);
         let (tx, _) = watch::channel(Arc::clone(&value));
