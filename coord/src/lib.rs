@@ -19,6 +19,8 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod lock;
+pub(crate) mod queue;
 pub mod session;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -34,6 +36,7 @@ pub use config::CoordConfig;
 pub use coord_derive::CoordConfig;
 pub use error::{Error, Result};
 pub use health::{Health, SessionHealth};
+pub use lock::{LockGuard, Locks};
 pub use session::Session;
 
 pub use store::Store;
@@ -164,7 +167,6 @@ impl Coord {
     }
 
     /// Lists `session` in [`health`](Self::health) under `kind`/`name` while it lives.
-    #[allow(dead_code)] // TODO(locks, ids, registry): their sessions are tracked here
     pub(crate) fn track_session(
         &self,
         kind: &'static str,
