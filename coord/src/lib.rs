@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod config;
+pub mod election;
 pub mod error;
 pub mod health;
 pub mod lock;
@@ -34,6 +35,7 @@ use std::time::Instant;
 pub use client::{ClientConfig, TlsConfig};
 pub use config::CoordConfig;
 pub use coord_derive::CoordConfig;
+pub use election::{Election, Leader, Leadership};
 pub use error::{Error, Result};
 pub use health::{Health, SessionHealth};
 pub use lock::{LockGuard, Locks};
