@@ -20,6 +20,7 @@ pub mod config;
 pub mod election;
 pub mod error;
 pub mod health;
+pub mod ids;
 pub mod lock;
 pub(crate) mod queue;
 pub mod session;
@@ -38,6 +39,7 @@ pub use coord_derive::CoordConfig;
 pub use election::{Election, Leader, Leadership};
 pub use error::{Error, Result};
 pub use health::{Health, SessionHealth};
+pub use ids::{IdAllocator, IdGuard};
 pub use lock::{LockGuard, Locks};
 pub use session::Session;
 
