@@ -1,11 +1,18 @@
 //! Instance-ID allocation: each live instance of a service holds a distinct small integer
 //! (a worker ID for snowflake IDs, a shard number…).
 //!
-//! An ID is the key `/instances/{service}/{id}` on a lease. [`IdAllocator::acquire`] reads the
-//! taken IDs with one keys-only range and claims a free one with one create-only transaction
-//! (compare create revision == 0): two round trips when uncontended, whatever `max_id`. It picks
-//! at random among the free IDs, so concurrent acquirers rarely collide; one that loses a race
-//! tries another free ID without reading again.
+//! An ID is the key `/instances/{service}/{id}` on a lease. [`IdAllocator::acquire`] claims a
+//! random ID with one create-only transaction (compare create revision == 0); if that ID is
+//! taken, the same transaction reads 127 other IDs drawn at random (keys only), and a second
+//! create-only transaction claims one of the free ones among them. So an uncontended acquire costs one or
+//! two round trips **whatever `max_id` and however many IDs are taken**, and the work per
+//! acquire does not grow with the fleet. Only when the probes find no free ID (a nearly full
+//! space, or heavy contention) does it read every taken ID with one keys-only range and claim
+//! among the gaps; with `max_id <= 128` the window is the whole space, so a probe that finds
+//! nothing free is a definite [`Error::NoIdAvailable`].
+//!
+//! Picking at random spreads concurrent acquirers over the space, so they rarely collide; one
+//! that loses a race tries another free ID it has just seen.
 //!
 //! # What it promises
 //!
@@ -32,8 +39,26 @@ use tracing::Instrument;
 use crate::error::{Error, Result};
 use crate::queue;
 use crate::session::Session;
-use crate::store::{Compare, KeyRange, RangeOptions, Store, Txn, TxnOp};
+use crate::store::{Compare, KeyRange, RangeOptions, Store, Txn, TxnOp, TxnOpResponse};
 use crate::Coord;
+
+/// How many IDs one probe transaction looks at: the claimed one and 127 others (a
+/// transaction holds at most 128 operations per branch).
+const WINDOW: u32 = 128;
+
+/// Probes before falling back to reading every taken ID.
+const MAX_PROBES: usize = 4;
+
+/// What one claim transaction found.
+enum Claim {
+    Won(IdGuard),
+    /// The ID was taken; `window_free` are the free IDs of the window read with it, and
+    /// `whole` says the window was every ID (so empty means full, at that revision).
+    Lost {
+        window_free: Vec<u32>,
+        whole: bool,
+    },
+}
 
 /// The lease TTL of an allocator made with [`Coord::ids`].
 pub const DEFAULT_ID_TTL: Duration = Duration::from_secs(10);
@@ -154,9 +179,11 @@ impl IdAllocator {
 
     /// Claims a free ID.
     ///
-    /// Uncontended: one keys-only range and one transaction. On a lost race it tries another
-    /// free ID (one transaction each); when every ID it knew as free is gone it reads once
-    /// more before giving up.
+    /// Uncontended: one transaction if the random ID is free, two if it was taken (the first
+    /// also reads 127 other IDs; the second claims a free one of them), whatever `max_id`.
+    /// After a few probes that find nothing free it reads every taken ID with one keys-only
+    /// range and claims among the gaps (one transaction per lost race), reading once more
+    /// before giving up. See the [module docs](self).
     ///
     /// # Cancel safety
     ///
@@ -173,69 +200,139 @@ impl IdAllocator {
         let span = tracing::debug_span!("ids.acquire", key = %inner.prefix, max_id = inner.max_id);
         async {
             let mut slot = self.live_slot(None).await?;
-            let store = inner.coord.store();
-            let mut taken = self.taken(store).await?;
+            // Probes: each claims one ID and, if it is taken, reads the window after it.
+            let mut free: Vec<u32> = Vec::new();
+            for _ in 0..MAX_PROBES {
+                let id = if free.is_empty() {
+                    rand::rng().random_range(0..inner.max_id)
+                } else {
+                    free.swap_remove(rand::rng().random_range(0..free.len()))
+                };
+                match self.claim(&mut slot, id, true).await? {
+                    Claim::Won(guard) => return Ok(guard),
+                    Claim::Lost { window_free, whole } => {
+                        if window_free.is_empty() && whole {
+                            return Err(self.full());
+                        }
+                        // Empty: probe again at random (or fall back after MAX_PROBES).
+                        free = window_free;
+                    }
+                }
+            }
+            // Crowded (or contended): read every taken ID once, then claim among the gaps.
+            let mut taken = self.taken(inner.coord.store()).await?;
             let mut reread = false;
             loop {
                 let free = u64::from(inner.max_id) - taken.len() as u64;
                 if free == 0 {
                     if reread {
-                        return Err(Error::NoIdAvailable {
-                            service: inner.service.clone(),
-                            max_id: inner.max_id,
-                        });
+                        return Err(self.full());
                     }
                     // Every ID we thought free was claimed meanwhile; some may be back.
                     reread = true;
-                    taken = self.taken(store).await?;
+                    taken = self.taken(inner.coord.store()).await?;
                     continue;
                 }
                 let id = nth_free(&taken, rand::rng().random_range(0..free));
-                let lease = slot.session.lease_id();
-                let key = format!("{}{id}", inner.prefix);
-                let txn = Txn::new()
-                    .when([Compare::create_revision(key.as_str(), 0)])
-                    .and_then([TxnOp::put_with_lease(
-                        key.as_str(),
-                        format!("{lease:x}"),
-                        lease,
-                    )]);
-                let response = match store.txn(txn).await {
-                    Ok(response) => response,
-                    // The lease went before the session noticed (revoked by an operator, say):
-                    // claim on a new one. `live_slot` replaces a given lease only once.
-                    Err(Error::LeaseNotFound { .. }) => {
-                        slot = self.live_slot(Some(lease)).await?;
-                        if slot.session.lease_id() == lease {
-                            return Err(Error::LeaseNotFound { lease });
-                        }
-                        continue;
+                match self.claim(&mut slot, id, false).await? {
+                    Claim::Won(guard) => return Ok(guard),
+                    Claim::Lost { .. } => {
+                        tracing::debug!(id, "lost the race for an ID; trying another");
+                        taken.insert(id);
                     }
-                    Err(e) => return Err(e),
-                };
-                if response.succeeded {
-                    inner.coord.track_session(
-                        "id",
-                        format!("{}/{id}", inner.service),
-                        &slot.session,
-                    );
-                    tracing::debug!(key = %key, "ID acquired");
-                    return Ok(IdGuard {
-                        id,
-                        key,
-                        create_revision: response.revision,
-                        store: store.clone(),
-                        session: slot.session.clone(),
-                        abandoned: Arc::clone(&slot.abandoned),
-                        released: false,
-                    });
                 }
-                tracing::debug!(key = %key, "lost the race for an ID; trying another");
-                taken.insert(id);
             }
         }
         .instrument(span)
         .await
+    }
+
+    fn full(&self) -> Error {
+        Error::NoIdAvailable {
+            service: self.inner.service.clone(),
+            max_id: self.inner.max_id,
+        }
+    }
+
+    /// One create-only transaction for `id`; if it is taken and `probe` is set, the same
+    /// transaction reads a window of other IDs (every other ID when `max_id <= WINDOW`, else
+    /// `WINDOW - 1` drawn at random) and reports which of them are free. A lease that turns out to be gone is replaced once.
+    async fn claim(&self, slot: &mut Slot, id: u32, probe: bool) -> Result<Claim> {
+        let inner = &self.inner;
+        let store = inner.coord.store();
+        let width = inner.max_id.min(WINDOW);
+        let window: Vec<u32> = if !probe {
+            Vec::new()
+        } else if width == inner.max_id {
+            // A small space: the window is every other ID, so the answer is complete.
+            (0..inner.max_id).filter(|other| *other != id).collect()
+        } else {
+            // IDs drawn at random over the whole space rather than the next ones: taken IDs
+            // come in runs (the low ones, usually), and a random sample sees free ones unless
+            // nearly the whole space is taken.
+            rand::seq::index::sample(&mut rand::rng(), inner.max_id as usize, width as usize)
+                .into_iter()
+                .filter_map(|other| u32::try_from(other).ok())
+                .filter(|other| *other != id)
+                .take(width as usize - 1)
+                .collect()
+        };
+        let mut renewed = false;
+        loop {
+            let lease = slot.session.lease_id();
+            let key = format!("{}{id}", inner.prefix);
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.as_str(), 0)])
+                .and_then([TxnOp::put_with_lease(
+                    key.as_str(),
+                    format!("{lease:x}"),
+                    lease,
+                )])
+                .or_else(window.iter().map(|other| {
+                    TxnOp::Get(
+                        KeyRange::key(format!("{}{other}", inner.prefix)),
+                        RangeOptions::default().keys_only(),
+                    )
+                }));
+            let response = match store.txn(txn).await {
+                Ok(response) => response,
+                // The lease went before the session noticed (revoked by an operator, say):
+                // claim on a new one, once.
+                Err(Error::LeaseNotFound { .. }) if !renewed => {
+                    renewed = true;
+                    *slot = self.live_slot(Some(lease)).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if response.succeeded {
+                inner
+                    .coord
+                    .track_session("id", format!("{}/{id}", inner.service), &slot.session);
+                tracing::debug!(key = %key, "ID acquired");
+                return Ok(Claim::Won(IdGuard {
+                    id,
+                    key,
+                    create_revision: response.revision,
+                    store: store.clone(),
+                    session: slot.session.clone(),
+                    abandoned: Arc::clone(&slot.abandoned),
+                    released: false,
+                }));
+            }
+            let window_free = window
+                .iter()
+                .zip(&response.responses)
+                .filter_map(|(other, r)| match r {
+                    TxnOpResponse::Get(get) if get.kvs.is_empty() => Some(*other),
+                    _ => None,
+                })
+                .collect();
+            return Ok(Claim::Lost {
+                window_free,
+                whole: probe && width == inner.max_id,
+            });
+        }
     }
 
     /// Stops renewing the allocator's lease without releasing anything, as a crashed process
