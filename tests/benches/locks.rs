@@ -136,6 +136,28 @@ async fn main() {
         wall,
     ));
 
+    // The same RPCs for a client that, as coord does, gives every lock its own lease.
+    let (samples, wall) = timed(LOCK_SAMPLES, |_| {
+        let mut etcd = etcd.clone();
+        async move {
+            let lease = etcd.lease_grant(10, None).await.unwrap().id();
+            let key = etcd
+                .lock("/bench/rpc2", Some(LockOptions::new().with_lease(lease)))
+                .await
+                .unwrap()
+                .key()
+                .to_vec();
+            etcd.unlock(key).await.unwrap();
+            etcd.lease_revoke(lease).await.unwrap();
+        }
+    })
+    .await;
+    rows.push(Row::new(
+        "lock: etcd LeaseGrant + Lock + Unlock + LeaseRevoke",
+        samples,
+        wall,
+    ));
+
     // --- IDs -------------------------------------------------------------------------------
     let store = coord.store();
     for (max_id, naive_samples) in [(16u32, 200usize), (1024, 20), (65_536, 2)] {
