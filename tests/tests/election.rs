@@ -295,3 +295,56 @@ async fn coord_leader_blocks_etcdctl_elect() {
     let _ = etcdctl.kill().await;
     let _ = listener.kill().await;
 }
+
+/// observe() goes on across an etcd restart and reports the leader elected after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_survives_an_etcd_restart() {
+    let mut backend = common::Backend::etcd().await;
+    let coord = backend.coord.clone();
+    let election = coord.election("/e/restart").ttl(LONG_TTL);
+    let first = election.campaign("before").await.unwrap();
+    let mut observe = Box::pin(election.observe());
+    assert_eq!(next_leader(&mut observe).await.unwrap().value, b"before");
+
+    let server = backend.server.as_mut().unwrap();
+    server.kill().await.unwrap();
+    server.restart().await.unwrap();
+
+    // Unary calls recover by themselves; retry the revoke until the client has reconnected.
+    let store = coord.store().clone();
+    let lease = first.lease_id();
+    common::eventually(Duration::from_secs(15), "revoke after restart", || {
+        let store = store.clone();
+        async move {
+            matches!(
+                store.lease_revoke(lease).await,
+                Ok(()) | Err(Error::LeaseNotFound { .. })
+            )
+        }
+    })
+    .await;
+    let second = timeout(Duration::from_secs(15), election.campaign("after"))
+        .await
+        .expect("a new leader after the restart")
+        .unwrap();
+    // The stream may yield errors while it reconnects, and "nobody" in between.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let item = timeout(Duration::from_secs(20), observe.next())
+            .await
+            .expect("observe() goes on after the restart")
+            .expect("observe() never ends");
+        if let Ok(Some(leader)) = item {
+            if leader.value == b"after" {
+                assert_eq!(leader.key, second.key());
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "observe never reported the new leader"
+        );
+    }
+    drop(first);
+    second.resign().await.unwrap();
+}
