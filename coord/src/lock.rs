@@ -4,7 +4,8 @@
 //! `concurrency.Mutex`, `etcdctl lock NAME`): each contender puts `NAME/{lease_id:x}` on its
 //! own lease; the key with the lowest create revision holds the lock; every other contender
 //! watches only the key just before its own. coord, `etcdctl lock` and Go clients therefore
-//! exclude each other.
+//! exclude each other. As in that layout, the queue of `NAME` is every key under `NAME/`, so
+//! no lock name may be another one followed by `/` (`jobs` and `jobs/nightly`).
 //!
 //! # What a lock promises, and what it does not
 //!
