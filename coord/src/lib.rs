@@ -17,8 +17,12 @@
 
 pub mod client;
 pub mod config;
+pub mod election;
 pub mod error;
 pub mod health;
+pub mod ids;
+pub mod lock;
+pub(crate) mod queue;
 pub mod session;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -32,8 +36,11 @@ use std::time::Instant;
 pub use client::{ClientConfig, TlsConfig};
 pub use config::{ConfigCenter, CoordConfig, Live, Secret};
 pub use coord_derive::CoordConfig;
+pub use election::{Election, Leader, Leadership};
 pub use error::{Error, Result};
 pub use health::{Health, SessionHealth};
+pub use ids::{IdAllocator, IdGuard};
+pub use lock::{LockGuard, Locks};
 pub use session::Session;
 
 pub use store::Store;
@@ -171,7 +178,6 @@ impl Coord {
     }
 
     /// Lists `session` in [`health`](Self::health) under `kind`/`name` while it lives.
-    #[allow(dead_code)] // TODO(locks, ids, registry): their sessions are tracked here
     pub(crate) fn track_session(
         &self,
         kind: &'static str,

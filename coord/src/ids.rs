@@ -1,0 +1,495 @@
+//! Instance-ID allocation: each live instance of a service holds a distinct small integer
+//! (a worker ID for snowflake IDs, a shard number…).
+//!
+//! An ID is the key `/instances/{service}/{id}` on a lease. [`IdAllocator::acquire`] claims a
+//! random ID with one create-only transaction (compare create revision == 0); if that ID is
+//! taken, the same transaction reads 127 other IDs drawn at random (keys only), and a second
+//! create-only transaction claims one of the free ones among them. So an uncontended acquire costs one or
+//! two round trips **whatever `max_id` and however many IDs are taken**, and the work per
+//! acquire does not grow with the fleet. Only when the probes find no free ID (a nearly full
+//! space, or heavy contention) does it read every taken ID with one keys-only range and claim
+//! among the gaps; with `max_id <= 128` the window is the whole space, so a probe that finds
+//! nothing free is a definite [`Error::NoIdAvailable`].
+//!
+//! Picking at random spreads concurrent acquirers over the space, so they rarely collide; one
+//! that loses a race tries another free ID it has just seen.
+//!
+//! # What it promises
+//!
+//! - IDs are `0..max_id` (`max_id` IDs; `max_id = 1024` fits in 10 bits).
+//! - At any store revision no two live keys hold the same ID.
+//! - A released or dropped [`IdGuard`] frees its ID at once; a crashed holder's ID comes back
+//!   when its lease expires, after the TTL.
+//! - As with locks, an ID rides on a lease: [`IdGuard::lost`] says when it is gone.
+//!
+//! # Round trips and the lease
+//!
+//! All IDs of one allocator share one lease (as all keys of one Go `concurrency.Session` do):
+//! [`Coord::ids`] grants it when the allocator is made, so that grant is not part of
+//! `acquire`. If the lease is lost, the next `acquire` grants a new one (one round trip more).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::queue;
+use crate::session::Session;
+use crate::store::{Compare, KeyRange, RangeOptions, Store, Txn, TxnOp, TxnOpResponse};
+use crate::Coord;
+
+/// How many IDs one probe transaction looks at: the claimed one and 127 others (a
+/// transaction holds at most 128 operations per branch).
+const WINDOW: u32 = 128;
+
+/// Probes before falling back to reading every taken ID.
+const MAX_PROBES: usize = 4;
+
+/// What one claim transaction found.
+enum Claim {
+    Won(IdGuard),
+    /// The ID was taken; `window_free` are the free IDs of the window read with it, and
+    /// `whole` says the window was every ID (so empty means full, at that revision).
+    Lost {
+        window_free: Vec<u32>,
+        whole: bool,
+    },
+}
+
+/// The lease TTL of an allocator made with [`Coord::ids`].
+pub const DEFAULT_ID_TTL: Duration = Duration::from_secs(10);
+
+impl Coord {
+    /// An allocator of the IDs `0..max_id` of `service`, on a lease of [`DEFAULT_ID_TTL`]
+    /// granted now; see [`IdAllocator`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an empty service name, one with NUL or `/`, or
+    /// `max_id == 0`; store errors from the lease grant.
+    pub async fn ids(&self, service: &str, max_id: u32) -> Result<IdAllocator> {
+        self.ids_with_ttl(service, max_id, DEFAULT_ID_TTL).await
+    }
+
+    /// As [`ids`](Self::ids), with the lease TTL `ttl`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ids`](Self::ids), and [`Error::InvalidArgument`] for a TTL under one second.
+    pub async fn ids_with_ttl(
+        &self,
+        service: &str,
+        max_id: u32,
+        ttl: Duration,
+    ) -> Result<IdAllocator> {
+        queue::check_name("service", service)?;
+        if service.contains('/') {
+            // `/instances/a/b/3` would be read as an ID of service `a` too.
+            return Err(Error::invalid_argument(
+                "service",
+                format!("`{service}` contains `/`"),
+            ));
+        }
+        if max_id == 0 {
+            return Err(Error::invalid_argument("max_id", "must be at least 1"));
+        }
+        self.check_open()?;
+        let session = Session::new(self.store(), ttl).await?;
+        Ok(IdAllocator {
+            inner: Arc::new(AllocatorInner {
+                coord: self.clone(),
+                service: service.to_owned(),
+                prefix: format!("/instances/{service}/"),
+                max_id,
+                ttl,
+                slot: Mutex::new(Slot::new(session)),
+            }),
+        })
+    }
+}
+
+/// Hands out distinct IDs of one service; made by [`Coord::ids`]. Cheap to clone.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord::Result<()> {
+/// let coord = coord::Coord::in_memory();
+/// let ids = coord.ids("api", 1024).await?;
+/// let a = ids.acquire().await?;
+/// let b = ids.acquire().await?;
+/// assert_ne!(a.id(), b.id());
+/// assert!(a.id() < 1024);
+/// a.release().await?; // or drop it
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct IdAllocator {
+    inner: Arc<AllocatorInner>,
+}
+
+#[derive(Debug)]
+struct AllocatorInner {
+    coord: Coord,
+    service: String,
+    prefix: String,
+    max_id: u32,
+    ttl: Duration,
+    slot: Mutex<Slot>,
+}
+
+/// The allocator's current lease, and whether it was abandoned (then guards must not delete
+/// their keys on drop: a crashed process would not).
+#[derive(Clone, Debug)]
+struct Slot {
+    session: Session,
+    abandoned: Arc<AtomicBool>,
+}
+
+impl Slot {
+    fn new(session: Session) -> Self {
+        Slot {
+            session,
+            abandoned: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl IdAllocator {
+    /// The service name.
+    pub fn service(&self) -> &str {
+        &self.inner.service
+    }
+
+    /// The number of IDs: they are `0..max_id`.
+    pub fn max_id(&self) -> u32 {
+        self.inner.max_id
+    }
+
+    /// The lease ID the allocator's IDs ride on now.
+    pub fn lease_id(&self) -> i64 {
+        lock(&self.inner.slot).session.lease_id()
+    }
+
+    /// Claims a free ID.
+    ///
+    /// Uncontended: one transaction if the random ID is free, two if it was taken (the first
+    /// also reads 127 other IDs; the second claims a free one of them), whatever `max_id`.
+    /// After a few probes that find nothing free it reads every taken ID with one keys-only
+    /// range and claims among the gaps (one transaction per lost race), reading once more
+    /// before giving up. See the [module docs](self).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an ID is claimed by one transaction; if the future is dropped after it
+    /// was sent, the key stays on the allocator's lease until the allocator and its guards are
+    /// dropped (which revokes the lease).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoIdAvailable`] if every ID is taken; store errors.
+    pub async fn acquire(&self) -> Result<IdGuard> {
+        let inner = &self.inner;
+        inner.coord.check_open()?;
+        let span = tracing::debug_span!("ids.acquire", key = %inner.prefix, max_id = inner.max_id);
+        async {
+            let mut slot = self.live_slot(None).await?;
+            // Probes: each claims one ID and, if it is taken, reads the window after it.
+            let mut free: Vec<u32> = Vec::new();
+            for _ in 0..MAX_PROBES {
+                let id = if free.is_empty() {
+                    rand::rng().random_range(0..inner.max_id)
+                } else {
+                    free.swap_remove(rand::rng().random_range(0..free.len()))
+                };
+                match self.claim(&mut slot, id, true).await? {
+                    Claim::Won(guard) => return Ok(guard),
+                    Claim::Lost { window_free, whole } => {
+                        if window_free.is_empty() && whole {
+                            return Err(self.full());
+                        }
+                        // Empty: probe again at random (or fall back after MAX_PROBES).
+                        free = window_free;
+                    }
+                }
+            }
+            // Crowded (or contended): read every taken ID once, then claim among the gaps.
+            let mut taken = self.taken(inner.coord.store()).await?;
+            let mut reread = false;
+            loop {
+                let free = u64::from(inner.max_id) - taken.len() as u64;
+                if free == 0 {
+                    if reread {
+                        return Err(self.full());
+                    }
+                    // Every ID we thought free was claimed meanwhile; some may be back.
+                    reread = true;
+                    taken = self.taken(inner.coord.store()).await?;
+                    continue;
+                }
+                let id = nth_free(&taken, rand::rng().random_range(0..free));
+                match self.claim(&mut slot, id, false).await? {
+                    Claim::Won(guard) => return Ok(guard),
+                    Claim::Lost { .. } => {
+                        tracing::debug!(id, "lost the race for an ID; trying another");
+                        taken.insert(id);
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn full(&self) -> Error {
+        Error::NoIdAvailable {
+            service: self.inner.service.clone(),
+            max_id: self.inner.max_id,
+        }
+    }
+
+    /// One create-only transaction for `id`; if it is taken and `probe` is set, the same
+    /// transaction reads a window of other IDs (every other ID when `max_id <= WINDOW`, else
+    /// `WINDOW - 1` drawn at random) and reports which of them are free. A lease that turns out to be gone is replaced once.
+    async fn claim(&self, slot: &mut Slot, id: u32, probe: bool) -> Result<Claim> {
+        let inner = &self.inner;
+        let store = inner.coord.store();
+        let width = inner.max_id.min(WINDOW);
+        let window: Vec<u32> = if !probe {
+            Vec::new()
+        } else if width == inner.max_id {
+            // A small space: the window is every other ID, so the answer is complete.
+            (0..inner.max_id).filter(|other| *other != id).collect()
+        } else {
+            // IDs drawn at random over the whole space rather than the next ones: taken IDs
+            // come in runs (the low ones, usually), and a random sample sees free ones unless
+            // nearly the whole space is taken.
+            rand::seq::index::sample(&mut rand::rng(), inner.max_id as usize, width as usize)
+                .into_iter()
+                .filter_map(|other| u32::try_from(other).ok())
+                .filter(|other| *other != id)
+                .take(width as usize - 1)
+                .collect()
+        };
+        let mut renewed = false;
+        loop {
+            let lease = slot.session.lease_id();
+            let key = format!("{}{id}", inner.prefix);
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.as_str(), 0)])
+                .and_then([TxnOp::put_with_lease(
+                    key.as_str(),
+                    format!("{lease:x}"),
+                    lease,
+                )])
+                .or_else(window.iter().map(|other| {
+                    TxnOp::Get(
+                        KeyRange::key(format!("{}{other}", inner.prefix)),
+                        RangeOptions::default().keys_only(),
+                    )
+                }));
+            let response = match store.txn(txn).await {
+                Ok(response) => response,
+                // The lease went before the session noticed (revoked by an operator, say):
+                // claim on a new one, once.
+                Err(Error::LeaseNotFound { .. }) if !renewed => {
+                    renewed = true;
+                    *slot = self.live_slot(Some(lease)).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if response.succeeded {
+                inner
+                    .coord
+                    .track_session("id", format!("{}/{id}", inner.service), &slot.session);
+                tracing::debug!(key = %key, "ID acquired");
+                return Ok(Claim::Won(IdGuard {
+                    id,
+                    key,
+                    create_revision: response.revision,
+                    store: store.clone(),
+                    session: slot.session.clone(),
+                    abandoned: Arc::clone(&slot.abandoned),
+                    released: false,
+                }));
+            }
+            let window_free = window
+                .iter()
+                .zip(&response.responses)
+                .filter_map(|(other, r)| match r {
+                    TxnOpResponse::Get(get) if get.kvs.is_empty() => Some(*other),
+                    _ => None,
+                })
+                .collect();
+            return Ok(Claim::Lost {
+                window_free,
+                whole: probe && width == inner.max_id,
+            });
+        }
+    }
+
+    /// Stops renewing the allocator's lease without releasing anything, as a crashed process
+    /// would: every ID acquired through it expires after the TTL. For crash-recovery tests.
+    pub fn abandon(&self) {
+        let slot = lock(&self.inner.slot).clone();
+        slot.abandoned.store(true, Ordering::SeqCst);
+        slot.session.abandon();
+    }
+
+    /// The current lease, or a new one if it was lost (or is `gone`, known lost).
+    async fn live_slot(&self, gone: Option<i64>) -> Result<Slot> {
+        let current = lock(&self.inner.slot).clone();
+        let known_gone = gone == Some(current.session.lease_id());
+        if current.session.is_alive() && !current.abandoned.load(Ordering::SeqCst) && !known_gone {
+            return Ok(current);
+        }
+        let session = Session::new(self.inner.coord.store(), self.inner.ttl).await?;
+        let fresh = Slot::new(session);
+        *lock(&self.inner.slot) = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// The IDs below `max_id` taken now, read with one keys-only range.
+    async fn taken(&self, store: &Store) -> Result<BTreeSet<u32>> {
+        let response = store
+            .range(
+                &KeyRange::prefix(self.inner.prefix.as_str()),
+                RangeOptions::default().keys_only(),
+            )
+            .await?;
+        Ok(response
+            .kvs
+            .iter()
+            .filter_map(|kv| kv.key.strip_prefix(self.inner.prefix.as_str()))
+            .filter_map(|id| id.parse::<u32>().ok())
+            .filter(|id| *id < self.inner.max_id)
+            .collect())
+    }
+}
+
+/// The `n`-th (from 0) ID not in `taken`; `n` must be below the number of free IDs.
+fn nth_free(taken: &BTreeSet<u32>, n: u64) -> u32 {
+    // Walk the taken IDs in order: each one at or below the candidate pushes it up by one.
+    let mut candidate = n;
+    for &t in taken {
+        if u64::from(t) <= candidate {
+            candidate += 1;
+        } else {
+            break;
+        }
+    }
+    // n < max_id - taken.len(), so candidate < max_id <= u32::MAX.
+    u32::try_from(candidate).unwrap_or(u32::MAX)
+}
+
+/// A held instance ID. Dropping it releases the ID in the background.
+///
+/// The ID is held as long as its lease: a holder paused longer than the TTL may lose it while
+/// another instance takes it, so watch [`lost`](Self::lost).
+#[derive(Debug)]
+pub struct IdGuard {
+    id: u32,
+    key: String,
+    create_revision: i64,
+    store: Store,
+    session: Session,
+    abandoned: Arc<AtomicBool>,
+    released: bool,
+}
+
+impl IdGuard {
+    /// The ID, in `0..max_id`.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The key holding the ID, `/instances/{service}/{id}`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The lease the ID rides on (shared by the allocator's IDs).
+    pub fn lease_id(&self) -> i64 {
+        self.session.lease_id()
+    }
+
+    /// Resolves with [`Error::SessionLost`] once the ID is lost: the lease is gone or the key
+    /// was deleted by someone else.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn lost(&self) -> Error {
+        tokio::select! {
+            e = self.session.lost() => e,
+            reason = queue::wait_key_gone(&self.store, &self.key, self.create_revision, self.create_revision) => {
+                tracing::warn!(key = %self.key, %reason, "instance ID lost");
+                Error::SessionLost { lease: self.session.lease_id(), reason }
+            }
+        }
+    }
+
+    /// Releases the ID now (deletes its key if it is still ours).
+    ///
+    /// # Errors
+    ///
+    /// Store errors; the key then goes when the allocator's lease ends.
+    pub async fn release(mut self) -> Result<()> {
+        self.released = true;
+        release(&self.store, &self.key, self.create_revision).await
+    }
+}
+
+impl Drop for IdGuard {
+    fn drop(&mut self) {
+        if self.released || self.abandoned.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime: the key goes with the lease.
+            return;
+        };
+        let (store, key, revision) = (self.store.clone(), self.key.clone(), self.create_revision);
+        runtime.spawn(async move {
+            if let Err(e) = release(&store, &key, revision).await {
+                tracing::debug!(key = %key, error = %e, "release on drop failed; the ID goes with the lease");
+            }
+        });
+    }
+}
+
+/// Deletes `key` if it is still the one we created (never someone else's after a loss).
+async fn release(store: &Store, key: &str, create_revision: i64) -> Result<()> {
+    let span = tracing::debug_span!("ids.release", key);
+    let txn = Txn::new()
+        .when([Compare::create_revision(key, create_revision)])
+        .and_then([TxnOp::delete(key)]);
+    store.txn(txn).instrument(span).await.map(|_| ())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain data: a panic elsewhere leaves it consistent.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nth_free_skips_taken_ids() {
+        let taken: BTreeSet<u32> = [0, 1, 3, 7].into_iter().collect();
+        let free: Vec<u32> = (0..6).map(|n| nth_free(&taken, n)).collect();
+        assert_eq!(free, vec![2, 4, 5, 6, 8, 9]);
+        assert_eq!(nth_free(&BTreeSet::new(), 5), 5);
+    }
+}

@@ -1,0 +1,300 @@
+//! Distributed locks on etcd, with fencing tokens.
+//!
+//! [`Locks`] (`coord.locks()`) hands out [`LockGuard`]s. The layout is etcd's own (Go's
+//! `concurrency.Mutex`, `etcdctl lock NAME`): each contender puts `NAME/{lease_id:x}` on its
+//! own lease; the key with the lowest create revision holds the lock; every other contender
+//! watches only the key just before its own. coord, `etcdctl lock` and Go clients therefore
+//! exclude each other. As in that layout, the queue of `NAME` is every key under `NAME/`, so
+//! no lock name may be another one followed by `/` (`jobs` and `jobs/nightly`).
+//!
+//! # What a lock promises, and what it does not
+//!
+//! A lease lock is **not mutual exclusion on its own**. The holder's lease can expire while it
+//! is paused (a GC pause, a stalled VM, a partition) and another contender then gets the lock;
+//! the first one may wake up and write, believing it still holds the lock. What a lock does
+//! promise:
+//!
+//! - at any revision of the store, at most one live key holds the lock;
+//! - [`LockGuard::fencing_token`] (the create revision of the holder's key) strictly increases
+//!   from one holder to the next, so a resource that remembers the highest token it has seen can
+//!   refuse a stale holder;
+//! - a write to etcd made with [`LockGuard::txn`] or [`LockGuard::put_if_held`] happens only if
+//!   the lock is still held at that revision (etcd checks it atomically, like Go's `IsOwner()`);
+//! - [`LockGuard::lost`] resolves once the lease is revoked, expires, cannot be renewed in time,
+//!   or the key is deleted by someone else.
+
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::queue;
+use crate::session::Session;
+use crate::store::{Compare, Store, Txn, TxnResponse};
+use crate::Coord;
+
+/// Hands out distributed locks; get one with [`Coord::locks`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Locks {
+    coord: Coord,
+}
+
+impl Coord {
+    /// Distributed locks on this connection; see [`Locks`].
+    pub fn locks(&self) -> Locks {
+        Locks {
+            coord: self.clone(),
+        }
+    }
+}
+
+impl Locks {
+    /// Waits until the lock `name` is held, on a new lease of `ttl` kept alive in the
+    /// background, and returns the guard.
+    ///
+    /// Uncontended it costs two round trips (the lease grant and one transaction that puts the
+    /// key and reads the queue). Contended, it watches only the key just before its own, then
+    /// reads its own key once more before returning, so a lock is never granted on a lease
+    /// that expired while waiting (etcd issue 11456).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future while it waits revokes its lease in the background,
+    /// which deletes its waiter key, so nothing is left in the queue.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an empty name, a name with NUL, or a TTL under one
+    /// second; [`Error::SessionLost`] if the lease was lost while waiting; store errors.
+    pub async fn acquire(&self, name: &str, ttl: Duration) -> Result<LockGuard> {
+        self.lock(name, ttl, true).await
+    }
+
+    /// Takes the lock `name` if it is free, or fails at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`acquire`](Self::acquire).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockHeld`] naming the holder's key if the lock is held (the waiter key this
+    /// call put is removed first); otherwise as [`acquire`](Self::acquire).
+    pub async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<LockGuard> {
+        self.lock(name, ttl, false).await
+    }
+
+    async fn lock(&self, name: &str, ttl: Duration, wait: bool) -> Result<LockGuard> {
+        queue::check_name("name", name)?;
+        self.coord.check_open()?;
+        let span = tracing::debug_span!("lock.acquire", key = name, wait);
+        async {
+            let store = self.coord.store();
+            // From here on, dropping `session` (an error, a cancelled future) revokes the lease
+            // in the background, which deletes the waiter key: that is the cleanup guard.
+            let session = Session::new(store, ttl).await?;
+            let prefix = queue::prefix_of(name);
+            let joined = queue::join(store, &prefix, session.lease_id(), Vec::new()).await?;
+            let revision = if joined.is_head() {
+                joined.revision
+            } else if !wait {
+                let holder = joined.head().map(|kv| kv.key.clone()).unwrap_or_default();
+                if let Err(e) = session.close().await {
+                    tracing::debug!(key = %joined.key, error = %e, "cannot revoke the waiter lease; it will expire");
+                }
+                return Err(Error::LockHeld {
+                    name: name.to_owned(),
+                    holder,
+                });
+            } else {
+                let revision = tokio::select! {
+                    r = queue::wait_for_head(store, &prefix, &joined) => r?,
+                    lost = session.lost() => return Err(lost),
+                };
+                // etcd issue 11456: the lease may have expired while we waited; the wait ends
+                // then too (its key is deleted). Only a key still there is a lock.
+                let (mine, now) = store.get(&joined.key).await?;
+                match mine {
+                    Some(kv)
+                        if kv.create_revision == joined.create_revision
+                            && kv.lease == session.lease_id()
+                            && session.is_alive() =>
+                    {
+                        now.max(revision)
+                    }
+                    _ => {
+                        return Err(Error::SessionLost {
+                            lease: session.lease_id(),
+                            reason: format!(
+                                "lock key `{}` is gone (lease expired while waiting)",
+                                joined.key
+                            ),
+                        })
+                    }
+                }
+            };
+            self.coord.track_session("lock", name, &session);
+            tracing::debug!(key = %joined.key, fencing_token = joined.create_revision, "lock acquired");
+            Ok(LockGuard {
+                name: name.to_owned(),
+                key: joined.key,
+                fencing_token: joined.create_revision,
+                revision,
+                store: store.clone(),
+                session,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// A held distributed lock. Dropping it releases the lock in the background.
+///
+/// # A lease lock is not mutual exclusion
+///
+/// The lock is held only as long as its lease: a holder paused longer than the TTL (GC, swap,
+/// a partition) loses it without knowing and may still act. Protect the resource with the
+/// [`fencing_token`](Self::fencing_token) — it strictly increases from one holder to the next —
+/// or, for data in etcd, write through [`txn`](Self::txn) / [`put_if_held`](Self::put_if_held),
+/// which etcd applies only while this key still holds the lock.
+///
+/// # Examples
+///
+/// The fencing pattern: the write is applied only while the lock is held, and the token
+/// travels with it so any other resource can refuse an older holder.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord::Result<()> {
+/// use std::time::Duration;
+/// let coord = coord::Coord::in_memory();
+/// let lock = coord.locks().acquire("/locks/report", Duration::from_secs(10)).await?;
+/// let token = lock.fencing_token();
+///
+/// // A write to etcd that happens only if we still hold the lock at that revision.
+/// assert!(lock.put_if_held("/reports/latest", format!("by token {token}")).await?);
+///
+/// // Elsewhere, a resource keeps the highest token it has seen and refuses lower ones.
+/// let mut highest_seen = 0;
+/// assert!(token > highest_seen, "a newer holder");
+/// highest_seen = token;
+/// # let _ = highest_seen;
+///
+/// lock.unlock().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct LockGuard {
+    name: String,
+    key: String,
+    fencing_token: i64,
+    revision: i64,
+    store: Store,
+    // The only strong handle of the session: dropping the guard drops it, which revokes the
+    // lease in the background and so deletes the key.
+    session: Session,
+}
+
+impl LockGuard {
+    /// The lock name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The key that holds the lock, `{name}/{lease_id:x}`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The create revision of [`key`](Self::key): strictly greater than the token of every
+    /// earlier holder of this lock name. Pass it to the resource you protect.
+    pub fn fencing_token(&self) -> i64 {
+        self.fencing_token
+    }
+
+    /// The lease ID the lock rides on.
+    pub fn lease_id(&self) -> i64 {
+        self.session.lease_id()
+    }
+
+    /// The TTL the store granted for the lease.
+    pub fn ttl(&self) -> Duration {
+        self.session.ttl()
+    }
+
+    /// True until the lease is known to be lost. The key could still have been deleted by
+    /// someone else: [`lost`](Self::lost) covers that too.
+    pub fn is_alive(&self) -> bool {
+        self.session.is_alive()
+    }
+
+    /// Renews the lease now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionLost`] if the lease is already gone; store errors.
+    pub async fn refresh(&self) -> Result<()> {
+        self.session.refresh().await
+    }
+
+    /// Resolves with [`Error::SessionLost`] once the lock is lost: the lease expired, was
+    /// revoked or could not be renewed in time, or the key was deleted by someone else.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn lost(&self) -> Error {
+        tokio::select! {
+            e = self.session.lost() => e,
+            reason = queue::wait_key_gone(&self.store, &self.key, self.fencing_token, self.revision) => {
+                tracing::warn!(key = %self.key, %reason, "lock lost");
+                Error::SessionLost { lease: self.session.lease_id(), reason }
+            }
+        }
+    }
+
+    /// The compare that holds only while this guard holds the lock (its key exists with its
+    /// create revision): add it to any transaction to fence it.
+    pub fn fence(&self) -> Compare {
+        Compare::create_revision(self.key.as_str(), self.fencing_token)
+    }
+
+    /// Runs `txn` with [`fence`](Self::fence) added to its compares: the `success` branch runs
+    /// only if the lock is still held and the other compares hold.
+    ///
+    /// # Errors
+    ///
+    /// Store errors; a lost lock is not an error but `succeeded == false`.
+    pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        self.store.txn(txn.when([self.fence()])).await
+    }
+
+    /// Writes `key` only if the lock is still held; returns whether it was written.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub async fn put_if_held(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<bool> {
+        let txn = Txn::new().and_then([crate::store::TxnOp::put(key, value)]);
+        Ok(self.txn(txn).await?.succeeded)
+    }
+
+    /// Releases the lock now: revokes its lease, which deletes the key.
+    ///
+    /// # Errors
+    ///
+    /// Store errors from the revoke (the lease then expires after its TTL); a lease already
+    /// gone is not an error.
+    pub async fn unlock(self) -> Result<()> {
+        let span = tracing::debug_span!("lock.unlock", key = %self.key);
+        self.session.close().instrument(span).await
+    }
+
+    /// Stops renewing the lease without releasing, as a crashed process would: the lock is
+    /// freed when the lease expires, after its TTL. For crash-recovery tests.
+    pub fn abandon(self) {
+        self.session.abandon();
+    }
+}

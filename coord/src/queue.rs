@@ -1,0 +1,241 @@
+//! The ordered-waiter queue that locks and election share.
+//!
+//! This is the layout and the algorithm of etcd's Go `concurrency` package (`Mutex` and
+//! `Election`), so coord interoperates with `etcdctl lock`, `etcdctl elect` and Go clients:
+//!
+//! - every contender puts `{prefix}{lease_id:x}` attached to its own lease, create-only, so
+//!   the etcd revision of that put orders the contenders;
+//! - the one with the lowest create revision is at the head (holds the lock, leads);
+//! - every other contender waits only for the key created just before its own to be deleted
+//!   (Go's `waitDeletes`), then looks again: no thundering herd when the head leaves.
+//!
+//! Go reads "the key just before mine" with one sorted, limited range
+//! (`WithLastCreate` + `WithMaxCreateRev`); the store seam reads a keys-only range of the prefix
+//! and picks client-side, which costs the size of the queue per look, not a round trip more.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::store::{
+    Compare, EventKind, KeyRange, KeyValue, RangeOptions, Store, Txn, TxnOp, TxnOpResponse,
+};
+
+/// How long to pause after a watch broke before reading the queue again.
+const BROKEN_WATCH_PAUSE: Duration = Duration::from_millis(100);
+
+/// Refuses names the store could not hold or that would share a prefix ambiguously.
+pub(crate) fn check_name(field: &str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid_argument(field, "must not be empty"));
+    }
+    if name.contains('\0') {
+        return Err(Error::invalid_argument(
+            field,
+            format!("`{}` contains a NUL character", name.escape_debug()),
+        ));
+    }
+    Ok(())
+}
+
+/// The queue prefix of a lock or election name, as Go's `concurrency` package builds it.
+pub(crate) fn prefix_of(name: &str) -> String {
+    format!("{name}/")
+}
+
+/// My place in a queue after [`join`].
+#[derive(Clone, Debug)]
+pub(crate) struct Joined {
+    /// My key, `{prefix}{lease:x}`.
+    pub key: String,
+    /// The create revision of my key: my place in the queue.
+    pub create_revision: i64,
+    /// The store revision the join saw.
+    pub revision: i64,
+    /// The queue (keys only) as of `revision`, mine included.
+    pub queue: Vec<KeyValue>,
+}
+
+impl Joined {
+    /// The contender at the head of the queue (lowest create revision) when I joined.
+    pub fn head(&self) -> Option<&KeyValue> {
+        self.queue.iter().min_by_key(|kv| kv.create_revision)
+    }
+
+    /// True if I was at the head when I joined.
+    pub fn is_head(&self) -> bool {
+        self.head()
+            .is_none_or(|kv| kv.create_revision == self.create_revision)
+    }
+}
+
+/// Puts my key under `prefix` on `lease` unless it already exists (then it is reused, as Go
+/// does for a session that already holds the lock) and reads the queue, in one transaction.
+pub(crate) async fn join(
+    store: &Store,
+    prefix: &str,
+    lease: i64,
+    value: Vec<u8>,
+) -> Result<Joined> {
+    let key = format!("{prefix}{lease:x}");
+    let queue = TxnOp::Get(
+        KeyRange::prefix(prefix),
+        RangeOptions::default().keys_only(),
+    );
+    let txn = Txn::new()
+        .when([Compare::create_revision(key.as_str(), 0)])
+        .and_then([
+            TxnOp::put_with_lease(key.as_str(), value, lease),
+            queue.clone(),
+        ])
+        .or_else([TxnOp::get(key.as_str()), queue]);
+    let response = store.txn(txn).await?;
+    let mut ranges = response.responses.into_iter().filter_map(|r| match r {
+        TxnOpResponse::Get(get) => Some(get),
+        _ => None,
+    });
+    let missing = || Error::Backend {
+        key: key.clone(),
+        reason: "transaction answer lacks a range response".into(),
+    };
+    let create_revision = if response.succeeded {
+        response.revision
+    } else {
+        let mine = ranges.next().ok_or_else(missing)?;
+        match mine.kvs.first() {
+            Some(kv) => kv.create_revision,
+            // The key existed at the compare and is gone in the same revision: impossible in
+            // one transaction, so the store answered something else.
+            None => return Err(missing()),
+        }
+    };
+    let queue = ranges.next().ok_or_else(missing)?.kvs;
+    Ok(Joined {
+        key,
+        create_revision,
+        revision: response.revision,
+        queue,
+    })
+}
+
+/// The key created just before `create_revision` in `queue`, if any.
+fn predecessor(queue: &[KeyValue], create_revision: i64) -> Option<&KeyValue> {
+    queue
+        .iter()
+        .filter(|kv| kv.create_revision < create_revision)
+        .max_by_key(|kv| kv.create_revision)
+}
+
+/// Waits until no key under `prefix` has a create revision below `create_revision`, i.e.
+/// until I am at the head of the queue. Returns the store revision at which that was seen.
+///
+/// Starts from `joined`'s snapshot, so an uncontended caller sends nothing. Each round
+/// watches only the predecessor key, from the revision the queue was read at + 1, until it is
+/// deleted, then reads the queue again (a predecessor leaving does not mean all are gone).
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only reads and watches; dropping it leaves the store unchanged.
+pub(crate) async fn wait_for_head(store: &Store, prefix: &str, joined: &Joined) -> Result<i64> {
+    let mut queue = joined.queue.clone();
+    let mut revision = joined.revision;
+    loop {
+        let Some(before) = predecessor(&queue, joined.create_revision) else {
+            return Ok(revision);
+        };
+        wait_deleted(store, &before.key, revision).await?;
+        let response = store
+            .range(
+                &KeyRange::prefix(prefix),
+                RangeOptions::default().keys_only(),
+            )
+            .await?;
+        queue = response.kvs;
+        revision = response.revision;
+    }
+}
+
+/// Waits until `key`, which existed at `revision`, is deleted after it.
+///
+/// A watch that breaks (etcd restarted, say) is not an answer: the caller reads the queue
+/// again, which tells whether the key is gone.
+pub(crate) async fn wait_deleted(store: &Store, key: &str, revision: i64) -> Result<()> {
+    let span = tracing::debug_span!("queue.wait_deleted", key, revision);
+    async {
+        let mut stream = store.watch(&KeyRange::key(key), revision + 1).await?;
+        while let Some(batch) = stream.next().await {
+            match batch {
+                Ok(batch) => {
+                    if batch.events.iter().any(|e| e.kind == EventKind::Delete) {
+                        return Ok(());
+                    }
+                }
+                // The history since `revision` is gone: re-reading the queue tells.
+                Err(Error::Compacted { .. }) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(key, error = %e, "watch on the predecessor broke; re-reading the queue");
+                    break;
+                }
+            }
+        }
+        // A broken stream: pause a little so a store that keeps breaking watches is not
+        // hammered; the caller's range fails if the store is really down.
+        tokio::time::sleep(BROKEN_WATCH_PAUSE).await;
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+/// Waits until `key`, which existed with `create_revision` at `revision`, is gone: deleted,
+/// expired with its lease, or replaced by a key with another create revision. Returns a
+/// sentence saying what happened.
+///
+/// A broken watch is not an answer: it reads the key, and watches again if it is still there.
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only reads and watches.
+pub(crate) async fn wait_key_gone(
+    store: &Store,
+    key: &str,
+    create_revision: i64,
+    revision: i64,
+) -> String {
+    let span = tracing::debug_span!("queue.wait_key_gone", key, create_revision);
+    async {
+        let mut from = revision + 1;
+        loop {
+            if let Ok(mut stream) = store.watch(&KeyRange::key(key), from).await {
+                while let Some(Ok(batch)) = stream.next().await {
+                    for event in &batch.events {
+                        if event.kind == EventKind::Delete {
+                            return format!("key `{key}` was deleted");
+                        }
+                        if event.kv.create_revision != create_revision {
+                            return format!("key `{key}` was replaced");
+                        }
+                    }
+                    from = batch.revision + 1;
+                }
+            }
+            // The watch broke or could not start (or its history was compacted): look at the
+            // key itself before watching again.
+            tokio::time::sleep(BROKEN_WATCH_PAUSE).await;
+            match store.get(key).await {
+                Ok((None, _)) => return format!("key `{key}` was deleted"),
+                Ok((Some(kv), _)) if kv.create_revision != create_revision => {
+                    return format!("key `{key}` was replaced");
+                }
+                Ok((Some(_), now)) => from = now + 1,
+                Err(e) => {
+                    tracing::debug!(key, error = %e, "cannot read the key; retrying");
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}

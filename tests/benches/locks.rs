@@ -1,0 +1,233 @@
+//! Locks and instance IDs beside their baselines, on one etcd started here.
+//!
+//! `cargo bench -p coord-tests --bench locks` prints one table:
+//! - uncontended lock acquire+release: coord (`acquire` + `unlock`) vs etcd's own Lock RPC
+//!   (`lock` + `unlock` with a lease granted once beforehand, as a client holding a session
+//!   would; without a lease the RPC makes a 60 s lease nobody renews);
+//! - ID acquire at max_id 16 / 1,024 / 65,536 with the low half already taken: coord (one
+//!   keys-only range + one create-only txn) vs a naive scan that tries IDs from 0 one by one
+//!   with create-only txns (the approach of the original design).
+//!
+//! Sequential, one client, loopback: latency percentiles and throughput = ops / time spent in
+//! the timed operation.
+
+use std::time::{Duration, Instant};
+
+use coord::store::{Compare, KeyRange, Txn, TxnOp};
+use coord::testing::EtcdServer;
+use coord::Coord;
+use etcd_client::{Client, LockOptions};
+
+const LOCK_SAMPLES: usize = 500;
+const WARMUP: usize = 50;
+
+struct Row {
+    what: String,
+    samples: Vec<Duration>,
+    wall: Duration,
+}
+
+impl Row {
+    fn new(what: impl Into<String>, mut samples: Vec<Duration>, wall: Duration) -> Self {
+        samples.sort();
+        Row {
+            what: what.into(),
+            samples,
+            wall,
+        }
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let i = ((self.samples.len() as f64 - 1.0) * p).round() as usize;
+        self.samples[i]
+    }
+
+    fn print(&self) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "| {:<52} | {:>5} | {:>9.3} | {:>9.3} | {:>9.0} |",
+            self.what,
+            self.samples.len(),
+            ms(self.percentile(0.5)),
+            ms(self.percentile(0.99)),
+            self.samples.len() as f64 / self.wall.as_secs_f64()
+        );
+    }
+}
+
+async fn timed<F, Fut>(n: usize, mut op: F) -> (Vec<Duration>, Duration)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut samples = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        op(i).await;
+        samples.push(t.elapsed());
+    }
+    (samples, start.elapsed())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let server = EtcdServer::start().await.expect("start etcd");
+    let coord = Coord::connect(server.client_config())
+        .await
+        .expect("connect");
+    let mut etcd = Client::connect([server.endpoint()], None)
+        .await
+        .expect("etcd-client connect");
+    let mut rows = Vec::new();
+
+    // --- Locks -----------------------------------------------------------------------------
+    let locks = coord.locks();
+    let ttl = Duration::from_secs(10);
+    for _ in 0..WARMUP {
+        locks
+            .acquire("/bench/lock", ttl)
+            .await
+            .unwrap()
+            .unlock()
+            .await
+            .unwrap();
+    }
+    let (samples, wall) = timed(LOCK_SAMPLES, |_| {
+        let locks = locks.clone();
+        async move {
+            let guard = locks.acquire("/bench/lock", ttl).await.unwrap();
+            guard.unlock().await.unwrap();
+        }
+    })
+    .await;
+    rows.push(Row::new(
+        "lock: coord acquire + unlock (new lease each)",
+        samples,
+        wall,
+    ));
+
+    let lease = etcd.lease_grant(600, None).await.unwrap().id();
+    for _ in 0..WARMUP {
+        let key = etcd
+            .lock("/bench/rpc", Some(LockOptions::new().with_lease(lease)))
+            .await
+            .unwrap()
+            .key()
+            .to_vec();
+        etcd.unlock(key).await.unwrap();
+    }
+    let (samples, wall) = timed(LOCK_SAMPLES, |_| {
+        let mut etcd = etcd.clone();
+        async move {
+            let key = etcd
+                .lock("/bench/rpc", Some(LockOptions::new().with_lease(lease)))
+                .await
+                .unwrap()
+                .key()
+                .to_vec();
+            etcd.unlock(key).await.unwrap();
+        }
+    })
+    .await;
+    rows.push(Row::new(
+        "lock: etcd Lock RPC + Unlock (existing lease)",
+        samples,
+        wall,
+    ));
+
+    // The same RPCs for a client that, as coord does, gives every lock its own lease.
+    let (samples, wall) = timed(LOCK_SAMPLES, |_| {
+        let mut etcd = etcd.clone();
+        async move {
+            let lease = etcd.lease_grant(10, None).await.unwrap().id();
+            let key = etcd
+                .lock("/bench/rpc2", Some(LockOptions::new().with_lease(lease)))
+                .await
+                .unwrap()
+                .key()
+                .to_vec();
+            etcd.unlock(key).await.unwrap();
+            etcd.lease_revoke(lease).await.unwrap();
+        }
+    })
+    .await;
+    rows.push(Row::new(
+        "lock: etcd LeaseGrant + Lock + Unlock + LeaseRevoke",
+        samples,
+        wall,
+    ));
+
+    // --- IDs -------------------------------------------------------------------------------
+    let store = coord.store();
+    for (max_id, naive_samples) in [(16u32, 200usize), (1024, 20), (65_536, 2)] {
+        let service = format!("bench{max_id}");
+        let prefix = format!("/instances/{service}/");
+        // The low half is taken, as in a fleet at half its size.
+        let half = max_id / 2;
+        let mut next = 0;
+        while next < half {
+            let end = (next + 128).min(half);
+            let ops = (next..end).map(|i| TxnOp::put(format!("{prefix}{i}"), "taken"));
+            store.txn(Txn::new().and_then(ops)).await.unwrap();
+            next = end;
+        }
+        let ids = coord.ids(&service, max_id).await.unwrap();
+        // Acquire is timed; the release (one txn) happens after each sample, untimed.
+        let mut samples = Vec::new();
+        let mut wall = Duration::ZERO;
+        for _ in 0..200 {
+            let t = Instant::now();
+            let guard = ids.acquire().await.unwrap();
+            let took = t.elapsed();
+            samples.push(took);
+            wall += took;
+            guard.release().await.unwrap();
+        }
+        rows.push(Row::new(
+            format!("ids: coord acquire, max_id {max_id} (half taken)"),
+            samples,
+            wall,
+        ));
+
+        let mut samples = Vec::new();
+        let mut wall = Duration::ZERO;
+        for _ in 0..naive_samples {
+            let t = Instant::now();
+            let mut claimed = None;
+            for id in 0..max_id {
+                let key = format!("{prefix}{id}");
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.as_str(), 0)])
+                    .and_then([TxnOp::put(key.as_str(), "naive")]);
+                if store.txn(txn).await.unwrap().succeeded {
+                    claimed = Some(key);
+                    break;
+                }
+            }
+            let took = t.elapsed();
+            samples.push(took);
+            wall += took;
+            let key = claimed.expect("a free ID");
+            store.delete(&KeyRange::key(key)).await.unwrap();
+        }
+        rows.push(Row::new(
+            format!("ids: naive scan from 0, max_id {max_id} (half taken)"),
+            samples,
+            wall,
+        ));
+    }
+
+    println!();
+    println!(
+        "| {:<52} | {:>5} | {:>9} | {:>9} | {:>9} |",
+        "operation (etcd 3.4 on loopback, sequential)", "n", "p50 ms", "p99 ms", "ops/s"
+    );
+    println!(
+        "|{:-<54}|{:->7}|{:->11}|{:->11}|{:->11}|",
+        "", "", "", "", ""
+    );
+    for row in &rows {
+        row.print();
+    }
+}

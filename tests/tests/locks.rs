@@ -1,0 +1,447 @@
+//! Distributed locks: exclusion, fencing, cancellation, crash recovery, and interop with
+//! `etcdctl lock`.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coord::store::{KeyRange, RangeOptions};
+use coord::{Coord, Error, Store};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::time::timeout;
+
+const TTL: Duration = Duration::from_secs(2);
+const LONG_TTL: Duration = Duration::from_secs(30);
+
+/// The waiter keys under a lock name, oldest first.
+async fn waiters(store: &Store, name: &str) -> Vec<String> {
+    let mut kvs = store
+        .range(
+            &KeyRange::prefix(format!("{name}/")),
+            RangeOptions::default().keys_only(),
+        )
+        .await
+        .unwrap()
+        .kvs;
+    kvs.sort_by_key(|kv| kv.create_revision);
+    kvs.into_iter().map(|kv| kv.key).collect()
+}
+
+on_both_backends!(cases:
+    lock_key_uses_the_etcd_concurrency_layout,
+    uncontended_acquire_takes_two_round_trips,
+    try_acquire_on_a_held_lock_is_lock_held_naming_the_holder,
+    lock_waiter_gets_lock_when_holder_unlocks,
+    lock_waiter_gets_lock_when_holder_drops,
+    fencing_tokens_strictly_increase,
+    dropping_a_waiting_acquire_leaves_no_waiter_key,
+    crashed_holder_loses_lock_after_ttl_and_waiter_gets_it,
+    revoking_the_lease_resolves_lost,
+    deleting_the_key_resolves_lost,
+    put_if_held_writes_only_while_held,
+    health_lists_the_lock_session,
+    bad_input_is_invalid_argument,
+);
+
+mod cases {
+    use super::*;
+    use crate::common::{eventually, Backend};
+
+    pub async fn lock_key_uses_the_etcd_concurrency_layout(b: &Backend) {
+        let guard = b
+            .coord
+            .locks()
+            .acquire("/l/layout", LONG_TTL)
+            .await
+            .unwrap();
+        assert_eq!(guard.key(), format!("/l/layout/{:x}", guard.lease_id()));
+        let (kv, _) = b.store().get(guard.key()).await.unwrap();
+        let kv = kv.expect("the holder key exists");
+        assert_eq!(kv.lease, guard.lease_id());
+        assert_eq!(kv.create_revision, guard.fencing_token());
+        assert_eq!(guard.ttl(), LONG_TTL);
+        guard.unlock().await.unwrap();
+        assert!(waiters(b.store(), "/l/layout").await.is_empty());
+    }
+
+    pub async fn uncontended_acquire_takes_two_round_trips(b: &Backend) {
+        let locks = b.coord.locks();
+        let before = b.store().stats().round_trips();
+        let guard = locks.acquire("/l/rt", LONG_TTL).await.unwrap();
+        let taken = b.store().stats().round_trips() - before;
+        assert_eq!(taken, 2, "lease grant + one txn");
+        let before = b.store().stats().round_trips();
+        guard.unlock().await.unwrap();
+        assert_eq!(b.store().stats().round_trips() - before, 1, "one revoke");
+    }
+
+    pub async fn try_acquire_on_a_held_lock_is_lock_held_naming_the_holder(b: &Backend) {
+        let locks = b.coord.locks();
+        let holder = locks.acquire("/l/held", LONG_TTL).await.unwrap();
+        let err = locks.try_acquire("/l/held", LONG_TTL).await.unwrap_err();
+        match err {
+            Error::LockHeld { name, holder: key } => {
+                assert_eq!(name, "/l/held");
+                assert_eq!(key, holder.key());
+            }
+            other => panic!("expected LockHeld, got {other:?}"),
+        }
+        assert_eq!(
+            waiters(b.store(), "/l/held").await,
+            vec![holder.key().to_string()],
+            "try_acquire removed its waiter key"
+        );
+        holder.unlock().await.unwrap();
+        let again = locks.try_acquire("/l/held", LONG_TTL).await.unwrap();
+        again.unlock().await.unwrap();
+    }
+
+    pub async fn lock_waiter_gets_lock_when_holder_unlocks(b: &Backend) {
+        let locks = b.coord.locks();
+        let holder = locks.acquire("/l/unlock", LONG_TTL).await.unwrap();
+        let waiter = tokio::spawn({
+            let locks = locks.clone();
+            async move { locks.acquire("/l/unlock", LONG_TTL).await }
+        });
+        eventually(Duration::from_secs(5), "the waiter is queued", || async {
+            waiters(b.store(), "/l/unlock").await.len() == 2
+        })
+        .await;
+        assert!(
+            !waiter.is_finished(),
+            "the waiter waits while the lock is held"
+        );
+        let first_token = holder.fencing_token();
+        holder.unlock().await.unwrap();
+        let second = timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the waiter gets the lock after unlock")
+            .unwrap()
+            .unwrap();
+        assert!(second.fencing_token() > first_token);
+        second.unlock().await.unwrap();
+    }
+
+    pub async fn lock_waiter_gets_lock_when_holder_drops(b: &Backend) {
+        let locks = b.coord.locks();
+        let holder = locks.acquire("/l/drop", LONG_TTL).await.unwrap();
+        let waiter = tokio::spawn({
+            let locks = locks.clone();
+            async move { locks.acquire("/l/drop", LONG_TTL).await }
+        });
+        eventually(Duration::from_secs(5), "the waiter is queued", || async {
+            waiters(b.store(), "/l/drop").await.len() == 2
+        })
+        .await;
+        drop(holder);
+        let second = timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("dropping the guard releases the lock")
+            .unwrap()
+            .unwrap();
+        second.unlock().await.unwrap();
+    }
+
+    pub async fn fencing_tokens_strictly_increase(b: &Backend) {
+        let locks = b.coord.locks();
+        let mut last = 0;
+        for _ in 0..5 {
+            let guard = locks.acquire("/l/fence", LONG_TTL).await.unwrap();
+            // Unrelated writes in between must not matter.
+            b.store().put("/l/other", b"x".to_vec(), 0).await.unwrap();
+            assert!(guard.fencing_token() > last);
+            last = guard.fencing_token();
+            guard.unlock().await.unwrap();
+        }
+    }
+
+    pub async fn dropping_a_waiting_acquire_leaves_no_waiter_key(b: &Backend) {
+        let locks = b.coord.locks();
+        let holder = locks.acquire("/l/cancel", LONG_TTL).await.unwrap();
+        {
+            let waiting = locks.acquire("/l/cancel", LONG_TTL);
+            tokio::pin!(waiting);
+            // Drive the future until its waiter key is really in the queue, then drop it.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                tokio::select! {
+                    r = &mut waiting => panic!("acquire returned while the lock is held: {r:?}"),
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+                if waiters(b.store(), "/l/cancel").await.len() == 2 {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "waiter never queued"
+                );
+            }
+        }
+        eventually(
+            Duration::from_secs(5),
+            "the cancelled waiter's key is removed",
+            || async { waiters(b.store(), "/l/cancel").await == vec![holder.key().to_string()] },
+        )
+        .await;
+        holder.unlock().await.unwrap();
+        assert!(waiters(b.store(), "/l/cancel").await.is_empty());
+    }
+
+    pub async fn crashed_holder_loses_lock_after_ttl_and_waiter_gets_it(b: &Backend) {
+        let crashed = b.coord.locks().acquire("/l/crash", TTL).await.unwrap();
+        let crashed_key = crashed.key().to_string();
+        crashed.abandon(); // no more renewals, no release: a dead process
+        assert_eq!(waiters(b.store(), "/l/crash").await, vec![crashed_key]);
+        let next = timeout(
+            TTL + Duration::from_secs(8),
+            b.coord.locks().acquire("/l/crash", TTL),
+        )
+        .await
+        .expect("the waiter gets the lock once the crashed holder's lease expires")
+        .unwrap();
+        assert_eq!(
+            waiters(b.store(), "/l/crash").await,
+            vec![next.key().to_string()]
+        );
+        next.unlock().await.unwrap();
+    }
+
+    pub async fn revoking_the_lease_resolves_lost(b: &Backend) {
+        let guard = b.coord.locks().acquire("/l/revoke", TTL).await.unwrap();
+        b.store().lease_revoke(guard.lease_id()).await.unwrap();
+        let lost = timeout(Duration::from_secs(5), guard.lost())
+            .await
+            .expect("lost() resolves after the lease is revoked");
+        assert!(matches!(lost, Error::SessionLost { .. }), "{lost:?}");
+    }
+
+    pub async fn deleting_the_key_resolves_lost(b: &Backend) {
+        let guard = b
+            .coord
+            .locks()
+            .acquire("/l/deleted", LONG_TTL)
+            .await
+            .unwrap();
+        let lost = guard.lost();
+        tokio::pin!(lost);
+        tokio::select! {
+            e = &mut lost => panic!("lost() resolved while held: {e:?}"),
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        b.store().delete(&KeyRange::key(guard.key())).await.unwrap();
+        let lost = timeout(Duration::from_secs(5), lost)
+            .await
+            .expect("lost() resolves when someone deletes the key");
+        assert!(
+            matches!(&lost, Error::SessionLost { reason, .. } if reason.contains("deleted")),
+            "{lost:?}"
+        );
+    }
+
+    pub async fn put_if_held_writes_only_while_held(b: &Backend) {
+        let guard = b
+            .coord
+            .locks()
+            .acquire("/l/fenced", LONG_TTL)
+            .await
+            .unwrap();
+        assert!(guard.put_if_held("/l/data", "one").await.unwrap());
+        // Someone else removes our key (an operator, or our lease expired).
+        b.store().delete(&KeyRange::key(guard.key())).await.unwrap();
+        assert!(!guard.put_if_held("/l/data", "two").await.unwrap());
+        let (kv, _) = b.store().get("/l/data").await.unwrap();
+        assert_eq!(kv.unwrap().value, b"one");
+    }
+
+    pub async fn health_lists_the_lock_session(b: &Backend) {
+        let guard = b
+            .coord
+            .locks()
+            .acquire("/l/health", LONG_TTL)
+            .await
+            .unwrap();
+        let health = b.coord.health().await.unwrap();
+        assert!(health
+            .sessions
+            .iter()
+            .any(|s| s.kind == "lock" && s.name == "/l/health" && s.lease == guard.lease_id()));
+        drop(guard);
+        let health = b.coord.health().await.unwrap();
+        assert!(!health.sessions.iter().any(|s| s.name == "/l/health"));
+    }
+
+    pub async fn bad_input_is_invalid_argument(b: &Backend) {
+        let locks = b.coord.locks();
+        for (name, ttl) in [
+            ("", LONG_TTL),
+            ("/l/nul\0", LONG_TTL),
+            ("/l/short", Duration::from_millis(500)),
+        ] {
+            let err = locks.acquire(name, ttl).await.unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidArgument { .. }),
+                "{name:?}: {err:?}"
+            );
+            let err = locks.try_acquire(name, ttl).await.unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidArgument { .. }),
+                "{name:?}: {err:?}"
+            );
+        }
+        assert!(waiters(b.store(), "/l/short").await.is_empty());
+    }
+}
+
+/// 3 clients × 4 tasks do a non-atomic read-sleep-write increment 100 times in all under the
+/// lock: the count is exact and successive holders' fencing tokens strictly increase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_exclusion_across_three_clients_and_twelve_tasks() {
+    let backend = common::Backend::etcd().await;
+    let config = backend.server.as_ref().unwrap().client_config();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(Coord::connect(config.clone()).await.unwrap());
+    }
+    let tickets = Arc::new(AtomicUsize::new(0));
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for client in &clients {
+        for _ in 0..4 {
+            let (client, tickets, tokens) = (client.clone(), tickets.clone(), tokens.clone());
+            tasks.push(tokio::spawn(async move {
+                while tickets.fetch_add(1, Ordering::SeqCst) < 100 {
+                    let guard = client
+                        .locks()
+                        .acquire("/l/counter", LONG_TTL)
+                        .await
+                        .unwrap();
+                    tokens.lock().unwrap().push(guard.fencing_token());
+                    let store = client.store();
+                    let (kv, _) = store.get("/counter").await.unwrap();
+                    let n: u64 = kv.map_or(0, |kv| {
+                        String::from_utf8(kv.value).unwrap().parse().unwrap()
+                    });
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    store
+                        .put("/counter", (n + 1).to_string().into_bytes(), 0)
+                        .await
+                        .unwrap();
+                    guard.unlock().await.unwrap();
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (kv, _) = backend.store().get("/counter").await.unwrap();
+    assert_eq!(kv.unwrap().value, b"100", "no increment was lost");
+    let tokens = tokens.lock().unwrap();
+    assert_eq!(tokens.len(), 100);
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "fencing tokens strictly increase from holder to holder: {tokens:?}"
+    );
+}
+
+/// While `etcdctl lock NAME -- sleep 3` holds the lock, `try_acquire` fails naming etcdctl's
+/// key and `acquire` returns only after etcdctl releases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lock_holder_excludes_coord() {
+    let backend = common::Backend::etcd().await;
+    let server = backend.server.as_ref().unwrap();
+    let store = backend.store();
+    let mut etcdctl = server
+        .spawn_etcdctl(&["lock", "/l/interop", "--", "sleep", "3"])
+        .unwrap();
+    common::eventually(
+        Duration::from_secs(10),
+        "etcdctl holds the lock",
+        || async { waiters(store, "/l/interop").await.len() == 1 },
+    )
+    .await;
+    let etcdctl_key = waiters(store, "/l/interop").await.remove(0);
+    let err = backend
+        .coord
+        .locks()
+        .try_acquire("/l/interop", LONG_TTL)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::LockHeld { holder, .. } if *holder == etcdctl_key),
+        "{err:?}"
+    );
+    let guard = timeout(
+        Duration::from_secs(15),
+        backend.coord.locks().acquire("/l/interop", LONG_TTL),
+    )
+    .await
+    .expect("acquire returns once etcdctl releases")
+    .unwrap();
+    let status = etcdctl.wait().await.unwrap();
+    assert!(status.success(), "etcdctl ran its command under the lock");
+    assert!(
+        store.get(&etcdctl_key).await.unwrap().0.is_none(),
+        "coord got the lock only after etcdctl's key was gone"
+    );
+    guard.unlock().await.unwrap();
+}
+
+/// While coord holds the lock, `etcdctl lock NAME` waits; it gets the lock after unlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coord_lock_holder_excludes_etcdctl() {
+    let backend = common::Backend::etcd().await;
+    let server = backend.server.as_ref().unwrap();
+    let store = backend.store();
+    let guard = backend
+        .coord
+        .locks()
+        .acquire("/l/reverse", LONG_TTL)
+        .await
+        .unwrap();
+    let mut etcdctl = server.spawn_etcdctl(&["lock", "/l/reverse"]).unwrap();
+    let mut lines = BufReader::new(etcdctl.stdout.take().unwrap()).lines();
+    common::eventually(Duration::from_secs(10), "etcdctl is queued", || async {
+        waiters(store, "/l/reverse").await.len() == 2
+    })
+    .await;
+    // etcdctl prints its key when it holds the lock: it must not while we do.
+    assert!(
+        timeout(Duration::from_millis(500), lines.next_line())
+            .await
+            .is_err(),
+        "etcdctl claimed the lock while coord held it"
+    );
+    let etcdctl_key = waiters(store, "/l/reverse").await.remove(1);
+    guard.unlock().await.unwrap();
+    let line = timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("etcdctl gets the lock after coord unlocks")
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.trim(), etcdctl_key);
+    etcdctl.kill().await.unwrap();
+}
+
+/// `etcdctl lease revoke` on the holder's lease makes `lost()` resolve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lease_revoke_resolves_lock_lost() {
+    let backend = common::Backend::etcd().await;
+    let server = backend.server.as_ref().unwrap();
+    let guard = backend
+        .coord
+        .locks()
+        .acquire("/l/etcdctl-revoke", TTL)
+        .await
+        .unwrap();
+    server
+        .etcdctl(&["lease", "revoke", &format!("{:x}", guard.lease_id())])
+        .unwrap();
+    let lost = timeout(Duration::from_secs(5), guard.lost())
+        .await
+        .expect("lost() resolves after etcdctl revokes the lease");
+    assert!(matches!(lost, Error::SessionLost { .. }), "{lost:?}");
+    assert!(!guard.put_if_held("/l/after", "x").await.unwrap());
+}
