@@ -63,7 +63,6 @@ struct Entry {
 
 impl SessionTracker {
     /// Reports `session` under `kind`/`name` for as long as any clone of it lives.
-    #[allow(dead_code)] // TODO(locks, ids, registry): their sessions are tracked here
     pub fn track(&self, kind: &'static str, name: impl Into<String>, session: &Session) {
         let mut entries = lock(&self.entries);
         entries.retain(|e| e.session.strong_count() > 0);

@@ -19,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod registry;
 pub mod session;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -34,6 +35,7 @@ pub use config::CoordConfig;
 pub use coord_derive::CoordConfig;
 pub use error::{Error, Result};
 pub use health::{Health, SessionHealth};
+pub use registry::{Registration, Registry, ServiceEvent, ServiceInfo};
 pub use session::Session;
 
 pub use store::Store;
@@ -52,6 +54,7 @@ struct Inner {
     client_config: Option<ClientConfig>,
     config: config::ConfigCenter,
     hub: config::hub::WatchHub,
+    discovery: registry::cache::Discovery,
     sessions: health::SessionTracker,
     closed: AtomicBool,
 }
@@ -80,6 +83,7 @@ impl Coord {
             inner: Arc::new(Inner {
                 config: config::ConfigCenter::new(store.clone()),
                 hub: config::hub::WatchHub::new(store.clone()),
+                discovery: registry::cache::Discovery::new(store.clone()),
                 store,
                 client_config,
                 sessions: health::SessionTracker::default(),
@@ -164,7 +168,6 @@ impl Coord {
     }
 
     /// Lists `session` in [`health`](Self::health) under `kind`/`name` while it lives.
-    #[allow(dead_code)] // TODO(locks, ids, registry): their sessions are tracked here
     pub(crate) fn track_session(
         &self,
         kind: &'static str,

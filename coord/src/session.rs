@@ -102,7 +102,6 @@ impl Session {
         })
     }
 
-    #[allow(dead_code)] // TODO(locks, ids, registry): their sessions are tracked here
     pub(crate) fn downgrade(&self) -> std::sync::Weak<SessionInner> {
         Arc::downgrade(&self.inner)
     }
