@@ -18,6 +18,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tracing::Instrument;
 
+use super::channel::Feed;
 use super::{lock, service_prefix, ServiceEvent, ServiceInfo};
 use crate::error::Result;
 use crate::store::{Event, EventKind, KeyRange, KeyValue, Store};
@@ -48,8 +49,12 @@ pub(crate) struct Batch {
 pub(crate) struct Watched {
     snapshot: watch::Receiver<Arc<Snapshot>>,
     events: broadcast::Sender<Arc<Batch>>,
+    feeds: Feeds,
     task: Mutex<Option<tokio::task::AbortHandle>>,
 }
+
+/// The channels fed by a watch; shared with its task, which must not hold the `Watched`.
+type Feeds = Arc<Mutex<Vec<Weak<Feed>>>>;
 
 impl Watched {
     /// The instances as last seen, ordered by id.
@@ -59,6 +64,16 @@ impl Watched {
 
     pub fn snapshot(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.snapshot.clone()
+    }
+
+    /// Starts feeding `feed` the changes of this service, beginning with the current state.
+    pub fn add_feed(&self, feed: &Arc<Feed>) {
+        // Under the feeds lock, which the task holds from syncing the feeds until it has
+        // published the snapshot: the feed gets every snapshot from this one on.
+        let mut feeds = lock(&self.feeds);
+        feeds.push(Arc::downgrade(feed));
+        let snapshot = Arc::clone(&self.snapshot.borrow());
+        feed.sync(&snapshot);
     }
 }
 
@@ -110,6 +125,7 @@ impl Discovery {
                         let shared = Arc::new(Watched {
                             snapshot: snapshot_rx,
                             events,
+                            feeds: Feeds::default(),
                             task: Mutex::new(None),
                         });
                         names.retain(|_, w| w.strong_count() > 0);
@@ -170,8 +186,16 @@ impl Discovery {
         state.apply(first);
         snapshot_tx.send_replace(Arc::new(state.snapshot(watch.revision())));
         let span = tracing::debug_span!("registry.watch", key = state.prefix.as_str());
-        let task =
-            tokio::spawn(run(watch, state, snapshot_tx, shared.events.clone()).instrument(span));
+        let task = tokio::spawn(
+            run(
+                watch,
+                state,
+                snapshot_tx,
+                shared.events.clone(),
+                Arc::clone(&shared.feeds),
+            )
+            .instrument(span),
+        );
         *lock(&shared.task) = Some(task.abort_handle());
         Ok(shared)
     }
@@ -248,6 +272,7 @@ async fn run(
     mut state: State,
     snapshot: watch::Sender<Arc<Snapshot>>,
     events: broadcast::Sender<Arc<Batch>>,
+    feeds: Feeds,
 ) {
     let mut degraded = false;
     loop {
@@ -260,10 +285,17 @@ async fn run(
                 }
                 let revision = item.revision();
                 let changes = state.apply(item);
-                // The snapshot first: a watcher that subscribes and then reads the snapshot
-                // either sees this batch or a snapshot that already holds it (see
-                // `ServiceWatcher::new`).
-                snapshot.send_replace(Arc::new(state.snapshot(revision)));
+                let next = Arc::new(state.snapshot(revision));
+                {
+                    // Channels first, so no reader sees the change before the channels have it
+                    // queued; dropped channels leave the list.
+                    let mut feeds = lock(&feeds);
+                    feeds.retain(|feed| feed.upgrade().is_some_and(|feed| feed.sync(&next)));
+                    // Then the snapshot: a watcher that subscribes and then reads the snapshot
+                    // either gets this batch or a snapshot that already holds it (see
+                    // `ServiceWatcher::new`).
+                    snapshot.send_replace(next);
+                }
                 if !changes.is_empty() {
                     // No receivers is fine: nobody is watching events right now.
                     let _ = events.send(Arc::new(Batch {

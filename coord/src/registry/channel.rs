@@ -1,15 +1,20 @@
 //! A tonic balance channel fed by a service's watch.
 //!
 //! tonic's `Channel::balance_channel` takes endpoint changes through a bounded mpsc queue that
-//! its balancer reads only when a call is made. So a feeding task per channel follows the
-//! service's snapshot and sends the difference between what the channel has and what the
-//! snapshot holds: if the queue is full (no calls for a while) it waits, and afterwards sends
-//! the differences to the latest snapshot, never a backlog of stale changes.
+//! its balancer reads only when a call is made (tonic's caveat: a removal takes effect on the
+//! next call). So the service's watch task queues each channel's changes itself, before it
+//! publishes the new state to anyone else: once any reader of the `Coord` has seen an instance
+//! go, the next call through the channel cannot pick it. Changes are the difference between
+//! what the channel has and what the snapshot holds; if the queue is full (no calls for a
+//! while), a per-channel catch-up task waits for room and then sends the differences to the
+//! latest snapshot, never a backlog of stale changes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
+use tokio::sync::Notify;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
@@ -66,54 +71,106 @@ impl ServiceFilter {
 /// A balanced channel over the instances of `watched` that pass `filter`.
 pub(crate) fn balanced(watched: Arc<Watched>, filter: ServiceFilter) -> Channel {
     let (channel, changes) = Channel::balance_channel::<String>(CHANGE_BUFFER);
+    let feed = Arc::new(Feed {
+        filter,
+        closed: changes.clone(),
+        state: tokio::sync::Mutex::new(FeedState {
+            inserted: HashMap::new(),
+            changes,
+        }),
+        catch_up: Notify::new(),
+    });
+    watched.add_feed(&feed);
     let span = tracing::debug_span!("registry.channel");
-    tokio::spawn(feed(watched, filter, changes).instrument(span));
+    tokio::spawn(catch_up(feed, watched).instrument(span));
     channel
 }
 
-/// Sends the channel the differences to every new snapshot until the channel is dropped.
-async fn feed(
-    watched: Arc<Watched>,
+/// The endpoint changes of one channel, fed by the service's watch task.
+#[derive(Debug)]
+pub(crate) struct Feed {
     filter: ServiceFilter,
+    /// A clone of the sender, to learn without the lock that the channel is gone.
+    closed: Sender<Change<String, Endpoint>>,
+    state: tokio::sync::Mutex<FeedState>,
+    catch_up: Notify,
+}
+
+#[derive(Debug)]
+struct FeedState {
+    /// id → address of the endpoints queued for (or applied by) the balancer.
+    inserted: HashMap<String, String>,
     changes: Sender<Change<String, Endpoint>>,
-) {
-    let mut snapshots = watched.snapshot();
-    // id → address of the endpoints the channel has.
-    let mut inserted: HashMap<String, String> = HashMap::new();
-    loop {
-        let snapshot: Arc<Snapshot> = Arc::clone(&snapshots.borrow_and_update());
-        for step in plan(&inserted, &snapshot, &filter) {
-            let change = match &step {
-                Step::Insert { id, endpoint, .. } => {
-                    Change::Insert(id.clone(), (**endpoint).clone())
-                }
-                Step::Remove { id } => Change::Remove(id.clone()),
-            };
-            if changes.send(change).await.is_err() {
-                return; // The channel is gone.
+}
+
+impl FeedState {
+    fn record(&mut self, step: Step) {
+        match step {
+            Step::Insert { id, address, .. } => {
+                tracing::debug!(
+                    id = id.as_str(),
+                    address = address.as_str(),
+                    "endpoint added"
+                );
+                self.inserted.insert(id, address);
             }
-            match step {
-                Step::Insert { id, address, .. } => {
-                    tracing::debug!(
-                        id = id.as_str(),
-                        address = address.as_str(),
-                        "endpoint added"
-                    );
-                    inserted.insert(id, address);
-                }
-                Step::Remove { id } => {
-                    tracing::debug!(id = id.as_str(), "endpoint removed");
-                    inserted.remove(&id);
-                }
+            Step::Remove { id } => {
+                tracing::debug!(id = id.as_str(), "endpoint removed");
+                self.inserted.remove(&id);
             }
         }
-        tokio::select! {
-            changed = snapshots.changed() => {
-                if changed.is_err() {
-                    return; // The watch is gone (cannot happen while `watched` is held).
+    }
+}
+
+impl Feed {
+    /// Queues the changes that bring the channel to `snapshot`, without waiting: called by the
+    /// watch task before it publishes `snapshot`, so a call made after anyone saw the change
+    /// finds it queued. If the queue is full (no calls for a while) or a catch-up is running,
+    /// the catch-up task finishes the job. Returns false once the channel is gone.
+    pub(crate) fn sync(&self, snapshot: &Snapshot) -> bool {
+        if self.closed.is_closed() {
+            return false;
+        }
+        let Ok(mut state) = self.state.try_lock() else {
+            self.catch_up.notify_one();
+            return true;
+        };
+        for step in plan(&state.inserted, snapshot, &self.filter) {
+            match state.changes.try_send(step.change()) {
+                Ok(()) => state.record(step),
+                Err(TrySendError::Full(_)) => {
+                    self.catch_up.notify_one();
+                    return true;
                 }
+                Err(TrySendError::Closed(_)) => return false,
             }
-            () = changes.closed() => return,
+        }
+        true
+    }
+}
+
+/// Waits for room in the queue and sends what [`Feed::sync`] could not, until the channel is
+/// dropped. Holds `watched`, so the service stays watched while the channel lives.
+async fn catch_up(feed: Arc<Feed>, watched: Arc<Watched>) {
+    loop {
+        tokio::select! {
+            () = feed.catch_up.notified() => {}
+            () = feed.closed.closed() => return,
+        }
+        let mut state = feed.state.lock().await;
+        // Until the channel has the latest snapshot: it may move on while we wait for room.
+        loop {
+            let snapshot = watched.snapshot().borrow().clone();
+            let steps = plan(&state.inserted, &snapshot, &feed.filter);
+            if steps.is_empty() {
+                break;
+            }
+            for step in steps {
+                if state.changes.send(step.change()).await.is_err() {
+                    return; // The channel is gone.
+                }
+                state.record(step);
+            }
         }
     }
 }
@@ -129,6 +186,15 @@ enum Step {
     Remove {
         id: String,
     },
+}
+
+impl Step {
+    fn change(&self) -> Change<String, Endpoint> {
+        match self {
+            Step::Insert { id, endpoint, .. } => Change::Insert(id.clone(), (**endpoint).clone()),
+            Step::Remove { id } => Change::Remove(id.clone()),
+        }
+    }
 }
 
 /// The changes that bring a channel holding `inserted` to the matching instances of

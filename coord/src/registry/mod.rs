@@ -62,7 +62,9 @@ pub use channel::ServiceFilter;
 /// The prefix all services live under.
 pub const SERVICES_PREFIX: &str = "/services/";
 
-/// The longest wait between two attempts to register again after a lost lease.
+/// The longest wait between two attempts to register again after a lost lease; also at most a
+/// quarter of the TTL, so that after an outage the instance is back well before a lease that
+/// etcd kept alive across the outage runs out.
 const MAX_REREGISTER_BACKOFF: Duration = Duration::from_secs(5);
 
 /// One instance of a service, as stored (JSON) at `/services/{name}/{id}`.
@@ -338,12 +340,17 @@ impl Registry {
     /// A gRPC channel over the instances of service `name` that match `filter` (e.g. a version
     /// or a region label), balanced with tonic's power-of-two-choices balancer.
     ///
-    /// Endpoints are `http://{address}`, connected lazily. Changes reach the channel as the
-    /// watch sees them, and the balancer applies them when the next call is made (tonic reads
-    /// its endpoint changes only when it is asked to send), so a call made after the change
-    /// reached the channel never goes to a removed instance. While no instance matches, calls
-    /// wait for one: put a timeout on them. An instance that crashed without deregistering
-    /// keeps receiving calls (which fail) until its lease runs out: keep TTLs short.
+    /// Endpoints are `http://{address}`, connected lazily. tonic's balancer reads endpoint
+    /// changes only when a call is made, so a removal takes effect on the next call; to make
+    /// that call the right one, the name's watch queues each change for every channel before
+    /// any other reader of this `Coord` ([`discover`](Self::discover), [`watch`](Self::watch))
+    /// can see it. So once you have seen an instance go, no later call goes to it. (If more
+    /// than 64 changes pile up with no calls, a background task delivers the rest as room
+    /// frees up.)
+    ///
+    /// While no instance matches, calls wait for one: put a timeout on them. An instance that
+    /// crashed without deregistering keeps receiving calls (which fail) until its lease runs
+    /// out: keep TTLs short.
     ///
     /// The channel keeps the name's watch alive until its last clone is dropped.
     ///
@@ -472,6 +479,7 @@ async fn keep_registered(
     loop {
         let lost = shared.session().lost().await;
         tracing::warn!(error = %lost, "registration lost its lease; registering again");
+        let max_backoff = (ttl / 4).clamp(Duration::from_millis(100), MAX_REREGISTER_BACKOFF);
         let mut backoff = Duration::from_millis(100);
         loop {
             match register_once(&coord, &key, &value, ttl).await {
@@ -490,7 +498,7 @@ async fn keep_registered(
                 Err(e) => {
                     tracing::warn!(error = %e, ?backoff, "registering again failed; retrying");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_REREGISTER_BACKOFF);
+                    backoff = (backoff * 2).min(max_backoff);
                 }
             }
         }
