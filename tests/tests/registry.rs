@@ -665,3 +665,67 @@ async fn watch_goes_on_across_an_etcd_restart_and_the_registration_stays() {
     assert!(health.is_healthy(), "{health:?}");
     drop(b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_state_is_right_after_an_etcd_restart_and_compaction() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("coord=info")
+        .with_test_writer()
+        .try_init();
+    let mut backend = common::Backend::etcd().await;
+    let store = backend.coord.store().clone();
+    let put = |info: ServiceInfo| {
+        let store = store.clone();
+        async move {
+            loop {
+                let value = serde_json::to_vec(&info).unwrap();
+                match store.put(&info.key(), value, 0).await {
+                    Ok(put) => return put.revision,
+                    Err(e) if e.is_transient() => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    Err(e) => panic!("put {}: {e}", info.key()),
+                }
+            }
+        }
+    };
+    let info = |id: &str| ServiceInfo::new("api", id, "127.0.0.1:7001");
+    for id in ["a", "b", "c"] {
+        put(info(id)).await;
+    }
+    let registry = backend.coord.registry();
+    let mut watch = Follower::new(registry.watch("api").await.unwrap());
+    for _ in 0..3 {
+        assert!(matches!(watch.next().await, ServiceEvent::Registered(_)));
+    }
+
+    let server = backend.server.as_mut().unwrap();
+    server.kill().await.unwrap();
+    // The watch retries with jittered backoff (0.1 s doubling, ±20%): its fifth attempt is by
+    // 3.72 s, its sixth not before 5.04 s. Down for 3.8 s, the changes below usually land and
+    // are compacted away before it reconnects, so it has to relist; either way its state must
+    // end right, with each change reported once.
+    tokio::time::sleep(Duration::from_millis(3800)).await;
+    server.restart().await.unwrap();
+    put(info("b").with_version("2")).await;
+    store
+        .delete(&KeyRange::key("/services/api/c"))
+        .await
+        .unwrap();
+    let last = put(info("d")).await;
+    store.compact(last).await.unwrap();
+
+    let mut seen = Vec::new();
+    while watch.ids() != ["a", "b", "d"] || watch.state["b"].version != "2" {
+        seen.push(watch.next().await);
+    }
+    assert_eq!(
+        seen.len(),
+        3,
+        "exactly the three changes, each once: {seen:?}"
+    );
+    assert_eq!(
+        ids(&registry.discover("api").await.unwrap()),
+        ["a", "b", "d"]
+    );
+}

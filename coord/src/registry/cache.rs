@@ -586,4 +586,46 @@ mod tests {
         };
         assert!(state.apply(events(vec![nested])).is_empty());
     }
+
+    #[test]
+    fn a_resync_yields_only_the_differences() {
+        let mut state = State {
+            name: "api".into(),
+            prefix: "/services/api/".into(),
+            instances: map(&[info("a", "1"), info("b", "1"), info("c", "1")]),
+        };
+        let put = |i: &ServiceInfo| Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: format!("/services/api/{}", i.id),
+                value: serde_json::to_vec(i).unwrap(),
+                ..KeyValue::default()
+            },
+        };
+        // After a compaction the watch relists and reports every key whose mod_revision moved,
+        // even if its value ended up the same (a re-registration), and every deleted key.
+        let resync = WatchEvent::Resync {
+            revision: 9,
+            events: vec![
+                put(&info("a", "1")),
+                put(&info("b", "2")),
+                put(&info("d", "1")),
+                Event {
+                    kind: EventKind::Delete,
+                    kv: KeyValue {
+                        key: "/services/api/c".into(),
+                        ..KeyValue::default()
+                    },
+                },
+            ],
+        };
+        assert_eq!(
+            state.apply(resync),
+            vec![
+                ServiceEvent::Updated(info("b", "2")),
+                ServiceEvent::Registered(info("d", "1")),
+                ServiceEvent::Unregistered(info("c", "1")),
+            ]
+        );
+    }
 }
