@@ -413,6 +413,13 @@ mod cases {
         assert_eq!(stats.round_trips(), before + 1, "not watched: one range");
 
         let cache = registry.cache("api").await.unwrap();
+        // The cache's task opens its store watch (one round trip) in the background.
+        let store = b.store().clone();
+        eventually(Duration::from_secs(5), "the cache's watch is open", || {
+            let store = store.clone();
+            async move { store.stats().open_watches() == 1 }
+        })
+        .await;
         let before = stats.round_trips();
         for _ in 0..10 {
             assert_eq!(ids(&registry.discover("api").await.unwrap()), ["a"]);

@@ -256,6 +256,10 @@ impl Registry {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for a bad name or id; [`Error::Closed`]; store errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in that dropping the future leaves either the key deleted or untouched.
     pub async fn unregister(&self, name: &str, id: &str) -> Result<bool> {
         self.coord.check_open()?;
         validate_segment("name", name)?;
@@ -283,6 +287,10 @@ impl Registry {
     ///
     /// [`Error::InvalidArgument`] for a bad name; [`Error::Closed`]; store errors on the direct
     /// read.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
     pub async fn discover(&self, name: &str) -> Result<Vec<ServiceInfo>> {
         self.coord.check_open()?;
         validate_segment("name", name)?;
@@ -313,6 +321,11 @@ impl Registry {
     /// [`Error::InvalidArgument`] for a bad name; [`Error::Closed`]; store errors if this call
     /// starts the name's watch and the first read fails. After that, outages are retried in the
     /// background and never end the stream.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it returns leaves nothing running (a watch it
+    /// started stops with its last handle).
     pub async fn watch(&self, name: &str) -> Result<ServiceWatcher> {
         Ok(ServiceWatcher::new(self.watched(name).await?))
     }
@@ -433,6 +446,11 @@ impl Registration {
     /// # Errors
     ///
     /// Store errors from the revoke; the lease then expires after its TTL.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before the revoke is answered, renewals have stopped and the
+    /// instance goes when its TTL runs out at the latest.
     pub async fn deregister(self) -> Result<()> {
         self.task.abort();
         let session = self.shared.session();
