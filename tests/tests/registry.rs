@@ -736,3 +736,46 @@ async fn watch_state_is_right_after_an_etcd_restart_and_compaction() {
         ["a", "b", "d"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_comes_back_after_an_outage_longer_than_its_ttl() {
+    let mut backend = common::Backend::etcd().await;
+    let registry = backend.coord.registry();
+    let registration = registry
+        .register(ServiceInfo::new("api", "a", "127.0.0.1:7001"), TTL)
+        .await
+        .unwrap();
+    let old = registration.lease_id();
+    let key = registration.key().to_string();
+
+    let server = backend.server.as_mut().unwrap();
+    server.kill().await.unwrap();
+    // Past the TTL: the session cannot renew in time and counts its lease as lost.
+    tokio::time::sleep(TTL + Duration::from_secs(1)).await;
+    assert!(!registration.is_alive(), "the lease is known lost");
+    server.restart().await.unwrap();
+
+    let store = backend.coord.store().clone();
+    common::eventually(
+        Duration::from_secs(10),
+        "registered again on a new lease",
+        || {
+            let store = store.clone();
+            let key = key.clone();
+            async move {
+                store
+                    .get(&key)
+                    .await
+                    .is_ok_and(|(kv, _)| kv.is_some_and(|kv| kv.lease != old))
+            }
+        },
+    )
+    .await;
+    assert!(registration.is_alive());
+    assert_ne!(registration.lease_id(), old);
+    // Whatever became of the old lease (etcd may have kept it across the restart), the key
+    // stays on the new one.
+    tokio::time::sleep(TTL * 2).await;
+    let (kv, _) = store.get(&key).await.unwrap();
+    assert_eq!(kv.expect("still registered").lease, registration.lease_id());
+}
