@@ -25,7 +25,7 @@ struct Row {
     ops: usize,
     p50: Duration,
     p99: Duration,
-    round_trips_per_op: f64,
+    round_trips: u64,
 }
 
 async fn measure<F, Fut>(coord: &Coord, what: &'static str, ops: usize, mut op: F) -> Row
@@ -52,7 +52,7 @@ where
         ops,
         p50: samples[ops / 2],
         p99: samples[ops * 99 / 100],
-        round_trips_per_op: round_trips as f64 / ops as f64,
+        round_trips,
     }
 }
 
@@ -127,16 +127,17 @@ async fn main() -> coord::Result<()> {
     println!();
     println!("registry discover, {INSTANCES} instances, etcd on loopback");
     println!();
-    println!("| path | ops | p50 | p99 | round trips / op |");
+    println!("| path | ops | p50 | p99 | round trips |");
     println!("|---|---:|---:|---:|---:|");
     for row in &rows {
         println!(
-            "| {} | {} | {} | {} | {:.2} |",
+            "| {} | {} | {} | {} | {} ({:.2} / op) |",
             row.what,
             row.ops,
             micros(row.p50),
             micros(row.p99),
-            row.round_trips_per_op
+            row.round_trips,
+            row.round_trips as f64 / row.ops as f64
         );
     }
     let direct = &rows[1];
