@@ -382,7 +382,8 @@ impl Registry {
     async fn watched(&self, name: &str) -> Result<Arc<cache::Watched>> {
         self.coord.check_open()?;
         validate_segment("name", name)?;
-        self.discovery().watch(name).await
+        let span = tracing::debug_span!("registry.watch", key = service_prefix(name).as_str());
+        self.discovery().watch(name).instrument(span).await
     }
 
     fn discovery(&self) -> &cache::Discovery {
