@@ -23,6 +23,7 @@ pub mod health;
 pub mod ids;
 pub mod lock;
 pub(crate) mod queue;
+pub mod registry;
 pub mod session;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -41,6 +42,7 @@ pub use error::{Error, Result};
 pub use health::{Health, SessionHealth};
 pub use ids::{IdAllocator, IdGuard};
 pub use lock::{LockGuard, Locks};
+pub use registry::{Registration, Registry, ServiceEvent, ServiceInfo};
 pub use session::Session;
 
 pub use store::Store;
@@ -59,6 +61,7 @@ struct Inner {
     client_config: Option<ClientConfig>,
     config: config::ConfigCenter,
     hub: Arc<config::hub::WatchHub>,
+    discovery: registry::cache::Discovery,
     sessions: health::SessionTracker,
     closed: AtomicBool,
 }
@@ -94,6 +97,7 @@ impl Coord {
             inner: Arc::new(Inner {
                 config: config::ConfigCenter::new(store.clone(), Arc::clone(&hub), cache_ttl),
                 hub,
+                discovery: registry::cache::Discovery::new(store.clone()),
                 store,
                 client_config,
                 sessions: health::SessionTracker::default(),
