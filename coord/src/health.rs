@@ -1,7 +1,7 @@
 //! What [`Coord::health`](crate::Coord::health) reports: whether the store answers, and whether
 //! each lease-holding handle (registration, lock, instance ID) still has its lease.
 //!
-//! Modules that hold a [`Session`] register it with [`SessionTracker::track`]; the tracker
+//! Modules that hold a [`Session`] register it with `SessionTracker::track`; the tracker
 //! keeps only weak references, so a dropped lock or registration leaves the report by itself.
 
 use std::sync::{Mutex, Weak};
@@ -71,6 +71,12 @@ impl SessionTracker {
             name: name.into(),
             session: session.downgrade(),
         });
+    }
+
+    /// Stops reporting `session` under any name.
+    pub fn untrack(&self, session: &Session) {
+        let weak = session.downgrade();
+        lock(&self.entries).retain(|e| e.session.strong_count() > 0 && !e.session.ptr_eq(&weak));
     }
 
     /// The tracked sessions that still exist.

@@ -21,6 +21,7 @@ pub mod election;
 pub mod error;
 pub mod health;
 pub mod ids;
+mod lease_pool;
 pub mod lock;
 pub(crate) mod queue;
 pub mod registry;
@@ -63,6 +64,8 @@ struct Inner {
     hub: Arc<config::hub::WatchHub>,
     discovery: registry::cache::Discovery,
     sessions: health::SessionTracker,
+    /// Released lock sessions kept for the next lock; see `lease_pool`.
+    leases: lease_pool::LeasePool,
     closed: AtomicBool,
 }
 
@@ -101,6 +104,7 @@ impl Coord {
                 store,
                 client_config,
                 sessions: health::SessionTracker::default(),
+                leases: lease_pool::LeasePool::default(),
                 closed: AtomicBool::new(false),
             }),
         }
@@ -116,7 +120,7 @@ impl Coord {
         &self.inner.config
     }
 
-    /// Binds `T` to its `#[coord(prefix)]` and follows it: see [`Live`](config::Live).
+    /// Binds `T` to its `#[coord(prefix)]` and follows it: see [`Live`].
     ///
     /// # Errors
     ///
@@ -176,9 +180,11 @@ impl Coord {
     }
 
     /// Marks this `Coord` (and its clones) closed; later calls through it fail with
-    /// [`Error::Closed`]. The connection closes when the last clone is dropped.
+    /// [`Error::Closed`], and the leases of released locks kept for reuse are revoked. The
+    /// connection closes when the last clone is dropped.
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.leases.clear();
     }
 
     /// Lists `session` in [`health`](Self::health) under `kind`/`name` while it lives.
@@ -189,6 +195,11 @@ impl Coord {
         session: &Session,
     ) {
         self.inner.sessions.track(kind, name, session);
+    }
+
+    /// Stops listing `session` in [`health`](Self::health) (it is parked, not holding).
+    pub(crate) fn untrack_session(&self, session: &Session) {
+        self.inner.sessions.untrack(session);
     }
 
     pub(crate) fn check_open(&self) -> Result<()> {

@@ -7,6 +7,11 @@
 //! exclude each other. As in that layout, the queue of `NAME` is every key under `NAME/`, so
 //! no lock name may be another one followed by `/` (`jobs` and `jobs/nightly`).
 //!
+//! Each lock rides on its own lease, but [`LockGuard::unlock`] deletes only the key and keeps
+//! the lease renewed for a few seconds, and the next lock with the same TTL on this `Coord`
+//! reuses it. A loop of `acquire` + `unlock` then costs one transaction each way, as etcd's Lock
+//! RPC on a long-lived session does, instead of also granting and revoking a lease every time.
+//!
 //! # What a lock promises, and what it does not
 //!
 //! A lease lock is **not mutual exclusion on its own**. The holder's lease can expire while it
@@ -29,8 +34,8 @@ use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::queue;
-use crate::session::Session;
-use crate::store::{Compare, Store, Txn, TxnResponse};
+use crate::session::{self, Session};
+use crate::store::{Compare, Txn, TxnOp, TxnResponse};
 use crate::Coord;
 
 /// Hands out distributed locks; get one with [`Coord::locks`]. Cheap to clone.
@@ -52,8 +57,9 @@ impl Locks {
     /// Waits until the lock `name` is held, on a new lease of `ttl` kept alive in the
     /// background, and returns the guard.
     ///
-    /// Uncontended it costs two round trips (the lease grant and one transaction that puts the
-    /// key and reads the queue). Contended, it watches only the key just before its own, then
+    /// Uncontended it costs one transaction that puts the key and reads the queue, plus a lease
+    /// grant unless a lock with the same TTL was [unlocked](LockGuard::unlock) on this `Coord`
+    /// in the last few seconds (its lease is reused). Contended, it watches only the key just before its own, then
     /// reads its own key once more before returning, so a lock is never granted on a lease
     /// that expired while waiting (etcd issue 11456).
     ///
@@ -90,11 +96,11 @@ impl Locks {
         let span = tracing::debug_span!("lock.acquire", key = name, wait);
         async {
             let store = self.coord.store();
+            let ttl_seconds = session::ttl_seconds(ttl)?;
             // From here on, dropping `session` (an error, a cancelled future) revokes the lease
             // in the background, which deletes the waiter key: that is the cleanup guard.
-            let session = Session::new(store, ttl).await?;
+            let (session, joined) = self.join(name, ttl, ttl_seconds).await?;
             let prefix = queue::prefix_of(name);
-            let joined = queue::join(store, &prefix, session.lease_id(), Vec::new()).await?;
             let revision = if joined.is_head() {
                 joined.revision
             } else if !wait {
@@ -140,12 +146,41 @@ impl Locks {
                 key: joined.key,
                 fencing_token: joined.create_revision,
                 revision,
-                store: store.clone(),
+                ttl_seconds,
+                coord: self.coord.clone(),
                 session,
             })
         }
         .instrument(span)
         .await
+    }
+
+    /// Joins the queue of `name` on a parked session of this TTL if there is one (no grant),
+    /// else on a new lease.
+    async fn join(
+        &self,
+        name: &str,
+        ttl: Duration,
+        ttl_seconds: i64,
+    ) -> Result<(Session, queue::Joined)> {
+        let store = self.coord.store();
+        let prefix = queue::prefix_of(name);
+        if let Some(session) = self.coord.inner.leases.take(ttl_seconds) {
+            match queue::join(store, &prefix, session.lease_id(), Vec::new()).await {
+                Ok(joined) => return Ok((session, joined)),
+                // Revoked while parked, before its renewals noticed: take a new lease.
+                Err(Error::LeaseNotFound { .. }) => {
+                    tracing::debug!(
+                        lease = format_args!("{:x}", session.lease_id()),
+                        "parked lease is gone; granting a new one"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let session = Session::new(store, ttl).await?;
+        let joined = queue::join(store, &prefix, session.lease_id(), Vec::new()).await?;
+        Ok((session, joined))
     }
 }
 
@@ -191,7 +226,9 @@ pub struct LockGuard {
     key: String,
     fencing_token: i64,
     revision: i64,
-    store: Store,
+    /// The TTL asked for, in seconds: the key under which `unlock` parks the session.
+    ttl_seconds: i64,
+    coord: Coord,
     // The only strong handle of the session: dropping the guard drops it, which revokes the
     // lease in the background and so deletes the key.
     session: Session,
@@ -248,7 +285,7 @@ impl LockGuard {
     pub async fn lost(&self) -> Error {
         tokio::select! {
             e = self.session.lost() => e,
-            reason = queue::wait_key_gone(&self.store, &self.key, self.fencing_token, self.revision) => {
+            reason = queue::wait_key_gone(self.coord.store(), &self.key, self.fencing_token, self.revision) => {
                 tracing::warn!(key = %self.key, %reason, "lock lost");
                 Error::SessionLost { lease: self.session.lease_id(), reason }
             }
@@ -268,7 +305,7 @@ impl LockGuard {
     ///
     /// Store errors; a lost lock is not an error but `succeeded == false`.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        self.store.txn(txn.when([self.fence()])).await
+        self.coord.store().txn(txn.when([self.fence()])).await
     }
 
     /// Writes `key` only if the lock is still held; returns whether it was written.
@@ -277,19 +314,39 @@ impl LockGuard {
     ///
     /// Store errors.
     pub async fn put_if_held(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<bool> {
-        let txn = Txn::new().and_then([crate::store::TxnOp::put(key, value)]);
+        let txn = Txn::new().and_then([TxnOp::put(key, value)]);
         Ok(self.txn(txn).await?.succeeded)
     }
 
-    /// Releases the lock now: revokes its lease, which deletes the key.
+    /// Releases the lock now: deletes its key (if it is still this holder's) in one round
+    /// trip, and keeps the lease renewed for a few seconds so that the next
+    /// [`acquire`](Locks::acquire) with the same TTL on this `Coord` needs no lease grant.
+    /// If the delete fails, it revokes the lease instead.
     ///
     /// # Errors
     ///
-    /// Store errors from the revoke (the lease then expires after its TTL); a lease already
-    /// gone is not an error.
+    /// Store errors from the revoke when the delete failed too (the lease then expires after
+    /// its TTL); a lease already gone is not an error.
     pub async fn unlock(self) -> Result<()> {
         let span = tracing::debug_span!("lock.unlock", key = %self.key);
-        self.session.close().instrument(span).await
+        async {
+            let release = Txn::new()
+                .when([self.fence()])
+                .and_then([TxnOp::delete(self.key.as_str())]);
+            match self.coord.store().txn(release).await {
+                Ok(_) => {
+                    self.coord.untrack_session(&self.session);
+                    self.coord.inner.leases.park(self.ttl_seconds, self.session);
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::debug!(key = %self.key, error = %e, "cannot delete the lock key; revoking its lease");
+                    self.session.close().await
+                }
+            }
+        }
+        .instrument(span)
+        .await
     }
 
     /// Stops renewing the lease without releasing, as a crashed process would: the lock is

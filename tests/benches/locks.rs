@@ -1,7 +1,8 @@
 //! Locks and instance IDs beside their baselines, on one etcd started here.
 //!
 //! `cargo bench -p coord-tests --bench locks` prints one table:
-//! - uncontended lock acquire+release: coord (`acquire` + `unlock`) vs etcd's own Lock RPC
+//! - uncontended lock acquire+release: coord (`acquire` + `unlock`; after the first lock the
+//!   released lease is reused, so one txn each way) vs etcd's own Lock RPC
 //!   (`lock` + `unlock` with a lease granted once beforehand, as a client holding a session
 //!   would; without a lease the RPC makes a 60 s lease nobody renews);
 //! - ID acquire at max_id 16 / 1,024 / 65,536 with the low half already taken: coord (one
@@ -15,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use coord::store::{Compare, KeyRange, Txn, TxnOp};
 use coord::testing::EtcdServer;
-use coord::Coord;
+use coord::{Coord, Locks};
 use etcd_client::{Client, LockOptions};
 
-const LOCK_SAMPLES: usize = 500;
+const LOCK_SAMPLES: usize = 1500;
 const WARMUP: usize = 50;
 
 struct Row {
@@ -55,19 +56,29 @@ impl Row {
     }
 }
 
-async fn timed<F, Fut>(n: usize, mut op: F) -> (Vec<Duration>, Duration)
-where
-    F: FnMut(usize) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut samples = Vec::with_capacity(n);
-    let start = Instant::now();
-    for i in 0..n {
-        let t = Instant::now();
-        op(i).await;
-        samples.push(t.elapsed());
-    }
-    (samples, start.elapsed())
+async fn coord_lock_unlock(locks: &Locks) {
+    let guard = locks
+        .acquire("/bench/lock", Duration::from_secs(10))
+        .await
+        .unwrap();
+    guard.unlock().await.unwrap();
+}
+
+async fn rpc_lock_unlock(etcd: &mut Client, lease: i64) {
+    let key = etcd
+        .lock("/bench/rpc", Some(LockOptions::new().with_lease(lease)))
+        .await
+        .unwrap()
+        .key()
+        .to_vec();
+    etcd.unlock(key).await.unwrap();
+}
+
+/// The same RPCs for a client that gives every lock its own lease.
+async fn rpc_lock_unlock_own_lease(etcd: &mut Client) {
+    let lease = etcd.lease_grant(10, None).await.unwrap().id();
+    rpc_lock_unlock(etcd, lease).await;
+    etcd.lease_revoke(lease).await.unwrap();
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -82,81 +93,37 @@ async fn main() {
     let mut rows = Vec::new();
 
     // --- Locks -----------------------------------------------------------------------------
+    // The three variants take turns, and which goes first rotates, so a compaction, an fsync
+    // stall or a noisy neighbour hits them alike instead of whichever row runs at that moment.
     let locks = coord.locks();
-    let ttl = Duration::from_secs(10);
-    for _ in 0..WARMUP {
-        locks
-            .acquire("/bench/lock", ttl)
-            .await
-            .unwrap()
-            .unlock()
-            .await
-            .unwrap();
-    }
-    let (samples, wall) = timed(LOCK_SAMPLES, |_| {
-        let locks = locks.clone();
-        async move {
-            let guard = locks.acquire("/bench/lock", ttl).await.unwrap();
-            guard.unlock().await.unwrap();
-        }
-    })
-    .await;
-    rows.push(Row::new(
-        "lock: coord acquire + unlock (new lease each)",
-        samples,
-        wall,
-    ));
-
     let lease = etcd.lease_grant(600, None).await.unwrap().id();
-    for _ in 0..WARMUP {
-        let key = etcd
-            .lock("/bench/rpc", Some(LockOptions::new().with_lease(lease)))
-            .await
-            .unwrap()
-            .key()
-            .to_vec();
-        etcd.unlock(key).await.unwrap();
+    let mut lock_rows: [Vec<Duration>; 3] = Default::default();
+    for round in 0..WARMUP + LOCK_SAMPLES {
+        for turn in 0..3 {
+            let variant = (round + turn) % 3;
+            let t = Instant::now();
+            match variant {
+                0 => coord_lock_unlock(&locks).await,
+                1 => rpc_lock_unlock(&mut etcd, lease).await,
+                _ => rpc_lock_unlock_own_lease(&mut etcd).await,
+            }
+            if round >= WARMUP {
+                lock_rows[variant].push(t.elapsed());
+            }
+        }
     }
-    let (samples, wall) = timed(LOCK_SAMPLES, |_| {
-        let mut etcd = etcd.clone();
-        async move {
-            let key = etcd
-                .lock("/bench/rpc", Some(LockOptions::new().with_lease(lease)))
-                .await
-                .unwrap()
-                .key()
-                .to_vec();
-            etcd.unlock(key).await.unwrap();
-        }
-    })
-    .await;
-    rows.push(Row::new(
-        "lock: etcd Lock RPC + Unlock (existing lease)",
-        samples,
-        wall,
-    ));
-
-    // The same RPCs for a client that, as coord does, gives every lock its own lease.
-    let (samples, wall) = timed(LOCK_SAMPLES, |_| {
-        let mut etcd = etcd.clone();
-        async move {
-            let lease = etcd.lease_grant(10, None).await.unwrap().id();
-            let key = etcd
-                .lock("/bench/rpc2", Some(LockOptions::new().with_lease(lease)))
-                .await
-                .unwrap()
-                .key()
-                .to_vec();
-            etcd.unlock(key).await.unwrap();
-            etcd.lease_revoke(lease).await.unwrap();
-        }
-    })
-    .await;
-    rows.push(Row::new(
-        "lock: etcd LeaseGrant + Lock + Unlock + LeaseRevoke",
-        samples,
-        wall,
-    ));
+    let [ours, rpc, rpc_own_lease] = lock_rows;
+    for (what, samples) in [
+        ("lock: coord acquire + unlock (lease reused)", ours),
+        ("lock: etcd Lock RPC + Unlock (existing lease)", rpc),
+        (
+            "lock: etcd LeaseGrant + Lock + Unlock + LeaseRevoke",
+            rpc_own_lease,
+        ),
+    ] {
+        let busy = samples.iter().sum();
+        rows.push(Row::new(what, samples, busy));
+    }
 
     // --- IDs -------------------------------------------------------------------------------
     let store = coord.store();

@@ -31,7 +31,9 @@ async fn waiters(store: &Store, name: &str) -> Vec<String> {
 
 on_both_backends!(cases:
     lock_key_uses_the_etcd_concurrency_layout,
-    uncontended_acquire_takes_two_round_trips,
+    uncontended_lock_and_unlock_round_trips,
+    unlock_parks_the_lease_until_close,
+    a_parked_lease_revoked_meanwhile_is_replaced,
     try_acquire_on_a_held_lock_is_lock_held_naming_the_holder,
     lock_waiter_gets_lock_when_holder_unlocks,
     lock_waiter_gets_lock_when_holder_drops,
@@ -66,15 +68,84 @@ mod cases {
         assert!(waiters(b.store(), "/l/layout").await.is_empty());
     }
 
-    pub async fn uncontended_acquire_takes_two_round_trips(b: &Backend) {
+    pub async fn uncontended_lock_and_unlock_round_trips(b: &Backend) {
         let locks = b.coord.locks();
-        let before = b.store().stats().round_trips();
+        let rt = || b.store().stats().round_trips();
+        let before = rt();
         let guard = locks.acquire("/l/rt", LONG_TTL).await.unwrap();
-        let taken = b.store().stats().round_trips() - before;
-        assert_eq!(taken, 2, "lease grant + one txn");
-        let before = b.store().stats().round_trips();
+        assert_eq!(rt() - before, 2, "first lock: lease grant + one txn");
+        let lease = guard.lease_id();
+        let before = rt();
         guard.unlock().await.unwrap();
-        assert_eq!(b.store().stats().round_trips() - before, 1, "one revoke");
+        assert_eq!(rt() - before, 1, "unlock: one delete txn");
+        assert!(waiters(b.store(), "/l/rt").await.is_empty());
+
+        // The next lock with that TTL rides on the released lease: as cheap as etcd's Lock RPC
+        // on a long-lived session.
+        let before = rt();
+        let guard = locks.acquire("/l/rt2", LONG_TTL).await.unwrap();
+        assert_eq!(rt() - before, 1, "lock on the parked lease: one txn");
+        assert_eq!(guard.lease_id(), lease);
+        assert_eq!(guard.ttl(), LONG_TTL);
+
+        // A lease is reused only for the same TTL.
+        let before = rt();
+        let short = locks.acquire("/l/rt", TTL).await.unwrap();
+        assert_eq!(rt() - before, 2, "another TTL needs its own lease");
+        short.unlock().await.unwrap();
+
+        // Held meanwhile, so not parked: another lock of the TTL gets its own lease.
+        let other = locks.acquire("/l/rt3", LONG_TTL).await.unwrap();
+        assert_ne!(other.lease_id(), lease);
+        other.unlock().await.unwrap();
+        guard.unlock().await.unwrap();
+    }
+
+    pub async fn unlock_parks_the_lease_until_close(b: &Backend) {
+        let guard = b
+            .coord
+            .locks()
+            .acquire("/l/parked", LONG_TTL)
+            .await
+            .unwrap();
+        let lease = guard.lease_id();
+        guard.unlock().await.unwrap();
+        // Released: no key, not listed as a lock, but the lease is still renewed for reuse.
+        assert!(waiters(b.store(), "/l/parked").await.is_empty());
+        let health = b.coord.health().await.unwrap();
+        assert!(
+            !health.sessions.iter().any(|s| s.lease == lease),
+            "{health:?}"
+        );
+        b.store().lease_keep_alive(lease).await.unwrap();
+        // Closing the Coord revokes it.
+        b.coord.close().await;
+        eventually(
+            Duration::from_secs(5),
+            "close revokes the parked lease",
+            || async {
+                matches!(
+                    b.store().lease_keep_alive(lease).await,
+                    Err(Error::LeaseNotFound { .. })
+                )
+            },
+        )
+        .await;
+    }
+
+    pub async fn a_parked_lease_revoked_meanwhile_is_replaced(b: &Backend) {
+        let locks = b.coord.locks();
+        let guard = locks.acquire("/l/stale", LONG_TTL).await.unwrap();
+        let lease = guard.lease_id();
+        guard.unlock().await.unwrap();
+        // An operator revokes it; the parked session has not noticed yet (it renews every
+        // TTL/3 = 10 s).
+        b.store().lease_revoke(lease).await.unwrap();
+        let guard = locks.acquire("/l/stale", LONG_TTL).await.unwrap();
+        assert_ne!(guard.lease_id(), lease);
+        let (kv, _) = b.store().get(guard.key()).await.unwrap();
+        assert_eq!(kv.expect("held on the new lease").lease, guard.lease_id());
+        guard.unlock().await.unwrap();
     }
 
     pub async fn try_acquire_on_a_held_lock_is_lock_held_naming_the_holder(b: &Backend) {
@@ -267,9 +338,18 @@ mod cases {
             .sessions
             .iter()
             .any(|s| s.kind == "lock" && s.name == "/l/health" && s.lease == guard.lease_id()));
+        let lease = guard.lease_id();
         drop(guard);
         let health = b.coord.health().await.unwrap();
         assert!(!health.sessions.iter().any(|s| s.name == "/l/health"));
+        // A dropped guard is not parked for reuse: its lease is revoked.
+        eventually(Duration::from_secs(5), "drop revokes the lease", || async {
+            matches!(
+                b.store().lease_keep_alive(lease).await,
+                Err(Error::LeaseNotFound { .. })
+            )
+        })
+        .await;
     }
 
     pub async fn bad_input_is_invalid_argument(b: &Backend) {

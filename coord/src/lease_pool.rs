@@ -1,0 +1,161 @@
+//! Released lock sessions parked for the next lock with the same TTL.
+//!
+//! Granting a lease is a consensus write and a round trip. A service that takes and releases
+//! locks in a loop would pay it on every `acquire`, which makes coord slower than etcd's own
+//! Lock RPC used on a long-lived session. So [`LockGuard::unlock`](crate::LockGuard::unlock)
+//! deletes only its key and parks the still-renewed session here, and the next `acquire` with
+//! the same TTL takes it: one round trip to lock, one to unlock, as with the Lock RPC.
+//!
+//! # What it promises
+//!
+//! - A parked session holds no key, and a session is handed out at most once: `take` removes it.
+//! - At most one session per requested TTL is parked, for at most [`PARK_FOR`]; then it is
+//!   dropped, which revokes its lease. [`LeasePool::clear`] (on `Coord::close`) drops them all.
+//! - A session known to be lost is never handed out. One lost but not yet noticed (revoked by
+//!   an operator a moment ago) can be: the caller must treat `LeaseNotFound` on its first write
+//!   as "take a fresh lease".
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::session::Session;
+
+/// How long a released session waits for its next lock before its lease is revoked. Long
+/// enough for a loop that locks every few seconds to reuse it, short enough that an idle
+/// process does not renew a lease for nothing.
+pub(crate) const PARK_FOR: Duration = Duration::from_secs(10);
+
+/// Parked sessions of one `Coord`, by requested TTL in whole seconds. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LeasePool {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    parked: HashMap<i64, (Session, Instant)>,
+    /// True while a task is dropping sessions parked for longer than `PARK_FOR`.
+    reaper: bool,
+}
+
+impl LeasePool {
+    /// Takes the session parked for `ttl_seconds`, if it is still alive.
+    pub fn take(&self, ttl_seconds: i64) -> Option<Session> {
+        let (session, _) = lock(&self.state).parked.remove(&ttl_seconds)?;
+        // A lost one is dropped here (outside the lock), which is harmless: its lease is gone.
+        session.is_alive().then_some(session)
+    }
+
+    /// Parks `session`, which must hold no key, for the next lock of `ttl_seconds`.
+    pub fn park(&self, ttl_seconds: i64, session: Session) {
+        if !session.is_alive() {
+            return;
+        }
+        let replaced = {
+            let mut state = lock(&self.state);
+            let replaced = state.parked.insert(ttl_seconds, (session, Instant::now()));
+            if !state.reaper {
+                state.reaper = true;
+                tokio::spawn(reap(Arc::downgrade(&self.state)));
+            }
+            replaced
+        };
+        // Dropped outside the lock: the drop spawns the revoke of the older lease.
+        drop(replaced);
+    }
+
+    /// Drops every parked session, revoking their leases.
+    pub fn clear(&self) {
+        let parked = std::mem::take(&mut lock(&self.state).parked);
+        drop(parked);
+    }
+}
+
+/// Drops sessions parked for longer than [`PARK_FOR`]; ends when none is left.
+async fn reap(state: Weak<Mutex<State>>) {
+    loop {
+        tokio::time::sleep(PARK_FOR / 2).await;
+        let Some(state) = state.upgrade() else { return };
+        let mut guard = lock(&state);
+        let now = Instant::now();
+        let (stale, kept): (HashMap<_, _>, HashMap<_, _>) = std::mem::take(&mut guard.parked)
+            .into_iter()
+            .partition(|(_, (session, since))| {
+                now.duration_since(*since) >= PARK_FOR || !session.is_alive()
+            });
+        guard.parked = kept;
+        let done = guard.parked.is_empty();
+        if done {
+            guard.reaper = false;
+        }
+        drop(guard);
+        // Dropped outside the lock: each drop spawns the revoke of its lease.
+        drop(stale);
+        if done {
+            return;
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // The state stays consistent across a panic (plain inserts and removes).
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_parked_session_is_handed_out_once_then_revoked_when_idle() {
+        let store = Store::in_memory();
+        let pool = LeasePool::default();
+        let session = Session::new(&store, Duration::from_secs(5)).await.unwrap();
+        let lease = session.lease_id();
+        pool.park(5, session);
+        assert!(pool.take(6).is_none(), "another TTL does not match");
+        let again = pool.take(5).expect("parked");
+        assert_eq!(again.lease_id(), lease);
+        assert!(pool.take(5).is_none(), "handed out once");
+
+        pool.park(5, again);
+        tokio::time::sleep(PARK_FOR * 2).await;
+        assert!(pool.take(5).is_none(), "dropped after PARK_FOR");
+        // The drop revoked the lease (in a spawned task): give it a turn.
+        tokio::task::yield_now().await;
+        assert!(matches!(
+            store.lease_keep_alive(lease).await,
+            Err(crate::Error::LeaseNotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn clear_revokes_and_lost_sessions_are_not_parked() {
+        let store = Store::in_memory();
+        let pool = LeasePool::default();
+        let session = Session::new(&store, Duration::from_secs(5)).await.unwrap();
+        let lease = session.lease_id();
+        pool.park(5, session);
+        pool.clear();
+        assert!(pool.take(5).is_none());
+        // The revoke runs in a spawned task.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while store.lease_keep_alive(lease).await.is_ok() {
+            assert!(Instant::now() < deadline, "lease not revoked by clear");
+            tokio::task::yield_now().await;
+        }
+
+        let lost = Session::new(&store, Duration::from_secs(5)).await.unwrap();
+        store.lease_revoke(lost.lease_id()).await.unwrap();
+        lost.refresh().await.unwrap_err();
+        lost.lost().await;
+        pool.park(5, lost);
+        assert!(pool.take(5).is_none());
+    }
+}
