@@ -5,8 +5,9 @@
 //!   released lease is reused, so one txn each way) vs etcd's own Lock RPC
 //!   (`lock` + `unlock` with a lease granted once beforehand, as a client holding a session
 //!   would; without a lease the RPC makes a 60 s lease nobody renews);
-//! - ID acquire at max_id 16 / 1,024 / 65,536 with the low half already taken: coord (one
-//!   keys-only range + one create-only txn) vs a naive scan that tries IDs from 0 one by one
+//! - ID acquire at max_id 16 / 1,024 / 65,536 with the low half already taken: coord (a
+//!   random create-only probe that also reads 127 random IDs, then at most one claim txn;
+//!   the row shows the mean round trips) vs a naive scan that tries IDs from 0 one by one
 //!   with create-only txns (the approach of the original design).
 //!
 //! Sequential, one client, loopback: latency percentiles and throughput = ops / time spent in
@@ -54,6 +55,11 @@ impl Row {
             self.samples.len() as f64 / self.wall.as_secs_f64()
         );
     }
+}
+
+/// The key prefix of the benchmark service with `max_id` IDs, half of them taken.
+fn id_prefix(max_id: u32) -> String {
+    format!("/instances/bench{max_id}/")
 }
 
 async fn coord_lock_unlock(locks: &Locks) {
@@ -126,10 +132,14 @@ async fn main() {
     }
 
     // --- IDs -------------------------------------------------------------------------------
+    // Every service is set up first, so all coord rows see the same database size, and the
+    // coord rows take turns as the lock rows do.
+    const SIZES: [(u32, usize); 3] = [(16, 200), (1024, 20), (65_536, 2)];
+    const ID_SAMPLES: usize = 600;
     let store = coord.store();
-    for (max_id, naive_samples) in [(16u32, 200usize), (1024, 20), (65_536, 2)] {
-        let service = format!("bench{max_id}");
-        let prefix = format!("/instances/{service}/");
+    let mut allocators = Vec::new();
+    for (max_id, _) in SIZES {
+        let prefix = id_prefix(max_id);
         // The low half is taken, as in a fleet at half its size.
         let half = max_id / 2;
         let mut next = 0;
@@ -139,26 +149,36 @@ async fn main() {
             store.txn(Txn::new().and_then(ops)).await.unwrap();
             next = end;
         }
-        let ids = coord.ids(&service, max_id).await.unwrap();
-        // Acquire is timed; the release (one txn) happens after each sample, untimed.
-        let mut samples = Vec::new();
-        let mut wall = Duration::ZERO;
-        for _ in 0..200 {
+        allocators.push(coord.ids(&format!("bench{max_id}"), max_id).await.unwrap());
+    }
+    let mut id_rows: [(Vec<Duration>, u64); 3] = Default::default();
+    for round in 0..WARMUP + ID_SAMPLES {
+        for turn in 0..3 {
+            let size = (round + turn) % 3;
+            // Acquire is timed; the release (one txn) happens after each sample, untimed.
+            let round_trips = store.stats().round_trips();
             let t = Instant::now();
-            let guard = ids.acquire().await.unwrap();
+            let guard = allocators[size].acquire().await.unwrap();
             let took = t.elapsed();
-            samples.push(took);
-            wall += took;
+            let round_trips = store.stats().round_trips() - round_trips;
             guard.release().await.unwrap();
+            if round >= WARMUP {
+                id_rows[size].0.push(took);
+                id_rows[size].1 += round_trips;
+            }
         }
+    }
+    for ((max_id, naive_samples), (samples, round_trips)) in SIZES.into_iter().zip(id_rows) {
+        let busy = samples.iter().sum();
+        let per_op = round_trips as f64 / samples.len() as f64;
         rows.push(Row::new(
-            format!("ids: coord acquire, max_id {max_id} (half taken)"),
+            format!("ids: coord acquire, max_id {max_id} ({per_op:.2} round trips)"),
             samples,
-            wall,
+            busy,
         ));
 
+        let prefix = id_prefix(max_id);
         let mut samples = Vec::new();
-        let mut wall = Duration::ZERO;
         for _ in 0..naive_samples {
             let t = Instant::now();
             let mut claimed = None;
@@ -172,16 +192,15 @@ async fn main() {
                     break;
                 }
             }
-            let took = t.elapsed();
-            samples.push(took);
-            wall += took;
+            samples.push(t.elapsed());
             let key = claimed.expect("a free ID");
             store.delete(&KeyRange::key(key)).await.unwrap();
         }
+        let busy = samples.iter().sum();
         rows.push(Row::new(
-            format!("ids: naive scan from 0, max_id {max_id} (half taken)"),
+            format!("ids: naive scan from 0, max_id {max_id}"),
             samples,
-            wall,
+            busy,
         ));
     }
 
