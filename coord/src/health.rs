@@ -8,6 +8,7 @@ use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use crate::session::{Session, SessionInner};
+use crate::sync::lock;
 
 /// The answer of [`Coord::health`](crate::Coord::health).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,13 +97,6 @@ impl SessionTracker {
             })
             .collect()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain data: a panic elsewhere leaves it consistent.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

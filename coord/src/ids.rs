@@ -40,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::queue;
 use crate::session::Session;
 use crate::store::{Compare, KeyRange, RangeOptions, Store, Txn, TxnOp, TxnOpResponse};
+use crate::sync::lock;
 use crate::Coord;
 
 /// How many IDs one probe transaction looks at: the claimed one and 127 others (a
@@ -472,13 +473,6 @@ async fn release(store: &Store, key: &str, create_revision: i64) -> Result<()> {
         .when([Compare::create_revision(key, create_revision)])
         .and_then([TxnOp::delete(key)]);
     store.txn(txn).instrument(span).await.map(|_| ())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain data: a panic elsewhere leaves it consistent.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

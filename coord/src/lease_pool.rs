@@ -16,12 +16,13 @@
 //!   as "take a fresh lease".
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::session::Session;
+use crate::sync::lock;
 
 /// How long a released session waits for its next lock before its lease is revoked. Long
 /// enough for a loop that locks every few seconds to reuse it, short enough that an idle
@@ -98,13 +99,6 @@ async fn reap(state: Weak<Mutex<State>>) {
             return;
         }
     }
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    // The state stays consistent across a panic (plain inserts and removes).
-    state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub(crate) mod queue;
 pub mod registry;
 pub mod session;
 pub mod store;
+mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod watch;

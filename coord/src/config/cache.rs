@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use super::hub::{RangeWatch, Snapshot, WatchHub};
 use crate::error::Result;
 use crate::store::KeyRange;
+use crate::sync::lock;
 
 /// What the cache says about a key.
 #[derive(Debug, PartialEq, Eq)]
@@ -96,11 +97,4 @@ fn answer(snapshot: &Snapshot, key: &str, written: i64) -> Cached {
         return Cached::Miss;
     }
     Cached::Fresh(snapshot.values.get(key).cloned())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain data: a panic elsewhere leaves it consistent.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use crate::error::Result;
 use crate::store::{EventKind, KeyRange, Store};
+use crate::sync::lock;
 use crate::watch::{ResilientWatch, WatchEvent};
 
 /// The raw state of a range at one revision.
@@ -56,13 +57,6 @@ pub(crate) struct WatchHub {
     ranges: Mutex<HashMap<KeyRange, Weak<RangeWatch>>>,
     /// How often each watched range is relisted in full (`None`: never).
     sync_interval: Option<std::time::Duration>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding these locks leaves plain data behind; it is still consistent.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl WatchHub {

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use crate::config::hub::{RangeWatch, Snapshot};
 use crate::config::schema::{CoordConfig, Source};
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 /// A live config value. Cheap to clone; clones share the value and its updates.
 ///
@@ -120,13 +121,6 @@ impl<T> LiveReader<T> {
     pub fn load(&mut self) -> &Arc<T> {
         self.cache.load()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The guarded value is a plain Option; a panic elsewhere cannot leave it half-written.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<T: Send + Sync + 'static> Live<T> {

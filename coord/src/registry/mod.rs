@@ -54,6 +54,7 @@ use tracing::Instrument;
 use crate::error::{Error, Result};
 use crate::session::Session;
 use crate::store::{KeyRange, RangeOptions};
+use crate::sync::lock;
 use crate::Coord;
 
 pub use cache::{ServiceCache, ServiceWatcher};
@@ -522,13 +523,6 @@ async fn keep_registered(
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain data: a panic elsewhere leaves it consistent.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn service_prefix(name: &str) -> String {
