@@ -100,7 +100,8 @@ impl Election {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for a bad name or a TTL under one second;
+    /// [`Error::InvalidArgument`] for a bad name or a TTL under one second
+    /// or over etcd's limit;
     /// [`Error::SessionLost`] if the lease was lost while waiting; store errors.
     pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<Leadership> {
         queue::check_name("name", &self.name)?;

@@ -4,7 +4,7 @@
 //! Modules that hold a [`Session`] register it with `SessionTracker::track`; the tracker
 //! keeps only weak references, so a dropped lock or registration leaves the report by itself.
 
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::session::{Session, SessionInner};
@@ -60,30 +60,60 @@ struct Entry {
     kind: &'static str,
     name: String,
     session: Weak<SessionInner>,
+    /// For handles that share a session (the IDs of one allocator): the entry goes when this
+    /// handle's token does, not when the shared session does.
+    owner: Option<Weak<()>>,
+}
+
+impl Entry {
+    fn is_live(&self) -> bool {
+        self.session.strong_count() > 0
+            && self
+                .owner
+                .as_ref()
+                .is_none_or(|owner| owner.strong_count() > 0)
+    }
 }
 
 impl SessionTracker {
     /// Reports `session` under `kind`/`name` for as long as any clone of it lives.
     pub fn track(&self, kind: &'static str, name: impl Into<String>, session: &Session) {
+        self.push(kind, name.into(), session, None);
+    }
+
+    /// Reports `session` under `kind`/`name` while `owner` (a token the handle holds) lives:
+    /// for a handle that shares its session with others.
+    pub fn track_owned(
+        &self,
+        kind: &'static str,
+        name: impl Into<String>,
+        session: &Session,
+        owner: &Arc<()>,
+    ) {
+        self.push(kind, name.into(), session, Some(Arc::downgrade(owner)));
+    }
+
+    fn push(&self, kind: &'static str, name: String, session: &Session, owner: Option<Weak<()>>) {
         let mut entries = lock(&self.entries);
-        entries.retain(|e| e.session.strong_count() > 0);
+        entries.retain(Entry::is_live);
         entries.push(Entry {
             kind,
-            name: name.into(),
+            name,
             session: session.downgrade(),
+            owner,
         });
     }
 
     /// Stops reporting `session` under any name.
     pub fn untrack(&self, session: &Session) {
         let weak = session.downgrade();
-        lock(&self.entries).retain(|e| e.session.strong_count() > 0 && !e.session.ptr_eq(&weak));
+        lock(&self.entries).retain(|e| e.is_live() && !e.session.ptr_eq(&weak));
     }
 
     /// The tracked sessions that still exist.
     pub fn report(&self) -> Vec<SessionHealth> {
         let mut entries = lock(&self.entries);
-        entries.retain(|e| e.session.strong_count() > 0);
+        entries.retain(Entry::is_live);
         entries
             .iter()
             .filter_map(|e| {

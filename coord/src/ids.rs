@@ -34,12 +34,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::queue;
 use crate::session::Session;
-use crate::store::{Compare, KeyRange, RangeOptions, Store, Txn, TxnOp, TxnOpResponse};
+use crate::store::{
+    Compare, KeyRange, RangeOptions, Store, Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
 use crate::sync::lock;
 use crate::Coord;
 
@@ -80,7 +83,8 @@ impl Coord {
     ///
     /// # Errors
     ///
-    /// As [`ids`](Self::ids), and [`Error::InvalidArgument`] for a TTL under one second.
+    /// As [`ids`](Self::ids), and [`Error::InvalidArgument`] for a TTL under one second or
+    /// over etcd's limit (9,000,000,000 s).
     pub async fn ids_with_ttl(
         &self,
         service: &str,
@@ -99,12 +103,14 @@ impl Coord {
             return Err(Error::invalid_argument("max_id", "must be at least 1"));
         }
         self.check_open()?;
-        let session = Session::new(self.store(), ttl).await?;
+        let prefix = format!("/instances/{service}/");
+        let span = tracing::debug_span!("ids.new", key = %prefix, max_id);
+        let session = Session::new(self.store(), ttl).instrument(span).await?;
         Ok(IdAllocator {
             inner: Arc::new(AllocatorInner {
                 coord: self.clone(),
                 service: service.to_owned(),
-                prefix: format!("/instances/{service}/"),
+                prefix,
                 max_id,
                 ttl,
                 slot: Mutex::new(Slot::new(session)),
@@ -188,9 +194,9 @@ impl IdAllocator {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: an ID is claimed by one transaction; if the future is dropped after it
-    /// was sent, the key stays on the allocator's lease until the allocator and its guards are
-    /// dropped (which revokes the lease).
+    /// Cancel safe: each claim transaction runs in its own task, and if the future was
+    /// dropped by the time it claims an ID, that task releases the ID again. Nothing is left
+    /// taken.
     ///
     /// # Errors
     ///
@@ -295,7 +301,7 @@ impl IdAllocator {
                         RangeOptions::default().keys_only(),
                     )
                 }));
-            let response = match store.txn(txn).await {
+            let response = match claim_txn(store, txn, &key).await {
                 Ok(response) => response,
                 // The lease went before the session noticed (revoked by an operator, say):
                 // claim on a new one, once.
@@ -307,9 +313,13 @@ impl IdAllocator {
                 Err(e) => return Err(e),
             };
             if response.succeeded {
-                inner
-                    .coord
-                    .track_session("id", format!("{}/{id}", inner.service), &slot.session);
+                let health = Arc::new(());
+                inner.coord.track_session_owned(
+                    "id",
+                    format!("{}/{id}", inner.service),
+                    &slot.session,
+                    &health,
+                );
                 tracing::debug!(key = %key, "ID acquired");
                 return Ok(Claim::Won(IdGuard {
                     id,
@@ -319,6 +329,7 @@ impl IdAllocator {
                     session: slot.session.clone(),
                     abandoned: Arc::clone(&slot.abandoned),
                     released: false,
+                    _health: health,
                 }));
             }
             let window_free = window
@@ -403,6 +414,8 @@ pub struct IdGuard {
     session: Session,
     abandoned: Arc<AtomicBool>,
     released: bool,
+    /// Lists this ID in `Coord::health` while the guard lives (the session is shared).
+    _health: Arc<()>,
 }
 
 impl IdGuard {
@@ -442,9 +455,15 @@ impl IdGuard {
     /// # Errors
     ///
     /// Store errors; the key then goes when the allocator's lease ends.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if the future is dropped before the delete is answered, the guard's drop
+    /// deletes the key in the background.
     pub async fn release(mut self) -> Result<()> {
+        release(&self.store, &self.key, self.create_revision).await?;
         self.released = true;
-        release(&self.store, &self.key, self.create_revision).await
+        Ok(())
     }
 }
 
@@ -464,6 +483,33 @@ impl Drop for IdGuard {
             }
         });
     }
+}
+
+/// Runs a claim transaction so that dropping the caller cannot leak the ID: the transaction
+/// runs in its own task, and if it claims `key` after the caller has gone, that task deletes
+/// the key again.
+async fn claim_txn(store: &Store, txn: Txn, key: &str) -> Result<TxnResponse> {
+    let (answer, answered) = oneshot::channel();
+    let (store, owned_key) = (store.clone(), key.to_owned());
+    tokio::spawn(
+        async move {
+            let response = store.txn(txn).await;
+            if let Err(Ok(orphan)) = answer.send(response) {
+                if orphan.succeeded {
+                    let key = owned_key;
+                    tracing::debug!(key = %key, "acquire dropped after its claim; releasing the ID");
+                    if let Err(e) = release(&store, &key, orphan.revision).await {
+                        tracing::debug!(key = %key, error = %e, "release failed; the ID goes with the lease");
+                    }
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    answered.await.map_err(|_| Error::Backend {
+        key: key.to_owned(),
+        reason: "the claim task ended without an answer (runtime shutting down)".into(),
+    })?
 }
 
 /// Deletes `key` if it is still the one we created (never someone else's after a loss).

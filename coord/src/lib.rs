@@ -198,6 +198,17 @@ impl Coord {
         self.inner.sessions.track(kind, name, session);
     }
 
+    /// Lists `session` in [`health`](Self::health) under `kind`/`name` while `owner` lives.
+    pub(crate) fn track_session_owned(
+        &self,
+        kind: &'static str,
+        name: impl Into<String>,
+        session: &Session,
+        owner: &Arc<()>,
+    ) {
+        self.inner.sessions.track_owned(kind, name, session, owner);
+    }
+
     /// Stops listing `session` in [`health`](Self::health) (it is parked, not holding).
     pub(crate) fn untrack_session(&self, session: &Session) {
         self.inner.sessions.untrack(session);

@@ -69,7 +69,8 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for a TTL under one second; store errors from the grant.
+    /// [`Error::InvalidArgument`] for a TTL under one second or over etcd's limit
+    /// (9,000,000,000 s); store errors from the grant.
     pub async fn new(store: &Store, ttl: Duration) -> Result<Session> {
         let seconds = ttl_seconds(ttl)?;
         let grant = store.lease_grant(seconds).await?;
@@ -174,11 +175,19 @@ impl Session {
     /// # Errors
     ///
     /// Store errors from the revoke; a lease already gone is not an error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: until the revoke is answered, dropping the last clone still revokes the
+    /// lease in the background, so a dropped `close` never leaves the lease to run its TTL.
     pub async fn close(&self) -> Result<()> {
-        self.inner.finished.store(true, Ordering::SeqCst);
         self.inner.task.abort();
         match self.inner.store.lease_revoke(self.inner.lease).await {
-            Ok(()) | Err(Error::LeaseNotFound { .. }) => Ok(()),
+            Ok(()) | Err(Error::LeaseNotFound { .. }) => {
+                // Only now: had this future been dropped mid-revoke, the drop must revoke.
+                self.inner.finished.store(true, Ordering::SeqCst);
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -222,8 +231,17 @@ pub(crate) fn ttl_seconds(ttl: Duration) -> Result<i64> {
         ));
     }
     let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    if seconds > MAX_TTL_SECONDS {
+        return Err(Error::invalid_argument(
+            "ttl",
+            format!("must be at most {MAX_TTL_SECONDS}s (etcd's limit), got {seconds}s"),
+        ));
+    }
     i64::try_from(seconds).map_err(|_| Error::invalid_argument("ttl", "too large"))
 }
+
+/// The longest lease etcd grants (`MaxLeaseTTL` in etcd's lease package); it refuses more.
+const MAX_TTL_SECONDS: u64 = 9_000_000_000;
 
 /// Renews the lease every third of its TTL until it is lost; publishes the reason.
 async fn keep_alive(
@@ -279,6 +297,14 @@ mod tests {
         assert_eq!(ttl_seconds(Duration::from_secs(3)).unwrap(), 3);
         assert!(matches!(
             ttl_seconds(Duration::from_millis(999)),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert_eq!(
+            ttl_seconds(Duration::from_secs(9_000_000_000)).unwrap(),
+            9_000_000_000
+        );
+        assert!(matches!(
+            ttl_seconds(Duration::from_secs(9_000_000_001)),
             Err(Error::InvalidArgument { .. })
         ));
     }

@@ -13,6 +13,21 @@ use tokio::time::timeout;
 const TTL: Duration = Duration::from_secs(2);
 const LONG_TTL: Duration = Duration::from_secs(60);
 
+/// The keys of the IDs of `service` held now.
+async fn taken(store: &coord::Store, service: &str) -> Vec<String> {
+    store
+        .range(
+            &KeyRange::prefix(format!("/instances/{service}/")),
+            RangeOptions::default().keys_only(),
+        )
+        .await
+        .unwrap()
+        .kvs
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect()
+}
+
 on_both_backends!(cases:
     uncontended_acquire_takes_at_most_two_round_trips_whatever_max_id,
     ids_are_distinct_and_in_range_until_full,
@@ -21,6 +36,7 @@ on_both_backends!(cases:
     crashed_holders_id_comes_back_after_ttl,
     revoking_the_lease_resolves_lost_and_next_acquire_gets_a_new_lease,
     health_lists_each_id,
+    dropped_acquire_and_release_futures_leak_no_id,
     bad_input_is_invalid_argument,
 );
 
@@ -162,13 +178,62 @@ mod cases {
 
     pub async fn health_lists_each_id(b: &Backend) {
         let ids = b.coord.ids_with_ttl("health", 4, LONG_TTL).await.unwrap();
+        let id_entries = || async {
+            let health = b.coord.health().await.unwrap();
+            health
+                .sessions
+                .into_iter()
+                .filter(|s| s.kind == "id")
+                .map(|s| (s.name, s.alive))
+                .collect::<Vec<_>>()
+        };
+        // Released IDs leave the report even though the allocator's lease lives on.
+        for _ in 0..5 {
+            ids.acquire().await.unwrap().release().await.unwrap();
+        }
+        assert!(id_entries().await.is_empty(), "{:?}", id_entries().await);
         let guard = ids.acquire().await.unwrap();
-        let name = format!("health/{}", guard.id());
-        let health = b.coord.health().await.unwrap();
-        assert!(health
-            .sessions
-            .iter()
-            .any(|s| s.kind == "id" && s.name == name && s.alive));
+        let other = ids.acquire().await.unwrap();
+        let mut listed = id_entries().await;
+        listed.sort();
+        let mut expected = vec![
+            (format!("health/{}", guard.id()), true),
+            (format!("health/{}", other.id()), true),
+        ];
+        expected.sort();
+        assert_eq!(listed, expected);
+        drop(other);
+        assert_eq!(
+            id_entries().await,
+            vec![(format!("health/{}", guard.id()), true)]
+        );
+    }
+
+    pub async fn dropped_acquire_and_release_futures_leak_no_id(b: &Backend) {
+        const MAX_ID: u32 = 8;
+        let ids = b
+            .coord
+            .ids_with_ttl("dropped", MAX_ID, LONG_TTL)
+            .await
+            .unwrap();
+        // Callers give up at every point of the acquire and release round trips, as a timeout
+        // or a `select!` would.
+        for i in 0..200u64 {
+            let limit = Duration::from_micros(i * 13 % 1500);
+            if let Ok(Ok(guard)) = timeout(limit, ids.acquire()).await {
+                let _ = timeout(limit, guard.release()).await;
+            }
+        }
+        let store = b.store().clone();
+        eventually(Duration::from_secs(5), "every ID is free again", || {
+            let store = store.clone();
+            async move { taken(&store, "dropped").await.is_empty() }
+        })
+        .await;
+        let all: Vec<_> = futures::future::try_join_all((0..MAX_ID).map(|_| ids.acquire()))
+            .await
+            .unwrap();
+        assert_eq!(all.len(), MAX_ID as usize);
     }
 
     pub async fn bad_input_is_invalid_argument(b: &Backend) {
@@ -178,6 +243,8 @@ mod cases {
             ("a/b", 4, LONG_TTL),
             ("zero", 0, LONG_TTL),
             ("short", 4, Duration::from_millis(500)),
+            // Longer than etcd grants (it would answer "too large lease TTL").
+            ("long", 4, Duration::from_secs(9_000_000_001)),
         ] {
             let err = b
                 .coord

@@ -460,12 +460,17 @@ async fn etcdctl_lock_holder_excludes_coord() {
     .await
     .expect("acquire returns once etcdctl releases")
     .unwrap();
-    let status = etcdctl.wait().await.unwrap();
-    assert!(status.success(), "etcdctl ran its command under the lock");
+    // Checked the moment acquire returns, before anything else can happen.
     assert!(
         store.get(&etcdctl_key).await.unwrap().0.is_none(),
         "coord got the lock only after etcdctl's key was gone"
     );
+    assert_eq!(
+        waiters(store, "/l/interop").await,
+        vec![guard.key().to_string()]
+    );
+    let status = etcdctl.wait().await.unwrap();
+    assert!(status.success(), "etcdctl ran its command under the lock");
     guard.unlock().await.unwrap();
 }
 

@@ -13,6 +13,7 @@ on_both_backends!(cases:
     revoking_the_lease_resolves_lost,
     close_revokes_the_lease_and_deletes_keys,
     dropping_the_session_revokes_in_the_background,
+    a_close_dropped_midway_still_revokes,
     abandoned_session_keys_expire_after_ttl,
     sub_second_ttl_is_invalid_argument,
 );
@@ -70,6 +71,31 @@ mod cases {
             let s = s.clone();
             async move { s.get("/s/d").await.unwrap().0.is_none() }
         })
+        .await;
+    }
+
+    pub async fn a_close_dropped_midway_still_revokes(b: &Backend) {
+        let s = b.store().clone();
+        let session = Session::new(&s, Duration::from_secs(30)).await.unwrap();
+        s.put("/s/f", b"1".to_vec(), session.lease_id())
+            .await
+            .unwrap();
+        // Poll `close` once (the revoke is then in flight on etcd) and drop it, as a caller's
+        // timeout or a `select!` would.
+        {
+            let close = session.close();
+            tokio::pin!(close);
+            let _ = futures::poll!(&mut close);
+        }
+        drop(session);
+        eventually(
+            Duration::from_secs(5),
+            "key deleted long before the 30 s TTL",
+            || {
+                let s = s.clone();
+                async move { s.get("/s/f").await.unwrap().0.is_none() }
+            },
+        )
         .await;
     }
 

@@ -69,7 +69,7 @@ impl ServiceFilter {
 }
 
 /// A balanced channel over the instances of `watched` that pass `filter`.
-pub(crate) fn balanced(watched: Arc<Watched>, filter: ServiceFilter) -> Channel {
+pub(crate) fn balanced(name: &str, watched: Arc<Watched>, filter: ServiceFilter) -> Channel {
     let (channel, changes) = Channel::balance_channel::<String>(CHANGE_BUFFER);
     let feed = Arc::new(Feed {
         filter,
@@ -81,7 +81,7 @@ pub(crate) fn balanced(watched: Arc<Watched>, filter: ServiceFilter) -> Channel 
         catch_up: Notify::new(),
     });
     watched.add_feed(&feed);
-    let span = tracing::debug_span!("registry.channel");
+    let span = tracing::debug_span!("registry.channel", key = %super::service_prefix(name));
     tokio::spawn(catch_up(feed, watched).instrument(span));
     channel
 }

@@ -377,7 +377,7 @@ impl Registry {
         filter: ServiceFilter,
     ) -> Result<tonic::transport::Channel> {
         let watched = self.watched(name).await?;
-        Ok(channel::balanced(watched, filter))
+        Ok(channel::balanced(name, watched, filter))
     }
 
     async fn watched(&self, name: &str) -> Result<Arc<cache::Watched>> {
