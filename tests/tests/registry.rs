@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use coord::registry::{ServiceEvent, ServiceFilter, ServiceInfo, ServiceWatcher};
 use coord::store::{KeyRange, RangeOptions};
-use coord::Error;
+use coord::{Coord, Error};
 use futures::StreamExt;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
@@ -711,7 +711,8 @@ async fn watch_state_is_right_after_an_etcd_restart_and_compaction() {
     // The watch retries with jittered backoff (0.1 s doubling, ±20%): its fifth attempt is by
     // 3.72 s, its sixth not before 5.04 s. Down for 3.8 s, the changes below usually land and
     // are compacted away before it reconnects, so it has to relist; either way its state must
-    // end right, with each change reported once.
+    // end right, with each change reported once. (The partition test below makes the relist
+    // certain.)
     tokio::time::sleep(Duration::from_millis(3800)).await;
     server.restart().await.unwrap();
     put(info("b").with_version("2")).await;
@@ -778,4 +779,62 @@ async fn registration_comes_back_after_an_outage_longer_than_its_ttl() {
     tokio::time::sleep(TTL * 2).await;
     let (kv, _) = store.get(&key).await.unwrap();
     assert_eq!(kv.expect("still registered").lease, registration.lease_id());
+}
+
+/// The watcher is cut off from etcd (a TCP proxy drops its connections) while instances
+/// change and the history it would resume from is compacted: it cannot resume, so it relists,
+/// and reports exactly the differences, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_relists_after_compaction_while_partitioned() {
+    let backend = common::Backend::etcd().await;
+    let server = backend.server.as_ref().unwrap();
+    let proxy = common::proxy::Proxy::start(&server.endpoint()).await;
+    let mut config = server.client_config();
+    config.endpoints = vec![proxy.endpoint()];
+    let behind = Coord::connect(config).await.unwrap();
+    let store = backend.store();
+    let put = |info: ServiceInfo| async move {
+        let value = serde_json::to_vec(&info).unwrap();
+        store.put(&info.key(), value, 0).await.unwrap().revision
+    };
+    let info = |id: &str| ServiceInfo::new("api", id, "127.0.0.1:7001");
+    for id in ["a", "b", "c"] {
+        put(info(id)).await;
+    }
+    let registry = behind.registry();
+    let mut watch = Follower::new(registry.watch("api").await.unwrap());
+    for _ in 0..3 {
+        assert!(matches!(watch.next().await, ServiceEvent::Registered(_)));
+    }
+
+    proxy.cut();
+    put(info("b").with_version("2")).await;
+    store
+        .delete(&KeyRange::key("/services/api/c"))
+        .await
+        .unwrap();
+    put(info("c").with_version("3")).await;
+    store
+        .delete(&KeyRange::key("/services/api/c"))
+        .await
+        .unwrap();
+    let last = put(info("d")).await;
+    store.compact(last).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.restore();
+
+    // c came and went twice while cut off: the relist reports only that it is gone.
+    let mut seen = Vec::new();
+    while watch.ids() != ["a", "b", "d"] || watch.state["b"].version != "2" {
+        seen.push(watch.next().await);
+    }
+    assert_eq!(
+        seen.len(),
+        3,
+        "b updated, c gone, d new; each once: {seen:?}"
+    );
+    assert_eq!(
+        ids(&registry.discover("api").await.unwrap()),
+        ["a", "b", "d"]
+    );
 }
