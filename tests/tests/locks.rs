@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coord::store::{KeyRange, RangeOptions};
+use coord::store::{KeyRange, RangeOptions, Txn, TxnOp};
 use coord::{Coord, Error, Store};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::timeout;
@@ -39,6 +39,7 @@ on_both_backends!(cases:
     lock_waiter_gets_lock_when_holder_drops,
     fencing_tokens_strictly_increase,
     dropping_a_waiting_acquire_leaves_no_waiter_key,
+    a_waiter_whose_key_vanished_is_not_granted_the_lock,
     crashed_holder_loses_lock_after_ttl_and_waiter_gets_it,
     revoking_the_lease_resolves_lost,
     deleting_the_key_resolves_lost,
@@ -226,6 +227,39 @@ mod cases {
             last = guard.fencing_token();
             guard.unlock().await.unwrap();
         }
+    }
+
+    /// etcd issue 11456: the wait can end because the waiter's own key went too (its lease
+    /// expired, or an operator cleared the queue). A waiter without a key must not be told it
+    /// holds the lock.
+    pub async fn a_waiter_whose_key_vanished_is_not_granted_the_lock(b: &Backend) {
+        let locks = b.coord.locks();
+        let holder = locks.acquire("/l/vanish", LONG_TTL).await.unwrap();
+        let waiter = tokio::spawn({
+            let locks = locks.clone();
+            async move { locks.acquire("/l/vanish", LONG_TTL).await }
+        });
+        eventually(Duration::from_secs(5), "the waiter is queued", || async {
+            waiters(b.store(), "/l/vanish").await.len() == 2
+        })
+        .await;
+        // Both keys go in one revision: the waiter's predecessor is gone, and so is its own key.
+        let clear = Txn::new().and_then(
+            waiters(b.store(), "/l/vanish")
+                .await
+                .into_iter()
+                .map(TxnOp::delete),
+        );
+        b.store().txn(clear).await.unwrap();
+        let outcome = timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the waiter's acquire ends")
+            .unwrap();
+        assert!(
+            matches!(&outcome, Err(Error::SessionLost { reason, .. }) if reason.contains("gone")),
+            "{outcome:?}"
+        );
+        drop(holder);
     }
 
     pub async fn dropping_a_waiting_acquire_leaves_no_waiter_key(b: &Backend) {
