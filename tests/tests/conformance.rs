@@ -21,6 +21,7 @@ on_both_backends!(cases:
     txn_compare_on_mod_revision_is_compare_and_set,
     txn_compare_on_value_and_version,
     txn_with_missing_lease_changes_nothing,
+    txn_writes_answer_without_previous_values,
     multi_key_txn_events_arrive_in_one_batch,
     watch_from_past_revision_replays_in_order,
     watch_from_now_sees_only_new_writes,
@@ -219,6 +220,31 @@ mod cases {
             [TxnOpResponse::Get(get)] => assert_eq!(get.kvs[0].value, b"me"),
             other => panic!("expected one get response, got {other:?}"),
         }
+    }
+
+    pub async fn txn_writes_answer_without_previous_values(b: &Backend) {
+        let s = b.store();
+        s.put("/t/prev/a", b"old".to_vec(), 0).await.unwrap();
+        s.put("/t/prev/b", b"old".to_vec(), 0).await.unwrap();
+        let txn = Txn::new().and_then([
+            TxnOp::get("/t/prev/a"),
+            TxnOp::put("/t/prev/a", "new"),
+            TxnOp::delete("/t/prev/b"),
+        ]);
+        let response = s.txn(txn).await.unwrap();
+        match &response.responses[..] {
+            [TxnOpResponse::Get(old), TxnOpResponse::Put(put), TxnOpResponse::Delete(delete)] => {
+                assert_eq!(old.kvs[0].value, b"old", "a Get reads the old value");
+                assert_eq!(put.prev_kv, None);
+                assert_eq!(put.revision, response.revision);
+                assert_eq!(delete.deleted, 1);
+                assert!(delete.prev_kvs.is_empty());
+            }
+            other => panic!("expected get, put, delete answers, got {other:?}"),
+        }
+        // Outside a transaction the previous value is still reported.
+        let put = s.put("/t/prev/a", b"newer".to_vec(), 0).await.unwrap();
+        assert_eq!(put.prev_kv.unwrap().value, b"new");
     }
 
     pub async fn txn_compare_on_mod_revision_is_compare_and_set(b: &Backend) {

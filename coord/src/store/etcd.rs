@@ -883,12 +883,19 @@ fn to_compare(compare: &Compare) -> etcd_client::Compare {
 fn to_txn_op(op: &TxnOp) -> etcd_client::TxnOp {
     use etcd_client::TxnOp as Op;
     match op {
+        // No previous values in a transaction: see `TxnOpResponse`.
         TxnOp::Put { key, value, lease } => Op::put(
             key.clone(),
             value.clone(),
-            Some(PutOptions::new().with_lease(*lease).with_prev_key()),
+            Some(PutOptions::new().with_lease(*lease)),
         ),
-        TxnOp::Delete(range) => Op::delete(range.as_str(), Some(delete_options(range))),
+        TxnOp::Delete(range) => {
+            let options = match range {
+                KeyRange::Prefix(_) => DeleteOptions::new().with_prefix(),
+                KeyRange::Key(_) => DeleteOptions::new(),
+            };
+            Op::delete(range.as_str(), Some(options))
+        }
         TxnOp::Get(range, options) => Op::get(range.as_str(), Some(get_options(range, *options))),
     }
 }

@@ -664,10 +664,15 @@ impl State {
         let responses = ops
             .into_iter()
             .map(|op| match op {
-                TxnOp::Put { key, value, lease } => {
-                    TxnOpResponse::Put(self.put(&key, value, lease, &mut changes))
-                }
-                TxnOp::Delete(range) => TxnOpResponse::Delete(self.delete(&range, &mut changes)),
+                // No previous values in a transaction, as the etcd backend: see `TxnOpResponse`.
+                TxnOp::Put { key, value, lease } => TxnOpResponse::Put(PutResponse {
+                    prev_kv: None,
+                    ..self.put(&key, value, lease, &mut changes)
+                }),
+                TxnOp::Delete(range) => TxnOpResponse::Delete(DeleteResponse {
+                    prev_kvs: Vec::new(),
+                    ..self.delete(&range, &mut changes)
+                }),
                 TxnOp::Get(range, options) => {
                     TxnOpResponse::Get(self.read(&range, options, &changes))
                 }

