@@ -194,9 +194,9 @@ impl IdAllocator {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: each claim transaction runs in its own task, and if the future was
-    /// dropped by the time it claims an ID, that task releases the ID again. Nothing is left
-    /// taken.
+    /// Cancel safe: each claim transaction runs in its own task, and an answer that claimed
+    /// an ID but never reached this future (dropped meanwhile) releases the ID again. Nothing
+    /// is left taken.
     ///
     /// # Errors
     ///
@@ -486,30 +486,65 @@ impl Drop for IdGuard {
 }
 
 /// Runs a claim transaction so that dropping the caller cannot leak the ID: the transaction
-/// runs in its own task, and if it claims `key` after the caller has gone, that task deletes
-/// the key again.
+/// runs in its own task and hands its answer over as a [`ClaimAnswer`], which releases the ID
+/// if it is dropped unread (the caller went away before or after the hand-over).
 async fn claim_txn(store: &Store, txn: Txn, key: &str) -> Result<TxnResponse> {
     let (answer, answered) = oneshot::channel();
     let (store, owned_key) = (store.clone(), key.to_owned());
     tokio::spawn(
         async move {
-            let response = store.txn(txn).await;
-            if let Err(Ok(orphan)) = answer.send(response) {
-                if orphan.succeeded {
-                    let key = owned_key;
-                    tracing::debug!(key = %key, "acquire dropped after its claim; releasing the ID");
-                    if let Err(e) = release(&store, &key, orphan.revision).await {
-                        tracing::debug!(key = %key, error = %e, "release failed; the ID goes with the lease");
-                    }
-                }
-            }
+            let answer_or_error = store.txn(txn).await.map(|response| ClaimAnswer {
+                response: Some(response),
+                store,
+                key: owned_key,
+            });
+            // Refused when the caller is gone: dropping the answer then releases the ID.
+            drop(answer.send(answer_or_error));
         }
         .in_current_span(),
     );
-    answered.await.map_err(|_| Error::Backend {
+    let answer = answered.await.map_err(|_| Error::Backend {
         key: key.to_owned(),
         reason: "the claim task ended without an answer (runtime shutting down)".into(),
-    })?
+    })??;
+    Ok(answer.into_response())
+}
+
+/// A claim transaction's answer on its way to `acquire`. Dropped unread, it releases the ID
+/// the transaction claimed, so an `acquire` dropped at any point leaves no ID taken.
+struct ClaimAnswer {
+    response: Option<TxnResponse>,
+    store: Store,
+    key: String,
+}
+
+impl ClaimAnswer {
+    /// Reads the answer; from here on the caller owns the claim.
+    fn into_response(mut self) -> TxnResponse {
+        self.response.take().unwrap_or_default()
+    }
+}
+
+impl Drop for ClaimAnswer {
+    fn drop(&mut self) {
+        let Some(response) = self.response.take() else {
+            return;
+        };
+        if !response.succeeded {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime: the key goes with the lease.
+            return;
+        };
+        let (store, key) = (self.store.clone(), std::mem::take(&mut self.key));
+        tracing::debug!(key = %key, "acquire dropped after its claim; releasing the ID");
+        runtime.spawn(async move {
+            if let Err(e) = release(&store, &key, response.revision).await {
+                tracing::debug!(key = %key, error = %e, "release failed; the ID goes with the lease");
+            }
+        });
+    }
 }
 
 /// Deletes `key` if it is still the one we created (never someone else's after a loss).
