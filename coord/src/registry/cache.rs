@@ -520,6 +520,18 @@ mod tests {
         infos.iter().map(|i| (i.id.clone(), i.clone())).collect()
     }
 
+    /// The store event of `i` registering under `/services/api/`.
+    fn put(i: &ServiceInfo) -> Event {
+        Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: format!("/services/api/{}", i.id),
+                value: serde_json::to_vec(i).unwrap(),
+                ..KeyValue::default()
+            },
+        }
+    }
+
     #[test]
     fn diff_reports_only_changes() {
         let from = map(&[info("a", "1"), info("b", "1"), info("c", "1")]);
@@ -541,14 +553,6 @@ mod tests {
             name: "api".into(),
             prefix: "/services/api/".into(),
             instances: BTreeMap::new(),
-        };
-        let put = |i: &ServiceInfo| Event {
-            kind: EventKind::Put,
-            kv: KeyValue {
-                key: format!("/services/api/{}", i.id),
-                value: serde_json::to_vec(i).unwrap(),
-                ..KeyValue::default()
-            },
         };
         let events = |events| WatchEvent::Events {
             revision: 1,
@@ -593,14 +597,6 @@ mod tests {
             name: "api".into(),
             prefix: "/services/api/".into(),
             instances: map(&[info("a", "1"), info("b", "1"), info("c", "1")]),
-        };
-        let put = |i: &ServiceInfo| Event {
-            kind: EventKind::Put,
-            kv: KeyValue {
-                key: format!("/services/api/{}", i.id),
-                value: serde_json::to_vec(i).unwrap(),
-                ..KeyValue::default()
-            },
         };
         // After a compaction the watch relists and reports every key whose mod_revision moved,
         // even if its value ended up the same (a re-registration), and every deleted key.
