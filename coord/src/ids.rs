@@ -195,8 +195,10 @@ impl IdAllocator {
     /// # Cancel safety
     ///
     /// Cancel safe: each claim transaction runs in its own task, and an answer that claimed
-    /// an ID but never reached this future (dropped meanwhile) releases the ID again. Nothing
-    /// is left taken.
+    /// an ID but never reached this future (dropped meanwhile) releases the ID again. One case
+    /// remains: a claim that etcd applied but whose answer did not arrive within the request
+    /// timeout leaves its ID taken on the allocator's lease until that lease ends (the
+    /// allocator is dropped, or the lease is lost), as no answer says it was ours.
     ///
     /// # Errors
     ///

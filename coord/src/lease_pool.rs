@@ -8,9 +8,13 @@
 //!
 //! # What it promises
 //!
-//! - A parked session holds no key, and a session is handed out at most once: `take` removes it.
-//! - At most one session per requested TTL is parked, for at most [`PARK_FOR`]; then it is
-//!   dropped, which revokes its lease. [`LeasePool::clear`] (on `Coord::close`) drops them all.
+//! - A parked session holds no lock key (keys its user put on the lease themselves stay: see
+//!   `LockGuard::unlock`), and a session is handed out at most once: `take` removes it.
+//! - At most one session per requested TTL is parked, for [`PARK_FOR`] to 1.5 × `PARK_FOR`;
+//!   then it is dropped, which revokes its lease. [`LeasePool::clear`] (on `Coord::close`)
+//!   drops them all, and a closed `Coord` parks nothing.
+//! - A session whose renewals stopped (its tokio runtime shut down) is neither parked nor
+//!   handed out.
 //! - A session known to be lost is never handed out. One lost but not yet noticed (revoked by
 //!   an operator a moment ago) can be: the caller must treat `LeaseNotFound` on its first write
 //!   as "take a fresh lease".
@@ -46,13 +50,14 @@ impl LeasePool {
     /// Takes the session parked for `ttl_seconds`, if it is still alive.
     pub fn take(&self, ttl_seconds: i64) -> Option<Session> {
         let (session, _) = lock(&self.state).parked.remove(&ttl_seconds)?;
-        // A lost one is dropped here (outside the lock), which is harmless: its lease is gone.
-        session.is_alive().then_some(session)
+        // A lost one (or one whose renewals died with their runtime) is dropped here, outside
+        // the lock.
+        session.is_renewed().then_some(session)
     }
 
     /// Parks `session`, which must hold no key, for the next lock of `ttl_seconds`.
     pub fn park(&self, ttl_seconds: i64, session: Session) {
-        if !session.is_alive() {
+        if !session.is_renewed() {
             return;
         }
         let replaced = {
@@ -60,7 +65,10 @@ impl LeasePool {
             let replaced = state.parked.insert(ttl_seconds, (session, Instant::now()));
             if !state.reaper {
                 state.reaper = true;
-                tokio::spawn(reap(Arc::downgrade(&self.state)));
+                let state = Arc::downgrade(&self.state);
+                // The guard lives in the task's future from the start, so even a task that is
+                // dropped before its first poll (its runtime ends) clears the flag.
+                tokio::spawn(reap(state.clone(), ReaperRunning(Some(state))));
             }
             replaced
         };
@@ -76,7 +84,10 @@ impl LeasePool {
 }
 
 /// Drops sessions parked for longer than [`PARK_FOR`]; ends when none is left.
-async fn reap(state: Weak<Mutex<State>>) {
+///
+/// If the task is cancelled (its runtime shuts down), `running` clears the flag on drop so that
+/// the next `park` starts another.
+async fn reap(state: Weak<Mutex<State>>, mut running: ReaperRunning) {
     loop {
         tokio::time::sleep(PARK_FOR / 2).await;
         let Some(state) = state.upgrade() else { return };
@@ -85,18 +96,32 @@ async fn reap(state: Weak<Mutex<State>>) {
         let (stale, kept): (HashMap<_, _>, HashMap<_, _>) = std::mem::take(&mut guard.parked)
             .into_iter()
             .partition(|(_, (session, since))| {
-                now.duration_since(*since) >= PARK_FOR || !session.is_alive()
+                now.duration_since(*since) >= PARK_FOR || !session.is_renewed()
             });
         guard.parked = kept;
         let done = guard.parked.is_empty();
         if done {
+            // Under the lock, so a concurrent `park` either sees this and starts a reaper, or
+            // parked before and is reaped here.
             guard.reaper = false;
+            running.0 = None;
         }
         drop(guard);
         // Dropped outside the lock: each drop spawns the revoke of its lease.
         drop(stale);
         if done {
             return;
+        }
+    }
+}
+
+/// Clears `State::reaper` if the reaper task ends other than by finding nothing parked.
+struct ReaperRunning(Option<Weak<Mutex<State>>>);
+
+impl Drop for ReaperRunning {
+    fn drop(&mut self) {
+        if let Some(state) = self.0.take().and_then(|weak| weak.upgrade()) {
+            lock(&state).reaper = false;
         }
     }
 }

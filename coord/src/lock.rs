@@ -251,7 +251,8 @@ impl LockGuard {
         self.fencing_token
     }
 
-    /// The lease ID the lock rides on.
+    /// The lease ID the lock rides on. [`unlock`](Self::unlock) keeps the lease for the next
+    /// lock, so keys you attach to it yourself outlive `unlock`; dropping the guard revokes it.
     pub fn lease_id(&self) -> i64 {
         self.session.lease_id()
     }
@@ -323,6 +324,11 @@ impl LockGuard {
     /// [`acquire`](Locks::acquire) with the same TTL on this `Coord` needs no lease grant.
     /// If the delete fails, it revokes the lease instead.
     ///
+    /// Keys you put on [`lease_id`](Self::lease_id) yourself are therefore *not* deleted by
+    /// `unlock`: they would ride on to the next lock that reuses the lease. Delete them first,
+    /// or drop the guard instead, which revokes the lease (one round trip more for the next
+    /// lock).
+    ///
     /// # Errors
     ///
     /// Store errors from the revoke when the delete failed too (the lease then expires after
@@ -336,7 +342,10 @@ impl LockGuard {
             match self.coord.store().txn(release).await {
                 Ok(_) => {
                     self.coord.untrack_session(&self.session);
-                    self.coord.inner.leases.park(self.ttl_seconds, self.session);
+                    // A closed Coord keeps no lease renewed: dropping revokes it.
+                    if self.coord.check_open().is_ok() {
+                        self.coord.inner.leases.park(self.ttl_seconds, self.session);
+                    }
                     Ok(())
                 }
                 Err(e) => {

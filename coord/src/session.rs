@@ -126,6 +126,12 @@ impl Session {
         self.inner.lost.borrow().is_none()
     }
 
+    /// True while the lease is alive as far as known *and* its renewal task still runs (the
+    /// task dies with the tokio runtime that spawned it, without a verdict).
+    pub(crate) fn is_renewed(&self) -> bool {
+        self.is_alive() && !self.inner.task.is_finished()
+    }
+
     /// Resolves when the session is lost, with the reason as [`Error::SessionLost`].
     ///
     /// # Cancel safety

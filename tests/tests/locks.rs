@@ -119,8 +119,27 @@ mod cases {
             "{health:?}"
         );
         b.store().lease_keep_alive(lease).await.unwrap();
-        // Closing the Coord revokes it.
+        let held = b
+            .coord
+            .locks()
+            .acquire("/l/parked-2", LONG_TTL)
+            .await
+            .unwrap();
+        let held_lease = held.lease_id();
+        // Closing the Coord revokes it, and a lock released after the close is not parked.
         b.coord.close().await;
+        held.unlock().await.unwrap();
+        eventually(
+            Duration::from_secs(5),
+            "unlock after close revokes",
+            || async {
+                matches!(
+                    b.store().lease_keep_alive(held_lease).await,
+                    Err(Error::LeaseNotFound { .. })
+                )
+            },
+        )
+        .await;
         eventually(
             Duration::from_secs(5),
             "close revokes the parked lease",
@@ -563,4 +582,51 @@ async fn etcdctl_lease_revoke_resolves_lock_lost() {
         .expect("lost() resolves after etcdctl revokes the lease");
     assert!(matches!(lost, Error::SessionLost { .. }), "{lost:?}");
     assert!(!guard.put_if_held("/l/after", "x").await.unwrap());
+}
+
+/// A `Coord` outlives the tokio runtime it first ran on: a lease parked there has lost its
+/// renewals and must not be reused, and parked leases on the next runtime are still reaped.
+#[test]
+fn a_lease_parked_on_a_runtime_that_ended_is_not_reused() {
+    let coord = Coord::in_memory();
+    let first_lease = {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let guard = coord.locks().acquire("/l/rt-a", LONG_TTL).await.unwrap();
+            let lease = guard.lease_id();
+            guard.unlock().await.unwrap();
+            lease
+        })
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let guard = coord.locks().acquire("/l/rt-b", LONG_TTL).await.unwrap();
+        assert_ne!(
+            guard.lease_id(),
+            first_lease,
+            "the parked lease has nobody renewing it"
+        );
+        let lease = guard.lease_id();
+        guard.unlock().await.unwrap();
+        // The reaper of the first runtime died with it; this park must have started another.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        common::eventually(
+            Duration::from_secs(1),
+            "the parked lease is reaped",
+            || async {
+                matches!(
+                    coord.store().lease_keep_alive(lease).await,
+                    Err(Error::LeaseNotFound { .. })
+                )
+            },
+        )
+        .await;
+    });
 }

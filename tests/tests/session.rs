@@ -80,8 +80,8 @@ mod cases {
         s.put("/s/f", b"1".to_vec(), session.lease_id())
             .await
             .unwrap();
-        // Poll `close` once (the revoke is then in flight on etcd) and drop it, as a caller's
-        // timeout or a `select!` would.
+        // Poll `close` once (the revoke is then in flight on etcd; the embedded store finishes
+        // it in that poll) and drop it, as a caller's timeout or a `select!` would.
         {
             let close = session.close();
             tokio::pin!(close);
