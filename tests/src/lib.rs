@@ -43,13 +43,8 @@ pub mod fixtures {
 
         use coord::config::Secret;
         use coord::CoordConfig;
-        use serde::{Deserialize, Serialize};
 
-        #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-        pub struct RateLimit {
-            pub per_second: u32,
-            pub burst: u32,
-        }
+        pub use super::RateLimit;
 
         fn positive_timeout(c: &Checkout) -> Result<(), String> {
             if c.timeout_secs == 0 {
