@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The longest timeout or keep-alive interval a `ClientConfig` accepts: a year is "forever"
+/// for a network deadline, and anything near `Duration::MAX` would overflow the clock.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Connection settings for etcd. All fields are public; every one has a default.
 ///
 /// # Examples
@@ -31,8 +35,26 @@ use crate::error::{Error, Result};
 /// ).unwrap();
 /// assert_eq!(from_file.dial_timeout, Duration::from_millis(250));
 /// ```
+///
+/// Config files written for the original (Go) design load too: every field also answers to
+/// its camelCase name (`dialTimeout`, `keepAliveTime`, `keepAliveTimeout`, `syncInterval`,
+/// `cacheTTL`, `requestTimeout`), and the TLS files may be given at the top level as
+/// `caFile`, `certFile` and `keyFile` (or `ca_file`…) instead of under `tls`.
+///
+/// ```
+/// use std::time::Duration;
+/// let original: coord::ClientConfig = serde_json::from_str(r#"{
+///     "endpoints": ["https://127.0.0.1:2379"],
+///     "dialTimeout": "3s", "keepAliveTime": "10s", "keepAliveTimeout": "4s",
+///     "syncInterval": "1m", "cacheTTL": "20s",
+///     "caFile": "/etc/etcd/ca.pem", "certFile": "/etc/etcd/me.pem", "keyFile": "/etc/etcd/me.key"
+/// }"#).unwrap();
+/// assert_eq!(original.cache_ttl, Duration::from_secs(20));
+/// let tls = original.tls.unwrap();
+/// assert_eq!(tls.key_file.unwrap().to_str(), Some("/etc/etcd/me.key"));
+/// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "ClientConfigFile")]
 pub struct ClientConfig {
     /// etcd client URLs (`http://host:port` or `https://host:port`; a bare `host:port` is
     /// allowed).
@@ -65,17 +87,108 @@ pub struct ClientConfig {
 }
 
 /// TLS settings: PEM files for the CA and, for client-certificate auth, the client's pair.
+/// Each field also answers to its camelCase name (`caFile`, `certFile`, `keyFile`,
+/// `domainName`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// The CA that signed etcd's server certificate. `None` trusts no one: set it.
+    #[serde(alias = "caFile")]
     pub ca_file: Option<PathBuf>,
     /// The client certificate (for `--client-cert-auth`).
+    #[serde(alias = "certFile")]
     pub cert_file: Option<PathBuf>,
     /// The client certificate's private key.
+    #[serde(alias = "keyFile")]
     pub key_file: Option<PathBuf>,
     /// The name to check the server certificate against; defaults to the endpoint's host.
+    #[serde(alias = "domainName")]
     pub domain_name: Option<String>,
+}
+
+/// What a config file may hold: [`ClientConfig`]'s fields under either spelling, and the
+/// original design's flat TLS file names.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ClientConfigFile {
+    endpoints: Vec<String>,
+    #[serde(with = "humantime_serde", alias = "dialTimeout")]
+    dial_timeout: Duration,
+    #[serde(with = "humantime_serde", alias = "keepAliveTime")]
+    keep_alive_time: Duration,
+    #[serde(with = "humantime_serde", alias = "keepAliveTimeout")]
+    keep_alive_timeout: Duration,
+    username: Option<String>,
+    password: Option<String>,
+    tls: Option<TlsConfig>,
+    #[serde(with = "humantime_serde", alias = "syncInterval")]
+    sync_interval: Duration,
+    #[serde(with = "humantime_serde", alias = "cacheTTL", alias = "cacheTtl")]
+    cache_ttl: Duration,
+    #[serde(with = "humantime_serde", alias = "requestTimeout")]
+    request_timeout: Duration,
+    #[serde(alias = "caFile")]
+    ca_file: Option<PathBuf>,
+    #[serde(alias = "certFile")]
+    cert_file: Option<PathBuf>,
+    #[serde(alias = "keyFile")]
+    key_file: Option<PathBuf>,
+}
+
+impl Default for ClientConfigFile {
+    fn default() -> Self {
+        let c = ClientConfig::default();
+        ClientConfigFile {
+            endpoints: c.endpoints,
+            dial_timeout: c.dial_timeout,
+            keep_alive_time: c.keep_alive_time,
+            keep_alive_timeout: c.keep_alive_timeout,
+            username: c.username,
+            password: c.password,
+            tls: c.tls,
+            sync_interval: c.sync_interval,
+            cache_ttl: c.cache_ttl,
+            request_timeout: c.request_timeout,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        }
+    }
+}
+
+impl TryFrom<ClientConfigFile> for ClientConfig {
+    type Error = String;
+
+    fn try_from(file: ClientConfigFile) -> std::result::Result<Self, String> {
+        let flat = file.ca_file.is_some() || file.cert_file.is_some() || file.key_file.is_some();
+        let tls = match (file.tls, flat) {
+            (Some(_), true) => {
+                return Err(
+                    "give the TLS files either under `tls` or at the top level (caFile, certFile, keyFile), not both"
+                        .to_owned(),
+                )
+            }
+            (tls, false) => tls,
+            (None, true) => Some(TlsConfig {
+                ca_file: file.ca_file,
+                cert_file: file.cert_file,
+                key_file: file.key_file,
+                domain_name: None,
+            }),
+        };
+        Ok(ClientConfig {
+            endpoints: file.endpoints,
+            dial_timeout: file.dial_timeout,
+            keep_alive_time: file.keep_alive_time,
+            keep_alive_timeout: file.keep_alive_timeout,
+            username: file.username,
+            password: file.password,
+            tls,
+            sync_interval: file.sync_interval,
+            cache_ttl: file.cache_ttl,
+            request_timeout: file.request_timeout,
+        })
+    }
 }
 
 impl Default for ClientConfig {
@@ -287,6 +400,24 @@ impl ClientConfig {
         ] {
             if value.is_zero() {
                 return Err(Error::invalid_argument(field, "must be greater than zero"));
+            }
+        }
+        // Deadlines are added to "now" inside the transport; a duration past any real clock
+        // (Duration::MAX, say) would overflow there. The intervals below may be "never".
+        for (field, value) in [
+            ("dial_timeout", self.dial_timeout),
+            ("keep_alive_time", self.keep_alive_time),
+            ("keep_alive_timeout", self.keep_alive_timeout),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if value > MAX_TIMEOUT {
+                return Err(Error::invalid_argument(
+                    field,
+                    format!(
+                        "must be at most {}",
+                        humantime::format_duration(MAX_TIMEOUT)
+                    ),
+                ));
             }
         }
         match (&self.username, &self.password) {
@@ -518,6 +649,37 @@ mod tests {
                 "{config:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_original_designs_camel_case_names_load() {
+        let config: ClientConfig = serde_json::from_str(
+            r#"{"endpoints":["http://127.0.0.1:2379"],"dialTimeout":"3s","keepAliveTime":"7s",
+                "keepAliveTimeout":"2s","syncInterval":"1m","cacheTTL":"20s","requestTimeout":"4s",
+                "caFile":"/ca.pem","certFile":"/c.pem","keyFile":"/k.pem"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.dial_timeout, Duration::from_secs(3));
+        assert_eq!(config.keep_alive_time, Duration::from_secs(7));
+        assert_eq!(config.keep_alive_timeout, Duration::from_secs(2));
+        assert_eq!(config.sync_interval, Duration::from_secs(60));
+        assert_eq!(config.cache_ttl, Duration::from_secs(20));
+        assert_eq!(config.request_timeout, Duration::from_secs(4));
+        let tls = config.tls.expect("flat TLS files make a TlsConfig");
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(tls.cert_file, Some(PathBuf::from("/c.pem")));
+        assert_eq!(tls.key_file, Some(PathBuf::from("/k.pem")));
+        // Under `tls`, camelCase too.
+        let nested: ClientConfig =
+            serde_json::from_str(r#"{"tls":{"caFile":"/ca.pem","domainName":"etcd"}}"#).unwrap();
+        assert_eq!(nested.tls.unwrap().domain_name.as_deref(), Some("etcd"));
+        // Both places at once is ambiguous; unknown names are still refused.
+        let both = serde_json::from_str::<ClientConfig>(r#"{"tls":{},"caFile":"/ca.pem"}"#);
+        assert!(both.unwrap_err().to_string().contains("not both"));
+        assert!(serde_json::from_str::<ClientConfig>(r#"{"dialtimeout":"3s"}"#).is_err());
+        // What is missing keeps the default.
+        let partial: ClientConfig = serde_json::from_str(r#"{"cacheTTL":"1s"}"#).unwrap();
+        assert_eq!(partial.dial_timeout, ClientConfig::default().dial_timeout);
     }
 
     #[test]

@@ -18,34 +18,24 @@ use std::time::Duration;
 use futures::Stream;
 use tracing::Instrument;
 
+use std::sync::Arc;
+
+use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::queue;
-use crate::session::Session;
-use crate::store::{Compare, EventKind, KeyRange, KeyValue, RangeOptions, Store, Txn, TxnOp};
+use crate::queue::{self, Held};
+use crate::store::{Compare, EventKind, KeyRange, KeyValue, RangeOptions, Txn, TxnOp};
 use crate::watch::{ResilientWatch, WatchEvent};
-use crate::Coord;
 
 /// The lease TTL of a campaign unless [`Election::ttl`] sets another.
 pub const DEFAULT_ELECTION_TTL: Duration = Duration::from_secs(10);
 
-/// One named election; get one with [`Coord::election`]. Cheap to clone.
+/// One named election; get one with [`Coord::election`](crate::Coord::election). Cheap to
+/// clone.
 #[derive(Clone, Debug)]
 pub struct Election {
-    coord: Coord,
+    ctx: Arc<Context>,
     name: String,
     ttl: Duration,
-}
-
-impl Coord {
-    /// The election `name`; see [`Election`]. Nothing is sent until a method is called, and
-    /// a bad name is reported by those methods as [`Error::InvalidArgument`].
-    pub fn election(&self, name: &str) -> Election {
-        Election {
-            coord: self.clone(),
-            name: name.to_owned(),
-            ttl: DEFAULT_ELECTION_TTL,
-        }
-    }
 }
 
 /// The current leader of an election.
@@ -78,6 +68,14 @@ impl Leader {
 }
 
 impl Election {
+    pub(crate) fn new(ctx: Arc<Context>, name: &str) -> Self {
+        Election {
+            ctx,
+            name: name.to_owned(),
+            ttl: DEFAULT_ELECTION_TTL,
+        }
+    }
+
     /// Sets the lease TTL of the campaigns started through this handle (default
     /// [`DEFAULT_ELECTION_TTL`]); checked by [`campaign`](Self::campaign).
     #[must_use]
@@ -102,41 +100,27 @@ impl Election {
     ///
     /// [`Error::InvalidArgument`] for a bad name or a TTL under one second
     /// or over etcd's limit;
-    /// [`Error::SessionLost`] if the lease was lost while waiting; store errors.
+    /// [`Error::SessionLost`] if the lease was lost while waiting; [`Error::Closed`] if the
+    /// `Coord` is (or gets) closed; store errors.
     pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<Leadership> {
         queue::check_name("name", &self.name)?;
-        self.coord.check_open()?;
+        self.ctx.check_open()?;
         let value = value.into();
         let span = tracing::debug_span!("election.campaign", key = %self.name);
         async {
-            let store = self.coord.store();
             // Dropping `session` before the end (error, cancel) revokes the lease: cleanup.
-            let session = Session::new(store, self.ttl).await?;
+            let session = self.ctx.session(self.ttl).await?;
             let prefix = queue::prefix_of(&self.name);
-            let joined = queue::join(store, &prefix, session.lease_id(), value.clone()).await?;
-            let revision = tokio::select! {
-                r = queue::wait_for_head(store, &prefix, &joined) => r?,
-                lost = session.lost() => return Err(lost),
-            };
-            // As for locks: only a key that is still there after the wait is leadership.
-            let (mine, now) = store.get(&joined.key).await?;
-            if !matches!(&mine, Some(kv) if kv.create_revision == joined.create_revision)
-                || !session.is_alive()
-            {
-                return Err(Error::SessionLost {
-                    lease: session.lease_id(),
-                    reason: format!("candidate key `{}` is gone", joined.key),
-                });
-            }
-            self.coord.track_session("election", &self.name, &session);
+            let joined =
+                queue::join(&self.ctx.store, &prefix, session.lease_id(), value.clone()).await?;
+            let revision =
+                queue::wait_turn(&self.ctx, &prefix, &joined, &session, "candidate key").await?;
+            self.ctx.track_session("election", &self.name, &session);
             tracing::debug!(key = %joined.key, "leading");
             Ok(Leadership {
                 name: self.name.clone(),
-                key: joined.key,
-                revision: joined.create_revision,
-                seen_at: now.max(revision),
-                store: store.clone(),
-                session,
+                held: Held::new(joined.key, joined.create_revision, revision, session),
+                ctx: Arc::clone(&self.ctx),
             })
         }
         .instrument(span)
@@ -150,12 +134,12 @@ impl Election {
     /// [`Error::InvalidArgument`] for a bad name; store errors.
     pub async fn leader(&self) -> Result<Option<Leader>> {
         queue::check_name("name", &self.name)?;
-        self.coord.check_open()?;
+        self.ctx.check_open()?;
         let prefix = queue::prefix_of(&self.name);
         let span = tracing::debug_span!("election.leader", key = %prefix);
         let response = self
-            .coord
-            .store()
+            .ctx
+            .store
             .range(&KeyRange::prefix(prefix), RangeOptions::default())
             .instrument(span)
             .await?;
@@ -172,9 +156,9 @@ impl Election {
     /// Built on [`ResilientWatch`]: it resumes after etcd restarts and relists after
     /// compaction, so it never ends. Store errors are yielded as `Err` items and it goes on.
     pub fn observe(&self) -> impl Stream<Item = Result<Option<Leader>>> + Send + 'static {
-        let checked = queue::check_name("name", &self.name).and(self.coord.check_open());
+        let checked = queue::check_name("name", &self.name).and(self.ctx.check_open());
         let watch = ResilientWatch::new(
-            self.coord.store().clone(),
+            self.ctx.store.clone(),
             KeyRange::prefix(queue::prefix_of(&self.name)),
         );
         let state = Observer {
@@ -216,6 +200,11 @@ impl Observer {
         loop {
             let event = match self.watch.next().await {
                 Ok(event) => event,
+                // The Coord was closed: say so once, then end.
+                Err(Error::Closed) => {
+                    self.done = true;
+                    return Some(Err(Error::Closed));
+                }
                 Err(e) => return Some(Err(e)),
             };
             match event {
@@ -257,14 +246,13 @@ impl Observer {
 /// exclusive on its own: fence writes with [`fence`](Self::fence) or pass
 /// [`revision`](Self::revision) as a fencing token.
 #[derive(Debug)]
+#[must_use = "dropping a Leadership resigns at once"]
 pub struct Leadership {
     name: String,
-    key: String,
-    revision: i64,
-    seen_at: i64,
-    store: Store,
-    // The only strong handle: dropping the leadership revokes the lease, deleting the key.
-    session: Session,
+    // Holds the only strong handle of the session: dropping the leadership revokes the lease,
+    // deleting the key.
+    held: Held,
+    ctx: Arc<Context>,
 }
 
 impl Leadership {
@@ -275,22 +263,28 @@ impl Leadership {
 
     /// The leader key, `{name}/{lease_id:x}`.
     pub fn key(&self) -> &str {
-        &self.key
+        &self.held.key
     }
 
     /// The create revision of the leader key: strictly increasing from leader to leader.
     pub fn revision(&self) -> i64 {
-        self.revision
+        self.held.create_revision
     }
 
     /// The lease the leadership rides on.
     pub fn lease_id(&self) -> i64 {
-        self.session.lease_id()
+        self.held.session.lease_id()
+    }
+
+    /// True until leadership is known to be lost (see
+    /// [`LockGuard::is_alive`](crate::LockGuard::is_alive), which follows the same rule).
+    pub fn is_alive(&self) -> bool {
+        self.held.is_alive()
     }
 
     /// The compare that holds only while this leadership holds.
     pub fn fence(&self) -> Compare {
-        Compare::create_revision(self.key.as_str(), self.revision)
+        self.held.fence()
     }
 
     /// Proclaims a new value without giving up leadership (observers see it).
@@ -298,53 +292,81 @@ impl Leadership {
     /// # Errors
     ///
     /// [`Error::SessionLost`] if this is no longer the leader; store errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped future may or may not have proclaimed the value.
     pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<()> {
-        let span = tracing::debug_span!("election.proclaim", key = %self.key);
+        let span = tracing::debug_span!("election.proclaim", key = %self.held.key);
         let txn = Txn::new()
             .when([self.fence()])
             .and_then([TxnOp::put_with_lease(
-                self.key.as_str(),
+                self.held.key.as_str(),
                 value,
-                self.session.lease_id(),
+                self.lease_id(),
             )]);
-        let response = self.store.txn(txn).instrument(span).await?;
+        let response = self.ctx.store.txn(txn).instrument(span).await?;
         if !response.succeeded {
-            return Err(Error::SessionLost {
-                lease: self.session.lease_id(),
-                reason: format!("leader key `{}` is gone", self.key),
-            });
+            let reason = format!("leader key `{}` is gone", self.held.key);
+            self.held.mark_gone(reason.clone());
+            return Err(self.held.lost_error(reason));
         }
         Ok(())
     }
 
     /// Resolves with [`Error::SessionLost`] once leadership is lost: the lease is gone or the
-    /// key was deleted by someone else.
+    /// key was deleted by someone else. From then on [`is_alive`](Self::is_alive) is false.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe.
     pub async fn lost(&self) -> Error {
-        tokio::select! {
-            e = self.session.lost() => e,
-            reason = queue::wait_key_gone(&self.store, &self.key, self.revision, self.seen_at) => {
-                tracing::warn!(key = %self.key, %reason, "leadership lost");
-                Error::SessionLost { lease: self.session.lease_id(), reason }
-            }
-        }
+        self.held.lost(&self.ctx.store, "leadership").await
     }
 
-    /// Steps down now: revokes the lease, which deletes the key, so the next candidate leads.
+    /// Steps down now: deletes the leader key if it is still ours (as Go's `Resign`), then
+    /// revokes the lease, so the next candidate leads at once.
     ///
     /// # Errors
     ///
-    /// Store errors from the revoke (the lease then expires after its TTL).
+    /// [`Error::SessionLost`] if leadership was already lost (the lease gone, or the key
+    /// deleted or replaced by someone else): there was nothing to resign. [`Error::Closed`]
+    /// after `Coord::close`, which resigned already. Store errors from the revoke (the lease
+    /// then expires after its TTL).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the leadership moves into the future, so dropping it drops the
+    /// leadership, which revokes the lease in the background.
     pub async fn resign(self) -> Result<()> {
-        let span = tracing::debug_span!("election.resign", key = %self.key);
-        self.session.close().instrument(span).await
+        let span = tracing::debug_span!("election.resign", key = %self.held.key);
+        async {
+            self.ctx.check_open()?;
+            if let Some(lost) = self.held.lost_before("resign") {
+                return Err(lost);
+            }
+            let step_down = Txn::new()
+                .when([self.fence()])
+                .and_then([TxnOp::delete(self.held.key.as_str())]);
+            let held = self.ctx.store.txn(step_down).await.map(|r| r.succeeded);
+            // Whatever the answer, the lease goes: nothing of this candidate is left.
+            let revoked = self.held.session.close().await;
+            match held {
+                Ok(true) => revoked,
+                Ok(false) => Err(self.held.lost_error(format!(
+                    "leader key `{}` was gone before resign",
+                    self.held.key
+                ))),
+                // The delete failed, but a revoke that worked deleted the key all the same.
+                Err(e) => revoked.map_err(|_| e),
+            }
+        }
+        .instrument(span)
+        .await
     }
 
     /// Stops renewing the lease without resigning, as a crashed process would. For tests.
     pub fn abandon(self) {
-        self.session.abandon();
+        self.held.session.abandon();
     }
 }

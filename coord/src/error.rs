@@ -141,6 +141,14 @@ pub enum Error {
     #[error("coord is closed")]
     Closed,
 
+    /// [`Coord::close`](crate::Coord::close) could not release everything: the store did not
+    /// answer in time. What is listed goes when its lease's TTL runs out.
+    #[error("close left {} lease(s) unrevoked: {}", unreleased.len(), unreleased.join("; "))]
+    CloseIncomplete {
+        /// One line per lease not revoked: what held it, the lease, and why.
+        unreleased: Vec<String>,
+    },
+
     /// Any other error from etcd.
     #[error("etcd error on `{key}`: {reason}")]
     Backend {

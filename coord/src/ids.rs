@@ -25,7 +25,7 @@
 //! # Round trips and the lease
 //!
 //! All IDs of one allocator share one lease (as all keys of one Go `concurrency.Session` do):
-//! [`Coord::ids`] grants it when the allocator is made, so that grant is not part of
+//! [`Coord::ids`](crate::Coord::ids) grants it when the allocator is made, so that grant is not part of
 //! `acquire`. If the lease is lost, the next `acquire` grants a new one (one round trip more).
 
 use std::collections::BTreeSet;
@@ -37,14 +37,14 @@ use rand::Rng;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::queue;
+use crate::queue::{self, Held};
 use crate::session::Session;
 use crate::store::{
     Compare, KeyRange, RangeOptions, Store, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use crate::sync::lock;
-use crate::Coord;
 
 /// How many IDs one probe transaction looks at: the claimed one and 127 others (a
 /// transaction holds at most 128 operations per branch).
@@ -64,29 +64,13 @@ enum Claim {
     },
 }
 
-/// The lease TTL of an allocator made with [`Coord::ids`].
+/// The lease TTL of an allocator made with [`Coord::ids`](crate::Coord::ids).
 pub const DEFAULT_ID_TTL: Duration = Duration::from_secs(10);
 
-impl Coord {
-    /// An allocator of the IDs `0..max_id` of `service`, on a lease of [`DEFAULT_ID_TTL`]
-    /// granted now; see [`IdAllocator`].
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidArgument`] for an empty service name, one with NUL or `/`, or
-    /// `max_id == 0`; store errors from the lease grant.
-    pub async fn ids(&self, service: &str, max_id: u32) -> Result<IdAllocator> {
-        self.ids_with_ttl(service, max_id, DEFAULT_ID_TTL).await
-    }
-
-    /// As [`ids`](Self::ids), with the lease TTL `ttl`.
-    ///
-    /// # Errors
-    ///
-    /// As [`ids`](Self::ids), and [`Error::InvalidArgument`] for a TTL under one second or
-    /// over etcd's limit (9,000,000,000 s).
-    pub async fn ids_with_ttl(
-        &self,
+impl IdAllocator {
+    /// See [`Coord::ids_with_ttl`](crate::Coord::ids_with_ttl).
+    pub(crate) async fn new(
+        ctx: Arc<Context>,
         service: &str,
         max_id: u32,
         ttl: Duration,
@@ -102,13 +86,13 @@ impl Coord {
         if max_id == 0 {
             return Err(Error::invalid_argument("max_id", "must be at least 1"));
         }
-        self.check_open()?;
+        ctx.check_open()?;
         let prefix = format!("/instances/{service}/");
         let span = tracing::debug_span!("ids.new", key = %prefix, max_id);
-        let session = Session::new(self.store(), ttl).instrument(span).await?;
+        let session = ctx.session(ttl).instrument(span).await?;
         Ok(IdAllocator {
             inner: Arc::new(AllocatorInner {
-                coord: self.clone(),
+                ctx,
                 service: service.to_owned(),
                 prefix,
                 max_id,
@@ -119,7 +103,8 @@ impl Coord {
     }
 }
 
-/// Hands out distinct IDs of one service; made by [`Coord::ids`]. Cheap to clone.
+/// Hands out distinct IDs of one service; made by [`Coord::ids`](crate::Coord::ids). Cheap to
+/// clone.
 ///
 /// # Examples
 ///
@@ -143,7 +128,7 @@ pub struct IdAllocator {
 
 #[derive(Debug)]
 struct AllocatorInner {
-    coord: Coord,
+    ctx: Arc<Context>,
     service: String,
     prefix: String,
     max_id: u32,
@@ -205,7 +190,7 @@ impl IdAllocator {
     /// [`Error::NoIdAvailable`] if every ID is taken; store errors.
     pub async fn acquire(&self) -> Result<IdGuard> {
         let inner = &self.inner;
-        inner.coord.check_open()?;
+        inner.ctx.check_open()?;
         let span = tracing::debug_span!("ids.acquire", key = %inner.prefix, max_id = inner.max_id);
         async {
             let mut slot = self.live_slot(None).await?;
@@ -229,7 +214,7 @@ impl IdAllocator {
                 }
             }
             // Crowded (or contended): read every taken ID once, then claim among the gaps.
-            let mut taken = self.taken(inner.coord.store()).await?;
+            let mut taken = self.taken(&inner.ctx.store).await?;
             let mut reread = false;
             loop {
                 let free = u64::from(inner.max_id) - taken.len() as u64;
@@ -239,7 +224,7 @@ impl IdAllocator {
                     }
                     // Every ID we thought free was claimed meanwhile; some may be back.
                     reread = true;
-                    taken = self.taken(inner.coord.store()).await?;
+                    taken = self.taken(&inner.ctx.store).await?;
                     continue;
                 }
                 let id = nth_free(&taken, rand::rng().random_range(0..free));
@@ -268,7 +253,7 @@ impl IdAllocator {
     /// `WINDOW - 1` drawn at random) and reports which of them are free. A lease that turns out to be gone is replaced once.
     async fn claim(&self, slot: &mut Slot, id: u32, probe: bool) -> Result<Claim> {
         let inner = &self.inner;
-        let store = inner.coord.store();
+        let store = &inner.ctx.store;
         let width = inner.max_id.min(WINDOW);
         let window: Vec<u32> = if !probe {
             Vec::new()
@@ -316,7 +301,7 @@ impl IdAllocator {
             };
             if response.succeeded {
                 let health = Arc::new(());
-                inner.coord.track_session_owned(
+                inner.ctx.sessions.track_owned(
                     "id",
                     format!("{}/{id}", inner.service),
                     &slot.session,
@@ -325,10 +310,13 @@ impl IdAllocator {
                 tracing::debug!(key = %key, "ID acquired");
                 return Ok(Claim::Won(IdGuard {
                     id,
-                    key,
-                    create_revision: response.revision,
-                    store: store.clone(),
-                    session: slot.session.clone(),
+                    held: Held::new(
+                        key,
+                        response.revision,
+                        response.revision,
+                        slot.session.clone(),
+                    ),
+                    ctx: Arc::clone(&inner.ctx),
                     abandoned: Arc::clone(&slot.abandoned),
                     released: false,
                     _health: health,
@@ -364,7 +352,7 @@ impl IdAllocator {
         if current.session.is_alive() && !current.abandoned.load(Ordering::SeqCst) && !known_gone {
             return Ok(current);
         }
-        let session = Session::new(self.inner.coord.store(), self.inner.ttl).await?;
+        let session = self.inner.ctx.session(self.inner.ttl).await?;
         let fresh = Slot::new(session);
         *lock(&self.inner.slot) = fresh.clone();
         Ok(fresh)
@@ -408,12 +396,11 @@ fn nth_free(taken: &BTreeSet<u32>, n: u64) -> u32 {
 /// The ID is held as long as its lease: a holder paused longer than the TTL may lose it while
 /// another instance takes it, so watch [`lost`](Self::lost).
 #[derive(Debug)]
+#[must_use = "dropping an IdGuard releases the ID at once"]
 pub struct IdGuard {
     id: u32,
-    key: String,
-    create_revision: i64,
-    store: Store,
-    session: Session,
+    held: Held,
+    ctx: Arc<Context>,
     abandoned: Arc<AtomicBool>,
     released: bool,
     /// Lists this ID in `Coord::health` while the guard lives (the session is shared).
@@ -428,57 +415,76 @@ impl IdGuard {
 
     /// The key holding the ID, `/instances/{service}/{id}`.
     pub fn key(&self) -> &str {
-        &self.key
+        &self.held.key
     }
 
     /// The lease the ID rides on (shared by the allocator's IDs).
     pub fn lease_id(&self) -> i64 {
-        self.session.lease_id()
+        self.held.session.lease_id()
+    }
+
+    /// True until the ID is known to be lost (see
+    /// [`LockGuard::is_alive`](crate::LockGuard::is_alive), which follows the same rule).
+    pub fn is_alive(&self) -> bool {
+        self.held.is_alive()
     }
 
     /// Resolves with [`Error::SessionLost`] once the ID is lost: the lease is gone or the key
-    /// was deleted by someone else.
+    /// was deleted by someone else. From then on [`is_alive`](Self::is_alive) is false.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe.
     pub async fn lost(&self) -> Error {
-        tokio::select! {
-            e = self.session.lost() => e,
-            reason = queue::wait_key_gone(&self.store, &self.key, self.create_revision, self.create_revision) => {
-                tracing::warn!(key = %self.key, %reason, "instance ID lost");
-                Error::SessionLost { lease: self.session.lease_id(), reason }
-            }
-        }
+        self.held.lost(&self.ctx.store, "instance ID").await
     }
 
     /// Releases the ID now (deletes its key if it is still ours).
     ///
     /// # Errors
     ///
-    /// Store errors; the key then goes when the allocator's lease ends.
+    /// [`Error::SessionLost`] if the ID was already lost (the lease gone, or the key deleted or
+    /// taken over): there was nothing to release. [`Error::Closed`] after `Coord::close`,
+    /// which released it already. Store errors; the key then goes when the allocator's lease
+    /// ends.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: if the future is dropped before the delete is answered, the guard's drop
     /// deletes the key in the background.
     pub async fn release(mut self) -> Result<()> {
-        release(&self.store, &self.key, self.create_revision).await?;
+        self.ctx.check_open()?;
+        if let Some(lost) = self.held.lost_before("release") {
+            self.released = true;
+            return Err(lost);
+        }
+        let deleted = release(&self.ctx.store, &self.held.key, self.held.create_revision).await?;
         self.released = true;
-        Ok(())
+        if deleted {
+            Ok(())
+        } else {
+            Err(self.held.lost_error(format!(
+                "ID key `{}` was gone before release",
+                self.held.key
+            )))
+        }
     }
 }
 
 impl Drop for IdGuard {
     fn drop(&mut self) {
-        if self.released || self.abandoned.load(Ordering::SeqCst) {
+        if self.released || self.abandoned.load(Ordering::SeqCst) || self.ctx.is_closed() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // No runtime: the key goes with the lease.
             return;
         };
-        let (store, key, revision) = (self.store.clone(), self.key.clone(), self.create_revision);
+        let (store, key, revision) = (
+            self.ctx.store.clone(),
+            self.held.key.clone(),
+            self.held.create_revision,
+        );
         runtime.spawn(async move {
             if let Err(e) = release(&store, &key, revision).await {
                 tracing::debug!(key = %key, error = %e, "release on drop failed; the ID goes with the lease");
@@ -549,13 +555,14 @@ impl Drop for ClaimAnswer {
     }
 }
 
-/// Deletes `key` if it is still the one we created (never someone else's after a loss).
-async fn release(store: &Store, key: &str, create_revision: i64) -> Result<()> {
+/// Deletes `key` if it is still the one we created (never someone else's after a loss);
+/// returns whether it was.
+async fn release(store: &Store, key: &str, create_revision: i64) -> Result<bool> {
     let span = tracing::debug_span!("ids.release", key);
     let txn = Txn::new()
         .when([Compare::create_revision(key, create_revision)])
         .and_then([TxnOp::delete(key)]);
-    store.txn(txn).instrument(span).await.map(|_| ())
+    Ok(store.txn(txn).instrument(span).await?.succeeded)
 }
 
 #[cfg(test)]

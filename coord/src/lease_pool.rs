@@ -77,9 +77,18 @@ impl LeasePool {
     }
 
     /// Drops every parked session, revoking their leases.
+    #[cfg(test)]
     pub fn clear(&self) {
-        let parked = std::mem::take(&mut lock(&self.state).parked);
-        drop(parked);
+        drop(self.drain());
+    }
+
+    /// Takes every parked session out of the pool (for `Coord::close`, which revokes them
+    /// itself to report failures).
+    pub fn drain(&self) -> Vec<Session> {
+        std::mem::take(&mut lock(&self.state).parked)
+            .into_values()
+            .map(|(session, _)| session)
+            .collect()
     }
 }
 

@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod config;
+mod context;
 pub mod election;
 pub mod error;
 pub mod health;
@@ -32,9 +33,13 @@ mod sync;
 pub mod testing;
 pub mod watch;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use tracing::Instrument;
+
+use context::Context;
 
 pub use client::{ClientConfig, TlsConfig};
 pub use config::{ConfigCenter, CoordConfig, Live, Secret};
@@ -51,7 +56,9 @@ pub use store::Store;
 
 /// The entry point: one store connection shared by every coord module.
 ///
-/// Cheap to clone; clones share the connection.
+/// Cheap to clone; clones share the connection. Capabilities (`config()`, `locks()`,
+/// `registry()`, `election()`, `ids()`) hold the shared context, not the `Coord`, so they keep
+/// working after the `Coord` handle is dropped, until [`close`](Self::close).
 #[derive(Clone, Debug)]
 pub struct Coord {
     inner: Arc<Inner>,
@@ -59,16 +66,13 @@ pub struct Coord {
 
 #[derive(Debug)]
 struct Inner {
-    store: Store,
+    ctx: Arc<Context>,
     client_config: Option<ClientConfig>,
     config: config::ConfigCenter,
-    hub: Arc<config::hub::WatchHub>,
-    discovery: registry::cache::Discovery,
-    sessions: health::SessionTracker,
-    /// Released lock sessions kept for the next lock; see `lease_pool`.
-    leases: lease_pool::LeasePool,
-    closed: AtomicBool,
 }
+
+/// How long each request of [`Coord::close`] may take on the embedded store.
+const MEMORY_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Coord {
     /// Connects to etcd.
@@ -81,44 +85,104 @@ impl Coord {
     pub async fn connect(config: ClientConfig) -> Result<Self> {
         config.validate()?;
         let store = Store::connect(&config).await?;
-        Ok(Self::from_store(store, Some(config)))
+        Ok(Self::on_store(store, Some(config)))
     }
 
     /// A `Coord` on a new, empty embedded store: etcd's semantics in this process, no server.
     pub fn in_memory() -> Self {
-        Self::from_store(Store::in_memory(), None)
+        Self::on_store(Store::in_memory(), None)
     }
 
-    fn from_store(store: Store, client_config: Option<ClientConfig>) -> Self {
+    /// A `Coord` on the store behind `store`, as a second process would be on the same etcd:
+    /// for tests that need several `Coord`s on one embedded store, or a `Coord` that watches
+    /// another one close. It has its own counters and its own [`close`](Self::close); it uses
+    /// the embedded defaults (no read cache, no periodic resync).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> coord::Result<()> {
+    /// let a = coord::Coord::in_memory();
+    /// let b = coord::Coord::from_store(a.store());
+    /// a.config().set("/config/shared", &1).await?;
+    /// assert_eq!(b.config().get::<i32>("/config/shared").await?, 1);
+    /// a.close().await?;
+    /// assert_eq!(b.config().get::<i32>("/config/shared").await?, 1); // b is still open
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_store(store: &Store) -> Self {
+        Self::on_store(store.new_handle(), None)
+    }
+
+    fn on_store(store: Store, client_config: Option<ClientConfig>) -> Self {
         // The embedded store answers in microseconds and loses no events: no cache, no resync.
-        let (cache_ttl, sync_interval) = client_config
+        let (cache_ttl, sync_interval, request_timeout) = client_config
             .as_ref()
-            .map_or((std::time::Duration::ZERO, None), |c| {
-                (c.cache_ttl, Some(c.sync_interval))
+            .map_or((Duration::ZERO, None, MEMORY_REQUEST_TIMEOUT), |c| {
+                (c.cache_ttl, Some(c.sync_interval), c.request_timeout)
             });
-        let hub = Arc::new(config::hub::WatchHub::new(store.clone(), sync_interval));
+        let ctx = Arc::new(Context::new(store, sync_interval, request_timeout));
         Coord {
             inner: Arc::new(Inner {
-                config: config::ConfigCenter::new(store.clone(), Arc::clone(&hub), cache_ttl),
-                hub,
-                discovery: registry::cache::Discovery::new(store.clone()),
-                store,
+                config: config::ConfigCenter::new(Arc::clone(&ctx), cache_ttl),
+                ctx,
                 client_config,
-                sessions: health::SessionTracker::default(),
-                leases: lease_pool::LeasePool::default(),
-                closed: AtomicBool::new(false),
             }),
         }
     }
 
     /// The store seam under this `Coord`, for operations the typed modules do not cover.
     pub fn store(&self) -> &Store {
-        &self.inner.store
+        &self.inner.ctx.store
     }
 
     /// The typed config center.
     pub fn config(&self) -> &config::ConfigCenter {
         &self.inner.config
+    }
+
+    /// Distributed locks on this connection; see [`Locks`].
+    pub fn locks(&self) -> Locks {
+        Locks::new(Arc::clone(&self.inner.ctx))
+    }
+
+    /// The election `name`; see [`Election`]. Nothing is sent until a method is called, and
+    /// a bad name is reported by those methods as [`Error::InvalidArgument`].
+    pub fn election(&self, name: &str) -> Election {
+        Election::new(Arc::clone(&self.inner.ctx), name)
+    }
+
+    /// The service registry: register instances, discover and watch them, and call them
+    /// through a balanced gRPC channel. See [`registry`].
+    pub fn registry(&self) -> Registry {
+        Registry::new(Arc::clone(&self.inner.ctx))
+    }
+
+    /// An allocator of the IDs `0..max_id` of `service`, on a lease of
+    /// [`DEFAULT_ID_TTL`](ids::DEFAULT_ID_TTL) granted now; see [`IdAllocator`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an empty service name, one with NUL or `/`, or
+    /// `max_id == 0`; [`Error::Closed`]; store errors from the lease grant.
+    pub async fn ids(&self, service: &str, max_id: u32) -> Result<IdAllocator> {
+        self.ids_with_ttl(service, max_id, ids::DEFAULT_ID_TTL)
+            .await
+    }
+
+    /// As [`ids`](Self::ids), with the lease TTL `ttl`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ids`](Self::ids), and [`Error::InvalidArgument`] for a TTL under one second or
+    /// over etcd's limit (9,000,000,000 s).
+    pub async fn ids_with_ttl(
+        &self,
+        service: &str,
+        max_id: u32,
+        ttl: Duration,
+    ) -> Result<IdAllocator> {
+        IdAllocator::new(Arc::clone(&self.inner.ctx), service, max_id, ttl).await
     }
 
     /// Binds `T` to its `#[coord(prefix)]` and follows it: see [`Live`].
@@ -140,13 +204,13 @@ impl Coord {
 
     /// Binds `T` to the keys under `prefix`; see [`live`](Self::live).
     pub async fn live_at<T: config::CoordConfig>(&self, prefix: &str) -> Result<config::Live<T>> {
-        self.check_open()?;
-        config::Live::bind(&self.inner.hub, prefix).await
+        self.inner.ctx.check_open()?;
+        config::Live::bind(&self.inner.ctx.hub, prefix).await
     }
 
     /// How many key ranges this `Coord` is watching for `Live` handles right now.
     pub fn watched_ranges(&self) -> usize {
-        self.inner.hub.watched_ranges()
+        self.inner.ctx.hub.watched_ranges()
     }
 
     /// The client configuration (`None` for the in-memory store).
@@ -157,17 +221,22 @@ impl Coord {
     /// Asks the store for its status and reports every lease-holding handle (registrations,
     /// locks, IDs) of this `Coord`. An unreachable store is reported in the answer, not as an
     /// error, so a health endpoint can always answer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after [`close`](Self::close).
     pub async fn health(&self) -> Result<Health> {
-        self.check_open()?;
+        let ctx = &self.inner.ctx;
+        ctx.check_open()?;
         let started = Instant::now();
-        Ok(match self.inner.store.status().await {
+        Ok(match ctx.store.status().await {
             Ok(status) => Health {
                 reachable: true,
                 revision: status.revision,
                 version: status.version,
                 latency: started.elapsed(),
                 error: None,
-                sessions: self.inner.sessions.report(),
+                sessions: ctx.sessions.report(),
             },
             Err(e) => Health {
                 reachable: false,
@@ -175,49 +244,94 @@ impl Coord {
                 version: String::new(),
                 latency: started.elapsed(),
                 error: Some(e.to_string()),
-                sessions: self.inner.sessions.report(),
+                sessions: ctx.sessions.report(),
             },
         })
     }
 
-    /// Marks this `Coord` (and its clones) closed; later calls through it fail with
-    /// [`Error::Closed`], and the leases of released locks kept for reuse are revoked. The
-    /// connection closes when the last clone is dropped.
-    pub async fn close(&self) {
-        self.inner.closed.store(true, Ordering::SeqCst);
-        self.inner.leases.clear();
-    }
-
-    /// Lists `session` in [`health`](Self::health) under `kind`/`name` while it lives.
-    pub(crate) fn track_session(
-        &self,
-        kind: &'static str,
-        name: impl Into<String>,
-        session: &Session,
-    ) {
-        self.inner.sessions.track(kind, name, session);
-    }
-
-    /// Lists `session` in [`health`](Self::health) under `kind`/`name` while `owner` lives.
-    pub(crate) fn track_session_owned(
-        &self,
-        kind: &'static str,
-        name: impl Into<String>,
-        session: &Session,
-        owner: &Arc<()>,
-    ) {
-        self.inner.sessions.track_owned(kind, name, session, owner);
-    }
-
-    /// Stops listing `session` in [`health`](Self::health) (it is parked, not holding).
-    pub(crate) fn untrack_session(&self, session: &Session) {
-        self.inner.sessions.untrack(session);
-    }
-
-    pub(crate) fn check_open(&self) -> Result<()> {
-        if self.inner.closed.load(Ordering::SeqCst) {
-            return Err(Error::Closed);
+    /// Shuts this `Coord` down gracefully: the call to make before a process exits.
+    ///
+    /// It releases everything this `Coord` (and every clone of it) holds, in parallel, each
+    /// request bounded by `ClientConfig::request_timeout`: registrations are deregistered,
+    /// locks unlocked, instance IDs released and leadership resigned, by revoking every lease
+    /// this `Coord` granted (parked lock leases included), so their keys are gone at once
+    /// rather than after their TTLs. It stops every watch: each [`Live`] keeps its last value
+    /// and stops following the store; config watchers and `observe` streams end. From then on
+    /// every call through this `Coord` or its handles, the config center and [`store`](Self::store)
+    /// included, fails with [`Error::Closed`]; guards report their lease lost.
+    ///
+    /// Idempotent: a second call (or a call on a clone) returns `Ok(())` at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CloseIncomplete`] naming each lease it could not revoke (the store did not
+    /// answer in time): those keys go when their TTL runs out. The `Coord` is closed anyway.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once started, the `Coord` is closed whether or not the future completes; a lease whose
+    /// revoke was dropped midway is revoked in the background by its handle's drop, or expires.
+    pub async fn close(&self) -> Result<()> {
+        let ctx = &self.inner.ctx;
+        // Hold every session before anyone can see the close: a waiting acquire that wakes up
+        // with `Closed` drops its session, and that drop must not be the one to revoke it (its
+        // background revoke would race with the store's close below).
+        let mut sessions = ctx.take_sessions();
+        if !ctx.mark_closed() {
+            return Ok(());
         }
-        Ok(())
+        // Made between the first take and the mark (after it, `Context::session` refuses).
+        sessions.extend(ctx.take_sessions());
+        let span = tracing::info_span!("coord.close");
+        async {
+            // Stop following the store: Live handles keep their last value.
+            ctx.hub.close();
+            ctx.discovery.close();
+            let names: std::collections::HashMap<i64, String> = ctx
+                .sessions
+                .report()
+                .into_iter()
+                .map(|s| (s.lease, format!("{} `{}`", s.kind, s.name)))
+                .collect();
+            sessions.extend(ctx.leases.drain());
+            sessions.sort_by_key(Session::lease_id);
+            sessions.dedup_by_key(|s| s.lease_id());
+            let timeout = ctx.request_timeout;
+            let results = join_all(sessions.iter().map(|session| async move {
+                let result = match tokio::time::timeout(timeout, session.close()).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Error::Timeout {
+                        operation: format!("revoking lease {:x}", session.lease_id()),
+                        after: timeout,
+                    }),
+                };
+                (session.lease_id(), result)
+            }))
+            .await;
+            ctx.store.close();
+            let unreleased: Vec<String> = results
+                .into_iter()
+                .filter_map(|(lease, result)| {
+                    let error = result.err()?;
+                    let what = names
+                        .get(&lease)
+                        .cloned()
+                        .unwrap_or_else(|| "lease".to_owned());
+                    Some(format!("{what} (lease {lease:x}): {error}"))
+                })
+                .collect();
+            if unreleased.is_empty() {
+                tracing::debug!(leases = sessions.len(), "closed");
+                Ok(())
+            } else {
+                tracing::warn!(
+                    ?unreleased,
+                    "closed, but some leases were not revoked; they will expire"
+                );
+                Err(Error::CloseIncomplete { unreleased })
+            }
+        }
+        .instrument(span)
+        .await
     }
 }

@@ -28,40 +28,37 @@
 //! - [`LockGuard::lost`] resolves once the lease is revoked, expires, cannot be renewed in time,
 //!   or the key is deleted by someone else.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::Instrument;
 
+use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::queue;
+use crate::queue::{self, Held};
 use crate::session::{self, Session};
 use crate::store::{Compare, Txn, TxnOp, TxnResponse};
-use crate::Coord;
 
-/// Hands out distributed locks; get one with [`Coord::locks`]. Cheap to clone.
+/// Hands out distributed locks; get one with [`Coord::locks`](crate::Coord::locks). Cheap to
+/// clone.
 #[derive(Clone, Debug)]
 pub struct Locks {
-    coord: Coord,
-}
-
-impl Coord {
-    /// Distributed locks on this connection; see [`Locks`].
-    pub fn locks(&self) -> Locks {
-        Locks {
-            coord: self.clone(),
-        }
-    }
+    ctx: Arc<Context>,
 }
 
 impl Locks {
+    pub(crate) fn new(ctx: Arc<Context>) -> Self {
+        Locks { ctx }
+    }
+
     /// Waits until the lock `name` is held, on a new lease of `ttl` kept alive in the
     /// background, and returns the guard.
     ///
     /// Uncontended it costs one transaction that puts the key and reads the queue, plus a lease
     /// grant unless a lock with the same TTL was [unlocked](LockGuard::unlock) on this `Coord`
-    /// in the last few seconds (its lease is reused). Contended, it watches only the key just before its own, then
-    /// reads its own key once more before returning, so a lock is never granted on a lease
-    /// that expired while waiting (etcd issue 11456).
+    /// in the last few seconds (its lease is reused). Contended, it watches only the key just
+    /// before its own, then reads its own key once more before returning, so a lock is never
+    /// granted on a lease that expired while waiting (etcd issue 11456).
     ///
     /// # Cancel safety
     ///
@@ -71,7 +68,8 @@ impl Locks {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for an empty name, a name with NUL, or a TTL under one
-    /// second; [`Error::SessionLost`] if the lease was lost while waiting; store errors.
+    /// second or over etcd's limit; [`Error::SessionLost`] if the lease was lost while waiting;
+    /// [`Error::Closed`] if the `Coord` is (or gets) closed; store errors.
     pub async fn acquire(&self, name: &str, ttl: Duration) -> Result<LockGuard> {
         self.lock(name, ttl, true).await
     }
@@ -92,10 +90,9 @@ impl Locks {
 
     async fn lock(&self, name: &str, ttl: Duration, wait: bool) -> Result<LockGuard> {
         queue::check_name("name", name)?;
-        self.coord.check_open()?;
+        self.ctx.check_open()?;
         let span = tracing::debug_span!("lock.acquire", key = name, wait);
         async {
-            let store = self.coord.store();
             let ttl_seconds = session::ttl_seconds(ttl)?;
             // From here on, dropping `session` (an error, a cancelled future) revokes the lease
             // in the background, which deletes the waiter key: that is the cleanup guard.
@@ -113,42 +110,15 @@ impl Locks {
                     holder,
                 });
             } else {
-                let revision = tokio::select! {
-                    r = queue::wait_for_head(store, &prefix, &joined) => r?,
-                    lost = session.lost() => return Err(lost),
-                };
-                // etcd issue 11456: the lease may have expired while we waited; the wait ends
-                // then too (its key is deleted). Only a key still there is a lock.
-                let (mine, now) = store.get(&joined.key).await?;
-                match mine {
-                    Some(kv)
-                        if kv.create_revision == joined.create_revision
-                            && kv.lease == session.lease_id()
-                            && session.is_alive() =>
-                    {
-                        now.max(revision)
-                    }
-                    _ => {
-                        return Err(Error::SessionLost {
-                            lease: session.lease_id(),
-                            reason: format!(
-                                "lock key `{}` is gone (lease expired while waiting)",
-                                joined.key
-                            ),
-                        })
-                    }
-                }
+                queue::wait_turn(&self.ctx, &prefix, &joined, &session, "lock key").await?
             };
-            self.coord.track_session("lock", name, &session);
+            self.ctx.track_session("lock", name, &session);
             tracing::debug!(key = %joined.key, fencing_token = joined.create_revision, "lock acquired");
             Ok(LockGuard {
                 name: name.to_owned(),
-                key: joined.key,
-                fencing_token: joined.create_revision,
-                revision,
+                held: Held::new(joined.key, joined.create_revision, revision, session),
                 ttl_seconds,
-                coord: self.coord.clone(),
-                session,
+                ctx: Arc::clone(&self.ctx),
             })
         }
         .instrument(span)
@@ -163,9 +133,9 @@ impl Locks {
         ttl: Duration,
         ttl_seconds: i64,
     ) -> Result<(Session, queue::Joined)> {
-        let store = self.coord.store();
+        let store = &self.ctx.store;
         let prefix = queue::prefix_of(name);
-        if let Some(session) = self.coord.inner.leases.take(ttl_seconds) {
+        if let Some(session) = self.ctx.leases.take(ttl_seconds) {
             match queue::join(store, &prefix, session.lease_id(), Vec::new()).await {
                 Ok(joined) => return Ok((session, joined)),
                 // Revoked while parked, before its renewals noticed: take a new lease.
@@ -178,7 +148,7 @@ impl Locks {
                 Err(e) => return Err(e),
             }
         }
-        let session = Session::new(store, ttl).await?;
+        let session = self.ctx.session(ttl).await?;
         let joined = queue::join(store, &prefix, session.lease_id(), Vec::new()).await?;
         Ok((session, joined))
     }
@@ -221,17 +191,15 @@ impl Locks {
 /// # }
 /// ```
 #[derive(Debug)]
+#[must_use = "dropping a LockGuard releases the lock at once"]
 pub struct LockGuard {
     name: String,
-    key: String,
-    fencing_token: i64,
-    revision: i64,
+    // Holds the only strong handle of the session: dropping the guard drops it, which revokes
+    // the lease in the background and so deletes the key.
+    held: Held,
     /// The TTL asked for, in seconds: the key under which `unlock` parks the session.
     ttl_seconds: i64,
-    coord: Coord,
-    // The only strong handle of the session: dropping the guard drops it, which revokes the
-    // lease in the background and so deletes the key.
-    session: Session,
+    ctx: Arc<Context>,
 }
 
 impl LockGuard {
@@ -242,61 +210,90 @@ impl LockGuard {
 
     /// The key that holds the lock, `{name}/{lease_id:x}`.
     pub fn key(&self) -> &str {
-        &self.key
+        &self.held.key
     }
 
     /// The create revision of [`key`](Self::key): strictly greater than the token of every
     /// earlier holder of this lock name. Pass it to the resource you protect.
     pub fn fencing_token(&self) -> i64 {
-        self.fencing_token
+        self.held.create_revision
     }
 
     /// The lease ID the lock rides on. [`unlock`](Self::unlock) keeps the lease for the next
     /// lock, so keys you attach to it yourself outlive `unlock`; dropping the guard revokes it.
     pub fn lease_id(&self) -> i64 {
-        self.session.lease_id()
+        self.held.session.lease_id()
     }
 
     /// The TTL the store granted for the lease.
     pub fn ttl(&self) -> Duration {
-        self.session.ttl()
+        self.held.session.ttl()
     }
 
-    /// True until the lease is known to be lost. The key could still have been deleted by
-    /// someone else: [`lost`](Self::lost) covers that too.
+    /// The time left on the lease, as the store reports it now (one round trip). Renewals
+    /// run every third of the TTL, so a held lock reads between two thirds of the TTL and the
+    /// TTL.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionLost`] if the lease is gone (and the lock with it); store errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn remaining_ttl(&self) -> Result<Duration> {
+        let lease = self.lease_id();
+        let span = tracing::debug_span!("lock.remaining_ttl", key = %self.held.key);
+        let ttl = self.ctx.store.lease_ttl(lease).instrument(span).await?;
+        match u64::try_from(ttl.ttl) {
+            Ok(seconds) => Ok(Duration::from_secs(seconds)),
+            Err(_) => {
+                self.held.mark_gone("its lease expired or was revoked");
+                Err(self
+                    .held
+                    .lost_error("its lease expired or was revoked".into()))
+            }
+        }
+    }
+
+    /// True until the lock is known to be lost: its lease is gone, or [`lost`](Self::lost),
+    /// a fenced write ([`put_if_held`](Self::put_if_held)) or [`remaining_ttl`](Self::remaining_ttl)
+    /// saw that the key is gone. It sends nothing: a key deleted by someone else is noticed by
+    /// `lost()`, which watches it.
     pub fn is_alive(&self) -> bool {
-        self.session.is_alive()
+        self.held.is_alive()
     }
 
-    /// Renews the lease now.
+    /// Renews the lease now, to the TTL it was granted with. etcd cannot change a lease's TTL,
+    /// so `refresh` takes none (the original design's `Refresh(ttl)` could not honour one
+    /// either): to hold a lock on another TTL, acquire it anew.
     ///
     /// # Errors
     ///
     /// [`Error::SessionLost`] if the lease is already gone; store errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a renewal that is dropped simply did not happen, or happened once.
     pub async fn refresh(&self) -> Result<()> {
-        self.session.refresh().await
+        self.held.session.refresh().await
     }
 
     /// Resolves with [`Error::SessionLost`] once the lock is lost: the lease expired, was
-    /// revoked or could not be renewed in time, or the key was deleted by someone else.
+    /// revoked or could not be renewed in time, or the key was deleted by someone else. From
+    /// then on [`is_alive`](Self::is_alive) is false.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe.
     pub async fn lost(&self) -> Error {
-        tokio::select! {
-            e = self.session.lost() => e,
-            reason = queue::wait_key_gone(self.coord.store(), &self.key, self.fencing_token, self.revision) => {
-                tracing::warn!(key = %self.key, %reason, "lock lost");
-                Error::SessionLost { lease: self.session.lease_id(), reason }
-            }
-        }
+        self.held.lost(&self.ctx.store, "lock").await
     }
 
     /// The compare that holds only while this guard holds the lock (its key exists with its
     /// create revision): add it to any transaction to fence it.
     pub fn fence(&self) -> Compare {
-        Compare::create_revision(self.key.as_str(), self.fencing_token)
+        self.held.fence()
     }
 
     /// Runs `txn` with [`fence`](Self::fence) added to its compares: the `success` branch runs
@@ -305,18 +302,32 @@ impl LockGuard {
     /// # Errors
     ///
     /// Store errors; a lost lock is not an error but `succeeded == false`.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Store::txn`](crate::Store::txn): a dropped future may or may not have applied it.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        self.coord.store().txn(txn.when([self.fence()])).await
+        self.ctx.store.txn(txn.when([self.fence()])).await
     }
 
-    /// Writes `key` only if the lock is still held; returns whether it was written.
+    /// Writes `key` only if the lock is still held; returns whether it was written. A `false`
+    /// means the lock is lost, and [`is_alive`](Self::is_alive) reads false from then on.
     ///
     /// # Errors
     ///
     /// Store errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`txn`](Self::txn).
     pub async fn put_if_held(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<bool> {
         let txn = Txn::new().and_then([TxnOp::put(key, value)]);
-        Ok(self.txn(txn).await?.succeeded)
+        let written = self.txn(txn).await?.succeeded;
+        if !written {
+            self.held
+                .mark_gone(format!("lock key `{}` is gone", self.held.key));
+        }
+        Ok(written)
     }
 
     /// Releases the lock now: deletes its key (if it is still this holder's) in one round
@@ -331,26 +342,48 @@ impl LockGuard {
     ///
     /// # Errors
     ///
-    /// Store errors from the revoke when the delete failed too (the lease then expires after
-    /// its TTL); a lease already gone is not an error.
+    /// [`Error::SessionLost`] if the lock was already lost (its lease gone, or its key deleted
+    /// or replaced by someone else): nothing was released because nothing was held, and the
+    /// error says so. [`Error::Closed`] after `Coord::close`, which released it already. Store
+    /// errors from the revoke when the delete failed too (the lease then expires after its
+    /// TTL); a lease already gone is not an error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the guard moves into the future, so dropping it drops the guard, which
+    /// revokes the lease in the background.
     pub async fn unlock(self) -> Result<()> {
-        let span = tracing::debug_span!("lock.unlock", key = %self.key);
+        let span = tracing::debug_span!("lock.unlock", key = %self.held.key);
         async {
+            self.ctx.check_open()?;
+            if let Some(lost) = self.held.lost_before("unlock") {
+                return Err(lost);
+            }
             let release = Txn::new()
                 .when([self.fence()])
-                .and_then([TxnOp::delete(self.key.as_str())]);
-            match self.coord.store().txn(release).await {
-                Ok(_) => {
-                    self.coord.untrack_session(&self.session);
+                .and_then([TxnOp::delete(self.held.key.as_str())]);
+            let session = &self.held.session;
+            match self.ctx.store.txn(release).await {
+                Ok(response) if response.succeeded => {
+                    self.ctx.sessions.untrack(session);
                     // A closed Coord keeps no lease renewed: dropping revokes it.
-                    if self.coord.check_open().is_ok() {
-                        self.coord.inner.leases.park(self.ttl_seconds, self.session);
+                    if !self.ctx.is_closed() {
+                        self.ctx.leases.park(self.ttl_seconds, session.clone());
                     }
                     Ok(())
                 }
+                Ok(_) => {
+                    // Someone else deleted or replaced the key: the lock was lost before.
+                    let reason = format!("lock key `{}` was gone before unlock", self.held.key);
+                    tracing::warn!(key = %self.held.key, "{reason}");
+                    if let Err(e) = session.close().await {
+                        tracing::debug!(error = %e, "cannot revoke the lease; it will expire");
+                    }
+                    Err(self.held.lost_error(reason))
+                }
                 Err(e) => {
-                    tracing::debug!(key = %self.key, error = %e, "cannot delete the lock key; revoking its lease");
-                    self.session.close().await
+                    tracing::debug!(error = %e, "cannot delete the lock key; revoking its lease");
+                    session.close().await
                 }
             }
         }
@@ -361,6 +394,6 @@ impl LockGuard {
     /// Stops renewing the lease without releasing, as a crashed process would: the lock is
     /// freed when the lease expires, after its TTL. For crash-recovery tests.
     pub fn abandon(self) {
-        self.session.abandon();
+        self.held.session.abandon();
     }
 }

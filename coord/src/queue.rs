@@ -13,12 +13,15 @@
 //! (`WithLastCreate` + `WithMaxCreateRev`); the store seam reads a keys-only range of the prefix
 //! and picks client-side, which costs the size of the queue per look, not a round trip more.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use tracing::Instrument;
 
+use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::session::Session;
 use crate::store::{
     Compare, EventKind, KeyRange, KeyValue, RangeOptions, Store, Txn, TxnOp, TxnOpResponse,
 };
@@ -154,6 +157,140 @@ pub(crate) async fn wait_for_head(store: &Store, prefix: &str, joined: &Joined) 
             .await?;
         queue = response.kvs;
         revision = response.revision;
+    }
+}
+
+/// Waits for my turn in the queue, then checks that I still hold my place, as etcd's Go
+/// `Mutex.Lock` and `Election.Campaign` do after `waitDeletes` (etcd issue 11456: the lease may
+/// have expired while waiting, and the wait ends then too, since my key is deleted). Returns
+/// the store revision at which my key was seen at the head.
+///
+/// `what` names the key in errors ("lock key", "candidate key").
+///
+/// # Errors
+///
+/// [`Error::SessionLost`] if the session was lost or my key is gone; [`Error::Closed`] if the
+/// `Coord` was closed meanwhile; store errors.
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only reads and watches.
+pub(crate) async fn wait_turn(
+    ctx: &Context,
+    prefix: &str,
+    joined: &Joined,
+    session: &Session,
+    what: &str,
+) -> Result<i64> {
+    let store = &ctx.store;
+    // Closed first: `Coord::close` revokes the session too, and the caller should learn why.
+    let revision = tokio::select! {
+        biased;
+        () = ctx.closed() => return Err(Error::Closed),
+        lost = session.lost() => return Err(lost),
+        r = wait_for_head(store, prefix, joined) => r?,
+    };
+    ctx.check_open()?;
+    let (mine, now) = store.get(&joined.key).await?;
+    match mine {
+        Some(kv)
+            if kv.create_revision == joined.create_revision
+                && kv.lease == session.lease_id()
+                && session.is_alive() =>
+        {
+            Ok(now.max(revision))
+        }
+        _ => Err(Error::SessionLost {
+            lease: session.lease_id(),
+            reason: format!(
+                "{what} `{}` is gone (lease expired while waiting)",
+                joined.key
+            ),
+        }),
+    }
+}
+
+/// A key held on a session: what a [`LockGuard`](crate::LockGuard), a
+/// [`Leadership`](crate::Leadership) and an [`IdGuard`](crate::IdGuard) share to know whether
+/// they still hold it.
+///
+/// It is held while the session is alive and the key still exists with the create revision it
+/// was created with. Once [`lost`](Self::lost) has seen otherwise, or a fenced write has failed,
+/// [`is_alive`](Self::is_alive) reads false for good.
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub key: String,
+    pub create_revision: i64,
+    /// A store revision at which the key was known to be held.
+    pub seen_at: i64,
+    pub session: Session,
+    /// Why the key is known to be gone, once it is.
+    gone: Arc<OnceLock<String>>,
+}
+
+impl Held {
+    pub fn new(key: String, create_revision: i64, seen_at: i64, session: Session) -> Self {
+        Held {
+            key,
+            create_revision,
+            seen_at,
+            session,
+            gone: Arc::default(),
+        }
+    }
+
+    /// True until the session is known lost or the key known gone.
+    pub fn is_alive(&self) -> bool {
+        self.session.is_alive() && self.gone.get().is_none()
+    }
+
+    /// The compare that holds only while the key is still this holder's.
+    pub fn fence(&self) -> Compare {
+        Compare::create_revision(self.key.as_str(), self.create_revision)
+    }
+
+    /// Records that the key is gone (a fenced write failed, say).
+    pub fn mark_gone(&self, reason: impl Into<String>) {
+        let _ = self.gone.set(reason.into());
+    }
+
+    /// The error to return from `action` ("unlock", "release"…) if the key is already known to
+    /// be lost.
+    pub fn lost_before(&self, action: &str) -> Option<Error> {
+        let reason = match self.gone.get() {
+            Some(reason) => reason.clone(),
+            None if !self.session.is_alive() => "its lease is gone".to_owned(),
+            None => return None,
+        };
+        Some(self.lost_error(format!("lost before {action}: {reason}")))
+    }
+
+    pub fn lost_error(&self, reason: String) -> Error {
+        Error::SessionLost {
+            lease: self.session.lease_id(),
+            reason,
+        }
+    }
+
+    /// Resolves once the key is lost: the session is lost, or the key deleted or replaced.
+    /// `what` names the thing held in the warning ("lock", "leadership", "instance ID").
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn lost(&self, store: &Store, what: &str) -> Error {
+        let error = tokio::select! {
+            e = self.session.lost() => e,
+            reason = wait_key_gone(store, &self.key, self.create_revision, self.seen_at) => {
+                tracing::warn!(key = %self.key, %reason, "{what} lost");
+                self.mark_gone(reason.clone());
+                self.lost_error(reason)
+            }
+        };
+        if let Error::SessionLost { reason, .. } = &error {
+            self.mark_gone(reason.clone());
+        }
+        error
     }
 }
 

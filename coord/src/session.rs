@@ -56,7 +56,9 @@ pub(crate) struct SessionInner {
     store: Store,
     lease: i64,
     ttl: Duration,
-    lost: watch::Receiver<Option<String>>,
+    /// `Some(reason)` once the lease is known to be gone. Shared with the renewal task, and
+    /// set by `close` too, so a closed session reads as lost.
+    lost: Arc<watch::Sender<Option<String>>>,
     refresh: Arc<Notify>,
     task: tokio::task::AbortHandle,
     /// Set by `close`/`abandon`: the drop must not revoke again.
@@ -75,7 +77,7 @@ impl Session {
         let seconds = ttl_seconds(ttl)?;
         let grant = store.lease_grant(seconds).await?;
         let granted = Duration::from_secs(u64::try_from(grant.ttl).unwrap_or(1).max(1));
-        let (lost_tx, lost_rx) = watch::channel(None);
+        let lost = Arc::new(watch::Sender::new(None));
         let refresh = Arc::new(Notify::new());
         let span =
             tracing::info_span!("session.keep_alive", lease = format_args!("{:x}", grant.id));
@@ -84,7 +86,7 @@ impl Session {
                 store.clone(),
                 grant.id,
                 granted,
-                lost_tx,
+                Arc::clone(&lost),
                 Arc::clone(&refresh),
             )
             .instrument(span),
@@ -95,7 +97,7 @@ impl Session {
                 store: store.clone(),
                 lease: grant.id,
                 ttl: granted,
-                lost: lost_rx,
+                lost,
                 refresh,
                 task,
                 finished: AtomicBool::new(false),
@@ -138,10 +140,10 @@ impl Session {
     ///
     /// Cancel safe: dropping the future changes nothing.
     pub async fn lost(&self) -> Error {
-        let mut rx = self.inner.lost.clone();
+        let mut rx = self.inner.lost.subscribe();
         let reason = match rx.wait_for(Option::is_some).await {
             Ok(reason) => reason.clone().unwrap_or_default(),
-            // The renewal task is gone without a verdict: it was aborted by close/abandon.
+            // Unreachable: the sender lives in `self.inner`.
             Err(_) => "session closed".to_string(),
         };
         Error::SessionLost {
@@ -176,7 +178,8 @@ impl Session {
         }
     }
 
-    /// Stops renewing and revokes the lease, deleting its keys now.
+    /// Stops renewing and revokes the lease, deleting its keys now. From then on the session
+    /// reads as lost: [`is_alive`](Self::is_alive) is false and [`lost`](Self::lost) resolves.
     ///
     /// # Errors
     ///
@@ -192,6 +195,10 @@ impl Session {
             Ok(()) | Err(Error::LeaseNotFound { .. }) => {
                 // Only now: had this future been dropped mid-revoke, the drop must revoke.
                 self.inner.finished.store(true, Ordering::SeqCst);
+                self.inner.lost.send_if_modified(|lost| {
+                    lost.get_or_insert_with(|| "was closed".to_owned());
+                    true
+                });
                 Ok(())
             }
             Err(e) => Err(e),
@@ -199,10 +206,15 @@ impl Session {
     }
 
     /// Stops renewing without revoking, as a crashed process would: the lease and its keys
-    /// expire after the TTL. For tests of crash recovery.
+    /// expire after the TTL. For tests of crash recovery. The handle reads as lost from then
+    /// on: nothing keeps the lease any more.
     pub fn abandon(&self) {
         self.inner.finished.store(true, Ordering::SeqCst);
         self.inner.task.abort();
+        self.inner.lost.send_if_modified(|lost| {
+            lost.get_or_insert_with(|| "was abandoned (no longer renewed)".to_owned());
+            true
+        });
     }
 }
 
@@ -236,7 +248,10 @@ pub(crate) fn ttl_seconds(ttl: Duration) -> Result<i64> {
             format!("must be at least 1s, got {ttl:?}"),
         ));
     }
-    let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    // Saturating: `Duration::MAX` rounds up past u64::MAX, and is refused below all the same.
+    let seconds = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0));
     if seconds > MAX_TTL_SECONDS {
         return Err(Error::invalid_argument(
             "ttl",
@@ -254,7 +269,7 @@ async fn keep_alive(
     store: Store,
     lease: i64,
     ttl: Duration,
-    lost: watch::Sender<Option<String>>,
+    lost: Arc<watch::Sender<Option<String>>>,
     refresh: Arc<Notify>,
 ) {
     let interval = ttl / 3;
@@ -311,6 +326,11 @@ mod tests {
         );
         assert!(matches!(
             ttl_seconds(Duration::from_secs(9_000_000_001)),
+            Err(Error::InvalidArgument { .. })
+        ));
+        // Rounding up must not overflow.
+        assert!(matches!(
+            ttl_seconds(Duration::MAX),
             Err(Error::InvalidArgument { .. })
         ));
     }

@@ -26,6 +26,9 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::store::{Event, EventKind, KeyRange, KeyValue, RangeOptions, Store, WatchStream};
 
+/// Where a retry goes when its backoff would overflow the clock: never, in practice.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Backoff settings of a [`ResilientWatch`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WatchConfig {
@@ -194,7 +197,8 @@ impl ResilientWatch {
     }
 
     /// The next item. Never returns "end": on failure it yields the error and, at the next call,
-    /// waits out the backoff and tries again.
+    /// waits out the backoff and tries again. Once the store is closed (`Coord::close`) it
+    /// returns [`Error::Closed`] at once, every time: stop calling then.
     ///
     /// # Cancel safety
     ///
@@ -202,6 +206,11 @@ impl ResilientWatch {
     /// picks up where this one stopped.
     pub async fn next(&mut self) -> Result<WatchEvent> {
         loop {
+            // A closed store never answers again: no backoff, no retry.
+            if self.store.is_closed() {
+                self.stream = None;
+                return Err(Error::Closed);
+            }
             if let Some(at) = self.retry_at.take() {
                 // Put the deadline back first, so a cancelled sleep is not forgotten.
                 self.retry_at = Some(at);
@@ -344,6 +353,9 @@ impl ResilientWatch {
 
     /// Schedules the next attempt after a jittered exponential backoff; returns the error.
     fn failed(&mut self, error: Error) -> Error {
+        if self.store.is_closed() {
+            return Error::Closed;
+        }
         let exponent = self.failures.min(16);
         self.failures = self.failures.saturating_add(1);
         let base = self
@@ -353,9 +365,35 @@ impl ResilientWatch {
             .min(self.config.max_backoff);
         // Jitter of ±20% keeps many watchers from reconnecting in lockstep after a restart.
         let jitter = rand::rng().random_range(0.8..1.2);
-        let wait = base.mul_f64(jitter).min(self.config.max_backoff);
+        // Checked: a backoff near Duration::MAX means "do not retry soon", not a panic.
+        let wait = Duration::try_from_secs_f64(base.as_secs_f64() * jitter)
+            .unwrap_or(self.config.max_backoff)
+            .min(self.config.max_backoff);
         tracing::debug!(key = self.range.as_str(), error = %error, ?wait, "watch failed; retrying");
-        self.retry_at = Some(Instant::now() + wait);
+        let now = Instant::now();
+        self.retry_at = Some(now.checked_add(wait).unwrap_or(now + FAR_FUTURE));
         error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_backoff_of_duration_max_does_not_overflow() {
+        let config = WatchConfig::default()
+            .initial_backoff(Duration::MAX)
+            .max_backoff(Duration::MAX);
+        let mut watch =
+            ResilientWatch::with_config(Store::in_memory(), KeyRange::key("/k"), config);
+        for _ in 0..3 {
+            let error = watch.failed(Error::Backend {
+                key: "/k".into(),
+                reason: "test".into(),
+            });
+            assert!(matches!(error, Error::Backend { .. }));
+            assert!(watch.retry_at.is_some_and(|at| at > Instant::now()));
+        }
     }
 }

@@ -57,10 +57,10 @@ pub struct ConfigCenter {
 
 impl ConfigCenter {
     /// A center whose `get` is cached for `cache_ttl` (zero: not cached).
-    pub(crate) fn new(store: Store, hub: Arc<WatchHub>, cache_ttl: Duration) -> Self {
+    pub(crate) fn new(ctx: Arc<crate::context::Context>, cache_ttl: Duration) -> Self {
         let center = ConfigCenter {
-            store,
-            hub,
+            store: ctx.store.clone(),
+            hub: Arc::clone(&ctx.hub),
             cache: None,
             written: Arc::default(),
         };
@@ -122,6 +122,10 @@ impl ConfigCenter {
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
         if let Some(cache) = &self.cache {
             crate::store::check_key("key", key, false)?;
+            // A closed Coord's cache stopped following the store: never answer from it.
+            if self.store.is_closed() {
+                return Err(Error::Closed);
+            }
             match cache.get(key).await? {
                 Cached::Fresh(Some(value)) => return decode_bytes(key, &value),
                 Cached::Fresh(None) => {
@@ -443,7 +447,8 @@ impl<T> ConfigEvent<T> {
 /// It rides on [`ResilientWatch`], so it survives etcd restarts and compaction: after a
 /// compaction the changes missed are delivered as puts and deletes of the difference. A value
 /// that does not decode is an `Err(Error::Decode)` item naming the key, and the stream goes on;
-/// so are connection errors while it reconnects. It ends only after [`close`](Self::close).
+/// so are connection errors while it reconnects. It ends only after [`close`](Self::close), or
+/// after yielding [`Error::Closed`] once its `Coord` is closed.
 pub struct Watcher<T> {
     stream: Pin<Box<dyn Stream<Item = Result<ConfigEvent<T>>> + Send>>,
     closed: bool,
@@ -462,11 +467,14 @@ impl<T: DeserializeOwned + Send + 'static> Watcher<T> {
     async fn start(mut watch: ResilientWatch) -> Result<Self> {
         watch.next().await?;
         let stream = futures::stream::unfold(
-            (watch, std::collections::VecDeque::new()),
-            |(mut watch, mut pending)| async move {
+            (watch, std::collections::VecDeque::new(), false),
+            |(mut watch, mut pending, mut closed)| async move {
                 loop {
                     if let Some(item) = pending.pop_front() {
-                        return Some((item, (watch, pending)));
+                        return Some((item, (watch, pending, closed)));
+                    }
+                    if closed {
+                        return None;
                     }
                     match watch.next().await {
                         Ok(WatchEvent::Init { .. } | WatchEvent::Progress { .. }) => {}
@@ -484,6 +492,11 @@ impl<T: DeserializeOwned + Send + 'static> Watcher<T> {
                                     revision: event.kv.mod_revision,
                                 }),
                             }));
+                        }
+                        // The Coord was closed: say so once, then end.
+                        Err(Error::Closed) => {
+                            closed = true;
+                            pending.push_back(Err(Error::Closed));
                         }
                         Err(e) => pending.push_back(Err(e)),
                     }

@@ -68,6 +68,17 @@ impl WatchHub {
         }
     }
 
+    /// Stops every range's watch (for `Coord::close`): handles keep their last snapshot and
+    /// see no more changes.
+    pub fn close(&self) {
+        let ranges = std::mem::take(&mut *lock(&self.ranges));
+        for watch in ranges.values().filter_map(Weak::upgrade) {
+            if let Some(task) = lock(&watch.task).take() {
+                task.abort();
+            }
+        }
+    }
+
     /// Ranges being watched right now.
     pub fn watched_ranges(&self) -> usize {
         lock(&self.ranges)

@@ -100,6 +100,17 @@ impl Discovery {
         }
     }
 
+    /// Stops every name's watch (for `Coord::close`): caches keep their last state and
+    /// watchers see no more changes.
+    pub fn close(&self) {
+        let names = std::mem::take(&mut *lock(&self.names));
+        for watched in names.values().filter_map(Weak::upgrade) {
+            if let Some(task) = lock(&watched.task).take() {
+                task.abort();
+            }
+        }
+    }
+
     /// The watch of `name` if one is running and has read its first list.
     pub fn get(&self, name: &str) -> Option<Arc<Watched>> {
         let watched = lock(&self.names).get(name).and_then(Weak::upgrade)?;

@@ -51,11 +51,11 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::session::Session;
 use crate::store::{KeyRange, RangeOptions};
 use crate::sync::lock;
-use crate::Coord;
 
 pub use cache::{ServiceCache, ServiceWatcher};
 pub use channel::ServiceFilter;
@@ -173,23 +173,18 @@ impl ServiceEvent {
     }
 }
 
-/// The service registry of one [`Coord`]; get it with [`Coord::registry`]. Cheap to clone.
+/// The service registry of one [`Coord`](crate::Coord); get it with
+/// [`Coord::registry`](crate::Coord::registry). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Registry {
-    coord: Coord,
-}
-
-impl Coord {
-    /// The service registry: register instances, discover and watch them, and call them
-    /// through a balanced gRPC channel. See [`registry`](crate::registry).
-    pub fn registry(&self) -> Registry {
-        Registry {
-            coord: self.clone(),
-        }
-    }
+    ctx: Arc<Context>,
 }
 
 impl Registry {
+    pub(crate) fn new(ctx: Arc<Context>) -> Self {
+        Registry { ctx }
+    }
+
     /// Registers `info` under `/services/{name}/{id}` on a new lease of `ttl` and keeps it
     /// registered until the [`Registration`] is deregistered or dropped. `started_at` is set to
     /// now. An instance already stored under the same key is replaced.
@@ -210,7 +205,7 @@ impl Registry {
     /// Not cancel safe in the sense that a registration may have been written; dropping the
     /// future revokes its lease in the background, so nothing is left behind.
     pub async fn register(&self, mut info: ServiceInfo, ttl: Duration) -> Result<Registration> {
-        self.coord.check_open()?;
+        self.ctx.check_open()?;
         info.validate()?;
         crate::session::ttl_seconds(ttl)?;
         info.started_at = Some(SystemTime::now());
@@ -218,18 +213,18 @@ impl Registry {
         let value = serde_json::to_vec(&info)
             .map_err(|e| Error::invalid_argument("info", format!("cannot encode: {e}")))?;
         let span = tracing::info_span!("registry.register", key = key.as_str());
-        let session = register_once(&self.coord, &key, &value, ttl)
+        let session = register_once(&self.ctx, &key, &value, ttl)
             .instrument(span.clone())
             .await?;
         let health_name = format!("{}/{}", info.name, info.id);
-        self.coord
+        self.ctx
             .track_session("registration", health_name.as_str(), &session);
         let shared = Arc::new(Shared {
             session: Mutex::new(session),
         });
         let task = tokio::spawn(
             keep_registered(
-                self.coord.clone(),
+                Arc::clone(&self.ctx),
                 key.clone(),
                 value,
                 ttl,
@@ -262,14 +257,14 @@ impl Registry {
     ///
     /// Cancel safe in that dropping the future leaves either the key deleted or untouched.
     pub async fn unregister(&self, name: &str, id: &str) -> Result<bool> {
-        self.coord.check_open()?;
+        self.ctx.check_open()?;
         validate_segment("name", name)?;
         validate_segment("id", id)?;
         let key = instance_key(name, id);
         let span = tracing::info_span!("registry.unregister", key = key.as_str());
         let deleted = self
-            .coord
-            .store()
+            .ctx
+            .store
             .delete(&KeyRange::key(key.as_str()))
             .instrument(span)
             .await?;
@@ -293,7 +288,7 @@ impl Registry {
     ///
     /// Cancel safe: it only reads.
     pub async fn discover(&self, name: &str) -> Result<Vec<ServiceInfo>> {
-        self.coord.check_open()?;
+        self.ctx.check_open()?;
         validate_segment("name", name)?;
         if let Some(watched) = self.discovery().get(name) {
             return Ok(watched.instances());
@@ -301,8 +296,8 @@ impl Registry {
         let prefix = service_prefix(name);
         let span = tracing::debug_span!("registry.discover", key = prefix.as_str());
         let response = self
-            .coord
-            .store()
+            .ctx
+            .store
             .range(&KeyRange::prefix(prefix.as_str()), RangeOptions::default())
             .instrument(span)
             .await?;
@@ -381,14 +376,14 @@ impl Registry {
     }
 
     async fn watched(&self, name: &str) -> Result<Arc<cache::Watched>> {
-        self.coord.check_open()?;
+        self.ctx.check_open()?;
         validate_segment("name", name)?;
         let span = tracing::debug_span!("registry.watch", key = service_prefix(name).as_str());
         self.discovery().watch(name).instrument(span).await
     }
 
     fn discovery(&self) -> &cache::Discovery {
-        &self.coord.inner.discovery
+        &self.ctx.discovery
     }
 }
 
@@ -478,10 +473,9 @@ impl Drop for Registration {
 
 /// Grants a lease and writes the instance on it. On failure the lease is revoked (by the
 /// session's drop).
-async fn register_once(coord: &Coord, key: &str, value: &[u8], ttl: Duration) -> Result<Session> {
-    let session = Session::new(coord.store(), ttl).await?;
-    coord
-        .store()
+async fn register_once(ctx: &Context, key: &str, value: &[u8], ttl: Duration) -> Result<Session> {
+    let session = ctx.session(ttl).await?;
+    ctx.store
         .put(key, value.to_vec(), session.lease_id())
         .await?;
     Ok(session)
@@ -489,7 +483,7 @@ async fn register_once(coord: &Coord, key: &str, value: &[u8], ttl: Duration) ->
 
 /// Waits for the lease to be lost, then registers again on a new one; forever.
 async fn keep_registered(
-    coord: Coord,
+    ctx: Arc<Context>,
     key: String,
     value: Vec<u8>,
     ttl: Duration,
@@ -497,24 +491,32 @@ async fn keep_registered(
     shared: Arc<Shared>,
 ) {
     loop {
-        let lost = shared.session().lost().await;
+        let lost = tokio::select! {
+            lost = async { shared.session().lost().await } => lost,
+            // Coord::close revokes the lease itself: nothing to re-make.
+            () = ctx.closed() => return,
+        };
+        if ctx.is_closed() {
+            return;
+        }
         tracing::warn!(error = %lost, "registration lost its lease; registering again");
         let max_backoff = (ttl / 4).clamp(Duration::from_millis(100), MAX_REREGISTER_BACKOFF);
         let mut backoff = Duration::from_millis(100);
         loop {
-            match register_once(&coord, &key, &value, ttl).await {
+            match register_once(&ctx, &key, &value, ttl).await {
                 Ok(session) => {
                     tracing::warn!(
                         lease = format_args!("{:x}", session.lease_id()),
                         "registered again with a new lease"
                     );
-                    coord.track_session("registration", health_name.as_str(), &session);
+                    ctx.track_session("registration", health_name.as_str(), &session);
                     // The old session is dropped after the key moved to the new lease, so its
                     // revoke (if the old lease still exists) cannot delete the key.
                     let old = std::mem::replace(&mut *lock(&shared.session), session);
                     drop(old);
                     break;
                 }
+                Err(Error::Closed) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, ?backoff, "registering again failed; retrying");
                     tokio::time::sleep(backoff).await;

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tracing::Instrument;
 
 pub use types::*;
@@ -82,6 +82,8 @@ enum Backend {
 pub struct Store {
     backend: Backend,
     stats: Arc<StoreStats>,
+    /// Set by `close`: every call then fails with [`Error::Closed`] and open watches end.
+    closed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -120,7 +122,32 @@ impl Store {
         Store {
             backend,
             stats: Arc::new(StoreStats::default()),
+            closed: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// Another handle on the same backend (connection or embedded store) with its own counters
+    /// and its own close flag.
+    pub(crate) fn new_handle(&self) -> Store {
+        Self::from_backend(self.backend.clone())
+    }
+
+    /// Refuses every later call with [`Error::Closed`] and ends every open watch stream of
+    /// this store and its clones. The connection itself closes when the last clone is dropped.
+    pub(crate) fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// True after [`close`](Self::close).
+    pub(crate) fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(())
     }
 
     /// True for the embedded in-memory backend.
@@ -157,6 +184,7 @@ impl Store {
     /// Reads a key or a prefix, at the latest or a past revision.
     pub async fn range(&self, range: &KeyRange, options: RangeOptions) -> Result<GetResponse> {
         check_key("key", range.as_str(), matches!(range, KeyRange::Prefix(_)))?;
+        self.check_open()?;
         self.count();
         let span = tracing::debug_span!(
             "store.range",
@@ -172,6 +200,7 @@ impl Store {
     pub async fn put(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<PutResponse> {
         check_key("key", key, false)?;
         check_request_size(key, key.len() + value.len())?;
+        self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.put", key, lease);
         async { dispatch!(self.put(key, value, lease)) }
@@ -182,6 +211,7 @@ impl Store {
     /// Deletes a key or every key under a prefix.
     pub async fn delete(&self, range: &KeyRange) -> Result<DeleteResponse> {
         check_key("key", range.as_str(), matches!(range, KeyRange::Prefix(_)))?;
+        self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.delete", key = range.as_str());
         async { dispatch!(self.delete(range)) }
@@ -192,6 +222,7 @@ impl Store {
     /// Runs a transaction atomically.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         check_txn(&txn)?;
+        self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.txn", key = txn.first_key());
         async { dispatch!(self.txn(txn)) }.instrument(span).await
@@ -205,6 +236,7 @@ impl Store {
                 format!("a lease TTL must be at least 1 second, got {ttl}"),
             ));
         }
+        self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.lease_grant", ttl);
         async { dispatch!(self.lease_grant(ttl)) }
@@ -214,6 +246,7 @@ impl Store {
 
     /// Renews a lease once; returns the new TTL in seconds, or [`Error::LeaseNotFound`].
     pub async fn lease_keep_alive(&self, id: i64) -> Result<i64> {
+        self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.lease_keep_alive", lease = id);
         async { dispatch!(self.lease_keep_alive(id)) }
@@ -223,6 +256,7 @@ impl Store {
 
     /// Revokes a lease, deleting its keys at once.
     pub async fn lease_revoke(&self, id: i64) -> Result<()> {
+        self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.lease_revoke", lease = id);
         async { dispatch!(self.lease_revoke(id)) }
@@ -232,6 +266,7 @@ impl Store {
 
     /// A lease's remaining TTL (`ttl == -1` if it no longer exists).
     pub async fn lease_ttl(&self, id: i64) -> Result<LeaseTtl> {
+        self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.lease_ttl", lease = id);
         async { dispatch!(self.lease_ttl(id)) }
@@ -245,6 +280,7 @@ impl Store {
     /// after yielding an error; a start revision that is compacted yields [`Error::Compacted`].
     pub async fn watch(&self, range: &KeyRange, start_revision: i64) -> Result<WatchStream> {
         check_key("key", range.as_str(), matches!(range, KeyRange::Prefix(_)))?;
+        self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.watch", key = range.as_str(), start_revision);
         let inner = async { dispatch!(self.watch(range, start_revision)) }
@@ -252,14 +288,20 @@ impl Store {
             .await?;
         self.stats.open_watches.fetch_add(1, Ordering::Relaxed);
         self.stats.watches_opened.fetch_add(1, Ordering::Relaxed);
+        let mut closed = self.closed.subscribe();
+        let closed = async move {
+            // A dropped sender cannot happen while this store lives; either way, end.
+            let _ = closed.wait_for(|closed| *closed).await;
+        };
         Ok(Box::pin(CountedStream {
-            inner,
+            inner: Box::pin(inner.take_until(closed)),
             stats: Arc::clone(&self.stats),
         }))
     }
 
     /// Compacts the history up to `revision`: older revisions can no longer be read or watched.
     pub async fn compact(&self, revision: i64) -> Result<()> {
+        self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.compact", revision);
         async { dispatch!(self.compact(revision)) }
@@ -269,6 +311,7 @@ impl Store {
 
     /// The store's revision, version and leader.
     pub async fn status(&self) -> Result<Status> {
+        self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.status");
         async { dispatch!(self.status()) }.instrument(span).await

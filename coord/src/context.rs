@@ -1,0 +1,123 @@
+//! What the capabilities of one [`Coord`](crate::Coord) share, and nothing more.
+//!
+//! Locks, election, IDs, the registry and the config center each hold an `Arc<Context>`, not
+//! the `Coord`: the root imports the capabilities and no capability imports the root. The
+//! context is the store, the shared watches, the sessions (for `health()` and `close()`), the
+//! pool of parked lock leases, and whether the `Coord` is closed.
+//!
+//! # What it promises
+//!
+//! - Every lease a capability takes is made with [`Context::session`], so `close()` can revoke
+//!   it whatever handle holds it (a waiting `acquire`, an allocator with no ID out yet).
+//! - [`Context::closed`] resolves once `close()` has started: background tasks (re-registration,
+//!   waits in a queue) select on it and stop.
+
+use std::sync::{Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::hub::WatchHub;
+use crate::error::{Error, Result};
+use crate::health::SessionTracker;
+use crate::lease_pool::LeasePool;
+use crate::registry::cache::Discovery;
+use crate::session::{Session, SessionInner};
+use crate::store::Store;
+use crate::sync::lock;
+
+/// The shared state of one `Coord`; see the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub store: Store,
+    pub hub: std::sync::Arc<WatchHub>,
+    pub discovery: Discovery,
+    /// Lease-holding handles by kind and name, for `health()`.
+    pub sessions: SessionTracker,
+    /// Released lock sessions kept for the next lock; see `lease_pool`.
+    pub leases: LeasePool,
+    /// Every session made through [`session`](Self::session) that still exists, for `close()`.
+    owned: Mutex<Vec<Weak<SessionInner>>>,
+    /// The longest a single request of `close()` may take.
+    pub request_timeout: Duration,
+    closed: watch::Sender<bool>,
+}
+
+impl Context {
+    pub fn new(store: Store, sync_interval: Option<Duration>, request_timeout: Duration) -> Self {
+        Context {
+            hub: std::sync::Arc::new(WatchHub::new(store.clone(), sync_interval)),
+            discovery: Discovery::new(store.clone()),
+            store,
+            sessions: SessionTracker::default(),
+            leases: LeasePool::default(),
+            owned: Mutex::new(Vec::new()),
+            request_timeout,
+            closed: watch::Sender::new(false),
+        }
+    }
+
+    /// [`Error::Closed`] once `close()` has started.
+    pub fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Resolves once `close()` has started (at once if it has).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn closed(&self) {
+        let mut rx = self.closed.subscribe();
+        // The sender lives in `self`, so `wait_for` cannot see it dropped while we borrow it.
+        let _ = rx.wait_for(|closed| *closed).await;
+    }
+
+    /// Marks the context closed; true if it was open until now.
+    pub fn mark_closed(&self) -> bool {
+        !self.closed.send_replace(true)
+    }
+
+    /// A new session (a kept-alive lease) that `close()` will revoke.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`]; otherwise as [`Session::new`].
+    pub async fn session(&self, ttl: Duration) -> Result<Session> {
+        self.check_open()?;
+        let session = Session::new(&self.store, ttl).await?;
+        {
+            let mut owned = lock(&self.owned);
+            owned.retain(|weak| weak.strong_count() > 0);
+            owned.push(session.downgrade());
+        }
+        // close() may have taken the list between the check and the push: then nobody else
+        // will revoke this one.
+        if self.is_closed() {
+            // Best effort: it is revoked here or, failing that, by its drop.
+            let _ = session.close().await;
+            return Err(Error::Closed);
+        }
+        Ok(session)
+    }
+
+    /// Takes every live session made through [`session`](Self::session), leaving none.
+    pub fn take_sessions(&self) -> Vec<Session> {
+        std::mem::take(&mut *lock(&self.owned))
+            .iter()
+            .filter_map(Session::upgrade)
+            .collect()
+    }
+
+    /// Lists `session` in `health()` under `kind`/`name` while it lives.
+    pub fn track_session(&self, kind: &'static str, name: impl Into<String>, session: &Session) {
+        self.sessions.track(kind, name, session);
+    }
+}

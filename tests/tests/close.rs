@@ -1,0 +1,329 @@
+//! `Coord::close` is the graceful-shutdown call: it releases everything the `Coord` holds,
+//! stops its watches and refuses every later call. Checked from a second `Coord` on the same
+//! store, as another process would see it.
+
+mod common;
+
+use std::time::Duration;
+
+use coord::registry::ServiceInfo;
+use coord::{Coord, CoordConfig, Error};
+use futures::StreamExt;
+
+use common::Backend;
+
+const TTL: Duration = Duration::from_secs(30);
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+#[coord(prefix = "/config/close")]
+struct Limits {
+    #[coord(default = 10)]
+    rate: u32,
+}
+
+on_both_backends!(cases:
+    close_releases_every_key_and_lease_at_once,
+    every_call_after_close_is_refused,
+    live_keeps_its_last_value_and_watches_end,
+    a_waiting_acquire_ends_with_closed,
+    close_is_idempotent_and_spares_other_coords,
+);
+
+/// The guards of every kind of lease-holding handle, held by one `Coord`.
+struct Holdings {
+    lock: coord::LockGuard,
+    id: coord::IdGuard,
+    leadership: coord::Leadership,
+    registration: coord::Registration,
+    /// Lease of an allocator with no ID out, which close must revoke too.
+    idle_allocator: coord::IdAllocator,
+}
+
+async fn hold_everything(coord: &Coord) -> Holdings {
+    let lock = coord.locks().acquire("/close/lock", TTL).await.unwrap();
+    let ids = coord.ids_with_ttl("close-svc", 16, TTL).await.unwrap();
+    let id = ids.acquire().await.unwrap();
+    let idle_allocator = coord.ids_with_ttl("close-idle", 16, TTL).await.unwrap();
+    let leadership = coord
+        .election("/close/election")
+        .ttl(TTL)
+        .campaign("me")
+        .await
+        .unwrap();
+    let registration = coord
+        .registry()
+        .register(ServiceInfo::new("close-svc", "i-1", "127.0.0.1:7000"), TTL)
+        .await
+        .unwrap();
+    Holdings {
+        lock,
+        id,
+        leadership,
+        registration,
+        idle_allocator,
+    }
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn close_releases_every_key_and_lease_at_once(b: &Backend) {
+        let observer = Coord::from_store(b.store());
+        let held = hold_everything(&b.coord).await;
+        let keys = [
+            held.lock.key().to_owned(),
+            held.id.key().to_owned(),
+            held.leadership.key().to_owned(),
+            held.registration.key().to_owned(),
+        ];
+        let leases = [
+            held.lock.lease_id(),
+            held.id.lease_id(),
+            held.leadership.lease_id(),
+            held.registration.lease_id(),
+        ];
+        for key in &keys {
+            assert!(
+                observer.store().get(key).await.unwrap().0.is_some(),
+                "{key}"
+            );
+        }
+
+        b.coord.close().await.unwrap();
+
+        // Gone when close returns, not after a TTL: every key and every lease.
+        for key in &keys {
+            assert!(
+                observer.store().get(key).await.unwrap().0.is_none(),
+                "{key} outlived close"
+            );
+        }
+        for lease in leases {
+            let ttl = observer.store().lease_ttl(lease).await.unwrap();
+            assert_eq!(ttl.ttl, -1, "lease {lease:x} outlived close");
+        }
+        // No key of any lease is left anywhere.
+        let response = observer
+            .store()
+            .range(
+                &coord::store::KeyRange::prefix("/"),
+                coord::store::RangeOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            response.kvs.iter().all(|kv| kv.lease == 0),
+            "keys on a lease outlived close: {:?}",
+            response.kvs
+        );
+
+        // The handles know.
+        assert!(!held.lock.is_alive());
+        assert!(!held.id.is_alive());
+        assert!(!held.leadership.is_alive());
+        assert!(matches!(held.lock.lost().await, Error::SessionLost { .. }));
+        assert!(matches!(held.id.lost().await, Error::SessionLost { .. }));
+        assert!(matches!(
+            held.leadership.lost().await,
+            Error::SessionLost { .. }
+        ));
+        // And their explicit releases report that close did it already.
+        assert!(matches!(held.lock.unlock().await, Err(Error::Closed)));
+        assert!(matches!(held.id.release().await, Err(Error::Closed)));
+        assert!(matches!(held.leadership.resign().await, Err(Error::Closed)));
+        assert!(held.registration.deregister().await.is_err());
+        assert!(matches!(
+            held.idle_allocator.acquire().await,
+            Err(Error::Closed)
+        ));
+    }
+
+    pub async fn every_call_after_close_is_refused(b: &Backend) {
+        let coord = &b.coord;
+        coord.config().set("/config/close/rate", &5).await.unwrap();
+        let lock = coord.locks().acquire("/close/fenced", TTL).await.unwrap();
+        coord.close().await.unwrap();
+
+        let closed = |r: Result<(), Error>, what: &str| {
+            assert!(matches!(r, Err(Error::Closed)), "{what}: {r:?}");
+        };
+        closed(
+            lock.put_if_held("/close/x", "1").await.map(drop),
+            "put_if_held",
+        );
+        closed(
+            coord
+                .config()
+                .get::<u32>("/config/close/rate")
+                .await
+                .map(drop),
+            "config get",
+        );
+        closed(
+            coord.config().set("/config/close/rate", &6).await.map(drop),
+            "config set",
+        );
+        closed(
+            coord.config().list("/config/").await.map(drop),
+            "config list",
+        );
+        closed(
+            coord.store().get("/config/close/rate").await.map(drop),
+            "store get",
+        );
+        closed(
+            coord.locks().acquire("/close/l2", TTL).await.map(drop),
+            "acquire",
+        );
+        closed(
+            coord.locks().try_acquire("/close/l2", TTL).await.map(drop),
+            "try_acquire",
+        );
+        closed(coord.ids("close-svc", 4).await.map(drop), "ids");
+        closed(
+            coord.election("/close/e").leader().await.map(drop),
+            "leader",
+        );
+        closed(
+            coord.election("/close/e").campaign("x").await.map(drop),
+            "campaign",
+        );
+        closed(
+            coord
+                .registry()
+                .register(ServiceInfo::new("s", "1", "127.0.0.1:1"), TTL)
+                .await
+                .map(drop),
+            "register",
+        );
+        closed(coord.registry().discover("s").await.map(drop), "discover");
+        closed(coord.live::<Limits>().await.map(drop), "live");
+        closed(coord.health().await.map(drop), "health");
+    }
+
+    pub async fn live_keeps_its_last_value_and_watches_end(b: &Backend) {
+        let observer = Coord::from_store(b.store());
+        observer
+            .config()
+            .set("/config/close/rate", &7)
+            .await
+            .unwrap();
+        let live = b.coord.live::<Limits>().await.unwrap();
+        let revision = live.revision();
+        let mut watcher = b
+            .coord
+            .config()
+            .watch_prefix::<u32>("/config/close/")
+            .await
+            .unwrap();
+        let mut leaders = Box::pin(b.coord.election("/close/e").observe());
+        assert_eq!(leaders.next().await.unwrap().unwrap(), None);
+
+        b.coord.close().await.unwrap();
+        // Written by someone else after the close: this Coord follows no more.
+        observer
+            .config()
+            .set("/config/close/rate", &8)
+            .await
+            .unwrap();
+
+        let ceiling = Duration::from_secs(30);
+        let item = tokio::time::timeout(ceiling, watcher.next())
+            .await
+            .expect("watcher ends");
+        assert!(matches!(item, Some(Err(Error::Closed))), "{item:?}");
+        let end = tokio::time::timeout(ceiling, watcher.next()).await.unwrap();
+        assert!(end.is_none(), "{end:?}");
+        let item = tokio::time::timeout(ceiling, leaders.next()).await.unwrap();
+        assert!(matches!(item, Some(Err(Error::Closed))), "{item:?}");
+        assert!(tokio::time::timeout(ceiling, leaders.next())
+            .await
+            .unwrap()
+            .is_none());
+
+        // The observer's own watch sees the write, so a Live still following would have too.
+        let seen = observer.live::<Limits>().await.unwrap();
+        assert_eq!(seen.load().rate, 8);
+        tokio::task::yield_now().await;
+        assert_eq!(
+            live.load().rate,
+            7,
+            "a closed Coord's Live keeps its last value"
+        );
+        assert_eq!(live.revision(), revision);
+        assert_eq!(b.coord.watched_ranges(), 0);
+    }
+
+    pub async fn a_waiting_acquire_ends_with_closed(b: &Backend) {
+        let observer = Coord::from_store(b.store());
+        let holder = observer.locks().acquire("/close/queue", TTL).await.unwrap();
+        let waiting = {
+            let coord = b.coord.clone();
+            tokio::spawn(async move { coord.locks().acquire("/close/queue", TTL).await })
+        };
+        // Wait until the waiter's key is in the queue.
+        common::eventually(Duration::from_secs(30), "waiter queued", || async {
+            observer.config().list("/close/queue/").await.unwrap().len() == 2
+        })
+        .await;
+        b.coord.close().await.unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .expect("the waiting acquire ends")
+            .unwrap();
+        assert!(matches!(result, Err(Error::Closed)), "{result:?}");
+        // Its waiter key went with its lease; the holder is untouched.
+        assert_eq!(
+            observer.config().list("/close/queue/").await.unwrap(),
+            vec![holder.key().to_owned()]
+        );
+        assert!(holder.is_alive());
+        holder.unlock().await.unwrap();
+    }
+
+    pub async fn close_is_idempotent_and_spares_other_coords(b: &Backend) {
+        let other = Coord::from_store(b.store());
+        let theirs = other.locks().acquire("/close/theirs", TTL).await.unwrap();
+        let clone = b.coord.clone();
+        b.coord.close().await.unwrap();
+        clone.close().await.unwrap();
+        b.coord.close().await.unwrap();
+        assert!(matches!(clone.health().await, Err(Error::Closed)));
+        // Another Coord on the same store keeps its lock and works.
+        assert!(theirs.put_if_held("/close/still", "yes").await.unwrap());
+        assert!(theirs.is_alive());
+        other.health().await.unwrap();
+        theirs.unlock().await.unwrap();
+    }
+}
+
+/// With the store gone, close cannot revoke: it says which leases it left, and is closed all
+/// the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_reports_the_leases_it_could_not_revoke() {
+    let server = coord::testing::EtcdServer::start()
+        .await
+        .expect("start etcd (see the error for how to install it)");
+    let mut config = server.client_config();
+    config.request_timeout = Duration::from_millis(500);
+    let coord = Coord::connect(config).await.unwrap();
+    let lock = coord.locks().acquire("/close/orphan", TTL).await.unwrap();
+    let lease = lock.lease_id();
+    let mut server = server;
+    server.kill().await.unwrap();
+
+    let err = coord.close().await.unwrap_err();
+    let Error::CloseIncomplete { unreleased } = &err else {
+        panic!("expected CloseIncomplete, got {err:?}");
+    };
+    assert_eq!(unreleased.len(), 1, "{unreleased:?}");
+    assert!(
+        unreleased[0].contains("/close/orphan") && unreleased[0].contains(&format!("{lease:x}")),
+        "names the lock and its lease: {unreleased:?}"
+    );
+    assert!(matches!(
+        coord.config().get::<u32>("/x").await,
+        Err(Error::Closed)
+    ));
+    drop(lock);
+}
