@@ -667,7 +667,7 @@ impl EtcdCluster {
             .with_dial_timeout(Duration::from_millis(500));
         loop {
             self.check_alive(i)?;
-            let last = match Store::connect(&config).await {
+            let last = match async { Store::connect(&config.etcd_options()?).await }.await {
                 Ok(store) => match store.status().await {
                     Ok(status) if status.leader != 0 => return Ok(()),
                     Ok(_) => String::from("no leader yet"),

@@ -24,7 +24,7 @@
 //!   is retried once on a fresh one.
 //!
 //! The backend is split by concern: this file holds the store and its key-value calls;
-//! [`connect`] dials and probes, [`lease`] keeps leases, [`watch`] turns etcd watch responses
+//! [`options`] holds the connection settings, [`connect`] dials and probes, [`lease`] keeps leases, [`watch`] turns etcd watch responses
 //! into coord's, [`mux`] shares one gRPC stream among all watches, [`errors`] maps etcd-client's
 //! errors and [`convert`] translates requests and responses.
 
@@ -40,6 +40,7 @@ mod convert;
 mod errors;
 mod lease;
 mod mux;
+mod options;
 mod watch;
 
 use super::*;
@@ -48,6 +49,7 @@ use convert::{
 };
 use errors::{map_error, never_connected, timeout_error, ErrorContext, Request};
 use lease::Keeper;
+pub(crate) use options::{Credentials, EtcdOptions, TlsMaterial};
 
 /// The etcd-client backed store. Cheap to clone: clones share the connection.
 #[derive(Clone)]

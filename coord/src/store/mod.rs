@@ -30,6 +30,7 @@ use std::task::{Context, Poll};
 use futures::Stream;
 use tracing::Instrument;
 
+pub(crate) use etcd::{Credentials, EtcdOptions, TlsMaterial};
 pub use types::*;
 
 use crate::error::{Error, Result};
@@ -111,8 +112,8 @@ impl Store {
     }
 
     /// Connects to etcd.
-    pub(crate) async fn connect(config: &crate::client::ClientConfig) -> Result<Self> {
-        let backend = etcd::EtcdStore::connect(config).await?;
+    pub(crate) async fn connect(options: &EtcdOptions) -> Result<Self> {
+        let backend = etcd::EtcdStore::connect(options).await?;
         Ok(Self::from_backend(Backend::Etcd(backend)))
     }
 

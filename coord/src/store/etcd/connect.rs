@@ -3,19 +3,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use etcd_client::Client;
 use tokio::time::Instant;
 
 use super::errors::{is_tls_failure, map_error, ErrorContext, Request};
-use super::{mux, EtcdStore};
-use crate::client::{read_pem, ClientConfig};
+use super::{mux, EtcdOptions, EtcdStore};
 use crate::error::{Error, Result};
 
 impl EtcdStore {
     /// Connects and checks that etcd answers, all within `config.dial_timeout`.
-    pub(crate) async fn connect(config: &ClientConfig) -> Result<Self> {
+    pub(crate) async fn connect(config: &EtcdOptions) -> Result<Self> {
         let endpoints: Arc<str> = config.endpoints.join(",").into();
-        let options = connect_options(config)?;
+        let options = config.connect_options();
         let context = ErrorContext {
             endpoints: &endpoints,
             request_timeout: config.dial_timeout,
@@ -92,45 +91,6 @@ impl EtcdStore {
 
 /// How long `connect` waits between probes of an etcd that did not answer.
 const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(100);
-
-/// etcd-client options from a [`ClientConfig`]. Unreadable PEM files are
-/// [`Error::InvalidArgument`] naming the field.
-fn connect_options(config: &ClientConfig) -> Result<ConnectOptions> {
-    let mut options = ConnectOptions::new()
-        .with_connect_timeout(config.dial_timeout)
-        .with_timeout(config.request_timeout)
-        .with_keep_alive(config.keep_alive_time, config.keep_alive_timeout)
-        .with_keep_alive_while_idle(true)
-        // A member cut off from the quorum refuses requests and cancels watches at once
-        // ("no leader") instead of serving stale reads or stalling until the deadline, so a
-        // client with several endpoints moves on (what Go's clientv3 asks for on watches).
-        .with_require_leader(true);
-    if let (Some(user), Some(password)) = (&config.username, &config.password) {
-        // etcd's auth tokens expire (and do not survive a restart with simple tokens): log in
-        // again when the server says the token is invalid.
-        options = options
-            .with_user(user.clone(), password.clone())
-            .with_auto_token_refresh(true);
-    }
-    if let Some(tls) = &config.tls {
-        let mut tls_options = TlsOptions::new();
-        if let Some(ca) = &tls.ca_file {
-            tls_options =
-                tls_options.ca_certificate(Certificate::from_pem(read_pem("tls.ca_file", ca)?));
-        }
-        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-            tls_options = tls_options.identity(Identity::from_pem(
-                read_pem("tls.cert_file", cert)?,
-                read_pem("tls.key_file", key)?,
-            ));
-        }
-        if let Some(domain) = &tls.domain_name {
-            tls_options = tls_options.domain_name(domain.clone());
-        }
-        options = options.with_tls(tls_options);
-    }
-    Ok(options)
-}
 
 /// True for the ways a connection ends when the server drops it right after it opened: a TLS
 /// server spoken to in plain text, or one that wants a client certificate it did not get.
