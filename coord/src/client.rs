@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::store::{Credentials, EtcdOptions, TlsMaterial};
 
 /// The longest timeout or keep-alive interval a `ClientConfig` accepts: a year is "forever"
 /// for a network deadline, and anything near `Duration::MAX` would overflow the clock.
@@ -443,6 +444,30 @@ impl ClientConfig {
         }
         Ok(())
     }
+    /// The store's connection settings: these, with the TLS files read into memory.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] naming the field if a TLS file cannot be read or is not PEM.
+    pub(crate) fn etcd_options(&self) -> Result<EtcdOptions> {
+        let credentials = match (&self.username, &self.password) {
+            (Some(username), Some(password)) => Some(Credentials {
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        };
+        let tls = self.tls.as_ref().map(TlsConfig::material).transpose()?;
+        Ok(EtcdOptions {
+            endpoints: self.endpoints.clone(),
+            dial_timeout: self.dial_timeout,
+            request_timeout: self.request_timeout,
+            keep_alive_time: self.keep_alive_time,
+            keep_alive_timeout: self.keep_alive_timeout,
+            credentials,
+            tls,
+        })
+    }
 }
 
 impl TlsConfig {
@@ -489,6 +514,25 @@ impl TlsConfig {
             }
         }
         Ok(())
+    }
+    /// The files read into memory, for the store.
+    fn material(&self) -> Result<TlsMaterial> {
+        let ca_pem = match &self.ca_file {
+            Some(ca) => Some(read_pem("tls.ca_file", ca)?),
+            None => None,
+        };
+        let identity_pem = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Some((
+                read_pem("tls.cert_file", cert)?,
+                read_pem("tls.key_file", key)?,
+            )),
+            _ => None,
+        };
+        Ok(TlsMaterial {
+            ca_pem,
+            identity_pem,
+            domain_name: self.domain_name.clone(),
+        })
     }
 }
 
@@ -704,5 +748,64 @@ mod tests {
         let text = format!("{config:?}");
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("app"));
+    }
+
+    #[test]
+    fn etcd_options_carry_every_setting_with_the_tls_files_read() {
+        // Not tempfile: it comes with the `testing` feature only.
+        let dir = std::env::temp_dir().join(format!("coord-client-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = |name: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("-----BEGIN {name}-----\n")).unwrap();
+            path
+        };
+        let config = ClientConfig::for_env("production")
+            .with_endpoints(["https://a:2379", "https://b:2379"])
+            .with_user("app", "pw")
+            .with_tls(TlsConfig {
+                domain_name: Some("etcd.internal".into()),
+                ..TlsConfig::with_ca(pem("CA")).with_client_identity(pem("CERT"), pem("KEY"))
+            });
+        let options = config.etcd_options().unwrap();
+        assert_eq!(options.endpoints, config.endpoints);
+        assert_eq!(
+            (
+                options.dial_timeout,
+                options.request_timeout,
+                options.keep_alive_time,
+                options.keep_alive_timeout
+            ),
+            (
+                config.dial_timeout,
+                config.request_timeout,
+                config.keep_alive_time,
+                config.keep_alive_timeout
+            )
+        );
+        let credentials = options.credentials.unwrap();
+        assert_eq!(
+            (credentials.username.as_str(), credentials.password.as_str()),
+            ("app", "pw")
+        );
+        let tls = options.tls.unwrap();
+        assert_eq!(tls.ca_pem.unwrap(), b"-----BEGIN CA-----\n");
+        let (cert, key) = tls.identity_pem.unwrap();
+        assert_eq!(
+            (cert.as_slice(), key.as_slice()),
+            (
+                &b"-----BEGIN CERT-----\n"[..],
+                &b"-----BEGIN KEY-----\n"[..]
+            )
+        );
+        assert_eq!(tls.domain_name.as_deref(), Some("etcd.internal"));
+
+        let plain = ClientConfig::for_env("test").etcd_options().unwrap();
+        assert!(plain.credentials.is_none() && plain.tls.is_none());
+        let unreadable = ClientConfig::for_env("test")
+            .with_tls(TlsConfig::with_ca(dir.join("missing.pem")))
+            .etcd_options();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(field_of(unreadable.err().unwrap()), "tls.ca_file");
     }
 }

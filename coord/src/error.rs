@@ -85,7 +85,9 @@ pub enum Error {
         after: Duration,
     },
 
-    /// etcd cannot be reached.
+    /// etcd cannot be reached: no endpoint answers, the connection broke (a watch stream that
+    /// ends with it included), or the members reached have no leader. Only for the store: the
+    /// test harness reports its own failures as `testing::HarnessError`.
     #[error("etcd unavailable at {endpoints}: {reason}")]
     Unavailable {
         /// The endpoints that were tried, comma separated.

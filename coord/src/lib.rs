@@ -84,7 +84,7 @@ impl Coord {
     /// the credentials are rejected.
     pub async fn connect(config: ClientConfig) -> Result<Self> {
         config.validate()?;
-        let store = Store::connect(&config).await?;
+        let store = Store::connect(&config.etcd_options()?).await?;
         Ok(Self::on_store(store, Some(config)))
     }
 

@@ -13,8 +13,10 @@
 //!   (the signal follows the *thread* that started etcd: start servers from a thread that lives
 //!   as long as the test, as any tokio runtime thread does); the directory such a process
 //!   leaves behind is removed by the next harness that starts.
-//! - **Failures say why.** A missing `etcd` binary is an error that says how to install it; an
-//!   etcd that does not become healthy within 15 s is an error that shows the end of its log.
+//! - **Failures say why**, as a [`HarnessError`] (not a [`coord::Error`](crate::Error): those
+//!   are about a running store). A missing `etcd` binary is an error that says how to install
+//!   it; an etcd that does not become healthy within 15 s is an error that shows the end of
+//!   its log.
 //!   The log of member `i` is kept in the temporary directory ([`EtcdCluster::log`]) and is
 //!   not printed otherwise.
 //! - **Faults are real.** [`kill`](EtcdCluster::kill) stops a member (SIGTERM, then SIGKILL
@@ -41,8 +43,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::client::{ClientConfig, TlsConfig};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::Store;
+
+mod error;
+
+pub use error::HarnessError;
 
 /// The etcd superuser created when auth is on (it holds the `root` role).
 pub const ROOT_USER: &str = "root";
@@ -66,14 +72,11 @@ const START_ATTEMPTS: usize = 3;
 /// How much of an etcd log an error shows.
 const LOG_TAIL_LINES: usize = 25;
 
-const INSTALL_HINT: &str = "install it with `apt-get install -y etcd-server etcd-client` \
-     (building coord also needs `protobuf-compiler`), or put `etcd` and `etcdctl` on PATH";
-
 /// Options of a test server or cluster: TLS, client-certificate auth, user auth.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> coord::Result<()> {
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use coord::testing::{EtcdServer, APP_PASSWORD, APP_USER};
 ///
 /// let server = EtcdServer::builder().tls(true).auth(true).start().await?;
@@ -122,7 +125,7 @@ impl EtcdBuilder {
     /// # Errors
     ///
     /// See [`EtcdServer::start`].
-    pub async fn start(self) -> Result<EtcdServer> {
+    pub async fn start(self) -> Result<EtcdServer, HarnessError> {
         Ok(EtcdServer {
             cluster: self.start_cluster(1).await?,
         })
@@ -132,10 +135,10 @@ impl EtcdBuilder {
     ///
     /// # Errors
     ///
-    /// See [`EtcdServer::start`]; [`Error::InvalidArgument`] for zero members.
-    pub async fn start_cluster(self, members: usize) -> Result<EtcdCluster> {
+    /// See [`EtcdServer::start`]; [`HarnessError::InvalidArgument`] for zero members.
+    pub async fn start_cluster(self, members: usize) -> Result<EtcdCluster, HarnessError> {
         if members == 0 {
-            return Err(Error::invalid_argument(
+            return Err(HarnessError::invalid_argument(
                 "members",
                 "a cluster needs at least one member",
             ));
@@ -212,9 +215,10 @@ impl EtcdServer {
     ///
     /// # Errors
     ///
-    /// [`Error::Unavailable`] if `etcd` is not on PATH (the message says how to install it),
-    /// cannot be spawned, exits, or does not answer with a leader within 15 s (the message
-    /// shows the end of its log).
+    /// [`HarnessError::NotInstalled`] if `etcd` is not on PATH (the message says how to
+    /// install it); [`HarnessError::Io`] if it cannot be spawned (or its directory, ports or
+    /// log file cannot be had); [`HarnessError::NotServing`] if it exits or does not answer
+    /// with a leader within 15 s (the message shows the end of its log).
     ///
     /// # Examples
     ///
@@ -222,7 +226,7 @@ impl EtcdServer {
     /// use coord::testing::EtcdServer;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> coord::Result<()> {
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let server = EtcdServer::start().await?;
     /// let coord = coord::Coord::connect(server.client_config()).await?;
     /// coord.store().put("/greeting", b"hello".to_vec(), 0).await?;
@@ -231,7 +235,7 @@ impl EtcdServer {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn start() -> Result<Self> {
+    pub async fn start() -> Result<Self, HarnessError> {
         Self::builder().start().await
     }
 
@@ -262,7 +266,7 @@ impl EtcdServer {
 
     /// Stops the server (SIGTERM, SIGKILL after a second); the data stays for
     /// [`restart`](Self::restart).
-    pub async fn kill(&mut self) -> Result<()> {
+    pub async fn kill(&mut self) -> Result<(), HarnessError> {
         self.cluster.kill(0).await
     }
 
@@ -271,7 +275,7 @@ impl EtcdServer {
     /// # Errors
     ///
     /// As [`start`](Self::start).
-    pub async fn restart(&mut self) -> Result<()> {
+    pub async fn restart(&mut self) -> Result<(), HarnessError> {
         self.cluster.restart(0).await
     }
 
@@ -282,23 +286,23 @@ impl EtcdServer {
 
     /// Stops the server and removes its data (what dropping it does, but gracefully and with
     /// errors reported).
-    pub async fn stop(self) -> Result<()> {
+    pub async fn stop(self) -> Result<(), HarnessError> {
         self.cluster.stop().await
     }
 
     /// Runs etcdctl against this server; see [`EtcdCluster::etcdctl`].
-    pub fn etcdctl(&self, args: &[&str]) -> Result<String> {
+    pub fn etcdctl(&self, args: &[&str]) -> Result<String, HarnessError> {
         self.cluster.etcdctl(args)
     }
 
     /// An etcdctl command against this server, not yet run; see
     /// [`EtcdCluster::etcdctl_command`].
-    pub fn etcdctl_command(&self, args: &[&str]) -> Result<Command> {
+    pub fn etcdctl_command(&self, args: &[&str]) -> Result<Command, HarnessError> {
         self.cluster.etcdctl_command(args)
     }
 
     /// Starts etcdctl in the background; see [`EtcdCluster::spawn_etcdctl`].
-    pub fn spawn_etcdctl(&self, args: &[&str]) -> Result<tokio::process::Child> {
+    pub fn spawn_etcdctl(&self, args: &[&str]) -> Result<tokio::process::Child, HarnessError> {
         self.cluster.spawn_etcdctl(args)
     }
 
@@ -317,7 +321,7 @@ impl EtcdServer {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> coord::Result<()> {
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let mut cluster = coord::testing::EtcdCluster::start(3).await?;
 /// let coord = coord::Coord::connect(cluster.client_config()).await?;
 /// cluster.kill(0).await?;
@@ -356,7 +360,7 @@ impl EtcdCluster {
     /// # Errors
     ///
     /// As [`EtcdServer::start`].
-    pub async fn start(members: usize) -> Result<Self> {
+    pub async fn start(members: usize) -> Result<Self, HarnessError> {
         EtcdBuilder::default().start_cluster(members).await
     }
 
@@ -426,7 +430,7 @@ impl EtcdCluster {
     /// Stops member `i`: SIGTERM, then SIGKILL if it has not exited within a second (a member
     /// that lost its quorum can hang on SIGTERM). Its data stays for
     /// [`restart`](Self::restart). Stopping a stopped member does nothing.
-    pub async fn kill(&mut self, i: usize) -> Result<()> {
+    pub async fn kill(&mut self, i: usize) -> Result<(), HarnessError> {
         let member = &mut self.members[i];
         let Some(mut child) = member.process.take() else {
             return Ok(());
@@ -442,10 +446,11 @@ impl EtcdCluster {
     ///
     /// # Errors
     ///
-    /// As [`EtcdServer::start`]. Restarting a running member is [`Error::InvalidArgument`].
-    pub async fn restart(&mut self, i: usize) -> Result<()> {
+    /// As [`EtcdServer::start`]. Restarting a running member is
+    /// [`HarnessError::InvalidArgument`].
+    pub async fn restart(&mut self, i: usize) -> Result<(), HarnessError> {
         if self.members[i].is_running() {
-            return Err(Error::invalid_argument(
+            return Err(HarnessError::invalid_argument(
                 "member",
                 format!("{} is running; kill it first", self.members[i].name),
             ));
@@ -467,9 +472,9 @@ impl EtcdCluster {
     ///
     /// # Errors
     ///
-    /// [`Error::Unavailable`] if a process could not be signalled or the directory not
+    /// [`HarnessError::Io`] if a process could not be signalled or the directory not
     /// removed.
-    pub async fn stop(mut self) -> Result<()> {
+    pub async fn stop(mut self) -> Result<(), HarnessError> {
         let mut first_error = None;
         for i in 0..self.members.len() {
             if let Err(e) = self.kill(i).await {
@@ -477,7 +482,7 @@ impl EtcdCluster {
             }
         }
         if let Some(Err(e)) = self.dir.take().map(tempfile::TempDir::close) {
-            first_error.get_or_insert(harness_error(format!("cannot remove the test data: {e}")));
+            first_error.get_or_insert(HarnessError::io("cannot remove the test data")(e));
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -487,9 +492,9 @@ impl EtcdCluster {
     ///
     /// # Errors
     ///
-    /// [`Error::Backend`] naming the command with etcdctl's standard error if it fails;
-    /// [`Error::Unavailable`] if etcdctl is not on PATH.
-    pub fn etcdctl(&self, args: &[&str]) -> Result<String> {
+    /// [`HarnessError::Etcdctl`] naming the command with etcdctl's standard error if it
+    /// fails; [`HarnessError::NotInstalled`] if etcdctl is not on PATH.
+    pub fn etcdctl(&self, args: &[&str]) -> Result<String, HarnessError> {
         self.run_etcdctl(args, self.auth_on)
     }
 
@@ -499,8 +504,8 @@ impl EtcdCluster {
     ///
     /// # Errors
     ///
-    /// [`Error::Unavailable`] if etcdctl is not on PATH.
-    pub fn etcdctl_command(&self, args: &[&str]) -> Result<Command> {
+    /// [`HarnessError::NotInstalled`] if etcdctl is not on PATH.
+    pub fn etcdctl_command(&self, args: &[&str]) -> Result<Command, HarnessError> {
         self.etcdctl_command_with(args, self.auth_on)
     }
 
@@ -509,8 +514,9 @@ impl EtcdCluster {
     ///
     /// # Errors
     ///
-    /// [`Error::Unavailable`] if etcdctl is not on PATH or cannot be started.
-    pub fn spawn_etcdctl(&self, args: &[&str]) -> Result<tokio::process::Child> {
+    /// [`HarnessError::NotInstalled`] if etcdctl is not on PATH, [`HarnessError::Io`] if it
+    /// cannot be started.
+    pub fn spawn_etcdctl(&self, args: &[&str]) -> Result<tokio::process::Child, HarnessError> {
         let mut command = tokio::process::Command::from(self.etcdctl_command(args)?);
         command
             .stdin(Stdio::null())
@@ -519,23 +525,23 @@ impl EtcdCluster {
             .kill_on_drop(true);
         command
             .spawn()
-            .map_err(|e| harness_error(format!("cannot start etcdctl: {e}")))
+            .map_err(HarnessError::io("cannot start etcdctl"))
     }
 
     /// Sets up the directory, ports and certificates of a cluster; starts nothing.
-    fn create(options: EtcdBuilder, etcd: PathBuf, members: usize) -> Result<Self> {
+    fn create(options: EtcdBuilder, etcd: PathBuf, members: usize) -> Result<Self, HarnessError> {
         static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
         let dir = tempdir()?;
         // All ports are held until all are chosen, so they differ from each other.
         let listeners = (0..members * 2)
             .map(|_| TcpListener::bind("127.0.0.1:0"))
             .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|e| harness_error(format!("cannot find free ports: {e}")))?;
+            .map_err(HarnessError::io("cannot find free ports"))?;
         let addrs = listeners
             .iter()
             .map(TcpListener::local_addr)
             .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|e| harness_error(format!("cannot find free ports: {e}")))?;
+            .map_err(HarnessError::io("cannot find free ports"))?;
         drop(listeners);
         let members = (0..members)
             .map(|i| Member {
@@ -583,7 +589,7 @@ impl EtcdCluster {
     }
 
     /// Spawns member `i`'s etcd process.
-    fn spawn(&mut self, i: usize) -> Result<()> {
+    fn spawn(&mut self, i: usize) -> Result<(), HarnessError> {
         let tls = self.tls.is_some();
         let initial_cluster = self
             .members
@@ -596,12 +602,13 @@ impl EtcdCluster {
             .create(true)
             .append(true)
             .open(&member.log_file)
-            .map_err(|e| {
-                harness_error(format!("cannot create {}: {e}", member.log_file.display()))
-            })?;
+            .map_err(HarnessError::io(format!(
+                "cannot create {}",
+                member.log_file.display()
+            )))?;
         let log_err = log
             .try_clone()
-            .map_err(|e| harness_error(format!("cannot share the log file: {e}")))?;
+            .map_err(HarnessError::io("cannot share the log file"))?;
         let client_url = member.endpoint(tls);
         let peer_url = format!("http://{}", member.peer);
         let mut command = Command::new(&self.etcd);
@@ -645,15 +652,16 @@ impl EtcdCluster {
             }
         }
         die_with_parent(&mut command);
-        let child = command
-            .spawn()
-            .map_err(|e| harness_error(format!("cannot start {}: {e}", self.etcd.display())))?;
+        let child = command.spawn().map_err(HarnessError::io(format!(
+            "cannot start {}",
+            self.etcd.display()
+        )))?;
         self.members[i].process = Some(child);
         Ok(())
     }
 
     /// Waits until every member answers a status request and knows the leader.
-    async fn wait_until_serving(&mut self, within: Duration) -> Result<()> {
+    async fn wait_until_serving(&mut self, within: Duration) -> Result<(), HarnessError> {
         let deadline = Instant::now() + within;
         for i in 0..self.members.len() {
             self.wait_member_serving(i, deadline).await?;
@@ -661,13 +669,17 @@ impl EtcdCluster {
         Ok(())
     }
 
-    async fn wait_member_serving(&mut self, i: usize, deadline: Instant) -> Result<()> {
+    async fn wait_member_serving(
+        &mut self,
+        i: usize,
+        deadline: Instant,
+    ) -> Result<(), HarnessError> {
         let config = self
             .member_client_config(i)
             .with_dial_timeout(Duration::from_millis(500));
         loop {
             self.check_alive(i)?;
-            let last = match Store::connect(&config).await {
+            let last = match async { Store::connect(&config.etcd_options()?).await }.await {
                 Ok(store) => match store.status().await {
                     Ok(status) if status.leader != 0 => return Ok(()),
                     Ok(_) => String::from("no leader yet"),
@@ -682,7 +694,11 @@ impl EtcdCluster {
         }
     }
 
-    async fn wait_member_listening(&mut self, i: usize, deadline: Instant) -> Result<()> {
+    async fn wait_member_listening(
+        &mut self,
+        i: usize,
+        deadline: Instant,
+    ) -> Result<(), HarnessError> {
         let addr = self.members[i].client;
         loop {
             self.check_alive(i)?;
@@ -698,7 +714,7 @@ impl EtcdCluster {
     }
 
     /// An error if member `i` exited on its own.
-    fn check_alive(&mut self, i: usize) -> Result<()> {
+    fn check_alive(&mut self, i: usize) -> Result<(), HarnessError> {
         let member = &mut self.members[i];
         let exited = match &mut member.process {
             Some(child) => child.try_wait().ok().flatten(),
@@ -707,28 +723,17 @@ impl EtcdCluster {
         match exited {
             Some(status) => {
                 member.process = None;
-                Err(harness_error(format!(
-                    "etcd member {} at {} exited ({status}); end of its log ({}):\n{}",
-                    member.name,
-                    member.client,
-                    member.log_file.display(),
-                    log_tail(&member.log_file)
-                )))
+                Err(member.not_serving(i, format!("exited ({status})")))
             }
             None => Ok(()),
         }
     }
 
-    fn not_healthy(&self, i: usize, last: &str) -> Error {
-        let member = &self.members[i];
-        harness_error(format!(
-            "etcd member {} at {} did not serve within {START_TIMEOUT:?} (last: {last}); \
-             end of its log ({}):\n{}",
-            member.name,
-            member.client,
-            member.log_file.display(),
-            log_tail(&member.log_file)
-        ))
+    fn not_healthy(&self, i: usize, last: &str) -> HarnessError {
+        self.members[i].not_serving(
+            i,
+            format!("did not serve within {START_TIMEOUT:?} (last: {last})"),
+        )
     }
 
     /// True if a member could not bind its ports because someone else took them.
@@ -740,7 +745,7 @@ impl EtcdCluster {
     }
 
     /// Creates the users and roles of the module docs, then turns auth on.
-    fn enable_auth(&self) -> Result<()> {
+    fn enable_auth(&self) -> Result<(), HarnessError> {
         let steps: [&[&str]; 7] = [
             &[
                 "user",
@@ -771,27 +776,24 @@ impl EtcdCluster {
     }
 
     /// Runs etcdctl, logged in as root if `login`; its standard output.
-    fn run_etcdctl(&self, args: &[&str], login: bool) -> Result<String> {
+    fn run_etcdctl(&self, args: &[&str], login: bool) -> Result<String, HarnessError> {
         let output = self
             .etcdctl_command_with(args, login)?
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| harness_error(format!("cannot run etcdctl: {e}")))?;
+            .map_err(HarnessError::io("cannot run etcdctl"))?;
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {
-            Err(Error::Backend {
-                key: format!("etcdctl {}", args.join(" ")),
-                reason: format!(
-                    "{}: {}",
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ),
+            Err(HarnessError::Etcdctl {
+                command: args.join(" "),
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
             })
         }
     }
 
-    fn etcdctl_command_with(&self, args: &[&str], login: bool) -> Result<Command> {
+    fn etcdctl_command_with(&self, args: &[&str], login: bool) -> Result<Command, HarnessError> {
         let mut command = Command::new(find_on_path("etcdctl")?);
         clear_env(&mut command, "ETCDCTL_");
         command.env("ETCDCTL_API", "3");
@@ -833,6 +835,18 @@ impl Member {
             None => false,
         }
     }
+
+    /// The error of member `i`, which did not come up: `what` happened, with the end of its
+    /// log.
+    fn not_serving(&self, i: usize, what: String) -> HarnessError {
+        HarnessError::NotServing {
+            member: i,
+            address: self.client,
+            what,
+            log_file: self.log_file.clone(),
+            log_tail: log_tail(&self.log_file),
+        }
+    }
 }
 
 impl Drop for EtcdCluster {
@@ -850,9 +864,13 @@ impl Drop for EtcdCluster {
 }
 
 /// SIGTERM, a grace period, then SIGKILL; reaps the process.
-async fn terminate(child: &mut Child, name: &str) -> Result<()> {
-    let pid = libc::pid_t::try_from(child.id())
-        .map_err(|_| harness_error(format!("etcd member {name} has an invalid pid")))?;
+async fn terminate(child: &mut Child, name: &str) -> Result<(), HarnessError> {
+    let pid = libc::pid_t::try_from(child.id()).map_err(|_| {
+        HarnessError::io(format!("cannot signal etcd member {name}"))(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "its process id does not fit a pid_t",
+        ))
+    })?;
     // SAFETY: `kill` only sends a signal. `pid` is our own child, which has not been reaped
     // (we hold its `Child` and wait for it only below), so the pid cannot have been reused.
     if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
@@ -869,10 +887,10 @@ async fn terminate(child: &mut Child, name: &str) -> Result<()> {
     }
     child
         .kill()
-        .map_err(|e| harness_error(format!("cannot kill etcd member {name}: {e}")))?;
+        .map_err(HarnessError::io(format!("cannot kill etcd member {name}")))?;
     child
         .wait()
-        .map_err(|e| harness_error(format!("cannot reap etcd member {name}: {e}")))?;
+        .map_err(HarnessError::io(format!("cannot reap etcd member {name}")))?;
     Ok(())
 }
 
@@ -911,12 +929,14 @@ fn clear_env(command: &mut Command, prefix: &str) {
 }
 
 /// The path of `program` on PATH, or an error that says how to install it.
-fn find_on_path(program: &str) -> Result<PathBuf> {
+fn find_on_path(program: &str) -> Result<PathBuf, HarnessError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| harness_error(format!("`{program}` is not on PATH: {INSTALL_HINT}")))
+        .ok_or_else(|| HarnessError::NotInstalled {
+            program: program.to_owned(),
+        })
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -936,14 +956,15 @@ const OWNER_FILE: &str = "owner.pid";
 ///
 /// Directories of test processes that were killed (so never dropped theirs) are removed
 /// first.
-fn tempdir() -> Result<tempfile::TempDir> {
+fn tempdir() -> Result<tempfile::TempDir, HarnessError> {
     remove_orphaned_dirs();
     let dir = tempfile::Builder::new()
         .prefix(DIR_PREFIX)
         .tempdir()
-        .map_err(|e| harness_error(format!("cannot create a temporary directory: {e}")))?;
-    std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())
-        .map_err(|e| harness_error(format!("cannot write to {}: {e}", dir.path().display())))?;
+        .map_err(HarnessError::io("cannot create a temporary directory"))?;
+    std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string()).map_err(
+        HarnessError::io(format!("cannot write to {}", dir.path().display())),
+    )?;
     Ok(dir)
 }
 
@@ -983,12 +1004,14 @@ fn process_exists(pid: libc::pid_t) -> bool {
 
 /// Generates a CA, a server certificate for 127.0.0.1 and localhost, and a client
 /// certificate, and writes them as PEM files into `dir`.
-fn write_certificates(dir: &Path) -> Result<TlsFiles> {
+fn write_certificates(dir: &Path) -> Result<TlsFiles, HarnessError> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
     };
-    let tls_error = |e: rcgen::Error| harness_error(format!("cannot generate certificates: {e}"));
+    let tls_error = |e: rcgen::Error| HarnessError::Certificates {
+        reason: e.to_string(),
+    };
 
     let ca_key = KeyPair::generate().map_err(tls_error)?;
     let mut ca_params = CertificateParams::new(Vec::new()).map_err(tls_error)?;
@@ -1017,7 +1040,7 @@ fn write_certificates(dir: &Path) -> Result<TlsFiles> {
         params.extended_key_usages = usages;
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &issuer).map_err(tls_error)?;
-        Ok::<_, Error>((cert.pem(), key.serialize_pem()))
+        Ok::<_, HarnessError>((cert.pem(), key.serialize_pem()))
     };
     let (server_cert, server_key) = leaf(
         vec!["127.0.0.1".into(), "localhost".into()],
@@ -1049,7 +1072,7 @@ fn write_certificates(dir: &Path) -> Result<TlsFiles> {
         (&files.client_key_file, client_key),
     ] {
         std::fs::write(path, pem)
-            .map_err(|e| harness_error(format!("cannot write {}: {e}", path.display())))?;
+            .map_err(HarnessError::io(format!("cannot write {}", path.display())))?;
     }
     Ok(files)
 }
@@ -1076,14 +1099,6 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
 }
 
-/// The harness could not provide a running etcd.
-fn harness_error(reason: String) -> Error {
-    Error::Unavailable {
-        endpoints: String::from("the test etcd"),
-        reason,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1091,12 +1106,41 @@ mod tests {
     #[test]
     fn a_missing_program_says_how_to_install_it() {
         let err = find_on_path("etcd-that-does-not-exist").unwrap_err();
+        assert!(
+            matches!(&err, HarnessError::NotInstalled { program } if program == "etcd-that-does-not-exist"),
+            "{err:?}"
+        );
         let text = err.to_string();
         assert!(
             text.contains("apt-get install -y etcd-server etcd-client"),
             "{text}"
         );
         assert!(text.contains("protobuf-compiler"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_etcd_that_exits_is_a_harness_error_naming_the_member() {
+        // `false` exits at once, as an etcd refusing its flags would.
+        let etcd = find_on_path("false").unwrap();
+        let mut cluster = EtcdCluster::create(EtcdBuilder::default(), etcd, 1).unwrap();
+        std::fs::write(&cluster.members[0].log_file, "last words\n").unwrap();
+        cluster.spawn(0).unwrap();
+        let err = cluster.wait_until_serving(START_TIMEOUT).await.unwrap_err();
+        match &err {
+            HarnessError::NotServing {
+                member,
+                what,
+                log_tail,
+                ..
+            } => {
+                assert_eq!(*member, 0);
+                assert!(what.starts_with("exited"), "{what}");
+                assert_eq!(log_tail, "last words");
+            }
+            other => panic!("expected NotServing, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.starts_with("etcd member m0 at 127.0.0.1:"), "{text}");
     }
 
     #[test]

@@ -61,7 +61,7 @@ fn micros(d: Duration) -> String {
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> coord::Result<()> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = EtcdServer::start().await?;
     let owner = Coord::connect(server.client_config()).await?;
     let registry = owner.registry();

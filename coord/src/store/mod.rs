@@ -30,6 +30,7 @@ use std::task::{Context, Poll};
 use futures::{Stream, StreamExt};
 use tracing::Instrument;
 
+pub(crate) use etcd::{Credentials, EtcdOptions, TlsMaterial};
 pub use types::*;
 
 use crate::error::{Error, Result};
@@ -113,8 +114,8 @@ impl Store {
     }
 
     /// Connects to etcd.
-    pub(crate) async fn connect(config: &crate::client::ClientConfig) -> Result<Self> {
-        let backend = etcd::EtcdStore::connect(config).await?;
+    pub(crate) async fn connect(options: &EtcdOptions) -> Result<Self> {
+        let backend = etcd::EtcdStore::connect(options).await?;
         Ok(Self::from_backend(Backend::Etcd(backend)))
     }
 
@@ -174,6 +175,10 @@ impl Store {
     }
 
     /// Reads one key; `None` if it does not exist.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads, so a dropped call leaves nothing behind.
     pub async fn get(&self, key: &str) -> Result<(Option<KeyValue>, i64)> {
         let resp = self
             .range(&KeyRange::key(key), RangeOptions::default())
@@ -182,6 +187,10 @@ impl Store {
     }
 
     /// Reads a key or a prefix, at the latest or a past revision.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads, so a dropped call leaves nothing behind.
     pub async fn range(&self, range: &KeyRange, options: RangeOptions) -> Result<GetResponse> {
         check_key("key", range.as_str(), matches!(range, KeyRange::Prefix(_)))?;
         self.check_open()?;
@@ -197,6 +206,11 @@ impl Store {
     }
 
     /// Writes a key, attached to `lease` (0 = no lease).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: once the request is sent, a dropped call may or may not have written
+    /// the key (read it to know). It never leaves half a write.
     pub async fn put(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<PutResponse> {
         check_key("key", key, false)?;
         check_request_size(key, key.len() + value.len())?;
@@ -209,6 +223,11 @@ impl Store {
     }
 
     /// Deletes a key or every key under a prefix.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: once the request is sent, a dropped call may or may not have deleted;
+    /// a prefix is deleted whole (in one revision) or not at all.
     pub async fn delete(&self, range: &KeyRange) -> Result<DeleteResponse> {
         check_key("key", range.as_str(), matches!(range, KeyRange::Prefix(_)))?;
         self.check_open()?;
@@ -220,6 +239,13 @@ impl Store {
     }
 
     /// Runs a transaction atomically.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: once the request is sent, a dropped call may or may not have applied
+    /// the transaction, and which branch ran is lost. It is applied whole or not at all, so a
+    /// transaction guarded by compares (create-only, a version) can be checked by reading or
+    /// safely sent again.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         check_txn(&txn)?;
         self.check_open()?;
@@ -229,6 +255,12 @@ impl Store {
     }
 
     /// Grants a lease of `ttl` seconds; the answer holds the TTL actually granted.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: once the request is sent, a dropped call may have granted a lease
+    /// whose ID nobody learns. Nothing is attached to it and nobody renews it, so it expires
+    /// after its TTL.
     pub async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrant> {
         if ttl < 1 {
             return Err(Error::invalid_argument(
@@ -245,6 +277,14 @@ impl Store {
     }
 
     /// Renews a lease once; returns the new TTL in seconds, or [`Error::LeaseNotFound`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped renewal may or may not have renewed the lease, which then keeps
+    /// at least the time it had left, and renewing again is always allowed. On etcd the
+    /// lease's kept keep-alive stream is dropped with it (an answer left unread on it must not
+    /// be taken for the next renewal's), so the next renewal opens a new one: one more round
+    /// trip.
     pub async fn lease_keep_alive(&self, id: i64) -> Result<i64> {
         self.check_open()?;
         self.count();
@@ -255,6 +295,12 @@ impl Store {
     }
 
     /// Revokes a lease, deleting its keys at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: once the request is sent, a dropped call may or may not have revoked
+    /// the lease (and deleted its keys). Revoking again is harmless: a lease already gone is
+    /// [`Error::LeaseNotFound`].
     pub async fn lease_revoke(&self, id: i64) -> Result<()> {
         self.check_open()?;
         self.count();
@@ -265,6 +311,10 @@ impl Store {
     }
 
     /// A lease's remaining TTL (`ttl == -1` if it no longer exists).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads, so a dropped call leaves nothing behind.
     pub async fn lease_ttl(&self, id: i64) -> Result<LeaseTtl> {
         self.check_open()?;
         self.count();
@@ -278,6 +328,13 @@ impl Store {
     ///
     /// The stream yields batches of events that share a revision, in revision order. It ends
     /// after yielding an error; a start revision that is compacted yields [`Error::Compacted`].
+    /// Dropping the stream cancels the watch.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call leaves no watcher behind. On etcd, a watch whose create
+    /// request was already sent on the shared stream is cancelled as soon as etcd answers it,
+    /// and the shared stream closes when nothing else watches on it.
     pub async fn watch(&self, range: &KeyRange, start_revision: i64) -> Result<WatchStream> {
         check_key("key", range.as_str(), matches!(range, KeyRange::Prefix(_)))?;
         self.check_open()?;
@@ -300,6 +357,11 @@ impl Store {
     }
 
     /// Compacts the history up to `revision`: older revisions can no longer be read or watched.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: once the request is sent, a dropped call may or may not have
+    /// compacted. Compacting again to the same revision is [`Error::Compacted`] if it was.
     pub async fn compact(&self, revision: i64) -> Result<()> {
         self.check_open()?;
         self.count();
@@ -310,6 +372,10 @@ impl Store {
     }
 
     /// The store's revision, version and leader.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads, so a dropped call leaves nothing behind.
     pub async fn status(&self) -> Result<Status> {
         self.check_open()?;
         self.count();

@@ -221,7 +221,7 @@ impl Stream {
                         }
                     }
                     Ok(None) => break Some(String::from("etcd closed the watch stream")),
-                    Err(e) => break Some(super::stream_error_reason(e)),
+                    Err(e) => break Some(super::errors::stream_error_reason(e)),
                 },
             }
         };

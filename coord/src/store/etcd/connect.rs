@@ -1,0 +1,108 @@
+//! Connecting: dial etcd and prove it answers, within the dial timeout, or say why not.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::Client;
+use tokio::time::Instant;
+
+use super::errors::{is_tls_failure, map_error, ErrorContext, Request};
+use super::{mux, EtcdOptions, EtcdStore};
+use crate::error::{Error, Result};
+
+impl EtcdStore {
+    /// Connects and checks that etcd answers, all within `config.dial_timeout`.
+    pub(crate) async fn connect(config: &EtcdOptions) -> Result<Self> {
+        let endpoints: Arc<str> = config.endpoints.join(",").into();
+        let options = config.connect_options();
+        let context = ErrorContext {
+            endpoints: &endpoints,
+            request_timeout: config.dial_timeout,
+        };
+        let deadline = Instant::now() + config.dial_timeout;
+        let mut last_error: Option<String> = None;
+        // etcd-client connects lazily and a request routed to an endpoint that is down fails at
+        // once, so one failed probe says little: an etcd that is starting, or a dead endpoint
+        // among live ones, is retried until the deadline.
+        loop {
+            let attempt = async {
+                let client = Client::connect(&config.endpoints, Some(options.clone())).await?;
+                client.maintenance_client().status().await?;
+                Ok::<_, etcd_client::Error>(client)
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(client)) => {
+                    let client = Arc::new(client);
+                    return Ok(EtcdStore {
+                        watches: Arc::new(mux::WatchMux::new(Arc::clone(&client))),
+                        client,
+                        endpoint_count: config.endpoints.len(),
+                        endpoints,
+                        request_timeout: config.request_timeout,
+                        keepers: Arc::default(),
+                    });
+                }
+                Ok(Err(e)) => match map_error(e, Request::new("connect", ""), &context) {
+                    // Retrying cannot fix a refusal.
+                    err @ (Error::Unauthenticated { .. }
+                    | Error::PermissionDenied { .. }
+                    | Error::InvalidArgument { .. }) => return Err(err),
+                    // Keep a TLS failure over what follows it: the next try on the same
+                    // connection may only see the hang-up ("broken pipe").
+                    Error::Unavailable { reason, .. } => {
+                        if !last_error.as_deref().is_some_and(is_tls_failure) {
+                            last_error = Some(reason);
+                        }
+                    }
+                    other => last_error = Some(other.to_string()),
+                },
+                Err(_) => break,
+            }
+            if Instant::now() + CONNECT_RETRY_DELAY >= deadline {
+                break;
+            }
+            tokio::time::sleep(CONNECT_RETRY_DELAY).await;
+        }
+        let reason = match last_error {
+            Some(reason) if !is_tls_failure(&reason) && is_hang_up(&reason) => {
+                if config.tls.is_none() {
+                    // What a TLS server does to a plain-text HTTP/2 client.
+                    format!("{reason} (if etcd serves TLS, use an https:// endpoint and set tls)")
+                } else {
+                    // What etcd with --client-cert-auth does to a client without a certificate.
+                    format!(
+                        "{reason} (etcd hung up after the TLS handshake: if it requires a client \
+                         certificate, set tls.cert_file and tls.key_file)"
+                    )
+                }
+            }
+            Some(reason) => reason,
+            None => format!(
+                "no answer within the dial timeout of {:?}",
+                config.dial_timeout
+            ),
+        };
+        Err(Error::Unavailable {
+            endpoints: endpoints.to_string(),
+            reason,
+        })
+    }
+}
+
+/// How long `connect` waits between probes of an etcd that did not answer.
+const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// True for the ways a connection ends when the server drops it right after it opened: a TLS
+/// server spoken to in plain text, or one that wants a client certificate it did not get.
+fn is_hang_up(reason: &str) -> bool {
+    let lower = reason.to_lowercase();
+    [
+        "broken pipe",
+        "connection reset",
+        "connection closed",
+        "frame with invalid size",
+        "protocol error",
+    ]
+    .iter()
+    .any(|sign| lower.contains(sign))
+}
