@@ -150,10 +150,14 @@ fn field_info(field: &Field) -> TokenStream {
     let type_name = field.type_name();
     let doc = &field.doc;
     let secret = field.attrs.secret.map(|_| quote!(.secret()));
-    let default = field.attrs.default.as_ref().map(|_| {
+    let default = if field.attrs.default.is_some() {
         let name = default_fn_ident(field);
-        quote_spanned!(ty.span()=> .with_default::<#ty>(Self::#name))
-    });
+        Some(quote_spanned!(ty.span()=> .with_default::<#ty>(Self::#name)))
+    } else if field.option {
+        Some(quote_spanned!(ty.span()=> .with_default::<#ty>(|| ::core::option::Option::None)))
+    } else {
+        None
+    };
     quote! {
         __fields.push(
             ::coord::config::FieldInfo::new(#key, #type_name, #doc) #secret #default
@@ -175,6 +179,15 @@ fn read(field: &Field) -> TokenStream {
         let name = default_fn_ident(field);
         quote_spanned! {ty.span()=>
             ::coord::config::Source::get_or_else::<#ty>(__source, #key, Self::#name)
+        }
+    } else if field.option {
+        // As serde does for an absent `Option` field: missing means `None`.
+        quote_spanned! {ty.span()=>
+            ::coord::config::Source::get_or_else::<#ty>(
+                __source,
+                #key,
+                || ::core::option::Option::None,
+            )
         }
     } else {
         quote_spanned!(ty.span()=> ::coord::config::Source::get::<#ty>(__source, #key))

@@ -25,6 +25,15 @@ use syn::{parse_macro_input, DeriveInput};
 /// `#[coord(default)]` (`Default::default()`), `#[coord(secret)]` (the type must be
 /// `coord::Secret<T>`), `#[coord(nested)]` (the type is another `CoordConfig`, stored under
 /// `{prefix}/{key}/`). A field's doc comment is its description.
+///
+/// # `Option` fields
+///
+/// A field whose type is written `Option<T>`, `std::option::Option<T>` or
+/// `core::option::Option<T>` is `None` when its key is missing, as serde treats an absent
+/// `Option` field; it needs no `#[coord(default)]` and is listed as not required, with default
+/// JSON `null`. `publish` writes `None` as JSON `null`, which reads back as `None`. The type is
+/// recognized by how it is written, as serde does: a type alias of `Option` is not seen through
+/// and such a field stays required (add `#[coord(default)]` to it).
 #[proc_macro_derive(CoordConfig, attributes(coord))]
 pub fn derive_coord_config(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
