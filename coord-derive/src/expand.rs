@@ -201,10 +201,10 @@ fn write(field: &Field) -> TokenStream {
     let ty = field.ty;
     if field.attrs.nested.is_some() {
         quote_spanned! {ty.span()=>
-            __values.extend(::coord::config::encode_nested(
+            __values.extend(::coord::config::nested_values(
                 #key,
-                <#ty as ::coord::config::CoordConfig>::to_values(&self.#ident)?,
-            ));
+                <#ty as ::coord::config::CoordConfig>::to_values(&self.#ident),
+            )?);
         }
     } else {
         quote_spanned! {ty.span()=>

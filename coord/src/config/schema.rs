@@ -75,7 +75,8 @@ pub trait CoordConfig: Sized + Send + Sync + 'static {
     fn to_values(&self) -> Result<Values>;
 
     /// The struct's own `#[coord(validate = "...")]` check; `Ok` if it has none. Nested
-    /// structs are not checked here: [`from_source`](Self::from_source) checks each one.
+    /// structs are not checked here: [`from_source`](Self::from_source) checks each one, on
+    /// every bind and reload and before every `publish`.
     ///
     /// # Errors
     ///
@@ -304,6 +305,23 @@ pub fn encode_nested(key: &str, values: Values) -> Values {
         .into_iter()
         .map(|(k, json)| (join(key, &k), json))
         .collect()
+}
+
+/// A nested struct's `to_values()` result as seen from the outer struct: its keys, and the key
+/// an [`Error::Invalid`] names, prefixed with `key/`.
+///
+/// # Errors
+///
+/// The nested struct's error, its key made relative to the outer struct.
+pub fn nested_values(key: &str, values: Result<Values>) -> Result<Values> {
+    match values {
+        Ok(values) => Ok(encode_nested(key, values)),
+        Err(Error::Invalid { key: inner, reason }) => Err(Error::Invalid {
+            key: join(key, &inner),
+            reason,
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// A table of `T`'s keys: key, type, default (`required` if none) and doc, one row per key,
