@@ -33,8 +33,10 @@ impl<'a> Input<'a> {
     /// The model, or `None` if the input is not a non-generic struct with named fields (the
     /// reason is in `cx`). Attribute errors are in `cx` too but still give a model, so the
     /// cross-field checks can report theirs in the same compile.
-    pub fn from_syn(cx: &Ctxt, input: &'a DeriveInput) -> Option<Self> {
-        let attrs = attr::Container::from_attrs(cx, &input.attrs);
+    ///
+    /// `attrs` are the struct's attributes, parsed by the caller, which needs the crate path
+    /// even when there is no model.
+    pub fn from_syn(cx: &Ctxt, input: &'a DeriveInput, attrs: attr::Container) -> Option<Self> {
         if !input.generics.params.is_empty() {
             cx.error_at(
                 input.generics.span(),
