@@ -4,7 +4,10 @@ use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
 use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{Attribute, Data, DeriveInput, Expr, ExprLit, Fields, Ident, Lit, Meta, Type};
+use syn::{
+    Attribute, Data, DeriveInput, Expr, ExprLit, Fields, GenericArgument, Ident, Lit, Meta,
+    PathArguments, Type,
+};
 
 use crate::attr;
 use crate::ctxt::Ctxt;
@@ -20,6 +23,8 @@ pub struct Field<'a> {
     pub ident: &'a Ident,
     pub ty: &'a Type,
     pub attrs: attr::Field,
+    /// The type is written `Option<..>` (see [`is_option`]): a missing key reads as `None`.
+    pub option: bool,
     /// The doc comment, each line without its leading space, trimmed.
     pub doc: String,
 }
@@ -28,8 +33,10 @@ impl<'a> Input<'a> {
     /// The model, or `None` if the input is not a non-generic struct with named fields (the
     /// reason is in `cx`). Attribute errors are in `cx` too but still give a model, so the
     /// cross-field checks can report theirs in the same compile.
-    pub fn from_syn(cx: &Ctxt, input: &'a DeriveInput) -> Option<Self> {
-        let attrs = attr::Container::from_attrs(cx, &input.attrs);
+    ///
+    /// `attrs` are the struct's attributes, parsed by the caller, which needs the crate path
+    /// even when there is no model.
+    pub fn from_syn(cx: &Ctxt, input: &'a DeriveInput, attrs: attr::Container) -> Option<Self> {
         if !input.generics.params.is_empty() {
             cx.error_at(
                 input.generics.span(),
@@ -83,6 +90,7 @@ impl<'a> Input<'a> {
                     ident: field.ident.as_ref()?,
                     ty: &field.ty,
                     attrs: attr::Field::from_attrs(cx, &field.attrs),
+                    option: is_option(&field.ty),
                     doc: doc_comment(&field.attrs),
                 })
             })
@@ -122,6 +130,43 @@ impl Field<'_> {
         write_tokens(&mut out, self.ty.to_token_stream());
         out
     }
+}
+
+/// True for `Option<T>`, `std::option::Option<T>` and `core::option::Option<T>` (with or
+/// without a leading `::`), as written. Like serde, this is syntax only: a type alias of
+/// `Option` is not seen through, and such a field stays required.
+fn is_option(ty: &Type) -> bool {
+    let path = match ty {
+        Type::Path(path) if path.qself.is_none() => &path.path,
+        Type::Group(group) => return is_option(&group.elem),
+        Type::Paren(paren) => return is_option(&paren.elem),
+        _ => return false,
+    };
+    let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+    let named = match segments.as_slice() {
+        [option] => path.leading_colon.is_none() && option == "Option",
+        [root, module, option] => {
+            (root == "std" || root == "core") && module == "option" && option == "Option"
+        }
+        _ => false,
+    };
+    // Only the last segment may carry arguments, and exactly one type.
+    let earlier_plain = path
+        .segments
+        .iter()
+        .rev()
+        .skip(1)
+        .all(|s| s.arguments.is_none());
+    let one_type = path
+        .segments
+        .last()
+        .is_some_and(|last| match &last.arguments {
+            PathArguments::AngleBracketed(args) => {
+                args.args.len() == 1 && matches!(args.args.first(), Some(GenericArgument::Type(_)))
+            }
+            _ => false,
+        });
+    named && earlier_plain && one_type
 }
 
 fn doc_comment(attrs: &[Attribute]) -> String {

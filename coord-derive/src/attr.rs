@@ -1,8 +1,9 @@
 //! Every `#[coord(...)]` attribute, parsed once (by darling) into plain fields.
 //!
 //! Rules about one attribute's own value (a prefix starts with `/`, a key has no `/`, a
-//! validate string is a path) are enforced here; rules between attributes and fields are in
-//! `check.rs`.
+//! validate string is a path) are enforced here; rules between attributes and fields, and the
+//! crate path (which decides how the impl is written even when other attributes are wrong),
+//! are in `check.rs`.
 
 use darling::util::Flag;
 use darling::{FromAttributes, FromMeta};
@@ -21,6 +22,8 @@ pub struct Container {
     /// `validate = "path::to::fn"`, parsed; its tokens carry the string's span, so a function
     /// with the wrong signature is reported at the string.
     pub validate: Option<syn::Path>,
+    /// `crate = "path::to::coord"`, as written; `check.rs` parses it as a path.
+    pub crate_path: Option<LitStr>,
 }
 
 pub struct Prefix {
@@ -55,6 +58,8 @@ pub enum DefaultValue {
 struct RawContainer {
     prefix: Option<LitStr>,
     validate: Option<LitStr>,
+    #[darling(rename = "crate")]
+    crate_path: Option<LitStr>,
 }
 
 #[derive(FromAttributes)]
@@ -100,6 +105,7 @@ impl Container {
         Container {
             prefix: raw.prefix.and_then(|lit| parse_prefix(cx, &lit)),
             validate: raw.validate.and_then(|lit| parse_validate(cx, &lit)),
+            crate_path: raw.crate_path,
         }
     }
 }

@@ -6,13 +6,36 @@ use syn::spanned::Spanned;
 use syn::Type;
 
 use crate::ast::Input;
+use crate::attr;
 use crate::ctxt::Ctxt;
-use crate::symbol::{DEFAULT, NESTED, SECRET, SECRET_TYPE};
+use crate::symbol::{CRATE, DEFAULT, NESTED, SECRET, SECRET_TYPE};
 
 pub fn check(cx: &Ctxt, input: &Input) {
     check_nested(cx, input);
     check_secret_types(cx, input);
     check_unique_keys(cx, input);
+}
+
+/// The path generated code names the runtime crate by: `crate = "..."` parsed as a module
+/// path (each segment's tokens carry the string's span), else `::coord`. `None` if the
+/// attribute does not parse; the error is in `cx`, at the string.
+pub fn crate_path(cx: &Ctxt, container: &attr::Container) -> Option<syn::Path> {
+    let Some(lit) = &container.crate_path else {
+        return Some(syn::parse_quote!(::coord));
+    };
+    match lit.parse_with(syn::Path::parse_mod_style) {
+        Ok(path) => Some(path),
+        Err(_) => {
+            cx.error_at(
+                lit.span(),
+                format!(
+                    "#[coord({CRATE} = ...)] must be the path the coord crate is reachable at, \
+                     as a string, e.g. {CRATE} = \"my_platform::coord\""
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn check_nested(cx: &Ctxt, input: &Input) {

@@ -7,29 +7,33 @@ use syn::spanned::Spanned;
 use syn::DeriveInput;
 
 use crate::ast::{Field, Input};
-use crate::attr::DefaultValue;
+use crate::attr::{self, DefaultValue};
 use crate::check;
 use crate::ctxt::Ctxt;
 
 pub fn derive(input: &DeriveInput) -> TokenStream {
     let cx = Ctxt::new();
-    let model = Input::from_syn(&cx, input);
+    let attrs = attr::Container::from_attrs(&cx, &input.attrs);
+    let krate = check::crate_path(&cx, &attrs);
+    let model = Input::from_syn(&cx, input, attrs);
     if let Some(model) = &model {
         check::check(&cx, model);
     }
-    match (cx.check(), model) {
-        (Ok(()), Some(model)) => expand(&model),
-        (Err(errors), _) => fallback(input, errors),
-        // `from_syn` only gives no model after reporting why; keep the promise of one error
-        // anyway rather than panic in the user's build.
-        (Ok(()), None) => fallback(
+    match (cx.check(), model, krate) {
+        (Ok(()), Some(model), Some(krate)) => expand(&model, &krate),
+        (Err(errors), _, krate) => fallback(input, errors, krate.as_ref()),
+        // `from_syn` and `crate_path` only give nothing after reporting why; keep the promise
+        // of one error anyway rather than panic in the user's build.
+        (Ok(()), _, krate) => fallback(
             input,
             syn::Error::new(Span::call_site(), "#[derive(CoordConfig)] failed"),
+            krate.as_ref(),
         ),
     }
 }
 
-fn expand(input: &Input) -> TokenStream {
+/// `krate` is the path to the coord crate (`::coord` unless `#[coord(crate = "...")]`).
+fn expand(input: &Input, krate: &syn::Path) -> TokenStream {
     let ident = input.ident;
 
     let prefix = match &input.attrs.prefix {
@@ -42,7 +46,7 @@ fn expand(input: &Input) -> TokenStream {
     let has_prefix = input.attrs.prefix.as_ref().map(|_| {
         quote! {
             #[automatically_derived]
-            impl ::coord::config::HasPrefix for #ident {}
+            impl #krate::config::HasPrefix for #ident {}
         }
     });
     let validate = input.attrs.validate.as_ref().map(|path| {
@@ -54,9 +58,9 @@ fn expand(input: &Input) -> TokenStream {
     });
 
     let default_fns = input.fields.iter().filter_map(default_fn);
-    let field_infos = input.fields.iter().map(field_info);
-    let reads = input.fields.iter().map(read);
-    let writes = input.fields.iter().map(write);
+    let field_infos = input.fields.iter().map(|field| field_info(field, krate));
+    let reads = input.fields.iter().map(|field| read(field, krate));
+    let writes = input.fields.iter().map(|field| write(field, krate));
     let field_count = input.fields.len();
 
     let default_fns: Vec<TokenStream> = default_fns.collect();
@@ -76,27 +80,27 @@ fn expand(input: &Input) -> TokenStream {
             #default_impl
 
             #[automatically_derived]
-            impl ::coord::config::CoordConfig for #ident {
+            impl #krate::config::CoordConfig for #ident {
                 const PREFIX: ::core::option::Option<&'static str> = #prefix;
 
-                fn fields() -> ::std::vec::Vec<::coord::config::FieldInfo> {
+                fn fields() -> ::std::vec::Vec<#krate::config::FieldInfo> {
                     let mut __fields = ::std::vec::Vec::with_capacity(#field_count);
                     #(#field_infos)*
                     __fields
                 }
 
                 fn from_source(
-                    __source: &::coord::config::Source<'_>,
-                ) -> ::core::result::Result<Self, ::coord::Error> {
+                    __source: &#krate::config::Source<'_>,
+                ) -> ::core::result::Result<Self, #krate::Error> {
                     let __value = #ident {
                         #(#reads)*
                     };
-                    ::coord::config::Source::validated(__source, __value)
+                    #krate::config::Source::validated(__source, __value)
                 }
 
                 fn to_values(
                     &self,
-                ) -> ::core::result::Result<::coord::config::Values, ::coord::Error> {
+                ) -> ::core::result::Result<#krate::config::Values, #krate::Error> {
                     let mut __values = ::std::vec::Vec::with_capacity(#field_count);
                     #(#writes)*
                     ::core::result::Result::Ok(__values)
@@ -132,7 +136,7 @@ fn default_fn(field: &Field) -> Option<TokenStream> {
     })
 }
 
-fn field_info(field: &Field) -> TokenStream {
+fn field_info(field: &Field, krate: &syn::Path) -> TokenStream {
     let key = field.key();
     let ty = field.ty;
     // Spanned at the field type, so "X does not implement CoordConfig / Serialize" points
@@ -141,69 +145,86 @@ fn field_info(field: &Field) -> TokenStream {
     // prints once.
     if field.attrs.nested.is_some() {
         return quote_spanned! {ty.span()=>
-            __fields.extend(::coord::config::FieldInfo::nested(
+            __fields.extend(#krate::config::FieldInfo::nested(
                 #key,
-                <#ty as ::coord::config::CoordConfig>::fields(),
+                <#ty as #krate::config::CoordConfig>::fields(),
             ));
         };
     }
     let type_name = field.type_name();
     let doc = &field.doc;
     let secret = field.attrs.secret.map(|_| quote!(.secret()));
-    let default = field.attrs.default.as_ref().map(|_| {
+    let default = if field.attrs.default.is_some() {
         let name = default_fn_ident(field);
-        quote_spanned!(ty.span()=> .with_default::<#ty>(Self::#name))
-    });
+        Some(quote_spanned!(ty.span()=> .with_default::<#ty>(Self::#name)))
+    } else if field.option {
+        Some(quote_spanned!(ty.span()=> .with_default::<#ty>(|| ::core::option::Option::None)))
+    } else {
+        None
+    };
     quote! {
         __fields.push(
-            ::coord::config::FieldInfo::new(#key, #type_name, #doc) #secret #default
+            #krate::config::FieldInfo::new(#key, #type_name, #doc) #secret #default
         );
     }
 }
 
-fn read(field: &Field) -> TokenStream {
+fn read(field: &Field, krate: &syn::Path) -> TokenStream {
     let ident = field.ident;
     let key = field.key();
     let ty = field.ty;
     let value = if field.attrs.nested.is_some() {
         quote_spanned! {ty.span()=>
-            <#ty as ::coord::config::CoordConfig>::from_source(
-                &::coord::config::Source::at(__source, #key),
+            <#ty as #krate::config::CoordConfig>::from_source(
+                &#krate::config::Source::at(__source, #key),
             )
         }
     } else if field.attrs.default.is_some() {
         let name = default_fn_ident(field);
         quote_spanned! {ty.span()=>
-            ::coord::config::Source::get_or_else::<#ty>(__source, #key, Self::#name)
+            #krate::config::Source::get_or_else::<#ty>(__source, #key, Self::#name)
+        }
+    } else if field.option {
+        // As serde does for an absent `Option` field: missing means `None`.
+        quote_spanned! {ty.span()=>
+            #krate::config::Source::get_or_else::<#ty>(
+                __source,
+                #key,
+                || ::core::option::Option::None,
+            )
         }
     } else {
-        quote_spanned!(ty.span()=> ::coord::config::Source::get::<#ty>(__source, #key))
+        quote_spanned!(ty.span()=> #krate::config::Source::get::<#ty>(__source, #key))
     };
     quote!(#ident: #value?,)
 }
 
-fn write(field: &Field) -> TokenStream {
+fn write(field: &Field, krate: &syn::Path) -> TokenStream {
     let ident = field.ident;
     let key = field.key();
     let ty = field.ty;
     if field.attrs.nested.is_some() {
         quote_spanned! {ty.span()=>
-            __values.extend(::coord::config::encode_nested(
+            __values.extend(#krate::config::nested_values(
                 #key,
-                <#ty as ::coord::config::CoordConfig>::to_values(&self.#ident)?,
-            ));
+                <#ty as #krate::config::CoordConfig>::to_values(&self.#ident),
+            )?);
         }
     } else {
         quote_spanned! {ty.span()=>
-            __values.push(::coord::config::encode::<#ty>(#key, &self.#ident)?);
+            __values.push(#krate::config::encode::<#ty>(#key, &self.#ident)?);
         }
     }
 }
 
 /// The errors, plus an impl with no body so the rest of the user's code (a `live::<T>()`, a
-/// `publish`) type-checks and the user sees the one real error, not a cascade.
-fn fallback(input: &DeriveInput, errors: syn::Error) -> TokenStream {
+/// `publish`) type-checks and the user sees the one real error, not a cascade. Without a
+/// usable crate path (`krate` is `None`) there is no naming the traits, so only the errors.
+fn fallback(input: &DeriveInput, errors: syn::Error, krate: Option<&syn::Path>) -> TokenStream {
     let errors = errors.to_compile_error();
+    let Some(krate) = krate else {
+        return errors;
+    };
     if !input.generics.params.is_empty() {
         return errors;
     }
@@ -212,7 +233,7 @@ fn fallback(input: &DeriveInput, errors: syn::Error) -> TokenStream {
         #errors
 
         #[automatically_derived]
-        impl ::coord::config::CoordConfig for #ident
+        impl #krate::config::CoordConfig for #ident
         where
             // A bound that names a lifetime is not checked at the impl, so a struct that is
             // not Send (the real problem is reported above) adds no error of its own here.
@@ -220,28 +241,95 @@ fn fallback(input: &DeriveInput, errors: syn::Error) -> TokenStream {
         {
             const PREFIX: ::core::option::Option<&'static str> = ::core::option::Option::None;
 
-            fn fields() -> ::std::vec::Vec<::coord::config::FieldInfo> {
+            fn fields() -> ::std::vec::Vec<#krate::config::FieldInfo> {
                 ::core::unreachable!()
             }
 
             fn from_source(
-                _: &::coord::config::Source<'_>,
-            ) -> ::core::result::Result<Self, ::coord::Error> {
+                _: &#krate::config::Source<'_>,
+            ) -> ::core::result::Result<Self, #krate::Error> {
                 ::core::unreachable!()
             }
 
             fn to_values(
                 &self,
-            ) -> ::core::result::Result<::coord::config::Values, ::coord::Error> {
+            ) -> ::core::result::Result<#krate::config::Values, #krate::Error> {
                 ::core::unreachable!()
             }
         }
 
         #[automatically_derived]
-        impl ::coord::config::HasPrefix for #ident
+        impl #krate::config::HasPrefix for #ident
         where
             for<'__fallback> #ident: ::core::marker::Send + ::core::marker::Sync,
         {
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand_str(input: TokenStream) -> String {
+        let input: DeriveInput = syn::parse2(input).unwrap();
+        derive(&input).to_string()
+    }
+
+    #[test]
+    fn crate_path_replaces_every_mention_of_coord() {
+        let out = expand_str(quote! {
+            #[coord(crate = "my_platform::coord", prefix = "/config/x")]
+            struct X {
+                #[coord(default)]
+                a: u32,
+                b: Option<u32>,
+                #[coord(nested)]
+                n: N,
+            }
+        });
+
+        assert!(out.contains("impl my_platform :: coord :: config :: CoordConfig for X"));
+        assert!(out.contains("impl my_platform :: coord :: config :: HasPrefix for X"));
+        let stripped = out.replace("my_platform :: coord", "");
+        assert!(!stripped.contains("coord ::"), "{out}");
+    }
+
+    #[test]
+    fn without_a_crate_path_the_code_names_absolute_coord() {
+        let out = expand_str(quote! {
+            struct X { a: u32 }
+        });
+
+        assert!(
+            out.contains("impl :: coord :: config :: CoordConfig for X"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn the_fallback_impl_uses_the_crate_path_too() {
+        let out = expand_str(quote! {
+            #[coord(crate = "my_platform::coord", prefix = "relative")]
+            struct X { a: u32 }
+        });
+
+        assert!(out.contains("compile_error"), "{out}");
+        assert!(out.contains("impl my_platform :: coord :: config :: CoordConfig for X"));
+        assert!(
+            !out.replace("my_platform :: coord", "").contains("coord ::"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_crate_path_that_does_not_parse_gives_only_the_error() {
+        let out = expand_str(quote! {
+            #[coord(crate = "not a path")]
+            struct X { a: u32 }
+        });
+
+        assert!(out.contains("compile_error"), "{out}");
+        assert!(!out.contains("impl"), "{out}");
     }
 }

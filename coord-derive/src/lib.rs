@@ -16,15 +16,39 @@ use proc_macro::TokenStream;
 use syn::{parse_macro_input, DeriveInput};
 
 /// Derives `coord::config::CoordConfig` (and `HasPrefix` when a prefix is given) for a struct
-/// with named fields: each field is one key under the prefix holding its JSON value.
+/// with named fields: each field is one key under the prefix holding its JSON value. A field's
+/// doc comment is its description (shown by `coord::config::describe`).
 ///
-/// Struct attributes: `#[coord(prefix = "/config/name")]`,
-/// `#[coord(validate = "path::to::check")]` with `fn check(&Self) -> Result<(), String>`.
+/// # Struct attributes
 ///
-/// Field attributes: `#[coord(key = "other-name")]`, `#[coord(default = EXPR)]`,
-/// `#[coord(default)]` (`Default::default()`), `#[coord(secret)]` (the type must be
-/// `coord::Secret<T>`), `#[coord(nested)]` (the type is another `CoordConfig`, stored under
-/// `{prefix}/{key}/`). A field's doc comment is its description.
+/// - `#[coord(prefix = "/config/name")]`: the keys live at `{prefix}/{key}`. Without it the
+///   struct can only be bound with `live_at(prefix)` / `publish_at(prefix, ..)`.
+/// - `#[coord(validate = "path::to::check")]` with `fn check(&Self) -> Result<(), String>`:
+///   run on every value built from the store and on every value published; a value it refuses
+///   is never made live and never written.
+/// - `#[coord(crate = "path::to::coord")]`: the path generated code names the coord crate by,
+///   for crates that use coord through a re-export (`crate = "my_platform::coord"`), as
+///   `#[serde(crate = "...")]` does. Default `::coord`.
+///
+/// # Field attributes
+///
+/// - `#[coord(key = "other-name")]`: the key, instead of the field name. One path segment.
+/// - `#[coord(default = EXPR)]`: the value when the key is missing; `#[coord(default)]` uses
+///   `Default::default()`. Without either, a missing key is an error at bind time (the last
+///   good value stays live on a running `Live`).
+/// - `#[coord(secret)]`: the type must be `coord::Secret<T>`; never shown by `Debug`, logs or
+///   `describe`, and its default is never seeded.
+/// - `#[coord(nested)]`: the type is another `CoordConfig`, stored under `{prefix}/{key}/`,
+///   with its own defaults and `validate`.
+///
+/// # `Option` fields
+///
+/// A field whose type is written `Option<T>`, `std::option::Option<T>` or
+/// `core::option::Option<T>` is `None` when its key is missing, as serde treats an absent
+/// `Option` field; it needs no `#[coord(default)]` and is listed as not required, with default
+/// JSON `null`. `publish` writes `None` as JSON `null`, which reads back as `None`. The type is
+/// recognized by how it is written, as serde does: a type alias of `Option` is not seen through
+/// and such a field stays required (add `#[coord(default)]` to it).
 #[proc_macro_derive(CoordConfig, attributes(coord))]
 pub fn derive_coord_config(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

@@ -13,6 +13,7 @@ pub struct Symbol(&'static str);
 pub const DOC: Symbol = Symbol("doc");
 pub const PREFIX: Symbol = Symbol("prefix");
 pub const VALIDATE: Symbol = Symbol("validate");
+pub const CRATE: Symbol = Symbol("crate");
 pub const KEY: Symbol = Symbol("key");
 pub const DEFAULT: Symbol = Symbol("default");
 pub const SECRET: Symbol = Symbol("secret");

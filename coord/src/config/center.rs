@@ -8,6 +8,7 @@
 //! strictly increases with every write, so `compare_and_set` with the version you read succeeds
 //! only if nobody wrote in between. Version 0 means "does not exist".
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -17,10 +18,11 @@ use std::time::Duration;
 use futures::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::config::cache::{Cached, ReadCache};
 use crate::config::hub::WatchHub;
-use crate::config::schema::{CoordConfig, HasPrefix};
+use crate::config::schema::{CoordConfig, HasPrefix, Source};
 use crate::error::{Error, Result};
 use crate::store::{
     Compare, EventKind, KeyRange, KeyValue, RangeOptions, Store, Txn, TxnOp, TxnOpResponse,
@@ -216,28 +218,42 @@ impl ConfigCenter {
     /// Writes every field of a [`CoordConfig`] value under its prefix in one transaction, so a
     /// `Live<T>` never sees half of it. Returns the revision of the write.
     ///
+    /// The value is first checked as a `Live<T>` bind would check it: every field is encoded,
+    /// the encoded keys are built back into a `T` with [`CoordConfig::from_source`] (so each
+    /// nested struct's `validate` runs, and defaults and secrets read as on bind), and `T`'s
+    /// own `validate` runs. If any step fails nothing is written: a value that running
+    /// instances would refuse, and that new instances could not bind, never reaches the store.
+    /// A `None` in an `Option` field is written as JSON `null`, which reads back as `None`.
+    /// Keys under the prefix that `T` does not have are left alone.
+    ///
     /// # Errors
     ///
+    /// [`Error::Invalid`] naming the full key (a field that does not encode, or whose JSON does
+    /// not decode back) or the prefix of the struct whose `validate` failed, with the reason;
     /// [`Error::InvalidArgument`] if `T` has no prefix (use [`publish_at`](Self::publish_at)),
     /// if the struct has more than 128 keys, or a value is too large.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Batch::commit`]: dropping the future may or may not leave the whole struct
+    /// written, never part of it.
     pub async fn publish<T: HasPrefix>(&self, value: &T) -> Result<i64> {
-        let prefix = T::PREFIX.ok_or_else(|| {
-            Error::invalid_argument(
-                std::any::type_name::<T>(),
-                "has no #[coord(prefix = ...)]; use publish_at",
-            )
-        })?;
-        self.publish_at(prefix, value).await
+        self.publish_at(prefix_of::<T>("publish_at")?, value).await
     }
 
     /// [`publish`](Self::publish) under an explicit prefix.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`publish`](Self::publish).
     pub async fn publish_at<T: CoordConfig>(&self, prefix: &str, value: &T) -> Result<i64> {
-        let prefix = prefix.trim_end_matches('/');
-        let mut batch = self.batch();
-        for (key, json) in value.to_values()? {
-            batch = batch.set(&format!("{prefix}/{key}"), &json)?;
-        }
-        batch.commit().await
+        let batch = self.batch().publish_at(prefix, value)?;
+        let span = tracing::debug_span!("config.publish", key = prefix);
+        batch.commit().instrument(span).await
     }
 
     /// Writes the default of every field of `T` whose key does not exist yet, in one
@@ -362,12 +378,79 @@ impl Batch {
         self
     }
 
+    /// Writes every field of a [`CoordConfig`] value under its `#[coord(prefix)]`, with the
+    /// checks of [`ConfigCenter::publish`]: the value is refused here, before anything is
+    /// sent, if it would not bind. Several structs in one batch are published atomically.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] as [`ConfigCenter::publish`]; [`Error::InvalidArgument`] if `T` has
+    /// no prefix (use [`publish_at`](Self::publish_at)). The batch is consumed either way, so
+    /// a refused value cannot be committed by mistake.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> coord::Result<()> {
+    /// #[derive(coord::CoordConfig)]
+    /// #[coord(prefix = "/config/db", validate = "has_host")]
+    /// struct Db {
+    ///     host: String,
+    /// }
+    ///
+    /// fn has_host(db: &Db) -> Result<(), String> {
+    ///     if db.host.is_empty() {
+    ///         return Err("host must not be empty".into());
+    ///     }
+    ///     Ok(())
+    /// }
+    ///
+    /// let coord = coord::Coord::in_memory();
+    /// coord.config().batch()
+    ///     .publish(&Db { host: "db-2:5432".into() })?
+    ///     .set("/config/checkout/db_name", "db-2")?
+    ///     .commit()
+    ///     .await?;
+    ///
+    /// let refused = coord.config().batch().publish(&Db { host: String::new() });
+    /// assert!(matches!(refused, Err(coord::Error::Invalid { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn publish<T: HasPrefix>(self, value: &T) -> Result<Self> {
+        self.publish_at(prefix_of::<T>("publish_at")?, value)
+    }
+
+    /// [`publish`](Self::publish) under an explicit prefix.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] as [`ConfigCenter::publish`].
+    pub fn publish_at<T: CoordConfig>(mut self, prefix: &str, value: &T) -> Result<Self> {
+        let values = checked_values(prefix.trim_end_matches('/'), value)?;
+        self.ops.extend(
+            values
+                .into_iter()
+                .map(|(key, bytes)| TxnOp::put(key, bytes)),
+        );
+        Ok(self)
+    }
+
     /// Runs the batch; returns the revision it was written at.
     ///
     /// # Errors
     ///
     /// [`Error::Conflict`] naming the first guarded key that moved, with its current version;
     /// [`Error::InvalidArgument`] for more than 128 operations or a request over 1.5 MiB.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes leaves the batch either applied or not, and
+    /// there is no telling which: the transaction may already be on its way to etcd. It is
+    /// never half-applied, since etcd applies a transaction whole. To learn the outcome, read
+    /// the keys back (or guard the batch with [`expect_version`](Self::expect_version) and
+    /// retry, which then fails with [`Error::Conflict`] if the first attempt went through).
     pub async fn commit(self) -> Result<i64> {
         let compares = self
             .guards
@@ -537,6 +620,47 @@ fn decode_bytes<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T> {
         key: key.to_owned(),
         source,
     })
+}
+
+/// `T`'s `#[coord(prefix)]`. `HasPrefix` promises one; the error (naming `instead`, the
+/// method that takes a prefix) is for a hand-written impl that breaks the promise.
+fn prefix_of<T: HasPrefix>(instead: &str) -> Result<&'static str> {
+    T::PREFIX.ok_or_else(|| {
+        Error::invalid_argument(
+            std::any::type_name::<T>(),
+            format!("has no #[coord(prefix = ...)]; use {instead}"),
+        )
+    })
+}
+
+/// `value`'s keys under `prefix` and the bytes to write to each, once the bytes are known to
+/// build back into a valid `T` (the same `from_source` a `Live<T>` bind runs).
+fn checked_values<T: CoordConfig>(prefix: &str, value: &T) -> Result<BTreeMap<String, Vec<u8>>> {
+    let full_key = |key: &str| format!("{prefix}/{key}");
+    let values = value.to_values().map_err(|e| match e {
+        // `to_values` names keys relative to the struct.
+        Error::Invalid { key, reason } => Error::Invalid {
+            key: full_key(&key),
+            reason,
+        },
+        other => other,
+    })?;
+    let mut encoded = BTreeMap::new();
+    for (key, json) in values {
+        let key = full_key(&key);
+        let bytes = encode(&key, &json)?;
+        encoded.insert(key, bytes);
+    }
+    match T::from_source(&Source::new(prefix, &encoded)) {
+        Ok(_) => Ok(encoded),
+        // The JSON `T` wrote is not JSON `T` reads (a custom `Serialize` and `Deserialize`
+        // that disagree): stored, it would fail every bind.
+        Err(Error::Decode { key, source }) => Err(Error::Invalid {
+            key,
+            reason: format!("the published value does not read back: {source}"),
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>> {

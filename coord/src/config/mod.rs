@@ -11,6 +11,7 @@ mod secret;
 pub use center::{Batch, ConfigCenter, ConfigEvent, Watcher};
 pub use live::{Live, LiveGuard, LiveReader};
 pub use schema::{
-    describe, encode, encode_nested, CoordConfig, FieldInfo, HasPrefix, Source, Values,
+    describe, encode, encode_nested, nested_values, CoordConfig, FieldInfo, HasPrefix, Source,
+    Values,
 };
 pub use secret::Secret;

@@ -63,7 +63,8 @@ pub trait CoordConfig: Sized + Send + Sync + 'static {
     ///
     /// [`Error::Decode`](crate::Error::Decode) naming the full key for a value that is not
     /// valid JSON for its field; [`Error::Invalid`](crate::Error::Invalid) for a missing
-    /// required key (naming the key) or a failed `validate` (naming the prefix).
+    /// required key (naming the key) or a failed `validate` (naming the prefix). A key with a
+    /// default, or of a field written `Option<T>`, is not required.
     fn from_source(source: &Source<'_>) -> Result<Self>;
 
     /// Every field's value as JSON, keyed relative to the prefix (nested flattened).
@@ -74,7 +75,8 @@ pub trait CoordConfig: Sized + Send + Sync + 'static {
     fn to_values(&self) -> Result<Values>;
 
     /// The struct's own `#[coord(validate = "...")]` check; `Ok` if it has none. Nested
-    /// structs are not checked here: [`from_source`](Self::from_source) checks each one.
+    /// structs are not checked here: [`from_source`](Self::from_source) checks each one, on
+    /// every bind and reload and before every `publish`.
     ///
     /// # Errors
     ///
@@ -105,11 +107,12 @@ pub struct FieldInfo {
     pub key: String,
     /// The Rust type of the field, as written (`"Vec<String>"`).
     pub type_name: &'static str,
-    /// The default as JSON. `None` for a required field, and for a secret even when it has a
-    /// default (see [`has_default`](Self::has_default)), so a secret's default is never shown
-    /// or seeded.
+    /// The default as JSON (`null` for an `Option` field without `#[coord(default)]`). `None`
+    /// for a required field, and for a secret even when it has a default (see
+    /// [`has_default`](Self::has_default)), so a secret's default is never shown or seeded.
     pub default: Option<serde_json::Value>,
-    /// True if a missing key takes a default instead of failing.
+    /// True if a missing key takes a default instead of failing (an `Option` field does:
+    /// `None`).
     pub has_default: bool,
     /// The field's doc comment, trimmed (lines joined with `\n`).
     pub doc: &'static str,
@@ -302,6 +305,23 @@ pub fn encode_nested(key: &str, values: Values) -> Values {
         .into_iter()
         .map(|(k, json)| (join(key, &k), json))
         .collect()
+}
+
+/// A nested struct's `to_values()` result as seen from the outer struct: its keys, and the key
+/// an [`Error::Invalid`] names, prefixed with `key/`.
+///
+/// # Errors
+///
+/// The nested struct's error, its key made relative to the outer struct.
+pub fn nested_values(key: &str, values: Result<Values>) -> Result<Values> {
+    match values {
+        Ok(values) => Ok(encode_nested(key, values)),
+        Err(Error::Invalid { key: inner, reason }) => Err(Error::Invalid {
+            key: join(key, &inner),
+            reason,
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// A table of `T`'s keys: key, type, default (`required` if none) and doc, one row per key,
