@@ -73,6 +73,12 @@ impl Session {
     ///
     /// [`Error::InvalidArgument`] for a TTL under one second or over etcd's limit
     /// (9,000,000,000 s); store errors from the grant.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not fully: a future dropped after etcd granted the lease but before the answer arrived
+    /// leaves a lease nobody renews or knows; it expires after its TTL, with no keys on it.
+    /// Once `new` has returned, dropping the session revokes the lease.
     pub async fn new(store: &Store, ttl: Duration) -> Result<Session> {
         let seconds = ttl_seconds(ttl)?;
         let grant = store.lease_grant(seconds).await?;
