@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use coord::config::Live;
 use coord::{Coord, CoordConfig, Error};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::proxy::Proxy;
-use common::{eventually, Backend};
+use common::{etcd_metric, eventually, Backend};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -212,19 +211,6 @@ async fn compaction_while_partitioned_ends_with_the_latest_state() {
     .await;
     assert!(live.revision() >= last);
     assert!(live.last_error().is_none());
-}
-
-/// etcd's gauge of open watch streams, read from its `/metrics` endpoint.
-async fn etcd_metric(endpoint: &str, name: &str) -> f64 {
-    let addr = endpoint.trim_start_matches("http://");
-    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    socket.write_all(request.as_bytes()).await.unwrap();
-    let mut body = String::new();
-    socket.read_to_string(&mut body).await.unwrap();
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("etcd reports no `{name}`"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

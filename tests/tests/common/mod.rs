@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use coord::testing::EtcdServer;
 use coord::Coord;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A `Coord` on one backend, keeping its etcd server (if any) alive for the test.
 pub struct Backend {
@@ -58,6 +59,21 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A gauge or counter from etcd's own `/metrics` endpoint, served on its client URL.
+pub async fn etcd_metric(endpoint: &str, name: &str) -> f64 {
+    let addr = endpoint.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr} for /metrics: {e}"));
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut body = String::new();
+    socket.read_to_string(&mut body).await.unwrap();
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("etcd reports no `{name}`"))
 }
 
 /// Runs each named case of a module against both backends: `memory::<case>` and
