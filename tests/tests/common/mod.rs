@@ -7,8 +7,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use coord::testing::EtcdServer;
-use coord::Coord;
+use coord::{ClientConfig, Coord};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A `sync_interval` far beyond any test: the periodic relist (the test profile's is 10 s)
+/// cannot rescue a broken watch, so what a test sees came through the watch path.
+pub const NO_RESYNC: Duration = Duration::from_secs(3600);
 
 /// A `Coord` on one backend, keeping its etcd server (if any) alive for the test.
 pub struct Backend {
@@ -25,10 +29,21 @@ impl Backend {
     }
 
     pub async fn etcd() -> Self {
+        Self::etcd_with(|config| config).await
+    }
+
+    /// etcd, with the periodic relist out of the way ([`NO_RESYNC`]): for tests that prove
+    /// the watch path itself.
+    pub async fn etcd_without_resync() -> Self {
+        Self::etcd_with(|config| config.with_sync_interval(NO_RESYNC)).await
+    }
+
+    /// etcd, connected with the test profile's `ClientConfig` as `adjust` changes it.
+    pub async fn etcd_with(adjust: impl FnOnce(ClientConfig) -> ClientConfig) -> Self {
         let server = EtcdServer::start()
             .await
             .expect("start etcd (see the error for how to install it)");
-        let coord = Coord::connect(server.client_config())
+        let coord = Coord::connect(adjust(server.client_config()))
             .await
             .expect("connect to the test etcd");
         Backend {
