@@ -10,6 +10,9 @@
 //!
 //! Connection settings come from the environment (`COORD_ENDPOINTS`, `COORD_USERNAME`,
 //! `COORD_PASSWORD`, `COORD_TLS_CA`, …; see `ClientConfig::from_env`). Stop with Ctrl-C.
+//!
+//! Without `COORD_ENDPOINTS` it runs on the embedded store, makes the changes above itself,
+//! prints what each did, and exits.
 
 use coord::config::describe;
 use coord::{ClientConfig, Coord, CoordConfig};
@@ -43,7 +46,13 @@ async fn main() -> coord::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let coord = Coord::connect(ClientConfig::from_env()?).await?;
+    let embedded = std::env::var_os("COORD_ENDPOINTS").is_none();
+    let coord = if embedded {
+        println!("COORD_ENDPOINTS is not set: embedded store, making the changes myself");
+        Coord::in_memory()
+    } else {
+        Coord::connect(ClientConfig::from_env()?).await?
+    };
     println!("keys bound by Checkout:\n{}", describe::<Checkout>());
     let seeded = coord.config().seed_defaults::<Checkout>().await?;
     if !seeded.is_empty() {
@@ -53,32 +62,68 @@ async fn main() -> coord::Result<()> {
     let live = coord.live::<Checkout>().await?;
     println!("revision {}: {:?}", live.revision(), *live.load());
     let mut updates = live.subscribe();
-    loop {
-        tokio::select! {
-            changed = updates.changed() => {
-                if changed.is_err() {
-                    return Ok(());
-                }
-                println!("revision {}: {:?}", live.revision(), *live.load());
+    if embedded {
+        // What the etcdctl lines in the module docs do by hand.
+        let changes = [
+            ("/config/checkout/timeout_secs", "45"),
+            (
+                "/config/checkout/rate-limit",
+                r#"{"per_second":50,"burst":10}"#,
+            ),
+            ("/config/checkout/timeout_secs", "not json"),
+            ("/config/checkout/timeout_secs", "60"),
+        ];
+        for (key, value) in changes {
+            println!("put {key} {value}");
+            let seen = error_of(&live);
+            coord.store().put(key, value.as_bytes().to_vec(), 0).await?;
+            if !report_next(&live, &mut updates, seen).await {
+                break;
             }
-            () = rejected(&live) => {
-                if let Some(error) = live.last_error() {
-                    println!("rejected, keeping revision {}: {error}", live.revision());
-                }
-            }
-            _ = tokio::signal::ctrl_c() => return Ok(()),
         }
+        return Ok(());
+    }
+    while report_next(&live, &mut updates, error_of(&live)).await {}
+    Ok(())
+}
+
+/// The error the config reports now, to tell a new rejection from an old one.
+fn error_of(live: &coord::Live<Checkout>) -> Option<String> {
+    live.last_error().map(|e| e.to_string())
+}
+
+/// Waits for the next new version, or a rejected change (an error other than `seen`), and
+/// prints it; false on Ctrl-C or once the config is no longer followed.
+async fn report_next(
+    live: &coord::Live<Checkout>,
+    updates: &mut tokio::sync::watch::Receiver<std::sync::Arc<Checkout>>,
+    seen: Option<String>,
+) -> bool {
+    tokio::select! {
+        changed = updates.changed() => {
+            if changed.is_err() {
+                return false;
+            }
+            println!("revision {}: {:?}", live.revision(), *live.load());
+            true
+        }
+        () = rejected(live, seen) => {
+            if let Some(error) = live.last_error() {
+                println!("rejected, keeping revision {}: {error}", live.revision());
+            }
+            true
+        }
+        _ = tokio::signal::ctrl_c() => false,
     }
 }
 
-/// Resolves when a change is rejected (a new `last_error`).
-async fn rejected(live: &coord::Live<Checkout>) {
-    let seen = live.last_error().map(|e| e.to_string());
+/// Resolves when a change is rejected (a `last_error` other than `seen`).
+async fn rejected(live: &coord::Live<Checkout>, seen: Option<String>) {
     loop {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let now = live.last_error().map(|e| e.to_string());
+        let now = error_of(live);
         if now.is_some() && now != seen {
             return;
         }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

@@ -1,13 +1,18 @@
-//! Instance-ID allocation on the embedded backend (no etcd): each instance of a service gets
-//! a distinct small integer, e.g. a snowflake worker ID.
+//! Instance-ID allocation: each instance of a service gets a distinct small integer, e.g. a
+//! snowflake worker ID.
 //!
-//! Run it with `cargo run -p coord-examples --bin ids`.
+//! Run it with `cargo run -p coord-examples --bin ids`: on the embedded backend (no etcd), or
+//! on etcd when `COORD_ENDPOINTS` is set.
 
-use coord::{Coord, Error};
+use coord::{ClientConfig, Coord, Error};
 
 #[tokio::main]
 async fn main() -> coord::Result<()> {
-    let coord = Coord::in_memory();
+    let coord = if std::env::var_os("COORD_ENDPOINTS").is_some() {
+        Coord::connect(ClientConfig::from_env()?).await?
+    } else {
+        Coord::in_memory()
+    };
     // IDs 0..4 of service "api", on a lease granted now and kept alive in the background.
     let ids = coord.ids("api", 4).await?;
 

@@ -1,16 +1,20 @@
-//! Distributed locks with fencing, and leader election, on the embedded backend (no etcd).
+//! Distributed locks with fencing, and leader election.
 //!
-//! Run it with `cargo run -p coord-examples --bin locks`. Against a real etcd the code is the
-//! same with `Coord::connect(ClientConfig::from_env()?)`.
+//! Run it with `cargo run -p coord-examples --bin locks`: on the embedded backend (no etcd), or
+//! on etcd when `COORD_ENDPOINTS` is set.
 
 use std::time::Duration;
 
-use coord::Coord;
+use coord::{ClientConfig, Coord};
 use futures::StreamExt;
 
 #[tokio::main]
 async fn main() -> coord::Result<()> {
-    let coord = Coord::in_memory();
+    let coord = if std::env::var_os("COORD_ENDPOINTS").is_some() {
+        Coord::connect(ClientConfig::from_env()?).await?
+    } else {
+        Coord::in_memory()
+    };
     let ttl = Duration::from_secs(10);
 
     // Two workers want the same lock; the second waits until the first unlocks.

@@ -60,7 +60,10 @@ async fn main() -> coord::Result<()> {
         .store()
         .put("/config/checkout/timeout_secs", b"not json".to_vec(), 0)
         .await?;
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // The Live reports the rejection as soon as its watch delivers the write.
+    while live.last_error().is_none() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     println!(
         "after a bad write: timeout_secs is still {}; last_error: {}",
         live.load().timeout_secs,

@@ -1,21 +1,25 @@
 //! Fault tests on a real 3-member etcd cluster: the leader dies while a watch and a `Live`
-//! follow a writer.
+//! follow a writer, and the watch's own gRPC stream is on that leader.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use coord::store::{Compare, KeyRange, Txn, TxnOp};
+use coord::store::{Compare, KeyRange, Status, Txn, TxnOp};
 use coord::testing::EtcdCluster;
 use coord::watch::{ResilientWatch, WatchEvent};
 use coord::{Coord, Error};
 use coord_tests::fixtures::Pair;
 use tokio::time::timeout;
 
-use common::eventually;
+use common::{etcd_metric, eventually};
 
 const WRITES: usize = 200;
+/// etcd's gauge of the gRPC watch streams a member serves.
+const WATCH_STREAMS: &str = "etcd_debugging_mvcc_watch_stream_total";
+/// A ceiling for things that take well under a second on an idle machine.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// Creates `/seq/{i}` once: a retry after an ambiguous failure cannot write it twice.
 async fn create_once(coord: &Coord, i: usize) {
@@ -32,18 +36,32 @@ async fn create_once(coord: &Coord, i: usize) {
     }
 }
 
-/// The index of the member that leads now.
-async fn leader_index(cluster: &EtcdCluster) -> usize {
+/// Member `i`'s own status (its member ID and the leader it knows).
+async fn member_status(cluster: &EtcdCluster, i: usize) -> Status {
+    let member = Coord::connect(cluster.member_client_config(i))
+        .await
+        .unwrap();
+    member.store().status().await.unwrap()
+}
+
+/// The index of the member that leads now, if a running member says it leads.
+async fn leader_index(cluster: &EtcdCluster) -> Option<usize> {
     for i in 0..cluster.len() {
-        let member = Coord::connect(cluster.member_client_config(i))
-            .await
-            .unwrap();
-        let status = member.store().status().await.unwrap();
+        let status = member_status(cluster, i).await;
         if status.member_id == status.leader {
-            return i;
+            return Some(i);
         }
     }
-    panic!("no member says it leads");
+    None
+}
+
+/// etcd's count of watch streams on each member.
+async fn watch_streams(cluster: &EtcdCluster) -> Vec<f64> {
+    let mut streams = Vec::new();
+    for i in 0..cluster.len() {
+        streams.push(etcd_metric(&cluster.endpoint(i), WATCH_STREAMS).await);
+    }
+    streams
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,13 +69,48 @@ async fn watch_and_live_survive_the_leader_dying_without_loss_or_duplicates() {
     let mut cluster = EtcdCluster::start(3)
         .await
         .expect("start a 3-member etcd cluster (the error says how to install etcd)");
-    let coord = Coord::connect(cluster.client_config()).await.unwrap();
+    // The periodic relist is out of the way: only the watch path can deliver what follows.
+    let config = cluster
+        .client_config()
+        .with_sync_interval(Duration::from_secs(3600));
+    let streams_before = watch_streams(&cluster).await;
+    let coord = Coord::connect(config).await.unwrap();
     coord.config().publish(&Pair { a: 0, b: 0 }).await.unwrap();
     let live = coord.live::<Pair>().await.unwrap();
     let mut watch = ResilientWatch::new(coord.store().clone(), KeyRange::prefix("/seq/"));
     assert!(
         matches!(watch.next().await.unwrap(), WatchEvent::Init { ref kvs, .. } if kvs.is_empty())
     );
+    assert_eq!(
+        coord.store().watch_streams(),
+        1,
+        "Live and watch share one stream"
+    );
+
+    // The client picked one member for the stream; make that member the leader, so killing
+    // the leader really cuts the watch.
+    let added: Vec<f64> = watch_streams(&cluster)
+        .await
+        .iter()
+        .zip(&streams_before)
+        .map(|(now, before)| now - before)
+        .collect();
+    let holder = added
+        .iter()
+        .position(|&n| n == 1.0)
+        .unwrap_or_else(|| panic!("no member shows the new watch stream: {added:?}"));
+    assert_eq!(added.iter().sum::<f64>(), 1.0, "one stream: {added:?}");
+    if leader_index(&cluster).await != Some(holder) {
+        let id = member_status(&cluster, holder).await.member_id;
+        cluster
+            .etcdctl(&["move-leader", &format!("{id:x}")])
+            .expect("etcdctl move-leader");
+    }
+    eventually(WAIT, "the stream's member leads", || async {
+        leader_index(&cluster).await == Some(holder)
+    })
+    .await;
+    let opened_before = coord.store().stats().watches_opened();
 
     let writer = tokio::spawn({
         let coord = coord.clone();
@@ -68,34 +121,45 @@ async fn watch_and_live_survive_the_leader_dying_without_loss_or_duplicates() {
         }
     });
     let mut seen = Vec::new();
-    let mut killed = None;
+    let mut breaks = 0;
+    let mut killed = false;
     while seen.len() < WRITES {
-        if killed.is_none() && seen.len() >= WRITES / 4 {
-            let leader = leader_index(&cluster).await;
-            cluster.kill(leader).await.unwrap();
-            killed = Some(leader);
+        if !killed && seen.len() >= WRITES / 4 {
+            assert_eq!(
+                leader_index(&cluster).await,
+                Some(holder),
+                "still the leader"
+            );
+            cluster.kill(holder).await.unwrap();
+            killed = true;
         }
-        match timeout(Duration::from_secs(30), watch.next())
+        match timeout(WAIT, watch.next())
             .await
             .expect("the watch makes progress")
         {
             Ok(WatchEvent::Events { events, .. }) => {
                 seen.extend(events.into_iter().map(|e| e.kv.key));
             }
-            Ok(WatchEvent::Progress { .. }) | Err(Error::Unavailable { .. }) => {}
-            Err(e) if e.is_transient() => {}
+            Ok(WatchEvent::Progress { .. }) => {}
+            Err(e) if e.is_transient() || matches!(e, Error::Unavailable { .. }) => breaks += 1,
             other => panic!("unexpected {other:?}"),
         }
     }
     writer.await.unwrap();
-    assert!(killed.is_some(), "the leader was killed mid-stream");
+    assert!(killed, "the leader was killed mid-stream");
+    assert!(breaks > 0, "the watch saw its stream break");
+    assert!(
+        coord.store().stats().watches_opened() > opened_before,
+        "the watch was opened again on another member"
+    );
     let expected: Vec<String> = (0..WRITES).map(|i| format!("/seq/{i:04}")).collect();
     assert_eq!(seen, expected, "every write once, in order");
     assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), WRITES);
 
-    // The Live under the same Coord follows changes made under the new leader.
+    // The Live under the same Coord, whose watch broke with the leader too, follows changes
+    // made under the new leader.
     let revision = coord.config().publish(&Pair { a: 9, b: 9 }).await.unwrap();
-    eventually(Duration::from_secs(15), "Live sees the write", || async {
+    eventually(WAIT, "Live sees the write", || async {
         live.revision() >= revision
     })
     .await;

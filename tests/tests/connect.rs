@@ -3,16 +3,24 @@
 //!
 //! These tests run real etcd servers (`coord::testing`); without the `etcd` binary they fail
 //! with an error saying how to install it.
+//!
+//! How fast a failure comes is a benchmark's business: these tests check what happens (an
+//! `Unavailable` naming the endpoint, not a hang), with a generous ceiling.
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use coord::store::{KeyRange, RangeOptions};
 use coord::testing::{EtcdCluster, EtcdServer};
 use coord::{ClientConfig, Coord, Error};
+use tokio::time::timeout;
 
-/// How much longer than `dial_timeout` a failing connect may take: scheduling on a busy
-/// machine, not a second round of dialing.
-const CONNECT_SLACK: Duration = Duration::from_millis(1500);
+use common::proxy::Proxy;
+
+/// A ceiling for a failure that comes within a dial or request timeout of a second or two:
+/// only a hang reaches it.
+const WAIT: Duration = Duration::from_secs(30);
 
 async fn start_server() -> EtcdServer {
     EtcdServer::start()
@@ -33,14 +41,14 @@ fn closed_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_to_closed_port_is_unavailable_within_dial_timeout() {
+async fn connect_to_closed_port_is_unavailable_naming_the_endpoint() {
     let endpoint = format!("http://127.0.0.1:{}", closed_port());
     let config = ClientConfig::for_env("test").with_endpoints([endpoint.as_str()]);
-    let dial_timeout = config.dial_timeout;
 
-    let started = Instant::now();
-    let err = Coord::connect(config).await.unwrap_err();
-    let took = started.elapsed();
+    let err = timeout(WAIT, Coord::connect(config))
+        .await
+        .expect("connect gives up instead of hanging")
+        .unwrap_err();
 
     match &err {
         Error::Unavailable { endpoints, reason } => {
@@ -50,28 +58,45 @@ async fn connect_to_closed_port_is_unavailable_within_dial_timeout() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(err.to_string().contains(&endpoint), "{err}");
-    assert!(
-        took <= dial_timeout + CONNECT_SLACK,
-        "connect took {took:?} with a dial timeout of {dial_timeout:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_with_a_short_dial_timeout_gives_up_at_that_timeout() {
+async fn connect_with_a_short_dial_timeout_gives_up_with_unavailable() {
     let endpoint = format!("127.0.0.1:{}", closed_port());
     let config = ClientConfig::for_env("production")
         .with_endpoints([endpoint.as_str()])
         .with_dial_timeout(Duration::from_millis(300));
 
-    let started = Instant::now();
-    let err = Coord::connect(config).await.unwrap_err();
+    let err = timeout(WAIT, Coord::connect(config))
+        .await
+        .expect("connect gives up instead of hanging")
+        .unwrap_err();
 
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
-    assert!(
-        started.elapsed() <= Duration::from_millis(300) + CONNECT_SLACK,
-        "{:?}",
-        started.elapsed()
-    );
+}
+
+/// `dial_timeout` is how long connect keeps trying: an etcd that starts answering later than
+/// any profile's default dial timeout (5 s at most), but within this one, is waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_keeps_trying_for_its_whole_dial_timeout() {
+    let server = start_server().await;
+    let endpoint = format!("127.0.0.1:{}", closed_port());
+    let config = ClientConfig::for_env("production")
+        .with_endpoints([endpoint.as_str()])
+        .with_dial_timeout(Duration::from_secs(120));
+    let connecting = tokio::spawn(Coord::connect(config));
+
+    // At least this long: a loaded machine only makes the wait longer, never shorter.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(!connecting.is_finished(), "connect still trying");
+    let _up = Proxy::start_on(&endpoint, &server.endpoint()).await;
+
+    let coord = timeout(WAIT, connecting)
+        .await
+        .expect("connect returns once etcd answers")
+        .unwrap()
+        .expect("connected to the etcd that came up");
+    coord.store().put("/late", b"1".to_vec(), 0).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,14 +141,14 @@ async fn unary_calls_fail_while_etcd_is_down_and_recover_after_restart() {
     store.put("/k", b"before".to_vec(), 0).await.unwrap();
 
     server.kill().await.unwrap();
-    let request_timeout = server.client_config().request_timeout;
-    let started = Instant::now();
-    let err = store.get("/k").await.unwrap_err();
+    let err = timeout(WAIT, store.get("/k"))
+        .await
+        .expect("a request to a dead etcd fails instead of hanging")
+        .unwrap_err();
     assert!(
         err.is_transient(),
         "expected Unavailable or Timeout, got {err:?}"
     );
-    assert!(started.elapsed() <= request_timeout + CONNECT_SLACK);
     let health = coord.health().await.unwrap();
     assert!(!health.reachable);
     assert!(health.error.is_some());

@@ -15,12 +15,16 @@
 //! - leases expire on their own, on tokio's clock (so tests with paused time control them), and
 //!   an expired or revoked lease deletes all its keys in one revision. Every operation first
 //!   expires the leases that are due, so answers are exact even before the background reaper
-//!   has run.
+//!   has run;
+//! - progress notifications as etcd sends them to a watch that asks for them (coord's etcd
+//!   backend always does): every [`PROGRESS_NOTIFY_INTERVAL`], on tokio's clock, a watch that
+//!   was sent nothing since the last such tick gets an empty [`WatchResponse`] carrying the
+//!   store's current revision.
 //!
 //! What it does not do: persist anything (dropping the last handle loses the data and ends every
-//! watch stream), share state with another process, compact on its own (the history grows until
-//! `compact` is called, as with etcd's default settings), or send progress notifications. Leases
-//! expire exactly at their deadline, where etcd looks for expired leases every 500 ms.
+//! watch stream), share state with another process, or compact on its own (the history grows
+//! until `compact` is called, as with etcd's default settings). Leases expire exactly at their
+//! deadline, where etcd looks for expired leases every 500 ms.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
@@ -28,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
-use tokio::time::{Duration, Instant};
+use tokio::time::{Duration, Instant, MissedTickBehavior};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{
@@ -41,6 +45,10 @@ use crate::error::{Error, Result};
 /// etcd's smallest lease TTL in seconds with its default election timeout; a shorter TTL is
 /// raised to it silently.
 pub(crate) const MIN_LEASE_TTL: i64 = 2;
+
+/// etcd's default `--experimental-watch-progress-notify-interval`: how often a watch that was
+/// sent nothing hears the current revision.
+pub(crate) const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 
 /// etcd's largest lease TTL in seconds (`lease.MaxLeaseTTL`).
 const MAX_LEASE_TTL: i64 = 9_000_000_000;
@@ -60,6 +68,8 @@ struct Shared {
     wake_reaper: Arc<Notify>,
     /// The lease reaper, once a lease has been granted inside a runtime.
     reaper: Mutex<Option<JoinHandle<()>>>,
+    /// The progress notifier, once a watch has been opened.
+    progress: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -74,6 +84,14 @@ impl Drop for Shared {
     fn drop(&mut self) {
         // The reaper holds only a `Weak`; wake it so it finds the store gone and exits.
         self.wake_reaper.notify_one();
+        // The notifier would only find out at its next tick.
+        let progress = self
+            .progress
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = progress.take() {
+            task.abort();
+        }
     }
 }
 
@@ -90,6 +108,7 @@ impl MemoryStore {
                 state: Mutex::new(State::new()),
                 wake_reaper: Arc::new(Notify::new()),
                 reaper: Mutex::new(None),
+                progress: Mutex::new(None),
             }),
         }
     }
@@ -229,17 +248,22 @@ impl MemoryStore {
         let first = state
             .history
             .partition_point(|commit| commit.revision < from);
+        let mut quiet = true;
         for commit in state.history.range(first..) {
             if let Some(response) = commit.events_in(range) {
                 // Cannot fail: `rx` is alive until it is returned below.
                 let _ = tx.send(Ok(response));
+                quiet = false;
             }
         }
         state.watchers.push(Watcher {
             range: range.clone(),
             from,
             tx,
+            quiet,
         });
+        drop(state);
+        self.ensure_progress_notifier();
         Ok(Box::pin(UnboundedReceiverStream::new(rx)))
     }
 
@@ -278,6 +302,48 @@ impl MemoryStore {
                 Arc::clone(&self.shared.wake_reaper),
             )));
         }
+    }
+}
+
+impl MemoryStore {
+    /// Starts the progress notifier on the runtime of a `watch`, and again if that runtime has
+    /// shut down (as [`ensure_reaper`](Self::ensure_reaper) does).
+    fn ensure_progress_notifier(&self) {
+        let mut notifier = self
+            .shared
+            .progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if notifier.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            *notifier = Some(runtime.spawn(notify_progress(Arc::downgrade(&self.shared))));
+        }
+    }
+}
+
+/// Sends progress notifications every [`PROGRESS_NOTIFY_INTERVAL`], as etcd's watch server
+/// does: one ticker for all watches, and a tick reaches only the watches sent nothing since
+/// the previous one. Exits once the store is dropped.
+async fn notify_progress(store: Weak<Shared>) {
+    let mut ticks = tokio::time::interval_at(
+        Instant::now() + PROGRESS_NOTIFY_INTERVAL,
+        PROGRESS_NOTIFY_INTERVAL,
+    );
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(shared) = store.upgrade() else {
+            return;
+        };
+        let mut state = shared.lock();
+        // The revision announced must count the expiries that are due.
+        state.expire_leases(Instant::now());
+        let revision = state.revision;
+        state
+            .watchers
+            .retain_mut(|watcher| watcher.progress(revision));
     }
 }
 
@@ -393,6 +459,8 @@ struct Watcher {
     /// The first revision this watcher wants.
     from: i64,
     tx: mpsc::UnboundedSender<Result<WatchResponse>>,
+    /// Sent nothing since the last progress tick.
+    quiet: bool,
 }
 
 impl Commit {
@@ -413,11 +481,25 @@ impl Commit {
 
 impl Watcher {
     /// Sends this watcher its part of `commit`; false once its stream is gone.
-    fn deliver(&self, commit: &Commit) -> bool {
+    fn deliver(&mut self, commit: &Commit) -> bool {
         if commit.revision >= self.from {
             if let Some(response) = commit.events_in(&self.range) {
+                self.quiet = false;
                 return self.tx.send(Ok(response)).is_ok();
             }
+        }
+        !self.tx.is_closed()
+    }
+
+    /// At a progress tick: tells a watcher sent nothing since the last tick that it is current
+    /// at `revision`. False once its stream is gone.
+    fn progress(&mut self, revision: i64) -> bool {
+        if std::mem::replace(&mut self.quiet, true) {
+            let notification = WatchResponse {
+                revision,
+                events: Vec::new(),
+            };
+            return self.tx.send(Ok(notification)).is_ok();
         }
         !self.tx.is_closed()
     }
@@ -638,7 +720,7 @@ impl State {
             revision: self.revision,
             changes,
         };
-        self.watchers.retain(|watcher| watcher.deliver(&commit));
+        self.watchers.retain_mut(|watcher| watcher.deliver(&commit));
         self.history.push_back(commit);
     }
 
@@ -777,12 +859,20 @@ mod tests {
         TxnOpResponse, WatchResponse, WatchStream,
     };
 
-    use super::MIN_LEASE_TTL;
+    use super::{MIN_LEASE_TTL, PROGRESS_NOTIFY_INTERVAL};
 
     async fn next(stream: &mut WatchStream) -> WatchResponse {
         tokio::time::timeout(Duration::from_secs(5), stream.next())
             .await
             .expect("no watch response within 5 s")
+            .expect("watch stream ended")
+            .expect("watch stream failed")
+    }
+
+    async fn next_within(stream: &mut WatchStream, within: Duration) -> WatchResponse {
+        tokio::time::timeout(within, stream.next())
+            .await
+            .expect("a watch response in time")
             .expect("watch stream ended")
             .expect("watch stream failed")
     }
@@ -1373,6 +1463,39 @@ mod tests {
             let batch = next(&mut watch).await;
             assert_eq!(batch.events[0].kind, EventKind::Delete);
         });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_watch_hears_the_current_revision_each_progress_interval() {
+        let store = Store::in_memory();
+        let mut watch = store.watch(&KeyRange::prefix("/idle/"), 0).await.unwrap();
+        let elsewhere = store.put("/other", b"1".to_vec(), 0).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let progress = next_within(&mut watch, PROGRESS_NOTIFY_INTERVAL * 2).await;
+        assert!(progress.is_progress(), "{progress:?}");
+        assert_eq!(progress.revision, elsewhere.revision);
+        assert_eq!(started.elapsed(), PROGRESS_NOTIFY_INTERVAL, "paused clock");
+        let again = next_within(&mut watch, PROGRESS_NOTIFY_INTERVAL * 2).await;
+        assert!(again.is_progress(), "every interval: {again:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_sent_events_since_the_last_tick_gets_no_progress() {
+        let store = Store::in_memory();
+        let mut busy = store.watch(&KeyRange::prefix("/busy/"), 0).await.unwrap();
+        tokio::time::sleep(PROGRESS_NOTIFY_INTERVAL / 2).await;
+        let put = store.put("/busy/a", b"1".to_vec(), 0).await.unwrap();
+        assert_eq!(next(&mut busy).await.revision, put.revision);
+        // The first tick passes this watch over; the next one, after a quiet interval, does not.
+        let started = tokio::time::Instant::now();
+        let progress = next_within(&mut busy, PROGRESS_NOTIFY_INTERVAL * 3).await;
+        assert!(progress.is_progress(), "{progress:?}");
+        assert_eq!(progress.revision, put.revision);
+        assert_eq!(
+            started.elapsed(),
+            PROGRESS_NOTIFY_INTERVAL / 2 + PROGRESS_NOTIFY_INTERVAL,
+            "the second tick"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,13 +1,19 @@
 //! Shared by the integration tests: one way to get a store of each backend.
 #![allow(dead_code)]
 
+pub mod etcd_process;
 pub mod proxy;
 
 use std::future::Future;
 use std::time::Duration;
 
 use coord::testing::EtcdServer;
-use coord::Coord;
+use coord::{ClientConfig, Coord};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A `sync_interval` far beyond any test: the periodic relist (the test profile's is 10 s)
+/// cannot rescue a broken watch, so what a test sees came through the watch path.
+pub const NO_RESYNC: Duration = Duration::from_secs(3600);
 
 /// A `Coord` on one backend, keeping its etcd server (if any) alive for the test.
 pub struct Backend {
@@ -24,10 +30,21 @@ impl Backend {
     }
 
     pub async fn etcd() -> Self {
+        Self::etcd_with(|config| config).await
+    }
+
+    /// etcd, with the periodic relist out of the way ([`NO_RESYNC`]): for tests that prove
+    /// the watch path itself.
+    pub async fn etcd_without_resync() -> Self {
+        Self::etcd_with(|config| config.with_sync_interval(NO_RESYNC)).await
+    }
+
+    /// etcd, connected with the test profile's `ClientConfig` as `adjust` changes it.
+    pub async fn etcd_with(adjust: impl FnOnce(ClientConfig) -> ClientConfig) -> Self {
         let server = EtcdServer::start()
             .await
             .expect("start etcd (see the error for how to install it)");
-        let coord = Coord::connect(server.client_config())
+        let coord = Coord::connect(adjust(server.client_config()))
             .await
             .expect("connect to the test etcd");
         Backend {
@@ -58,6 +75,21 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A gauge or counter from etcd's own `/metrics` endpoint, served on its client URL.
+pub async fn etcd_metric(endpoint: &str, name: &str) -> f64 {
+    let addr = endpoint.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr} for /metrics: {e}"));
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut body = String::new();
+    socket.read_to_string(&mut body).await.unwrap();
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("etcd reports no `{name}`"))
 }
 
 /// Runs each named case of a module against both backends: `memory::<case>` and

@@ -18,11 +18,19 @@ pub struct Proxy {
 impl Proxy {
     /// Forwards connections on a fresh loopback port to `upstream` (`host:port`).
     pub async fn start(upstream: &str) -> Proxy {
+        Self::start_on("127.0.0.1:0", upstream).await
+    }
+
+    /// Forwards connections on `listen` (`host:port`) to `upstream`: an endpoint that starts
+    /// answering when the test says so.
+    pub async fn start_on(listen: &str, upstream: &str) -> Proxy {
         let upstream = upstream
             .trim_start_matches("http://")
             .trim_start_matches("https://")
             .to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let listener = TcpListener::bind(listen)
+            .await
+            .unwrap_or_else(|e| panic!("bind proxy on {listen}: {e}"));
         let addr = listener.local_addr().expect("proxy address");
         let cut = Arc::new(AtomicBool::new(false));
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
