@@ -93,6 +93,7 @@ pub struct EtcdBuilder {
     tls: bool,
     client_cert_auth: bool,
     auth: bool,
+    extra_args: Vec<String>,
 }
 
 impl EtcdBuilder {
@@ -117,6 +118,18 @@ impl EtcdBuilder {
     /// [`APP_USER`] (read-write under [`APP_PREFIX`] only).
     pub fn auth(mut self, on: bool) -> Self {
         self.auth = on;
+        self
+    }
+
+    /// Passes more flags to every member's `etcd` (after the harness's own), for behaviour
+    /// the builder has no option for, such as
+    /// `--experimental-watch-progress-notify-interval 500ms`.
+    pub fn extra_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.extra_args.extend(args.into_iter().map(Into::into));
         self
     }
 
@@ -634,6 +647,7 @@ impl EtcdCluster {
             // The log goes to a file (stderr is redirected there, so flag errors and panics
             // land in it too): shown when something fails, never spammed.
             .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .args(&self.options.extra_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);

@@ -46,7 +46,6 @@ on_both_backends!(cases:
 mod progress {
     use std::time::Duration;
 
-    use crate::common::etcd_process::EtcdProcess;
     use crate::common::Backend;
 
     #[tokio::test(start_paused = true)]
@@ -61,8 +60,11 @@ mod progress {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn etcd() {
-        let etcd =
-            EtcdProcess::start(&["--experimental-watch-progress-notify-interval", "500ms"]).await;
+        let etcd = coord::testing::EtcdServer::builder()
+            .extra_args(["--experimental-watch-progress-notify-interval", "500ms"])
+            .start()
+            .await
+            .expect("start etcd (see the error for how to install it)");
         let coord = coord::Coord::connect(etcd.client_config()).await.unwrap();
         super::cases::idle_watch_hears_progress_at_the_current_revision(
             coord.store(),

@@ -1,7 +1,6 @@
 //! Shared by the integration tests: one way to get a store of each backend.
 #![allow(dead_code)]
 
-pub mod etcd_process;
 pub mod proxy;
 
 use std::future::Future;
