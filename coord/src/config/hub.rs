@@ -3,9 +3,13 @@
 //! The hub keeps, per key range, a task that runs a [`ResilientWatch`] and publishes the
 //! range's raw state as a [`Snapshot`] after every revision. Handles subscribe to it; when the
 //! last subscriber is dropped the task stops and the store watch closes (the sharing itself is
-//! [`SharedWatches`]). So a thousand `Live`
-//! handles on one prefix are one store watch, and on the etcd backend the store watches of
-//! many prefixes share one gRPC stream (see `store::etcd`).
+//! [`SharedWatches`]). So a thousand `Live` handles on one prefix are one store watch, and on
+//! the etcd backend the store watches of many prefixes share one gRPC stream (see
+//! `store::etcd`).
+//!
+//! After a break the range is listed again before the watch resumes (one range read per
+//! watched range and reconnect), so its snapshot is marked current again as soon as the store
+//! answers, not only at the range's next change: the read cache trusts it from then on.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +29,9 @@ pub(crate) struct Snapshot {
     pub revision: i64,
     /// Full key → raw value.
     pub values: Arc<BTreeMap<String, Vec<u8>>>,
-    /// False while the watch is broken and reconnecting: the values may be behind.
+    /// False from the moment the watch breaks until the range has been listed again after
+    /// it reconnects: meanwhile the values may be behind. True again with the relist's
+    /// snapshot, whether or not anything changed (the watch resumes right after it).
     pub connected: bool,
 }
 
@@ -140,11 +146,31 @@ async fn run(
                     tracing::info!("watch recovered");
                     degraded = false;
                 }
-                tx.send_replace(apply(&mut values, event));
+                match event {
+                    // A relist that found nothing new (the periodic one, or after a
+                    // reconnect): the state is current at a later revision, but no value
+                    // changed, so `Live` handles are not woken to rebuild the same struct.
+                    WatchEvent::Resync { revision, events } if events.is_empty() => {
+                        tx.send_if_modified(|snapshot| {
+                            snapshot.revision = snapshot.revision.max(revision);
+                            snapshot.connected = true;
+                            false
+                        });
+                    }
+                    event => {
+                        tx.send_replace(apply(&mut values, event));
+                    }
+                }
             }
             // Only after `Coord::close`, which also stops this task: the watch never recovers.
             Err(Error::Closed) => return,
             Err(e) => {
+                // Come back through a relist, not by resuming the stream: a resumed stream
+                // first replays what it missed, and on a quiet range it says nothing at all
+                // (etcd's progress notifications come every ten minutes), so no answer of
+                // it would tell us when we are current again; a list read after the outage
+                // does, and the watch then resumes right after the list's revision.
+                watch.resync();
                 if !degraded {
                     tracing::warn!(error = %e, "watch broken; serving the last known state while it reconnects");
                     degraded = true;
