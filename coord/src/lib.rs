@@ -27,6 +27,7 @@ pub mod lock;
 pub(crate) mod queue;
 pub mod registry;
 pub mod session;
+pub(crate) mod shared_watch;
 pub mod store;
 mod sync;
 #[cfg(feature = "testing")]

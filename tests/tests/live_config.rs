@@ -30,6 +30,8 @@ on_both_backends!(cases:
     seed_defaults_writes_only_missing_keys,
     cached_get_costs_no_round_trip_and_still_sees_writes,
     cache_drops_keys_not_read_within_its_ttl,
+    cached_get_sees_this_coords_store_writes_at_once,
+    a_write_to_another_key_costs_a_cached_key_one_round_trip,
     every_attribute_round_trips_through_the_store,
     oversized_writes_are_refused_before_sending,
 );
@@ -442,6 +444,66 @@ mod cases {
         })
         .await;
         assert_eq!(config.cached_keys(), 1);
+    }
+
+    /// A cached config center over `b`, with `key` read once and its watch open, so that the
+    /// next reads of `key` come from the cache.
+    async fn cached(b: &Backend, key: &str) -> coord::config::ConfigCenter {
+        let config = b.coord.config().with_cache(Duration::from_secs(30));
+        config.set(key, &0).await.unwrap();
+        assert_eq!(config.get::<i32>(key).await.unwrap(), 0);
+        let stats = b.store().stats();
+        eventually(WAIT, "reads of the key come from the cache", || async {
+            let before = stats.round_trips();
+            config.get::<i32>(key).await.unwrap();
+            stats.round_trips() == before
+        })
+        .await;
+        config
+    }
+
+    pub async fn cached_get_sees_this_coords_store_writes_at_once(b: &Backend) {
+        const KEY: &str = "/cfg/own-writes";
+        let config = cached(b, KEY).await;
+        let store = b.store();
+        // Each write through the same Coord's store, not its config center, is read back at
+        // once: the cache does not answer before its watch has caught up.
+        for i in 1..=50 {
+            store.put(KEY, i.to_string().into_bytes(), 0).await.unwrap();
+            assert_eq!(config.get::<i32>(KEY).await.unwrap(), i, "after put {i}");
+        }
+        store
+            .delete(&coord::store::KeyRange::key(KEY))
+            .await
+            .unwrap();
+        assert!(matches!(
+            config.get::<i32>(KEY).await,
+            Err(Error::NotFound { .. })
+        ));
+        let txn = coord::store::Txn::new().and_then([coord::store::TxnOp::put(KEY, "99")]);
+        assert!(store.txn(txn).await.unwrap().succeeded);
+        assert_eq!(config.get::<i32>(KEY).await.unwrap(), 99);
+    }
+
+    pub async fn a_write_to_another_key_costs_a_cached_key_one_round_trip(b: &Backend) {
+        const KEY: &str = "/cfg/quiet";
+        let config = cached(b, KEY).await;
+        let stats = b.store().stats();
+        // The quiet key's watch never sees this write, so its revision stays behind it.
+        config.set("/cfg/elsewhere", &1).await.unwrap();
+        b.store()
+            .put("/cfg/elsewhere", b"2".to_vec(), 0)
+            .await
+            .unwrap();
+        let before = stats.round_trips();
+        for _ in 0..10 {
+            assert_eq!(config.get::<i32>(KEY).await.unwrap(), 0);
+        }
+        let cost = stats.round_trips() - before;
+        assert!(
+            cost <= 1,
+            "{cost} round trips for 10 reads of an unchanged key"
+        );
     }
 
     pub async fn cache_drops_keys_not_read_within_its_ttl(b: &Backend) {

@@ -300,3 +300,91 @@ async fn client_config_turns_on_the_cache_and_the_periodic_resync() {
     );
     assert_eq!(coord.config().get::<i32>("/cfg/x").await.unwrap(), 1);
 }
+
+/// A `Coord` with a read cache that reaches `b`'s etcd only through a proxy the test can cut,
+/// and no periodic relist within the test's time (production relists every 5 min).
+async fn cached_behind_proxy(b: &Backend) -> (Coord, Proxy) {
+    let server = b.server.as_ref().unwrap();
+    let proxy = Proxy::start(&server.endpoint()).await;
+    let mut config = server
+        .client_config()
+        .with_cache_ttl(Duration::from_secs(60))
+        .with_sync_interval(Duration::from_secs(600));
+    config.endpoints = vec![proxy.endpoint()];
+    (Coord::connect(config).await.unwrap(), proxy)
+}
+
+/// Whether a cached read of `key` answers `value` without a round trip.
+async fn read_from_cache(coord: &Coord, key: &str, value: i32) -> bool {
+    let before = coord.store().stats().round_trips();
+    let read = coord.config().get::<i32>(key).await;
+    matches!(read, Ok(v) if v == value) && coord.store().stats().round_trips() == before
+}
+
+/// Waits until a cached read of `key` fails: the cache knows its watch is down and goes to
+/// the store, which it cannot reach.
+async fn cache_sees_the_break(coord: &Coord, key: &str) {
+    eventually(
+        Duration::from_secs(30),
+        "a cached read goes to the unreachable store",
+        || async { coord.config().get::<i32>(key).await.is_err() },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_reads_are_free_again_once_the_watch_reconnects_on_a_quiet_key() {
+    const KEY: &str = "/cfg/quiet";
+    let b = Backend::etcd().await;
+    let (behind, proxy) = cached_behind_proxy(&b).await;
+    b.coord.config().set(KEY, &1).await.unwrap();
+    assert_eq!(behind.config().get::<i32>(KEY).await.unwrap(), 1);
+    eventually(WAIT, "reads come from the cache", || {
+        read_from_cache(&behind, KEY, 1)
+    })
+    .await;
+
+    proxy.cut();
+    cache_sees_the_break(&behind, KEY).await;
+    proxy.restore();
+    // Nothing is written anywhere: only the reconnected watch can make the cache trusted again.
+    eventually(
+        Duration::from_secs(30),
+        "cached reads cost no round trip again",
+        || read_from_cache(&behind, KEY, 1),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_get_does_not_answer_from_the_cache_while_the_watch_is_down() {
+    const KEY: &str = "/cfg/moving";
+    let b = Backend::etcd().await;
+    let (behind, proxy) = cached_behind_proxy(&b).await;
+    b.coord.config().set(KEY, &1).await.unwrap();
+    assert_eq!(behind.config().get::<i32>(KEY).await.unwrap(), 1);
+    eventually(WAIT, "reads come from the cache", || {
+        read_from_cache(&behind, KEY, 1)
+    })
+    .await;
+
+    proxy.cut();
+    cache_sees_the_break(&behind, KEY).await;
+    // Changed by a client that still reaches etcd; `behind`'s watch cannot see it.
+    b.coord.config().set(KEY, &2).await.unwrap();
+    for _ in 0..5 {
+        let read = behind.config().get::<i32>(KEY).await;
+        assert!(
+            !matches!(read, Ok(1)),
+            "the old value was answered from the cache while its watch was down"
+        );
+    }
+
+    proxy.restore();
+    eventually(
+        Duration::from_secs(30),
+        "the cache follows the new value again",
+        || read_from_cache(&behind, KEY, 2),
+    )
+    .await;
+}

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::config::cache::{Cached, ReadCache};
+use crate::config::cache::ReadCache;
 use crate::config::hub::WatchHub;
 use crate::config::schema::{CoordConfig, HasPrefix, Source};
 use crate::error::{Error, Result};
@@ -52,9 +51,6 @@ pub struct ConfigCenter {
     store: Store,
     hub: Arc<WatchHub>,
     cache: Option<Arc<ReadCache>>,
-    /// The revision of the last write through this center (and its clones): the cache never
-    /// answers with anything older.
-    written: Arc<AtomicI64>,
 }
 
 impl ConfigCenter {
@@ -64,7 +60,6 @@ impl ConfigCenter {
             store: ctx.store.clone(),
             hub: Arc::clone(&ctx.hub),
             cache: None,
-            written: Arc::default(),
         };
         center.with_cache(cache_ttl)
     }
@@ -73,10 +68,15 @@ impl ConfigCenter {
     /// the last `ttl` watched, so repeated reads cost no round trip (zero turns it off).
     /// `Coord::connect` sets it from `ClientConfig::cache_ttl`.
     ///
-    /// A cached read is never older than a write made through this `Coord`'s config center
-    /// and is not served while the key's watch is broken; other clients' writes appear
-    /// after the watch delivers them (about half a millisecond on loopback), and every watched
-    /// range is relisted each `ClientConfig::sync_interval` as a safety net.
+    /// A cached read is never older than a write made through this `Coord`: through the
+    /// config center or any other capability, or directly with `coord.store()` (a put, a
+    /// delete, a transaction; not the deletions of a lease revoke). Until the key's watch has
+    /// caught up with such a write, the read goes to the store (once per key: a store answer
+    /// that matches the watched value vouches for it). A cached read is not served while the
+    /// key's watch is broken; once the watch reconnects, the key is listed again and trusted
+    /// from then on, changed or not. Other clients' writes appear after the watch delivers
+    /// them (about half a millisecond on loopback), and every watched range is relisted each
+    /// `ClientConfig::sync_interval` as a safety net.
     /// [`get_with_version`](Self::get_with_version) always reads the store: its version feeds
     /// [`compare_and_set`](Self::compare_and_set).
     ///
@@ -99,8 +99,8 @@ impl ConfigCenter {
         let cache = (!ttl.is_zero()).then(|| {
             Arc::new(ReadCache::new(
                 Arc::clone(&self.hub),
+                self.store.clone(),
                 ttl,
-                Arc::clone(&self.written),
             ))
         });
         ConfigCenter {
@@ -128,15 +128,12 @@ impl ConfigCenter {
             if self.store.is_closed() {
                 return Err(Error::Closed);
             }
-            match cache.get(key).await? {
-                Cached::Fresh(Some(value)) => return decode_bytes(key, &value),
-                Cached::Fresh(None) => {
-                    return Err(Error::NotFound {
-                        key: key.to_string(),
-                    })
-                }
-                Cached::Miss => {}
-            }
+            return match cache.get(key).await? {
+                Some(value) => decode_bytes(key, &value),
+                None => Err(Error::NotFound {
+                    key: key.to_string(),
+                }),
+            };
         }
         self.get_with_version(key).await.map(|(value, _)| value)
     }
@@ -174,15 +171,12 @@ impl ConfigCenter {
     /// [`Error::InvalidArgument`] if the value does not serialize or is too large for etcd.
     pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<i64> {
         let bytes = encode(key, value)?;
-        let revision = self.store.put(key, bytes, 0).await?.revision;
-        self.written.fetch_max(revision, Ordering::AcqRel);
-        Ok(revision)
+        Ok(self.store.put(key, bytes, 0).await?.revision)
     }
 
     /// Deletes a key; returns whether it existed.
     pub async fn delete(&self, key: &str) -> Result<bool> {
         let response = self.store.delete(&KeyRange::key(key)).await?;
-        self.written.fetch_max(response.revision, Ordering::AcqRel);
         Ok(response.deleted > 0)
     }
 
@@ -209,7 +203,6 @@ impl ConfigCenter {
     pub fn batch(&self) -> Batch {
         Batch {
             store: self.store.clone(),
-            written: Arc::clone(&self.written),
             guards: Vec::new(),
             ops: Vec::new(),
         }
@@ -350,7 +343,6 @@ impl ConfigCenter {
 #[must_use = "a batch does nothing until committed"]
 pub struct Batch {
     store: Store,
-    written: Arc<AtomicI64>,
     guards: Vec<(String, i64)>,
     ops: Vec<TxnOp>,
 }
@@ -461,7 +453,6 @@ impl Batch {
         let txn = Txn::new().when(compares).and_then(self.ops).or_else(reads);
         let response = self.store.txn(txn).await?;
         if response.succeeded {
-            self.written.fetch_max(response.revision, Ordering::AcqRel);
             return Ok(response.revision);
         }
         for ((key, expected), read) in self.guards.iter().zip(&response.responses) {

@@ -2,19 +2,24 @@
 //!
 //! The hub keeps, per key range, a task that runs a [`ResilientWatch`] and publishes the
 //! range's raw state as a [`Snapshot`] after every revision. Handles subscribe to it; when the
-//! last subscriber is dropped the task stops and the store watch closes. So a thousand `Live`
-//! handles on one prefix are one store watch, and on the etcd backend the store watches of
-//! many prefixes share one gRPC stream (see `store::etcd`).
+//! last subscriber is dropped the task stops and the store watch closes (the sharing itself is
+//! [`SharedWatches`]). So a thousand `Live` handles on one prefix are one store watch, and on
+//! the etcd backend the store watches of many prefixes share one gRPC stream (see
+//! `store::etcd`).
+//!
+//! After a break the range is listed again before the watch resumes (one range read per
+//! watched range and reconnect), so its snapshot is marked current again as soon as the store
+//! answers, not only at the range's next change: the read cache trusts it from then on.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::shared_watch::{SharedWatch, SharedWatches};
 use crate::store::{EventKind, KeyRange, Store};
-use crate::sync::lock;
 use crate::watch::{ResilientWatch, WatchEvent};
 
 /// The raw state of a range at one revision.
@@ -24,37 +29,33 @@ pub(crate) struct Snapshot {
     pub revision: i64,
     /// Full key → raw value.
     pub values: Arc<BTreeMap<String, Vec<u8>>>,
-    /// False while the watch is broken and reconnecting: the values may be behind.
+    /// False from the moment the watch breaks until the range has been listed again after
+    /// it reconnects: meanwhile the values may be behind. True again with the relist's
+    /// snapshot, whether or not anything changed (the watch resumes right after it).
     pub connected: bool,
 }
 
-/// A watched range. Dropping the last `Arc` stops its watch.
+/// What the shared watch of one range publishes: its latest snapshot.
 #[derive(Debug)]
-pub(crate) struct RangeWatch {
+pub(crate) struct RangeState {
     rx: watch::Receiver<Snapshot>,
-    task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
-impl RangeWatch {
+impl RangeState {
     /// A receiver whose current value is the latest snapshot.
     pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
         self.rx.clone()
     }
 }
 
-impl Drop for RangeWatch {
-    fn drop(&mut self) {
-        if let Some(task) = lock(&self.task).take() {
-            task.abort();
-        }
-    }
-}
+/// A watched range. Dropping the last `Arc` stops its watch.
+pub(crate) type RangeWatch = SharedWatch<RangeState>;
 
 /// The shared watches of one `Coord`.
 #[derive(Debug)]
 pub(crate) struct WatchHub {
     store: Store,
-    ranges: Mutex<HashMap<KeyRange, Weak<RangeWatch>>>,
+    ranges: SharedWatches<KeyRange, RangeState>,
     /// How often each watched range is relisted in full (`None`: never).
     sync_interval: Option<std::time::Duration>,
 }
@@ -63,7 +64,7 @@ impl WatchHub {
     pub fn new(store: Store, sync_interval: Option<std::time::Duration>) -> Self {
         WatchHub {
             store,
-            ranges: Mutex::new(HashMap::new()),
+            ranges: SharedWatches::default(),
             sync_interval: sync_interval.filter(|i| !i.is_zero()),
         }
     }
@@ -71,20 +72,12 @@ impl WatchHub {
     /// Stops every range's watch (for `Coord::close`): handles keep their last snapshot and
     /// see no more changes.
     pub fn close(&self) {
-        let ranges = std::mem::take(&mut *lock(&self.ranges));
-        for watch in ranges.values().filter_map(Weak::upgrade) {
-            if let Some(task) = lock(&watch.task).take() {
-                task.abort();
-            }
-        }
+        self.ranges.close();
     }
 
     /// Ranges being watched right now.
     pub fn watched_ranges(&self) -> usize {
-        lock(&self.ranges)
-            .values()
-            .filter(|w| w.strong_count() > 0)
-            .count()
+        self.ranges.len()
     }
 
     /// The shared watch of `range`, started if needed, with a receiver that has seen the
@@ -93,52 +86,30 @@ impl WatchHub {
     /// # Errors
     ///
     /// The error of the first list if this call started the watch and the list failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (see [`SharedWatches::watch`]).
     pub async fn watch(
         &self,
         range: &KeyRange,
     ) -> Result<(Arc<RangeWatch>, watch::Receiver<Snapshot>, Snapshot)> {
-        loop {
-            let (existing, starter) = {
-                let mut ranges = lock(&self.ranges);
-                match ranges.get(range).and_then(Weak::upgrade) {
-                    Some(existing) => (Some(existing), None),
-                    None => {
-                        let (tx, rx) = watch::channel(Snapshot::default());
-                        let shared = Arc::new(RangeWatch {
-                            rx,
-                            task: Mutex::new(None),
-                        });
-                        ranges.retain(|_, w| w.strong_count() > 0);
-                        ranges.insert(range.clone(), Arc::downgrade(&shared));
-                        (None, Some((shared, tx)))
-                    }
-                }
-            };
-            if let Some(existing) = existing {
-                let mut rx = existing.subscribe();
-                let first = rx.wait_for(|s| s.revision > 0).await.map(|s| s.clone());
-                match first {
-                    Ok(snapshot) => return Ok((existing, rx, snapshot)),
-                    // Its first list failed and the starter gave up: start it ourselves.
-                    Err(_) => continue,
-                }
-            }
-            let Some((shared, tx)) = starter else {
-                continue;
-            };
+        let new = || {
+            let (tx, rx) = watch::channel(Snapshot::default());
+            (RangeState { rx }, tx)
+        };
+        let start = |tx: watch::Sender<Snapshot>| async move {
             let mut watch = ResilientWatch::new(self.store.clone(), range.clone());
             let mut values = BTreeMap::new();
-            // If this fails, `tx` drops and waiters on this range try again themselves.
             let event = watch.next().await?;
-            let snapshot = apply(&mut values, event);
-            tx.send_replace(snapshot.clone());
-            let mut rx = shared.subscribe();
-            rx.mark_unchanged();
+            tx.send_replace(apply(&mut values, event));
             let span = tracing::debug_span!("live.watch", key = range.as_str());
-            let task = tokio::spawn(run(watch, values, tx, self.sync_interval).instrument(span));
-            *lock(&shared.task) = Some(task.abort_handle());
-            return Ok((shared, rx, snapshot));
-        }
+            Ok(run(watch, values, tx, self.sync_interval).instrument(span))
+        };
+        let shared = self.ranges.watch(range, new, start).await?;
+        let mut rx = shared.subscribe();
+        let snapshot = rx.borrow_and_update().clone();
+        Ok((shared, rx, snapshot))
     }
 }
 
@@ -175,9 +146,31 @@ async fn run(
                     tracing::info!("watch recovered");
                     degraded = false;
                 }
-                tx.send_replace(apply(&mut values, event));
+                match event {
+                    // A relist that found nothing new (the periodic one, or after a
+                    // reconnect): the state is current at a later revision, but no value
+                    // changed, so `Live` handles are not woken to rebuild the same struct.
+                    WatchEvent::Resync { revision, events } if events.is_empty() => {
+                        tx.send_if_modified(|snapshot| {
+                            snapshot.revision = snapshot.revision.max(revision);
+                            snapshot.connected = true;
+                            false
+                        });
+                    }
+                    event => {
+                        tx.send_replace(apply(&mut values, event));
+                    }
+                }
             }
+            // Only after `Coord::close`, which also stops this task: the watch never recovers.
+            Err(Error::Closed) => return,
             Err(e) => {
+                // Come back through a relist, not by resuming the stream: a resumed stream
+                // first replays what it missed, and on a quiet range it says nothing at all
+                // (etcd's progress notifications come every ten minutes), so no answer of
+                // it would tell us when we are current again; a list read after the outage
+                // does, and the watch then resumes right after the list's revision.
+                watch.resync();
                 if !degraded {
                     tracing::warn!(error = %e, "watch broken; serving the last known state while it reconnects");
                     degraded = true;

@@ -5,9 +5,9 @@
 //! state changes of that revision as a [`Batch`] (for watchers). The task turns store events
 //! into state changes, so a `Resync` after compaction yields only the real differences and a
 //! re-put of an unchanged value yields nothing. When the last handle is dropped the task stops
-//! and the store watch closes.
+//! and the store watch closes (the sharing itself is [`SharedWatches`]).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
@@ -20,7 +20,8 @@ use tracing::Instrument;
 
 use super::channel::Feed;
 use super::{lock, service_prefix, ServiceEvent, ServiceInfo};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::shared_watch::{SharedWatch, SharedWatches};
 use crate::store::{Event, EventKind, KeyRange, KeyValue, Store};
 use crate::watch::{ResilientWatch, WatchEvent};
 
@@ -44,19 +45,21 @@ pub(crate) struct Batch {
     events: Vec<ServiceEvent>,
 }
 
-/// A watched service name. Dropping the last `Arc` stops its watch.
+/// What the shared watch of one service name publishes.
 #[derive(Debug)]
-pub(crate) struct Watched {
+pub(crate) struct Service {
     snapshot: watch::Receiver<Arc<Snapshot>>,
     events: broadcast::Sender<Arc<Batch>>,
     feeds: Feeds,
-    task: Mutex<Option<tokio::task::AbortHandle>>,
 }
+
+/// A watched service name. Dropping the last `Arc` stops its watch.
+pub(crate) type Watched = SharedWatch<Service>;
 
 /// The channels fed by a watch; shared with its task, which must not hold the `Watched`.
 type Feeds = Arc<Mutex<Vec<Weak<Feed>>>>;
 
-impl Watched {
+impl Service {
     /// The instances as last seen, ordered by id.
     pub fn instances(&self) -> Vec<ServiceInfo> {
         self.snapshot.borrow().instances.values().cloned().collect()
@@ -77,45 +80,30 @@ impl Watched {
     }
 }
 
-impl Drop for Watched {
-    fn drop(&mut self) {
-        if let Some(task) = lock(&self.task).take() {
-            task.abort();
-        }
-    }
-}
-
 /// The watched service names of one `Coord`.
 #[derive(Debug)]
 pub(crate) struct Discovery {
     store: Store,
-    names: Mutex<HashMap<String, Weak<Watched>>>,
+    names: SharedWatches<String, Service>,
 }
 
 impl Discovery {
     pub fn new(store: Store) -> Self {
         Discovery {
             store,
-            names: Mutex::new(HashMap::new()),
+            names: SharedWatches::default(),
         }
     }
 
     /// Stops every name's watch (for `Coord::close`): caches keep their last state and
     /// watchers see no more changes.
     pub fn close(&self) {
-        let names = std::mem::take(&mut *lock(&self.names));
-        for watched in names.values().filter_map(Weak::upgrade) {
-            if let Some(task) = lock(&watched.task).take() {
-                task.abort();
-            }
-        }
+        self.names.close();
     }
 
     /// The watch of `name` if one is running and has read its first list.
     pub fn get(&self, name: &str) -> Option<Arc<Watched>> {
-        let watched = lock(&self.names).get(name).and_then(Weak::upgrade)?;
-        let ready = watched.snapshot.borrow().revision > 0;
-        ready.then_some(watched)
+        self.names.get(&name.to_string())
     }
 
     /// The watch of `name`, started if needed; returns once it has read its first list.
@@ -123,72 +111,37 @@ impl Discovery {
     /// # Errors
     ///
     /// The error of the first list if this call started the watch and the list failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (see [`SharedWatches::watch`]).
     pub async fn watch(&self, name: &str) -> Result<Arc<Watched>> {
-        loop {
-            let (existing, starter) = {
-                let mut names = lock(&self.names);
-                match names.get(name).and_then(Weak::upgrade) {
-                    Some(existing) => (Some(existing), None),
-                    None => {
-                        let (snapshot_tx, snapshot_rx) =
-                            watch::channel(Arc::new(Snapshot::default()));
-                        let (events, _) = broadcast::channel(EVENT_BUFFER);
-                        let shared = Arc::new(Watched {
-                            snapshot: snapshot_rx,
-                            events,
-                            feeds: Feeds::default(),
-                            task: Mutex::new(None),
-                        });
-                        names.retain(|_, w| w.strong_count() > 0);
-                        names.insert(name.to_string(), Arc::downgrade(&shared));
-                        (None, Some((shared, snapshot_tx)))
-                    }
-                }
+        let new = || {
+            let (snapshot_tx, snapshot) = watch::channel(Arc::new(Snapshot::default()));
+            let (events, _) = broadcast::channel(EVENT_BUFFER);
+            let service = Service {
+                snapshot,
+                events: events.clone(),
+                feeds: Feeds::default(),
             };
-            if let Some(existing) = existing {
-                let mut rx = existing.snapshot();
-                if rx.wait_for(|s| s.revision > 0).await.is_ok() {
-                    return Ok(existing);
-                }
-                // Its starter's first list failed: forget it and start one ourselves.
-                let mut names = lock(&self.names);
-                if names
-                    .get(name)
-                    .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&existing)))
-                {
-                    names.remove(name);
-                }
-                continue;
-            }
-            let Some((shared, snapshot_tx)) = starter else {
-                continue;
-            };
-            return self.start(name, shared, snapshot_tx).await;
-        }
+            let feeds = Arc::clone(&service.feeds);
+            (service, (snapshot_tx, events, feeds))
+        };
+        let start = |(snapshot_tx, events, feeds)| self.start(name, snapshot_tx, events, feeds);
+        self.names.watch(&name.to_string(), new, start).await
     }
 
+    /// Reads the first list of `name` and publishes it; returns the task that follows on.
     async fn start(
         &self,
         name: &str,
-        shared: Arc<Watched>,
         snapshot_tx: watch::Sender<Arc<Snapshot>>,
-    ) -> Result<Arc<Watched>> {
+        events: broadcast::Sender<Arc<Batch>>,
+        feeds: Feeds,
+    ) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
         let prefix = service_prefix(name);
         let mut watch = ResilientWatch::new(self.store.clone(), KeyRange::prefix(prefix.as_str()));
-        let first = match watch.next().await {
-            Ok(first) => first,
-            Err(e) => {
-                let mut names = lock(&self.names);
-                if names
-                    .get(name)
-                    .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&shared)))
-                {
-                    names.remove(name);
-                }
-                // Dropping `snapshot_tx` wakes anyone waiting on this start.
-                return Err(e);
-            }
-        };
+        let first = watch.next().await?;
         let mut state = State {
             name: name.to_string(),
             prefix,
@@ -197,18 +150,7 @@ impl Discovery {
         state.apply(first);
         snapshot_tx.send_replace(Arc::new(state.snapshot(watch.revision())));
         let span = tracing::debug_span!("registry.watch", key = state.prefix.as_str());
-        let task = tokio::spawn(
-            run(
-                watch,
-                state,
-                snapshot_tx,
-                shared.events.clone(),
-                Arc::clone(&shared.feeds),
-            )
-            .instrument(span),
-        );
-        *lock(&shared.task) = Some(task.abort_handle());
-        Ok(shared)
+        Ok(run(watch, state, snapshot_tx, events, feeds).instrument(span))
     }
 }
 
@@ -277,7 +219,8 @@ impl State {
     }
 }
 
-/// Follows the service until the task is aborted (the last handle dropped).
+/// Follows the service until the task is aborted (the last handle dropped) or the store is
+/// closed.
 async fn run(
     mut watch: ResilientWatch,
     mut state: State,
@@ -315,6 +258,8 @@ async fn run(
                     }));
                 }
             }
+            // Only after `Coord::close`, which also stops this task: the watch never recovers.
+            Err(Error::Closed) => return,
             Err(e) => {
                 if !degraded {
                     tracing::warn!(error = %e, "registry watch broken; serving the last known instances while it reconnects");

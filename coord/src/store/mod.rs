@@ -85,6 +85,8 @@ pub struct Store {
     stats: Arc<StoreStats>,
     /// Set by `close`: every call then fails with [`Error::Closed`] and open watches end.
     closed: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The highest revision at which a call of this handle (or a clone) changed the store.
+    written: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -124,11 +126,12 @@ impl Store {
             backend,
             stats: Arc::new(StoreStats::default()),
             closed: Arc::new(tokio::sync::watch::Sender::new(false)),
+            written: Arc::default(),
         }
     }
 
-    /// Another handle on the same backend (connection or embedded store) with its own counters
-    /// and its own close flag.
+    /// Another handle on the same backend (connection or embedded store) with its own counters,
+    /// its own close flag and its own [`written_revision`](Self::written_revision).
     pub(crate) fn new_handle(&self) -> Store {
         Self::from_backend(self.backend.clone())
     }
@@ -174,6 +177,18 @@ impl Store {
         self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The highest revision at which a `put`, `delete` or `txn` of this handle (or a clone of
+    /// it) changed the store, 0 if none has. A read cache at or past it has seen every one of
+    /// those writes (the read-your-writes bound of `ConfigCenter`'s cache). Lease revocations
+    /// are not counted: etcd's answer to one carries no revision through this seam.
+    pub(crate) fn written_revision(&self) -> i64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    fn wrote(&self, revision: i64) {
+        self.written.fetch_max(revision, Ordering::AcqRel);
+    }
+
     /// Reads one key; `None` if it does not exist.
     ///
     /// # Cancel safety
@@ -217,9 +232,11 @@ impl Store {
         self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.put", key, lease);
-        async { dispatch!(self.put(key, value, lease)) }
+        let response = async { dispatch!(self.put(key, value, lease)) }
             .instrument(span)
-            .await
+            .await?;
+        self.wrote(response.revision);
+        Ok(response)
     }
 
     /// Deletes a key or every key under a prefix.
@@ -233,9 +250,14 @@ impl Store {
         self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.delete", key = range.as_str());
-        async { dispatch!(self.delete(range)) }
+        let response = async { dispatch!(self.delete(range)) }
             .instrument(span)
-            .await
+            .await?;
+        // Deleting nothing changes nothing (and leaves the revision where it was).
+        if response.deleted > 0 {
+            self.wrote(response.revision);
+        }
+        Ok(response)
     }
 
     /// Runs a transaction atomically.
@@ -251,7 +273,16 @@ impl Store {
         self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.txn", key = txn.first_key());
-        async { dispatch!(self.txn(txn)) }.instrument(span).await
+        let response = async { dispatch!(self.txn(txn)) }.instrument(span).await?;
+        let changed = response.responses.iter().any(|r| match r {
+            TxnOpResponse::Put(_) => true,
+            TxnOpResponse::Delete(d) => d.deleted > 0,
+            TxnOpResponse::Get(_) => false,
+        });
+        if changed {
+            self.wrote(response.revision);
+        }
+        Ok(response)
     }
 
     /// Grants a lease of `ttl` seconds; the answer holds the TTL actually granted.
