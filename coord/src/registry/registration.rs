@@ -1,18 +1,5 @@
-//! A registered instance, and the background task that keeps it registered.
-//!
-//! # What it promises
-//!
-//! - The key `/services/{name}/{id}` is written only where no other lease holds it: a second
-//!   live registration of the same instance is refused with [`Error::AlreadyRegistered`], never
-//!   swapped in silently. Every write is a transaction conditional on the state it was decided
-//!   on, so two registrations racing for one key cannot both win.
-//! - While a [`Registration`] lives, its key stays on its lease: the lease is renewed; if the
-//!   lease is lost anyway, the instance registers again on a new one; if the key is deleted
-//!   while the lease lives (an operator's [`Registry::unregister`](super::Registry::unregister),
-//!   an `etcdctl del`), it is put back on the same lease. Each repair logs a warning.
-//! - If the key is written by another lease (another process registered the same id, say after
-//!   a partition), the registration does not fight over it: it ends for good, revokes its own
-//!   lease, reads as not alive, and [`Registration::lost`] resolves naming the new holder.
+//! A registered instance ([`Registration`], whose docs say what it promises), and the
+//! background task that keeps it registered.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -96,10 +83,24 @@ pub(super) async fn register(
 }
 
 /// A registered instance, kept registered until deregistered, dropped, or replaced by another
-/// registration of the same instance. See the [module docs](self) for what it promises.
+/// registration of the same instance.
 ///
-/// Dropping it stops the renewals and revokes the lease in the background, so the instance
-/// disappears at once (if a tokio runtime is still running; otherwise after its TTL).
+/// # What it promises
+///
+/// - It was written only where no other lease held the key: a second live registration of the
+///   same instance is refused with [`Error::AlreadyRegistered`], never swapped in silently.
+///   Every write it makes is a transaction conditional on the state it was decided on, so two
+///   registrations racing for one key cannot both win.
+/// - While it lives, its key stays on its lease: the lease is renewed; if the lease is lost
+///   anyway, the instance registers again on a new one; if the key is deleted while the lease
+///   lives (an operator's [`Registry::unregister`](super::Registry::unregister), an
+///   `etcdctl del`), it is put back on the same lease, with the value last stored on that
+///   lease. Each repair logs a warning.
+/// - If the key is written by another lease (another process registered the same id, say after
+///   a partition), it does not fight over it: it ends for good, revokes its own lease, reads as
+///   not alive, and [`lost`](Self::lost) resolves naming the new holder.
+/// - Dropping it stops the renewals and revokes the lease in the background, so the instance
+///   disappears at once (if a tokio runtime is still running; otherwise after its TTL).
 #[derive(Debug)]
 #[must_use = "dropping a Registration deregisters the instance at once"]
 pub struct Registration {
