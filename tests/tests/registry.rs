@@ -42,6 +42,7 @@ on_both_backends!(cases:
     unregistered_live_instance_comes_back_on_the_same_lease,
     registration_overwritten_by_another_lease_ends_without_fighting,
     deregister_after_close_is_closed,
+    registration_that_lost_its_lease_does_not_take_back_an_instance_registered_elsewhere,
 );
 
 /// The most a test waits for an event that should come at once.
@@ -765,6 +766,45 @@ mod cases {
             kv.version, 2,
             "written by the registration, then by the other, only"
         );
+    }
+
+    pub async fn registration_that_lost_its_lease_does_not_take_back_an_instance_registered_elsewhere(
+        b: &Backend,
+    ) {
+        let registry = b.coord.registry();
+        let registration = registry
+            .register(ServiceInfo::new("api", "moved", "127.0.0.1:7001"), TTL)
+            .await
+            .unwrap();
+        let key = registration.key().to_string();
+        let mine = registration.lease_id();
+
+        // Its lease goes (as after a partition longer than the TTL) and, meanwhile, another
+        // process registers the same instance.
+        b.store().lease_revoke(mine).await.unwrap();
+        let other = b.store().lease_grant(60).await.unwrap().id;
+        let theirs =
+            serde_json::to_vec(&ServiceInfo::new("api", "moved", "127.0.0.1:8001")).unwrap();
+        b.store().put(&key, theirs.clone(), other).await.unwrap();
+
+        // Whether it tried to register again first or not, it ends and leaves the key alone.
+        let lost = timeout(CEILING, registration.lost())
+            .await
+            .expect("the registration learns it was replaced within 30 s");
+        assert!(
+            matches!(&lost, Error::SessionLost { reason, .. } if reason.contains(&format!("{other:x}"))),
+            "{lost:?}"
+        );
+        assert!(!registration.is_alive());
+        let (kv, _) = b.store().get(&key).await.unwrap();
+        let kv = kv.unwrap();
+        assert_eq!(kv.lease, other, "the other process keeps the instance");
+        assert_eq!(kv.value, theirs);
+        assert!(matches!(
+            registration.deregister().await,
+            Err(Error::SessionLost { .. })
+        ));
+        assert_eq!(b.store().get(&key).await.unwrap().0.unwrap().lease, other);
     }
 
     pub async fn deregister_after_close_is_closed(b: &Backend) {
