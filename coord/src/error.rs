@@ -48,6 +48,18 @@ pub enum Error {
         max_id: u32,
     },
 
+    /// [`Registry::register`](crate::Registry::register) found the instance's key held by
+    /// another lease: another live registration of the same `(name, id)`, in this process or
+    /// another. Nothing was written. (Lease 0 means a key written without a lease, by hand:
+    /// delete it to register.)
+    #[error("`{key}` is already registered by lease {lease:x}")]
+    AlreadyRegistered {
+        /// The instance key, `/services/{name}/{id}`.
+        key: String,
+        /// The lease holding the key.
+        lease: i64,
+    },
+
     /// The lease behind a session is gone (revoked, expired, or not renewed in time).
     #[error("session lost: lease {lease:x} {reason}")]
     SessionLost {

@@ -41,7 +41,15 @@ on_both_backends!(cases:
     bad_service_info_is_invalid_argument,
     channel_reaches_both_instances_then_only_the_other_after_one_deregisters,
     filtered_channel_reaches_only_matching_instances,
+    second_live_registration_of_an_instance_is_refused_naming_the_holder,
+    unregistered_live_instance_comes_back_on_the_same_lease,
+    registration_overwritten_by_another_lease_ends_without_fighting,
+    deregister_after_close_is_closed,
+    registration_that_lost_its_lease_does_not_take_back_an_instance_registered_elsewhere,
 );
+
+/// The most a test waits for an event that should come at once.
+const CEILING: Duration = Duration::from_secs(30);
 
 /// Follows a watcher, checking that it never reports a state twice: `Registered` only for an
 /// unknown id, `Updated`/`Unregistered` only for a known one.
@@ -407,12 +415,14 @@ mod cases {
         assert_eq!(ids(&registry.discover("api").await.unwrap()), ["a"]);
         assert_eq!(stats.round_trips(), before + 1, "not watched: one range");
 
+        // The registration watches its own key.
+        let watches = stats.open_watches();
         let cache = registry.cache("api").await.unwrap();
         // The cache's task opens its store watch (one round trip) in the background.
         let store = b.store().clone();
         eventually(WAIT, "the cache's watch is open", || {
             let store = store.clone();
-            async move { store.stats().open_watches() == 1 }
+            async move { store.stats().open_watches() == watches + 1 }
         })
         .await;
         let before = stats.round_trips();
@@ -465,6 +475,9 @@ mod cases {
             .await
             .unwrap();
 
+        // Clearing out an instance known to be dead before its lease runs out (a live one
+        // would put its key back).
+        registration.abandon();
         assert!(registry.unregister("api", "a").await.unwrap());
         assert!(
             !registry.unregister("api", "a").await.unwrap(),
@@ -611,6 +624,201 @@ mod cases {
         }
         assert_eq!(new.calls(), 20);
         assert_eq!(old.calls(), 0);
+    }
+
+    pub async fn second_live_registration_of_an_instance_is_refused_naming_the_holder(b: &Backend) {
+        let registry = b.coord.registry();
+        let info = ServiceInfo::new("api", "twin", "127.0.0.1:7001");
+        let first = registry.register(info.clone(), TTL).await.unwrap();
+        let key = first.key().to_string();
+
+        let again = registry
+            .register(info.with_metadata("attempt", "2"), TTL)
+            .await;
+        match &again {
+            Err(error @ Error::AlreadyRegistered { key: k, lease }) => {
+                assert_eq!(k, &key);
+                assert_eq!(*lease, first.lease_id(), "names the holder");
+                let message = error.to_string();
+                assert!(message.contains(&key), "{message}");
+                assert!(
+                    message.contains(&format!("{:x}", first.lease_id())),
+                    "the holder's lease in hex: {message}"
+                );
+            }
+            other => panic!("expected AlreadyRegistered, got {other:?}"),
+        }
+
+        // The first registration is untouched and still owns the instance.
+        assert!(first.is_alive());
+        let (kv, _) = b.store().get(&key).await.unwrap();
+        let kv = kv.unwrap();
+        assert_eq!(kv.lease, first.lease_id());
+        let stored: ServiceInfo = serde_json::from_slice(&kv.value).unwrap();
+        assert_eq!(&stored, first.info(), "the refused attempt wrote nothing");
+        first.deregister().await.unwrap();
+        assert!(b.store().get(&key).await.unwrap().0.is_none());
+    }
+
+    pub async fn unregistered_live_instance_comes_back_on_the_same_lease(b: &Backend) {
+        let registry = b.coord.registry();
+        // A long TTL: a new lease could only come from a re-registration, not an expiry.
+        let registration = registry
+            .register(
+                ServiceInfo::new("api", "stubborn", "127.0.0.1:7001"),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let key = registration.key().to_string();
+        let lease = registration.lease_id();
+        let mut watch = Follower::new(registry.watch("api").await.unwrap());
+        assert!(matches!(watch.next().await, ServiceEvent::Registered(_)));
+
+        // Re-putting on the registration's own lease is allowed, and what it restores.
+        let mut moved = registration.info().clone();
+        moved.address = "127.0.0.1:7009".into();
+        b.store()
+            .put(&key, serde_json::to_vec(&moved).unwrap(), lease)
+            .await
+            .unwrap();
+        assert_eq!(watch.next().await, ServiceEvent::Updated(moved.clone()));
+
+        // An operator removes the live instance: it goes, and comes back.
+        assert!(registry.unregister("api", "stubborn").await.unwrap());
+        assert_eq!(
+            watch.next().await,
+            ServiceEvent::Unregistered(moved.clone())
+        );
+        let back = timeout(CEILING, watch.next())
+            .await
+            .expect("the instance is back within 30 s");
+        assert_eq!(back, ServiceEvent::Registered(moved));
+        let (kv, _) = b.store().get(&key).await.unwrap();
+        assert_eq!(kv.unwrap().lease, lease, "on the same lease");
+        assert_eq!(registration.lease_id(), lease);
+        assert!(registration.is_alive());
+        registration.deregister().await.unwrap();
+        assert!(b.store().get(&key).await.unwrap().0.is_none());
+    }
+
+    pub async fn registration_overwritten_by_another_lease_ends_without_fighting(b: &Backend) {
+        let registry = b.coord.registry();
+        let registration = registry
+            .register(
+                ServiceInfo::new("api", "contested", "127.0.0.1:7001"),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let key = registration.key().to_string();
+        let mine = registration.lease_id();
+
+        // Another process registers the same instance over it (as after a partition).
+        let other = b.store().lease_grant(60).await.unwrap().id;
+        let theirs =
+            serde_json::to_vec(&ServiceInfo::new("api", "contested", "127.0.0.1:8001")).unwrap();
+        b.store().put(&key, theirs.clone(), other).await.unwrap();
+
+        let lost = timeout(CEILING, registration.lost())
+            .await
+            .expect("the registration learns it was replaced within 30 s");
+        match &lost {
+            Error::SessionLost { lease, reason } => {
+                assert_eq!(*lease, mine);
+                assert!(
+                    reason.contains(&format!("{other:x}")),
+                    "names the new holder: {reason}"
+                );
+            }
+            other => panic!("expected SessionLost, got {other:?}"),
+        }
+        assert!(!registration.is_alive());
+        let store = b.store().clone();
+        eventually(
+            CEILING,
+            "the replaced registration's lease is revoked",
+            || {
+                let store = store.clone();
+                async move { store.lease_ttl(mine).await.unwrap().ttl == -1 }
+            },
+        )
+        .await;
+
+        match registration.deregister().await {
+            Err(Error::SessionLost { reason, .. }) => {
+                assert!(reason.contains("before deregister"), "{reason}");
+                assert!(reason.contains(&format!("{other:x}")), "{reason}");
+            }
+            other => panic!("expected SessionLost, got {other:?}"),
+        }
+        // It never fought: the key is still the other holder's, unchanged.
+        let (kv, _) = b.store().get(&key).await.unwrap();
+        let kv = kv.unwrap();
+        assert_eq!(kv.lease, other);
+        assert_eq!(kv.value, theirs);
+        assert_eq!(
+            kv.version, 2,
+            "written by the registration, then by the other, only"
+        );
+    }
+
+    pub async fn registration_that_lost_its_lease_does_not_take_back_an_instance_registered_elsewhere(
+        b: &Backend,
+    ) {
+        let registry = b.coord.registry();
+        let registration = registry
+            .register(ServiceInfo::new("api", "moved", "127.0.0.1:7001"), TTL)
+            .await
+            .unwrap();
+        let key = registration.key().to_string();
+        let mine = registration.lease_id();
+
+        // Its lease goes (as after a partition longer than the TTL) and, meanwhile, another
+        // process registers the same instance.
+        b.store().lease_revoke(mine).await.unwrap();
+        let other = b.store().lease_grant(60).await.unwrap().id;
+        let theirs =
+            serde_json::to_vec(&ServiceInfo::new("api", "moved", "127.0.0.1:8001")).unwrap();
+        b.store().put(&key, theirs.clone(), other).await.unwrap();
+
+        // Whether it tried to register again first or not, it ends and leaves the key alone.
+        let lost = timeout(CEILING, registration.lost())
+            .await
+            .expect("the registration learns it was replaced within 30 s");
+        assert!(
+            matches!(&lost, Error::SessionLost { reason, .. } if reason.contains(&format!("{other:x}"))),
+            "{lost:?}"
+        );
+        assert!(!registration.is_alive());
+        let (kv, _) = b.store().get(&key).await.unwrap();
+        let kv = kv.unwrap();
+        assert_eq!(kv.lease, other, "the other process keeps the instance");
+        assert_eq!(kv.value, theirs);
+        assert!(matches!(
+            registration.deregister().await,
+            Err(Error::SessionLost { .. })
+        ));
+        assert_eq!(b.store().get(&key).await.unwrap().0.unwrap().lease, other);
+    }
+
+    pub async fn deregister_after_close_is_closed(b: &Backend) {
+        let registration = b
+            .coord
+            .registry()
+            .register(ServiceInfo::new("api", "closing", "127.0.0.1:7001"), TTL)
+            .await
+            .unwrap();
+        b.coord.close().await.unwrap();
+        assert!(!registration.is_alive());
+        assert!(matches!(
+            timeout(CEILING, registration.lost()).await,
+            Ok(Error::SessionLost { .. })
+        ));
+        assert!(matches!(
+            registration.deregister().await,
+            Err(Error::Closed)
+        ));
     }
 }
 

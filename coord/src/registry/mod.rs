@@ -4,11 +4,15 @@
 //!
 //! # What it promises
 //!
+//! - One live registration per instance: [`Registry::register`] refuses a `(name, id)` whose key
+//!   another lease holds ([`Error::AlreadyRegistered`]), atomically.
 //! - A [`Registration`] keeps its key as long as the process lives: its lease is renewed in the
-//!   background, and if the lease is lost anyway (revoked, or expired during a partition) the
-//!   instance registers again with a new lease, logging a warning. Dropping the `Registration`
-//!   deregisters in the background; [`Registration::deregister`] does it now and reports errors.
-//!   A crashed process's instance disappears when its TTL runs out.
+//!   background; if the lease is lost anyway (revoked, or expired during a partition) the
+//!   instance registers again with a new lease, and if the key is deleted while the lease lives
+//!   it is put back; each repair logs a warning. If another lease writes the key, the
+//!   registration does not fight: it ends and [`Registration::lost`] says so. Dropping the
+//!   `Registration` deregisters in the background; [`Registration::deregister`] does it now
+//!   and reports errors. A crashed process's instance disappears when its TTL runs out.
 //! - [`Registry::watch`] yields the service's state changes, starting with a
 //!   [`ServiceEvent::Registered`] for every instance already there. It goes on across etcd
 //!   restarts and compaction, and never reports the same state twice or skips a state change:
@@ -43,9 +47,10 @@
 
 pub(crate) mod cache;
 mod channel;
+mod registration;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -53,20 +58,15 @@ use tracing::Instrument;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::session::Session;
 use crate::store::{KeyRange, RangeOptions};
 use crate::sync::lock;
 
 pub use cache::{ServiceCache, ServiceWatcher};
 pub use channel::ServiceFilter;
+pub use registration::Registration;
 
 /// The prefix all services live under.
 pub const SERVICES_PREFIX: &str = "/services/";
-
-/// The longest wait between two attempts to register again after a lost lease; also at most a
-/// quarter of the TTL, so that after an outage the instance is back well before a lease that
-/// etcd kept alive across the outage runs out.
-const MAX_REREGISTER_BACKOFF: Duration = Duration::from_secs(5);
 
 /// One instance of a service, as stored (JSON) at `/services/{name}/{id}`.
 ///
@@ -89,14 +89,19 @@ pub struct ServiceInfo {
     pub name: String,
     /// Where to reach the instance: `host:port`.
     pub address: String,
-    /// Free-form labels (region, zone, weight…); [`ServiceFilter`] can match on them.
-    #[serde(default)]
+    /// Free-form labels (region, zone, weight…); [`ServiceFilter`] can match on them. A JSON
+    /// `null` (what Go writes for a nil map) reads as empty.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: BTreeMap<String, String>,
     /// The instance's software version (empty if not set).
     #[serde(default)]
     pub version: String,
     /// When the instance first registered (RFC 3339 in JSON); `None` until registered.
-    #[serde(default, with = "humantime_serde")]
+    ///
+    /// Written as `started_at`, in UTC. Read from `started_at` or `startedAt` (the original
+    /// Go design's name), in RFC 3339 with any UTC offset and fraction, as Go's `time.Time`
+    /// writes it; Go's zero time reads as `None`.
+    #[serde(default, alias = "startedAt", with = "started_at")]
     pub started_at: Option<SystemTime>,
 }
 
@@ -145,6 +150,88 @@ impl ServiceInfo {
     }
 }
 
+/// Reads a JSON `null` as the type's default.
+fn null_as_default<'de, D, T>(deserializer: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// `started_at` in JSON: see [`ServiceInfo::started_at`].
+mod started_at {
+    use std::time::{Duration, SystemTime};
+
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<SystemTime>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        humantime_serde::serialize(value, serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
+        match Option::<String>::deserialize(deserializer)? {
+            None => Ok(None),
+            Some(text) => parse(&text).map_err(D::Error::custom),
+        }
+    }
+
+    /// RFC 3339 with `Z`, no zone (read as UTC), or a `±hh:mm` offset.
+    pub(super) fn parse(text: &str) -> Result<Option<SystemTime>, String> {
+        // Go's zero `time.Time`: the writer never set it.
+        if text.starts_with("0001-01-01T00:00:00") {
+            return Ok(None);
+        }
+        let invalid = |reason: &dyn std::fmt::Display| {
+            format!(
+                "`{}` is not an RFC 3339 time: {reason}",
+                text.escape_debug()
+            )
+        };
+        let (local, offset) = split_offset(text);
+        let local = humantime::parse_rfc3339_weak(local).map_err(|e| invalid(&e))?;
+        // local = utc + offset
+        let utc = if offset >= 0 {
+            local.checked_sub(Duration::from_secs(offset.unsigned_abs()))
+        } else {
+            local.checked_add(Duration::from_secs(offset.unsigned_abs()))
+        };
+        utc.map(Some).ok_or_else(|| invalid(&"out of range"))
+    }
+
+    /// Splits a trailing `±hh:mm` offset off, in seconds east of UTC (0 if there is none).
+    fn split_offset(text: &str) -> (&str, i64) {
+        let bytes = text.as_bytes();
+        let Some(at) = bytes.len().checked_sub(6) else {
+            return (text, 0);
+        };
+        let tail = &bytes[at..];
+        let sign = match tail[0] {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return (text, 0),
+        };
+        let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+            let part = &tail[range];
+            part.iter()
+                .all(u8::is_ascii_digit)
+                .then(|| part.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
+        };
+        match (digits(1..3), tail[3], digits(4..6)) {
+            // `at` is a char boundary: the byte there is an ASCII sign.
+            (Some(hours), b':', Some(minutes)) => {
+                (&text[..at], sign * (hours * 3600 + minutes * 60))
+            }
+            _ => (text, 0),
+        }
+    }
+}
+
 /// A change to a watched service, as [`Registry::watch`] yields it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServiceEvent {
@@ -186,19 +273,26 @@ impl Registry {
     }
 
     /// Registers `info` under `/services/{name}/{id}` on a new lease of `ttl` and keeps it
-    /// registered until the [`Registration`] is deregistered or dropped. `started_at` is set to
-    /// now. An instance already stored under the same key is replaced.
+    /// registered until the [`Registration`] is deregistered, dropped, or replaced. `started_at`
+    /// is set to now.
+    ///
+    /// The key is written only if no other lease holds it (one conditional transaction): a
+    /// second live registration of the same instance, here or in another process, is refused
+    /// rather than silently taking the key over.
     ///
     /// The lease is renewed every third of its TTL. If it is lost anyway (revoked, or expired
     /// because etcd could not be reached in time), a background task registers the same info
-    /// again on a new lease, retrying with backoff until it succeeds, and logs a warning.
-    /// The registration is listed in [`Coord::health`] as kind `"registration"`, name
-    /// `{name}/{id}`.
+    /// again on a new lease, retrying with backoff until it succeeds, and logs a warning. If the
+    /// key is deleted while the lease lives, the task puts it back on the same lease. If
+    /// another lease writes the key, the registration ends: see [`Registration::lost`].
+    /// The registration is listed in [`Coord::health`](crate::Coord::health) as kind
+    /// `"registration"`, name `{name}/{id}`.
     ///
     /// # Errors
     ///
+    /// [`Error::AlreadyRegistered`] naming the holder's lease if another lease holds the key;
     /// [`Error::InvalidArgument`] for a bad `info` (see [`ServiceInfo::validate`]) or a TTL under
-    /// one second; [`Error::Closed`]; store errors from the lease grant or the put.
+    /// one second; [`Error::Closed`]; store errors from the lease grant, the write or the watch.
     ///
     /// # Cancel safety
     ///
@@ -209,45 +303,18 @@ impl Registry {
         info.validate()?;
         crate::session::ttl_seconds(ttl)?;
         info.started_at = Some(SystemTime::now());
-        let key = info.key();
-        let value = serde_json::to_vec(&info)
-            .map_err(|e| Error::invalid_argument("info", format!("cannot encode: {e}")))?;
-        let span = tracing::info_span!("registry.register", key = key.as_str());
-        let session = register_once(&self.ctx, &key, &value, ttl)
-            .instrument(span.clone())
-            .await?;
-        let health_name = format!("{}/{}", info.name, info.id);
-        self.ctx
-            .track_session("registration", health_name.as_str(), &session);
-        let shared = Arc::new(Shared {
-            session: Mutex::new(session),
-        });
-        let task = tokio::spawn(
-            keep_registered(
-                Arc::clone(&self.ctx),
-                key.clone(),
-                value,
-                ttl,
-                health_name,
-                Arc::clone(&shared),
-            )
-            .instrument(span),
-        )
-        .abort_handle();
-        Ok(Registration {
-            info,
-            key,
-            shared,
-            task,
-        })
+        registration::register(&self.ctx, info, ttl).await
     }
 
-    /// Removes instance `id` of service `name`, whoever registered it: for clearing out an
-    /// instance that is known dead before its lease runs out. Returns whether it existed.
+    /// Deletes the key of instance `id` of service `name`, whoever registered it. Returns
+    /// whether it existed.
     ///
-    /// The lease is not revoked, so a live [`Registration`] elsewhere does not notice and does
-    /// not register again; stop that process (or drop its `Registration`) to take it out for
-    /// good.
+    /// This is for clearing out an instance known to be dead before its lease runs out. It
+    /// does not stop a live one: a live [`Registration`] sees its key deleted while its lease
+    /// lives and puts it back on the same lease (with a warning), as Consul's agent
+    /// anti-entropy registers a service removed from the catalog again. Watchers see the
+    /// instance go and come back. To take a live instance out, stop it, or deregister or drop
+    /// its `Registration`.
     ///
     /// # Errors
     ///
@@ -387,146 +454,6 @@ impl Registry {
     }
 }
 
-/// A registered instance, kept registered until deregistered or dropped.
-///
-/// Dropping it stops the renewals and revokes the lease in the background, so the instance
-/// disappears at once (if a tokio runtime is still running; otherwise after its TTL).
-#[derive(Debug)]
-pub struct Registration {
-    info: ServiceInfo,
-    key: String,
-    shared: Arc<Shared>,
-    task: tokio::task::AbortHandle,
-}
-
-/// What a `Registration` shares with its background task: the session currently holding the
-/// key (replaced when it registers again).
-#[derive(Debug)]
-struct Shared {
-    session: Mutex<Session>,
-}
-
-impl Shared {
-    fn session(&self) -> Session {
-        lock(&self.session).clone()
-    }
-}
-
-impl Registration {
-    /// The registered info, with `started_at` set.
-    pub fn info(&self) -> &ServiceInfo {
-        &self.info
-    }
-
-    /// The key: `/services/{name}/{id}`.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// The lease currently holding the key (it changes when the instance registers again).
-    pub fn lease_id(&self) -> i64 {
-        self.shared.session().lease_id()
-    }
-
-    /// The TTL the store granted.
-    pub fn ttl(&self) -> Duration {
-        self.shared.session().ttl()
-    }
-
-    /// False while the current lease is known to be lost (until it is registered again).
-    pub fn is_alive(&self) -> bool {
-        self.shared.session().is_alive()
-    }
-
-    /// Stops keeping the instance registered and removes it now (revokes its lease).
-    ///
-    /// # Errors
-    ///
-    /// Store errors from the revoke; the lease then expires after its TTL.
-    ///
-    /// # Cancel safety
-    ///
-    /// If the future is dropped before the revoke is answered, renewals have stopped and the
-    /// instance goes when its TTL runs out at the latest.
-    pub async fn deregister(self) -> Result<()> {
-        self.task.abort();
-        let session = self.shared.session();
-        let span = tracing::info_span!("registry.deregister", key = self.key.as_str());
-        session.close().instrument(span).await
-    }
-
-    /// Stops renewing without removing anything, as a crashed process would: the instance
-    /// disappears when its lease's TTL runs out. For tests of crash recovery.
-    pub fn abandon(self) {
-        self.task.abort();
-        self.shared.session().abandon();
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        // The task holds a clone of `shared`; once it is aborted the last clone of the session
-        // goes and `Session`'s drop revokes the lease in the background.
-        self.task.abort();
-    }
-}
-
-/// Grants a lease and writes the instance on it. On failure the lease is revoked (by the
-/// session's drop).
-async fn register_once(ctx: &Context, key: &str, value: &[u8], ttl: Duration) -> Result<Session> {
-    let session = ctx.session(ttl).await?;
-    ctx.store
-        .put(key, value.to_vec(), session.lease_id())
-        .await?;
-    Ok(session)
-}
-
-/// Waits for the lease to be lost, then registers again on a new one; forever.
-async fn keep_registered(
-    ctx: Arc<Context>,
-    key: String,
-    value: Vec<u8>,
-    ttl: Duration,
-    health_name: String,
-    shared: Arc<Shared>,
-) {
-    loop {
-        let lost = tokio::select! {
-            lost = async { shared.session().lost().await } => lost,
-            // Coord::close revokes the lease itself: nothing to re-make.
-            () = ctx.closed() => return,
-        };
-        if ctx.is_closed() {
-            return;
-        }
-        tracing::warn!(error = %lost, "registration lost its lease; registering again");
-        let max_backoff = (ttl / 4).clamp(Duration::from_millis(100), MAX_REREGISTER_BACKOFF);
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match register_once(&ctx, &key, &value, ttl).await {
-                Ok(session) => {
-                    tracing::warn!(
-                        lease = format_args!("{:x}", session.lease_id()),
-                        "registered again with a new lease"
-                    );
-                    ctx.track_session("registration", health_name.as_str(), &session);
-                    // The old session is dropped after the key moved to the new lease, so its
-                    // revoke (if the old lease still exists) cannot delete the key.
-                    let old = std::mem::replace(&mut *lock(&shared.session), session);
-                    drop(old);
-                    break;
-                }
-                Err(Error::Closed) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, ?backoff, "registering again failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(max_backoff);
-                }
-            }
-        }
-    }
-}
-
 fn service_prefix(name: &str) -> String {
     format!("{SERVICES_PREFIX}{name}/")
 }
@@ -657,5 +584,55 @@ mod tests {
         let minimal: ServiceInfo =
             serde_json::from_str(r#"{"id":"1","name":"api","address":"h:1"}"#).unwrap();
         assert_eq!(minimal, ServiceInfo::new("api", "1", "h:1"));
+    }
+
+    /// What a service built on the original Go design stores: `startedAt`, a `time.Time` in
+    /// local time with nanoseconds, and a nil metadata map.
+    #[test]
+    fn reads_an_instance_written_by_the_original_go_design() {
+        let json = r#"{
+            "id": "checkout-7",
+            "name": "checkout",
+            "address": "10.0.0.7:50051",
+            "metadata": null,
+            "version": "1.4.2",
+            "startedAt": "2023-11-15T06:13:20.123456789+08:00"
+        }"#;
+        let info: ServiceInfo = serde_json::from_str(json).unwrap();
+        let expected = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        assert_eq!(info.started_at, Some(expected));
+        assert!(info.metadata.is_empty());
+        assert_eq!(info.version, "1.4.2");
+        assert_eq!(info.key(), "/services/checkout/checkout-7");
+
+        let utc = r#"{"id":"1","name":"api","address":"h:1","metadata":{"zone":"a"},
+            "startedAt":"2023-11-14T22:13:20Z"}"#;
+        let info: ServiceInfo = serde_json::from_str(utc).unwrap();
+        assert_eq!(
+            info.started_at,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+        assert_eq!(info.metadata["zone"], "a");
+
+        // Go's zero time.Time: never set.
+        let zero = r#"{"id":"1","name":"api","address":"h:1","startedAt":"0001-01-01T00:00:00Z"}"#;
+        assert_eq!(
+            serde_json::from_str::<ServiceInfo>(zero)
+                .unwrap()
+                .started_at,
+            None
+        );
+    }
+
+    #[test]
+    fn started_at_offsets() {
+        let at = |s: &str| started_at::parse(s).unwrap().unwrap();
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(at("2023-11-14T22:13:20Z"), base);
+        assert_eq!(at("2023-11-14T22:13:20+00:00"), base);
+        assert_eq!(at("2023-11-14T17:43:20-04:30"), base);
+        assert_eq!(at("2023-11-15T07:13:20+09:00"), base);
+        assert!(started_at::parse("yesterday").is_err());
+        assert!(started_at::parse("2023-11-14T22:13:20+9:00").is_err());
     }
 }
