@@ -41,6 +41,8 @@ pub(crate) struct Context {
     /// The longest a single request of `close()` may take.
     pub request_timeout: Duration,
     closed: watch::Sender<bool>,
+    /// Held for the whole of `Coord::close`, so a second call waits for the first.
+    pub closing: tokio::sync::Mutex<()>,
 }
 
 impl Context {
@@ -54,6 +56,7 @@ impl Context {
             owned: Mutex::new(Vec::new()),
             request_timeout,
             closed: watch::Sender::new(false),
+            closing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -106,6 +109,16 @@ impl Context {
             return Err(Error::Closed);
         }
         Ok(session)
+    }
+
+    /// `result`, unless the context was closed meanwhile: then [`Error::Closed`], so a call
+    /// that raced `close` says why rather than handing out a guard whose lease close revoked
+    /// (or a `LeaseNotFound` from it).
+    pub fn unless_closed<T>(&self, result: Result<T>) -> Result<T> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        result
     }
 
     /// Takes every live session made through [`session`](Self::session), leaving none.

@@ -107,7 +107,7 @@ impl Election {
         self.ctx.check_open()?;
         let value = value.into();
         let span = tracing::debug_span!("election.campaign", key = %self.name);
-        async {
+        let result = async {
             // Dropping `session` before the end (error, cancel) revokes the lease: cleanup.
             let session = self.ctx.session(self.ttl).await?;
             let prefix = queue::prefix_of(&self.name);
@@ -124,7 +124,8 @@ impl Election {
             })
         }
         .instrument(span)
-        .await
+        .await;
+        self.ctx.unless_closed(result)
     }
 
     /// The current leader, or `None` if nobody stands.

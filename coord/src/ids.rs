@@ -192,7 +192,7 @@ impl IdAllocator {
         let inner = &self.inner;
         inner.ctx.check_open()?;
         let span = tracing::debug_span!("ids.acquire", key = %inner.prefix, max_id = inner.max_id);
-        async {
+        let result = async {
             let mut slot = self.live_slot(None).await?;
             // Probes: each claims one ID and, if it is taken, reads the window after it.
             let mut free: Vec<u32> = Vec::new();
@@ -238,7 +238,8 @@ impl IdAllocator {
             }
         }
         .instrument(span)
-        .await
+        .await;
+        inner.ctx.unless_closed(result)
     }
 
     fn full(&self) -> Error {

@@ -261,7 +261,8 @@ impl Coord {
     /// every call through this `Coord` or its handles, the config center and [`store`](Self::store)
     /// included, fails with [`Error::Closed`]; guards report their lease lost.
     ///
-    /// Idempotent: a second call (or a call on a clone) returns `Ok(())` at once.
+    /// Idempotent: a second call (or a call on a clone) waits for the first to finish, then
+    /// returns `Ok(())`.
     ///
     /// # Errors
     ///
@@ -270,17 +271,23 @@ impl Coord {
     ///
     /// # Cancel safety
     ///
-    /// Once started, the `Coord` is closed whether or not the future completes; a lease whose
-    /// revoke was dropped midway is revoked in the background by its handle's drop, or expires.
+    /// Once past a concurrent `close` it may be waiting for, the `Coord` is closed whether or
+    /// not the future completes; a lease whose revoke was dropped midway is revoked in the
+    /// background by its handle's drop, or expires.
     pub async fn close(&self) -> Result<()> {
         let ctx = &self.inner.ctx;
-        // Hold every session before anyone can see the close: a waiting acquire that wakes up
-        // with `Closed` drops its session, and that drop must not be the one to revoke it (its
-        // background revoke would race with the store's close below).
+        // A second call waits for the first, then finds the context closed.
+        let _closing = ctx.closing.lock().await;
+        // Hold every session before anyone can see the close, so that close, not a handle's
+        // drop, revokes each and can report a failure (a waiting acquire that wakes up with
+        // `Closed` drops its session at once).
         let mut sessions = ctx.take_sessions();
         if !ctx.mark_closed() {
             return Ok(());
         }
+        // From here every call refuses: the store first, so no request goes out after the
+        // mark, whatever happens to this future. Revokes still go through (they only release).
+        ctx.store.close();
         // Made between the first take and the mark (after it, `Context::session` refuses).
         sessions.extend(ctx.take_sessions());
         let span = tracing::info_span!("coord.close");
@@ -309,7 +316,6 @@ impl Coord {
                 (session.lease_id(), result)
             }))
             .await;
-            ctx.store.close();
             let unreleased: Vec<String> = results
                 .into_iter()
                 .filter_map(|(lease, result)| {

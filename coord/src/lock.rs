@@ -92,7 +92,7 @@ impl Locks {
         queue::check_name("name", name)?;
         self.ctx.check_open()?;
         let span = tracing::debug_span!("lock.acquire", key = name, wait);
-        async {
+        let result = async {
             let ttl_seconds = session::ttl_seconds(ttl)?;
             // From here on, dropping `session` (an error, a cancelled future) revokes the lease
             // in the background, which deletes the waiter key: that is the cleanup guard.
@@ -122,7 +122,8 @@ impl Locks {
             })
         }
         .instrument(span)
-        .await
+        .await;
+        self.ctx.unless_closed(result)
     }
 
     /// Joins the queue of `name` on a parked session of this TTL if there is one (no grant),

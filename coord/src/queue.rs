@@ -367,6 +367,8 @@ pub(crate) async fn wait_key_gone(
                     return format!("key `{key}` was replaced");
                 }
                 Ok((Some(_), now)) => from = now + 1,
+                // The Coord was closed (its close revoked the lease): nothing will answer.
+                Err(Error::Closed) => return format!("key `{key}` was released by close"),
                 Err(e) => {
                     tracing::debug!(key, error = %e, "cannot read the key; retrying");
                 }

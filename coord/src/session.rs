@@ -197,14 +197,16 @@ impl Session {
     /// lease in the background, so a dropped `close` never leaves the lease to run its TTL.
     pub async fn close(&self) -> Result<()> {
         self.inner.task.abort();
-        match self.inner.store.lease_revoke(self.inner.lease).await {
+        // Nobody renews it from now on: it reads as lost whether or not the revoke works.
+        self.inner.lost.send_if_modified(|lost| {
+            lost.get_or_insert_with(|| "was closed".to_owned());
+            true
+        });
+        // Even on a closed store (`Coord::close` revokes through here after closing it).
+        match self.inner.store.release_lease(self.inner.lease).await {
             Ok(()) | Err(Error::LeaseNotFound { .. }) => {
                 // Only now: had this future been dropped mid-revoke, the drop must revoke.
                 self.inner.finished.store(true, Ordering::SeqCst);
-                self.inner.lost.send_if_modified(|lost| {
-                    lost.get_or_insert_with(|| "was closed".to_owned());
-                    true
-                });
                 Ok(())
             }
             Err(e) => Err(e),
@@ -237,7 +239,9 @@ impl Drop for SessionInner {
         let store = self.store.clone();
         let lease = self.lease;
         runtime.spawn(async move {
-            if let Err(e) = store.lease_revoke(lease).await {
+            // Even on a closed store: a session dropped just before `Coord::close` gives its
+            // lease back rather than leave its keys for the TTL.
+            if let Err(e) = store.release_lease(lease).await {
                 if !matches!(e, Error::LeaseNotFound { .. }) {
                     tracing::debug!(lease = format_args!("{lease:x}"), error = %e, "revoke on drop failed; the lease will expire");
                 }

@@ -283,11 +283,14 @@ impl ResilientWatch {
         }
     }
 
-    /// This watch as a `Stream` that never ends.
+    /// This watch as a `Stream` that ends only after yielding [`Error::Closed`] once (its
+    /// `Coord` was closed).
     pub fn into_stream(self) -> impl Stream<Item = Result<WatchEvent>> + Send + 'static {
-        futures::stream::unfold(self, |mut watch| async move {
+        futures::stream::unfold(Some(self), |watch| async move {
+            let mut watch = watch?;
             let item = watch.next().await;
-            Some((item, watch))
+            let closed = matches!(item, Err(Error::Closed));
+            Some((item, (!closed).then_some(watch)))
         })
     }
 

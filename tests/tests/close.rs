@@ -27,6 +27,8 @@ on_both_backends!(cases:
     live_keeps_its_last_value_and_watches_end,
     a_waiting_acquire_ends_with_closed,
     close_is_idempotent_and_spares_other_coords,
+    concurrent_closes_both_return_after_everything_is_released,
+    registry_watchers_end_and_caches_stop_waiting,
 );
 
 /// The guards of every kind of lease-holding handle, held by one `Coord`.
@@ -131,7 +133,10 @@ mod cases {
         assert!(matches!(held.lock.unlock().await, Err(Error::Closed)));
         assert!(matches!(held.id.release().await, Err(Error::Closed)));
         assert!(matches!(held.leadership.resign().await, Err(Error::Closed)));
-        assert!(held.registration.deregister().await.is_err());
+        assert!(matches!(
+            held.registration.deregister().await,
+            Err(Error::Closed)
+        ));
         assert!(matches!(
             held.idle_allocator.acquire().await,
             Err(Error::Closed)
@@ -252,6 +257,51 @@ mod cases {
         );
         assert_eq!(live.revision(), revision);
         assert_eq!(b.coord.watched_ranges(), 0);
+        // No store watch of the closed Coord is left open (the Live's, the watcher's, the
+        // observer's): nothing follows the store any more.
+        common::eventually(Duration::from_secs(30), "every watch closed", || async {
+            b.coord.store().stats().open_watches() == 0
+        })
+        .await;
+    }
+
+    pub async fn concurrent_closes_both_return_after_everything_is_released(b: &Backend) {
+        let observer = Coord::from_store(b.store());
+        let held = hold_everything(&b.coord).await;
+        let keys = [
+            held.lock.key().to_owned(),
+            held.id.key().to_owned(),
+            held.leadership.key().to_owned(),
+            held.registration.key().to_owned(),
+        ];
+        let clone = b.coord.clone();
+        let (first, second) = tokio::join!(b.coord.close(), clone.close());
+        first.unwrap();
+        second.unwrap();
+        // Whichever returned, both did so after the release.
+        for key in &keys {
+            assert!(
+                observer.store().get(key).await.unwrap().0.is_none(),
+                "{key} outlived close"
+            );
+        }
+        drop(held);
+    }
+
+    pub async fn registry_watchers_end_and_caches_stop_waiting(b: &Backend) {
+        let registry = b.coord.registry();
+        let mut watcher = registry.watch("close-watched").await.unwrap();
+        let cache = registry.cache("close-watched").await.unwrap();
+        b.coord.close().await.unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(30), watcher.next())
+            .await
+            .expect("a registry watcher ends after close");
+        assert!(end.is_none(), "{end:?}");
+        let waited =
+            tokio::time::timeout(Duration::from_secs(30), cache.wait_for_revision(i64::MAX))
+                .await
+                .expect("wait_for_revision returns after close");
+        assert!(matches!(waited, Err(Error::Closed)), "{waited:?}");
     }
 
     pub async fn a_waiting_acquire_ends_with_closed(b: &Backend) {
@@ -325,5 +375,58 @@ async fn close_reports_the_leases_it_could_not_revoke() {
         coord.config().get::<u32>("/x").await,
         Err(Error::Closed)
     ));
+    // Nobody renews the lease any more: the guard says it is lost.
+    assert!(!lock.is_alive());
+    let lost = tokio::time::timeout(Duration::from_secs(30), lock.lost())
+        .await
+        .expect("lost() resolves after an incomplete close");
+    assert!(matches!(lost, Error::SessionLost { .. }), "{lost:?}");
+}
+
+/// A guard dropped just before `close` revokes its lease in the background; closing the store
+/// right after must not make that revoke fail (its keys would stay for the TTL). On a
+/// current-thread runtime the spawned revoke can only run after `close` has closed the store.
+async fn dropped_just_before_close(b: &Backend) {
+    const LONG: Duration = Duration::from_secs(600);
+    let observer = Coord::from_store(b.store());
+    let lock = b
+        .coord
+        .locks()
+        .acquire("/close/dropped", LONG)
+        .await
+        .unwrap();
+    let key = lock.key().to_owned();
+    let leadership = b
+        .coord
+        .election("/close/dropped-e")
+        .ttl(LONG)
+        .campaign("x")
+        .await
+        .unwrap();
+    let leader_key = leadership.key().to_owned();
     drop(lock);
+    drop(leadership);
+    b.coord.close().await.unwrap();
+    for key in [key, leader_key] {
+        common::eventually(
+            Duration::from_secs(20),
+            "the dropped guard's key goes",
+            || {
+                let observer = observer.clone();
+                let key = key.clone();
+                async move { observer.store().get(&key).await.unwrap().0.is_none() }
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn memory_a_guard_dropped_just_before_close_is_still_released() {
+    dropped_just_before_close(&Backend::memory()).await;
+}
+
+#[tokio::test]
+async fn etcd_a_guard_dropped_just_before_close_is_still_released() {
+    dropped_just_before_close(&Backend::etcd().await).await;
 }

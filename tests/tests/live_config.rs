@@ -450,9 +450,16 @@ mod cases {
     /// next reads of `key` come from the cache.
     async fn cached(b: &Backend, key: &str) -> coord::config::ConfigCenter {
         let config = b.coord.config().with_cache(Duration::from_secs(30));
+        let stats = b.store().stats();
+        let watches = stats.open_watches();
         config.set(key, &0).await.unwrap();
         assert_eq!(config.get::<i32>(key).await.unwrap(), 0);
-        let stats = b.store().stats();
+        // The key's store watch opens in the background after its first list, and opening it
+        // counts as a round trip: wait for it, so callers count only their own.
+        eventually(WAIT, "the key's watch is open", || async {
+            stats.open_watches() > watches
+        })
+        .await;
         eventually(WAIT, "reads of the key come from the cache", || async {
             let before = stats.round_trips();
             config.get::<i32>(key).await.unwrap();
@@ -483,6 +490,17 @@ mod cases {
         let txn = coord::store::Txn::new().and_then([coord::store::TxnOp::put(KEY, "99")]);
         assert!(store.txn(txn).await.unwrap().succeeded);
         assert_eq!(config.get::<i32>(KEY).await.unwrap(), 99);
+        // A lease revoke deletes its keys: also a write of this Coord.
+        for i in 0..20 {
+            let lease = store.lease_grant(60).await.unwrap().id;
+            store.put(KEY, b"7".to_vec(), lease).await.unwrap();
+            assert_eq!(config.get::<i32>(KEY).await.unwrap(), 7, "round {i}");
+            store.lease_revoke(lease).await.unwrap();
+            assert!(
+                matches!(config.get::<i32>(KEY).await, Err(Error::NotFound { .. })),
+                "round {i}: a key deleted by this Coord's revoke is not served from the cache"
+            );
+        }
     }
 
     pub async fn a_write_to_another_key_costs_a_cached_key_one_round_trip(b: &Backend) {

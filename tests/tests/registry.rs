@@ -436,7 +436,7 @@ mod cases {
             .await
             .unwrap();
         let put_revision = b.store().get(b_reg.key()).await.unwrap().1;
-        cache.wait_for_revision(put_revision).await;
+        cache.wait_for_revision(put_revision).await.unwrap();
         assert_eq!(ids(&registry.discover("api").await.unwrap()), ["a", "b"]);
         assert_eq!(ids(&cache.instances()), ["a", "b"]);
 

@@ -70,7 +70,7 @@ impl ConfigCenter {
     ///
     /// A cached read is never older than a write made through this `Coord`: through the
     /// config center or any other capability, or directly with `coord.store()` (a put, a
-    /// delete, a transaction; not the deletions of a lease revoke). Until the key's watch has
+    /// delete, a transaction, a lease revoke and the deletions it makes). Until the key's watch has
     /// caught up with such a write, the read goes to the store (once per key: a store answer
     /// that matches the watched value vouches for it). A cached read is not served while the
     /// key's watch is broken; once the watch reconnects, the key is listed again and trusted

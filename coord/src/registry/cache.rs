@@ -49,7 +49,9 @@ pub(crate) struct Batch {
 #[derive(Debug)]
 pub(crate) struct Service {
     snapshot: watch::Receiver<Arc<Snapshot>>,
-    events: broadcast::Sender<Arc<Batch>>,
+    /// Weak: the watch task holds the only strong sender, so watchers' streams end when the
+    /// task stops (on `Coord::close`) instead of waiting forever.
+    events: broadcast::WeakSender<Arc<Batch>>,
     feeds: Feeds,
 }
 
@@ -121,7 +123,7 @@ impl Discovery {
             let (events, _) = broadcast::channel(EVENT_BUFFER);
             let service = Service {
                 snapshot,
-                events: events.clone(),
+                events: events.downgrade(),
                 feeds: Feeds::default(),
             };
             let feeds = Arc::clone(&service.feeds);
@@ -356,7 +358,12 @@ impl ServiceWatcher {
     pub(crate) fn new(watched: Arc<Watched>) -> Self {
         // Subscribe before reading the snapshot: every batch newer than the snapshot is then
         // received, and older ones are skipped by revision.
-        let stream = BroadcastStream::new(watched.events.subscribe());
+        let receiver = match watched.events.upgrade() {
+            Some(sender) => sender.subscribe(),
+            // The watch task is gone (the Coord was closed): a stream that ends at once.
+            None => broadcast::channel(1).1,
+        };
+        let stream = BroadcastStream::new(receiver);
         let snapshot = Arc::clone(&watched.snapshot.borrow());
         ServiceWatcher {
             stream,
@@ -393,7 +400,8 @@ impl Stream for ServiceWatcher {
                 return Poll::Ready(Some(event));
             }
             match std::task::ready!(this.stream.poll_next_unpin(cx)) {
-                // The sender lives in `watched`, which this watcher holds: it never ends.
+                // The watch task is gone: only `Coord::close` stops it while this watcher
+                // holds the watch.
                 None => return Poll::Ready(None),
                 Some(Ok(batch)) => {
                     if batch.revision <= this.revision {
@@ -454,13 +462,24 @@ impl ServiceCache {
     /// Waits until the cache is at `revision` or later (e.g. the revision of a write, to read
     /// your own writes).
     ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`](crate::Error::Closed) if the `Coord` was closed before the cache got
+    /// there (its watch stopped).
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe.
-    pub async fn wait_for_revision(&self, revision: i64) {
+    pub async fn wait_for_revision(&self, revision: i64) -> Result<()> {
         let mut rx = self.watched.snapshot();
-        // The sender lives until the cache's task is aborted, which needs this handle gone.
-        let _ = rx.wait_for(|s| s.revision >= revision).await;
+        // The sender lives until the cache's task stops, which, while this handle lives, only
+        // `Coord::close` does.
+        let reached = rx.wait_for(|s| s.revision >= revision).await.is_ok();
+        if reached {
+            Ok(())
+        } else {
+            Err(crate::Error::Closed)
+        }
     }
 }
 

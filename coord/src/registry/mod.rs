@@ -278,7 +278,10 @@ impl Registry {
     ///
     /// The key is written only if no other lease holds it (one conditional transaction): a
     /// second live registration of the same instance, here or in another process, is refused
-    /// rather than silently taking the key over.
+    /// rather than silently taking the key over. That includes a process restarted with the
+    /// same id before its previous lease ran out (it crashed, so nothing revoked that lease):
+    /// `register` then fails until the old lease expires, at most one TTL later. Retry on
+    /// [`Error::AlreadyRegistered`], or give each process start its own id.
     ///
     /// The lease is renewed every third of its TTL. If it is lost anyway (revoked, or expired
     /// because etcd could not be reached in time), a background task registers the same info
@@ -303,7 +306,8 @@ impl Registry {
         info.validate()?;
         crate::session::ttl_seconds(ttl)?;
         info.started_at = Some(SystemTime::now());
-        registration::register(&self.ctx, info, ttl).await
+        let result = registration::register(&self.ctx, info, ttl).await;
+        self.ctx.unless_closed(result)
     }
 
     /// Deletes the key of instance `id` of service `name`, whoever registered it. Returns

@@ -197,9 +197,11 @@ impl MemoryStore {
         Ok(lease.granted_ttl)
     }
 
-    pub(crate) async fn lease_revoke(&self, id: i64) -> Result<()> {
-        if self.state().revoke(id) {
-            Ok(())
+    /// Revokes the lease; returns the store revision after it (its keys' deletion).
+    pub(crate) async fn lease_revoke(&self, id: i64) -> Result<i64> {
+        let mut state = self.state();
+        if state.revoke(id) {
+            Ok(state.revision)
         } else {
             Err(Error::LeaseNotFound { lease: id })
         }

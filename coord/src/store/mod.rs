@@ -177,10 +177,9 @@ impl Store {
         self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The highest revision at which a `put`, `delete` or `txn` of this handle (or a clone of
-    /// it) changed the store, 0 if none has. A read cache at or past it has seen every one of
-    /// those writes (the read-your-writes bound of `ConfigCenter`'s cache). Lease revocations
-    /// are not counted: etcd's answer to one carries no revision through this seam.
+    /// The highest revision at which a `put`, `delete`, `txn` or `lease_revoke` of this handle
+    /// (or a clone of it) changed the store, 0 if none has. A read cache at or past it has seen
+    /// every one of those writes (the read-your-writes bound of `ConfigCenter`'s cache).
     pub(crate) fn written_revision(&self) -> i64 {
         self.written.load(Ordering::Acquire)
     }
@@ -334,11 +333,21 @@ impl Store {
     /// [`Error::LeaseNotFound`].
     pub async fn lease_revoke(&self, id: i64) -> Result<()> {
         self.check_open()?;
+        self.release_lease(id).await
+    }
+
+    /// [`lease_revoke`](Self::lease_revoke) even after [`close`](Self::close): revoking only
+    /// releases, and a session dropped around `Coord::close` must still be able to give its
+    /// lease back rather than leave its keys for the TTL.
+    pub(crate) async fn release_lease(&self, id: i64) -> Result<()> {
         self.count();
         let span = tracing::debug_span!("store.lease_revoke", lease = id);
-        async { dispatch!(self.lease_revoke(id)) }
+        let revision = async { dispatch!(self.lease_revoke(id)) }
             .instrument(span)
-            .await
+            .await?;
+        // Revoking deletes the lease's keys: a write of this handle like any other.
+        self.wrote(revision);
+        Ok(())
     }
 
     /// A lease's remaining TTL (`ttl == -1` if it no longer exists).

@@ -63,15 +63,17 @@ impl EtcdStore {
         }
     }
 
-    pub(crate) async fn lease_revoke(&self, id: i64) -> Result<()> {
+    /// Revokes the lease; returns the store revision after it (its keys' deletion).
+    pub(crate) async fn lease_revoke(&self, id: i64) -> Result<i64> {
         // Its keep-alive stream is of no more use.
         self.keepers().remove(&id);
-        self.call(Request::lease("lease_revoke", id), || {
-            let mut lease = self.client.lease_client();
-            async move { lease.revoke(id).await }
-        })
-        .await?;
-        Ok(())
+        let response = self
+            .call(Request::lease("lease_revoke", id), || {
+                let mut lease = self.client.lease_client();
+                async move { lease.revoke(id).await }
+            })
+            .await?;
+        Ok(header_revision(response.header()))
     }
 
     pub(crate) async fn lease_ttl(&self, id: i64) -> Result<LeaseTtl> {
