@@ -39,7 +39,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 ///
 /// Config files written for the original (Go) design load too: every field also answers to
 /// its camelCase name (`dialTimeout`, `keepAliveTime`, `keepAliveTimeout`, `syncInterval`,
-/// `cacheTTL`, `requestTimeout`), and the TLS files may be given at the top level as
+/// `cacheTTL`, `requestTimeout`), a duration may be an integer number of nanoseconds (Go's
+/// `encoding/json` form of `time.Duration`), and the TLS files may be given at the top level as
 /// `caFile`, `certFile` and `keyFile` (or `ca_file`…) instead of under `tls`.
 ///
 /// ```
@@ -113,20 +114,24 @@ pub struct TlsConfig {
 #[serde(default, deny_unknown_fields)]
 struct ClientConfigFile {
     endpoints: Vec<String>,
-    #[serde(with = "humantime_serde", alias = "dialTimeout")]
+    #[serde(deserialize_with = "text_or_nanos", alias = "dialTimeout")]
     dial_timeout: Duration,
-    #[serde(with = "humantime_serde", alias = "keepAliveTime")]
+    #[serde(deserialize_with = "text_or_nanos", alias = "keepAliveTime")]
     keep_alive_time: Duration,
-    #[serde(with = "humantime_serde", alias = "keepAliveTimeout")]
+    #[serde(deserialize_with = "text_or_nanos", alias = "keepAliveTimeout")]
     keep_alive_timeout: Duration,
     username: Option<String>,
     password: Option<String>,
     tls: Option<TlsConfig>,
-    #[serde(with = "humantime_serde", alias = "syncInterval")]
+    #[serde(deserialize_with = "text_or_nanos", alias = "syncInterval")]
     sync_interval: Duration,
-    #[serde(with = "humantime_serde", alias = "cacheTTL", alias = "cacheTtl")]
+    #[serde(
+        deserialize_with = "text_or_nanos",
+        alias = "cacheTTL",
+        alias = "cacheTtl"
+    )]
     cache_ttl: Duration,
-    #[serde(with = "humantime_serde", alias = "requestTimeout")]
+    #[serde(deserialize_with = "text_or_nanos", alias = "requestTimeout")]
     request_timeout: Duration,
     #[serde(alias = "caFile")]
     ca_file: Option<PathBuf>,
@@ -134,6 +139,36 @@ struct ClientConfigFile {
     cert_file: Option<PathBuf>,
     #[serde(alias = "keyFile")]
     key_file: Option<PathBuf>,
+}
+
+/// A duration as coord writes it (`"5s"`, `"250ms"`) or as Go's `encoding/json` writes a
+/// `time.Duration`: an integer number of nanoseconds (config files of the original design).
+fn text_or_nanos<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Duration, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a duration such as \"5s\" or \"250ms\", or a number of nanoseconds")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> std::result::Result<Duration, E> {
+            humantime::parse_duration(text).map_err(|e| E::custom(format!("`{text}`: {e}")))
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, nanos: u64) -> std::result::Result<Duration, E> {
+            Ok(Duration::from_nanos(nanos))
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, nanos: i64) -> std::result::Result<Duration, E> {
+            u64::try_from(nanos)
+                .map(Duration::from_nanos)
+                .map_err(|_| E::custom(format!("a duration cannot be negative: {nanos}")))
+        }
+    }
+    deserializer.deserialize_any(Visitor)
 }
 
 impl Default for ClientConfigFile {
@@ -721,6 +756,12 @@ mod tests {
         let both = serde_json::from_str::<ClientConfig>(r#"{"tls":{},"caFile":"/ca.pem"}"#);
         assert!(both.unwrap_err().to_string().contains("not both"));
         assert!(serde_json::from_str::<ClientConfig>(r#"{"dialtimeout":"3s"}"#).is_err());
+        // Go's encoding/json writes a time.Duration as integer nanoseconds.
+        let go: ClientConfig =
+            serde_json::from_str(r#"{"dialTimeout":5000000000,"cacheTTL":250000000}"#).unwrap();
+        assert_eq!(go.dial_timeout, Duration::from_secs(5));
+        assert_eq!(go.cache_ttl, Duration::from_millis(250));
+        assert!(serde_json::from_str::<ClientConfig>(r#"{"dialTimeout":-1}"#).is_err());
         // What is missing keeps the default.
         let partial: ClientConfig = serde_json::from_str(r#"{"cacheTTL":"1s"}"#).unwrap();
         assert_eq!(partial.dial_timeout, ClientConfig::default().dial_timeout);
