@@ -79,5 +79,10 @@ async fn main() -> coord::Result<()> {
         .await?;
     updates.changed().await.ok();
     println!("healed at revision {}: {:?}", live.revision(), *live.load());
+
+    // Graceful shutdown: releases every lease this Coord holds and stops its watches; the
+    // Live handle keeps its last value.
+    coord.close().await?;
+    println!("closed; timeout_secs is still {}", live.load().timeout_secs);
     Ok(())
 }

@@ -41,6 +41,18 @@ struct Holdings {
     idle_allocator: coord::IdAllocator,
 }
 
+impl Holdings {
+    /// The key of every held handle.
+    fn keys(&self) -> [String; 4] {
+        [
+            self.lock.key().to_owned(),
+            self.id.key().to_owned(),
+            self.leadership.key().to_owned(),
+            self.registration.key().to_owned(),
+        ]
+    }
+}
+
 async fn hold_everything(coord: &Coord) -> Holdings {
     let lock = coord.locks().acquire("/close/lock", TTL).await.unwrap();
     let ids = coord.ids_with_ttl("close-svc", 16, TTL).await.unwrap();
@@ -72,12 +84,7 @@ mod cases {
     pub async fn close_releases_every_key_and_lease_at_once(b: &Backend) {
         let observer = Coord::from_store(b.store());
         let held = hold_everything(&b.coord).await;
-        let keys = [
-            held.lock.key().to_owned(),
-            held.id.key().to_owned(),
-            held.leadership.key().to_owned(),
-            held.registration.key().to_owned(),
-        ];
+        let keys = held.keys();
         let leases = [
             held.lock.lease_id(),
             held.id.lease_id(),
@@ -268,12 +275,7 @@ mod cases {
     pub async fn concurrent_closes_both_return_after_everything_is_released(b: &Backend) {
         let observer = Coord::from_store(b.store());
         let held = hold_everything(&b.coord).await;
-        let keys = [
-            held.lock.key().to_owned(),
-            held.id.key().to_owned(),
-            held.leadership.key().to_owned(),
-            held.registration.key().to_owned(),
-        ];
+        let keys = held.keys();
         let clone = b.coord.clone();
         let (first, second) = tokio::join!(b.coord.close(), clone.close());
         first.unwrap();

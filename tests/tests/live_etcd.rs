@@ -338,20 +338,26 @@ async fn cache_sees_the_break(coord: &Coord, key: &str) {
     .await;
 }
 
+/// A `Coord` behind a proxy whose cached reads of `key` (= 1) come from the cache, then the
+/// proxy cut and the cache seen to know it.
+async fn cached_then_cut(b: &Backend, key: &str) -> (Coord, Proxy) {
+    let (behind, proxy) = cached_behind_proxy(b).await;
+    b.coord.config().set(key, &1).await.unwrap();
+    assert_eq!(behind.config().get::<i32>(key).await.unwrap(), 1);
+    eventually(WAIT, "reads come from the cache", || {
+        read_from_cache(&behind, key, 1)
+    })
+    .await;
+    proxy.cut();
+    cache_sees_the_break(&behind, key).await;
+    (behind, proxy)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_reads_are_free_again_once_the_watch_reconnects_on_a_quiet_key() {
     const KEY: &str = "/cfg/quiet";
     let b = Backend::etcd().await;
-    let (behind, proxy) = cached_behind_proxy(&b).await;
-    b.coord.config().set(KEY, &1).await.unwrap();
-    assert_eq!(behind.config().get::<i32>(KEY).await.unwrap(), 1);
-    eventually(WAIT, "reads come from the cache", || {
-        read_from_cache(&behind, KEY, 1)
-    })
-    .await;
-
-    proxy.cut();
-    cache_sees_the_break(&behind, KEY).await;
+    let (behind, proxy) = cached_then_cut(&b, KEY).await;
     proxy.restore();
     // Nothing is written anywhere: only the reconnected watch can make the cache trusted again.
     eventually(
@@ -366,16 +372,7 @@ async fn cached_reads_are_free_again_once_the_watch_reconnects_on_a_quiet_key() 
 async fn cached_get_does_not_answer_from_the_cache_while_the_watch_is_down() {
     const KEY: &str = "/cfg/moving";
     let b = Backend::etcd().await;
-    let (behind, proxy) = cached_behind_proxy(&b).await;
-    b.coord.config().set(KEY, &1).await.unwrap();
-    assert_eq!(behind.config().get::<i32>(KEY).await.unwrap(), 1);
-    eventually(WAIT, "reads come from the cache", || {
-        read_from_cache(&behind, KEY, 1)
-    })
-    .await;
-
-    proxy.cut();
-    cache_sees_the_break(&behind, KEY).await;
+    let (behind, proxy) = cached_then_cut(&b, KEY).await;
     // Changed by a client that still reaches etcd; `behind`'s watch cannot see it.
     b.coord.config().set(KEY, &2).await.unwrap();
     for _ in 0..5 {
