@@ -15,6 +15,7 @@ use tokio::time::timeout;
 use coord_tests::fixtures::{Checkout, Pair, RateLimit};
 
 on_both_backends!(cases:
+    a_change_to_an_unbound_key_neither_rebuilds_nor_wakes,
     set_then_get_round_trips_typed_values,
     get_of_missing_key_is_not_found_and_bad_json_is_decode_error,
     compare_and_set_has_exactly_one_winner_per_round,
@@ -224,6 +225,39 @@ mod cases {
         assert_eq!(live.revision(), written);
         assert!(written > bound_at);
         assert!(live.last_error().is_none());
+    }
+
+    pub async fn a_change_to_an_unbound_key_neither_rebuilds_nor_wakes(b: &Backend) {
+        seed_checkout(b).await;
+        let live = b.coord.live::<Checkout>().await.unwrap();
+        let built = live.load_full();
+        let mut updates = live.subscribe();
+        // A key under the prefix that no field reads: the struct would be the same.
+        let config = b.coord.config();
+        let mut written = 0;
+        for i in 0..20 {
+            written = config.set("/config/checkout/unbound", &i).await.unwrap();
+        }
+        eventually(
+            WAIT,
+            "the Live is current at the unrelated write",
+            || async { live.revision() >= written },
+        )
+        .await;
+        assert!(
+            Arc::ptr_eq(&built, &live.load_full()),
+            "the struct was rebuilt for a key it does not read"
+        );
+        assert!(!updates.has_changed().unwrap(), "subscribers were woken");
+        // A bound key still rebuilds, swaps and wakes.
+        let written = config
+            .set("/config/checkout/timeout_secs", &46)
+            .await
+            .unwrap();
+        timeout(WAIT, updates.changed()).await.unwrap().unwrap();
+        assert_eq!(live.load().timeout_secs, 46);
+        assert_eq!(live.revision(), written);
+        assert!(!Arc::ptr_eq(&built, &live.load_full()));
     }
 
     pub async fn live_bind_fails_naming_a_missing_required_key(b: &Backend) {

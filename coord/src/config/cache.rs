@@ -60,7 +60,7 @@ impl Entry {
             Some((at, read)) if at == snapshot.revision => read.max(at),
             _ => snapshot.revision,
         };
-        (good_at >= written).then(|| snapshot.values.get(key).cloned())
+        (good_at >= written).then(|| snapshot.values.get(key).map(|value| value.to_vec()))
     }
 }
 
@@ -118,7 +118,7 @@ impl ReadCache {
         let value = kv.map(|kv| kv.value);
         if let Some(entry) = lock(&self.entries).get_mut(key) {
             let snapshot = entry.rx.borrow();
-            if snapshot.connected && snapshot.values.get(key) == value.as_ref() {
+            if snapshot.connected && snapshot.values.get(key).map(|v| &v[..]) == value.as_deref() {
                 let vouched = (snapshot.revision, revision);
                 drop(snapshot);
                 entry.vouched = Some(vouched);

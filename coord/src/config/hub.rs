@@ -11,7 +11,6 @@
 //! watched range and reconnect), so its snapshot is marked current again as soon as the store
 //! answers, not only at the range's next change: the read cache trusts it from then on.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -22,13 +21,22 @@ use crate::shared_watch::{SharedWatch, SharedWatches};
 use crate::store::{EventKind, KeyRange, Store};
 use crate::watch::{ResilientWatch, WatchEvent};
 
-/// The raw state of a range at one revision.
+/// One stored value, shared by every snapshot that holds it unchanged.
+pub(crate) type RawValue = Arc<[u8]>;
+
+/// Full key → raw value, as a persistent map: a snapshot is a cheap clone of the previous one
+/// with the changed keys replaced (O(k log n) for k changes among n keys), and every value a
+/// revision did not change is the same `Arc` in both, which is how a `Live` tells that its
+/// keys did not move.
+pub(crate) type RawValues = imbl::OrdMap<String, RawValue>;
+
+/// The raw state of a range at one revision. Cloning it is O(1).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Snapshot {
     /// 0 until the first list has been read.
     pub revision: i64,
     /// Full key → raw value.
-    pub values: Arc<BTreeMap<String, Vec<u8>>>,
+    pub values: RawValues,
     /// False from the moment the watch breaks until the range has been listed again after
     /// it reconnects: meanwhile the values may be behind. True again with the relist's
     /// snapshot, whether or not anything changed (the watch resumes right after it).
@@ -100,7 +108,7 @@ impl WatchHub {
         };
         let start = |tx: watch::Sender<Snapshot>| async move {
             let mut watch = ResilientWatch::new(self.store.clone(), range.clone());
-            let mut values = BTreeMap::new();
+            let mut values = RawValues::new();
             let event = watch.next().await?;
             tx.send_replace(apply(&mut values, event));
             let span = tracing::debug_span!("live.watch", key = range.as_str());
@@ -116,7 +124,7 @@ impl WatchHub {
 /// Follows the range for as long as anyone subscribes.
 async fn run(
     mut watch: ResilientWatch,
-    mut values: BTreeMap<String, Vec<u8>>,
+    mut values: RawValues,
     tx: watch::Sender<Snapshot>,
     sync_interval: Option<std::time::Duration>,
 ) {
@@ -181,21 +189,22 @@ async fn run(
     }
 }
 
-/// Applies one watch item to the raw state and returns the new snapshot.
-fn apply(values: &mut BTreeMap<String, Vec<u8>>, event: WatchEvent) -> Snapshot {
+/// Applies one watch item to the raw state and returns the new snapshot: O(k log n) for k
+/// changed keys, the unchanged values shared with the previous snapshot.
+fn apply(values: &mut RawValues, event: WatchEvent) -> Snapshot {
     let revision = event.revision();
     match event {
         WatchEvent::Init { kvs, .. } => {
-            values.clear();
-            for kv in kvs {
-                values.insert(kv.key, kv.value);
-            }
+            *values = kvs
+                .into_iter()
+                .map(|kv| (kv.key, RawValue::from(kv.value)))
+                .collect();
         }
         WatchEvent::Events { events, .. } | WatchEvent::Resync { events, .. } => {
             for event in events {
                 match event.kind {
                     EventKind::Put => {
-                        values.insert(event.kv.key, event.kv.value);
+                        values.insert(event.kv.key, RawValue::from(event.kv.value));
                     }
                     EventKind::Delete => {
                         values.remove(&event.kv.key);
@@ -207,7 +216,56 @@ fn apply(values: &mut BTreeMap<String, Vec<u8>>, event: WatchEvent) -> Snapshot 
     }
     Snapshot {
         revision,
-        values: Arc::new(values.clone()),
+        values: values.clone(),
         connected: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Event, KeyValue};
+
+    fn put(key: &str, value: &str) -> Event {
+        Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: key.to_owned(),
+                value: value.as_bytes().to_vec(),
+                ..KeyValue::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_revision_shares_every_value_it_did_not_change() {
+        let kvs = (0..10_000)
+            .map(|i| KeyValue {
+                key: format!("/p/{i:05}"),
+                value: i.to_string().into_bytes(),
+                ..KeyValue::default()
+            })
+            .collect();
+        let mut values = RawValues::new();
+        let first = apply(&mut values, WatchEvent::Init { revision: 1, kvs });
+        let second = apply(
+            &mut values,
+            WatchEvent::Events {
+                revision: 2,
+                events: vec![put("/p/00042", "changed")],
+            },
+        );
+        assert_eq!(second.values.len(), 10_000);
+        assert_eq!(&second.values["/p/00042"][..], b"changed");
+        assert_eq!(
+            &first.values["/p/00042"][..],
+            b"42",
+            "the old snapshot is untouched"
+        );
+        for (key, old) in &first.values {
+            if key != "/p/00042" {
+                assert!(Arc::ptr_eq(old, &second.values[key]), "{key} was copied");
+            }
+        }
     }
 }

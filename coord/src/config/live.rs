@@ -9,6 +9,10 @@
 //! - **Last good value.** If a key fails to decode, a required key is deleted, or `validate`
 //!   fails, the previous value stays live, [`Live::last_error`] names the key and reason, and a
 //!   `tracing` warning is logged. The next good revision heals it and clears the error.
+//! - **Untouched keys cost nothing.** Snapshots of the prefix share every unchanged value, and
+//!   a revision that changes none of `T`'s keys (another key under the prefix moved) neither
+//!   rebuilds nor swaps the struct nor wakes subscribers: checking that costs one lookup per
+//!   field, however many keys the prefix holds. The revision still advances.
 //! - **Lock-free reads.** `load` is an `arc_swap` load (a few nanoseconds, no lock, never
 //!   blocked by the updater); [`Live::reader`] gives a per-thread handle that is cheaper still.
 //! - **Shared watches.** All handles on one prefix of one `Coord` share one store watch, which
@@ -22,7 +26,7 @@ use std::sync::{Arc, Mutex, Weak};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::hub::{RangeWatch, Snapshot};
+use crate::config::hub::{RangeWatch, RawValue, RawValues, Snapshot};
 use crate::config::schema::{CoordConfig, Source};
 use crate::error::{Error, Result};
 use crate::sync::lock;
@@ -158,9 +162,12 @@ impl<T: Send + Sync + 'static> Live<T> {
         self.shared.current.load_full()
     }
 
-    /// The store revision the current value was built from (0 for [`fixed`](Self::fixed)).
-    /// It moves just before the value is swapped, so after loading a value this is at least
-    /// that value's revision.
+    /// The store revision the current value is current at (0 for [`fixed`](Self::fixed)):
+    /// the revision it was built from, or a later one whose changes touched none of its keys
+    /// (those move the revision without rebuilding or swapping the value). It moves just
+    /// before a value is swapped, so after loading a value this is at least that value's
+    /// revision. While a change of its keys is rejected (see [`last_error`](Self::last_error))
+    /// it stays at the last good value's revision.
     pub fn revision(&self) -> i64 {
         self.shared.revision.load(Ordering::Acquire)
     }
@@ -210,9 +217,10 @@ impl<T: CoordConfig> Live<T> {
         let range = crate::store::KeyRange::prefix(format!("{prefix}/"));
         let (range_watch, rx, snapshot) = hub.watch(&range).await?;
         let value = Arc::new(build::<T>(&prefix, &snapshot)?);
+        let inputs = Inputs::of::<T>(&prefix, &snapshot.values);
         let (tx, _) = watch::channel(Arc::clone(&value));
         let shared = Arc::new_cyclic(|weak: &Weak<Shared<T>>| {
-            let task = tokio::spawn(follow(range_watch, rx, weak.clone()));
+            let task = tokio::spawn(follow(range_watch, rx, weak.clone(), inputs));
             Shared {
                 prefix,
                 current: Arc::new(ArcSwap::new(value)),
@@ -226,11 +234,49 @@ impl<T: CoordConfig> Live<T> {
     }
 }
 
+/// The values a `T` was last built from: one per bound key, in `T::fields()` order, as the
+/// snapshot's shared `Arc`s. A snapshot whose values for these keys are the same `Arc`s
+/// builds the same struct, whatever else changed under the prefix.
+struct Inputs {
+    keys: Vec<String>,
+    values: Vec<Option<RawValue>>,
+}
+
+impl Inputs {
+    fn of<T: CoordConfig>(prefix: &str, values: &RawValues) -> Self {
+        let keys: Vec<String> = T::fields()
+            .iter()
+            .map(|field| format!("{prefix}/{}", field.key))
+            .collect();
+        let values = keys.iter().map(|key| values.get(key).cloned()).collect();
+        Inputs { keys, values }
+    }
+
+    /// Takes `values`' inputs; true if any of them is not the one held (O(fields × log n)).
+    fn update(&mut self, values: &RawValues) -> bool {
+        let mut changed = false;
+        for (key, held) in self.keys.iter().zip(&mut self.values) {
+            let now = values.get(key);
+            let same = match (&*held, now) {
+                (Some(held), Some(now)) => Arc::ptr_eq(held, now),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                *held = now.cloned();
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
 /// Applies every new snapshot of the range to the handle while the handle lives.
 async fn follow<T: CoordConfig>(
     _range: Arc<RangeWatch>,
     mut rx: watch::Receiver<Snapshot>,
     handle: Weak<Shared<T>>,
+    mut inputs: Inputs,
 ) {
     while rx.changed().await.is_ok() {
         let snapshot = rx.borrow_and_update().clone();
@@ -238,6 +284,17 @@ async fn follow<T: CoordConfig>(
             return;
         };
         if snapshot.revision <= shared.revision.load(Ordering::Acquire) {
+            continue;
+        }
+        // Inputs are taken whether or not the build below works: a revision that changes
+        // none of them would fail (or succeed) the same way, so it is not tried again.
+        if !inputs.update(&snapshot.values) {
+            // None of T's keys moved (another key under the prefix did): the struct would be
+            // the same, so it is neither rebuilt nor swapped and nobody is woken. The value is
+            // current at this revision, unless the last change of its keys was rejected.
+            if lock(&shared.last_error).is_none() {
+                shared.revision.store(snapshot.revision, Ordering::Release);
+            }
             continue;
         }
         match build::<T>(&shared.prefix, &snapshot) {
@@ -268,7 +325,7 @@ async fn follow<T: CoordConfig>(
 
 /// Builds `T` from a snapshot of its prefix.
 fn build<T: CoordConfig>(prefix: &str, snapshot: &Snapshot) -> Result<T> {
-    let source = Source::new(prefix, &snapshot.values);
+    let source = Source::shared(prefix, &snapshot.values);
     let value = T::from_source(&source)?;
     if tracing::enabled!(tracing::Level::DEBUG) {
         let fields = T::fields();

@@ -176,7 +176,15 @@ impl FieldInfo {
 #[derive(Clone, Debug)]
 pub struct Source<'a> {
     prefix: Cow<'a, str>,
-    values: &'a BTreeMap<String, Vec<u8>>,
+    values: Raw<'a>,
+}
+
+/// Where a [`Source`] reads: a plain map (tests, `publish`'s check) or a watched range's
+/// shared snapshot (`Live`), which is not copied to be read.
+#[derive(Clone, Copy, Debug)]
+enum Raw<'a> {
+    Plain(&'a BTreeMap<String, Vec<u8>>),
+    Shared(&'a crate::config::hub::RawValues),
 }
 
 impl<'a> Source<'a> {
@@ -185,7 +193,15 @@ impl<'a> Source<'a> {
     pub fn new(prefix: &'a str, values: &'a BTreeMap<String, Vec<u8>>) -> Self {
         Source {
             prefix: Cow::Borrowed(prefix.trim_end_matches('/')),
-            values,
+            values: Raw::Plain(values),
+        }
+    }
+
+    /// The values of a watched range's snapshot.
+    pub(crate) fn shared(prefix: &'a str, values: &'a crate::config::hub::RawValues) -> Self {
+        Source {
+            prefix: Cow::Borrowed(prefix.trim_end_matches('/')),
+            values: Raw::Shared(values),
         }
     }
 
@@ -201,7 +217,11 @@ impl<'a> Source<'a> {
 
     /// The raw value of a relative key.
     pub fn raw(&self, key: &str) -> Option<&'a [u8]> {
-        self.values.get(&self.full_key(key)).map(Vec::as_slice)
+        let key = self.full_key(key);
+        match self.values {
+            Raw::Plain(values) => values.get(&key).map(Vec::as_slice),
+            Raw::Shared(values) => values.get(&key).map(|value| &value[..]),
+        }
     }
 
     /// The same values seen from `{prefix}/{key}`, for a nested struct's `from_source`.
@@ -262,9 +282,11 @@ impl<'a> Source<'a> {
     pub fn unknown_keys(&self, fields: &[FieldInfo]) -> Vec<&'a str> {
         let known: BTreeSet<String> = fields.iter().map(|f| self.full_key(&f.key)).collect();
         let under = format!("{}/", self.prefix);
-        self.values
-            .range(under.clone()..)
-            .map(|(key, _)| key.as_str())
+        let keys: Box<dyn Iterator<Item = &'a String>> = match self.values {
+            Raw::Plain(values) => Box::new(values.range(under.clone()..).map(|(key, _)| key)),
+            Raw::Shared(values) => Box::new(values.range(under.clone()..).map(|(key, _)| key)),
+        };
+        keys.map(String::as_str)
             .take_while(|key| key.starts_with(&under))
             .filter(|key| !known.contains(*key))
             .collect()
