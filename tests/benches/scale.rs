@@ -5,7 +5,9 @@
 //! - put → `Live<T>` updated, with 0, 1,000 and 10,000 keys under the prefix that no field
 //!   reads: the raw etcd-client watch event on the same key and the same put is the baseline,
 //!   and the table shows the median and p99 of the per-put difference (what `Live` adds), and
-//!   the client CPU per update.
+//!   the client CPU per update;
+//! - 1,000 `Live` handles on 1,000 prefixes: bind time and resident memory per handle, and the
+//!   gRPC watch streams they use, beside 1,000 raw etcd-client prefix watches.
 //!
 //! Sequential, one client, loopback.
 
@@ -106,6 +108,82 @@ async fn live_row(server: &EtcdServer, size: usize) -> Row {
     }
 }
 
+/// Resident memory of this process.
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+const HANDLES: usize = 1_000;
+
+struct HandlesRow {
+    what: &'static str,
+    per_handle_bind_us: f64,
+    per_handle_kib: f64,
+    streams: String,
+}
+
+async fn handles_rows(server: &EtcdServer) -> [HandlesRow; 2] {
+    let coord = Coord::connect(server.client_config())
+        .await
+        .expect("connect");
+    for i in 0..HANDLES {
+        coord
+            .store()
+            .put(&format!("/handles/{i:04}/value"), b"1".to_vec(), 0)
+            .await
+            .expect("seed");
+    }
+    let rss = rss_bytes();
+    let started = Instant::now();
+    let mut lives = Vec::with_capacity(HANDLES);
+    for i in 0..HANDLES {
+        lives.push(
+            coord
+                .live_at::<Cfg>(&format!("/handles/{i:04}"))
+                .await
+                .expect("bind"),
+        );
+    }
+    let ours = HandlesRow {
+        what: "`coord.live_at::<T>(prefix)`",
+        per_handle_bind_us: started.elapsed().as_secs_f64() * 1e6 / HANDLES as f64,
+        per_handle_kib: rss_bytes().saturating_sub(rss) as f64 / 1024.0 / HANDLES as f64,
+        streams: coord.store().watch_streams().to_string(),
+    };
+
+    let client = etcd_client::Client::connect(server.endpoints(), None)
+        .await
+        .expect("raw client");
+    let rss = rss_bytes();
+    let started = Instant::now();
+    let mut raws = Vec::with_capacity(HANDLES);
+    for i in 0..HANDLES {
+        let mut client = client.clone();
+        let options = etcd_client::WatchOptions::new().with_prefix();
+        let mut stream = client
+            .watch(format!("/handles/{i:04}/"), Some(options))
+            .await
+            .expect("raw watch");
+        let created = stream.message().await.unwrap().unwrap();
+        assert!(created.created());
+        raws.push(stream);
+    }
+    let raw = HandlesRow {
+        what: "raw etcd-client prefix watch",
+        per_handle_bind_us: started.elapsed().as_secs_f64() * 1e6 / HANDLES as f64,
+        per_handle_kib: rss_bytes().saturating_sub(rss) as f64 / 1024.0 / HANDLES as f64,
+        streams: format!("{HANDLES} (one per watch)"),
+    };
+    assert!(lives.iter().all(|live| live.load().value == 1));
+    [ours, raw]
+}
+
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
@@ -134,5 +212,15 @@ fn main() {
             );
         }
         println!("\ntargets: beyond raw p50 ≤ 50 µs; CPU per update ≤ 1.5x the 0-key case");
+
+        println!("\n## {HANDLES} handles on {HANDLES} prefixes\n");
+        println!("| what | bind per handle | resident memory per handle | gRPC watch streams |");
+        println!("|---|---:|---:|---:|");
+        for row in handles_rows(&server).await {
+            println!(
+                "| {} | {:.0} µs | {:.1} KiB | {} |",
+                row.what, row.per_handle_bind_us, row.per_handle_kib, row.streams
+            );
+        }
     });
 }
