@@ -19,18 +19,18 @@
 //!   the watch on the server.
 //! - **All watches share one gRPC stream** ([`mux`]): a thousand watched prefixes are a
 //!   thousand etcd watchers on one stream, not a thousand streams.
-//! - **A lease renewal is one round trip.** The keep-alive stream of a lease is kept between
-//!   renewals (opening it, at the first renewal, costs one more); a renewal on a broken stream
-//!   is retried once on a fresh one.
+//! - **All leases renew over one gRPC stream** ([`keepalive`]), each on its caller's schedule:
+//!   a renewal is one message on the open stream (opening it, at the first renewal, costs one
+//!   round trip more). A renewal on a stream that breaks fails (the caller retries) and the
+//!   next one opens a fresh stream.
 //!
 //! The backend is split by concern: this file holds the store and its key-value calls;
-//! [`options`] holds the connection settings, [`connect`] dials and probes, [`lease`] keeps leases, [`watch`] turns etcd watch responses
+//! [`options`] holds the connection settings, [`connect`] dials and probes, [`lease`] keeps leases, [`keepalive`] shares one keep-alive stream among them, [`watch`] turns etcd watch responses
 //! into coord's, [`mux`] shares one gRPC stream among all watches, [`errors`] maps etcd-client's
 //! errors and [`convert`] translates requests and responses.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, PutOptions};
@@ -38,6 +38,7 @@ use etcd_client::{Client, PutOptions};
 mod connect;
 mod convert;
 mod errors;
+mod keepalive;
 mod lease;
 mod mux;
 mod options;
@@ -48,7 +49,6 @@ use convert::{
     delete_options, from_delete, from_get, from_put, from_txn, get_options, header_revision, to_txn,
 };
 use errors::{map_error, never_connected, timeout_error, ErrorContext, Request};
-use lease::Keeper;
 pub(crate) use options::{Credentials, EtcdOptions, TlsMaterial};
 
 /// The etcd-client backed store. Cheap to clone: clones share the connection.
@@ -62,8 +62,8 @@ pub(crate) struct EtcdStore {
     /// tried on another.
     endpoint_count: usize,
     request_timeout: Duration,
-    /// Open keep-alive streams by lease, so a renewal is one message on an open stream.
-    keepers: Arc<Mutex<HashMap<i64, Keeper>>>,
+    /// The shared keep-alive stream: every lease renews over it.
+    keep_alives: Arc<keepalive::KeepAliveMux>,
     /// The shared watch stream.
     watches: Arc<mux::WatchMux>,
 }

@@ -173,6 +173,16 @@ impl Store {
         }
     }
 
+    /// gRPC lease keep-alive streams open to etcd right now: every lease of this store renews
+    /// over one stream, so this is 0 or 1 however many sessions are kept alive (always 0 for
+    /// the embedded store).
+    pub fn keep_alive_streams(&self) -> i64 {
+        match &self.backend {
+            Backend::Etcd(b) => b.keep_alive_streams(),
+            Backend::Memory(_) => 0,
+        }
+    }
+
     fn count(&self) {
         self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
     }

@@ -7,7 +7,7 @@ use etcd_client::Client;
 use tokio::time::Instant;
 
 use super::errors::{is_tls_failure, map_error, ErrorContext, Request};
-use super::{mux, EtcdOptions, EtcdStore};
+use super::{keepalive, mux, EtcdOptions, EtcdStore};
 use crate::error::{Error, Result};
 
 impl EtcdStore {
@@ -39,7 +39,7 @@ impl EtcdStore {
                         endpoint_count: config.endpoints.len(),
                         endpoints,
                         request_timeout: config.request_timeout,
-                        keepers: Arc::default(),
+                        keep_alives: Arc::new(keepalive::KeepAliveMux::new(config.request_timeout)),
                     });
                 }
                 Ok(Err(e)) => match map_error(e, Request::new("connect", ""), &context) {
