@@ -7,7 +7,9 @@
 //!   and the table shows the median and p99 of the per-put difference (what `Live` adds), and
 //!   the client CPU per update;
 //! - 1,000 `Live` handles on 1,000 prefixes: bind time and resident memory per handle, and the
-//!   gRPC watch streams they use, beside 1,000 raw etcd-client prefix watches.
+//!   gRPC watch streams they use, beside 1,000 raw etcd-client prefix watches;
+//! - 1,000 registrations on one `Coord`: keep-alive and watch streams, resident memory per
+//!   registration, and the client's idle CPU while they are kept alive.
 //!
 //! Sequential, one client, loopback.
 
@@ -184,6 +186,37 @@ async fn handles_rows(server: &EtcdServer) -> [HandlesRow; 2] {
     [ours, raw]
 }
 
+/// 1,000 registrations with a 6 s TTL (renewed every 2 s): streams, memory, idle CPU.
+async fn registrations_row(server: &EtcdServer) -> String {
+    const IDLE: Duration = Duration::from_secs(10);
+    let coord = Coord::connect(server.client_config())
+        .await
+        .expect("connect");
+    let registry = coord.registry();
+    let rss = rss_bytes();
+    let mut held = Vec::with_capacity(HANDLES);
+    for i in 0..HANDLES {
+        let info = coord::registry::ServiceInfo::new("scale", format!("i-{i}"), "127.0.0.1:9");
+        held.push(
+            registry
+                .register(info, Duration::from_secs(6))
+                .await
+                .expect("register"),
+        );
+    }
+    let per_registration = rss_bytes().saturating_sub(rss) as f64 / 1024.0 / HANDLES as f64;
+    let cpu = cpu_time();
+    tokio::time::sleep(IDLE).await;
+    let idle_cpu = cpu_time().saturating_sub(cpu).as_secs_f64() / IDLE.as_secs_f64();
+    assert!(held.iter().all(|r| r.is_alive()));
+    format!(
+        "| {HANDLES} registrations, TTL 6 s | {} | {} | {per_registration:.1} KiB | {:.1}% of one core |",
+        coord.store().keep_alive_streams(),
+        coord.store().watch_streams(),
+        idle_cpu * 100.0
+    )
+}
+
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
@@ -222,5 +255,12 @@ fn main() {
                 row.what, row.per_handle_bind_us, row.per_handle_kib, row.streams
             );
         }
+
+        println!("\n## Registrations kept alive\n");
+        println!(
+            "| what | keep-alive streams | watch streams | resident memory per registration | client CPU while idle |"
+        );
+        println!("|---|---:|---:|---:|---:|");
+        println!("{}", registrations_row(&server).await);
     });
 }
