@@ -90,7 +90,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ttl,
         )
         .await?;
-    for info in registry.discover("greeter").await? {
+    // A shared, read-only view in id order: iterate or index it; `to_vec()` makes owned copies.
+    let instances = registry.discover("greeter").await?;
+    println!("{} instances of greeter", instances.len());
+    for info in &instances {
         println!("registered {} at {}", info.id, info.address);
     }
 

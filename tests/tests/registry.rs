@@ -37,6 +37,8 @@ on_both_backends!(cases:
     revoked_lease_registers_again_with_a_new_lease,
     health_reports_the_registration_lease,
     discover_is_served_from_the_cache_once_the_name_is_watched,
+    discover_from_the_cache_shares_instances_instead_of_copying_them,
+    watcher_that_falls_far_behind_gets_the_differences_once,
     watch_reports_updates_and_unregistrations_once_each,
     bad_service_info_is_invalid_argument,
     channel_reaches_both_instances_then_only_the_other_after_one_deregisters,
@@ -107,8 +109,8 @@ impl Follower {
     }
 }
 
-fn ids(infos: &[ServiceInfo]) -> Vec<&str> {
-    infos.iter().map(|i| i.id.as_str()).collect()
+fn ids<'a>(infos: impl IntoIterator<Item = &'a ServiceInfo>) -> Vec<&'a str> {
+    infos.into_iter().map(|i| i.id.as_str()).collect()
 }
 
 /// A tonic-health server on a free loopback port that counts the calls it answers.
@@ -448,6 +450,88 @@ mod cases {
             before + 1,
             "no longer watched: a range again"
         );
+    }
+
+    pub async fn discover_from_the_cache_shares_instances_instead_of_copying_them(b: &Backend) {
+        let registry = b.coord.registry();
+        let ttl = Duration::from_secs(60);
+        let _a = registry
+            .register(ServiceInfo::new("api", "a", "127.0.0.1:7001"), ttl)
+            .await
+            .unwrap();
+        let cache = registry.cache("api").await.unwrap();
+
+        let first = registry.discover("api").await.unwrap();
+        let second = registry.discover("api").await.unwrap();
+        assert_eq!(ids(&first), ["a"]);
+        assert!(
+            Arc::ptr_eq(&first.as_slice()[0], &second.as_slice()[0]),
+            "no change in between: the same instance, not a copy"
+        );
+        assert!(Arc::ptr_eq(
+            &first.as_slice()[0],
+            &cache.instances().as_slice()[0]
+        ));
+
+        let b_reg = registry
+            .register(ServiceInfo::new("api", "b", "127.0.0.1:7002"), ttl)
+            .await
+            .unwrap();
+        let put_revision = b.store().get(b_reg.key()).await.unwrap().1;
+        cache.wait_for_revision(put_revision).await.unwrap();
+        let third = registry.discover("api").await.unwrap();
+        assert_eq!(ids(&third), ["a", "b"]);
+        assert_eq!(third[1].address, "127.0.0.1:7002");
+        assert!(
+            Arc::ptr_eq(&first.as_slice()[0], &third.as_slice()[0]),
+            "a change to another instance leaves this one shared"
+        );
+        // A view never changes after it is returned.
+        assert_eq!(ids(&first), ["a"]);
+    }
+
+    pub async fn watcher_that_falls_far_behind_gets_the_differences_once(b: &Backend) {
+        let registry = b.coord.registry();
+        let store = b.store().clone();
+        let write = |info: ServiceInfo| {
+            let store = store.clone();
+            async move {
+                let value = serde_json::to_vec(&info).unwrap();
+                store.put(&info.key(), value, 0).await.unwrap().revision
+            }
+        };
+        write(ServiceInfo::new("api", "a", "127.0.0.1:7001").with_version("0")).await;
+        write(ServiceInfo::new("api", "c", "127.0.0.1:7003")).await;
+        let mut watch = Follower::new(registry.watch("api").await.unwrap());
+        watch.next().await;
+        watch.next().await;
+        assert_eq!(watch.ids(), ["a", "c"]);
+
+        // More revisions than a watcher may fall behind (256) while it is not polled.
+        for version in 1..=300 {
+            let info =
+                ServiceInfo::new("api", "a", "127.0.0.1:7001").with_version(version.to_string());
+            write(info).await;
+        }
+        let b_info = ServiceInfo::new("api", "b", "127.0.0.1:7002");
+        write(b_info.clone()).await;
+        let c_key = ServiceInfo::new("api", "c", "h:1").key();
+        let last = store.delete(&KeyRange::key(c_key)).await.unwrap().revision;
+        let cache = registry.cache("api").await.unwrap();
+        cache.wait_for_revision(last).await.unwrap();
+
+        // The net changes, each once, in id order then the removals; not 302 events.
+        let a_info = ServiceInfo::new("api", "a", "127.0.0.1:7001").with_version("300");
+        assert_eq!(watch.next().await, ServiceEvent::Updated(a_info));
+        assert_eq!(watch.next().await, ServiceEvent::Registered(b_info));
+        assert!(matches!(watch.next().await, ServiceEvent::Unregistered(ref i) if i.id == "c"));
+        assert_eq!(watch.ids(), ["a", "b"]);
+        assert_eq!(watch.watcher.revision(), last);
+        assert_eq!(ids(&watch.watcher.instances()), ["a", "b"]);
+        // Then it follows changes again.
+        let revision = write(ServiceInfo::new("api", "d", "127.0.0.1:7004")).await;
+        assert!(matches!(watch.next().await, ServiceEvent::Registered(ref i) if i.id == "d"));
+        assert_eq!(watch.watcher.revision(), revision);
     }
 
     pub async fn watch_reports_updates_and_unregistrations_once_each(b: &Backend) {

@@ -7,18 +7,21 @@
 //! re-put of an unchanged value yields nothing. When the last handle is dropped the task stops
 //! and the store watch closes (the sharing itself is [`SharedWatches`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
+use imbl::ordmap::DiffItem;
+use imbl::OrdMap;
 use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tracing::Instrument;
 
 use super::channel::Feed;
+use super::instances::Instances;
 use super::{lock, service_prefix, ServiceEvent, ServiceInfo};
 use crate::error::{Error, Result};
 use crate::shared_watch::{SharedWatch, SharedWatches};
@@ -29,13 +32,37 @@ use crate::watch::{ResilientWatch, WatchEvent};
 /// snapshot (reporting the differences) instead.
 const EVENT_BUFFER: usize = 256;
 
+/// id → info, persistent: a copy shares every node with the original, and changing k
+/// instances of a copy costs O(k log n) and leaves the other instances' `Arc`s shared.
+pub(crate) type InstanceMap = OrdMap<String, Arc<ServiceInfo>>;
+
 /// The instances of one service at one revision.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
     /// 0 until the first list has been read.
     pub revision: i64,
-    /// id → info.
-    pub instances: BTreeMap<String, ServiceInfo>,
+    pub instances: InstanceMap,
+    /// The instances as `discover` hands them out, made on the first call after a change and
+    /// then shared by every call until the next one.
+    view: OnceLock<Instances>,
+}
+
+impl Snapshot {
+    pub(crate) fn new(revision: i64, instances: InstanceMap) -> Self {
+        Snapshot {
+            revision,
+            instances,
+            view: OnceLock::new(),
+        }
+    }
+
+    /// The instances as a shared view: the first call copies n pointers (no instance), the
+    /// others nothing.
+    pub(crate) fn view(&self) -> Instances {
+        self.view
+            .get_or_init(|| Instances::from_sorted(self.instances.values().cloned()))
+            .clone()
+    }
 }
 
 /// The state changes of one revision.
@@ -43,6 +70,9 @@ pub(crate) struct Snapshot {
 pub(crate) struct Batch {
     revision: i64,
     events: Vec<ServiceEvent>,
+    /// The instances after this revision (sharing the snapshot's nodes), so a watcher takes
+    /// them in without applying the events to a map of its own.
+    instances: InstanceMap,
 }
 
 /// What the shared watch of one service name publishes.
@@ -63,8 +93,10 @@ type Feeds = Arc<Mutex<Vec<Weak<Feed>>>>;
 
 impl Service {
     /// The instances as last seen, ordered by id.
-    pub fn instances(&self) -> Vec<ServiceInfo> {
-        self.snapshot.borrow().instances.values().cloned().collect()
+    pub fn instances(&self) -> Instances {
+        // Out of the borrow first: making the view must not hold up the watch task.
+        let snapshot = Arc::clone(&self.snapshot.borrow());
+        snapshot.view()
     }
 
     pub fn snapshot(&self) -> watch::Receiver<Arc<Snapshot>> {
@@ -147,7 +179,7 @@ impl Discovery {
         let mut state = State {
             name: name.to_string(),
             prefix,
-            instances: BTreeMap::new(),
+            instances: InstanceMap::new(),
         };
         state.apply(first);
         snapshot_tx.send_replace(Arc::new(state.snapshot(watch.revision())));
@@ -160,7 +192,7 @@ impl Discovery {
 struct State {
     name: String,
     prefix: String,
-    instances: BTreeMap<String, ServiceInfo>,
+    instances: InstanceMap,
 }
 
 impl State {
@@ -168,16 +200,25 @@ impl State {
     fn apply(&mut self, item: WatchEvent) -> Vec<ServiceEvent> {
         match item {
             WatchEvent::Init { kvs, .. } => {
-                // A full list: everything not in it is gone.
+                // A full list: everything not in it is gone. Applied in place, so unchanged
+                // instances keep their `Arc`s and the map its shared nodes.
                 let mut changes = Vec::new();
-                let mut gone = std::mem::take(&mut self.instances);
+                let mut listed = HashSet::with_capacity(kvs.len());
                 for kv in &kvs {
                     if let Some(info) = decode(&self.name, &self.prefix, kv) {
-                        let previous = gone.remove(&info.id);
-                        changes.extend(self.put(info, previous));
+                        listed.insert(info.id.clone());
+                        changes.extend(self.put(info));
                     }
                 }
-                changes.extend(gone.into_values().map(ServiceEvent::Unregistered));
+                let gone: Vec<String> = self
+                    .instances
+                    .keys()
+                    .filter(|id| !listed.contains(*id))
+                    .cloned()
+                    .collect();
+                for id in gone {
+                    changes.extend(self.remove(&id));
+                }
                 changes
             }
             WatchEvent::Events { events, .. } | WatchEvent::Resync { events, .. } => {
@@ -191,33 +232,33 @@ impl State {
         let id = instance_id(&self.prefix, &event.kv.key)?;
         match event.kind {
             EventKind::Put => match decode(&self.name, &self.prefix, &event.kv) {
-                Some(info) => {
-                    let previous = self.instances.remove(&info.id);
-                    self.put(info, previous)
-                }
+                Some(info) => self.put(info),
                 // A value that does not decode is not a usable instance.
-                None => self.instances.remove(id).map(ServiceEvent::Unregistered),
+                None => self.remove(id),
             },
-            EventKind::Delete => self.instances.remove(id).map(ServiceEvent::Unregistered),
+            EventKind::Delete => self.remove(id),
         }
     }
 
-    /// Stores `info`, which replaces `previous`; the change, if any.
-    fn put(&mut self, info: ServiceInfo, previous: Option<ServiceInfo>) -> Option<ServiceEvent> {
-        let change = match &previous {
-            None => Some(ServiceEvent::Registered(info.clone())),
-            Some(previous) if *previous != info => Some(ServiceEvent::Updated(info.clone())),
-            Some(_) => None,
+    /// Stores `info`; the change, if any. An unchanged instance keeps its `Arc`.
+    fn put(&mut self, info: ServiceInfo) -> Option<ServiceEvent> {
+        let change = match self.instances.get(&info.id) {
+            None => ServiceEvent::Registered(info.clone()),
+            Some(previous) if **previous != info => ServiceEvent::Updated(info.clone()),
+            Some(_) => return None,
         };
-        self.instances.insert(info.id.clone(), info);
-        change
+        self.instances.insert(info.id.clone(), Arc::new(info));
+        Some(change)
     }
 
+    fn remove(&mut self, id: &str) -> Option<ServiceEvent> {
+        let gone = self.instances.remove(id)?;
+        Some(ServiceEvent::Unregistered(Arc::unwrap_or_clone(gone)))
+    }
+
+    /// The instances now; O(1), sharing the whole map.
     fn snapshot(&self, revision: i64) -> Snapshot {
-        Snapshot {
-            revision,
-            instances: self.instances.clone(),
-        }
+        Snapshot::new(revision, self.instances.clone())
     }
 }
 
@@ -257,6 +298,7 @@ async fn run(
                     let _ = events.send(Arc::new(Batch {
                         revision,
                         events: changes,
+                        instances: state.instances.clone(),
                     }));
                 }
             }
@@ -303,24 +345,21 @@ pub(crate) fn decode(name: &str, prefix: &str, kv: &KeyValue) -> Option<ServiceI
 }
 
 /// The changes that turn `from` into `to`: registrations and updates in id order, then
-/// unregistrations.
-fn diff(
-    from: &BTreeMap<String, ServiceInfo>,
-    to: &BTreeMap<String, ServiceInfo>,
-) -> Vec<ServiceEvent> {
+/// unregistrations. Skips the nodes the two maps share, so when `to` is a later version of
+/// `from` it costs O(k log n) for k changes, not O(n).
+fn diff(from: &InstanceMap, to: &InstanceMap) -> Vec<ServiceEvent> {
     let mut changes = Vec::new();
-    for (id, info) in to {
-        match from.get(id) {
-            None => changes.push(ServiceEvent::Registered(info.clone())),
-            Some(old) if old != info => changes.push(ServiceEvent::Updated(info.clone())),
-            Some(_) => {}
+    let mut gone = Vec::new();
+    for item in from.diff(to) {
+        match item {
+            DiffItem::Add(_, info) => changes.push(ServiceEvent::Registered((**info).clone())),
+            DiffItem::Update { new: (_, info), .. } => {
+                changes.push(ServiceEvent::Updated((**info).clone()));
+            }
+            DiffItem::Remove(_, info) => gone.push(ServiceEvent::Unregistered((**info).clone())),
         }
     }
-    for (id, info) in from {
-        if !to.contains_key(id) {
-            changes.push(ServiceEvent::Unregistered(info.clone()));
-        }
-    }
+    changes.extend(gone);
     changes
 }
 
@@ -339,7 +378,7 @@ pub struct ServiceWatcher {
     watched: Arc<Watched>,
     stream: BroadcastStream<Arc<Batch>>,
     /// What this watcher has reported, for the diff after a lag.
-    known: BTreeMap<String, ServiceInfo>,
+    known: InstanceMap,
     revision: i64,
     pending: VecDeque<ServiceEvent>,
 }
@@ -372,16 +411,16 @@ impl ServiceWatcher {
             pending: snapshot
                 .instances
                 .values()
-                .cloned()
-                .map(ServiceEvent::Registered)
+                .map(|info| ServiceEvent::Registered((**info).clone()))
                 .collect(),
             watched,
         }
     }
 
-    /// The instances as this watcher has reported them so far (including queued events).
-    pub fn instances(&self) -> Vec<ServiceInfo> {
-        self.known.values().cloned().collect()
+    /// The instances as this watcher has reported them so far (including queued events),
+    /// ordered by id. Copies n pointers, no instance.
+    pub fn instances(&self) -> Instances {
+        Instances::from_sorted(self.known.values().cloned())
     }
 
     /// The store revision of the last change this watcher has taken in.
@@ -408,16 +447,8 @@ impl Stream for ServiceWatcher {
                         continue;
                     }
                     this.revision = batch.revision;
-                    for event in &batch.events {
-                        match event {
-                            ServiceEvent::Registered(info) | ServiceEvent::Updated(info) => {
-                                this.known.insert(info.id.clone(), info.clone());
-                            }
-                            ServiceEvent::Unregistered(info) => {
-                                this.known.remove(&info.id);
-                            }
-                        }
-                    }
+                    // O(1): the batch's map shares the watch task's nodes.
+                    this.known = batch.instances.clone();
                     this.pending.extend(batch.events.iter().cloned());
                 }
                 Some(Err(BroadcastStreamRecvError::Lagged(skipped))) => {
@@ -449,8 +480,9 @@ impl ServiceCache {
         ServiceCache { watched }
     }
 
-    /// The instances as last seen, ordered by id. No round trip.
-    pub fn instances(&self) -> Vec<ServiceInfo> {
+    /// The instances as last seen, ordered by id. No round trip, and no copy of any instance:
+    /// two calls without a change in between return views of the same shared instances.
+    pub fn instances(&self) -> Instances {
         self.watched.instances()
     }
 
@@ -491,8 +523,11 @@ mod tests {
         ServiceInfo::new("api", id, "h:1").with_version(version)
     }
 
-    fn map(infos: &[ServiceInfo]) -> BTreeMap<String, ServiceInfo> {
-        infos.iter().map(|i| (i.id.clone(), i.clone())).collect()
+    fn map(infos: &[ServiceInfo]) -> InstanceMap {
+        infos
+            .iter()
+            .map(|i| (i.id.clone(), Arc::new(i.clone())))
+            .collect()
     }
 
     /// The store event of `i` registering under `/services/api/`.
@@ -505,6 +540,92 @@ mod tests {
                 ..KeyValue::default()
             },
         }
+    }
+
+    /// A watch's state after its first list held `n` instances, `i0000`…
+    fn listed(n: usize) -> State {
+        let mut state = State {
+            name: "api".into(),
+            prefix: "/services/api/".into(),
+            instances: InstanceMap::new(),
+        };
+        let kvs = (0..n)
+            .map(|i| put(&info(&format!("i{i:04}"), "1")).kv)
+            .collect();
+        state.apply(WatchEvent::Init { revision: 1, kvs });
+        state
+    }
+
+    #[test]
+    fn a_change_to_one_instance_of_1000_shares_the_other_999() {
+        let mut state = listed(1000);
+        let before = state.snapshot(1);
+        let changes = state.apply(WatchEvent::Events {
+            revision: 2,
+            events: vec![put(&info("i0500", "2"))],
+        });
+        assert_eq!(changes, vec![ServiceEvent::Updated(info("i0500", "2"))]);
+        let after = state.snapshot(2);
+        assert_eq!(after.instances.len(), 1000);
+        let mut shared = 0;
+        for (id, old) in &before.instances {
+            let new = &after.instances[id];
+            if id == "i0500" {
+                assert!(!Arc::ptr_eq(old, new));
+                assert_eq!(new.version, "2");
+            } else {
+                assert!(Arc::ptr_eq(old, new), "{id} was copied");
+                shared += 1;
+            }
+        }
+        assert_eq!(shared, 999);
+        // The views `discover` hands out share them too.
+        let (old_view, new_view) = (before.view(), after.view());
+        let copied = old_view
+            .as_slice()
+            .iter()
+            .zip(new_view.as_slice())
+            .filter(|(a, b)| !Arc::ptr_eq(a, b))
+            .count();
+        assert_eq!(copied, 1);
+        // And a watcher that fell behind finds just that change.
+        assert_eq!(
+            diff(&before.instances, &after.instances),
+            vec![ServiceEvent::Updated(info("i0500", "2"))]
+        );
+    }
+
+    #[test]
+    fn views_of_an_unchanged_snapshot_share_every_instance() {
+        let state = listed(1000);
+        let snapshot = state.snapshot(1);
+        let (first, second) = (snapshot.view(), snapshot.view());
+        assert_eq!(first.len(), 1000);
+        assert!(first
+            .as_slice()
+            .iter()
+            .zip(second.as_slice())
+            .all(|(a, b)| Arc::ptr_eq(a, b)));
+        assert!(std::ptr::eq(first.as_slice(), second.as_slice()));
+    }
+
+    #[test]
+    fn a_relist_keeps_unchanged_instances_shared() {
+        let mut state = listed(3);
+        let before = state.snapshot(1);
+        let kvs = vec![put(&info("i0000", "1")).kv, put(&info("i0001", "2")).kv];
+        let changes = state.apply(WatchEvent::Init { revision: 5, kvs });
+        assert_eq!(
+            changes,
+            vec![
+                ServiceEvent::Updated(info("i0001", "2")),
+                ServiceEvent::Unregistered(info("i0002", "1")),
+            ]
+        );
+        assert!(Arc::ptr_eq(
+            &before.instances["i0000"],
+            &state.instances["i0000"]
+        ));
     }
 
     #[test]
@@ -527,7 +648,7 @@ mod tests {
         let mut state = State {
             name: "api".into(),
             prefix: "/services/api/".into(),
-            instances: BTreeMap::new(),
+            instances: InstanceMap::new(),
         };
         let events = |events| WatchEvent::Events {
             revision: 1,

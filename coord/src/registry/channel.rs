@@ -5,9 +5,12 @@
 //! next call). So the service's watch task queues each channel's changes itself, before it
 //! publishes the new state to anyone else: once any reader of the `Coord` has seen an instance
 //! go, the next call through the channel cannot pick it. Changes are the difference between
-//! what the channel has and what the snapshot holds; if the queue is full (no calls for a
-//! while), a per-channel catch-up task waits for room and then sends the differences to the
-//! latest snapshot, never a backlog of stale changes.
+//! what the channel has and what the snapshot holds, found from the instances that differ
+//! between the last snapshot the channel took in whole and the new one (snapshots share
+//! structure, so that costs O(k log n) for k changed instances, not O(n)); if the queue is full
+//! (no calls for a while), a per-channel catch-up task waits for room and then sends the
+//! differences to the latest snapshot, found by a full comparison, never a backlog of stale
+//! changes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -19,7 +22,9 @@ use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
-use super::cache::{Snapshot, Watched};
+use imbl::ordmap::DiffItem;
+
+use super::cache::{InstanceMap, Snapshot, Watched};
 use super::ServiceInfo;
 
 /// How many endpoint changes may wait for the balancer.
@@ -76,6 +81,7 @@ pub(crate) fn balanced(name: &str, watched: Arc<Watched>, filter: ServiceFilter)
         closed: changes.clone(),
         state: tokio::sync::Mutex::new(FeedState {
             inserted: HashMap::new(),
+            synced: None,
             changes,
         }),
         catch_up: Notify::new(),
@@ -100,6 +106,10 @@ pub(crate) struct Feed {
 struct FeedState {
     /// id → address of the endpoints queued for (or applied by) the balancer.
     inserted: HashMap<String, String>,
+    /// The instances `inserted` is known to match (every step to them queued), so the next
+    /// snapshot needs only its differences from them; `None` when unknown (nothing synced yet,
+    /// or a sync stopped half-way), which calls for a full comparison.
+    synced: Option<InstanceMap>,
     changes: Sender<Change<String, Endpoint>>,
 }
 
@@ -135,9 +145,16 @@ impl Feed {
             self.catch_up.notify_one();
             return true;
         };
-        for step in plan(&state.inserted, snapshot, &self.filter) {
+        let steps = match state.synced.take() {
+            Some(synced) => {
+                plan_changes(&state.inserted, &synced, &snapshot.instances, &self.filter)
+            }
+            None => plan(&state.inserted, snapshot, &self.filter),
+        };
+        for step in steps {
             match state.changes.try_send(step.change()) {
                 Ok(()) => state.record(step),
+                // `synced` stays unknown: the catch-up compares in full.
                 Err(TrySendError::Full(_)) => {
                     self.catch_up.notify_one();
                     return true;
@@ -145,6 +162,7 @@ impl Feed {
                 Err(TrySendError::Closed(_)) => return false,
             }
         }
+        state.synced = Some(snapshot.instances.clone());
         true
     }
 }
@@ -163,6 +181,7 @@ async fn catch_up(feed: Arc<Feed>, watched: Arc<Watched>) {
             let snapshot = watched.snapshot().borrow().clone();
             let steps = plan(&state.inserted, &snapshot, &feed.filter);
             if steps.is_empty() {
+                state.synced = Some(snapshot.instances.clone());
                 break;
             }
             for step in steps {
@@ -198,31 +217,72 @@ impl Step {
 }
 
 /// The changes that bring a channel holding `inserted` to the matching instances of
-/// `snapshot`: removals first, so a call between two changes never picks a gone instance.
+/// `snapshot`, comparing every instance: O(n).
 fn plan(
     inserted: &HashMap<String, String>,
     snapshot: &Snapshot,
     filter: &ServiceFilter,
 ) -> Vec<Step> {
-    let wanted: BTreeMap<&String, &ServiceInfo> = snapshot
+    let present = snapshot
         .instances
         .iter()
-        .filter(|(_, info)| filter.matches(info))
-        .collect();
-    let mut removals: Vec<&String> = inserted
-        .iter()
-        .filter(|(id, address)| wanted.get(id).is_none_or(|info| info.address != **address))
-        .map(|(id, _)| id)
-        .collect();
+        .map(|(id, info)| (id, Some(&**info)));
+    let absent = inserted
+        .keys()
+        .filter(|id| !snapshot.instances.contains_key(*id))
+        .map(|id| (id, None));
+    steps(inserted, present.chain(absent), filter)
+}
+
+/// As [`plan`], for a channel holding `inserted`, which matches `synced`, given that the
+/// instances are now `next`: only the instances that differ are looked at, and maps that
+/// share structure are compared in O(k log n) for k differences.
+fn plan_changes(
+    inserted: &HashMap<String, String>,
+    synced: &InstanceMap,
+    next: &InstanceMap,
+    filter: &ServiceFilter,
+) -> Vec<Step> {
+    let changed = synced.diff(next).map(|item| match item {
+        DiffItem::Add(id, info)
+        | DiffItem::Update {
+            new: (id, info), ..
+        } => (id, Some(&**info)),
+        DiffItem::Remove(id, _) => (id, None),
+    });
+    steps(inserted, changed, filter)
+}
+
+/// The steps that bring the channel's endpoint for each id of `targets` to its instance
+/// (`None`: gone), given the channel holds `inserted`: removals first, in id order, so a call
+/// between two changes never picks a gone instance; then insertions in `targets` order.
+fn steps<'a>(
+    inserted: &HashMap<String, String>,
+    targets: impl Iterator<Item = (&'a String, Option<&'a ServiceInfo>)>,
+    filter: &ServiceFilter,
+) -> Vec<Step> {
+    let mut removals = Vec::new();
+    let mut insertions = Vec::new();
+    for (id, info) in targets {
+        let wanted = info.filter(|info| filter.matches(info));
+        let has = inserted.get(id);
+        if let Some(address) = has {
+            if wanted.is_none_or(|info| info.address != *address) {
+                removals.push(id);
+            }
+        }
+        if let Some(info) = wanted {
+            if has != Some(&info.address) {
+                insertions.push((id, info));
+            }
+        }
+    }
     removals.sort();
     let mut plan: Vec<Step> = removals
         .into_iter()
         .map(|id| Step::Remove { id: id.clone() })
         .collect();
-    for (id, info) in wanted {
-        if inserted.get(id) == Some(&info.address) {
-            continue;
-        }
+    for (id, info) in insertions {
         match Endpoint::from_shared(format!("http://{}", info.address)) {
             Ok(endpoint) => plan.push(Step::Insert {
                 id: id.clone(),
@@ -245,10 +305,13 @@ mod tests {
     use super::*;
 
     fn snapshot(infos: &[ServiceInfo]) -> Snapshot {
-        Snapshot {
-            revision: 1,
-            instances: infos.iter().map(|i| (i.id.clone(), i.clone())).collect(),
-        }
+        Snapshot::new(
+            1,
+            infos
+                .iter()
+                .map(|i| (i.id.clone(), Arc::new(i.clone())))
+                .collect(),
+        )
     }
 
     fn describe(plan: &[Step]) -> Vec<String> {
@@ -258,6 +321,52 @@ mod tests {
                 Step::Remove { id } => format!("-{id}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn plan_changes_matches_the_full_plan_looking_only_at_changed_instances() {
+        let filter = ServiceFilter::default().version("1");
+        let infos: Vec<ServiceInfo> = (0..100)
+            .map(|i| {
+                ServiceInfo::new("api", format!("i{i:03}"), format!("10.0.0.{i}:1"))
+                    .with_version("1")
+            })
+            .collect();
+        let synced = snapshot(&infos);
+        let inserted: HashMap<String, String> = infos
+            .iter()
+            .map(|i| (i.id.clone(), i.address.clone()))
+            .collect();
+        let mut next = synced.instances.clone();
+        next.insert("i007".into(), Arc::new(infos[7].clone().with_version("2")));
+        next.insert(
+            "i042".into(),
+            Arc::new(ServiceInfo::new("api", "i042", "10.0.1.42:1").with_version("1")),
+        );
+        next.remove("i099");
+        next.insert(
+            "i100".into(),
+            Arc::new(ServiceInfo::new("api", "i100", "10.0.0.100:1").with_version("1")),
+        );
+        let changed = plan_changes(&inserted, &synced.instances, &next, &filter);
+        let full = plan(&inserted, &Snapshot::new(2, next.clone()), &filter);
+        let expected = vec![
+            "-i007",
+            "-i042",
+            "-i099",
+            "+i042=http://10.0.1.42:1/",
+            "+i100=http://10.0.0.100:1/",
+        ];
+        assert_eq!(describe(&changed), expected);
+        assert_eq!(describe(&full), expected);
+        // An instance that did not change between the snapshots is not looked at, however the
+        // channel stands on it (the full plan would re-insert it).
+        let mut drifted = inserted.clone();
+        drifted.remove("i001");
+        assert_eq!(
+            describe(&plan_changes(&drifted, &synced.instances, &next, &filter)),
+            expected
+        );
     }
 
     #[test]

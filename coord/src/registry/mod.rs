@@ -47,6 +47,7 @@
 
 pub(crate) mod cache;
 mod channel;
+mod instances;
 mod registration;
 
 use std::collections::BTreeMap;
@@ -63,6 +64,7 @@ use crate::sync::lock;
 
 pub use cache::{ServiceCache, ServiceWatcher};
 pub use channel::ServiceFilter;
+pub use instances::Instances;
 pub use registration::Registration;
 
 /// The prefix all services live under.
@@ -342,13 +344,16 @@ impl Registry {
         Ok(deleted.deleted > 0)
     }
 
-    /// The live instances of service `name`, ordered by id.
+    /// The live instances of service `name`, ordered by id, as a shared read-only view
+    /// ([`Instances`]: `len`, `iter`, `instances[i]`, `to_vec`).
     ///
     /// Served from the watch cache, with no round trip, while the name is watched (by
     /// [`watch`](Self::watch), [`cache`](Self::cache) or [`channel`](Self::channel) on this
     /// `Coord`); the cache may trail etcd by the watch's delay, and while etcd is unreachable it
-    /// serves the last known state. Otherwise it reads etcd (one range). Stored values that do
-    /// not decode are skipped with a warning.
+    /// serves the last known state. From the cache it copies no instance: calls between two
+    /// changes return the same shared view, and after a change the unchanged instances are
+    /// still shared. Otherwise it reads etcd (one range). Stored values that do not decode are
+    /// skipped with a warning.
     ///
     /// # Errors
     ///
@@ -358,7 +363,7 @@ impl Registry {
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads.
-    pub async fn discover(&self, name: &str) -> Result<Vec<ServiceInfo>> {
+    pub async fn discover(&self, name: &str) -> Result<Instances> {
         self.ctx.check_open()?;
         validate_segment("name", name)?;
         if let Some(watched) = self.discovery().get(name) {
