@@ -181,6 +181,18 @@ async fn call(channel: &Channel) {
 
 mod cases {
     use super::*;
+
+    /// Instance `id` of `api` registered on a 60 s lease: a new lease within a test can only
+    /// come from a re-registration, never from an expiry.
+    async fn long_lived(registry: &coord::Registry, id: &str) -> coord::Registration {
+        registry
+            .register(
+                ServiceInfo::new("api", id, "127.0.0.1:7001"),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+    }
     use crate::common::{eventually, Backend};
 
     pub async fn two_instances_register_discover_returns_both_and_watch_yields_registered_for_each(
@@ -258,13 +270,7 @@ mod cases {
     pub async fn deregistered_instance_disappears_at_once(b: &Backend) {
         let registry = b.coord.registry();
         // A long TTL: if the key went, it was not by expiry.
-        let registration = registry
-            .register(
-                ServiceInfo::new("api", "leaving", "127.0.0.1:7001"),
-                Duration::from_secs(60),
-            )
-            .await
-            .unwrap();
+        let registration = long_lived(&registry, "leaving").await;
         let key = registration.key().to_string();
         let mut watch = Follower::new(registry.watch("api").await.unwrap());
         assert!(matches!(watch.next().await, ServiceEvent::Registered(_)));
@@ -747,13 +753,7 @@ mod cases {
     pub async fn unregistered_live_instance_comes_back_on_the_same_lease(b: &Backend) {
         let registry = b.coord.registry();
         // A long TTL: a new lease could only come from a re-registration, not an expiry.
-        let registration = registry
-            .register(
-                ServiceInfo::new("api", "stubborn", "127.0.0.1:7001"),
-                Duration::from_secs(60),
-            )
-            .await
-            .unwrap();
+        let registration = long_lived(&registry, "stubborn").await;
         let key = registration.key().to_string();
         let lease = registration.lease_id();
         let mut watch = Follower::new(registry.watch("api").await.unwrap());
@@ -788,13 +788,7 @@ mod cases {
 
     pub async fn registration_overwritten_by_another_lease_ends_without_fighting(b: &Backend) {
         let registry = b.coord.registry();
-        let registration = registry
-            .register(
-                ServiceInfo::new("api", "contested", "127.0.0.1:7001"),
-                Duration::from_secs(60),
-            )
-            .await
-            .unwrap();
+        let registration = long_lived(&registry, "contested").await;
         let key = registration.key().to_string();
         let mine = registration.lease_id();
 
