@@ -98,7 +98,11 @@ impl Context {
         let session = Session::new(&self.store, ttl).await?;
         {
             let mut owned = lock(&self.owned);
-            owned.retain(|weak| weak.strong_count() > 0);
+            // Dropped sessions are pruned when the list has doubled since the last prune, not
+            // on every grant: amortized O(1) per session however many are held.
+            if owned.len() == owned.capacity() {
+                owned.retain(|weak| weak.strong_count() > 0);
+            }
             owned.push(session.downgrade());
         }
         // close() may have taken the list between the check and the push: then nobody else

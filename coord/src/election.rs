@@ -342,13 +342,8 @@ impl Leadership {
     pub async fn resign(self) -> Result<()> {
         let span = tracing::debug_span!("election.resign", key = %self.held.key);
         async {
-            self.ctx.check_open()?;
-            if let Some(lost) = self.held.lost_before("resign") {
-                return Err(lost);
-            }
-            let step_down = Txn::new()
-                .when([self.fence()])
-                .and_then([TxnOp::delete(self.held.key.as_str())]);
+            self.held.check_release(&self.ctx, "resign")?;
+            let step_down = self.held.delete_if_held();
             let held = self.ctx.store.txn(step_down).await.map(|r| r.succeeded);
             // Whatever the answer, the lease goes: nothing of this candidate is left.
             let revoked = self.held.session.close().await;

@@ -454,10 +454,10 @@ impl IdGuard {
     /// Cancel safe: if the future is dropped before the delete is answered, the guard's drop
     /// deletes the key in the background.
     pub async fn release(mut self) -> Result<()> {
-        self.ctx.check_open()?;
-        if let Some(lost) = self.held.lost_before("release") {
+        if let Err(e) = self.held.check_release(&self.ctx, "release") {
+            // Nothing for the drop to do either: closed (close released it) or already lost.
             self.released = true;
-            return Err(lost);
+            return Err(e);
         }
         let deleted = release(&self.ctx.store, &self.held.key, self.held.create_revision).await?;
         self.released = true;
@@ -560,9 +560,7 @@ impl Drop for ClaimAnswer {
 /// returns whether it was.
 async fn release(store: &Store, key: &str, create_revision: i64) -> Result<bool> {
     let span = tracing::debug_span!("ids.release", key);
-    let txn = Txn::new()
-        .when([Compare::create_revision(key, create_revision)])
-        .and_then([TxnOp::delete(key)]);
+    let txn = queue::delete_if_created_at(key, create_revision);
     Ok(store.txn(txn).instrument(span).await?.succeeded)
 }
 

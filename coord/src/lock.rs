@@ -356,15 +356,9 @@ impl LockGuard {
     pub async fn unlock(self) -> Result<()> {
         let span = tracing::debug_span!("lock.unlock", key = %self.held.key);
         async {
-            self.ctx.check_open()?;
-            if let Some(lost) = self.held.lost_before("unlock") {
-                return Err(lost);
-            }
-            let release = Txn::new()
-                .when([self.fence()])
-                .and_then([TxnOp::delete(self.held.key.as_str())]);
+            self.held.check_release(&self.ctx, "unlock")?;
             let session = &self.held.session;
-            match self.ctx.store.txn(release).await {
+            match self.ctx.store.txn(self.held.delete_if_held()).await {
                 Ok(response) if response.succeeded => {
                     self.ctx.sessions.untrack(session);
                     // A closed Coord keeps no lease renewed: dropping revokes it.

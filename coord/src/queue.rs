@@ -210,6 +210,14 @@ pub(crate) async fn wait_turn(
     }
 }
 
+/// Deletes `key` only if it still has `create_revision`: never someone else's key after a
+/// loss.
+pub(crate) fn delete_if_created_at(key: &str, create_revision: i64) -> Txn {
+    Txn::new()
+        .when([Compare::create_revision(key, create_revision)])
+        .and_then([TxnOp::delete(key)])
+}
+
 /// A key held on a session: what a [`LockGuard`](crate::LockGuard), a
 /// [`Leadership`](crate::Leadership) and an [`IdGuard`](crate::IdGuard) share to know whether
 /// they still hold it.
@@ -252,6 +260,23 @@ impl Held {
     /// Records that the key is gone (a fenced write failed, say).
     pub fn mark_gone(&self, reason: impl Into<String>) {
         let _ = self.gone.set(reason.into());
+    }
+
+    /// What `unlock`, `release` and `resign` check before sending anything:
+    /// [`Error::Closed`] after `Coord::close` (which released the key already), or
+    /// [`Error::SessionLost`] if the key is already known to be lost.
+    pub fn check_release(&self, ctx: &Context, action: &str) -> Result<()> {
+        ctx.check_open()?;
+        match self.lost_before(action) {
+            Some(lost) => Err(lost),
+            None => Ok(()),
+        }
+    }
+
+    /// The transaction that deletes the key only while it is still this holder's; it fails
+    /// (`succeeded == false`) if the key was deleted or taken over.
+    pub fn delete_if_held(&self) -> Txn {
+        delete_if_created_at(&self.key, self.create_revision)
     }
 
     /// The error to return from `action` ("unlock", "release"…) if the key is already known to

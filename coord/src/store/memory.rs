@@ -288,22 +288,28 @@ impl MemoryStore {
     /// runtime), and again if that runtime has shut down. Until a reaper runs, leases still
     /// expire, lazily, at the next operation.
     fn ensure_reaper(&self) {
-        let mut reaper = self
-            .shared
-            .reaper
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // The reaper only finishes on its own once the store is gone, so a finished one means
-        // its runtime shut down.
-        if reaper.as_ref().is_some_and(|task| !task.is_finished()) {
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            *reaper = Some(runtime.spawn(reap_leases(
+        keep_running(&self.shared.reaper, || {
+            reap_leases(
                 Arc::downgrade(&self.shared),
                 Arc::clone(&self.shared.wake_reaper),
-            )));
-        }
+            )
+        });
+    }
+}
+
+/// Spawns `task()` on the current runtime unless the task in `slot` still runs. The store's
+/// background tasks only finish on their own once the store is gone, so a finished one means
+/// its runtime shut down; outside any runtime nothing is spawned (the next call tries again).
+fn keep_running<F>(slot: &Mutex<Option<JoinHandle<()>>>, task: impl FnOnce() -> F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut running = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    if running.as_ref().is_some_and(|task| !task.is_finished()) {
+        return;
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        *running = Some(runtime.spawn(task()));
     }
 }
 
@@ -311,17 +317,9 @@ impl MemoryStore {
     /// Starts the progress notifier on the runtime of a `watch`, and again if that runtime has
     /// shut down (as [`ensure_reaper`](Self::ensure_reaper) does).
     fn ensure_progress_notifier(&self) {
-        let mut notifier = self
-            .shared
-            .progress
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if notifier.as_ref().is_some_and(|task| !task.is_finished()) {
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            *notifier = Some(runtime.spawn(notify_progress(Arc::downgrade(&self.shared))));
-        }
+        keep_running(&self.shared.progress, || {
+            notify_progress(Arc::downgrade(&self.shared))
+        });
     }
 }
 
