@@ -39,6 +39,8 @@ pub struct Field {
     pub default: Option<DefaultAttr>,
     pub secret: Option<Span>,
     pub nested: Option<Span>,
+    /// `map`: the field's entries are the keys under `{key}/`.
+    pub map: Option<Span>,
 }
 
 /// `default` (the type's `Default`) or `default = EXPR`.
@@ -69,6 +71,7 @@ struct RawField {
     default: Option<DefaultAttr>,
     secret: Flag,
     nested: Flag,
+    map: Flag,
 }
 
 impl FromMeta for DefaultAttr {
@@ -127,6 +130,7 @@ impl Field {
             default: raw.default,
             secret: raw.secret.is_present().then(|| raw.secret.span()),
             nested: raw.nested.is_present().then(|| raw.nested.span()),
+            map: raw.map.is_present().then(|| raw.map.span()),
         }
     }
 }

@@ -8,10 +8,11 @@ use syn::Type;
 use crate::ast::Input;
 use crate::attr;
 use crate::ctxt::Ctxt;
-use crate::symbol::{CRATE, DEFAULT, NESTED, SECRET, SECRET_TYPE};
+use crate::symbol::{CRATE, DEFAULT, MAP, NESTED, SECRET, SECRET_TYPE};
 
 pub fn check(cx: &Ctxt, input: &Input) {
     check_nested(cx, input);
+    check_maps(cx, input);
     check_secret_types(cx, input);
     check_unique_keys(cx, input);
 }
@@ -40,7 +41,8 @@ pub fn crate_path(cx: &Ctxt, container: &attr::Container) -> Option<syn::Path> {
 
 fn check_nested(cx: &Ctxt, input: &Input) {
     for field in &input.fields {
-        if field.attrs.nested.is_none() {
+        // A nested map's entries are nested structs; the map rules are in `check_maps`.
+        if field.attrs.nested.is_none() || field.attrs.map.is_some() {
             continue;
         }
         if let Some(default) = &field.attrs.default {
@@ -64,9 +66,90 @@ fn check_nested(cx: &Ctxt, input: &Input) {
     }
 }
 
+fn check_maps(cx: &Ctxt, input: &Input) {
+    for field in &input.fields {
+        if field.attrs.map.is_none() {
+            continue;
+        }
+        if let Some(default) = &field.attrs.default {
+            cx.error_at(
+                default.span,
+                format!(
+                    "#[coord({DEFAULT})] cannot be used on a #[coord({MAP})] field: a map with \
+                     no entries stored is empty"
+                ),
+            );
+        }
+        if let Some(secret) = field.attrs.secret {
+            cx.error_at(
+                secret,
+                format!(
+                    "#[coord({SECRET})] cannot be used on a #[coord({MAP})] field: make the \
+                     entry type a coord::Secret<T>, or mark secret fields inside a nested entry"
+                ),
+            );
+        }
+        if let Err((span, problem)) = map_type(field.ty) {
+            cx.error_at(
+                span,
+                format!(
+                    "#[coord({MAP})] {problem}; write coord::config::Map<V>, \
+                     HashMap<String, V> or BTreeMap<String, V> (entries are named by key)"
+                ),
+            );
+        }
+    }
+}
+
+/// A map field's type, as written: `Map<V>`, or `HashMap` / `BTreeMap` whose first argument
+/// is `String` (an alias is not seen through; the runtime's `MapField` bound is the final
+/// word, this is for an error at the right place).
+fn map_type(ty: &Type) -> Result<(), (proc_macro2::Span, &'static str)> {
+    let path = match ty {
+        Type::Path(path) if path.qself.is_none() => &path.path,
+        Type::Group(group) => return map_type(&group.elem),
+        Type::Paren(paren) => return map_type(&paren.elem),
+        _ => return Err((ty.span(), "needs a map type")),
+    };
+    let Some(last) = path.segments.last() else {
+        return Err((ty.span(), "needs a map type"));
+    };
+    let name = last.ident.to_string();
+    if !matches!(name.as_str(), "Map" | "HashMap" | "BTreeMap") {
+        return Err((ty.span(), "needs a map type"));
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return Err((ty.span(), "needs the map's type arguments"));
+    };
+    if name == "Map" {
+        return Ok(());
+    }
+    match args.args.first() {
+        Some(syn::GenericArgument::Type(Type::Path(key)))
+            if key.qself.is_none()
+                && key
+                    .path
+                    .segments
+                    .last()
+                    .is_some_and(|s| s.ident == "String") =>
+        {
+            Ok(())
+        }
+        Some(key) => Err((
+            key.span(),
+            "needs `String` keys: an entry's name is its key",
+        )),
+        None => Err((ty.span(), "needs the map's type arguments")),
+    }
+}
+
 fn check_secret_types(cx: &Ctxt, input: &Input) {
     for field in &input.fields {
-        if field.attrs.secret.is_some() && field.attrs.nested.is_none() && !is_secret(field.ty) {
+        if field.attrs.secret.is_some()
+            && field.attrs.nested.is_none()
+            && field.attrs.map.is_none()
+            && !is_secret(field.ty)
+        {
             cx.error_at(
                 field.ty.span(),
                 format!(

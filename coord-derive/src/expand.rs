@@ -62,6 +62,30 @@ fn expand(input: &Input, krate: &syn::Path) -> TokenStream {
     let reads = input.fields.iter().map(|field| read(field, krate));
     let writes = input.fields.iter().map(|field| write(field, krate));
     let field_count = input.fields.len();
+    let reads: Vec<TokenStream> = reads.collect();
+    // One body for both: `__prev` is the value last built (`None` on a first build), which
+    // map fields use to re-read only changed entries and nested structs pass on.
+    let build = quote! {
+        let __value = #ident {
+            #(#reads)*
+        };
+        #krate::config::Source::validated(__source, __value)
+    };
+    let rebuild = input
+        .fields
+        .iter()
+        .any(|field| field.attrs.map.is_some() || field.attrs.nested.is_some())
+        .then(|| {
+            quote! {
+                fn rebuild(
+                    &self,
+                    __source: &#krate::config::Source<'_>,
+                ) -> ::core::result::Result<Self, #krate::Error> {
+                    let __prev: ::core::option::Option<&Self> = ::core::option::Option::Some(self);
+                    #build
+                }
+            }
+        });
 
     let default_fns: Vec<TokenStream> = default_fns.collect();
     let default_impl = (!default_fns.is_empty()).then(|| {
@@ -92,11 +116,11 @@ fn expand(input: &Input, krate: &syn::Path) -> TokenStream {
                 fn from_source(
                     __source: &#krate::config::Source<'_>,
                 ) -> ::core::result::Result<Self, #krate::Error> {
-                    let __value = #ident {
-                        #(#reads)*
-                    };
-                    #krate::config::Source::validated(__source, __value)
+                    let __prev: ::core::option::Option<&Self> = ::core::option::Option::None;
+                    #build
                 }
+
+                #rebuild
 
                 fn to_values(
                     &self,
@@ -143,6 +167,23 @@ fn field_info(field: &Field, krate: &syn::Path) -> TokenStream {
     // at the type the user wrote. Nested types are named as `<T as CoordConfig>` in all three
     // methods so a type that is not CoordConfig gives three identical errors, which rustc
     // prints once.
+    if field.attrs.map.is_some() {
+        let type_name = field.type_name();
+        let doc = &field.doc;
+        if field.attrs.nested.is_some() {
+            return quote_spanned! {ty.span()=>
+                __fields.push(#krate::config::FieldInfo::nested_map(
+                    #key,
+                    #type_name,
+                    #doc,
+                    <<#ty as #krate::config::MapField>::Value as #krate::config::CoordConfig>::fields(),
+                ));
+            };
+        }
+        return quote! {
+            __fields.push(#krate::config::FieldInfo::map(#key, #type_name, #doc));
+        };
+    }
     if field.attrs.nested.is_some() {
         return quote_spanned! {ty.span()=>
             __fields.extend(#krate::config::FieldInfo::nested(
@@ -173,11 +214,30 @@ fn read(field: &Field, krate: &syn::Path) -> TokenStream {
     let ident = field.ident;
     let key = field.key();
     let ty = field.ty;
-    let value = if field.attrs.nested.is_some() {
+    let value = if field.attrs.map.is_some() {
+        let read = if field.attrs.nested.is_some() {
+            quote!(read_nested_map)
+        } else {
+            quote!(read_map)
+        };
         quote_spanned! {ty.span()=>
-            <#ty as #krate::config::CoordConfig>::from_source(
-                &#krate::config::Source::at(__source, #key),
+            #krate::config::#read::<#ty>(
+                __source,
+                #key,
+                ::core::option::Option::map(__prev, |__prev| &__prev.#ident),
             )
+        }
+    } else if field.attrs.nested.is_some() {
+        quote_spanned! {ty.span()=>
+            match __prev {
+                ::core::option::Option::Some(__prev) => <#ty as #krate::config::CoordConfig>::rebuild(
+                    &__prev.#ident,
+                    &#krate::config::Source::at(__source, #key),
+                ),
+                ::core::option::Option::None => <#ty as #krate::config::CoordConfig>::from_source(
+                    &#krate::config::Source::at(__source, #key),
+                ),
+            }
         }
     } else if field.attrs.default.is_some() {
         let name = default_fn_ident(field);
@@ -203,7 +263,16 @@ fn write(field: &Field, krate: &syn::Path) -> TokenStream {
     let ident = field.ident;
     let key = field.key();
     let ty = field.ty;
-    if field.attrs.nested.is_some() {
+    if field.attrs.map.is_some() {
+        let write = if field.attrs.nested.is_some() {
+            quote!(write_nested_map)
+        } else {
+            quote!(write_map)
+        };
+        quote_spanned! {ty.span()=>
+            __values.extend(#krate::config::#write::<#ty>(#key, &self.#ident)?);
+        }
+    } else if field.attrs.nested.is_some() {
         quote_spanned! {ty.span()=>
             __values.extend(#krate::config::nested_values(
                 #key,

@@ -40,6 +40,14 @@ use syn::{parse_macro_input, DeriveInput};
 ///   `describe`, and its default is never seeded.
 /// - `#[coord(nested)]`: the type is another `CoordConfig`, stored under `{prefix}/{key}/`,
 ///   with its own defaults and `validate`.
+/// - `#[coord(map)]`: the type is `coord::config::Map<V>`, `HashMap<String, V>` or
+///   `BTreeMap<String, V>`, and every key `{prefix}/{key}/{name}` is one entry, holding `V` as
+///   JSON. A missing map is empty. `#[coord(map, nested)]`: each `{prefix}/{key}/{name}/` is
+///   one entry, a `CoordConfig` struct `V`. A reload re-reads only the entries whose keys
+///   changed; `Map<V>` shares the others with the previous value (see `coord::config::Map`).
+///   A bad entry keeps the last good value and names its key; `publish` writes the whole map
+///   and deletes stored entries it does not have.
+///   `coord::config::Map` has an example of both.
 ///
 /// # `Option` fields
 ///

@@ -18,6 +18,7 @@ pub const KEY: Symbol = Symbol("key");
 pub const DEFAULT: Symbol = Symbol("default");
 pub const SECRET: Symbol = Symbol("secret");
 pub const NESTED: Symbol = Symbol("nested");
+pub const MAP: Symbol = Symbol("map");
 /// The last path segment a `#[coord(secret)]` field's type must have.
 pub const SECRET_TYPE: Symbol = Symbol("Secret");
 

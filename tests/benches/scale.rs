@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p coord-tests --bench scale` prints:
 //! - put → `Live<T>` updated, with 0, 1,000 and 10,000 keys under the prefix that no field
-//!   reads: the raw etcd-client watch event on the same key and the same put is the baseline,
+//!   reads, and with a 10,000-entry map field (`Map<V>`, then `HashMap`) of which each put
+//!   changes one entry: the raw etcd-client watch event on the same key and the same put is the baseline,
 //!   and the table shows the median and p99 of the per-put difference (what `Live` adds), and
 //!   the client CPU per update;
 //! - 1,000 `Live` handles on 1,000 prefixes: bind time and resident memory per handle, and the
@@ -29,6 +30,34 @@ struct Cfg {
     other: u64,
 }
 
+/// A map field whose entries are all bound: one entry changes per put.
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+struct MapCfg {
+    #[coord(default = 1)]
+    other: u64,
+    #[coord(map)]
+    tenants: coord::config::Map<u64>,
+}
+
+/// The same with a std map, whose unchanged entries are cloned on every rebuild.
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+struct StdMapCfg {
+    #[coord(default = 1)]
+    other: u64,
+    #[coord(map)]
+    tenants: std::collections::HashMap<String, u64>,
+}
+
+/// What a row binds: `T` at the prefix, `size` seeded keys (`seeded(i)`, relative), and the
+/// one key each put changes, read back from `T` by `current`.
+struct Shape<T> {
+    what: &'static str,
+    size: usize,
+    seeded: fn(usize) -> String,
+    changed: &'static str,
+    current: fn(&T) -> u64,
+}
+
 /// CPU time (user + system) this process has used.
 fn cpu_time() -> Duration {
     // SAFETY: getrusage only writes the struct it is given.
@@ -47,6 +76,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 struct Row {
+    what: &'static str,
     size: usize,
     raw_p50_us: f64,
     extra_p50_us: f64,
@@ -54,28 +84,27 @@ struct Row {
     cpu_per_update_us: f64,
 }
 
-async fn live_row(server: &EtcdServer, size: usize) -> Row {
-    let prefix = format!("/scale/{size}");
+async fn live_row<T: CoordConfig + std::fmt::Debug>(server: &EtcdServer, shape: Shape<T>) -> Row {
+    static ROWS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let row = ROWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let prefix = format!("/scale/{row}");
     let coord = Coord::connect(server.client_config())
         .await
         .expect("connect");
     let store = coord.store();
-    for i in 0..size {
+    for i in 0..shape.size {
         store
-            .put(&format!("{prefix}/unbound/{i:05}"), b"{}".to_vec(), 0)
+            .put(&format!("{prefix}/{}", (shape.seeded)(i)), b"0".to_vec(), 0)
             .await
             .expect("seed");
     }
-    store
-        .put(&format!("{prefix}/value"), b"0".to_vec(), 0)
-        .await
-        .expect("seed value");
-    let live = coord.live_at::<Cfg>(&prefix).await.expect("bind");
+    let key = format!("{prefix}/{}", shape.changed);
+    store.put(&key, b"0".to_vec(), 0).await.expect("seed value");
+    let live = coord.live_at::<T>(&prefix).await.expect("bind");
     let mut updates = live.subscribe();
     let mut client = etcd_client::Client::connect(server.endpoints(), None)
         .await
         .expect("raw client");
-    let key = format!("{prefix}/value");
     let mut raw_watch = client.watch(key.as_str(), None).await.expect("raw watch");
     let created = raw_watch.message().await.unwrap().unwrap();
     assert!(created.created());
@@ -92,7 +121,7 @@ async fn live_row(server: &EtcdServer, size: usize) -> Row {
         let raw_seen = started.elapsed();
         updates.changed().await.unwrap();
         let live_seen = started.elapsed();
-        assert_eq!(updates.borrow_and_update().value, n);
+        assert_eq!((shape.current)(&updates.borrow_and_update()), n);
         if n as usize > WARMUP {
             cpu += cpu_time().saturating_sub(cpu_before);
             raw.push(raw_seen.as_secs_f64() * 1e6);
@@ -102,7 +131,8 @@ async fn live_row(server: &EtcdServer, size: usize) -> Row {
     raw.sort_by(f64::total_cmp);
     extra.sort_by(f64::total_cmp);
     Row {
-        size,
+        what: shape.what,
+        size: shape.size,
         raw_p50_us: percentile(&raw, 0.5),
         extra_p50_us: percentile(&extra, 0.5),
         extra_p99_us: percentile(&extra, 0.99),
@@ -223,20 +253,45 @@ fn main() {
         let server = EtcdServer::start().await.expect("start etcd");
         let mut rows = Vec::new();
         for size in SIZES {
-            rows.push(live_row(&server, size).await);
+            let shape = Shape::<Cfg> {
+                what: "unbound keys",
+                size,
+                seeded: |i| format!("unbound/{i:05}"),
+                changed: "value",
+                current: |cfg| cfg.value,
+            };
+            rows.push(live_row(&server, shape).await);
         }
+        let entry = |i: usize| format!("tenants/{i:05}");
+        let shape = Shape::<MapCfg> {
+            what: "`Map<u64>` entries",
+            size: SIZES[2],
+            seeded: entry,
+            changed: "tenants/04242",
+            current: |cfg| cfg.tenants.get("04242").copied().unwrap_or_default(),
+        };
+        rows.push(live_row(&server, shape).await);
+        let shape = Shape::<StdMapCfg> {
+            what: "`HashMap<String, u64>` entries",
+            size: SIZES[2],
+            seeded: entry,
+            changed: "tenants/04242",
+            current: |cfg| cfg.tenants.get("04242").copied().unwrap_or_default(),
+        };
+        rows.push(live_row(&server, shape).await);
         println!(
-            "\n## put → `Live<T>` updated, with unbound keys under the prefix ({PUTS} puts each)\n"
+            "\n## put → `Live<T>` updated, with many keys under the prefix ({PUTS} puts each)\n"
         );
         println!(
             "| keys under the prefix | raw watch event p50 | `Live` beyond raw: p50 | p99 | client CPU per update | CPU vs 0 keys |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|");
         let base_cpu = rows[0].cpu_per_update_us;
         for row in &rows {
             println!(
-                "| {} | {:.0} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.2}x |",
+                "| {} {} | {:.0} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.2}x |",
                 row.size,
+                row.what,
                 row.raw_p50_us,
                 row.extra_p50_us,
                 row.extra_p99_us,

@@ -25,6 +25,7 @@ on_both_backends!(cases:
     txn_compare_on_mod_revision_is_compare_and_set,
     txn_compare_on_value_and_version,
     txn_compare_less_and_greater_on_version_and_revisions,
+    txn_compare_over_a_prefix_holds_for_every_key_under_it,
     txn_with_missing_lease_changes_nothing,
     txn_writes_answer_without_previous_values,
     multi_key_txn_events_arrive_in_one_batch,
@@ -429,6 +430,48 @@ mod cases {
         assert!(missing(Less, CreateRevision(1)).await);
         assert!(missing(Less, ModRevision(1)).await);
         assert!(!missing(Greater, ModRevision(0)).await);
+    }
+
+    /// `publish` of a map field guards the entries it read with one prefix compare, so an
+    /// entry written meanwhile is never silently left behind.
+    pub async fn txn_compare_over_a_prefix_holds_for_every_key_under_it(b: &Backend) {
+        let s = b.store();
+        use CompareOp::Less;
+        use CompareTarget::{ModRevision, Value};
+        let holds = |compare: Compare| {
+            let txn = Txn::new().when([compare.over_prefix()]);
+            async move { s.txn(txn).await.unwrap().succeeded }
+        };
+        let unchanged_since = |revision: i64| Compare::new("/pc/", Less, ModRevision(revision + 1));
+        // Nothing under the prefix: compared as a missing key.
+        assert!(holds(unchanged_since(0)).await);
+        assert!(
+            !holds(Compare::new(
+                "/pc/",
+                CompareOp::NotEqual,
+                Value(b"x".to_vec())
+            ))
+            .await
+        );
+
+        s.put("/pc/a", b"1".to_vec(), 0).await.unwrap();
+        let read = s.put("/pc/b", b"1".to_vec(), 0).await.unwrap().revision;
+        s.put("/pcx", b"outside".to_vec(), 0).await.unwrap();
+        assert!(
+            holds(unchanged_since(read)).await,
+            "a key next to the prefix is not under it"
+        );
+        assert!(holds(Compare::value("/pc/", "1")).await, "both keys hold 1");
+
+        s.put("/pc/c", b"2".to_vec(), 0).await.unwrap();
+        assert!(!holds(unchanged_since(read)).await, "a key appeared");
+        assert!(
+            !holds(Compare::value("/pc/", "1")).await,
+            "one key of three differs"
+        );
+        // A single-key compare on the prefix string itself is unaffected.
+        let txn = Txn::new().when([unchanged_since(0)]);
+        assert!(s.txn(txn).await.unwrap().succeeded, "no key named /pc/");
     }
 
     pub async fn txn_with_missing_lease_changes_nothing(b: &Backend) {

@@ -8,7 +8,7 @@
 //! strictly increases with every write, so `compare_and_set` with the version you read succeeds
 //! only if nobody wrote in between. Version 0 means "does not exist".
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,10 +21,12 @@ use tracing::Instrument;
 
 use crate::config::cache::ReadCache;
 use crate::config::hub::WatchHub;
+use crate::config::map::{names_of, Layout};
 use crate::config::schema::{CoordConfig, HasPrefix, Source};
 use crate::error::{Error, Result};
 use crate::store::{
-    Compare, EventKind, KeyRange, KeyValue, RangeOptions, Store, Txn, TxnOp, TxnOpResponse,
+    Compare, CompareOp, CompareTarget, EventKind, KeyRange, KeyValue, RangeOptions, Store, Txn,
+    TxnOp, TxnOpResponse,
 };
 use crate::watch::{ResilientWatch, WatchEvent};
 
@@ -205,6 +207,7 @@ impl ConfigCenter {
             store: self.store.clone(),
             guards: Vec::new(),
             ops: Vec::new(),
+            maps: Vec::new(),
         }
     }
 
@@ -217,7 +220,11 @@ impl ConfigCenter {
     /// own `validate` runs. If any step fails nothing is written: a value that running
     /// instances would refuse, and that new instances could not bind, never reaches the store.
     /// A `None` in an `Option` field is written as JSON `null`, which reads back as `None`.
-    /// Keys under the prefix that `T` does not have are left alone.
+    /// Keys under the prefix that `T` does not have are left alone, except under a map field:
+    /// a `#[coord(map)]` field is written whole, so stored entries the value does not have are
+    /// deleted in the same transaction (a guard over the map's keys retries the publish if
+    /// an entry is written meanwhile, so none is left behind unseen). A map too large for
+    /// one transaction (128 operations) is changed entry by entry with `set` and `delete`.
     ///
     /// # Errors
     ///
@@ -345,6 +352,17 @@ pub struct Batch {
     store: Store,
     guards: Vec<(String, i64)>,
     ops: Vec<TxnOp>,
+    /// Map fields published whole: their stored entries that are not written are deleted.
+    maps: Vec<MapReplace>,
+}
+
+/// A published map field: every entry under `under` whose name is not in `keep` goes.
+#[derive(Debug)]
+struct MapReplace {
+    /// `{prefix}/{key}/`.
+    under: String,
+    layout: Layout,
+    keep: BTreeSet<String>,
 }
 
 impl Batch {
@@ -420,7 +438,25 @@ impl Batch {
     ///
     /// [`Error::Invalid`] as [`ConfigCenter::publish`].
     pub fn publish_at<T: CoordConfig>(mut self, prefix: &str, value: &T) -> Result<Self> {
-        let values = checked_values(prefix.trim_end_matches('/'), value)?;
+        let prefix = prefix.trim_end_matches('/');
+        let values = checked_values(prefix, value)?;
+        for field in T::fields() {
+            let Some(layout) = field.kind.layout() else {
+                continue;
+            };
+            let under = format!("{prefix}/{}/", field.key);
+            let written = values
+                .range(under.clone()..)
+                .map(|(key, _)| key)
+                .take_while(|key| key.starts_with(&under))
+                .map(|key| &key[under.len()..]);
+            let keep = names_of(written, layout);
+            self.maps.push(MapReplace {
+                under,
+                layout,
+                keep,
+            });
+        }
         self.ops.extend(
             values
                 .into_iter()
@@ -444,38 +480,101 @@ impl Batch {
     /// the keys back (or guard the batch with [`expect_version`](Self::expect_version) and
     /// retry, which then fails with [`Error::Conflict`] if the first attempt went through).
     pub async fn commit(self) -> Result<i64> {
-        let compares = self
-            .guards
-            .iter()
-            .map(|(key, version)| Compare::mod_revision(key.as_str(), *version));
-        // On failure, read the guarded keys back to say which one moved.
-        let reads = self.guards.iter().map(|(key, _)| TxnOp::get(key.as_str()));
-        let txn = Txn::new().when(compares).and_then(self.ops).or_else(reads);
-        let response = self.store.txn(txn).await?;
-        if response.succeeded {
-            return Ok(response.revision);
-        }
-        for ((key, expected), read) in self.guards.iter().zip(&response.responses) {
-            let current = match read {
-                TxnOpResponse::Get(get) => get.kvs.first().map_or(0, |kv| kv.mod_revision),
-                _ => continue,
-            };
-            if current != *expected {
+        // Other writers of a published map can keep it moving; give up after a few reads.
+        const MAP_READS: usize = 8;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (map_guards, deletes, read) = self.map_changes().await?;
+            let compares = self
+                .guards
+                .iter()
+                .map(|(key, version)| Compare::mod_revision(key.as_str(), *version))
+                .chain(map_guards);
+            // On failure, read the guarded keys back to say which one moved.
+            let reads = self.guards.iter().map(|(key, _)| TxnOp::get(key.as_str()));
+            let ops = self.ops.iter().cloned().chain(deletes);
+            let txn = Txn::new().when(compares).and_then(ops).or_else(reads);
+            let response = self.store.txn(txn).await?;
+            if response.succeeded {
+                return Ok(response.revision);
+            }
+            for ((key, expected), read) in self.guards.iter().zip(&response.responses) {
+                let current = match read {
+                    TxnOpResponse::Get(get) => get.kvs.first().map_or(0, |kv| kv.mod_revision),
+                    _ => continue,
+                };
+                if current != *expected {
+                    return Err(Error::Conflict {
+                        key: key.clone(),
+                        expected: *expected,
+                        current,
+                    });
+                }
+            }
+            if let Some(map) = self.maps.first() {
+                if attempt < MAP_READS {
+                    // An entry of a published map was written since it was read: read again,
+                    // so the publish still replaces the whole map.
+                    tracing::debug!(attempt, "a published map changed under the batch; retrying");
+                    continue;
+                }
                 return Err(Error::Conflict {
-                    key: key.clone(),
-                    expected: *expected,
-                    current,
+                    key: map.under.clone(),
+                    expected: read,
+                    current: response.revision,
                 });
             }
+            // Every guard matched on re-read: the key moved and moved back between compare
+            // and read; report the first guard as the conflict.
+            let (key, expected) = self.guards.first().cloned().unwrap_or_default();
+            return Err(Error::Conflict {
+                key,
+                expected,
+                current: expected,
+            });
         }
-        // Every guard matched on re-read: the key moved and moved back between compare and
-        // read; report the first guard as the conflict.
-        let (key, expected) = self.guards.first().cloned().unwrap_or_default();
-        Err(Error::Conflict {
-            key,
-            expected,
-            current: expected,
-        })
+    }
+
+    /// For each published map: the stored entries the value does not have, as deletes, and
+    /// a guard that fails if anything under the map moved since they were read.
+    /// Also the revision of the oldest read (0 without maps).
+    async fn map_changes(&self) -> Result<(Vec<Compare>, Vec<TxnOp>, i64)> {
+        let mut guards = Vec::new();
+        let mut deletes = Vec::new();
+        let mut read = 0;
+        for map in &self.maps {
+            let stored = self
+                .store
+                .range(
+                    &KeyRange::prefix(map.under.as_str()),
+                    RangeOptions::default().keys_only(),
+                )
+                .await?;
+            for kv in &stored.kvs {
+                let rest = &kv.key[map.under.len()..];
+                let gone = map
+                    .layout
+                    .entry_name(rest)
+                    .is_some_and(|name| !map.keep.contains(name));
+                if gone {
+                    deletes.push(TxnOp::delete(kv.key.as_str()));
+                }
+            }
+            if read == 0 {
+                read = stored.revision;
+            }
+            let unchanged_since_read = stored.revision.saturating_add(1);
+            guards.push(
+                Compare::new(
+                    map.under.as_str(),
+                    CompareOp::Less,
+                    CompareTarget::ModRevision(unchanged_since_read),
+                )
+                .over_prefix(),
+            );
+        }
+        Ok((guards, deletes, read))
     }
 }
 

@@ -37,10 +37,73 @@ pub(crate) struct Snapshot {
     pub revision: i64,
     /// Full key → raw value.
     pub values: RawValues,
+    /// Which keys the latest revisions changed, so a handle that skipped snapshots can still
+    /// learn what moved since the one it built from without comparing whole maps.
+    pub changes: ChangeLog,
     /// False from the moment the watch breaks until the range has been listed again after
     /// it reconnects: meanwhile the values may be behind. True again with the relist's
     /// snapshot, whether or not anything changed (the watch resumes right after it).
     pub connected: bool,
+}
+
+/// The keys changed by a range's latest revisions: how a `Live` with map fields finds the few
+/// entries to re-read among thousands (a watch channel keeps only the latest snapshot, so a
+/// handle may have skipped some). Bounded: it keeps about [`ChangeLog::KEEP`] keys, and a
+/// handle further behind than that builds from scratch.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ChangeLog {
+    /// The changes after any revision from `floor` on are all in `log`.
+    floor: i64,
+    /// Revision → the keys put or deleted at it.
+    log: imbl::OrdMap<i64, Arc<[String]>>,
+    /// How many keys `log` holds.
+    keys: usize,
+}
+
+impl ChangeLog {
+    /// Keys kept: a few pages of changes, for handles that fell behind a burst.
+    const KEEP: usize = 4096;
+
+    /// Forgets everything before `revision` (a fresh list of the range).
+    fn reset(&mut self, revision: i64) {
+        *self = ChangeLog {
+            floor: revision,
+            ..ChangeLog::default()
+        };
+    }
+
+    /// Records the keys `revision` changed; O(log n).
+    fn record(&mut self, revision: i64, keys: Vec<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        self.keys += keys.len();
+        self.log.insert(revision, keys.into());
+        while self.keys > Self::KEEP {
+            let Some(oldest) = self.log.get_min().map(|(revision, _)| *revision) else {
+                break;
+            };
+            let Some(keys) = self.log.remove(&oldest) else {
+                break;
+            };
+            self.keys -= keys.len();
+            self.floor = self.floor.max(oldest);
+        }
+    }
+
+    /// The keys changed after `revision`, or `None` if that is no longer known.
+    pub fn since(&self, revision: i64) -> Option<std::collections::BTreeSet<String>> {
+        if revision < self.floor {
+            return None;
+        }
+        let after = revision.checked_add(1)?;
+        Some(
+            self.log
+                .range(after..)
+                .flat_map(|(_, keys)| keys.iter().cloned())
+                .collect(),
+        )
+    }
 }
 
 /// What the shared watch of one range publishes: its latest snapshot.
@@ -108,11 +171,11 @@ impl WatchHub {
         };
         let start = |tx: watch::Sender<Snapshot>| async move {
             let mut watch = ResilientWatch::new(self.store.clone(), range.clone());
-            let mut values = RawValues::new();
+            let mut state = State::default();
             let event = watch.next().await?;
-            tx.send_replace(apply(&mut values, event));
+            tx.send_replace(state.apply(event));
             let span = tracing::debug_span!("live.watch", key = range.as_str());
-            Ok(run(watch, values, tx, self.sync_interval).instrument(span))
+            Ok(run(watch, state, tx, self.sync_interval).instrument(span))
         };
         let shared = self.ranges.watch(range, new, start).await?;
         let mut rx = shared.subscribe();
@@ -124,7 +187,7 @@ impl WatchHub {
 /// Follows the range for as long as anyone subscribes.
 async fn run(
     mut watch: ResilientWatch,
-    mut values: RawValues,
+    mut state: State,
     tx: watch::Sender<Snapshot>,
     sync_interval: Option<std::time::Duration>,
 ) {
@@ -166,7 +229,7 @@ async fn run(
                         });
                     }
                     event => {
-                        tx.send_replace(apply(&mut values, event));
+                        tx.send_replace(state.apply(event));
                     }
                 }
             }
@@ -189,35 +252,50 @@ async fn run(
     }
 }
 
-/// Applies one watch item to the raw state and returns the new snapshot: O(k log n) for k
-/// changed keys, the unchanged values shared with the previous snapshot.
-fn apply(values: &mut RawValues, event: WatchEvent) -> Snapshot {
-    let revision = event.revision();
-    match event {
-        WatchEvent::Init { kvs, .. } => {
-            *values = kvs
-                .into_iter()
-                .map(|kv| (kv.key, RawValue::from(kv.value)))
-                .collect();
-        }
-        WatchEvent::Events { events, .. } | WatchEvent::Resync { events, .. } => {
-            for event in events {
-                match event.kind {
-                    EventKind::Put => {
-                        values.insert(event.kv.key, RawValue::from(event.kv.value));
-                    }
-                    EventKind::Delete => {
-                        values.remove(&event.kv.key);
+/// A range's state as its watch task keeps it.
+#[derive(Default)]
+struct State {
+    values: RawValues,
+    changes: ChangeLog,
+}
+
+impl State {
+    /// Applies one watch item and returns the new snapshot: O(k log n) for k changed keys,
+    /// the unchanged values shared with the previous snapshot.
+    fn apply(&mut self, event: WatchEvent) -> Snapshot {
+        let revision = event.revision();
+        match event {
+            WatchEvent::Init { kvs, .. } => {
+                self.values = kvs
+                    .into_iter()
+                    .map(|kv| (kv.key, RawValue::from(kv.value)))
+                    .collect();
+                self.changes.reset(revision);
+            }
+            WatchEvent::Events { events, .. } | WatchEvent::Resync { events, .. } => {
+                let mut changed = Vec::with_capacity(events.len());
+                for event in events {
+                    changed.push(event.kv.key.clone());
+                    match event.kind {
+                        EventKind::Put => {
+                            self.values
+                                .insert(event.kv.key, RawValue::from(event.kv.value));
+                        }
+                        EventKind::Delete => {
+                            self.values.remove(&event.kv.key);
+                        }
                     }
                 }
+                self.changes.record(revision, changed);
             }
+            WatchEvent::Progress { .. } => {}
         }
-        WatchEvent::Progress { .. } => {}
-    }
-    Snapshot {
-        revision,
-        values: values.clone(),
-        connected: true,
+        Snapshot {
+            revision,
+            values: self.values.clone(),
+            changes: self.changes.clone(),
+            connected: true,
+        }
     }
 }
 
@@ -246,15 +324,12 @@ mod tests {
                 ..KeyValue::default()
             })
             .collect();
-        let mut values = RawValues::new();
-        let first = apply(&mut values, WatchEvent::Init { revision: 1, kvs });
-        let second = apply(
-            &mut values,
-            WatchEvent::Events {
-                revision: 2,
-                events: vec![put("/p/00042", "changed")],
-            },
-        );
+        let mut state = State::default();
+        let first = state.apply(WatchEvent::Init { revision: 1, kvs });
+        let second = state.apply(WatchEvent::Events {
+            revision: 2,
+            events: vec![put("/p/00042", "changed")],
+        });
         assert_eq!(second.values.len(), 10_000);
         assert_eq!(&second.values["/p/00042"][..], b"changed");
         assert_eq!(
@@ -267,5 +342,45 @@ mod tests {
                 assert!(Arc::ptr_eq(old, &second.values[key]), "{key} was copied");
             }
         }
+    }
+
+    fn keys(changes: Option<std::collections::BTreeSet<String>>) -> Option<Vec<String>> {
+        changes.map(|keys| keys.into_iter().collect())
+    }
+
+    #[test]
+    fn the_change_log_says_what_moved_since_any_revision_it_still_covers() {
+        let mut state = State::default();
+        state.apply(WatchEvent::Init {
+            revision: 10,
+            kvs: Vec::new(),
+        });
+        state.apply(WatchEvent::Events {
+            revision: 11,
+            events: vec![put("/p/a", "1"), put("/p/b", "1")],
+        });
+        let snapshot = state.apply(WatchEvent::Events {
+            revision: 12,
+            events: vec![put("/p/a", "2")],
+        });
+        let log = &snapshot.changes;
+        assert_eq!(keys(log.since(12)), Some(vec![]));
+        assert_eq!(keys(log.since(11)), Some(vec!["/p/a".to_owned()]));
+        assert_eq!(
+            keys(log.since(10)),
+            Some(vec!["/p/a".to_owned(), "/p/b".to_owned()])
+        );
+        assert_eq!(keys(log.since(9)), None, "before the first list");
+
+        // A burst bigger than the log: handles behind it must build from scratch.
+        let burst = (0..ChangeLog::KEEP + 1)
+            .map(|i| put(&format!("/p/{i}"), "x"))
+            .collect();
+        let snapshot = state.apply(WatchEvent::Events {
+            revision: 13,
+            events: burst,
+        });
+        assert_eq!(keys(snapshot.changes.since(12)), None);
+        assert_eq!(keys(snapshot.changes.since(13)), Some(vec![]));
     }
 }

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, Weak};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::hub::{RangeWatch, RawValue, RawValues, Snapshot};
+use crate::config::hub::{RangeWatch, RawValue, Snapshot};
 use crate::config::schema::{CoordConfig, Source};
 use crate::error::{Error, Result};
 use crate::sync::lock;
@@ -217,7 +217,7 @@ impl<T: CoordConfig> Live<T> {
         let range = crate::store::KeyRange::prefix(format!("{prefix}/"));
         let (range_watch, rx, snapshot) = hub.watch(&range).await?;
         let value = Arc::new(build::<T>(&prefix, &snapshot)?);
-        let inputs = Inputs::of::<T>(&prefix, &snapshot.values);
+        let inputs = Inputs::of::<T>(&prefix, &snapshot);
         let (tx, _) = watch::channel(Arc::clone(&value));
         let shared = Arc::new_cyclic(|weak: &Weak<Shared<T>>| {
             let task = tokio::spawn(follow(range_watch, rx, weak.clone(), inputs));
@@ -234,29 +234,48 @@ impl<T: CoordConfig> Live<T> {
     }
 }
 
-/// The values a `T` was last built from: one per bound key, in `T::fields()` order, as the
-/// snapshot's shared `Arc`s. A snapshot whose values for these keys are the same `Arc`s
+/// What a `T` was last built from: the snapshot's shared `Arc` for each single-value key, in
+/// `T::fields()` order, and the revision seen last. A snapshot whose values for these keys are
+/// the same `Arc`s, and whose change log shows nothing under a map field since that revision,
 /// builds the same struct, whatever else changed under the prefix.
 struct Inputs {
     keys: Vec<String>,
     values: Vec<Option<RawValue>>,
+    /// `{prefix}/{key}/` of each map field: any key under it is an entry.
+    maps: Vec<String>,
+    /// The revision of the snapshot these inputs were taken from.
+    seen: i64,
 }
 
 impl Inputs {
-    fn of<T: CoordConfig>(prefix: &str, values: &RawValues) -> Self {
-        let keys: Vec<String> = T::fields()
+    fn of<T: CoordConfig>(prefix: &str, snapshot: &Snapshot) -> Self {
+        let mut keys = Vec::new();
+        let mut maps = Vec::new();
+        for field in T::fields() {
+            if field.kind.is_map() {
+                maps.push(format!("{prefix}/{}/", field.key));
+            } else {
+                keys.push(format!("{prefix}/{}", field.key));
+            }
+        }
+        let values = keys
             .iter()
-            .map(|field| format!("{prefix}/{}", field.key))
+            .map(|key| snapshot.values.get(key).cloned())
             .collect();
-        let values = keys.iter().map(|key| values.get(key).cloned()).collect();
-        Inputs { keys, values }
+        Inputs {
+            keys,
+            values,
+            maps,
+            seen: snapshot.revision,
+        }
     }
 
-    /// Takes `values`' inputs; true if any of them is not the one held (O(fields × log n)).
-    fn update(&mut self, values: &RawValues) -> bool {
+    /// Takes `snapshot`'s inputs; true if any of them may differ from the ones held:
+    /// O(fields × log n), plus the keys changed since the last snapshot if `T` has maps.
+    fn update(&mut self, snapshot: &Snapshot) -> bool {
         let mut changed = false;
         for (key, held) in self.keys.iter().zip(&mut self.values) {
-            let now = values.get(key);
+            let now = snapshot.values.get(key);
             let same = match (&*held, now) {
                 (Some(held), Some(now)) => Arc::ptr_eq(held, now),
                 (None, None) => true,
@@ -267,6 +286,16 @@ impl Inputs {
                 changed = true;
             }
         }
+        if !self.maps.is_empty() && !changed {
+            changed = match snapshot.changes.since(self.seen) {
+                Some(keys) => keys
+                    .iter()
+                    .any(|key| self.maps.iter().any(|map| key.starts_with(map.as_str()))),
+                // Too far behind to tell: assume an entry moved.
+                None => true,
+            };
+        }
+        self.seen = snapshot.revision;
         changed
     }
 }
@@ -278,6 +307,9 @@ async fn follow<T: CoordConfig>(
     handle: Weak<Shared<T>>,
     mut inputs: Inputs,
 ) {
+    // The revision of the snapshot the current value was built from: what a rebuild is told
+    // the changes since.
+    let mut built = inputs.seen;
     while rx.changed().await.is_ok() {
         let snapshot = rx.borrow_and_update().clone();
         let Some(shared) = handle.upgrade() else {
@@ -288,7 +320,7 @@ async fn follow<T: CoordConfig>(
         }
         // Inputs are taken whether or not the build below works: a revision that changes
         // none of them would fail (or succeed) the same way, so it is not tried again.
-        if !inputs.update(&snapshot.values) {
+        if !inputs.update(&snapshot) {
             // None of T's keys moved (another key under the prefix did): the struct would be
             // the same, so it is neither rebuilt nor swapped and nobody is woken. The value is
             // current at this revision, unless the last change of its keys was rejected.
@@ -297,9 +329,22 @@ async fn follow<T: CoordConfig>(
             }
             continue;
         }
-        match build::<T>(&shared.prefix, &snapshot) {
+        let result = if inputs.maps.is_empty() {
+            // Without map fields there is nothing to carry over: decoding every field is
+            // as cheap as finding out what changed.
+            build::<T>(&shared.prefix, &snapshot)
+        } else {
+            rebuild::<T>(
+                &shared.prefix,
+                &snapshot,
+                &shared.current.load_full(),
+                built,
+            )
+        };
+        match result {
             Ok(value) => {
                 let value = Arc::new(value);
+                built = snapshot.revision;
                 // Cleared before the swap, so whoever sees the healed value sees no error.
                 if lock(&shared.last_error).take().is_some() {
                     tracing::info!(prefix = %shared.prefix, revision = snapshot.revision, "config healed");
@@ -320,6 +365,24 @@ async fn follow<T: CoordConfig>(
                 *lock(&shared.last_error) = Some(Arc::new(error));
             }
         }
+    }
+}
+
+/// Builds `T` again from `snapshot`, starting from `previous` (built at revision `built`) if
+/// the snapshot still knows what changed since: then a map field re-reads only the changed
+/// entries. Otherwise from scratch.
+fn rebuild<T: CoordConfig>(
+    prefix: &str,
+    snapshot: &Snapshot,
+    previous: &T,
+    built: i64,
+) -> Result<T> {
+    match snapshot.changes.since(built) {
+        Some(changes) => {
+            let source = Source::shared(prefix, &snapshot.values).with_changes(&changes);
+            previous.rebuild(&source)
+        }
+        None => build::<T>(prefix, snapshot),
     }
 }
 

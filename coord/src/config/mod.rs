@@ -5,13 +5,15 @@ mod cache;
 mod center;
 pub(crate) mod hub;
 mod live;
+pub(crate) mod map;
 mod schema;
 mod secret;
 
 pub use center::{Batch, ConfigCenter, ConfigEvent, Watcher};
 pub use live::{Live, LiveGuard, LiveReader};
+pub use map::{read_map, read_nested_map, write_map, write_nested_map, Map, MapField};
 pub use schema::{
-    describe, encode, encode_nested, nested_values, CoordConfig, FieldInfo, HasPrefix, Source,
-    Values,
+    describe, encode, encode_nested, nested_values, CoordConfig, FieldInfo, FieldKind, HasPrefix,
+    Source, Values,
 };
 pub use secret::Secret;

@@ -67,6 +67,18 @@ pub trait CoordConfig: Sized + Send + Sync + 'static {
     /// default, or of a field written `Option<T>`, is not required.
     fn from_source(source: &Source<'_>) -> Result<Self>;
 
+    /// Builds the struct again after some of its keys changed: `self` is the value last built,
+    /// and `source` may say which keys changed since ([`Source::changed_under`]). The derive
+    /// uses it so a `#[coord(map)]` field re-reads only the entries that changed and keeps
+    /// the rest; the default builds from scratch, which is always correct.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_source`](Self::from_source).
+    fn rebuild(&self, source: &Source<'_>) -> Result<Self> {
+        Self::from_source(source)
+    }
+
     /// Every field's value as JSON, keyed relative to the prefix (nested flattened).
     ///
     /// # Errors
@@ -118,6 +130,37 @@ pub struct FieldInfo {
     pub doc: &'static str,
     /// True for `#[coord(secret)]`.
     pub secret: bool,
+    /// A single value, or a map whose entries live under `{key}/`.
+    pub kind: FieldKind,
+}
+
+/// What the key of a [`FieldInfo`] holds.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum FieldKind {
+    /// One JSON value at `{prefix}/{key}`.
+    Value,
+    /// A `#[coord(map)]` field: each key `{prefix}/{key}/{name}` is one entry, holding JSON.
+    Map,
+    /// A `#[coord(map, nested)]` field: each `{prefix}/{key}/{name}/` holds one entry, a
+    /// struct with these fields (keys relative to the entry).
+    NestedMap(Vec<FieldInfo>),
+}
+
+impl FieldKind {
+    /// True for both kinds of map.
+    pub fn is_map(&self) -> bool {
+        !matches!(self, FieldKind::Value)
+    }
+
+    pub(crate) fn layout(&self) -> Option<crate::config::map::Layout> {
+        use crate::config::map::Layout;
+        match self {
+            FieldKind::Value => None,
+            FieldKind::Map => Some(Layout::Json),
+            FieldKind::NestedMap(_) => Some(Layout::Nested),
+        }
+    }
 }
 
 impl FieldInfo {
@@ -130,6 +173,30 @@ impl FieldInfo {
             has_default: false,
             doc,
             secret: false,
+            kind: FieldKind::Value,
+        }
+    }
+
+    /// A `#[coord(map)]` field: entries of JSON under `{key}/`. A missing map is empty.
+    pub fn map(key: &str, type_name: &'static str, doc: &'static str) -> Self {
+        FieldInfo {
+            has_default: true,
+            kind: FieldKind::Map,
+            ..FieldInfo::new(key, type_name, doc)
+        }
+    }
+
+    /// A `#[coord(map, nested)]` field whose entries are structs with `fields`.
+    pub fn nested_map(
+        key: &str,
+        type_name: &'static str,
+        doc: &'static str,
+        fields: Vec<FieldInfo>,
+    ) -> Self {
+        FieldInfo {
+            has_default: true,
+            kind: FieldKind::NestedMap(fields),
+            ..FieldInfo::new(key, type_name, doc)
         }
     }
 
@@ -177,6 +244,8 @@ impl FieldInfo {
 pub struct Source<'a> {
     prefix: Cow<'a, str>,
     values: Raw<'a>,
+    /// The full keys that changed since the value being rebuilt was built, if known.
+    changes: Option<&'a BTreeSet<String>>,
 }
 
 /// Where a [`Source`] reads: a plain map (tests, `publish`'s check) or a watched range's
@@ -194,6 +263,7 @@ impl<'a> Source<'a> {
         Source {
             prefix: Cow::Borrowed(prefix.trim_end_matches('/')),
             values: Raw::Plain(values),
+            changes: None,
         }
     }
 
@@ -202,7 +272,67 @@ impl<'a> Source<'a> {
         Source {
             prefix: Cow::Borrowed(prefix.trim_end_matches('/')),
             values: Raw::Shared(values),
+            changes: None,
         }
+    }
+
+    /// The same values, with the full keys that changed since the value being rebuilt (see
+    /// [`CoordConfig::rebuild`]).
+    #[must_use]
+    pub fn with_changes(mut self, changes: &'a BTreeSet<String>) -> Self {
+        self.changes = Some(changes);
+        self
+    }
+
+    /// The full keys under `{prefix}/{key}/` that changed since the value being rebuilt was
+    /// built; `None` if the source does not know (then everything must be read).
+    pub fn changed_under(&self, key: &str) -> Option<impl Iterator<Item = &'a str> + 'a> {
+        let under = format!("{}/", self.full_key(key));
+        let changes = self.changes?;
+        Some(
+            changes
+                .range(under.clone()..)
+                .map(String::as_str)
+                .take_while(move |changed| changed.starts_with(&under)),
+        )
+    }
+
+    /// The full keys and values under `{prefix}/`, in key order.
+    fn keys_under(&self) -> Box<dyn Iterator<Item = &'a str> + 'a> {
+        let under = format!("{}/", self.prefix);
+        let keys: Box<dyn Iterator<Item = &'a String>> = match self.values {
+            Raw::Plain(values) => Box::new(values.range(under.clone()..).map(|(key, _)| key)),
+            Raw::Shared(values) => Box::new(values.range(under.clone()..).map(|(key, _)| key)),
+        };
+        Box::new(
+            keys.map(String::as_str)
+                .take_while(move |key| key.starts_with(&under)),
+        )
+    }
+
+    /// True if any key is stored under `{prefix}/`.
+    pub(crate) fn has_keys(&self) -> bool {
+        self.keys_under().next().is_some()
+    }
+
+    /// The names of the entries stored under `{prefix}/`, seen as a map.
+    pub(crate) fn names(&self, layout: crate::config::map::Layout) -> BTreeSet<String> {
+        let skip = self.prefix.len() + 1;
+        crate::config::map::names_of(self.keys_under().map(|key| &key[skip..]), layout)
+    }
+
+    /// The names of the entries under `{prefix}/` that changed, if the source knows.
+    pub(crate) fn changed_names(
+        &self,
+        layout: crate::config::map::Layout,
+    ) -> Option<BTreeSet<String>> {
+        let under = format!("{}/", self.prefix);
+        let changes = self.changes?;
+        let changed = changes
+            .range(under.clone()..)
+            .take_while(|changed| changed.starts_with(&under))
+            .map(|changed| &changed[under.len()..]);
+        Some(crate::config::map::names_of(changed, layout))
     }
 
     /// The prefix, without a trailing `/`.
@@ -229,6 +359,7 @@ impl<'a> Source<'a> {
         Source {
             prefix: Cow::Owned(self.full_key(key)),
             values: self.values,
+            changes: self.changes,
         }
     }
 
@@ -280,15 +411,16 @@ impl<'a> Source<'a> {
     /// at debug level (they are ignored, not an error, so old and new versions of a service
     /// can share a prefix).
     pub fn unknown_keys(&self, fields: &[FieldInfo]) -> Vec<&'a str> {
-        let known: BTreeSet<String> = fields.iter().map(|f| self.full_key(&f.key)).collect();
-        let under = format!("{}/", self.prefix);
-        let keys: Box<dyn Iterator<Item = &'a String>> = match self.values {
-            Raw::Plain(values) => Box::new(values.range(under.clone()..).map(|(key, _)| key)),
-            Raw::Shared(values) => Box::new(values.range(under.clone()..).map(|(key, _)| key)),
-        };
-        keys.map(String::as_str)
-            .take_while(|key| key.starts_with(&under))
+        let (maps, values): (Vec<&FieldInfo>, Vec<&FieldInfo>) =
+            fields.iter().partition(|f| f.kind.is_map());
+        let known: BTreeSet<String> = values.iter().map(|f| self.full_key(&f.key)).collect();
+        let maps: Vec<String> = maps
+            .iter()
+            .map(|f| format!("{}/", self.full_key(&f.key)))
+            .collect();
+        self.keys_under()
             .filter(|key| !known.contains(*key))
+            .filter(|key| !maps.iter().any(|map| key.starts_with(map.as_str())))
             .collect()
     }
 
@@ -363,23 +495,8 @@ pub fn nested_values(key: &str, values: Result<Values>) -> Result<Values> {
 /// ```
 pub fn describe<T: CoordConfig>() -> String {
     let header = ["KEY", "TYPE", "DEFAULT", "DOC"].map(str::to_owned);
-    let rows: Vec<[String; 4]> = std::iter::once(header)
-        .chain(T::fields().into_iter().map(|field| {
-            let default = match (&field.default, field.has_default) {
-                (_, false) => "required".to_owned(),
-                (_, true) if field.secret => "<redacted>".to_owned(),
-                (Some(json), true) => json.to_string(),
-                (None, true) => "<not JSON>".to_owned(),
-            };
-            let doc = field
-                .doc
-                .lines()
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join(" ");
-            [field.key, field.type_name.to_owned(), default, doc]
-        }))
-        .collect();
+    let mut rows = vec![header];
+    describe_rows("", T::fields(), &mut rows);
     let mut widths = [0; 3];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -401,6 +518,36 @@ pub fn describe<T: CoordConfig>() -> String {
         out.push('\n');
     }
     out
+}
+
+/// One row per key of `fields`, keys under `under`; a map is a row `{key}/{name}` (empty
+/// by default) and, nested, a row per field of its entries.
+fn describe_rows(under: &str, fields: Vec<FieldInfo>, rows: &mut Vec<[String; 4]>) {
+    for field in fields {
+        let key = format!("{under}{}", field.key);
+        let doc = field
+            .doc
+            .lines()
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let default = match (&field.kind, &field.default, field.has_default) {
+            (FieldKind::Map | FieldKind::NestedMap(_), _, _) => "empty".to_owned(),
+            (_, _, false) => "required".to_owned(),
+            (_, _, true) if field.secret => "<redacted>".to_owned(),
+            (_, Some(json), true) => json.to_string(),
+            (_, None, true) => "<not JSON>".to_owned(),
+        };
+        let entry = format!("{key}/{{name}}");
+        match field.kind {
+            FieldKind::Value => rows.push([key, field.type_name.to_owned(), default, doc]),
+            FieldKind::Map => rows.push([entry, field.type_name.to_owned(), default, doc]),
+            FieldKind::NestedMap(entry_fields) => {
+                rows.push([entry.clone(), field.type_name.to_owned(), default, doc]);
+                describe_rows(&format!("{entry}/"), entry_fields, rows);
+            }
+        }
+    }
 }
 
 fn join(prefix: &str, key: &str) -> String {

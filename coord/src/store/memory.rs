@@ -36,9 +36,9 @@ use tokio::time::{Duration, Instant, MissedTickBehavior};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{
-    DeleteResponse, Event, EventKind, GetResponse, KeyRange, KeyValue, LeaseGrant, LeaseTtl,
-    PutResponse, RangeOptions, Status, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchResponse,
-    WatchStream,
+    Compare, DeleteResponse, Event, EventKind, GetResponse, KeyRange, KeyValue, LeaseGrant,
+    LeaseTtl, PutResponse, RangeOptions, Status, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    WatchResponse, WatchStream,
 };
 use crate::error::{Error, Result};
 
@@ -724,11 +724,25 @@ impl State {
         self.history.push_back(commit);
     }
 
+    /// etcd's `applyCompare`: a prefix compare must hold for every key under it, and for a
+    /// missing key if there are none.
+    fn holds(&self, compare: &Compare) -> bool {
+        if !compare.prefix {
+            return compare.matches(self.kvs.get(&compare.key));
+        }
+        let mut under = self
+            .kvs
+            .range(compare.key.clone()..)
+            .take_while(|(key, _)| key.starts_with(&compare.key))
+            .peekable();
+        if under.peek().is_none() {
+            return compare.matches(None);
+        }
+        under.all(|(_, kv)| compare.matches(Some(kv)))
+    }
+
     fn txn(&mut self, txn: Txn) -> Result<TxnResponse> {
-        let succeeded = txn
-            .compares
-            .iter()
-            .all(|compare| compare.matches(self.kvs.get(&compare.key)));
+        let succeeded = txn.compares.iter().all(|compare| self.holds(compare));
         let ops = if succeeded { txn.success } else { txn.failure };
         // Checked before anything runs, puts before reads as etcd does, so a refused
         // transaction changes nothing.

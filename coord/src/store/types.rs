@@ -160,12 +160,16 @@ pub enum CompareOp {
 /// One condition of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Compare {
-    /// The key compared.
+    /// The key compared, or the prefix if `prefix` is set.
     pub key: String,
     /// The comparison.
     pub op: CompareOp,
     /// The field and the operand.
     pub target: CompareTarget,
+    /// Compare every key starting with `key` (etcd's range compare): the compare holds if it
+    /// holds for each of them; with none, it is made against a missing key (so
+    /// `mod_revision < r` holds for an empty prefix, and a value compare never does).
+    pub prefix: bool,
 }
 
 impl Compare {
@@ -175,7 +179,18 @@ impl Compare {
             key: key.into(),
             op,
             target,
+            prefix: false,
         }
+    }
+
+    /// The same compare over every key starting with `self.key` (see
+    /// [`prefix`](Self::prefix)). `Compare::new(p, CompareOp::Less,
+    /// CompareTarget::ModRevision(r + 1)).over_prefix()` says "nothing under `p` changed or
+    /// appeared after revision `r`".
+    #[must_use]
+    pub fn over_prefix(mut self) -> Self {
+        self.prefix = true;
+        self
     }
 
     /// `key`'s value equals `value`.

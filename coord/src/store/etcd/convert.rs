@@ -49,12 +49,17 @@ fn to_compare(compare: &Compare) -> etcd_client::Compare {
         CompareOp::Less => Op::Less,
     };
     let key = compare.key.clone();
-    match &compare.target {
+    let single = match &compare.target {
         CompareTarget::Value(value) => C::value(key, op, value.clone()),
         CompareTarget::Version(n) => C::version(key, op, *n),
         CompareTarget::CreateRevision(n) => C::create_revision(key, op, *n),
         CompareTarget::ModRevision(n) => C::mod_revision(key, op, *n),
         CompareTarget::Lease(n) => C::lease(key, op, *n),
+    };
+    if compare.prefix {
+        single.with_prefix()
+    } else {
+        single
     }
 }
 
