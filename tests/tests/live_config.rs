@@ -28,6 +28,7 @@ on_both_backends!(cases:
     failed_validation_keeps_last_good_value,
     publish_is_never_torn_for_concurrent_readers,
     handles_on_one_prefix_share_one_watch,
+    a_handle_bound_after_a_write_sees_it_when_joining_a_shared_watch,
     seed_defaults_writes_only_missing_keys,
     cached_get_costs_no_round_trip_and_still_sees_writes,
     cache_drops_keys_not_read_within_its_ttl,
@@ -40,6 +41,23 @@ on_both_backends!(cases:
 mod cases {
     use super::*;
     use crate::common::{eventually, Backend};
+
+    /// A second handle joins the first one's watch, which may not have delivered the write
+    /// just made; the new handle still starts from a value that includes it.
+    pub async fn a_handle_bound_after_a_write_sees_it_when_joining_a_shared_watch(b: &Backend) {
+        seed_checkout(b).await;
+        let first = b.coord.live::<Checkout>().await.unwrap();
+        for timeout_secs in 1..=50u64 {
+            b.coord
+                .config()
+                .set("/config/checkout/timeout_secs", &timeout_secs)
+                .await
+                .unwrap();
+            let second = b.coord.live::<Checkout>().await.unwrap();
+            assert_eq!(second.load().timeout_secs, timeout_secs);
+        }
+        drop(first);
+    }
 
     const WAIT: Duration = Duration::from_secs(5);
 

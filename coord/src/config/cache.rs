@@ -100,7 +100,7 @@ impl ReadCache {
             Some(Some(value)) => return Ok(value),
             Some(None) => {}
             None => {
-                let (watch, rx, _) = self.hub.watch(&KeyRange::key(key)).await?;
+                let (watch, rx, _) = self.hub.watch(&KeyRange::key(key), false).await?;
                 let entry = Entry {
                     _watch: watch,
                     rx,

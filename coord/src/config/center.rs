@@ -22,6 +22,7 @@ use tracing::Instrument;
 use crate::config::cache::ReadCache;
 use crate::config::hub::WatchHub;
 use crate::config::map::{names_of, Layout};
+use crate::config::release::{KnownStates, DEFAULT_HISTORY};
 use crate::config::schema::{CoordConfig, HasPrefix, Source};
 use crate::error::{Error, Result};
 use crate::store::{
@@ -50,9 +51,15 @@ use crate::watch::{ResilientWatch, WatchEvent};
 /// ```
 #[derive(Clone, Debug)]
 pub struct ConfigCenter {
-    store: Store,
+    pub(crate) store: Store,
     hub: Arc<WatchHub>,
     cache: Option<Arc<ReadCache>>,
+    /// Each prefix's state after this center's last release (see `release`).
+    pub(crate) releases: Arc<KnownStates>,
+    /// Release records kept per prefix.
+    pub(crate) release_history: usize,
+    /// A release's author unless it names one.
+    pub(crate) author: Option<String>,
 }
 
 impl ConfigCenter {
@@ -62,6 +69,9 @@ impl ConfigCenter {
             store: ctx.store.clone(),
             hub: Arc::clone(&ctx.hub),
             cache: None,
+            releases: Arc::default(),
+            release_history: DEFAULT_HISTORY,
+            author: None,
         };
         center.with_cache(cache_ttl)
     }
@@ -107,6 +117,17 @@ impl ConfigCenter {
         });
         ConfigCenter {
             cache,
+            ..self.clone()
+        }
+    }
+
+    /// This center keeping the newest `count` release records per prefix (default 100; at
+    /// least 1: the latest is never trimmed). Trimming happens in each release's own
+    /// transaction.
+    #[must_use]
+    pub fn with_release_history(&self, count: usize) -> ConfigCenter {
+        ConfigCenter {
+            release_history: count.max(1),
             ..self.clone()
         }
     }
@@ -251,9 +272,9 @@ impl ConfigCenter {
     ///
     /// As [`publish`](Self::publish).
     pub async fn publish_at<T: CoordConfig>(&self, prefix: &str, value: &T) -> Result<i64> {
-        let batch = self.batch().publish_at(prefix, value)?;
         let span = tracing::debug_span!("config.publish", key = prefix);
-        batch.commit().instrument(span).await
+        let release = self.publish_release(prefix, value).commit();
+        Ok(release.instrument(span).await?.revision)
     }
 
     /// Writes the default of every field of `T` whose key does not exist yet, in one
@@ -358,11 +379,46 @@ pub struct Batch {
 
 /// A published map field: every entry under `under` whose name is not in `keep` goes.
 #[derive(Debug)]
-struct MapReplace {
+pub(crate) struct MapReplace {
     /// `{prefix}/{key}/`.
     under: String,
     layout: Layout,
     keep: BTreeSet<String>,
+}
+
+impl MapReplace {
+    /// True if the stored (full) key belongs to an entry the published map does not have.
+    pub(crate) fn gone(&self, key: &str) -> bool {
+        key.strip_prefix(self.under.as_str())
+            .and_then(|rest| self.layout.entry_name(rest))
+            .is_some_and(|name| !self.keep.contains(name))
+    }
+}
+
+/// The map fields of `T` published as `values` (full keys): what each keeps.
+pub(crate) fn map_replacements<T: CoordConfig>(
+    prefix: &str,
+    values: &BTreeMap<String, Vec<u8>>,
+) -> Vec<MapReplace> {
+    let mut maps = Vec::new();
+    for field in T::fields() {
+        let Some(layout) = field.kind.layout() else {
+            continue;
+        };
+        let under = format!("{prefix}/{}/", field.key);
+        let written = values
+            .range(under.clone()..)
+            .map(|(key, _)| key)
+            .take_while(|key| key.starts_with(&under))
+            .map(|key| &key[under.len()..]);
+        let keep = names_of(written, layout);
+        maps.push(MapReplace {
+            under,
+            layout,
+            keep,
+        });
+    }
+    maps
 }
 
 impl Batch {
@@ -440,23 +496,7 @@ impl Batch {
     pub fn publish_at<T: CoordConfig>(mut self, prefix: &str, value: &T) -> Result<Self> {
         let prefix = prefix.trim_end_matches('/');
         let values = checked_values(prefix, value)?;
-        for field in T::fields() {
-            let Some(layout) = field.kind.layout() else {
-                continue;
-            };
-            let under = format!("{prefix}/{}/", field.key);
-            let written = values
-                .range(under.clone()..)
-                .map(|(key, _)| key)
-                .take_while(|key| key.starts_with(&under))
-                .map(|key| &key[under.len()..]);
-            let keep = names_of(written, layout);
-            self.maps.push(MapReplace {
-                under,
-                layout,
-                keep,
-            });
-        }
+        self.maps.extend(map_replacements::<T>(prefix, &values));
         self.ops.extend(
             values
                 .into_iter()
@@ -552,12 +592,7 @@ impl Batch {
                 )
                 .await?;
             for kv in &stored.kvs {
-                let rest = &kv.key[map.under.len()..];
-                let gone = map
-                    .layout
-                    .entry_name(rest)
-                    .is_some_and(|name| !map.keep.contains(name));
-                if gone {
+                if map.gone(&kv.key) {
                     deletes.push(TxnOp::delete(kv.key.as_str()));
                 }
             }
@@ -725,7 +760,10 @@ fn prefix_of<T: HasPrefix>(instead: &str) -> Result<&'static str> {
 
 /// `value`'s keys under `prefix` and the bytes to write to each, once the bytes are known to
 /// build back into a valid `T` (the same `from_source` a `Live<T>` bind runs).
-fn checked_values<T: CoordConfig>(prefix: &str, value: &T) -> Result<BTreeMap<String, Vec<u8>>> {
+pub(crate) fn checked_values<T: CoordConfig>(
+    prefix: &str,
+    value: &T,
+) -> Result<BTreeMap<String, Vec<u8>>> {
     let full_key = |key: &str| format!("{prefix}/{key}");
     let values = value.to_values().map_err(|e| match e {
         // `to_values` names keys relative to the struct.

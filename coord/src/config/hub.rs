@@ -152,11 +152,13 @@ impl WatchHub {
     }
 
     /// The shared watch of `range`, started if needed, with a receiver that has seen the
-    /// returned first snapshot.
+    /// returned first snapshot. With `current`, that snapshot includes every write this
+    /// `Coord` made before the call (a lagging shared watch costs one range read).
     ///
     /// # Errors
     ///
-    /// The error of the first list if this call started the watch and the list failed.
+    /// The error of the first list if this call started the watch and the list failed, or of
+    /// the read `current` made.
     ///
     /// # Cancel safety
     ///
@@ -164,6 +166,7 @@ impl WatchHub {
     pub async fn watch(
         &self,
         range: &KeyRange,
+        current: bool,
     ) -> Result<(Arc<RangeWatch>, watch::Receiver<Snapshot>, Snapshot)> {
         let new = || {
             let (tx, rx) = watch::channel(Snapshot::default());
@@ -179,8 +182,37 @@ impl WatchHub {
         };
         let shared = self.ranges.watch(range, new, start).await?;
         let mut rx = shared.subscribe();
-        let snapshot = rx.borrow_and_update().clone();
+        let mut snapshot = rx.borrow_and_update().clone();
+        if current && snapshot.revision < self.store.written_revision() {
+            // Joined a watch that has not delivered this `Coord`'s latest write yet (which may
+            // be in this range): read the range once, so whatever is bound after a write sees
+            // it. Later snapshots of the shared watch take over once they are newer.
+            snapshot = self.read(range, snapshot.connected).await?;
+        }
         Ok((shared, rx, snapshot))
+    }
+}
+
+impl WatchHub {
+    /// The range as one read sees it, as a snapshot of its own (no values shared with the
+    /// watch's snapshots, a change log starting at the read).
+    async fn read(&self, range: &KeyRange, connected: bool) -> Result<Snapshot> {
+        let response = self
+            .store
+            .range(range, crate::store::RangeOptions::default())
+            .await?;
+        let mut changes = ChangeLog::default();
+        changes.reset(response.revision);
+        Ok(Snapshot {
+            revision: response.revision,
+            values: response
+                .kvs
+                .into_iter()
+                .map(|kv| (kv.key, RawValue::from(kv.value)))
+                .collect(),
+            changes,
+            connected,
+        })
     }
 }
 

@@ -215,7 +215,7 @@ impl<T: CoordConfig> Live<T> {
     pub(crate) async fn bind(hub: &super::hub::WatchHub, prefix: &str) -> Result<Self> {
         let prefix = prefix.trim_end_matches('/').to_string();
         let range = crate::store::KeyRange::prefix(format!("{prefix}/"));
-        let (range_watch, rx, snapshot) = hub.watch(&range).await?;
+        let (range_watch, rx, snapshot) = hub.watch(&range, true).await?;
         let value = Arc::new(build::<T>(&prefix, &snapshot)?);
         let inputs = Inputs::of::<T>(&prefix, &snapshot);
         let (tx, _) = watch::channel(Arc::clone(&value));

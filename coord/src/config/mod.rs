@@ -6,12 +6,14 @@ mod center;
 pub(crate) mod hub;
 mod live;
 pub(crate) mod map;
+mod release;
 mod schema;
 mod secret;
 
 pub use center::{Batch, ConfigCenter, ConfigEvent, Watcher};
 pub use live::{Live, LiveGuard, LiveReader};
 pub use map::{read_map, read_nested_map, write_map, write_nested_map, Map, MapField};
+pub use release::{Change, KeyDiff, Release, ReleaseBuilder, ReleaseKind};
 pub use schema::{
     describe, encode, encode_nested, nested_values, CoordConfig, FieldInfo, FieldKind, HasPrefix,
     Source, Values,

@@ -1,0 +1,989 @@
+//! Releases: attributed, recorded, reversible changes of a config prefix.
+//!
+//! A release is one atomic change of the keys under a prefix together with its record: who,
+//! why, when, and the full values of the prefix after it. The change and the record commit
+//! in **one transaction**, so history never misses an applied release and never records one
+//! that did not apply.
+//!
+//! # Key layout
+//!
+//! - `/coord/releases{prefix}//{seq}`: release `seq` (20 digits, from 1), JSON.
+//! - `/coord/releases{prefix}//head`: a copy of the latest record; every release compares it,
+//!   so two releases of one prefix never take the same `seq`.
+//!
+//! The `//` cannot occur in a config prefix (an empty segment), so the records of `/a` and of
+//! `/a/b` never share a range. Records are trimmed to the newest N (default 100, see
+//! [`ConfigCenter::with_release_history`](crate::ConfigCenter::with_release_history)) in the
+//! release's own transaction; the latest is never trimmed.
+//!
+//! # What it promises
+//!
+//! - **One transaction.** Values, record and head are written together, guarded by the head
+//!   (no other release in between) and by every key under the prefix (nothing changed since
+//!   the state the record describes was read). A refused transaction writes nothing.
+//! - **Changes made elsewhere show up.** A `set`, a `batch` or an `etcdctl put` is not a
+//!   release; when the next release (or [`history`](crate::ConfigCenter::history)) finds the
+//!   prefix different from the latest record, it first records what it found as an
+//!   unattributed [`ReleaseKind::External`] entry.
+//! - **Rollback restores exact bytes**, removing keys added since, and is itself a release.
+//! - **Secrets stay out of output.** Records keep the values (a rollback needs them), but
+//!   [`Release::values`] and [`KeyDiff`] show a secret field's value as `"<redacted>"`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::config::center::{checked_values, map_replacements, ConfigCenter};
+use crate::config::schema::{CoordConfig, HasPrefix};
+use crate::error::{Error, Result};
+use crate::store::{
+    Compare, CompareOp, CompareTarget, KeyRange, KeyValue, RangeOptions, Txn, TxnOp, TxnOpResponse,
+};
+use crate::sync::lock;
+
+/// What a redacted value shows.
+const REDACTED: &str = "<redacted>";
+/// Records kept per prefix unless the center says otherwise.
+pub(crate) const DEFAULT_HISTORY: usize = 100;
+/// Per-key guards up to this many keys under a prefix; beyond, only the prefix guard (which
+/// sees every put, not a delete of a key the release does not touch).
+const KEY_GUARDS: usize = 100;
+/// Reads before a release gives up on a prefix other writers keep changing.
+const ATTEMPTS: usize = 8;
+
+/// The reserved range of a prefix's records.
+pub(crate) fn releases_of(prefix: &str) -> String {
+    format!("/coord/releases{prefix}//")
+}
+
+fn head_key(prefix: &str) -> String {
+    format!("{}head", releases_of(prefix))
+}
+
+fn record_key(prefix: &str, seq: u64) -> String {
+    format!("{}{seq:020}", releases_of(prefix))
+}
+
+/// What kind of change a release was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ReleaseKind {
+    /// A [`release`](crate::ConfigCenter::release) or
+    /// [`release_raw`](crate::ConfigCenter::release_raw).
+    Release,
+    /// A [`publish`](crate::ConfigCenter::publish): a release without a message.
+    Publish,
+    /// A [`rollback`](crate::ConfigCenter::rollback) to release `to`.
+    Rollback {
+        /// The release whose values were restored.
+        to: u64,
+    },
+    /// A change made outside releases (`set`, `batch`, etcdctl), recorded when it was seen.
+    External,
+}
+
+/// One release of a prefix, as [`history`](crate::ConfigCenter::history) returns it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Release {
+    /// Its number: 1 for the prefix's first, one more for each after.
+    pub seq: u64,
+    /// The store revision it was applied at. For an external entry, the latest revision at
+    /// which a key under the prefix was seen changed (a delete is seen, not dated).
+    pub revision: i64,
+    /// What it was.
+    pub kind: ReleaseKind,
+    /// Who made it (`None` for an external entry).
+    pub author: Option<String>,
+    /// Why.
+    pub message: Option<String>,
+    /// When it was made (for an external entry: when it was seen).
+    pub time: SystemTime,
+    /// Every key under the prefix after it (relative to the prefix), as JSON; a value that is
+    /// not JSON shows as a JSON string; secrets show as `"<redacted>"`.
+    pub values: BTreeMap<String, serde_json::Value>,
+}
+
+/// How one key differs between two releases.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Change {
+    /// Not in the older release.
+    Added {
+        /// The value in the newer one.
+        new: serde_json::Value,
+    },
+    /// In both, with different values.
+    Changed {
+        /// The older value.
+        old: serde_json::Value,
+        /// The newer value.
+        new: serde_json::Value,
+    },
+    /// Not in the newer release.
+    Removed {
+        /// The value in the older one.
+        old: serde_json::Value,
+    },
+}
+
+/// One key of a [`diff`](crate::ConfigCenter::diff).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct KeyDiff {
+    /// The key, relative to the prefix.
+    pub key: String,
+    /// How it changed.
+    pub change: Change,
+}
+
+/// The stored form of a release.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Record {
+    seq: u64,
+    #[serde(flatten)]
+    kind: ReleaseKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    time_ms: u64,
+    /// Relative key → the exact stored text.
+    values: BTreeMap<String, String>,
+    /// Relative keys whose values are secret.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    secrets: BTreeSet<String>,
+    /// For an external entry: the latest mod revision seen under the prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seen_revision: Option<i64>,
+}
+
+impl Record {
+    fn decode(kv: &KeyValue) -> Result<Record> {
+        serde_json::from_slice(&kv.value).map_err(|source| Error::Decode {
+            key: kv.key.clone(),
+            source,
+        })
+    }
+
+    fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self)
+            .map_err(|e| Error::invalid_argument("release record", format!("cannot encode: {e}")))
+    }
+
+    fn public(&self, applied_at: i64) -> Release {
+        Release {
+            seq: self.seq,
+            revision: self.seen_revision.unwrap_or(applied_at),
+            kind: self.kind.clone(),
+            author: self.author.clone(),
+            message: self.message.clone(),
+            time: UNIX_EPOCH + Duration::from_millis(self.time_ms),
+            values: self
+                .values
+                .iter()
+                .map(|(key, text)| (key.clone(), self.shown(key, text)))
+                .collect(),
+        }
+    }
+
+    /// A value as output shows it: JSON, a string if it is not JSON, redacted if secret.
+    fn shown(&self, key: &str, text: &str) -> serde_json::Value {
+        if self.secrets.contains(key) {
+            return serde_json::Value::String(REDACTED.to_owned());
+        }
+        serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+    }
+}
+
+/// The state of a prefix as a release sees it: its values and its latest record.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PrefixState {
+    /// The store revision this state is current at.
+    revision: i64,
+    /// Relative key → (stored text, mod revision).
+    values: BTreeMap<String, (String, i64)>,
+    /// The latest record and the head key's mod revision.
+    head: Option<(Record, i64)>,
+}
+
+impl PrefixState {
+    fn texts(&self) -> BTreeMap<String, String> {
+        self.values
+            .iter()
+            .map(|(key, (text, _))| (key.clone(), text.clone()))
+            .collect()
+    }
+
+    fn seq(&self) -> u64 {
+        self.head.as_ref().map_or(0, |(record, _)| record.seq)
+    }
+
+    /// True if the values are not those of the latest record (changed outside releases).
+    fn drifted(&self) -> bool {
+        match &self.head {
+            Some((record, _)) => record.values != self.texts(),
+            None => !self.values.is_empty(),
+        }
+    }
+
+    fn secrets(&self) -> BTreeSet<String> {
+        self.head
+            .as_ref()
+            .map(|(record, _)| record.secrets.clone())
+            .unwrap_or_default()
+    }
+
+    /// The latest mod revision under the prefix (0 if empty).
+    fn last_modified(&self) -> i64 {
+        self.values.values().map(|(_, rev)| *rev).max().unwrap_or(0)
+    }
+}
+
+/// Per-center memory of each prefix's state after this center's own last release, so the
+/// next release needs no read when nobody else wrote meanwhile (its guards prove that).
+#[derive(Debug, Default)]
+pub(crate) struct KnownStates {
+    states: Mutex<HashMap<String, PrefixState>>,
+}
+
+impl KnownStates {
+    fn take(&self, prefix: &str) -> Option<PrefixState> {
+        lock(&self.states).remove(prefix)
+    }
+
+    fn put(&self, prefix: &str, state: PrefixState) {
+        let mut states = lock(&self.states);
+        // A bounded memory: it only saves a read, so forgetting is always safe.
+        if states.len() >= 1024 {
+            states.clear();
+        }
+        states.insert(prefix.to_owned(), state);
+    }
+}
+
+/// What a release changes.
+enum Plan {
+    /// Full keys → bytes to put, plus a rule for which stored keys go.
+    Typed {
+        values: BTreeMap<String, Vec<u8>>,
+        gone: Box<dyn Fn(&str) -> bool + Send + Sync>,
+        secrets: BTreeSet<String>,
+    },
+    /// Relative keys → JSON to put; relative keys to delete.
+    Raw {
+        values: BTreeMap<String, serde_json::Value>,
+        remove: BTreeSet<String>,
+    },
+    /// Back to release `seq`'s exact values.
+    Rollback { seq: u64 },
+}
+
+/// A release being prepared; [`commit`](Self::commit) applies it. Made by
+/// [`ConfigCenter::release`](crate::ConfigCenter::release),
+/// [`release_raw`](crate::ConfigCenter::release_raw) and
+/// [`rollback`](crate::ConfigCenter::rollback).
+#[must_use = "a release does nothing until it is committed"]
+pub struct ReleaseBuilder {
+    job: Job,
+    plan: Result<Plan>,
+}
+
+/// Everything about a release but its plan.
+struct Job {
+    center: ConfigCenter,
+    prefix: String,
+    kind: ReleaseKind,
+    message: Option<String>,
+    author: Option<String>,
+    expect: Option<u64>,
+}
+
+impl std::fmt::Debug for ReleaseBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReleaseBuilder")
+            .field("prefix", &self.job.prefix)
+            .field("kind", &self.job.kind)
+            .field("message", &self.job.message)
+            .field("author", &self.job.author)
+            .field("expect", &self.job.expect)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReleaseBuilder {
+    /// Why: shown in history.
+    pub fn message(mut self, message: impl Into<String>) -> Self {
+        self.job.message = Some(message.into());
+        self
+    }
+
+    /// Who (default: the `Coord`'s instance name).
+    pub fn author(mut self, author: impl Into<String>) -> Self {
+        self.job.author = Some(author.into());
+        self
+    }
+
+    /// Commit only if the latest release of the prefix is still `seq` (0: there is none):
+    /// optimistic concurrency for tools that showed a person the current state. Without it a
+    /// release that finds the prefix changed meanwhile reads it again and goes on (as
+    /// `publish` does); a rollback never does.
+    pub fn expect_latest(mut self, seq: u64) -> Self {
+        self.job.expect = Some(seq);
+        self
+    }
+
+    /// Applies the change and records it, in one transaction. Returns the release as
+    /// recorded (secrets redacted).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] / [`Error::InvalidArgument`] for a value that does not encode or
+    /// (typed) does not build back into a valid struct, nothing written;
+    /// [`Error::NotFound`] for a rollback to a release that is not in history;
+    /// [`Error::Conflict`] naming the prefix, with the latest release seq expected and found,
+    /// if the prefix changed between the read and the write of a rollback or of a release
+    /// with [`expect_latest`](Self::expect_latest), or kept changing through every retry;
+    /// [`Error::InvalidArgument`] if the release needs more than 128 operations.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Batch::commit`](crate::config::Batch::commit): dropped mid-way, the release is
+    /// applied with its record or not at all.
+    pub async fn commit(self) -> Result<Release> {
+        let job = self.job;
+        let span = tracing::info_span!("config.release", prefix = %job.prefix, kind = ?job.kind);
+        job.run(self.plan?).instrument(span).await
+    }
+}
+
+impl Job {
+    async fn run(self, plan: Plan) -> Result<Release> {
+        let mut known = self.center.releases.take(&self.prefix);
+        for attempt in 1..=ATTEMPTS {
+            let from_memory = known.is_some();
+            let state = match known.take() {
+                Some(state) => state,
+                None => read_state(&self.center, &self.prefix).await?,
+            };
+            if let Some(expected) = self.expect {
+                if state.seq() != expected {
+                    return Err(self.conflict(expected, state.seq()));
+                }
+            }
+            let (txn, records, after) = self.plan_txn(&plan, &state).await?;
+            let response = self.center.store.txn(txn).await?;
+            if response.succeeded {
+                let revision = response.revision;
+                let Some(last) = records.last() else {
+                    return Err(Error::invalid_argument(&self.prefix, "nothing to record"));
+                };
+                let head = last.clone();
+                let mut after = after;
+                for (_, rev) in after.values.values_mut() {
+                    if *rev == 0 {
+                        *rev = revision;
+                    }
+                }
+                after.revision = revision;
+                after.head = Some((head, revision));
+                self.center.releases.put(&self.prefix, after);
+                return Ok(last.public(revision));
+            }
+            // A remembered state may simply be old: that costs a read, not an attempt.
+            if from_memory {
+                continue;
+            }
+            let strict = self.expect.is_some() || matches!(plan, Plan::Rollback { .. });
+            if strict || attempt == ATTEMPTS {
+                let current = read_state(&self.center, &self.prefix).await?.seq();
+                return Err(self.conflict(state.seq(), current));
+            }
+            tracing::debug!(
+                attempt,
+                "the prefix changed under the release; reading it again"
+            );
+        }
+        Err(self.conflict(0, 0))
+    }
+
+    fn conflict(&self, expected: u64, current: u64) -> Error {
+        Error::Conflict {
+            key: self.prefix.clone(),
+            expected: i64::try_from(expected).unwrap_or(i64::MAX),
+            current: i64::try_from(current).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The transaction applying `plan` over `state`, the records it writes (last: the
+    /// release) and the state after it (new keys' mod revisions still 0).
+    async fn plan_txn(
+        &self,
+        plan: &Plan,
+        state: &PrefixState,
+    ) -> Result<(Txn, Vec<Record>, PrefixState)> {
+        let prefix = &self.prefix;
+        let full = |key: &str| format!("{prefix}/{key}");
+        let (puts, deletes, mut secrets): (BTreeMap<String, Vec<u8>>, BTreeSet<String>, _) =
+            match plan {
+                Plan::Typed {
+                    values,
+                    gone,
+                    secrets,
+                } => {
+                    let under = format!("{prefix}/");
+                    let puts = values
+                        .iter()
+                        .map(|(key, bytes)| (key[under.len()..].to_owned(), bytes.clone()))
+                        .collect();
+                    let deletes = state
+                        .values
+                        .keys()
+                        .filter(|key| gone(&full(key)))
+                        .cloned()
+                        .collect();
+                    (puts, deletes, secrets.clone())
+                }
+                Plan::Raw { values, remove } => {
+                    let mut puts = BTreeMap::new();
+                    for (key, json) in values {
+                        check_relative(prefix, key)?;
+                        let bytes = serde_json::to_vec(json).map_err(|e| {
+                            Error::invalid_argument(full(key), format!("cannot encode: {e}"))
+                        })?;
+                        puts.insert(key.clone(), bytes);
+                    }
+                    let deletes = remove
+                        .iter()
+                        .filter(|key| state.values.contains_key(*key))
+                        .cloned()
+                        .collect();
+                    (puts, deletes, state.secrets())
+                }
+                Plan::Rollback { seq } => {
+                    let record = read_record(&self.center, prefix, *seq).await?;
+                    let puts = record
+                        .values
+                        .iter()
+                        .map(|(key, text)| (key.clone(), text.clone().into_bytes()))
+                        .collect();
+                    let deletes = state
+                        .values
+                        .keys()
+                        .filter(|key| !record.values.contains_key(*key))
+                        .cloned()
+                        .collect();
+                    (puts, deletes, record.secrets.clone())
+                }
+            };
+        // Secrets stay secret across untyped releases that do not know the struct.
+        secrets.extend(state.secrets());
+
+        let mut after = state.clone();
+        for key in &deletes {
+            after.values.remove(key);
+        }
+        for (key, bytes) in &puts {
+            let text = String::from_utf8(bytes.clone()).map_err(|_| {
+                Error::invalid_argument(full(key), "a released value must be UTF-8 text")
+            })?;
+            after.values.insert(key.clone(), (text, 0));
+        }
+
+        let now = now_ms();
+        let mut records = Vec::new();
+        let mut seq = state.seq();
+        if state.drifted() {
+            seq += 1;
+            records.push(Record {
+                seq,
+                kind: ReleaseKind::External,
+                author: None,
+                message: None,
+                time_ms: now,
+                values: state.texts(),
+                secrets: state.secrets(),
+                seen_revision: Some(state.last_modified()),
+            });
+        }
+        seq += 1;
+        let message = match (&self.message, plan) {
+            (Some(message), _) => Some(message.clone()),
+            (None, Plan::Rollback { seq }) => Some(format!("rollback to {seq}")),
+            (None, _) => None,
+        };
+        let release = Record {
+            seq,
+            kind: self.kind.clone(),
+            author: self.author.clone().or_else(|| self.center.author.clone()),
+            message,
+            time_ms: now,
+            values: after.texts(),
+            secrets,
+            seen_revision: None,
+        };
+        records.push(release.clone());
+
+        let mut compares = vec![match &state.head {
+            Some((_, head_revision)) => Compare::mod_revision(head_key(prefix), *head_revision),
+            None => Compare::create_revision(head_key(prefix), 0),
+        }];
+        compares.push(
+            Compare::new(
+                format!("{prefix}/"),
+                CompareOp::Less,
+                CompareTarget::ModRevision(state.revision.saturating_add(1)),
+            )
+            .over_prefix(),
+        );
+        if state.values.len() <= KEY_GUARDS {
+            compares.extend(
+                state
+                    .values
+                    .iter()
+                    .map(|(key, (_, rev))| Compare::mod_revision(full(key), *rev)),
+            );
+        }
+        let mut ops: Vec<TxnOp> = puts
+            .into_iter()
+            .map(|(key, bytes)| TxnOp::put(full(&key), bytes))
+            .chain(deletes.iter().map(|key| TxnOp::delete(full(key))))
+            .collect();
+        for record in &records {
+            ops.push(TxnOp::put(record_key(prefix, record.seq), record.encode()?));
+        }
+        ops.push(TxnOp::put(head_key(prefix), release.encode()?));
+        let keep = self.center.release_history.max(1) as u64;
+        let oldest_kept = seq.saturating_sub(keep) + 1;
+        let first_gone = state.seq().saturating_sub(keep) + 1;
+        for old in first_gone.max(1)..oldest_kept {
+            ops.push(TxnOp::delete(record_key(prefix, old)));
+        }
+        Ok((Txn::new().when(compares).and_then(ops), records, after))
+    }
+}
+
+fn check_relative(prefix: &str, key: &str) -> Result<()> {
+    if key.is_empty() || key.starts_with('/') || key.contains("//") || key.contains('\0') {
+        return Err(Error::invalid_argument(
+            format!("{prefix}/{key}"),
+            "a released key is relative to the prefix: non-empty, no leading `/`, no empty segment",
+        ));
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn check_prefix(prefix: &str) -> Result<String> {
+    let trimmed = prefix.trim_end_matches('/');
+    if !trimmed.starts_with('/') || trimmed.contains("//") || trimmed.contains('\0') {
+        return Err(Error::invalid_argument(
+            prefix,
+            "a release prefix is absolute (`/config/name`) with no empty segment",
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// The prefix's values and latest record, in one round trip.
+async fn read_state(center: &ConfigCenter, prefix: &str) -> Result<PrefixState> {
+    let txn = Txn::new().and_then([
+        TxnOp::Get(
+            KeyRange::prefix(format!("{prefix}/")),
+            RangeOptions::default(),
+        ),
+        TxnOp::get(head_key(prefix)),
+    ]);
+    let response = center.store.txn(txn).await?;
+    let mut gets = response.responses.into_iter().filter_map(|r| match r {
+        TxnOpResponse::Get(get) => Some(get),
+        _ => None,
+    });
+    let (Some(values), Some(head)) = (gets.next(), gets.next()) else {
+        return Err(Error::invalid_argument(
+            prefix,
+            "the store answered a read oddly",
+        ));
+    };
+    let under = prefix.len() + 1;
+    let mut state = PrefixState {
+        revision: response.revision,
+        ..PrefixState::default()
+    };
+    for kv in values.kvs {
+        let text = String::from_utf8(kv.value).unwrap_or_else(|e| {
+            // Kept lossy: the record then differs from the bytes, which shows as drift.
+            String::from_utf8_lossy(e.as_bytes()).into_owned()
+        });
+        state
+            .values
+            .insert(kv.key[under..].to_owned(), (text, kv.mod_revision));
+    }
+    if let Some(kv) = head.kvs.first() {
+        state.head = Some((Record::decode(kv)?, kv.mod_revision));
+    }
+    Ok(state)
+}
+
+async fn read_record(center: &ConfigCenter, prefix: &str, seq: u64) -> Result<Record> {
+    let key = record_key(prefix, seq);
+    let response = center
+        .store
+        .range(&KeyRange::key(key.as_str()), RangeOptions::default())
+        .await?;
+    match response.kvs.first() {
+        Some(kv) => Record::decode(kv),
+        None => Err(Error::NotFound { key }),
+    }
+}
+
+/// Records the prefix's values as an external entry if they drifted from the latest record
+/// (a `history` call's first step). Gives up quietly if writers keep racing it: the next
+/// release records the drift anyway.
+async fn record_drift(center: &ConfigCenter, prefix: &str) -> Result<()> {
+    for _ in 0..ATTEMPTS {
+        let state = read_state(center, prefix).await?;
+        if !state.drifted() {
+            return Ok(());
+        }
+        let seq = state.seq() + 1;
+        let record = Record {
+            seq,
+            kind: ReleaseKind::External,
+            author: None,
+            message: None,
+            time_ms: now_ms(),
+            values: state.texts(),
+            secrets: state.secrets(),
+            seen_revision: Some(state.last_modified()),
+        };
+        let mut compares = vec![match &state.head {
+            Some((_, rev)) => Compare::mod_revision(head_key(prefix), *rev),
+            None => Compare::create_revision(head_key(prefix), 0),
+        }];
+        compares.push(
+            Compare::new(
+                format!("{prefix}/"),
+                CompareOp::Less,
+                CompareTarget::ModRevision(state.revision.saturating_add(1)),
+            )
+            .over_prefix(),
+        );
+        let keep = center.release_history.max(1) as u64;
+        let mut ops = vec![
+            TxnOp::put(record_key(prefix, seq), record.encode()?),
+            TxnOp::put(head_key(prefix), record.encode()?),
+        ];
+        if seq > keep {
+            ops.push(TxnOp::delete(record_key(prefix, seq - keep)));
+        }
+        if center
+            .store
+            .txn(Txn::new().when(compares).and_then(ops))
+            .await?
+            .succeeded
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+impl ConfigCenter {
+    /// A release of a typed value: every field of `value` written under `T`'s prefix (maps
+    /// whole, as [`publish`](Self::publish)), recorded with the full values of the prefix
+    /// after it. Checked like `publish` before anything is written.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> coord::Result<()> {
+    /// use coord::config::ReleaseKind;
+    ///
+    /// #[derive(coord::CoordConfig, Debug, Clone, PartialEq)]
+    /// #[coord(prefix = "/config/checkout")]
+    /// struct Checkout {
+    ///     timeout_secs: u64,
+    /// }
+    ///
+    /// let coord = coord::Coord::in_memory();
+    /// let config = coord.config();
+    /// let first = config.release(&Checkout { timeout_secs: 30 }).message("launch").commit().await?;
+    /// config.release(&Checkout { timeout_secs: 5 }).message("too slow").author("ana").commit().await?;
+    ///
+    /// let history = config.history("/config/checkout", 10).await?;
+    /// assert_eq!(history[0].message.as_deref(), Some("too slow"));
+    /// assert_eq!(history[1].seq, first.seq);
+    ///
+    /// config.rollback("/config/checkout", first.seq).commit().await?;
+    /// assert_eq!(config.get::<u64>("/config/checkout/timeout_secs").await?, 30);
+    /// assert_eq!(config.history("/config/checkout", 1).await?[0].kind, ReleaseKind::Rollback { to: 1 });
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn release<T: HasPrefix>(&self, value: &T) -> ReleaseBuilder {
+        match T::PREFIX {
+            Some(prefix) => self.release_at(prefix, value),
+            None => self.builder(
+                "",
+                Err(Error::invalid_argument(
+                    std::any::type_name::<T>(),
+                    "has no #[coord(prefix = ...)]; use release_at",
+                )),
+                ReleaseKind::Release,
+            ),
+        }
+    }
+
+    /// [`release`](Self::release) under an explicit prefix.
+    pub fn release_at<T: CoordConfig>(&self, prefix: &str, value: &T) -> ReleaseBuilder {
+        let plan = check_prefix(prefix).and_then(|prefix| typed_plan(&prefix, value));
+        self.builder(prefix, plan, ReleaseKind::Release)
+    }
+
+    /// A release of raw values: each key (relative to `prefix`) set to its JSON; keys not
+    /// named are left as they are; [`ReleaseRaw::remove`]-style removals go through
+    /// [`release_raw_with`](Self::release_raw_with).
+    pub fn release_raw(
+        &self,
+        prefix: &str,
+        values: BTreeMap<String, serde_json::Value>,
+    ) -> ReleaseBuilder {
+        self.release_raw_with(prefix, values, BTreeSet::new())
+    }
+
+    /// [`release_raw`](Self::release_raw) that also deletes the keys in `remove` (relative).
+    pub fn release_raw_with(
+        &self,
+        prefix: &str,
+        values: BTreeMap<String, serde_json::Value>,
+        remove: BTreeSet<String>,
+    ) -> ReleaseBuilder {
+        let plan = check_prefix(prefix).map(|_| Plan::Raw { values, remove });
+        self.builder(prefix, plan, ReleaseKind::Release)
+    }
+
+    /// A release that restores exactly the values of release `seq` (keys added since are
+    /// removed), recorded as "rollback to `seq`". It fails with [`Error::Conflict`] if the
+    /// prefix changes between its read and its write.
+    pub fn rollback(&self, prefix: &str, seq: u64) -> ReleaseBuilder {
+        let plan = check_prefix(prefix).map(|_| Plan::Rollback { seq });
+        self.builder(prefix, plan, ReleaseKind::Rollback { to: seq })
+    }
+
+    /// `publish` as a release without a message.
+    pub(crate) fn publish_release<T: CoordConfig>(
+        &self,
+        prefix: &str,
+        value: &T,
+    ) -> ReleaseBuilder {
+        let mut builder = self.release_at(prefix, value);
+        builder.job.kind = ReleaseKind::Publish;
+        builder
+    }
+
+    fn builder(&self, prefix: &str, plan: Result<Plan>, kind: ReleaseKind) -> ReleaseBuilder {
+        ReleaseBuilder {
+            job: Job {
+                center: self.clone(),
+                prefix: prefix.trim_end_matches('/').to_owned(),
+                kind,
+                message: None,
+                author: None,
+                expect: None,
+            },
+            plan,
+        }
+    }
+
+    /// The newest `limit` releases of `prefix`, newest first. If the prefix changed outside
+    /// releases since the latest one, that change is recorded first (as an unattributed
+    /// [`ReleaseKind::External`] entry) and listed.
+    ///
+    /// # Errors
+    ///
+    /// Store errors; [`Error::Decode`] naming a record that is not a release record.
+    pub async fn history(&self, prefix: &str, limit: usize) -> Result<Vec<Release>> {
+        let prefix = check_prefix(prefix)?;
+        let span = tracing::debug_span!("config.history", prefix = %prefix);
+        async {
+            record_drift(self, &prefix).await?;
+            let response = self
+                .store
+                .range(
+                    &KeyRange::prefix(releases_of(&prefix)),
+                    RangeOptions::default(),
+                )
+                .await?;
+            let head = head_key(&prefix);
+            let mut releases = Vec::new();
+            for kv in response.kvs.iter().rev() {
+                if kv.key == head || !is_record_key(&prefix, &kv.key) {
+                    continue;
+                }
+                if releases.len() == limit {
+                    break;
+                }
+                releases.push(Record::decode(kv)?.public(kv.mod_revision));
+            }
+            Ok(releases)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// How each key differs from release `from` to release `to` (either order), in key order.
+    /// Secret values show as `"<redacted>"` (a changed secret is listed, its values not).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] naming a release that is not (or no longer) in history.
+    pub async fn diff(&self, prefix: &str, from: u64, to: u64) -> Result<Vec<KeyDiff>> {
+        let prefix = check_prefix(prefix)?;
+        let span = tracing::debug_span!("config.diff", prefix = %prefix, from, to);
+        async {
+            let old = read_record(self, &prefix, from).await?;
+            let new = read_record(self, &prefix, to).await?;
+            Ok(diff_records(&old, &new))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn is_record_key(prefix: &str, key: &str) -> bool {
+    key.strip_prefix(&releases_of(prefix))
+        .is_some_and(|rest| rest.len() == 20 && rest.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn diff_records(old: &Record, new: &Record) -> Vec<KeyDiff> {
+    let keys: BTreeSet<&String> = old.values.keys().chain(new.values.keys()).collect();
+    let mut diffs = Vec::new();
+    for key in keys {
+        let secret = old.secrets.contains(key) || new.secrets.contains(key);
+        let show = |record: &Record, text: &str| {
+            if secret {
+                serde_json::Value::String(REDACTED.to_owned())
+            } else {
+                record.shown(key, text)
+            }
+        };
+        let change = match (old.values.get(key), new.values.get(key)) {
+            (None, Some(text)) => Change::Added {
+                new: show(new, text),
+            },
+            (Some(text), None) => Change::Removed {
+                old: show(old, text),
+            },
+            (Some(a), Some(b)) if a != b => Change::Changed {
+                old: show(old, a),
+                new: show(new, b),
+            },
+            _ => continue,
+        };
+        diffs.push(KeyDiff {
+            key: key.clone(),
+            change,
+        });
+    }
+    diffs
+}
+
+fn typed_plan<T: CoordConfig>(prefix: &str, value: &T) -> Result<Plan> {
+    let values = checked_values(prefix, value)?;
+    let maps = map_replacements::<T>(prefix, &values);
+    let secrets = T::fields()
+        .into_iter()
+        .filter(|field| field.secret)
+        .map(|field| field.key)
+        .collect();
+    let maps = Arc::new(maps);
+    Ok(Plan::Typed {
+        values,
+        gone: Box::new(move |key: &str| maps.iter().any(|map| map.gone(key))),
+        secrets,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(values: &[(&str, &str)], secrets: &[&str]) -> Record {
+        Record {
+            seq: 1,
+            kind: ReleaseKind::Release,
+            author: None,
+            message: None,
+            time_ms: 0,
+            values: values
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            secrets: secrets.iter().map(|k| (*k).to_owned()).collect(),
+            seen_revision: None,
+        }
+    }
+
+    #[test]
+    fn record_keys_of_a_prefix_never_match_another_prefix() {
+        assert!(is_record_key("/a", &record_key("/a", 7)));
+        assert!(!is_record_key("/a", &record_key("/a/b", 7)));
+        assert!(!is_record_key("/a", &head_key("/a")));
+        assert!(!releases_of("/a/b").starts_with(&releases_of("/a")));
+    }
+
+    #[test]
+    fn a_diff_lists_added_changed_and_removed_keys_and_hides_secrets() {
+        let old = record(&[("a", "1"), ("b", "\"x\""), ("pw", "\"old\"")], &["pw"]);
+        let new = record(&[("a", "2"), ("c", "true"), ("pw", "\"new\"")], &["pw"]);
+        let diffs = diff_records(&old, &new);
+        use serde_json::json;
+        assert_eq!(
+            diffs,
+            vec![
+                KeyDiff {
+                    key: "a".into(),
+                    change: Change::Changed {
+                        old: json!(1),
+                        new: json!(2)
+                    }
+                },
+                KeyDiff {
+                    key: "b".into(),
+                    change: Change::Removed { old: json!("x") }
+                },
+                KeyDiff {
+                    key: "c".into(),
+                    change: Change::Added { new: json!(true) }
+                },
+                KeyDiff {
+                    key: "pw".into(),
+                    change: Change::Changed {
+                        old: json!(REDACTED),
+                        new: json!(REDACTED)
+                    }
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_record_round_trips_and_shows_non_json_as_a_string() {
+        let record = record(&[("a", "not json"), ("pw", "\"s\"")], &["pw"]);
+        let back: Record = serde_json::from_slice(&record.encode().unwrap()).unwrap();
+        assert_eq!(back, record);
+        let public = back.public(42);
+        assert_eq!(public.revision, 42);
+        assert_eq!(public.values["a"], serde_json::json!("not json"));
+        assert_eq!(public.values["pw"], serde_json::json!(REDACTED));
+    }
+}

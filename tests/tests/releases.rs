@@ -1,0 +1,385 @@
+//! Config releases on both backends: every release is recorded with its change in one
+//! transaction, history shows changes made elsewhere, rollback restores exact bytes, and a
+//! concurrent release and rollback never both apply.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use coord::config::{Change, KeyDiff, ReleaseKind};
+use coord::{CoordConfig, Error, Secret};
+use serde_json::json;
+
+on_both_backends!(cases:
+    every_release_is_in_history_with_message_author_and_revision,
+    a_refused_release_leaves_no_record,
+    trimming_keeps_the_newest_releases,
+    a_change_made_outside_releases_is_an_unattributed_entry,
+    rollback_restores_exact_bytes_and_removes_keys_added_later,
+    a_concurrent_release_and_rollback_never_both_apply,
+    diff_lists_each_key_and_hides_secrets,
+    release_raw_sets_and_removes_only_the_keys_it_names,
+);
+
+fn positive(checkout: &Checkout) -> Result<(), String> {
+    if checkout.timeout_secs == 0 {
+        return Err("timeout_secs must be positive".into());
+    }
+    Ok(())
+}
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+#[coord(prefix = "/config/releases", validate = "positive")]
+struct Checkout {
+    timeout_secs: u64,
+    #[coord(default)]
+    region: String,
+    #[coord(secret, default)]
+    api_key: Secret<String>,
+}
+
+fn checkout(timeout_secs: u64) -> Checkout {
+    Checkout {
+        timeout_secs,
+        region: "eu".into(),
+        api_key: Secret::new("k-1".into()),
+    }
+}
+
+const P: &str = "/config/releases";
+
+mod cases {
+    use super::*;
+    use crate::common::Backend;
+
+    /// The raw bytes of a key, or `None`.
+    async fn raw(b: &Backend, key: &str) -> Option<Vec<u8>> {
+        let response = b
+            .store()
+            .range(
+                &coord::store::KeyRange::key(format!("{P}/{key}")),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        response.kvs.first().map(|kv| kv.value.clone())
+    }
+
+    /// Writes outside releases: etcdctl on etcd, the store seam on the embedded backend.
+    fn outside_put(b: &Backend, key: &str, value: &str) -> futures::future::BoxFuture<'static, ()> {
+        let key = format!("{P}/{key}");
+        match &b.server {
+            Some(server) => {
+                let out = server.etcdctl(&["put", &key, value]).expect("etcdctl put");
+                assert!(out.contains("OK"), "{out}");
+                Box::pin(async {})
+            }
+            None => {
+                let store = b.store().clone();
+                let value = value.as_bytes().to_vec();
+                Box::pin(async move {
+                    store.put(&key, value, 0).await.unwrap();
+                })
+            }
+        }
+    }
+
+    pub async fn every_release_is_in_history_with_message_author_and_revision(b: &Backend) {
+        let config = b.coord.config();
+        let first = config
+            .release(&checkout(30))
+            .message("launch")
+            .author("ana")
+            .commit()
+            .await
+            .unwrap();
+        let second = config
+            .release(&checkout(5))
+            .message("faster")
+            .author("bo")
+            .commit()
+            .await
+            .unwrap();
+        let published = config.publish(&checkout(6)).await.unwrap();
+
+        let history = config.history(P, 10).await.unwrap();
+        let seqs: Vec<u64> = history.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [3, 2, 1], "newest first");
+        assert_eq!((first.seq, second.seq), (1, 2));
+        assert_eq!(history[2].message.as_deref(), Some("launch"));
+        assert_eq!(history[2].author.as_deref(), Some("ana"));
+        assert_eq!(history[2].kind, ReleaseKind::Release);
+        assert_eq!(history[1].message.as_deref(), Some("faster"));
+        assert_eq!(history[0].kind, ReleaseKind::Publish);
+        assert_eq!(history[0].message, None);
+        assert_eq!(history[0].revision, published);
+        assert_eq!(history[1].revision, second.revision);
+        // The record's revision is the one the values were written at.
+        let (value, revision) = config
+            .get_with_version::<u64>(&format!("{P}/timeout_secs"))
+            .await
+            .unwrap();
+        assert_eq!((value, revision), (6, published));
+        assert_eq!(history[1].values["timeout_secs"], json!(5));
+        assert_eq!(history[1].values["api_key"], json!("<redacted>"));
+        assert_eq!(history[2].values["region"], json!("eu"));
+    }
+
+    pub async fn a_refused_release_leaves_no_record(b: &Backend) {
+        let config = b.coord.config();
+        let refused = config.release(&checkout(0)).message("bad").commit().await;
+        assert!(matches!(refused, Err(Error::Invalid { .. })), "{refused:?}");
+        assert!(config.history(P, 10).await.unwrap().is_empty());
+        assert!(raw(b, "timeout_secs").await.is_none(), "nothing written");
+
+        config.release(&checkout(1)).commit().await.unwrap();
+        let stale = config.release(&checkout(2)).expect_latest(0).commit().await;
+        assert!(
+            matches!(&stale, Err(Error::Conflict { key, expected: 0, current: 1 }) if key == P),
+            "{stale:?}"
+        );
+        let history = config.history(P, 10).await.unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(raw(b, "timeout_secs").await.unwrap(), b"1");
+    }
+
+    pub async fn trimming_keeps_the_newest_releases(b: &Backend) {
+        let config = b.coord.config().with_release_history(3);
+        for timeout in 1..=5 {
+            config.release(&checkout(timeout)).commit().await.unwrap();
+        }
+        let seqs: Vec<u64> = config
+            .history(P, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, [5, 4, 3]);
+        let stored = b
+            .store()
+            .range(
+                &coord::store::KeyRange::prefix(format!("/coord/releases{P}//")),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(stored.kvs.len(), 4, "three records and the head");
+        let gone = config.rollback(P, 1).commit().await;
+        assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
+    }
+
+    pub async fn a_change_made_outside_releases_is_an_unattributed_entry(b: &Backend) {
+        let config = b.coord.config();
+        config
+            .release(&checkout(30))
+            .message("launch")
+            .commit()
+            .await
+            .unwrap();
+        outside_put(b, "timeout_secs", "45").await;
+
+        let history = config.history(P, 10).await.unwrap();
+        assert_eq!(history.len(), 2);
+        let external = &history[0];
+        assert_eq!(external.kind, ReleaseKind::External);
+        assert_eq!(external.author, None);
+        assert_eq!(external.values["timeout_secs"], json!(45));
+        let (_, revision) = config
+            .get_with_version::<u64>(&format!("{P}/timeout_secs"))
+            .await
+            .unwrap();
+        assert_eq!(external.revision, revision, "dated by the change it saw");
+        assert_eq!(
+            config.history(P, 10).await.unwrap().len(),
+            2,
+            "seen once, recorded once"
+        );
+
+        // A release that finds a change made since records it first.
+        outside_put(b, "region", "\"us\"").await;
+        config
+            .release(&checkout(7))
+            .message("next")
+            .commit()
+            .await
+            .unwrap();
+        let kinds: Vec<ReleaseKind> = config
+            .history(P, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ReleaseKind::Release,
+                ReleaseKind::External,
+                ReleaseKind::External,
+                ReleaseKind::Release
+            ]
+        );
+    }
+
+    pub async fn rollback_restores_exact_bytes_and_removes_keys_added_later(b: &Backend) {
+        let config = b.coord.config();
+        // Bytes no serializer would write: only an exact copy restores them.
+        outside_put(b, "timeout_secs", "  30 ").await;
+        outside_put(b, "region", "{ \"name\" : \"eu\" }").await;
+        let history = config.history(P, 10).await.unwrap();
+        let original = history[0].seq;
+        config
+            .release(&checkout(5))
+            .message("change")
+            .commit()
+            .await
+            .unwrap();
+        outside_put(b, "added-later", "1").await;
+        config
+            .release_raw(P, BTreeMap::from([("also-added".to_owned(), json!(true))]))
+            .commit()
+            .await
+            .unwrap();
+
+        let rollback = config
+            .rollback(P, original)
+            .author("ops")
+            .commit()
+            .await
+            .unwrap();
+        assert_eq!(rollback.kind, ReleaseKind::Rollback { to: original });
+        assert_eq!(
+            rollback.message.as_deref(),
+            Some(format!("rollback to {original}").as_str())
+        );
+        assert_eq!(raw(b, "timeout_secs").await.unwrap(), b"  30 ");
+        assert_eq!(raw(b, "region").await.unwrap(), b"{ \"name\" : \"eu\" }");
+        assert!(
+            raw(b, "api_key").await.is_none(),
+            "added by a later release"
+        );
+        assert!(raw(b, "added-later").await.is_none());
+        assert!(raw(b, "also-added").await.is_none());
+        let latest = &config.history(P, 1).await.unwrap()[0];
+        assert_eq!(latest.seq, rollback.seq, "no drift after a rollback");
+    }
+
+    pub async fn a_concurrent_release_and_rollback_never_both_apply(b: &Backend) {
+        let config = b.coord.config();
+        let base = config.release(&checkout(1)).commit().await.unwrap().seq;
+        for round in 0..10u64 {
+            let latest = config.history(P, 1).await.unwrap()[0].seq;
+            let release = config
+                .release(&checkout(100 + round))
+                .expect_latest(latest)
+                .commit();
+            let rollback = config.rollback(P, base).expect_latest(latest).commit();
+            let (release, rollback) = tokio::join!(release, rollback);
+            let (winner, loser) = match (&release, &rollback) {
+                (Ok(won), Err(lost)) | (Err(lost), Ok(won)) => (won, lost),
+                other => panic!("round {round}: exactly one must apply: {other:?}"),
+            };
+            assert!(matches!(loser, Error::Conflict { .. }), "{loser:?}");
+            assert_eq!(winner.seq, latest + 1);
+            let expected = if release.is_ok() { 100 + round } else { 1 };
+            let timeout: u64 =
+                serde_json::from_slice(&raw(b, "timeout_secs").await.unwrap()).unwrap();
+            assert_eq!(
+                timeout, expected,
+                "round {round}: the winner's values, whole"
+            );
+            let history = config.history(P, 1).await.unwrap();
+            assert_eq!(history[0].seq, winner.seq, "no half-applied release");
+        }
+    }
+
+    fn pairs(diff: &[KeyDiff]) -> Vec<(&str, &Change)> {
+        diff.iter().map(|d| (&d.key[..], &d.change)).collect()
+    }
+
+    pub async fn diff_lists_each_key_and_hides_secrets(b: &Backend) {
+        let config = b.coord.config();
+        let a = config.release(&checkout(30)).commit().await.unwrap().seq;
+        let mut next = checkout(45);
+        next.api_key = Secret::new("k-2".into());
+        let c = config.release(&next).commit().await.unwrap().seq;
+        config
+            .release_raw_with(
+                P,
+                BTreeMap::from([("extra".to_owned(), json!({"on": true}))]),
+                BTreeSet::from(["region".to_owned()]),
+            )
+            .commit()
+            .await
+            .unwrap();
+        let d = c + 1;
+
+        let diff = config.diff(P, a, c).await.unwrap();
+        let redacted = json!("<redacted>");
+        assert_eq!(
+            pairs(&diff),
+            [
+                (
+                    "api_key",
+                    &Change::Changed {
+                        old: redacted.clone(),
+                        new: redacted
+                    }
+                ),
+                (
+                    "timeout_secs",
+                    &Change::Changed {
+                        old: json!(30),
+                        new: json!(45)
+                    }
+                ),
+            ]
+        );
+        let diff = config.diff(P, c, d).await.unwrap();
+        assert_eq!(
+            pairs(&diff),
+            [
+                (
+                    "extra",
+                    &Change::Added {
+                        new: json!({"on": true})
+                    }
+                ),
+                ("region", &Change::Removed { old: json!("eu") }),
+            ]
+        );
+        let gone = config.diff(P, a, 99).await;
+        assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
+    }
+
+    pub async fn release_raw_sets_and_removes_only_the_keys_it_names(b: &Backend) {
+        let config = b.coord.config();
+        config.release(&checkout(30)).commit().await.unwrap();
+        config
+            .release_raw_with(
+                P,
+                BTreeMap::from([("timeout_secs".to_owned(), json!(9))]),
+                BTreeSet::from(["region".to_owned(), "never-there".to_owned()]),
+            )
+            .message("raw")
+            .commit()
+            .await
+            .unwrap();
+        assert_eq!(raw(b, "timeout_secs").await.unwrap(), b"9");
+        assert!(raw(b, "region").await.is_none());
+        assert!(raw(b, "api_key").await.is_some(), "not named: left alone");
+        let latest = &config.history(P, 1).await.unwrap()[0];
+        assert_eq!(
+            latest.values["api_key"],
+            json!("<redacted>"),
+            "still secret"
+        );
+
+        let bad = config
+            .release_raw(P, BTreeMap::from([("/absolute".to_owned(), json!(1))]))
+            .commit()
+            .await;
+        assert!(matches!(bad, Err(Error::InvalidArgument { .. })), "{bad:?}");
+    }
+}
