@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use coord::config::{Change, KeyDiff, ReleaseKind};
+use coord::config::{Change, KeyDiff, ReleaseKind, Selector};
 use coord::{CoordConfig, Error, Secret};
 use serde_json::json;
 
@@ -19,6 +19,7 @@ on_both_backends!(cases:
     a_concurrent_release_and_rollback_never_both_apply,
     diff_lists_each_key_and_hides_secrets,
     release_raw_sets_and_removes_only_the_keys_it_names,
+    a_gray_release_changes_the_prefix_only_when_promoted,
 );
 
 fn positive(checkout: &Checkout) -> Result<(), String> {
@@ -381,5 +382,77 @@ mod cases {
             .commit()
             .await;
         assert!(matches!(bad, Err(Error::InvalidArgument { .. })), "{bad:?}");
+    }
+
+    pub async fn a_gray_release_changes_the_prefix_only_when_promoted(b: &Backend) {
+        let config = b.coord.config();
+        config.release(&checkout(30)).commit().await.unwrap();
+        let canary = Selector::default().label("zone", "eu-1");
+        let gray = config
+            .release(&checkout(5))
+            .to(canary.clone())
+            .message("try 5 s")
+            .commit()
+            .await
+            .unwrap();
+        assert_eq!(
+            gray.kind,
+            ReleaseKind::Gray {
+                selector: canary.clone()
+            }
+        );
+        assert_eq!(
+            raw(b, "timeout_secs").await.unwrap(),
+            b"30",
+            "the prefix is untouched"
+        );
+        assert_eq!(gray.values["timeout_secs"], json!(30));
+        assert_eq!(gray.gray_values["timeout_secs"], json!(5));
+
+        let second = config.release(&checkout(6)).to(canary).commit().await;
+        assert!(
+            matches!(second, Err(Error::InvalidArgument { .. })),
+            "{second:?}"
+        );
+        // An ordinary release meanwhile is fine, and nothing counts as drift.
+        config.release(&checkout(31)).commit().await.unwrap();
+        let wrong = config.promote(P, gray.seq + 1).commit().await;
+        assert!(
+            matches!(wrong, Err(Error::InvalidArgument { .. })),
+            "{wrong:?}"
+        );
+
+        let promoted = config.promote(P, gray.seq).commit().await.unwrap();
+        assert_eq!(promoted.kind, ReleaseKind::Promote { gray: gray.seq });
+        assert_eq!(raw(b, "timeout_secs").await.unwrap(), b"5");
+        let again = config.promote(P, gray.seq).commit().await;
+        assert!(matches!(again, Err(Error::NotFound { .. })), "{again:?}");
+
+        let next = config
+            .release(&checkout(7))
+            .to(Selector::default().percent(50))
+            .commit()
+            .await
+            .unwrap();
+        let aborted = config.abort(P, next.seq).commit().await.unwrap();
+        assert_eq!(aborted.kind, ReleaseKind::Abort { gray: next.seq });
+        assert_eq!(raw(b, "timeout_secs").await.unwrap(), b"5");
+        let kinds: Vec<&'static str> = config
+            .history(P, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| match r.kind {
+                ReleaseKind::Release => "release",
+                ReleaseKind::Gray { .. } => "gray",
+                ReleaseKind::Promote { .. } => "promote",
+                ReleaseKind::Abort { .. } => "abort",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["abort", "gray", "promote", "release", "gray", "release"]
+        );
     }
 }

@@ -3,14 +3,16 @@
 
 mod cache;
 mod center;
+pub(crate) mod gray;
 pub(crate) mod hub;
 mod live;
 pub(crate) mod map;
-mod release;
+pub(crate) mod release;
 mod schema;
 mod secret;
 
 pub use center::{Batch, ConfigCenter, ConfigEvent, Watcher};
+pub use gray::Selector;
 pub use live::{Live, LiveGuard, LiveReader};
 pub use map::{read_map, read_nested_map, write_map, write_nested_map, Map, MapField};
 pub use release::{Change, KeyDiff, Release, ReleaseBuilder, ReleaseKind};

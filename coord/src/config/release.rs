@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::config::center::{checked_values, map_replacements, ConfigCenter};
+use crate::config::gray::{gray_key, GrayDoc, Selector};
 use crate::config::schema::{CoordConfig, HasPrefix};
 use crate::error::{Error, Result};
 use crate::store::{
@@ -84,6 +85,21 @@ pub enum ReleaseKind {
     },
     /// A change made outside releases (`set`, `batch`, etcdctl), recorded when it was seen.
     External,
+    /// A gray release: only the instances `selector` picks see it (see [`Selector`]).
+    Gray {
+        /// Who sees it.
+        selector: Selector,
+    },
+    /// Gray release `gray` made the prefix's values for everyone.
+    Promote {
+        /// The gray release promoted.
+        gray: u64,
+    },
+    /// Gray release `gray` dropped: its instances are back on the prefix's values.
+    Abort {
+        /// The gray release aborted.
+        gray: u64,
+    },
 }
 
 /// One release of a prefix, as [`history`](crate::ConfigCenter::history) returns it.
@@ -104,8 +120,13 @@ pub struct Release {
     /// When it was made (for an external entry: when it was seen).
     pub time: SystemTime,
     /// Every key under the prefix after it (relative to the prefix), as JSON; a value that is
-    /// not JSON shows as a JSON string; secrets show as `"<redacted>"`.
+    /// not JSON shows as a JSON string; secrets show as `"<redacted>"`. A gray release leaves
+    /// the prefix as it was: its changes are in `gray_values` and `gray_removes`.
     pub values: BTreeMap<String, serde_json::Value>,
+    /// What a gray release sets for its instances (shown like `values`); empty otherwise.
+    pub gray_values: BTreeMap<String, serde_json::Value>,
+    /// What a gray release removes for its instances; empty otherwise.
+    pub gray_removes: BTreeSet<String>,
 }
 
 /// How one key differs between two releases.
@@ -154,6 +175,12 @@ pub(crate) struct Record {
     time_ms: u64,
     /// Relative key → the exact stored text.
     values: BTreeMap<String, String>,
+    /// A gray release's values (relative key → text), laid over `values` for its instances.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    gray_values: BTreeMap<String, String>,
+    /// The keys a gray release removes for its instances.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    gray_removes: BTreeSet<String>,
     /// Relative keys whose values are secret.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     secrets: BTreeSet<String>,
@@ -188,6 +215,12 @@ impl Record {
                 .iter()
                 .map(|(key, text)| (key.clone(), self.shown(key, text)))
                 .collect(),
+            gray_values: self
+                .gray_values
+                .iter()
+                .map(|(key, text)| (key.clone(), self.shown(key, text)))
+                .collect(),
+            gray_removes: self.gray_removes.clone(),
         }
     }
 
@@ -209,6 +242,8 @@ pub(crate) struct PrefixState {
     values: BTreeMap<String, (String, i64)>,
     /// The latest record and the head key's mod revision.
     head: Option<(Record, i64)>,
+    /// The gray release in progress and its key's mod revision.
+    gray: Option<(GrayDoc, i64)>,
 }
 
 impl PrefixState {
@@ -281,6 +316,10 @@ enum Plan {
     },
     /// Back to release `seq`'s exact values.
     Rollback { seq: u64 },
+    /// Gray release `seq`'s values to everyone.
+    Promote { seq: u64 },
+    /// Gray release `seq` dropped.
+    Abort { seq: u64 },
 }
 
 /// A release being prepared; [`commit`](Self::commit) applies it. Made by
@@ -301,6 +340,8 @@ struct Job {
     message: Option<String>,
     author: Option<String>,
     expect: Option<u64>,
+    /// A gray release to these instances instead of a release to all.
+    gray: Option<Selector>,
 }
 
 impl std::fmt::Debug for ReleaseBuilder {
@@ -334,6 +375,15 @@ impl ReleaseBuilder {
     /// `publish` does); a rollback never does.
     pub fn expect_latest(mut self, seq: u64) -> Self {
         self.job.expect = Some(seq);
+        self
+    }
+
+    /// Makes this a gray release: only the instances `selector` picks see it, until
+    /// [`promote`](crate::ConfigCenter::promote) or [`abort`](crate::ConfigCenter::abort).
+    /// The prefix's own keys do not change. Refused while another gray release of the prefix
+    /// is in progress. Only for `release` and `release_raw`.
+    pub fn to(mut self, selector: Selector) -> Self {
+        self.job.gray = Some(selector);
         self
     }
 
@@ -391,6 +441,9 @@ impl Job {
                 }
                 after.revision = revision;
                 after.head = Some((head, revision));
+                if let Some((_, rev)) = &mut after.gray {
+                    *rev = revision;
+                }
                 self.center.releases.put(&self.prefix, after);
                 return Ok(last.public(revision));
             }
@@ -398,7 +451,11 @@ impl Job {
             if from_memory {
                 continue;
             }
-            let strict = self.expect.is_some() || matches!(plan, Plan::Rollback { .. });
+            let strict = self.expect.is_some()
+                || matches!(
+                    plan,
+                    Plan::Rollback { .. } | Plan::Promote { .. } | Plan::Abort { .. }
+                );
             if strict || attempt == ATTEMPTS {
                 let current = read_state(&self.center, &self.prefix).await?.seq();
                 return Err(self.conflict(state.seq(), current));
@@ -479,19 +536,74 @@ impl Job {
                         .collect();
                     (puts, deletes, record.secrets.clone())
                 }
+                Plan::Promote { seq } => {
+                    let gray = in_progress(state, prefix, *seq)?;
+                    let puts = gray
+                        .values
+                        .iter()
+                        .map(|(key, text)| (key.clone(), text.clone().into_bytes()))
+                        .collect();
+                    let deletes = gray
+                        .removes
+                        .iter()
+                        .filter(|key| state.values.contains_key(*key))
+                        .cloned()
+                        .collect();
+                    (puts, deletes, BTreeSet::new())
+                }
+                Plan::Abort { seq } => {
+                    in_progress(state, prefix, *seq)?;
+                    (BTreeMap::new(), BTreeSet::new(), BTreeSet::new())
+                }
             };
+        let gray_release = match (&self.gray, plan) {
+            (None, _) => None,
+            (Some(selector), Plan::Typed { .. } | Plan::Raw { .. }) => {
+                if let Some((gray, _)) = &state.gray {
+                    return Err(Error::invalid_argument(
+                        prefix,
+                        format!(
+                            "gray release {} is in progress; promote or abort it first",
+                            gray.seq
+                        ),
+                    ));
+                }
+                Some(selector.clone())
+            }
+            (Some(_), _) => {
+                return Err(Error::invalid_argument(
+                    prefix,
+                    "only a release or a raw release can be a gray release",
+                ))
+            }
+        };
         // Secrets stay secret across untyped releases that do not know the struct.
         secrets.extend(state.secrets());
 
-        let mut after = state.clone();
-        for key in &deletes {
-            after.values.remove(key);
-        }
+        let mut texts = BTreeMap::new();
         for (key, bytes) in &puts {
             let text = String::from_utf8(bytes.clone()).map_err(|_| {
                 Error::invalid_argument(full(key), "a released value must be UTF-8 text")
             })?;
-            after.values.insert(key.clone(), (text, 0));
+            texts.insert(key.clone(), text);
+        }
+        // What the release's instances see after it: for a gray release, the prefix's values
+        // with the gray ones laid over; the prefix itself is `after` only for other releases.
+        let mut seen = state.clone();
+        for key in &deletes {
+            seen.values.remove(key);
+        }
+        for (key, text) in &texts {
+            seen.values.insert(key.clone(), (text.clone(), 0));
+        }
+        let mut after = if gray_release.is_some() {
+            state.clone()
+        } else {
+            seen.clone()
+        };
+        match plan {
+            Plan::Promote { .. } | Plan::Abort { .. } => after.gray = None,
+            _ => {}
         }
 
         let now = now_ms();
@@ -506,6 +618,8 @@ impl Job {
                 message: None,
                 time_ms: now,
                 values: state.texts(),
+                gray_values: BTreeMap::new(),
+                gray_removes: BTreeSet::new(),
                 secrets: state.secrets(),
                 seen_revision: Some(state.last_modified()),
             });
@@ -516,17 +630,46 @@ impl Job {
             (None, Plan::Rollback { seq }) => Some(format!("rollback to {seq}")),
             (None, _) => None,
         };
+        let kind = match (&gray_release, plan) {
+            (Some(selector), _) => ReleaseKind::Gray {
+                selector: selector.clone(),
+            },
+            (None, Plan::Promote { seq }) => ReleaseKind::Promote { gray: *seq },
+            (None, Plan::Abort { seq }) => ReleaseKind::Abort { gray: *seq },
+            (None, _) => self.kind.clone(),
+        };
         let release = Record {
             seq,
-            kind: self.kind.clone(),
+            kind,
             author: self.author.clone().or_else(|| self.center.author.clone()),
             message,
             time_ms: now,
             values: after.texts(),
+            gray_values: if gray_release.is_some() {
+                texts.clone()
+            } else {
+                BTreeMap::new()
+            },
+            gray_removes: if gray_release.is_some() {
+                deletes.clone()
+            } else {
+                BTreeSet::new()
+            },
             secrets,
             seen_revision: None,
         };
         records.push(release.clone());
+        if let Some(selector) = &gray_release {
+            after.gray = Some((
+                GrayDoc {
+                    seq,
+                    selector: selector.clone(),
+                    values: texts.clone(),
+                    removes: deletes.clone(),
+                },
+                0,
+            ));
+        }
 
         let mut compares = vec![match &state.head {
             Some((_, head_revision)) => Compare::mod_revision(head_key(prefix), *head_revision),
@@ -540,6 +683,10 @@ impl Job {
             )
             .over_prefix(),
         );
+        compares.push(match &state.gray {
+            Some((_, rev)) => Compare::mod_revision(gray_key(prefix), *rev),
+            None => Compare::create_revision(gray_key(prefix), 0),
+        });
         if state.values.len() <= KEY_GUARDS {
             compares.extend(
                 state
@@ -548,11 +695,25 @@ impl Job {
                     .map(|(key, (_, rev))| Compare::mod_revision(full(key), *rev)),
             );
         }
-        let mut ops: Vec<TxnOp> = puts
-            .into_iter()
-            .map(|(key, bytes)| TxnOp::put(full(&key), bytes))
-            .chain(deletes.iter().map(|key| TxnOp::delete(full(key))))
-            .collect();
+        let mut ops: Vec<TxnOp> = Vec::new();
+        match &after.gray {
+            Some((gray, _)) if gray_release.is_some() => {
+                let doc = serde_json::to_vec(gray).map_err(|e| {
+                    Error::invalid_argument(gray_key(prefix), format!("cannot encode: {e}"))
+                })?;
+                ops.push(TxnOp::put(gray_key(prefix), doc));
+            }
+            _ => {
+                ops.extend(
+                    puts.into_iter()
+                        .map(|(key, bytes)| TxnOp::put(full(&key), bytes))
+                        .chain(deletes.iter().map(|key| TxnOp::delete(full(key)))),
+                );
+            }
+        }
+        if matches!(plan, Plan::Promote { .. } | Plan::Abort { .. }) {
+            ops.push(TxnOp::delete(gray_key(prefix)));
+        }
         for record in &records {
             ops.push(TxnOp::put(record_key(prefix, record.seq), record.encode()?));
         }
@@ -564,6 +725,23 @@ impl Job {
             ops.push(TxnOp::delete(record_key(prefix, old)));
         }
         Ok((Txn::new().when(compares).and_then(ops), records, after))
+    }
+}
+
+/// The gray release in progress, if it is release `seq`.
+fn in_progress<'s>(state: &'s PrefixState, prefix: &str, seq: u64) -> Result<&'s GrayDoc> {
+    match &state.gray {
+        Some((gray, _)) if gray.seq == seq => Ok(gray),
+        Some((gray, _)) => Err(Error::invalid_argument(
+            prefix,
+            format!(
+                "release {seq} is not the gray release in progress ({})",
+                gray.seq
+            ),
+        )),
+        None => Err(Error::NotFound {
+            key: format!("{} (gray release {seq})", gray_key(prefix)),
+        }),
     }
 }
 
@@ -602,13 +780,14 @@ async fn read_state(center: &ConfigCenter, prefix: &str) -> Result<PrefixState> 
             RangeOptions::default(),
         ),
         TxnOp::get(head_key(prefix)),
+        TxnOp::get(gray_key(prefix)),
     ]);
     let response = center.store.txn(txn).await?;
     let mut gets = response.responses.into_iter().filter_map(|r| match r {
         TxnOpResponse::Get(get) => Some(get),
         _ => None,
     });
-    let (Some(values), Some(head)) = (gets.next(), gets.next()) else {
+    let (Some(values), Some(head), Some(gray)) = (gets.next(), gets.next(), gets.next()) else {
         return Err(Error::invalid_argument(
             prefix,
             "the store answered a read oddly",
@@ -630,6 +809,13 @@ async fn read_state(center: &ConfigCenter, prefix: &str) -> Result<PrefixState> 
     }
     if let Some(kv) = head.kvs.first() {
         state.head = Some((Record::decode(kv)?, kv.mod_revision));
+    }
+    if let Some(kv) = gray.kvs.first() {
+        let doc = serde_json::from_slice(&kv.value).map_err(|source| Error::Decode {
+            key: kv.key.clone(),
+            source,
+        })?;
+        state.gray = Some((doc, kv.mod_revision));
     }
     Ok(state)
 }
@@ -663,6 +849,8 @@ async fn record_drift(center: &ConfigCenter, prefix: &str) -> Result<()> {
             message: None,
             time_ms: now_ms(),
             values: state.texts(),
+            gray_values: BTreeMap::new(),
+            gray_removes: BTreeSet::new(),
             secrets: state.secrets(),
             seen_revision: Some(state.last_modified()),
         };
@@ -779,6 +967,40 @@ impl ConfigCenter {
         self.builder(prefix, plan, ReleaseKind::Rollback { to: seq })
     }
 
+    /// Makes gray release `seq` the prefix's values for every instance, in one transaction
+    /// with its record ("promote"); the gray key goes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> coord::Result<()> {
+    /// use std::collections::BTreeMap;
+    /// use coord::config::Selector;
+    ///
+    /// let coord = coord::Coord::in_memory();
+    /// let config = coord.config();
+    /// config.set("/config/app/limit", &10).await?;
+    /// let gray = config
+    ///     .release_raw("/config/app", BTreeMap::from([("limit".to_owned(), 20.into())]))
+    ///     .to(Selector::default().label("zone", "eu-1"))
+    ///     .commit()
+    ///     .await?;
+    /// assert_eq!(config.get::<i32>("/config/app/limit").await?, 10, "not for everyone yet");
+    /// config.promote("/config/app", gray.seq).commit().await?;
+    /// assert_eq!(config.get::<i32>("/config/app/limit").await?, 20);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn promote(&self, prefix: &str, seq: u64) -> ReleaseBuilder {
+        let plan = check_prefix(prefix).map(|_| Plan::Promote { seq });
+        self.builder(prefix, plan, ReleaseKind::Promote { gray: seq })
+    }
+
+    /// Drops gray release `seq`: its instances go back to the prefix's values. Recorded.
+    pub fn abort(&self, prefix: &str, seq: u64) -> ReleaseBuilder {
+        let plan = check_prefix(prefix).map(|_| Plan::Abort { seq });
+        self.builder(prefix, plan, ReleaseKind::Abort { gray: seq })
+    }
+
     /// `publish` as a release without a message.
     pub(crate) fn publish_release<T: CoordConfig>(
         &self,
@@ -799,6 +1021,7 @@ impl ConfigCenter {
                 message: None,
                 author: None,
                 expect: None,
+                gray: None,
             },
             plan,
         }
@@ -928,6 +1151,8 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            gray_values: BTreeMap::new(),
+            gray_removes: BTreeSet::new(),
             secrets: secrets.iter().map(|k| (*k).to_owned()).collect(),
             seen_revision: None,
         }
