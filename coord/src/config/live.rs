@@ -87,6 +87,11 @@ struct Shared<T> {
     last_error: Mutex<Option<Arc<Error>>>,
     tx: watch::Sender<Arc<T>>,
     task: Option<tokio::task::AbortHandle>,
+    /// The shared watch of the prefix (`None` for `fixed`). Held here, not by the follow task,
+    /// so it goes with the last handle at once: a task is dropped only some time after its
+    /// abort, and until then a new bind on the prefix would join this watch and could build
+    /// from a snapshot older than writes its caller has already seen acknowledged.
+    _range: Option<Arc<RangeWatch>>,
 }
 
 impl<T> Drop for Shared<T> {
@@ -147,6 +152,7 @@ impl<T: Send + Sync + 'static> Live<T> {
                 last_error: Mutex::new(None),
                 tx,
                 task: None,
+                _range: None,
             }),
         }
     }
@@ -220,7 +226,7 @@ impl<T: CoordConfig> Live<T> {
         let inputs = Inputs::of::<T>(&prefix, &snapshot);
         let (tx, _) = watch::channel(Arc::clone(&value));
         let shared = Arc::new_cyclic(|weak: &Weak<Shared<T>>| {
-            let task = tokio::spawn(follow(range_watch, rx, weak.clone(), inputs));
+            let task = tokio::spawn(follow(rx, weak.clone(), inputs));
             Shared {
                 prefix,
                 current: Arc::new(ArcSwap::new(value)),
@@ -228,6 +234,7 @@ impl<T: CoordConfig> Live<T> {
                 last_error: Mutex::new(None),
                 tx,
                 task: Some(task.abort_handle()),
+                _range: Some(range_watch),
             }
         });
         Ok(Live { shared })
@@ -302,7 +309,6 @@ impl Inputs {
 
 /// Applies every new snapshot of the range to the handle while the handle lives.
 async fn follow<T: CoordConfig>(
-    _range: Arc<RangeWatch>,
     mut rx: watch::Receiver<Snapshot>,
     handle: Weak<Shared<T>>,
     mut inputs: Inputs,
