@@ -2,9 +2,9 @@
 //!
 //! Locks, election, IDs, the registry and the config center each hold an `Arc<Context>`, not
 //! the `Coord`: the root imports the capabilities and no capability imports the root. The
-//! context is the store, the instance identity, the shared watches, the sessions (for
-//! `health()` and `close()`), the pool of parked lock leases, and whether the `Coord` is
-//! closed.
+//! context is the store, the instance identity, the shared watches, the status reporters, the
+//! sessions (for `health()` and `close()`), the pool of parked lock leases, and whether the
+//! `Coord` is closed.
 //!
 //! # What it promises
 //!
@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::hub::WatchHub;
+use crate::config::status::reporter::StatusReporters;
 use crate::error::{Error, Result};
 use crate::health::SessionTracker;
 use crate::instance::Instance;
@@ -34,6 +35,8 @@ pub(crate) struct Context {
     pub store: Store,
     /// Who this `Coord` is; fixed for its lifetime.
     pub instance: Instance,
+    /// The rollout status keys of its `Live` handles.
+    pub status: StatusReporters,
     pub hub: std::sync::Arc<WatchHub>,
     pub discovery: Discovery,
     /// Lease-holding handles by kind and name, for `health()`.
@@ -58,6 +61,7 @@ impl Context {
     ) -> Self {
         Context {
             instance,
+            status: StatusReporters::new(&store),
             hub: std::sync::Arc::new(WatchHub::new(store.clone(), sync_interval)),
             discovery: Discovery::new(store.clone()),
             store,

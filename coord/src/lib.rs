@@ -44,7 +44,7 @@ use tracing::Instrument;
 use context::Context;
 
 pub use client::{ClientConfig, TlsConfig};
-pub use config::{ConfigCenter, CoordConfig, Live, Secret};
+pub use config::{ConfigCenter, CoordConfig, InstanceStatus, Live, Secret, StatusError};
 pub use coord_derive::CoordConfig;
 pub use election::{Election, Leader, Leadership};
 pub use error::{Error, Result};
@@ -224,7 +224,9 @@ impl Coord {
         IdAllocator::new(Arc::clone(&self.inner.ctx), service, max_id, ttl).await
     }
 
-    /// Binds `T` to its `#[coord(prefix)]` and follows it: see [`Live`].
+    /// Binds `T` to its `#[coord(prefix)]` and follows it: see [`Live`]. While this `Coord`
+    /// holds a handle on the prefix, it reports which revision it runs in the prefix's
+    /// rollout status ([`ConfigCenter::rollout`]), under its [`instance`](Self::instance) name.
     ///
     /// # Errors
     ///
@@ -244,7 +246,7 @@ impl Coord {
     /// Binds `T` to the keys under `prefix`; see [`live`](Self::live).
     pub async fn live_at<T: config::CoordConfig>(&self, prefix: &str) -> Result<config::Live<T>> {
         self.inner.ctx.check_open()?;
-        config::Live::bind(&self.inner.ctx.hub, prefix).await
+        config::Live::bind(&self.inner.ctx, prefix).await
     }
 
     /// How many key ranges this `Coord` is watching for `Live` handles right now.
@@ -293,7 +295,8 @@ impl Coord {
     /// It releases everything this `Coord` (and every clone of it) holds, in parallel, each
     /// request bounded by `ClientConfig::request_timeout`: registrations are deregistered,
     /// locks unlocked, instance IDs released and leadership resigned, by revoking every lease
-    /// this `Coord` granted (parked lock leases included), so their keys are gone at once
+    /// this `Coord` granted (parked lock leases and the rollout status lease included), so
+    /// their keys are gone at once
     /// rather than after their TTLs. It stops every watch: each [`Live`] keeps its last value
     /// and stops following the store; config watchers and `observe` streams end. From then on
     /// every call through this `Coord` or its handles, the config center and [`store`](Self::store)
@@ -326,6 +329,7 @@ impl Coord {
         // From here every call refuses: the store first, so no request goes out after the
         // mark, whatever happens to this future. Revokes still go through (they only release).
         ctx.store.close();
+        ctx.status.close();
         // Made between the first take and the mark (after it, `Context::session` refuses).
         sessions.extend(ctx.take_sessions());
         let span = tracing::info_span!("coord.close");

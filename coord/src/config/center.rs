@@ -50,7 +50,7 @@ use crate::watch::{ResilientWatch, WatchEvent};
 /// ```
 #[derive(Clone, Debug)]
 pub struct ConfigCenter {
-    store: Store,
+    pub(crate) store: Store,
     hub: Arc<WatchHub>,
     cache: Option<Arc<ReadCache>>,
 }

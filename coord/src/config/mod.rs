@@ -8,6 +8,7 @@ mod live;
 pub(crate) mod map;
 mod schema;
 mod secret;
+pub(crate) mod status;
 
 pub use center::{Batch, ConfigCenter, ConfigEvent, Watcher};
 pub use live::{Live, LiveGuard, LiveReader};
@@ -17,3 +18,4 @@ pub use schema::{
     Source, Values,
 };
 pub use secret::Secret;
+pub use status::{InstanceStatus, StatusError};
