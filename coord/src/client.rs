@@ -6,12 +6,14 @@
 //! `Coord::connect` and rejects values that cannot work with [`Error::InvalidArgument`] naming
 //! the field.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::instance::{self, Instance};
 use crate::store::{Credentials, EtcdOptions, TlsMaterial};
 
 /// The longest timeout or keep-alive interval a `ClientConfig` accepts: a year is "forever"
@@ -86,6 +88,12 @@ pub struct ClientConfig {
     /// Deadline of each unary request; past it the request fails with [`Error::Timeout`].
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// This process's instance name (see [`Instance`]); `None` for `{hostname}-{pid}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// This process's instance labels (see [`Instance`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// TLS settings: PEM files for the CA and, for client-certificate auth, the client's pair.
@@ -133,6 +141,8 @@ struct ClientConfigFile {
     cache_ttl: Duration,
     #[serde(deserialize_with = "text_or_nanos", alias = "requestTimeout")]
     request_timeout: Duration,
+    instance: Option<String>,
+    labels: BTreeMap<String, String>,
     #[serde(alias = "caFile")]
     ca_file: Option<PathBuf>,
     #[serde(alias = "certFile")]
@@ -185,6 +195,8 @@ impl Default for ClientConfigFile {
             sync_interval: c.sync_interval,
             cache_ttl: c.cache_ttl,
             request_timeout: c.request_timeout,
+            instance: c.instance,
+            labels: c.labels,
             ca_file: None,
             cert_file: None,
             key_file: None,
@@ -223,6 +235,8 @@ impl TryFrom<ClientConfigFile> for ClientConfig {
             sync_interval: file.sync_interval,
             cache_ttl: file.cache_ttl,
             request_timeout: file.request_timeout,
+            instance: file.instance,
+            labels: file.labels,
         })
     }
 }
@@ -246,6 +260,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("sync_interval", &self.sync_interval)
             .field("cache_ttl", &self.cache_ttl)
             .field("request_timeout", &self.request_timeout)
+            .field("instance", &self.instance)
+            .field("labels", &self.labels)
             .finish()
     }
 }
@@ -274,6 +290,8 @@ impl ClientConfig {
             sync_interval: Duration::from_secs(60),
             cache_ttl: Duration::ZERO,
             request_timeout: Duration::from_secs(5),
+            instance: None,
+            labels: BTreeMap::new(),
         };
         match env {
             "test" => ClientConfig {
@@ -301,7 +319,8 @@ impl ClientConfig {
     /// `COORD_PASSWORD`, `COORD_TLS_CA`, `COORD_TLS_CERT`, `COORD_TLS_KEY`,
     /// `COORD_TLS_DOMAIN`, and the durations `COORD_DIAL_TIMEOUT`, `COORD_REQUEST_TIMEOUT`,
     /// `COORD_KEEP_ALIVE_TIME`, `COORD_KEEP_ALIVE_TIMEOUT`, `COORD_SYNC_INTERVAL`,
-    /// `COORD_CACHE_TTL` (`"5s"`, `"250ms"`).
+    /// `COORD_CACHE_TTL` (`"5s"`, `"250ms"`), and this process's identity: `COORD_INSTANCE`
+    /// (its name) and `COORD_LABELS` (`key=value,key2=value2`).
     ///
     /// # Errors
     ///
@@ -359,6 +378,14 @@ impl ClientConfig {
                 })?;
             }
         }
+        if let Some(name) = lookup(instance::INSTANCE_VAR) {
+            let name = name.trim().to_owned();
+            instance::check_name(instance::INSTANCE_VAR, &name)?;
+            config.instance = Some(name);
+        }
+        if let Some(text) = lookup(instance::LABELS_VAR) {
+            config.labels = instance::parse_labels(instance::LABELS_VAR, &text)?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -414,6 +441,23 @@ impl ClientConfig {
     pub fn with_sync_interval(mut self, interval: Duration) -> Self {
         self.sync_interval = interval;
         self
+    }
+
+    /// Sets this process's instance name and labels.
+    #[must_use]
+    pub fn with_instance(mut self, instance: Instance) -> Self {
+        self.instance = Some(instance.name);
+        self.labels = instance.labels;
+        self
+    }
+
+    /// The identity a `Coord` connected with this config has: [`instance`](Self::instance)
+    /// (default `{hostname}-{pid}`) with [`labels`](Self::labels).
+    pub fn identity(&self) -> Instance {
+        Instance {
+            name: self.instance.clone().unwrap_or_else(instance::default_name),
+            labels: self.labels.clone(),
+        }
     }
 
     /// Checks every field; the first bad one is reported as [`Error::InvalidArgument`].
@@ -477,7 +521,7 @@ impl ClientConfig {
         if let Some(tls) = &self.tls {
             tls.validate()?;
         }
-        Ok(())
+        self.identity().validate()
     }
     /// The store's connection settings: these, with the TLS files read into memory.
     ///
@@ -678,6 +722,56 @@ mod tests {
         let err = ClientConfig::from_lookup(lookup(&[("COORD_TLS_CA", "/nonexistent/ca.pem")]))
             .unwrap_err();
         assert_eq!(field_of(err), "tls.ca_file");
+    }
+
+    #[test]
+    fn from_env_reads_the_instance_and_its_labels() {
+        let config = ClientConfig::from_lookup(lookup(&[
+            ("COORD_INSTANCE", "checkout-1"),
+            ("COORD_LABELS", "zone=eu-1, track=canary"),
+        ]))
+        .unwrap();
+        assert_eq!(config.instance.as_deref(), Some("checkout-1"));
+        assert_eq!(
+            config.identity(),
+            Instance::new("checkout-1")
+                .label("zone", "eu-1")
+                .label("track", "canary")
+        );
+        // Unset, the name is {hostname}-{pid} and there are no labels.
+        let default = ClientConfig::from_lookup(lookup(&[])).unwrap();
+        assert_eq!(default.identity(), Instance::default());
+    }
+
+    #[test]
+    fn from_env_rejects_a_malformed_instance_naming_the_variable() {
+        let err = ClientConfig::from_lookup(lookup(&[("COORD_LABELS", "zone")])).unwrap_err();
+        assert!(err.to_string().contains("`zone` is not key=value"), "{err}");
+        assert_eq!(field_of(err), "COORD_LABELS");
+        let err = ClientConfig::from_lookup(lookup(&[("COORD_LABELS", "a=1,a=2")])).unwrap_err();
+        assert_eq!(field_of(err), "COORD_LABELS");
+        let err = ClientConfig::from_lookup(lookup(&[("COORD_INSTANCE", "a/b")])).unwrap_err();
+        assert_eq!(field_of(err), "COORD_INSTANCE");
+    }
+
+    #[test]
+    fn the_instance_loads_from_a_file_and_validates() {
+        let config: ClientConfig =
+            serde_json::from_str(r#"{"instance":"api-1","labels":{"zone":"eu-1"}}"#).unwrap();
+        assert_eq!(
+            config.identity(),
+            Instance::new("api-1").label("zone", "eu-1")
+        );
+        let text = serde_json::to_string(&config).unwrap();
+        assert_eq!(serde_json::from_str::<ClientConfig>(&text).unwrap(), config);
+        // Unset, neither is written.
+        let plain = serde_json::to_string(&ClientConfig::default()).unwrap();
+        assert!(
+            !plain.contains("instance") && !plain.contains("labels"),
+            "{plain}"
+        );
+        let bad = ClientConfig::for_env("test").with_instance(Instance::new("a/b"));
+        assert_eq!(field_of(bad.validate().unwrap_err()), "instance");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! Locks, election, IDs, the registry and the config center each hold an `Arc<Context>`, not
 //! the `Coord`: the root imports the capabilities and no capability imports the root. The
-//! context is the store, the shared watches, the sessions (for `health()` and `close()`), the
-//! pool of parked lock leases, and whether the `Coord` is closed.
+//! context is the store, the instance identity, the shared watches, the status reporters, the
+//! sessions (for `health()` and `close()`), the pool of parked lock leases, and whether the
+//! `Coord` is closed.
 //!
 //! # What it promises
 //!
@@ -18,8 +19,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::hub::WatchHub;
+use crate::config::status::reporter::StatusReporters;
 use crate::error::{Error, Result};
 use crate::health::SessionTracker;
+use crate::instance::Instance;
 use crate::lease_pool::LeasePool;
 use crate::registry::cache::Discovery;
 use crate::session::{Session, SessionInner};
@@ -30,6 +33,10 @@ use crate::sync::lock;
 #[derive(Debug)]
 pub(crate) struct Context {
     pub store: Store,
+    /// Who this `Coord` is; fixed for its lifetime.
+    pub instance: Instance,
+    /// The rollout status keys of its `Live` handles.
+    pub status: StatusReporters,
     pub hub: std::sync::Arc<WatchHub>,
     pub discovery: Discovery,
     /// Lease-holding handles by kind and name, for `health()`.
@@ -46,8 +53,15 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    pub fn new(store: Store, sync_interval: Option<Duration>, request_timeout: Duration) -> Self {
+    pub fn new(
+        store: Store,
+        instance: Instance,
+        sync_interval: Option<Duration>,
+        request_timeout: Duration,
+    ) -> Self {
         Context {
+            instance,
+            status: StatusReporters::new(&store),
             hub: std::sync::Arc::new(WatchHub::new(store.clone(), sync_interval)),
             discovery: Discovery::new(store.clone()),
             store,

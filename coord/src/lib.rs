@@ -22,6 +22,7 @@ pub mod election;
 pub mod error;
 pub mod health;
 pub mod ids;
+pub mod instance;
 mod lease_pool;
 pub mod lock;
 pub(crate) mod queue;
@@ -43,12 +44,13 @@ use tracing::Instrument;
 use context::Context;
 
 pub use client::{ClientConfig, TlsConfig};
-pub use config::{ConfigCenter, CoordConfig, Live, Secret};
+pub use config::{ConfigCenter, CoordConfig, InstanceStatus, Live, Secret, StatusError};
 pub use coord_derive::CoordConfig;
 pub use election::{Election, Leader, Leadership};
 pub use error::{Error, Result};
 pub use health::{Health, SessionHealth};
 pub use ids::{IdAllocator, IdGuard};
+pub use instance::Instance;
 pub use lock::{LockGuard, Locks};
 pub use registry::{Registration, Registry, ServiceEvent, ServiceInfo};
 pub use session::Session;
@@ -86,12 +88,14 @@ impl Coord {
     pub async fn connect(config: ClientConfig) -> Result<Self> {
         config.validate()?;
         let store = Store::connect(&config.etcd_options()?).await?;
-        Ok(Self::on_store(store, Some(config)))
+        let instance = config.identity();
+        Ok(Self::on_store(store, instance, Some(config)))
     }
 
     /// A `Coord` on a new, empty embedded store: etcd's semantics in this process, no server.
+    /// Its [`instance`](Self::instance) is the default, `{hostname}-{pid}` without labels.
     pub fn in_memory() -> Self {
-        Self::on_store(Store::in_memory(), None)
+        Self::on_store(Store::in_memory(), Instance::default(), None)
     }
 
     /// A `Coord` on the store behind `store`, as a second process would be on the same etcd:
@@ -111,18 +115,47 @@ impl Coord {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// Its [`instance`](Self::instance) is the default, as for [`in_memory`](Self::in_memory),
+    /// so several of them on one store share a name: give each its own with
+    /// [`from_store_as`](Self::from_store_as) when they report status.
     pub fn from_store(store: &Store) -> Self {
-        Self::on_store(store.new_handle(), None)
+        Self::on_store(store.new_handle(), Instance::default(), None)
     }
 
-    fn on_store(store: Store, client_config: Option<ClientConfig>) -> Self {
+    /// As [`from_store`](Self::from_store), as the instance `instance`: for tests with several
+    /// `Coord`s on one store that tell themselves apart, as processes connected with
+    /// different `ClientConfig::instance`s would.
+    ///
+    /// ```
+    /// use coord::{Coord, Instance};
+    /// let store = coord::Store::in_memory();
+    /// let canary = Coord::from_store_as(&store, Instance::new("api-1").label("track", "canary"))?;
+    /// assert_eq!(canary.instance().name, "api-1");
+    /// # Ok::<(), coord::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the instance does not [`validate`](Instance::validate).
+    pub fn from_store_as(store: &Store, instance: Instance) -> Result<Self> {
+        instance.validate()?;
+        Ok(Self::on_store(store.new_handle(), instance, None))
+    }
+
+    fn on_store(store: Store, instance: Instance, client_config: Option<ClientConfig>) -> Self {
         // The embedded store answers in microseconds and loses no events: no cache, no resync.
         let (cache_ttl, sync_interval, request_timeout) = client_config
             .as_ref()
             .map_or((Duration::ZERO, None, MEMORY_REQUEST_TIMEOUT), |c| {
                 (c.cache_ttl, Some(c.sync_interval), c.request_timeout)
             });
-        let ctx = Arc::new(Context::new(store, sync_interval, request_timeout));
+        let ctx = Arc::new(Context::new(
+            store,
+            instance,
+            sync_interval,
+            request_timeout,
+        ));
         Coord {
             inner: Arc::new(Inner {
                 config: config::ConfigCenter::new(Arc::clone(&ctx), cache_ttl),
@@ -130,6 +163,11 @@ impl Coord {
                 client_config,
             }),
         }
+    }
+
+    /// Who this `Coord` is: its name and labels, fixed for its lifetime (see [`Instance`]).
+    pub fn instance(&self) -> &Instance {
+        &self.inner.ctx.instance
     }
 
     /// The store seam under this `Coord`, for operations the typed modules do not cover.
@@ -186,7 +224,9 @@ impl Coord {
         IdAllocator::new(Arc::clone(&self.inner.ctx), service, max_id, ttl).await
     }
 
-    /// Binds `T` to its `#[coord(prefix)]` and follows it: see [`Live`].
+    /// Binds `T` to its `#[coord(prefix)]` and follows it: see [`Live`]. While this `Coord`
+    /// holds a handle on the prefix, it reports which revision it runs in the prefix's
+    /// rollout status ([`ConfigCenter::rollout`]), under its [`instance`](Self::instance) name.
     ///
     /// # Errors
     ///
@@ -206,7 +246,7 @@ impl Coord {
     /// Binds `T` to the keys under `prefix`; see [`live`](Self::live).
     pub async fn live_at<T: config::CoordConfig>(&self, prefix: &str) -> Result<config::Live<T>> {
         self.inner.ctx.check_open()?;
-        config::Live::bind(&self.inner.ctx.hub, prefix).await
+        config::Live::bind(&self.inner.ctx, prefix).await
     }
 
     /// How many key ranges this `Coord` is watching for `Live` handles right now.
@@ -255,7 +295,8 @@ impl Coord {
     /// It releases everything this `Coord` (and every clone of it) holds, in parallel, each
     /// request bounded by `ClientConfig::request_timeout`: registrations are deregistered,
     /// locks unlocked, instance IDs released and leadership resigned, by revoking every lease
-    /// this `Coord` granted (parked lock leases included), so their keys are gone at once
+    /// this `Coord` granted (parked lock leases and the rollout status lease included), so
+    /// their keys are gone at once
     /// rather than after their TTLs. It stops every watch: each [`Live`] keeps its last value
     /// and stops following the store; config watchers and `observe` streams end. From then on
     /// every call through this `Coord` or its handles, the config center and [`store`](Self::store)
@@ -288,6 +329,7 @@ impl Coord {
         // From here every call refuses: the store first, so no request goes out after the
         // mark, whatever happens to this future. Revokes still go through (they only release).
         ctx.store.close();
+        ctx.status.close();
         // Made between the first take and the mark (after it, `Context::session` refuses).
         sessions.extend(ctx.take_sessions());
         let span = tracing::info_span!("coord.close");

@@ -29,6 +29,7 @@ on_both_backends!(cases:
     close_is_idempotent_and_spares_other_coords,
     concurrent_closes_both_return_after_everything_is_released,
     registry_watchers_end_and_caches_stop_waiting,
+    the_instance_status_goes_at_once,
 );
 
 /// The guards of every kind of lease-holding handle, held by one `Coord`.
@@ -331,6 +332,28 @@ mod cases {
         );
         assert!(holder.is_alive());
         holder.unlock().await.unwrap();
+    }
+
+    pub async fn the_instance_status_goes_at_once(b: &Backend) {
+        let observer = Coord::from_store_as(b.store(), coord::Instance::new("observer")).unwrap();
+        let me = b.coord.instance().name.clone();
+        let _live = b.coord.live::<Limits>().await.unwrap();
+        common::eventually(Duration::from_secs(10), "the status is listed", || async {
+            let statuses = observer.config().rollout("/config/close").await.unwrap();
+            statuses.iter().any(|s| s.instance == me)
+        })
+        .await;
+        let health = b.coord.health().await.unwrap();
+        assert!(
+            health.sessions.iter().any(|s| s.kind == "status"),
+            "{health:?}"
+        );
+
+        b.coord.close().await.unwrap();
+
+        // Revoked with the Coord's other leases, not left for its TTL.
+        let statuses = observer.config().rollout("/config/close").await.unwrap();
+        assert!(statuses.is_empty(), "status outlived close: {statuses:?}");
     }
 
     pub async fn close_is_idempotent_and_spares_other_coords(b: &Backend) {

@@ -19,6 +19,9 @@
 //!   survives etcd restarts and compaction (see [`crate::watch`]).
 //! - **Drop.** Dropping the last clone of a handle stops its updates; the store watch stops when
 //!   no handle on its prefix is left.
+//! - **Reported.** While a `Coord` has a handle on a prefix, it keeps a status key saying which
+//!   revision it runs and what it rejected (see `ConfigCenter::rollout`). Reporting is one
+//!   `watch` send per change: a reload never waits for the status write.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -28,6 +31,8 @@ use tokio::sync::watch;
 
 use crate::config::hub::{RangeWatch, RawValue, Snapshot};
 use crate::config::schema::{CoordConfig, Source};
+use crate::config::status::reporter::{self, HandleState, Rejected, StatusSlot};
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::sync::lock;
 
@@ -84,9 +89,26 @@ struct Shared<T> {
     prefix: String,
     current: Arc<ArcSwap<T>>,
     revision: AtomicI64,
-    last_error: Mutex<Option<Arc<Error>>>,
+    /// The last rejected change and its revision, while the latest change is rejected.
+    last_error: Mutex<Option<Rejected>>,
     tx: watch::Sender<Arc<T>>,
     task: Option<tokio::task::AbortHandle>,
+    /// The shared watch of the prefix (`None` for `fixed`). Held here, not by the follow task,
+    /// so it goes with the last handle at once: a task is dropped only some time after its
+    /// abort, and until then a new bind on the prefix would join this watch and could build
+    /// from a snapshot older than writes its caller has already seen acknowledged.
+    _range: Option<Arc<RangeWatch>>,
+    /// This handle's place in its `Coord`'s status of the prefix (`None` for `fixed`).
+    status: Option<StatusSlot>,
+}
+
+impl<T> Shared<T> {
+    /// Tells the status reporter this handle's revision and last rejection.
+    fn report_status(&self, revision: i64, rejected: Option<Rejected>) {
+        if let Some(slot) = &self.status {
+            slot.report(HandleState { revision, rejected });
+        }
+    }
 }
 
 impl<T> Drop for Shared<T> {
@@ -147,6 +169,8 @@ impl<T: Send + Sync + 'static> Live<T> {
                 last_error: Mutex::new(None),
                 tx,
                 task: None,
+                _range: None,
+                status: None,
             }),
         }
     }
@@ -194,7 +218,9 @@ impl<T: Send + Sync + 'static> Live<T> {
     /// Why the latest revision was not applied, if it was not: the error names the key. `None`
     /// once a good revision has been applied.
     pub fn last_error(&self) -> Option<Arc<Error>> {
-        lock(&self.shared.last_error).clone()
+        lock(&self.shared.last_error)
+            .as_ref()
+            .map(|rejected| Arc::clone(&rejected.error))
     }
 
     /// A per-thread reader whose `load` is cheaper still (see [`LiveReader`]).
@@ -212,15 +238,24 @@ impl<T: Send + Sync + 'static> Live<T> {
 
 impl<T: CoordConfig> Live<T> {
     /// Binds `T` to `prefix` on a shared range watch.
-    pub(crate) async fn bind(hub: &super::hub::WatchHub, prefix: &str) -> Result<Self> {
+    /// Reports its status through `ctx`'s status reporter.
+    pub(crate) async fn bind(ctx: &Arc<Context>, prefix: &str) -> Result<Self> {
         let prefix = prefix.trim_end_matches('/').to_string();
         let range = crate::store::KeyRange::prefix(format!("{prefix}/"));
-        let (range_watch, rx, snapshot) = hub.watch(&range, true).await?;
+        let (range_watch, rx, snapshot) = ctx.hub.watch(&range, true).await?;
         let value = Arc::new(build::<T>(&prefix, &snapshot)?);
         let inputs = Inputs::of::<T>(&prefix, &snapshot);
         let (tx, _) = watch::channel(Arc::clone(&value));
+        let status = reporter::slot(
+            ctx,
+            &prefix,
+            HandleState {
+                revision: snapshot.revision,
+                rejected: None,
+            },
+        );
         let shared = Arc::new_cyclic(|weak: &Weak<Shared<T>>| {
-            let task = tokio::spawn(follow(range_watch, rx, weak.clone(), inputs));
+            let task = tokio::spawn(follow(rx, weak.clone(), inputs));
             Shared {
                 prefix,
                 current: Arc::new(ArcSwap::new(value)),
@@ -228,6 +263,8 @@ impl<T: CoordConfig> Live<T> {
                 last_error: Mutex::new(None),
                 tx,
                 task: Some(task.abort_handle()),
+                _range: Some(range_watch),
+                status,
             }
         });
         Ok(Live { shared })
@@ -302,7 +339,6 @@ impl Inputs {
 
 /// Applies every new snapshot of the range to the handle while the handle lives.
 async fn follow<T: CoordConfig>(
-    _range: Arc<RangeWatch>,
     mut rx: watch::Receiver<Snapshot>,
     handle: Weak<Shared<T>>,
     mut inputs: Inputs,
@@ -326,6 +362,7 @@ async fn follow<T: CoordConfig>(
             // current at this revision, unless the last change of its keys was rejected.
             if lock(&shared.last_error).is_none() {
                 shared.revision.store(snapshot.revision, Ordering::Release);
+                shared.report_status(snapshot.revision, None);
             }
             continue;
         }
@@ -354,6 +391,7 @@ async fn follow<T: CoordConfig>(
                 shared.revision.store(snapshot.revision, Ordering::Release);
                 shared.current.store(Arc::clone(&value));
                 shared.tx.send_replace(value);
+                shared.report_status(snapshot.revision, None);
             }
             Err(error) => {
                 tracing::warn!(
@@ -362,7 +400,12 @@ async fn follow<T: CoordConfig>(
                     %error,
                     "config change rejected; keeping the last good value"
                 );
-                *lock(&shared.last_error) = Some(Arc::new(error));
+                let rejected = Rejected {
+                    error: Arc::new(error),
+                    revision: snapshot.revision,
+                };
+                *lock(&shared.last_error) = Some(rejected.clone());
+                shared.report_status(shared.revision.load(Ordering::Acquire), Some(rejected));
             }
         }
     }

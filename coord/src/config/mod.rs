@@ -10,6 +10,7 @@ pub(crate) mod map;
 pub(crate) mod release;
 mod schema;
 mod secret;
+pub(crate) mod status;
 
 pub use center::{Batch, ConfigCenter, ConfigEvent, Watcher};
 pub use gray::Selector;
@@ -21,3 +22,4 @@ pub use schema::{
     Source, Values,
 };
 pub use secret::Secret;
+pub use status::{InstanceStatus, StatusError};

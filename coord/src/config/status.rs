@@ -1,0 +1,232 @@
+//! Rollout status: what config each live instance runs, read with
+//! [`ConfigCenter::rollout`].
+//!
+//! While a `Coord` has at least one [`Live`](crate::Live) handle on a prefix, it keeps one
+//! status key for that prefix on a lease of its own:
+//!
+//! ```text
+//! /coord/status{prefix}//{instance name}  →  JSON InstanceStatus
+//! ```
+//!
+//! Config prefixes never hold an empty segment, so the `//` keeps one prefix's statuses apart
+//! from a longer prefix's (`/coord/status/config//…` is not under `/coord/status/config/app//`).
+//!
+//! # What it promises
+//!
+//! - **Current.** The status says the revision the instance's config is current at (the lowest
+//!   [`Live::revision`](crate::Live::revision) among the `Coord`'s handles on the prefix) and
+//!   the last change it rejected, if the latest change of its keys was rejected.
+//! - **Coalesced.** One reporter task per `Coord` and prefix writes the status, one write in
+//!   flight at a time, and then the latest state: a burst of reloads costs a few writes, not
+//!   one each, and the reloads themselves never wait for a write.
+//! - **Gone with the instance.** The key is deleted when the last handle on the prefix is
+//!   dropped, revoked by [`Coord::close`](crate::Coord::close), and expires with the lease
+//!   (10 s) if the process dies. A lost lease is replaced and the status written again.
+//! - **Quiet where it would echo.** A handle bound to a prefix that covers its own status key
+//!   (`/`, `/coord`, `/coord/status`) reports nothing: each report would be a change of its
+//!   own keys. [`Live::fixed`](crate::Live::fixed) handles report nothing either.
+
+pub(crate) mod reporter;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::config::ConfigCenter;
+use crate::error::{Error, Result};
+use crate::store::{KeyRange, RangeOptions};
+
+/// Where every status key lives.
+pub(crate) const STATUS_ROOT: &str = "/coord/status";
+
+/// What one instance runs on one prefix: the value of its status key.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord::Result<()> {
+/// use coord::{Coord, CoordConfig, Instance};
+///
+/// #[derive(CoordConfig, Debug, Clone)]
+/// #[coord(prefix = "/config/checkout")]
+/// struct Checkout {
+///     #[coord(default = 30)]
+///     timeout_secs: u64,
+/// }
+///
+/// let store = coord::Store::in_memory();
+/// let api = Coord::from_store_as(&store, Instance::new("api-1").label("zone", "eu-1"))?;
+/// let live = api.live::<Checkout>().await?;
+///
+/// let revision = api.config().set("/config/checkout/timeout_secs", &45).await?;
+/// // The status follows shortly after the value.
+/// let status = loop {
+///     let statuses = api.config().rollout("/config/checkout").await?;
+///     if statuses.first().is_some_and(|s| s.revision >= revision) {
+///         break statuses[0].clone();
+///     }
+///     tokio::task::yield_now().await;
+/// };
+/// assert_eq!(status.instance, "api-1");
+/// assert_eq!(status.labels["zone"], "eu-1");
+/// assert!(status.error.is_none());
+/// # drop(live);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct InstanceStatus {
+    /// The instance's name ([`Instance::name`](crate::Instance::name)).
+    pub instance: String,
+    /// The instance's labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The config prefix the status is about.
+    pub prefix: String,
+    /// The store revision the instance's config is current at: every change of its keys up
+    /// to this revision is applied. With several handles on the prefix, the lowest of theirs.
+    pub revision: i64,
+    /// The last change the instance rejected, while its latest change is rejected.
+    #[serde(default)]
+    pub error: Option<StatusError>,
+    /// When the status was written, in milliseconds since the Unix epoch (the instance's clock).
+    pub updated_ms: u64,
+}
+
+/// A change an instance rejected: it keeps running the config of
+/// [`InstanceStatus::revision`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StatusError {
+    /// The key the error is about, if it is about one (a value that does not decode, a
+    /// required key deleted, a `validate` that failed names the prefix).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The error, as `Live::last_error` displays it.
+    pub message: String,
+    /// The revision that was rejected.
+    pub revision: i64,
+}
+
+impl StatusError {
+    /// The status form of `error`, rejected at `revision`.
+    pub(crate) fn of(error: &Error, revision: i64) -> Self {
+        let key = match error {
+            Error::Decode { key, .. } | Error::Invalid { key, .. } => Some(key.clone()),
+            _ => None,
+        };
+        StatusError {
+            key,
+            message: error.to_string(),
+            revision,
+        }
+    }
+}
+
+/// A config prefix as `Live` binds it: without trailing `/`.
+pub(crate) fn normalize(prefix: &str) -> &str {
+    prefix.trim_end_matches('/')
+}
+
+/// `/coord/status{prefix}//`: every status key of `prefix` is under it.
+pub(crate) fn status_prefix(prefix: &str) -> String {
+    format!("{STATUS_ROOT}{}//", normalize(prefix))
+}
+
+/// `/coord/status{prefix}//{instance}`: the status key of `instance` on `prefix`.
+pub(crate) fn status_key(prefix: &str, instance: &str) -> String {
+    format!("{}{instance}", status_prefix(prefix))
+}
+
+/// True if a handle on `prefix` would see its own status key change (and so must not report).
+pub(crate) fn covers_own_status(prefix: &str, instance: &str) -> bool {
+    status_key(prefix, instance).starts_with(&format!("{}/", normalize(prefix)))
+}
+
+impl ConfigCenter {
+    /// Every live instance with a [`Live`](crate::Live) handle on `prefix` and what it runs,
+    /// sorted by instance name: one range read of the prefix's status keys (see
+    /// [`InstanceStatus`] for an example).
+    ///
+    /// An instance appears while it holds a handle on the prefix and its `Coord` is open; one
+    /// that died without closing disappears when its status lease expires (10 s).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a prefix with NUL; [`Error::Decode`] naming the key if a
+    /// status is not an [`InstanceStatus`]; store errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn rollout(&self, prefix: &str) -> Result<Vec<InstanceStatus>> {
+        let range = KeyRange::prefix(status_prefix(prefix));
+        crate::store::check_key("prefix", range.as_str(), true)?;
+        let span = tracing::debug_span!("config.rollout", key = range.as_str());
+        let response = self
+            .store
+            .range(&range, RangeOptions::default())
+            .instrument(span)
+            .await?;
+        let mut statuses = response
+            .kvs
+            .iter()
+            .map(|kv| {
+                serde_json::from_slice::<InstanceStatus>(&kv.value).map_err(|source| {
+                    Error::Decode {
+                        key: kv.key.clone(),
+                        source,
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        statuses.sort_by(|a, b| a.instance.cmp(&b.instance));
+        Ok(statuses)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_keys_of_one_prefix_are_apart_from_a_longer_prefix() {
+        assert_eq!(
+            status_key("/config/app", "api-1"),
+            "/coord/status/config/app//api-1"
+        );
+        assert_eq!(
+            status_key("/config/app/", "api-1"),
+            "/coord/status/config/app//api-1"
+        );
+        let range = KeyRange::prefix(status_prefix("/config"));
+        assert!(range.contains(&status_key("/config", "a")));
+        assert!(!range.contains(&status_key("/config/app", "a")));
+    }
+
+    #[test]
+    fn only_prefixes_above_the_status_root_cover_their_own_status() {
+        for prefix in ["", "/", "/coord", "/coord/", "/coord/status"] {
+            assert!(covers_own_status(prefix, "a"), "{prefix}");
+        }
+        for prefix in ["/config", "/coord/stat", "/coord/status/x", "/coordx"] {
+            assert!(!covers_own_status(prefix, "a"), "{prefix}");
+        }
+    }
+
+    #[test]
+    fn a_status_error_names_the_key_of_config_errors() {
+        let invalid = Error::Invalid {
+            key: "/config/app".into(),
+            reason: "too big".into(),
+        };
+        let status = StatusError::of(&invalid, 7);
+        assert_eq!(status.key.as_deref(), Some("/config/app"));
+        assert_eq!(status.message, invalid.to_string());
+        assert_eq!(status.revision, 7);
+        assert_eq!(StatusError::of(&Error::Closed, 8).key, None);
+    }
+}
