@@ -1,6 +1,6 @@
 //! Gray releases: a release that only some instances see until it is promoted or aborted.
 //!
-//! A gray release of a prefix is one key, `/coord/releases{prefix}//gray`, holding the values
+//! A gray release of a prefix is one key, `/coord/gray{prefix}`, holding the values
 //! it changes (and the keys it removes) and a [`Selector`] of the instances that see it. The
 //! prefix's own keys do not change, so every other instance sees nothing. A selected
 //! instance's `Live` overlays the gray values on the prefix's values and builds one struct
@@ -12,9 +12,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+/// Where every gray release is kept: one key per prefix, so that one watch per `Coord` (not
+/// one per prefix) tells every `Live` about gray releases; they are rare.
+pub(crate) const GRAY_ROOT: &str = "/coord/gray";
+
 /// The key of a prefix's gray release.
 pub(crate) fn gray_key(prefix: &str) -> String {
-    format!("{}gray", crate::config::release::releases_of(prefix))
+    format!("{GRAY_ROOT}{prefix}")
 }
 
 /// Which instances see a gray release: those named, and those whose labels match every

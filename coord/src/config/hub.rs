@@ -64,6 +64,13 @@ impl ChangeLog {
     /// Keys kept: a few pages of changes, for handles that fell behind a burst.
     const KEEP: usize = 4096;
 
+    /// A log that knows nothing before `revision`.
+    pub fn starting_at(revision: i64) -> Self {
+        let mut log = ChangeLog::default();
+        log.reset(revision);
+        log
+    }
+
     /// Forgets everything before `revision` (a fresh list of the range).
     fn reset(&mut self, revision: i64) {
         *self = ChangeLog {

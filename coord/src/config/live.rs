@@ -29,7 +29,9 @@ use std::sync::{Arc, Mutex, Weak};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::hub::{RangeWatch, RawValue, Snapshot};
+use crate::config::gray::{gray_key, GrayDoc, GRAY_ROOT};
+use crate::config::hub::{ChangeLog, RangeWatch, RawValue, Snapshot};
+use crate::instance::Instance;
 use crate::config::schema::{CoordConfig, Source};
 use crate::config::status::reporter::{self, HandleState, Rejected, StatusSlot};
 use crate::context::Context;
@@ -100,13 +102,22 @@ struct Shared<T> {
     _range: Option<Arc<RangeWatch>>,
     /// This handle's place in its `Coord`'s status of the prefix (`None` for `fixed`).
     status: Option<StatusSlot>,
+    /// The shared watch of the gray releases (`None` for `fixed`).
+    _gray: Option<Arc<RangeWatch>>,
+    /// The gray release the current value includes, if any.
+    gray: Mutex<Option<u64>>,
 }
 
 impl<T> Shared<T> {
     /// Tells the status reporter this handle's revision and last rejection.
     fn report_status(&self, revision: i64, rejected: Option<Rejected>) {
         if let Some(slot) = &self.status {
-            slot.report(HandleState { revision, rejected });
+            let gray = *lock(&self.gray);
+            slot.report(HandleState {
+                revision,
+                rejected,
+                gray,
+            });
         }
     }
 }
@@ -171,6 +182,8 @@ impl<T: Send + Sync + 'static> Live<T> {
                 task: None,
                 _range: None,
                 status: None,
+                _gray: None,
+                gray: Mutex::new(None),
             }),
         }
     }
@@ -242,7 +255,12 @@ impl<T: CoordConfig> Live<T> {
     pub(crate) async fn bind(ctx: &Arc<Context>, prefix: &str) -> Result<Self> {
         let prefix = prefix.trim_end_matches('/').to_string();
         let range = crate::store::KeyRange::prefix(format!("{prefix}/"));
-        let (range_watch, rx, snapshot) = ctx.hub.watch(&range, true).await?;
+        let (range_watch, rx, main) = ctx.hub.watch(&range, true).await?;
+        // One watch of every prefix's gray release, shared by all handles of the `Coord`.
+        let gray_range = crate::store::KeyRange::prefix(format!("{GRAY_ROOT}/"));
+        let (gray_watch, gray_rx, gray) = ctx.hub.watch(&gray_range, true).await?;
+        let me = Arc::new(ctx.instance.clone());
+        let (snapshot, gray_seq) = overlay(&prefix, &main, &gray, &me);
         let value = Arc::new(build::<T>(&prefix, &snapshot)?);
         let inputs = Inputs::of::<T>(&prefix, &snapshot);
         let (tx, _) = watch::channel(Arc::clone(&value));
@@ -252,10 +270,18 @@ impl<T: CoordConfig> Live<T> {
             HandleState {
                 revision: snapshot.revision,
                 rejected: None,
+                gray: gray_seq,
             },
         );
         let shared = Arc::new_cyclic(|weak: &Weak<Shared<T>>| {
-            let task = tokio::spawn(follow(rx, weak.clone(), inputs));
+            let views = Views {
+                prefix: prefix.clone(),
+                main: rx,
+                gray: gray_rx,
+                me,
+                overlaid: gray_seq.is_some(),
+            };
+            let task = tokio::spawn(follow(views, weak.clone(), inputs));
             Shared {
                 prefix,
                 current: Arc::new(ArcSwap::new(value)),
@@ -265,6 +291,8 @@ impl<T: CoordConfig> Live<T> {
                 task: Some(task.abort_handle()),
                 _range: Some(range_watch),
                 status,
+                _gray: Some(gray_watch),
+                gray: Mutex::new(gray_seq),
             }
         });
         Ok(Live { shared })
@@ -337,20 +365,87 @@ impl Inputs {
     }
 }
 
-/// Applies every new snapshot of the range to the handle while the handle lives.
-async fn follow<T: CoordConfig>(
-    mut rx: watch::Receiver<Snapshot>,
-    handle: Weak<Shared<T>>,
-    mut inputs: Inputs,
-) {
+/// What a handle follows: its prefix's snapshots and its gray release key's, and who it is
+/// (whether a gray release is for it).
+struct Views {
+    prefix: String,
+    main: watch::Receiver<Snapshot>,
+    gray: watch::Receiver<Snapshot>,
+    me: Arc<Instance>,
+    /// True if the value last built had a gray release laid over it.
+    overlaid: bool,
+}
+
+impl Views {
+    /// The next view of the prefix, once either watch moved; `None` once they stopped.
+    async fn next(&mut self) -> Option<(Snapshot, Option<u64>)> {
+        tokio::select! {
+            changed = self.main.changed() => changed.ok()?,
+            changed = self.gray.changed() => changed.ok()?,
+        }
+        let main = self.main.borrow_and_update().clone();
+        let gray = self.gray.borrow_and_update().clone();
+        Some(overlay(&self.prefix, &main, &gray, &self.me))
+    }
+}
+
+/// The prefix as `me` sees it: `main`, with the gray release laid over it if there is one
+/// and it is for `me` (then the change log starts afresh, so the value is built from
+/// scratch). The revision is the later of the two watches', so an instance outside a gray
+/// release is still seen to be current at it.
+fn overlay(
+    prefix: &str,
+    main: &Snapshot,
+    gray: &Snapshot,
+    me: &Instance,
+) -> (Snapshot, Option<u64>) {
+    let revision = main.revision.max(gray.revision);
+    let connected = main.connected && gray.connected;
+    let doc = gray.values.get(&gray_key(prefix)).and_then(|raw| {
+        serde_json::from_slice::<GrayDoc>(raw)
+            .map_err(|e| tracing::warn!(prefix, error = %e, "unreadable gray release ignored"))
+            .ok()
+    });
+    let Some(doc) = doc.filter(|doc| doc.selector.matches(&me.name, &me.labels, doc.seq)) else {
+        let snapshot = Snapshot {
+            revision,
+            connected,
+            ..main.clone()
+        };
+        return (snapshot, None);
+    };
+    let mut values = main.values.clone();
+    for (key, text) in &doc.values {
+        values.insert(format!("{prefix}/{key}"), RawValue::from(text.as_bytes()));
+    }
+    for key in &doc.removes {
+        values.remove(&format!("{prefix}/{key}"));
+    }
+    let snapshot = Snapshot {
+        revision,
+        values,
+        changes: ChangeLog::starting_at(revision),
+        connected,
+    };
+    (snapshot, Some(doc.seq))
+}
+
+/// Applies every new view of the prefix to the handle while the handle lives.
+async fn follow<T: CoordConfig>(mut views: Views, handle: Weak<Shared<T>>, mut inputs: Inputs) {
     // The revision of the snapshot the current value was built from: what a rebuild is told
     // the changes since.
     let mut built = inputs.seen;
-    while rx.changed().await.is_ok() {
-        let snapshot = rx.borrow_and_update().clone();
+    loop {
+        let Some((snapshot, gray)) = views.next().await else {
+            return;
+        };
         let Some(shared) = handle.upgrade() else {
             return;
         };
+        // A gray release on or off changes values no change log records: build afresh.
+        let fresh = views.overlaid || gray.is_some();
+        views.overlaid = gray.is_some();
+        *lock(&shared.gray) = gray;
         if snapshot.revision <= shared.revision.load(Ordering::Acquire) {
             continue;
         }
@@ -366,7 +461,7 @@ async fn follow<T: CoordConfig>(
             }
             continue;
         }
-        let result = if inputs.maps.is_empty() {
+        let result = if inputs.maps.is_empty() || fresh {
             // Without map fields there is nothing to carry over: decoding every field is
             // as cheap as finding out what changed.
             build::<T>(&shared.prefix, &snapshot)

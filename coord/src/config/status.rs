@@ -92,6 +92,9 @@ pub struct InstanceStatus {
     /// The last change the instance rejected, while its latest change is rejected.
     #[serde(default)]
     pub error: Option<StatusError>,
+    /// The gray release the instance runs, if it is one of that release's instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gray: Option<u64>,
     /// When the status was written, in milliseconds since the Unix epoch (the instance's clock).
     pub updated_ms: u64,
 }

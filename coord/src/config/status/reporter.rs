@@ -44,6 +44,8 @@ pub(crate) struct HandleState {
     pub revision: i64,
     /// The last change it rejected, while its latest change is rejected.
     pub rejected: Option<Rejected>,
+    /// The gray release it runs, if it is one of that release's instances.
+    pub gray: Option<u64>,
 }
 
 /// A change a `Live` handle rejected.
@@ -173,6 +175,7 @@ pub(crate) fn slot(ctx: &Arc<Context>, prefix: &str, state: HandleState) -> Opti
 struct Report {
     revision: i64,
     error: Option<StatusError>,
+    gray: Option<u64>,
 }
 
 /// The status of a prefix from its handles' states: the lowest revision and the latest
@@ -184,7 +187,12 @@ fn aggregate(handles: &Handles) -> Option<Report> {
         .filter_map(|h| h.rejected.as_ref())
         .max_by_key(|rejected| rejected.revision)
         .map(|rejected| StatusError::of(&rejected.error, rejected.revision));
-    Some(Report { revision, error })
+    let gray = handles.values().filter_map(|h| h.gray).max();
+    Some(Report {
+        revision,
+        error,
+        gray,
+    })
 }
 
 /// The reporter of one prefix: writes the latest status whenever it changed or the lease was
@@ -270,6 +278,7 @@ async fn write(
         prefix: prefix.to_owned(),
         revision: report.revision,
         error: report.error.clone(),
+        gray: report.gray,
         updated_ms: now_ms(),
     };
     let value = serde_json::to_vec(&status)
@@ -342,6 +351,7 @@ mod tests {
     fn state(revision: i64, rejected: Option<i64>) -> HandleState {
         HandleState {
             revision,
+            gray: None,
             rejected: rejected.map(|revision| Rejected {
                 error: Arc::new(Error::Invalid {
                     key: format!("/p/{revision}"),
