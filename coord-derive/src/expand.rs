@@ -180,8 +180,11 @@ fn field_info(field: &Field, krate: &syn::Path) -> TokenStream {
                 ));
             };
         }
+        // Call-site span, as `read_map`'s bound is reported: a type that is not a `MapField`
+        // then gives one error, not a second one at the type.
+        let schema = json_schema(&quote!(<#ty as #krate::config::MapField>::Value), krate);
         return quote! {
-            __fields.push(#krate::config::FieldInfo::map(#key, #type_name, #doc));
+            __fields.push(#krate::config::FieldInfo::map(#key, #type_name, #doc) #schema);
         };
     }
     if field.attrs.nested.is_some() {
@@ -203,10 +206,20 @@ fn field_info(field: &Field, krate: &syn::Path) -> TokenStream {
     } else {
         None
     };
+    let schema = json_schema(&quote!(#ty), krate);
     quote! {
         __fields.push(
-            #krate::config::FieldInfo::new(#key, #type_name, #doc) #secret #default
+            #krate::config::FieldInfo::new(#key, #type_name, #doc) #secret #default #schema
         );
+    }
+}
+
+/// `.with_json_schema(..)` of `ty`: coord's `__field_json_schema!` gives `Some(schema)` when
+/// its `schema` feature is on and `ty` implements `schemars::JsonSchema`, else `None`, so the
+/// derive need not know whether the feature is on.
+fn json_schema(ty: &TokenStream, krate: &syn::Path) -> TokenStream {
+    quote! {
+        .with_json_schema(#krate::__field_json_schema!(#ty))
     }
 }
 
@@ -360,6 +373,7 @@ mod tests {
 
         assert!(out.contains("impl my_platform :: coord :: config :: CoordConfig for X"));
         assert!(out.contains("impl my_platform :: coord :: config :: HasPrefix for X"));
+        assert!(out.contains("my_platform :: coord :: __field_json_schema ! (u32)"));
         let stripped = out.replace("my_platform :: coord", "");
         assert!(!stripped.contains("coord ::"), "{out}");
     }

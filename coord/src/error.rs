@@ -151,6 +151,18 @@ pub enum Error {
         lease: i64,
     },
 
+    /// An instance refused a release it was waiting for (`wait_rollout`): it keeps running
+    /// its last good config.
+    #[error("instance `{instance}` rejected the release{}: {reason}", key.as_ref().map(|k| format!(" at `{k}`")).unwrap_or_default())]
+    Rejected {
+        /// The instance that refused it.
+        instance: String,
+        /// The key its error names, if it names one.
+        key: Option<String>,
+        /// Why, as the instance's `Live::last_error` says.
+        reason: String,
+    },
+
     /// The `Coord` was closed.
     #[error("coord is closed")]
     Closed,

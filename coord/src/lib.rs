@@ -57,6 +57,14 @@ pub use session::Session;
 
 pub use store::Store;
 
+/// What generated code needs and users do not.
+#[doc(hidden)]
+pub mod __private {
+    #[cfg(feature = "schema")]
+    pub use crate::config::published::probe::{NoJsonSchema, Probe, ViaJsonSchema};
+    pub use serde_json;
+}
+
 /// The entry point: one store connection shared by every coord module.
 ///
 /// Cheap to clone; clones share the connection. Capabilities (`config()`, `locks()`,

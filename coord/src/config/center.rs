@@ -71,7 +71,7 @@ impl ConfigCenter {
             cache: None,
             releases: Arc::default(),
             release_history: DEFAULT_HISTORY,
-            author: None,
+            author: Some(ctx.instance.name.clone()),
         };
         center.with_cache(cache_ttl)
     }

@@ -203,7 +203,7 @@ impl WatchHub {
 impl WatchHub {
     /// The range as one read sees it, as a snapshot of its own (no values shared with the
     /// watch's snapshots, a change log starting at the read).
-    async fn read(&self, range: &KeyRange, connected: bool) -> Result<Snapshot> {
+    pub async fn read(&self, range: &KeyRange, connected: bool) -> Result<Snapshot> {
         let response = self
             .store
             .range(range, crate::store::RangeOptions::default())

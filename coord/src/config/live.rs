@@ -30,12 +30,12 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::config::gray::{gray_key, GrayDoc, GRAY_ROOT};
-use crate::config::hub::{ChangeLog, RangeWatch, RawValue, Snapshot};
-use crate::instance::Instance;
+use crate::config::hub::{ChangeLog, RangeWatch, RawValue, Snapshot, WatchHub};
 use crate::config::schema::{CoordConfig, Source};
 use crate::config::status::reporter::{self, HandleState, Rejected, StatusSlot};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::instance::Instance;
 use crate::sync::lock;
 
 /// A live config value. Cheap to clone; clones share the value and its updates.
@@ -277,9 +277,12 @@ impl<T: CoordConfig> Live<T> {
             let views = Views {
                 prefix: prefix.clone(),
                 main: rx,
+                gray_doc: gray.values.get(&gray_key(&prefix)).cloned(),
                 gray: gray_rx,
                 me,
                 overlaid: gray_seq.is_some(),
+                hub: Arc::clone(&ctx.hub),
+                main_read: None,
             };
             let task = tokio::spawn(follow(views, weak.clone(), inputs));
             Shared {
@@ -374,17 +377,57 @@ struct Views {
     me: Arc<Instance>,
     /// True if the value last built had a gray release laid over it.
     overlaid: bool,
+    /// To read the prefix when its gray key moves ahead of its watch.
+    hub: Arc<WatchHub>,
+    /// This prefix's gray key as last seen.
+    gray_doc: Option<RawValue>,
+    /// A read of the prefix newer than its watch's snapshot, used until the watch passes it.
+    main_read: Option<Snapshot>,
 }
 
 impl Views {
     /// The next view of the prefix, once either watch moved; `None` once they stopped.
+    ///
+    /// The two watches deliver on their own, so a promotion (the prefix's keys and the gray
+    /// key change in one revision) may show its gray half first. Laying no gray release over
+    /// a prefix snapshot older than that revision would show the values from before the gray
+    /// release for a moment, so when the gray release this handle runs moves ahead of the
+    /// prefix's watch, the prefix is read once at the newer revision.
     async fn next(&mut self) -> Option<(Snapshot, Option<u64>)> {
         tokio::select! {
             changed = self.main.changed() => changed.ok()?,
             changed = self.gray.changed() => changed.ok()?,
         }
-        let main = self.main.borrow_and_update().clone();
+        let mut main = self.main.borrow_and_update().clone();
         let gray = self.gray.borrow_and_update().clone();
+        let doc = gray.values.get(&gray_key(&self.prefix)).cloned();
+        let doc_moved = match (&doc, &self.gray_doc) {
+            (Some(now), Some(before)) => !Arc::ptr_eq(now, before),
+            (None, None) => false,
+            _ => true,
+        };
+        self.gray_doc = doc;
+        if let Some(read) = self.main_read.take() {
+            if read.revision >= main.revision {
+                main = read.clone();
+                self.main_read = Some(read);
+            }
+        }
+        // Only a handle running a gray release can see it end before the values that replace
+        // it (a promotion); a gray release that starts or ends for others changes nothing here.
+        if self.overlaid && doc_moved && gray.revision > main.revision {
+            let range = crate::store::KeyRange::prefix(format!("{}/", self.prefix));
+            match self.hub.read(&range, main.connected).await {
+                Ok(read) => {
+                    main = read.clone();
+                    self.main_read = Some(read);
+                }
+                // The watch brings the change anyway, a moment later.
+                Err(e) => {
+                    tracing::debug!(prefix = %self.prefix, error = %e, "read after a gray change failed")
+                }
+            }
+        }
         Some(overlay(&self.prefix, &main, &gray, &self.me))
     }
 }
@@ -446,7 +489,8 @@ async fn follow<T: CoordConfig>(mut views: Views, handle: Weak<Shared<T>>, mut i
         let fresh = views.overlaid || gray.is_some();
         views.overlaid = gray.is_some();
         *lock(&shared.gray) = gray;
-        if snapshot.revision <= shared.revision.load(Ordering::Acquire) {
+        // An equal revision may still bring the other watch's half of it.
+        if snapshot.revision < shared.revision.load(Ordering::Acquire) {
             continue;
         }
         // Inputs are taken whether or not the build below works: a revision that changes

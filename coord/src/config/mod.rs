@@ -7,6 +7,7 @@ pub(crate) mod gray;
 pub(crate) mod hub;
 mod live;
 pub(crate) mod map;
+pub(crate) mod published;
 pub(crate) mod release;
 mod schema;
 mod secret;
@@ -16,6 +17,7 @@ pub use center::{Batch, ConfigCenter, ConfigEvent, Watcher};
 pub use gray::Selector;
 pub use live::{Live, LiveGuard, LiveReader};
 pub use map::{read_map, read_nested_map, write_map, write_nested_map, Map, MapField};
+pub use published::{PublishedField, PublishedKind, PublishedSchema, SCHEMAS_PREFIX};
 pub use release::{Change, KeyDiff, Release, ReleaseBuilder, ReleaseKind};
 pub use schema::{
     describe, encode, encode_nested, nested_values, CoordConfig, FieldInfo, FieldKind, HasPrefix,
@@ -23,3 +25,13 @@ pub use schema::{
 };
 pub use secret::Secret;
 pub use status::{InstanceStatus, StatusError};
+
+/// The JSON Schema of `T` as schemars generates it (draft 2020-12, definitions under
+/// `$defs`), as the derive attaches it to [`FieldInfo::json_schema`]; for hand-written
+/// [`CoordConfig`] impls. Needs coord's `schema` feature.
+#[cfg(feature = "schema")]
+pub fn json_schema_of<T: schemars::JsonSchema + ?Sized>() -> serde_json::Value {
+    schemars::SchemaGenerator::default()
+        .into_root_schema_for::<T>()
+        .to_value()
+}

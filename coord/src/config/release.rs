@@ -38,6 +38,7 @@ use tracing::Instrument;
 
 use crate::config::center::{checked_values, map_replacements, ConfigCenter};
 use crate::config::gray::{gray_key, GrayDoc, Selector};
+use crate::config::published::PublishedSchema;
 use crate::config::schema::{CoordConfig, HasPrefix};
 use crate::error::{Error, Result};
 use crate::store::{
@@ -506,6 +507,14 @@ impl Job {
                     (puts, deletes, secrets.clone())
                 }
                 Plan::Raw { values, remove } => {
+                    // A published schema refuses a wrong value before anything is written,
+                    // and says which keys are secret.
+                    let schema = self.center.schema(prefix).await?;
+                    let mut secrets = state.secrets();
+                    if let Some(schema) = &schema {
+                        schema.check_all(values)?;
+                        secrets.extend(schema_secrets(schema));
+                    }
                     let mut puts = BTreeMap::new();
                     for (key, json) in values {
                         check_relative(prefix, key)?;
@@ -519,7 +528,7 @@ impl Job {
                         .filter(|key| state.values.contains_key(*key))
                         .cloned()
                         .collect();
-                    (puts, deletes, state.secrets())
+                    (puts, deletes, secrets)
                 }
                 Plan::Rollback { seq } => {
                     let record = read_record(&self.center, prefix, *seq).await?;
@@ -726,6 +735,15 @@ impl Job {
         }
         Ok((Txn::new().when(compares).and_then(ops), records, after))
     }
+}
+
+/// The keys a published schema marks secret (plain fields; entries of maps are not listed).
+fn schema_secrets(schema: &PublishedSchema) -> impl Iterator<Item = String> + '_ {
+    schema
+        .fields
+        .iter()
+        .filter(|field| field.secret)
+        .map(|field| field.key.clone())
 }
 
 /// The gray release in progress, if it is release `seq`.
@@ -1080,6 +1098,74 @@ impl ConfigCenter {
         .instrument(span)
         .await
     }
+}
+
+/// Every recorded release of `prefix` but gray ones, as (seq, the revision it was applied
+/// at): what an instance current at a revision runs.
+pub(crate) async fn applied_at(center: &ConfigCenter, prefix: &str) -> Result<Vec<(u64, i64)>> {
+    let response = center
+        .store
+        .range(
+            &KeyRange::prefix(releases_of(prefix)),
+            RangeOptions::default(),
+        )
+        .await?;
+    let mut applied = Vec::new();
+    for kv in &response.kvs {
+        if !is_record_key(prefix, &kv.key) {
+            continue;
+        }
+        let record = Record::decode(kv)?;
+        if !matches!(record.kind, ReleaseKind::Gray { .. }) {
+            applied.push((record.seq, record.seen_revision.unwrap_or(kv.mod_revision)));
+        }
+    }
+    Ok(applied)
+}
+
+/// What [`wait_rollout`](ConfigCenter::wait_rollout) waits for.
+pub(crate) struct Target {
+    seq: u64,
+    /// The revision the release was applied at.
+    pub revision: i64,
+    selector: Option<Selector>,
+}
+
+impl Target {
+    /// True if the instance of `status` runs the release.
+    pub fn reached_by(&self, status: &crate::config::status::InstanceStatus) -> bool {
+        if status.revision < self.revision {
+            return false;
+        }
+        match &self.selector {
+            Some(selector) if selector.matches(&status.instance, &status.labels, self.seq) => {
+                status.gray == Some(self.seq)
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Release `seq` of `prefix` as a target to wait for.
+pub(crate) async fn target(center: &ConfigCenter, prefix: &str, seq: u64) -> Result<Target> {
+    let key = record_key(prefix, seq);
+    let response = center
+        .store
+        .range(&KeyRange::key(key.as_str()), RangeOptions::default())
+        .await?;
+    let Some(kv) = response.kvs.first() else {
+        return Err(Error::NotFound { key });
+    };
+    let record = Record::decode(kv)?;
+    let selector = match record.kind {
+        ReleaseKind::Gray { selector } => Some(selector),
+        _ => None,
+    };
+    Ok(Target {
+        seq,
+        revision: record.seen_revision.unwrap_or(kv.mod_revision),
+        selector,
+    })
 }
 
 fn is_record_key(prefix: &str, key: &str) -> bool {

@@ -132,6 +132,10 @@ pub struct FieldInfo {
     pub secret: bool,
     /// A single value, or a map whose entries live under `{key}/`.
     pub kind: FieldKind,
+    /// The JSON Schema of the value (of one entry, for a `#[coord(map)]` field), when coord's
+    /// `schema` feature is on and the type implements `schemars::JsonSchema`; the derive
+    /// attaches it. `None` for a nested map, whose entry fields carry their own.
+    pub json_schema: Option<serde_json::Value>,
 }
 
 /// What the key of a [`FieldInfo`] holds.
@@ -174,6 +178,7 @@ impl FieldInfo {
             doc,
             secret: false,
             kind: FieldKind::Value,
+            json_schema: None,
         }
     }
 
@@ -218,6 +223,13 @@ impl FieldInfo {
             // a default for reading; it just cannot be shown or seeded.
             self.default = serde_json::to_value(default()).ok();
         }
+        self
+    }
+
+    /// Attaches the JSON Schema of the value (of one entry, for a map), or none.
+    #[must_use]
+    pub fn with_json_schema(mut self, schema: Option<serde_json::Value>) -> Self {
+        self.json_schema = schema;
         self
     }
 

@@ -95,6 +95,11 @@ pub struct InstanceStatus {
     /// The gray release the instance runs, if it is one of that release's instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gray: Option<u64>,
+    /// The latest release of the prefix (not counting gray ones) the instance runs: the newest
+    /// one whose revision it is current at. Worked out by
+    /// [`rollout`](ConfigCenter::rollout) from the history, not stored.
+    #[serde(default, skip_serializing)]
+    pub release: Option<u64>,
     /// When the status was written, in milliseconds since the Unix epoch (the instance's clock).
     pub updated_ms: u64,
 }
@@ -187,7 +192,73 @@ impl ConfigCenter {
             })
             .collect::<Result<Vec<_>>>()?;
         statuses.sort_by(|a, b| a.instance.cmp(&b.instance));
+        let releases = crate::config::release::applied_at(self, normalize(prefix)).await?;
+        for status in &mut statuses {
+            status.release = releases
+                .iter()
+                .filter(|(_, revision)| *revision <= status.revision)
+                .map(|(seq, _)| *seq)
+                .max();
+        }
         Ok(statuses)
+    }
+
+    /// Waits until every live instance on `prefix` runs release `seq`, and returns their
+    /// statuses. For a gray release, the instances its selector picks must run it (their
+    /// status names it in `gray`) and the others must be current at its revision; for any
+    /// other release every instance must be current at its revision. An instance that
+    /// rejected a change at or after that revision ends the wait. Instances that appear while
+    /// waiting are waited for too; with none live, it returns at once.
+    ///
+    /// It reads the statuses every 50 ms at first, backing off to every 500 ms.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Rejected`] naming the instance, the key its error names and why;
+    /// [`Error::NotFound`] if release `seq` is not in history; [`Error::Timeout`] when
+    /// `timeout` passes first.
+    pub async fn wait_rollout(
+        &self,
+        prefix: &str,
+        seq: u64,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<InstanceStatus>> {
+        let prefix = normalize(prefix).to_owned();
+        let span = tracing::info_span!("config.wait_rollout", prefix = %prefix, seq);
+        let wait = async {
+            let release = crate::config::release::target(self, &prefix, seq).await?;
+            let mut pause = std::time::Duration::from_millis(50);
+            loop {
+                let statuses = self.rollout(&prefix).await?;
+                let mut done = true;
+                for status in &statuses {
+                    if let Some(error) = status
+                        .error
+                        .as_ref()
+                        .filter(|e| e.revision >= release.revision)
+                    {
+                        return Err(Error::Rejected {
+                            instance: status.instance.clone(),
+                            key: error.key.clone(),
+                            reason: error.message.clone(),
+                        });
+                    }
+                    done &= release.reached_by(status);
+                }
+                if done {
+                    return Ok(statuses);
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(500));
+            }
+        };
+        match tokio::time::timeout(timeout, wait.instrument(span)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                operation: format!("wait_rollout of {prefix} release {seq}"),
+                after: timeout,
+            }),
+        }
     }
 }
 

@@ -279,6 +279,7 @@ async fn write(
         revision: report.revision,
         error: report.error.clone(),
         gray: report.gray,
+        release: None,
         updated_ms: now_ms(),
     };
     let value = serde_json::to_vec(&status)
@@ -445,7 +446,8 @@ mod tests {
             aggregate(&healthy),
             Some(Report {
                 revision: 9,
-                error: None
+                error: None,
+                gray: None,
             })
         );
     }
