@@ -274,6 +274,52 @@ impl PrefixState {
             .unwrap_or_default()
     }
 
+    /// The compares that hold only while the prefix is as this state says: no other release
+    /// (the head), no key created or changed (a prefix compare), no key deleted (each key's
+    /// mod revision, up to [`KEY_GUARDS`] keys), the same gray release.
+    fn guards(&self, prefix: &str) -> Vec<Compare> {
+        let mut compares = vec![
+            match &self.head {
+                Some((_, rev)) => Compare::mod_revision(head_key(prefix), *rev),
+                None => Compare::create_revision(head_key(prefix), 0),
+            },
+            Compare::new(
+                format!("{prefix}/"),
+                CompareOp::Less,
+                CompareTarget::ModRevision(self.revision.saturating_add(1)),
+            )
+            .over_prefix(),
+            match &self.gray {
+                Some((_, rev)) => Compare::mod_revision(gray_key(prefix), *rev),
+                None => Compare::create_revision(gray_key(prefix), 0),
+            },
+        ];
+        if self.values.len() <= KEY_GUARDS {
+            compares.extend(
+                self.values
+                    .iter()
+                    .map(|(key, (_, rev))| Compare::mod_revision(format!("{prefix}/{key}"), *rev)),
+            );
+        }
+        compares
+    }
+
+    /// This state as an unattributed entry numbered `seq`, seen at `now_ms`.
+    fn external(&self, seq: u64, now_ms: u64) -> Record {
+        Record {
+            seq,
+            kind: ReleaseKind::External,
+            author: None,
+            message: None,
+            time_ms: now_ms,
+            values: self.texts(),
+            gray_values: BTreeMap::new(),
+            gray_removes: BTreeSet::new(),
+            secrets: self.secrets(),
+            seen_revision: Some(self.last_modified()),
+        }
+    }
+
     /// The latest mod revision under the prefix (0 if empty).
     fn last_modified(&self) -> i64 {
         self.values.values().map(|(_, rev)| *rev).max().unwrap_or(0)
@@ -620,18 +666,7 @@ impl Job {
         let mut seq = state.seq();
         if state.drifted() {
             seq += 1;
-            records.push(Record {
-                seq,
-                kind: ReleaseKind::External,
-                author: None,
-                message: None,
-                time_ms: now,
-                values: state.texts(),
-                gray_values: BTreeMap::new(),
-                gray_removes: BTreeSet::new(),
-                secrets: state.secrets(),
-                seen_revision: Some(state.last_modified()),
-            });
+            records.push(state.external(seq, now));
         }
         seq += 1;
         let message = match (&self.message, plan) {
@@ -680,30 +715,7 @@ impl Job {
             ));
         }
 
-        let mut compares = vec![match &state.head {
-            Some((_, head_revision)) => Compare::mod_revision(head_key(prefix), *head_revision),
-            None => Compare::create_revision(head_key(prefix), 0),
-        }];
-        compares.push(
-            Compare::new(
-                format!("{prefix}/"),
-                CompareOp::Less,
-                CompareTarget::ModRevision(state.revision.saturating_add(1)),
-            )
-            .over_prefix(),
-        );
-        compares.push(match &state.gray {
-            Some((_, rev)) => Compare::mod_revision(gray_key(prefix), *rev),
-            None => Compare::create_revision(gray_key(prefix), 0),
-        });
-        if state.values.len() <= KEY_GUARDS {
-            compares.extend(
-                state
-                    .values
-                    .iter()
-                    .map(|(key, (_, rev))| Compare::mod_revision(full(key), *rev)),
-            );
-        }
+        let compares = state.guards(prefix);
         let mut ops: Vec<TxnOp> = Vec::new();
         match &after.gray {
             Some((gray, _)) if gray_release.is_some() => {
@@ -860,30 +872,8 @@ async fn record_drift(center: &ConfigCenter, prefix: &str) -> Result<()> {
             return Ok(());
         }
         let seq = state.seq() + 1;
-        let record = Record {
-            seq,
-            kind: ReleaseKind::External,
-            author: None,
-            message: None,
-            time_ms: now_ms(),
-            values: state.texts(),
-            gray_values: BTreeMap::new(),
-            gray_removes: BTreeSet::new(),
-            secrets: state.secrets(),
-            seen_revision: Some(state.last_modified()),
-        };
-        let mut compares = vec![match &state.head {
-            Some((_, rev)) => Compare::mod_revision(head_key(prefix), *rev),
-            None => Compare::create_revision(head_key(prefix), 0),
-        }];
-        compares.push(
-            Compare::new(
-                format!("{prefix}/"),
-                CompareOp::Less,
-                CompareTarget::ModRevision(state.revision.saturating_add(1)),
-            )
-            .over_prefix(),
-        );
+        let record = state.external(seq, now_ms());
+        let compares = state.guards(prefix);
         let keep = center.release_history.max(1) as u64;
         let mut ops = vec![
             TxnOp::put(record_key(prefix, seq), record.encode()?),
