@@ -17,6 +17,13 @@
 //!   blocked by the updater); [`Live::reader`] gives a per-thread handle that is cheaper still.
 //! - **Shared watches.** All handles on one prefix of one `Coord` share one store watch, which
 //!   survives etcd restarts and compaction (see [`crate::watch`]).
+//! - **Gray releases.** A handle whose instance a gray release's selector picks (see
+//!   [`Selector`](crate::config::Selector)) lays the gray values over its prefix's and builds
+//!   one struct from both; the gray release, its promotion and its abort each reach it as one
+//!   swap, never showing the values from before a promoted gray release. All handles of a
+//!   `Coord` share one watch of the gray releases.
+//! - **Status.** While a handle lives, its `Coord` keeps a status key saying which revision
+//!   (and gray release) it runs and what it rejected (see [`crate::config::InstanceStatus`]).
 //! - **Drop.** Dropping the last clone of a handle stops its updates; the store watch stops when
 //!   no handle on its prefix is left.
 //! - **Reported.** While a `Coord` has a handle on a prefix, it keeps a status key saying which
