@@ -946,8 +946,10 @@ impl ConfigCenter {
     }
 
     /// A release of raw values: each key (relative to `prefix`) set to its JSON; keys not
-    /// named are left as they are; [`ReleaseRaw::remove`]-style removals go through
-    /// [`release_raw_with`](Self::release_raw_with).
+    /// named are left as they are (to remove keys, use
+    /// [`release_raw_with`](Self::release_raw_with)). If a schema is published for the prefix
+    /// (see [`publish_schema`](Self::publish_schema)), every value is checked against it
+    /// first and a wrong one is refused with nothing written.
     pub fn release_raw(
         &self,
         prefix: &str,
