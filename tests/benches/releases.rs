@@ -2,7 +2,8 @@
 //! transaction that writes the same keys, on one etcd started here, same run.
 //!
 //! `cargo bench -p coord-tests --bench releases` prints one row per path: p50 and p99 of
-//! 1,000 sequential writes of a 4-key struct from one `Coord`, and the ratio of each p50 to
+//! 1,000 sequential writes of a 4-key struct from one `Coord` (the three paths take turns,
+//! write after write, so the machine's load falls on all alike), and the ratio of each p50 to
 //! the bare transaction's. Issue 12's target: a release ≤ 1.3x the bare transaction.
 
 use std::time::Instant;
@@ -36,21 +37,44 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[index]
 }
 
-async fn measure<F, Fut>(mut write: F) -> (f64, f64)
-where
-    F: FnMut(u64) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut samples = Vec::with_capacity(WRITES);
+/// Runs the three paths in turn, write after write, so drift in the machine's load falls on
+/// all three alike, each on its own prefix (a write to a prefix between two releases of it
+/// would cost the second one a retry); returns each path's (p50, p99) in µs.
+async fn measure(config: &coord::config::ConfigCenter) -> [(f64, f64); 3] {
+    let mut samples: [Vec<f64>; 3] = Default::default();
     for n in 0..(WARMUP + WRITES) as u64 {
+        let mut times = [0.0; 3];
         let started = Instant::now();
-        write(n).await;
+        let batch = config
+            .batch()
+            .publish_at("/bench/bare", &value(n))
+            .expect("valid");
+        batch.commit().await.expect("bare txn");
+        times[0] = started.elapsed().as_secs_f64() * 1e6;
+        let started = Instant::now();
+        config
+            .release_at("/bench/release", &value(n))
+            .message("bench")
+            .commit()
+            .await
+            .expect("release");
+        times[1] = started.elapsed().as_secs_f64() * 1e6;
+        let started = Instant::now();
+        config
+            .publish_at("/bench/publish", &value(n))
+            .await
+            .expect("publish");
+        times[2] = started.elapsed().as_secs_f64() * 1e6;
         if n as usize >= WARMUP {
-            samples.push(started.elapsed().as_secs_f64() * 1e6);
+            for (path, time) in samples.iter_mut().zip(times) {
+                path.push(time);
+            }
         }
     }
-    samples.sort_by(f64::total_cmp);
-    (percentile(&samples, 0.5), percentile(&samples, 0.99))
+    samples.map(|mut path| {
+        path.sort_by(f64::total_cmp);
+        (percentile(&path, 0.5), percentile(&path, 0.99))
+    })
 }
 
 fn main() {
@@ -62,26 +86,7 @@ fn main() {
             .expect("connect");
         let config = coord.config();
 
-        let bare = measure(|n| {
-            let batch = config.batch().publish(&value(n)).expect("valid");
-            async move {
-                batch.commit().await.expect("bare txn");
-            }
-        })
-        .await;
-        let release = measure(|n| async move {
-            config
-                .release(&value(n))
-                .message("bench")
-                .commit()
-                .await
-                .expect("release");
-        })
-        .await;
-        let publish = measure(|n| async move {
-            config.publish(&value(n)).await.expect("publish");
-        })
-        .await;
+        let [bare, release, publish] = measure(config).await;
 
         println!(
             "\n## a release vs the bare transaction writing the same keys ({WRITES} writes each)\n"

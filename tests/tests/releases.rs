@@ -20,6 +20,7 @@ on_both_backends!(cases:
     diff_lists_each_key_and_hides_secrets,
     release_raw_sets_and_removes_only_the_keys_it_names,
     a_gray_release_changes_the_prefix_only_when_promoted,
+    a_release_costs_one_round_trip_unless_the_prefix_moved,
 );
 
 fn positive(checkout: &Checkout) -> Result<(), String> {
@@ -454,5 +455,38 @@ mod cases {
             kinds,
             ["abort", "gray", "promote", "release", "gray", "release"]
         );
+    }
+
+    /// The config center remembers the state its last release left; a guard that fails
+    /// brings the current state back in the same round trip.
+    pub async fn a_release_costs_one_round_trip_unless_the_prefix_moved(b: &Backend) {
+        let config = b.coord.config();
+        let stats = b.store().stats();
+        config.release(&checkout(1)).commit().await.unwrap();
+        let before = stats.round_trips();
+        config.release(&checkout(2)).commit().await.unwrap();
+        assert_eq!(
+            stats.round_trips() - before,
+            1,
+            "nothing moved: one transaction"
+        );
+
+        outside_put(b, "timeout_secs", "40").await;
+        let before = stats.round_trips();
+        let release = config.release(&checkout(3)).commit().await.unwrap();
+        assert_eq!(
+            stats.round_trips() - before,
+            2,
+            "a refused transaction that read the prefix, then the release"
+        );
+        let kinds: Vec<ReleaseKind> = config
+            .history(P, 2)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.kind)
+            .collect();
+        assert_eq!(kinds, [ReleaseKind::Release, ReleaseKind::External]);
+        assert_eq!(release.values["timeout_secs"], json!(3));
     }
 }

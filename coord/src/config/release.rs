@@ -461,8 +461,9 @@ impl ReleaseBuilder {
 impl Job {
     async fn run(self, plan: Plan) -> Result<Release> {
         let mut known = self.center.releases.take(&self.prefix);
+        // The first state may be remembered from this center's last release, and old.
+        let mut remembered = known.is_some();
         for attempt in 1..=ATTEMPTS {
-            let from_memory = known.is_some();
             let state = match known.take() {
                 Some(state) => state,
                 None => read_state(&self.center, &self.prefix).await?,
@@ -473,6 +474,7 @@ impl Job {
                 }
             }
             let (txn, records, after) = self.plan_txn(&plan, &state).await?;
+            let txn = txn.or_else(state_reads(&self.prefix));
             let response = self.center.store.txn(txn).await?;
             if response.succeeded {
                 let revision = response.revision;
@@ -494,8 +496,11 @@ impl Job {
                 self.center.releases.put(&self.prefix, after);
                 return Ok(last.public(revision));
             }
-            // A remembered state may simply be old: that costs a read, not an attempt.
-            if from_memory {
+            // The failure branch read the prefix as it is now.
+            let now = parse_state(&self.prefix, response.revision, response.responses)?;
+            // A remembered state may simply be old: that is no conflict.
+            if std::mem::take(&mut remembered) {
+                known = Some(now);
                 continue;
             }
             let strict = self.expect.is_some()
@@ -504,9 +509,9 @@ impl Job {
                     Plan::Rollback { .. } | Plan::Promote { .. } | Plan::Abort { .. }
                 );
             if strict || attempt == ATTEMPTS {
-                let current = read_state(&self.center, &self.prefix).await?.seq();
-                return Err(self.conflict(state.seq(), current));
+                return Err(self.conflict(state.seq(), now.seq()));
             }
+            known = Some(now);
             tracing::debug!(
                 attempt,
                 "the prefix changed under the release; reading it again"
@@ -804,16 +809,30 @@ fn check_prefix(prefix: &str) -> Result<String> {
 
 /// The prefix's values and latest record, in one round trip.
 async fn read_state(center: &ConfigCenter, prefix: &str) -> Result<PrefixState> {
-    let txn = Txn::new().and_then([
+    let response = center
+        .store
+        .txn(Txn::new().and_then(state_reads(prefix)))
+        .await?;
+    parse_state(prefix, response.revision, response.responses)
+}
+
+/// The reads that give a prefix's state: its values, the head, the gray release. Also the
+/// failure branch of every release, so a release that finds the prefix moved has the new
+/// state without another round trip.
+fn state_reads(prefix: &str) -> [TxnOp; 3] {
+    [
         TxnOp::Get(
             KeyRange::prefix(format!("{prefix}/")),
             RangeOptions::default(),
         ),
         TxnOp::get(head_key(prefix)),
         TxnOp::get(gray_key(prefix)),
-    ]);
-    let response = center.store.txn(txn).await?;
-    let mut gets = response.responses.into_iter().filter_map(|r| match r {
+    ]
+}
+
+/// The state [`state_reads`] answered, at `revision`.
+fn parse_state(prefix: &str, revision: i64, responses: Vec<TxnOpResponse>) -> Result<PrefixState> {
+    let mut gets = responses.into_iter().filter_map(|r| match r {
         TxnOpResponse::Get(get) => Some(get),
         _ => None,
     });
@@ -825,7 +844,7 @@ async fn read_state(center: &ConfigCenter, prefix: &str) -> Result<PrefixState> 
     };
     let under = prefix.len() + 1;
     let mut state = PrefixState {
-        revision: response.revision,
+        revision,
         ..PrefixState::default()
     };
     for kv in values.kvs {
