@@ -80,6 +80,46 @@ async fn main() -> coord::Result<()> {
     updates.changed().await.ok();
     println!("healed at revision {}: {:?}", live.revision(), *live.load());
 
+    // A release: the change and its record (who, why, the values after) in one transaction.
+    // The writes above were not releases: the release records them first, unattributed.
+    let next = Checkout {
+        timeout_secs: 10,
+        ..live.load_full().as_ref().clone()
+    };
+    let release = config
+        .release(&next)
+        .message("shorter timeout")
+        .author("ops")
+        .commit()
+        .await?;
+    updates.changed().await.ok();
+    println!(
+        "release {} by ops: timeout_secs is {}",
+        release.seq,
+        live.load().timeout_secs
+    );
+
+    // Roll back to the state before it: the exact values of the entry before, recorded too.
+    config
+        .rollback("/config/checkout", release.seq - 1)
+        .commit()
+        .await?;
+    updates.changed().await.ok();
+    println!(
+        "rolled back to {}: timeout_secs is {}",
+        release.seq - 1,
+        live.load().timeout_secs
+    );
+    for entry in config.history("/config/checkout", 10).await? {
+        println!(
+            "  history #{} {:?} by {} {}",
+            entry.seq,
+            entry.kind,
+            entry.author.as_deref().unwrap_or("(outside releases)"),
+            entry.message.as_deref().unwrap_or("")
+        );
+    }
+
     // Graceful shutdown: releases every lease this Coord holds and stops its watches; the
     // Live handle keeps its last value.
     coord.close().await?;

@@ -68,7 +68,7 @@ fn assert_prints(output: &str, line_with: &[&str]) {
 }
 
 #[test]
-fn quickstart_reloads_rejects_a_bad_value_and_heals() {
+fn quickstart_reloads_rejects_a_bad_value_heals_releases_and_rolls_back() {
     let out = run(env!("CARGO_BIN_EXE_quickstart"));
     assert_prints(&out, &["reloaded at revision", "timeout_secs: 45"]);
     assert_prints(
@@ -82,6 +82,11 @@ fn quickstart_reloads_rejects_a_bad_value_and_heals() {
         &out,
         &["healed at revision", "timeout_secs: 60", "\"one-click\""],
     );
+    assert_prints(&out, &["release 2 by ops: timeout_secs is 10"]);
+    assert_prints(&out, &["rolled back to 1: timeout_secs is 60"]);
+    assert_prints(&out, &["history #3 Rollback { to: 1 } by", "rollback to 1"]);
+    assert_prints(&out, &["history #2 Release by ops shorter timeout"]);
+    assert_prints(&out, &["history #1 External by (outside releases)"]);
 }
 
 #[test]
