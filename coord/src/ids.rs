@@ -321,6 +321,7 @@ impl IdAllocator {
                     abandoned: Arc::clone(&slot.abandoned),
                     released: false,
                     _health: health,
+                    _metric: crate::metrics::id_held(),
                 }));
             }
             let window_free = window
@@ -406,6 +407,8 @@ pub struct IdGuard {
     released: bool,
     /// Lists this ID in `Coord::health` while the guard lives (the session is shared).
     _health: Arc<()>,
+    /// One of the IDs-held gauge while the guard lives.
+    _metric: crate::metrics::Held,
 }
 
 impl IdGuard {

@@ -25,6 +25,7 @@ pub mod ids;
 pub mod instance;
 mod lease_pool;
 pub mod lock;
+pub mod metrics;
 pub(crate) mod queue;
 pub mod registry;
 pub mod session;

@@ -92,6 +92,7 @@ impl Locks {
         queue::check_name("name", name)?;
         self.ctx.check_open()?;
         let span = tracing::debug_span!("lock.acquire", key = name, wait);
+        let started = std::time::Instant::now();
         let result = async {
             let ttl_seconds = session::ttl_seconds(ttl)?;
             // From here on, dropping `session` (an error, a cancelled future) revokes the lease
@@ -119,6 +120,7 @@ impl Locks {
                 held: Held::new(joined.key, joined.create_revision, revision, session),
                 ttl_seconds,
                 ctx: Arc::clone(&self.ctx),
+                _metric: crate::metrics::lock_acquired(started.elapsed()),
             })
         }
         .instrument(span)
@@ -201,6 +203,8 @@ pub struct LockGuard {
     /// The TTL asked for, in seconds: the key under which `unlock` parks the session.
     ttl_seconds: i64,
     ctx: Arc<Context>,
+    /// One of the locks-held gauge while the guard lives.
+    _metric: crate::metrics::Held,
 }
 
 impl LockGuard {

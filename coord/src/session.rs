@@ -301,19 +301,25 @@ async fn keep_alive(
             tokio::time::timeout(expires_at - sent_at, store.lease_keep_alive(lease)).await;
         match renewal {
             Ok(Ok(granted)) => {
+                crate::metrics::lease_renewal("ok", sent_at.elapsed());
                 expires_at = sent_at + Duration::from_secs(u64::try_from(granted).unwrap_or(0));
                 next = sent_at + interval;
             }
             Ok(Err(Error::LeaseNotFound { .. })) => {
+                crate::metrics::lease_renewal("lost", sent_at.elapsed());
                 lost.send_replace(Some("was revoked or expired".into()));
                 tracing::warn!("session lost: lease revoked or expired");
                 return;
             }
             Ok(Err(e)) => {
+                crate::metrics::lease_renewal("failed", sent_at.elapsed());
                 tracing::debug!(error = %e, "lease renewal failed; retrying until the TTL runs out");
                 next = (Instant::now() + RETRY_INTERVAL).min(expires_at);
             }
-            Err(_elapsed) => next = expires_at,
+            Err(_elapsed) => {
+                crate::metrics::lease_renewal("failed", sent_at.elapsed());
+                next = expires_at;
+            }
         }
     }
 }

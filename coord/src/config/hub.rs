@@ -252,6 +252,9 @@ async fn run(
         match event {
             Ok(WatchEvent::Progress { .. }) => {}
             Ok(event) => {
+                if matches!(event, WatchEvent::Resync { .. }) {
+                    crate::metrics::watch_relist();
+                }
                 if degraded {
                     tracing::info!("watch recovered");
                     degraded = false;
@@ -281,6 +284,7 @@ async fn run(
                 // it would tell us when we are current again; a list read after the outage
                 // does, and the watch then resumes right after the list's revision.
                 watch.resync();
+                crate::metrics::watch_reconnect();
                 if !degraded {
                     tracing::warn!(error = %e, "watch broken; serving the last known state while it reconnects");
                     degraded = true;

@@ -526,6 +526,7 @@ async fn follow<T: CoordConfig>(mut views: Views, handle: Weak<Shared<T>>, mut i
         };
         match result {
             Ok(value) => {
+                crate::metrics::config_reload(&shared.prefix, true);
                 let value = Arc::new(value);
                 built = snapshot.revision;
                 // Cleared before the swap, so whoever sees the healed value sees no error.
@@ -540,6 +541,7 @@ async fn follow<T: CoordConfig>(mut views: Views, handle: Weak<Shared<T>>, mut i
                 shared.report_status(snapshot.revision, None);
             }
             Err(error) => {
+                crate::metrics::config_reload(&shared.prefix, false);
                 tracing::warn!(
                     prefix = %shared.prefix,
                     revision = snapshot.revision,

@@ -73,6 +73,7 @@ pub(super) async fn register(
         held_since,
     };
     let task = tokio::spawn(keeper.run().instrument(span)).abort_handle();
+    crate::metrics::registration();
     Ok(Registration {
         info,
         key,
@@ -496,6 +497,7 @@ impl Keeper {
         match claimed {
             Ok(claim) => {
                 if let Claim::Wrote(_) = claim {
+                    crate::metrics::reregistration();
                     tracing::warn!(
                         lease = format_args!("{:x}", session.lease_id()),
                         "registration key was deleted while its lease lives; put it back on the same lease"
@@ -532,6 +534,7 @@ impl Keeper {
         loop {
             match self.register_once(lost.lease_id()).await {
                 Ok((session, claim)) => {
+                    crate::metrics::reregistration();
                     tracing::warn!(
                         lease = format_args!("{:x}", session.lease_id()),
                         "registered again with a new lease"

@@ -187,6 +187,18 @@ impl Store {
         self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Runs one request, recording it (and its error, if any) in the metrics.
+    async fn measured<T>(
+        &self,
+        op: &'static str,
+        request: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let started = std::time::Instant::now();
+        let result = request.await;
+        crate::metrics::store_request(op, started.elapsed(), result.as_ref().err());
+        result
+    }
+
     /// The highest revision at which a `put`, `delete`, `txn` or `lease_revoke` of this handle
     /// (or a clone of it) changed the store, 0 if none has. A read cache at or past it has seen
     /// every one of those writes (the read-your-writes bound of `ConfigCenter`'s cache).
@@ -224,9 +236,11 @@ impl Store {
             key = range.as_str(),
             revision = options.revision
         );
-        async { dispatch!(self.range(range, options)) }
-            .instrument(span)
-            .await
+        self.measured(
+            "range",
+            async { dispatch!(self.range(range, options)) }.instrument(span),
+        )
+        .await
     }
 
     /// Writes a key, attached to `lease` (0 = no lease).
@@ -241,8 +255,11 @@ impl Store {
         self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.put", key, lease);
-        let response = async { dispatch!(self.put(key, value, lease)) }
-            .instrument(span)
+        let response = self
+            .measured(
+                "put",
+                async { dispatch!(self.put(key, value, lease)) }.instrument(span),
+            )
             .await?;
         self.wrote(response.revision);
         Ok(response)
@@ -259,8 +276,11 @@ impl Store {
         self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.delete", key = range.as_str());
-        let response = async { dispatch!(self.delete(range)) }
-            .instrument(span)
+        let response = self
+            .measured(
+                "delete",
+                async { dispatch!(self.delete(range)) }.instrument(span),
+            )
             .await?;
         // Deleting nothing changes nothing (and leaves the revision where it was).
         if response.deleted > 0 {
@@ -282,7 +302,9 @@ impl Store {
         self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.txn", key = txn.first_key());
-        let response = async { dispatch!(self.txn(txn)) }.instrument(span).await?;
+        let response = self
+            .measured("txn", async { dispatch!(self.txn(txn)) }.instrument(span))
+            .await?;
         let changed = response.responses.iter().any(|r| match r {
             TxnOpResponse::Put(_) => true,
             TxnOpResponse::Delete(d) => d.deleted > 0,
@@ -311,9 +333,11 @@ impl Store {
         self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.lease_grant", ttl);
-        async { dispatch!(self.lease_grant(ttl)) }
-            .instrument(span)
-            .await
+        self.measured(
+            "lease_grant",
+            async { dispatch!(self.lease_grant(ttl)) }.instrument(span),
+        )
+        .await
     }
 
     /// Renews a lease once; returns the new TTL in seconds, or [`Error::LeaseNotFound`].
@@ -329,9 +353,11 @@ impl Store {
         self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.lease_keep_alive", lease = id);
-        async { dispatch!(self.lease_keep_alive(id)) }
-            .instrument(span)
-            .await
+        self.measured(
+            "lease_keep_alive",
+            async { dispatch!(self.lease_keep_alive(id)) }.instrument(span),
+        )
+        .await
     }
 
     /// Revokes a lease, deleting its keys at once.
@@ -352,8 +378,11 @@ impl Store {
     pub(crate) async fn release_lease(&self, id: i64) -> Result<()> {
         self.count();
         let span = tracing::debug_span!("store.lease_revoke", lease = id);
-        let revision = async { dispatch!(self.lease_revoke(id)) }
-            .instrument(span)
+        let revision = self
+            .measured(
+                "lease_revoke",
+                async { dispatch!(self.lease_revoke(id)) }.instrument(span),
+            )
             .await?;
         // Revoking deletes the lease's keys: a write of this handle like any other.
         self.wrote(revision);
@@ -369,9 +398,11 @@ impl Store {
         self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.lease_ttl", lease = id);
-        async { dispatch!(self.lease_ttl(id)) }
-            .instrument(span)
-            .await
+        self.measured(
+            "lease_ttl",
+            async { dispatch!(self.lease_ttl(id)) }.instrument(span),
+        )
+        .await
     }
 
     /// Watches a key or prefix from `start_revision` (0 = from now on).
@@ -390,8 +421,11 @@ impl Store {
         self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.watch", key = range.as_str(), start_revision);
-        let inner = async { dispatch!(self.watch(range, start_revision)) }
-            .instrument(span)
+        let inner = self
+            .measured(
+                "watch",
+                async { dispatch!(self.watch(range, start_revision)) }.instrument(span),
+            )
             .await?;
         self.stats.open_watches.fetch_add(1, Ordering::Relaxed);
         self.stats.watches_opened.fetch_add(1, Ordering::Relaxed);
@@ -416,9 +450,11 @@ impl Store {
         self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.compact", revision);
-        async { dispatch!(self.compact(revision)) }
-            .instrument(span)
-            .await
+        self.measured(
+            "compact",
+            async { dispatch!(self.compact(revision)) }.instrument(span),
+        )
+        .await
     }
 
     /// The store's revision, version and leader.
@@ -430,7 +466,11 @@ impl Store {
         self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.status");
-        async { dispatch!(self.status()) }.instrument(span).await
+        self.measured(
+            "status",
+            async { dispatch!(self.status()) }.instrument(span),
+        )
+        .await
     }
 }
 
