@@ -142,3 +142,19 @@ fn registry_moves_traffic_off_the_instance_that_left() {
         ],
     );
 }
+
+#[test]
+fn metrics_serves_coords_counters_in_prometheus_format() {
+    let out = run(env!("CARGO_BIN_EXE_metrics"));
+    assert_prints(&out, &["serving metrics on http://127.0.0.1:"]);
+    assert_prints(
+        &out,
+        &["coord_config_reloads_total{", "result=\"applied\"", "} 1"],
+    );
+    assert_prints(
+        &out,
+        &["coord_config_reloads_total{", "result=\"rejected\"", "} 1"],
+    );
+    assert_prints(&out, &["coord_locks_held 1"]);
+    assert_prints(&out, &["coord_store_requests_total{op=\"put\"}"]);
+}
