@@ -180,6 +180,35 @@ async fn live_follows_changes_made_after_an_etcd_restart() {
     assert!(live.revision() >= written && written > before);
 }
 
+/// While etcd is down the value is stale, and says for how long; after the restart it is
+/// current again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staleness_is_reported_while_etcd_is_down_and_cleared_after() {
+    let mut b = Backend::etcd_without_resync().await;
+    let live = bound_checkout(&b).await;
+    assert_eq!(live.staleness(), None);
+    let server = b.server.as_mut().unwrap();
+    server.kill().await.unwrap();
+    eventually(WAIT, "the handle notices the broken watch", || async {
+        live.staleness().is_some()
+    })
+    .await;
+    let first = live.staleness().unwrap_or_default();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        live.staleness().unwrap_or_default() > first,
+        "it grows while the outage lasts"
+    );
+    server.restart().await.unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "current again after the restart",
+        || async { live.staleness().is_none() },
+    )
+    .await;
+    assert_eq!(live.load().timeout_secs, 30, "nothing changed meanwhile");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_while_partitioned_ends_with_the_latest_state() {
     let b = Backend::etcd().await;

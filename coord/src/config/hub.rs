@@ -264,10 +264,12 @@ async fn run(
                     // reconnect): the state is current at a later revision, but no value
                     // changed, so `Live` handles are not woken to rebuild the same struct.
                     WatchEvent::Resync { revision, events } if events.is_empty() => {
+                        // Handles are woken only if they were told the watch was broken:
+                        // they then drop their staleness (their values are the same Arcs,
+                        // so nothing is rebuilt).
                         tx.send_if_modified(|snapshot| {
                             snapshot.revision = snapshot.revision.max(revision);
-                            snapshot.connected = true;
-                            false
+                            !std::mem::replace(&mut snapshot.connected, true)
                         });
                     }
                     event => {

@@ -113,6 +113,8 @@ struct Shared<T> {
     _gray: Option<Arc<RangeWatch>>,
     /// The gray release the current value includes, if any.
     gray: Mutex<Option<u64>>,
+    /// Since when the watch behind the value has been broken, while it is.
+    stale_since: Mutex<Option<std::time::Instant>>,
 }
 
 impl<T> Shared<T> {
@@ -191,6 +193,7 @@ impl<T: Send + Sync + 'static> Live<T> {
                 status: None,
                 _gray: None,
                 gray: Mutex::new(None),
+                stale_since: Mutex::new(None),
             }),
         }
     }
@@ -233,6 +236,20 @@ impl<T: Send + Sync + 'static> Live<T> {
     /// A receiver of every new value, starting with the current one marked as seen.
     pub fn subscribe(&self) -> watch::Receiver<Arc<T>> {
         self.shared.tx.subscribe()
+    }
+
+    /// `None` while the value follows a connected watch; while the watch is broken (etcd
+    /// unreachable, the connection reset), how long it has been: the value may be that far
+    /// behind. It is `None` again once the prefix has been listed after the reconnect (and
+    /// the value rebuilt if anything changed meanwhile). Always `None` for
+    /// [`fixed`](Self::fixed).
+    ///
+    /// ```
+    /// let live = coord::Live::fixed(1u8);
+    /// assert_eq!(live.staleness(), None);
+    /// ```
+    pub fn staleness(&self) -> Option<std::time::Duration> {
+        lock(&self.shared.stale_since).map(|since| since.elapsed())
     }
 
     /// Why the latest revision was not applied, if it was not: the error names the key. `None`
@@ -303,6 +320,7 @@ impl<T: CoordConfig> Live<T> {
                 status,
                 _gray: Some(gray_watch),
                 gray: Mutex::new(gray_seq),
+                stale_since: Mutex::new((!snapshot.connected).then(std::time::Instant::now)),
             }
         });
         Ok(Live { shared })
@@ -492,6 +510,14 @@ async fn follow<T: CoordConfig>(mut views: Views, handle: Weak<Shared<T>>, mut i
         let Some(shared) = handle.upgrade() else {
             return;
         };
+        {
+            let mut stale_since = lock(&shared.stale_since);
+            match (snapshot.connected, *stale_since) {
+                (false, None) => *stale_since = Some(std::time::Instant::now()),
+                (true, Some(_)) => *stale_since = None,
+                _ => {}
+            }
+        }
         // A gray release on or off changes values no change log records: build afresh.
         let fresh = views.overlaid || gray.is_some();
         views.overlaid = gray.is_some();
