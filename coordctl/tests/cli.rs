@@ -372,3 +372,203 @@ async fn endpoints_come_from_the_environment_without_flags() {
     let health: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(health["reachable"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_shows_each_instance_and_waits_for_a_release() {
+    let env = env().await;
+    let prefix = "/config/ro";
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("v.json");
+    std::fs::write(&values, r#"{"timeout_secs": 12}"#).unwrap();
+    let config = env
+        .server
+        .client_config()
+        .with_instance(coord::Instance::new("web-1").label("zone", "eu"));
+    let instance = Coord::connect(config).await.unwrap();
+    let live = instance.live_at::<Checkout>(prefix).await.unwrap();
+    let file = values.to_str().unwrap();
+    env.ctl_ok(&["config", "release", prefix, "-f", file]).await;
+    let waited = env
+        .ctl_json(&[
+            "config",
+            "rollout",
+            prefix,
+            "--wait",
+            "1",
+            "--timeout",
+            "20s",
+        ])
+        .await;
+    assert_eq!(live.load().timeout_secs, 12);
+    assert_eq!(waited[0]["instance"], "web-1");
+    assert_eq!(waited[0]["release"], 1);
+    let table = env.ctl_ok(&["config", "rollout", prefix]).await;
+    assert!(table.starts_with("INSTANCE"), "{table}");
+    assert!(
+        table.contains("web-1") && table.contains("zone=eu"),
+        "{table}"
+    );
+
+    std::fs::write(&values, r#"{"timeout_secs": 99}"#).unwrap();
+    env.ctl_ok(&[
+        "config",
+        "gray",
+        "start",
+        prefix,
+        "-f",
+        file,
+        "--instance",
+        "web-1",
+    ])
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "web-1 runs the gray values",
+        || live.load().timeout_secs == 99,
+    )
+    .await;
+    assert_eq!(
+        env.coord
+            .config()
+            .get::<u64>("/config/ro/timeout_secs")
+            .await
+            .unwrap(),
+        12,
+        "the prefix keeps its values during a gray release"
+    );
+    env.ctl_ok(&["config", "gray", "promote", prefix, "2"])
+        .await;
+    assert_eq!(
+        env.coord
+            .config()
+            .get::<u64>("/config/ro/timeout_secs")
+            .await
+            .unwrap(),
+        99
+    );
+    let no_selector = env
+        .ctl(&["config", "gray", "start", prefix, "-f", file])
+        .await;
+    assert_eq!(
+        no_selector.status.code(),
+        Some(2),
+        "{}",
+        stderr(&no_selector)
+    );
+    drop(live);
+    instance.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_prints_the_published_fields() {
+    let env = env().await;
+    env.coord
+        .config()
+        .publish_schema_at::<Checkout>("/config/d")
+        .await
+        .unwrap();
+    let table = env.ctl_ok(&["config", "describe", "/config/d"]).await;
+    assert!(
+        table.contains("timeout_secs") && table.contains("u64"),
+        "{table}"
+    );
+    assert!(
+        table.contains("Seconds before a payment attempt"),
+        "{table}"
+    );
+    let doc = env.ctl_json(&["config", "describe", "/config/d"]).await;
+    assert_eq!(doc["fields"][0]["key"], "timeout_secs");
+    assert_eq!(doc["fields"][0]["default"], 30);
+    let missing = env.ctl(&["config", "describe", "/config/none"]).await;
+    assert_eq!(missing.status.code(), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_one_json_object_per_change() {
+    let env = env().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
+        .args(["config", "watch", "/config/w", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The watch starts after the process connects; write until a line comes.
+    let line = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut n = 0u64;
+        loop {
+            n += 1;
+            env.coord.config().set("/config/w/n", &n).await.unwrap();
+            if let Ok(line) =
+                tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await
+            {
+                return line.unwrap().expect("a line");
+            }
+        }
+    })
+    .await
+    .expect("watch printed a change");
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["type"], "put");
+    assert_eq!(event["key"], "/config/w/n");
+    assert!(
+        event["value"].is_u64() && event["revision"].is_i64(),
+        "{event}"
+    );
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_release_needs_force_and_revokes_the_holder() {
+    let env = env().await;
+    let guard = env
+        .coord
+        .locks()
+        .acquire("/locks/stuck", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let refused = env.ctl(&["locks", "release", "/locks/stuck"]).await;
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(guard.is_alive());
+    env.ctl_ok(&["locks", "release", "/locks/stuck", "--force", "--yes"])
+        .await;
+    tokio::time::timeout(Duration::from_secs(20), guard.lost())
+        .await
+        .expect("the holder learns it lost the lock");
+    let missing = env
+        .ctl(&["locks", "release", "/locks/stuck", "--force", "--yes"])
+        .await;
+    assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_ls_and_election_leader_read_the_registry_and_the_election() {
+    let env = env().await;
+    let _registration = env
+        .coord
+        .registry()
+        .register(
+            coord::ServiceInfo::new("checkout", "checkout-1", "10.0.0.7:50051"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let all = env.ctl_json(&["services", "ls"]).await;
+    assert_eq!(all["checkout"], 1);
+    let instances = env.ctl_json(&["services", "ls", "checkout"]).await;
+    assert_eq!(instances[0]["address"], "10.0.0.7:50051");
+    let none = env.ctl(&["election", "leader", "/election/sched"]).await;
+    assert_eq!(none.status.code(), Some(3));
+    let _leadership = env
+        .coord
+        .election("/election/sched")
+        .campaign("node-a")
+        .await
+        .unwrap();
+    let leader = env
+        .ctl_json(&["election", "leader", "/election/sched"])
+        .await;
+    assert_eq!(leader["value"], "node-a");
+}
