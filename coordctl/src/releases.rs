@@ -12,15 +12,12 @@ use crate::cli::{GrayCommand, ReleaseArgs};
 use crate::error::{CliError, CliResult};
 use crate::output::{cell, time, Output};
 
-/// Who a release made here is by: `$USER`, else the `Coord`'s instance name.
+/// Who a release made here is by: `$USER (coordctl)`, else `coordctl ({instance})`.
 fn author(coord: &Coord) -> String {
-    std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .map_or_else(
-            || coord.instance().name.clone(),
-            |u| format!("{u} (coordctl)"),
-        )
+    match std::env::var("USER") {
+        Ok(user) if !user.is_empty() => format!("{user} (coordctl)"),
+        _ => format!("coordctl ({})", coord.instance().name),
+    }
 }
 
 fn kind_text(kind: &ReleaseKind) -> String {
