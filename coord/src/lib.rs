@@ -22,6 +22,7 @@ pub mod election;
 pub mod error;
 pub mod health;
 pub mod ids;
+pub mod inspect;
 pub mod instance;
 mod lease_pool;
 pub mod lock;

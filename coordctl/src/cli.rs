@@ -1,0 +1,351 @@
+//! The command line, as clap parses it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  ok
+  1  error (etcd unreachable, a value refused by the published schema, a rejected rollout…)
+  2  usage (bad flags or arguments)
+  3  not found (key, release, schema, lock)
+  4  conflict (a version or release changed meanwhile, a lock is held)
+
+Connection: COORD_ENDPOINTS, COORD_ENV, COORD_USERNAME, COORD_PASSWORD, COORD_TLS_CA,
+COORD_TLS_CERT, COORD_TLS_KEY, COORD_DIAL_TIMEOUT… (see coord::ClientConfig::from_env);
+flags override them.";
+
+/// Operate coord: config, releases and rollouts, locks, instance IDs, services.
+///
+/// Every change goes through the checks the coord library makes (published schemas, release
+/// guards).
+#[derive(Debug, Parser)]
+#[command(name = "coordctl", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Connection flags (override the `COORD_*` environment).
+    #[command(flatten)]
+    pub connection: Connection,
+
+    /// Output format: aligned tables for people, JSON for scripts.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns.
+    Table,
+    /// One JSON document (for `watch`: one JSON object per line).
+    Json,
+}
+
+/// Where etcd is and how to log in.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// etcd endpoints, comma separated (default: COORD_ENDPOINTS, else http://127.0.0.1:2379).
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Environment profile for timeouts: development, test, production (default: COORD_ENV).
+    #[arg(long, global = true)]
+    pub env: Option<String>,
+    /// etcd user name.
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+    /// etcd password (prefer --password-file).
+    #[arg(long, global = true, conflicts_with = "password_file")]
+    pub password: Option<String>,
+    /// A file whose first line is the etcd password.
+    #[arg(long, global = true)]
+    pub password_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed etcd's server certificate.
+    #[arg(long, global = true)]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM), with --key.
+    #[arg(long = "cert", id = "tls_cert", global = true, requires = "tls_key")]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM), with --cert.
+    #[arg(long = "key", id = "tls_key", global = true, requires = "tls_cert")]
+    pub key: Option<PathBuf>,
+    /// How long to wait for etcd before giving up (e.g. 2s).
+    #[arg(long, global = true, value_parser = parse_duration)]
+    pub dial_timeout: Option<Duration>,
+}
+
+/// The command groups.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read and change config keys, releases and rollouts.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Inspect and break locks.
+    #[command(subcommand)]
+    Locks(LocksCommand),
+    /// Inspect instance IDs.
+    #[command(subcommand)]
+    Ids(IdsCommand),
+    /// Inspect the service registry.
+    #[command(subcommand)]
+    Services(ServicesCommand),
+    /// Inspect elections.
+    #[command(subcommand)]
+    Election(ElectionCommand),
+    /// Is etcd reachable? Its version, revision and latency.
+    Health,
+}
+
+/// `coordctl config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print one key's value (secrets as <redacted>).
+    Get {
+        /// The full key, e.g. /config/checkout/timeout_secs.
+        key: String,
+    },
+    /// Print every key under a prefix with its value (secrets as <redacted>).
+    List {
+        /// The prefix, e.g. /config/checkout.
+        prefix: String,
+    },
+    /// Write one key, checked against the published schema of its prefix.
+    Set(SetArgs),
+    /// Delete one key.
+    Delete {
+        /// The full key.
+        key: String,
+    },
+    /// Print one line per change under a prefix, until Ctrl-C.
+    Watch {
+        /// The prefix.
+        prefix: String,
+    },
+    /// The published schema of a prefix: fields, types, defaults, docs.
+    Describe {
+        /// The prefix the struct is bound at.
+        prefix: String,
+    },
+    /// Releases of a prefix, newest first.
+    History {
+        /// The prefix.
+        prefix: String,
+        /// How many releases to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// How each key differs between two releases.
+    Diff {
+        /// The prefix.
+        prefix: String,
+        /// The older release.
+        from: u64,
+        /// The newer release.
+        to: u64,
+    },
+    /// Release values from a JSON file (an object: relative key → value) as one change.
+    Release(ReleaseArgs),
+    /// Restore the values of an earlier release (recorded as a release).
+    Rollback {
+        /// The prefix.
+        prefix: String,
+        /// The release to go back to.
+        seq: u64,
+        /// Why.
+        #[arg(long, short = 'm')]
+        message: Option<String>,
+        /// Refuse (exit 4) unless the latest release is still this one.
+        #[arg(long)]
+        expect_latest: Option<u64>,
+    },
+    /// Each instance on a prefix: applied release, gray release, error.
+    Rollout {
+        /// The prefix.
+        prefix: String,
+        /// Wait until every instance runs this release.
+        #[arg(long)]
+        wait: Option<u64>,
+        /// How long --wait may take (e.g. 30s).
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        timeout: Duration,
+    },
+    /// Gray releases: to some instances first.
+    #[command(subcommand)]
+    Gray(GrayCommand),
+}
+
+/// `coordctl config set`.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// The full key, e.g. /config/checkout/timeout_secs.
+    pub key: String,
+    /// The value as JSON (`45`, `true`, `'"text"'`, `'{"a":1}'`).
+    pub value: String,
+    /// Take VALUE as a plain string rather than JSON.
+    #[arg(long)]
+    pub string: bool,
+    /// Write even if the published schema refuses the value, or there is none.
+    #[arg(long)]
+    pub force: bool,
+    /// Show what would change, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write only if the key is still at this version (its mod revision; 0: must not exist).
+    #[arg(long)]
+    pub expect_version: Option<i64>,
+}
+
+/// `coordctl config release`.
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The prefix.
+    pub prefix: String,
+    /// A JSON object: relative key → value.
+    #[arg(long, short = 'f')]
+    pub file: PathBuf,
+    /// Why (shown in history).
+    #[arg(long, short = 'm')]
+    pub message: Option<String>,
+    /// Keys (relative) to delete in the same release.
+    #[arg(long = "remove")]
+    pub remove: Vec<String>,
+    /// Refuse (exit 4) unless the latest release is still this one (0: none yet).
+    #[arg(long)]
+    pub expect_latest: Option<u64>,
+}
+
+/// `coordctl config gray …`.
+#[derive(Debug, Subcommand)]
+pub enum GrayCommand {
+    /// Release values to the instances a selector picks.
+    Start {
+        /// The prefix.
+        prefix: String,
+        /// A JSON object: relative key → value.
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// Pick instances with this label (k=v); repeatable, all must match.
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Pick this percentage of instances (stable per instance and release).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: Option<u8>,
+        /// Pick this instance by name; repeatable.
+        #[arg(long = "instance")]
+        instances: Vec<String>,
+        /// Why.
+        #[arg(long, short = 'm')]
+        message: Option<String>,
+    },
+    /// Make gray release SEQ the values of every instance.
+    Promote {
+        /// The prefix.
+        prefix: String,
+        /// The gray release.
+        seq: u64,
+    },
+    /// Drop gray release SEQ: its instances go back to the prefix's values.
+    Abort {
+        /// The prefix.
+        prefix: String,
+        /// The gray release.
+        seq: u64,
+    },
+}
+
+/// `coordctl locks …`.
+#[derive(Debug, Subcommand)]
+pub enum LocksCommand {
+    /// Every lock under a prefix: holder key, fencing token, TTL left, waiters in order.
+    Ls {
+        /// The prefix (default: every key).
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Break a lock: revoke its holder's lease (the holder loses it; the next waiter gets it).
+    Release {
+        /// The lock name.
+        name: String,
+        /// Required: breaking a lock is never the default.
+        #[arg(long)]
+        force: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// `coordctl ids …`.
+#[derive(Debug, Subcommand)]
+pub enum IdsCommand {
+    /// Taken IDs of a service, with the holder's lease and its TTL left.
+    Ls {
+        /// The service.
+        service: String,
+    },
+}
+
+/// `coordctl services …`.
+#[derive(Debug, Subcommand)]
+pub enum ServicesCommand {
+    /// Instances of a service, or every service with its instance count.
+    Ls {
+        /// The service (default: every service).
+        name: Option<String>,
+    },
+    /// Print one line per registration change, until Ctrl-C.
+    Watch {
+        /// The service.
+        name: String,
+    },
+}
+
+/// `coordctl election …`.
+#[derive(Debug, Subcommand)]
+pub enum ElectionCommand {
+    /// The current leader of an election.
+    Leader {
+        /// The election name.
+        name: String,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("`{text}` is not key=value")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_key_argument_and_the_tls_key_flag_do_not_collide() {
+        let cli = Cli::try_parse_from([
+            "coordctl", "--cert", "c.pem", "--key", "k.pem", "config", "get", "/a/b",
+        ])
+        .unwrap();
+        assert_eq!(cli.connection.key, Some(PathBuf::from("k.pem")));
+        match cli.command {
+            Command::Config(ConfigCommand::Get { key }) => assert_eq!(key, "/a/b"),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! What can go wrong in a command, and its exit code.
+
+use std::process::ExitCode;
+
+/// A command's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// From the coord library.
+    #[error("{0}")]
+    Coord(#[from] coord::Error),
+    /// The arguments are wrong in a way clap cannot tell.
+    #[error("{0}")]
+    Usage(String),
+    /// Something asked for is not there.
+    #[error("{0}")]
+    NotFound(String),
+    /// A change refused (schema, confirmation declined…).
+    #[error("{0}")]
+    Refused(String),
+    /// Reading a file or the terminal.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being read.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The result of a command.
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+/// Exit code: any other error.
+pub const ERROR: u8 = 1;
+/// Exit code: bad flags or arguments (clap uses it too).
+pub const USAGE: u8 = 2;
+/// Exit code: not found.
+pub const NOT_FOUND: u8 = 3;
+/// Exit code: conflict.
+pub const CONFLICT: u8 = 4;
+
+impl CliError {
+    /// The stable exit code of this failure (see `coordctl --help`).
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            CliError::Coord(coord::Error::NotFound { .. }) | CliError::NotFound(_) => NOT_FOUND,
+            CliError::Coord(
+                coord::Error::Conflict { .. }
+                | coord::Error::LockHeld { .. }
+                | coord::Error::AlreadyRegistered { .. },
+            ) => CONFLICT,
+            CliError::Coord(coord::Error::InvalidArgument { .. }) | CliError::Usage(_) => USAGE,
+            CliError::Coord(_) | CliError::Refused(_) | CliError::Io { .. } => ERROR,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_and_conflict_have_their_own_codes() {
+        let missing = CliError::Coord(coord::Error::NotFound { key: "/k".into() });
+        assert_eq!(missing.exit_code(), ExitCode::from(NOT_FOUND));
+        let conflict = CliError::Coord(coord::Error::Conflict {
+            key: "/k".into(),
+            expected: 1,
+            current: 2,
+        });
+        assert_eq!(conflict.exit_code(), ExitCode::from(CONFLICT));
+        assert_eq!(
+            CliError::Refused("no".into()).exit_code(),
+            ExitCode::from(ERROR)
+        );
+    }
+}

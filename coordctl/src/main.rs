@@ -1,0 +1,103 @@
+//! `coordctl`: the operator CLI of coord. Parse, connect, dispatch, map errors to exit codes.
+
+mod cli;
+mod config_cmd;
+mod connect;
+mod coordination;
+mod error;
+mod output;
+mod releases;
+mod schemas;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use coord::Coord;
+
+use cli::{
+    Cli, Command, ConfigCommand, ElectionCommand, IdsCommand, LocksCommand, ServicesCommand,
+};
+use error::CliResult;
+use output::Output;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("coordctl: cannot start the runtime: {e}");
+            return ExitCode::from(error::ERROR);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coordctl: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+async fn run(cli: Cli) -> CliResult {
+    let out = Output::new(cli.output);
+    let config = connect::client_config(&cli.connection)?;
+    let coord = connect::connect(config).await?;
+    let result = dispatch(&coord, out, cli.command).await;
+    // Closing releases nothing a command needs; a failure to close does not change the answer.
+    let _ = coord.close().await;
+    result
+}
+
+async fn dispatch(coord: &Coord, out: Output, command: Command) -> CliResult {
+    match command {
+        Command::Config(command) => match command {
+            ConfigCommand::Get { key } => config_cmd::get(coord, out, &key).await,
+            ConfigCommand::List { prefix } => config_cmd::list(coord, out, &prefix).await,
+            ConfigCommand::Set(args) => config_cmd::set(coord, out, args).await,
+            ConfigCommand::Delete { key } => config_cmd::delete(coord, out, &key).await,
+            ConfigCommand::Watch { prefix } => config_cmd::watch(coord, out, &prefix).await,
+            ConfigCommand::Describe { prefix } => config_cmd::describe(coord, out, &prefix).await,
+            ConfigCommand::History { prefix, limit } => {
+                releases::history(coord, out, &prefix, limit).await
+            }
+            ConfigCommand::Diff { prefix, from, to } => {
+                releases::diff(coord, out, &prefix, from, to).await
+            }
+            ConfigCommand::Release(args) => releases::release(coord, out, args).await,
+            ConfigCommand::Rollback {
+                prefix,
+                seq,
+                message,
+                expect_latest,
+            } => releases::rollback(coord, out, &prefix, seq, message, expect_latest).await,
+            ConfigCommand::Rollout {
+                prefix,
+                wait,
+                timeout,
+            } => releases::rollout(coord, out, &prefix, wait, timeout).await,
+            ConfigCommand::Gray(command) => releases::gray(coord, out, command).await,
+        },
+        Command::Locks(LocksCommand::Ls { prefix }) => {
+            coordination::locks_ls(coord, out, &prefix).await
+        }
+        Command::Locks(LocksCommand::Release { name, force, yes }) => {
+            coordination::locks_release(coord, out, &name, force, yes).await
+        }
+        Command::Ids(IdsCommand::Ls { service }) => {
+            coordination::ids_ls(coord, out, &service).await
+        }
+        Command::Services(ServicesCommand::Ls { name }) => {
+            coordination::services_ls(coord, out, name.as_deref()).await
+        }
+        Command::Services(ServicesCommand::Watch { name }) => {
+            coordination::services_watch(coord, out, &name).await
+        }
+        Command::Election(ElectionCommand::Leader { name }) => {
+            coordination::leader(coord, out, &name).await
+        }
+        Command::Health => coordination::health(coord, out).await,
+    }
+}

@@ -1,0 +1,318 @@
+//! `coordctl config history|diff|release|rollback|rollout|gray`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use coord::config::{Change, Release, ReleaseBuilder, ReleaseKind, Selector};
+use coord::{Coord, InstanceStatus};
+use serde_json::{json, Value};
+
+use crate::cli::{GrayCommand, ReleaseArgs};
+use crate::error::{CliError, CliResult};
+use crate::output::{cell, time, Output};
+
+/// Who a release made here is by: `$USER (coordctl)`, else `coordctl ({instance})`.
+fn author(coord: &Coord) -> String {
+    match std::env::var("USER") {
+        Ok(user) if !user.is_empty() => format!("{user} (coordctl)"),
+        _ => format!("coordctl ({})", coord.instance().name),
+    }
+}
+
+fn kind_text(kind: &ReleaseKind) -> String {
+    match kind {
+        ReleaseKind::Release => "release".into(),
+        ReleaseKind::Publish => "publish".into(),
+        ReleaseKind::Rollback { to } => format!("rollback to {to}"),
+        ReleaseKind::External => "external".into(),
+        ReleaseKind::Gray { selector } => format!("gray {}", selector_text(selector)),
+        ReleaseKind::Promote { gray } => format!("promote {gray}"),
+        ReleaseKind::Abort { gray } => format!("abort {gray}"),
+        _ => "other".into(),
+    }
+}
+
+fn selector_text(selector: &Selector) -> String {
+    let mut parts: Vec<String> = selector
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if let Some(p) = selector.percent {
+        parts.push(format!("{p}%"));
+    }
+    parts.extend(selector.instances.iter().cloned());
+    format!("[{}]", parts.join(" "))
+}
+
+fn release_json(release: &Release) -> Value {
+    let mut doc = json!({
+        "seq": release.seq,
+        "revision": release.revision,
+        "kind": kind_text(&release.kind),
+        "author": release.author,
+        "message": release.message,
+        "time": time(release.time),
+        "values": release.values,
+    });
+    if !release.gray_values.is_empty() || !release.gray_removes.is_empty() {
+        doc["gray_values"] = json!(release.gray_values);
+        doc["gray_removes"] = json!(release.gray_removes);
+    }
+    doc
+}
+
+fn print_release(out: Output, prefix: &str, release: &Release) {
+    if out.is_json() {
+        out.json(&release_json(release));
+    } else {
+        out.note(&format!(
+            "{prefix}: release {} ({}) at revision {}",
+            release.seq,
+            kind_text(&release.kind),
+            release.revision
+        ));
+    }
+}
+
+/// `config history PREFIX`.
+pub async fn history(coord: &Coord, out: Output, prefix: &str, limit: usize) -> CliResult {
+    let releases = coord.config().history(prefix, limit).await?;
+    if out.is_json() {
+        out.json(&Value::Array(releases.iter().map(release_json).collect()));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = releases
+        .iter()
+        .map(|r| {
+            vec![
+                r.seq.to_string(),
+                kind_text(&r.kind),
+                r.revision.to_string(),
+                time(r.time),
+                r.author.clone().unwrap_or_else(|| "-".into()),
+                r.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.table(
+        &["SEQ", "KIND", "REVISION", "TIME", "AUTHOR", "MESSAGE"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// `config diff PREFIX A B`.
+pub async fn diff(coord: &Coord, out: Output, prefix: &str, from: u64, to: u64) -> CliResult {
+    let diffs = coord.config().diff(prefix, from, to).await?;
+    let rows: Vec<(String, &str, Value, Value)> = diffs
+        .into_iter()
+        .map(|d| match d.change {
+            Change::Added { new } => (d.key, "added", Value::Null, new),
+            Change::Changed { old, new } => (d.key, "changed", old, new),
+            Change::Removed { old } => (d.key, "removed", old, Value::Null),
+            _ => (d.key, "other", Value::Null, Value::Null),
+        })
+        .collect();
+    if out.is_json() {
+        let docs = rows
+            .iter()
+            .map(|(key, change, old, new)| json!({ "key": key, "change": change, "old": old, "new": new }))
+            .collect();
+        out.json(&Value::Array(docs));
+        return Ok(());
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(key, change, old, new)| {
+            let show = |v: &Value| {
+                if v.is_null() && *change != "changed" {
+                    "-".to_owned()
+                } else {
+                    cell(v)
+                }
+            };
+            vec![key.clone(), change.to_string(), show(old), show(new)]
+        })
+        .collect();
+    out.table(&["KEY", "CHANGE", "OLD", "NEW"], &table);
+    Ok(())
+}
+
+fn read_values(path: &Path) -> CliResult<BTreeMap<String, Value>> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
+        what: format!("reading {}", path.display()),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        CliError::Usage(format!(
+            "{} is not a JSON object of relative key → value: {e}",
+            path.display()
+        ))
+    })
+}
+
+async fn commit(
+    coord: &Coord,
+    out: Output,
+    prefix: &str,
+    builder: ReleaseBuilder,
+    message: Option<String>,
+    expect_latest: Option<u64>,
+) -> CliResult {
+    let mut builder = builder.author(author(coord));
+    if let Some(message) = message {
+        builder = builder.message(message);
+    }
+    if let Some(seq) = expect_latest {
+        builder = builder.expect_latest(seq);
+    }
+    let release = builder.commit().await?;
+    print_release(out, prefix, &release);
+    Ok(())
+}
+
+/// `config release PREFIX --file values.json`.
+pub async fn release(coord: &Coord, out: Output, args: ReleaseArgs) -> CliResult {
+    let values = read_values(&args.file)?;
+    let remove: BTreeSet<String> = args.remove.into_iter().collect();
+    let builder = coord
+        .config()
+        .release_raw_with(&args.prefix, values, remove);
+    commit(
+        coord,
+        out,
+        &args.prefix,
+        builder,
+        args.message,
+        args.expect_latest,
+    )
+    .await
+}
+
+/// `config rollback PREFIX SEQ`.
+pub async fn rollback(
+    coord: &Coord,
+    out: Output,
+    prefix: &str,
+    seq: u64,
+    message: Option<String>,
+    expect_latest: Option<u64>,
+) -> CliResult {
+    let builder = coord.config().rollback(prefix, seq);
+    commit(coord, out, prefix, builder, message, expect_latest).await
+}
+
+/// `config gray start|promote|abort`.
+pub async fn gray(coord: &Coord, out: Output, command: GrayCommand) -> CliResult {
+    match command {
+        GrayCommand::Start {
+            prefix,
+            file,
+            labels,
+            percent,
+            instances,
+            message,
+        } => {
+            if labels.is_empty() && percent.is_none() && instances.is_empty() {
+                return Err(CliError::Usage(
+                    "a gray release needs --label, --percent or --instance".into(),
+                ));
+            }
+            let mut selector = Selector::default();
+            for (k, v) in labels {
+                selector = selector.label(k, v);
+            }
+            if let Some(p) = percent {
+                selector = selector.percent(p);
+            }
+            for name in instances {
+                selector = selector.instance(name);
+            }
+            let values = read_values(&file)?;
+            let builder = coord.config().release_raw(&prefix, values).to(selector);
+            commit(coord, out, &prefix, builder, message, None).await
+        }
+        GrayCommand::Promote { prefix, seq } => {
+            let builder = coord.config().promote(&prefix, seq);
+            commit(coord, out, &prefix, builder, None, None).await
+        }
+        GrayCommand::Abort { prefix, seq } => {
+            let builder = coord.config().abort(&prefix, seq);
+            commit(coord, out, &prefix, builder, None, None).await
+        }
+    }
+}
+
+/// `config rollout PREFIX [--wait SEQ]`.
+pub async fn rollout(
+    coord: &Coord,
+    out: Output,
+    prefix: &str,
+    wait: Option<u64>,
+    timeout: Duration,
+) -> CliResult {
+    let statuses = match wait {
+        Some(seq) => coord.config().wait_rollout(prefix, seq, timeout).await?,
+        None => coord.config().rollout(prefix).await?,
+    };
+    print_statuses(out, &statuses);
+    if let Some(seq) = wait {
+        if !out.is_json() {
+            out.note(&format!(
+                "every instance on {prefix} runs release {seq} ({} instance(s))",
+                statuses.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn print_statuses(out: Output, statuses: &[InstanceStatus]) {
+    if out.is_json() {
+        let docs = statuses
+            .iter()
+            .map(|s| {
+                json!({
+                    "instance": s.instance,
+                    "labels": s.labels,
+                    "release": s.release,
+                    "gray": s.gray,
+                    "revision": s.revision,
+                    "error": s.error.as_ref().map(|e| json!({ "key": e.key, "message": e.message, "revision": e.revision })),
+                })
+            })
+            .collect();
+        out.json(&Value::Array(docs));
+        return;
+    }
+    let rows: Vec<Vec<String>> = statuses
+        .iter()
+        .map(|s| {
+            let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            vec![
+                s.instance.clone(),
+                if labels.is_empty() {
+                    "-".into()
+                } else {
+                    labels.join(",")
+                },
+                s.release.map_or_else(|| "-".into(), |r| r.to_string()),
+                s.gray.map_or_else(|| "-".into(), |g| g.to_string()),
+                s.revision.to_string(),
+                s.error.as_ref().map_or_else(
+                    || "-".into(),
+                    |e| match &e.key {
+                        Some(key) => format!("{key}: {}", e.message),
+                        None => e.message.clone(),
+                    },
+                ),
+            ]
+        })
+        .collect();
+    out.table(
+        &["INSTANCE", "LABELS", "RELEASE", "GRAY", "REVISION", "ERROR"],
+        &rows,
+    );
+}

@@ -1,0 +1,574 @@
+//! coordctl, the real binary, against a real etcd from the test harness.
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use coord::testing::EtcdServer;
+use coord::{ClientConfig, Coord, CoordConfig};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+struct Checkout {
+    /// Seconds before a payment attempt is abandoned.
+    #[coord(default = 30)]
+    timeout_secs: u64,
+    /// The payment provider's key.
+    #[coord(secret, default)]
+    api_key: coord::Secret<String>,
+}
+
+struct Env {
+    server: EtcdServer,
+    coord: Coord,
+}
+
+async fn env() -> Env {
+    let server = EtcdServer::start()
+        .await
+        .expect("start etcd (see the error for how to install it)");
+    let coord = Coord::connect(server.client_config())
+        .await
+        .expect("connect to the test etcd");
+    Env { server, coord }
+}
+
+/// Runs coordctl on `endpoint` with the test profile.
+async fn ctl_at(endpoint: &str, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", endpoint, "--env", "test"])
+        .args(args)
+        .env_remove("COORD_ENDPOINTS")
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run coordctl")
+}
+
+impl Env {
+    async fn ctl(&self, args: &[&str]) -> Output {
+        ctl_at(&self.server.endpoint(), args).await
+    }
+
+    async fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args).await;
+        assert!(
+            out.status.success(),
+            "coordctl {args:?} failed: {:?}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    async fn ctl_json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let text = self.ctl_ok(&all).await;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Polls `check` every 50 ms until it is true; panics after `within`.
+async fn eventually<F: FnMut() -> bool>(within: Duration, what: &str, mut check: F) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_set_is_refused_for_a_wrong_type_and_reaches_a_live_for_a_right_one() {
+    let env = env().await;
+    let prefix = "/config/checkout";
+    env.coord
+        .config()
+        .publish_schema_at::<Checkout>(prefix)
+        .await
+        .unwrap();
+    let live = env.coord.live_at::<Checkout>(prefix).await.unwrap();
+    assert_eq!(live.load().timeout_secs, 30);
+
+    let refused = env
+        .ctl(&["config", "set", "/config/checkout/timeout_secs", "\"abc\""])
+        .await;
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let message = stderr(&refused);
+    assert!(message.contains("expected u64"), "{message}");
+    assert!(
+        message.contains("Seconds before a payment attempt is abandoned."),
+        "{message}"
+    );
+    let unknown = env
+        .ctl(&["config", "set", "/config/checkout/timeout", "5"])
+        .await;
+    assert_eq!(unknown.status.code(), Some(1), "{}", stderr(&unknown));
+    let nothing = env.coord.config().list(prefix).await.unwrap();
+    assert!(nothing.is_empty(), "nothing written: {nothing:?}");
+
+    let dry = env
+        .ctl_ok(&[
+            "config",
+            "set",
+            "/config/checkout/timeout_secs",
+            "45",
+            "--dry-run",
+        ])
+        .await;
+    assert!(dry.contains("dry run"), "{dry}");
+    assert!(env.coord.config().list(prefix).await.unwrap().is_empty());
+
+    env.ctl_ok(&["config", "set", "/config/checkout/timeout_secs", "45"])
+        .await;
+    eventually(Duration::from_secs(10), "the Live sees 45", || {
+        live.load().timeout_secs == 45
+    })
+    .await;
+    let got = env
+        .ctl_json(&["config", "get", "/config/checkout/timeout_secs"])
+        .await;
+    assert_eq!(got["value"], 45);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_list_redact_secrets_the_schema_marks() {
+    let env = env().await;
+    let prefix = "/config/pay";
+    env.coord
+        .config()
+        .publish_schema_at::<Checkout>(prefix)
+        .await
+        .unwrap();
+    env.ctl_ok(&["config", "set", "/config/pay/api_key", "\"hunter2\""])
+        .await;
+    env.ctl_ok(&["config", "set", "/config/pay/timeout_secs", "7"])
+        .await;
+    let listed = env.ctl_json(&["config", "list", prefix]).await;
+    let text = listed.to_string();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("<redacted>"), "{text}");
+    assert!(text.contains("\"value\":7"), "{text}");
+    let got = env.ctl_ok(&["config", "get", "/config/pay/api_key"]).await;
+    assert!(
+        !got.contains("hunter2") && got.contains("<redacted>"),
+        "{got}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_history_diff_and_rollback_round_trip() {
+    let env = env().await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.json");
+    let second = dir.path().join("second.json");
+    std::fs::write(&first, r#"{"timeout_secs": 10, "mode": "fast"}"#).unwrap();
+    std::fs::write(&second, r#"{"timeout_secs": 20}"#).unwrap();
+    let prefix = "/config/h";
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    env.ctl_ok(&[
+        "config",
+        "release",
+        prefix,
+        "-f",
+        &path(&first),
+        "-m",
+        "one",
+    ])
+    .await;
+    env.ctl_ok(&[
+        "config",
+        "release",
+        prefix,
+        "-f",
+        &path(&second),
+        "-m",
+        "two",
+    ])
+    .await;
+
+    let history = env.ctl_json(&["config", "history", prefix]).await;
+    let seqs: Vec<u64> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [2, 1]);
+    assert_eq!(history[0]["message"], "two");
+
+    let diff = env.ctl_json(&["config", "diff", prefix, "1", "2"]).await;
+    assert_eq!(diff.as_array().unwrap().len(), 1, "{diff}");
+    assert_eq!(diff[0]["key"], "timeout_secs");
+    assert_eq!(diff[0]["old"], 10);
+    assert_eq!(diff[0]["new"], 20);
+
+    env.ctl_ok(&["config", "rollback", prefix, "1", "-m", "back"])
+        .await;
+    assert_eq!(
+        env.coord
+            .config()
+            .get::<u64>("/config/h/timeout_secs")
+            .await
+            .unwrap(),
+        10
+    );
+    let history = env.ctl_json(&["config", "history", prefix]).await;
+    assert_eq!(history[0]["seq"], 3);
+    assert_eq!(history[0]["kind"], "rollback to 1");
+    let table = env.ctl_ok(&["config", "history", prefix]).await;
+    assert!(table.starts_with("SEQ"), "{table}");
+    assert!(table.contains("rollback to 1"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_ls_shows_an_etcdctl_holder_then_a_coord_waiter() {
+    let env = env().await;
+    let mut etcdctl = env.server.spawn_etcdctl(&["lock", "/locks/job"]).unwrap();
+    let mut lines = BufReader::new(etcdctl.stdout.take().unwrap()).lines();
+    let holder = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("etcdctl takes the lock")
+        .unwrap()
+        .expect("etcdctl prints its key");
+    let locks = env.coord.locks();
+    let waiter =
+        tokio::spawn(async move { locks.acquire("/locks/job", Duration::from_secs(30)).await });
+    let mut listed = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        listed = env.ctl_json(&["locks", "ls", "/locks/"]).await;
+        if listed[0]["waiters"]
+            .as_array()
+            .is_some_and(|w| w.len() == 1)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["name"], "/locks/job");
+    assert_eq!(listed[0]["holder"], holder.as_str());
+    assert!(listed[0]["fencing_token"].as_i64().unwrap() > 0);
+    let waiters = listed[0]["waiters"].as_array().unwrap();
+    assert_eq!(waiters.len(), 1, "the coord waiter: {listed}");
+    assert_ne!(waiters[0]["key"], holder.as_str());
+    assert!(!waiter.is_finished(), "coord waits behind etcdctl");
+
+    let table = env.ctl_ok(&["locks", "ls", "/locks/"]).await;
+    assert!(table.contains(&holder), "{table}");
+
+    etcdctl.start_kill().unwrap();
+    let _ = etcdctl.wait().await;
+    waiter.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_ls_lists_the_ids_an_allocator_holds() {
+    let env = env().await;
+    let allocator = env.coord.ids("worker", 16).await.unwrap();
+    let a = allocator.acquire().await.unwrap();
+    let b = allocator.acquire().await.unwrap();
+    let listed = env.ctl_json(&["ids", "ls", "worker"]).await;
+    let ids: Vec<u64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_u64().unwrap())
+        .collect();
+    let mut expected = vec![u64::from(a.id()), u64::from(b.id())];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    let lease = format!("{:x}", allocator.lease_id());
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["lease"] == lease.as_str()));
+    let table = env.ctl_ok(&["ids", "ls", "worker"]).await;
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains(&lease), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_is_exit_3_and_conflict_is_exit_4() {
+    let env = env().await;
+    let missing = env.ctl(&["config", "get", "/nope/key"]).await;
+    assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
+    let missing = env.ctl(&["config", "delete", "/nope/key"]).await;
+    assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
+    let missing = env.ctl(&["config", "rollback", "/nope", "7"]).await;
+    assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
+
+    env.ctl_ok(&["config", "set", "/c/k", "1"]).await;
+    let (_, version) = env
+        .coord
+        .config()
+        .get_with_version::<u64>("/c/k")
+        .await
+        .unwrap();
+    let stale = (version - 1).to_string();
+    let conflict = env
+        .ctl(&["config", "set", "/c/k", "2", "--expect-version", &stale])
+        .await;
+    assert_eq!(conflict.status.code(), Some(4), "{}", stderr(&conflict));
+    assert_eq!(env.coord.config().get::<u64>("/c/k").await.unwrap(), 1);
+    let current = version.to_string();
+    env.ctl_ok(&["config", "set", "/c/k", "2", "--expect-version", &current])
+        .await;
+
+    let usage = env.ctl(&["config", "frobnicate"]).await;
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_endpoint_fails_within_the_dial_timeout_naming_it() {
+    // Reserve a port, then free it: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", &endpoint, "--dial-timeout", "1s"])
+        .args(["config", "get", "/x"])
+        .env_remove("COORD_ENDPOINTS")
+        .output()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(message.contains(&endpoint), "{message}");
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+    // A generous bound on a failure path: the dial timeout is 1 s.
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
+/// The default config of the harness works with `ClientConfig` too: the binary reads
+/// COORD_ENDPOINTS when no flag is given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_come_from_the_environment_without_flags() {
+    let env = env().await;
+    let config: ClientConfig = env.server.client_config();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["health", "-o", "json"])
+        .env("COORD_ENDPOINTS", config.endpoints.join(","))
+        .env("COORD_ENV", "test")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let health: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(health["reachable"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_shows_each_instance_and_waits_for_a_release() {
+    let env = env().await;
+    let prefix = "/config/ro";
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("v.json");
+    std::fs::write(&values, r#"{"timeout_secs": 12}"#).unwrap();
+    let config = env
+        .server
+        .client_config()
+        .with_instance(coord::Instance::new("web-1").label("zone", "eu"));
+    let instance = Coord::connect(config).await.unwrap();
+    let live = instance.live_at::<Checkout>(prefix).await.unwrap();
+    let file = values.to_str().unwrap();
+    env.ctl_ok(&["config", "release", prefix, "-f", file]).await;
+    let waited = env
+        .ctl_json(&[
+            "config",
+            "rollout",
+            prefix,
+            "--wait",
+            "1",
+            "--timeout",
+            "20s",
+        ])
+        .await;
+    assert_eq!(live.load().timeout_secs, 12);
+    assert_eq!(waited[0]["instance"], "web-1");
+    assert_eq!(waited[0]["release"], 1);
+    let table = env.ctl_ok(&["config", "rollout", prefix]).await;
+    assert!(table.starts_with("INSTANCE"), "{table}");
+    assert!(
+        table.contains("web-1") && table.contains("zone=eu"),
+        "{table}"
+    );
+
+    std::fs::write(&values, r#"{"timeout_secs": 99}"#).unwrap();
+    env.ctl_ok(&[
+        "config",
+        "gray",
+        "start",
+        prefix,
+        "-f",
+        file,
+        "--instance",
+        "web-1",
+    ])
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "web-1 runs the gray values",
+        || live.load().timeout_secs == 99,
+    )
+    .await;
+    assert_eq!(
+        env.coord
+            .config()
+            .get::<u64>("/config/ro/timeout_secs")
+            .await
+            .unwrap(),
+        12,
+        "the prefix keeps its values during a gray release"
+    );
+    env.ctl_ok(&["config", "gray", "promote", prefix, "2"])
+        .await;
+    assert_eq!(
+        env.coord
+            .config()
+            .get::<u64>("/config/ro/timeout_secs")
+            .await
+            .unwrap(),
+        99
+    );
+    let no_selector = env
+        .ctl(&["config", "gray", "start", prefix, "-f", file])
+        .await;
+    assert_eq!(
+        no_selector.status.code(),
+        Some(2),
+        "{}",
+        stderr(&no_selector)
+    );
+    drop(live);
+    instance.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_prints_the_published_fields() {
+    let env = env().await;
+    env.coord
+        .config()
+        .publish_schema_at::<Checkout>("/config/d")
+        .await
+        .unwrap();
+    let table = env.ctl_ok(&["config", "describe", "/config/d"]).await;
+    assert!(
+        table.contains("timeout_secs") && table.contains("u64"),
+        "{table}"
+    );
+    assert!(
+        table.contains("Seconds before a payment attempt"),
+        "{table}"
+    );
+    let doc = env.ctl_json(&["config", "describe", "/config/d"]).await;
+    assert_eq!(doc["fields"][0]["key"], "timeout_secs");
+    assert_eq!(doc["fields"][0]["default"], 30);
+    let missing = env.ctl(&["config", "describe", "/config/none"]).await;
+    assert_eq!(missing.status.code(), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_one_json_object_per_change() {
+    let env = env().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
+        .args(["config", "watch", "/config/w", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The watch starts after the process connects; write until a line comes.
+    let line = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut n = 0u64;
+        loop {
+            n += 1;
+            env.coord.config().set("/config/w/n", &n).await.unwrap();
+            if let Ok(line) =
+                tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await
+            {
+                return line.unwrap().expect("a line");
+            }
+        }
+    })
+    .await
+    .expect("watch printed a change");
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["type"], "put");
+    assert_eq!(event["key"], "/config/w/n");
+    assert!(
+        event["value"].is_u64() && event["revision"].is_i64(),
+        "{event}"
+    );
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_release_needs_force_and_revokes_the_holder() {
+    let env = env().await;
+    let guard = env
+        .coord
+        .locks()
+        .acquire("/locks/stuck", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let refused = env.ctl(&["locks", "release", "/locks/stuck"]).await;
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(guard.is_alive());
+    env.ctl_ok(&["locks", "release", "/locks/stuck", "--force", "--yes"])
+        .await;
+    tokio::time::timeout(Duration::from_secs(20), guard.lost())
+        .await
+        .expect("the holder learns it lost the lock");
+    let missing = env
+        .ctl(&["locks", "release", "/locks/stuck", "--force", "--yes"])
+        .await;
+    assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_ls_and_election_leader_read_the_registry_and_the_election() {
+    let env = env().await;
+    let _registration = env
+        .coord
+        .registry()
+        .register(
+            coord::ServiceInfo::new("checkout", "checkout-1", "10.0.0.7:50051"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let all = env.ctl_json(&["services", "ls"]).await;
+    assert_eq!(all["checkout"], 1);
+    let instances = env.ctl_json(&["services", "ls", "checkout"]).await;
+    assert_eq!(instances[0]["address"], "10.0.0.7:50051");
+    let none = env.ctl(&["election", "leader", "/election/sched"]).await;
+    assert_eq!(none.status.code(), Some(3));
+    let _leadership = env
+        .coord
+        .election("/election/sched")
+        .campaign("node-a")
+        .await
+        .unwrap();
+    let leader = env
+        .ctl_json(&["election", "leader", "/election/sched"])
+        .await;
+    assert_eq!(leader["value"], "node-a");
+}
