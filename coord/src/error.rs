@@ -19,14 +19,17 @@ pub enum Error {
         key: String,
     },
 
-    /// A compare-and-set lost: the key is not at the expected version.
-    #[error("conflict on `{key}`: expected version {expected}, current version is {current}")]
+    /// A compare-and-set lost: the key is not at the expected version. For a release (key =
+    /// the config prefix), the prefix's latest release is not the one expected: the numbers
+    /// are release seqs.
+    #[error("conflict on `{key}`: expected {expected}, found {current}")]
     Conflict {
-        /// The key that was written.
+        /// The key that was written, or the prefix of a release.
         key: String,
-        /// The version the caller expected (0 = must not exist).
+        /// The version the caller expected (0 = must not exist), or the latest release seq.
         expected: i64,
-        /// The key's current version (its mod_revision; 0 = it does not exist).
+        /// The key's current version (its mod_revision; 0 = it does not exist), or the
+        /// prefix's latest release seq now.
         current: i64,
     },
 
