@@ -36,6 +36,10 @@ pub(crate) const STATUS_TTL: Duration = Duration::from_secs(10);
 /// The first wait after a failed write; it doubles up to [`MAX_BACKOFF`].
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The least time between two writes of one status (a lost lease is written at once): a
+/// service reloading often costs etcd a few status writes a second, not one per reload, and
+/// `rollout` is at most this far behind.
+pub(crate) const MIN_WRITE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What one `Live` handle reports.
 #[derive(Clone, Debug)]
@@ -196,7 +200,8 @@ fn aggregate(handles: &Handles) -> Option<Report> {
 }
 
 /// The reporter of one prefix: writes the latest status whenever it changed or the lease was
-/// lost, one write at a time, until the prefix's last slot is dropped or the `Coord` closes.
+/// lost, one write at a time and at most one per [`MIN_WRITE_INTERVAL`] (the latest state
+/// then), until the prefix's last slot is dropped or the `Coord` closes.
 async fn run(
     ctx: Arc<Context>,
     prefix: String,
@@ -211,10 +216,16 @@ async fn run(
     let mut written: Option<Report> = None;
     let mut backoff = INITIAL_BACKOFF;
     let mut failed = false;
+    // No write before this instant, unless the lease was lost.
+    let mut quiet_until = tokio::time::Instant::now();
     loop {
         let report = aggregate(&handles.borrow_and_update());
         let lease_alive = session.as_ref().is_some_and(Session::is_alive);
-        if let Some(report) = report.filter(|r| !lease_alive || written.as_ref() != Some(r)) {
+        let due = report.filter(|r| !lease_alive || written.as_ref() != Some(r));
+        let held_back =
+            due.is_some() && lease_alive && tokio::time::Instant::now() < quiet_until;
+        if let Some(report) = due.filter(|_| !held_back) {
+            quiet_until = tokio::time::Instant::now() + MIN_WRITE_INTERVAL;
             match write(&ctx, &key, &prefix, &report, stale_lease).await {
                 Ok(used) => {
                     session = Some(used);
@@ -246,6 +257,7 @@ async fn run(
             () = tokio::time::sleep(backoff), if failed => {
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
+            () = tokio::time::sleep_until(quiet_until), if held_back => {}
             () = ctx.closed() => return,
         }
     }
