@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use super::{covers_own_status, normalize, status_key, InstanceStatus, StatusError};
@@ -74,7 +74,21 @@ pub(crate) struct StatusReporters {
     prefixes: Mutex<HashMap<String, PrefixEntry>>,
     /// The lease every status key of this `Coord` is on, while a task holds it.
     lease: tokio::sync::Mutex<Weak<SessionInner>>,
+    /// The task that writes every prefix's status puts, batched (started with the first).
+    batcher: Mutex<Option<mpsc::UnboundedSender<PendingPut>>>,
 }
+
+/// A status put waiting for the batcher, and where its outcome goes.
+#[derive(Debug)]
+struct PendingPut {
+    key: String,
+    value: Vec<u8>,
+    lease: i64,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// Puts per transaction: under etcd's 128 operations.
+const BATCH: usize = 100;
 
 #[derive(Debug)]
 struct PrefixEntry {
@@ -222,8 +236,7 @@ async fn run(
         let report = aggregate(&handles.borrow_and_update());
         let lease_alive = session.as_ref().is_some_and(Session::is_alive);
         let due = report.filter(|r| !lease_alive || written.as_ref() != Some(r));
-        let held_back =
-            due.is_some() && lease_alive && tokio::time::Instant::now() < quiet_until;
+        let held_back = due.is_some() && lease_alive && tokio::time::Instant::now() < quiet_until;
         if let Some(report) = due.filter(|_| !held_back) {
             quiet_until = tokio::time::Instant::now() + MIN_WRITE_INTERVAL;
             match write(&ctx, &key, &prefix, &report, stale_lease).await {
@@ -298,11 +311,44 @@ async fn write(
         .map_err(|e| Error::invalid_argument(key, format!("cannot encode the status: {e}")))?;
     let span = tracing::debug_span!("status.write", key, revision = report.revision);
     ctx.status
-        .store
         .put(key, value, session.lease_id())
         .instrument(span)
         .await?;
     Ok(session)
+}
+
+/// The batcher: takes every put waiting (up to [`BATCH`]) and writes them in one
+/// transaction; if that fails (a lease another reporter no longer has), each is written
+/// alone, so every put gets its own outcome. Ends when the last sender is gone.
+async fn write_batches(store: Store, mut pending: mpsc::UnboundedReceiver<PendingPut>) {
+    while let Some(first) = pending.recv().await {
+        // Let the reporters that are ready run first, so a burst lands in one batch.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match pending.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let puts = batch
+            .iter()
+            .map(|p| TxnOp::put_with_lease(p.key.as_str(), p.value.clone(), p.lease));
+        let span = tracing::debug_span!("status.batch", puts = batch.len());
+        let together = store.txn(Txn::new().and_then(puts)).instrument(span).await;
+        if together.is_ok() {
+            for put in batch {
+                let _ = put.done.send(Ok(()));
+            }
+            continue;
+        }
+        for put in batch {
+            let alone = store.put(&put.key, put.value, put.lease).await.map(|_| ());
+            let _ = put.done.send(alone);
+        }
+    }
 }
 
 /// Deletes `key` if it is still on `session`'s lease.
@@ -332,7 +378,38 @@ impl StatusReporters {
             store: store.new_handle(),
             prefixes: Mutex::default(),
             lease: tokio::sync::Mutex::default(),
+            batcher: Mutex::default(),
         }
+    }
+
+    /// Writes one status through the batcher: every put waiting when the batcher is free
+    /// goes in one transaction, so a service binding many prefixes at once (each with its
+    /// reporter) costs etcd a few transactions, not a put each.
+    async fn put(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<()> {
+        let (done, outcome) = oneshot::channel();
+        let pending = PendingPut {
+            key: key.to_owned(),
+            value,
+            lease,
+            done,
+        };
+        let sender = {
+            let mut batcher = lock(&self.batcher);
+            match batcher.as_ref().filter(|tx| !tx.is_closed()) {
+                Some(tx) => tx.clone(),
+                None => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(write_batches(self.store.clone(), rx));
+                    *batcher = Some(tx.clone());
+                    tx
+                }
+            }
+        };
+        if let Err(mpsc::error::SendError(pending)) = sender.send(pending) {
+            // The batcher just stopped: write this one alone.
+            return self.store.put(key, pending.value, lease).await.map(|_| ());
+        }
+        outcome.await.unwrap_or(Err(Error::Closed))
     }
 
     /// Refuses every later status write (for `Coord::close`, which revokes the status lease).
@@ -395,6 +472,37 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_prefixes_bound_at_once_share_transactions() {
+        let coord =
+            crate::Coord::from_store_as(&crate::Store::in_memory(), crate::Instance::new("me"))
+                .unwrap();
+        let ctx = &coord.inner.ctx;
+        let slots: Vec<StatusSlot> = (0..300)
+            .map(|i| slot(ctx, &format!("/p{i}"), state(1, None)).expect("a slot"))
+            .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let listed = coord
+                .store()
+                .range(
+                    &crate::store::KeyRange::prefix("/coord/status/"),
+                    crate::store::RangeOptions::default().keys_only(),
+                )
+                .await
+                .unwrap();
+            if listed.kvs.len() == 300 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "statuses missing");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The status store's round trips: a lease grant and the batched transactions.
+        let trips = ctx.status.store.stats().round_trips();
+        assert!(trips <= 20, "300 statuses took {trips} round trips");
+        drop(slots);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
