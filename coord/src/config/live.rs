@@ -282,7 +282,10 @@ impl<T: CoordConfig> Live<T> {
         let (range_watch, rx, main) = ctx.hub.watch(&range, true).await?;
         // One watch of every prefix's gray release, shared by all handles of the `Coord`.
         let gray_range = crate::store::KeyRange::prefix(format!("{GRAY_ROOT}/"));
-        let (gray_watch, gray_rx, gray) = ctx.hub.watch(&gray_range, true).await?;
+        // Not `current`: that would read the gray range at every bind after any write of
+        // this `Coord` (the gray watch rarely moves, so it always looks behind); a gray
+        // release made a moment ago reaches the handle through the watch instead.
+        let (gray_watch, gray_rx, gray) = ctx.hub.watch(&gray_range, false).await?;
         let me = Arc::new(ctx.instance.clone());
         let (snapshot, gray_seq) = overlay(&prefix, &main, &gray, &me);
         let value = Arc::new(build::<T>(&prefix, &snapshot)?);
