@@ -287,7 +287,8 @@ impl<T: CoordConfig> Live<T> {
         // release made a moment ago reaches the handle through the watch instead.
         let (gray_watch, gray_rx, gray) = ctx.hub.watch(&gray_range, false).await?;
         let me = Arc::new(ctx.instance.clone());
-        let (snapshot, gray_seq) = overlay(&prefix, &main, &gray, &me);
+        let gray_view = GrayView::new(&prefix, &gray);
+        let (snapshot, gray_seq) = overlay(&prefix, &main, &gray, gray_view.doc.as_ref(), &me);
         let value = Arc::new(build::<T>(&prefix, &snapshot)?);
         let inputs = Inputs::of::<T>(&prefix, &snapshot);
         let (tx, _) = watch::channel(Arc::clone(&value));
@@ -304,7 +305,7 @@ impl<T: CoordConfig> Live<T> {
             let views = Views {
                 prefix: prefix.clone(),
                 main: rx,
-                gray_doc: gray.values.get(&gray_key(&prefix)).cloned(),
+                gray_view,
                 gray: gray_rx,
                 me,
                 overlaid: gray_seq.is_some(),
@@ -407,8 +408,8 @@ struct Views {
     overlaid: bool,
     /// To read the prefix when its gray key moves ahead of its watch.
     hub: Arc<WatchHub>,
-    /// This prefix's gray key as last seen.
-    gray_doc: Option<RawValue>,
+    /// This prefix's gray release as last seen.
+    gray_view: GrayView,
     /// A read of the prefix newer than its watch's snapshot, used until the watch passes it.
     main_read: Option<Snapshot>,
 }
@@ -428,13 +429,7 @@ impl Views {
         }
         let mut main = self.main.borrow_and_update().clone();
         let gray = self.gray.borrow_and_update().clone();
-        let doc = gray.values.get(&gray_key(&self.prefix)).cloned();
-        let doc_moved = match (&doc, &self.gray_doc) {
-            (Some(now), Some(before)) => !Arc::ptr_eq(now, before),
-            (None, None) => false,
-            _ => true,
-        };
-        self.gray_doc = doc;
+        let doc_moved = self.gray_view.see(&self.prefix, &gray);
         if let Some(read) = self.main_read.take() {
             if read.revision >= main.revision {
                 main = read.clone();
@@ -456,7 +451,49 @@ impl Views {
                 }
             }
         }
-        Some(overlay(&self.prefix, &main, &gray, &self.me))
+        let doc = self.gray_view.doc.as_ref();
+        Some(overlay(&self.prefix, &main, &gray, doc, &self.me))
+    }
+}
+
+/// A prefix's gray release as last seen: its key, its raw value, and that value decoded
+/// once per change (every wake of a handle looks at it; few change it).
+struct GrayView {
+    key: String,
+    raw: Option<RawValue>,
+    doc: Option<GrayDoc>,
+}
+
+impl GrayView {
+    fn new(prefix: &str, gray: &Snapshot) -> Self {
+        let mut view = GrayView {
+            key: gray_key(prefix),
+            raw: None,
+            doc: None,
+        };
+        view.see(prefix, gray);
+        view
+    }
+
+    /// Takes the prefix's gray key from `gray`; true if it moved since the last look.
+    fn see(&mut self, prefix: &str, gray: &Snapshot) -> bool {
+        let raw = gray.values.get(&self.key);
+        let moved = match (raw, &self.raw) {
+            (Some(now), Some(before)) => !Arc::ptr_eq(now, before),
+            (None, None) => false,
+            _ => true,
+        };
+        if moved {
+            self.raw = raw.cloned();
+            self.doc = raw.and_then(|raw| {
+                serde_json::from_slice::<GrayDoc>(raw)
+                    .map_err(
+                        |e| tracing::warn!(prefix, error = %e, "unreadable gray release ignored"),
+                    )
+                    .ok()
+            });
+        }
+        moved
     }
 }
 
@@ -468,15 +505,11 @@ fn overlay(
     prefix: &str,
     main: &Snapshot,
     gray: &Snapshot,
+    doc: Option<&GrayDoc>,
     me: &Instance,
 ) -> (Snapshot, Option<u64>) {
     let revision = main.revision.max(gray.revision);
     let connected = main.connected && gray.connected;
-    let doc = gray.values.get(&gray_key(prefix)).and_then(|raw| {
-        serde_json::from_slice::<GrayDoc>(raw)
-            .map_err(|e| tracing::warn!(prefix, error = %e, "unreadable gray release ignored"))
-            .ok()
-    });
     let Some(doc) = doc.filter(|doc| doc.selector.matches(&me.name, &me.labels, doc.seq)) else {
         let snapshot = Snapshot {
             revision,

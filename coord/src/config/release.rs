@@ -198,6 +198,12 @@ impl Record {
         })
     }
 
+    /// The revision the release took effect at, its record written at `written`: for an
+    /// external entry, the latest change it saw.
+    fn applied_at(&self, written: i64) -> i64 {
+        self.seen_revision.unwrap_or(written)
+    }
+
     fn encode(&self) -> Result<Vec<u8>> {
         serde_json::to_vec(self)
             .map_err(|e| Error::invalid_argument("release record", format!("cannot encode: {e}")))
@@ -206,7 +212,7 @@ impl Record {
     fn public(&self, applied_at: i64) -> Release {
         Release {
             seq: self.seq,
-            revision: self.seen_revision.unwrap_or(applied_at),
+            revision: self.applied_at(applied_at),
             kind: self.kind.clone(),
             author: self.author.clone(),
             message: self.message.clone(),
@@ -582,7 +588,7 @@ impl Job {
                     (puts, deletes, secrets)
                 }
                 Plan::Rollback { seq } => {
-                    let record = read_record(&self.center, prefix, *seq).await?;
+                    let (record, _) = read_record(&self.center, prefix, *seq).await?;
                     let puts = record
                         .values
                         .iter()
@@ -869,14 +875,19 @@ fn parse_state(prefix: &str, revision: i64, responses: Vec<TxnOpResponse>) -> Re
     Ok(state)
 }
 
-async fn read_record(center: &ConfigCenter, prefix: &str, seq: u64) -> Result<Record> {
+/// Release `seq` and the revision it was applied at.
+async fn read_record(center: &ConfigCenter, prefix: &str, seq: u64) -> Result<(Record, i64)> {
     let key = record_key(prefix, seq);
     let response = center
         .store
         .range(&KeyRange::key(key.as_str()), RangeOptions::default())
         .await?;
     match response.kvs.first() {
-        Some(kv) => Record::decode(kv),
+        Some(kv) => {
+            let record = Record::decode(kv)?;
+            let revision = record.applied_at(kv.mod_revision);
+            Ok((record, revision))
+        }
         None => Err(Error::NotFound { key }),
     }
 }
@@ -1102,8 +1113,8 @@ impl ConfigCenter {
         let prefix = check_prefix(prefix)?;
         let span = tracing::debug_span!("config.diff", prefix = %prefix, from, to);
         async {
-            let old = read_record(self, &prefix, from).await?;
-            let new = read_record(self, &prefix, to).await?;
+            let (old, _) = read_record(self, &prefix, from).await?;
+            let (new, _) = read_record(self, &prefix, to).await?;
             Ok(diff_records(&old, &new))
         }
         .instrument(span)
@@ -1128,7 +1139,7 @@ pub(crate) async fn applied_at(center: &ConfigCenter, prefix: &str) -> Result<Ve
         }
         let record = Record::decode(kv)?;
         if !matches!(record.kind, ReleaseKind::Gray { .. }) {
-            applied.push((record.seq, record.seen_revision.unwrap_or(kv.mod_revision)));
+            applied.push((record.seq, record.applied_at(kv.mod_revision)));
         }
     }
     Ok(applied)
@@ -1159,22 +1170,14 @@ impl Target {
 
 /// Release `seq` of `prefix` as a target to wait for.
 pub(crate) async fn target(center: &ConfigCenter, prefix: &str, seq: u64) -> Result<Target> {
-    let key = record_key(prefix, seq);
-    let response = center
-        .store
-        .range(&KeyRange::key(key.as_str()), RangeOptions::default())
-        .await?;
-    let Some(kv) = response.kvs.first() else {
-        return Err(Error::NotFound { key });
-    };
-    let record = Record::decode(kv)?;
+    let (record, revision) = read_record(center, prefix, seq).await?;
     let selector = match record.kind {
         ReleaseKind::Gray { selector } => Some(selector),
         _ => None,
     };
     Ok(Target {
         seq,
-        revision: record.seen_revision.unwrap_or(kv.mod_revision),
+        revision,
         selector,
     })
 }

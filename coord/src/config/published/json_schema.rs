@@ -189,25 +189,34 @@ impl Validator<'_> {
             return Ok(());
         };
         let len = s.chars().count() as u64;
-        if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
-            if len < min {
-                return Err(Mismatch::got(
-                    path,
-                    format!("a string of at least {min} characters"),
-                    what(value, self.redact),
-                ));
-            }
+        self.check_size(schema, &STRING_LENGTH, len, value, path)
+    }
+
+    /// A length or count `size` against the schema's bounds of that kind.
+    fn check_size(
+        &self,
+        schema: &Map<String, Value>,
+        kind: &SizeBounds,
+        size: u64,
+        value: &Value,
+        path: &str,
+    ) -> Result<(), Mismatch> {
+        let bound = |key: &str| schema.get(key).and_then(Value::as_u64);
+        let SizeBounds {
+            min,
+            max,
+            noun,
+            unit,
+        } = kind;
+        let broken = match (bound(min), bound(max)) {
+            (Some(least), _) if size < least => Some(format!("{noun} of at least {least} {unit}")),
+            (_, Some(most)) if size > most => Some(format!("{noun} of at most {most} {unit}")),
+            _ => None,
+        };
+        match broken {
+            Some(expected) => Err(Mismatch::got(path, expected, what(value, self.redact))),
+            None => Ok(()),
         }
-        if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
-            if len > max {
-                return Err(Mismatch::got(
-                    path,
-                    format!("a string of at most {max} characters"),
-                    what(value, self.redact),
-                ));
-            }
-        }
-        Ok(())
     }
 
     fn check_array(
@@ -221,24 +230,7 @@ impl Validator<'_> {
             return Ok(());
         };
         let count = items.len() as u64;
-        if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
-            if count < min {
-                return Err(Mismatch::got(
-                    path,
-                    format!("an array of at least {min} items"),
-                    what(value, self.redact),
-                ));
-            }
-        }
-        if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
-            if count > max {
-                return Err(Mismatch::got(
-                    path,
-                    format!("an array of at most {max} items"),
-                    what(value, self.redact),
-                ));
-            }
-        }
+        self.check_size(schema, &ARRAY_LENGTH, count, value, path)?;
         if schema.get("uniqueItems") == Some(&Value::Bool(true)) {
             for (i, item) in items.iter().enumerate() {
                 if items[..i].contains(item) {
@@ -532,6 +524,28 @@ macro_rules! __field_json_schema {
         ::core::option::Option::None::<$crate::__private::serde_json::Value>
     };
 }
+
+/// The keywords bounding a string's length or an array's size, and how a refusal says it.
+struct SizeBounds {
+    min: &'static str,
+    max: &'static str,
+    noun: &'static str,
+    unit: &'static str,
+}
+
+const STRING_LENGTH: SizeBounds = SizeBounds {
+    min: "minLength",
+    max: "maxLength",
+    noun: "a string",
+    unit: "characters",
+};
+
+const ARRAY_LENGTH: SizeBounds = SizeBounds {
+    min: "minItems",
+    max: "maxItems",
+    noun: "an array",
+    unit: "items",
+};
 
 #[cfg(test)]
 mod tests {
