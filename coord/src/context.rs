@@ -34,7 +34,7 @@ use crate::sync::lock;
 pub(crate) struct Context {
     pub store: Store,
     /// Who this `Coord` is; fixed for its lifetime.
-    pub instance: Instance,
+    pub instance: std::sync::Arc<Instance>,
     /// The rollout status keys of its `Live` handles.
     pub status: StatusReporters,
     pub hub: std::sync::Arc<WatchHub>,
@@ -60,7 +60,7 @@ impl Context {
         request_timeout: Duration,
     ) -> Self {
         Context {
-            instance,
+            instance: std::sync::Arc::new(instance),
             status: StatusReporters::new(&store),
             hub: std::sync::Arc::new(WatchHub::new(store.clone(), sync_interval)),
             discovery: Discovery::new(store.clone()),

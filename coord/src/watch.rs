@@ -217,14 +217,16 @@ impl ResilientWatch {
                 tokio::time::sleep_until(at).await;
                 self.retry_at = None;
             }
+            // The list and the reconnect are boxed: they are rare, and their futures would
+            // otherwise make every watching task's state (one per watched range) kilobytes big.
             if self.relist {
-                return match self.list().await {
+                return match Box::pin(self.list()).await {
                     Ok(event) => Ok(event),
                     Err(e) => Err(self.failed(e)),
                 };
             }
             let Some(stream) = self.stream.as_mut() else {
-                match self.store.watch(&self.range, self.revision + 1).await {
+                match Box::pin(self.store.watch(&self.range, self.revision + 1)).await {
                     Ok(stream) => self.stream = Some(stream),
                     Err(e) => return Err(self.failed(e)),
                 }

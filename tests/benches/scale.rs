@@ -1,7 +1,8 @@
 //! Costs that must stay flat as the data grows (issue 11), each beside its raw baseline from
 //! the same run, on one etcd started here.
 //!
-//! `cargo bench -p coord-tests --bench scale` prints:
+//! `cargo bench -p coord-tests --bench scale` prints (`-- live`, `-- handles` or
+//! `-- registrations` runs one section):
 //! - put → `Live<T>` updated, with 0, 1,000 and 10,000 keys under the prefix that no field
 //!   reads, and with a 10,000-entry map field (`Map<V>`, then `HashMap`) of which each put
 //!   changes one entry: the raw etcd-client watch event on the same key and the same put is the baseline,
@@ -247,75 +248,89 @@ async fn registrations_row(server: &EtcdServer) -> String {
     )
 }
 
+/// True if the section named `name` runs: every section without an argument, else those whose
+/// name contains it (`cargo bench --bench scale -- handles`, as `cargo bench` filters).
+fn selected(name: &str) -> bool {
+    let filter = std::env::args().skip(1).find(|arg| !arg.starts_with('-'));
+    filter.is_none_or(|filter| name.contains(filter.as_str()))
+}
+
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let server = EtcdServer::start().await.expect("start etcd");
-        let mut rows = Vec::new();
-        for size in SIZES {
-            let shape = Shape::<Cfg> {
-                what: "unbound keys",
-                size,
-                seeded: |i| format!("unbound/{i:05}"),
-                changed: "value",
-                current: |cfg| cfg.value,
-            };
-            rows.push(live_row(&server, shape).await);
+        if selected("live") {
+            live_tables(&server).await;
         }
-        let entry = |i: usize| format!("tenants/{i:05}");
-        let shape = Shape::<MapCfg> {
-            what: "`Map<u64>` entries",
-            size: SIZES[2],
-            seeded: entry,
-            changed: "tenants/04242",
-            current: |cfg| cfg.tenants.get("04242").copied().unwrap_or_default(),
+        if selected("handles") {
+            println!("\n## {HANDLES} handles on {HANDLES} prefixes\n");
+            println!("| what | bind per handle | resident memory per handle | gRPC watch streams |");
+            println!("|---|---:|---:|---:|");
+            for row in handles_rows(&server).await {
+                println!(
+                    "| {} | {:.0} µs | {:.1} KiB | {} |",
+                    row.what, row.per_handle_bind_us, row.per_handle_kib, row.streams
+                );
+            }
+        }
+        if selected("registrations") {
+            println!("\n## Registrations kept alive\n");
+            println!(
+                "| what | keep-alive streams | watch streams | resident memory per registration | client CPU while idle |"
+            );
+            println!("|---|---:|---:|---:|---:|");
+            println!("{}", registrations_row(&server).await);
+        }
+    });
+}
+
+/// put → `Live` at every size, and for the map fields.
+async fn live_tables(server: &EtcdServer) {
+    let mut rows = Vec::new();
+    for size in SIZES {
+        let shape = Shape::<Cfg> {
+            what: "unbound keys",
+            size,
+            seeded: |i| format!("unbound/{i:05}"),
+            changed: "value",
+            current: |cfg| cfg.value,
         };
-        rows.push(live_row(&server, shape).await);
-        let shape = Shape::<StdMapCfg> {
-            what: "`HashMap<String, u64>` entries",
-            size: SIZES[2],
-            seeded: entry,
-            changed: "tenants/04242",
-            current: |cfg| cfg.tenants.get("04242").copied().unwrap_or_default(),
-        };
-        rows.push(live_row(&server, shape).await);
-        println!(
-            "\n## put → `Live<T>` updated, with many keys under the prefix ({PUTS} puts each)\n"
-        );
-        println!(
+        rows.push(live_row(server, shape).await);
+    }
+    let entry = |i: usize| format!("tenants/{i:05}");
+    let shape = Shape::<MapCfg> {
+        what: "`Map<u64>` entries",
+        size: SIZES[2],
+        seeded: entry,
+        changed: "tenants/04242",
+        current: |cfg| cfg.tenants.get("04242").copied().unwrap_or_default(),
+    };
+    rows.push(live_row(server, shape).await);
+    let shape = Shape::<StdMapCfg> {
+        what: "`HashMap<String, u64>` entries",
+        size: SIZES[2],
+        seeded: entry,
+        changed: "tenants/04242",
+        current: |cfg| cfg.tenants.get("04242").copied().unwrap_or_default(),
+    };
+    rows.push(live_row(server, shape).await);
+    println!("\n## put → `Live<T>` updated, with many keys under the prefix ({PUTS} puts each)\n");
+    println!(
             "| keys under the prefix | raw watch event p50 | `Live` beyond raw: p50 | p99 | client CPU per update | CPU vs 0 keys |"
         );
-        println!("|---|---:|---:|---:|---:|---:|");
-        let base_cpu = rows[0].cpu_per_update_us;
-        for row in &rows {
-            println!(
-                "| {} {} | {:.0} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.2}x |",
-                row.size,
-                row.what,
-                row.raw_p50_us,
-                row.extra_p50_us,
-                row.extra_p99_us,
-                row.cpu_per_update_us,
-                row.cpu_per_update_us / base_cpu
-            );
-        }
-        println!("\ntargets: beyond raw p50 ≤ 50 µs; CPU per update ≤ 1.5x the 0-key case");
-
-        println!("\n## {HANDLES} handles on {HANDLES} prefixes\n");
-        println!("| what | bind per handle | resident memory per handle | gRPC watch streams |");
-        println!("|---|---:|---:|---:|");
-        for row in handles_rows(&server).await {
-            println!(
-                "| {} | {:.0} µs | {:.1} KiB | {} |",
-                row.what, row.per_handle_bind_us, row.per_handle_kib, row.streams
-            );
-        }
-
-        println!("\n## Registrations kept alive\n");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let base_cpu = rows[0].cpu_per_update_us;
+    for row in &rows {
         println!(
-            "| what | keep-alive streams | watch streams | resident memory per registration | client CPU while idle |"
+            "| {} {} | {:.0} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.2}x |",
+            row.size,
+            row.what,
+            row.raw_p50_us,
+            row.extra_p50_us,
+            row.extra_p99_us,
+            row.cpu_per_update_us,
+            row.cpu_per_update_us / base_cpu
         );
-        println!("|---|---:|---:|---:|---:|");
-        println!("{}", registrations_row(&server).await);
-    });
+    }
+    println!("\ntargets: beyond raw p50 ≤ 50 µs; CPU per update ≤ 1.5x the 0-key case");
 }

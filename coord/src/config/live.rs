@@ -286,7 +286,7 @@ impl<T: CoordConfig> Live<T> {
         // this `Coord` (the gray watch rarely moves, so it always looks behind); a gray
         // release made a moment ago reaches the handle through the watch instead.
         let (gray_watch, gray_rx, gray) = ctx.hub.watch(&gray_range, false).await?;
-        let me = Arc::new(ctx.instance.clone());
+        let me = Arc::clone(&ctx.instance);
         let gray_view = GrayView::new(&prefix, &gray);
         let (snapshot, gray_seq) = overlay(&prefix, &main, &gray, gray_view.doc.as_ref(), &me);
         let value = Arc::new(build::<T>(&prefix, &snapshot)?);
@@ -440,7 +440,7 @@ impl Views {
         // it (a promotion); a gray release that starts or ends for others changes nothing here.
         if self.overlaid && doc_moved && gray.revision > main.revision {
             let range = crate::store::KeyRange::prefix(format!("{}/", self.prefix));
-            match self.hub.read(&range, main.connected).await {
+            match Box::pin(self.hub.read(&range, main.connected)).await {
                 Ok(read) => {
                     main = read.clone();
                     self.main_read = Some(read);

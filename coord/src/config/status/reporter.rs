@@ -1,25 +1,28 @@
-//! The reporter behind status keys: one task per `Coord` and prefix, fed by the `Live`
-//! handles on that prefix.
+//! The reporter behind status keys: one task per `Coord`, fed by its `Live` handles.
 //!
 //! Each handle holds a [`StatusSlot`] and puts its state (revision, last rejected change) in
-//! it with [`StatusSlot::report`]: one `watch::Sender::send_modify`, so a reload never waits
-//! for the store. The prefix's task wakes on the change, folds every handle's state into one
-//! [`InstanceStatus`] and writes it; changes made while a write is in flight are seen together
-//! when it returns, and only the latest is written. Nothing waits on a timer, so a lone
-//! change is reported at once and a burst costs about one write per write latency.
+//! it with [`StatusSlot::report`]: a short lock and a wake-up, so a reload never waits for the
+//! store. The task wakes, folds the states of every prefix that changed into one
+//! [`InstanceStatus`] per prefix and writes them all in one transaction; changes made while a
+//! write is in flight are seen together when it returns, and only the latest is written. A
+//! lone change is reported at once; each prefix is written at most once per
+//! [`MIN_WRITE_INTERVAL`] (a lost lease is written again at once).
+//!
+//! One task, not one per prefix: a service binding a thousand prefixes pays for a map entry
+//! per prefix, not for a task, a channel and a key string each.
 //!
 //! The statuses of a `Coord` share one lease (granted through `Context::session`, so
-//! `Coord::close` revokes it, and listed in `health()` as `status`); a task whose lease is
-//! lost takes a new one and writes again. When the last slot of a prefix is dropped the task
-//! deletes its key (if it is still on its lease) and ends; a new handle on the same prefix
-//! starts a new task, which waits for that delete before its first write.
+//! `Coord::close` revokes it, and listed in `health()` as `status`); when it is lost the task
+//! takes a new one and writes every status again. When the last slot of a prefix is dropped
+//! the task deletes its key (if it is still on its lease). The task ends when no prefix is
+//! left and starts again with the next slot.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{covers_own_status, normalize, status_key, InstanceStatus, StatusError};
@@ -40,6 +43,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// service reloading often costs etcd a few status writes a second, not one per reload, and
 /// `rollout` is at most this far behind.
 pub(crate) const MIN_WRITE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Operations per transaction: under etcd's 128.
+const BATCH: usize = 100;
 
 /// What one `Live` handle reports.
 #[derive(Clone, Debug)]
@@ -64,74 +70,100 @@ pub(crate) struct Rejected {
 /// Every handle's state on one prefix, by slot ID.
 type Handles = BTreeMap<u64, HandleState>;
 
-/// The status reporters of one `Coord`: one per prefix with a handle, and their lease.
+/// The status reporter of one `Coord`.
 #[derive(Debug)]
 pub(crate) struct StatusReporters {
     /// A handle of its own on the `Coord`'s store: status writes are not the user's writes,
     /// so they do not move the revision the read cache must reach before it answers
     /// (`Store::written_revision`), nor the `Coord`'s round-trip counters.
     store: Store,
-    prefixes: Mutex<HashMap<String, PrefixEntry>>,
-    /// The lease every status key of this `Coord` is on, while a task holds it.
+    board: Arc<Board>,
+    /// The lease every status key of this `Coord` is on, while the task holds it.
     lease: tokio::sync::Mutex<Weak<SessionInner>>,
-    /// The task that writes every prefix's status puts, batched (started with the first).
-    batcher: Mutex<Option<mpsc::UnboundedSender<PendingPut>>>,
 }
 
-/// A status put waiting for the batcher, and where its outcome goes.
-#[derive(Debug)]
-struct PendingPut {
-    key: String,
-    value: Vec<u8>,
-    lease: i64,
-    done: oneshot::Sender<Result<()>>,
+/// What the handles tell the task.
+#[derive(Debug, Default)]
+struct Board {
+    state: Mutex<BoardState>,
+    wake: Notify,
 }
 
-/// Puts per transaction: under etcd's 128 operations.
-const BATCH: usize = 100;
-
-#[derive(Debug)]
-struct PrefixEntry {
-    reporter: Weak<PrefixReporter>,
-    /// Held by the prefix's task for its whole life: the next task for the prefix waits
-    /// until the previous one has deleted its key.
-    turn: Arc<tokio::sync::Mutex<()>>,
+#[derive(Debug, Default)]
+struct BoardState {
+    prefixes: HashMap<Arc<str>, Prefix>,
+    /// Prefixes whose handles changed since the task last looked, each once.
+    dirty: Vec<Arc<str>>,
+    next_slot: u64,
+    /// True while the task runs.
+    running: bool,
 }
 
-#[derive(Debug)]
-struct PrefixReporter {
-    handles: watch::Sender<Handles>,
-    next_slot: AtomicU64,
+#[derive(Debug, Default)]
+struct Prefix {
+    handles: Handles,
+    /// True while the prefix is in `dirty`.
+    queued: bool,
+}
+
+impl BoardState {
+    /// Marks `prefix` changed.
+    fn touch(&mut self, prefix: &Arc<str>) {
+        if let Some(entry) = self.prefixes.get_mut(prefix) {
+            if !entry.queued {
+                entry.queued = true;
+                self.dirty.push(Arc::clone(prefix));
+            }
+        } else if !self.dirty.contains(prefix) {
+            // Its last slot just went: the task deletes its key.
+            self.dirty.push(Arc::clone(prefix));
+        }
+    }
 }
 
 /// One handle's place in its prefix's status. Dropping it removes the handle's state; the
 /// prefix's status goes when its last slot does.
 #[derive(Debug)]
 pub(crate) struct StatusSlot {
-    reporter: Arc<PrefixReporter>,
+    board: Arc<Board>,
+    prefix: Arc<str>,
     id: u64,
 }
 
 impl StatusSlot {
     /// Publishes this handle's state; the reporter writes it soon. Never waits.
     pub fn report(&self, state: HandleState) {
-        self.reporter.handles.send_modify(|handles| {
-            handles.insert(self.id, state);
-        });
+        {
+            let mut board = lock(&self.board.state);
+            if let Some(entry) = board.prefixes.get_mut(&self.prefix) {
+                entry.handles.insert(self.id, state);
+            }
+            board.touch(&self.prefix);
+        }
+        self.board.wake.notify_one();
     }
 }
 
 impl Drop for StatusSlot {
     fn drop(&mut self) {
-        self.reporter.handles.send_modify(|handles| {
-            handles.remove(&self.id);
-        });
+        {
+            let mut board = lock(&self.board.state);
+            let empty = board.prefixes.get_mut(&self.prefix).is_some_and(|entry| {
+                entry.handles.remove(&self.id);
+                entry.handles.is_empty()
+            });
+            if empty {
+                board.prefixes.remove(&self.prefix);
+            }
+            board.touch(&self.prefix);
+        }
+        self.board.wake.notify_one();
     }
 }
 
-/// A slot in the status of `prefix` for a handle now in `state`, starting the prefix's
-/// reporter if it has none; `None` for a prefix that covers its own status key (reporting
-/// would change the handle's own keys, and so on forever).
+/// A slot in the status of `prefix` for a handle now in `state`, starting the `Coord`'s
+/// reporter if it is not running; `None` for a prefix that covers its own status key
+/// (reporting would change the handle's own keys, and so on forever).
 pub(crate) fn slot(ctx: &Arc<Context>, prefix: &str, state: HandleState) -> Option<StatusSlot> {
     let prefix = normalize(prefix);
     if covers_own_status(prefix, &ctx.instance.name) {
@@ -141,50 +173,34 @@ pub(crate) fn slot(ctx: &Arc<Context>, prefix: &str, state: HandleState) -> Opti
         );
         return None;
     }
-    let reporter = {
-        let mut prefixes = lock(&ctx.status.prefixes);
-        // Entries of prefixes nobody reports on any more are pruned when the map has doubled,
-        // not on every bind.
-        if prefixes.len() == prefixes.capacity() {
-            prefixes.retain(|_, entry| {
-                entry.reporter.strong_count() > 0 || Arc::strong_count(&entry.turn) > 1
-            });
+    let board = &ctx.status.board;
+    let slot = {
+        let mut state_now = lock(&board.state);
+        let prefix: Arc<str> = match state_now.prefixes.get_key_value(prefix) {
+            Some((key, _)) => Arc::clone(key),
+            None => Arc::from(prefix),
+        };
+        let id = state_now.next_slot;
+        state_now.next_slot += 1;
+        state_now
+            .prefixes
+            .entry(Arc::clone(&prefix))
+            .or_default()
+            .handles
+            .insert(id, state);
+        state_now.touch(&prefix);
+        if !state_now.running {
+            state_now.running = true;
+            let span = tracing::debug_span!("status.reporter", instance = %ctx.instance.name);
+            tokio::spawn(run(Arc::clone(ctx)).instrument(span));
         }
-        let entry = prefixes
-            .entry(prefix.to_owned())
-            .or_insert_with(|| PrefixEntry {
-                reporter: Weak::new(),
-                turn: Arc::default(),
-            });
-        match entry.reporter.upgrade() {
-            Some(reporter) => reporter,
-            None => {
-                let (handles, rx) = watch::channel(Handles::new());
-                let reporter = Arc::new(PrefixReporter {
-                    handles,
-                    next_slot: AtomicU64::new(0),
-                });
-                entry.reporter = Arc::downgrade(&reporter);
-                let span = tracing::debug_span!(
-                    "status.reporter",
-                    key = status_key(prefix, &ctx.instance.name)
-                );
-                tokio::spawn(
-                    run(
-                        Arc::clone(ctx),
-                        prefix.to_owned(),
-                        rx,
-                        Arc::clone(&entry.turn),
-                    )
-                    .instrument(span),
-                );
-                reporter
-            }
+        StatusSlot {
+            board: Arc::clone(board),
+            prefix,
+            id,
         }
     };
-    let id = reporter.next_slot.fetch_add(1, Ordering::Relaxed);
-    let slot = StatusSlot { reporter, id };
-    slot.report(state);
+    board.wake.notify_one();
     Some(slot)
 }
 
@@ -213,70 +229,75 @@ fn aggregate(handles: &Handles) -> Option<Report> {
     })
 }
 
-/// The reporter of one prefix: writes the latest status whenever it changed or the lease was
-/// lost, one write at a time and at most one per [`MIN_WRITE_INTERVAL`] (the latest state
-/// then), until the prefix's last slot is dropped or the `Coord` closes.
-async fn run(
+/// The reporter's own view: what each key says and what is still to write.
+struct Writer {
     ctx: Arc<Context>,
-    prefix: String,
-    mut handles: watch::Receiver<Handles>,
-    turn: Arc<tokio::sync::Mutex<()>>,
-) {
-    let _turn = turn.lock_owned().await;
-    let key = status_key(&prefix, &ctx.instance.name);
-    let mut session: Option<Session> = None;
-    // A lease the store said it does not know: the next write takes another one.
-    let mut stale_lease = None;
-    let mut written: Option<Report> = None;
-    let mut backoff = INITIAL_BACKOFF;
-    let mut failed = false;
-    // No write before this instant, unless the lease was lost.
-    let mut quiet_until = tokio::time::Instant::now();
+    session: Option<Session>,
+    /// A lease the store said it does not know: the next write takes another one.
+    stale_lease: Option<i64>,
+    /// What each prefix's key says, and when it was written.
+    written: HashMap<Arc<str>, (Report, Instant)>,
+    /// Reports not written yet: held back by [`MIN_WRITE_INTERVAL`] or a failed write.
+    pending: HashMap<Arc<str>, Report>,
+    backoff: Duration,
+    /// No write before this instant after a failed one.
+    retry_at: Option<Instant>,
+}
+
+/// The reporter task: writes every prefix's latest status whenever it changed or the lease
+/// was lost, until no prefix is left or the `Coord` closes.
+async fn run(ctx: Arc<Context>) {
+    let board = Arc::clone(&ctx.status.board);
+    let mut writer = Writer {
+        ctx,
+        session: None,
+        stale_lease: None,
+        written: HashMap::new(),
+        pending: HashMap::new(),
+        backoff: INITIAL_BACKOFF,
+        retry_at: None,
+    };
     loop {
-        let report = aggregate(&handles.borrow_and_update());
-        let lease_alive = session.as_ref().is_some_and(Session::is_alive);
-        let due = report.filter(|r| !lease_alive || written.as_ref() != Some(r));
-        let held_back = due.is_some() && lease_alive && tokio::time::Instant::now() < quiet_until;
-        if let Some(report) = due.filter(|_| !held_back) {
-            quiet_until = tokio::time::Instant::now() + MIN_WRITE_INTERVAL;
-            match write(&ctx, &key, &prefix, &report, stale_lease).await {
-                Ok(used) => {
-                    session = Some(used);
-                    written = Some(report);
-                    failed = false;
-                    backoff = INITIAL_BACKOFF;
-                }
-                Err(Error::Closed) => return,
-                Err(error) => {
-                    if let Error::LeaseNotFound { lease } = error {
-                        stale_lease = Some(lease);
-                    }
-                    tracing::warn!(%error, ?backoff, "writing the instance status failed; retrying");
-                    failed = true;
-                }
+        let gone = writer.take_changes(&board);
+        writer.delete(gone).await;
+        let next_due = match writer.write_due().await {
+            Ok(next_due) => next_due,
+            Err(Error::Closed) => break,
+            Err(_) => None,
+        };
+        if writer.pending.is_empty() {
+            let mut state = lock(&board.state);
+            if state.prefixes.is_empty() && state.dirty.is_empty() {
+                state.running = false;
+                return;
             }
         }
+        let lease_alive = writer.lease_alive();
         tokio::select! {
-            changed = handles.changed() => {
-                if changed.is_err() {
-                    break;
+            () = board.wake.notified() => {}
+            error = lost(writer.session.as_ref().filter(|_| lease_alive)) => {
+                tracing::warn!(%error, "status lease lost; writing every status again on a new one");
+                writer.session = None;
+                writer.written.clear();
+                let mut state = lock(&board.state);
+                let prefixes: Vec<Arc<str>> = state.prefixes.keys().cloned().collect();
+                for prefix in &prefixes {
+                    state.touch(prefix);
                 }
             }
-            error = lost(session.as_ref()) => {
-                tracing::warn!(%error, "status lease lost; writing the status again on a new one");
-                session = None;
-                written = None;
-            }
-            () = tokio::time::sleep(backoff), if failed => {
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            () = tokio::time::sleep_until(quiet_until), if held_back => {}
-            () = ctx.closed() => return,
+            () = sleep_until(next_due) => {}
+            () = sleep_until(writer.retry_at) => {}
+            () = writer.ctx.closed() => break,
         }
     }
-    // The last handle on the prefix is gone.
-    if let Some(session) = session.filter(Session::is_alive) {
-        delete_own(&ctx, &key, &session).await;
+    lock(&board.state).running = false;
+}
+
+/// Resolves at `at`; never without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -288,78 +309,173 @@ async fn lost(session: Option<&Session>) -> Error {
     }
 }
 
-/// Writes the status on the `Coord`'s status lease; returns the session it used.
-async fn write(
-    ctx: &Arc<Context>,
-    key: &str,
-    prefix: &str,
-    report: &Report,
-    stale_lease: Option<i64>,
-) -> Result<Session> {
-    let session = ctx.status.lease(ctx, stale_lease).await?;
-    let status = InstanceStatus {
-        instance: ctx.instance.name.clone(),
-        labels: ctx.instance.labels.clone(),
-        prefix: prefix.to_owned(),
-        revision: report.revision,
-        error: report.error.clone(),
-        gray: report.gray,
-        release: None,
-        updated_ms: now_ms(),
-    };
-    let value = serde_json::to_vec(&status)
-        .map_err(|e| Error::invalid_argument(key, format!("cannot encode the status: {e}")))?;
-    let span = tracing::debug_span!("status.write", key, revision = report.revision);
-    ctx.status
-        .put(key, value, session.lease_id())
-        .instrument(span)
-        .await?;
-    Ok(session)
-}
+impl Writer {
+    fn lease_alive(&self) -> bool {
+        self.session.as_ref().is_some_and(Session::is_alive)
+    }
 
-/// The batcher: takes every put waiting (up to [`BATCH`]) and writes them in one
-/// transaction; if that fails (a lease another reporter no longer has), each is written
-/// alone, so every put gets its own outcome. Ends when the last sender is gone.
-async fn write_batches(store: Store, mut pending: mpsc::UnboundedReceiver<PendingPut>) {
-    while let Some(first) = pending.recv().await {
-        // Let the reporters that are ready run first, so a burst lands in one batch.
-        for _ in 0..4 {
-            tokio::task::yield_now().await;
-        }
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match pending.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+    /// Takes the latest report of every prefix that changed; returns the prefixes whose last
+    /// handle went and whose key is written.
+    fn take_changes(&mut self, board: &Board) -> Vec<Arc<str>> {
+        let changed: Vec<(Arc<str>, Option<Report>)> = {
+            let mut state = lock(&board.state);
+            let dirty = std::mem::take(&mut state.dirty);
+            dirty
+                .into_iter()
+                .map(|prefix| {
+                    let report = state.prefixes.get_mut(&prefix).and_then(|entry| {
+                        entry.queued = false;
+                        aggregate(&entry.handles)
+                    });
+                    (prefix, report)
+                })
+                .collect()
+        };
+        let mut gone = Vec::new();
+        for (prefix, report) in changed {
+            match report {
+                Some(report) => {
+                    self.pending.insert(prefix, report);
+                }
+                None => {
+                    self.pending.remove(&prefix);
+                    if self.written.remove(&prefix).is_some() {
+                        gone.push(prefix);
+                    }
+                }
             }
         }
-        let puts = batch
-            .iter()
-            .map(|p| TxnOp::put_with_lease(p.key.as_str(), p.value.clone(), p.lease));
-        let span = tracing::debug_span!("status.batch", puts = batch.len());
-        let together = store.txn(Txn::new().and_then(puts)).instrument(span).await;
-        if together.is_ok() {
-            for put in batch {
-                let _ = put.done.send(Ok(()));
-            }
-            continue;
+        gone
+    }
+
+    /// Writes every pending report that is due, in as few transactions as it takes; returns
+    /// when the next held-back one is due.
+    async fn write_due(&mut self) -> Result<Option<Instant>> {
+        let now = Instant::now();
+        let alive = self.lease_alive();
+        let written = &self.written;
+        // A report the key already holds needs no write while its lease lives.
+        self.pending.retain(|prefix, report| {
+            !(alive && written.get(prefix).is_some_and(|(w, _)| w == report))
+        });
+        if self.pending.is_empty() || self.retry_at.is_some_and(|at| now < at) {
+            return Ok(None);
         }
-        for put in batch {
-            let alone = store.put(&put.key, put.value, put.lease).await.map(|_| ());
-            let _ = put.done.send(alone);
+        let mut next_due: Option<Instant> = None;
+        let mut due = Vec::new();
+        for (prefix, report) in &self.pending {
+            let quiet_until = written.get(prefix).map(|(_, at)| *at + MIN_WRITE_INTERVAL);
+            match quiet_until {
+                Some(at) if alive && now < at => {
+                    next_due = Some(next_due.map_or(at, |next| next.min(at)));
+                }
+                _ => due.push((Arc::clone(prefix), report.clone())),
+            }
+        }
+        if due.is_empty() {
+            return Ok(next_due);
+        }
+        match self.write(&due).await {
+            Ok(session) => {
+                self.session = Some(session);
+                self.retry_at = None;
+                self.backoff = INITIAL_BACKOFF;
+                for (prefix, report) in due {
+                    self.pending.remove(&prefix);
+                    self.written.insert(prefix, (report, now));
+                }
+                Ok(next_due)
+            }
+            Err(Error::Closed) => Err(Error::Closed),
+            Err(error) => {
+                if let Error::LeaseNotFound { lease } = error {
+                    self.stale_lease = Some(lease);
+                    self.session = None;
+                }
+                tracing::warn!(%error, backoff = ?self.backoff, "writing the instance statuses failed; retrying");
+                self.retry_at = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                Err(error)
+            }
         }
     }
-}
 
-/// Deletes `key` if it is still on `session`'s lease.
-async fn delete_own(ctx: &Context, key: &str, session: &Session) {
-    let txn = Txn::new()
-        .when([Compare::lease(key, session.lease_id())])
-        .and_then([TxnOp::delete(key)]);
-    let span = tracing::debug_span!("status.delete", key);
-    if let Err(error) = ctx.status.store.txn(txn).instrument(span).await {
-        // Closed or unreachable: the lease's revoke or expiry deletes it instead.
-        tracing::debug!(%error, "could not delete the instance status; it goes with its lease");
+    /// Writes `due` on the `Coord`'s status lease; returns the session it used.
+    async fn write(&self, due: &[(Arc<str>, Report)]) -> Result<Session> {
+        let ctx = &self.ctx;
+        let session = ctx.status.lease(ctx, self.stale_lease).await?;
+        let updated_ms = now_ms();
+        let mut puts = Vec::with_capacity(due.len());
+        for (prefix, report) in due {
+            let key = status_key(prefix, &ctx.instance.name);
+            let status = InstanceStatus {
+                instance: ctx.instance.name.clone(),
+                labels: ctx.instance.labels.clone(),
+                prefix: prefix.to_string(),
+                revision: report.revision,
+                error: report.error.clone(),
+                gray: report.gray,
+                release: None,
+                updated_ms,
+            };
+            let value = serde_json::to_vec(&status).map_err(|e| {
+                Error::invalid_argument(&key, format!("cannot encode the status: {e}"))
+            })?;
+            puts.push((key, value));
+        }
+        for chunk in puts.chunks(BATCH) {
+            let ops = chunk.iter().map(|(key, value)| {
+                TxnOp::put_with_lease(key.as_str(), value.clone(), session.lease_id())
+            });
+            let span = tracing::debug_span!("status.write", puts = chunk.len());
+            ctx.status
+                .store
+                .txn(Txn::new().and_then(ops))
+                .instrument(span)
+                .await?;
+        }
+        Ok(session)
+    }
+
+    /// Deletes the keys of `prefixes` that are still on this task's lease (a key on another
+    /// lease was written by another process of the same name since).
+    async fn delete(&self, prefixes: Vec<Arc<str>>) {
+        let Some(session) = self.session.as_ref().filter(|s| s.is_alive()) else {
+            // No lease: the keys went with it, or go when it expires.
+            return;
+        };
+        let keys: Vec<String> = prefixes
+            .iter()
+            .map(|prefix| status_key(prefix, &self.ctx.instance.name))
+            .collect();
+        let store = &self.ctx.status.store;
+        let guarded = |keys: &[String]| {
+            Txn::new()
+                .when(
+                    keys.iter()
+                        .map(|key| Compare::lease(key, session.lease_id())),
+                )
+                .and_then(keys.iter().map(TxnOp::delete))
+        };
+        for chunk in keys.chunks(BATCH / 2) {
+            let span = tracing::debug_span!("status.delete", keys = chunk.len());
+            let outcome = store.txn(guarded(chunk)).instrument(span).await;
+            match outcome {
+                Ok(response) if response.succeeded => {}
+                // Some key is on another lease: delete those still ours one by one.
+                Ok(_) => {
+                    for key in chunk {
+                        if let Err(error) = store.txn(guarded(std::slice::from_ref(key))).await {
+                            tracing::debug!(%error, key, "could not delete the instance status; it goes with its lease");
+                        }
+                    }
+                }
+                // Closed or unreachable: the lease's revoke or expiry deletes them instead.
+                Err(error) => {
+                    tracing::debug!(%error, "could not delete the instance statuses; they go with their lease");
+                }
+            }
+        }
     }
 }
 
@@ -372,44 +488,13 @@ fn now_ms() -> u64 {
 }
 
 impl StatusReporters {
-    /// Reporters that write through their own handle on `store`.
+    /// A reporter that writes through its own handle on `store`.
     pub fn new(store: &Store) -> Self {
         StatusReporters {
             store: store.new_handle(),
-            prefixes: Mutex::default(),
+            board: Arc::default(),
             lease: tokio::sync::Mutex::default(),
-            batcher: Mutex::default(),
         }
-    }
-
-    /// Writes one status through the batcher: every put waiting when the batcher is free
-    /// goes in one transaction, so a service binding many prefixes at once (each with its
-    /// reporter) costs etcd a few transactions, not a put each.
-    async fn put(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<()> {
-        let (done, outcome) = oneshot::channel();
-        let pending = PendingPut {
-            key: key.to_owned(),
-            value,
-            lease,
-            done,
-        };
-        let sender = {
-            let mut batcher = lock(&self.batcher);
-            match batcher.as_ref().filter(|tx| !tx.is_closed()) {
-                Some(tx) => tx.clone(),
-                None => {
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    tokio::spawn(write_batches(self.store.clone(), rx));
-                    *batcher = Some(tx.clone());
-                    tx
-                }
-            }
-        };
-        if let Err(mpsc::error::SendError(pending)) = sender.send(pending) {
-            // The batcher just stopped: write this one alone.
-            return self.store.put(key, pending.value, lease).await.map(|_| ());
-        }
-        outcome.await.unwrap_or(Err(Error::Closed))
     }
 
     /// Refuses every later status write (for `Coord::close`, which revokes the status lease).
@@ -417,8 +502,8 @@ impl StatusReporters {
         self.store.close();
     }
 
-    /// The status lease, granted now if no task holds a live one (or the one held is
-    /// `stale`: the store no longer knows it).
+    /// The status lease, granted now if no live one is held (or the one held is `stale`: the
+    /// store no longer knows it).
     async fn lease(&self, ctx: &Context, stale: Option<i64>) -> Result<Session> {
         let mut current = self.lease.lock().await;
         if let Some(session) = Session::upgrade(&current) {
@@ -543,6 +628,89 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Waits until `key` is absent (`present == false`) or present.
+    async fn until_present(coord: &crate::Coord, key: &str, present: bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while coord.store().get(key).await.unwrap().0.is_some() != present {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{key} never became present={present}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_status_lease_is_replaced_and_every_status_written_again() {
+        let coord =
+            crate::Coord::from_store_as(&crate::Store::in_memory(), crate::Instance::new("me"))
+                .unwrap();
+        let ctx = &coord.inner.ctx;
+        let slots: Vec<StatusSlot> = (0..3)
+            .map(|i| slot(ctx, &format!("/p{i}"), state(1, None)).expect("a slot"))
+            .collect();
+        let keys: Vec<String> = (0..3)
+            .map(|i| status_key(&format!("/p{i}"), "me"))
+            .collect();
+        for key in &keys {
+            until_present(&coord, key, true).await;
+        }
+        let lease = coord.store().get(&keys[0]).await.unwrap().0.unwrap().lease;
+        // Someone (an operator, an expiry) takes the lease and with it every status key.
+        coord.store().lease_revoke(lease).await.unwrap();
+        for key in &keys {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let kv = coord.store().get(key).await.unwrap().0;
+                if kv.is_some_and(|kv| kv.lease != lease) {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{key} not rewritten"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        drop(slots);
+        for key in &keys {
+            until_present(&coord, key, false).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_prefix_bound_again_after_its_last_handle_went_keeps_its_status() {
+        let coord =
+            crate::Coord::from_store_as(&crate::Store::in_memory(), crate::Instance::new("me"))
+                .unwrap();
+        let ctx = &coord.inner.ctx;
+        let key = status_key("/p", "me");
+        for round in 0..20 {
+            let first = slot(ctx, "/p", state(round, None)).expect("a slot");
+            until_present(&coord, &key, true).await;
+            // The last handle goes and a new one comes before, or while, the delete is made.
+            drop(first);
+            let again = slot(ctx, "/p", state(round + 1, None)).expect("a slot");
+            status_when(&coord, &key, |s| s.revision == round + 1).await;
+            // Once the reporter has caught up, the key must still be there for the new handle.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            until_present(&coord, &key, true).await;
+            drop(again);
+            until_present(&coord, &key, false).await;
+        }
+        // With no prefix left the task ends, and the next slot starts it again.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while lock(&ctx.status.board.state).running {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the reporter never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _last = slot(ctx, "/p", state(99, None)).expect("a slot");
+        status_when(&coord, &key, |s| s.revision == 99).await;
     }
 
     #[test]
