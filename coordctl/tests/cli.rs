@@ -572,3 +572,226 @@ async fn services_ls_and_election_leader_read_the_registry_and_the_election() {
         .await;
     assert_eq!(leader["value"], "node-a");
 }
+
+/// Runs coordctl with `args` only: no endpoint, profile or other flag added.
+async fn ctl_bare(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(args)
+        .env_remove("COORD_ENDPOINTS")
+        .env_remove("COORD_USERNAME")
+        .env_remove("COORD_PASSWORD")
+        .env_remove("COORD_TLS_CA")
+        .env_remove("COORD_TLS_CERT")
+        .env_remove("COORD_TLS_KEY")
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run coordctl")
+}
+
+fn path_text(path: &std::path::Path) -> &str {
+    path.to_str().expect("a UTF-8 temporary path")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_flags_reach_an_etcd_that_requires_client_certificates() {
+    let server = EtcdServer::builder()
+        .tls(true)
+        .client_cert_auth(true)
+        .start()
+        .await
+        .expect("start etcd with TLS and client-certificate auth");
+    let coord = Coord::connect(server.client_config()).await.unwrap();
+    coord
+        .config()
+        .set("/config/tls/mode", &"strict")
+        .await
+        .unwrap();
+    let files = server.tls_files().expect("TLS files").clone();
+    let endpoint = server.endpoint();
+    assert!(endpoint.starts_with("https://"), "{endpoint}");
+    let (ca, cert, key) = (
+        path_text(&files.ca_file),
+        path_text(&files.client_cert_file),
+        path_text(&files.client_key_file),
+    );
+
+    let health = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "--cacert",
+        ca,
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "health",
+        "-o",
+        "json",
+    ])
+    .await;
+    assert!(health.status.success(), "{}", stderr(&health));
+    let doc: Value = serde_json::from_slice(&health.stdout).unwrap();
+    assert_eq!(doc["reachable"], true, "{doc}");
+    let got = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "--cacert",
+        ca,
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "config",
+        "get",
+        "/config/tls/mode",
+    ])
+    .await;
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "\"strict\"");
+
+    // Without the CA the server's certificate cannot be checked.
+    let untrusted = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "--dial-timeout",
+        "2s",
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "config",
+        "get",
+        "/config/tls/mode",
+    ])
+    .await;
+    assert_eq!(untrusted.status.code(), Some(1), "{}", stderr(&untrusted));
+    let message = stderr(&untrusted);
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+    assert!(message.contains(&endpoint), "{message}");
+    assert!(message.contains("UnknownIssuer"), "{message}");
+    assert!(untrusted.stdout.is_empty(), "nothing on stdout");
+
+    // Without the client certificate etcd refuses the handshake.
+    let anonymous = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "--dial-timeout",
+        "2s",
+        "--cacert",
+        ca,
+        "config",
+        "get",
+        "/config/tls/mode",
+    ])
+    .await;
+    assert_eq!(anonymous.status.code(), Some(1), "{}", stderr(&anonymous));
+    let message = stderr(&anonymous);
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+    assert!(message.contains(&endpoint), "{message}");
+
+    // No TLS flag at all for an https endpoint is a mistake in the flags, caught before dialing.
+    let plain = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "config",
+        "get",
+        "/config/tls/mode",
+    ])
+    .await;
+    assert_eq!(plain.status.code(), Some(2), "{}", stderr(&plain));
+    let message = stderr(&plain);
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+    assert!(
+        message.contains(&endpoint) && message.contains("--cacert"),
+        "{message}"
+    );
+    coord.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password_flags_log_in_and_a_wrong_password_is_refused() {
+    use coord::testing::{ROOT_PASSWORD, ROOT_USER};
+    let server = EtcdServer::builder()
+        .auth(true)
+        .start()
+        .await
+        .expect("start etcd with auth");
+    let coord = Coord::connect(server.client_config()).await.unwrap();
+    let key = "/config/auth/level";
+    coord.config().set(key, &3).await.unwrap();
+    let endpoint = server.endpoint();
+
+    let root = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "--user",
+        ROOT_USER,
+        "--password",
+        ROOT_PASSWORD,
+        "config",
+        "get",
+        key,
+        "-o",
+        "json",
+    ])
+    .await;
+    assert!(root.status.success(), "{}", stderr(&root));
+    let doc: Value = serde_json::from_slice(&root.stdout).unwrap();
+    assert_eq!(doc["value"], 3, "{doc}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{ROOT_PASSWORD}\n")).unwrap();
+    let from_file = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "--user",
+        ROOT_USER,
+        "--password-file",
+        path_text(&password_file),
+        "config",
+        "set",
+        key,
+        "4",
+    ])
+    .await;
+    assert!(from_file.status.success(), "{}", stderr(&from_file));
+    assert_eq!(coord.config().get::<u64>(key).await.unwrap(), 4);
+
+    let wrong = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "--user",
+        ROOT_USER,
+        "--password",
+        "not-the-password",
+        "config",
+        "get",
+        key,
+    ])
+    .await;
+    assert_eq!(wrong.status.code(), Some(1), "{}", stderr(&wrong));
+    let message = stderr(&wrong);
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+    assert!(message.contains("authentication failed"), "{message}");
+    assert!(wrong.stdout.is_empty(), "nothing on stdout");
+
+    std::fs::write(&password_file, "not-the-password\n").unwrap();
+    let wrong_file = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "--user",
+        ROOT_USER,
+        "--password-file",
+        path_text(&password_file),
+        "config",
+        "get",
+        key,
+    ])
+    .await;
+    assert_eq!(wrong_file.status.code(), Some(1), "{}", stderr(&wrong_file));
+    assert_eq!(stderr(&wrong_file), message, "the same refusal");
+    coord.close().await.unwrap();
+}
