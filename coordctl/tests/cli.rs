@@ -795,3 +795,73 @@ async fn user_and_password_flags_log_in_and_a_wrong_password_is_refused() {
     assert_eq!(stderr(&wrong_file), message, "the same refusal");
     coord.close().await.unwrap();
 }
+
+/// The next line `lines` gives, as JSON; panics after a generous deadline.
+async fn next_json_line(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    what: &str,
+) -> Value {
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("no line within 20s: {what}"))
+        .expect("read coordctl's stdout")
+        .unwrap_or_else(|| panic!("coordctl closed its stdout before {what}"));
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_watch_prints_one_json_object_per_registration_change() {
+    let env = env().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
+        .args(["services", "watch", "checkout", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let registry = env.coord.registry();
+    // The watch lists the instances already there first, so this registration shows as
+    // `registered` whether it lands before or after the watch starts.
+    let registration = registry
+        .register(
+            coord::ServiceInfo::new("checkout", "checkout-1", "10.0.0.7:50051")
+                .with_version("1.2.0")
+                .with_metadata("zone", "eu"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let registered = next_json_line(&mut lines, "the registration").await;
+    assert_eq!(registered["type"], "registered", "{registered}");
+    assert_eq!(registered["instance"]["id"], "checkout-1", "{registered}");
+    assert_eq!(registered["instance"]["name"], "checkout", "{registered}");
+    assert_eq!(
+        registered["instance"]["address"], "10.0.0.7:50051",
+        "{registered}"
+    );
+    assert_eq!(registered["instance"]["version"], "1.2.0", "{registered}");
+    assert_eq!(
+        registered["instance"]["metadata"]["zone"], "eu",
+        "{registered}"
+    );
+
+    // Another service, even one whose name starts the same, is not this watch's business.
+    let _other = registry
+        .register(
+            coord::ServiceInfo::new("checkout-admin", "admin-1", "10.0.0.8:50051"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    registration.deregister().await.unwrap();
+    let unregistered = next_json_line(&mut lines, "the deregistration").await;
+    assert_eq!(unregistered["type"], "unregistered", "{unregistered}");
+    assert_eq!(
+        unregistered["instance"]["id"], "checkout-1",
+        "{unregistered}"
+    );
+
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
