@@ -865,3 +865,161 @@ async fn services_watch_prints_one_json_object_per_registration_change() {
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }
+
+/// Runs `coordctl … locks release NAME --force` without `--yes`, feeding `answer` on stdin.
+async fn release_answering(env: &Env, name: &str, answer: &[u8]) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
+        .args(["locks", "release", name, "--force"])
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(answer).await.unwrap();
+    // Closing stdin is what a pipe that has said all it has does.
+    drop(stdin);
+    tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("coordctl answers within 30s")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_release_asks_on_stderr_and_n_keeps_the_holder() {
+    let env = env().await;
+    let guard = env
+        .coord
+        .locks()
+        .acquire("/locks/asked", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let declined = release_answering(&env, "/locks/asked", b"n\n").await;
+    assert_eq!(declined.status.code(), Some(1), "{}", stderr(&declined));
+    let message = stderr(&declined);
+    let question = format!(
+        "revoke lease {:x} of {} (fencing token {})? [y/N] ",
+        guard.lease_id(),
+        guard.key(),
+        guard.fencing_token()
+    );
+    assert!(message.starts_with(&question), "the question: {message}");
+    assert!(message.contains("nothing changed"), "{message}");
+    assert!(declined.stdout.is_empty(), "the question is not on stdout");
+    assert!(guard.is_alive());
+    let listed = env.ctl_json(&["locks", "ls", "/locks/"]).await;
+    assert_eq!(
+        listed[0]["holder"],
+        guard.key(),
+        "still the holder: {listed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_release_asks_on_stderr_and_y_revokes_the_holder() {
+    let env = env().await;
+    let guard = env
+        .coord
+        .locks()
+        .acquire("/locks/asked", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let confirmed = release_answering(&env, "/locks/asked", b"y\n").await;
+    assert!(confirmed.status.success(), "{}", stderr(&confirmed));
+    assert!(
+        stderr(&confirmed).contains(&format!("revoke lease {:x}", guard.lease_id())),
+        "{}",
+        stderr(&confirmed)
+    );
+    let stdout = String::from_utf8_lossy(&confirmed.stdout);
+    assert!(
+        stdout.contains(&format!("revoked lease {:x}", guard.lease_id())),
+        "{stdout}"
+    );
+    tokio::time::timeout(Duration::from_secs(20), guard.lost())
+        .await
+        .expect("the holder learns it lost the lock");
+    let listed = env.ctl_json(&["locks", "ls", "/locks/"]).await;
+    assert_eq!(listed, serde_json::json!([]), "no lock left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_release_with_stdin_closed_changes_nothing_and_points_to_yes() {
+    let env = env().await;
+    let guard = env
+        .coord
+        .locks()
+        .acquire("/locks/asked", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let unanswered = release_answering(&env, "/locks/asked", b"").await;
+    assert_eq!(unanswered.status.code(), Some(1), "{}", stderr(&unanswered));
+    let message = stderr(&unanswered);
+    assert!(message.contains("--yes"), "{message}");
+    assert_eq!(
+        message.lines().last().map(|l| l.starts_with("coordctl: ")),
+        Some(true),
+        "the error on a line of its own: {message}"
+    );
+    assert!(guard.is_alive());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_release_revokes_nothing_if_the_lock_changed_hands_during_the_question() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = env().await;
+    let first = env
+        .coord
+        .locks()
+        .acquire("/locks/moving", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
+        .args(["locks", "release", "/locks/moving", "--force"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut errors = child.stderr.take().unwrap();
+    let mut asked = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !String::from_utf8_lossy(&asked).contains("[y/N]") {
+            let mut chunk = [0u8; 256];
+            let n = errors.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "stderr closed before the question");
+            asked.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("coordctl asks");
+    first.unlock().await.unwrap();
+    let other = Coord::connect(env.server.client_config()).await.unwrap();
+    let second = other
+        .locks()
+        .acquire("/locks/moving", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"y\n").await.unwrap();
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("coordctl answers within 30s")
+        .unwrap();
+    let mut rest = String::new();
+    errors.read_to_string(&mut rest).await.unwrap();
+    assert_eq!(status.code(), Some(4), "{rest}");
+    assert!(rest.contains("changed hands"), "{rest}");
+    assert!(second.is_alive(), "the new holder keeps the lock");
+    let listed = env.ctl_json(&["locks", "ls", "/locks/"]).await;
+    assert_eq!(listed[0]["holder"], second.key(), "{listed}");
+    drop(second);
+    other.close().await.unwrap();
+}
