@@ -167,7 +167,8 @@ pub enum ConfigCommand {
     Rollout {
         /// The prefix.
         prefix: String,
-        /// Wait until every instance runs this release.
+        /// Wait until every instance runs this release (a spinner with the elapsed time
+        /// shows on stderr while it waits, if stderr is a terminal and the output is a table).
         #[arg(long)]
         wait: Option<u64>,
         /// How long --wait may take (e.g. 30s).

@@ -389,7 +389,31 @@ async fn rollout_shows_each_instance_and_waits_for_a_release() {
     let file = values.to_str().unwrap();
     env.ctl_ok(&["config", "release", prefix, "-f", file]).await;
     let waited = env
-        .ctl_json(&[
+        .ctl(&[
+            "config",
+            "rollout",
+            prefix,
+            "--wait",
+            "1",
+            "--timeout",
+            "20s",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert!(waited.status.success(), "{}", stderr(&waited));
+    assert_eq!(
+        stderr(&waited),
+        "",
+        "no spinner where stderr is not a terminal"
+    );
+    let waited: Value =
+        serde_json::from_slice(&waited.stdout).expect("stdout is one JSON document");
+    assert_eq!(live.load().timeout_secs, 12);
+    assert_eq!(waited[0]["instance"], "web-1");
+    assert_eq!(waited[0]["release"], 1);
+    let waited = env
+        .ctl(&[
             "config",
             "rollout",
             prefix,
@@ -399,9 +423,21 @@ async fn rollout_shows_each_instance_and_waits_for_a_release() {
             "20s",
         ])
         .await;
-    assert_eq!(live.load().timeout_secs, 12);
-    assert_eq!(waited[0]["instance"], "web-1");
-    assert_eq!(waited[0]["release"], 1);
+    assert!(waited.status.success(), "{}", stderr(&waited));
+    assert_eq!(
+        stderr(&waited),
+        "",
+        "no spinner where stderr is not a terminal"
+    );
+    let text = String::from_utf8(waited.stdout).unwrap();
+    assert!(
+        !text.contains('\r') && !text.contains('\x1b'),
+        "plain text: {text:?}"
+    );
+    assert!(
+        text.starts_with("INSTANCE") && text.contains("runs release 1"),
+        "{text}"
+    );
     let table = env.ctl_ok(&["config", "rollout", prefix]).await;
     assert!(table.starts_with("INSTANCE"), "{table}");
     assert!(
@@ -1022,4 +1058,213 @@ async fn locks_release_revokes_nothing_if_the_lock_changed_hands_during_the_ques
     assert_eq!(listed[0]["holder"], second.key(), "{listed}");
     drop(second);
     other.close().await.unwrap();
+}
+
+/// A pseudo-terminal: `(the side the test reads, the terminal side a child writes to)`.
+fn open_pty() -> (std::fs::File, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut reader: libc::c_int = -1;
+    let mut terminal: libc::c_int = -1;
+    let size = libc::winsize {
+        ws_row: 24,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two new descriptors through the first two pointers; a null name
+    // and termios are allowed, and `size` outlives the call.
+    let rc = unsafe {
+        libc::openpty(
+            &mut reader,
+            &mut terminal,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and nothing else owns them.
+    unsafe {
+        (
+            std::fs::File::from(std::os::fd::OwnedFd::from_raw_fd(reader)),
+            std::os::fd::OwnedFd::from_raw_fd(terminal),
+        )
+    }
+}
+
+/// Everything written to the terminal side of a pty, as it arrives; ends when every writer
+/// has closed it.
+fn read_pty(mut reader: std::fs::File) -> tokio::sync::mpsc::UnboundedReceiver<Vec<u8>> {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        // Linux answers EIO, not 0, once the last writer is gone: both end the stream.
+        while let Ok(n @ 1..) = reader.read(&mut chunk) {
+            if tx.send(chunk[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Runs coordctl with stderr on a new pty and stdout on a pipe.
+fn spawn_with_terminal_stderr(
+    env: &Env,
+    args: &[&str],
+) -> (
+    tokio::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    let (reader, terminal) = open_pty();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(terminal))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The command (and its copy of the terminal side) is dropped here, so the reader ends
+    // when the child exits.
+    (child, read_pty(reader))
+}
+
+/// Pretends an instance `name` on `prefix` is current at `revision`, through the status key
+/// layout `coord::config` documents (`/coord/status{prefix}//{instance}`).
+async fn report_status(coord: &Coord, prefix: &str, name: &str, revision: i64) {
+    let status = serde_json::json!({
+        "instance": name,
+        "prefix": prefix,
+        "revision": revision,
+        "updated_ms": 0,
+    });
+    coord
+        .store()
+        .put(
+            &format!("/coord/status{prefix}//{name}"),
+            status.to_string().into_bytes(),
+            0,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_wait_spins_on_a_terminal_stderr_and_clears_the_line_when_done() {
+    let env = env().await;
+    let prefix = "/config/spin";
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("v.json");
+    std::fs::write(&values, r#"{"timeout_secs": 12}"#).unwrap();
+    env.ctl_ok(&["config", "release", prefix, "-f", path_text(&values)])
+        .await;
+    let history = env.ctl_json(&["config", "history", prefix]).await;
+    let revision = history[0]["revision"].as_i64().unwrap();
+    // An instance still on the config before release 1 keeps the wait going.
+    report_status(&env.coord, prefix, "slow-1", revision - 1).await;
+
+    let (child, mut terminal) = spawn_with_terminal_stderr(
+        &env,
+        &[
+            "config",
+            "rollout",
+            prefix,
+            "--wait",
+            "1",
+            "--timeout",
+            "60s",
+        ],
+    );
+    let message = format!("waiting for every instance on {prefix} to run release 1");
+    let mut drawn = String::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        // A frame is the message with the elapsed time after it: "(0s)", "(1s)"…
+        while !drawn.contains(&format!("{message} (")) {
+            let chunk = terminal
+                .recv()
+                .await
+                .expect("the terminal stays open while waiting");
+            drawn.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no spinner on the terminal: {drawn:?}"));
+
+    report_status(&env.coord, prefix, "slow-1", revision).await;
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the wait ends once the instance runs release 1")
+        .unwrap();
+    while let Some(chunk) = terminal.recv().await {
+        drawn.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(out.status.success(), "{drawn:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with("INSTANCE") && stdout.contains("slow-1"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains('\r') && !stdout.contains('\x1b'),
+        "the spinner stays off stdout: {stdout:?}"
+    );
+    // Each frame is drawn over the last after clearing the line (ESC [2K); the last thing
+    // on the terminal is such a clear, with no frame after it.
+    let last_clear = drawn
+        .rfind("\x1b[2K")
+        .unwrap_or_else(|| panic!("no line clear: {drawn:?}"));
+    assert!(
+        !drawn[last_clear..].contains(&message),
+        "the spinner's line is cleared at the end: {drawn:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_wait_with_json_output_draws_no_spinner_even_on_a_terminal() {
+    let env = env().await;
+    let prefix = "/config/nospin";
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("v.json");
+    std::fs::write(&values, r#"{"timeout_secs": 12}"#).unwrap();
+    env.ctl_ok(&["config", "release", prefix, "-f", path_text(&values)])
+        .await;
+    let history = env.ctl_json(&["config", "history", prefix]).await;
+    let revision = history[0]["revision"].as_i64().unwrap();
+    report_status(&env.coord, prefix, "slow-1", revision - 1).await;
+
+    // The instance never catches up: the command waits its whole timeout, time enough for
+    // a spinner to draw if there were one.
+    let (child, mut terminal) = spawn_with_terminal_stderr(
+        &env,
+        &[
+            "config",
+            "rollout",
+            prefix,
+            "--wait",
+            "1",
+            "--timeout",
+            "1s",
+            "-o",
+            "json",
+        ],
+    );
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the wait times out")
+        .unwrap();
+    let mut drawn = String::new();
+    while let Some(chunk) = terminal.recv().await {
+        drawn.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(out.status.code(), Some(1), "{drawn:?}");
+    assert!(drawn.contains("timed out"), "the error: {drawn:?}");
+    assert!(
+        !drawn.contains("waiting for") && !drawn.contains('\x1b'),
+        "no spinner: {drawn:?}"
+    );
+    assert_eq!(drawn.trim().lines().count(), 1, "only the error: {drawn:?}");
 }
