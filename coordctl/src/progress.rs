@@ -1,9 +1,9 @@
 //! A spinner with the elapsed time while a command waits, for people only.
 //!
 //! It draws on stderr, so stdout holds nothing but the command's answer, and only when stderr
-//! is a terminal and the output is not JSON: a script or a log file sees no spinner frames,
-//! carriage returns or escape codes. It clears its line when dropped, before the answer or the
-//! error is printed.
+//! is a terminal that can redraw a line (`TERM` set and not `dumb`) and the output is not
+//! JSON: a script or a log file sees no spinner frames, carriage returns or escape codes. It
+//! clears its line when dropped, before the answer or the error is printed.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -25,7 +25,12 @@ impl Spinner {
     /// Starts a spinner that shows `message` and the time since now, if `out` is for people
     /// and stderr is a terminal.
     pub fn start(out: Output, message: impl Into<String>) -> Self {
-        if !wanted(out.is_json(), std::io::stderr().is_terminal()) {
+        let term = std::env::var("TERM").ok();
+        if !wanted(
+            out.is_json(),
+            std::io::stderr().is_terminal(),
+            term.as_deref(),
+        ) {
             return Spinner { bar: None };
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
@@ -51,9 +56,10 @@ impl Drop for Spinner {
 }
 
 /// A spinner only helps a person watching stderr; JSON output is for scripts even when run
-/// by hand.
-fn wanted(json: bool, stderr_is_terminal: bool) -> bool {
-    !json && stderr_is_terminal
+/// by hand. Without a `TERM`, or with `dumb`, a terminal may not move back over a line, and
+/// every frame would pile up (indicatif hides there too; this says it where it is decided).
+fn wanted(json: bool, stderr_is_terminal: bool, term: Option<&str>) -> bool {
+    !json && stderr_is_terminal && term.is_some_and(|term| !term.is_empty() && term != "dumb")
 }
 
 #[cfg(test)]
@@ -62,9 +68,17 @@ mod tests {
 
     #[test]
     fn only_table_output_to_a_terminal_gets_a_spinner() {
-        assert!(wanted(false, true));
-        assert!(!wanted(true, true), "JSON is for scripts");
-        assert!(!wanted(false, false), "stderr is a pipe or a file");
-        assert!(!wanted(true, false));
+        let xterm = Some("xterm-256color");
+        assert!(wanted(false, true, xterm));
+        assert!(!wanted(true, true, xterm), "JSON is for scripts");
+        assert!(!wanted(false, false, xterm), "stderr is a pipe or a file");
+        assert!(!wanted(true, false, xterm));
+    }
+
+    #[test]
+    fn a_terminal_that_cannot_redraw_a_line_gets_no_spinner() {
+        assert!(!wanted(false, true, Some("dumb")));
+        assert!(!wanted(false, true, Some("")));
+        assert!(!wanted(false, true, None));
     }
 }

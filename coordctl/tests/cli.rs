@@ -1109,7 +1109,8 @@ fn read_pty(mut reader: std::fs::File) -> tokio::sync::mpsc::UnboundedReceiver<V
     rx
 }
 
-/// Runs coordctl with stderr on a new pty and stdout on a pipe.
+/// Runs coordctl with stderr on a new pty that says it can redraw a line (`TERM`), and stdout
+/// on a pipe.
 fn spawn_with_terminal_stderr(
     env: &Env,
     args: &[&str],
@@ -1122,6 +1123,7 @@ fn spawn_with_terminal_stderr(
         .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
         .args(args)
         .env("NO_COLOR", "1")
+        .env("TERM", "xterm-256color")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::from(terminal))
