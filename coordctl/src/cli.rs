@@ -8,10 +8,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  ok
-  1  error (etcd unreachable, a value refused by the published schema, a rejected rollout…)
+  1  error (etcd unreachable, a value refused by the published schema, a rejected rollout,
+     a declined confirmation…)
   2  usage (bad flags or arguments)
   3  not found (key, release, schema, lock)
-  4  conflict (a version or release changed meanwhile, a lock is held)
+  4  conflict (a version or release changed meanwhile, a lock is held or changed hands)
 
 Connection: COORD_ENDPOINTS, COORD_ENV, COORD_USERNAME, COORD_PASSWORD, COORD_TLS_CA,
 COORD_TLS_CERT, COORD_TLS_KEY, COORD_DIAL_TIMEOUT… (see coord::ClientConfig::from_env);
@@ -166,7 +167,8 @@ pub enum ConfigCommand {
     Rollout {
         /// The prefix.
         prefix: String,
-        /// Wait until every instance runs this release.
+        /// Wait until every instance runs this release (a spinner with the elapsed time
+        /// shows on stderr while it waits, if stderr is a terminal and the output is a table).
         #[arg(long)]
         wait: Option<u64>,
         /// How long --wait may take (e.g. 30s).
@@ -273,7 +275,7 @@ pub enum LocksCommand {
         /// Required: breaking a lock is never the default.
         #[arg(long)]
         force: bool,
-        /// Do not ask for confirmation.
+        /// Do not ask for confirmation (asked on stderr, answered with a line on stdin).
         #[arg(long, short = 'y')]
         yes: bool,
     },

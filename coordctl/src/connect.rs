@@ -39,6 +39,14 @@ pub fn client_config(flags: &Connection) -> CliResult<ClientConfig> {
         }
         config = config.with_tls(tls);
     }
+    // The library's own message speaks of a "tls config"; an operator needs the flag's name.
+    if config.tls.is_none() {
+        if let Some(endpoint) = config.endpoints.iter().find(|e| e.starts_with("https://")) {
+            return Err(CliError::Usage(format!(
+                "{endpoint} is https: pass --cacert (and --cert/--key if etcd asks for a client certificate)"
+            )));
+        }
+    }
     if let Some(timeout) = flags.dial_timeout {
         config = config.with_dial_timeout(timeout);
     }

@@ -56,7 +56,8 @@ pub async fn locks_ls(coord: &Coord, out: Output, prefix: &str) -> CliResult {
     Ok(())
 }
 
-/// `locks release NAME --force [--yes]`: revokes the holder's lease.
+/// `locks release NAME --force [--yes]`: revokes the holder's lease, after asking on stderr
+/// unless `--yes`.
 pub async fn locks_release(
     coord: &Coord,
     out: Output,
@@ -69,20 +70,26 @@ pub async fn locks_release(
             "releasing {name} revokes its holder's lease, and the holder may still be working: pass --force"
         )));
     }
-    let lock = coord::inspect::locks(coord.store(), &format!("{name}/"))
-        .await?
-        .into_iter()
-        .find(|lock| lock.name == name)
-        .ok_or_else(|| CliError::NotFound(format!("lock {name} is not held")))?;
-    if !yes
-        && !confirm(&format!(
+    let lock = held_lock(coord, name).await?;
+    if !yes {
+        let question = format!(
             "revoke lease {:x} of {} (fencing token {})? [y/N] ",
             lock.holder.lease,
             lock.holder.key,
             lock.fencing_token()
-        ))?
-    {
-        return Err(CliError::Refused("not confirmed; nothing changed".into()));
+        );
+        if !confirm(question).await? {
+            return Err(CliError::Refused("not confirmed; nothing changed".into()));
+        }
+        // The answer may come long after the listing: revoke only what the operator saw.
+        let now = held_lock(coord, name).await?;
+        if now.holder.key != lock.holder.key || now.fencing_token() != lock.fencing_token() {
+            return Err(CliError::Conflict(format!(
+                "{name} changed hands while waiting for the answer (now {}, fencing token {}); nothing revoked",
+                now.holder.key,
+                now.fencing_token()
+            )));
+        }
     }
     coord.store().lease_revoke(lock.holder.lease).await?;
     if out.is_json() {
@@ -96,18 +103,46 @@ pub async fn locks_release(
     Ok(())
 }
 
-fn confirm(question: &str) -> CliResult<bool> {
-    eprint!("{question}");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|source| CliError::Io {
-            what: "reading the confirmation".into(),
-            source,
-        })?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+async fn held_lock(coord: &Coord, name: &str) -> CliResult<coord::inspect::LockInfo> {
+    coord::inspect::locks(coord.store(), &format!("{name}/"))
+        .await?
+        .into_iter()
+        .find(|lock| lock.name == name)
+        .ok_or_else(|| CliError::NotFound(format!("lock {name} is not held")))
+}
+
+/// Asks `question` on stderr (stdout stays for the command's output) and reads one line of
+/// stdin, a terminal or a pipe alike. Only `y` or `yes` (any case) is a yes; no answer at all
+/// (stdin closed) is an error that says how to skip the question.
+async fn confirm(question: String) -> CliResult<bool> {
+    // Reading stdin blocks; on the runtime's only thread it would also stall the etcd
+    // connection's keep-alives for as long as the operator thinks.
+    let answer = tokio::task::spawn_blocking(move || -> std::io::Result<Option<String>> {
+        let mut stderr = std::io::stderr().lock();
+        stderr.write_all(question.as_bytes())?;
+        stderr.flush()?;
+        let mut answer = String::new();
+        let read = std::io::stdin().lock().read_line(&mut answer)?;
+        Ok((read > 0).then_some(answer))
+    })
+    .await
+    .map_err(|e| CliError::Io {
+        what: "asking for confirmation".into(),
+        source: std::io::Error::other(e),
+    })?
+    .map_err(|source| CliError::Io {
+        what: "asking for confirmation".into(),
+        source,
+    })?;
+    let Some(answer) = answer else {
+        // The question had no line end: end it, so the error starts a line of its own.
+        eprintln!();
+        return Err(CliError::Refused(
+            "no answer on stdin; nothing changed (--yes skips the question)".into(),
+        ));
+    };
+    let answer = answer.trim();
+    Ok(answer.eq_ignore_ascii_case("y") || answer.eq_ignore_ascii_case("yes"))
 }
 
 /// `ids ls SERVICE`.

@@ -17,6 +17,9 @@ pub enum CliError {
     /// A change refused (schema, confirmation declined…).
     #[error("{0}")]
     Refused(String),
+    /// What the command was about changed meanwhile (a lock changed hands during the question).
+    #[error("{0}")]
+    Conflict(String),
     /// Reading a file or the terminal.
     #[error("{what}: {source}")]
     Io {
@@ -49,7 +52,8 @@ impl CliError {
                 coord::Error::Conflict { .. }
                 | coord::Error::LockHeld { .. }
                 | coord::Error::AlreadyRegistered { .. },
-            ) => CONFLICT,
+            )
+            | CliError::Conflict(_) => CONFLICT,
             CliError::Coord(coord::Error::InvalidArgument { .. }) | CliError::Usage(_) => USAGE,
             CliError::Coord(_) | CliError::Refused(_) | CliError::Io { .. } => ERROR,
         })
@@ -70,6 +74,10 @@ mod tests {
             current: 2,
         });
         assert_eq!(conflict.exit_code(), ExitCode::from(CONFLICT));
+        assert_eq!(
+            CliError::Conflict("moved".into()).exit_code(),
+            ExitCode::from(CONFLICT)
+        );
         assert_eq!(
             CliError::Refused("no".into()).exit_code(),
             ExitCode::from(ERROR)

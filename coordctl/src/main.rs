@@ -6,6 +6,7 @@ mod connect;
 mod coordination;
 mod error;
 mod output;
+mod progress;
 mod releases;
 mod schemas;
 

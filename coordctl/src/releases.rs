@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::cli::{GrayCommand, ReleaseArgs};
 use crate::error::{CliError, CliResult};
 use crate::output::{cell, time, Output};
+use crate::progress::Spinner;
 
 /// Who a release made here is by: `$USER (coordctl)`, else `coordctl ({instance})`.
 fn author(coord: &Coord) -> String {
@@ -254,7 +255,13 @@ pub async fn rollout(
     timeout: Duration,
 ) -> CliResult {
     let statuses = match wait {
-        Some(seq) => coord.config().wait_rollout(prefix, seq, timeout).await?,
+        Some(seq) => {
+            let _spinner = Spinner::start(
+                out,
+                format!("waiting for every instance on {prefix} to run release {seq}"),
+            );
+            coord.config().wait_rollout(prefix, seq, timeout).await?
+        }
         None => coord.config().rollout(prefix).await?,
     };
     print_statuses(out, &statuses);

@@ -389,7 +389,31 @@ async fn rollout_shows_each_instance_and_waits_for_a_release() {
     let file = values.to_str().unwrap();
     env.ctl_ok(&["config", "release", prefix, "-f", file]).await;
     let waited = env
-        .ctl_json(&[
+        .ctl(&[
+            "config",
+            "rollout",
+            prefix,
+            "--wait",
+            "1",
+            "--timeout",
+            "20s",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert!(waited.status.success(), "{}", stderr(&waited));
+    assert_eq!(
+        stderr(&waited),
+        "",
+        "no spinner where stderr is not a terminal"
+    );
+    let waited: Value =
+        serde_json::from_slice(&waited.stdout).expect("stdout is one JSON document");
+    assert_eq!(live.load().timeout_secs, 12);
+    assert_eq!(waited[0]["instance"], "web-1");
+    assert_eq!(waited[0]["release"], 1);
+    let waited = env
+        .ctl(&[
             "config",
             "rollout",
             prefix,
@@ -399,9 +423,21 @@ async fn rollout_shows_each_instance_and_waits_for_a_release() {
             "20s",
         ])
         .await;
-    assert_eq!(live.load().timeout_secs, 12);
-    assert_eq!(waited[0]["instance"], "web-1");
-    assert_eq!(waited[0]["release"], 1);
+    assert!(waited.status.success(), "{}", stderr(&waited));
+    assert_eq!(
+        stderr(&waited),
+        "",
+        "no spinner where stderr is not a terminal"
+    );
+    let text = String::from_utf8(waited.stdout).unwrap();
+    assert!(
+        !text.contains('\r') && !text.contains('\x1b'),
+        "plain text: {text:?}"
+    );
+    assert!(
+        text.starts_with("INSTANCE") && text.contains("runs release 1"),
+        "{text}"
+    );
     let table = env.ctl_ok(&["config", "rollout", prefix]).await;
     assert!(table.starts_with("INSTANCE"), "{table}");
     assert!(
@@ -571,4 +607,666 @@ async fn services_ls_and_election_leader_read_the_registry_and_the_election() {
         .ctl_json(&["election", "leader", "/election/sched"])
         .await;
     assert_eq!(leader["value"], "node-a");
+}
+
+/// Runs coordctl with `args` only: no endpoint, profile or other flag added.
+async fn ctl_bare(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(args)
+        .env_remove("COORD_ENDPOINTS")
+        .env_remove("COORD_USERNAME")
+        .env_remove("COORD_PASSWORD")
+        .env_remove("COORD_TLS_CA")
+        .env_remove("COORD_TLS_CERT")
+        .env_remove("COORD_TLS_KEY")
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run coordctl")
+}
+
+fn path_text(path: &std::path::Path) -> &str {
+    path.to_str().expect("a UTF-8 temporary path")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_flags_reach_an_etcd_that_requires_client_certificates() {
+    let server = EtcdServer::builder()
+        .tls(true)
+        .client_cert_auth(true)
+        .start()
+        .await
+        .expect("start etcd with TLS and client-certificate auth");
+    let coord = Coord::connect(server.client_config()).await.unwrap();
+    coord
+        .config()
+        .set("/config/tls/mode", &"strict")
+        .await
+        .unwrap();
+    let files = server.tls_files().expect("TLS files").clone();
+    let endpoint = server.endpoint();
+    assert!(endpoint.starts_with("https://"), "{endpoint}");
+    let (ca, cert, key) = (
+        path_text(&files.ca_file),
+        path_text(&files.client_cert_file),
+        path_text(&files.client_key_file),
+    );
+
+    let health = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "--cacert",
+        ca,
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "health",
+        "-o",
+        "json",
+    ])
+    .await;
+    assert!(health.status.success(), "{}", stderr(&health));
+    let doc: Value = serde_json::from_slice(&health.stdout).unwrap();
+    assert_eq!(doc["reachable"], true, "{doc}");
+    let got = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "--cacert",
+        ca,
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "config",
+        "get",
+        "/config/tls/mode",
+    ])
+    .await;
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "\"strict\"");
+
+    // Without the CA the server's certificate cannot be checked.
+    let untrusted = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "--dial-timeout",
+        "2s",
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "config",
+        "get",
+        "/config/tls/mode",
+    ])
+    .await;
+    assert_eq!(untrusted.status.code(), Some(1), "{}", stderr(&untrusted));
+    let message = stderr(&untrusted);
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+    assert!(message.contains(&endpoint), "{message}");
+    assert!(message.contains("UnknownIssuer"), "{message}");
+    assert!(untrusted.stdout.is_empty(), "nothing on stdout");
+
+    // Without the client certificate etcd refuses the handshake.
+    let anonymous = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "--dial-timeout",
+        "2s",
+        "--cacert",
+        ca,
+        "config",
+        "get",
+        "/config/tls/mode",
+    ])
+    .await;
+    assert_eq!(anonymous.status.code(), Some(1), "{}", stderr(&anonymous));
+    let message = stderr(&anonymous);
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+    assert!(message.contains(&endpoint), "{message}");
+
+    // No TLS flag at all for an https endpoint is a mistake in the flags, caught before dialing.
+    let plain = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "config",
+        "get",
+        "/config/tls/mode",
+    ])
+    .await;
+    assert_eq!(plain.status.code(), Some(2), "{}", stderr(&plain));
+    let message = stderr(&plain);
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+    assert!(
+        message.contains(&endpoint) && message.contains("--cacert"),
+        "{message}"
+    );
+    coord.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password_flags_log_in_and_a_wrong_password_is_refused() {
+    use coord::testing::{ROOT_PASSWORD, ROOT_USER};
+    let server = EtcdServer::builder()
+        .auth(true)
+        .start()
+        .await
+        .expect("start etcd with auth");
+    let coord = Coord::connect(server.client_config()).await.unwrap();
+    let key = "/config/auth/level";
+    coord.config().set(key, &3).await.unwrap();
+    let endpoint = server.endpoint();
+
+    let root = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "--user",
+        ROOT_USER,
+        "--password",
+        ROOT_PASSWORD,
+        "config",
+        "get",
+        key,
+        "-o",
+        "json",
+    ])
+    .await;
+    assert!(root.status.success(), "{}", stderr(&root));
+    let doc: Value = serde_json::from_slice(&root.stdout).unwrap();
+    assert_eq!(doc["value"], 3, "{doc}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{ROOT_PASSWORD}\n")).unwrap();
+    let from_file = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "--user",
+        ROOT_USER,
+        "--password-file",
+        path_text(&password_file),
+        "config",
+        "set",
+        key,
+        "4",
+    ])
+    .await;
+    assert!(from_file.status.success(), "{}", stderr(&from_file));
+    assert_eq!(coord.config().get::<u64>(key).await.unwrap(), 4);
+
+    let wrong = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "--user",
+        ROOT_USER,
+        "--password",
+        "not-the-password",
+        "config",
+        "get",
+        key,
+    ])
+    .await;
+    assert_eq!(wrong.status.code(), Some(1), "{}", stderr(&wrong));
+    let message = stderr(&wrong);
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+    assert!(message.contains("authentication failed"), "{message}");
+    assert!(wrong.stdout.is_empty(), "nothing on stdout");
+
+    std::fs::write(&password_file, "not-the-password\n").unwrap();
+    let wrong_file = ctl_bare(&[
+        "--endpoints",
+        &endpoint,
+        "--user",
+        ROOT_USER,
+        "--password-file",
+        path_text(&password_file),
+        "config",
+        "get",
+        key,
+    ])
+    .await;
+    assert_eq!(wrong_file.status.code(), Some(1), "{}", stderr(&wrong_file));
+    assert_eq!(stderr(&wrong_file), message, "the same refusal");
+    coord.close().await.unwrap();
+}
+
+/// The next line `lines` gives, as JSON; panics after a generous deadline.
+async fn next_json_line(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    what: &str,
+) -> Value {
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("no line within 20s: {what}"))
+        .expect("read coordctl's stdout")
+        .unwrap_or_else(|| panic!("coordctl closed its stdout before {what}"));
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_watch_prints_one_json_object_per_registration_change() {
+    let env = env().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
+        .args(["services", "watch", "checkout", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let registry = env.coord.registry();
+    // The watch lists the instances already there first, so this registration shows as
+    // `registered` whether it lands before or after the watch starts.
+    let registration = registry
+        .register(
+            coord::ServiceInfo::new("checkout", "checkout-1", "10.0.0.7:50051")
+                .with_version("1.2.0")
+                .with_metadata("zone", "eu"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let registered = next_json_line(&mut lines, "the registration").await;
+    assert_eq!(registered["type"], "registered", "{registered}");
+    assert_eq!(registered["instance"]["id"], "checkout-1", "{registered}");
+    assert_eq!(registered["instance"]["name"], "checkout", "{registered}");
+    assert_eq!(
+        registered["instance"]["address"], "10.0.0.7:50051",
+        "{registered}"
+    );
+    assert_eq!(registered["instance"]["version"], "1.2.0", "{registered}");
+    assert_eq!(
+        registered["instance"]["metadata"]["zone"], "eu",
+        "{registered}"
+    );
+
+    // Another service, even one whose name starts the same, is not this watch's business.
+    let _other = registry
+        .register(
+            coord::ServiceInfo::new("checkout-admin", "admin-1", "10.0.0.8:50051"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    registration.deregister().await.unwrap();
+    let unregistered = next_json_line(&mut lines, "the deregistration").await;
+    assert_eq!(unregistered["type"], "unregistered", "{unregistered}");
+    assert_eq!(
+        unregistered["instance"]["id"], "checkout-1",
+        "{unregistered}"
+    );
+
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
+
+/// Runs `coordctl … locks release NAME --force` without `--yes`, feeding `answer` on stdin.
+async fn release_answering(env: &Env, name: &str, answer: &[u8]) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
+        .args(["locks", "release", name, "--force"])
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(answer).await.unwrap();
+    // Closing stdin is what a pipe that has said all it has does.
+    drop(stdin);
+    tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("coordctl answers within 30s")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_release_asks_on_stderr_and_n_keeps_the_holder() {
+    let env = env().await;
+    let guard = env
+        .coord
+        .locks()
+        .acquire("/locks/asked", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let declined = release_answering(&env, "/locks/asked", b"n\n").await;
+    assert_eq!(declined.status.code(), Some(1), "{}", stderr(&declined));
+    let message = stderr(&declined);
+    let question = format!(
+        "revoke lease {:x} of {} (fencing token {})? [y/N] ",
+        guard.lease_id(),
+        guard.key(),
+        guard.fencing_token()
+    );
+    assert!(message.starts_with(&question), "the question: {message}");
+    assert!(message.contains("nothing changed"), "{message}");
+    assert!(declined.stdout.is_empty(), "the question is not on stdout");
+    assert!(guard.is_alive());
+    let listed = env.ctl_json(&["locks", "ls", "/locks/"]).await;
+    assert_eq!(
+        listed[0]["holder"],
+        guard.key(),
+        "still the holder: {listed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_release_asks_on_stderr_and_y_revokes_the_holder() {
+    let env = env().await;
+    let guard = env
+        .coord
+        .locks()
+        .acquire("/locks/asked", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let confirmed = release_answering(&env, "/locks/asked", b"y\n").await;
+    assert!(confirmed.status.success(), "{}", stderr(&confirmed));
+    assert!(
+        stderr(&confirmed).contains(&format!("revoke lease {:x}", guard.lease_id())),
+        "{}",
+        stderr(&confirmed)
+    );
+    let stdout = String::from_utf8_lossy(&confirmed.stdout);
+    assert!(
+        stdout.contains(&format!("revoked lease {:x}", guard.lease_id())),
+        "{stdout}"
+    );
+    tokio::time::timeout(Duration::from_secs(20), guard.lost())
+        .await
+        .expect("the holder learns it lost the lock");
+    let listed = env.ctl_json(&["locks", "ls", "/locks/"]).await;
+    assert_eq!(listed, serde_json::json!([]), "no lock left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_release_with_stdin_closed_changes_nothing_and_points_to_yes() {
+    let env = env().await;
+    let guard = env
+        .coord
+        .locks()
+        .acquire("/locks/asked", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let unanswered = release_answering(&env, "/locks/asked", b"").await;
+    assert_eq!(unanswered.status.code(), Some(1), "{}", stderr(&unanswered));
+    let message = stderr(&unanswered);
+    assert!(message.contains("--yes"), "{message}");
+    assert_eq!(
+        message.lines().last().map(|l| l.starts_with("coordctl: ")),
+        Some(true),
+        "the error on a line of its own: {message}"
+    );
+    assert!(guard.is_alive());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_release_revokes_nothing_if_the_lock_changed_hands_during_the_question() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = env().await;
+    let first = env
+        .coord
+        .locks()
+        .acquire("/locks/moving", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
+        .args(["locks", "release", "/locks/moving", "--force"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut errors = child.stderr.take().unwrap();
+    let mut asked = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !String::from_utf8_lossy(&asked).contains("[y/N]") {
+            let mut chunk = [0u8; 256];
+            let n = errors.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "stderr closed before the question");
+            asked.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("coordctl asks");
+    first.unlock().await.unwrap();
+    let other = Coord::connect(env.server.client_config()).await.unwrap();
+    let second = other
+        .locks()
+        .acquire("/locks/moving", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"y\n").await.unwrap();
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("coordctl answers within 30s")
+        .unwrap();
+    let mut rest = String::new();
+    errors.read_to_string(&mut rest).await.unwrap();
+    assert_eq!(status.code(), Some(4), "{rest}");
+    assert!(rest.contains("changed hands"), "{rest}");
+    assert!(second.is_alive(), "the new holder keeps the lock");
+    let listed = env.ctl_json(&["locks", "ls", "/locks/"]).await;
+    assert_eq!(listed[0]["holder"], second.key(), "{listed}");
+    drop(second);
+    other.close().await.unwrap();
+}
+
+/// A pseudo-terminal: `(the side the test reads, the terminal side a child writes to)`.
+fn open_pty() -> (std::fs::File, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut reader: libc::c_int = -1;
+    let mut terminal: libc::c_int = -1;
+    let size = libc::winsize {
+        ws_row: 24,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two new descriptors through the first two pointers; a null name
+    // and termios are allowed, and `size` outlives the call.
+    let rc = unsafe {
+        libc::openpty(
+            &mut reader,
+            &mut terminal,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and nothing else owns them.
+    unsafe {
+        (
+            std::fs::File::from(std::os::fd::OwnedFd::from_raw_fd(reader)),
+            std::os::fd::OwnedFd::from_raw_fd(terminal),
+        )
+    }
+}
+
+/// Everything written to the terminal side of a pty, as it arrives; ends when every writer
+/// has closed it.
+fn read_pty(mut reader: std::fs::File) -> tokio::sync::mpsc::UnboundedReceiver<Vec<u8>> {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        // Linux answers EIO, not 0, once the last writer is gone: both end the stream.
+        while let Ok(n @ 1..) = reader.read(&mut chunk) {
+            if tx.send(chunk[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Runs coordctl with stderr on a new pty that says it can redraw a line (`TERM`), and stdout
+/// on a pipe.
+fn spawn_with_terminal_stderr(
+    env: &Env,
+    args: &[&str],
+) -> (
+    tokio::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    let (reader, terminal) = open_pty();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("TERM", "xterm-256color")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(terminal))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The command (and its copy of the terminal side) is dropped here, so the reader ends
+    // when the child exits.
+    (child, read_pty(reader))
+}
+
+/// Pretends an instance `name` on `prefix` is current at `revision`, through the status key
+/// layout `coord::config` documents (`/coord/status{prefix}//{instance}`).
+async fn report_status(coord: &Coord, prefix: &str, name: &str, revision: i64) {
+    let status = serde_json::json!({
+        "instance": name,
+        "prefix": prefix,
+        "revision": revision,
+        "updated_ms": 0,
+    });
+    coord
+        .store()
+        .put(
+            &format!("/coord/status{prefix}//{name}"),
+            status.to_string().into_bytes(),
+            0,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_wait_spins_on_a_terminal_stderr_and_clears_the_line_when_done() {
+    let env = env().await;
+    let prefix = "/config/spin";
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("v.json");
+    std::fs::write(&values, r#"{"timeout_secs": 12}"#).unwrap();
+    env.ctl_ok(&["config", "release", prefix, "-f", path_text(&values)])
+        .await;
+    let history = env.ctl_json(&["config", "history", prefix]).await;
+    let revision = history[0]["revision"].as_i64().unwrap();
+    // An instance still on the config before release 1 keeps the wait going.
+    report_status(&env.coord, prefix, "slow-1", revision - 1).await;
+
+    let (child, mut terminal) = spawn_with_terminal_stderr(
+        &env,
+        &[
+            "config",
+            "rollout",
+            prefix,
+            "--wait",
+            "1",
+            "--timeout",
+            "60s",
+        ],
+    );
+    let message = format!("waiting for every instance on {prefix} to run release 1");
+    let mut drawn = String::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        // A frame is the message with the elapsed time after it: "(0s)", "(1s)"…
+        while !drawn.contains(&format!("{message} (")) {
+            let chunk = terminal
+                .recv()
+                .await
+                .expect("the terminal stays open while waiting");
+            drawn.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no spinner on the terminal: {drawn:?}"));
+
+    report_status(&env.coord, prefix, "slow-1", revision).await;
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the wait ends once the instance runs release 1")
+        .unwrap();
+    while let Some(chunk) = terminal.recv().await {
+        drawn.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(out.status.success(), "{drawn:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with("INSTANCE") && stdout.contains("slow-1"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains('\r') && !stdout.contains('\x1b'),
+        "the spinner stays off stdout: {stdout:?}"
+    );
+    // Each frame is drawn over the last after clearing the line (ESC [2K); the last thing
+    // on the terminal is such a clear, with no frame after it.
+    let last_clear = drawn
+        .rfind("\x1b[2K")
+        .unwrap_or_else(|| panic!("no line clear: {drawn:?}"));
+    assert!(
+        !drawn[last_clear..].contains(&message),
+        "the spinner's line is cleared at the end: {drawn:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_wait_with_json_output_draws_no_spinner_even_on_a_terminal() {
+    let env = env().await;
+    let prefix = "/config/nospin";
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("v.json");
+    std::fs::write(&values, r#"{"timeout_secs": 12}"#).unwrap();
+    env.ctl_ok(&["config", "release", prefix, "-f", path_text(&values)])
+        .await;
+    let history = env.ctl_json(&["config", "history", prefix]).await;
+    let revision = history[0]["revision"].as_i64().unwrap();
+    report_status(&env.coord, prefix, "slow-1", revision - 1).await;
+
+    // The instance never catches up: the command waits its whole timeout, time enough for
+    // a spinner to draw if there were one.
+    let (child, mut terminal) = spawn_with_terminal_stderr(
+        &env,
+        &[
+            "config",
+            "rollout",
+            prefix,
+            "--wait",
+            "1",
+            "--timeout",
+            "1s",
+            "-o",
+            "json",
+        ],
+    );
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the wait times out")
+        .unwrap();
+    let mut drawn = String::new();
+    while let Some(chunk) = terminal.recv().await {
+        drawn.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(out.status.code(), Some(1), "{drawn:?}");
+    assert!(drawn.contains("timed out"), "the error: {drawn:?}");
+    assert!(
+        !drawn.contains("waiting for") && !drawn.contains('\x1b'),
+        "no spinner: {drawn:?}"
+    );
+    assert_eq!(drawn.trim().lines().count(), 1, "only the error: {drawn:?}");
 }
