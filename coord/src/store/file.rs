@@ -49,7 +49,7 @@
 //!   column (when the parser knows them), and [`LocalFile::last_error`] reports it until a good
 //!   save heals it. The file must load when it is opened: there is no last good state yet.
 //! - **Saves are seen however the editor writes.** The file's directory is watched (the
-//!   [`notify`](notify_debouncer_mini::notify) crate), so a save that writes a temporary file
+//!   `notify` crate), so a save that writes a temporary file
 //!   and renames it over this one is seen as well as one that rewrites it in place. Events are
 //!   debounced: a burst of writes is read once, after it has been quiet for [`DEBOUNCE`]. A
 //!   reload reads the whole file again, so a read that raced a writer is followed by another
