@@ -94,6 +94,13 @@ pub struct ClientConfig {
     /// This process's instance labels (see [`Instance`]).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Local file mode: with a path, `Coord::connect` dials no etcd and runs on the embedded
+    /// store seeded from this TOML, YAML or JSON file and following its saves (see
+    /// `Coord::from_file`); the connection settings above are then unused. A relative path
+    /// is taken from the working directory. `None` (the default, and not written) connects
+    /// to etcd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
 }
 
 /// TLS settings: PEM files for the CA and, for client-certificate auth, the client's pair.
@@ -143,6 +150,7 @@ struct ClientConfigFile {
     request_timeout: Duration,
     instance: Option<String>,
     labels: BTreeMap<String, String>,
+    file: Option<PathBuf>,
     #[serde(alias = "caFile")]
     ca_file: Option<PathBuf>,
     #[serde(alias = "certFile")]
@@ -197,6 +205,7 @@ impl Default for ClientConfigFile {
             request_timeout: c.request_timeout,
             instance: c.instance,
             labels: c.labels,
+            file: c.file,
             ca_file: None,
             cert_file: None,
             key_file: None,
@@ -237,6 +246,7 @@ impl TryFrom<ClientConfigFile> for ClientConfig {
             request_timeout: file.request_timeout,
             instance: file.instance,
             labels: file.labels,
+            file: file.file,
         })
     }
 }
@@ -262,6 +272,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("request_timeout", &self.request_timeout)
             .field("instance", &self.instance)
             .field("labels", &self.labels)
+            .field("file", &self.file)
             .finish()
     }
 }
@@ -274,6 +285,7 @@ impl ClientConfig {
     /// | `development` (and anything unknown) | `http://127.0.0.1:2379` | 2 s | 5 s | 10 s / 5 s | 0 (off) | 60 s |
     /// | `test` | `http://127.0.0.1:2379` | 1 s | 2 s | 5 s / 2 s | 0 (off) | 10 s |
     /// | `production` | `http://127.0.0.1:2379` | 5 s | 5 s | 30 s / 10 s | 5 s | 5 min |
+    /// | `local` | as `development`, and [`file`](Self::file) `coord.toml`: local file mode | | | | | |
     ///
     /// Production tolerates slower dials and keeps the connection probe cheap; development and
     /// test fail fast so a missing etcd is noticed at once. Endpoints are a placeholder: set
@@ -292,6 +304,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(5),
             instance: None,
             labels: BTreeMap::new(),
+            file: None,
         };
         match env {
             "test" => ClientConfig {
@@ -310,6 +323,10 @@ impl ClientConfig {
                 cache_ttl: Duration::from_secs(5),
                 ..base
             },
+            "local" => ClientConfig {
+                file: Some(PathBuf::from("coord.toml")),
+                ..base
+            },
             _ => base,
         }
     }
@@ -320,7 +337,9 @@ impl ClientConfig {
     /// `COORD_TLS_DOMAIN`, and the durations `COORD_DIAL_TIMEOUT`, `COORD_REQUEST_TIMEOUT`,
     /// `COORD_KEEP_ALIVE_TIME`, `COORD_KEEP_ALIVE_TIMEOUT`, `COORD_SYNC_INTERVAL`,
     /// `COORD_CACHE_TTL` (`"5s"`, `"250ms"`), and this process's identity: `COORD_INSTANCE`
-    /// (its name) and `COORD_LABELS` (`key=value,key2=value2`).
+    /// (its name) and `COORD_LABELS` (`key=value,key2=value2`), and `COORD_FILE`: the config
+    /// file of local file mode ([`file`](Self::file); empty for none, e.g. to turn off the
+    /// `local` env's `coord.toml`).
     ///
     /// # Errors
     ///
@@ -386,6 +405,10 @@ impl ClientConfig {
         if let Some(text) = lookup(instance::LABELS_VAR) {
             config.labels = instance::parse_labels(instance::LABELS_VAR, &text)?;
         }
+        if let Some(file) = lookup("COORD_FILE") {
+            let file = file.trim();
+            config.file = (!file.is_empty()).then(|| PathBuf::from(file));
+        }
         config.validate()?;
         Ok(config)
     }
@@ -440,6 +463,13 @@ impl ClientConfig {
     #[must_use]
     pub fn with_sync_interval(mut self, interval: Duration) -> Self {
         self.sync_interval = interval;
+        self
+    }
+
+    /// Sets the config file of local file mode (see [`file`](Self::file)).
+    #[must_use]
+    pub fn with_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.file = Some(path.into());
         self
     }
 
@@ -772,6 +802,33 @@ mod tests {
         );
         let bad = ClientConfig::for_env("test").with_instance(Instance::new("a/b"));
         assert_eq!(field_of(bad.validate().unwrap_err()), "instance");
+    }
+
+    #[test]
+    fn the_local_env_and_coord_file_select_local_file_mode() {
+        assert_eq!(
+            ClientConfig::for_env("local").file,
+            Some(PathBuf::from("coord.toml"))
+        );
+        assert_eq!(ClientConfig::for_env("development").file, None);
+        let config =
+            ClientConfig::from_lookup(lookup(&[("COORD_FILE", "/etc/app/coord.yaml")])).unwrap();
+        assert_eq!(config.file, Some(PathBuf::from("/etc/app/coord.yaml")));
+        let local = ClientConfig::from_lookup(lookup(&[("COORD_ENV", "local")])).unwrap();
+        assert_eq!(local.file, Some(PathBuf::from("coord.toml")));
+        let off = ClientConfig::from_lookup(lookup(&[("COORD_ENV", "local"), ("COORD_FILE", "")]))
+            .unwrap();
+        assert_eq!(off.file, None);
+        // Through serde: read when given, not written when unset.
+        let from_file: ClientConfig = serde_json::from_str(r#"{"file":"dev.json"}"#).unwrap();
+        assert_eq!(from_file.file, Some(PathBuf::from("dev.json")));
+        let text = serde_json::to_string(&from_file).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ClientConfig>(&text).unwrap(),
+            from_file
+        );
+        let plain = serde_json::to_string(&ClientConfig::default()).unwrap();
+        assert!(!plain.contains("file"), "{plain}");
     }
 
     #[test]

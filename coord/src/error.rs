@@ -178,6 +178,11 @@ pub enum Error {
         unreleased: Vec<String>,
     },
 
+    /// A local config file ([`Coord::from_file`](crate::Coord::from_file)) cannot be read,
+    /// does not parse, breaks the layout rule, or cannot be watched.
+    #[error(transparent)]
+    File(Box<crate::store::file::FileError>),
+
     /// Any other error from etcd.
     #[error("etcd error on `{key}`: {reason}")]
     Backend {

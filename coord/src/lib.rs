@@ -82,6 +82,8 @@ struct Inner {
     ctx: Arc<Context>,
     client_config: Option<ClientConfig>,
     config: config::ConfigCenter,
+    /// The followed file in local file mode; set once, right after the `Coord` is built.
+    file: std::sync::OnceLock<store::file::LocalFile>,
 }
 
 /// How long each request of [`Coord::close`] may take on the embedded store.
@@ -95,8 +97,15 @@ impl Coord {
     /// [`Error::InvalidArgument`] if the config does not validate, [`Error::Unavailable`] naming
     /// the endpoints if no endpoint answers within `dial_timeout`, [`Error::Unauthenticated`] if
     /// the credentials are rejected.
+    ///
+    /// With [`ClientConfig::file`] set it dials nothing: it opens local file mode on that file,
+    /// as [`from_file`](Self::from_file) does, with the config's instance, and fails as it does.
     pub async fn connect(config: ClientConfig) -> Result<Self> {
         config.validate()?;
+        if let Some(path) = config.file.clone() {
+            let instance = config.identity();
+            return Self::open_file(&path, instance, Some(config)).await;
+        }
         let store = Store::connect(&config.etcd_options()?).await?;
         let instance = config.identity();
         Ok(Self::on_store(store, instance, Some(config)))
@@ -153,10 +162,64 @@ impl Coord {
         Ok(Self::on_store(store.new_handle(), instance, None))
     }
 
+    /// Local file mode: a `Coord` on a new embedded store seeded from the TOML, YAML or JSON
+    /// file at `path` (format by extension), which it watches: every save of the file is
+    /// applied to the store as one transaction, so [`Live`] handles hot-reload from the file
+    /// with the same code that runs on etcd. Locks, IDs, election and the registry work within
+    /// this process. See [`store::file`] for the layout rule and what a save does; a save that
+    /// does not load keeps the last good state, logs a warning with the line and column, and
+    /// is reported by [`local_file`](Self::local_file)`().last_error()`. The watch stops at
+    /// [`close`](Self::close) or when the `Coord` and every handle from it are dropped.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> coord::Result<()> {
+    /// # let dir = std::env::temp_dir().join(format!("coord-from-file-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let path = dir.join("coord.toml");
+    /// std::fs::write(&path, r#"
+    /// ["/config/checkout"]
+    /// timeout_secs = 45
+    /// rate_limit = { per_sec = 100, burst = 20 }
+    /// "#).unwrap();
+    ///
+    /// let coord = coord::Coord::from_file(&path).await?;
+    /// assert_eq!(coord.config().get::<u64>("/config/checkout/timeout_secs").await?, 45);
+    /// assert!(coord.local_file().unwrap().last_error().is_none());
+    /// coord.close().await?;
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Its [`instance`](Self::instance) is the default, as for [`in_memory`](Self::in_memory);
+    /// set another through [`ClientConfig::file`] and [`connect`](Self::connect).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::File`] if the file cannot be read, does not parse, breaks the layout rule, or
+    /// its directory cannot be watched: there is no last good state to start from.
+    pub async fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        Self::open_file(path.as_ref(), Instance::default(), None).await
+    }
+
+    async fn open_file(
+        path: &std::path::Path,
+        instance: Instance,
+        client_config: Option<ClientConfig>,
+    ) -> Result<Self> {
+        let (store, file) = store::file::LocalFile::open(path).await?;
+        let coord = Self::on_store(store, instance, client_config);
+        // The `Coord` was built just now and nobody else has seen it: the cell is empty.
+        let _ = coord.inner.file.set(file);
+        Ok(coord)
+    }
+
     fn on_store(store: Store, instance: Instance, client_config: Option<ClientConfig>) -> Self {
         // The embedded store answers in microseconds and loses no events: no cache, no resync.
         let (cache_ttl, sync_interval, request_timeout) = client_config
             .as_ref()
+            .filter(|c| c.file.is_none())
             .map_or((Duration::ZERO, None, MEMORY_REQUEST_TIMEOUT), |c| {
                 (c.cache_ttl, Some(c.sync_interval), c.request_timeout)
             });
@@ -171,6 +234,7 @@ impl Coord {
                 config: config::ConfigCenter::new(Arc::clone(&ctx), cache_ttl),
                 ctx,
                 client_config,
+                file: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -267,6 +331,12 @@ impl Coord {
     /// The client configuration (`None` for the in-memory store).
     pub fn client_config(&self) -> Option<&ClientConfig> {
         self.inner.client_config.as_ref()
+    }
+
+    /// In local file mode ([`from_file`](Self::from_file), or a [`ClientConfig::file`]), the
+    /// followed file: its path and its last error. `None` otherwise.
+    pub fn local_file(&self) -> Option<&store::file::LocalFile> {
+        self.inner.file.get()
     }
 
     /// Asks the store for its status and reports every lease-holding handle (registrations,

@@ -19,6 +19,7 @@
 //! benchmarks can check how much work an operation really does.
 
 pub(crate) mod etcd;
+pub mod file;
 pub(crate) mod memory;
 mod types;
 
