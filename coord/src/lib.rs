@@ -31,6 +31,7 @@ pub(crate) mod queue;
 pub mod registry;
 pub mod session;
 pub(crate) mod shared_watch;
+pub mod state;
 pub mod store;
 mod sync;
 #[cfg(feature = "testing")]
@@ -56,6 +57,7 @@ pub use instance::Instance;
 pub use lock::{LockGuard, Locks};
 pub use registry::{Registration, Registry, ServiceEvent, ServiceInfo};
 pub use session::Session;
+pub use state::ConnectionState;
 
 pub use store::Store;
 
@@ -237,6 +239,24 @@ impl Coord {
                 file: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Whether this `Coord` is connected and its leases held, as a `watch` receiver that sees
+    /// every later change: `Connected`, `Suspended { since }` while the store does not answer,
+    /// `Lost` once a lease of this `Coord` is gone, `Reconnected` when the store answers
+    /// again. Derived from what its calls, watches and lease renewals already see; see
+    /// [`state`] for what each state means to each module.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let coord = coord::Coord::in_memory();
+    /// let state = coord.state();
+    /// assert_eq!(*state.borrow(), coord::ConnectionState::Connected);
+    /// # }
+    /// ```
+    pub fn state(&self) -> tokio::sync::watch::Receiver<ConnectionState> {
+        self.inner.ctx.store.connection_state()
     }
 
     /// Who this `Coord` is: its name and labels, fixed for its lifetime (see [`Instance`]).

@@ -71,6 +71,12 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "",
         "registrations put back or re-made after a deleted key or a lost lease",
     ),
+    (
+        CONNECTION_STATES,
+        "counter",
+        "state",
+        "connection state changes, by the state entered: `suspended`, `lost`, `reconnected`",
+    ),
 ];
 
 pub(crate) const STORE_REQUESTS: &str = "coord_store_requests_total";
@@ -86,6 +92,7 @@ pub(crate) const LOCKS_HELD: &str = "coord_locks_held";
 pub(crate) const IDS_HELD: &str = "coord_ids_held";
 pub(crate) const REGISTRATIONS: &str = "coord_registrations_total";
 pub(crate) const REREGISTRATIONS: &str = "coord_reregistrations_total";
+pub(crate) const CONNECTION_STATES: &str = "coord_connection_state_changes_total";
 
 /// One store request.
 pub(crate) fn store_request(op: &'static str, took: Duration, error: Option<&Error>) {
@@ -118,6 +125,11 @@ pub(crate) fn config_reload(prefix: &str, applied: bool) {
     let result = if applied { "applied" } else { "rejected" };
     metrics::counter!(CONFIG_RELOADS, "prefix" => prefix.to_owned(), "result" => result)
         .increment(1);
+}
+
+/// A `Coord` entered `state` (see `crate::state`).
+pub(crate) fn connection_state(state: &'static str) {
+    metrics::counter!(CONNECTION_STATES, "state" => state).increment(1);
 }
 
 pub(crate) fn watch_reconnect() {

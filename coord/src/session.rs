@@ -293,6 +293,7 @@ async fn keep_alive(
         }
         let sent_at = Instant::now();
         if sent_at >= expires_at {
+            store.lease_lost();
             lost.send_replace(Some("was not renewed before its TTL ran out".into()));
             tracing::warn!("session lost: lease not renewed before its TTL ran out");
             return;
@@ -307,6 +308,7 @@ async fn keep_alive(
             }
             Ok(Err(Error::LeaseNotFound { .. })) => {
                 crate::metrics::lease_renewal("lost", sent_at.elapsed());
+                store.lease_lost();
                 lost.send_replace(Some("was revoked or expired".into()));
                 tracing::warn!("session lost: lease revoked or expired");
                 return;

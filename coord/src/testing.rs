@@ -297,6 +297,25 @@ impl EtcdServer {
         self.cluster.is_running(0)
     }
 
+    /// Freezes the server (SIGSTOP) until [`resume`](Self::resume): it keeps its sockets and
+    /// answers nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`EtcdCluster::pause`].
+    pub fn pause(&mut self) -> Result<(), HarnessError> {
+        self.cluster.pause(0)
+    }
+
+    /// Thaws the server after [`pause`](Self::pause).
+    ///
+    /// # Errors
+    ///
+    /// As [`EtcdCluster::resume`].
+    pub fn resume(&mut self) -> Result<(), HarnessError> {
+        self.cluster.resume(0)
+    }
+
     /// Stops the server and removes its data (what dropping it does, but gracefully and with
     /// errors reported).
     pub async fn stop(self) -> Result<(), HarnessError> {
@@ -449,6 +468,45 @@ impl EtcdCluster {
             return Ok(());
         };
         terminate(&mut child, &member.name).await
+    }
+
+    /// Freezes member `i` (SIGSTOP): its process and sockets stay, it answers nothing, as in a
+    /// long GC or VM pause. [`resume`](Self::resume) thaws it.
+    ///
+    /// # Errors
+    ///
+    /// [`HarnessError::InvalidArgument`] if the member is not running.
+    pub fn pause(&mut self, i: usize) -> Result<(), HarnessError> {
+        self.signal(i, libc::SIGSTOP)
+    }
+
+    /// Thaws member `i` after [`pause`](Self::pause) (SIGCONT).
+    ///
+    /// # Errors
+    ///
+    /// [`HarnessError::InvalidArgument`] if the member is not running.
+    pub fn resume(&mut self, i: usize) -> Result<(), HarnessError> {
+        self.signal(i, libc::SIGCONT)
+    }
+
+    fn signal(&mut self, i: usize, signal: libc::c_int) -> Result<(), HarnessError> {
+        let member = &mut self.members[i];
+        let pid = member
+            .process
+            .as_ref()
+            .and_then(|child| libc::pid_t::try_from(child.id()).ok())
+            .ok_or_else(|| {
+                HarnessError::invalid_argument("member", format!("{} is not running", member.name))
+            })?;
+        // SAFETY: `kill` only sends a signal; `pid` is our own child, not reaped while we
+        // hold its `Child`, so it cannot have been reused.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            return Err(HarnessError::io(format!(
+                "cannot signal etcd member {}",
+                member.name
+            ))(std::io::Error::last_os_error()));
+        }
+        Ok(())
     }
 
     /// Starts member `i` again on the same ports and data directory. With its data present,

@@ -50,7 +50,7 @@ impl Seen {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reloads_rejections_locks_ids_registrations_and_store_requests_are_counted() {
+async fn reloads_rejections_locks_ids_registrations_leases_states_and_store_requests_are_counted() {
     let recorder = DebuggingRecorder::new();
     let seen = Seen {
         snapshotter: recorder.snapshotter(),
@@ -107,6 +107,37 @@ async fn reloads_rejections_locks_ids_registrations_and_store_requests_are_count
         .unwrap();
     assert_eq!(counter("coord_registrations_total", &[]), 1.0);
     drop(registration);
+
+    // A lease renewed, then revoked behind its holder's back: a lost renewal, and the
+    // `Coord` goes `lost`, then `reconnected` at its next answer.
+    let session = coord::Session::new(coord.store(), Duration::from_secs(3))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while counter("coord_lease_renewals_total", &[("result", "ok")]) < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "no renewal counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(histogram("coord_lease_renewal_duration_seconds", &[]) >= 1.0);
+    coord
+        .store()
+        .lease_revoke(session.lease_id())
+        .await
+        .unwrap();
+    session.lost().await;
+    let states = "coord_connection_state_changes_total";
+    assert_eq!(
+        counter("coord_lease_renewals_total", &[("result", "lost")]),
+        1.0
+    );
+    assert_eq!(counter(states, &[("state", "lost")]), 1.0);
+    let mut state = coord.state();
+    state
+        .wait_for(|state| state.is_connected())
+        .await
+        .expect("state sender alive");
+    assert_eq!(counter(states, &[("state", "reconnected")]), 1.0);
+    assert_eq!(counter(states, &[("state", "suspended")]), 0.0);
 
     let puts = counter("coord_store_requests_total", &[("op", "put")]);
     assert!(puts >= 3.0, "{puts} puts counted");

@@ -35,6 +35,7 @@ pub(crate) use etcd::{Credentials, EtcdOptions, TlsMaterial};
 pub use types::*;
 
 use crate::error::{Error, Result};
+use crate::state::{ConnectionState, Link, StateCell};
 
 /// etcd's default `--max-request-bytes` (1.5 MiB); a larger request is refused by the server.
 pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
@@ -88,6 +89,10 @@ pub struct Store {
     closed: Arc<tokio::sync::watch::Sender<bool>>,
     /// The highest revision at which a call of this handle (or a clone) changed the store.
     written: Arc<AtomicI64>,
+    /// The connection's health as every handle's calls see it (shared by all handles).
+    link: Arc<Link>,
+    /// This handle's connection state (see [`crate::state`]).
+    state: Arc<StateCell>,
 }
 
 impl std::fmt::Debug for Store {
@@ -123,18 +128,42 @@ impl Store {
     }
 
     fn from_backend(backend: Backend) -> Self {
+        Self::on_link(backend, Arc::default())
+    }
+
+    fn on_link(backend: Backend, link: Arc<Link>) -> Self {
         Store {
             backend,
             stats: Arc::new(StoreStats::default()),
             closed: Arc::new(tokio::sync::watch::Sender::new(false)),
             written: Arc::default(),
+            state: StateCell::new(&link),
+            link,
         }
     }
 
     /// Another handle on the same backend (connection or embedded store) with its own counters,
-    /// its own close flag and its own [`written_revision`](Self::written_revision).
+    /// its own close flag, its own [`written_revision`](Self::written_revision) and its own
+    /// connection state (the outages it sees are the connection's; the leases it loses are
+    /// its own).
     pub(crate) fn new_handle(&self) -> Store {
-        Self::from_backend(self.backend.clone())
+        Self::on_link(self.backend.clone(), Arc::clone(&self.link))
+    }
+
+    /// This handle's connection state (see [`crate::state`]).
+    pub(crate) fn connection_state(&self) -> tokio::sync::watch::Receiver<ConnectionState> {
+        self.state.subscribe()
+    }
+
+    /// A lease of this handle is gone: its state becomes `Lost`.
+    pub(crate) fn lease_lost(&self) {
+        self.state.lease_lost(&self.link);
+        probe_if_needed(&self.backend, &self.link);
+    }
+
+    /// Tells the link what an answer says about the connection.
+    fn observe<T>(&self, result: &Result<T>) {
+        observe(&self.backend, &self.link, result.as_ref().err());
     }
 
     /// Refuses every later call with [`Error::Closed`] and ends every open watch stream of
@@ -197,6 +226,7 @@ impl Store {
         let started = std::time::Instant::now();
         let result = request.await;
         crate::metrics::store_request(op, started.elapsed(), result.as_ref().err());
+        self.observe(&result);
         result
     }
 
@@ -438,6 +468,8 @@ impl Store {
         Ok(Box::pin(CountedStream {
             inner: Box::pin(inner.take_until(closed)),
             stats: Arc::clone(&self.stats),
+            backend: self.backend.clone(),
+            link: Arc::clone(&self.link),
         }))
     }
 
@@ -475,17 +507,83 @@ impl Store {
     }
 }
 
-/// Decrements the open-watch counter when the watch stream is dropped.
+/// Tells `link` what an answer (`Ok` if `error` is `None`) says about the connection, and
+/// starts the probe if the store now counts as unreachable.
+fn observe(backend: &Backend, link: &Arc<Link>, error: Option<&Error>) {
+    match error {
+        Some(Error::Unavailable { .. }) => {
+            link.unreachable();
+            probe_if_needed(backend, link);
+        }
+        // A slow call alone suspends nothing, and a closed store says nothing about etcd.
+        Some(Error::Timeout { .. } | Error::Closed) => {}
+        // Any other answer, even a refusal, came from the store.
+        _ => link.answered(),
+    }
+}
+
+/// The first wait of the probe, doubled after each unanswered try up to [`PROBE_MAX`].
+const PROBE_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+const PROBE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn probe_if_needed(backend: &Backend, link: &Arc<Link>) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        if link.start_probe() {
+            runtime.spawn(probe(backend.clone(), Arc::clone(link)));
+        }
+    }
+}
+
+/// While an answer is awaited, asks the store for its status now and then, so a `Coord` that
+/// calls nothing itself (no watch, no lease left) still learns when the store is back. Only
+/// while suspended or lost: a connected store is never polled. Ends once the store answers
+/// or no handle on the connection is left.
+async fn probe(backend: Backend, link: Arc<Link>) {
+    let mut wait = PROBE_FIRST;
+    loop {
+        tokio::time::sleep(wait).await;
+        if !link.needs_answer() || !link.has_cells() {
+            if link.stop_probe() {
+                wait = PROBE_FIRST;
+                continue;
+            }
+            return;
+        }
+        let answer = match &backend {
+            Backend::Etcd(b) => b.status().await.err(),
+            Backend::Memory(_) => None,
+        };
+        match answer {
+            Some(Error::Unavailable { .. } | Error::Timeout { .. }) => {}
+            _ => link.answered(),
+        }
+        wait = (wait * 2).min(PROBE_MAX);
+    }
+}
+
+/// Decrements the open-watch counter when the watch stream is dropped, and tells the link
+/// what the stream says about the connection.
 struct CountedStream {
     inner: WatchStream,
     stats: Arc<StoreStats>,
+    backend: Backend,
+    link: Arc<Link>,
 }
 
 impl Stream for CountedStream {
     type Item = Result<WatchResponse>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
+        let item = self.inner.as_mut().poll_next(cx);
+        match &item {
+            Poll::Ready(Some(Ok(_))) => self.link.answered(),
+            // The shared stream broke: etcd is gone or the connection is.
+            Poll::Ready(Some(Err(error @ Error::Unavailable { .. }))) => {
+                observe(&self.backend, &self.link, Some(error));
+            }
+            _ => {}
+        }
+        item
     }
 }
 
