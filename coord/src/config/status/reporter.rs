@@ -272,18 +272,12 @@ async fn run(ctx: Arc<Context>) {
                 return;
             }
         }
-        let lease_alive = writer.lease_alive();
         tokio::select! {
             () = board.wake.notified() => {}
-            error = lost(writer.session.as_ref().filter(|_| lease_alive)) => {
+            // At once if the lease was lost already: every status is written again.
+            error = lost(writer.session.as_ref()) => {
                 tracing::warn!(%error, "status lease lost; writing every status again on a new one");
-                writer.session = None;
-                writer.written.clear();
-                let mut state = lock(&board.state);
-                let prefixes: Vec<Arc<str>> = state.prefixes.keys().cloned().collect();
-                for prefix in &prefixes {
-                    state.touch(prefix);
-                }
+                writer.lease_gone();
             }
             () = sleep_until(next_due) => {}
             () = sleep_until(writer.retry_at) => {}
@@ -312,6 +306,15 @@ async fn lost(session: Option<&Session>) -> Error {
 impl Writer {
     fn lease_alive(&self) -> bool {
         self.session.as_ref().is_some_and(Session::is_alive)
+    }
+
+    /// The lease is gone, and every key written on it: write them all again on a new one.
+    fn lease_gone(&mut self) {
+        self.session = None;
+        for (prefix, (report, _)) in self.written.drain() {
+            // A newer report of the prefix, if one is pending, stays.
+            self.pending.entry(prefix).or_insert(report);
+        }
     }
 
     /// Takes the latest report of every prefix that changed; returns the prefixes whose last
@@ -390,7 +393,7 @@ impl Writer {
             Err(error) => {
                 if let Error::LeaseNotFound { lease } = error {
                     self.stale_lease = Some(lease);
-                    self.session = None;
+                    self.lease_gone();
                 }
                 tracing::warn!(%error, backoff = ?self.backoff, "writing the instance statuses failed; retrying");
                 self.retry_at = Some(Instant::now() + self.backoff);
