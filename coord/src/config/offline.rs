@@ -1,8 +1,8 @@
 //! Offline start: each bound prefix's last good raw values, kept on disk.
 //!
-//! With [`ClientConfig::snapshot_dir`](crate::ClientConfig::snapshot_dir) set, a [`Live`]
-//! handle hands the raw values it last built a good value from to its `Coord`'s
-//! [`SnapshotDir`], which keeps one file per prefix. When etcd cannot be reached as a prefix
+//! With [`ClientConfig::snapshot_dir`](crate::ClientConfig::snapshot_dir) set, a
+//! [`Live`](crate::Live) handle hands the raw values it last built a good value from to its
+//! `Coord`'s [`SnapshotDir`], which keeps one file per prefix. When etcd cannot be reached as a prefix
 //! is bound, the prefix's watch starts from that file instead of failing (marked stale), and
 //! follows etcd once it answers.
 //!
