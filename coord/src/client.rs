@@ -101,6 +101,21 @@ pub struct ClientConfig {
     /// to etcd.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
+    /// Offline start: with a directory, every [`Live`](crate::Live) handle keeps the raw
+    /// values of its last good value there (one file per prefix, replaced whole on each
+    /// change, never torn), and a handle bound while etcd cannot be reached starts from its
+    /// prefix's file instead of failing: marked stale ([`Live::staleness`] is `Some`) until
+    /// etcd answers, then following it. [`Coord::connect`](crate::Coord::connect) then
+    /// succeeds while etcd is down (after waiting `dial_timeout` for it), so the process can
+    /// start; calls that need etcd fail until it is back. A prefix without a usable file
+    /// (none yet, or one that is truncated, corrupt or another prefix's: those are ignored
+    /// with a warning) fails to bind as without the directory. The directory is created on
+    /// the first save. With `username`/`password`, connecting still needs etcd (it logs in
+    /// first). `None` (the default, and not written): nothing is kept on disk.
+    ///
+    /// [`Live::staleness`]: crate::Live::staleness
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_dir: Option<PathBuf>,
 }
 
 /// TLS settings: PEM files for the CA and, for client-certificate auth, the client's pair.
@@ -151,6 +166,8 @@ struct ClientConfigFile {
     instance: Option<String>,
     labels: BTreeMap<String, String>,
     file: Option<PathBuf>,
+    #[serde(alias = "snapshotDir")]
+    snapshot_dir: Option<PathBuf>,
     #[serde(alias = "caFile")]
     ca_file: Option<PathBuf>,
     #[serde(alias = "certFile")]
@@ -206,6 +223,7 @@ impl Default for ClientConfigFile {
             instance: c.instance,
             labels: c.labels,
             file: c.file,
+            snapshot_dir: c.snapshot_dir,
             ca_file: None,
             cert_file: None,
             key_file: None,
@@ -247,6 +265,7 @@ impl TryFrom<ClientConfigFile> for ClientConfig {
             instance: file.instance,
             labels: file.labels,
             file: file.file,
+            snapshot_dir: file.snapshot_dir,
         })
     }
 }
@@ -273,6 +292,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("instance", &self.instance)
             .field("labels", &self.labels)
             .field("file", &self.file)
+            .field("snapshot_dir", &self.snapshot_dir)
             .finish()
     }
 }
@@ -305,6 +325,7 @@ impl ClientConfig {
             instance: None,
             labels: BTreeMap::new(),
             file: None,
+            snapshot_dir: None,
         };
         match env {
             "test" => ClientConfig {
@@ -339,7 +360,8 @@ impl ClientConfig {
     /// `COORD_CACHE_TTL` (`"5s"`, `"250ms"`), and this process's identity: `COORD_INSTANCE`
     /// (its name) and `COORD_LABELS` (`key=value,key2=value2`), and `COORD_FILE`: the config
     /// file of local file mode ([`file`](Self::file); empty for none, e.g. to turn off the
-    /// `local` env's `coord.toml`).
+    /// `local` env's `coord.toml`), and `COORD_SNAPSHOT_DIR`: the directory of offline start
+    /// ([`snapshot_dir`](Self::snapshot_dir); empty for none).
     ///
     /// # Errors
     ///
@@ -409,6 +431,10 @@ impl ClientConfig {
             let file = file.trim();
             config.file = (!file.is_empty()).then(|| PathBuf::from(file));
         }
+        if let Some(dir) = lookup("COORD_SNAPSHOT_DIR") {
+            let dir = dir.trim();
+            config.snapshot_dir = (!dir.is_empty()).then(|| PathBuf::from(dir));
+        }
         config.validate()?;
         Ok(config)
     }
@@ -470,6 +496,13 @@ impl ClientConfig {
     #[must_use]
     pub fn with_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.file = Some(path.into());
+        self
+    }
+
+    /// Sets the directory of offline start (see [`snapshot_dir`](Self::snapshot_dir)).
+    #[must_use]
+    pub fn with_snapshot_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.snapshot_dir = Some(dir.into());
         self
     }
 
@@ -575,6 +608,7 @@ impl ClientConfig {
             keep_alive_timeout: self.keep_alive_timeout,
             credentials,
             tls,
+            start_offline: self.snapshot_dir.is_some(),
         })
     }
 }
@@ -771,6 +805,37 @@ mod tests {
         // Unset, the name is {hostname}-{pid} and there are no labels.
         let default = ClientConfig::from_lookup(lookup(&[])).unwrap();
         assert_eq!(default.identity(), Instance::default());
+    }
+
+    #[test]
+    fn the_snapshot_dir_comes_from_the_environment_and_from_files() {
+        let config =
+            ClientConfig::from_lookup(lookup(&[("COORD_SNAPSHOT_DIR", " /var/lib/app/coord ")]))
+                .unwrap();
+        assert_eq!(
+            config.snapshot_dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/app/coord"))
+        );
+        let empty = ClientConfig::from_lookup(lookup(&[("COORD_SNAPSHOT_DIR", "")])).unwrap();
+        assert_eq!(empty.snapshot_dir, None);
+        assert!(empty.etcd_options().map(|o| !o.start_offline).unwrap());
+        assert!(config.etcd_options().map(|o| o.start_offline).unwrap());
+
+        let from_file: ClientConfig =
+            serde_json::from_str(r#"{ "snapshot_dir": "/tmp/snapshots" }"#).unwrap();
+        assert_eq!(
+            from_file,
+            ClientConfig::default().with_snapshot_dir("/tmp/snapshots")
+        );
+        let camel: ClientConfig =
+            serde_json::from_str(r#"{ "snapshotDir": "/tmp/snapshots" }"#).unwrap();
+        assert_eq!(camel, from_file);
+        // Unset, it is not written.
+        let text = serde_json::to_string(&ClientConfig::default()).unwrap();
+        assert!(!text.contains("snapshot_dir"), "{text}");
+        let round: ClientConfig =
+            serde_json::from_str(&serde_json::to_string(&from_file).unwrap()).unwrap();
+        assert_eq!(round, from_file);
     }
 
     #[test]

@@ -102,6 +102,11 @@ impl Coord {
     ///
     /// With [`ClientConfig::file`] set it dials nothing: it opens local file mode on that file,
     /// as [`from_file`](Self::from_file) does, with the config's instance, and fails as it does.
+    ///
+    /// With [`ClientConfig::snapshot_dir`] set (offline start) an etcd that does not answer
+    /// within `dial_timeout` is not an error: the `Coord` is returned and reconnects when etcd
+    /// answers, and [`live`](Self::live) starts handles from their snapshots on disk meanwhile.
+    /// Rejected credentials, TLS failures and bad settings still fail.
     pub async fn connect(config: ClientConfig) -> Result<Self> {
         config.validate()?;
         if let Some(path) = config.file.clone() {
@@ -231,6 +236,13 @@ impl Coord {
             sync_interval,
             request_timeout,
         ));
+        if let Some(dir) = client_config
+            .as_ref()
+            .filter(|c| c.file.is_none())
+            .and_then(|c| c.snapshot_dir.clone())
+        {
+            ctx.hub.keep_snapshots(dir);
+        }
         Coord {
             inner: Arc::new(Inner {
                 config: config::ConfigCenter::new(Arc::clone(&ctx), cache_ttl),
@@ -327,6 +339,10 @@ impl Coord {
     /// [`Error::Invalid`] naming the key if a required key is missing or `validate` fails,
     /// [`Error::Decode`] naming the key if a value does not decode, store errors if the first
     /// read fails. After binding, bad values no longer fail: they keep the last good value.
+    /// With [`ClientConfig::snapshot_dir`], a first read that fails because etcd cannot be
+    /// reached binds from the prefix's snapshot on disk instead, stale (see
+    /// [`Live::staleness`]); without a usable snapshot it is [`Error::Unavailable`] (or
+    /// [`Error::Timeout`]), saying that no snapshot was found.
     pub async fn live<T: config::HasPrefix>(&self) -> Result<config::Live<T>> {
         let prefix = T::PREFIX.ok_or_else(|| {
             Error::invalid_argument(

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::hub::{RangeWatch, Snapshot, WatchHub};
+use super::hub::{Offline, RangeWatch, Snapshot, WatchHub};
 use crate::error::Result;
 use crate::store::{KeyRange, Store};
 use crate::sync::lock;
@@ -100,7 +100,10 @@ impl ReadCache {
             Some(Some(value)) => return Ok(value),
             Some(None) => {}
             None => {
-                let (watch, rx, _) = self.hub.watch(&KeyRange::key(key), false).await?;
+                let (watch, rx, _) = self
+                    .hub
+                    .watch(&KeyRange::key(key), false, Offline::Fail)
+                    .await?;
                 let entry = Entry {
                     _watch: watch,
                     rx,

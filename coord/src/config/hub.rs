@@ -10,12 +10,20 @@
 //! After a break the range is listed again before the watch resumes (one range read per
 //! watched range and reconnect), so its snapshot is marked current again as soon as the store
 //! answers, not only at the range's next change: the read cache trusts it from then on.
+//!
+//! With a snapshot directory (offline start, see [`super::offline`]), a range whose first
+//! list fails because the store cannot be reached may start from what the caller names
+//! instead ([`Offline`]): the prefix's snapshot on disk, or nothing yet. It then publishes
+//! that state marked disconnected, and its task keeps listing with backoff; the first list
+//! that succeeds replaces the whole state (keys deleted meanwhile go, values equal to the
+//! disk's keep their `Arc`s), marked connected.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::config::offline::SnapshotDir;
 use crate::error::{Error, Result};
 use crate::shared_watch::{SharedWatch, SharedWatches};
 use crate::store::{EventKind, KeyRange, Store};
@@ -136,6 +144,20 @@ pub(crate) struct WatchHub {
     ranges: SharedWatches<KeyRange, RangeState>,
     /// How often each watched range is relisted in full (`None`: never).
     sync_interval: Option<std::time::Duration>,
+    /// Where bound prefixes keep their last good values, with `ClientConfig::snapshot_dir`.
+    snapshots: std::sync::OnceLock<Arc<SnapshotDir>>,
+}
+
+/// What a range starts from if its first list fails because the store cannot be reached
+/// (only with a snapshot directory; without one the list's error is returned).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Offline<'a> {
+    /// Nothing: the error is returned.
+    Fail,
+    /// An empty state at revision 0 (the gray releases: none known until the store answers).
+    Empty,
+    /// The snapshot of this prefix on disk, if a good one is there; else the error.
+    Disk(&'a str),
 }
 
 impl WatchHub {
@@ -144,7 +166,20 @@ impl WatchHub {
             store,
             ranges: SharedWatches::default(),
             sync_interval: sync_interval.filter(|i| !i.is_zero()),
+            snapshots: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Keeps snapshots of bound prefixes in `dir` from now on, and starts ranges from them
+    /// when the store cannot be reached. Set once, as the `Coord` is built; a second call
+    /// changes nothing.
+    pub fn keep_snapshots(&self, dir: std::path::PathBuf) {
+        let _ = self.snapshots.set(Arc::new(SnapshotDir::new(dir)));
+    }
+
+    /// The snapshot directory, if there is one.
+    pub fn snapshots(&self) -> Option<&Arc<SnapshotDir>> {
+        self.snapshots.get()
     }
 
     /// Stops every range's watch (for `Coord::close`): handles keep their last snapshot and
@@ -160,12 +195,14 @@ impl WatchHub {
 
     /// The shared watch of `range`, started if needed, with a receiver that has seen the
     /// returned first snapshot. With `current`, that snapshot includes every write this
-    /// `Coord` made before the call (a lagging shared watch costs one range read).
+    /// `Coord` made before the call (a lagging shared watch costs one range read). If this
+    /// call starts the watch and its first list fails for want of the store, `offline` says
+    /// what to start from instead (with a snapshot directory).
     ///
     /// # Errors
     ///
-    /// The error of the first list if this call started the watch and the list failed, or of
-    /// the read `current` made.
+    /// The error of the first list if this call started the watch, the list failed and
+    /// `offline` gave nothing to start from, or of the read `current` made.
     ///
     /// # Cancel safety
     ///
@@ -174,6 +211,7 @@ impl WatchHub {
         &self,
         range: &KeyRange,
         current: bool,
+        offline: Offline<'_>,
     ) -> Result<(Arc<RangeWatch>, watch::Receiver<Snapshot>, Snapshot)> {
         let new = || {
             let (tx, rx) = watch::channel(Snapshot::default());
@@ -182,10 +220,21 @@ impl WatchHub {
         let start = |tx: watch::Sender<Snapshot>| async move {
             let mut watch = ResilientWatch::new(self.store.clone(), range.clone());
             let mut state = State::default();
-            let event = watch.next().await?;
-            tx.send_replace(state.apply(event));
+            let degraded = match watch.next().await {
+                Ok(event) => {
+                    tx.send_replace(state.apply(event));
+                    false
+                }
+                Err(error) => {
+                    // The watch goes on from here: its next call waits out the backoff and
+                    // lists again, and that list replaces what we start from.
+                    let (revision, values) = Box::pin(self.start_offline(offline, error)).await?;
+                    tx.send_replace(state.seed(revision, values));
+                    true
+                }
+            };
             let span = tracing::debug_span!("live.watch", key = range.as_str());
-            Ok(run(watch, state, tx, self.sync_interval).instrument(span))
+            Ok(run(watch, state, tx, self.sync_interval, degraded).instrument(span))
         };
         let shared = self.ranges.watch(range, new, start).await?;
         let mut rx = shared.subscribe();
@@ -201,6 +250,38 @@ impl WatchHub {
 }
 
 impl WatchHub {
+    /// What a range starts from after its first list failed with `error`: see [`Offline`].
+    async fn start_offline(&self, offline: Offline<'_>, error: Error) -> Result<(i64, RawValues)> {
+        let Some(dir) = self.snapshots().filter(|_| error.is_transient()) else {
+            return Err(error);
+        };
+        match offline {
+            Offline::Fail => Err(error),
+            Offline::Empty => Ok((0, RawValues::new())),
+            Offline::Disk(prefix) => match dir.load(prefix).await {
+                Some(snapshot) => {
+                    tracing::warn!(
+                        prefix,
+                        revision = snapshot.revision,
+                        %error,
+                        "store unreachable; starting from the snapshot on disk, marked stale"
+                    );
+                    Ok((snapshot.revision, snapshot.values))
+                }
+                None => Err(match error {
+                    Error::Unavailable { endpoints, reason } => Error::Unavailable {
+                        endpoints,
+                        reason: format!(
+                            "{reason}; and no usable snapshot of `{prefix}` in {} to start from",
+                            dir.path().display()
+                        ),
+                    },
+                    other => other,
+                }),
+            },
+        }
+    }
+
     /// The range as one read sees it, as a snapshot of its own (no values shared with the
     /// watch's snapshots, a change log starting at the read).
     pub async fn read(&self, range: &KeyRange, connected: bool) -> Result<Snapshot> {
@@ -229,8 +310,9 @@ async fn run(
     mut state: State,
     tx: watch::Sender<Snapshot>,
     sync_interval: Option<std::time::Duration>,
+    // True if the range started offline: it is not following the store yet.
+    mut degraded: bool,
 ) {
-    let mut degraded = false;
     let period = sync_interval.unwrap_or(std::time::Duration::MAX);
     let mut next_sync = tokio::time::Instant::now().checked_add(period);
     loop {
@@ -311,9 +393,19 @@ impl State {
         let revision = event.revision();
         match event {
             WatchEvent::Init { kvs, .. } => {
+                // `known` is empty but after an offline start; then a value equal to the one
+                // started from keeps its `Arc`, so handles whose keys did not move meanwhile
+                // rebuild nothing.
+                let known = std::mem::take(&mut self.values);
                 self.values = kvs
                     .into_iter()
-                    .map(|kv| (kv.key, RawValue::from(kv.value)))
+                    .map(|kv| {
+                        let value = match known.get(&kv.key) {
+                            Some(known) if **known == kv.value[..] => Arc::clone(known),
+                            _ => RawValue::from(kv.value),
+                        };
+                        (kv.key, value)
+                    })
                     .collect();
                 self.changes.reset(revision);
             }
@@ -340,6 +432,19 @@ impl State {
             values: self.values.clone(),
             changes: self.changes.clone(),
             connected: true,
+        }
+    }
+
+    /// Starts from `values` at `revision` without the store (offline start): the snapshot is
+    /// marked disconnected, and the first list replaces it whole.
+    fn seed(&mut self, revision: i64, values: RawValues) -> Snapshot {
+        self.values = values;
+        self.changes.reset(revision);
+        Snapshot {
+            revision,
+            values: self.values.clone(),
+            changes: self.changes.clone(),
+            connected: false,
         }
     }
 }

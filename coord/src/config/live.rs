@@ -29,6 +29,11 @@
 //! - **Reported.** While a `Coord` has a handle on a prefix, it keeps a status key saying which
 //!   revision it runs and what it rejected (see `ConfigCenter::rollout`). Reporting is one
 //!   `watch` send per change: a reload never waits for the status write.
+//! - **Offline start.** With [`ClientConfig::snapshot_dir`](crate::ClientConfig::snapshot_dir),
+//!   the raw values each good value was built from are kept on disk (written in the
+//!   background, never torn), and a bind while etcd cannot be reached starts from them,
+//!   [stale](Live::staleness) until etcd answers; without a snapshot it fails as it would
+//!   without the directory.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -37,7 +42,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::config::gray::{gray_key, GrayDoc, GRAY_ROOT};
-use crate::config::hub::{ChangeLog, RangeWatch, RawValue, Snapshot, WatchHub};
+use crate::config::hub::{ChangeLog, Offline, RangeWatch, RawValue, Snapshot, WatchHub};
 use crate::config::schema::{CoordConfig, Source};
 use crate::config::status::reporter::{self, HandleState, Rejected, StatusSlot};
 use crate::context::Context;
@@ -244,6 +249,10 @@ impl<T: Send + Sync + 'static> Live<T> {
     /// the value rebuilt if anything changed meanwhile). Always `None` for
     /// [`fixed`](Self::fixed).
     ///
+    /// A handle started offline from its snapshot on disk (see
+    /// [`ClientConfig::snapshot_dir`](crate::ClientConfig::snapshot_dir)) is stale from the
+    /// bind: the duration counts from then, though the snapshot may be older still.
+    ///
     /// ```
     /// let live = coord::Live::fixed(1u8);
     /// assert_eq!(live.staleness(), None);
@@ -279,18 +288,24 @@ impl<T: CoordConfig> Live<T> {
     pub(crate) async fn bind(ctx: &Arc<Context>, prefix: &str) -> Result<Self> {
         let prefix = prefix.trim_end_matches('/').to_string();
         let range = crate::store::KeyRange::prefix(format!("{prefix}/"));
-        let (range_watch, rx, main) = ctx.hub.watch(&range, true).await?;
+        let (range_watch, rx, main) = ctx.hub.watch(&range, true, Offline::Disk(&prefix)).await?;
         // One watch of every prefix's gray release, shared by all handles of the `Coord`.
         let gray_range = crate::store::KeyRange::prefix(format!("{GRAY_ROOT}/"));
         // Not `current`: that would read the gray range at every bind after any write of
         // this `Coord` (the gray watch rarely moves, so it always looks behind); a gray
         // release made a moment ago reaches the handle through the watch instead.
-        let (gray_watch, gray_rx, gray) = ctx.hub.watch(&gray_range, false).await?;
+        // Offline, no gray release is known: the prefix's snapshot holds the values this
+        // instance ran, gray ones included.
+        let (gray_watch, gray_rx, gray) = ctx.hub.watch(&gray_range, false, Offline::Empty).await?;
         let me = Arc::clone(&ctx.instance);
         let gray_view = GrayView::new(&prefix, &gray);
         let (snapshot, gray_seq) = overlay(&prefix, &main, &gray, gray_view.doc.as_ref(), &me);
         let value = Arc::new(build::<T>(&prefix, &snapshot)?);
+        if snapshot.connected {
+            persist(&ctx.hub, &prefix, &snapshot, false);
+        }
         let inputs = Inputs::of::<T>(&prefix, &snapshot);
+        let stale = !snapshot.connected;
         let (tx, _) = watch::channel(Arc::clone(&value));
         let status = reporter::slot(
             ctx,
@@ -312,7 +327,7 @@ impl<T: CoordConfig> Live<T> {
                 hub: Arc::clone(&ctx.hub),
                 main_read: None,
             };
-            let task = tokio::spawn(follow(views, weak.clone(), inputs));
+            let task = tokio::spawn(follow(views, weak.clone(), inputs, stale));
             Shared {
                 prefix,
                 current: Arc::new(ArcSwap::new(value)),
@@ -534,11 +549,32 @@ fn overlay(
     (snapshot, Some(doc.seq))
 }
 
-/// Applies every new view of the prefix to the handle while the handle lives.
-async fn follow<T: CoordConfig>(mut views: Views, handle: Weak<Shared<T>>, mut inputs: Inputs) {
+/// Keeps `snapshot`'s values as `prefix`'s last good ones on disk, with a snapshot directory.
+/// `rebase`: take its revision even if older than the one saved (see [`SnapshotDir::save`]).
+///
+/// [`SnapshotDir::save`]: crate::config::offline::SnapshotDir::save
+fn persist(hub: &WatchHub, prefix: &str, snapshot: &Snapshot, rebase: bool) {
+    if let Some(dir) = hub.snapshots() {
+        dir.save(prefix, snapshot.revision, &snapshot.values, rebase);
+    }
+}
+
+/// Applies every new view of the prefix to the handle while the handle lives. `stale`: the
+/// value was bound from a disconnected snapshot (an offline start from disk, or a shared
+/// watch that was broken at the time).
+async fn follow<T: CoordConfig>(
+    mut views: Views,
+    handle: Weak<Shared<T>>,
+    mut inputs: Inputs,
+    stale: bool,
+) {
     // The revision of the snapshot the current value was built from: what a rebuild is told
     // the changes since.
     let mut built = inputs.seen;
+    // Until the first connected view after a stale bind: that view is taken whatever its
+    // revision, since a snapshot on disk may come from an etcd whose history has since
+    // restarted (a new cluster) and whose revisions are all lower.
+    let mut rebase = stale;
     loop {
         let Some((snapshot, gray)) = views.next().await else {
             return;
@@ -546,20 +582,29 @@ async fn follow<T: CoordConfig>(mut views: Views, handle: Weak<Shared<T>>, mut i
         let Some(shared) = handle.upgrade() else {
             return;
         };
-        {
+        let reconnected = {
             let mut stale_since = lock(&shared.stale_since);
             match (snapshot.connected, *stale_since) {
-                (false, None) => *stale_since = Some(std::time::Instant::now()),
-                (true, Some(_)) => *stale_since = None,
-                _ => {}
+                (false, None) => {
+                    *stale_since = Some(std::time::Instant::now());
+                    false
+                }
+                (true, Some(_)) => {
+                    *stale_since = None;
+                    true
+                }
+                _ => false,
             }
-        }
-        // A gray release on or off changes values no change log records: build afresh.
-        let fresh = views.overlaid || gray.is_some();
+        };
+        let rebased = rebase && snapshot.connected;
+        rebase &= !rebased;
+        // A gray release on or off changes values no change log records, and the change log
+        // of a rebased view knows nothing of the revision built from: build afresh.
+        let fresh = views.overlaid || gray.is_some() || rebased;
         views.overlaid = gray.is_some();
         *lock(&shared.gray) = gray;
         // An equal revision may still bring the other watch's half of it.
-        if snapshot.revision < shared.revision.load(Ordering::Acquire) {
+        if snapshot.revision < shared.revision.load(Ordering::Acquire) && !rebased {
             continue;
         }
         // Inputs are taken whether or not the build below works: a revision that changes
@@ -571,6 +616,11 @@ async fn follow<T: CoordConfig>(mut views: Views, handle: Weak<Shared<T>>, mut i
             if lock(&shared.last_error).is_none() {
                 shared.revision.store(snapshot.revision, Ordering::Release);
                 shared.report_status(snapshot.revision, None);
+                // Back from an outage with the same value: what is on disk may predate
+                // changes to other keys, or a value applied while disconnected.
+                if reconnected {
+                    persist(&views.hub, &shared.prefix, &snapshot, rebased);
+                }
             }
             continue;
         }
@@ -601,6 +651,11 @@ async fn follow<T: CoordConfig>(mut views: Views, handle: Weak<Shared<T>>, mut i
                 shared.current.store(Arc::clone(&value));
                 shared.tx.send_replace(value);
                 shared.report_status(snapshot.revision, None);
+                // Only a connected view: a disconnected one (a gray change while the prefix's
+                // watch is broken) mixes revisions; the reconnect saves what it ends with.
+                if snapshot.connected {
+                    persist(&views.hub, &shared.prefix, &snapshot, rebased);
+                }
             }
             Err(error) => {
                 crate::metrics::config_reload(&shared.prefix, false);

@@ -7,6 +7,7 @@ pub(crate) mod gray;
 pub(crate) mod hub;
 mod live;
 pub(crate) mod map;
+pub(crate) mod offline;
 pub(crate) mod published;
 pub(crate) mod release;
 mod schema;

@@ -6,6 +6,10 @@
 //! into state changes, so a `Resync` after compaction yields only the real differences and a
 //! re-put of an unchanged value yields nothing. When the last handle is dropped the task stops
 //! and the store watch closes (the sharing itself is [`SharedWatches`]).
+//!
+//! While the watch is broken the snapshot says since when ([`ServiceCache::staleness`]); after
+//! a break the service is listed again before the watch resumes, so it is known current again
+//! as soon as the store answers, not only at the service's next change.
 
 use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
@@ -45,6 +49,9 @@ pub(crate) struct Snapshot {
     /// The instances as `discover` hands them out, made on the first call after a change and
     /// then shared by every call until the next one.
     view: OnceLock<Instances>,
+    /// Since when the watch has been broken, while it is (until the relist after it
+    /// reconnects): the instances may be that far behind.
+    stale_since: Option<std::time::Instant>,
 }
 
 impl Snapshot {
@@ -53,6 +60,15 @@ impl Snapshot {
             revision,
             instances,
             view: OnceLock::new(),
+            stale_since: None,
+        }
+    }
+
+    /// This snapshot, marked behind since `since`.
+    fn stale(&self, since: std::time::Instant) -> Self {
+        Snapshot {
+            stale_since: Some(since),
+            ..Snapshot::new(self.revision, self.instances.clone())
         }
     }
 
@@ -305,9 +321,17 @@ async fn run(
             // Only after `Coord::close`, which also stops this task: the watch never recovers.
             Err(Error::Closed) => return,
             Err(e) => {
+                // Come back through a relist, not by resuming the stream: on a quiet service a
+                // resumed stream says nothing, so nothing would tell when the cache is current
+                // again; the list does, and the watch resumes right after it.
+                watch.resync();
                 if !degraded {
                     tracing::warn!(error = %e, "registry watch broken; serving the last known instances while it reconnects");
                     degraded = true;
+                    // Not a change of instances: channels and watchers are not told.
+                    snapshot.send_modify(|current| {
+                        *current = Arc::new(current.stale(std::time::Instant::now()));
+                    });
                 }
             }
         }
@@ -489,6 +513,29 @@ impl ServiceCache {
     /// The store revision the cache is at.
     pub fn revision(&self) -> i64 {
         self.watched.snapshot.borrow().revision
+    }
+
+    /// `None` while the cache follows a connected watch; while the watch is broken (etcd
+    /// unreachable, the connection reset), how long it has been: the instances may be that
+    /// far behind (an instance that crashed meanwhile is still listed, one that registered is
+    /// not). It is `None` again once the service has been listed after the reconnect, as
+    /// [`Live::staleness`](crate::Live::staleness) is for config.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> coord::Result<()> {
+    /// let coord = coord::Coord::in_memory();
+    /// let cache = coord.registry().cache("checkout").await?;
+    /// assert_eq!(cache.staleness(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn staleness(&self) -> Option<std::time::Duration> {
+        self.watched
+            .snapshot
+            .borrow()
+            .stale_since
+            .map(|since| since.elapsed())
     }
 
     /// Waits until the cache is at `revision` or later (e.g. the revision of a write, to read

@@ -19,7 +19,9 @@
 //!   after a gap it reports only the differences.
 //! - Once a name is watched (by [`Registry::watch`], [`Registry::cache`] or
 //!   [`Registry::channel`]), [`Registry::discover`] answers from that watch's cache without a
-//!   round trip; otherwise it reads etcd. The cache trails etcd by the watch's delay.
+//!   round trip; otherwise it reads etcd. The cache trails etcd by the watch's delay; while
+//!   the watch is broken, [`ServiceCache::staleness`] says for how long it may have been
+//!   behind.
 //! - One store watch per watched name, however many watchers, caches and channels share it.
 //!
 //! # Examples

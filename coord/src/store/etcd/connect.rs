@@ -1,4 +1,6 @@
 //! Connecting: dial etcd and prove it answers, within the dial timeout, or say why not.
+//! With `start_offline`, an etcd that does not answer is not an error: the store is made
+//! anyway and its requests dial again each time (offline start).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,8 @@ use super::{keepalive, mux, EtcdOptions, EtcdStore};
 use crate::error::{Error, Result};
 
 impl EtcdStore {
-    /// Connects and checks that etcd answers, all within `config.dial_timeout`.
+    /// Connects and checks that etcd answers, all within `config.dial_timeout`; with
+    /// `config.start_offline`, a store whose client connects later if etcd did not answer.
     pub(crate) async fn connect(config: &EtcdOptions) -> Result<Self> {
         let endpoints: Arc<str> = config.endpoints.join(",").into();
         let options = config.connect_options();
@@ -31,17 +34,7 @@ impl EtcdStore {
                 Ok::<_, etcd_client::Error>(client)
             };
             match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(Ok(client)) => {
-                    let client = Arc::new(client);
-                    return Ok(EtcdStore {
-                        watches: Arc::new(mux::WatchMux::new(Arc::clone(&client))),
-                        client,
-                        endpoint_count: config.endpoints.len(),
-                        endpoints,
-                        request_timeout: config.request_timeout,
-                        keep_alives: Arc::new(keepalive::KeepAliveMux::new(config.request_timeout)),
-                    });
-                }
+                Ok(Ok(client)) => return Ok(Self::on_client(client, config, endpoints)),
                 Ok(Err(e)) => match map_error(e, Request::new("connect", ""), &context) {
                     // Retrying cannot fix a refusal.
                     err @ (Error::Unauthenticated { .. }
@@ -82,10 +75,42 @@ impl EtcdStore {
                 config.dial_timeout
             ),
         };
+        // A TLS problem or a hang-up is a setting to fix, not an outage to wait out.
+        if config.start_offline
+            && config.credentials.is_none()
+            && !is_tls_failure(&reason)
+            && !is_hang_up(&reason)
+        {
+            // Without credentials etcd-client sends nothing here (with them it logs in first,
+            // which needs etcd): its channel dials at each request, so later calls reconnect.
+            match Client::connect(&config.endpoints, Some(options)).await {
+                Ok(client) => {
+                    tracing::warn!(
+                        endpoints = %endpoints,
+                        %reason,
+                        "etcd unreachable; starting offline, requests fail until it answers"
+                    );
+                    return Ok(Self::on_client(client, config, endpoints));
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot make an offline client"),
+            }
+        }
         Err(Error::Unavailable {
             endpoints: endpoints.to_string(),
             reason,
         })
+    }
+
+    fn on_client(client: Client, config: &EtcdOptions, endpoints: Arc<str>) -> Self {
+        let client = Arc::new(client);
+        EtcdStore {
+            watches: Arc::new(mux::WatchMux::new(Arc::clone(&client))),
+            client,
+            endpoint_count: config.endpoints.len(),
+            endpoints,
+            request_timeout: config.request_timeout,
+            keep_alives: Arc::new(keepalive::KeepAliveMux::new(config.request_timeout)),
+        }
     }
 }
 

@@ -27,6 +27,9 @@ pub(crate) struct EtcdOptions {
     pub credentials: Option<Credentials>,
     /// TLS; `None` for plain text.
     pub tls: Option<TlsMaterial>,
+    /// Offline start: if etcd does not answer within `dial_timeout`, connect anyway (the
+    /// client dials again at each request) instead of failing.
+    pub start_offline: bool,
 }
 
 /// A user name and password for etcd's user auth.

@@ -1,0 +1,313 @@
+//! Offline start (`ClientConfig::snapshot_dir`) against a real etcd that is stopped and
+//! started again: a `Live` keeps its last good values on disk, a new `Coord` binds from them
+//! while etcd is down (stale), and follows etcd once it is back; bad snapshot files are
+//! ignored, and without one a bind fails as it always did.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use coord::testing::EtcdServer;
+use coord::{ClientConfig, Coord, Error};
+
+use common::{eventually, NO_RESYNC};
+use coord_tests::fixtures::{Checkout, Pair};
+
+/// A ceiling, not a target: on a loaded machine a reconnect takes longer.
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn etcd() -> EtcdServer {
+    EtcdServer::start()
+        .await
+        .expect("start etcd (see the error for how to install it)")
+}
+
+/// The test profile's config for `server`, keeping snapshots in `dir`; no periodic relist, so
+/// what a test sees came through the watch and its reconnect.
+fn config(server: &EtcdServer, dir: &Path) -> ClientConfig {
+    server
+        .client_config()
+        .with_snapshot_dir(dir)
+        .with_sync_interval(NO_RESYNC)
+}
+
+fn put(server: &EtcdServer, key: &str, value: &str) {
+    server.etcdctl(&["put", key, value]).unwrap();
+}
+
+fn seed_checkout(server: &EtcdServer) {
+    put(
+        server,
+        "/config/checkout/rate-limit",
+        r#"{"per_second":10,"burst":5}"#,
+    );
+}
+
+/// The snapshot file in `dir` that says it holds `prefix`, with its parsed contents (not a
+/// temporary file of a write under way: those start with a dot).
+fn snapshot_file(dir: &Path, prefix: &str) -> Option<(PathBuf, serde_json::Value)> {
+    std::fs::read_dir(dir).ok()?.find_map(|entry| {
+        let path = entry.ok()?.path();
+        if path.file_name()?.to_str()?.starts_with('.') {
+            return None;
+        }
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+        (json["prefix"] == prefix).then_some((path, json))
+    })
+}
+
+/// Waits until `prefix`'s snapshot in `dir` is at `revision` or later; returns its file.
+async fn saved_at(dir: &Path, prefix: &str, revision: i64) -> PathBuf {
+    eventually(WAIT, "the snapshot is written", || async {
+        snapshot_file(dir, prefix)
+            .is_some_and(|(_, json)| json["revision"].as_i64() >= Some(revision))
+    })
+    .await;
+    snapshot_file(dir, prefix).unwrap().0
+}
+
+/// A `Live` bound once leaves its values on disk; with etcd stopped a new `Coord` connects and
+/// binds from them, stale; once etcd is back the handle takes what changed meanwhile (a key
+/// deleted after the snapshot was written) and what changes next, and is current again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_coord_binds_from_the_snapshot_while_etcd_is_down_and_follows_it_when_back() {
+    let mut server = etcd().await;
+    let dir = tempfile::tempdir().unwrap();
+    seed_checkout(&server);
+    put(&server, "/config/checkout/timeout_secs", "45");
+    let first = Coord::connect(config(&server, dir.path())).await.unwrap();
+    let live = first.live::<Checkout>().await.unwrap();
+    put(&server, "/config/checkout/timeout_secs", "46");
+    eventually(WAIT, "the first handle follows", || async {
+        live.load().timeout_secs == 46
+    })
+    .await;
+    let revision = live.revision();
+    saved_at(dir.path(), "/config/checkout", revision).await;
+    first.close().await.unwrap();
+    drop(live);
+
+    // A change the snapshot never saw: the handle must drop the key once etcd answers.
+    server
+        .etcdctl(&["del", "/config/checkout/timeout_secs"])
+        .unwrap();
+    server.kill().await.unwrap();
+
+    let second = Coord::connect(config(&server, dir.path()))
+        .await
+        .expect("with a snapshot dir, connect succeeds while etcd is down");
+    let live = second
+        .live::<Checkout>()
+        .await
+        .expect("bound from the snapshot");
+    assert_eq!(live.load().timeout_secs, 46, "the last good value");
+    assert_eq!(live.load().rate_limit.per_second, 10);
+    assert_eq!(live.revision(), revision);
+    assert!(live.staleness().is_some(), "started offline: stale");
+    // Another handle on the prefix shares the offline range.
+    let another = second.live::<Checkout>().await.unwrap();
+    assert_eq!(another.load().timeout_secs, 46);
+
+    server.restart().await.unwrap();
+    eventually(WAIT, "current again once etcd answers", || async {
+        live.staleness().is_none()
+    })
+    .await;
+    assert_eq!(
+        live.load().timeout_secs,
+        30,
+        "the key deleted while the handle was offline is gone: its default"
+    );
+    assert!(live.revision() > revision);
+
+    put(&server, "/config/checkout/timeout_secs", "47");
+    eventually(WAIT, "follows etcd after the offline start", || async {
+        live.load().timeout_secs == 47 && another.load().timeout_secs == 47
+    })
+    .await;
+    assert_eq!(live.staleness(), None);
+    // And the snapshot follows too.
+    saved_at(dir.path(), "/config/checkout", live.revision()).await;
+    second.close().await.unwrap();
+}
+
+/// A snapshot saved from an etcd whose history has since restarted (a new cluster, at lower
+/// revisions) gives way to the new etcd's values once it answers, though they are at an
+/// older revision than the snapshot's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_from_an_older_cluster_gives_way_to_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = etcd().await;
+    seed_checkout(&old);
+    for i in 0..20 {
+        put(
+            &old,
+            "/config/checkout/timeout_secs",
+            &(100 + i).to_string(),
+        );
+    }
+    let first = Coord::connect(config(&old, dir.path())).await.unwrap();
+    let live = first.live::<Checkout>().await.unwrap();
+    assert_eq!(live.load().timeout_secs, 119);
+    let saved = live.revision();
+    saved_at(dir.path(), "/config/checkout", saved).await;
+    first.close().await.unwrap();
+    drop(old);
+
+    let mut new = etcd().await;
+    seed_checkout(&new);
+    put(&new, "/config/checkout/timeout_secs", "7");
+    new.kill().await.unwrap();
+    let second = Coord::connect(config(&new, dir.path())).await.unwrap();
+    let live = second.live::<Checkout>().await.unwrap();
+    assert_eq!(
+        live.load().timeout_secs,
+        119,
+        "from the old cluster's snapshot"
+    );
+    new.restart().await.unwrap();
+    eventually(WAIT, "the new cluster's value", || async {
+        live.load().timeout_secs == 7
+    })
+    .await;
+    assert!(live.revision() < saved, "{} < {saved}", live.revision());
+    assert_eq!(live.staleness(), None);
+    // The snapshot now holds the new cluster's state, at its revision.
+    eventually(WAIT, "the snapshot rebased", || async {
+        snapshot_file(dir.path(), "/config/checkout")
+            .is_some_and(|(_, json)| json["revision"].as_i64() == Some(live.revision()))
+    })
+    .await;
+    second.close().await.unwrap();
+}
+
+/// A value the handle rejects is not what it runs, so it is not what an offline start gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_value_is_not_saved() {
+    let mut server = etcd().await;
+    let dir = tempfile::tempdir().unwrap();
+    seed_checkout(&server);
+    put(&server, "/config/checkout/timeout_secs", "45");
+    let first = Coord::connect(config(&server, dir.path())).await.unwrap();
+    let live = first.live::<Checkout>().await.unwrap();
+    let good = live.revision();
+    saved_at(dir.path(), "/config/checkout", good).await;
+    put(&server, "/config/checkout/timeout_secs", "\"not a number\"");
+    eventually(WAIT, "the bad value is rejected", || async {
+        live.last_error().is_some()
+    })
+    .await;
+    // A good change to a key the handle does not read comes after it: still not saved, as
+    // the struct's keys still hold the rejected value.
+    put(&server, "/config/checkout/unrelated", "1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, json) = snapshot_file(dir.path(), "/config/checkout").unwrap();
+    assert_eq!(json["revision"].as_i64(), Some(good));
+    first.close().await.unwrap();
+
+    server.kill().await.unwrap();
+    let second = Coord::connect(config(&server, dir.path())).await.unwrap();
+    let live = second.live::<Checkout>().await.unwrap();
+    assert_eq!(live.load().timeout_secs, 45);
+    assert!(live.last_error().is_none());
+    second.close().await.unwrap();
+}
+
+/// A snapshot cut short (a crash of something else that wrote it, a full disk) is ignored:
+/// with etcd down the bind fails as if there were none; with etcd up it binds from etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_snapshot_is_ignored() {
+    let mut server = etcd().await;
+    let dir = tempfile::tempdir().unwrap();
+    seed_checkout(&server);
+    let first = Coord::connect(config(&server, dir.path())).await.unwrap();
+    let live = first.live::<Checkout>().await.unwrap();
+    let file = saved_at(dir.path(), "/config/checkout", live.revision()).await;
+    first.close().await.unwrap();
+    server.kill().await.unwrap();
+
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let second = Coord::connect(config(&server, dir.path())).await.unwrap();
+    let error = second.live::<Checkout>().await.unwrap_err();
+    assert!(
+        matches!(error, Error::Unavailable { ref reason, .. } if reason.contains("no usable snapshot of `/config/checkout`")),
+        "{error}"
+    );
+
+    server.restart().await.unwrap();
+    let live = second
+        .live::<Checkout>()
+        .await
+        .expect("with etcd up, it binds from etcd");
+    assert_eq!(live.load().rate_limit.per_second, 10);
+    assert_eq!(live.staleness(), None);
+    // And the bind writes a good snapshot over the cut one.
+    eventually(WAIT, "a good snapshot replaces the cut one", || async {
+        snapshot_file(dir.path(), "/config/checkout").is_some()
+    })
+    .await;
+    second.close().await.unwrap();
+}
+
+/// Another prefix's file under this prefix's name (copied by hand, say) is not trusted, though
+/// it is a well-formed snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_prefixs_snapshot_is_ignored() {
+    let mut server = etcd().await;
+    let dir = tempfile::tempdir().unwrap();
+    seed_checkout(&server);
+    put(&server, "/config/pair/a", "1");
+    put(&server, "/config/pair/b", "1");
+    let first = Coord::connect(config(&server, dir.path())).await.unwrap();
+    let checkout = first.live::<Checkout>().await.unwrap();
+    let pair = first.live::<Pair>().await.unwrap();
+    let checkout_file = saved_at(dir.path(), "/config/checkout", checkout.revision()).await;
+    let pair_file = saved_at(dir.path(), "/config/pair", pair.revision()).await;
+    first.close().await.unwrap();
+    server.kill().await.unwrap();
+
+    std::fs::rename(&pair_file, &checkout_file).unwrap();
+    let second = Coord::connect(config(&server, dir.path())).await.unwrap();
+    let error = second.live::<Checkout>().await.unwrap_err();
+    assert!(
+        matches!(error, Error::Unavailable { ref reason, .. } if reason.contains("no usable snapshot")),
+        "{error}"
+    );
+    // A file of some other program under the name: ignored too.
+    std::fs::write(&checkout_file, br#"{"timeout_secs": 99}"#).unwrap();
+    assert!(second.live::<Checkout>().await.is_err());
+    second.close().await.unwrap();
+}
+
+/// Without a snapshot, a bind while etcd is down fails, and says what was missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_snapshot_live_fails_with_a_clear_error() {
+    let mut server = etcd().await;
+    let dir = tempfile::tempdir().unwrap();
+    server.kill().await.unwrap();
+
+    let coord = Coord::connect(config(&server, dir.path()))
+        .await
+        .expect("with a snapshot dir, connect succeeds while etcd is down");
+    let error = coord.live::<Checkout>().await.unwrap_err();
+    let Error::Unavailable {
+        ref endpoints,
+        ref reason,
+    } = error
+    else {
+        panic!("not Unavailable: {error:?}");
+    };
+    assert!(endpoints.contains(&server.endpoint()), "{endpoints}");
+    assert!(
+        reason.contains("no usable snapshot of `/config/checkout`")
+            && reason.contains(&dir.path().display().to_string()),
+        "{reason}"
+    );
+    coord.close().await.unwrap();
+
+    // Without a snapshot dir, connect itself fails fast, as it always did.
+    let error = Coord::connect(server.client_config()).await.unwrap_err();
+    assert!(matches!(error, Error::Unavailable { .. }), "{error}");
+}
