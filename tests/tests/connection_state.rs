@@ -169,3 +169,36 @@ async fn the_embedded_store_is_connected_until_a_lease_is_lost() {
     coord.config().set("/config/state/value", &5).await.unwrap();
     until_state(&coord, "reconnected").await;
 }
+
+/// A `Coord` started offline (from a snapshot) is `Suspended` from its first failed call, and
+/// `Reconnected` once etcd is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coord_started_offline_is_suspended_until_etcd_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = EtcdServer::start().await.unwrap();
+    let config = server.client_config().with_snapshot_dir(dir.path());
+    {
+        let first = Coord::connect(config.clone()).await.unwrap();
+        first.config().set("/config/state/value", &7).await.unwrap();
+        let live = first.live::<Cfg>().await.unwrap();
+        assert_eq!(live.load().value, 7);
+        // The snapshot is written off the reload path: wait for it.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while std::fs::read_dir(dir.path()).unwrap().count() == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no snapshot written"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        first.close().await.unwrap();
+    }
+    server.kill().await.unwrap();
+
+    let coord = Coord::connect(config).await.unwrap();
+    let live = coord.live::<Cfg>().await.unwrap();
+    assert_eq!(live.load().value, 7);
+    until_state(&coord, "suspended").await;
+    server.restart().await.unwrap();
+    until_state(&coord, "reconnected").await;
+}
