@@ -27,6 +27,9 @@ pub struct Field<'a> {
     pub option: bool,
     /// The doc comment, each line without its leading space, trimmed.
     pub doc: String,
+    /// The key relative to the prefix: `key = "..."`, else the field name (without `r#`) as
+    /// the struct's `rename_all` renames it.
+    key: String,
 }
 
 impl<'a> Input<'a> {
@@ -82,16 +85,25 @@ impl<'a> Input<'a> {
                 return None;
             }
         };
+        let attrs_rename = attrs.rename_all;
         let fields = fields
             .iter()
             .filter_map(|field| {
                 // A named field always has an ident; the filter only avoids an unwrap.
+                let ident = field.ident.as_ref()?;
+                let attrs = attr::Field::from_attrs(cx, &field.attrs);
+                let key = match (&attrs.key, attrs_rename) {
+                    (Some(key), _) => key.value(),
+                    (None, Some(rule)) => rule.apply_to_field(&ident.unraw().to_string()),
+                    (None, None) => ident.unraw().to_string(),
+                };
                 Some(Field {
-                    ident: field.ident.as_ref()?,
+                    ident,
                     ty: &field.ty,
-                    attrs: attr::Field::from_attrs(cx, &field.attrs),
+                    attrs,
                     option: is_option(&field.ty),
                     doc: doc_comment(&field.attrs),
+                    key,
                 })
             })
             .collect();
@@ -107,12 +119,10 @@ impl<'a> Input<'a> {
 }
 
 impl Field<'_> {
-    /// The key relative to the prefix: `key = "..."`, else the field name (without `r#`).
+    /// The key relative to the prefix: `key = "..."` wins over `rename_all`, which renames
+    /// the field name (without `r#`).
     pub fn key(&self) -> String {
-        match &self.attrs.key {
-            Some(key) => key.value(),
-            None => self.ident.unraw().to_string(),
-        }
+        self.key.clone()
     }
 
     /// Where to point at the key: the `key = "..."` string, else the field name.

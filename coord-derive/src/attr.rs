@@ -11,8 +11,9 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{Attribute, Expr, LitStr, Meta};
 
+use crate::case::RenameRule;
 use crate::ctxt::Ctxt;
-use crate::symbol::{DEFAULT, KEY, PREFIX, VALIDATE};
+use crate::symbol::{Symbol, ALIAS, DEFAULT, KEY, PREFIX, RENAME_ALL, VALIDATE};
 
 /// The struct's attributes.
 #[derive(Default)]
@@ -24,6 +25,8 @@ pub struct Container {
     pub validate: Option<syn::Path>,
     /// `crate = "path::to::coord"`, as written; `check.rs` parses it as a path.
     pub crate_path: Option<LitStr>,
+    /// `rename_all = "kebab-case"`: how a field without `key = "..."` names its key.
+    pub rename_all: Option<RenameRule>,
 }
 
 pub struct Prefix {
@@ -41,6 +44,11 @@ pub struct Field {
     pub nested: Option<Span>,
     /// `map`: the field's entries are the keys under `{key}/`.
     pub map: Option<Span>,
+    /// Each `alias = "..."`, in the order written: older keys read when the key is missing.
+    pub aliases: Vec<LitStr>,
+    /// `validate = "path::to::fn"` with `fn(&FieldType) -> Result<(), String>`, parsed; its
+    /// tokens carry the string's span.
+    pub validate: Option<syn::Path>,
 }
 
 /// `default` (the type's `Default`) or `default = EXPR`.
@@ -62,6 +70,7 @@ struct RawContainer {
     validate: Option<LitStr>,
     #[darling(rename = "crate")]
     crate_path: Option<LitStr>,
+    rename_all: Option<LitStr>,
 }
 
 #[derive(FromAttributes)]
@@ -72,6 +81,9 @@ struct RawField {
     secret: Flag,
     nested: Flag,
     map: Flag,
+    #[darling(multiple, rename = "alias")]
+    aliases: Vec<LitStr>,
+    validate: Option<LitStr>,
 }
 
 impl FromMeta for DefaultAttr {
@@ -107,8 +119,11 @@ impl Container {
         };
         Container {
             prefix: raw.prefix.and_then(|lit| parse_prefix(cx, &lit)),
-            validate: raw.validate.and_then(|lit| parse_validate(cx, &lit)),
+            validate: raw
+                .validate
+                .and_then(|lit| parse_validate(cx, &lit, "&Self")),
             crate_path: raw.crate_path,
+            rename_all: raw.rename_all.and_then(|lit| parse_rename_all(cx, &lit)),
         }
     }
 }
@@ -123,7 +138,10 @@ impl Field {
             }
         };
         if let Some(key) = &raw.key {
-            check_key(cx, key);
+            check_key(cx, key, KEY);
+        }
+        for alias in &raw.aliases {
+            check_key(cx, alias, ALIAS);
         }
         Field {
             key: raw.key,
@@ -131,6 +149,10 @@ impl Field {
             secret: raw.secret.is_present().then(|| raw.secret.span()),
             nested: raw.nested.is_present().then(|| raw.nested.span()),
             map: raw.map.is_present().then(|| raw.map.span()),
+            aliases: raw.aliases,
+            validate: raw
+                .validate
+                .and_then(|lit| parse_validate(cx, &lit, "&FieldType")),
         }
     }
 }
@@ -164,7 +186,8 @@ fn parse_prefix(cx: &Ctxt, lit: &LitStr) -> Option<Prefix> {
     })
 }
 
-fn parse_validate(cx: &Ctxt, lit: &LitStr) -> Option<syn::Path> {
+/// `argument` is what the function takes, for the message: `&Self` or `&FieldType`.
+fn parse_validate(cx: &Ctxt, lit: &LitStr, argument: &str) -> Option<syn::Path> {
     match lit.parse::<syn::Path>() {
         Ok(path) => Some(path),
         Err(_) => {
@@ -173,7 +196,7 @@ fn parse_validate(cx: &Ctxt, lit: &LitStr) -> Option<syn::Path> {
                 format!(
                     "#[coord({VALIDATE} = ...)] must name a function as a path in a string, \
                      e.g. {VALIDATE} = \"path::to::check\", where \
-                     fn check(&Self) -> Result<(), String>"
+                     fn check({argument}) -> Result<(), String>"
                 ),
             );
             None
@@ -181,7 +204,22 @@ fn parse_validate(cx: &Ctxt, lit: &LitStr) -> Option<syn::Path> {
     }
 }
 
-fn check_key(cx: &Ctxt, lit: &LitStr) {
+fn parse_rename_all(cx: &Ctxt, lit: &LitStr) -> Option<RenameRule> {
+    let rule = RenameRule::from_name(&lit.value());
+    if rule.is_none() {
+        cx.error_at(
+            lit.span(),
+            format!(
+                "unknown case in #[coord({RENAME_ALL} = ...)]; expected one of {}",
+                RenameRule::names()
+            ),
+        );
+    }
+    rule
+}
+
+/// `what` is the attribute the key was given by (`key` or `alias`), for the message.
+fn check_key(cx: &Ctxt, lit: &LitStr, what: Symbol) {
     let key = lit.value();
     let problem = if key.is_empty() {
         "is empty"
@@ -192,5 +230,5 @@ fn check_key(cx: &Ctxt, lit: &LitStr) {
     } else {
         return;
     };
-    cx.error_at(lit.span(), format!("#[coord({KEY} = ...)] {problem}"));
+    cx.error_at(lit.span(), format!("#[coord({what} = ...)] {problem}"));
 }

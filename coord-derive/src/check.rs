@@ -8,12 +8,13 @@ use syn::Type;
 use crate::ast::Input;
 use crate::attr;
 use crate::ctxt::Ctxt;
-use crate::symbol::{CRATE, DEFAULT, MAP, NESTED, SECRET, SECRET_TYPE};
+use crate::symbol::{ALIAS, CRATE, DEFAULT, KEY, MAP, NESTED, SECRET, SECRET_TYPE};
 
 pub fn check(cx: &Ctxt, input: &Input) {
     check_nested(cx, input);
     check_maps(cx, input);
     check_secret_types(cx, input);
+    check_aliases(cx, input);
     check_unique_keys(cx, input);
 }
 
@@ -143,6 +144,37 @@ fn map_type(ty: &Type) -> Result<(), (proc_macro2::Span, &'static str)> {
     }
 }
 
+/// An alias is an older name of one key. A nested struct or a map is many keys under `{key}/`,
+/// where "the first name that is present" would mix two halves of a move made key by key.
+fn check_aliases(cx: &Ctxt, input: &Input) {
+    for field in &input.fields {
+        let (kind, instead) = if field.attrs.map.is_some() {
+            (
+                MAP,
+                "an entry's struct fields may have aliases (#[coord(map, nested)])",
+            )
+        } else if field.attrs.nested.is_some() {
+            (
+                NESTED,
+                "give the aliases to the nested struct's fields instead",
+            )
+        } else {
+            continue;
+        };
+        for alias in &field.attrs.aliases {
+            cx.error_at(
+                alias.span(),
+                format!(
+                    "#[coord({ALIAS})] cannot be used on a #[coord({kind})] field: its value is \
+                     the keys under `{}/`, not one key, so it has no single older key to read; \
+                     {instead}",
+                    field.key()
+                ),
+            );
+        }
+    }
+}
+
 fn check_secret_types(cx: &Ctxt, input: &Input) {
     for field in &input.fields {
         if field.attrs.secret.is_some()
@@ -175,20 +207,58 @@ fn is_secret(ty: &Type) -> bool {
     }
 }
 
+/// Every key a field reads, its own and its aliases, belongs to that field alone: two fields
+/// reading one key would each take the other's value. The error is at the later claim.
 fn check_unique_keys(cx: &Ctxt, input: &Input) {
-    let mut seen = BTreeMap::new();
+    // Who claimed a key first, and whether as its key (`true`) or as an alias.
+    let mut seen: BTreeMap<String, (&syn::Ident, bool)> = BTreeMap::new();
+    let claimed_by = |(first, as_key): (&syn::Ident, bool)| {
+        if as_key {
+            format!("field `{first}` is already stored under it")
+        } else {
+            format!("field `{first}` already reads it as an alias")
+        }
+    };
     for field in &input.fields {
         let key = field.key();
         match seen.get(&key) {
-            Some(first) => cx.error_at(
+            Some(&first) => cx.error_at(
                 field.key_span(),
                 format!(
-                    "duplicate key `{key}`: field `{first}` is already stored under it; give \
-                     one of them another #[coord(key = \"...\")]"
+                    "duplicate key `{key}`: {}; give one of them another \
+                     #[coord({KEY} = \"...\")]",
+                    claimed_by(first)
                 ),
             ),
             None => {
-                seen.insert(key, field.ident);
+                seen.insert(key.clone(), (field.ident, true));
+            }
+        }
+        for alias in &field.attrs.aliases {
+            let name = alias.value();
+            if name == key {
+                cx.error_at(
+                    alias.span(),
+                    format!(
+                        "#[coord({ALIAS} = \"{name}\")] is field `{}`'s own key; an alias names \
+                         an older key, read while the key is missing",
+                        field.ident
+                    ),
+                );
+                continue;
+            }
+            match seen.get(&name) {
+                Some(&first) => cx.error_at(
+                    alias.span(),
+                    format!(
+                        "duplicate key `{name}`: {}; an alias must be a key no other field \
+                         or alias reads",
+                        claimed_by(first)
+                    ),
+                ),
+                None => {
+                    seen.insert(name, (field.ident, false));
+                }
             }
         }
     }

@@ -207,9 +207,14 @@ fn field_info(field: &Field, krate: &syn::Path) -> TokenStream {
         None
     };
     let schema = json_schema(&quote!(#ty), krate);
+    let aliases = (!field.attrs.aliases.is_empty()).then(|| {
+        let aliases = &field.attrs.aliases;
+        quote!(.with_aliases(&[#(#aliases),*]))
+    });
     quote! {
         __fields.push(
-            #krate::config::FieldInfo::new(#key, #type_name, #doc) #secret #default #schema
+            #krate::config::FieldInfo::new(#key, #type_name, #doc)
+                #secret #default #aliases #schema
         );
     }
 }
@@ -252,24 +257,50 @@ fn read(field: &Field, krate: &syn::Path) -> TokenStream {
                 ),
             }
         }
-    } else if field.attrs.default.is_some() {
-        let name = default_fn_ident(field);
-        quote_spanned! {ty.span()=>
-            #krate::config::Source::get_or_else::<#ty>(__source, #key, Self::#name)
-        }
-    } else if field.option {
-        // As serde does for an absent `Option` field: missing means `None`.
-        quote_spanned! {ty.span()=>
-            #krate::config::Source::get_or_else::<#ty>(
-                __source,
-                #key,
-                || ::core::option::Option::None,
-            )
-        }
     } else {
-        quote_spanned!(ty.span()=> #krate::config::Source::get::<#ty>(__source, #key))
+        // The key to read: the field's own, or the first alias stored while it is missing.
+        let read_key = if field.attrs.aliases.is_empty() {
+            quote!(#key)
+        } else {
+            let aliases = &field.attrs.aliases;
+            quote!(#krate::config::Source::resolve(__source, #key, &[#(#aliases),*]))
+        };
+        if field.attrs.default.is_some() {
+            let name = default_fn_ident(field);
+            quote_spanned! {ty.span()=>
+                #krate::config::Source::get_or_else::<#ty>(__source, #read_key, Self::#name)
+            }
+        } else if field.option {
+            // As serde does for an absent `Option` field: missing means `None`.
+            quote_spanned! {ty.span()=>
+                #krate::config::Source::get_or_else::<#ty>(
+                    __source,
+                    #read_key,
+                    || ::core::option::Option::None,
+                )
+            }
+        } else {
+            quote_spanned!(ty.span()=> #krate::config::Source::get::<#ty>(__source, #read_key))
+        }
     };
-    quote!(#ident: #value?,)
+    match &field.attrs.validate {
+        // The check runs on whatever the field holds, read, aliased or defaulted, as the
+        // struct's own `validate` sees it. A plain call, so `&String` coerces to a `fn(&str)`
+        // as in any call; spanned at the string, so a wrong signature is an error there.
+        Some(path) => {
+            let check = quote_spanned! {path.span()=>
+                let __check: ::core::result::Result<(), ::std::string::String> = #path(&__field);
+            };
+            quote! {
+                #ident: {
+                    let __field: #ty = #value?;
+                    #check
+                    #krate::config::Source::validated_field(__source, #key, __field, __check)?
+                },
+            }
+        }
+        None => quote!(#ident: #value?,),
+    }
 }
 
 fn write(field: &Field, krate: &syn::Path) -> TokenStream {

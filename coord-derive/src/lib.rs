@@ -7,6 +7,7 @@
 
 mod ast;
 mod attr;
+mod case;
 mod check;
 mod ctxt;
 mod expand;
@@ -29,6 +30,12 @@ use syn::{parse_macro_input, DeriveInput};
 /// - `#[coord(crate = "path::to::coord")]`: the path generated code names the coord crate by,
 ///   for crates that use coord through a re-export (`crate = "my_platform::coord"`), as
 ///   `#[serde(crate = "...")]` does. Default `::coord`.
+/// - `#[coord(rename_all = "kebab-case")]`: the key of each field without `key = "..."` is its
+///   name in that case, as `#[serde(rename_all = "...")]` renames it: `"lowercase"`,
+///   `"UPPERCASE"`, `"PascalCase"`, `"camelCase"`, `"snake_case"`, `"SCREAMING_SNAKE_CASE"`,
+///   `"kebab-case"` or `"SCREAMING-KEBAB-CASE"`. Nested and map fields' keys too (not the keys
+///   inside them: a nested struct has its own `rename_all`), and not aliases, which are keys as
+///   written.
 ///
 /// # Field attributes
 ///
@@ -48,6 +55,19 @@ use syn::{parse_macro_input, DeriveInput};
 ///   A bad entry keeps the last good value and names its key; `publish` writes the whole map
 ///   and deletes stored entries it does not have.
 ///   `coord::config::Map` has an example of both.
+/// - `#[coord(alias = "old-key")]`, repeatable: an older key of the field, for moving a key
+///   without a flag day. The field reads the first of its key and its aliases (in the order
+///   written) that is stored, its own key first; a change of an alias reloads a running `Live`
+///   like a change of the key. Reading an alias logs a warning once per process for each full
+///   alias key. `publish` writes only the key and leaves the alias alone (instances still
+///   running the old version read it), and `seed_defaults` seeds no default over a field still
+///   stored under an alias. One segment, like `key`; no two fields may read one key or alias.
+///   Not on a `nested` or `map` field, whose value is many keys: alias their inner fields.
+/// - `#[coord(validate = "path::to::check")]` with `fn check(&FieldType) -> Result<(), String>`
+///   (or any function a `&FieldType` coerces to, such as `fn(&str)` for a `String`):
+///   runs on the field's value (read, aliased or defaulted) wherever the struct's own
+///   `validate` runs (bind, every reload, `publish`), before it; a refusal is
+///   `coord::Error::Invalid` naming the field's full key.
 ///
 /// # `Option` fields
 ///
@@ -57,6 +77,40 @@ use syn::{parse_macro_input, DeriveInput};
 /// JSON `null`. `publish` writes `None` as JSON `null`, which reads back as `None`. The type is
 /// recognized by how it is written, as serde does: a type alias of `Option` is not seen through
 /// and such a field stays required (add `#[coord(default)]` to it).
+///
+/// # Examples
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use coord::config::{CoordConfig, Source};
+///
+/// fn at_most_a_minute(secs: &u64) -> Result<(), String> {
+///     if *secs > 60 {
+///         return Err(format!("{secs} s is more than a minute"));
+///     }
+///     Ok(())
+/// }
+///
+/// #[derive(coord::CoordConfig, Debug, PartialEq)]
+/// #[coord(prefix = "/config/checkout", rename_all = "kebab-case")]
+/// struct Checkout {
+///     // Key `timeout-secs`; still read from `timeout` while that is the only one stored.
+///     #[coord(alias = "timeout", validate = "at_most_a_minute")]
+///     timeout_secs: u64,
+///     // `key` wins over `rename_all`.
+///     #[coord(key = "RETRIES", default = 3)]
+///     retries: u32,
+/// }
+///
+/// let values = BTreeMap::from([("/config/checkout/timeout".to_string(), b"20".to_vec())]);
+/// let checkout = Checkout::from_source(&Source::new("/config/checkout", &values))?;
+/// assert_eq!(checkout, Checkout { timeout_secs: 20, retries: 3 });
+///
+/// let too_long = BTreeMap::from([("/config/checkout/timeout-secs".to_string(), b"90".to_vec())]);
+/// let err = Checkout::from_source(&Source::new("/config/checkout", &too_long)).unwrap_err();
+/// assert!(matches!(err, coord::Error::Invalid { key, .. } if key == "/config/checkout/timeout-secs"));
+/// # Ok::<(), coord::Error>(())
+/// ```
 #[proc_macro_derive(CoordConfig, attributes(coord))]
 pub fn derive_coord_config(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

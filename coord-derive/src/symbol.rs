@@ -19,6 +19,8 @@ pub const DEFAULT: Symbol = Symbol("default");
 pub const SECRET: Symbol = Symbol("secret");
 pub const NESTED: Symbol = Symbol("nested");
 pub const MAP: Symbol = Symbol("map");
+pub const RENAME_ALL: Symbol = Symbol("rename_all");
+pub const ALIAS: Symbol = Symbol("alias");
 /// The last path segment a `#[coord(secret)]` field's type must have.
 pub const SECRET_TYPE: Symbol = Symbol("Secret");
 

@@ -278,7 +278,8 @@ impl ConfigCenter {
     }
 
     /// Writes the default of every field of `T` whose key does not exist yet, in one
-    /// transaction; existing keys are left alone. Returns the keys written.
+    /// transaction; existing keys are left alone, and so is a field whose value is still
+    /// stored under one of its aliases. Returns the keys written.
     pub async fn seed_defaults<T: HasPrefix>(&self) -> Result<Vec<String>> {
         let prefix = T::PREFIX.ok_or_else(|| {
             Error::invalid_argument(
@@ -301,7 +302,12 @@ impl ConfigCenter {
                     continue;
                 };
                 let key = format!("{prefix}/{}", field.key);
-                if existing.contains(&key) {
+                // A value under an alias is the field's value until it is moved; a default
+                // under the key would shadow it.
+                let stored = std::iter::once(&field.key)
+                    .chain(&field.aliases)
+                    .any(|key| existing.contains(&format!("{prefix}/{key}")));
+                if stored {
                     continue;
                 }
                 batch = batch.expect_version(&key, 0).set(&key, &default)?;

@@ -346,10 +346,10 @@ impl<T: CoordConfig> Live<T> {
     }
 }
 
-/// What a `T` was last built from: the snapshot's shared `Arc` for each single-value key, in
-/// `T::fields()` order, and the revision seen last. A snapshot whose values for these keys are
-/// the same `Arc`s, and whose change log shows nothing under a map field since that revision,
-/// builds the same struct, whatever else changed under the prefix.
+/// What a `T` was last built from: the snapshot's shared `Arc` for each single-value key and
+/// each of its aliases, in `T::fields()` order, and the revision seen last. A snapshot whose
+/// values for these keys are the same `Arc`s, and whose change log shows nothing under a map
+/// field since that revision, builds the same struct, whatever else changed under the prefix.
 struct Inputs {
     keys: Vec<String>,
     values: Vec<Option<RawValue>>,
@@ -368,6 +368,14 @@ impl Inputs {
                 maps.push(format!("{prefix}/{}/", field.key));
             } else {
                 keys.push(format!("{prefix}/{}", field.key));
+                // A field read from an alias changes when the alias does (or when the key
+                // appears and takes over).
+                keys.extend(
+                    field
+                        .aliases
+                        .iter()
+                        .map(|alias| format!("{prefix}/{alias}")),
+                );
             }
         }
         let values = keys

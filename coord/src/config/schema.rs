@@ -6,7 +6,8 @@
 //! `seed_defaults`) only talks to this trait.
 //!
 //! The generated code is short: it calls the helpers here ([`Source::get`],
-//! [`Source::get_or_else`], [`Source::at`], [`Source::validated`], [`FieldInfo::new`],
+//! [`Source::get_or_else`], [`Source::resolve`] for aliases, [`Source::at`],
+//! [`Source::validated`], [`Source::validated_field`], [`FieldInfo::new`],
 //! [`FieldInfo::nested`], [`encode`], [`encode_nested`]), which a hand-written impl can use
 //! as well.
 
@@ -136,6 +137,10 @@ pub struct FieldInfo {
     /// `schema` feature is on and the type implements `schemars::JsonSchema`; the derive
     /// attaches it. `None` for a nested map, whose entry fields carry their own.
     pub json_schema: Option<serde_json::Value>,
+    /// Older keys of the field (`#[coord(alias = "...")]`), relative to the prefix like
+    /// [`key`](Self::key), in the order they are tried after it. A running `Live` reloads when
+    /// any of them changes; `publish` writes only `key`.
+    pub aliases: Vec<String>,
 }
 
 /// What the key of a [`FieldInfo`] holds.
@@ -179,6 +184,7 @@ impl FieldInfo {
             secret: false,
             kind: FieldKind::Value,
             json_schema: None,
+            aliases: Vec::new(),
         }
     }
 
@@ -226,6 +232,14 @@ impl FieldInfo {
         self
     }
 
+    /// The field's older keys, tried in order when its key is missing (see
+    /// [`Source::resolve`]).
+    #[must_use]
+    pub fn with_aliases(mut self, aliases: &[&str]) -> Self {
+        self.aliases = aliases.iter().map(|alias| (*alias).to_owned()).collect();
+        self
+    }
+
     /// Attaches the JSON Schema of the value (of one entry, for a map), or none.
     #[must_use]
     pub fn with_json_schema(mut self, schema: Option<serde_json::Value>) -> Self {
@@ -240,6 +254,9 @@ impl FieldInfo {
             .into_iter()
             .map(|mut field| {
                 field.key = join(key, &field.key);
+                for alias in &mut field.aliases {
+                    *alias = join(key, alias);
+                }
                 field
             })
             .collect()
@@ -250,6 +267,9 @@ impl FieldInfo {
         !self.has_default
     }
 }
+
+/// The full alias keys whose use [`Source::resolve`] has logged.
+static ALIASES_LOGGED: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
 
 /// The raw values under one prefix, as the derive's generated `from_source` reads them.
 #[derive(Clone, Debug)]
@@ -375,6 +395,51 @@ impl<'a> Source<'a> {
         }
     }
 
+    /// The key a field with older names reads: `key` if it is stored, else the first of
+    /// `aliases` that is, else `key` (so a missing key is reported, or defaulted, by its new
+    /// name). Reading an alias is logged as a warning once per process for each full alias key,
+    /// however many handles and reloads read it: an operator learns that the key still has to
+    /// be moved without a warning on every reload.
+    pub fn resolve<'k>(&self, key: &'k str, aliases: &[&'k str]) -> &'k str {
+        if self.raw(key).is_some() {
+            return key;
+        }
+        let Some(alias) = aliases.iter().find(|alias| self.raw(alias).is_some()) else {
+            return key;
+        };
+        let full = self.full_key(alias);
+        if crate::sync::lock(&ALIASES_LOGGED).insert(full.clone()) {
+            tracing::warn!(
+                key = %self.full_key(key),
+                alias = %full,
+                "config key read from its alias (an older name); write the value under the key \
+                 (publish does) to finish the move"
+            );
+        }
+        alias
+    }
+
+    /// Hands back a field's value if its `#[coord(validate = "...")]` check, run on that
+    /// value, passed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming the field's full key, with the check's message as the reason.
+    pub fn validated_field<T>(
+        &self,
+        key: &str,
+        value: T,
+        check: std::result::Result<(), String>,
+    ) -> Result<T> {
+        match check {
+            Ok(()) => Ok(value),
+            Err(reason) => Err(Error::Invalid {
+                key: self.full_key(key),
+                reason,
+            }),
+        }
+    }
+
     /// Decodes a required key.
     ///
     /// # Errors
@@ -425,7 +490,11 @@ impl<'a> Source<'a> {
     pub fn unknown_keys(&self, fields: &[FieldInfo]) -> Vec<&'a str> {
         let (maps, values): (Vec<&FieldInfo>, Vec<&FieldInfo>) =
             fields.iter().partition(|f| f.kind.is_map());
-        let known: BTreeSet<String> = values.iter().map(|f| self.full_key(&f.key)).collect();
+        let known: BTreeSet<String> = values
+            .iter()
+            .flat_map(|f| std::iter::once(&f.key).chain(&f.aliases))
+            .map(|key| self.full_key(key))
+            .collect();
         let maps: Vec<String> = maps
             .iter()
             .map(|f| format!("{}/", self.full_key(&f.key)))
