@@ -1155,17 +1155,22 @@ async fn report_status(coord: &Coord, prefix: &str, name: &str, revision: i64) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rollout_wait_spins_on_a_terminal_stderr_and_clears_the_line_when_done() {
-    let env = env().await;
-    let prefix = "/config/spin";
+/// Makes release 1 of `prefix` through the CLI; returns the revision it took effect at.
+async fn release_one(env: &Env, prefix: &str) -> i64 {
     let dir = tempfile::tempdir().unwrap();
     let values = dir.path().join("v.json");
     std::fs::write(&values, r#"{"timeout_secs": 12}"#).unwrap();
     env.ctl_ok(&["config", "release", prefix, "-f", path_text(&values)])
         .await;
     let history = env.ctl_json(&["config", "history", prefix]).await;
-    let revision = history[0]["revision"].as_i64().unwrap();
+    history[0]["revision"].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_wait_spins_on_a_terminal_stderr_and_clears_the_line_when_done() {
+    let env = env().await;
+    let prefix = "/config/spin";
+    let revision = release_one(&env, prefix).await;
     // An instance still on the config before release 1 keeps the wait going.
     report_status(&env.coord, prefix, "slow-1", revision - 1).await;
 
@@ -1229,13 +1234,7 @@ async fn rollout_wait_spins_on_a_terminal_stderr_and_clears_the_line_when_done()
 async fn rollout_wait_with_json_output_draws_no_spinner_even_on_a_terminal() {
     let env = env().await;
     let prefix = "/config/nospin";
-    let dir = tempfile::tempdir().unwrap();
-    let values = dir.path().join("v.json");
-    std::fs::write(&values, r#"{"timeout_secs": 12}"#).unwrap();
-    env.ctl_ok(&["config", "release", prefix, "-f", path_text(&values)])
-        .await;
-    let history = env.ctl_json(&["config", "history", prefix]).await;
-    let revision = history[0]["revision"].as_i64().unwrap();
+    let revision = release_one(&env, prefix).await;
     report_status(&env.coord, prefix, "slow-1", revision - 1).await;
 
     // The instance never catches up: the command waits its whole timeout, time enough for
