@@ -13,7 +13,7 @@ use syn::{Attribute, Expr, LitStr, Meta};
 
 use crate::case::RenameRule;
 use crate::ctxt::Ctxt;
-use crate::symbol::{Symbol, ALIAS, DEFAULT, KEY, PREFIX, RENAME_ALL, VALIDATE};
+use crate::symbol::{Symbol, ALIAS, DEFAULT, ENV, KEY, PREFIX, RENAME_ALL, VALIDATE};
 
 /// The struct's attributes.
 #[derive(Default)]
@@ -49,6 +49,8 @@ pub struct Field {
     /// `validate = "path::to::fn"` with `fn(&FieldType) -> Result<(), String>`, parsed; its
     /// tokens carry the string's span.
     pub validate: Option<syn::Path>,
+    /// `env = "VAR"`: an environment variable whose value overrides the stored one.
+    pub env: Option<LitStr>,
 }
 
 /// `default` (the type's `Default`) or `default = EXPR`.
@@ -84,6 +86,7 @@ struct RawField {
     #[darling(multiple, rename = "alias")]
     aliases: Vec<LitStr>,
     validate: Option<LitStr>,
+    env: Option<LitStr>,
 }
 
 impl FromMeta for DefaultAttr {
@@ -143,6 +146,9 @@ impl Field {
         for alias in &raw.aliases {
             check_key(cx, alias, ALIAS);
         }
+        if let Some(var) = &raw.env {
+            check_env_name(cx, var);
+        }
         Field {
             key: raw.key,
             default: raw.default,
@@ -153,7 +159,29 @@ impl Field {
             validate: raw
                 .validate
                 .and_then(|lit| parse_validate(cx, &lit, "&FieldType")),
+            env: raw.env,
         }
+    }
+}
+
+/// An environment variable's name as a shell can set it: letters, digits and `_`, not
+/// starting with a digit (what `export NAME=...` accepts).
+fn check_env_name(cx: &Ctxt, lit: &LitStr) {
+    let name = lit.value();
+    let problem = if name.is_empty() {
+        Some("is empty")
+    } else if name.starts_with(|c: char| c.is_ascii_digit()) {
+        Some("starts with a digit")
+    } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Some("holds a character other than ASCII letters, digits and `_`")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        cx.error_at(
+            lit.span(),
+            format!("#[coord({ENV} = \"{name}\")]: the variable name {problem}"),
+        );
     }
 }
 

@@ -8,13 +8,14 @@ use syn::Type;
 use crate::ast::Input;
 use crate::attr;
 use crate::ctxt::Ctxt;
-use crate::symbol::{ALIAS, CRATE, DEFAULT, KEY, MAP, NESTED, SECRET, SECRET_TYPE};
+use crate::symbol::{ALIAS, CRATE, DEFAULT, ENV, KEY, MAP, NESTED, SECRET, SECRET_TYPE};
 
 pub fn check(cx: &Ctxt, input: &Input) {
     check_nested(cx, input);
     check_maps(cx, input);
     check_secret_types(cx, input);
     check_aliases(cx, input);
+    check_env(cx, input);
     check_unique_keys(cx, input);
 }
 
@@ -171,6 +172,47 @@ fn check_aliases(cx: &Ctxt, input: &Input) {
                     field.key()
                 ),
             );
+        }
+    }
+}
+
+/// An environment override replaces one value; a nested struct or a map is many keys (give
+/// the override to a field of the nested struct). Two fields overridden by one variable would
+/// take one text as two values: a mistake.
+fn check_env(cx: &Ctxt, input: &Input) {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for field in &input.fields {
+        let Some(var) = &field.attrs.env else {
+            continue;
+        };
+        if field.attrs.map.is_some() || field.attrs.nested.is_some() {
+            let kind = if field.attrs.map.is_some() {
+                MAP
+            } else {
+                NESTED
+            };
+            cx.error_at(
+                var.span(),
+                format!(
+                    "#[coord({ENV})] cannot be used on a #[coord({kind})] field: its value is the \
+                     keys under `{}/`, not one value; give the override to a field of the \
+                     struct inside",
+                    field.key()
+                ),
+            );
+            continue;
+        }
+        let name = var.value();
+        let ident = field.ident.to_string();
+        match seen.iter().find(|(other, _)| *other == name) {
+            Some((_, first)) => cx.error_at(
+                var.span(),
+                format!(
+                    "#[coord({ENV} = \"{name}\")] already overrides field `{first}`; one \
+                     variable overrides one field"
+                ),
+            ),
+            None => seen.push((name, ident)),
         }
     }
 }

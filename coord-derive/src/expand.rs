@@ -283,6 +283,19 @@ fn read(field: &Field, krate: &syn::Path) -> TokenStream {
             quote_spanned!(ty.span()=> #krate::config::Source::get::<#ty>(__source, #read_key))
         }
     };
+    // An environment override wins over whatever the store holds, at every build.
+    let value = match &field.attrs.env {
+        Some(var) => quote_spanned! {ty.span()=>
+            match #krate::config::env_override::<#ty>(#var) {
+                ::core::result::Result::Ok(::core::option::Option::Some(__value)) => {
+                    ::core::result::Result::Ok(__value)
+                }
+                ::core::result::Result::Ok(::core::option::Option::None) => #value,
+                ::core::result::Result::Err(__error) => ::core::result::Result::Err(__error),
+            }
+        },
+        None => value,
+    };
     match &field.attrs.validate {
         // The check runs on whatever the field holds, read, aliased or defaulted, as the
         // struct's own `validate` sees it. A plain call, so `&String` coerces to a `fn(&str)`

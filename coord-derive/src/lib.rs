@@ -68,6 +68,14 @@ use syn::{parse_macro_input, DeriveInput};
 ///   runs on the field's value (read, aliased or defaulted) wherever the struct's own
 ///   `validate` runs (bind, every reload, `publish`), before it; a refusal is
 ///   `coord::Error::Invalid` naming the field's full key.
+/// - `#[coord(env = "CHECKOUT_TIMEOUT_SECS")]`: an environment override. While the variable is
+///   set, its text is the field's value at every build (bind and every reload), over the
+///   stored value, its aliases and its default: read as JSON (`45`, `true`, `{"a":1}`), or,
+///   for a type a plain string decodes into (a `String`), as that string. A text that is
+///   neither is `coord::Error::Invalid` naming `$CHECKOUT_TIMEOUT_SECS`, so the bind fails
+///   rather than run on a value nobody meant. `publish` of a struct built this way writes the
+///   override like any value. A shell name (letters, digits, `_`); one variable per field;
+///   not on `nested` / `map` fields (override their inner fields).
 ///
 /// # `Option` fields
 ///

@@ -21,6 +21,7 @@ pub const NESTED: Symbol = Symbol("nested");
 pub const MAP: Symbol = Symbol("map");
 pub const RENAME_ALL: Symbol = Symbol("rename_all");
 pub const ALIAS: Symbol = Symbol("alias");
+pub const ENV: Symbol = Symbol("env");
 /// The last path segment a `#[coord(secret)]` field's type must have.
 pub const SECRET_TYPE: Symbol = Symbol("Secret");
 

@@ -376,7 +376,54 @@ fn a_field_validate_runs_beside_the_struct_validate() {
     );
 }
 
+/// Overridden by variables this file alone sets, always to the same values (the tests of both
+/// backends run at once).
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+#[coord(prefix = "/config/overridden")]
+struct Overridden {
+    #[coord(default = 30, env = "COORD_TEST_OVERRIDDEN_TIMEOUT")]
+    timeout_secs: u64,
+    /// Not JSON in the variable: read as the plain string.
+    #[coord(env = "COORD_TEST_OVERRIDDEN_REGION")]
+    region: String,
+    #[coord(default = 1)]
+    other: u64,
+}
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+#[coord(prefix = "/config/badly_overridden")]
+struct BadlyOverridden {
+    #[coord(default = 30, env = "COORD_TEST_BAD_TIMEOUT")]
+    timeout_secs: u64,
+}
+
+fn set_overrides() {
+    std::env::set_var("COORD_TEST_OVERRIDDEN_TIMEOUT", "45");
+    std::env::set_var("COORD_TEST_OVERRIDDEN_REGION", "eu-west");
+    std::env::set_var("COORD_TEST_BAD_TIMEOUT", "soon");
+}
+
+#[test]
+fn an_env_override_wins_over_the_stored_value_and_a_bad_one_names_the_variable() {
+    set_overrides();
+    let built = build::<Overridden>(
+        "/config/overridden",
+        &[("timeout_secs", json!(10)), ("region", json!("us-east"))],
+    )
+    .unwrap();
+    assert_eq!((built.timeout_secs, built.region.as_str()), (45, "eu-west"));
+    // A required field with nothing stored is satisfied by its variable.
+    let built = build::<Overridden>("/config/overridden", &[]).unwrap();
+    assert_eq!((built.timeout_secs, built.region.as_str()), (45, "eu-west"));
+    assert_invalid_at(
+        build::<BadlyOverridden>("/config/badly_overridden", &[]),
+        "$COORD_TEST_BAD_TIMEOUT",
+        "soon",
+    );
+}
+
 on_both_backends!(cases:
+    an_env_override_holds_through_bind_and_reload,
     rename_all_round_trips_through_publish_and_live,
     a_live_field_follows_its_alias_until_its_key_is_written,
     publish_writes_the_new_key_and_leaves_the_alias_alone,
@@ -402,6 +449,33 @@ mod cases {
             out.insert(key, value);
         }
         out
+    }
+
+    pub async fn an_env_override_holds_through_bind_and_reload(b: &Backend) {
+        set_overrides();
+        put(b, "/config/overridden/timeout_secs", json!(10)).await;
+        put(b, "/config/overridden/region", json!("us-east")).await;
+        let live = b.coord.live::<Overridden>().await.unwrap();
+        assert_eq!(
+            (live.load().timeout_secs, live.load().region.as_str()),
+            (45, "eu-west")
+        );
+        // A reload (another field moved) builds again: the overrides still win.
+        put(b, "/config/overridden/other", json!(2)).await;
+        eventually(WAIT, "the other field reloads", || async {
+            live.load().other == 2
+        })
+        .await;
+        assert_eq!(
+            (live.load().timeout_secs, live.load().region.as_str()),
+            (45, "eu-west")
+        );
+        // A bad override fails the bind, naming the variable.
+        let error = b.coord.live::<BadlyOverridden>().await.unwrap_err();
+        assert!(
+            error.to_string().contains("$COORD_TEST_BAD_TIMEOUT"),
+            "{error}"
+        );
     }
 
     pub async fn rename_all_round_trips_through_publish_and_live(b: &Backend) {

@@ -21,8 +21,8 @@ pub use map::{read_map, read_nested_map, write_map, write_nested_map, Map, MapFi
 pub use published::{PublishedField, PublishedKind, PublishedSchema, SCHEMAS_PREFIX};
 pub use release::{Change, KeyDiff, Release, ReleaseBuilder, ReleaseKind};
 pub use schema::{
-    describe, encode, encode_nested, nested_values, CoordConfig, FieldInfo, FieldKind, HasPrefix,
-    Source, Values,
+    describe, encode, encode_nested, env_override, nested_values, CoordConfig, FieldInfo,
+    FieldKind, HasPrefix, Source, Values,
 };
 pub use secret::Secret;
 pub use status::{InstanceStatus, StatusError};

@@ -518,6 +518,49 @@ impl<'a> Source<'a> {
     }
 }
 
+/// The value of a `#[coord(env = "VAR")]` field's variable, if it is set: its text as JSON
+/// (`30`, `true`, `{"a":1}`, `"quoted"`), or else, for a type a string decodes into (`String`,
+/// an enum of unit variants), the text itself. Read at every build, so it wins over the stored
+/// value (and its aliases and default) for as long as it is set.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] naming the variable (`$VAR`) if it is set but not valid UTF-8 or not a
+/// value of `T`.
+///
+/// ```
+/// std::env::set_var("DOC_TIMEOUT_SECS", "45");
+/// let value = coord::config::env_override::<u64>("DOC_TIMEOUT_SECS").unwrap();
+/// assert_eq!(value, Some(45));
+/// assert_eq!(coord::config::env_override::<u64>("DOC_UNSET_VARIABLE").unwrap(), None);
+/// std::env::set_var("DOC_TIMEOUT_SECS", "soon");
+/// let error = coord::config::env_override::<u64>("DOC_TIMEOUT_SECS").unwrap_err();
+/// assert!(error.to_string().contains("$DOC_TIMEOUT_SECS"), "{error}");
+/// ```
+pub fn env_override<T: DeserializeOwned>(var: &str) -> Result<Option<T>> {
+    let Some(text) = std::env::var_os(var) else {
+        return Ok(None);
+    };
+    let key = format!("${var}");
+    let Some(text) = text.to_str() else {
+        return Err(Error::Invalid {
+            key,
+            reason: "the environment override is not valid UTF-8".into(),
+        });
+    };
+    match serde_json::from_str::<T>(text) {
+        Ok(value) => Ok(Some(value)),
+        Err(as_json) => serde_json::from_value::<T>(serde_json::Value::String(text.to_owned()))
+            .map(Some)
+            .map_err(|_| Error::Invalid {
+                key,
+                reason: format!(
+                    "the environment override `{text}` is not a valid value: {as_json}"
+                ),
+            }),
+    }
+}
+
 /// One field's `(key, JSON value)` for [`CoordConfig::to_values`].
 ///
 /// # Errors
