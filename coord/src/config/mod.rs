@@ -13,6 +13,7 @@ pub(crate) mod release;
 mod schema;
 mod secret;
 pub(crate) mod status;
+mod template;
 
 pub use center::{Batch, ConfigCenter, ConfigEvent, Watcher};
 pub use gray::Selector;
@@ -26,6 +27,7 @@ pub use schema::{
 };
 pub use secret::Secret;
 pub use status::{InstanceStatus, StatusError};
+pub use template::{template, TemplateFormat};
 
 /// The JSON Schema of `T` as schemars generates it (draft 2020-12, definitions under
 /// `$defs`), as the derive attaches it to [`FieldInfo::json_schema`]; for hand-written
