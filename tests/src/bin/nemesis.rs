@@ -11,13 +11,14 @@ use coord_tests::nemesis::faults::Schedule;
 use coord_tests::nemesis::runner::{self, Options};
 
 const USAGE: &str =
-    "usage: nemesis [--duration 60s] [--seed 42] [--clients 3] [--locks 2] [--schedule]
+    "usage: nemesis [--duration 60s] [--seed 42] [--clients 3] [--locks 2] [--schedule] [--history FILE]
 
   --duration  how long faults are injected (humantime: 90s, 5m, 1h)
   --seed      the fault schedule's seed: the same seed replays the same faults
   --clients   how many clients, each behind its own proxies (at least 1)
   --locks     how many locks (and counters) the workload contends for (at least 1)
   --schedule  print the fault schedule of this seed and duration, and run nothing
+  --history   write every recorded operation and fault to FILE, one line each
 
 Set RUST_LOG (e.g. RUST_LOG=coord=warn) to see coord's logs.";
 
@@ -26,11 +27,14 @@ struct Command {
     options: Options,
     /// Only print the schedule.
     schedule_only: bool,
+    /// Where to write the history.
+    history: Option<std::path::PathBuf>,
 }
 
 fn parse(args: impl Iterator<Item = String>) -> Result<Command, String> {
     let mut options = Options::default();
     let mut schedule_only = false;
+    let mut history = None;
     let mut args = args.peekable();
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
@@ -59,6 +63,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Command, String> {
                     .map_err(|e| format!("--duration: `{value}`: {e}"))?;
             }
             "--seed" => options.seed = number(&value)?,
+            "--history" => history = Some(value.into()),
             "--clients" => options.clients = usize::try_from(number(&value)?.max(1)).unwrap_or(1),
             "--locks" => {
                 options.workload.locks = usize::try_from(number(&value)?.max(1)).unwrap_or(1);
@@ -72,6 +77,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Command, String> {
     Ok(Command {
         options,
         schedule_only,
+        history,
     })
 }
 
@@ -83,10 +89,11 @@ async fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
-    let options = match parse(std::env::args().skip(1)) {
+    let (options, history_file) = match parse(std::env::args().skip(1)) {
         Ok(Command {
             options,
             schedule_only: true,
+            ..
         }) => {
             let schedule = Schedule::generate(
                 options.seed,
@@ -98,7 +105,9 @@ async fn main() -> ExitCode {
             let _ = write!(std::io::stdout().lock(), "{schedule}");
             return ExitCode::SUCCESS;
         }
-        Ok(Command { options, .. }) => options,
+        Ok(Command {
+            options, history, ..
+        }) => (options, history),
         Err(message) => {
             if !message.is_empty() {
                 eprintln!("nemesis: {message}\n");
@@ -110,6 +119,11 @@ async fn main() -> ExitCode {
     match runner::run(options).await {
         Ok(report) => {
             print!("{report}");
+            if let Some(path) = history_file {
+                if let Err(e) = std::fs::write(&path, report.history.dump()) {
+                    eprintln!("nemesis: cannot write {}: {e}", path.display());
+                }
+            }
             if report.violations() == 0 {
                 ExitCode::SUCCESS
             } else {

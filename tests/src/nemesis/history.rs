@@ -229,6 +229,32 @@ impl History {
         lock(&self.inner.faults).clone()
     }
 
+    /// The whole history as text, faults and operations merged in time order: one line each.
+    pub fn dump(&self) -> String {
+        let mut lines: Vec<(Duration, String)> = self
+            .faults()
+            .into_iter()
+            .map(|f| {
+                let healed = f.healed.map_or_else(
+                    || "the end".to_owned(),
+                    |t| format!("{:.3}s", t.as_secs_f64()),
+                );
+                let error = f.error.map(|e| format!(" error={e:?}")).unwrap_or_default();
+                (
+                    f.injected,
+                    format!(
+                        "[{:>8.3}s] nemesis: {} until {healed}{error}",
+                        f.injected.as_secs_f64(),
+                        f.description
+                    ),
+                )
+            })
+            .collect();
+        lines.extend(self.ops().into_iter().map(|op| (op.start, op.to_string())));
+        lines.sort_by_key(|(at, _)| *at);
+        lines.into_iter().map(|(_, line)| line + "\n").collect()
+    }
+
     /// Operations per kind: (ok, failed, unknown).
     pub fn outcome_counts(&self) -> BTreeMap<OpKind, [usize; 3]> {
         let mut counts: BTreeMap<OpKind, [usize; 3]> = BTreeMap::new();

@@ -73,6 +73,8 @@ pub struct Report {
     pub converged_after: Option<Duration>,
     /// The counters' final values.
     pub counters: Vec<u64>,
+    /// Everything recorded, for a closer look at a violation.
+    pub history: History,
 }
 
 impl Report {
@@ -306,6 +308,7 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
         checks,
         converged_after,
         counters,
+        history,
     })
 }
 
