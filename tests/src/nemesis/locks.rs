@@ -20,7 +20,6 @@
 //! - a read that began after an increment was acknowledged sees at least its value;
 //! - every lease loss proven by a refused write was reported by `lost()`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use coord::store::{Txn, TxnOp};
@@ -408,22 +407,6 @@ fn excerpt<'a>(ops: impl IntoIterator<Item = &'a Op>) -> String {
         .map(|op| format!("    {op}"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Outcome counts of the workload's increments per lock: (ok, unknown). For the report.
-pub fn increments_per_lock(ops: &[Op]) -> BTreeMap<usize, (usize, usize)> {
-    let mut counts: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
-    for op in ops.iter().filter(|op| op.kind == OpKind::Increment) {
-        if let Some(lock) = op.payload.lock {
-            let entry = counts.entry(lock).or_default();
-            match op.outcome {
-                Outcome::Ok => entry.0 += 1,
-                Outcome::Unknown => entry.1 += 1,
-                Outcome::Failed => {}
-            }
-        }
-    }
-    counts
 }
 
 #[cfg(test)]
