@@ -1,26 +1,7 @@
 //! [`FaultProxy`]: a TCP proxy on loopback in front of one etcd member, which a test cuts,
 //! silences or slows down to play a network fault between one client and one member.
 //!
-//! What a proxy promises:
-//! - **Healed, it is a plain pipe.** Bytes pass unchanged and in order in both directions; a
-//!   side that closes its half is passed on as a half-close (FIN) once its bytes are through.
-//! - **[`partition`](FaultProxy::partition) is a cut the client notices at once.** Every open
-//!   connection is reset (TCP RST, on both sides), and until [`heal`](FaultProxy::heal) each
-//!   new connection is accepted and reset straight away, so a call fails fast with
-//!   [`Error::Unavailable`](crate::Error::Unavailable) as it would against a refused port.
-//!   The port stays bound throughout: healing needs no rebind, and no other process can take
-//!   the port meanwhile.
-//! - **[`blackhole`](FaultProxy::blackhole) is silence.** Open connections stay open and new
-//!   ones are accepted, but nothing is forwarded either way: a dropped route or a peer that
-//!   stopped answering. Calls hang until their deadline ([`Error::Timeout`](crate::Error::Timeout))
-//!   or until the client's keep-alive gives up on the connection. Nothing is lost: the proxy
-//!   stops reading (so the sender's socket buffers fill, as behind a real outage) and delivers
-//!   what it holds, in order, on heal, as TCP retransmission would after a short outage.
-//! - **[`set_latency`](FaultProxy::set_latency) delays every chunk**, in each direction, by at
-//!   least the latency, counted from when the proxy read the chunk. Chunks are never
-//!   reordered, and a later chunk does not wait for an earlier one's delay on top of its own.
-//! - **Faults take effect on open connections at once**, not only on new ones.
-//! - **Dropping the proxy** closes its port and resets every connection through it.
+//! What it promises is on [`FaultProxy`] itself, where users of `coord::testing` read it.
 //!
 //! Everything runs as tasks on the tokio runtime that called [`FaultProxy::start`].
 
@@ -64,8 +45,28 @@ struct Faults {
 }
 
 /// A TCP proxy on `127.0.0.1` in front of one etcd member, for partitions, blackholes and
-/// latency between a client and that member. See the [module docs](self) for what it
-/// promises.
+/// latency between a client and that member.
+///
+/// What a proxy promises:
+/// - **Healed, it is a plain pipe.** Bytes pass unchanged and in order in both directions; a
+///   side that closes its half is passed on as a half-close (FIN) once its bytes are through.
+/// - **[`partition`](FaultProxy::partition) is a cut the client notices at once.** Every open
+///   connection is reset (TCP RST, on both sides), and until [`heal`](FaultProxy::heal) each
+///   new connection is accepted and reset straight away, so a call fails fast with
+///   [`Error::Unavailable`](crate::Error::Unavailable) as it would against a refused port.
+///   The port stays bound throughout: healing needs no rebind, and no other process can take
+///   the port meanwhile.
+/// - **[`blackhole`](FaultProxy::blackhole) is silence.** Open connections stay open and new
+///   ones are accepted, but nothing is forwarded either way: a dropped route or a peer that
+///   stopped answering. Calls hang until their deadline ([`Error::Timeout`](crate::Error::Timeout))
+///   or until the client's keep-alive gives up on the connection. Nothing is lost: the proxy
+///   stops reading (so the sender's socket buffers fill, as behind a real outage) and delivers
+///   what it holds, in order, on heal, as TCP retransmission would after a short outage.
+/// - **[`set_latency`](FaultProxy::set_latency) delays every chunk**, in each direction, by at
+///   least the latency, counted from when the proxy read the chunk. Chunks are never
+///   reordered, and a later chunk does not wait for an earlier one's delay on top of its own.
+/// - **Faults take effect on open connections at once**, not only on new ones.
+/// - **Dropping the proxy** closes its port and resets every connection through it.
 ///
 /// [`EtcdCluster::proxies`](super::EtcdCluster::proxies) starts one per member and hands the
 /// client config that goes through them.
