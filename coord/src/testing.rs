@@ -23,6 +23,11 @@
 //!   after a second: a member without quorum may hang on SIGTERM), and
 //!   [`restart`](EtcdCluster::restart) starts it again on the same ports and data, where it
 //!   rejoins the cluster.
+//! - **Network faults go through a proxy.** [`FaultProxy`] sits on loopback in front of one
+//!   member and partitions, blackholes or delays what passes; [`EtcdCluster::proxies`] puts
+//!   one in front of each member and hands the client config that goes through them.
+//!   [`pause`](EtcdCluster::pause) freezes a member outright, and
+//!   [`compact`](EtcdCluster::compact) drops the history up to the current revision.
 //! - **etcdctl sees the same server.** [`etcdctl`](EtcdCluster::etcdctl) runs etcdctl with the
 //!   endpoints, TLS files and root credentials already set, for interoperability tests.
 //!
@@ -47,8 +52,10 @@ use crate::error::Result;
 use crate::store::Store;
 
 mod error;
+mod proxy;
 
 pub use error::HarnessError;
+pub use proxy::{FaultProxy, Proxies};
 
 /// The etcd superuser created when auth is on (it holds the `root` role).
 pub const ROOT_USER: &str = "root";
@@ -316,6 +323,25 @@ impl EtcdServer {
         self.cluster.resume(0)
     }
 
+    /// A [`FaultProxy`] in front of the server, with the client config through it; see
+    /// [`EtcdCluster::proxies`].
+    ///
+    /// # Errors
+    ///
+    /// As [`EtcdCluster::proxies`].
+    pub async fn proxies(&self) -> Result<Proxies, HarnessError> {
+        self.cluster.proxies().await
+    }
+
+    /// Compacts the history at the current revision; see [`EtcdCluster::compact`].
+    ///
+    /// # Errors
+    ///
+    /// As [`EtcdCluster::compact`].
+    pub async fn compact(&self) -> Result<i64, HarnessError> {
+        self.cluster.compact().await
+    }
+
     /// Stops the server and removes its data (what dropping it does, but gracefully and with
     /// errors reported).
     pub async fn stop(self) -> Result<(), HarnessError> {
@@ -384,6 +410,8 @@ struct Member {
     data_dir: PathBuf,
     log_file: PathBuf,
     process: Option<Child>,
+    /// True between `pause` and `resume` (or `kill`): the process runs but answers nothing.
+    paused: bool,
 }
 
 impl EtcdCluster {
@@ -464,6 +492,7 @@ impl EtcdCluster {
     /// [`restart`](Self::restart). Stopping a stopped member does nothing.
     pub async fn kill(&mut self, i: usize) -> Result<(), HarnessError> {
         let member = &mut self.members[i];
+        member.paused = false;
         let Some(mut child) = member.process.take() else {
             return Ok(());
         };
@@ -477,7 +506,9 @@ impl EtcdCluster {
     ///
     /// [`HarnessError::InvalidArgument`] if the member is not running.
     pub fn pause(&mut self, i: usize) -> Result<(), HarnessError> {
-        self.signal(i, libc::SIGSTOP)
+        self.signal(i, libc::SIGSTOP)?;
+        self.members[i].paused = true;
+        Ok(())
     }
 
     /// Thaws member `i` after [`pause`](Self::pause) (SIGCONT).
@@ -486,7 +517,85 @@ impl EtcdCluster {
     ///
     /// [`HarnessError::InvalidArgument`] if the member is not running.
     pub fn resume(&mut self, i: usize) -> Result<(), HarnessError> {
-        self.signal(i, libc::SIGCONT)
+        self.signal(i, libc::SIGCONT)?;
+        self.members[i].paused = false;
+        Ok(())
+    }
+
+    /// True between [`pause`](Self::pause) and [`resume`](Self::resume).
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.members[i].paused
+    }
+
+    /// Starts a [`FaultProxy`] in front of every member (running or not) and returns them
+    /// with the [`client_config`](Self::client_config) that reaches the cluster only through
+    /// them. Each call makes new proxies: give each client its own to cut one client off and
+    /// not the others.
+    ///
+    /// # Errors
+    ///
+    /// [`HarnessError::Io`] if a proxy port cannot be bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = coord::testing::EtcdCluster::start(3).await?;
+    /// let proxies = cluster.proxies().await?;
+    /// let coord = coord::Coord::connect(proxies.client_config()).await?;
+    /// proxies[0].partition(); // this client loses member 0; the others still serve it
+    /// coord.store().put("/still", b"serving".to_vec(), 0).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn proxies(&self) -> Result<Proxies, HarnessError> {
+        let mut proxies = Vec::with_capacity(self.members.len());
+        for i in 0..self.members.len() {
+            proxies.push(FaultProxy::start(&self.endpoint(i)).await?);
+        }
+        let config = self.config_for(proxies.iter().map(FaultProxy::endpoint).collect());
+        Ok(Proxies::new(proxies, config))
+    }
+
+    /// Compacts the history at the current revision, as etcd's auto-compaction or an
+    /// operator's `etcdctl compaction` would: a watch that resumes from an older revision has
+    /// to relist. Asks the members that run and are not paused; returns the revision.
+    ///
+    /// # Errors
+    ///
+    /// [`HarnessError::InvalidArgument`] if no member runs unpaused; [`HarnessError::Store`]
+    /// if the members do not answer (no quorum, say).
+    pub async fn compact(&self) -> Result<i64, HarnessError> {
+        let endpoints: Vec<String> = (0..self.members.len())
+            .filter(|&i| self.members[i].process.is_some() && !self.members[i].paused)
+            .map(|i| self.endpoint(i))
+            .collect();
+        if endpoints.is_empty() {
+            return Err(HarnessError::invalid_argument(
+                "cluster",
+                "no member runs unpaused",
+            ));
+        }
+        let options = self
+            .config_for(endpoints)
+            .etcd_options()
+            .map_err(HarnessError::store("cannot connect to compact"))?;
+        let store = Store::connect(&options)
+            .await
+            .map_err(HarnessError::store("cannot connect to compact"))?;
+        let revision = store
+            .status()
+            .await
+            .map_err(HarnessError::store(
+                "cannot read the revision to compact at",
+            ))?
+            .revision;
+        store
+            .compact(revision)
+            .await
+            .map_err(HarnessError::store(format!("cannot compact at {revision}")))?;
+        Ok(revision)
     }
 
     fn signal(&mut self, i: usize, signal: libc::c_int) -> Result<(), HarnessError> {
@@ -527,6 +636,7 @@ impl EtcdCluster {
             ));
         }
         self.spawn(i)?;
+        self.members[i].paused = false;
         let deadline = Instant::now() + START_TIMEOUT;
         let running = (0..self.members.len())
             .filter(|&m| self.members[m].is_running())
@@ -622,6 +732,7 @@ impl EtcdCluster {
                 data_dir: dir.path().join(format!("m{i}.etcd")),
                 log_file: dir.path().join(format!("m{i}.log")),
                 process: None,
+                paused: false,
             })
             .collect();
         let tls = if options.tls {

@@ -1,4 +1,7 @@
-//! Integration tests of coord live in `tests/`; this library holds what several of them share.
+//! Integration tests of coord live in `tests/`; this library holds what several of them share,
+//! and the [`nemesis`] fault run.
+
+pub mod nemesis;
 
 pub mod fixtures {
     //! Config structs the `Live` tests bind, the same on every backend.

@@ -67,6 +67,17 @@ pub enum HarnessError {
         reason: String,
     },
 
+    /// The etcd under test did not answer a request the harness itself made (a compaction,
+    /// say): the cluster has no quorum, or the member asked is paused or down.
+    #[error("{action}: {source}")]
+    Store {
+        /// What the harness was doing.
+        action: String,
+        /// What the store said.
+        #[source]
+        source: crate::Error,
+    },
+
     /// A harness method was given something it cannot do (a cluster of no members, restarting
     /// a running member).
     #[error("invalid argument `{field}`: {reason}")]
@@ -83,6 +94,12 @@ impl HarnessError {
     pub(super) fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let action = action.into();
         move |source| HarnessError::Io { action, source }
+    }
+
+    /// For `map_err`: a [`HarnessError::Store`] saying what was being done.
+    pub(super) fn store(action: impl Into<String>) -> impl FnOnce(crate::Error) -> Self {
+        let action = action.into();
+        move |source| HarnessError::Store { action, source }
     }
 
     /// Shorthand for [`HarnessError::InvalidArgument`].
