@@ -298,8 +298,13 @@ async fn keep_alive(
             tracing::warn!("session lost: lease not renewed before its TTL ran out");
             return;
         }
-        let renewal =
-            tokio::time::timeout(expires_at - sent_at, store.lease_keep_alive(lease)).await;
+        // Boxed: one small allocation per renewal keeps the future of every session's task
+        // (all alive at once) from carrying the renewal's state inline.
+        let renewal = tokio::time::timeout(
+            expires_at - sent_at,
+            Box::pin(store.lease_keep_alive(lease)),
+        )
+        .await;
         match renewal {
             Ok(Ok(granted)) => {
                 crate::metrics::lease_renewal("ok", sent_at.elapsed());

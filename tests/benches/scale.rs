@@ -1,8 +1,8 @@
 //! Costs that must stay flat as the data grows (issue 11), each beside its raw baseline from
 //! the same run, on one etcd started here.
 //!
-//! `cargo bench -p coord-tests --bench scale` prints (`-- live`, `-- handles` or
-//! `-- registrations` runs one section):
+//! `cargo bench -p coord-tests --bench scale` prints, each section run in a process of its own
+//! (`-- live`, `-- handles` or `-- registrations` runs one):
 //! - put → `Live<T>` updated, with 0, 1,000 and 10,000 keys under the prefix that no field
 //!   reads, and with a 10,000-entry map field (`Map<V>`, then `HashMap`) of which each put
 //!   changes one entry: the raw etcd-client watch event on the same key and the same put is the baseline,
@@ -248,14 +248,32 @@ async fn registrations_row(server: &EtcdServer) -> String {
     )
 }
 
-/// True if the section named `name` runs: every section without an argument, else those whose
-/// name contains it (`cargo bench --bench scale -- handles`, as `cargo bench` filters).
+const SECTIONS: [&str; 3] = ["live", "handles", "registrations"];
+
+/// The section filter (`cargo bench --bench scale -- handles`, as `cargo bench` filters).
+fn filter() -> Option<String> {
+    std::env::args().skip(1).find(|arg| !arg.starts_with('-'))
+}
+
+/// True if the section named `name` runs in this process.
 fn selected(name: &str) -> bool {
-    let filter = std::env::args().skip(1).find(|arg| !arg.starts_with('-'));
-    filter.is_none_or(|filter| name.contains(filter.as_str()))
+    filter().is_some_and(|filter| name.contains(filter.as_str()))
 }
 
 fn main() {
+    if filter().is_none() {
+        // Each section in a process of its own: a resident-memory delta means something only
+        // in a process whose allocator has no pages left free by an earlier section.
+        let me = std::env::current_exe().expect("the bench's own path");
+        for section in SECTIONS {
+            let status = std::process::Command::new(&me)
+                .arg(section)
+                .status()
+                .expect("run a section");
+            assert!(status.success(), "section {section} failed");
+        }
+        return;
+    }
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let server = EtcdServer::start().await.expect("start etcd");

@@ -403,6 +403,8 @@ enum Wake {
     Seen(Seen),
 }
 
+// The keeper's repairs and the watch's re-read are boxed: they are rare, and inline they would
+// make every registration's task (one per registration, all alive at once) kilobytes bigger.
 impl Keeper {
     async fn run(mut self) {
         let ending = loop {
@@ -419,11 +421,11 @@ impl Keeper {
             let step = match wake {
                 Wake::Closed => Err(Ending::Closed),
                 Wake::LeaseLost(lost_session, error) => {
-                    self.register_again(&lost_session, &error).await
+                    Box::pin(self.register_again(&lost_session, &error)).await
                 }
                 Wake::Seen(seen) => match self.judge(seen, session.lease_id()) {
                     Verdict::Ours => Ok(()),
-                    Verdict::Deleted => self.restore(&session).await,
+                    Verdict::Deleted => Box::pin(self.restore(&session)).await,
                     Verdict::Replaced(holder) => Err(Ending::Replaced(holder)),
                 },
             };
@@ -441,7 +443,7 @@ impl Keeper {
                 );
                 self.shared.end(reason);
                 // Only our own lease: the key is the new holder's and stays.
-                if let Err(e) = self.shared.session().close().await {
+                if let Err(e) = Box::pin(self.shared.session().close()).await {
                     tracing::debug!(error = %e, "cannot revoke the replaced registration's lease; it will expire");
                 }
             }
@@ -641,18 +643,15 @@ impl KeyWatch {
             }
             tokio::time::sleep(self.backoff).await;
             self.backoff = (self.backoff * 2).min(MAX_WATCH_BACKOFF);
-            let (kv, revision) = match self.store.get(&self.key).await {
+            let (kv, revision) = match Box::pin(self.store.get(&self.key)).await {
                 Ok(read) => read,
                 Err(e) => {
                     tracing::debug!(key = %self.key, error = %e, "cannot read the registration key; retrying");
                     continue;
                 }
             };
-            match self
-                .store
-                .watch(&KeyRange::key(self.key.as_str()), revision + 1)
-                .await
-            {
+            let range = KeyRange::key(self.key.as_str());
+            match Box::pin(self.store.watch(&range, revision + 1)).await {
                 Ok(stream) => {
                     self.stream = Some(stream);
                     return Seen::Now(kv);

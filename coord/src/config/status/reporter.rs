@@ -6,7 +6,8 @@
 //! [`InstanceStatus`] per prefix and writes them all in one transaction; changes made while a
 //! write is in flight are seen together when it returns, and only the latest is written. A
 //! lone change is reported at once; each prefix is written at most once per
-//! [`MIN_WRITE_INTERVAL`] (a lost lease is written again at once).
+//! [`MIN_WRITE_INTERVAL`] (a lost lease is written again at once), and the `Coord` sends at
+//! most one status transaction per [`MIN_TXN_INTERVAL`].
 //!
 //! One task, not one per prefix: a service binding a thousand prefixes pays for a map entry
 //! per prefix, not for a task, a channel and a key string each.
@@ -43,6 +44,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// service reloading often costs etcd a few status writes a second, not one per reload, and
 /// `rollout` is at most this far behind.
 pub(crate) const MIN_WRITE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The least time between two status transactions of a `Coord`: a service binding a thousand
+/// prefixes in a second costs etcd a few dozen writes, not one per bind (each of which its
+/// binds' linearizable reads would wait behind). The first write after a quiet spell goes at
+/// once.
+const MIN_TXN_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Operations per transaction: under etcd's 128.
 const BATCH: usize = 100;
@@ -242,6 +249,8 @@ struct Writer {
     backoff: Duration,
     /// No write before this instant after a failed one.
     retry_at: Option<Instant>,
+    /// When the last transaction was sent.
+    last_txn: Option<Instant>,
 }
 
 /// The reporter task: writes every prefix's latest status whenever it changed or the lease
@@ -256,6 +265,7 @@ async fn run(ctx: Arc<Context>) {
         pending: HashMap::new(),
         backoff: INITIAL_BACKOFF,
         retry_at: None,
+        last_txn: None,
     };
     loop {
         let gone = writer.take_changes(&board);
@@ -378,6 +388,14 @@ impl Writer {
         if due.is_empty() {
             return Ok(next_due);
         }
+        if let Some(at) = self
+            .last_txn
+            .map(|last| last + MIN_TXN_INTERVAL)
+            .filter(|at| now < *at)
+        {
+            return Ok(Some(next_due.map_or(at, |next| next.min(at))));
+        }
+        self.last_txn = Some(now);
         match self.write(&due).await {
             Ok(session) => {
                 self.session = Some(session);

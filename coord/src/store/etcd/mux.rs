@@ -28,7 +28,9 @@ use tracing::Instrument;
 /// What a watcher receives after its `created` answer.
 #[derive(Debug)]
 pub(super) enum Item {
-    Response(WatchResponse),
+    /// Boxed: a watcher's channel allocates its slots in blocks, and a thousand idle watchers
+    /// should each hold a block of pointers, not of whole responses.
+    Response(Box<WatchResponse>),
     /// The shared stream broke; nothing more comes.
     Broken(String),
 }
@@ -292,7 +294,7 @@ impl Stream {
             // Cancelled by us, answers still on the wire; or a stream-wide progress answer.
             return Ok(());
         };
-        if watcher.send(Item::Response(response)).is_err() || canceled {
+        if watcher.send(Item::Response(Box::new(response))).is_err() || canceled {
             self.watchers.remove(&id);
             if !canceled {
                 let _ = self.sender.cancel(id).await;

@@ -74,7 +74,7 @@ impl WatchState {
                 return None;
             }
             match self.subscription.responses.recv().await {
-                Some(mux::Item::Response(response)) => self.absorb(response),
+                Some(mux::Item::Response(response)) => self.absorb(*response),
                 Some(mux::Item::Broken(reason)) => self.end(reason),
                 None => self.end(String::from("the watch stream closed")),
             }
