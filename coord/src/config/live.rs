@@ -597,89 +597,93 @@ async fn follow<T: CoordConfig>(
                     *stale_since = Some(std::time::Instant::now());
                     false
                 }
-                (true, Some(_)) => {
-                    *stale_since = None;
-                    true
-                }
+                // Cleared only once this view is applied (below): whoever sees the handle
+                // current again must see the value it is current with.
+                (true, Some(_)) => true,
                 _ => false,
             }
         };
-        let rebased = rebase && snapshot.connected;
-        rebase &= !rebased;
-        // A gray release on or off changes values no change log records, and the change log
-        // of a rebased view knows nothing of the revision built from: build afresh.
-        let fresh = views.overlaid || gray.is_some() || rebased;
-        views.overlaid = gray.is_some();
-        *lock(&shared.gray) = gray;
-        // An equal revision may still bring the other watch's half of it.
-        if snapshot.revision < shared.revision.load(Ordering::Acquire) && !rebased {
-            continue;
+        'apply: {
+            let rebased = rebase && snapshot.connected;
+            rebase &= !rebased;
+            // A gray release on or off changes values no change log records, and the change log
+            // of a rebased view knows nothing of the revision built from: build afresh.
+            let fresh = views.overlaid || gray.is_some() || rebased;
+            views.overlaid = gray.is_some();
+            *lock(&shared.gray) = gray;
+            // An equal revision may still bring the other watch's half of it.
+            if snapshot.revision < shared.revision.load(Ordering::Acquire) && !rebased {
+                break 'apply;
+            }
+            // Inputs are taken whether or not the build below works: a revision that changes
+            // none of them would fail (or succeed) the same way, so it is not tried again.
+            if !inputs.update(&snapshot) {
+                // None of T's keys moved (another key under the prefix did): the struct would be
+                // the same, so it is neither rebuilt nor swapped and nobody is woken. The value is
+                // current at this revision, unless the last change of its keys was rejected.
+                if lock(&shared.last_error).is_none() {
+                    shared.revision.store(snapshot.revision, Ordering::Release);
+                    shared.report_status(snapshot.revision, None);
+                    // Back from an outage with the same value: what is on disk may predate
+                    // changes to other keys, or a value applied while disconnected.
+                    if reconnected {
+                        persist(&views.hub, &shared.prefix, &snapshot, rebased);
+                    }
+                }
+                break 'apply;
+            }
+            let result = if inputs.maps.is_empty() || fresh {
+                // Without map fields there is nothing to carry over: decoding every field is
+                // as cheap as finding out what changed.
+                build::<T>(&shared.prefix, &snapshot)
+            } else {
+                rebuild::<T>(
+                    &shared.prefix,
+                    &snapshot,
+                    &shared.current.load_full(),
+                    built,
+                )
+            };
+            match result {
+                Ok(value) => {
+                    crate::metrics::config_reload(&shared.prefix, true);
+                    let value = Arc::new(value);
+                    built = snapshot.revision;
+                    // Cleared before the swap, so whoever sees the healed value sees no error.
+                    if lock(&shared.last_error).take().is_some() {
+                        tracing::info!(prefix = %shared.prefix, revision = snapshot.revision, "config healed");
+                    }
+                    // Revision first: whoever loads the new value then reads a revision at least
+                    // as new as it.
+                    shared.revision.store(snapshot.revision, Ordering::Release);
+                    shared.current.store(Arc::clone(&value));
+                    shared.tx.send_replace(value);
+                    shared.report_status(snapshot.revision, None);
+                    // Only a connected view: a disconnected one (a gray change while the prefix's
+                    // watch is broken) mixes revisions; the reconnect saves what it ends with.
+                    if snapshot.connected {
+                        persist(&views.hub, &shared.prefix, &snapshot, rebased);
+                    }
+                }
+                Err(error) => {
+                    crate::metrics::config_reload(&shared.prefix, false);
+                    tracing::warn!(
+                        prefix = %shared.prefix,
+                        revision = snapshot.revision,
+                        %error,
+                        "config change rejected; keeping the last good value"
+                    );
+                    let rejected = Rejected {
+                        error: Arc::new(error),
+                        revision: snapshot.revision,
+                    };
+                    *lock(&shared.last_error) = Some(rejected.clone());
+                    shared.report_status(shared.revision.load(Ordering::Acquire), Some(rejected));
+                }
+            }
         }
-        // Inputs are taken whether or not the build below works: a revision that changes
-        // none of them would fail (or succeed) the same way, so it is not tried again.
-        if !inputs.update(&snapshot) {
-            // None of T's keys moved (another key under the prefix did): the struct would be
-            // the same, so it is neither rebuilt nor swapped and nobody is woken. The value is
-            // current at this revision, unless the last change of its keys was rejected.
-            if lock(&shared.last_error).is_none() {
-                shared.revision.store(snapshot.revision, Ordering::Release);
-                shared.report_status(snapshot.revision, None);
-                // Back from an outage with the same value: what is on disk may predate
-                // changes to other keys, or a value applied while disconnected.
-                if reconnected {
-                    persist(&views.hub, &shared.prefix, &snapshot, rebased);
-                }
-            }
-            continue;
-        }
-        let result = if inputs.maps.is_empty() || fresh {
-            // Without map fields there is nothing to carry over: decoding every field is
-            // as cheap as finding out what changed.
-            build::<T>(&shared.prefix, &snapshot)
-        } else {
-            rebuild::<T>(
-                &shared.prefix,
-                &snapshot,
-                &shared.current.load_full(),
-                built,
-            )
-        };
-        match result {
-            Ok(value) => {
-                crate::metrics::config_reload(&shared.prefix, true);
-                let value = Arc::new(value);
-                built = snapshot.revision;
-                // Cleared before the swap, so whoever sees the healed value sees no error.
-                if lock(&shared.last_error).take().is_some() {
-                    tracing::info!(prefix = %shared.prefix, revision = snapshot.revision, "config healed");
-                }
-                // Revision first: whoever loads the new value then reads a revision at least
-                // as new as it.
-                shared.revision.store(snapshot.revision, Ordering::Release);
-                shared.current.store(Arc::clone(&value));
-                shared.tx.send_replace(value);
-                shared.report_status(snapshot.revision, None);
-                // Only a connected view: a disconnected one (a gray change while the prefix's
-                // watch is broken) mixes revisions; the reconnect saves what it ends with.
-                if snapshot.connected {
-                    persist(&views.hub, &shared.prefix, &snapshot, rebased);
-                }
-            }
-            Err(error) => {
-                crate::metrics::config_reload(&shared.prefix, false);
-                tracing::warn!(
-                    prefix = %shared.prefix,
-                    revision = snapshot.revision,
-                    %error,
-                    "config change rejected; keeping the last good value"
-                );
-                let rejected = Rejected {
-                    error: Arc::new(error),
-                    revision: snapshot.revision,
-                };
-                *lock(&shared.last_error) = Some(rejected.clone());
-                shared.report_status(shared.revision.load(Ordering::Acquire), Some(rejected));
-            }
+        if reconnected {
+            *lock(&shared.stale_since) = None;
         }
     }
 }
