@@ -19,7 +19,7 @@
 //! left and starts again with the next slot.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
@@ -29,7 +29,7 @@ use tracing::Instrument;
 use super::{covers_own_status, normalize, status_key, InstanceStatus, StatusError};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::session::{Session, SessionInner};
+use crate::session::Session;
 use crate::store::{Compare, Store, Txn, TxnOp};
 use crate::sync::lock;
 
@@ -85,8 +85,6 @@ pub(crate) struct StatusReporters {
     /// (`Store::written_revision`), nor the `Coord`'s round-trip counters.
     store: Store,
     board: Arc<Board>,
-    /// The lease every status key of this `Coord` is on, while the task holds it.
-    lease: tokio::sync::Mutex<Weak<SessionInner>>,
 }
 
 /// What the handles tell the task.
@@ -114,16 +112,14 @@ struct Prefix {
 }
 
 impl BoardState {
-    /// Marks `prefix` changed.
+    /// Marks `prefix` changed. A prefix whose last slot went keeps its entry (without
+    /// handles) until the task has seen it, so it is queued once like any other.
     fn touch(&mut self, prefix: &Arc<str>) {
         if let Some(entry) = self.prefixes.get_mut(prefix) {
             if !entry.queued {
                 entry.queued = true;
                 self.dirty.push(Arc::clone(prefix));
             }
-        } else if !self.dirty.contains(prefix) {
-            // Its last slot just went: the task deletes its key.
-            self.dirty.push(Arc::clone(prefix));
         }
     }
 }
@@ -155,12 +151,8 @@ impl Drop for StatusSlot {
     fn drop(&mut self) {
         {
             let mut board = lock(&self.board.state);
-            let empty = board.prefixes.get_mut(&self.prefix).is_some_and(|entry| {
+            if let Some(entry) = board.prefixes.get_mut(&self.prefix) {
                 entry.handles.remove(&self.id);
-                entry.handles.is_empty()
-            });
-            if empty {
-                board.prefixes.remove(&self.prefix);
             }
             board.touch(&self.prefix);
         }
@@ -340,6 +332,10 @@ impl Writer {
                         entry.queued = false;
                         aggregate(&entry.handles)
                     });
+                    if report.is_none() {
+                        // Its last slot went: the entry goes, and its key below.
+                        state.prefixes.remove(&prefix);
+                    }
                     (prefix, report)
                 })
                 .collect()
@@ -421,10 +417,26 @@ impl Writer {
         }
     }
 
+    /// The status lease: the one held while it lives (and the store has not called it
+    /// unknown), else a new one.
+    async fn lease(&self) -> Result<Session> {
+        let held = self
+            .session
+            .as_ref()
+            .filter(|s| s.is_alive() && Some(s.lease_id()) != self.stale_lease);
+        if let Some(session) = held {
+            return Ok(session.clone());
+        }
+        let ctx = &self.ctx;
+        let session = ctx.session(STATUS_TTL).await?;
+        ctx.track_session("status", ctx.instance.name.clone(), &session);
+        Ok(session)
+    }
+
     /// Writes `due` on the `Coord`'s status lease; returns the session it used.
     async fn write(&self, due: &[(Arc<str>, Report)]) -> Result<Session> {
         let ctx = &self.ctx;
-        let session = ctx.status.lease(ctx, self.stale_lease).await?;
+        let session = self.lease().await?;
         let updated_ms = now_ms();
         let mut puts = Vec::with_capacity(due.len());
         for (prefix, report) in due {
@@ -514,28 +526,12 @@ impl StatusReporters {
         StatusReporters {
             store: store.new_handle(),
             board: Arc::default(),
-            lease: tokio::sync::Mutex::default(),
         }
     }
 
     /// Refuses every later status write (for `Coord::close`, which revokes the status lease).
     pub fn close(&self) {
         self.store.close();
-    }
-
-    /// The status lease, granted now if no live one is held (or the one held is `stale`: the
-    /// store no longer knows it).
-    async fn lease(&self, ctx: &Context, stale: Option<i64>) -> Result<Session> {
-        let mut current = self.lease.lock().await;
-        if let Some(session) = Session::upgrade(&current) {
-            if session.is_alive() && Some(session.lease_id()) != stale {
-                return Ok(session);
-            }
-        }
-        let session = ctx.session(STATUS_TTL).await?;
-        ctx.track_session("status", ctx.instance.name.clone(), &session);
-        *current = session.downgrade();
-        Ok(session)
     }
 }
 
