@@ -637,14 +637,7 @@ mod tests {
         let (status, _) = status_when(&coord, &key, |s| s.error.is_some()).await;
         assert_eq!(status.error.map(|e| e.revision), Some(202));
         drop(slot);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while coord.store().get(&key).await.unwrap().0.is_some() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "status outlived its slot"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until_present(&coord, &key, false).await;
     }
 
     /// Waits until `key` is absent (`present == false`) or present.
