@@ -35,7 +35,7 @@
 //! | registry | your registration may expire; the discovery cache may be behind | registration re-made by the registry once it can | re-registered, cache relisted |
 //! | config center | writes fail with `Unavailable`; cached reads are served | unaffected | normal |
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -83,6 +83,13 @@ impl ConnectionState {
 /// One connection's health as its calls see it, shared by every `Store` handle on it: the
 /// hot path is one relaxed load per answer; only a change takes the lock and tells each
 /// handle's [`StateCell`].
+///
+/// An answer only counts for what happened before its call began: a reply that was already on
+/// its way when an outage was noticed (a watch event buffered in another watcher's channel, a
+/// unary call that left before the break) does not prove the store is back, and a failure of a
+/// call made before the store came back does not prove it is gone again. Each call takes a
+/// [`ticket`](Self::ticket) (the link's epoch, bumped at every change) when it starts, and the
+/// link weighs its answer by it, so one outage is one `Suspended` and one `Reconnected`.
 #[derive(Debug, Default)]
 pub(crate) struct Link {
     /// True from a failure until the next answer.
@@ -91,21 +98,34 @@ pub(crate) struct Link {
     awaited: AtomicBool,
     /// True while a probe asks the store whether it answers (see `Store`'s probe).
     probing: AtomicBool,
+    /// Bumped at every change: down, up, or a lease lost.
+    epoch: AtomicU64,
+    /// The epoch at which the link last came up (0: it has been up from the start).
+    up_at: AtomicU64,
     cells: Mutex<Vec<Weak<StateCell>>>,
 }
 
+/// When a call began, as the link counts time (see [`Link::ticket`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ticket(u64);
+
 impl Link {
-    /// The store answered.
-    pub fn answered(&self) {
-        if self.down.load(Ordering::Relaxed) || self.awaited.load(Ordering::Relaxed) {
-            self.change(false);
+    /// Taken when a call starts, and handed back with its answer.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.epoch.load(Ordering::Acquire))
+    }
+
+    /// The store answered a call that began at `ticket`.
+    pub fn answered(&self, ticket: Ticket) {
+        if self.needs_answer() {
+            self.change(false, ticket);
         }
     }
 
-    /// The store could not be reached.
-    pub fn unreachable(&self) {
+    /// The store could not be reached by a call that began at `ticket`.
+    pub fn unreachable(&self, ticket: Ticket) {
         if !self.down.load(Ordering::Relaxed) {
-            self.change(true);
+            self.change(true, ticket);
         }
     }
 
@@ -138,23 +158,36 @@ impl Link {
         cells.push(Arc::downgrade(cell));
     }
 
-    /// Makes the next answer tell every cell the store answers: how a cell that lost a
-    /// lease while the link looked fine learns it is reconnected.
+    /// Makes the next answer to a call made from now on tell every cell the store answers:
+    /// how a cell that lost a lease while the link looked fine learns it is reconnected.
     fn await_answer(&self) {
+        let _cells = lock(&self.cells);
         self.awaited.store(true, Ordering::Relaxed);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn change(&self, down: bool) {
-        // Under the lock, so two callers changing it at once tell every cell in one order.
+    fn change(&self, down: bool, ticket: Ticket) {
+        // Under the lock, so two callers changing it at once tell every cell in one order,
+        // and the epoch cannot move between the ticket's check and the change.
         let cells = lock(&self.cells);
-        let was_down = self.down.swap(down, Ordering::Relaxed);
+        let epoch = self.epoch.load(Ordering::Acquire);
         let changed = if down {
-            !was_down
+            // A call made before the link last came up failed: that is the old outage.
+            ticket.0 >= self.up_at.load(Ordering::Relaxed)
+                && !self.down.swap(true, Ordering::Relaxed)
         } else {
-            let awaited = self.awaited.swap(false, Ordering::Relaxed);
-            was_down || awaited
+            // A call made before the outage (or the loss) was noticed answered: old news.
+            ticket.0 == epoch && {
+                let was_down = self.down.swap(false, Ordering::Relaxed);
+                let awaited = self.awaited.swap(false, Ordering::Relaxed);
+                was_down || awaited
+            }
         };
         if changed {
+            self.epoch.store(epoch + 1, Ordering::Release);
+            if !down {
+                self.up_at.store(epoch + 1, Ordering::Relaxed);
+            }
             for cell in cells.iter().filter_map(Weak::upgrade) {
                 cell.link_changed(down);
             }
@@ -253,19 +286,19 @@ mod tests {
         let link = Arc::new(Link::default());
         let cell = StateCell::new(&link);
         let mut rx = cell.subscribe();
-        link.answered();
+        link.answered(link.ticket());
         assert_eq!(
             seen(&mut rx),
             None,
             "answers while connected change nothing"
         );
-        link.unreachable();
-        link.unreachable();
+        link.unreachable(link.ticket());
+        link.unreachable(link.ticket());
         assert_eq!(seen(&mut rx), Some("suspended"));
         assert_eq!(seen(&mut rx), None, "a second failure is the same outage");
-        link.answered();
+        link.answered(link.ticket());
         assert_eq!(seen(&mut rx), Some("reconnected"));
-        link.answered();
+        link.answered(link.ticket());
         assert_eq!(seen(&mut rx), None);
         assert!(cell.current().is_connected());
     }
@@ -282,7 +315,7 @@ mod tests {
         assert_eq!(seen(&mut rx), Some("lost"));
         // Another handle on the same connection lost nothing.
         assert_eq!(seen(&mut other_rx), None);
-        link.answered();
+        link.answered(link.ticket());
         assert_eq!(seen(&mut rx), Some("reconnected"));
         assert_eq!(
             seen(&mut other_rx),
@@ -291,14 +324,14 @@ mod tests {
         );
         cell.lease_lost(&link);
         assert_eq!(seen(&mut rx), Some("lost"));
-        link.unreachable();
+        link.unreachable(link.ticket());
         assert_eq!(seen(&mut rx), None, "lost stays lost through the outage");
         assert_eq!(
             seen(&mut other_rx),
             Some("suspended"),
             "the other sees the outage"
         );
-        link.answered();
+        link.answered(link.ticket());
         assert_eq!(seen(&mut rx), Some("reconnected"));
         assert_eq!(seen(&mut other_rx), Some("reconnected"));
     }
@@ -308,11 +341,49 @@ mod tests {
         let link = Arc::new(Link::default());
         let cell = StateCell::new(&link);
         let mut rx = cell.subscribe();
-        link.unreachable();
+        link.unreachable(link.ticket());
         assert_eq!(seen(&mut rx), Some("suspended"));
         cell.lease_lost(&link);
         assert_eq!(seen(&mut rx), Some("lost"));
-        link.answered();
+        link.answered(link.ticket());
+        assert_eq!(seen(&mut rx), Some("reconnected"));
+    }
+
+    #[test]
+    fn answers_to_calls_made_before_a_change_do_not_flap_the_state() {
+        let link = Arc::new(Link::default());
+        let cell = StateCell::new(&link);
+        let mut rx = cell.subscribe();
+        // Two watchers' streams opened while connected; the outage reaches one first.
+        let before_outage = link.ticket();
+        link.unreachable(before_outage);
+        assert_eq!(seen(&mut rx), Some("suspended"));
+        // The other still had an event buffered from before: the store is not back.
+        link.answered(before_outage);
+        assert_eq!(seen(&mut rx), None, "an old answer does not reconnect");
+        // A call made during the outage is answered: it is back.
+        let during = link.ticket();
+        link.answered(during);
+        assert_eq!(seen(&mut rx), Some("reconnected"));
+        // The outage's late failures (calls made before the store came back) are old news.
+        link.unreachable(during);
+        link.unreachable(before_outage);
+        assert_eq!(seen(&mut rx), None, "an old failure does not suspend");
+        link.unreachable(link.ticket());
+        assert_eq!(seen(&mut rx), Some("suspended"), "a new one does");
+    }
+
+    #[test]
+    fn after_a_loss_only_a_later_call_reconnects() {
+        let link = Arc::new(Link::default());
+        let cell = StateCell::new(&link);
+        let mut rx = cell.subscribe();
+        let before_loss = link.ticket();
+        cell.lease_lost(&link);
+        assert_eq!(seen(&mut rx), Some("lost"));
+        link.answered(before_loss);
+        assert_eq!(seen(&mut rx), None);
+        link.answered(link.ticket());
         assert_eq!(seen(&mut rx), Some("reconnected"));
     }
 }

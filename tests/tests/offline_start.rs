@@ -167,12 +167,12 @@ async fn a_snapshot_from_an_older_cluster_gives_way_to_the_new_one() {
         "from the old cluster's snapshot"
     );
     new.restart().await.unwrap();
-    eventually(WAIT, "the new cluster's value", || async {
-        live.load().timeout_secs == 7
+    // Staleness clears just after the value is swapped (never before), so wait for both.
+    eventually(WAIT, "the new cluster's value, current", || async {
+        live.load().timeout_secs == 7 && live.staleness().is_none()
     })
     .await;
     assert!(live.revision() < saved, "{} < {saved}", live.revision());
-    assert_eq!(live.staleness(), None);
     // The snapshot now holds the new cluster's state, at its revision.
     eventually(WAIT, "the snapshot rebased", || async {
         snapshot_file(dir.path(), "/config/checkout")

@@ -35,7 +35,7 @@ pub(crate) use etcd::{Credentials, EtcdOptions, TlsMaterial};
 pub use types::*;
 
 use crate::error::{Error, Result};
-use crate::state::{ConnectionState, Link, StateCell};
+use crate::state::{ConnectionState, Link, StateCell, Ticket};
 
 /// etcd's default `--max-request-bytes` (1.5 MiB); a larger request is refused by the server.
 pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
@@ -161,9 +161,10 @@ impl Store {
         probe_if_needed(&self.backend, &self.link);
     }
 
-    /// Tells the link what an answer says about the connection.
-    fn observe<T>(&self, result: &Result<T>) {
-        observe(&self.backend, &self.link, result.as_ref().err());
+    /// Tells the link what the answer to a call that began at `ticket` says about the
+    /// connection.
+    fn observe<T>(&self, ticket: Ticket, result: &Result<T>) {
+        observe(&self.backend, &self.link, ticket, result.as_ref().err());
     }
 
     /// Refuses every later call with [`Error::Closed`] and ends every open watch stream of
@@ -224,9 +225,10 @@ impl Store {
         request: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
         let started = std::time::Instant::now();
+        let ticket = self.link.ticket();
         let result = request.await;
         crate::metrics::store_request(op, started.elapsed(), result.as_ref().err());
-        self.observe(&result);
+        self.observe(ticket, &result);
         result
     }
 
@@ -452,6 +454,7 @@ impl Store {
         self.check_open()?;
         self.count();
         let span = tracing::debug_span!("store.watch", key = range.as_str(), start_revision);
+        let opened = self.link.ticket();
         let inner = self
             .measured(
                 "watch",
@@ -470,6 +473,7 @@ impl Store {
             stats: Arc::clone(&self.stats),
             backend: self.backend.clone(),
             link: Arc::clone(&self.link),
+            opened,
         }))
     }
 
@@ -507,18 +511,18 @@ impl Store {
     }
 }
 
-/// Tells `link` what an answer (`Ok` if `error` is `None`) says about the connection, and
-/// starts the probe if the store now counts as unreachable.
-fn observe(backend: &Backend, link: &Arc<Link>, error: Option<&Error>) {
+/// Tells `link` what the answer (`Ok` if `error` is `None`) to a call that began at `ticket`
+/// says about the connection, and starts the probe if the store now counts as unreachable.
+fn observe(backend: &Backend, link: &Arc<Link>, ticket: Ticket, error: Option<&Error>) {
     match error {
         Some(Error::Unavailable { .. }) => {
-            link.unreachable();
+            link.unreachable(ticket);
             probe_if_needed(backend, link);
         }
         // A slow call alone suspends nothing, and a closed store says nothing about etcd.
         Some(Error::Timeout { .. } | Error::Closed) => {}
         // Any other answer, even a refusal, came from the store.
-        _ => link.answered(),
+        _ => link.answered(ticket),
     }
 }
 
@@ -549,25 +553,29 @@ async fn probe(backend: Backend, link: Arc<Link>) {
             }
             return;
         }
+        let ticket = link.ticket();
         let answer = match &backend {
             Backend::Etcd(b) => b.status().await.err(),
             Backend::Memory(_) => None,
         };
         match answer {
             Some(Error::Unavailable { .. } | Error::Timeout { .. }) => {}
-            _ => link.answered(),
+            _ => link.answered(ticket),
         }
         wait = (wait * 2).min(PROBE_MAX);
     }
 }
 
 /// Decrements the open-watch counter when the watch stream is dropped, and tells the link
-/// what the stream says about the connection.
+/// what the stream says about the connection. Its items answer the call that opened it: a
+/// stream ends with the outage that breaks it, so whatever it yields comes from the store as
+/// it was when the stream was opened.
 struct CountedStream {
     inner: WatchStream,
     stats: Arc<StoreStats>,
     backend: Backend,
     link: Arc<Link>,
+    opened: Ticket,
 }
 
 impl Stream for CountedStream {
@@ -576,10 +584,10 @@ impl Stream for CountedStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = self.inner.as_mut().poll_next(cx);
         match &item {
-            Poll::Ready(Some(Ok(_))) => self.link.answered(),
+            Poll::Ready(Some(Ok(_))) => self.link.answered(self.opened),
             // The shared stream broke: etcd is gone or the connection is.
             Poll::Ready(Some(Err(error @ Error::Unavailable { .. }))) => {
-                observe(&self.backend, &self.link, Some(error));
+                observe(&self.backend, &self.link, self.opened, Some(error));
             }
             _ => {}
         }
