@@ -25,6 +25,7 @@ use crate::health::SessionTracker;
 use crate::instance::Instance;
 use crate::lease_pool::LeasePool;
 use crate::registry::cache::Discovery;
+use crate::registry::own_keys::OwnKeys;
 use crate::session::{Session, SessionInner};
 use crate::store::Store;
 use crate::sync::lock;
@@ -39,6 +40,8 @@ pub(crate) struct Context {
     pub status: StatusReporters,
     pub hub: std::sync::Arc<WatchHub>,
     pub discovery: Discovery,
+    /// The watches registrations keep on their own keys, one per service name.
+    pub own_keys: OwnKeys,
     /// Lease-holding handles by kind and name, for `health()`.
     pub sessions: SessionTracker,
     /// Released lock sessions kept for the next lock; see `lease_pool`.
@@ -64,6 +67,7 @@ impl Context {
             status: StatusReporters::new(&store),
             hub: std::sync::Arc::new(WatchHub::new(store.clone(), sync_interval)),
             discovery: Discovery::new(store.clone()),
+            own_keys: OwnKeys::new(store.clone()),
             store,
             sessions: SessionTracker::default(),
             leases: LeasePool::default(),

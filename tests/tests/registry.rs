@@ -48,6 +48,7 @@ on_both_backends!(cases:
     registration_overwritten_by_another_lease_ends_without_fighting,
     deregister_after_close_is_closed,
     registration_that_lost_its_lease_does_not_take_back_an_instance_registered_elsewhere,
+    registrations_of_one_service_share_one_watch_and_each_is_still_repaired,
 );
 
 /// The most a test waits for an event that should come at once.
@@ -748,6 +749,55 @@ mod cases {
         assert_eq!(&stored, first.info(), "the refused attempt wrote nothing");
         first.deregister().await.unwrap();
         assert!(b.store().get(&key).await.unwrap().0.is_none());
+    }
+
+    pub async fn registrations_of_one_service_share_one_watch_and_each_is_still_repaired(
+        b: &Backend,
+    ) {
+        let registry = b.coord.registry();
+        let watches = || b.store().stats().open_watches();
+        assert_eq!(watches(), 0);
+        let mut held = Vec::new();
+        for i in 0..20 {
+            held.push(long_lived(&registry, &format!("many-{i}")).await);
+        }
+        let other = registry
+            .register(
+                ServiceInfo::new("other", "o-1", "127.0.0.1:7002"),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        // One watch per service name keeps every registration of it, not one per instance
+        // (each opened by a task of its own, so maybe just after the registration returned).
+        eventually(CEILING, "a watch per service name", || async {
+            watches() == 2
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(watches(), 2, "one per service name, not one per instance");
+
+        // Each is still told of its own key: two deleted at once both come back, on their
+        // own leases, and the others are left as they were.
+        let (first, last) = (&held[0], &held[19]);
+        assert!(registry.unregister("api", "many-0").await.unwrap());
+        assert!(registry.unregister("api", "many-19").await.unwrap());
+        for registration in [first, last] {
+            let key = registration.key().to_owned();
+            eventually(CEILING, "the deleted instance is back", || async {
+                b.store().get(&key).await.unwrap().0.map(|kv| kv.lease)
+                    == Some(registration.lease_id())
+            })
+            .await;
+        }
+        let instances = registry.discover("api").await.unwrap();
+        assert_eq!(instances.len(), 20);
+
+        // The watch goes with the last registration of its name.
+        drop(held);
+        eventually(CEILING, "the api watch closed", || async { watches() == 1 }).await;
+        other.deregister().await.unwrap();
+        eventually(CEILING, "no watch left", || async { watches() == 0 }).await;
     }
 
     pub async fn unregistered_live_instance_comes_back_on_the_same_lease(b: &Backend) {

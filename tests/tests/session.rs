@@ -22,6 +22,7 @@ on_both_backends!(cases:
     a_close_dropped_midway_still_revokes,
     abandoned_session_keys_expire_after_ttl,
     sub_second_ttl_is_invalid_argument,
+    sessions_renew_on_their_own_schedules_without_a_task_each,
 );
 
 mod cases {
@@ -115,6 +116,42 @@ mod cases {
             async move { s.get("/s/e").await.unwrap().0.is_none() }
         })
         .await;
+    }
+
+    pub async fn sessions_renew_on_their_own_schedules_without_a_task_each(b: &Backend) {
+        let s = b.store();
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let short = Session::new(s, Duration::from_secs(2)).await.unwrap();
+        // A renewal now, so whatever renewals start on etcd (its keep-alive stream) runs.
+        short.refresh().await.unwrap();
+        let with_one = tasks();
+        let mut long = Vec::new();
+        for _ in 0..50 {
+            long.push(Session::new(s, Duration::from_secs(9)).await.unwrap());
+        }
+        assert!(
+            tasks() <= with_one,
+            "51 sessions, {} tasks; with one, {with_one}",
+            tasks()
+        );
+        // Past the short TTL twice over and past the long one's renewal interval: each is
+        // renewed on its own schedule.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(short.is_alive());
+        assert!(long.iter().all(Session::is_alive));
+        // One lease lost is one session lost.
+        s.lease_revoke(long[7].lease_id()).await.unwrap();
+        timeout(WAIT, long[7].lost())
+            .await
+            .expect("the revoked one is lost");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(short.is_alive());
+        let alive = long.iter().filter(|session| session.is_alive()).count();
+        assert_eq!(alive, 49);
     }
 
     pub async fn sub_second_ttl_is_invalid_argument(b: &Backend) {

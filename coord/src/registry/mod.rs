@@ -50,6 +50,7 @@
 pub(crate) mod cache;
 mod channel;
 mod instances;
+pub(crate) mod own_keys;
 mod registration;
 
 use std::collections::BTreeMap;

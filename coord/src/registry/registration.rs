@@ -4,18 +4,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::session::Session;
-use crate::store::{
-    Compare, Event, EventKind, KeyRange, KeyValue, Store, Txn, TxnOp, TxnOpResponse, WatchStream,
-};
+use crate::store::{Compare, Event, EventKind, KeyValue, Store, Txn, TxnOp, TxnOpResponse};
 use crate::sync::lock;
 
+use super::own_keys::{Seen, Subscription};
 use super::ServiceInfo;
 
 /// The longest wait between two attempts to register again after a lost lease; also at most a
@@ -23,11 +21,11 @@ use super::ServiceInfo;
 /// etcd kept alive across the outage runs out.
 const MAX_REREGISTER_BACKOFF: Duration = Duration::from_secs(5);
 
-/// The first wait before reading the key again after its watch broke or a repair failed.
+/// The first wait before reading the key again after a repair failed.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The longest wait between two reads of the key while its watch keeps breaking.
-const MAX_WATCH_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest wait between two reads of the key while repairs keep failing.
+const MAX_REREAD_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Registers `info` (already validated, `started_at` set) on a new lease of `ttl` and starts
 /// keeping it registered.
@@ -41,18 +39,15 @@ pub(super) async fn register(
         .map_err(|e| Error::invalid_argument("info", format!("cannot encode: {e}")))?;
     let span = tracing::info_span!("registry.register", key = key.as_str());
     // On any error below the session is dropped, which revokes its lease: nothing is left.
-    let (session, held_since, stream) = async {
+    let (session, held_since, own_key) = async {
         let session = ctx.session(ttl).await?;
+        // Before the write, so no change after it can be missed; what the subscription tells
+        // up to the write is skipped (see `held_since`).
+        let own_key = ctx.own_keys.subscribe(&info.name, &key);
         let held_since = claim(&ctx.store, &key, &value, session.lease_id(), None)
             .await?
             .revision();
-        // From just after our own write: every change the watch reports is someone else's, or
-        // a later repair of ours.
-        let stream = ctx
-            .store
-            .watch(&KeyRange::key(key.as_str()), held_since + 1)
-            .await?;
-        Ok::<_, Error>((session, held_since, stream))
+        Ok::<_, Error>((session, held_since, own_key))
     }
     .instrument(span.clone())
     .await?;
@@ -64,7 +59,9 @@ pub(super) async fn register(
     });
     let keeper = Keeper {
         ctx: Arc::clone(ctx),
-        watch: KeyWatch::new(ctx.store.clone(), key.clone(), stream),
+        own_key,
+        reread: None,
+        reread_backoff: INITIAL_BACKOFF,
         key: key.clone(),
         value,
         ttl,
@@ -390,15 +387,20 @@ struct Keeper {
     ttl: Duration,
     health_name: String,
     shared: Arc<Shared>,
-    watch: KeyWatch,
-    /// A revision at which the current lease held the key. Watch events up to it are history
-    /// from before the current lease (re)took the key.
+    /// The changes of the key, from the `Coord`'s watch of the service's instances.
+    own_key: Subscription,
+    /// After a failed repair: when to read the key again (which leads to the repair again if
+    /// it is still needed).
+    reread: Option<tokio::time::Instant>,
+    /// The wait before the read after the next failed repair.
+    reread_backoff: Duration,
+    /// A revision at which the current lease held the key. What is seen of the key up to it
+    /// is history from before the current lease (re)took the key.
     held_since: i64,
 }
 
 /// What woke the keeper.
 enum Wake {
-    Closed,
     LeaseLost(Session, Error),
     Seen(Seen),
 }
@@ -409,17 +411,21 @@ impl Keeper {
     async fn run(mut self) {
         let ending = loop {
             let session = self.shared.session();
+            // No wait on `Coord::close` of its own: close marks every session made through
+            // the context lost (before revoking it), which wakes this select, and the check
+            // below then ends the task.
             let wake = tokio::select! {
-                // Coord::close revokes the lease itself: nothing to repair.
-                () = self.ctx.closed() => Wake::Closed,
                 lost = session.lost() => Wake::LeaseLost(session.clone(), lost),
-                seen = self.watch.next() => Wake::Seen(seen),
+                seen = self.own_key.next() => Wake::Seen(seen),
+                seen = reread(&self.ctx.store, &self.key, self.reread) => {
+                    self.reread = None;
+                    Wake::Seen(seen)
+                }
             };
             if self.ctx.is_closed() {
                 break Ending::Closed;
             }
             let step = match wake {
-                Wake::Closed => Err(Ending::Closed),
                 Wake::LeaseLost(lost_session, error) => {
                     Box::pin(self.register_again(&lost_session, &error)).await
                 }
@@ -453,11 +459,12 @@ impl Keeper {
     /// What `seen` says about the key, as held by `lease`.
     fn judge(&mut self, seen: Seen, lease: i64) -> Verdict {
         match seen {
-            Seen::Now(kv) => self.judge_kv(kv.as_ref(), lease),
-            Seen::Events(revision, events) => {
-                if revision <= self.held_since {
-                    return Verdict::Ours;
-                }
+            // From before the current lease took the key: what it did since is known.
+            Seen::Now(revision, _) | Seen::Events(revision, _) if revision <= self.held_since => {
+                Verdict::Ours
+            }
+            Seen::Now(_, kv) => self.judge_kv(kv.as_ref(), lease),
+            Seen::Events(_, events) => {
                 let mut verdict = Verdict::Ours;
                 for Event { kind, kv } in &events {
                     let kv = (*kind == EventKind::Put).then_some(kv);
@@ -506,6 +513,7 @@ impl Keeper {
                     );
                 }
                 self.held_since = claim.revision();
+                self.reread_backoff = INITIAL_BACKOFF;
                 Ok(())
             }
             Err(Error::AlreadyRegistered { lease, .. }) => Err(Ending::Replaced(lease)),
@@ -521,7 +529,8 @@ impl Keeper {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot put the deleted registration key back; retrying");
                 // Read the key again after a backoff, which leads here again if still needed.
-                self.watch.reset();
+                self.reread = Some(tokio::time::Instant::now() + self.reread_backoff);
+                self.reread_backoff = (self.reread_backoff * 2).min(MAX_REREAD_BACKOFF);
                 Ok(())
             }
         }
@@ -582,83 +591,26 @@ impl Keeper {
     }
 }
 
-/// What the watch on the registration's own key reports.
-#[derive(Debug)]
-enum Seen {
-    /// The changes of one revision.
-    Events(i64, Vec<Event>),
-    /// The key as read now (`None`: absent), after the watch broke.
-    Now(Option<KeyValue>),
+/// Reads `key` once `at` (set after a failed repair) has come, retrying with backoff until
+/// the read works; pending forever while `at` is `None`.
+async fn reread(store: &Store, key: &str, at: Option<tokio::time::Instant>) -> Seen {
+    match at {
+        // Boxed: this future waits in every keeper's select, nearly always for nothing.
+        Some(at) => Box::pin(reread_at(store, key, at)).await,
+        None => std::future::pending().await,
+    }
 }
 
-/// The watch on a registration's own key. After a break (an etcd restart, a compaction) it
-/// does not replay the gap, which may be compacted away: it reads the key again and watches on
-/// from there, which is all a single key's keeper needs. On etcd all watches of a `Coord` share
-/// one gRPC stream, so this costs no connection.
-struct KeyWatch {
-    store: Store,
-    key: String,
-    stream: Option<WatchStream>,
-    backoff: Duration,
-}
-
-impl KeyWatch {
-    fn new(store: Store, key: String, stream: WatchStream) -> Self {
-        KeyWatch {
-            store,
-            key,
-            stream: Some(stream),
-            backoff: INITIAL_BACKOFF,
-        }
-    }
-
-    /// Makes the next [`next`](Self::next) read the key again (after a backoff).
-    fn reset(&mut self) {
-        self.stream = None;
-    }
-
-    /// The next change to the key, or its state read again after the watch broke. Never ends:
-    /// failures are retried with backoff (the keeper stops on `Coord::close` by itself).
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: nothing is lost; an unfinished re-read is done again by the next call.
-    async fn next(&mut self) -> Seen {
-        loop {
-            if let Some(stream) = self.stream.as_mut() {
-                match stream.next().await {
-                    Some(Ok(batch)) if batch.is_progress() => continue,
-                    Some(Ok(batch)) => {
-                        self.backoff = INITIAL_BACKOFF;
-                        return Seen::Events(batch.revision, batch.events);
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(key = %self.key, error = %e, "registration watch broke; reading the key again");
-                    }
-                    None => {
-                        tracing::debug!(key = %self.key, "registration watch ended; reading the key again");
-                    }
-                }
-                self.stream = None;
-            }
-            tokio::time::sleep(self.backoff).await;
-            self.backoff = (self.backoff * 2).min(MAX_WATCH_BACKOFF);
-            let (kv, revision) = match Box::pin(self.store.get(&self.key)).await {
-                Ok(read) => read,
-                Err(e) => {
-                    tracing::debug!(key = %self.key, error = %e, "cannot read the registration key; retrying");
-                    continue;
-                }
-            };
-            let range = KeyRange::key(self.key.as_str());
-            match Box::pin(self.store.watch(&range, revision + 1)).await {
-                Ok(stream) => {
-                    self.stream = Some(stream);
-                    return Seen::Now(kv);
-                }
-                Err(e) => {
-                    tracing::debug!(key = %self.key, error = %e, "cannot watch the registration key; retrying");
-                }
+async fn reread_at(store: &Store, key: &str, at: tokio::time::Instant) -> Seen {
+    tokio::time::sleep_until(at).await;
+    let mut backoff = INITIAL_BACKOFF;
+    loop {
+        match store.get(key).await {
+            Ok((kv, revision)) => return Seen::Now(revision, kv),
+            Err(e) => {
+                tracing::debug!(key, error = %e, "cannot read the registration key; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_REREAD_BACKOFF);
             }
         }
     }

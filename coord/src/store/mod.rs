@@ -35,6 +35,7 @@ pub(crate) use etcd::{Credentials, EtcdOptions, TlsMaterial};
 pub use types::*;
 
 use crate::error::{Error, Result};
+use crate::session::renewer::Renewer;
 use crate::state::{ConnectionState, Link, StateCell, Ticket};
 
 /// etcd's default `--max-request-bytes` (1.5 MiB); a larger request is refused by the server.
@@ -93,6 +94,8 @@ pub struct Store {
     link: Arc<Link>,
     /// This handle's connection state (see [`crate::state`]).
     state: Arc<StateCell>,
+    /// Renews the leases of this handle's sessions.
+    renewer: Arc<Renewer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -139,6 +142,7 @@ impl Store {
             written: Arc::default(),
             state: StateCell::new(&link),
             link,
+            renewer: Arc::default(),
         }
     }
 
@@ -148,6 +152,11 @@ impl Store {
     /// its own).
     pub(crate) fn new_handle(&self) -> Store {
         Self::on_link(self.backend.clone(), Arc::clone(&self.link))
+    }
+
+    /// What renews the leases of this handle's sessions.
+    pub(crate) fn renewer(&self) -> &Renewer {
+        &self.renewer
     }
 
     /// This handle's connection state (see [`crate::state`]).

@@ -1,7 +1,8 @@
 //! A lease kept alive in the background, with a signal for when it is lost.
 //!
-//! A [`Session`] is what locks, instance IDs and registrations hold: a lease with a TTL that a
-//! background task renews every third of the TTL. Keys written with [`Session::lease_id`] live
+//! A [`Session`] is what locks, instance IDs and registrations hold: a lease with a TTL that is
+//! renewed in the background every third of the TTL (by one task for all the sessions of a
+//! `Coord`: see [`renewer`]). Keys written with [`Session::lease_id`] live
 //! as long as the session does.
 //!
 //! # What it promises
@@ -15,19 +16,17 @@
 //!   tokio runtime is still running), so the keys go at once rather than after the TTL.
 //!   [`Session::close`] does the same and reports errors.
 
+pub(crate) mod renewer;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
-
-/// How long to wait between renewal attempts when the store does not answer.
-const RETRY_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A lease kept alive in the background. Cheap to clone; clones share the lease.
 ///
@@ -56,11 +55,9 @@ pub(crate) struct SessionInner {
     store: Store,
     lease: i64,
     ttl: Duration,
-    /// `Some(reason)` once the lease is known to be gone. Shared with the renewal task, and
-    /// set by `close` too, so a closed session reads as lost.
-    lost: Arc<watch::Sender<Option<String>>>,
-    refresh: Arc<Notify>,
-    task: tokio::task::AbortHandle,
+    /// `Some(reason)` once the lease is known to be gone: set by the renewer, and by `close`
+    /// and `abandon` too, so a closed session reads as lost.
+    lost: watch::Sender<Option<String>>,
     /// Set by `close`/`abandon`: the drop must not revoke again.
     finished: AtomicBool,
 }
@@ -83,32 +80,17 @@ impl Session {
         let seconds = ttl_seconds(ttl)?;
         let grant = store.lease_grant(seconds).await?;
         let granted = Duration::from_secs(u64::try_from(grant.ttl).unwrap_or(1).max(1));
-        let lost = Arc::new(watch::Sender::new(None));
-        let refresh = Arc::new(Notify::new());
-        let span =
-            tracing::info_span!("session.keep_alive", lease = format_args!("{:x}", grant.id));
-        let task = tokio::spawn(
-            keep_alive(
-                store.clone(),
-                grant.id,
-                granted,
-                Arc::clone(&lost),
-                Arc::clone(&refresh),
-            )
-            .instrument(span),
-        )
-        .abort_handle();
-        Ok(Session {
-            inner: Arc::new(SessionInner {
-                store: store.clone(),
-                lease: grant.id,
-                ttl: granted,
-                lost,
-                refresh,
-                task,
-                finished: AtomicBool::new(false),
-            }),
-        })
+        let inner = Arc::new(SessionInner {
+            store: store.clone(),
+            lease: grant.id,
+            ttl: granted,
+            lost: watch::Sender::new(None),
+            finished: AtomicBool::new(false),
+        });
+        store
+            .renewer()
+            .add(store, Arc::downgrade(&inner), grant.id, granted);
+        Ok(Session { inner })
     }
 
     pub(crate) fn downgrade(&self) -> std::sync::Weak<SessionInner> {
@@ -137,7 +119,7 @@ impl Session {
     /// True while the lease is alive as far as known *and* its renewal task still runs (the
     /// task dies with the tokio runtime that spawned it, without a verdict).
     pub(crate) fn is_renewed(&self) -> bool {
-        self.is_alive() && !self.inner.task.is_finished()
+        self.is_alive() && self.inner.store.renewer().is_running()
     }
 
     /// Resolves when the session is lost, with the reason as [`Error::SessionLost`].
@@ -167,17 +149,21 @@ impl Session {
         if !self.is_alive() {
             return Err(self.lost().await);
         }
+        let sent_at = Instant::now();
         match self.inner.store.lease_keep_alive(self.inner.lease).await {
-            Ok(_) => {
-                self.inner.refresh.notify_one();
+            Ok(ttl) => {
+                self.inner
+                    .store
+                    .renewer()
+                    .renewed(self.inner.lease, sent_at, ttl);
                 Ok(())
             }
             Err(Error::LeaseNotFound { .. }) => {
-                // Let the renewal task notice and publish the loss, then report it.
-                self.inner.refresh.notify_one();
+                let reason = "was revoked or expired";
+                self.inner.mark_lost(reason);
                 Err(Error::SessionLost {
                     lease: self.inner.lease,
-                    reason: "revoked or expired".into(),
+                    reason: reason.into(),
                 })
             }
             Err(e) => Err(e),
@@ -196,7 +182,7 @@ impl Session {
     /// Cancel safe: until the revoke is answered, dropping the last clone still revokes the
     /// lease in the background, so a dropped `close` never leaves the lease to run its TTL.
     pub async fn close(&self) -> Result<()> {
-        self.inner.task.abort();
+        self.inner.store.renewer().remove(self.inner.lease);
         // Nobody renews it from now on: it reads as lost whether or not the revoke works.
         self.inner.lost.send_if_modified(|lost| {
             lost.get_or_insert_with(|| "was closed".to_owned());
@@ -218,7 +204,7 @@ impl Session {
     /// on: nothing keeps the lease any more.
     pub fn abandon(&self) {
         self.inner.finished.store(true, Ordering::SeqCst);
-        self.inner.task.abort();
+        self.inner.store.renewer().remove(self.inner.lease);
         self.inner.lost.send_if_modified(|lost| {
             lost.get_or_insert_with(|| "was abandoned (no longer renewed)".to_owned());
             true
@@ -226,9 +212,27 @@ impl Session {
     }
 }
 
+impl SessionInner {
+    /// The lease is gone (`reason` says how): the session reads as lost from now on, and its
+    /// store's connection state says so. The first reason stays.
+    fn mark_lost(&self, reason: &str) {
+        self.store.renewer().remove(self.lease);
+        let first = self.lost.send_if_modified(|lost| {
+            if lost.is_some() {
+                return false;
+            }
+            *lost = Some(reason.to_owned());
+            true
+        });
+        if first {
+            self.store.lease_lost();
+        }
+    }
+}
+
 impl Drop for SessionInner {
     fn drop(&mut self) {
-        self.task.abort();
+        self.store.renewer().remove(self.lease);
         if self.finished.load(Ordering::SeqCst) {
             return;
         }
@@ -273,63 +277,6 @@ pub(crate) fn ttl_seconds(ttl: Duration) -> Result<i64> {
 
 /// The longest lease etcd grants (`MaxLeaseTTL` in etcd's lease package); it refuses more.
 const MAX_TTL_SECONDS: u64 = 9_000_000_000;
-
-/// Renews the lease every third of its TTL until it is lost; publishes the reason.
-async fn keep_alive(
-    store: Store,
-    lease: i64,
-    ttl: Duration,
-    lost: Arc<watch::Sender<Option<String>>>,
-    refresh: Arc<Notify>,
-) {
-    let interval = ttl / 3;
-    // The lease is safe until this instant as far as the last successful renewal tells.
-    let mut expires_at = Instant::now() + ttl;
-    let mut next = Instant::now() + interval;
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep_until(next) => {}
-            () = refresh.notified() => {}
-        }
-        let sent_at = Instant::now();
-        if sent_at >= expires_at {
-            store.lease_lost();
-            lost.send_replace(Some("was not renewed before its TTL ran out".into()));
-            tracing::warn!("session lost: lease not renewed before its TTL ran out");
-            return;
-        }
-        // Boxed: one small allocation per renewal keeps the future of every session's task
-        // (all alive at once) from carrying the renewal's state inline.
-        let renewal = tokio::time::timeout(
-            expires_at - sent_at,
-            Box::pin(store.lease_keep_alive(lease)),
-        )
-        .await;
-        match renewal {
-            Ok(Ok(granted)) => {
-                crate::metrics::lease_renewal("ok", sent_at.elapsed());
-                expires_at = sent_at + Duration::from_secs(u64::try_from(granted).unwrap_or(0));
-                next = sent_at + interval;
-            }
-            Ok(Err(Error::LeaseNotFound { .. })) => {
-                crate::metrics::lease_renewal("lost", sent_at.elapsed());
-                store.lease_lost();
-                lost.send_replace(Some("was revoked or expired".into()));
-                tracing::warn!("session lost: lease revoked or expired");
-                return;
-            }
-            Ok(Err(e)) => {
-                crate::metrics::lease_renewal("failed", sent_at.elapsed());
-                tracing::debug!(error = %e, "lease renewal failed; retrying until the TTL runs out");
-                next = (Instant::now() + RETRY_INTERVAL).min(expires_at);
-            }
-            Err(_elapsed) => {
-                crate::metrics::lease_renewal("failed", sent_at.elapsed());
-                next = expires_at;
-            }
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
