@@ -396,7 +396,8 @@ fn nth_free(taken: &BTreeSet<u32>, n: u64) -> u32 {
 /// A held instance ID. Dropping it releases the ID in the background.
 ///
 /// The ID is held as long as its lease: a holder paused longer than the TTL may lose it while
-/// another instance takes it, so watch [`lost`](Self::lost).
+/// another instance takes it, so watch [`lost`](Self::lost), and fence the writes that must
+/// come from the ID's one holder with [`txn`](Self::txn) (or [`fence`](Self::fence)).
 #[derive(Debug)]
 #[must_use = "dropping an IdGuard releases the ID at once"]
 pub struct IdGuard {
@@ -425,6 +426,41 @@ impl IdGuard {
     /// The lease the ID rides on (shared by the allocator's IDs).
     pub fn lease_id(&self) -> i64 {
         self.held.session.lease_id()
+    }
+
+    /// The create revision of [`key`](Self::key): strictly greater than the token of every
+    /// earlier holder of this ID. Pass it to the resource you protect, as with
+    /// [`LockGuard::fencing_token`](crate::LockGuard::fencing_token).
+    pub fn fencing_token(&self) -> i64 {
+        self.held.create_revision
+    }
+
+    /// The compare that holds only while this guard holds the ID (its key exists with its
+    /// create revision): add it to any transaction to fence it. A compare on the lease would
+    /// not do: the allocator's IDs share one lease, so a guard that released this ID would
+    /// pass it again once the same allocator hands the ID out anew.
+    pub fn fence(&self) -> Compare {
+        self.held.fence()
+    }
+
+    /// Runs `txn` with [`fence`](Self::fence) added to its compares: the `success` branch runs
+    /// only while the ID is still held and the other compares hold, so a holder that lost its
+    /// ID (paused past the TTL, say) cannot write over its successor's data.
+    ///
+    /// # Errors
+    ///
+    /// Store errors; a lost ID is not an error but `succeeded == false`.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Store::txn`](crate::Store::txn): a dropped future may or may not have applied it.
+    pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let span = tracing::debug_span!("ids.txn", key = %self.held.key);
+        self.ctx
+            .store
+            .txn(txn.when([self.fence()]))
+            .instrument(span)
+            .await
     }
 
     /// True until the ID is known to be lost (see

@@ -25,6 +25,26 @@ pub enum OpKind {
     /// After a fenced write was refused (so the lease was certainly lost): did the guard's
     /// `lost()` report it?
     LostReported,
+    /// Acquire an instance ID.
+    IdAcquire,
+    /// Write the marker of an ID, fenced by the ID.
+    IdWrite,
+    /// Release an ID.
+    IdRelease,
+    /// After an ID's fenced write was refused: did the guard's `lost()` report it?
+    IdLostReported,
+    /// Publish a config value (every field in one transaction).
+    Publish,
+    /// `load()` a `Live` config value.
+    Load,
+    /// Register a service instance.
+    Register,
+    /// Deregister one.
+    Deregister,
+    /// `discover` the service's instances.
+    Discover,
+    /// A registration no other lease took over: has `lost()` stayed pending, as promised?
+    RegistrationKept,
 }
 
 impl OpKind {
@@ -36,6 +56,16 @@ impl OpKind {
             OpKind::Increment => "increment",
             OpKind::Unlock => "unlock",
             OpKind::LostReported => "lost-reported",
+            OpKind::IdAcquire => "id-acquire",
+            OpKind::IdWrite => "id-write",
+            OpKind::IdRelease => "id-release",
+            OpKind::IdLostReported => "id-lost-reported",
+            OpKind::Publish => "publish",
+            OpKind::Load => "load",
+            OpKind::Register => "register",
+            OpKind::Deregister => "deregister",
+            OpKind::Discover => "discover",
+            OpKind::RegistrationKept => "registration-kept",
         }
     }
 }
@@ -76,6 +106,14 @@ pub struct Payload {
     pub value: Option<u64>,
     /// The store revision of the answer (for a write: the revision it was applied at).
     pub revision: Option<i64>,
+    /// The instance ID held (the IDs workload).
+    pub id: Option<u32>,
+    /// The marker text an ID's holder wrote, or a registered instance's id.
+    pub text: Option<String>,
+    /// The config fields `a`, `b`, `c` published or loaded (`value` is the sequence number).
+    pub split: Option<[u64; 3]>,
+    /// The instance ids a `discover` returned, sorted.
+    pub found: Option<Vec<String>>,
     /// The error, for an operation that did not end `Ok`.
     pub error: Option<String>,
 }
@@ -117,6 +155,18 @@ impl fmt::Display for Op {
         }
         if let Some(value) = p.value {
             write!(f, " value={value}")?;
+        }
+        if let Some(id) = p.id {
+            write!(f, " id={id}")?;
+        }
+        if let Some(text) = &p.text {
+            write!(f, " text={text}")?;
+        }
+        if let Some(split) = p.split {
+            write!(f, " split={split:?}")?;
+        }
+        if let Some(found) = &p.found {
+            write!(f, " found={found:?}")?;
         }
         if let Some(revision) = p.revision {
             write!(f, " rev={revision}")?;

@@ -29,6 +29,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::check::{excerpt, Check};
 use super::history::{History, Op, OpKind, Outcome, Payload};
 
 /// The settings of the locks workload.
@@ -291,17 +292,6 @@ enum Held {
     Refused,
 }
 
-/// One invariant over a history: how many cases it looked at and which broke it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Check {
-    /// What it checks.
-    pub name: &'static str,
-    /// How many cases it checked (counters, pairs of writes, reads, losses).
-    pub checked: usize,
-    /// One entry per violation, with the history excerpt that shows it.
-    pub violations: Vec<String>,
-}
-
 /// Checks the locks workload's invariants (see the [module docs](self)) over `ops`, given
 /// each counter's final value (`finals[l]` for lock `l`).
 pub fn check(ops: &[Op], finals: &[u64]) -> Vec<Check> {
@@ -392,23 +382,6 @@ pub fn check(ops: &[Op], finals: &[u64]) -> Vec<Check> {
     vec![counters, tokens, values, reads, losses]
 }
 
-impl Check {
-    fn new(name: &'static str) -> Self {
-        Check {
-            name,
-            checked: 0,
-            violations: Vec::new(),
-        }
-    }
-}
-
-fn excerpt<'a>(ops: impl IntoIterator<Item = &'a Op>) -> String {
-    ops.into_iter()
-        .map(|op| format!("    {op}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,7 +410,7 @@ mod tests {
                 token: Some(token),
                 value: Some(value),
                 revision: Some(revision),
-                error: None,
+                ..Payload::default()
             },
         }
     }

@@ -4,14 +4,22 @@
 //! go over the recorded history for invariant violations.
 //!
 //! - [`history`]: what was recorded (operations with ok / failed / unknown outcomes, faults);
+//! - [`check`]: what a checker reports per invariant;
 //! - [`faults`]: the seeded schedule and the nemesis that injects and heals it;
 //! - [`locks`]: the locks workload (fenced counter increments) and its checker;
+//! - [`ids`]: the IDs workload (marker writes fenced by the ID) and its checker;
+//! - [`live_config`]: the live-config workload (multi-key publishes, `Live` loads) and its
+//!   checker;
+//! - [`registry`]: the registry workload (register, deregister, discover) and its checker;
 //! - [`runner`]: one run, start to finish, and its report.
 //!
-//! Only the locks workload exists so far; IDs, live config and the registry are to come.
 //! Run it with `cargo run -p coord-tests --release --bin nemesis -- --duration 60s --seed 42`.
 
+pub mod check;
 pub mod faults;
 pub mod history;
+pub mod ids;
+pub mod live_config;
 pub mod locks;
+pub mod registry;
 pub mod runner;

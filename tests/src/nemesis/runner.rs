@@ -1,25 +1,35 @@
 //! One nemesis run, start to finish: a 3-member etcd, clients each connected through their
-//! own [`Proxies`](coord::testing::Proxies), the locks workload on every client, the seeded
-//! fault schedule; then the final heal, the wait for convergence, the checks and the
-//! [`Report`].
+//! own [`Proxies`](coord::testing::Proxies), every workload (locks, IDs, live config,
+//! registry) on every client, the seeded fault schedule; then the final heal, the wait for
+//! convergence, the checks and the [`Report`].
 //!
-//! "Converged" means every client, through its healed proxies, reads every counter with the
-//! same value as a client connected straight to the cluster, in one round. The report gives
-//! the time from the end of the final heal to the first such round; a run that does not
-//! converge within [`CONVERGE_LIMIT`] is a violation.
+//! After the final heal each workload must converge, and the report gives the time from the
+//! end of the heal until it did: the counters when every client reads every counter as a
+//! client connected straight to the cluster does, in one round; the live config when every
+//! client's `Live` shows the value stored in etcd; the registry when every client's
+//! `discover` and a direct read list exactly the registrations still held. A workload that
+//! does not converge within [`CONVERGE_LIMIT`] is a violation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
+use coord::config::Live;
+use coord::registry::ServiceCache;
 use coord::testing::{EtcdCluster, HarnessError};
-use coord::Coord;
+use coord::{Coord, Registration};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::check::Check;
 use super::faults::{Nemesis, Schedule};
 use super::history::{FaultRecord, History, OpKind};
-use super::locks::{self, counter_key, Check, LockWorkload, Process};
+use super::ids::{self, IdProcess, IdWorkload};
+use super::live_config::{self, ConfigWorkload, Split};
+use super::locks::{self, counter_key, LockWorkload, Process};
+use super::registry::{self, RegistryProcess, RegistryWorkload};
 
 /// How long the clients may take to agree after the final heal before it is a violation.
 pub const CONVERGE_LIMIT: Duration = Duration::from_secs(60);
@@ -42,6 +52,12 @@ pub struct Options {
     pub clients: usize,
     /// The locks workload.
     pub workload: LockWorkload,
+    /// The IDs workload.
+    pub ids: IdWorkload,
+    /// The live-config workload.
+    pub config: ConfigWorkload,
+    /// The registry workload.
+    pub registry: RegistryWorkload,
 }
 
 impl Default for Options {
@@ -51,6 +67,9 @@ impl Default for Options {
             seed: 42,
             clients: 3,
             workload: LockWorkload::default(),
+            ids: IdWorkload::default(),
+            config: ConfigWorkload::default(),
+            registry: RegistryWorkload::default(),
         }
     }
 }
@@ -69,8 +88,9 @@ pub struct Report {
     pub fault_errors: Vec<String>,
     /// Every invariant checked, with its violations.
     pub checks: Vec<Check>,
-    /// The time from the end of the final heal until the clients agreed.
-    pub converged_after: Option<Duration>,
+    /// Per workload, the time from the end of the final heal until it converged (see the
+    /// [module docs](self)); `None` if it did not within [`CONVERGE_LIMIT`].
+    pub converged_after: BTreeMap<&'static str, Option<Duration>>,
     /// The counters' final values.
     pub counters: Vec<u64>,
     /// Everything recorded, for a closer look at a violation.
@@ -99,8 +119,10 @@ impl fmt::Display for Report {
         let o = &self.options;
         writeln!(
             f,
-            "nemesis: seed {}, {:?} of faults, {} clients x {} locks on a {MEMBERS}-member etcd",
-            o.seed, o.duration, o.clients, o.workload.locks
+            "nemesis: seed {}, {:?} of faults on a {MEMBERS}-member etcd; {} clients, each with \
+             {} lock holders, {} ID holders ({} IDs), a config reader, a registrar and a \
+             discoverer; one config writer",
+            o.seed, o.duration, o.clients, o.workload.locks, o.ids.holders_per_client, o.ids.max_id
         )?;
         writeln!(f)?;
         writeln!(
@@ -122,13 +144,13 @@ impl fmt::Display for Report {
         writeln!(f)?;
         writeln!(
             f,
-            "{:<54} {:>8} {:>10}",
+            "{:<58} {:>8} {:>10}",
             "invariant", "checked", "violations"
         )?;
         for check in &self.checks {
             writeln!(
                 f,
-                "{:<54} {:>8} {:>10}",
+                "{:<58} {:>8} {:>10}",
                 check.name,
                 check.checked,
                 check.violations.len()
@@ -136,16 +158,12 @@ impl fmt::Display for Report {
         }
         writeln!(f)?;
         writeln!(f, "counters at the end: {:?}", self.counters)?;
-        match self.converged_after {
-            Some(after) => writeln!(
-                f,
-                "converged {:.2} s after the final heal",
-                after.as_secs_f64()
-            )?,
-            None => writeln!(
-                f,
-                "did not converge within {CONVERGE_LIMIT:?} of the final heal"
-            )?,
+        writeln!(f, "time to converge after the final heal:")?;
+        for (workload, after) in &self.converged_after {
+            match after {
+                Some(after) => writeln!(f, "  {workload:<14} {:>6.2} s", after.as_secs_f64())?,
+                None => writeln!(f, "  {workload:<14} not within {CONVERGE_LIMIT:?}")?,
+            }
         }
         writeln!(f, "violations: {}", self.violations())?;
         for check in self.checks.iter().filter(|c| !c.violations.is_empty()) {
@@ -217,22 +235,88 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
     let mut nemesis = Nemesis::new(cluster, proxies);
 
     let history = History::new();
+    let mut processes = 0..;
+    let mut next_process = || processes.next().unwrap_or(usize::MAX);
+    // Every `Live` binds before the faults begin, which needs the config's keys in place.
+    let writer = next_process();
+    options
+        .config
+        .seed(writer, &observer, options.seed, &history)
+        .await?;
+    let mut lives = Vec::with_capacity(clients.len());
+    for coord in &clients {
+        lives.push(coord.live::<Split>().await?);
+    }
+
     let (stop, stopped) = watch::channel(false);
-    let mut workers = Vec::new();
+    let mut with_lost_checks: Vec<JoinHandle<Vec<JoinHandle<()>>>> = Vec::new();
+    let mut others: Vec<JoinHandle<()>> = Vec::new();
+    let mut registrars: Vec<(usize, JoinHandle<Vec<Registration>>)> = Vec::new();
+    let mut discoverers: Vec<JoinHandle<Option<ServiceCache>>> = Vec::new();
     for (c, coord) in clients.iter().enumerate() {
         for lock in 0..options.workload.locks {
             let process = Process {
-                id: c * options.workload.locks + lock,
+                id: next_process(),
                 lock,
                 coord: coord.clone(),
             };
             let (workload, history, stopped) =
                 (options.workload.clone(), history.clone(), stopped.clone());
-            workers.push(tokio::spawn(async move {
+            with_lost_checks.push(tokio::spawn(async move {
                 workload.run(process, options.seed, history, stopped).await
             }));
         }
+        for _ in 0..options.ids.holders_per_client {
+            let process = IdProcess {
+                id: next_process(),
+                coord: coord.clone(),
+            };
+            let (workload, history, stopped) =
+                (options.ids.clone(), history.clone(), stopped.clone());
+            with_lost_checks.push(tokio::spawn(async move {
+                workload.run(process, options.seed, history, stopped).await
+            }));
+        }
+        let (workload, history_, stopped_) =
+            (options.config.clone(), history.clone(), stopped.clone());
+        let (reader, live) = (next_process(), lives[c].clone());
+        others.push(tokio::spawn(async move {
+            workload.read(reader, live, history_, stopped_).await;
+        }));
+        let registry_process = |id| RegistryProcess {
+            id,
+            client: c,
+            coord: coord.clone(),
+        };
+        let registrar = registry_process(next_process());
+        let (workload, history_, stopped_) =
+            (options.registry.clone(), history.clone(), stopped.clone());
+        registrars.push((
+            registrar.id,
+            tokio::spawn(async move {
+                workload
+                    .register(registrar, options.seed, history_, stopped_)
+                    .await
+            }),
+        ));
+        let discoverer = registry_process(next_process());
+        let (workload, history_, stopped_) =
+            (options.registry.clone(), history.clone(), stopped.clone());
+        discoverers.push(tokio::spawn(async move {
+            workload.discover(discoverer, history_, stopped_).await
+        }));
     }
+    let (workload, history_, stopped_, writing_through) = (
+        options.config.clone(),
+        history.clone(),
+        stopped.clone(),
+        clients.clone(),
+    );
+    others.push(tokio::spawn(async move {
+        workload
+            .write(writer, writing_through, options.seed, history_, stopped_)
+            .await;
+    }));
 
     let started = Instant::now();
     for step in &schedule.steps {
@@ -259,30 +343,69 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
     if let Err(e) = nemesis.heal_all().await {
         fault_errors.push(format!("final heal: {e}"));
     }
-    let converged_after = converge(&clients, &observer, options.workload.locks).await;
+    let healed = Instant::now();
+
+    // The config writer and the registrars stop changing things before convergence is judged.
+    for worker in others {
+        joined(worker).await?;
+    }
+    // The discoverers' watch caches stay, so that `discover` answers from them at the end.
+    let mut caches = Vec::new();
+    for discoverer in discoverers {
+        caches.extend(joined(discoverer).await?);
+    }
+    let mut held: Vec<(usize, Registration)> = Vec::new();
+    for (process, registrar) in registrars {
+        held.extend(joined(registrar).await?.into_iter().map(|r| (process, r)));
+    }
+    let expected = registry::expected(held.iter().map(|(_, r)| r));
+    let ((counters_after, _), (config_after, config_last), (registry_after, registry_last)) = tokio::join!(
+        converge(healed, || counters_agree(
+            &clients,
+            &observer,
+            options.workload.locks
+        )),
+        converge(healed, || config_agrees(&lives, &observer)),
+        converge(healed, || registry_agrees(&clients, &observer, &expected)),
+    );
+    for (process, registration) in &held {
+        registry::kept(*process, registration, &history);
+    }
 
     let mut lost_checks = Vec::new();
-    for worker in workers {
-        lost_checks.extend(worker.await.map_err(|e| RunError::Worker(e.to_string()))?);
+    for worker in with_lost_checks {
+        lost_checks.extend(joined(worker).await?);
     }
     for check in lost_checks {
-        check.await.map_err(|e| RunError::Worker(e.to_string()))?;
+        joined(check).await?;
     }
-    let counters = read_counters(&observer, options.workload.locks).await?;
+    let counters = settle(|| read_counters_once(&observer, options.workload.locks)).await?;
+    let markers = settle(|| read_markers(&observer, options.ids.max_id)).await?;
+    let stored = settle(|| live_config::stored(&observer)).await?;
 
     let ops = history.ops();
     let mut checks = locks::check(&ops, &counters);
-    let mut converged = Check {
-        name: "clients agree within the limit after the final heal",
-        checked: options.clients,
-        violations: Vec::new(),
-    };
-    if converged_after.is_none() {
-        converged.violations.push(format!(
-            "the clients did not all read the observer's counters within {CONVERGE_LIMIT:?}"
-        ));
-    }
-    checks.push(converged);
+    checks.push(converged(
+        "the counters agree within the limit after the heal",
+        options.clients,
+        counters_after,
+        || "the clients did not all read the observer's counters".to_owned(),
+    ));
+    checks.extend(ids::check(&ops, &markers));
+    checks.extend(live_config::check(&ops, &stored));
+    checks.push(converged(
+        "every Live shows the stored value after the heal",
+        options.clients,
+        config_after,
+        || format!("the Lives still differ from etcd: {config_last:?}"),
+    ));
+    checks.extend(registry::check(&ops));
+    checks.push(converged(
+        "discover lists exactly the live instances after the heal",
+        options.clients + 1,
+        registry_after,
+        || format!("expected {expected:?}; {registry_last:?}"),
+    ));
 
     let mut faults: BTreeMap<&'static str, (usize, usize)> = BTreeMap::new();
     for record in history.faults() {
@@ -296,6 +419,7 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
         }
     }
 
+    drop((held, caches, lives));
     for client in clients.iter().chain([&observer]) {
         let _ = tokio::time::timeout(CLOSE_WAIT, client.close()).await;
     }
@@ -306,32 +430,101 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
         faults,
         fault_errors,
         checks,
-        converged_after,
+        converged_after: BTreeMap::from([
+            ("counters", counters_after),
+            ("live config", config_after),
+            ("registry", registry_after),
+        ]),
         counters,
         history,
     })
 }
 
-/// The time until every client reads every counter as the observer does, in one round;
-/// `None` past [`CONVERGE_LIMIT`].
-async fn converge(clients: &[Coord], observer: &Coord, locks: usize) -> Option<Duration> {
-    let healed = Instant::now();
+/// The outcome of a task, or why it has none.
+async fn joined<T>(task: JoinHandle<T>) -> Result<T, RunError> {
+    task.await.map_err(|e| RunError::Worker(e.to_string()))
+}
+
+/// The convergence check of one workload: a violation if it did not converge.
+fn converged(
+    name: &'static str,
+    checked: usize,
+    after: Option<Duration>,
+    why_not: impl FnOnce() -> String,
+) -> Check {
+    let mut check = Check::new(name);
+    check.checked = checked;
+    if after.is_none() {
+        check
+            .violations
+            .push(format!("not within {CONVERGE_LIMIT:?}: {}", why_not()));
+    }
+    check
+}
+
+/// Asks `agree` every 100 ms until it says `Ok`; returns the time since `healed` then (`None`
+/// past [`CONVERGE_LIMIT`]) and the last disagreement.
+async fn converge<F, Fut>(healed: Instant, mut agree: F) -> (Option<Duration>, Option<String>)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let mut last = None;
     while healed.elapsed() < CONVERGE_LIMIT {
-        if let Ok(expected) = read_counters_once(observer, locks).await {
-            let mut agree = true;
-            for client in clients {
-                if read_counters_once(client, locks).await.ok().as_ref() != Some(&expected) {
-                    agree = false;
-                    break;
-                }
-            }
-            if agree {
-                return Some(healed.elapsed());
-            }
+        match agree().await {
+            Ok(()) => return (Some(healed.elapsed()), None),
+            Err(why) => last = Some(why),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    None
+    (None, last)
+}
+
+/// Whether every client reads every counter as the observer does, in one round.
+async fn counters_agree(clients: &[Coord], observer: &Coord, locks: usize) -> Result<(), String> {
+    let expected = read_counters_once(observer, locks).await?;
+    for (c, client) in clients.iter().enumerate() {
+        let read = read_counters_once(client, locks).await?;
+        if read != expected {
+            return Err(format!("c{c} reads {read:?}, etcd holds {expected:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether every client's `Live` shows the config value stored in etcd.
+async fn config_agrees(lives: &[Live<Split>], observer: &Coord) -> Result<(), String> {
+    let stored = live_config::stored(observer).await?;
+    for (c, live) in lives.iter().enumerate() {
+        let shown = live.load_full();
+        if *shown != stored {
+            return Err(format!("c{c} shows {shown:?}, etcd holds {stored:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether every client's `discover` and a direct read (the observer watches nothing, so it
+/// reads etcd) list exactly `expected`.
+async fn registry_agrees(
+    clients: &[Coord],
+    observer: &Coord,
+    expected: &BTreeSet<String>,
+) -> Result<(), String> {
+    for (name, coord) in clients
+        .iter()
+        .enumerate()
+        .map(|(c, coord)| (format!("c{c}"), coord))
+        .chain([("etcd".to_owned(), observer)])
+    {
+        let found = registry::discovered(coord)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        if found != *expected {
+            return Err(format!("{name} discovers {found:?}"));
+        }
+    }
+    Ok(())
 }
 
 async fn read_counters_once(coord: &Coord, locks: usize) -> Result<Vec<u64>, String> {
@@ -349,16 +542,34 @@ async fn read_counters_once(coord: &Coord, locks: usize) -> Result<Vec<u64>, Str
     Ok(values)
 }
 
-/// The counters, read straight from the cluster; retried while it settles.
-async fn read_counters(observer: &Coord, locks: usize) -> Result<Vec<u64>, RunError> {
+/// Every ID's marker (`None` if never written).
+async fn read_markers(coord: &Coord, max_id: u32) -> Result<Vec<Option<String>>, String> {
+    let mut markers = Vec::new();
+    for id in 0..max_id {
+        let (kv, _) = coord
+            .store()
+            .get(&ids::marker_key(id))
+            .await
+            .map_err(|e| e.to_string())?;
+        markers.push(kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()));
+    }
+    Ok(markers)
+}
+
+/// What `read` reads from the cluster at the end, retried while it settles.
+async fn settle<T, F, Fut>(mut read: F) -> Result<T, RunError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
     let deadline = Instant::now() + CONVERGE_LIMIT;
     loop {
-        match read_counters_once(observer, locks).await {
-            Ok(values) => return Ok(values),
+        match read().await {
+            Ok(value) => return Ok(value),
             Err(e) if Instant::now() >= deadline => {
                 return Err(RunError::Coord(coord::Error::Backend {
-                    key: counter_key(0),
-                    reason: format!("cannot read the final counters: {e}"),
+                    key: "/nemesis/".into(),
+                    reason: format!("cannot read the final state: {e}"),
                 }))
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
