@@ -40,3 +40,14 @@ pub fn excerpt<'a>(ops: impl IntoIterator<Item = &'a Op>) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The invariants `checks` found broken, with how many violations each: what a checker's unit
+/// test compares.
+#[cfg(test)]
+pub fn broken(checks: Vec<Check>) -> Vec<(&'static str, usize)> {
+    checks
+        .into_iter()
+        .filter(|c| !c.violations.is_empty())
+        .map(|c| (c.name, c.violations.len()))
+        .collect()
+}

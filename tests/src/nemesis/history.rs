@@ -359,6 +359,92 @@ impl Pending {
     }
 }
 
+/// How a fenced transaction went (see [`Pending::fenced_txn`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fenced {
+    /// Applied.
+    Applied,
+    /// Refused by its fence: what it was fenced by (a lock, an ID) is lost.
+    Refused,
+    /// Failed or unanswered without proving anything: stop writing with this holder.
+    Stopped,
+}
+
+impl Pending {
+    /// Ends it with how a fenced transaction went: ok with its revision; failed if the fence
+    /// refused it (`refused` says why); otherwise by its error, or unknown if it had not
+    /// answered within `hang`.
+    pub async fn fenced_txn(
+        self,
+        hang: Duration,
+        refused: &str,
+        call: impl std::future::Future<Output = coord::Result<coord::store::TxnResponse>>,
+    ) -> Fenced {
+        match tokio::time::timeout(hang, call).await {
+            Ok(Ok(response)) if response.succeeded => {
+                self.ok(|p| p.revision = Some(response.revision));
+                Fenced::Applied
+            }
+            Ok(Ok(response)) => {
+                self.end(Outcome::Failed, |p| {
+                    p.revision = Some(response.revision);
+                    p.error = Some(refused.to_owned());
+                });
+                Fenced::Refused
+            }
+            Ok(Err(e)) => {
+                self.end(Outcome::of_write_error(&e), |p| {
+                    p.error = Some(e.to_string())
+                });
+                Fenced::Stopped
+            }
+            Err(_) => {
+                self.end(Outcome::Unknown, |p| {
+                    p.error = Some(format!("no answer within {hang:?}"));
+                });
+                Fenced::Stopped
+            }
+        }
+    }
+
+    /// Ends it with how a release (an unlock, an ID's release, a deregister) went: failed
+    /// with `SessionLost` (nothing was held any more), otherwise by its error, or unknown if
+    /// it had not answered within `hang`.
+    pub async fn released(
+        self,
+        hang: Duration,
+        call: impl std::future::Future<Output = coord::Result<()>>,
+    ) {
+        match tokio::time::timeout(hang, call).await {
+            Ok(Ok(())) => self.ok(|_| {}),
+            Ok(Err(e @ coord::Error::SessionLost { .. })) => self.failed(e),
+            Ok(Err(e)) => self.end(Outcome::of_write_error(&e), |p| {
+                p.error = Some(e.to_string());
+            }),
+            Err(_) => self.end(Outcome::Unknown, |p| {
+                p.error = Some(format!("no answer within {hang:?}"));
+            }),
+        }
+    }
+
+    /// Ends it, in a task of its own, ok once `lost` resolves within `bound` and failed if
+    /// it does not: for a holder whose fenced write was refused, which proved the loss.
+    pub fn reported_lost(
+        self,
+        bound: Duration,
+        lost: impl std::future::Future + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            match tokio::time::timeout(bound, lost).await {
+                Ok(_) => self.ok(|_| {}),
+                Err(_) => self.failed(format!(
+                    "lost() had not resolved {bound:?} after a fenced write was refused"
+                )),
+            }
+        })
+    }
+}
+
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(mut op) = self.op.take() {

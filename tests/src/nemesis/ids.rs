@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::check::{excerpt, Check};
-use super::history::{History, Op, OpKind, Outcome, Payload};
+use super::history::{Fenced, History, Op, OpKind, Outcome, Payload};
 
 /// The service whose IDs the workload allocates.
 pub const SERVICE: &str = "nemesis";
@@ -198,29 +198,11 @@ impl IdWorkload {
                 },
             );
             let txn = Txn::new().and_then([TxnOp::put(marker.as_str(), text)]);
-            match tokio::time::timeout(self.hang, guard.txn(txn)).await {
-                Ok(Ok(response)) if response.succeeded => {
-                    write.ok(|p| p.revision = Some(response.revision));
-                }
-                Ok(Ok(response)) => {
-                    write.end(Outcome::Failed, |p| {
-                        p.revision = Some(response.revision);
-                        p.error = Some("fence refused: the ID key is gone or claimed anew".into());
-                    });
-                    return Held::Refused;
-                }
-                Ok(Err(e)) => {
-                    write.end(Outcome::of_write_error(&e), |p| {
-                        p.error = Some(e.to_string());
-                    });
-                    break;
-                }
-                Err(_) => {
-                    write.end(Outcome::Unknown, |p| {
-                        p.error = Some(format!("no answer within {:?}", self.hang));
-                    });
-                    break;
-                }
+            let refused = "fence refused: the ID key is gone or claimed anew";
+            match write.fenced_txn(self.hang, refused, guard.txn(txn)).await {
+                Fenced::Applied => {}
+                Fenced::Refused => return Held::Refused,
+                Fenced::Stopped => break,
             }
         }
         Held::Done
@@ -229,29 +211,12 @@ impl IdWorkload {
     /// Waits (in the background) for `guard.lost()` after a refused write proved the loss.
     fn check_lost(&self, process: &IdProcess, guard: IdGuard, history: &History) -> JoinHandle<()> {
         let pending = history.begin(process.id, OpKind::IdLostReported, held(&guard));
-        let bound = self.lost_bound;
-        tokio::spawn(async move {
-            match tokio::time::timeout(bound, guard.lost()).await {
-                Ok(_) => pending.ok(|_| {}),
-                Err(_) => pending.failed(format!(
-                    "lost() had not resolved {bound:?} after a fenced write was refused"
-                )),
-            }
-        })
+        pending.reported_lost(self.lost_bound, async move { guard.lost().await })
     }
 
     async fn release(&self, process: &IdProcess, guard: IdGuard, history: &History) {
         let pending = history.begin(process.id, OpKind::IdRelease, held(&guard));
-        match tokio::time::timeout(self.hang, guard.release()).await {
-            Ok(Ok(())) => pending.ok(|_| {}),
-            Ok(Err(e @ coord::Error::SessionLost { .. })) => pending.failed(e),
-            Ok(Err(e)) => pending.end(Outcome::of_write_error(&e), |p| {
-                p.error = Some(e.to_string());
-            }),
-            Err(_) => pending.end(Outcome::Unknown, |p| {
-                p.error = Some(format!("no answer within {:?}", self.hang));
-            }),
-        }
+        pending.released(self.hang, guard.release()).await;
     }
 }
 
@@ -377,11 +342,7 @@ mod tests {
     }
 
     fn violations(ops: &[Op], finals: &[Option<String>]) -> Vec<(&'static str, usize)> {
-        check(ops, finals)
-            .into_iter()
-            .filter(|c| !c.violations.is_empty())
-            .map(|c| (c.name, c.violations.len()))
-            .collect()
+        crate::nemesis::check::broken(check(ops, finals))
     }
 
     /// Holder 10 writes twice, then holder 20 (who claimed the ID after it) writes once.

@@ -293,11 +293,7 @@ mod tests {
     }
 
     fn violations(ops: &[Op], last: &Split) -> Vec<(&'static str, usize)> {
-        check(ops, last)
-            .into_iter()
-            .filter(|c| !c.violations.is_empty())
-            .map(|c| (c.name, c.violations.len()))
-            .collect()
+        crate::nemesis::check::broken(check(ops, last))
     }
 
     /// Values 0 and 1 acknowledged, 2 unknown; a reader sees 0, 1, 2.

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::check::{excerpt, Check};
-use super::history::{History, Op, OpKind, Outcome, Payload};
+use super::history::{Fenced, History, Op, OpKind, Outcome, Payload};
 
 /// The settings of the locks workload.
 #[derive(Clone, Debug)]
@@ -206,29 +206,11 @@ impl LockWorkload {
                 },
             );
             let txn = Txn::new().and_then([TxnOp::put(counter.as_str(), next.to_string())]);
-            match tokio::time::timeout(self.hang, guard.txn(txn)).await {
-                Ok(Ok(response)) if response.succeeded => {
-                    write.ok(|p| p.revision = Some(response.revision));
-                }
-                Ok(Ok(response)) => {
-                    write.end(Outcome::Failed, |p| {
-                        p.revision = Some(response.revision);
-                        p.error = Some("fence refused: the lock key is gone".into());
-                    });
-                    return Held::Refused;
-                }
-                Ok(Err(e)) => {
-                    write.end(Outcome::of_write_error(&e), |p| {
-                        p.error = Some(e.to_string());
-                    });
-                    break;
-                }
-                Err(_) => {
-                    write.end(Outcome::Unknown, |p| {
-                        p.error = Some(format!("no answer within {:?}", self.hang));
-                    });
-                    break;
-                }
+            let refused = "fence refused: the lock key is gone";
+            match write.fenced_txn(self.hang, refused, guard.txn(txn)).await {
+                Fenced::Applied => {}
+                Fenced::Refused => return Held::Refused,
+                Fenced::Stopped => break,
             }
         }
         Held::Done
@@ -244,15 +226,7 @@ impl LockWorkload {
                 ..self.payload(process)
             },
         );
-        let bound = self.lost_bound;
-        tokio::spawn(async move {
-            match tokio::time::timeout(bound, guard.lost()).await {
-                Ok(_) => pending.ok(|_| {}),
-                Err(_) => pending.failed(format!(
-                    "lost() had not resolved {bound:?} after a fenced write was refused"
-                )),
-            }
-        })
+        pending.reported_lost(self.lost_bound, async move { guard.lost().await })
     }
 
     async fn unlock(&self, process: &Process, guard: LockGuard, history: &History) {
@@ -264,16 +238,7 @@ impl LockWorkload {
                 ..self.payload(process)
             },
         );
-        match tokio::time::timeout(self.hang, guard.unlock()).await {
-            Ok(Ok(())) => pending.ok(|_| {}),
-            Ok(Err(e @ coord::Error::SessionLost { .. })) => pending.failed(e),
-            Ok(Err(e)) => pending.end(Outcome::of_write_error(&e), |p| {
-                p.error = Some(e.to_string());
-            }),
-            Err(_) => pending.end(Outcome::Unknown, |p| {
-                p.error = Some(format!("no answer within {:?}", self.hang));
-            }),
-        }
+        pending.released(self.hang, guard.unlock()).await;
     }
 
     fn payload(&self, process: &Process) -> Payload {
@@ -435,11 +400,7 @@ mod tests {
     }
 
     fn violations(ops: &[Op], finals: &[u64]) -> Vec<(&'static str, usize)> {
-        check(ops, finals)
-            .into_iter()
-            .filter(|c| !c.violations.is_empty())
-            .map(|c| (c.name, c.violations.len()))
-            .collect()
+        crate::nemesis::check::broken(check(ops, finals))
     }
 
     /// Two holders, one after the other, one unknown write that did apply.
