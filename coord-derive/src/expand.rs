@@ -211,10 +211,11 @@ fn field_info(field: &Field, krate: &syn::Path) -> TokenStream {
         let aliases = &field.attrs.aliases;
         quote!(.with_aliases(&[#(#aliases),*]))
     });
+    let env = field.attrs.env.as_ref().map(|var| quote!(.with_env(#var)));
     quote! {
         __fields.push(
             #krate::config::FieldInfo::new(#key, #type_name, #doc)
-                #secret #default #aliases #schema
+                #secret #default #aliases #env #schema
         );
     }
 }
