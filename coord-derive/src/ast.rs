@@ -5,8 +5,8 @@ use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, Data, DeriveInput, Expr, ExprLit, Fields, GenericArgument, Ident, Lit, Meta,
-    PathArguments, Type,
+    Attribute, Data, DeriveInput, Expr, ExprLit, Fields, GenericArgument, Generics, Ident, Lit,
+    Meta, PathArguments, Type,
 };
 
 use crate::attr;
@@ -15,6 +15,8 @@ use crate::symbol::DOC;
 
 pub struct Input<'a> {
     pub ident: &'a Ident,
+    /// Type and const parameters (lifetimes are refused: a config struct is `'static`).
+    pub generics: &'a Generics,
     pub attrs: attr::Container,
     pub fields: Vec<Field<'a>>,
 }
@@ -27,26 +29,35 @@ pub struct Field<'a> {
     pub option: bool,
     /// The doc comment, each line without its leading space, trimmed.
     pub doc: String,
+    /// The type names one of the struct's type or const parameters (`T`, `Vec<T>`,
+    /// `[u32; N]`): the impl then
+    /// bounds the type by what the field's code needs, as serde_derive bounds its parameters.
+    pub generic: bool,
     /// The key relative to the prefix: `key = "..."`, else the field name (without `r#`) as
     /// the struct's `rename_all` renames it.
     key: String,
 }
 
 impl<'a> Input<'a> {
-    /// The model, or `None` if the input is not a non-generic struct with named fields (the
-    /// reason is in `cx`). Attribute errors are in `cx` too but still give a model, so the
+    /// The model, or `None` if the input is not a struct with named fields and no lifetime
+    /// parameters (the reason is in `cx`). Attribute errors are in `cx` too but still give a model, so the
     /// cross-field checks can report theirs in the same compile.
     ///
     /// `attrs` are the struct's attributes, parsed by the caller, which needs the crate path
     /// even when there is no model.
     pub fn from_syn(cx: &Ctxt, input: &'a DeriveInput, attrs: attr::Container) -> Option<Self> {
-        if !input.generics.params.is_empty() {
+        for lifetime in input.generics.lifetimes() {
             cx.error_at(
-                input.generics.span(),
-                "#[derive(CoordConfig)] does not support generic parameters: \
-                 a config struct is bound to concrete keys and types",
+                lifetime.span(),
+                "#[derive(CoordConfig)] does not support lifetime parameters: a live value is \
+                 shared across threads and reloads, so it must own its data (`'static`); use \
+                 `String` or `Arc<str>` instead of borrowing",
             );
         }
+        // Const parameters count too: `[u32; N]` is serde only for some `N`.
+        let params: Vec<&Ident> = (input.generics.type_params().map(|p| &p.ident))
+            .chain(input.generics.const_params().map(|p| &p.ident))
+            .collect();
         let fields = match &input.data {
             Data::Struct(data) => match &data.fields {
                 Fields::Named(fields) => &fields.named,
@@ -103,15 +114,17 @@ impl<'a> Input<'a> {
                     attrs,
                     option: is_option(&field.ty),
                     doc: doc_comment(&field.attrs),
+                    generic: mentions(field.ty.to_token_stream(), &params),
                     key,
                 })
             })
             .collect();
-        if !input.generics.params.is_empty() {
+        if input.generics.lifetimes().next().is_some() {
             return None;
         }
         Some(Input {
             ident: &input.ident,
+            generics: &input.generics,
             attrs,
             fields,
         })
@@ -140,6 +153,17 @@ impl Field<'_> {
         write_tokens(&mut out, self.ty.to_token_stream());
         out
     }
+}
+
+/// True if `tokens` name one of `params` anywhere (`T`, `Vec<T>`, `<T as Trait>::Out`). A
+/// path segment that happens to share a parameter's name counts too; that only adds a bound
+/// that holds.
+fn mentions(tokens: TokenStream, params: &[&Ident]) -> bool {
+    tokens.into_iter().any(|tt| match tt {
+        TokenTree::Ident(ident) => params.iter().any(|param| **param == ident),
+        TokenTree::Group(group) => mentions(group.stream(), params),
+        _ => false,
+    })
 }
 
 /// True for `Option<T>`, `std::option::Option<T>` and `core::option::Option<T>` (with or

@@ -35,6 +35,8 @@ pub fn derive(input: &DeriveInput) -> TokenStream {
 /// `krate` is the path to the coord crate (`::coord` unless `#[coord(crate = "...")]`).
 fn expand(input: &Input, krate: &syn::Path) -> TokenStream {
     let ident = input.ident;
+    let generics = bounded(input, krate);
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
 
     let prefix = match &input.attrs.prefix {
         Some(prefix) => {
@@ -46,7 +48,7 @@ fn expand(input: &Input, krate: &syn::Path) -> TokenStream {
     let has_prefix = input.attrs.prefix.as_ref().map(|_| {
         quote! {
             #[automatically_derived]
-            impl #krate::config::HasPrefix for #ident {}
+            impl #impl_generics #krate::config::HasPrefix for #ident #ty_generics #where_clause {}
         }
     });
     let validate = input.attrs.validate.as_ref().map(|path| {
@@ -93,7 +95,7 @@ fn expand(input: &Input, krate: &syn::Path) -> TokenStream {
             // Inherent, so a default may say `Self::CONSTANT`; private and `__coord_`-named,
             // so it is invisible outside the module and cannot clash with the user's methods.
             #[automatically_derived]
-            impl #ident {
+            impl #impl_generics #ident #ty_generics #where_clause {
                 #(#default_fns)*
             }
         }
@@ -104,7 +106,7 @@ fn expand(input: &Input, krate: &syn::Path) -> TokenStream {
             #default_impl
 
             #[automatically_derived]
-            impl #krate::config::CoordConfig for #ident {
+            impl #impl_generics #krate::config::CoordConfig for #ident #ty_generics #where_clause {
                 const PREFIX: ::core::option::Option<&'static str> = #prefix;
 
                 fn fields() -> ::std::vec::Vec<#krate::config::FieldInfo> {
@@ -138,6 +140,56 @@ fn expand(input: &Input, krate: &syn::Path) -> TokenStream {
     }
 }
 
+/// The struct's generics with the bounds the generated code needs, as serde_derive adds
+/// `T: Serialize`: every type parameter `Send + Sync + 'static` (a `CoordConfig` is shared
+/// across threads and reloads), and each field whose type names a parameter bounded by what
+/// its code calls (JSON both ways for a value, `CoordConfig` for a nested struct, `MapField`
+/// for a map, `Default` for `#[coord(default)]`). Fields of concrete types get no bound: their
+/// errors stay at the field, as without generics.
+fn bounded(input: &Input, krate: &syn::Path) -> syn::Generics {
+    let mut generics = input.generics.clone();
+    let params: Vec<&syn::Ident> = input.generics.type_params().map(|p| &p.ident).collect();
+    if !input.fields.iter().any(|field| field.generic) && params.is_empty() {
+        return generics;
+    }
+    let json = quote! {
+        #krate::__private::serde::de::DeserializeOwned + #krate::__private::serde::Serialize
+    };
+    let mut predicates: Vec<TokenStream> = params
+        .iter()
+        .map(|param| quote!(#param: ::core::marker::Send + ::core::marker::Sync + 'static))
+        .collect();
+    for field in input.fields.iter().filter(|field| field.generic) {
+        let ty = field.ty;
+        let map = quote!(#krate::config::MapField);
+        predicates.push(match (&field.attrs.map, &field.attrs.nested) {
+            (Some(_), Some(_)) => quote! {
+                #ty: #map, <#ty as #map>::Value: #krate::config::CoordConfig
+            },
+            (Some(_), None) => quote!(#ty: #map, <#ty as #map>::Value: #json),
+            (None, Some(_)) => quote!(#ty: #krate::config::CoordConfig),
+            (None, None) => quote!(#ty: #json),
+        });
+        if matches!(
+            field.attrs.default.as_ref().map(|d| &d.value),
+            Some(DefaultValue::Trait)
+        ) {
+            predicates.push(quote!(#ty: ::core::default::Default));
+        }
+    }
+    let where_clause = generics.make_where_clause();
+    for predicate in predicates {
+        // Each is a list of predicates quoted above, which always parses.
+        if let Ok(parsed) = syn::parse::Parser::parse2(
+            syn::punctuated::Punctuated::<syn::WherePredicate, syn::Token![,]>::parse_terminated,
+            predicate,
+        ) {
+            where_clause.predicates.extend(parsed);
+        }
+    }
+    generics
+}
+
 fn default_fn_ident(field: &Field) -> syn::Ident {
     format_ident!("__coord_default_{}", field.ident.unraw())
 }
@@ -168,7 +220,12 @@ fn field_info(field: &Field, krate: &syn::Path) -> TokenStream {
     // methods so a type that is not CoordConfig gives three identical errors, which rustc
     // prints once.
     if field.attrs.map.is_some() {
-        let type_name = field.type_name();
+        let type_name = if field.generic {
+            quote!(::core::any::type_name::<#ty>())
+        } else {
+            let name = field.type_name();
+            quote!(#name)
+        };
         let doc = &field.doc;
         if field.attrs.nested.is_some() {
             return quote_spanned! {ty.span()=>
@@ -182,7 +239,8 @@ fn field_info(field: &Field, krate: &syn::Path) -> TokenStream {
         }
         // Call-site span, as `read_map`'s bound is reported: a type that is not a `MapField`
         // then gives one error, not a second one at the type.
-        let schema = json_schema(&quote!(<#ty as #krate::config::MapField>::Value), krate);
+        let schema = (!field.generic)
+            .then(|| json_schema(&quote!(<#ty as #krate::config::MapField>::Value), krate));
         return quote! {
             __fields.push(#krate::config::FieldInfo::map(#key, #type_name, #doc) #schema);
         };
@@ -195,7 +253,14 @@ fn field_info(field: &Field, krate: &syn::Path) -> TokenStream {
             ));
         };
     }
-    let type_name = field.type_name();
+    // A parameter's name says nothing about the type: the instance's (`u32` for
+    // `Limits<u32>`) goes into the description and the published schema.
+    let type_name = if field.generic {
+        quote!(::core::any::type_name::<#ty>())
+    } else {
+        let name = field.type_name();
+        quote!(#name)
+    };
     let doc = &field.doc;
     let secret = field.attrs.secret.map(|_| quote!(.secret()));
     let default = if field.attrs.default.is_some() {
@@ -206,15 +271,18 @@ fn field_info(field: &Field, krate: &syn::Path) -> TokenStream {
     } else {
         None
     };
-    let schema = json_schema(&quote!(#ty), krate);
+    // Whether a parameter implements `JsonSchema` is only known per instance, past where the
+    // probe decides: a generic field carries no schema.
+    let schema = (!field.generic).then(|| json_schema(&quote!(#ty), krate));
     let aliases = (!field.attrs.aliases.is_empty()).then(|| {
         let aliases = &field.attrs.aliases;
         quote!(.with_aliases(&[#(#aliases),*]))
     });
+    let env = field.attrs.env.as_ref().map(|var| quote!(.with_env(#var)));
     quote! {
         __fields.push(
             #krate::config::FieldInfo::new(#key, #type_name, #doc)
-                #secret #default #aliases #schema
+                #secret #default #aliases #env #schema
         );
     }
 }
@@ -446,6 +514,51 @@ mod tests {
         assert!(
             !out.replace("my_platform :: coord", "").contains("coord ::"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn a_generic_struct_bounds_its_parameters_and_generic_fields_only() {
+        let out = expand_str(quote! {
+            #[coord(prefix = "/config/x")]
+            struct X<T, const N: usize> where T: Clone {
+                a: T,
+                #[coord(nested)]
+                b: Inner<T>,
+                c: [u32; N],
+                d: u32,
+            }
+        });
+
+        assert!(
+            out.contains(
+                "impl < T , const N : usize > :: coord :: config :: CoordConfig for X < T , N >"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("T : Clone"),
+            "the user's where clause is kept: {out}"
+        );
+        assert!(
+            out.contains("T : :: core :: marker :: Send + :: core :: marker :: Sync + 'static"),
+            "{out}"
+        );
+        assert!(
+            out.contains("T : :: coord :: __private :: serde :: de :: DeserializeOwned"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Inner < T > : :: coord :: config :: CoordConfig"),
+            "{out}"
+        );
+        assert!(
+            out.contains("[u32 ; N] : :: coord :: __private :: serde"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("u32 : :: coord"),
+            "a concrete field gets no bound: {out}"
         );
     }
 

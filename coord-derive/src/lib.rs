@@ -77,6 +77,35 @@ use syn::{parse_macro_input, DeriveInput};
 ///   override like any value. A shell name (letters, digits, `_`); one variable per field;
 ///   not on `nested` / `map` fields (override their inner fields).
 ///
+/// # Generic structs
+///
+/// A struct may have type and const parameters (`struct Limits<T> { max: T }`); each instance
+/// (`Limits<u32>`, `Limits<String>`) is its own config type with the struct's prefix, bound
+/// and published like any other. As serde_derive does, the impl adds the bounds the generated
+/// code needs: every type parameter `Send + Sync + 'static`, and each field whose type names a
+/// parameter bounded by its use (`DeserializeOwned + Serialize` for a value, `CoordConfig`
+/// for `nested`, `MapField` with such entries for `map`, `Default` for `#[coord(default)]`),
+/// so `Limits<NotSerde>` is simply no `CoordConfig`. Such a field is described by the
+/// instance's type (`core::any::type_name`, `u32` for `Limits<u32>`) and carries no JSON
+/// Schema. Lifetime parameters are a compile error: a live value must own its data.
+///
+/// ```
+/// #[derive(coord::CoordConfig, Debug)]
+/// #[coord(prefix = "/config/limits")]
+/// struct Limits<T> {
+///     max: T,
+///     #[coord(default)]
+///     floor: T,
+/// }
+///
+/// use coord::config::{CoordConfig, Source};
+/// let values = std::collections::BTreeMap::from([("/config/limits/max".to_string(), b"7".to_vec())]);
+/// let limits = Limits::<u32>::from_source(&Source::new("/config/limits", &values))?;
+/// assert_eq!((limits.max, limits.floor), (7, 0));
+/// assert_eq!(Limits::<String>::fields()[0].type_name, "alloc::string::String");
+/// # Ok::<(), coord::Error>(())
+/// ```
+///
 /// # `Option` fields
 ///
 /// A field whose type is written `Option<T>`, `std::option::Option<T>` or

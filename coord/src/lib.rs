@@ -66,6 +66,9 @@ pub use store::Store;
 pub mod __private {
     #[cfg(feature = "schema")]
     pub use crate::config::published::probe::{NoJsonSchema, Probe, ViaJsonSchema};
+    // The derive bounds a generic struct's parameters by serde's traits through this path,
+    // so the user's crate need not depend on serde under that name.
+    pub use serde;
     pub use serde_json;
 }
 

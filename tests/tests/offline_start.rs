@@ -132,6 +132,67 @@ async fn a_new_coord_binds_from_the_snapshot_while_etcd_is_down_and_follows_it_w
     second.close().await.unwrap();
 }
 
+/// A value started from disk knows no mod revisions (the file keeps none): `explain` says so,
+/// and once etcd answers it names the revision that wrote each key, even though nothing
+/// changed meanwhile and the value is not rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_learns_the_mod_revisions_a_snapshot_on_disk_does_not_keep() {
+    use coord::config::Origin;
+
+    let mut server = etcd().await;
+    let dir = tempfile::tempdir().unwrap();
+    seed_checkout(&server);
+    let first = Coord::connect(config(&server, dir.path())).await.unwrap();
+    let live = first.live::<Checkout>().await.unwrap();
+    let rate_limit = "/config/checkout/rate-limit";
+    let written = live
+        .explain()
+        .unwrap()
+        .get(rate_limit)
+        .unwrap()
+        .origin
+        .clone();
+    assert!(
+        matches!(written, Origin::Key { mod_revision } if mod_revision > 0),
+        "{written:?}"
+    );
+    saved_at(dir.path(), "/config/checkout", live.revision()).await;
+    first.close().await.unwrap();
+    drop(live);
+    server.kill().await.unwrap();
+
+    let second = Coord::connect(config(&server, dir.path())).await.unwrap();
+    let live = second
+        .live::<Checkout>()
+        .await
+        .expect("bound from the snapshot");
+    let offline = live.explain().unwrap();
+    assert_eq!(
+        offline.get(rate_limit).unwrap().origin,
+        Origin::Key { mod_revision: 0 }
+    );
+    assert!(
+        offline.to_string().contains("mod revision unknown"),
+        "{offline}"
+    );
+    let updates = live.subscribe();
+
+    server.restart().await.unwrap();
+    eventually(WAIT, "current again once etcd answers", || async {
+        live.staleness().is_none()
+    })
+    .await;
+    assert!(
+        !updates.has_changed().unwrap(),
+        "nothing changed: no rebuild"
+    );
+    assert_eq!(
+        live.explain().unwrap().get(rate_limit).unwrap().origin,
+        written
+    );
+    second.close().await.unwrap();
+}
+
 /// A snapshot saved from an etcd whose history has since restarted (a new cluster, at lower
 /// revisions) gives way to the new etcd's values once it answers, though they are at an
 /// older revision than the snapshot's.

@@ -29,8 +29,55 @@ use crate::shared_watch::{SharedWatch, SharedWatches};
 use crate::store::{EventKind, KeyRange, Store};
 use crate::watch::{ResilientWatch, WatchEvent};
 
-/// One stored value, shared by every snapshot that holds it unchanged.
-pub(crate) type RawValue = Arc<[u8]>;
+/// One stored value and the revision that wrote it, shared by every snapshot that holds it
+/// unchanged. Cloning it is O(1); it derefs to the value's bytes.
+///
+/// Equal when the bytes are: the mod revision says where a value came from (for
+/// `Live::explain`), not what it is. Two snapshots that share the bytes for a key hold the
+/// same write ([`RawValue::ptr_eq`]), except that a relist after an offline start keeps the
+/// bytes of an unchanged value and gives them the store's mod revision.
+#[derive(Clone, Debug)]
+pub(crate) struct RawValue {
+    bytes: Arc<[u8]>,
+    /// The revision of the write that stored these bytes; 0 if unknown (a snapshot read
+    /// from disk at an offline start), and for a gray release's value the gray key's.
+    mod_revision: i64,
+}
+
+impl RawValue {
+    pub fn new(bytes: impl Into<Arc<[u8]>>, mod_revision: i64) -> Self {
+        RawValue {
+            bytes: bytes.into(),
+            mod_revision,
+        }
+    }
+
+    /// The revision of the write that stored the value (0 if unknown).
+    pub fn mod_revision(&self) -> i64 {
+        self.mod_revision
+    }
+
+    /// True if both share their bytes (not merely equal ones): the value did not move.
+    pub fn ptr_eq(&self, other: &RawValue) -> bool {
+        Arc::ptr_eq(&self.bytes, &other.bytes)
+    }
+}
+
+impl std::ops::Deref for RawValue {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl PartialEq for RawValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for RawValue {}
 
 /// Full key → raw value, as a persistent map: a snapshot is a cheap clone of the previous one
 /// with the changed keys replaced (O(k log n) for k changes among n keys), and every value a
@@ -296,7 +343,7 @@ impl WatchHub {
             values: response
                 .kvs
                 .into_iter()
-                .map(|kv| (kv.key, RawValue::from(kv.value)))
+                .map(|kv| (kv.key, RawValue::new(kv.value, kv.mod_revision)))
                 .collect(),
             changes,
             connected,
@@ -395,14 +442,17 @@ impl State {
             WatchEvent::Init { kvs, .. } => {
                 // `known` is empty but after an offline start; then a value equal to the one
                 // started from keeps its `Arc`, so handles whose keys did not move meanwhile
-                // rebuild nothing.
+                // rebuild nothing (the mod revision, unknown on disk, is the store's now).
                 let known = std::mem::take(&mut self.values);
                 self.values = kvs
                     .into_iter()
                     .map(|kv| {
                         let value = match known.get(&kv.key) {
-                            Some(known) if **known == kv.value[..] => Arc::clone(known),
-                            _ => RawValue::from(kv.value),
+                            Some(known) if **known == kv.value[..] => RawValue {
+                                bytes: Arc::clone(&known.bytes),
+                                mod_revision: kv.mod_revision,
+                            },
+                            _ => RawValue::new(kv.value, kv.mod_revision),
                         };
                         (kv.key, value)
                     })
@@ -415,8 +465,10 @@ impl State {
                     changed.push(event.kv.key.clone());
                     match event.kind {
                         EventKind::Put => {
-                            self.values
-                                .insert(event.kv.key, RawValue::from(event.kv.value));
+                            self.values.insert(
+                                event.kv.key,
+                                RawValue::new(event.kv.value, event.kv.mod_revision),
+                            );
                         }
                         EventKind::Delete => {
                             self.values.remove(&event.kv.key);
@@ -489,7 +541,7 @@ mod tests {
         );
         for (key, old) in &first.values {
             if key != "/p/00042" {
-                assert!(Arc::ptr_eq(old, &second.values[key]), "{key} was copied");
+                assert!(old.ptr_eq(&second.values[key]), "{key} was copied");
             }
         }
     }

@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex, Weak};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use crate::config::explain::{self, Built, Explanation};
 use crate::config::gray::{gray_key, GrayDoc, GRAY_ROOT};
 use crate::config::hub::{ChangeLog, Offline, RangeWatch, RawValue, Snapshot, WatchHub};
 use crate::config::schema::{CoordConfig, Source};
@@ -120,6 +121,9 @@ struct Shared<T> {
     gray: Mutex<Option<u64>>,
     /// Since when the watch behind the value has been broken, while it is.
     stale_since: Mutex<Option<std::time::Instant>>,
+    /// What the current value was built from, for `explain` (`None` for `fixed`). Set with
+    /// each swap: the `Arc`s of the snapshot, no copy per key.
+    built: Mutex<Option<Built<T>>>,
 }
 
 impl<T> Shared<T> {
@@ -199,6 +203,7 @@ impl<T: Send + Sync + 'static> Live<T> {
                 _gray: None,
                 gray: Mutex::new(None),
                 stale_since: Mutex::new(None),
+                built: Mutex::new(None),
             }),
         }
     }
@@ -283,6 +288,66 @@ impl<T: Send + Sync + 'static> Live<T> {
 }
 
 impl<T: CoordConfig> Live<T> {
+    /// Where each value of the current struct came from: every key (nested structs
+    /// flattened, a map field one entry per stored entry) with the value the handle serves
+    /// as JSON (secrets `"<redacted>"`) and its [`Origin`](crate::config::Origin): the key and
+    /// the revision that wrote it, an alias, an environment override, a gray release, or the
+    /// default. The operator's first question, "where does this value come from".
+    ///
+    /// It describes the build the handle serves, from what that build read (see
+    /// [`config::explain`](crate::config::explain) for what it promises): nothing is read
+    /// from the store. `Display` prints it as an aligned table.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if a field of the value does not serialize to JSON (a map with
+    /// keys that are not strings).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> coord::Result<()> {
+    /// use coord::config::Origin;
+    /// use coord::{Coord, CoordConfig};
+    ///
+    /// #[derive(CoordConfig, Debug, Clone)]
+    /// #[coord(prefix = "/config/checkout")]
+    /// struct Checkout {
+    ///     #[coord(default = 30)]
+    ///     timeout_secs: u64,
+    ///     #[coord(default = 3)]
+    ///     retries: u32,
+    /// }
+    ///
+    /// let coord = Coord::in_memory();
+    /// let written = coord.config().set("/config/checkout/timeout_secs", &45).await?;
+    /// let live = coord.live::<Checkout>().await?;
+    ///
+    /// let explanation = live.explain()?;
+    /// let timeout = explanation.get("/config/checkout/timeout_secs").expect("a field");
+    /// assert_eq!(timeout.value, 45);
+    /// assert_eq!(timeout.origin, Origin::Key { mod_revision: written });
+    /// let retries = explanation.get("/config/checkout/retries").expect("a field");
+    /// assert_eq!(retries.origin, Origin::Default);
+    ///
+    /// // /config/checkout/ at revision 2
+    /// // KEY                            VALUE  SOURCE
+    /// // /config/checkout/timeout_secs  45     key, mod revision 2
+    /// // /config/checkout/retries       3      default
+    /// println!("{explanation}");
+    /// # assert!(explanation.to_string().contains("/config/checkout/retries       3      default"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn explain(&self) -> Result<Explanation> {
+        let built = lock(&self.shared.built).clone();
+        match built {
+            Some(built) => explain::explain(&self.shared.prefix, &built),
+            None => explain::fixed(&*self.load_full()),
+        }
+    }
+
     /// Binds `T` to `prefix` on a shared range watch.
     /// Reports its status through `ctx`'s status reporter.
     pub(crate) async fn bind(ctx: &Arc<Context>, prefix: &str) -> Result<Self> {
@@ -299,12 +364,18 @@ impl<T: CoordConfig> Live<T> {
         let (gray_watch, gray_rx, gray) = ctx.hub.watch(&gray_range, false, Offline::Empty).await?;
         let me = Arc::clone(&ctx.instance);
         let gray_view = GrayView::new(&prefix, &gray);
-        let (snapshot, gray_seq) = overlay(&prefix, &main, &gray, gray_view.doc.as_ref(), &me);
+        let (snapshot, gray_seq) = overlay(&prefix, &main, &gray, gray_view.doc.as_deref(), &me);
+        let inputs = Inputs::of::<T>(&prefix, &snapshot);
         let value = Arc::new(build::<T>(&prefix, &snapshot)?);
+        let built = Built {
+            value: Arc::clone(&value),
+            snapshot: snapshot.clone(),
+            env: inputs.env_set(),
+            gray: gray_seq.and(gray_view.doc.clone()),
+        };
         if snapshot.connected {
             persist(&ctx.hub, &prefix, &snapshot, false);
         }
-        let inputs = Inputs::of::<T>(&prefix, &snapshot);
         let stale = !snapshot.connected;
         let (tx, _) = watch::channel(Arc::clone(&value));
         let status = reporter::slot(
@@ -340,6 +411,7 @@ impl<T: CoordConfig> Live<T> {
                 _gray: Some(gray_watch),
                 gray: Mutex::new(gray_seq),
                 stale_since: Mutex::new((!snapshot.connected).then(std::time::Instant::now)),
+                built: Mutex::new(Some(built)),
             }
         });
         Ok(Live { shared })
@@ -357,13 +429,17 @@ struct Inputs {
     maps: Vec<String>,
     /// The revision of the snapshot these inputs were taken from.
     seen: i64,
+    /// The environment variables of `T`'s overrides (usually none).
+    env: Vec<String>,
 }
 
 impl Inputs {
     fn of<T: CoordConfig>(prefix: &str, snapshot: &Snapshot) -> Self {
         let mut keys = Vec::new();
         let mut maps = Vec::new();
-        for field in T::fields() {
+        let fields = T::fields();
+        let env = explain::env_vars(&fields);
+        for field in fields {
             if field.kind.is_map() {
                 maps.push(format!("{prefix}/{}/", field.key));
             } else {
@@ -387,7 +463,17 @@ impl Inputs {
             values,
             maps,
             seen: snapshot.revision,
+            env,
         }
+    }
+
+    /// The overrides set now, as a build made now applies them (no allocation without any).
+    fn env_set(&self) -> Vec<String> {
+        self.env
+            .iter()
+            .filter(|var| std::env::var_os(var).is_some())
+            .cloned()
+            .collect()
     }
 
     /// Takes `snapshot`'s inputs; true if any of them may differ from the ones held:
@@ -397,7 +483,7 @@ impl Inputs {
         for (key, held) in self.keys.iter().zip(&mut self.values) {
             let now = snapshot.values.get(key);
             let same = match (&*held, now) {
-                (Some(held), Some(now)) => Arc::ptr_eq(held, now),
+                (Some(held), Some(now)) => held.ptr_eq(now),
                 (None, None) => true,
                 _ => false,
             };
@@ -474,7 +560,7 @@ impl Views {
                 }
             }
         }
-        let doc = self.gray_view.doc.as_ref();
+        let doc = self.gray_view.doc.as_deref();
         Some(overlay(&self.prefix, &main, &gray, doc, &self.me))
     }
 }
@@ -484,7 +570,8 @@ impl Views {
 struct GrayView {
     key: String,
     raw: Option<RawValue>,
-    doc: Option<GrayDoc>,
+    /// Shared with what each value built over it keeps (for `explain`).
+    doc: Option<Arc<GrayDoc>>,
 }
 
 impl GrayView {
@@ -502,7 +589,7 @@ impl GrayView {
     fn see(&mut self, prefix: &str, gray: &Snapshot) -> bool {
         let raw = gray.values.get(&self.key);
         let moved = match (raw, &self.raw) {
-            (Some(now), Some(before)) => !Arc::ptr_eq(now, before),
+            (Some(now), Some(before)) => !now.ptr_eq(before),
             (None, None) => false,
             _ => true,
         };
@@ -510,6 +597,7 @@ impl GrayView {
             self.raw = raw.cloned();
             self.doc = raw.and_then(|raw| {
                 serde_json::from_slice::<GrayDoc>(raw)
+                    .map(Arc::new)
                     .map_err(
                         |e| tracing::warn!(prefix, error = %e, "unreadable gray release ignored"),
                     )
@@ -541,9 +629,17 @@ fn overlay(
         };
         return (snapshot, None);
     };
+    // A gray value was written with the gray release: `explain` names that write.
+    let written = gray
+        .values
+        .get(&gray_key(prefix))
+        .map_or(0, RawValue::mod_revision);
     let mut values = main.values.clone();
     for (key, text) in &doc.values {
-        values.insert(format!("{prefix}/{key}"), RawValue::from(text.as_bytes()));
+        values.insert(
+            format!("{prefix}/{key}"),
+            RawValue::new(text.as_bytes(), written),
+        );
     }
     for key in &doc.removes {
         values.remove(&format!("{prefix}/{key}"));
@@ -628,6 +724,11 @@ async fn follow<T: CoordConfig>(
                     // changes to other keys, or a value applied while disconnected.
                     if reconnected {
                         persist(&views.hub, &shared.prefix, &snapshot, rebased);
+                        // After an offline start the same bytes now carry the store's mod
+                        // revisions, which the snapshot on disk did not know.
+                        if let Some(built) = lock(&shared.built).as_mut() {
+                            built.snapshot = snapshot.clone();
+                        }
                     }
                 }
                 break 'apply;
@@ -657,6 +758,14 @@ async fn follow<T: CoordConfig>(
                     // as new as it.
                     shared.revision.store(snapshot.revision, Ordering::Release);
                     shared.current.store(Arc::clone(&value));
+                    // Before subscribers are woken, so whoever is told of the value can
+                    // explain it.
+                    *lock(&shared.built) = Some(Built {
+                        value: Arc::clone(&value),
+                        snapshot: snapshot.clone(),
+                        env: inputs.env_set(),
+                        gray: gray.and(views.gray_view.doc.clone()),
+                    });
                     shared.tx.send_replace(value);
                     shared.report_status(snapshot.revision, None);
                     // Only a connected view: a disconnected one (a gray change while the prefix's

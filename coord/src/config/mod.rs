@@ -3,6 +3,7 @@
 
 mod cache;
 mod center;
+pub mod explain;
 pub(crate) mod gray;
 pub(crate) mod hub;
 mod live;
@@ -16,6 +17,7 @@ pub(crate) mod status;
 mod template;
 
 pub use center::{Batch, ConfigCenter, ConfigEvent, Watcher};
+pub use explain::{Explained, Explanation, Origin};
 pub use gray::Selector;
 pub use live::{Live, LiveGuard, LiveReader};
 pub use map::{read_map, read_nested_map, write_map, write_nested_map, Map, MapField};

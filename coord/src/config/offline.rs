@@ -112,7 +112,7 @@ pub(crate) fn encode(prefix: &str, revision: i64, values: &RawValues) -> Vec<u8>
         ),
         values: values
             .iter()
-            .map(|(key, value)| (key.clone(), base64.encode(value)))
+            .map(|(key, value)| (key.clone(), base64.encode(&value[..])))
             .collect(),
     };
     // A struct of strings, integers and a string map always serializes.
@@ -170,7 +170,8 @@ pub(crate) fn decode(prefix: &str, bytes: &[u8]) -> Result<DiskSnapshot, Unusabl
         revision: file.revision,
         values: values
             .into_iter()
-            .map(|(key, value)| (key, RawValue::from(value)))
+            // The file keeps no mod revisions: 0 says unknown until the store is read.
+            .map(|(key, value)| (key, RawValue::new(value, 0)))
             .collect(),
     })
 }
@@ -418,7 +419,7 @@ mod tests {
     fn values(pairs: &[(&str, &[u8])]) -> RawValues {
         pairs
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), RawValue::from(*v)))
+            .map(|(k, v)| ((*k).to_owned(), RawValue::new(*v, 0)))
             .collect()
     }
 

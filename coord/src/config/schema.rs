@@ -141,6 +141,9 @@ pub struct FieldInfo {
     /// [`key`](Self::key), in the order they are tried after it. A running `Live` reloads when
     /// any of them changes; `publish` writes only `key`.
     pub aliases: Vec<String>,
+    /// The environment variable that overrides the stored value while it is set
+    /// (`#[coord(env = "...")]`, see [`env_override`]).
+    pub env: Option<String>,
 }
 
 /// What the key of a [`FieldInfo`] holds.
@@ -185,6 +188,7 @@ impl FieldInfo {
             kind: FieldKind::Value,
             json_schema: None,
             aliases: Vec::new(),
+            env: None,
         }
     }
 
@@ -237,6 +241,14 @@ impl FieldInfo {
     #[must_use]
     pub fn with_aliases(mut self, aliases: &[&str]) -> Self {
         self.aliases = aliases.iter().map(|alias| (*alias).to_owned()).collect();
+        self
+    }
+
+    /// The environment variable that overrides the field's stored value while it is set (see
+    /// [`env_override`]).
+    #[must_use]
+    pub fn with_env(mut self, var: &str) -> Self {
+        self.env = Some(var.to_owned());
         self
     }
 
