@@ -5,12 +5,13 @@
 //! # What it promises
 //!
 //! - A [`Subscription`] taken before its registration writes its key is told of every later
-//!   change to that key ([`Seen::Events`]), in revision order. Changes from before the write
-//!   may be told too: the registration skips whatever is not newer than its own write.
+//!   change to that key ([`Seen::Events`]), in revision order: the name's watch is open
+//!   before [`OwnKeys::subscribe`] returns. Changes from before the write may be told too: the
+//!   registration skips whatever is not newer than its own write.
 //! - When the watch breaks (an etcd restart, a compaction), the gap is not replayed (it may be
-//!   compacted away): the service's prefix is read again, every subscriber is told its key's
-//!   state at that read ([`Seen::Now`]), and the watch goes on from just after the read. The
-//!   first read, when the watch starts, is told the same way.
+//!   compacted away): the service's prefix is read again (keys only: a big service's values
+//!   are not fetched for the few keys a `Coord` holds), every subscriber is told its key's
+//!   state at that read ([`Seen::Listed`]), and the watch goes on from just after the read.
 //! - The watch starts with the first subscription of a name and stops with the last; a
 //!   subscriber costs a map entry and a mailbox, not a watch (etcd keeps one watcher per name
 //!   instead of one per instance).
@@ -23,6 +24,7 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
+use crate::error::Result;
 use crate::store::{Event, KeyRange, KeyValue, RangeOptions, Store, WatchStream};
 use crate::sync::lock;
 
@@ -37,35 +39,48 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) enum Seen {
     /// The changes of the key at one revision.
     Events(i64, Vec<Event>),
-    /// The key as read at a revision (`None`: absent), after the watch (re)started.
+    /// The key as read at a revision (`None`: absent).
     Now(i64, Option<KeyValue>),
+    /// The same from a keys-only read of the prefix, after the watch (re)started: the value
+    /// is not there (a keeper learns from it who holds the key, not what it holds).
+    Listed(i64, Option<KeyValue>),
 }
 
 /// The subscribers of one `Coord`'s registrations, by service name.
 #[derive(Debug)]
 pub(crate) struct OwnKeys {
     store: Store,
-    names: Mutex<HashMap<String, Weak<NameWatch>>>,
+    /// Async: held while a name's watch is being opened, so the registrations of a name that
+    /// arrive meanwhile wait for that watch rather than open their own.
+    names: tokio::sync::Mutex<HashMap<String, Weak<NameWatch>>>,
 }
 
 impl OwnKeys {
     pub fn new(store: Store) -> Self {
         OwnKeys {
             store,
-            names: Mutex::new(HashMap::new()),
+            names: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    /// Subscribes to the changes of `key`, an instance key of service `name`, starting the
-    /// name's watch if it is not running. Must be called within a tokio runtime.
-    pub(super) fn subscribe(&self, name: &str, key: &str) -> Subscription {
+    /// Subscribes to the changes of `key`, an instance key of service `name`, opening the
+    /// name's watch if it is not open.
+    ///
+    /// # Errors
+    ///
+    /// Store errors from opening the watch.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a watch opened for a dropped call is closed.
+    pub(super) async fn subscribe(&self, name: &str, key: &str) -> Result<Subscription> {
         let watch = {
-            let mut names = lock(&self.names);
+            let mut names = self.names.lock().await;
             match names.get(name).and_then(Weak::upgrade) {
                 Some(watch) => watch,
                 None => {
                     names.retain(|_, watch| watch.strong_count() > 0);
-                    let watch = NameWatch::start(&self.store, name);
+                    let watch = NameWatch::start(&self.store, name).await?;
                     names.insert(name.to_owned(), Arc::downgrade(&watch));
                     watch
                 }
@@ -76,17 +91,19 @@ impl OwnKeys {
             .entry(key.to_owned())
             .or_default()
             .push(Arc::clone(&mailbox));
-        Subscription {
+        Ok(Subscription {
             watch,
             key: key.to_owned(),
             mailbox,
-        }
+        })
     }
 
     /// Store watches open for registrations right now (one per service name).
     #[cfg(test)]
-    fn watches(&self) -> usize {
-        lock(&self.names)
+    async fn watches(&self) -> usize {
+        self.names
+            .lock()
+            .await
             .values()
             .filter(|watch| watch.strong_count() > 0)
             .count()
@@ -105,14 +122,18 @@ struct NameWatch {
 }
 
 impl NameWatch {
-    fn start(store: &Store, name: &str) -> Arc<Self> {
-        let subscribers = Arc::new(Subscribers::default());
+    /// Opens the watch of `name`'s instances from now on, and starts the task that follows it.
+    async fn start(store: &Store, name: &str) -> Result<Arc<Self>> {
         let prefix = super::service_prefix(name);
+        let range = KeyRange::prefix(prefix.as_str());
+        let stream = store.watch(&range, 0).await?;
+        let subscribers = Arc::new(Subscribers::default());
         let span = tracing::debug_span!("registry.own_keys", prefix = prefix.as_str());
-        let task =
-            tokio::spawn(run(store.clone(), prefix, Arc::clone(&subscribers)).instrument(span))
-                .abort_handle();
-        Arc::new(NameWatch { subscribers, task })
+        let task = tokio::spawn(
+            run(store.clone(), range, stream, Arc::clone(&subscribers)).instrument(span),
+        )
+        .abort_handle();
+        Ok(Arc::new(NameWatch { subscribers, task }))
     }
 }
 
@@ -174,25 +195,22 @@ impl Mailbox {
     }
 }
 
-/// Reads the prefix and watches it from just after the read, again after every break, telling
-/// each subscriber what concerns its key. Never ends by itself: the last subscription's drop
-/// aborts it.
-async fn run(store: Store, prefix: String, subscribers: Arc<Subscribers>) {
-    let range = KeyRange::prefix(prefix.as_str());
+/// Follows the watch; after every break reads the prefix and watches it from just after the
+/// read, telling each subscriber what concerns its key. Never ends by itself: the last
+/// subscription's drop aborts it.
+async fn run(store: Store, range: KeyRange, first: WatchStream, subscribers: Arc<Subscribers>) {
     let mut backoff = INITIAL_BACKOFF;
-    let mut first = true;
+    let mut stream = Some(first);
     loop {
-        if !first {
+        let Some(mut open) = stream.take() else {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-        first = false;
-        // Boxed: rare, and inline they would make the task's future kilobytes bigger.
-        let Some(mut stream) = Box::pin(relist(&store, &range, &subscribers)).await else {
+            // Boxed: rare, and inline it would make the task's future bigger.
+            stream = Box::pin(relist(&store, &range, &subscribers)).await;
             continue;
         };
         loop {
-            match stream.next().await {
+            match open.next().await {
                 Some(Ok(batch)) if batch.is_progress() => {}
                 Some(Ok(batch)) => {
                     backoff = INITIAL_BACKOFF;
@@ -214,7 +232,10 @@ async fn run(store: Store, prefix: String, subscribers: Arc<Subscribers>) {
 /// Reads the prefix, tells every subscriber its key's state, and watches on from just after the
 /// read; `None` (logged) if either fails.
 async fn relist(store: &Store, range: &KeyRange, subscribers: &Subscribers) -> Option<WatchStream> {
-    let read = match store.range(range, RangeOptions::default()).await {
+    let read = match store
+        .range(range, RangeOptions::default().keys_only())
+        .await
+    {
         Ok(read) => read,
         Err(e) => {
             tracing::debug!(error = %e, "cannot read the registrations' prefix; retrying");
@@ -238,7 +259,7 @@ async fn relist(store: &Store, range: &KeyRange, subscribers: &Subscribers) -> O
             .ok()
             .map(|at| &read.kvs[at]);
         for mailbox in mailboxes {
-            mailbox.push(Seen::Now(read.revision, kv.cloned()));
+            mailbox.push(Seen::Listed(read.revision, kv.cloned()));
         }
     }
     Some(stream)
@@ -270,14 +291,10 @@ mod tests {
     async fn one_watch_per_name_each_subscriber_told_only_of_its_key() {
         let store = Store::in_memory();
         let own = OwnKeys::new(store.clone());
-        let a = own.subscribe("svc", "/services/svc/a");
-        let b = own.subscribe("svc", "/services/svc/b");
-        let other = own.subscribe("other", "/services/other/a");
-        assert_eq!(own.watches(), 2);
-        // The first read, once the watch is open: nothing there yet.
-        for subscription in [&a, &b, &other] {
-            assert!(matches!(next(subscription).await, Seen::Now(_, None)));
-        }
+        let a = own.subscribe("svc", "/services/svc/a").await.unwrap();
+        let b = own.subscribe("svc", "/services/svc/b").await.unwrap();
+        let other = own.subscribe("other", "/services/other/a").await.unwrap();
+        assert_eq!(own.watches().await, 2);
         let put = store
             .put("/services/svc/b", b"1".to_vec(), 0)
             .await
@@ -297,22 +314,21 @@ mod tests {
         drop(a);
         drop(b);
         assert_eq!(
-            own.watches(),
+            own.watches().await,
             1,
             "the name's watch goes with its last subscriber"
         );
         drop(other);
-        assert_eq!(own.watches(), 0);
+        assert_eq!(own.watches().await, 0);
     }
 
     #[tokio::test]
     async fn a_second_subscriber_of_a_key_leaving_does_not_silence_the_first() {
         let store = Store::in_memory();
         let own = OwnKeys::new(store.clone());
-        let first = own.subscribe("svc", "/services/svc/a");
-        let refused = own.subscribe("svc", "/services/svc/a");
+        let first = own.subscribe("svc", "/services/svc/a").await.unwrap();
+        let refused = own.subscribe("svc", "/services/svc/a").await.unwrap();
         drop(refused);
-        assert!(matches!(next(&first).await, Seen::Now(_, None)));
         store
             .put("/services/svc/a", b"1".to_vec(), 0)
             .await

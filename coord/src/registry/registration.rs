@@ -43,7 +43,7 @@ pub(super) async fn register(
         let session = ctx.session(ttl).await?;
         // Before the write, so no change after it can be missed; what the subscription tells
         // up to the write is skipped (see `held_since`).
-        let own_key = ctx.own_keys.subscribe(&info.name, &key);
+        let own_key = ctx.own_keys.subscribe(&info.name, &key).await?;
         let held_since = claim(&ctx.store, &key, &value, session.lease_id(), None)
             .await?
             .revision();
@@ -460,10 +460,20 @@ impl Keeper {
     fn judge(&mut self, seen: Seen, lease: i64) -> Verdict {
         match seen {
             // From before the current lease took the key: what it did since is known.
-            Seen::Now(revision, _) | Seen::Events(revision, _) if revision <= self.held_since => {
+            Seen::Now(revision, _) | Seen::Listed(revision, _) | Seen::Events(revision, _)
+                if revision <= self.held_since =>
+            {
                 Verdict::Ours
             }
             Seen::Now(_, kv) => self.judge_kv(kv.as_ref(), lease),
+            // Who holds the key, not what it holds: the value to restore stays the last one
+            // seen (a same-lease update made while the watch was broken is learnt only from
+            // its next change).
+            Seen::Listed(_, kv) => match kv {
+                Some(kv) if kv.lease != lease => Verdict::Replaced(kv.lease),
+                Some(_) => Verdict::Ours,
+                None => Verdict::Deleted,
+            },
             Seen::Events(_, events) => {
                 let mut verdict = Verdict::Ours;
                 for Event { kind, kv } in &events {
