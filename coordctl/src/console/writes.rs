@@ -179,12 +179,13 @@ pub async fn release(
                 "nothing changed: nothing to release".into(),
             ));
         }
-        let message = message(&body.message)?;
+        // The fields first: a refused value is what the person most needs to see.
         let schema = schema_of(&console.coord, &prefix).await?;
         let refused = refusals(&schema, &body.values);
         if !refused.is_empty() {
             return Err(ApiError::Refused(refused));
         }
+        let message = message(&body.message)?;
         let mut builder =
             console
                 .coord
@@ -240,12 +241,13 @@ pub async fn gray_start(
                 "nothing changed: nothing to release".into(),
             ));
         }
-        let message = message(&body.message)?;
+        // The fields first: a refused value is what the person most needs to see.
         let schema = schema_of(&console.coord, &prefix).await?;
         let refused = refusals(&schema, &body.values);
         if !refused.is_empty() {
             return Err(ApiError::Refused(refused));
         }
+        let message = message(&body.message)?;
         let builder = console
             .coord
             .config()

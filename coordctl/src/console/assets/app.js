@@ -115,7 +115,7 @@ async function home() {
         : table(['Prefix', 'Type', 'Fields'], prefixes.map((p) => el('tr', {},
           el('td', {}, el('a', { href: '#/prefix' + p.prefix, class: 'mono' }, p.prefix)),
           el('td', {}, p.type_name),
-          el('td', {}, p.fields)))))));
+          el('td', {}, p.fields))))));
 }
 
 function changeCell(changes) {
@@ -273,8 +273,8 @@ function showRefusal(result, what) {
       const box = document.querySelector('.field-error[data-key="' + CSS.escape(f.key) + '"]');
       const input = document.querySelector('#fields input[data-key="' + CSS.escape(f.key) + '"]');
       if (input) input.classList.add('refused');
-      const expected = f.type_name ? 'Expected ' + f.type_name + (f.doc ? ' — ' + f.doc : '') + '. ' : '';
-      if (box) box.textContent = expected + f.reason;
+      // The schema's reason names the expected type and the doc; an unknown key has neither.
+      if (box) box.textContent = f.type_name ? f.reason : 'Not a field of ' + page.prefix + ': ' + f.reason;
     }
     status('bad', 'Refused by the schema: nothing was written.');
   } else if (result.status === 409 && body.code === 'conflict') {
