@@ -2,12 +2,13 @@
 # Installs what coord needs from Debian's packages, only if it is missing.
 #   Always: protoc and the well-known .proto files it includes (etcd-client's build needs both;
 #   `protobuf-compiler` without recommends has no google/protobuf/*.proto, `libprotobuf-dev` has).
-#   With "test": also etcd and etcdctl (the tests start their own servers).
+#   With "test": also etcd and etcdctl (the tests start their own servers), and chromium with
+#   its chromedriver (coordctl console's browser test drives a headless Chromium).
 # Checks for the files the build uses, not only for the command.
 set -euo pipefail
 want=("protoc:protobuf-compiler" "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev")
 if [ "${1:-}" = "test" ]; then
-  want+=("etcd:etcd-server" "etcdctl:etcd-client")
+  want+=("etcd:etcd-server" "etcdctl:etcd-client" "chromium:chromium" "chromedriver:chromium-driver")
 fi
 present() {
   case "$1" in

@@ -99,6 +99,24 @@ pub enum Command {
     Election(ElectionCommand),
     /// Is etcd reachable? Its version, revision and latency.
     Health,
+    /// Serve the web console: browse, edit and release config, watch rollouts, roll back.
+    ///
+    /// Read-only unless --token-file is given; listens on loopback unless told otherwise.
+    Console(ConsoleArgs),
+}
+
+/// `coordctl console`.
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Address to listen on. A non-loopback address exposes the console (plain HTTP) to the
+    /// network.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Allow writes to whoever presents a token from this file: one `NAME:TOKEN` (or bare
+    /// `TOKEN`) per line; NAME is recorded as the author of their releases. Without it the
+    /// console is read-only.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `coordctl config …`.

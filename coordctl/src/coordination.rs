@@ -171,7 +171,7 @@ pub async fn ids_ls(coord: &Coord, out: Output, service: &str) -> CliResult {
     Ok(())
 }
 
-fn info_json(info: &coord::ServiceInfo) -> Value {
+pub(crate) fn info_json(info: &coord::ServiceInfo) -> Value {
     json!({
         "id": info.id,
         "name": info.name,

@@ -3,6 +3,7 @@
 mod cli;
 mod config_cmd;
 mod connect;
+mod console;
 mod coordination;
 mod error;
 mod output;
@@ -100,5 +101,6 @@ async fn dispatch(coord: &Coord, out: Output, command: Command) -> CliResult {
             coordination::leader(coord, out, &name).await
         }
         Command::Health => coordination::health(coord, out).await,
+        Command::Console(args) => console::serve(coord, args).await,
     }
 }

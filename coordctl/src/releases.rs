@@ -21,7 +21,7 @@ fn author(coord: &Coord) -> String {
     }
 }
 
-fn kind_text(kind: &ReleaseKind) -> String {
+pub(crate) fn kind_text(kind: &ReleaseKind) -> String {
     match kind {
         ReleaseKind::Release => "release".into(),
         ReleaseKind::Publish => "publish".into(),
@@ -47,7 +47,7 @@ fn selector_text(selector: &Selector) -> String {
     format!("[{}]", parts.join(" "))
 }
 
-fn release_json(release: &Release) -> Value {
+pub(crate) fn release_json(release: &Release) -> Value {
     let mut doc = json!({
         "seq": release.seq,
         "revision": release.revision,

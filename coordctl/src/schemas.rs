@@ -43,6 +43,11 @@ pub async fn all(coord: &Coord) -> CliResult<Schemas> {
 pub struct Schemas(Vec<PublishedSchema>);
 
 impl Schemas {
+    /// Every schema, in key order (so by prefix).
+    pub fn list(&self) -> &[PublishedSchema] {
+        &self.0
+    }
+
     /// True if the nearest schema above `key` marks its field secret.
     pub fn is_secret(&self, key: &str) -> bool {
         self.0

@@ -1,0 +1,414 @@
+// coord console: one page, hash routes, the JSON API of `coordctl console`.
+// Every value from the server is put in the page as text (never as HTML), so a config value
+// cannot inject markup.
+'use strict';
+
+const CSRF = document.querySelector('meta[name=csrf-token]').content;
+const WRITABLE = document.querySelector('meta[name=writable]').content === 'true';
+const TOKEN_KEY = 'coord-console-token';
+let events = null;
+let page = null;
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else if (k === 'class') node.className = v;
+    else node.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children.flat()) {
+    if (c !== null && c !== undefined) node.append(c instanceof Node ? c : String(c));
+  }
+  return node;
+}
+
+function text(v) {
+  if (v === null || v === undefined) return '';
+  return typeof v === 'string' ? v : JSON.stringify(v);
+}
+
+function isStringType(typeName) {
+  return /(^|[<:])(String|str)>*$/.test(typeName.replace(/\s/g, ''));
+}
+
+// What the person typed, as the JSON the field takes: a string field takes the text as is;
+// anything else is JSON, and text that is not JSON goes as a string for the server to refuse
+// with the field's expected type.
+function parseInput(field, raw) {
+  if (isStringType(field.type_name)) return raw;
+  try { return JSON.parse(raw); } catch (_) { return raw; }
+}
+
+function inputText(field) {
+  if (field.secret || !field.present) return '';
+  return isStringType(field.type_name) && typeof field.value === 'string'
+    ? field.value : JSON.stringify(field.value);
+}
+
+async function api(path) {
+  const response = await fetch(path, { headers: { Accept: 'application/json' } });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+async function post(path, body) {
+  const response = await fetch(path, {
+    method: 'POST',
+    headers: {
+      'Content-Type': 'application/json',
+      'X-CSRF-Token': CSRF,
+      'X-Coord-Token': sessionStorage.getItem(TOKEN_KEY) || '',
+    },
+    body: JSON.stringify(body),
+  });
+  let data = {};
+  try { data = await response.json(); } catch (_) { data = { error: response.statusText }; }
+  return { ok: response.ok, status: response.status, body: data };
+}
+
+function confirmAction(question) {
+  const box = document.getElementById('confirm');
+  document.getElementById('confirm-text').textContent = question;
+  box.hidden = false;
+  return new Promise((resolve) => {
+    const done = (answer) => () => {
+      box.hidden = true;
+      yes.removeEventListener('click', onYes);
+      no.removeEventListener('click', onNo);
+      resolve(answer);
+    };
+    const yes = document.getElementById('confirm-yes');
+    const no = document.getElementById('confirm-no');
+    const onYes = done(true);
+    const onNo = done(false);
+    yes.addEventListener('click', onYes);
+    no.addEventListener('click', onNo);
+  });
+}
+
+function table(headers, rows, attrs) {
+  return el('table', attrs,
+    el('thead', {}, el('tr', {}, headers.map((h) => el('th', {}, h)))),
+    el('tbody', {}, rows));
+}
+
+function setMain(...children) {
+  const main = document.getElementById('main');
+  main.replaceChildren(...children);
+}
+
+function failure(e) {
+  setMain(el('div', { class: 'notice bad' }, String(e.message || e)));
+}
+
+// ---- pages -------------------------------------------------------------------------------
+
+async function home() {
+  const prefixes = await api('/api/prefixes');
+  setMain(
+    el('h1', {}, 'Config prefixes'),
+    el('section', {},
+      prefixes.length === 0
+        ? el('p', { class: 'muted' }, 'No prefix has a published schema yet (ConfigCenter::publish_schema).')
+        : table(['Prefix', 'Type', 'Fields'], prefixes.map((p) => el('tr', {},
+          el('td', {}, el('a', { href: '#/prefix' + p.prefix, class: 'mono' }, p.prefix)),
+          el('td', {}, p.type_name),
+          el('td', {}, p.fields))))));
+}
+
+function changeCell(changes) {
+  return el('td', { class: 'changes' }, changes.map((c) => el('div', { class: 'change mono' },
+    el('span', {}, c.key + ' '),
+    c.change === 'added' ? null : el('span', { class: 'old' }, text(c.old)),
+    c.change.endsWith('removed') ? el('span', { class: 'muted' }, ' removed')
+      : [' → ', el('span', { class: 'new' }, text(c.new))],
+    c.change.startsWith('gray') ? el('span', { class: 'tag gray' }, 'gray') : null)));
+}
+
+function fieldsTable(fields) {
+  const rows = fields.map((f) => {
+    let valueCell;
+    if (WRITABLE && f.kind === 'value') {
+      const input = el('input', {
+        type: f.secret ? 'password' : 'text',
+        'data-key': f.key,
+        placeholder: f.secret ? (f.present ? '<redacted> (unchanged)' : '(not set)') : (f.present ? '' : 'default: ' + text(f.default)),
+        autocomplete: 'off',
+      });
+      input.value = inputText(f);
+      valueCell = el('td', { class: 'value' }, input, el('div', { class: 'field-error', 'data-key': f.key }));
+    } else {
+      valueCell = el('td', { class: 'value', 'data-key': f.key }, f.present ? text(f.value) : el('span', { class: 'muted' }, '(default)'));
+    }
+    return el('tr', { 'data-key': f.key },
+      el('td', { class: 'mono' }, f.key, f.secret ? el('span', { class: 'tag' }, 'secret') : null),
+      valueCell,
+      el('td', { class: 'mono' }, f.type_name),
+      el('td', { class: 'mono' }, f.default === null || f.default === undefined ? (f.required ? 'required' : '') : text(f.default)),
+      el('td', {}, el('span', { class: 'tag' }, f.source)),
+      el('td', { class: 'doc' }, f.doc));
+  });
+  return table(['Key', 'Value', 'Type', 'Default', 'Source', 'Doc'], rows, { id: 'fields' });
+}
+
+function renderRollout(statuses) {
+  const body = document.querySelector('#rollout tbody');
+  if (!body) return;
+  body.replaceChildren(...(statuses.length === 0
+    ? [el('tr', {}, el('td', { colspan: 6, class: 'muted' }, 'No live instance holds this prefix.'))]
+    : statuses.map((s) => el('tr', { 'data-instance': s.instance },
+      el('td', { class: 'mono' }, s.instance),
+      el('td', {}, Object.entries(s.labels).map(([k, v]) => el('span', { class: 'tag' }, k + '=' + v))),
+      el('td', {}, s.release === null || s.release === undefined ? '-' : String(s.release)),
+      el('td', {}, s.gray ? el('span', { class: 'tag gray' }, 'gray ' + s.gray) : '-'),
+      el('td', { class: 'mono' }, String(s.revision)),
+      el('td', {}, s.error ? el('span', { class: 'tag err' }, (s.error.key ? s.error.key + ': ' : '') + s.error.message) : '-')))));
+}
+
+// The gray releases still in progress: started and neither promoted nor aborted since.
+function openGrays(history) {
+  const closed = new Set();
+  const open = new Set();
+  for (const r of history) {
+    const m = /^(promote|abort) (\d+)$/.exec(r.kind);
+    if (m) closed.add(Number(m[2]));
+    else if (r.kind.startsWith('gray') && !closed.has(r.seq)) open.add(r.seq);
+  }
+  return open;
+}
+
+function renderHistory(history) {
+  const body = document.querySelector('#history tbody');
+  if (!body) return;
+  const grays = openGrays(history);
+  const latest = history.length ? history[0].seq : 0;
+  body.replaceChildren(...history.map((r) => {
+    const actions = [];
+    if (WRITABLE && r.seq !== latest && !r.kind.startsWith('gray')) {
+      actions.push(el('button', { class: 'rollback', 'data-seq': r.seq, onclick: () => rollback(r.seq) }, 'Roll back to this'));
+    }
+    if (WRITABLE && grays.has(r.seq)) {
+      actions.push(el('button', { class: 'promote', onclick: () => grayEnd('promote', r.seq) }, 'Promote'));
+      actions.push(el('button', { class: 'abort', onclick: () => grayEnd('abort', r.seq) }, 'Abort'));
+    }
+    return el('tr', { class: 'release', 'data-seq': r.seq },
+      el('td', {}, String(r.seq)),
+      el('td', {}, r.kind),
+      el('td', { class: 'author' }, r.author || '-'),
+      el('td', { class: 'message' }, r.message || ''),
+      el('td', { class: 'muted' }, r.time),
+      changeCell(r.changes || []),
+      el('td', {}, actions));
+  }));
+  const stale = document.getElementById('stale');
+  if (stale && page && latest !== page.latest_seq) {
+    stale.replaceChildren(
+      'Release ' + latest + ' was made after this page loaded the values. ',
+      el('button', { onclick: () => route() }, 'Reload'));
+  }
+}
+
+async function loadHistory() {
+  renderHistory(await api('/api/history?prefix=' + encodeURIComponent(page.prefix)));
+}
+
+async function prefixPage(prefix) {
+  const config = await api('/api/config?prefix=' + encodeURIComponent(prefix));
+  page = { prefix: config.prefix, latest_seq: config.latest_seq, fields: config.fields };
+  const parts = [
+    el('h1', {}, config.prefix, ' ', el('small', {}, config.type_name + ' · release ' + config.latest_seq)),
+    el('div', { id: 'stale', class: 'notice warn' }),
+    el('section', {}, el('h2', {}, 'Values'), fieldsTable(config.fields),
+      WRITABLE ? el('div', { class: 'actions' },
+        el('input', { id: 'message', type: 'text', placeholder: 'Why (shown in history)' }),
+        el('button', { id: 'release', class: 'primary', onclick: release }, 'Release'),
+        el('input', { id: 'gray-selector', type: 'text', placeholder: 'Gray to: zone=eu-1 10% api-1' }),
+        el('button', { id: 'gray-start', onclick: grayStart }, 'Gray release')) : null,
+      el('div', { id: 'write-status', class: 'notice' }),
+      el('div', { id: 'conflict' })),
+    el('section', {}, el('h2', {}, 'Rollout ', el('small', { class: 'muted' }, '(live)')),
+      table(['Instance', 'Labels', 'Release', 'Gray', 'Revision', 'Last error'], [], { id: 'rollout' })),
+    el('section', {}, el('h2', {}, 'History'),
+      table(['Seq', 'Kind', 'Author', 'Message', 'Time', 'Changes', ''], [], { id: 'history' })),
+  ];
+  setMain(...parts);
+  await loadHistory();
+  events = new EventSource('/api/rollout/events?prefix=' + encodeURIComponent(config.prefix));
+  events.addEventListener('rollout', (e) => renderRollout(JSON.parse(e.data)));
+  events.addEventListener('config', () => loadHistory().catch(() => {}));
+}
+
+function status(kind, message) {
+  const box = document.getElementById('write-status');
+  box.className = 'notice ' + kind;
+  box.textContent = message;
+}
+
+function clearErrors() {
+  for (const e of document.querySelectorAll('.field-error')) e.textContent = '';
+  for (const i of document.querySelectorAll('input.refused')) i.classList.remove('refused');
+  document.getElementById('conflict').replaceChildren();
+  status('', '');
+}
+
+// The values the person changed, as the API takes them.
+function editedValues() {
+  const values = {};
+  for (const input of document.querySelectorAll('#fields input[data-key]')) {
+    const field = page.fields.find((f) => f.key === input.dataset.key);
+    if (!field || input.value === inputText(field)) continue;
+    if (field.secret && input.value === '') continue;
+    values[field.key] = parseInput(field, input.value);
+  }
+  return values;
+}
+
+// What a refused or conflicting write shows, beside the inputs or above the history.
+function showRefusal(result, what) {
+  const body = result.body;
+  if (result.status === 422 && body.fields) {
+    for (const f of body.fields) {
+      const box = document.querySelector('.field-error[data-key="' + CSS.escape(f.key) + '"]');
+      const input = document.querySelector('#fields input[data-key="' + CSS.escape(f.key) + '"]');
+      if (input) input.classList.add('refused');
+      // The schema's reason names the expected type and the doc; an unknown key has neither.
+      if (box) box.textContent = f.type_name ? f.reason : 'Not a field of ' + page.prefix + ': ' + f.reason;
+    }
+    status('bad', 'Refused by the schema: nothing was written.');
+  } else if (result.status === 409 && body.code === 'conflict') {
+    status('bad', body.error);
+    document.getElementById('conflict').replaceChildren(el('div', { class: 'notice warn' },
+      el('p', {}, 'Changes in release ' + body.latest + ' since release ' + body.expected + ':'),
+      table(['Changes'], [el('tr', {}, changeCell(body.diff))]),
+      el('div', { class: 'actions' }, el('button', { id: 'reload', onclick: () => route() }, 'Reload the current values'))));
+  } else {
+    status('bad', what + ' failed: ' + (body.error || result.status));
+  }
+}
+
+async function release() {
+  clearErrors();
+  const values = editedValues();
+  if (Object.keys(values).length === 0) { status('warn', 'Nothing changed.'); return; }
+  const message = document.getElementById('message').value;
+  const result = await post('/api/release', { prefix: page.prefix, values, message, expect_latest: page.latest_seq });
+  if (!result.ok) { showRefusal(result, 'Release'); return; }
+  await route();
+  status('ok', 'Released ' + result.body.seq + '.');
+}
+
+function parseSelector(raw) {
+  const selector = { labels: {}, instances: [] };
+  for (const part of raw.split(/[\s,]+/).filter(Boolean)) {
+    const pct = /^(\d+)%$/.exec(part);
+    if (pct) selector.percent = Number(pct[1]);
+    else if (part.includes('=')) { const [k, ...v] = part.split('='); selector.labels[k] = v.join('='); }
+    else selector.instances.push(part);
+  }
+  return selector;
+}
+
+async function grayStart() {
+  clearErrors();
+  const values = editedValues();
+  if (Object.keys(values).length === 0) { status('warn', 'Nothing changed.'); return; }
+  const raw = document.getElementById('gray-selector').value;
+  if (!raw.trim()) { status('warn', 'Say which instances: labels (zone=eu-1), a percent (10%) or instance names.'); return; }
+  if (!await confirmAction('Start a gray release of ' + Object.keys(values).join(', ') + ' on ' + page.prefix + ' to ' + raw + '?')) return;
+  const message = document.getElementById('message').value;
+  const result = await post('/api/gray/start', { prefix: page.prefix, values, selector: parseSelector(raw), message });
+  if (!result.ok) { showRefusal(result, 'Gray release'); return; }
+  await route();
+  status('ok', 'Gray release ' + result.body.seq + ' started.');
+}
+
+async function grayEnd(action, seq) {
+  const question = action === 'promote'
+    ? 'Promote gray release ' + seq + ' to every instance of ' + page.prefix + '?'
+    : 'Abort gray release ' + seq + ' (its instances go back to the prefix values)?';
+  if (!await confirmAction(question)) return;
+  const message = document.getElementById('message')?.value || action + ' gray release ' + seq + ' from the console';
+  const result = await post('/api/gray/' + action, { prefix: page.prefix, seq, message });
+  if (!result.ok) { showRefusal(result, action); return; }
+  await route();
+  status('ok', (action === 'promote' ? 'Promoted ' : 'Aborted ') + seq + '.');
+}
+
+async function rollback(seq) {
+  clearErrors();
+  if (!await confirmAction('Roll ' + page.prefix + ' back to the values of release ' + seq + '? Every instance gets them.')) return;
+  const message = document.getElementById('message')?.value || 'rollback to ' + seq + ' from the console';
+  const result = await post('/api/rollback', { prefix: page.prefix, seq, message, expect_latest: page.latest_seq });
+  if (!result.ok) { showRefusal(result, 'Rollback'); return; }
+  await route();
+  status('ok', 'Rolled back to ' + seq + ' (release ' + result.body.seq + ').');
+}
+
+async function locksPage() {
+  const locks = await api('/api/locks');
+  setMain(el('h1', {}, 'Locks'), el('section', {}, table(['Lock', 'Holder', 'Fencing token', 'TTL left', 'Waiters'],
+    locks.map((l) => el('tr', {},
+      el('td', { class: 'mono' }, l.name), el('td', { class: 'mono' }, l.holder),
+      el('td', {}, String(l.fencing_token)), el('td', {}, l.ttl_left_secs === null ? '-' : l.ttl_left_secs + 's'),
+      el('td', { class: 'mono' }, l.waiters.map((w) => w.key).join(' ') || '-'))))));
+}
+
+async function countsPage(title, api_path, link, rest) {
+  if (rest) return rest();
+  const counts = await api(api_path);
+  setMain(el('h1', {}, title), el('section', {}, table(['Name', 'Count'],
+    counts.map((c) => el('tr', {}, el('td', {}, el('a', { href: link + c.name }, c.name)), el('td', {}, String(c.count)))))));
+}
+
+async function idsPage(service) {
+  await countsPage('Instance IDs', '/api/ids', '#/ids/', service && (async () => {
+    const ids = await api('/api/ids?service=' + encodeURIComponent(service));
+    setMain(el('h1', {}, 'Instance IDs of ' + service), el('section', {}, table(['ID', 'Key', 'TTL left'],
+      ids.map((i) => el('tr', {}, el('td', {}, String(i.id)), el('td', { class: 'mono' }, i.key),
+        el('td', {}, i.ttl_left_secs === null ? '-' : i.ttl_left_secs + 's'))))));
+  }));
+}
+
+async function servicesPage(name) {
+  await countsPage('Services', '/api/services', '#/services/', name && (async () => {
+    const instances = await api('/api/services?name=' + encodeURIComponent(name));
+    setMain(el('h1', {}, 'Service ' + name), el('section', {}, table(['ID', 'Address', 'Version', 'Started', 'Metadata'],
+      instances.map((i) => el('tr', {}, el('td', { class: 'mono' }, i.id), el('td', { class: 'mono' }, i.address),
+        el('td', {}, i.version || '-'), el('td', {}, i.started_at || '-'),
+        el('td', {}, Object.entries(i.metadata || {}).map(([k, v]) => el('span', { class: 'tag' }, k + '=' + v))))))));
+  }));
+}
+
+async function route() {
+  if (events) { events.close(); events = null; }
+  page = null;
+  const hash = decodeURIComponent(location.hash.slice(1) || '/');
+  try {
+    if (hash.startsWith('/prefix/')) await prefixPage(hash.slice('/prefix'.length));
+    else if (hash === '/locks') await locksPage();
+    else if (hash.startsWith('/ids')) await idsPage(hash.slice('/ids/'.length));
+    else if (hash.startsWith('/services')) await servicesPage(hash.slice('/services/'.length));
+    else await home();
+  } catch (e) {
+    failure(e);
+  }
+}
+
+function setup() {
+  const mode = document.getElementById('mode');
+  mode.textContent = WRITABLE ? 'writable with a token' : 'read-only';
+  if (WRITABLE) {
+    mode.classList.add('writable');
+    const box = document.getElementById('token-box');
+    box.hidden = false;
+    const token = document.getElementById('token');
+    token.value = sessionStorage.getItem(TOKEN_KEY) || '';
+    token.addEventListener('input', () => sessionStorage.setItem(TOKEN_KEY, token.value));
+  }
+  window.addEventListener('hashchange', route);
+  route();
+}
+
+setup();

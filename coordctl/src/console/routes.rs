@@ -1,0 +1,389 @@
+//! The read routes: schemas, one prefix's fields, history, rollout, locks, IDs, services.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::Json;
+use coord::config::{Change, PublishedKind, PublishedSchema, Release, ReleaseKind};
+use coord::store::{KeyRange, RangeOptions};
+use coord::{Coord, InstanceStatus};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::Instrument;
+
+use super::error::ApiError;
+use super::Console;
+use crate::output::REDACTED;
+use crate::releases::release_json;
+use crate::schemas;
+
+/// The result of a route.
+pub type ApiResult<T = Json<Value>> = Result<T, ApiError>;
+
+/// `?prefix=/config/checkout`.
+#[derive(Debug, Deserialize)]
+pub struct PrefixQuery {
+    /// The config prefix.
+    pub prefix: String,
+    /// For history: how many releases.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/prefixes`: every prefix with a published schema.
+pub async fn prefixes(State(console): State<Arc<Console>>) -> ApiResult {
+    let schemas = schemas::all(&console.coord)
+        .instrument(tracing::debug_span!("console.prefixes"))
+        .await
+        .map_err(cli_error)?;
+    let list: Vec<Value> = schemas
+        .list()
+        .iter()
+        .map(|s| json!({ "prefix": s.prefix, "type_name": s.type_name, "fields": s.fields.len() }))
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+/// The schema of `prefix`, or a 404 that says so.
+pub async fn schema_of(coord: &Coord, prefix: &str) -> ApiResult<PublishedSchema> {
+    coord
+        .config()
+        .schema(prefix)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no schema is published for {prefix}")))
+}
+
+/// The latest release of `prefix` (0: none yet). Reading history first records a change
+/// made outside releases, so the number is the one a release must expect.
+pub async fn latest_seq(coord: &Coord, prefix: &str) -> ApiResult<u64> {
+    Ok(coord
+        .config()
+        .history(prefix, 1)
+        .await?
+        .first()
+        .map_or(0, |r| r.seq))
+}
+
+/// `GET /api/config?prefix=`: every field with its value (secrets redacted), type, default,
+/// doc and where the value comes from, and the latest release (what an edit must expect).
+pub async fn config(
+    State(console): State<Arc<Console>>,
+    Query(query): Query<PrefixQuery>,
+) -> ApiResult {
+    let prefix = query.prefix.trim_end_matches('/').to_owned();
+    let span = tracing::debug_span!("console.config", prefix = %prefix);
+    async {
+        let coord = &console.coord;
+        let schema = schema_of(coord, &prefix).await?;
+        let latest = latest_seq(coord, &prefix).await?;
+        let response = coord
+            .store()
+            .range(
+                &KeyRange::prefix(format!("{prefix}/")),
+                RangeOptions::default(),
+            )
+            .await?;
+        let stored: BTreeMap<&str, Value> = response
+            .kvs
+            .iter()
+            .filter_map(|kv| {
+                let rest = kv.key.strip_prefix(&prefix)?.strip_prefix('/')?;
+                Some((rest, schemas::decode(&kv.value)))
+            })
+            .collect();
+        let fields: Vec<Value> = schema
+            .fields
+            .iter()
+            .map(|field| field_json(&schema, field, &stored))
+            .collect();
+        Ok(Json(json!({
+            "prefix": prefix,
+            "type_name": schema.type_name,
+            "latest_seq": latest,
+            "revision": response.revision,
+            "fields": fields,
+        })))
+    }
+    .instrument(span)
+    .await
+}
+
+fn field_json(
+    schema: &PublishedSchema,
+    field: &coord::config::PublishedField,
+    stored: &BTreeMap<&str, Value>,
+) -> Value {
+    let shown = |key: &str, value: &Value| {
+        if schema.field(key).is_some_and(|f| f.secret) {
+            Value::String(REDACTED.to_owned())
+        } else {
+            value.clone()
+        }
+    };
+    let (kind, value, present) = match &field.kind {
+        PublishedKind::Value => {
+            let value = stored.get(field.key.as_str());
+            (
+                "value",
+                value.map_or(Value::Null, |v| shown(&field.key, v)),
+                value.is_some(),
+            )
+        }
+        other => {
+            // A map's entries are the keys under it, each shown by its own field's secrecy.
+            let under = format!("{}/", field.key);
+            let entries: serde_json::Map<String, Value> = stored
+                .iter()
+                .filter_map(|(key, value)| {
+                    let name = key.strip_prefix(under.as_str())?;
+                    Some((name.to_owned(), shown(key, value)))
+                })
+                .collect();
+            let kind = if matches!(other, PublishedKind::NestedMap { .. }) {
+                "nested_map"
+            } else {
+                "map"
+            };
+            let present = !entries.is_empty();
+            (kind, Value::Object(entries), present)
+        }
+    };
+    let source = match (present, field.required) {
+        (true, _) => "etcd",
+        (false, true) => "missing",
+        (false, false) => "default",
+    };
+    let default = if field.secret {
+        field.default.as_ref().map(|_| json!(REDACTED))
+    } else {
+        field.default.clone()
+    };
+    json!({
+        "key": field.key,
+        "type_name": field.type_name,
+        "kind": kind,
+        "value": value,
+        "present": present,
+        "source": source,
+        "default": default,
+        "required": field.required,
+        "secret": field.secret,
+        "doc": field.doc,
+    })
+}
+
+/// `GET /api/history?prefix=&limit=`: newest first, each with how it changed the values
+/// (a gray release: what it changes for its instances).
+pub async fn history(
+    State(console): State<Arc<Console>>,
+    Query(query): Query<PrefixQuery>,
+) -> ApiResult {
+    let prefix = query.prefix.trim_end_matches('/').to_owned();
+    let limit = query.limit.unwrap_or(20).clamp(1, 100);
+    let span = tracing::debug_span!("console.history", prefix = %prefix, limit);
+    async {
+        let config = console.coord.config();
+        // One more than shown: the oldest shown release needs its predecessor for its diff.
+        let releases = config.history(&prefix, limit + 1).await?;
+        let diffs = releases.iter().take(limit).enumerate().map(|(i, release)| {
+            let before = releases.get(i + 1);
+            release_changes(&console.coord, &prefix, release, before)
+        });
+        let diffs = futures::future::try_join_all(diffs).await?;
+        let docs: Vec<Value> = releases
+            .iter()
+            .zip(diffs)
+            .map(|(release, changes)| {
+                let mut doc = release_json(release);
+                doc["changes"] = Value::Array(changes);
+                doc
+            })
+            .collect();
+        Ok(Json(Value::Array(docs)))
+    }
+    .instrument(span)
+    .await
+}
+
+/// How `release` changed the values from `before` (the library's diff, which lists a changed
+/// secret without its values); for a gray release, what it sets and removes.
+async fn release_changes(
+    coord: &Coord,
+    prefix: &str,
+    release: &Release,
+    before: Option<&Release>,
+) -> Result<Vec<Value>, ApiError> {
+    if matches!(release.kind, ReleaseKind::Gray { .. }) {
+        let mut changes: Vec<Value> = release
+            .gray_values
+            .iter()
+            .map(|(key, new)| {
+                let old = release.values.get(key).cloned().unwrap_or(Value::Null);
+                json!({ "key": key, "change": "gray", "old": old, "new": new })
+            })
+            .collect();
+        changes.extend(release.gray_removes.iter().map(|key| {
+            let old = release.values.get(key).cloned().unwrap_or(Value::Null);
+            json!({ "key": key, "change": "gray removed", "old": old, "new": Value::Null })
+        }));
+        return Ok(changes);
+    }
+    let Some(before) = before else {
+        if release.seq > 1 {
+            // Its predecessor was trimmed from history: nothing to compare with.
+            return Ok(Vec::new());
+        }
+        return Ok(release
+            .values
+            .iter()
+            .map(|(key, new)| json!({ "key": key, "change": "added", "old": Value::Null, "new": new }))
+            .collect());
+    };
+    let diffs = coord.config().diff(prefix, before.seq, release.seq).await?;
+    Ok(diffs.into_iter().map(diff_json).collect())
+}
+
+/// One key of a library diff, as the page shows it.
+pub fn diff_json(diff: coord::config::KeyDiff) -> Value {
+    let (change, old, new) = match diff.change {
+        Change::Added { new } => ("added", Value::Null, new),
+        Change::Changed { old, new } => ("changed", old, new),
+        Change::Removed { old } => ("removed", old, Value::Null),
+        _ => ("other", Value::Null, Value::Null),
+    };
+    json!({ "key": diff.key, "change": change, "old": old, "new": new })
+}
+
+/// One instance's status, as the page shows it.
+pub fn status_json(status: &InstanceStatus) -> Value {
+    json!({
+        "instance": status.instance,
+        "labels": status.labels,
+        "release": status.release,
+        "gray": status.gray,
+        "revision": status.revision,
+        "updated_ms": status.updated_ms,
+        "error": status.error.as_ref().map(|e| json!({ "key": e.key, "message": e.message, "revision": e.revision })),
+    })
+}
+
+/// `GET /api/rollout?prefix=`: each live instance and what it runs.
+pub async fn rollout(
+    State(console): State<Arc<Console>>,
+    Query(query): Query<PrefixQuery>,
+) -> ApiResult {
+    let statuses = console
+        .coord
+        .config()
+        .rollout(query.prefix.trim_end_matches('/'))
+        .await?;
+    Ok(Json(Value::Array(
+        statuses.iter().map(status_json).collect(),
+    )))
+}
+
+/// `?prefix=` for locks (default: every lock).
+#[derive(Debug, Deserialize)]
+pub struct LocksQuery {
+    #[serde(default)]
+    prefix: String,
+}
+
+/// `GET /api/locks?prefix=`: holder, fencing token, TTL left, waiters in order.
+pub async fn locks(
+    State(console): State<Arc<Console>>,
+    Query(query): Query<LocksQuery>,
+) -> ApiResult {
+    let locks = coord::inspect::locks(console.coord.store(), &query.prefix)
+        .instrument(tracing::debug_span!("console.locks", prefix = %query.prefix))
+        .await?;
+    let docs = locks
+        .iter()
+        .map(|lock| {
+            json!({
+                "name": lock.name,
+                "holder": lock.holder.key,
+                "fencing_token": lock.fencing_token(),
+                "ttl_left_secs": lock.holder.ttl_left.map(|d| d.as_secs()),
+                "waiters": lock.waiters.iter().map(|w| json!({
+                    "key": w.key,
+                    "ttl_left_secs": w.ttl_left.map(|d| d.as_secs()),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(docs)))
+}
+
+/// `?service=` (IDs) or `?name=` (services); absent: every one with its count.
+#[derive(Debug, Deserialize)]
+pub struct NameQuery {
+    #[serde(default, alias = "service")]
+    name: Option<String>,
+}
+
+/// Each distinct first segment of the keys under `root`, with how many keys it has.
+async fn counts(coord: &Coord, root: &str) -> ApiResult<Value> {
+    let response = coord
+        .store()
+        .range(&KeyRange::prefix(root), RangeOptions::default().keys_only())
+        .instrument(tracing::debug_span!("console.count", key = root))
+        .await?;
+    let mut counts = BTreeMap::<String, usize>::new();
+    for kv in &response.kvs {
+        if let Some((name, _)) = kv.key.strip_prefix(root).and_then(|r| r.split_once('/')) {
+            *counts.entry(name.to_owned()).or_default() += 1;
+        }
+    }
+    Ok(Value::Array(
+        counts
+            .into_iter()
+            .map(|(name, count)| json!({ "name": name, "count": count }))
+            .collect(),
+    ))
+}
+
+/// `GET /api/ids?service=`: a service's taken IDs; without one, every service with its count.
+pub async fn ids(State(console): State<Arc<Console>>, Query(query): Query<NameQuery>) -> ApiResult {
+    let Some(service) = query.name else {
+        return Ok(Json(counts(&console.coord, "/instances/").await?));
+    };
+    let ids = coord::inspect::ids(console.coord.store(), &service)
+        .instrument(tracing::debug_span!("console.ids", service = %service))
+        .await?;
+    let docs = ids
+        .iter()
+        .map(|i| json!({ "id": i.id, "key": i.key, "ttl_left_secs": i.ttl_left.map(|d| d.as_secs()) }))
+        .collect();
+    Ok(Json(Value::Array(docs)))
+}
+
+/// `GET /api/services?name=`: a service's instances; without one, every service with its
+/// count.
+pub async fn services(
+    State(console): State<Arc<Console>>,
+    Query(query): Query<NameQuery>,
+) -> ApiResult {
+    let Some(name) = query.name else {
+        return Ok(Json(counts(&console.coord, "/services/").await?));
+    };
+    let instances = console
+        .coord
+        .registry()
+        .discover(&name)
+        .instrument(tracing::debug_span!("console.services", name = %name))
+        .await?;
+    let docs = instances
+        .iter()
+        .map(crate::coordination::info_json)
+        .collect();
+    Ok(Json(Value::Array(docs)))
+}
+
+fn cli_error(e: crate::error::CliError) -> ApiError {
+    match e {
+        crate::error::CliError::Coord(e) => ApiError::Coord(e),
+        other => ApiError::BadRequest(other.to_string()),
+    }
+}

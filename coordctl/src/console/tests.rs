@@ -1,0 +1,716 @@
+//! Handler tests: every route through the router, on the embedded store.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use coord::{Coord, CoordConfig, Instance, ServiceInfo};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::auth::{CSRF_HEADER, TOKEN_HEADER};
+use super::{router, Access, Console};
+
+const PREFIX: &str = "/config/checkout";
+const TOKEN: &str = "ana-token-0123456789";
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+#[coord(prefix = "/config/checkout")]
+struct Checkout {
+    /// Seconds before a payment attempt is abandoned.
+    #[coord(default = 30)]
+    timeout_secs: u64,
+    /// The payment provider's key.
+    #[coord(secret, default)]
+    api_key: coord::Secret<String>,
+}
+
+struct Env {
+    coord: Coord,
+    app: Router,
+    csrf: String,
+}
+
+/// A console on an embedded store with Checkout's schema published and released once (by
+/// "setup", "launch"), writable with `TOKEN` (named ana).
+async fn env() -> Env {
+    env_with(|| Access::with_tokens(vec![("ana".into(), TOKEN.into())], true)).await
+}
+
+async fn env_with(access: impl FnOnce() -> Access) -> Env {
+    let coord = Coord::in_memory();
+    coord.config().publish_schema::<Checkout>().await.unwrap();
+    coord
+        .config()
+        .release(&Checkout {
+            timeout_secs: 30,
+            api_key: coord::Secret::new("sk-live-123".to_owned()),
+        })
+        .author("setup")
+        .message("launch")
+        .commit()
+        .await
+        .unwrap();
+    let access = access();
+    let csrf = access.csrf().to_owned();
+    let app = router(Console::new(coord.clone(), access));
+    Env { coord, app, csrf }
+}
+
+impl Env {
+    async fn call(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, body)
+    }
+
+    async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        self.call(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+    }
+
+    async fn get_ok(&self, uri: &str) -> Value {
+        let (status, body) = self.get(uri).await;
+        assert_eq!(status, StatusCode::OK, "GET {uri}: {body}");
+        body
+    }
+
+    /// A POST as the page sends it: the CSRF token and the write token.
+    async fn post(&self, uri: &str, body: Value) -> (StatusCode, Value) {
+        self.post_with(uri, body, Some(&self.csrf.clone()), Some(TOKEN), None)
+            .await
+    }
+
+    async fn post_with(
+        &self,
+        uri: &str,
+        body: Value,
+        csrf: Option<&str>,
+        token: Option<&str>,
+        origin: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::HOST, "127.0.0.1:8080");
+        if let Some(csrf) = csrf {
+            request = request.header(CSRF_HEADER, csrf);
+        }
+        if let Some(token) = token {
+            request = request.header(TOKEN_HEADER, token);
+        }
+        if let Some(origin) = origin {
+            request = request.header(header::ORIGIN, origin);
+        }
+        self.call(request.body(Body::from(body.to_string())).unwrap())
+            .await
+    }
+
+    async fn timeout(&self) -> u64 {
+        self.coord
+            .config()
+            .get::<u64>("/config/checkout/timeout_secs")
+            .await
+            .unwrap()
+    }
+
+    async fn releases(&self) -> usize {
+        self.coord
+            .config()
+            .history(PREFIX, 100)
+            .await
+            .unwrap()
+            .len()
+    }
+}
+
+fn release_body(timeout: Value, expect_latest: u64) -> Value {
+    json!({
+        "prefix": PREFIX,
+        "values": { "timeout_secs": timeout },
+        "message": "slower provider",
+        "expect_latest": expect_latest,
+    })
+}
+
+#[tokio::test]
+async fn page_carries_this_servers_csrf_token_and_a_strict_content_policy() {
+    let env = env().await;
+    let response = env
+        .app
+        .clone()
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let policy = response.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let page = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(
+        page.contains(&format!("content=\"{}\"", env.csrf)),
+        "{page}"
+    );
+    assert!(
+        page.contains("name=\"writable\" content=\"true\""),
+        "{page}"
+    );
+
+    let read_only = env_with(|| Access::read_only(true)).await;
+    let (_, page) = read_only.get("/").await;
+    assert!(page
+        .as_str()
+        .unwrap()
+        .contains("name=\"writable\" content=\"false\""));
+}
+
+#[tokio::test]
+async fn script_and_style_are_served_with_their_types() {
+    let env = env().await;
+    for (uri, kind, needle) in [
+        ("/assets/app.js", "text/javascript", "X-CSRF-Token"),
+        ("/assets/app.css", "text/css", ".field-error"),
+    ] {
+        let response = env
+            .app
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{uri}");
+        assert!(response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&bytes).contains(needle), "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn prefixes_lists_every_prefix_with_a_published_schema() {
+    let env = env().await;
+    env.coord
+        .config()
+        .publish_schema_at::<Checkout>("/config/other")
+        .await
+        .unwrap();
+    let prefixes = env.get_ok("/api/prefixes").await;
+    assert_eq!(
+        prefixes,
+        json!([
+            { "prefix": "/config/checkout", "type_name": "Checkout", "fields": 2 },
+            { "prefix": "/config/other", "type_name": "Checkout", "fields": 2 },
+        ])
+    );
+}
+
+#[tokio::test]
+async fn config_shows_each_field_with_value_type_default_doc_and_source_and_redacts_secrets() {
+    let env = env().await;
+    let (status, body) = env.get("/api/config?prefix=/config/checkout").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        !body.to_string().contains("sk-live-123"),
+        "a secret left the server: {body}"
+    );
+    assert_eq!(body["latest_seq"], 1);
+    assert_eq!(body["type_name"], "Checkout");
+    let timeout = &body["fields"][0];
+    assert_eq!(timeout["key"], "timeout_secs");
+    assert_eq!(timeout["value"], 30);
+    assert_eq!(timeout["type_name"], "u64");
+    assert_eq!(timeout["default"], 30);
+    assert_eq!(timeout["source"], "etcd");
+    assert_eq!(
+        timeout["doc"],
+        "Seconds before a payment attempt is abandoned."
+    );
+    let key = &body["fields"][1];
+    assert_eq!(key["key"], "api_key");
+    assert_eq!(key["value"], "<redacted>");
+    assert_eq!(key["secret"], true);
+
+    let (status, body) = env.get("/api/config?prefix=/config/nothing").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"].as_str().unwrap().contains("no schema"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn history_lists_releases_newest_first_with_authors_and_per_key_diffs() {
+    let env = env().await;
+    let (status, _) = env.post("/api/release", release_body(json!(45), 1)).await;
+    assert_eq!(status, StatusCode::OK);
+    let history = env.get_ok("/api/history?prefix=/config/checkout").await;
+    let history = history.as_array().unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0]["seq"], 2);
+    assert_eq!(history[0]["author"], "ana (console)");
+    assert_eq!(history[0]["message"], "slower provider");
+    assert_eq!(
+        history[0]["changes"],
+        json!([{ "key": "timeout_secs", "change": "changed", "old": 30, "new": 45 }])
+    );
+    assert_eq!(history[1]["author"], "setup");
+    // The first release adds every key; a secret's value never shows.
+    let first = history[1]["changes"].to_string();
+    assert!(first.contains("\"added\""), "{first}");
+    assert!(!first.contains("sk-live-123"), "{first}");
+}
+
+async fn wait_for_status(env: &Env, instance: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let rollout = env.get_ok("/api/rollout?prefix=/config/checkout").await;
+        if let Some(found) = rollout
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["instance"] == instance)
+        {
+            return found.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no status of {instance}: {rollout}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn rollout_lists_each_live_instance_with_its_release() {
+    let env = env().await;
+    let api = Coord::from_store_as(
+        env.coord.store(),
+        Instance::new("api-1").label("zone", "eu-1"),
+    )
+    .unwrap();
+    let _live = api.live::<Checkout>().await.unwrap();
+    let status = wait_for_status(&env, "api-1").await;
+    assert_eq!(status["labels"], json!({ "zone": "eu-1" }));
+    assert_eq!(status["release"], 1);
+    assert_eq!(status["error"], Value::Null);
+}
+
+/// The next `event: NAME` of an SSE body, with its data; panics after 5 s.
+async fn next_event(
+    body: &mut (impl futures::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin),
+    buffer: &mut String,
+) -> (String, String) {
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.to_owned();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            if !name.is_empty() {
+                return (name, data);
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("the stream goes on")
+            .unwrap();
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test]
+async fn rollout_events_send_the_rollout_then_each_change() {
+    let env = env().await;
+    let response = env
+        .app
+        .clone()
+        .oneshot(
+            Request::get("/api/rollout/events?prefix=/config/checkout")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut body = response.into_body().into_data_stream();
+    let mut buffer = String::new();
+    let (name, data) = next_event(&mut body, &mut buffer).await;
+    assert_eq!((name.as_str(), data.as_str()), ("rollout", "[]"));
+
+    // An instance appears: the rollout is sent again with it.
+    let api = Coord::from_store_as(env.coord.store(), Instance::new("api-1")).unwrap();
+    let _live = api.live::<Checkout>().await.unwrap();
+    let (name, data) = next_event(&mut body, &mut buffer).await;
+    assert_eq!(name, "rollout");
+    assert!(data.contains("\"api-1\""), "{data}");
+
+    // A value changes: the page is told to reload.
+    env.coord
+        .config()
+        .set("/config/checkout/timeout_secs", &50)
+        .await
+        .unwrap();
+    let mut names = Vec::new();
+    while !names.iter().any(|n| n == "config") {
+        names.push(next_event(&mut body, &mut buffer).await.0);
+    }
+}
+
+#[tokio::test]
+async fn locks_ids_and_services_are_listed_read_only() {
+    let env = env().await;
+    let _lock = env
+        .coord
+        .locks()
+        .acquire("/locks/jobs", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let ids = env.coord.ids("worker", 8).await.unwrap();
+    let id = ids.acquire().await.unwrap();
+    let _registration = env
+        .coord
+        .registry()
+        .register(
+            ServiceInfo::new("api", "api-1", "10.0.0.1:80").with_version("1.2"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+
+    let locks = env.get_ok("/api/locks").await;
+    assert_eq!(locks[0]["name"], "/locks/jobs", "{locks}");
+    assert!(locks[0]["fencing_token"].as_i64().unwrap() > 0);
+    assert_eq!(locks[0]["waiters"], json!([]));
+
+    assert_eq!(
+        env.get_ok("/api/ids").await,
+        json!([{ "name": "worker", "count": 1 }])
+    );
+    let taken = env.get_ok("/api/ids?service=worker").await;
+    assert_eq!(taken[0]["id"], id.id());
+
+    assert_eq!(
+        env.get_ok("/api/services").await,
+        json!([{ "name": "api", "count": 1 }])
+    );
+    let instances = env.get_ok("/api/services?name=api").await;
+    assert_eq!(instances[0]["address"], "10.0.0.1:80");
+    assert_eq!(instances[0]["version"], "1.2");
+}
+
+#[tokio::test]
+async fn a_release_writes_the_change_attributed_to_the_tokens_holder() {
+    let env = env().await;
+    let (status, body) = env.post("/api/release", release_body(json!(45), 1)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["seq"], 2);
+    assert_eq!(body["author"], "ana (console)");
+    assert_eq!(env.timeout().await, 45);
+}
+
+#[tokio::test]
+async fn a_read_only_console_refuses_every_write() {
+    let env = env_with(|| Access::read_only(true)).await;
+    for (uri, body) in [
+        ("/api/release", release_body(json!(45), 1)),
+        (
+            "/api/rollback",
+            json!({ "prefix": PREFIX, "seq": 1, "message": "m" }),
+        ),
+        (
+            "/api/gray/start",
+            json!({ "prefix": PREFIX, "values": { "timeout_secs": 45 }, "selector": { "instances": ["a"] }, "message": "m" }),
+        ),
+        (
+            "/api/gray/promote",
+            json!({ "prefix": PREFIX, "seq": 1, "message": "m" }),
+        ),
+        (
+            "/api/gray/abort",
+            json!({ "prefix": PREFIX, "seq": 1, "message": "m" }),
+        ),
+    ] {
+        let (status, answer) = env.post(uri, body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {answer}");
+        assert_eq!(answer["code"], "read_only", "{uri}");
+    }
+    assert_eq!(env.timeout().await, 30);
+    assert_eq!(env.releases().await, 1);
+}
+
+#[tokio::test]
+async fn a_write_without_the_token_or_with_a_wrong_one_is_refused_and_writes_nothing() {
+    let env = env().await;
+    let csrf = env.csrf.clone();
+    for token in [None, Some("not-the-token-0123456789")] {
+        let (status, body) = env
+            .post_with(
+                "/api/release",
+                release_body(json!(45), 1),
+                Some(&csrf),
+                token,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}: {body}");
+    }
+    assert_eq!(env.timeout().await, 30);
+    assert_eq!(env.releases().await, 1);
+}
+
+#[tokio::test]
+async fn a_write_with_a_bad_or_missing_csrf_token_is_refused_and_writes_nothing() {
+    let env = env().await;
+    let other_server = Access::read_only(true).csrf().to_owned();
+    for csrf in [None, Some(""), Some(other_server.as_str())] {
+        for uri in [
+            "/api/release",
+            "/api/rollback",
+            "/api/gray/start",
+            "/api/gray/promote",
+            "/api/gray/abort",
+        ] {
+            let (status, body) = env
+                .post_with(uri, release_body(json!(45), 1), csrf, Some(TOKEN), None)
+                .await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{uri} {csrf:?}: {body}");
+            assert!(body["error"].as_str().unwrap().contains("CSRF"), "{body}");
+        }
+    }
+    assert_eq!(env.timeout().await, 30);
+    assert_eq!(env.releases().await, 1);
+}
+
+#[tokio::test]
+async fn a_write_from_another_origin_is_refused_and_one_from_the_console_passes() {
+    let env = env().await;
+    let csrf = env.csrf.clone();
+    let (status, _) = env
+        .post_with(
+            "/api/release",
+            release_body(json!(45), 1),
+            Some(&csrf),
+            Some(TOKEN),
+            Some("http://evil.example"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(env.timeout().await, 30);
+    let (status, body) = env
+        .post_with(
+            "/api/release",
+            release_body(json!(45), 1),
+            Some(&csrf),
+            Some(TOKEN),
+            Some("http://127.0.0.1:8080"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(env.timeout().await, 45);
+}
+
+#[tokio::test]
+async fn a_request_naming_a_foreign_host_is_refused_on_loopback() {
+    let env = env().await;
+    let (status, _) = env
+        .call(
+            Request::get("/api/prefixes")
+                .header(header::HOST, "rebound.example:8080")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = env
+        .call(
+            Request::get("/api/prefixes")
+                .header(header::HOST, "localhost:8080")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_wrong_typed_value_is_refused_with_field_type_and_doc_and_nothing_is_written() {
+    let env = env().await;
+    let body = json!({
+        "prefix": PREFIX,
+        "values": { "timeout_secs": "abc", "api_key": "sk-new" },
+        "message": "typo",
+        "expect_latest": 1,
+    });
+    let (status, body) = env.post("/api/release", body).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "refused");
+    let fields = body["fields"].as_array().unwrap();
+    assert_eq!(fields.len(), 1, "only the wrong field: {body}");
+    assert_eq!(fields[0]["key"], "timeout_secs");
+    assert_eq!(fields[0]["type_name"], "u64");
+    assert_eq!(
+        fields[0]["doc"],
+        "Seconds before a payment attempt is abandoned."
+    );
+    assert!(
+        fields[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("expected u64"),
+        "{body}"
+    );
+    // Refused whole: the right field was not written either.
+    assert_eq!(env.timeout().await, 30);
+    assert_eq!(
+        env.coord
+            .config()
+            .get::<String>("/config/checkout/api_key")
+            .await
+            .unwrap(),
+        "sk-live-123"
+    );
+    assert_eq!(env.releases().await, 1);
+}
+
+#[tokio::test]
+async fn a_release_without_a_message_or_without_changes_is_refused() {
+    let env = env().await;
+    let mut body = release_body(json!(45), 1);
+    body["message"] = json!("  ");
+    let (status, _) = env.post("/api/release", body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = env
+        .post(
+            "/api/release",
+            json!({ "prefix": PREFIX, "values": {}, "message": "m", "expect_latest": 1 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(env.releases().await, 1);
+}
+
+#[tokio::test]
+async fn a_release_over_a_release_made_meanwhile_is_a_conflict_showing_the_diff() {
+    let env = env().await;
+    // Someone else releases after the page loaded release 1.
+    env.coord
+        .config()
+        .release_raw(
+            PREFIX,
+            BTreeMap::from([("timeout_secs".to_owned(), json!(60))]),
+        )
+        .author("bob")
+        .commit()
+        .await
+        .unwrap();
+    let (status, body) = env.post("/api/release", release_body(json!(45), 1)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "conflict");
+    assert_eq!(body["expected"], 1);
+    assert_eq!(body["latest"], 2);
+    assert_eq!(
+        body["diff"],
+        json!([{ "key": "timeout_secs", "change": "changed", "old": 30, "new": 60 }])
+    );
+    assert_eq!(env.timeout().await, 60, "the other release stands");
+}
+
+#[tokio::test]
+async fn rollback_restores_an_earlier_release_and_records_who() {
+    let env = env().await;
+    env.post("/api/release", release_body(json!(45), 1)).await;
+    let (status, body) = env
+        .post(
+            "/api/rollback",
+            json!({ "prefix": PREFIX, "seq": 1, "message": "too slow", "expect_latest": 2 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["kind"], "rollback to 1");
+    assert_eq!(body["author"], "ana (console)");
+    assert_eq!(env.timeout().await, 30);
+
+    let (status, body) = env
+        .post(
+            "/api/rollback",
+            json!({ "prefix": PREFIX, "seq": 99, "message": "m" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[tokio::test]
+async fn gray_start_then_promote_and_gray_start_then_abort() {
+    let env = env().await;
+    let start = json!({
+        "prefix": PREFIX,
+        "values": { "timeout_secs": 45 },
+        "selector": { "labels": { "zone": "eu-1" } },
+        "message": "try in eu-1",
+    });
+    let (status, gray) = env.post("/api/gray/start", start.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{gray}");
+    assert!(gray["kind"].as_str().unwrap().starts_with("gray"), "{gray}");
+    assert_eq!(env.timeout().await, 30, "not for everyone yet");
+    let (status, body) = env
+        .post(
+            "/api/gray/promote",
+            json!({ "prefix": PREFIX, "seq": gray["seq"], "message": "eu-1 is fine" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(env.timeout().await, 45);
+
+    let mut again = start;
+    again["values"] = json!({ "timeout_secs": 50 });
+    let (_, gray) = env.post("/api/gray/start", again).await;
+    let (status, body) = env
+        .post(
+            "/api/gray/abort",
+            json!({ "prefix": PREFIX, "seq": gray["seq"], "message": "errors in eu-1" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["kind"], format!("abort {}", gray["seq"]));
+    assert_eq!(env.timeout().await, 45);
+
+    let (status, _) = env
+        .post(
+            "/api/gray/start",
+            json!({ "prefix": PREFIX, "values": { "timeout_secs": 1 }, "message": "m" }),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a gray release needs a selector"
+    );
+}

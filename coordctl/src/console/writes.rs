@@ -1,0 +1,294 @@
+//! The write routes: release, rollback, gray start / promote / abort. Each runs behind the
+//! write guard ([`super::auth::require_writer`]) and records its writer as the author.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use coord::config::{PublishedSchema, ReleaseBuilder, Selector};
+use serde::Deserialize;
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::auth::Writer;
+use super::error::{ApiError, FieldError};
+use super::routes::{diff_json, schema_of, ApiResult};
+use super::Console;
+use crate::releases::release_json;
+
+/// `POST /api/release`.
+#[derive(Debug, Deserialize)]
+pub struct ReleaseBody {
+    /// The prefix.
+    pub prefix: String,
+    /// Relative key → new value.
+    #[serde(default)]
+    pub values: BTreeMap<String, Value>,
+    /// Relative keys to delete in the same release.
+    #[serde(default)]
+    pub remove: BTreeSet<String>,
+    /// Why (required: history shows it).
+    #[serde(default)]
+    pub message: String,
+    /// The latest release the person saw (0: none); a release made since is a conflict.
+    pub expect_latest: Option<u64>,
+}
+
+/// `POST /api/rollback`.
+#[derive(Debug, Deserialize)]
+pub struct RollbackBody {
+    /// The prefix.
+    pub prefix: String,
+    /// The release whose values to restore.
+    pub seq: u64,
+    /// Why.
+    #[serde(default)]
+    pub message: String,
+    /// The latest release the person saw.
+    pub expect_latest: Option<u64>,
+}
+
+/// `POST /api/gray/start`.
+#[derive(Debug, Deserialize)]
+pub struct GrayStartBody {
+    /// The prefix.
+    pub prefix: String,
+    /// Relative key → value for the picked instances.
+    pub values: BTreeMap<String, Value>,
+    /// Which instances.
+    #[serde(default)]
+    pub selector: Selector,
+    /// Why.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// `POST /api/gray/promote` and `/api/gray/abort`.
+#[derive(Debug, Deserialize)]
+pub struct GrayBody {
+    /// The prefix.
+    pub prefix: String,
+    /// The gray release.
+    pub seq: u64,
+    /// Why.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Every field the schema refuses, each with its type and doc; empty if all pass.
+pub fn refusals(schema: &PublishedSchema, values: &BTreeMap<String, Value>) -> Vec<FieldError> {
+    values
+        .iter()
+        .filter_map(|(key, value)| {
+            let refused = schema.check(key, value).err()?;
+            let reason = match refused {
+                coord::Error::Invalid { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            let field = schema.field(key);
+            Some(FieldError {
+                key: key.clone(),
+                reason,
+                type_name: field.map(|f| f.type_name.clone()),
+                doc: field.map(|f| f.doc.clone()),
+            })
+        })
+        .collect()
+}
+
+fn message(text: &str) -> Result<String, ApiError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ApiError::BadRequest(
+            "say why in the message: history shows it".into(),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// Commits `builder` as `writer`; a release made meanwhile becomes a conflict with the diff
+/// from what the person saw to what is there now.
+async fn commit(
+    console: &Console,
+    prefix: &str,
+    builder: ReleaseBuilder,
+    writer: &Writer,
+    message: String,
+) -> ApiResult {
+    let committed = builder
+        .author(writer.author())
+        .message(message)
+        .commit()
+        .await;
+    match committed {
+        Ok(release) => Ok(Json(release_json(&release))),
+        Err(coord::Error::Conflict {
+            expected, current, ..
+        }) => {
+            let expected = u64::try_from(expected).unwrap_or_default();
+            let latest = u64::try_from(current).unwrap_or_default();
+            // With nothing seen before, everything now is the change.
+            let diff = if expected == 0 {
+                let config = console.coord.config();
+                config
+                    .history(prefix, 1)
+                    .await?
+                    .first()
+                    .map(|r| {
+                        r.values
+                            .iter()
+                            .map(|(key, new)| {
+                                serde_json::json!({ "key": key, "change": "added", "old": Value::Null, "new": new })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            } else {
+                console
+                    .coord
+                    .config()
+                    .diff(prefix, expected, latest)
+                    .await?
+                    .into_iter()
+                    .map(diff_json)
+                    .collect()
+            };
+            Err(ApiError::Conflict {
+                prefix: prefix.to_owned(),
+                expected,
+                latest,
+                diff,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /api/release`: checked field by field against the schema, then one release.
+pub async fn release(
+    State(console): State<Arc<Console>>,
+    Extension(writer): Extension<Writer>,
+    Json(body): Json<ReleaseBody>,
+) -> ApiResult {
+    let prefix = body.prefix.trim_end_matches('/').to_owned();
+    let span = tracing::info_span!("console.release", prefix = %prefix, author = %writer.name);
+    async {
+        if body.values.is_empty() && body.remove.is_empty() {
+            return Err(ApiError::BadRequest(
+                "nothing changed: nothing to release".into(),
+            ));
+        }
+        // The fields first: a refused value is what the person most needs to see.
+        let schema = schema_of(&console.coord, &prefix).await?;
+        let refused = refusals(&schema, &body.values);
+        if !refused.is_empty() {
+            return Err(ApiError::Refused(refused));
+        }
+        let message = message(&body.message)?;
+        let mut builder =
+            console
+                .coord
+                .config()
+                .release_raw_with(&prefix, body.values, body.remove);
+        if let Some(seq) = body.expect_latest {
+            builder = builder.expect_latest(seq);
+        }
+        commit(&console, &prefix, builder, &writer, message).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// `POST /api/rollback`: back to an earlier release's exact values.
+pub async fn rollback(
+    State(console): State<Arc<Console>>,
+    Extension(writer): Extension<Writer>,
+    Json(body): Json<RollbackBody>,
+) -> ApiResult {
+    let prefix = body.prefix.trim_end_matches('/').to_owned();
+    let span = tracing::info_span!("console.rollback", prefix = %prefix, seq = body.seq, author = %writer.name);
+    async {
+        let message = message(&body.message)?;
+        let mut builder = console.coord.config().rollback(&prefix, body.seq);
+        if let Some(seq) = body.expect_latest {
+            builder = builder.expect_latest(seq);
+        }
+        commit(&console, &prefix, builder, &writer, message).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// `POST /api/gray/start`: values for the instances a selector picks, checked like a release.
+pub async fn gray_start(
+    State(console): State<Arc<Console>>,
+    Extension(writer): Extension<Writer>,
+    Json(body): Json<GrayStartBody>,
+) -> ApiResult {
+    let prefix = body.prefix.trim_end_matches('/').to_owned();
+    let span = tracing::info_span!("console.gray_start", prefix = %prefix, author = %writer.name);
+    async {
+        let selector = body.selector;
+        if selector.labels.is_empty() && selector.percent.is_none() && selector.instances.is_empty()
+        {
+            return Err(ApiError::BadRequest(
+                "a gray release needs labels, a percent or instances".into(),
+            ));
+        }
+        if body.values.is_empty() {
+            return Err(ApiError::BadRequest(
+                "nothing changed: nothing to release".into(),
+            ));
+        }
+        // The fields first: a refused value is what the person most needs to see.
+        let schema = schema_of(&console.coord, &prefix).await?;
+        let refused = refusals(&schema, &body.values);
+        if !refused.is_empty() {
+            return Err(ApiError::Refused(refused));
+        }
+        let message = message(&body.message)?;
+        let builder = console
+            .coord
+            .config()
+            .release_raw(&prefix, body.values)
+            .to(selector);
+        commit(&console, &prefix, builder, &writer, message).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// `POST /api/gray/promote`: the gray release's values to every instance.
+pub async fn gray_promote(
+    State(console): State<Arc<Console>>,
+    Extension(writer): Extension<Writer>,
+    Json(body): Json<GrayBody>,
+) -> ApiResult {
+    let prefix = body.prefix.trim_end_matches('/').to_owned();
+    let span = tracing::info_span!("console.gray_promote", prefix = %prefix, seq = body.seq, author = %writer.name);
+    async {
+        let message = message(&body.message)?;
+        let builder = console.coord.config().promote(&prefix, body.seq);
+        commit(&console, &prefix, builder, &writer, message).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// `POST /api/gray/abort`: the gray release's instances back on the prefix's values.
+pub async fn gray_abort(
+    State(console): State<Arc<Console>>,
+    Extension(writer): Extension<Writer>,
+    Json(body): Json<GrayBody>,
+) -> ApiResult {
+    let prefix = body.prefix.trim_end_matches('/').to_owned();
+    let span = tracing::info_span!("console.gray_abort", prefix = %prefix, seq = body.seq, author = %writer.name);
+    async {
+        let message = message(&body.message)?;
+        let builder = console.coord.config().abort(&prefix, body.seq);
+        commit(&console, &prefix, builder, &writer, message).await
+    }
+    .instrument(span)
+    .await
+}

@@ -1,0 +1,343 @@
+//! `coordctl console` in a real browser: headless Chromium driven through chromedriver, the
+//! real binary against a real etcd, and a `Live` in this process that must see what the page
+//! does. Needs `chromium` and `chromedriver` (`bash scripts/deps.sh test` installs them).
+//!
+//! The run writes a screenshot of the prefix page to `docs/console.png` (the README shows it).
+
+use std::net::TcpListener;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use coord::testing::EtcdServer;
+use coord::{Coord, CoordConfig, Live};
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const TOKEN: &str = "ana:console-test-token-0123456789";
+const WRITE_TOKEN: &str = "console-test-token-0123456789";
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+#[coord(prefix = "/config/checkout")]
+struct Checkout {
+    /// Seconds before a payment attempt is abandoned.
+    #[coord(default = 30)]
+    timeout_secs: u64,
+    /// Retries of a declined payment.
+    #[coord(default = 2)]
+    retries: u32,
+    /// The payment provider's key.
+    #[coord(secret, default)]
+    api_key: coord::Secret<String>,
+}
+
+/// A program on PATH, or a panic that says how to install it.
+fn program(name: &str, package: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(name))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not installed: run `bash scripts/deps.sh test` \
+                 (or apt-get install -y --no-install-recommends {package})"
+            )
+        })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// chromedriver on a free port, killed when dropped.
+async fn start_chromedriver() -> (Child, u16) {
+    let driver = program("chromedriver", "chromium-driver");
+    let port = free_port();
+    let child = Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chromedriver");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "chromedriver did not listen on {port} within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, port)
+}
+
+/// `coordctl console` on a free port with a token file; returns it and its URL.
+async fn start_console(endpoint: &str, token_file: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", endpoint, "--env", "test", "console"])
+        .args(["--listen", "127.0.0.1:0", "--token-file"])
+        .arg(token_file)
+        .env_remove("COORD_ENDPOINTS")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start coordctl console");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        BufReader::new(stdout).read_line(&mut line),
+    )
+    .await
+    .expect("the console says where it listens within 15 s")
+    .expect("read the console's stdout");
+    let url = line
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned();
+    (child, url)
+}
+
+async fn eventually<F: FnMut() -> bool>(what: &str, mut check: F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within 10 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The text of the first element `css` finds once it says what `want` accepts.
+async fn text_until(client: &Client, css: &str, want: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut last = String::new();
+    loop {
+        if let Ok(element) = client.find(Locator::Css(css)).await {
+            last = element.text().await.unwrap_or_default();
+            if want(&last) {
+                return last;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{css} did not show what was expected within 10 s; it shows {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn set_field(client: &Client, key: &str, text: &str) {
+    let input = client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(&format!("#fields input[data-key='{key}']")))
+        .await
+        .expect("the field's input");
+    input.clear().await.expect("clear the input");
+    input.send_keys(text).await.expect("type into the input");
+}
+
+async fn click(client: &Client, css: &str) {
+    client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_edits_releases_and_rolls_back_in_the_browser_and_a_wrong_type_is_refused() {
+    let chromium = program("chromium", "chromium");
+    let server = EtcdServer::start()
+        .await
+        .expect("start etcd (see the error for how to install it)");
+    let coord = Coord::connect(server.client_config())
+        .await
+        .expect("connect to the test etcd");
+    coord.config().publish_schema::<Checkout>().await.unwrap();
+    coord
+        .config()
+        .release(&Checkout {
+            timeout_secs: 30,
+            retries: 2,
+            api_key: coord::Secret::new("sk-live-123".to_owned()),
+        })
+        .author("setup")
+        .message("launch")
+        .commit()
+        .await
+        .unwrap();
+    let live = coord.live::<Checkout>().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("tokens");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let (_console, url) = start_console(&server.endpoint(), &token_file).await;
+    let (mut chromedriver, port) = start_chromedriver().await;
+
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,1200"],
+        }),
+    );
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a Chromium session through chromedriver");
+
+    let scenario = AssertUnwindSafe(scenario(&client, &coord, &live, &url)).catch_unwind();
+    let outcome = scenario.await;
+    // The browser and its driver go whatever happened, so no Chromium outlives the test.
+    let _ = client.close().await;
+    let _ = chromedriver.kill().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &str) {
+    client
+        .goto(&format!("{url}#/prefix/config/checkout"))
+        .await
+        .expect("open the prefix page");
+    // The fields are drawn after the page's script has set it up (and shown the token box).
+    client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#fields input[data-key='timeout_secs']"))
+        .await
+        .expect("the prefix page with its form");
+    client
+        .find(Locator::Id("token"))
+        .await
+        .expect("a writable console asks for the token")
+        .send_keys(WRITE_TOKEN)
+        .await
+        .expect("type the token");
+
+    // Change a value through the form and release it with a message.
+    set_field(client, "timeout_secs", "45").await;
+    client
+        .find(Locator::Id("message"))
+        .await
+        .unwrap()
+        .send_keys("slower provider")
+        .await
+        .unwrap();
+    click(client, "#release").await;
+    eventually("the Live in the test sees 45", || {
+        live.load().timeout_secs == 45
+    })
+    .await;
+    let author = text_until(client, "#history tr.release[data-seq='2'] td.author", |t| {
+        !t.is_empty()
+    })
+    .await;
+    assert_eq!(author, "ana (console)");
+    let changes = text_until(
+        client,
+        "#history tr.release[data-seq='2'] td.changes",
+        |t| !t.is_empty(),
+    )
+    .await;
+    assert!(
+        changes.contains("timeout_secs") && changes.contains("45"),
+        "{changes}"
+    );
+    let message = text_until(
+        client,
+        "#history tr.release[data-seq='2'] td.message",
+        |t| !t.is_empty(),
+    )
+    .await;
+    assert_eq!(message, "slower provider");
+    let page = client.source().await.unwrap();
+    assert!(!page.contains("sk-live-123"), "a secret reached the page");
+
+    // Roll back to the first release from the page, through the confirmation.
+    click(client, "#history tr.release[data-seq='1'] button.rollback").await;
+    click(client, "#confirm-yes").await;
+    eventually("the Live in the test is back on 30", || {
+        live.load().timeout_secs == 30
+    })
+    .await;
+    let kind = text_until(
+        client,
+        "#history tr.release[data-seq='3'] td:nth-child(2)",
+        |t| !t.is_empty(),
+    )
+    .await;
+    assert_eq!(kind, "rollback to 1");
+
+    // A wrong-typed value is refused beside its input, and nothing is written.
+    set_field(client, "timeout_secs", "abc").await;
+    client
+        .find(Locator::Id("message"))
+        .await
+        .unwrap()
+        .send_keys("typo")
+        .await
+        .unwrap();
+    click(client, "#release").await;
+    let refusal = text_until(client, ".field-error[data-key='timeout_secs']", |t| {
+        !t.is_empty()
+    })
+    .await;
+    assert!(refusal.contains("expected u64"), "{refusal}");
+    assert!(refusal.contains("\"abc\""), "{refusal}");
+    assert!(
+        refusal.contains("Seconds before a payment attempt is abandoned."),
+        "{refusal}"
+    );
+    assert_eq!(
+        coord
+            .config()
+            .get::<u64>("/config/checkout/timeout_secs")
+            .await
+            .unwrap(),
+        30
+    );
+    assert_eq!(
+        coord
+            .config()
+            .history("/config/checkout", 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(live.load().timeout_secs, 30);
+
+    // The rollout shows this process's instance, live.
+    let instance = coord.instance().name.clone();
+    text_until(client, "#rollout tbody", |t| t.contains(&instance)).await;
+
+    let png = client.screenshot().await.expect("a screenshot");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/console.png");
+    std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs")).unwrap();
+    std::fs::write(path, png).expect("write docs/console.png");
+}
