@@ -545,7 +545,14 @@ impl EtcdCluster {
     /// let proxies = cluster.proxies().await?;
     /// let coord = coord::Coord::connect(proxies.client_config()).await?;
     /// proxies[0].partition(); // this client loses member 0; the others still serve it
-    /// coord.store().put("/still", b"serving".to_vec(), 0).await?;
+    /// // A call that was on member 0's connection fails (`Unavailable`, not retried: it may
+    /// // have been applied); the next calls go to the members left.
+    /// let mut tries = 0;
+    /// while let Err(e) = coord.store().put("/still", b"serving".to_vec(), 0).await {
+    ///     tries += 1;
+    ///     assert!(tries < 50, "{e}");
+    ///     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    /// }
     /// # Ok(())
     /// # }
     /// ```
