@@ -73,7 +73,7 @@ impl OwnKeys {
     /// # Cancel safety
     ///
     /// Cancel safe: a watch opened for a dropped call is closed.
-    pub(super) async fn subscribe(&self, name: &str, key: &str) -> Result<Subscription> {
+    pub(super) async fn subscribe(&self, name: &str, key: Arc<str>) -> Result<Subscription> {
         let watch = {
             let mut names = self.names.lock().await;
             match names.get(name).and_then(Weak::upgrade) {
@@ -88,12 +88,12 @@ impl OwnKeys {
         };
         let mailbox = Arc::new(Mailbox::default());
         lock(&watch.subscribers)
-            .entry(key.to_owned())
+            .entry(Arc::clone(&key))
             .or_default()
             .push(Arc::clone(&mailbox));
         Ok(Subscription {
             watch,
-            key: key.to_owned(),
+            key,
             mailbox,
         })
     }
@@ -112,7 +112,7 @@ impl OwnKeys {
 
 /// Subscribers by key. Usually one per key; two for a moment when a second registration of
 /// a key this `Coord` holds is being refused.
-type Subscribers = Mutex<HashMap<String, Vec<Arc<Mailbox>>>>;
+type Subscribers = Mutex<HashMap<Arc<str>, Vec<Arc<Mailbox>>>>;
 
 /// The watch of one service name, shared by its subscribers; it stops when the last goes.
 #[derive(Debug)]
@@ -147,11 +147,17 @@ impl Drop for NameWatch {
 #[derive(Debug)]
 pub(super) struct Subscription {
     watch: Arc<NameWatch>,
-    key: String,
+    /// Shared with the map entry and the registration: one copy of the key.
+    key: Arc<str>,
     mailbox: Arc<Mailbox>,
 }
 
 impl Subscription {
+    /// The key subscribed to.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// The next thing seen of the key.
     ///
     /// # Cancel safety
@@ -171,7 +177,7 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut subscribers = lock(&self.watch.subscribers);
-        if let Some(mailboxes) = subscribers.get_mut(&self.key) {
+        if let Some(mailboxes) = subscribers.get_mut(&*self.key) {
             mailboxes.retain(|mailbox| !Arc::ptr_eq(mailbox, &self.mailbox));
             if mailboxes.is_empty() {
                 subscribers.remove(&self.key);
@@ -255,7 +261,7 @@ async fn relist(store: &Store, range: &KeyRange, subscribers: &Subscribers) -> O
         // A range answers in key order.
         let kv = read
             .kvs
-            .binary_search_by(|kv| kv.key.as_str().cmp(key))
+            .binary_search_by(|kv| kv.key.as_str().cmp(&**key))
             .ok()
             .map(|at| &read.kvs[at]);
         for mailbox in mailboxes {
@@ -269,7 +275,7 @@ async fn relist(store: &Store, range: &KeyRange, subscribers: &Subscribers) -> O
 fn tell(subscribers: &Subscribers, revision: i64, events: Vec<Event>) {
     let subscribers = lock(subscribers);
     for event in events {
-        if let Some(mailboxes) = subscribers.get(&event.kv.key) {
+        if let Some(mailboxes) = subscribers.get(event.kv.key.as_str()) {
             for mailbox in mailboxes {
                 mailbox.push(Seen::Events(revision, vec![event.clone()]));
             }
@@ -291,9 +297,18 @@ mod tests {
     async fn one_watch_per_name_each_subscriber_told_only_of_its_key() {
         let store = Store::in_memory();
         let own = OwnKeys::new(store.clone());
-        let a = own.subscribe("svc", "/services/svc/a").await.unwrap();
-        let b = own.subscribe("svc", "/services/svc/b").await.unwrap();
-        let other = own.subscribe("other", "/services/other/a").await.unwrap();
+        let a = own
+            .subscribe("svc", "/services/svc/a".into())
+            .await
+            .unwrap();
+        let b = own
+            .subscribe("svc", "/services/svc/b".into())
+            .await
+            .unwrap();
+        let other = own
+            .subscribe("other", "/services/other/a".into())
+            .await
+            .unwrap();
         assert_eq!(own.watches().await, 2);
         let put = store
             .put("/services/svc/b", b"1".to_vec(), 0)
@@ -326,8 +341,14 @@ mod tests {
     async fn a_second_subscriber_of_a_key_leaving_does_not_silence_the_first() {
         let store = Store::in_memory();
         let own = OwnKeys::new(store.clone());
-        let first = own.subscribe("svc", "/services/svc/a").await.unwrap();
-        let refused = own.subscribe("svc", "/services/svc/a").await.unwrap();
+        let first = own
+            .subscribe("svc", "/services/svc/a".into())
+            .await
+            .unwrap();
+        let refused = own
+            .subscribe("svc", "/services/svc/a".into())
+            .await
+            .unwrap();
         drop(refused);
         store
             .put("/services/svc/a", b"1".to_vec(), 0)

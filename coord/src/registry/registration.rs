@@ -34,16 +34,16 @@ pub(super) async fn register(
     info: ServiceInfo,
     ttl: Duration,
 ) -> Result<Registration> {
-    let key = info.key();
+    let key: Arc<str> = info.key().into();
     let value = serde_json::to_vec(&info)
         .map_err(|e| Error::invalid_argument("info", format!("cannot encode: {e}")))?;
-    let span = tracing::info_span!("registry.register", key = key.as_str());
+    let span = tracing::info_span!("registry.register", key = &*key);
     // On any error below the session is dropped, which revokes its lease: nothing is left.
     let (session, held_since, own_key) = async {
         let session = ctx.session(ttl).await?;
         // Before the write, so no change after it can be missed; what the subscription tells
         // up to the write is skipped (see `held_since`).
-        let own_key = ctx.own_keys.subscribe(&info.name, &key).await?;
+        let own_key = ctx.own_keys.subscribe(&info.name, Arc::clone(&key)).await?;
         let held_since = claim(&ctx.store, &key, &value, session.lease_id(), None)
             .await?
             .revision();
@@ -51,8 +51,7 @@ pub(super) async fn register(
     }
     .instrument(span.clone())
     .await?;
-    let health_name = format!("{}/{}", info.name, info.id);
-    ctx.track_session("registration", health_name.as_str(), &session);
+    ctx.track_session("registration", health_name(&key), &session);
     let shared = Arc::new(Shared {
         session: Mutex::new(session),
         ended: watch::Sender::new(None),
@@ -62,10 +61,8 @@ pub(super) async fn register(
         own_key,
         reread: None,
         reread_backoff: INITIAL_BACKOFF,
-        key: key.clone(),
         value,
         ttl,
-        health_name,
         shared: Arc::clone(&shared),
         held_since,
     };
@@ -78,6 +75,11 @@ pub(super) async fn register(
         shared,
         task,
     })
+}
+
+/// What `health()` calls a registration: `{name}/{id}`.
+fn health_name(key: &str) -> &str {
+    key.strip_prefix(super::SERVICES_PREFIX).unwrap_or(key)
 }
 
 /// A registered instance, kept registered until deregistered, dropped, or replaced by another
@@ -103,7 +105,7 @@ pub(super) async fn register(
 #[must_use = "dropping a Registration deregisters the instance at once"]
 pub struct Registration {
     info: ServiceInfo,
-    key: String,
+    key: Arc<str>,
     ctx: Arc<Context>,
     shared: Arc<Shared>,
     task: tokio::task::AbortHandle,
@@ -212,7 +214,7 @@ impl Registration {
     /// lease is revoked in the background (the `Registration` is dropped with it).
     pub async fn deregister(self) -> Result<()> {
         self.task.abort();
-        let span = tracing::info_span!("registry.deregister", key = self.key.as_str());
+        let span = tracing::info_span!("registry.deregister", key = &*self.key);
         async {
             self.ctx.check_open()?;
             let session = self.shared.session();
@@ -235,9 +237,9 @@ impl Registration {
             // Delete only our own key, and learn whether someone replaced it: the watch may not
             // have told yet.
             let release = Txn::new()
-                .when([Compare::lease(self.key.as_str(), session.lease_id())])
-                .and_then([TxnOp::delete(self.key.as_str())])
-                .or_else([TxnOp::get(self.key.as_str())]);
+                .when([Compare::lease(&*self.key, session.lease_id())])
+                .and_then([TxnOp::delete(&*self.key)])
+                .or_else([TxnOp::get(&*self.key)]);
             let replaced_by = match self.ctx.store.txn(release).await {
                 Ok(response) if !response.succeeded => first_kv(&response).map(|kv| kv.lease),
                 Ok(_) => None,
@@ -380,12 +382,10 @@ enum Ending {
 /// but re-registers after a lost lease, puts a deleted key back, and gives up when replaced.
 struct Keeper {
     ctx: Arc<Context>,
-    key: String,
     /// What to put back: the last value stored on our lease (someone may have updated it on
     /// the same lease, which is allowed).
     value: Vec<u8>,
     ttl: Duration,
-    health_name: String,
     shared: Arc<Shared>,
     /// The changes of the key, from the `Coord`'s watch of the service's instances.
     own_key: Subscription,
@@ -417,7 +417,7 @@ impl Keeper {
             let wake = tokio::select! {
                 lost = session.lost() => Wake::LeaseLost(session.clone(), lost),
                 seen = self.own_key.next() => Wake::Seen(seen),
-                seen = reread(&self.ctx.store, &self.key, self.reread) => {
+                seen = reread(&self.ctx.store, self.own_key.key(), self.reread) => {
                     self.reread = None;
                     Wake::Seen(seen)
                 }
@@ -442,7 +442,7 @@ impl Keeper {
         match ending {
             Ending::Closed => self.shared.end("the coord was closed".to_owned()),
             Ending::Replaced(holder) => {
-                let reason = replaced_reason(&self.key, holder);
+                let reason = replaced_reason(self.own_key.key(), holder);
                 tracing::warn!(
                     %reason,
                     "registration replaced by another; not fighting it: this instance is no longer registered by this process"
@@ -507,7 +507,7 @@ impl Keeper {
         }
         let claimed = claim(
             &self.ctx.store,
-            &self.key,
+            self.own_key.key(),
             &self.value,
             session.lease_id(),
             None,
@@ -560,8 +560,11 @@ impl Keeper {
                         lease = format_args!("{:x}", session.lease_id()),
                         "registered again with a new lease"
                     );
-                    self.ctx
-                        .track_session("registration", self.health_name.as_str(), &session);
+                    self.ctx.track_session(
+                        "registration",
+                        health_name(self.own_key.key()),
+                        &session,
+                    );
                     self.held_since = claim.revision();
                     // The old session is dropped after the key moved to the new lease, so its
                     // revoke (if the old lease still exists) cannot delete the key.
@@ -591,7 +594,7 @@ impl Keeper {
         let session = self.ctx.session(self.ttl).await?;
         let claim = claim(
             &self.ctx.store,
-            &self.key,
+            self.own_key.key(),
             &self.value,
             session.lease_id(),
             Some(previous),
