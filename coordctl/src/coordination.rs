@@ -15,23 +15,7 @@ use crate::output::{seconds, time, Output};
 pub async fn locks_ls(coord: &Coord, out: Output, prefix: &str) -> CliResult {
     let locks = coord::inspect::locks(coord.store(), prefix).await?;
     if out.is_json() {
-        let docs = locks
-            .iter()
-            .map(|lock| {
-                json!({
-                    "name": lock.name,
-                    "holder": lock.holder.key,
-                    "fencing_token": lock.fencing_token(),
-                    "lease": format!("{:x}", lock.holder.lease),
-                    "ttl_left_secs": lock.holder.ttl_left.map(|d| d.as_secs()),
-                    "waiters": lock.waiters.iter().map(|w| json!({
-                        "key": w.key,
-                        "lease": format!("{:x}", w.lease),
-                        "ttl_left_secs": w.ttl_left.map(|d| d.as_secs()),
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
+        let docs = locks.iter().map(lock_json).collect();
         out.json(&Value::Array(docs));
         return Ok(());
     }
@@ -169,6 +153,22 @@ pub async fn ids_ls(coord: &Coord, out: Output, service: &str) -> CliResult {
         .collect();
     out.table(&["ID", "KEY", "LEASE", "TTL"], &rows);
     Ok(())
+}
+
+/// One lock as `locks ls -o json` and the console show it.
+pub(crate) fn lock_json(lock: &coord::inspect::LockInfo) -> Value {
+    json!({
+        "name": lock.name,
+        "holder": lock.holder.key,
+        "fencing_token": lock.fencing_token(),
+        "lease": format!("{:x}", lock.holder.lease),
+        "ttl_left_secs": lock.holder.ttl_left.map(|d| d.as_secs()),
+        "waiters": lock.waiters.iter().map(|w| json!({
+            "key": w.key,
+            "lease": format!("{:x}", w.lease),
+            "ttl_left_secs": w.ttl_left.map(|d| d.as_secs()),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 pub(crate) fn info_json(info: &coord::ServiceInfo) -> Value {

@@ -298,21 +298,8 @@ pub async fn locks(
     let locks = coord::inspect::locks(console.coord.store(), &query.prefix)
         .instrument(tracing::debug_span!("console.locks", prefix = %query.prefix))
         .await?;
-    let docs = locks
-        .iter()
-        .map(|lock| {
-            json!({
-                "name": lock.name,
-                "holder": lock.holder.key,
-                "fencing_token": lock.fencing_token(),
-                "ttl_left_secs": lock.holder.ttl_left.map(|d| d.as_secs()),
-                "waiters": lock.waiters.iter().map(|w| json!({
-                    "key": w.key,
-                    "ttl_left_secs": w.ttl_left.map(|d| d.as_secs()),
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
+    // The CLI's shape: lease IDs are no credential, and one shape is one thing to learn.
+    let docs = locks.iter().map(crate::coordination::lock_json).collect();
     Ok(Json(Value::Array(docs)))
 }
 

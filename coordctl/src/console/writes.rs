@@ -265,15 +265,7 @@ pub async fn gray_promote(
     Extension(writer): Extension<Writer>,
     Json(body): Json<GrayBody>,
 ) -> ApiResult {
-    let prefix = body.prefix.trim_end_matches('/').to_owned();
-    let span = tracing::info_span!("console.gray_promote", prefix = %prefix, seq = body.seq, author = %writer.name);
-    async {
-        let message = message(&body.message)?;
-        let builder = console.coord.config().promote(&prefix, body.seq);
-        commit(&console, &prefix, builder, &writer, message).await
-    }
-    .instrument(span)
-    .await
+    gray_end(console, writer, body, GrayEnd::Promote).await
 }
 
 /// `POST /api/gray/abort`: the gray release's instances back on the prefix's values.
@@ -282,11 +274,38 @@ pub async fn gray_abort(
     Extension(writer): Extension<Writer>,
     Json(body): Json<GrayBody>,
 ) -> ApiResult {
+    gray_end(console, writer, body, GrayEnd::Abort).await
+}
+
+/// How a gray release ends.
+#[derive(Clone, Copy)]
+enum GrayEnd {
+    Promote,
+    Abort,
+}
+
+async fn gray_end(
+    console: Arc<Console>,
+    writer: Writer,
+    body: GrayBody,
+    end: GrayEnd,
+) -> ApiResult {
     let prefix = body.prefix.trim_end_matches('/').to_owned();
-    let span = tracing::info_span!("console.gray_abort", prefix = %prefix, seq = body.seq, author = %writer.name);
+    let span = match end {
+        GrayEnd::Promote => {
+            tracing::info_span!("console.gray_promote", prefix = %prefix, seq = body.seq, author = %writer.name)
+        }
+        GrayEnd::Abort => {
+            tracing::info_span!("console.gray_abort", prefix = %prefix, seq = body.seq, author = %writer.name)
+        }
+    };
     async {
         let message = message(&body.message)?;
-        let builder = console.coord.config().abort(&prefix, body.seq);
+        let config = console.coord.config();
+        let builder = match end {
+            GrayEnd::Promote => config.promote(&prefix, body.seq),
+            GrayEnd::Abort => config.abort(&prefix, body.seq),
+        };
         commit(&console, &prefix, builder, &writer, message).await
     }
     .instrument(span)
