@@ -33,7 +33,7 @@
 //! | locks, leadership | assume you may have lost it: stop acting on it until it is confirmed, or fence with the token | gone (`lost()` fired) | take it again if you still need it |
 //! | instance IDs | the ID may be taken over if the outage passes the TTL | gone: stop using the ID | allocate again |
 //! | registry | your registration may expire; the discovery cache may be behind | registration re-made by the registry once it can | re-registered, cache relisted |
-//! | config center | writes fail with `Unavailable`; cached reads are served | unaffected | normal |
+//! | config center | calls fail with `Unavailable` (the read cache is not used while its watch is broken, so no read answers stale) | unaffected | normal |
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};

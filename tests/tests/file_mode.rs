@@ -1,6 +1,7 @@
 //! Local file mode: a TOML, YAML or JSON file seeds the embedded store, its saves (by atomic
 //! rename or in place) reach `Live` handles as single transactions, a bad save keeps the last
-//! good state and says where it is wrong, and locks work as on any store.
+//! good state and says where it is wrong, and locks, IDs, the registry and elections work as on
+//! any store.
 
 mod common;
 
@@ -464,6 +465,82 @@ async fn a_lock_works_in_file_mode() {
     until_live_is(&live, &checkout(46, 100, 20)).await;
     let (kv, _) = coord.store().get(id.key()).await.unwrap();
     assert!(kv.is_some(), "the ID key survives a save");
+    other.close().await.unwrap();
+    coord.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_and_an_election_work_in_file_mode_and_a_save_leaves_them_alone() {
+    let (_dir, path) = file_with("coord.toml", &checkout_toml(45, 100, 20));
+    let coord = Coord::from_file(&path).await.unwrap();
+    let ttl = Duration::from_secs(30);
+    let registry = coord.registry();
+    let registration = registry
+        .register(
+            coord::ServiceInfo::new("checkout", "laptop-1", "127.0.0.1:7001"),
+            ttl,
+        )
+        .await
+        .unwrap();
+    let mut events = registry.watch("checkout").await.unwrap();
+    let first = tokio::time::timeout(WITHIN, futures::StreamExt::next(&mut events))
+        .await
+        .expect("the watch yields the registration")
+        .unwrap();
+    assert!(
+        matches!(first, coord::ServiceEvent::Registered(ref i) if i.id == "laptop-1"),
+        "{first:?}"
+    );
+
+    // A second process's view in the same program: another Coord on the same store.
+    let other = Coord::from_store(coord.store());
+    let leadership = coord
+        .election("/elect/file-mode")
+        .ttl(ttl)
+        .campaign("laptop-1")
+        .await
+        .unwrap();
+    let rival = tokio::spawn({
+        let election = other.election("/elect/file-mode").ttl(ttl);
+        async move { election.campaign("laptop-2").await }
+    });
+    let leader = other.election("/elect/file-mode").leader().await.unwrap();
+    assert_eq!(leader.map(|l| l.value), Some(b"laptop-1".to_vec()));
+
+    // A save of the file touches neither the registration nor the leadership.
+    save_by_rename(&path, &checkout_toml(46, 100, 20));
+    let live = coord.live::<Checkout>().await.unwrap();
+    until_live_is(&live, &checkout(46, 100, 20)).await;
+    let found = other.registry().discover("checkout").await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].address, "127.0.0.1:7001");
+    assert!(leadership.is_alive());
+    assert!(!rival.is_finished(), "the rival still waits");
+
+    // Resigning hands the leadership over; deregistering is seen by the watch.
+    leadership.resign().await.unwrap();
+    let second = tokio::time::timeout(WITHIN, rival)
+        .await
+        .expect("the rival becomes leader")
+        .unwrap()
+        .unwrap();
+    assert!(second.revision() > 0);
+    registration.deregister().await.unwrap();
+    let gone = tokio::time::timeout(WITHIN, futures::StreamExt::next(&mut events))
+        .await
+        .expect("the watch yields the deregistration")
+        .unwrap();
+    assert!(
+        matches!(gone, coord::ServiceEvent::Unregistered(ref i) if i.id == "laptop-1"),
+        "{gone:?}"
+    );
+    assert!(other
+        .registry()
+        .discover("checkout")
+        .await
+        .unwrap()
+        .is_empty());
+    second.resign().await.unwrap();
     other.close().await.unwrap();
     coord.close().await.unwrap();
 }
