@@ -19,6 +19,7 @@ on_both_backends!(cases:
     a_concurrent_release_and_rollback_never_both_apply,
     diff_lists_each_key_and_hides_secrets,
     release_raw_sets_and_removes_only_the_keys_it_names,
+    expect_version_guards_its_key_and_lets_the_others_move,
     a_gray_release_changes_the_prefix_only_when_promoted,
     a_release_costs_one_round_trip_unless_the_prefix_moved,
 );
@@ -383,6 +384,71 @@ mod cases {
             .commit()
             .await;
         assert!(matches!(bad, Err(Error::InvalidArgument { .. })), "{bad:?}");
+    }
+
+    /// The mod revision of a key under `P` (0: absent).
+    async fn version(b: &Backend, key: &str) -> i64 {
+        let (kv, _) = b.store().get(&format!("{P}/{key}")).await.unwrap();
+        kv.map_or(0, |kv| kv.mod_revision)
+    }
+
+    pub async fn expect_version_guards_its_key_and_lets_the_others_move(b: &Backend) {
+        let config = b.coord.config();
+        config.release(&checkout(30)).commit().await.unwrap();
+        let seen = version(b, "timeout_secs").await;
+        let one = |value| BTreeMap::from([("timeout_secs".to_owned(), json!(value))]);
+
+        // Another key moved since the view was taken: the release goes in.
+        outside_put(b, "region", "\"us\"").await;
+        let done = config
+            .release_raw(P, one(40))
+            .expect_version("timeout_secs", seen)
+            .commit()
+            .await
+            .unwrap();
+        assert_eq!(raw(b, "timeout_secs").await.unwrap(), b"40");
+        assert_eq!(version(b, "timeout_secs").await, done.revision);
+
+        // The key itself moved: refused with both versions, nothing written, no record.
+        outside_put(b, "timeout_secs", "50").await;
+        let moved = version(b, "timeout_secs").await;
+        let latest = config.history(P, 1).await.unwrap()[0].seq;
+        let late = config
+            .release_raw(P, one(60))
+            .expect_version("timeout_secs", done.revision)
+            .commit()
+            .await;
+        match late {
+            Err(Error::Conflict {
+                key,
+                expected,
+                current,
+            }) => {
+                assert_eq!(key, format!("{P}/timeout_secs"));
+                assert_eq!((expected, current), (done.revision, moved));
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(raw(b, "timeout_secs").await.unwrap(), b"50");
+        assert_eq!(config.history(P, 1).await.unwrap()[0].seq, latest);
+
+        // 0 means "must not exist": the first such release creates the key, a second is refused.
+        let new_key = || BTreeMap::from([("new_key".to_owned(), json!(1))]);
+        config
+            .release_raw(P, new_key())
+            .expect_version("new_key", 0)
+            .commit()
+            .await
+            .unwrap();
+        let again = config
+            .release_raw(P, new_key())
+            .expect_version("new_key", 0)
+            .commit()
+            .await;
+        assert!(
+            matches!(again, Err(Error::Conflict { expected: 0, .. })),
+            "{again:?}"
+        );
     }
 
     pub async fn a_gray_release_changes_the_prefix_only_when_promoted(b: &Backend) {

@@ -393,6 +393,8 @@ struct Job {
     message: Option<String>,
     author: Option<String>,
     expect: Option<u64>,
+    /// Relative key → the mod revision it must still have (0: absent).
+    expect_versions: BTreeMap<String, i64>,
     /// A gray release to these instances instead of a release to all.
     gray: Option<Selector>,
 }
@@ -405,6 +407,7 @@ impl std::fmt::Debug for ReleaseBuilder {
             .field("message", &self.job.message)
             .field("author", &self.job.author)
             .field("expect", &self.job.expect)
+            .field("expect_versions", &self.job.expect_versions)
             .finish_non_exhaustive()
     }
 }
@@ -428,6 +431,44 @@ impl ReleaseBuilder {
     /// `publish` does); a rollback never does.
     pub fn expect_latest(mut self, seq: u64) -> Self {
         self.job.expect = Some(seq);
+        self
+    }
+
+    /// Commit only if the key `key` (relative to the prefix) is still at `version`, its mod
+    /// revision (0: the key must not exist): the compare-and-set of one key, as a release.
+    /// Other keys may have changed meanwhile; the release reads the prefix and goes on as
+    /// usual. May be given for several keys.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> coord::Result<()> {
+    /// use std::collections::BTreeMap;
+    ///
+    /// let coord = coord::Coord::in_memory();
+    /// let config = coord.config();
+    /// let first = config
+    ///     .release_raw("/config/app", BTreeMap::from([("port".into(), 8080.into())]))
+    ///     .commit()
+    ///     .await?;
+    /// // Someone read port at the first release's revision; a release from that view goes in.
+    /// config
+    ///     .release_raw("/config/app", BTreeMap::from([("port".into(), 8081.into())]))
+    ///     .expect_version("port", first.revision)
+    ///     .commit()
+    ///     .await?;
+    /// // A second writer with the same, now old, view is refused.
+    /// let late = config
+    ///     .release_raw("/config/app", BTreeMap::from([("port".into(), 9090.into())]))
+    ///     .expect_version("port", first.revision)
+    ///     .commit()
+    ///     .await;
+    /// assert!(matches!(late, Err(coord::Error::Conflict { .. })));
+    /// assert_eq!(config.get::<u16>("/config/app/port").await?, 8081);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn expect_version(mut self, key: impl Into<String>, version: i64) -> Self {
+        self.job.expect_versions.insert(key.into(), version);
         self
     }
 
@@ -467,6 +508,11 @@ impl ReleaseBuilder {
 impl Job {
     async fn run(self, plan: Plan) -> Result<Release> {
         let mut known = self.center.releases.take(&self.prefix);
+        if !self.expect_versions.is_empty() {
+            // A key's version is checked against the prefix as it is now, never a
+            // remembered (possibly old) state: an old one would refuse a current view.
+            known = None;
+        }
         // The first state may be remembered from this center's last release, and old.
         let mut remembered = known.is_some();
         for attempt in 1..=ATTEMPTS {
@@ -477,6 +523,18 @@ impl Job {
             if let Some(expected) = self.expect {
                 if state.seq() != expected {
                     return Err(self.conflict(expected, state.seq()));
+                }
+            }
+            // The transaction's prefix guard fails if any key changes after this read, and
+            // the next attempt checks again: no key is written over a version it did not expect.
+            for (key, &expected) in &self.expect_versions {
+                let current = state.values.get(key).map_or(0, |(_, rev)| *rev);
+                if current != expected {
+                    return Err(Error::Conflict {
+                        key: format!("{}/{key}", self.prefix),
+                        expected,
+                        current,
+                    });
                 }
             }
             let (txn, records, after) = self.plan_txn(&plan, &state).await?;
@@ -1061,6 +1119,7 @@ impl ConfigCenter {
                 message: None,
                 author: None,
                 expect: None,
+                expect_versions: BTreeMap::new(),
                 gray: None,
             },
             plan,
