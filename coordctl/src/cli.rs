@@ -132,12 +132,16 @@ pub enum ConfigCommand {
         /// The prefix, e.g. /config/checkout.
         prefix: String,
     },
-    /// Write one key, checked against the published schema of its prefix.
+    /// Write one key, checked against the published schema of its prefix (under a schema:
+    /// a release of that key, in history with author and message).
     Set(SetArgs),
-    /// Delete one key.
+    /// Delete one key (under a published schema: a release that removes it).
     Delete {
         /// The full key.
         key: String,
+        /// Why (shown in history; under a published schema).
+        #[arg(long, short = 'm')]
+        message: Option<String>,
     },
     /// Print one line per change under a prefix, until Ctrl-C.
     Watch {
@@ -217,6 +221,9 @@ pub struct SetArgs {
     /// Write only if the key is still at this version (its mod revision; 0: must not exist).
     #[arg(long)]
     pub expect_version: Option<i64>,
+    /// Why (shown in history; under a published schema).
+    #[arg(long, short = 'm')]
+    pub message: Option<String>,
 }
 
 /// `coordctl config release`.

@@ -1,6 +1,8 @@
 //! `coordctl config get|list|set|delete|watch|describe`.
 
-use coord::config::{ConfigEvent, PublishedKind};
+use std::collections::{BTreeMap, BTreeSet};
+
+use coord::config::{ConfigEvent, PublishedKind, Release, ReleaseBuilder};
 use coord::store::{KeyRange, RangeOptions};
 use coord::Coord;
 use futures::StreamExt;
@@ -9,7 +11,7 @@ use serde_json::{json, Value};
 use crate::cli::SetArgs;
 use crate::error::{CliError, CliResult};
 use crate::output::{cell, Output, REDACTED};
-use crate::schemas;
+use crate::{releases, schemas};
 
 /// `config get KEY`.
 pub async fn get(coord: &Coord, out: Output, key: &str) -> CliResult {
@@ -60,6 +62,11 @@ pub async fn list(coord: &Coord, out: Output, prefix: &str) -> CliResult {
 
 /// `config set KEY VALUE`: checked against the published schema of the nearest prefix above
 /// the key that has one.
+///
+/// Under a schema a value it accepts is a release of that one key (attributed, in history,
+/// guarded like any release), so an operator's change can be rolled back like a deploy's. A
+/// value forced past the schema, or a key no schema covers, is a plain write: history shows
+/// it as an unattributed change.
 pub async fn set(coord: &Coord, out: Output, args: SetArgs) -> CliResult {
     let value: Value = if args.string {
         Value::String(args.value.clone())
@@ -72,25 +79,33 @@ pub async fn set(coord: &Coord, out: Output, args: SetArgs) -> CliResult {
         })?
     };
     let schema = schemas::for_key(coord, &args.key).await?;
-    let secret = match &schema {
+    let (secret, release_under) = match &schema {
         Some((schema, relative)) => {
-            if let Err(refused) = schema.check(relative, &value) {
-                if !args.force {
+            let accepted = match schema.check(relative, &value) {
+                Ok(()) => true,
+                Err(refused) if args.force => {
+                    eprintln!("warning: --force: writing a value the schema refuses: {refused}");
+                    false
+                }
+                Err(refused) => {
                     return Err(CliError::Refused(format!(
                         "refused by the schema published for {} ({}): {refused}; --force writes it anyway",
                         schema.prefix, schema.type_name
-                    )));
+                    )))
                 }
-                eprintln!("warning: --force: writing a value the schema refuses: {refused}");
-            }
-            schema.field(relative).is_some_and(|f| f.secret)
+            };
+            let secret = schema.field(relative).is_some_and(|f| f.secret);
+            (
+                secret,
+                accepted.then(|| (schema.prefix.clone(), relative.clone())),
+            )
         }
         None => {
             eprintln!(
                 "warning: no schema published for {} or a prefix above it; the value is not checked",
                 args.key
             );
-            false
+            (false, None)
         }
     };
     let (old, _) = coord.store().get(&args.key).await?;
@@ -104,57 +119,117 @@ pub async fn set(coord: &Coord, out: Output, args: SetArgs) -> CliResult {
     };
     let old_shown = old.as_ref().map(shown).unwrap_or(Value::Null);
     let new_shown = shown(&value);
+    let change = format!(
+        "{}: {} -> {}",
+        args.key,
+        old.as_ref()
+            .map_or_else(|| "(absent)".to_owned(), |_| cell(&old_shown)),
+        cell(&new_shown)
+    );
     if args.dry_run {
         if out.is_json() {
             out.json(
                 &json!({ "key": args.key, "old": old_shown, "new": new_shown, "written": false }),
             );
         } else {
-            out.line(&format!(
-                "{}: {} -> {} (dry run: nothing written)",
-                args.key,
-                old.as_ref()
-                    .map_or_else(|| "(absent)".to_owned(), |_| cell(&old_shown)),
-                cell(&new_shown)
-            ));
+            out.line(&format!("{change} (dry run: nothing written)"));
         }
         return Ok(());
     }
-    let version = match args.expect_version {
-        Some(expected) => {
-            coord
-                .config()
-                .compare_and_set(&args.key, &value, expected)
-                .await?
+    let (version, release) = match release_under {
+        Some((prefix, relative)) => {
+            let values = BTreeMap::from([(relative.clone(), value)]);
+            let builder = coord.config().release_raw(&prefix, values);
+            let release =
+                release_one_key(coord, builder, &relative, args.expect_version, args.message)
+                    .await?;
+            (release.revision, Some((prefix, release.seq)))
         }
-        None => coord.config().set(&args.key, &value).await?,
+        None => {
+            if args.message.is_some() {
+                eprintln!("warning: --message is kept only for a release (a key under a published schema)");
+            }
+            let version = match args.expect_version {
+                Some(expected) => {
+                    coord
+                        .config()
+                        .compare_and_set(&args.key, &value, expected)
+                        .await?
+                }
+                None => coord.config().set(&args.key, &value).await?,
+            };
+            (version, None)
+        }
     };
     if out.is_json() {
-        out.json(&json!({ "key": args.key, "old": old_shown, "new": new_shown, "written": true, "version": version }));
+        let (prefix, seq) = release.unzip();
+        out.json(&json!({
+            "key": args.key, "old": old_shown, "new": new_shown, "written": true,
+            "version": version, "prefix": prefix, "release": seq,
+        }));
     } else {
-        out.note(&format!(
-            "{}: {} -> {} (version {version})",
-            args.key,
-            old.as_ref()
-                .map_or_else(|| "(absent)".to_owned(), |_| cell(&old_shown)),
-            cell(&new_shown)
-        ));
+        match release {
+            Some((prefix, seq)) => out.note(&format!(
+                "{change} (version {version}, {prefix} release {seq})"
+            )),
+            None => out.note(&format!("{change} (version {version})")),
+        }
     }
     Ok(())
 }
 
-/// `config delete KEY`.
-pub async fn delete(coord: &Coord, out: Output, key: &str) -> CliResult {
-    if !coord.config().delete(key).await? {
-        return Err(coord::Error::NotFound {
-            key: key.to_owned(),
-        }
-        .into());
+/// Commits a release of one key made by `set` or `delete`: attributed, with `message` or
+/// a default naming the key, guarded by the key's expected version if given.
+async fn release_one_key(
+    coord: &Coord,
+    builder: ReleaseBuilder,
+    relative: &str,
+    expect_version: Option<i64>,
+    message: Option<String>,
+) -> CliResult<Release> {
+    let mut builder = builder
+        .author(releases::author(coord))
+        .message(message.unwrap_or_else(|| format!("coordctl: {relative}")));
+    if let Some(expected) = expect_version {
+        builder = builder.expect_version(relative, expected);
     }
+    Ok(builder.commit().await?)
+}
+
+/// `config delete KEY`: under a published schema, a release that removes the key.
+pub async fn delete(coord: &Coord, out: Output, key: &str, message: Option<String>) -> CliResult {
+    let not_found = || coord::Error::NotFound {
+        key: key.to_owned(),
+    };
+    let release = match schemas::for_key(coord, key).await? {
+        Some((schema, relative)) => {
+            let (kv, _) = coord.store().get(key).await?;
+            let kv = kv.ok_or_else(not_found)?;
+            let builder = coord.config().release_raw_with(
+                &schema.prefix,
+                BTreeMap::new(),
+                BTreeSet::from([relative.clone()]),
+            );
+            // Guarded by the version read: a key re-written meanwhile is a conflict, not lost.
+            let release =
+                release_one_key(coord, builder, &relative, Some(kv.mod_revision), message).await?;
+            Some((schema.prefix, release.seq))
+        }
+        None => {
+            if !coord.config().delete(key).await? {
+                return Err(not_found().into());
+            }
+            None
+        }
+    };
     if out.is_json() {
-        out.json(&json!({ "key": key, "deleted": true }));
+        let (prefix, seq) = release.unzip();
+        out.json(&json!({ "key": key, "deleted": true, "prefix": prefix, "release": seq }));
     } else {
-        out.note(&format!("deleted {key}"));
+        match release {
+            Some((prefix, seq)) => out.note(&format!("deleted {key} ({prefix} release {seq})")),
+            None => out.note(&format!("deleted {key}")),
+        }
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use crate::output::{cell, time, Output};
 use crate::progress::Spinner;
 
 /// Who a release made here is by: `$USER (coordctl)`, else `coordctl ({instance})`.
-fn author(coord: &Coord) -> String {
+pub(crate) fn author(coord: &Coord) -> String {
     match std::env::var("USER") {
         Ok(user) if !user.is_empty() => format!("{user} (coordctl)"),
         _ => format!("coordctl ({})", coord.instance().name),

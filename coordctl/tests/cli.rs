@@ -140,6 +140,63 @@ async fn typed_set_is_refused_for_a_wrong_type_and_reaches_a_live_for_a_right_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_and_delete_under_a_schema_are_releases_in_history_and_roll_back() {
+    let env = env().await;
+    let prefix = "/config/checkout";
+    let config = env.coord.config();
+    config.publish_schema_at::<Checkout>(prefix).await.unwrap();
+    let key = "/config/checkout/timeout_secs";
+
+    let set = env
+        .ctl_json(&["config", "set", key, "45", "-m", "PSP is slow"])
+        .await;
+    assert_eq!(set["prefix"], prefix);
+    let seq = set["release"].as_u64().expect("a release seq");
+    let history = config.history(prefix, 1).await.unwrap();
+    assert_eq!(history[0].seq, seq);
+    assert_eq!(history[0].message.as_deref(), Some("PSP is slow"));
+    assert!(
+        history[0].author.as_deref().is_some_and(|a| a.contains("coordctl")),
+        "{:?}",
+        history[0].author
+    );
+    assert_eq!(history[0].values["timeout_secs"], 45);
+    assert_eq!(set["version"].as_i64(), Some(history[0].revision));
+
+    // --expect-version guards the key as a compare-and-set does: an old version is exit 4.
+    let stale = (history[0].revision - 1).to_string();
+    let conflict = env
+        .ctl(&["config", "set", key, "50", "--expect-version", &stale])
+        .await;
+    assert_eq!(conflict.status.code(), Some(4), "{}", stderr(&conflict));
+    assert!(stderr(&conflict).contains(key), "{}", stderr(&conflict));
+    assert_eq!(config.get::<u64>(key).await.unwrap(), 45);
+    let current = history[0].revision.to_string();
+    env.ctl_ok(&["config", "set", key, "50", "--expect-version", &current])
+        .await;
+
+    // A delete is a release too, and a rollback brings the value back.
+    let deleted = env.ctl_json(&["config", "delete", key]).await;
+    let removed_in = deleted["release"].as_u64().expect("a release seq");
+    assert!(config.get::<u64>(key).await.is_err(), "deleted");
+    let latest = &config.history(prefix, 1).await.unwrap()[0];
+    assert_eq!(latest.seq, removed_in);
+    assert!(!latest.values.contains_key("timeout_secs"), "{latest:?}");
+    env.ctl_ok(&["config", "rollback", prefix, &seq.to_string()])
+        .await;
+    assert_eq!(config.get::<u64>(key).await.unwrap(), 45);
+
+    // A value forced past the schema is a plain write: no release, an unattributed entry.
+    let forced = env
+        .ctl_json(&["config", "set", key, "\"abc\"", "--force"])
+        .await;
+    assert!(forced["release"].is_null(), "{forced}");
+    let latest = &config.history(prefix, 1).await.unwrap()[0];
+    assert_eq!(latest.kind, coord::config::ReleaseKind::External);
+    assert_eq!(latest.author, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_and_list_redact_secrets_the_schema_marks() {
     let env = env().await;
     let prefix = "/config/pay";
