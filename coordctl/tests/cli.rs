@@ -156,7 +156,10 @@ async fn set_and_delete_under_a_schema_are_releases_in_history_and_roll_back() {
     assert_eq!(history[0].seq, seq);
     assert_eq!(history[0].message.as_deref(), Some("PSP is slow"));
     assert!(
-        history[0].author.as_deref().is_some_and(|a| a.contains("coordctl")),
+        history[0]
+            .author
+            .as_deref()
+            .is_some_and(|a| a.contains("coordctl")),
         "{:?}",
         history[0].author
     );

@@ -33,6 +33,9 @@ struct Checkout {
     /// The payment provider's key.
     #[coord(secret, default)]
     api_key: coord::Secret<String>,
+    /// Requests per second, per tenant.
+    #[coord(map)]
+    limits: coord::config::Map<u32>,
 }
 
 /// A program on PATH, or a panic that says how to install it.
@@ -180,6 +183,7 @@ async fn a_person_edits_releases_and_rolls_back_in_the_browser_and_a_wrong_type_
             timeout_secs: 30,
             retries: 2,
             api_key: coord::Secret::new("sk-live-123".to_owned()),
+            limits: [("eu", 100), ("us", 200)].into_iter().collect(),
         })
         .author("setup")
         .message("launch")
@@ -293,6 +297,102 @@ async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &s
     .await;
     assert_eq!(kind, "rollback to 1");
 
+    // A map's entries: change one, remove one, add one, in one release.
+    set_field(client, "limits/eu", "150").await;
+    click(client, "#fields input[data-remove='limits/us']").await;
+    client
+        .find(Locator::Css(
+            "#fields tr.new-entry[data-map='limits'] input.entry-name",
+        ))
+        .await
+        .expect("a row to add an entry")
+        .send_keys("ap")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css(
+            "#fields tr.new-entry[data-map='limits'] input[data-sub='']",
+        ))
+        .await
+        .expect("the new entry's value")
+        .send_keys("50")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("message"))
+        .await
+        .unwrap()
+        .send_keys("rebalance tenants")
+        .await
+        .unwrap();
+    click(client, "#release").await;
+    eventually("the Live in the test sees the new limits", || {
+        let limits: Vec<(String, u32)> = live
+            .load()
+            .limits
+            .iter()
+            .map(|(name, limit)| (name.to_owned(), *limit))
+            .collect();
+        limits == [("ap".to_owned(), 50), ("eu".to_owned(), 150)]
+    })
+    .await;
+    // The page is drawn again from the new values: the removed entry is gone, the new one is there.
+    client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#fields input[data-key='limits/ap']"))
+        .await
+        .expect("the new entry has its own input");
+    assert!(
+        client
+            .find(Locator::Css("#fields input[data-key='limits/us']"))
+            .await
+            .is_err(),
+        "the removed entry is gone from the page"
+    );
+
+    // Someone else releases while the page is open: the page's release is a conflict that
+    // shows what changed, nothing of it is written, and "reload" shows the current values.
+    coord
+        .config()
+        .release_raw(
+            "/config/checkout",
+            std::collections::BTreeMap::from([("retries".to_owned(), json!(5))]),
+        )
+        .author("bob")
+        .message("more retries")
+        .commit()
+        .await
+        .unwrap();
+    set_field(client, "timeout_secs", "60").await;
+    client
+        .find(Locator::Id("message"))
+        .await
+        .unwrap()
+        .send_keys("even slower")
+        .await
+        .unwrap();
+    click(client, "#release").await;
+    let conflict = text_until(client, "#conflict", |t| !t.is_empty()).await;
+    assert!(
+        conflict.contains("release 5 since release 4") && conflict.contains("retries"),
+        "{conflict}"
+    );
+    assert_eq!(
+        live.load().timeout_secs,
+        30,
+        "nothing of the page's release"
+    );
+    click(client, "#reload").await;
+    client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(
+            "#fields input[data-key='retries'][data-original='5']",
+        ))
+        .await
+        .expect("the page shows the current values after reload");
+
     // A wrong-typed value is refused beside its input, and nothing is written.
     set_field(client, "timeout_secs", "abc").await;
     client
@@ -328,7 +428,7 @@ async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &s
             .await
             .unwrap()
             .len(),
-        3
+        5
     );
     assert_eq!(live.load().timeout_secs, 30);
 

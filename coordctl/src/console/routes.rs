@@ -159,10 +159,24 @@ fn field_json(
     } else {
         field.default.clone()
     };
+    // What one entry of a map is, so the page can offer an input of the right type per entry.
+    let (entry_type, entry_fields) = match &field.kind {
+        PublishedKind::Map { entry_type } => (Some(entry_type.as_str()), Value::Null),
+        PublishedKind::NestedMap { fields } => (
+            None,
+            fields
+                .iter()
+                .map(|f| json!({ "key": f.key, "type_name": f.type_name, "secret": f.secret, "required": f.required }))
+                .collect(),
+        ),
+        _ => (None, Value::Null),
+    };
     json!({
         "key": field.key,
         "type_name": field.type_name,
         "kind": kind,
+        "entry_type": entry_type,
+        "entry_fields": entry_fields,
         "value": value,
         "present": present,
         "source": source,

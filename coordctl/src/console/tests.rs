@@ -714,3 +714,111 @@ async fn gray_start_then_promote_and_gray_start_then_abort() {
         "a gray release needs a selector"
     );
 }
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+struct Pool {
+    size: u32,
+    host: String,
+}
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+#[coord(prefix = "/config/tenants")]
+struct Tenants {
+    /// Requests per second, per tenant.
+    #[coord(map)]
+    limits: coord::config::Map<u32>,
+    /// Connection pools by name.
+    #[coord(map, nested)]
+    pools: coord::config::Map<Pool>,
+}
+
+#[tokio::test]
+async fn map_entries_are_shown_with_their_types_and_released_added_changed_and_removed() {
+    let env = env().await;
+    let config = env.coord.config();
+    config.publish_schema::<Tenants>().await.unwrap();
+    let raw = |pairs: &[(&str, Value)]| -> BTreeMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    };
+    config
+        .release_raw(
+            "/config/tenants",
+            raw(&[
+                ("limits/eu", json!(100)),
+                ("limits/us", json!(200)),
+                ("pools/main/size", json!(8)),
+                ("pools/main/host", json!("db-1")),
+            ]),
+        )
+        .commit()
+        .await
+        .unwrap();
+    let live = env.coord.live::<Tenants>().await.unwrap();
+
+    let page = env.get_ok("/api/config?prefix=/config/tenants").await;
+    let limits = &page["fields"][0];
+    assert_eq!(limits["kind"], "map");
+    assert_eq!(limits["entry_type"], "u32");
+    assert_eq!(limits["value"], json!({ "eu": 100, "us": 200 }));
+    let pools = &page["fields"][1];
+    assert_eq!(pools["kind"], "nested_map");
+    let entry_fields: Vec<(&str, &str)> = pools["entry_fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["key"].as_str().unwrap(), f["type_name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(entry_fields, [("size", "u32"), ("host", "String")]);
+    assert_eq!(
+        pools["value"],
+        json!({ "main/size": 8, "main/host": "db-1" })
+    );
+
+    // A wrong-typed entry is refused under its own key, nothing written.
+    let (status, body) = env
+        .post(
+            "/api/release",
+            json!({ "prefix": "/config/tenants", "values": { "limits/ap": "lots" }, "message": "x" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["fields"][0]["key"], "limits/ap");
+    assert_eq!(body["fields"][0]["type_name"], "u32");
+
+    // One release changes an entry, adds one (and a whole nested entry) and removes one.
+    let (status, body) = env
+        .post(
+            "/api/release",
+            json!({
+                "prefix": "/config/tenants",
+                "values": { "limits/eu": 150, "limits/ap": 50, "pools/spare/size": 2, "pools/spare/host": "db-2" },
+                "remove": ["limits/us"],
+                "message": "rebalance",
+                "expect_latest": page["latest_seq"],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let want_limits: BTreeMap<String, u32> =
+        BTreeMap::from([("ap".to_owned(), 50), ("eu".to_owned(), 150)]);
+    for _ in 0..100 {
+        if live.load().pools.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let now = live.load();
+    let limits: BTreeMap<String, u32> =
+        now.limits.iter().map(|(k, v)| (k.to_owned(), *v)).collect();
+    assert_eq!(limits, want_limits);
+    assert_eq!(
+        now.pools.get("spare").cloned(),
+        Some(Pool {
+            size: 2,
+            host: "db-2".into()
+        })
+    );
+}

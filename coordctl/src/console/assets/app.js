@@ -32,18 +32,34 @@ function isStringType(typeName) {
   return /(^|[<:])(String|str)>*$/.test(typeName.replace(/\s/g, ''));
 }
 
-// What the person typed, as the JSON the field takes: a string field takes the text as is;
-// anything else is JSON, and text that is not JSON goes as a string for the server to refuse
-// with the field's expected type.
-function parseInput(field, raw) {
-  if (isStringType(field.type_name)) return raw;
+// What the person typed, as the JSON a key of type `typeName` takes: a string takes the text
+// as is; anything else is JSON, and text that is not JSON goes as a string for the server to
+// refuse with the expected type.
+function parseInput(typeName, raw) {
+  if (isStringType(typeName)) return raw;
   try { return JSON.parse(raw); } catch (_) { return raw; }
 }
 
-function inputText(field) {
-  if (field.secret || !field.present) return '';
-  return isStringType(field.type_name) && typeof field.value === 'string'
-    ? field.value : JSON.stringify(field.value);
+// The text an input starts with: empty for a secret or an absent key.
+function shownText(typeName, secret, present, value) {
+  if (secret || !present) return '';
+  return isStringType(typeName) && typeof value === 'string' ? value : JSON.stringify(value);
+}
+
+// An input for one stored key. Its key, type, secrecy and first text ride on the element, so
+// editedChange() reads a plain field and a map's entry the same way.
+function valueInput(key, typeName, secret, present, value, placeholder) {
+  const input = el('input', {
+    type: secret ? 'password' : 'text',
+    'data-key': key,
+    'data-type': typeName,
+    'data-secret': secret ? 'true' : null,
+    placeholder,
+    autocomplete: 'off',
+  });
+  input.value = shownText(typeName, secret, present, value);
+  input.dataset.original = input.value;
+  return input;
 }
 
 async function api(path) {
@@ -127,18 +143,53 @@ function changeCell(changes) {
     c.change.startsWith('gray') ? el('span', { class: 'tag gray' }, 'gray') : null)));
 }
 
+// A map's entries: one input per stored key (a nested map's entry has one per field), each
+// with a remove box, and a row to add an entry by name.
+function mapEditor(f) {
+  const nested = f.kind === 'nested_map';
+  const parts = nested ? f.entry_fields : [{ key: '', type_name: f.entry_type || '', secret: f.secret }];
+  const typeOf = (name) => {
+    if (!nested) return parts[0];
+    const sub = name.slice(name.indexOf('/') + 1);
+    return parts.find((p) => p.key === sub) || { key: sub, type_name: '', secret: false };
+  };
+  const rows = Object.entries(f.value || {}).map(([name, value]) => {
+    const key = f.key + '/' + name;
+    const part = typeOf(name);
+    const secret = f.secret || part.secret;
+    return el('tr', { 'data-entry': key },
+      el('td', { class: 'mono' }, name),
+      el('td', {}, valueInput(key, part.type_name, secret, true, value, secret ? '<redacted> (unchanged)' : ''),
+        el('div', { class: 'field-error', 'data-key': key })),
+      el('td', {}, el('label', { class: 'muted' }, el('input', { type: 'checkbox', 'data-remove': key }), ' remove')));
+  });
+  const adds = parts.map((p) => el('input', {
+    type: f.secret || p.secret ? 'password' : 'text',
+    'data-sub': p.key,
+    'data-type': p.type_name,
+    placeholder: (p.key ? p.key + ': ' : 'value: ') + p.type_name,
+    autocomplete: 'off',
+  }));
+  rows.push(el('tr', { class: 'new-entry', 'data-map': f.key, 'data-nested': nested ? 'true' : null },
+    el('td', {}, el('input', { type: 'text', class: 'entry-name', placeholder: 'new entry name', autocomplete: 'off' })),
+    el('td', {}, adds, el('div', { class: 'field-error' })),
+    el('td', {})));
+  return el('table', { class: 'entries', 'data-map': f.key }, el('tbody', {}, rows));
+}
+
 function fieldsTable(fields) {
   const rows = fields.map((f) => {
     let valueCell;
     if (WRITABLE && f.kind === 'value') {
-      const input = el('input', {
-        type: f.secret ? 'password' : 'text',
-        'data-key': f.key,
-        placeholder: f.secret ? (f.present ? '<redacted> (unchanged)' : '(not set)') : (f.present ? '' : 'default: ' + text(f.default)),
-        autocomplete: 'off',
-      });
-      input.value = inputText(f);
-      valueCell = el('td', { class: 'value' }, input, el('div', { class: 'field-error', 'data-key': f.key }));
+      const placeholder = f.secret ? (f.present ? '<redacted> (unchanged)' : '(not set)') : (f.present ? '' : 'default: ' + text(f.default));
+      // A stored key of a field with a default can be removed: the field falls back to it.
+      const reset = f.present && !f.required
+        ? el('label', { class: 'muted' }, el('input', { type: 'checkbox', 'data-remove': f.key }), ' use the default')
+        : null;
+      valueCell = el('td', { class: 'value' }, valueInput(f.key, f.type_name, f.secret, f.present, f.value, placeholder),
+        reset, el('div', { class: 'field-error', 'data-key': f.key }));
+    } else if (WRITABLE) {
+      valueCell = el('td', { class: 'value' }, mapEditor(f), el('div', { class: 'field-error', 'data-key': f.key }));
     } else {
       valueCell = el('td', { class: 'value', 'data-key': f.key }, f.present ? text(f.value) : el('span', { class: 'muted' }, '(default)'));
     }
@@ -253,16 +304,31 @@ function clearErrors() {
   status('', '');
 }
 
-// The values the person changed, as the API takes them.
-function editedValues() {
+// The change the person made, as the API takes it: changed inputs, new map entries (each
+// input remembers the key it went out as, so a refusal finds it) and removed entries.
+// Throws a message for an entry without a usable name.
+function editedChange() {
   const values = {};
   for (const input of document.querySelectorAll('#fields input[data-key]')) {
-    const field = page.fields.find((f) => f.key === input.dataset.key);
-    if (!field || input.value === inputText(field)) continue;
-    if (field.secret && input.value === '') continue;
-    values[field.key] = parseInput(field, input.value);
+    if (input.value === input.dataset.original) continue;
+    if (input.dataset.secret && input.value === '') continue;
+    values[input.dataset.key] = parseInput(input.dataset.type, input.value);
   }
-  return values;
+  for (const row of document.querySelectorAll('#fields tr.new-entry')) {
+    const name = row.querySelector('input.entry-name').value.trim();
+    const filled = [...row.querySelectorAll('input[data-sub]')].filter((i) => i.value !== '');
+    if (filled.length === 0) continue;
+    if (name === '' || name.includes('/')) {
+      throw new Error('A new entry of ' + row.dataset.map + ' needs a name without "/".');
+    }
+    for (const input of filled) {
+      const key = row.dataset.map + '/' + name + (input.dataset.sub ? '/' + input.dataset.sub : '');
+      input.dataset.pending = key;
+      values[key] = parseInput(input.dataset.type, input.value);
+    }
+  }
+  const remove = [...document.querySelectorAll('#fields input[data-remove]:checked')].map((i) => i.dataset.remove);
+  return { values, remove };
 }
 
 // What a refused or conflicting write shows, beside the inputs or above the history.
@@ -270,8 +336,11 @@ function showRefusal(result, what) {
   const body = result.body;
   if (result.status === 422 && body.fields) {
     for (const f of body.fields) {
-      const box = document.querySelector('.field-error[data-key="' + CSS.escape(f.key) + '"]');
-      const input = document.querySelector('#fields input[data-key="' + CSS.escape(f.key) + '"]');
+      const key = CSS.escape(f.key);
+      const input = document.querySelector('#fields input[data-key="' + key + '"], #fields input[data-pending="' + key + '"]');
+      // Beside the input; a key with no input of its own (a new entry's) shows in its row.
+      const box = document.querySelector('.field-error[data-key="' + key + '"]')
+        || (input && input.closest('td').querySelector('.field-error'));
       if (input) input.classList.add('refused');
       // The schema's reason names the expected type and the doc; an unknown key has neither.
       if (box) box.textContent = f.type_name ? f.reason : 'Not a field of ' + page.prefix + ': ' + f.reason;
@@ -290,10 +359,12 @@ function showRefusal(result, what) {
 
 async function release() {
   clearErrors();
-  const values = editedValues();
-  if (Object.keys(values).length === 0) { status('warn', 'Nothing changed.'); return; }
+  let change;
+  try { change = editedChange(); } catch (e) { status('bad', e.message); return; }
+  const { values, remove } = change;
+  if (Object.keys(values).length === 0 && remove.length === 0) { status('warn', 'Nothing changed.'); return; }
   const message = document.getElementById('message').value;
-  const result = await post('/api/release', { prefix: page.prefix, values, message, expect_latest: page.latest_seq });
+  const result = await post('/api/release', { prefix: page.prefix, values, remove, message, expect_latest: page.latest_seq });
   if (!result.ok) { showRefusal(result, 'Release'); return; }
   await route();
   status('ok', 'Released ' + result.body.seq + '.');
@@ -312,7 +383,10 @@ function parseSelector(raw) {
 
 async function grayStart() {
   clearErrors();
-  const values = editedValues();
+  let change;
+  try { change = editedChange(); } catch (e) { status('bad', e.message); return; }
+  const { values, remove } = change;
+  if (remove.length > 0) { status('bad', 'A gray release sets values; remove entries with a release.'); return; }
   if (Object.keys(values).length === 0) { status('warn', 'Nothing changed.'); return; }
   const raw = document.getElementById('gray-selector').value;
   if (!raw.trim()) { status('warn', 'Say which instances: labels (zone=eu-1), a percent (10%) or instance names.'); return; }
