@@ -565,19 +565,19 @@ impl ClientConfig {
         }
         match (&self.username, &self.password) {
             (Some(user), _) if user.is_empty() => {
-                return Err(Error::invalid_argument("username", "must not be empty"))
+                return Err(Error::invalid_argument("username", "must not be empty"));
             }
             (Some(_), None) => {
                 return Err(Error::invalid_argument(
                     "password",
                     "a username needs a password",
-                ))
+                ));
             }
             (None, Some(_)) => {
                 return Err(Error::invalid_argument(
                     "username",
                     "a password needs a username",
-                ))
+                ));
             }
             _ => {}
         }
@@ -709,7 +709,7 @@ fn check_endpoint(endpoint: &str, tls: bool) -> Result<()> {
             return Err(Error::invalid_argument(
                 "endpoints",
                 format!("`{endpoint}`: scheme `{scheme}` is not http or https"),
-            ))
+            ));
         }
         None => endpoint,
     };
@@ -730,7 +730,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

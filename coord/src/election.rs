@@ -156,7 +156,7 @@ impl Election {
     ///
     /// Built on [`ResilientWatch`]: it resumes after etcd restarts and relists after
     /// compaction, so it never ends. Store errors are yielded as `Err` items and it goes on.
-    pub fn observe(&self) -> impl Stream<Item = Result<Option<Leader>>> + Send + 'static {
+    pub fn observe(&self) -> impl Stream<Item = Result<Option<Leader>>> + Send + 'static + use<> {
         let checked = queue::check_name("name", &self.name).and(self.ctx.check_open());
         let watch = ResilientWatch::new(
             self.ctx.store.clone(),

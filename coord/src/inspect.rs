@@ -210,8 +210,8 @@ async fn ttls_of(
 mod tests {
     use std::time::Duration;
 
-    use crate::store::{KeyRange, RangeOptions};
     use crate::Coord;
+    use crate::store::{KeyRange, RangeOptions};
 
     const TTL: Duration = Duration::from_secs(30);
 

@@ -15,14 +15,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::config::cache::ReadCache;
 use crate::config::hub::WatchHub;
-use crate::config::map::{names_of, Layout};
-use crate::config::release::{KnownStates, DEFAULT_HISTORY};
+use crate::config::map::{Layout, names_of};
+use crate::config::release::{DEFAULT_HISTORY, KnownStates};
 use crate::config::schema::{CoordConfig, HasPrefix, Source};
 use crate::error::{Error, Result};
 use crate::store::{

@@ -21,7 +21,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::config::gray::{gray_key, GrayDoc};
+use crate::config::gray::{GrayDoc, gray_key};
 use crate::config::hub::Snapshot;
 use crate::config::schema::{CoordConfig, FieldInfo, FieldKind};
 use crate::error::Result;
@@ -343,14 +343,14 @@ impl Lookup<'_> {
     /// The origin of a key stored in the snapshot: the key, or the gray release that set it.
     fn stored(&self, relative: &str, full: &str) -> Option<Origin> {
         let value = self.snapshot.values.get(full)?;
-        if let Some((doc, key)) = &self.gray {
-            if doc.values.contains_key(relative) {
-                return Some(Origin::Gray {
-                    release: doc.seq,
-                    key: key.clone(),
-                    mod_revision: value.mod_revision(),
-                });
-            }
+        if let Some((doc, key)) = &self.gray
+            && doc.values.contains_key(relative)
+        {
+            return Some(Origin::Gray {
+                release: doc.seq,
+                key: key.clone(),
+                mod_revision: value.mod_revision(),
+            });
         }
         Some(Origin::Key {
             mod_revision: value.mod_revision(),

@@ -164,9 +164,11 @@ mod tests {
             .map(|n| selector.matches(n, &BTreeMap::new(), 8))
             .collect();
         assert_ne!(first, next, "another release draws again");
-        assert!(!Selector::default()
-            .percent(0)
-            .matches("x", &BTreeMap::new(), 1));
+        assert!(
+            !Selector::default()
+                .percent(0)
+                .matches("x", &BTreeMap::new(), 1)
+        );
         assert_eq!(Selector::default().percent(200).percent, Some(100));
     }
 }

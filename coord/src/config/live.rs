@@ -42,7 +42,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::config::explain::{self, Built, Explanation};
-use crate::config::gray::{gray_key, GrayDoc, GRAY_ROOT};
+use crate::config::gray::{GRAY_ROOT, GrayDoc, gray_key};
 use crate::config::hub::{ChangeLog, Offline, RangeWatch, RawValue, Snapshot, WatchHub};
 use crate::config::schema::{CoordConfig, Source};
 use crate::config::status::reporter::{self, HandleState, Rejected, StatusSlot};
@@ -539,11 +539,11 @@ impl Views {
         let mut main = self.main.borrow_and_update().clone();
         let gray = self.gray.borrow_and_update().clone();
         let doc_moved = self.gray_view.see(&self.prefix, &gray);
-        if let Some(read) = self.main_read.take() {
-            if read.revision >= main.revision {
-                main = read.clone();
-                self.main_read = Some(read);
-            }
+        if let Some(read) = self.main_read.take()
+            && read.revision >= main.revision
+        {
+            main = read.clone();
+            self.main_read = Some(read);
         }
         // Only a handle running a gray release can see it end before the values that replace
         // it (a promotion); a gray release that starts or ends for others changes nothing here.

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::schema::{nested_values, CoordConfig, Source, Values};
+use crate::config::schema::{CoordConfig, Source, Values, nested_values};
 use crate::error::{Error, Result};
 
 /// A persistent map from entry name to `V` for `#[coord(map)]` fields: cloning it is O(1),

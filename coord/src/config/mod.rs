@@ -20,16 +20,16 @@ pub use center::{Batch, ConfigCenter, ConfigEvent, Watcher};
 pub use explain::{Explained, Explanation, Origin};
 pub use gray::Selector;
 pub use live::{Live, LiveGuard, LiveReader};
-pub use map::{read_map, read_nested_map, write_map, write_nested_map, Map, MapField};
+pub use map::{Map, MapField, read_map, read_nested_map, write_map, write_nested_map};
 pub use published::{PublishedField, PublishedKind, PublishedSchema, SCHEMAS_PREFIX};
 pub use release::{Change, KeyDiff, Release, ReleaseBuilder, ReleaseKind};
 pub use schema::{
-    describe, encode, encode_nested, env_override, nested_values, CoordConfig, FieldInfo,
-    FieldKind, HasPrefix, Source, Values,
+    CoordConfig, FieldInfo, FieldKind, HasPrefix, Source, Values, describe, encode, encode_nested,
+    env_override, nested_values,
 };
 pub use secret::Secret;
 pub use status::{InstanceStatus, StatusError};
-pub use template::{template, TemplateFormat};
+pub use template::{TemplateFormat, template};
 
 /// The JSON Schema of `T` as schemars generates it (draft 2020-12, definitions under
 /// `$defs`), as the derive attaches it to [`FieldInfo::json_schema`]; for hand-written

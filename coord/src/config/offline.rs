@@ -558,11 +558,11 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let written = std::fs::read(&file).ok().map(|b| decode(prefix, &b));
-            if let Some(Ok(snapshot)) = written {
-                if snapshot.revision == 9 {
-                    assert_eq!(snapshot.values, newer);
-                    break;
-                }
+            if let Some(Ok(snapshot)) = written
+                && snapshot.revision == 9
+            {
+                assert_eq!(snapshot.values, newer);
+                break;
             }
             assert!(
                 std::time::Instant::now() < deadline,

@@ -238,10 +238,10 @@ impl From<FieldInfo> for PublishedField {
             },
         };
         let mut json_schema = field.json_schema;
-        if field.secret {
-            if let Some(schema) = &mut json_schema {
-                strip_examples(schema);
-            }
+        if field.secret
+            && let Some(schema) = &mut json_schema
+        {
+            strip_examples(schema);
         }
         PublishedField {
             key: field.key,

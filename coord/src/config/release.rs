@@ -36,8 +36,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use crate::config::center::{checked_values, map_replacements, ConfigCenter};
-use crate::config::gray::{gray_key, GrayDoc, Selector};
+use crate::config::center::{ConfigCenter, checked_values, map_replacements};
+use crate::config::gray::{GrayDoc, Selector, gray_key};
 use crate::config::published::PublishedSchema;
 use crate::config::schema::{CoordConfig, HasPrefix};
 use crate::error::{Error, Result};
@@ -520,10 +520,10 @@ impl Job {
                 Some(state) => state,
                 None => read_state(&self.center, &self.prefix).await?,
             };
-            if let Some(expected) = self.expect {
-                if state.seq() != expected {
-                    return Err(self.conflict(expected, state.seq()));
-                }
+            if let Some(expected) = self.expect
+                && state.seq() != expected
+            {
+                return Err(self.conflict(expected, state.seq()));
             }
             // The transaction's prefix guard fails if any key changes after this read, and
             // the next attempt checks again: no key is written over a version it did not expect.
@@ -698,7 +698,7 @@ impl Job {
                 return Err(Error::invalid_argument(
                     prefix,
                     "only a release or a raw release can be a gray release",
-                ))
+                ));
             }
         };
         // Secrets stay secret across untyped releases that do not know the struct.

@@ -15,8 +15,8 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
@@ -330,7 +330,7 @@ impl<'a> Source<'a> {
 
     /// The full keys under `{prefix}/{key}/` that changed since the value being rebuilt was
     /// built; `None` if the source does not know (then everything must be read).
-    pub fn changed_under(&self, key: &str) -> Option<impl Iterator<Item = &'a str> + 'a> {
+    pub fn changed_under(&self, key: &str) -> Option<impl Iterator<Item = &'a str> + 'a + use<'a>> {
         let under = format!("{}/", self.full_key(key));
         let changes = self.changes?;
         Some(
@@ -540,12 +540,13 @@ impl<'a> Source<'a> {
 /// [`Error::Invalid`] naming the variable (`$VAR`) if it is set but not valid UTF-8 or not a
 /// value of `T`.
 ///
-/// ```
-/// std::env::set_var("DOC_TIMEOUT_SECS", "45");
+/// ```standalone_crate
+/// // SAFETY: this example runs in its own process, on one thread.
+/// unsafe { std::env::set_var("DOC_TIMEOUT_SECS", "45") };
 /// let value = coord::config::env_override::<u64>("DOC_TIMEOUT_SECS").unwrap();
 /// assert_eq!(value, Some(45));
 /// assert_eq!(coord::config::env_override::<u64>("DOC_UNSET_VARIABLE").unwrap(), None);
-/// std::env::set_var("DOC_TIMEOUT_SECS", "soon");
+/// unsafe { std::env::set_var("DOC_TIMEOUT_SECS", "soon") };
 /// let error = coord::config::env_override::<u64>("DOC_TIMEOUT_SECS").unwrap_err();
 /// assert!(error.to_string().contains("$DOC_TIMEOUT_SECS"), "{error}");
 /// ```

@@ -17,16 +17,16 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
-use imbl::ordmap::DiffItem;
 use imbl::OrdMap;
+use imbl::ordmap::DiffItem;
 use tokio::sync::{broadcast, watch};
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tracing::Instrument;
 
 use super::channel::Feed;
 use super::instances::Instances;
-use super::{lock, service_prefix, ServiceEvent, ServiceInfo};
+use super::{ServiceEvent, ServiceInfo, lock, service_prefix};
 use crate::error::{Error, Result};
 use crate::shared_watch::{SharedWatch, SharedWatches};
 use crate::store::{Event, EventKind, KeyRange, KeyValue, Store};
@@ -188,7 +188,7 @@ impl Discovery {
         snapshot_tx: watch::Sender<Arc<Snapshot>>,
         events: broadcast::Sender<Arc<Batch>>,
         feeds: Feeds,
-    ) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    ) -> Result<impl std::future::Future<Output = ()> + Send + 'static + use<>> {
         let prefix = service_prefix(name);
         let mut watch = ResilientWatch::new(self.store.clone(), KeyRange::prefix(prefix.as_str()));
         let first = watch.next().await?;
@@ -648,11 +648,13 @@ mod tests {
         let snapshot = state.snapshot(1);
         let (first, second) = (snapshot.view(), snapshot.view());
         assert_eq!(first.len(), 1000);
-        assert!(first
-            .as_slice()
-            .iter()
-            .zip(second.as_slice())
-            .all(|(a, b)| Arc::ptr_eq(a, b)));
+        assert!(
+            first
+                .as_slice()
+                .iter()
+                .zip(second.as_slice())
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+        );
         assert!(std::ptr::eq(first.as_slice(), second.as_slice()));
     }
 

@@ -15,17 +15,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::mpsc::Sender;
 use tokio::sync::Notify;
+use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::error::TrySendError;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
 use imbl::ordmap::DiffItem;
 
-use super::cache::{InstanceMap, Snapshot, Watched};
 use super::ServiceInfo;
+use super::cache::{InstanceMap, Snapshot, Watched};
 
 /// How many endpoint changes may wait for the balancer.
 const CHANGE_BUFFER: usize = 64;
@@ -266,15 +266,15 @@ fn steps<'a>(
     for (id, info) in targets {
         let wanted = info.filter(|info| filter.matches(info));
         let has = inserted.get(id);
-        if let Some(address) = has {
-            if wanted.is_none_or(|info| info.address != *address) {
-                removals.push(id);
-            }
+        if let Some(address) = has
+            && wanted.is_none_or(|info| info.address != *address)
+        {
+            removals.push(id);
         }
-        if let Some(info) = wanted {
-            if has != Some(&info.address) {
-                insertions.push((id, info));
-            }
+        if let Some(info) = wanted
+            && has != Some(&info.address)
+        {
+            insertions.push((id, info));
         }
     }
     removals.sort();

@@ -168,7 +168,7 @@ where
 mod started_at {
     use std::time::{Duration, SystemTime};
 
-    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
 
     pub fn serialize<S: Serializer>(
         value: &Option<SystemTime>,

@@ -323,9 +323,11 @@ mod tests {
             seen => panic!("{seen:?}"),
         }
         // Nothing for the others: a change of another key is not theirs.
-        assert!(tokio::time::timeout(Duration::from_millis(200), a.next())
-            .await
-            .is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), a.next())
+                .await
+                .is_err()
+        );
         drop(a);
         drop(b);
         assert_eq!(

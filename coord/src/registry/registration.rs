@@ -13,8 +13,8 @@ use crate::session::Session;
 use crate::store::{Compare, Event, EventKind, KeyValue, Store, Txn, TxnOp, TxnOpResponse};
 use crate::sync::lock;
 
-use super::own_keys::{Seen, Subscription};
 use super::ServiceInfo;
+use super::own_keys::{Seen, Subscription};
 
 /// The longest wait between two attempts to register again after a lost lease; also at most a
 /// quarter of the TTL, so that after an outage the instance is back well before a lease that

@@ -18,8 +18,8 @@
 
 pub(crate) mod renewer;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -245,11 +245,10 @@ impl Drop for SessionInner {
         runtime.spawn(async move {
             // Even on a closed store: a session dropped just before `Coord::close` gives its
             // lease back rather than leave its keys for the TTL.
-            if let Err(e) = store.release_lease(lease).await {
-                if !matches!(e, Error::LeaseNotFound { .. }) {
+            if let Err(e) = store.release_lease(lease).await
+                && !matches!(e, Error::LeaseNotFound { .. }) {
                     tracing::debug!(lease = format_args!("{lease:x}"), error = %e, "revoke on drop failed; the lease will expire");
                 }
-            }
         });
     }
 }

@@ -19,8 +19,8 @@ use std::pin::Pin;
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
-use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;

@@ -48,7 +48,7 @@ use super::*;
 use convert::{
     delete_options, from_delete, from_get, from_put, from_txn, get_options, header_revision, to_txn,
 };
-use errors::{map_error, never_connected, timeout_error, ErrorContext, Request};
+use errors::{ErrorContext, Request, map_error, never_connected, timeout_error};
 pub(crate) use options::{Credentials, EtcdOptions, TlsMaterial};
 
 /// The etcd-client backed store. Cheap to clone: clones share the connection.

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant, MissedTickBehavior};
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -482,11 +482,11 @@ impl Commit {
 impl Watcher {
     /// Sends this watcher its part of `commit`; false once its stream is gone.
     fn deliver(&mut self, commit: &Commit) -> bool {
-        if commit.revision >= self.from {
-            if let Some(response) = commit.events_in(&self.range) {
-                self.quiet = false;
-                return self.tx.send(Ok(response)).is_ok();
-            }
+        if commit.revision >= self.from
+            && let Some(response) = commit.events_in(&self.range)
+        {
+            self.quiet = false;
+            return self.tx.send(Ok(response)).is_ok();
         }
         !self.tx.is_closed()
     }

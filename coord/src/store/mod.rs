@@ -24,8 +24,8 @@ pub(crate) mod memory;
 mod types;
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
@@ -540,10 +540,10 @@ const PROBE_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
 const PROBE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn probe_if_needed(backend: &Backend, link: &Arc<Link>) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        if link.start_probe() {
-            runtime.spawn(probe(backend.clone(), Arc::clone(link)));
-        }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current()
+        && link.start_probe()
+    {
+        runtime.spawn(probe(backend.clone(), Arc::clone(link)));
     }
 }
 

@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::{what, Mismatch};
+use super::{Mismatch, what};
 
 /// Checks `value` against the Rust type `type_name`; `redact` keeps the value's content out of
 /// the mismatch.

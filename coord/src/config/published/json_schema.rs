@@ -17,7 +17,7 @@
 use serde_json::{Map, Value};
 
 use super::by_type::at;
-use super::{what, Mismatch};
+use super::{Mismatch, what};
 
 /// `$ref`s followed in a row without descending into the value; past this a schema is taken
 /// to loop and the value is accepted.
@@ -55,31 +55,30 @@ impl Validator<'_> {
         if value.is_null() && schema.get("nullable") == Some(&Value::Bool(true)) {
             return Ok(());
         }
-        if let Some(Value::String(reference)) = schema.get("$ref") {
-            if refs < MAX_REF_DEPTH {
-                if let Some(target) = self.resolve(reference) {
-                    self.check(target, value, path, refs + 1)?;
-                }
-            }
+        if let Some(Value::String(reference)) = schema.get("$ref")
+            && refs < MAX_REF_DEPTH
+            && let Some(target) = self.resolve(reference)
+        {
+            self.check(target, value, path, refs + 1)?;
         }
         self.check_type(schema, value, path)?;
-        if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-            if !allowed.contains(value) {
-                return Err(Mismatch::got(
-                    path,
-                    format!("one of {}", short_list(allowed)),
-                    what(value, self.redact),
-                ));
-            }
+        if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+            && !allowed.contains(value)
+        {
+            return Err(Mismatch::got(
+                path,
+                format!("one of {}", short_list(allowed)),
+                what(value, self.redact),
+            ));
         }
-        if let Some(constant) = schema.get("const") {
-            if constant != value {
-                return Err(Mismatch::got(
-                    path,
-                    constant.to_string(),
-                    what(value, self.redact),
-                ));
-            }
+        if let Some(constant) = schema.get("const")
+            && constant != value
+        {
+            return Err(Mismatch::got(
+                path,
+                constant.to_string(),
+                what(value, self.redact),
+            ));
         }
         self.check_number(schema, value, path)?;
         self.check_string(schema, value, path)?;
@@ -142,15 +141,15 @@ impl Validator<'_> {
                 .as_i64()
                 .map(i128::from)
                 .or(number.as_u64().map(i128::from));
-            if let Some(n) = n {
-                if !(min..=max).contains(&n) {
-                    let format = schema.get("format").and_then(Value::as_str).unwrap_or("");
-                    return Err(Mismatch::got(
-                        path,
-                        rust_integer(format),
-                        format!("{}, outside {min}..={max}", what(value, self.redact)),
-                    ));
-                }
+            if let Some(n) = n
+                && !(min..=max).contains(&n)
+            {
+                let format = schema.get("format").and_then(Value::as_str).unwrap_or("");
+                return Err(Mismatch::got(
+                    path,
+                    rust_integer(format),
+                    format!("{}, outside {min}..={max}", what(value, self.redact)),
+                ));
             }
         }
         let Some(n) = number.as_f64() else {
@@ -354,14 +353,14 @@ impl Validator<'_> {
                     return Err(Mismatch::says(
                         path,
                         format!("the value matches {n} alternatives where exactly one must"),
-                    ))
+                    ));
                 }
             }
         }
-        if let Some(not) = schema.get("not") {
-            if self.check(not, value, path, refs).is_ok() {
-                return Err(Mismatch::says(path, "the value matches a forbidden schema"));
-            }
+        if let Some(not) = schema.get("not")
+            && self.check(not, value, path, refs).is_ok()
+        {
+            return Err(Mismatch::says(path, "the value matches a forbidden schema"));
         }
         Ok(())
     }
@@ -375,17 +374,17 @@ impl Validator<'_> {
             .into_iter()
             .partition(|failure| failure.path.len() > depth || !failure.is_type_mismatch());
         let mut typed = typed;
-        if typed.len() == 1 {
-            if let Some(only) = typed.pop() {
-                return only;
-            }
+        if typed.len() == 1
+            && let Some(only) = typed.pop()
+        {
+            return only;
         }
         let mut expected: Vec<String> = Vec::new();
         for failure in untyped.iter().chain(&typed) {
-            if let Some(wanted) = failure.expected() {
-                if !expected.iter().any(|e| e == wanted) {
-                    expected.push(wanted.to_owned());
-                }
+            if let Some(wanted) = failure.expected()
+                && !expected.iter().any(|e| e == wanted)
+            {
+                expected.push(wanted.to_owned());
             }
         }
         if expected.is_empty() {

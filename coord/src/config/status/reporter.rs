@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{covers_own_status, normalize, status_key, InstanceStatus, StatusError};
+use super::{InstanceStatus, StatusError, covers_own_status, normalize, status_key};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::session::Session;
@@ -115,11 +115,11 @@ impl BoardState {
     /// Marks `prefix` changed. A prefix whose last slot went keeps its entry (without
     /// handles) until the task has seen it, so it is queued once like any other.
     fn touch(&mut self, prefix: &Arc<str>) {
-        if let Some(entry) = self.prefixes.get_mut(prefix) {
-            if !entry.queued {
-                entry.queued = true;
-                self.dirty.push(Arc::clone(prefix));
-            }
+        if let Some(entry) = self.prefixes.get_mut(prefix)
+            && !entry.queued
+        {
+            entry.queued = true;
+            self.dirty.push(Arc::clone(prefix));
         }
     }
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use etcd_client::Client;
 use tokio::time::Instant;
 
-use super::errors::{is_tls_failure, map_error, ErrorContext, Request};
-use super::{keepalive, mux, EtcdOptions, EtcdStore};
+use super::errors::{ErrorContext, Request, is_tls_failure, map_error};
+use super::{EtcdOptions, EtcdStore, keepalive, mux};
 use crate::error::{Error, Result};
 
 impl EtcdStore {

@@ -3,10 +3,10 @@
 
 use etcd_client::LeaseTimeToLiveOptions;
 
-use super::convert::{header_revision, lossy};
-use super::errors::{map_error, timeout_error, Request};
-use super::keepalive::RenewError;
 use super::EtcdStore;
+use super::convert::{header_revision, lossy};
+use super::errors::{Request, map_error, timeout_error};
+use super::keepalive::RenewError;
 use crate::error::{Error, Result};
 use crate::store::{LeaseGrant, LeaseTtl};
 

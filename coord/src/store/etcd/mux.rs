@@ -18,8 +18,8 @@
 //! - **Dropping a [`Subscription`] cancels its watcher** on the server.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use etcd_client::{Client, WatchOptions, WatchRequestSender, WatchResponse, WatchResponseStream};
 use tokio::sync::{mpsc, oneshot};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use etcd_client::WatchOptions;
 
 use super::convert::from_kv_ref;
-use super::errors::{watch_canceled, Request};
-use super::{mux, EtcdStore};
+use super::errors::{Request, watch_canceled};
+use super::{EtcdStore, mux};
 use crate::error::{Error, Result};
 use crate::store::{Event, EventKind, KeyRange, WatchResponse, WatchStream};
 
