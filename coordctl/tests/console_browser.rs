@@ -155,6 +155,18 @@ async fn set_field(client: &Client, key: &str, text: &str) {
     input.send_keys(text).await.expect("type into the input");
 }
 
+/// Types why and presses Release.
+async fn release_with(client: &Client, message: &str) {
+    client
+        .find(Locator::Id("message"))
+        .await
+        .expect("the message input")
+        .send_keys(message)
+        .await
+        .expect("type the message");
+    click(client, "#release").await;
+}
+
 async fn click(client: &Client, css: &str) {
     client
         .wait()
@@ -245,14 +257,7 @@ async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &s
 
     // Change a value through the form and release it with a message.
     set_field(client, "timeout_secs", "45").await;
-    client
-        .find(Locator::Id("message"))
-        .await
-        .unwrap()
-        .send_keys("slower provider")
-        .await
-        .unwrap();
-    click(client, "#release").await;
+    release_with(client, "slower provider").await;
     eventually("the Live in the test sees 45", || {
         live.load().timeout_secs == 45
     })
@@ -318,14 +323,7 @@ async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &s
         .send_keys("50")
         .await
         .unwrap();
-    client
-        .find(Locator::Id("message"))
-        .await
-        .unwrap()
-        .send_keys("rebalance tenants")
-        .await
-        .unwrap();
-    click(client, "#release").await;
+    release_with(client, "rebalance tenants").await;
     eventually("the Live in the test sees the new limits", || {
         let limits: Vec<(String, u32)> = live
             .load()
@@ -365,14 +363,7 @@ async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &s
         .await
         .unwrap();
     set_field(client, "timeout_secs", "60").await;
-    client
-        .find(Locator::Id("message"))
-        .await
-        .unwrap()
-        .send_keys("even slower")
-        .await
-        .unwrap();
-    click(client, "#release").await;
+    release_with(client, "even slower").await;
     let conflict = text_until(client, "#conflict", |t| !t.is_empty()).await;
     assert!(
         conflict.contains("release 5 since release 4") && conflict.contains("retries"),
@@ -395,14 +386,7 @@ async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &s
 
     // A wrong-typed value is refused beside its input, and nothing is written.
     set_field(client, "timeout_secs", "abc").await;
-    client
-        .find(Locator::Id("message"))
-        .await
-        .unwrap()
-        .send_keys("typo")
-        .await
-        .unwrap();
-    click(client, "#release").await;
+    release_with(client, "typo").await;
     let refusal = text_until(client, ".field-error[data-key='timeout_secs']", |t| {
         !t.is_empty()
     })

@@ -469,6 +469,17 @@ async fn a_lock_works_in_file_mode() {
     coord.close().await.unwrap();
 }
 
+/// The watch's next event, within `WITHIN`.
+async fn next_event<S>(events: &mut S, what: &str) -> coord::ServiceEvent
+where
+    S: futures::Stream<Item = coord::ServiceEvent> + Unpin,
+{
+    tokio::time::timeout(WITHIN, futures::StreamExt::next(events))
+        .await
+        .unwrap_or_else(|_| panic!("the watch yields {what} within {WITHIN:?}"))
+        .expect("the watch is open")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_registry_and_an_election_work_in_file_mode_and_a_save_leaves_them_alone() {
     let (_dir, path) = file_with("coord.toml", &checkout_toml(45, 100, 20));
@@ -483,10 +494,7 @@ async fn the_registry_and_an_election_work_in_file_mode_and_a_save_leaves_them_a
         .await
         .unwrap();
     let mut events = registry.watch("checkout").await.unwrap();
-    let first = tokio::time::timeout(WITHIN, futures::StreamExt::next(&mut events))
-        .await
-        .expect("the watch yields the registration")
-        .unwrap();
+    let first = next_event(&mut events, "the registration").await;
     assert!(
         matches!(first, coord::ServiceEvent::Registered(ref i) if i.id == "laptop-1"),
         "{first:?}"
@@ -526,10 +534,7 @@ async fn the_registry_and_an_election_work_in_file_mode_and_a_save_leaves_them_a
         .unwrap();
     assert!(second.revision() > 0);
     registration.deregister().await.unwrap();
-    let gone = tokio::time::timeout(WITHIN, futures::StreamExt::next(&mut events))
-        .await
-        .expect("the watch yields the deregistration")
-        .unwrap();
+    let gone = next_event(&mut events, "the deregistration").await;
     assert!(
         matches!(gone, coord::ServiceEvent::Unregistered(ref i) if i.id == "laptop-1"),
         "{gone:?}"
