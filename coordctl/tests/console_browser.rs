@@ -155,8 +155,17 @@ async fn set_field(client: &Client, key: &str, text: &str) {
     input.send_keys(text).await.expect("type into the input");
 }
 
-/// Types why and presses Release.
-async fn release_with(client: &Client, message: &str) {
+/// The prefix's own value of `retries` (what an instance no gray release picks sees).
+async fn retries(coord: &Coord) -> u32 {
+    coord
+        .config()
+        .get::<u32>("/config/checkout/retries")
+        .await
+        .unwrap()
+}
+
+/// Types why the change is made (history shows it).
+async fn type_message(client: &Client, message: &str) {
     client
         .find(Locator::Id("message"))
         .await
@@ -164,6 +173,11 @@ async fn release_with(client: &Client, message: &str) {
         .send_keys(message)
         .await
         .expect("type the message");
+}
+
+/// Types why and presses Release.
+async fn release_with(client: &Client, message: &str) {
+    type_message(client, message).await;
     click(client, "#release").await;
 }
 
@@ -384,6 +398,46 @@ async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &s
         .await
         .expect("the page shows the current values after reload");
 
+    // A gray release to this process's instance only, through the confirmation: the Live
+    // here sees it while the prefix keeps its value; promoting it from history makes it the
+    // prefix's value.
+    set_field(client, "retries", "7").await;
+    client
+        .find(Locator::Id("gray-selector"))
+        .await
+        .expect("the gray selector")
+        .send_keys(&coord.instance().name)
+        .await
+        .unwrap();
+    type_message(client, "try 7 retries here first").await;
+    click(client, "#gray-start").await;
+    click(client, "#confirm-yes").await;
+    eventually("the picked Live sees the gray value", || {
+        live.load().retries == 7
+    })
+    .await;
+    assert_eq!(retries(coord).await, 5, "the prefix keeps its value");
+    let kind = text_until(
+        client,
+        "#history tr.release[data-seq='6'] td:nth-child(2)",
+        |t| !t.is_empty(),
+    )
+    .await;
+    assert!(kind.starts_with("gray"), "{kind}");
+    click(client, "#history tr.release[data-seq='6'] button.promote").await;
+    click(client, "#confirm-yes").await;
+    let kind = text_until(
+        client,
+        "#history tr.release[data-seq='7'] td:nth-child(2)",
+        |t| !t.is_empty(),
+    )
+    .await;
+    assert_eq!(kind, "promote 6");
+    assert_eq!(retries(coord).await, 7, "promoted to the prefix");
+    assert_eq!(live.load().retries, 7);
+    // The page says so once it has drawn the current values again.
+    text_until(client, "#write-status", |t| t.contains("Promoted 6")).await;
+
     // A wrong-typed value is refused beside its input, and nothing is written.
     set_field(client, "timeout_secs", "abc").await;
     release_with(client, "typo").await;
@@ -412,7 +466,7 @@ async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &s
             .await
             .unwrap()
             .len(),
-        5
+        7
     );
     assert_eq!(live.load().timeout_secs, 30);
 
