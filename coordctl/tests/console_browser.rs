@@ -144,13 +144,27 @@ async fn text_until(client: &Client, css: &str, want: impl Fn(&str) -> bool) -> 
     }
 }
 
-async fn set_field(client: &Client, key: &str, text: &str) {
-    let input = client
+/// The element `css` finds, waiting up to 10 s for the page to draw it.
+async fn wait_for(client: &Client, css: &str) -> fantoccini::elements::Element {
+    client
         .wait()
         .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(&format!("#fields input[data-key='{key}']")))
+        .for_element(Locator::Css(css))
         .await
-        .expect("the field's input");
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+}
+
+/// Types `text` into the input `css` finds (after what it holds).
+async fn type_into(client: &Client, css: &str, text: &str) {
+    wait_for(client, css)
+        .await
+        .send_keys(text)
+        .await
+        .unwrap_or_else(|e| panic!("type into {css}: {e}"));
+}
+
+async fn set_field(client: &Client, key: &str, text: &str) {
+    let input = wait_for(client, &format!("#fields input[data-key='{key}']")).await;
     input.clear().await.expect("clear the input");
     input.send_keys(text).await.expect("type into the input");
 }
@@ -164,30 +178,15 @@ async fn retries(coord: &Coord) -> u32 {
         .unwrap()
 }
 
-/// Types why the change is made (history shows it).
-async fn type_message(client: &Client, message: &str) {
-    client
-        .find(Locator::Id("message"))
-        .await
-        .expect("the message input")
-        .send_keys(message)
-        .await
-        .expect("type the message");
-}
-
 /// Types why and presses Release.
 async fn release_with(client: &Client, message: &str) {
-    type_message(client, message).await;
+    type_into(client, "#message", message).await;
     click(client, "#release").await;
 }
 
 async fn click(client: &Client, css: &str) {
-    client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(css))
+    wait_for(client, css)
         .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
         .click()
         .await
         .unwrap_or_else(|e| panic!("click {css}: {e}"));
@@ -255,19 +254,8 @@ async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &s
         .await
         .expect("open the prefix page");
     // The fields are drawn after the page's script has set it up (and shown the token box).
-    client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css("#fields input[data-key='timeout_secs']"))
-        .await
-        .expect("the prefix page with its form");
-    client
-        .find(Locator::Id("token"))
-        .await
-        .expect("a writable console asks for the token")
-        .send_keys(WRITE_TOKEN)
-        .await
-        .expect("type the token");
+    wait_for(client, "#fields input[data-key='timeout_secs']").await;
+    type_into(client, "#token", WRITE_TOKEN).await;
 
     // Change a value through the form and release it with a message.
     set_field(client, "timeout_secs", "45").await;
@@ -319,24 +307,18 @@ async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &s
     // A map's entries: change one, remove one, add one, in one release.
     set_field(client, "limits/eu", "150").await;
     click(client, "#fields input[data-remove='limits/us']").await;
-    client
-        .find(Locator::Css(
-            "#fields tr.new-entry[data-map='limits'] input.entry-name",
-        ))
-        .await
-        .expect("a row to add an entry")
-        .send_keys("ap")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Css(
-            "#fields tr.new-entry[data-map='limits'] input[data-sub='']",
-        ))
-        .await
-        .expect("the new entry's value")
-        .send_keys("50")
-        .await
-        .unwrap();
+    type_into(
+        client,
+        "#fields tr.new-entry[data-map='limits'] input.entry-name",
+        "ap",
+    )
+    .await;
+    type_into(
+        client,
+        "#fields tr.new-entry[data-map='limits'] input[data-sub='']",
+        "50",
+    )
+    .await;
     release_with(client, "rebalance tenants").await;
     eventually("the Live in the test sees the new limits", || {
         let limits: Vec<(String, u32)> = live
@@ -349,12 +331,7 @@ async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &s
     })
     .await;
     // The page is drawn again from the new values: the removed entry is gone, the new one is there.
-    client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css("#fields input[data-key='limits/ap']"))
-        .await
-        .expect("the new entry has its own input");
+    wait_for(client, "#fields input[data-key='limits/ap']").await;
     assert!(
         client
             .find(Locator::Css("#fields input[data-key='limits/us']"))
@@ -389,27 +366,19 @@ async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &s
         "nothing of the page's release"
     );
     click(client, "#reload").await;
-    client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(
-            "#fields input[data-key='retries'][data-original='5']",
-        ))
-        .await
-        .expect("the page shows the current values after reload");
+    // The page shows the current values after the reload.
+    wait_for(
+        client,
+        "#fields input[data-key='retries'][data-original='5']",
+    )
+    .await;
 
     // A gray release to this process's instance only, through the confirmation: the Live
     // here sees it while the prefix keeps its value; promoting it from history makes it the
     // prefix's value.
     set_field(client, "retries", "7").await;
-    client
-        .find(Locator::Id("gray-selector"))
-        .await
-        .expect("the gray selector")
-        .send_keys(&coord.instance().name)
-        .await
-        .unwrap();
-    type_message(client, "try 7 retries here first").await;
+    type_into(client, "#gray-selector", &coord.instance().name).await;
+    type_into(client, "#message", "try 7 retries here first").await;
     click(client, "#gray-start").await;
     click(client, "#confirm-yes").await;
     eventually("the picked Live sees the gray value", || {
