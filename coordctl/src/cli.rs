@@ -142,6 +142,10 @@ pub enum ConfigCommand {
         /// Why (shown in history; under a published schema).
         #[arg(long, short = 'm')]
         message: Option<String>,
+        /// Delete a key the published schema requires (every instance then keeps its last
+        /// good value and reports the error).
+        #[arg(long)]
+        force: bool,
     },
     /// Print one line per change under a prefix, until Ctrl-C.
     Watch {

@@ -196,8 +196,15 @@ async fn release_one_key(
     Ok(builder.commit().await?)
 }
 
-/// `config delete KEY`: under a published schema, a release that removes the key.
-pub async fn delete(coord: &Coord, out: Output, key: &str, message: Option<String>) -> CliResult {
+/// `config delete KEY`: under a published schema, a release that removes the key; a key the
+/// schema requires only with `--force`.
+pub async fn delete(
+    coord: &Coord,
+    out: Output,
+    key: &str,
+    message: Option<String>,
+    force: bool,
+) -> CliResult {
     let not_found = || coord::Error::NotFound {
         key: key.to_owned(),
     };
@@ -205,6 +212,16 @@ pub async fn delete(coord: &Coord, out: Output, key: &str, message: Option<Strin
         Some((schema, relative)) => {
             let (kv, _) = coord.store().get(key).await?;
             let kv = kv.ok_or_else(not_found)?;
+            if schema.field(&relative).is_some_and(|f| f.required) {
+                if !force {
+                    return Err(CliError::Refused(format!(
+                        "{key} is required by the schema published for {} ({}): without it every \
+                         instance keeps its last good value and reports the error; --force deletes it anyway",
+                        schema.prefix, schema.type_name
+                    )));
+                }
+                eprintln!("warning: --force: deleting a key the schema requires");
+            }
             let builder = coord.config().release_raw_with(
                 &schema.prefix,
                 BTreeMap::new(),

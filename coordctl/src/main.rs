@@ -59,9 +59,11 @@ async fn dispatch(coord: &Coord, out: Output, command: Command) -> CliResult {
             ConfigCommand::Get { key } => config_cmd::get(coord, out, &key).await,
             ConfigCommand::List { prefix } => config_cmd::list(coord, out, &prefix).await,
             ConfigCommand::Set(args) => config_cmd::set(coord, out, args).await,
-            ConfigCommand::Delete { key, message } => {
-                config_cmd::delete(coord, out, &key, message).await
-            }
+            ConfigCommand::Delete {
+                key,
+                message,
+                force,
+            } => config_cmd::delete(coord, out, &key, message, force).await,
             ConfigCommand::Watch { prefix } => config_cmd::watch(coord, out, &prefix).await,
             ConfigCommand::Describe { prefix } => config_cmd::describe(coord, out, &prefix).await,
             ConfigCommand::History { prefix, limit } => {

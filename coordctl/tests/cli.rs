@@ -18,6 +18,13 @@ struct Checkout {
     api_key: coord::Secret<String>,
 }
 
+/// A struct with a key it cannot bind without.
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+struct Required {
+    /// The payment provider.
+    provider: String,
+}
+
 struct Env {
     server: EtcdServer,
     coord: Coord,
@@ -188,6 +195,25 @@ async fn set_and_delete_under_a_schema_are_releases_in_history_and_roll_back() {
     env.ctl_ok(&["config", "rollback", prefix, &seq.to_string()])
         .await;
     assert_eq!(config.get::<u64>(key).await.unwrap(), 45);
+
+    // A key the schema requires is deleted only with --force.
+    let pay = "/config/pay-required";
+    config.publish_schema_at::<Required>(pay).await.unwrap();
+    config
+        .release_raw(
+            pay,
+            std::collections::BTreeMap::from([("provider".to_owned(), serde_json::json!("psp-1"))]),
+        )
+        .commit()
+        .await
+        .unwrap();
+    let provider = "/config/pay-required/provider";
+    let refused = env.ctl(&["config", "delete", provider]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
+    assert_eq!(config.get::<String>(provider).await.unwrap(), "psp-1");
+    env.ctl_ok(&["config", "delete", provider, "--force"]).await;
+    assert!(config.get::<String>(provider).await.is_err(), "deleted");
 
     // A value forced past the schema is a plain write: no release, an unattributed entry.
     let forced = env
