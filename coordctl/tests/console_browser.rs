@@ -169,6 +169,12 @@ async fn set_field(client: &Client, key: &str, text: &str) {
     input.send_keys(text).await.expect("type into the input");
 }
 
+/// The text of a cell of release `seq`'s row in the history, once it shows.
+async fn history_cell(client: &Client, seq: u64, cell: &str) -> String {
+    let css = format!("#history tr.release[data-seq='{seq}'] {cell}");
+    text_until(client, &css, |t| !t.is_empty()).await
+}
+
 /// The prefix's own value of `retries` (what an instance no gray release picks sees).
 async fn retries(coord: &Coord) -> u32 {
     coord
@@ -264,27 +270,14 @@ async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &s
         live.load().timeout_secs == 45
     })
     .await;
-    let author = text_until(client, "#history tr.release[data-seq='2'] td.author", |t| {
-        !t.is_empty()
-    })
-    .await;
+    let author = history_cell(client, 2, "td.author").await;
     assert_eq!(author, "ana (console)");
-    let changes = text_until(
-        client,
-        "#history tr.release[data-seq='2'] td.changes",
-        |t| !t.is_empty(),
-    )
-    .await;
+    let changes = history_cell(client, 2, "td.changes").await;
     assert!(
         changes.contains("timeout_secs") && changes.contains("45"),
         "{changes}"
     );
-    let message = text_until(
-        client,
-        "#history tr.release[data-seq='2'] td.message",
-        |t| !t.is_empty(),
-    )
-    .await;
+    let message = history_cell(client, 2, "td.message").await;
     assert_eq!(message, "slower provider");
     let page = client.source().await.unwrap();
     assert!(!page.contains("sk-live-123"), "a secret reached the page");
@@ -296,12 +289,7 @@ async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &s
         live.load().timeout_secs == 30
     })
     .await;
-    let kind = text_until(
-        client,
-        "#history tr.release[data-seq='3'] td:nth-child(2)",
-        |t| !t.is_empty(),
-    )
-    .await;
+    let kind = history_cell(client, 3, "td:nth-child(2)").await;
     assert_eq!(kind, "rollback to 1");
 
     // A map's entries: change one, remove one, add one, in one release.
@@ -386,21 +374,11 @@ async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &s
     })
     .await;
     assert_eq!(retries(coord).await, 5, "the prefix keeps its value");
-    let kind = text_until(
-        client,
-        "#history tr.release[data-seq='6'] td:nth-child(2)",
-        |t| !t.is_empty(),
-    )
-    .await;
+    let kind = history_cell(client, 6, "td:nth-child(2)").await;
     assert!(kind.starts_with("gray"), "{kind}");
     click(client, "#history tr.release[data-seq='6'] button.promote").await;
     click(client, "#confirm-yes").await;
-    let kind = text_until(
-        client,
-        "#history tr.release[data-seq='7'] td:nth-child(2)",
-        |t| !t.is_empty(),
-    )
-    .await;
+    let kind = history_cell(client, 7, "td:nth-child(2)").await;
     assert_eq!(kind, "promote 6");
     assert_eq!(retries(coord).await, 7, "promoted to the prefix");
     assert_eq!(live.load().retries, 7);
