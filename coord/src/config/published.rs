@@ -158,6 +158,13 @@ impl PublishedSchema {
         resolve(&self.fields, key).map(|target| target.field)
     }
 
+    /// The Rust type a value of `key` (relative to the prefix) is checked as: the field's own
+    /// type, or a map's entry type for one of its entries (`u32` for `limits/acme` of a
+    /// `Map<u32>`); `None` for a key of no field.
+    pub fn type_of(&self, key: &str) -> Option<&str> {
+        resolve(&self.fields, key).map(|target| target.type_name())
+    }
+
     /// Checks a raw value for `key` (relative to the prefix) against the field it belongs to:
     /// its JSON Schema if it has one, else its Rust type (see [`PublishedSchema`]).
     ///
@@ -171,7 +178,7 @@ impl PublishedSchema {
             return Err(self.unknown(key));
         };
         let field = target.field;
-        let type_name = target.type_name.unwrap_or(&field.type_name);
+        let type_name = target.type_name();
         let redact = field.secret || by_type::mentions_secret(type_name);
         let checked = match &field.json_schema {
             Some(schema) => json_schema::validate(schema, value, redact),
@@ -354,6 +361,12 @@ struct Target<'a> {
     field: &'a PublishedField,
     /// The type to check by name, if not the field's own (a map entry's).
     type_name: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    fn type_name(&self) -> &'a str {
+        self.type_name.unwrap_or(&self.field.type_name)
+    }
 }
 
 fn resolve<'a>(fields: &'a [PublishedField], key: &str) -> Option<Target<'a>> {
@@ -638,6 +651,13 @@ mod tests {
         assert_eq!(key, "limits/acme");
         assert_eq!(reason, "expected u8, got the number 300, outside 0..=255");
         assert!(schema.check("pools/main/size", &json!(-1)).is_err());
+        assert_eq!(schema.type_of("limits/acme"), Some("u8"));
+        assert_eq!(
+            schema.type_of("limits"),
+            None,
+            "a map's own key is no value"
+        );
+        assert_eq!(schema.type_of("nope"), None);
     }
 
     #[test]

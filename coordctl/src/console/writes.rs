@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::{Extension, Json};
-use coord::config::{PublishedKind, PublishedSchema, ReleaseBuilder, Selector};
+use coord::config::{PublishedSchema, ReleaseBuilder, Selector};
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
@@ -87,15 +87,11 @@ pub fn refusals(schema: &PublishedSchema, values: &BTreeMap<String, Value>) -> V
                 other => other.to_string(),
             };
             let field = schema.field(key);
-            // A map's entry is checked as the map's entry type: name that, not the map's.
-            let type_name = field.map(|f| match &f.kind {
-                PublishedKind::Map { entry_type } if f.key != *key => entry_type.clone(),
-                _ => f.type_name.clone(),
-            });
             Some(FieldError {
                 key: key.clone(),
                 reason,
-                type_name,
+                // A map's entry is checked as the entry type: name that, not the map's.
+                type_name: schema.type_of(key).map(str::to_owned),
                 doc: field.map(|f| f.doc.clone()),
             })
         })
