@@ -27,7 +27,7 @@ pub use schema::{
     CoordConfig, FieldInfo, FieldKind, HasPrefix, Source, Values, describe, encode, encode_nested,
     env_override, nested_values,
 };
-pub use secret::Secret;
+pub use secret::{REDACTED, Secret};
 pub use status::{InstanceStatus, StatusError};
 pub use template::{TemplateFormat, template};
 

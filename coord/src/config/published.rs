@@ -165,6 +165,34 @@ impl PublishedSchema {
         resolve(&self.fields, key).map(|target| target.type_name())
     }
 
+    /// True if the value of `key` (relative to the prefix) is secret and must not be shown: a
+    /// `#[coord(secret)]` field, a field whose type holds a [`Secret`](crate::config::Secret)
+    /// (`Option<Secret<String>>`), an entry of a map of secrets (`tokens/acme` of a
+    /// `Map<Secret<String>>`), or a secret field of a nested map's entry
+    /// (`accounts/acme/password`). Every output of coord that shows values asks this.
+    ///
+    /// ```
+    /// use coord::config::{Map, PublishedSchema, Secret};
+    ///
+    /// #[derive(coord::CoordConfig)]
+    /// #[coord(prefix = "/config/pay")]
+    /// struct Pay {
+    ///     #[coord(secret)]
+    ///     api_key: Secret<String>,
+    ///     #[coord(map)]
+    ///     tokens: Map<Secret<String>>,
+    ///     region: String,
+    /// }
+    ///
+    /// let schema = PublishedSchema::of::<Pay>("/config/pay");
+    /// assert!(schema.is_secret("api_key"));
+    /// assert!(schema.is_secret("tokens/acme"));
+    /// assert!(!schema.is_secret("region"));
+    /// ```
+    pub fn is_secret(&self, key: &str) -> bool {
+        secret_at(&self.fields, key)
+    }
+
     /// Checks a raw value for `key` (relative to the prefix) against the field it belongs to:
     /// its JSON Schema if it has one, else its Rust type (see [`PublishedSchema`]).
     ///
@@ -395,6 +423,31 @@ fn resolve<'a>(fields: &'a [PublishedField], key: &str) -> Option<Target<'a>> {
                 resolve(fields, entry_key)
             }
         }
+    })
+}
+
+/// See [`PublishedSchema::is_secret`]. A secret field makes everything under it secret (a
+/// secret map's entries, a secret nested map's entry fields).
+fn secret_at(fields: &[PublishedField], key: &str) -> bool {
+    let own = |field: &PublishedField, type_name: &str| {
+        field.secret || by_type::mentions_secret(type_name)
+    };
+    fields.iter().any(|field| match &field.kind {
+        PublishedKind::Value => field.key == key && own(field, &field.type_name),
+        PublishedKind::Map { entry_type } => key
+            .strip_prefix(field.key.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|rest| {
+                !rest.is_empty()
+                    && (own(field, &field.type_name) || by_type::mentions_secret(entry_type))
+            }),
+        PublishedKind::NestedMap { fields } => key
+            .strip_prefix(field.key.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(name, entry_key)| {
+                !name.is_empty() && (field.secret || secret_at(fields, entry_key))
+            }),
     })
 }
 
@@ -638,6 +691,53 @@ mod tests {
             "pools/main/x",
         ] {
             assert!(schema.field(unknown).is_none(), "{unknown}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_found_in_fields_map_entries_and_nested_map_entries() {
+        let mut schema = sample();
+        let mut secret = field("password", "Secret<String>", PublishedKind::Value);
+        secret.secret = true;
+        schema.fields.push(secret.clone());
+        schema.fields.push(field(
+            "tokens",
+            "Map<Secret<String>>",
+            PublishedKind::Map {
+                entry_type: "Secret<String>".to_owned(),
+            },
+        ));
+        schema
+            .fields
+            .push(field("hint", "Option<Secret<u32>>", PublishedKind::Value));
+        schema.fields.push(field(
+            "accounts",
+            "BTreeMap<String, Account>",
+            PublishedKind::NestedMap {
+                fields: vec![field("user", "String", PublishedKind::Value), secret],
+            },
+        ));
+        for key in [
+            "password",
+            "tokens/acme",
+            "tokens/a/b",
+            "hint",
+            "accounts/acme/password",
+        ] {
+            assert!(schema.is_secret(key), "{key} shown");
+        }
+        for key in [
+            "db/port",
+            "limits/a",
+            "pools/main/size",
+            "tokens",
+            "tokens/",
+            "accounts/acme/user",
+            "accounts//password",
+            "passwords",
+            "nope",
+        ] {
+            assert!(!schema.is_secret(key), "{key} hidden");
         }
     }
 

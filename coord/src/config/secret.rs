@@ -32,7 +32,9 @@ use serde::{Deserialize, Serialize};
 #[serde(transparent)]
 pub struct Secret<T>(T);
 
-const REDACTED: &str = "<redacted>";
+/// What a secret value shows as in every output of coord: `Debug`, `Display`, release answers,
+/// history, diffs, `explain`, errors, coordctl and its console.
+pub const REDACTED: &str = "<redacted>";
 
 impl<T> Secret<T> {
     /// Wraps a value.
