@@ -27,6 +27,7 @@ pub(crate) fn kind_text(kind: &ReleaseKind) -> String {
         ReleaseKind::Publish => "publish".into(),
         ReleaseKind::Rollback { to } => format!("rollback to {to}"),
         ReleaseKind::External => "external".into(),
+        ReleaseKind::Unrecorded => "unrecorded (outside releases)".into(),
         ReleaseKind::Gray { selector } => format!("gray {}", selector_text(selector)),
         ReleaseKind::Promote { gray } => format!("promote {gray}"),
         ReleaseKind::Abort { gray } => format!("abort {gray}"),

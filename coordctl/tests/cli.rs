@@ -221,7 +221,7 @@ async fn set_and_delete_under_a_schema_are_releases_in_history_and_roll_back() {
         .await;
     assert!(forced["release"].is_null(), "{forced}");
     let latest = &config.history(prefix, 1).await.unwrap()[0];
-    assert_eq!(latest.kind, coord::config::ReleaseKind::External);
+    assert_eq!(latest.kind, coord::config::ReleaseKind::Unrecorded);
     assert_eq!(latest.author, None);
 }
 

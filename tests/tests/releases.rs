@@ -14,7 +14,9 @@ on_both_backends!(cases:
     every_release_is_in_history_with_message_author_and_revision,
     a_refused_release_leaves_no_record,
     trimming_keeps_the_newest_releases,
-    a_change_made_outside_releases_is_an_unattributed_entry,
+    a_change_made_outside_releases_shows_unrecorded_and_the_next_release_records_it,
+    history_and_diff_write_nothing,
+    secrets_of_maps_and_nested_map_entries_are_redacted_in_releases_history_and_diff,
     rollback_restores_exact_bytes_and_removes_keys_added_later,
     a_concurrent_release_and_rollback_never_both_apply,
     diff_lists_each_key_and_hides_secrets,
@@ -50,6 +52,26 @@ fn checkout(timeout_secs: u64) -> Checkout {
 }
 
 const P: &str = "/config/releases";
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+struct Account {
+    user: String,
+    #[coord(secret)]
+    password: Secret<String>,
+}
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+#[coord(prefix = "/config/vault")]
+struct Vault {
+    #[coord(secret)]
+    api_key: Secret<String>,
+    #[coord(map)]
+    tokens: coord::config::Map<Secret<String>>,
+    #[coord(map, nested)]
+    accounts: BTreeMap<String, Account>,
+}
+
+const V: &str = "/config/vault";
 
 mod cases {
     use super::*;
@@ -172,7 +194,9 @@ mod cases {
         assert!(matches!(gone, Err(Error::NotFound { .. })), "{gone:?}");
     }
 
-    pub async fn a_change_made_outside_releases_is_an_unattributed_entry(b: &Backend) {
+    pub async fn a_change_made_outside_releases_shows_unrecorded_and_the_next_release_records_it(
+        b: &Backend,
+    ) {
         let config = b.coord.config();
         config
             .release(&checkout(30))
@@ -184,44 +208,161 @@ mod cases {
 
         let history = config.history(P, 10).await.unwrap();
         assert_eq!(history.len(), 2);
-        let external = &history[0];
-        assert_eq!(external.kind, ReleaseKind::External);
-        assert_eq!(external.author, None);
-        assert_eq!(external.values["timeout_secs"], json!(45));
+        let unrecorded = &history[0];
+        assert_eq!(unrecorded.kind, ReleaseKind::Unrecorded);
+        assert_eq!(unrecorded.seq, 2, "numbered as the next release records it");
+        assert_eq!(unrecorded.author, None);
+        assert_eq!(unrecorded.values["timeout_secs"], json!(45));
+        assert_eq!(unrecorded.values["api_key"], json!("<redacted>"));
         let (_, revision) = config
             .get_with_version::<u64>(&format!("{P}/timeout_secs"))
             .await
             .unwrap();
-        assert_eq!(external.revision, revision, "dated by the change it saw");
+        assert_eq!(unrecorded.revision, revision, "dated by the change it saw");
+        let not_yet = config.rollback(P, 2).commit().await;
+        assert!(
+            matches!(not_yet, Err(Error::NotFound { .. })),
+            "an unrecorded change is no rollback target: {not_yet:?}"
+        );
+
+        // A release that finds the change records it first, with everything changed since.
+        outside_put(b, "region", "\"us\"").await;
         assert_eq!(
             config.history(P, 10).await.unwrap().len(),
             2,
-            "seen once, recorded once"
+            "still one entry"
         );
-
-        // A release that finds a change made since records it first.
-        outside_put(b, "region", "\"us\"").await;
         config
             .release(&checkout(7))
             .message("next")
             .commit()
             .await
             .unwrap();
-        let kinds: Vec<ReleaseKind> = config
-            .history(P, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.kind)
-            .collect();
+        let history = config.history(P, 10).await.unwrap();
+        let kinds: Vec<&ReleaseKind> = history.iter().map(|r| &r.kind).collect();
         assert_eq!(
             kinds,
             [
-                ReleaseKind::Release,
-                ReleaseKind::External,
-                ReleaseKind::External,
-                ReleaseKind::Release
+                &ReleaseKind::Release,
+                &ReleaseKind::External,
+                &ReleaseKind::Release
             ]
+        );
+        assert_eq!(history[1].seq, 2);
+        assert_eq!(history[1].values["timeout_secs"], json!(45));
+        assert_eq!(history[1].values["region"], json!("us"));
+        assert_eq!(history[1].author, None);
+    }
+
+    pub async fn history_and_diff_write_nothing(b: &Backend) {
+        let config = b.coord.config();
+        config.release(&checkout(30)).commit().await.unwrap();
+        config.release(&checkout(31)).commit().await.unwrap();
+        outside_put(b, "timeout_secs", "45").await;
+        let records = || async {
+            b.store()
+                .range(
+                    &coord::store::KeyRange::prefix(format!("/coord/releases{P}//")),
+                    Default::default(),
+                )
+                .await
+                .unwrap()
+                .kvs
+        };
+        let before = b.store().status().await.unwrap().revision;
+        let stored = records().await;
+        for _ in 0..3 {
+            let history = config.history(P, 10).await.unwrap();
+            assert_eq!(history[0].kind, ReleaseKind::Unrecorded);
+            config.diff(P, 1, 2).await.unwrap();
+            config.rollout(P).await.unwrap();
+        }
+        assert_eq!(
+            b.store().status().await.unwrap().revision,
+            before,
+            "a read wrote to the store"
+        );
+        assert_eq!(records().await, stored);
+    }
+
+    pub async fn secrets_of_maps_and_nested_map_entries_are_redacted_in_releases_history_and_diff(
+        b: &Backend,
+    ) {
+        let config = b.coord.config();
+        let canaries = ["canary-api-key", "canary-token", "canary-password"];
+        let vault = |n: u32| Vault {
+            api_key: Secret::new(format!("{}-{n}", canaries[0])),
+            tokens: [(
+                "acme".to_owned(),
+                Secret::new(format!("{}-{n}", canaries[1])),
+            )]
+            .into_iter()
+            .collect(),
+            accounts: BTreeMap::from([(
+                "main".to_owned(),
+                Account {
+                    user: format!("user-{n}"),
+                    password: Secret::new(format!("{}-{n}", canaries[2])),
+                },
+            )]),
+        };
+        let shown = |what: &dyn std::fmt::Debug| {
+            let text = format!("{what:?}");
+            for canary in canaries {
+                assert!(!text.contains(canary), "{canary} shown: {text}");
+            }
+            text
+        };
+        // A typed release's answer.
+        let first = config.release(&vault(1)).commit().await.unwrap();
+        let text = shown(&first);
+        assert!(text.contains("user-1"), "plain values still show: {text}");
+        assert_eq!(first.values["tokens/acme"], json!("<redacted>"));
+        assert_eq!(first.values["accounts/main/password"], json!("<redacted>"));
+        let second = config.release(&vault(2)).commit().await.unwrap();
+        shown(&second);
+        // A raw release under the published schema, and a rollback.
+        config.publish_schema::<Vault>().await.unwrap();
+        let raw = config
+            .release_raw(
+                V,
+                BTreeMap::from([("tokens/new".to_owned(), json!("canary-token-raw"))]),
+            )
+            .commit()
+            .await
+            .unwrap();
+        shown(&raw);
+        assert_eq!(raw.values["tokens/new"], json!("<redacted>"));
+        shown(&config.rollback(V, first.seq).commit().await.unwrap());
+        // A change made outside releases: unrecorded, then recorded as external.
+        for (key, value) in [
+            ("tokens/outside", "\"canary-token-outside\""),
+            ("accounts/side/password", "\"canary-password-outside\""),
+            ("accounts/side/user", "\"side\""),
+        ] {
+            b.store()
+                .put(&format!("{V}/{key}"), value.as_bytes().to_vec(), 0)
+                .await
+                .unwrap();
+        }
+        let history = config.history(V, 10).await.unwrap();
+        assert_eq!(history[0].kind, ReleaseKind::Unrecorded);
+        shown(&history);
+        config.release(&vault(3)).commit().await.unwrap();
+        let history = config.history(V, 10).await.unwrap();
+        assert!(history.iter().any(|r| r.kind == ReleaseKind::External));
+        let text = shown(&history);
+        assert!(
+            text.contains("tokens/outside"),
+            "the external entry lists it: {text}"
+        );
+        for pair in history.windows(2) {
+            shown(&config.diff(V, pair[1].seq, pair[0].seq).await.unwrap());
+        }
+        let diff = config.diff(V, first.seq, second.seq).await.unwrap();
+        assert!(
+            diff.iter().any(|d| d.key == "accounts/main/password"),
+            "a changed secret is listed: {diff:?}"
         );
     }
 

@@ -11,7 +11,9 @@
 //! - **Every key.** One entry per key the struct reads, by its full key: nested structs
 //!   flattened (`/config/app/db/host`), map fields one entry per stored entry
 //!   (`/config/app/routes/eu`).
-//! - **Secrets stay secret.** A `#[coord(secret)]` field's value is `"<redacted>"`.
+//! - **Secrets stay secret.** Every secret value is `"<redacted>"`: a `#[coord(secret)]`
+//!   field, an entry of a map of secrets, a secret field of a nested map's entry (the rule of
+//!   [`PublishedSchema::is_secret`](crate::config::PublishedSchema::is_secret)).
 //! - **Free until asked.** The handle keeps only the `Arc`s of what it was built from (no copy
 //!   per key on a reload); the table is made when `explain` is called.
 //!
@@ -23,11 +25,10 @@ use std::sync::Arc;
 
 use crate::config::gray::{GrayDoc, gray_key};
 use crate::config::hub::Snapshot;
+use crate::config::published::PublishedSchema;
+use crate::config::redact::redacted;
 use crate::config::schema::{CoordConfig, FieldInfo, FieldKind};
 use crate::error::Result;
-
-/// What a secret's value shows as.
-const REDACTED: &str = "<redacted>";
 
 /// Where each value of a [`Live`](crate::Live) handle came from, as
 /// [`Live::explain`](crate::Live::explain) gives it. Its `Display` is an aligned table.
@@ -52,7 +53,8 @@ pub struct Explained {
     pub key: String,
     /// The value the handle serves, as JSON; the string `"<redacted>"` for a secret.
     pub value: serde_json::Value,
-    /// True for a `#[coord(secret)]` field.
+    /// True for a secret value: a `#[coord(secret)]` field, an entry of a map of secrets, a
+    /// secret field of a nested map's entry.
     pub secret: bool,
     /// Where the value came from.
     pub origin: Origin,
@@ -202,6 +204,7 @@ pub(crate) fn env_vars(fields: &[FieldInfo]) -> Vec<String> {
 /// The explanation of a value built from `built` under `prefix`.
 pub(crate) fn explain<T: CoordConfig>(prefix: &str, built: &Built<T>) -> Result<Explanation> {
     let fields = T::fields();
+    let schema = PublishedSchema::of::<T>(prefix);
     let lookup = Lookup {
         prefix,
         snapshot: &built.snapshot,
@@ -214,24 +217,16 @@ pub(crate) fn explain<T: CoordConfig>(prefix: &str, built: &Built<T>) -> Result<
         .into_iter()
         .map(|(relative, value)| {
             let full = format!("{prefix}/{relative}");
-            let (origin, secret) = match locate(&fields, &relative) {
-                Some((field, base)) => {
-                    (lookup.origin(field, &base, &relative, &full), field.secret)
-                }
+            let origin = match locate(&fields, &relative) {
+                Some((field, base)) => lookup.origin(field, &base, &relative, &full),
                 // Every key `to_values` gives is a field's; an impl that disagrees with its
                 // own `fields()` still gets its value shown, from the key if stored.
-                None => (
-                    lookup.stored(&relative, &full).unwrap_or(Origin::Default),
-                    false,
-                ),
+                None => lookup.stored(&relative, &full).unwrap_or(Origin::Default),
             };
+            let secret = schema.is_secret(&relative);
             Explained {
                 key: full,
-                value: if secret {
-                    serde_json::Value::String(REDACTED.to_owned())
-                } else {
-                    value
-                },
+                value: if secret { redacted() } else { value },
                 secret,
                 origin,
             }
@@ -247,19 +242,15 @@ pub(crate) fn explain<T: CoordConfig>(prefix: &str, built: &Built<T>) -> Result<
 /// The explanation of a [`Live::fixed`](crate::Live::fixed) value: every key `Fixed`.
 pub(crate) fn fixed<T: CoordConfig>(value: &T) -> Result<Explanation> {
     let prefix = T::PREFIX.unwrap_or("");
-    let fields = T::fields();
+    let schema = PublishedSchema::of::<T>(prefix);
     let entries = value
         .to_values()?
         .into_iter()
         .map(|(relative, value)| {
-            let secret = locate(&fields, &relative).is_some_and(|(field, _)| field.secret);
+            let secret = schema.is_secret(&relative);
             Explained {
                 key: format!("{prefix}/{relative}"),
-                value: if secret {
-                    serde_json::Value::String(REDACTED.to_owned())
-                } else {
-                    value
-                },
+                value: if secret { redacted() } else { value },
                 secret,
                 origin: Origin::Fixed,
             }

@@ -10,11 +10,13 @@ mod live;
 pub(crate) mod map;
 pub(crate) mod offline;
 pub(crate) mod published;
+pub(crate) mod redact;
 pub(crate) mod release;
 mod schema;
 mod secret;
 pub(crate) mod status;
 mod template;
+mod type_name;
 
 pub use center::{Batch, ConfigCenter, ConfigEvent, Watcher};
 pub use explain::{Explained, Explanation, Origin};

@@ -28,6 +28,7 @@ use tracing::Instrument;
 
 use crate::config::center::ConfigCenter;
 use crate::config::schema::{CoordConfig, FieldInfo, FieldKind, HasPrefix};
+use crate::config::type_name::short_type_name;
 use crate::error::{Error, Result};
 
 #[cfg(feature = "schema")]
@@ -464,25 +465,6 @@ fn known_keys(under: &str, fields: &[PublishedField], out: &mut Vec<String>) {
     }
 }
 
-/// `my_crate::config::Checkout<my_crate::Db>` → `Checkout<Db>`.
-fn short_type_name(full: &str) -> String {
-    let mut out = String::with_capacity(full.len());
-    let mut segment_start = 0;
-    let mut chars = full.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == ':' && chars.peek() == Some(&':') {
-            chars.next();
-            out.truncate(segment_start);
-            continue;
-        }
-        out.push(c);
-        if !(c.is_alphanumeric() || c == '_') {
-            segment_start = out.len();
-        }
-    }
-    out
-}
-
 /// Removes `default` and `examples` everywhere in a secret's schema: they are values, and a
 /// secret's values are not published.
 fn strip_examples(schema: &mut Value) {
@@ -596,16 +578,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn short_type_names_drop_module_paths() {
-        assert_eq!(short_type_name("app::config::Checkout"), "Checkout");
-        assert_eq!(short_type_name("Checkout"), "Checkout");
-        assert_eq!(
-            short_type_name("app::Wrapper<alloc::string::String, app::db::Db>"),
-            "Wrapper<String, Db>"
-        );
-    }
 
     #[test]
     fn values_are_shown_short_and_secrets_not_at_all() {

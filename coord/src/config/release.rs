@@ -22,12 +22,17 @@
 //!   (no other release in between) and by every key under the prefix (nothing changed since
 //!   the state the record describes was read). A refused transaction writes nothing.
 //! - **Changes made elsewhere show up.** A `set`, a `batch` or an `etcdctl put` is not a
-//!   release; when the next release (or [`history`](crate::ConfigCenter::history)) finds the
-//!   prefix different from the latest record, it first records what it found as an
-//!   unattributed [`ReleaseKind::External`] entry.
+//!   release; when the next release finds the prefix different from the latest record, it
+//!   first records what it found as an unattributed [`ReleaseKind::External`] entry, in its
+//!   own transaction. [`history`](crate::ConfigCenter::history) shows such changes as an
+//!   [`ReleaseKind::Unrecorded`] entry computed when it reads, and writes nothing.
+//! - **Reads are reads.** `history`, `diff` and `rollout` never write to the store.
 //! - **Rollback restores exact bytes**, removing keys added since, and is itself a release.
 //! - **Secrets stay out of output.** Records keep the values (a rollback needs them), but
-//!   [`Release::values`] and [`KeyDiff`] show a secret field's value as `"<redacted>"`.
+//!   [`Release::values`] and [`KeyDiff`] show every secret value as `"<redacted>"`: decided
+//!   when shown, from the typed struct or the prefix's published schema (map entries of
+//!   secrets and secret fields of nested map entries included), and from the keys the record
+//!   marked secret when it was written.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -39,6 +44,7 @@ use tracing::Instrument;
 use crate::config::center::{ConfigCenter, checked_values, map_replacements};
 use crate::config::gray::{GrayDoc, Selector, gray_key};
 use crate::config::published::PublishedSchema;
+use crate::config::redact::Redaction;
 use crate::config::schema::{CoordConfig, HasPrefix};
 use crate::error::{Error, Result};
 use crate::store::{
@@ -46,8 +52,6 @@ use crate::store::{
 };
 use crate::sync::lock;
 
-/// What a redacted value shows.
-const REDACTED: &str = "<redacted>";
 /// Records kept per prefix unless the center says otherwise.
 pub(crate) const DEFAULT_HISTORY: usize = 100;
 /// Per-key guards up to this many keys under a prefix; beyond, only the prefix guard (which
@@ -84,8 +88,14 @@ pub enum ReleaseKind {
         /// The release whose values were restored.
         to: u64,
     },
-    /// A change made outside releases (`set`, `batch`, etcdctl), recorded when it was seen.
+    /// A change made outside releases (`set`, `batch`, etcdctl), recorded by the release
+    /// that found it.
     External,
+    /// Changes made outside releases since the latest release and not recorded yet: only in
+    /// what [`history`](crate::ConfigCenter::history) returns, never stored. The prefix's
+    /// next release records them as an [`External`](Self::External) entry; until then they
+    /// are no rollback target.
+    Unrecorded,
     /// A gray release: only the instances `selector` picks see it (see [`Selector`]).
     Gray {
         /// Who sees it.
@@ -121,7 +131,8 @@ pub struct Release {
     /// When it was made (for an external entry: when it was seen).
     pub time: SystemTime,
     /// Every key under the prefix after it (relative to the prefix), as JSON; a value that is
-    /// not JSON shows as a JSON string; secrets show as `"<redacted>"`. A gray release leaves
+    /// not JSON shows as a JSON string; secrets (see
+    /// [`PublishedSchema::is_secret`]) show as `"<redacted>"`. A gray release leaves
     /// the prefix as it was: its changes are in `gray_values` and `gray_removes`.
     pub values: BTreeMap<String, serde_json::Value>,
     /// What a gray release sets for its instances (shown like `values`); empty otherwise.
@@ -209,7 +220,10 @@ impl Record {
             .map_err(|e| Error::invalid_argument("release record", format!("cannot encode: {e}")))
     }
 
-    fn public(&self, applied_at: i64) -> Release {
+    /// The record as output shows it, hiding what `redaction` and the record's own marks say
+    /// is secret.
+    fn public(&self, applied_at: i64, redaction: &Redaction) -> Release {
+        let redaction = redaction.clone().marking(&self.secrets);
         Release {
             seq: self.seq,
             revision: self.applied_at(applied_at),
@@ -220,23 +234,15 @@ impl Record {
             values: self
                 .values
                 .iter()
-                .map(|(key, text)| (key.clone(), self.shown(key, text)))
+                .map(|(key, text)| (key.clone(), redaction.show(key, text)))
                 .collect(),
             gray_values: self
                 .gray_values
                 .iter()
-                .map(|(key, text)| (key.clone(), self.shown(key, text)))
+                .map(|(key, text)| (key.clone(), redaction.show(key, text)))
                 .collect(),
             gray_removes: self.gray_removes.clone(),
         }
-    }
-
-    /// A value as output shows it: JSON, a string if it is not JSON, redacted if secret.
-    fn shown(&self, key: &str, text: &str) -> serde_json::Value {
-        if self.secrets.contains(key) {
-            return serde_json::Value::String(REDACTED.to_owned());
-        }
-        serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
     }
 }
 
@@ -251,6 +257,8 @@ pub(crate) struct PrefixState {
     head: Option<(Record, i64)>,
     /// The gray release in progress and its key's mod revision.
     gray: Option<(GrayDoc, i64)>,
+    /// The schema published for the prefix, if any: which keys are secret.
+    schema: Option<PublishedSchema>,
 }
 
 impl PrefixState {
@@ -273,11 +281,10 @@ impl PrefixState {
         }
     }
 
-    fn secrets(&self) -> BTreeSet<String> {
-        self.head
-            .as_ref()
-            .map(|(record, _)| record.secrets.clone())
-            .unwrap_or_default()
+    /// What hides secrets of this state: its schema and the latest record's marks.
+    fn redaction(&self) -> Redaction {
+        let marked = self.head.iter().flat_map(|(record, _)| &record.secrets);
+        Redaction::new(self.schema.clone()).marking(marked)
     }
 
     /// The compares that hold only while the prefix is as this state says: no other release
@@ -312,6 +319,7 @@ impl PrefixState {
 
     /// This state as an unattributed entry numbered `seq`, seen at `now_ms`.
     fn external(&self, seq: u64, now_ms: u64) -> Record {
+        let secrets = self.redaction().secrets_among(self.values.keys());
         Record {
             seq,
             kind: ReleaseKind::External,
@@ -321,7 +329,7 @@ impl PrefixState {
             values: self.texts(),
             gray_values: BTreeMap::new(),
             gray_removes: BTreeSet::new(),
-            secrets: self.secrets(),
+            secrets,
             seen_revision: Some(self.last_modified()),
         }
     }
@@ -360,7 +368,8 @@ enum Plan {
     Typed {
         values: BTreeMap<String, Vec<u8>>,
         gone: Box<dyn Fn(&str) -> bool + Send + Sync>,
-        secrets: BTreeSet<String>,
+        /// The struct's own schema: which keys are secret.
+        schema: PublishedSchema,
     },
     /// Relative keys → JSON to put; relative keys to delete.
     Raw {
@@ -537,7 +546,7 @@ impl Job {
                     });
                 }
             }
-            let (txn, records, after) = self.plan_txn(&plan, &state).await?;
+            let (txn, records, after, redaction) = self.plan_txn(&plan, &state).await?;
             let txn = txn.or_else(state_reads(&self.prefix));
             let response = self.center.store.txn(txn).await?;
             if response.succeeded {
@@ -554,11 +563,12 @@ impl Job {
                 }
                 after.revision = revision;
                 after.head = Some((head, revision));
+                after.schema = state.schema;
                 if let Some((_, rev)) = &mut after.gray {
                     *rev = revision;
                 }
                 self.center.releases.put(&self.prefix, after);
-                return Ok(last.public(revision));
+                return Ok(last.public(revision, &redaction));
             }
             // The failure branch read the prefix as it is now.
             let now = parse_state(&self.prefix, response.revision, response.responses)?;
@@ -593,93 +603,97 @@ impl Job {
     }
 
     /// The transaction applying `plan` over `state`, the records it writes (last: the
-    /// release) and the state after it (new keys' mod revisions still 0).
+    /// release), the state after it (new keys' mod revisions still 0) and what hides its
+    /// secrets.
     async fn plan_txn(
         &self,
         plan: &Plan,
         state: &PrefixState,
-    ) -> Result<(Txn, Vec<Record>, PrefixState)> {
+    ) -> Result<(Txn, Vec<Record>, PrefixState, Redaction)> {
         let prefix = &self.prefix;
         let full = |key: &str| format!("{prefix}/{key}");
-        let (puts, deletes, mut secrets): (BTreeMap<String, Vec<u8>>, BTreeSet<String>, _) =
-            match plan {
-                Plan::Typed {
-                    values,
-                    gone,
-                    secrets,
-                } => {
-                    let under = format!("{prefix}/");
-                    let puts = values
-                        .iter()
-                        .map(|(key, bytes)| (key[under.len()..].to_owned(), bytes.clone()))
-                        .collect();
-                    let deletes = state
-                        .values
-                        .keys()
-                        .filter(|key| gone(&full(key)))
-                        .cloned()
-                        .collect();
-                    (puts, deletes, secrets.clone())
+        // Secrets stay secret across untyped releases that do not know the struct: the
+        // latest record's marks carry over.
+        let mut redaction = state.redaction();
+        let (puts, deletes): (BTreeMap<String, Vec<u8>>, BTreeSet<String>) = match plan {
+            Plan::Typed {
+                values,
+                gone,
+                schema,
+            } => {
+                let under = format!("{prefix}/");
+                let puts = values
+                    .iter()
+                    .map(|(key, bytes)| (key[under.len()..].to_owned(), bytes.clone()))
+                    .collect();
+                let deletes = state
+                    .values
+                    .keys()
+                    .filter(|key| gone(&full(key)))
+                    .cloned()
+                    .collect();
+                redaction = redaction.with_schema(schema.clone());
+                (puts, deletes)
+            }
+            Plan::Raw { values, remove } => {
+                // A published schema refuses a wrong value before anything is written,
+                // and says which keys are secret.
+                let schema = self.center.schema(prefix).await?;
+                if let Some(schema) = &schema {
+                    schema.check_all(values)?;
+                    redaction = redaction.with_schema(schema.clone());
                 }
-                Plan::Raw { values, remove } => {
-                    // A published schema refuses a wrong value before anything is written,
-                    // and says which keys are secret.
-                    let schema = self.center.schema(prefix).await?;
-                    let mut secrets = state.secrets();
-                    if let Some(schema) = &schema {
-                        schema.check_all(values)?;
-                        secrets.extend(schema_secrets(schema));
-                    }
-                    let mut puts = BTreeMap::new();
-                    for (key, json) in values {
-                        check_relative(prefix, key)?;
-                        let bytes = serde_json::to_vec(json).map_err(|e| {
-                            Error::invalid_argument(full(key), format!("cannot encode: {e}"))
-                        })?;
-                        puts.insert(key.clone(), bytes);
-                    }
-                    let deletes = remove
-                        .iter()
-                        .filter(|key| state.values.contains_key(*key))
-                        .cloned()
-                        .collect();
-                    (puts, deletes, secrets)
+                let mut puts = BTreeMap::new();
+                for (key, json) in values {
+                    check_relative(prefix, key)?;
+                    let bytes = serde_json::to_vec(json).map_err(|e| {
+                        Error::invalid_argument(full(key), format!("cannot encode: {e}"))
+                    })?;
+                    puts.insert(key.clone(), bytes);
                 }
-                Plan::Rollback { seq } => {
-                    let (record, _) = read_record(&self.center, prefix, *seq).await?;
-                    let puts = record
-                        .values
-                        .iter()
-                        .map(|(key, text)| (key.clone(), text.clone().into_bytes()))
-                        .collect();
-                    let deletes = state
-                        .values
-                        .keys()
-                        .filter(|key| !record.values.contains_key(*key))
-                        .cloned()
-                        .collect();
-                    (puts, deletes, record.secrets.clone())
-                }
-                Plan::Promote { seq } => {
-                    let gray = in_progress(state, prefix, *seq)?;
-                    let puts = gray
-                        .values
-                        .iter()
-                        .map(|(key, text)| (key.clone(), text.clone().into_bytes()))
-                        .collect();
-                    let deletes = gray
-                        .removes
-                        .iter()
-                        .filter(|key| state.values.contains_key(*key))
-                        .cloned()
-                        .collect();
-                    (puts, deletes, BTreeSet::new())
-                }
-                Plan::Abort { seq } => {
-                    in_progress(state, prefix, *seq)?;
-                    (BTreeMap::new(), BTreeSet::new(), BTreeSet::new())
-                }
-            };
+                let deletes = remove
+                    .iter()
+                    .filter(|key| state.values.contains_key(*key))
+                    .cloned()
+                    .collect();
+                (puts, deletes)
+            }
+            Plan::Rollback { seq } => {
+                let (record, _) = read_record(&self.center, prefix, *seq).await?;
+                let puts = record
+                    .values
+                    .iter()
+                    .map(|(key, text)| (key.clone(), text.clone().into_bytes()))
+                    .collect();
+                let deletes = state
+                    .values
+                    .keys()
+                    .filter(|key| !record.values.contains_key(*key))
+                    .cloned()
+                    .collect();
+                redaction = redaction.marking(&record.secrets);
+                (puts, deletes)
+            }
+            Plan::Promote { seq } => {
+                let gray = in_progress(state, prefix, *seq)?;
+                let puts = gray
+                    .values
+                    .iter()
+                    .map(|(key, text)| (key.clone(), text.clone().into_bytes()))
+                    .collect();
+                let deletes = gray
+                    .removes
+                    .iter()
+                    .filter(|key| state.values.contains_key(*key))
+                    .cloned()
+                    .collect();
+                (puts, deletes)
+            }
+            Plan::Abort { seq } => {
+                in_progress(state, prefix, *seq)?;
+                (BTreeMap::new(), BTreeSet::new())
+            }
+        };
         let gray_release = match (&self.gray, plan) {
             (None, _) => None,
             (Some(selector), Plan::Typed { .. } | Plan::Raw { .. }) => {
@@ -701,9 +715,6 @@ impl Job {
                 ));
             }
         };
-        // Secrets stay secret across untyped releases that do not know the struct.
-        secrets.extend(state.secrets());
-
         let mut texts = BTreeMap::new();
         for (key, bytes) in &puts {
             let text = String::from_utf8(bytes.clone()).map_err(|_| {
@@ -751,6 +762,7 @@ impl Job {
             (None, Plan::Abort { seq }) => ReleaseKind::Abort { gray: *seq },
             (None, _) => self.kind.clone(),
         };
+        let secrets = redaction.secrets_among(after.values.keys().chain(texts.keys()));
         let release = Record {
             seq,
             kind,
@@ -814,17 +826,13 @@ impl Job {
         for old in first_gone.max(1)..oldest_kept {
             ops.push(TxnOp::delete(record_key(prefix, old)));
         }
-        Ok((Txn::new().when(compares).and_then(ops), records, after))
+        Ok((
+            Txn::new().when(compares).and_then(ops),
+            records,
+            after,
+            redaction,
+        ))
     }
-}
-
-/// The keys a published schema marks secret (plain fields; entries of maps are not listed).
-fn schema_secrets(schema: &PublishedSchema) -> impl Iterator<Item = String> + '_ {
-    schema
-        .fields
-        .iter()
-        .filter(|field| field.secret)
-        .map(|field| field.key.clone())
 }
 
 /// The gray release in progress, if it is release `seq`.
@@ -880,10 +888,10 @@ async fn read_state(center: &ConfigCenter, prefix: &str) -> Result<PrefixState> 
     parse_state(prefix, response.revision, response.responses)
 }
 
-/// The reads that give a prefix's state: its values, the head, the gray release. Also the
-/// failure branch of every release, so a release that finds the prefix moved has the new
-/// state without another round trip.
-fn state_reads(prefix: &str) -> [TxnOp; 3] {
+/// The reads that give a prefix's state: its values, the head, the gray release, the
+/// published schema. Also the failure branch of every release, so a release that finds the
+/// prefix moved has the new state without another round trip.
+fn state_reads(prefix: &str) -> [TxnOp; 4] {
     [
         TxnOp::Get(
             KeyRange::prefix(format!("{prefix}/")),
@@ -891,6 +899,7 @@ fn state_reads(prefix: &str) -> [TxnOp; 3] {
         ),
         TxnOp::get(head_key(prefix)),
         TxnOp::get(gray_key(prefix)),
+        TxnOp::get(PublishedSchema::key(prefix)),
     ]
 }
 
@@ -900,7 +909,9 @@ fn parse_state(prefix: &str, revision: i64, responses: Vec<TxnOpResponse>) -> Re
         TxnOpResponse::Get(get) => Some(get),
         _ => None,
     });
-    let (Some(values), Some(head), Some(gray)) = (gets.next(), gets.next(), gets.next()) else {
+    let (Some(values), Some(head), Some(gray), Some(schema)) =
+        (gets.next(), gets.next(), gets.next(), gets.next())
+    else {
         return Err(Error::invalid_argument(
             prefix,
             "the store answered a read oddly",
@@ -930,6 +941,14 @@ fn parse_state(prefix: &str, revision: i64, responses: Vec<TxnOpResponse>) -> Re
         })?;
         state.gray = Some((doc, kv.mod_revision));
     }
+    if let Some(kv) = schema.kvs.first() {
+        // A schema that does not parse would leave secrets unknown: refuse, naming its key.
+        let schema = serde_json::from_slice(&kv.value).map_err(|source| Error::Decode {
+            key: kv.key.clone(),
+            source,
+        })?;
+        state.schema = Some(schema);
+    }
     Ok(state)
 }
 
@@ -948,38 +967,6 @@ async fn read_record(center: &ConfigCenter, prefix: &str, seq: u64) -> Result<(R
         }
         None => Err(Error::NotFound { key }),
     }
-}
-
-/// Records the prefix's values as an external entry if they drifted from the latest record
-/// (a `history` call's first step). Gives up quietly if writers keep racing it: the next
-/// release records the drift anyway.
-async fn record_drift(center: &ConfigCenter, prefix: &str) -> Result<()> {
-    for _ in 0..ATTEMPTS {
-        let state = read_state(center, prefix).await?;
-        if !state.drifted() {
-            return Ok(());
-        }
-        let seq = state.seq() + 1;
-        let record = state.external(seq, now_ms());
-        let compares = state.guards(prefix);
-        let keep = center.release_history.max(1) as u64;
-        let mut ops = vec![
-            TxnOp::put(record_key(prefix, seq), record.encode()?),
-            TxnOp::put(head_key(prefix), record.encode()?),
-        ];
-        if seq > keep {
-            ops.push(TxnOp::delete(record_key(prefix, seq - keep)));
-        }
-        if center
-            .store
-            .txn(Txn::new().when(compares).and_then(ops))
-            .await?
-            .succeeded
-        {
-            return Ok(());
-        }
-    }
-    Ok(())
 }
 
 impl ConfigCenter {
@@ -1127,34 +1114,55 @@ impl ConfigCenter {
     }
 
     /// The newest `limit` releases of `prefix`, newest first. If the prefix changed outside
-    /// releases since the latest one, that change is recorded first (as an unattributed
-    /// [`ReleaseKind::External`] entry) and listed.
+    /// releases since the latest one, the first entry is a [`ReleaseKind::Unrecorded`] one
+    /// with the values as they are now (numbered as the entry the next release will record
+    /// them as). Secret values show as `"<redacted>"` (see [`Release::values`]).
+    ///
+    /// Writes nothing: the prefix, its records and the store revision stay as they were.
     ///
     /// # Errors
     ///
-    /// Store errors; [`Error::Decode`] naming a record that is not a release record.
+    /// Store errors; [`Error::Decode`] naming a record that is not a release record, or a
+    /// published schema that does not parse.
     pub async fn history(&self, prefix: &str, limit: usize) -> Result<Vec<Release>> {
         let prefix = check_prefix(prefix)?;
         let span = tracing::debug_span!("config.history", prefix = %prefix);
         async {
-            record_drift(self, &prefix).await?;
-            let response = self
-                .store
-                .range(
-                    &KeyRange::prefix(releases_of(&prefix)),
-                    RangeOptions::default(),
-                )
-                .await?;
-            let head = head_key(&prefix);
+            // The prefix's state and its records at one revision, so an unrecorded change
+            // is told from what the records hold, never from a later write.
+            let mut reads = state_reads(&prefix).to_vec();
+            reads.push(TxnOp::Get(
+                KeyRange::prefix(releases_of(&prefix)),
+                RangeOptions::default(),
+            ));
+            let response = self.store.txn(Txn::new().and_then(reads)).await?;
+            let mut responses = response.responses;
+            let records = match responses.pop() {
+                Some(TxnOpResponse::Get(records)) => records,
+                _ => {
+                    return Err(Error::invalid_argument(
+                        &prefix,
+                        "the store answered a read oddly",
+                    ));
+                }
+            };
+            let state = parse_state(&prefix, response.revision, responses)?;
+            let redaction = state.redaction();
             let mut releases = Vec::new();
-            for kv in response.kvs.iter().rev() {
+            if state.drifted() && limit > 0 {
+                let mut unrecorded = state.external(state.seq() + 1, now_ms());
+                unrecorded.kind = ReleaseKind::Unrecorded;
+                releases.push(unrecorded.public(response.revision, &redaction));
+            }
+            let head = head_key(&prefix);
+            for kv in records.kvs.iter().rev() {
                 if kv.key == head || !is_record_key(&prefix, &kv.key) {
                     continue;
                 }
                 if releases.len() == limit {
                     break;
                 }
-                releases.push(Record::decode(kv)?.public(kv.mod_revision));
+                releases.push(Record::decode(kv)?.public(kv.mod_revision, &redaction));
             }
             Ok(releases)
         }
@@ -1174,7 +1182,8 @@ impl ConfigCenter {
         async {
             let (old, _) = read_record(self, &prefix, from).await?;
             let (new, _) = read_record(self, &prefix, to).await?;
-            Ok(diff_records(&old, &new))
+            let redaction = Redaction::new(self.schema(&prefix).await?);
+            Ok(diff_records(&old, &new, &redaction))
         }
         .instrument(span)
         .await
@@ -1246,28 +1255,23 @@ fn is_record_key(prefix: &str, key: &str) -> bool {
         .is_some_and(|rest| rest.len() == 20 && rest.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn diff_records(old: &Record, new: &Record) -> Vec<KeyDiff> {
+/// How `new` differs from `old`, hiding what `redaction` or either record marks secret (a
+/// key secret in either release is hidden in both).
+fn diff_records(old: &Record, new: &Record, redaction: &Redaction) -> Vec<KeyDiff> {
+    let redaction = redaction
+        .clone()
+        .marking(&old.secrets)
+        .marking(&new.secrets);
     let keys: BTreeSet<&String> = old.values.keys().chain(new.values.keys()).collect();
     let mut diffs = Vec::new();
     for key in keys {
-        let secret = old.secrets.contains(key) || new.secrets.contains(key);
-        let show = |record: &Record, text: &str| {
-            if secret {
-                serde_json::Value::String(REDACTED.to_owned())
-            } else {
-                record.shown(key, text)
-            }
-        };
+        let show = |text: &str| redaction.show(key, text);
         let change = match (old.values.get(key), new.values.get(key)) {
-            (None, Some(text)) => Change::Added {
-                new: show(new, text),
-            },
-            (Some(text), None) => Change::Removed {
-                old: show(old, text),
-            },
+            (None, Some(text)) => Change::Added { new: show(text) },
+            (Some(text), None) => Change::Removed { old: show(text) },
             (Some(a), Some(b)) if a != b => Change::Changed {
-                old: show(old, a),
-                new: show(new, b),
+                old: show(a),
+                new: show(b),
             },
             _ => continue,
         };
@@ -1282,22 +1286,18 @@ fn diff_records(old: &Record, new: &Record) -> Vec<KeyDiff> {
 fn typed_plan<T: CoordConfig>(prefix: &str, value: &T) -> Result<Plan> {
     let values = checked_values(prefix, value)?;
     let maps = map_replacements::<T>(prefix, &values);
-    let secrets = T::fields()
-        .into_iter()
-        .filter(|field| field.secret)
-        .map(|field| field.key)
-        .collect();
     let maps = Arc::new(maps);
     Ok(Plan::Typed {
         values,
         gone: Box::new(move |key: &str| maps.iter().any(|map| map.gone(key))),
-        secrets,
+        schema: PublishedSchema::of::<T>(prefix),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::redact::redacted;
 
     fn record(values: &[(&str, &str)], secrets: &[&str]) -> Record {
         Record {
@@ -1329,7 +1329,7 @@ mod tests {
     fn a_diff_lists_added_changed_and_removed_keys_and_hides_secrets() {
         let old = record(&[("a", "1"), ("b", "\"x\""), ("pw", "\"old\"")], &["pw"]);
         let new = record(&[("a", "2"), ("c", "true"), ("pw", "\"new\"")], &["pw"]);
-        let diffs = diff_records(&old, &new);
+        let diffs = diff_records(&old, &new, &Redaction::default());
         use serde_json::json;
         assert_eq!(
             diffs,
@@ -1352,8 +1352,8 @@ mod tests {
                 KeyDiff {
                     key: "pw".into(),
                     change: Change::Changed {
-                        old: json!(REDACTED),
-                        new: json!(REDACTED)
+                        old: redacted(),
+                        new: redacted()
                     }
                 },
             ]
@@ -1365,9 +1365,9 @@ mod tests {
         let record = record(&[("a", "not json"), ("pw", "\"s\"")], &["pw"]);
         let back: Record = serde_json::from_slice(&record.encode().unwrap()).unwrap();
         assert_eq!(back, record);
-        let public = back.public(42);
+        let public = back.public(42, &Redaction::default());
         assert_eq!(public.revision, 42);
         assert_eq!(public.values["a"], serde_json::json!("not json"));
-        assert_eq!(public.values["pw"], serde_json::json!(REDACTED));
+        assert_eq!(public.values["pw"], redacted());
     }
 }

@@ -18,6 +18,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::config::type_name::names_secret;
 use crate::error::{Error, Result};
 
 /// A struct bound to keys under a prefix. Implement it with `#[derive(CoordConfig)]`.
@@ -567,9 +568,12 @@ pub fn env_override<T: DeserializeOwned>(var: &str) -> Result<Option<T>> {
             .map(Some)
             .map_err(|_| Error::Invalid {
                 key,
-                reason: format!(
-                    "the environment override `{text}` is not a valid value: {as_json}"
-                ),
+                // A secret's override is the secret: never quoted.
+                reason: if names_secret(std::any::type_name::<T>()) {
+                    format!("the environment override is not a valid value (not shown: it is secret): {as_json}")
+                } else {
+                    format!("the environment override `{text}` is not a valid value: {as_json}")
+                },
             }),
     }
 }

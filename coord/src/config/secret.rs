@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::config::type_name::short_type_name;
 
 /// A value that is stored and decoded like `T` but prints as `<redacted>`.
 ///
@@ -12,6 +14,11 @@ use serde::{Deserialize, Serialize};
 ///
 /// In the store and over serde it is exactly `T` (`Secret<String>` is the JSON string). Read it
 /// with [`expose`](Self::expose).
+///
+/// A stored value that does not decode is an error that says what was expected and that the
+/// value is redacted, never the value (serde's own message would quote it:
+/// `invalid type: string "hunter2", expected u64`). So `Live::last_error`, its warning, the
+/// instance's rollout status and anything that prints the error stay clean.
 ///
 /// There is no `Deref` to `T` on purpose: with one, `&Secret<String>` would coerce to `&str`
 /// wherever a `&str` is accepted (a log macro, `format!("{}", &*s)`, a `Display` bound), and
@@ -28,9 +35,30 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(key.expose(), "hunter2");
 /// assert_eq!(serde_json::to_string(&key).unwrap(), r#""hunter2""#);
 /// ```
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Secret<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Secret<T> {
+    /// `T`'s own decoding; its error, which may quote the value, is replaced by one that
+    /// names only the expected type.
+    ///
+    /// ```
+    /// use coord::config::Secret;
+    ///
+    /// let error = serde_json::from_str::<Secret<u64>>(r#""hunter2""#).unwrap_err();
+    /// assert!(!error.to_string().contains("hunter2"), "{error}");
+    /// assert!(error.to_string().contains("expected u64"), "{error}");
+    /// ```
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(deserializer).map(Secret).map_err(|_| {
+            serde::de::Error::custom(format_args!(
+                "expected {}, got a value that does not decode (not shown: it is secret)",
+                short_type_name(std::any::type_name::<T>())
+            ))
+        })
+    }
+}
 
 /// What a secret value shows as in every output of coord: `Debug`, `Display`, release answers,
 /// history, diffs, `explain`, errors, coordctl and its console.
