@@ -13,7 +13,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -285,7 +285,8 @@ impl FieldInfo {
 static ALIASES_LOGGED: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
 
 /// The raw values under one prefix, as the derive's generated `from_source` reads them.
-#[derive(Clone, Debug)]
+/// `Debug` shows the prefix and the keys, never a value (it cannot tell a secret).
+#[derive(Clone)]
 pub struct Source<'a> {
     prefix: Cow<'a, str>,
     values: Raw<'a>,
@@ -293,9 +294,19 @@ pub struct Source<'a> {
     changes: Option<&'a BTreeSet<String>>,
 }
 
+impl fmt::Debug for Source<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Source")
+            .field("prefix", &self.prefix)
+            .field("keys", &self.keys_under().collect::<Vec<_>>())
+            .field("changes", &self.changes)
+            .finish()
+    }
+}
+
 /// Where a [`Source`] reads: a plain map (tests, `publish`'s check) or a watched range's
 /// shared snapshot (`Live`), which is not copied to be read.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 enum Raw<'a> {
     Plain(&'a BTreeMap<String, Vec<u8>>),
     Shared(&'a crate::config::hub::RawValues),

@@ -3,9 +3,25 @@
 //! Keys are UTF-8 strings (coord writes no other keys; the etcd backend converts foreign
 //! non-UTF-8 keys lossily). Values are raw bytes. Revisions are etcd's: one global, strictly
 //! increasing counter; every write that changes something takes the next revision.
+//!
+//! The store does not know which values are secret, so no `Debug` here prints a value: a
+//! value shows as its length (`<12 bytes>`), so a logged key, event or transaction never
+//! carries a password.
 
-/// A stored key with its metadata, as etcd's `mvccpb.KeyValue`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+use std::fmt;
+
+/// A value as `Debug` output shows it.
+struct Bytes<'a>(&'a [u8]);
+
+impl fmt::Debug for Bytes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+/// A stored key with its metadata, as etcd's `mvccpb.KeyValue`. `Debug` shows the value's
+/// length, not the value.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct KeyValue {
     /// The key.
     pub key: String,
@@ -21,8 +37,22 @@ pub struct KeyValue {
     pub lease: i64,
 }
 
+impl fmt::Debug for KeyValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyValue")
+            .field("key", &self.key)
+            .field("value", &Bytes(&self.value))
+            .field("create_revision", &self.create_revision)
+            .field("mod_revision", &self.mod_revision)
+            .field("version", &self.version)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
 impl KeyValue {
-    /// The value as UTF-8 text (lossy), for messages and logs.
+    /// The value as UTF-8 text (lossy). The store cannot tell a secret: keep it out of logs
+    /// unless the key is known not to hold one.
     pub fn value_str(&self) -> std::borrow::Cow<'_, str> {
         String::from_utf8_lossy(&self.value)
     }
@@ -129,8 +159,8 @@ pub struct DeleteResponse {
     pub prev_kvs: Vec<KeyValue>,
 }
 
-/// What a compare looks at.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a compare looks at. `Debug` shows a value's length, not the value.
+#[derive(Clone, PartialEq, Eq)]
 pub enum CompareTarget {
     /// The value (a missing key never equals any value).
     Value(Vec<u8>),
@@ -142,6 +172,18 @@ pub enum CompareTarget {
     ModRevision(i64),
     /// The lease ID (0 for none or a missing key).
     Lease(i64),
+}
+
+impl fmt::Debug for CompareTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CompareTarget::Value(value) => f.debug_tuple("Value").field(&Bytes(value)).finish(),
+            CompareTarget::Version(v) => f.debug_tuple("Version").field(v).finish(),
+            CompareTarget::CreateRevision(r) => f.debug_tuple("CreateRevision").field(r).finish(),
+            CompareTarget::ModRevision(r) => f.debug_tuple("ModRevision").field(r).finish(),
+            CompareTarget::Lease(l) => f.debug_tuple("Lease").field(l).finish(),
+        }
+    }
 }
 
 /// How a compare compares.
@@ -243,8 +285,9 @@ impl Compare {
     }
 }
 
-/// One operation inside a transaction branch.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One operation inside a transaction branch. `Debug` shows a put's value length, not the
+/// value.
+#[derive(Clone, PartialEq, Eq)]
 pub enum TxnOp {
     /// Write a key, optionally attached to a lease (0 = none).
     Put {
@@ -259,6 +302,21 @@ pub enum TxnOp {
     Delete(KeyRange),
     /// Read a key or prefix.
     Get(KeyRange, RangeOptions),
+}
+
+impl fmt::Debug for TxnOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TxnOp::Put { key, value, lease } => f
+                .debug_struct("Put")
+                .field("key", key)
+                .field("value", &Bytes(value))
+                .field("lease", lease)
+                .finish(),
+            TxnOp::Delete(range) => f.debug_tuple("Delete").field(range).finish(),
+            TxnOp::Get(range, options) => f.debug_tuple("Get").field(range).field(options).finish(),
+        }
+    }
 }
 
 impl TxnOp {
@@ -448,4 +506,29 @@ pub struct Status {
     pub member_id: u64,
     /// The backend database size in bytes (an estimate in memory).
     pub db_size: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_value() {
+        let kv = KeyValue {
+            key: "/config/pay/api_key".into(),
+            value: b"\"canary\"".to_vec(),
+            ..KeyValue::default()
+        };
+        let put = TxnOp::put("/k", "canary");
+        let compare = CompareTarget::Value(b"canary".to_vec());
+        for shown in [
+            format!("{kv:?}"),
+            format!("{put:?}"),
+            format!("{compare:?}"),
+        ] {
+            assert!(!shown.contains("canary"), "{shown}");
+            assert!(!shown.contains("99, 97"), "bytes as numbers: {shown}");
+        }
+        assert!(format!("{kv:?}").contains("<8 bytes>"), "{kv:?}");
+    }
 }
