@@ -109,9 +109,15 @@ pub struct ClientConfig {
     /// succeeds while etcd is down (after waiting `dial_timeout` for it), so the process can
     /// start; calls that need etcd fail until it is back. A prefix without a usable file
     /// (none yet, or one that is truncated, corrupt or another prefix's: those are ignored
-    /// with a warning) fails to bind as without the directory. The directory is created on
-    /// the first save. With `username`/`password`, connecting still needs etcd (it logs in
-    /// first). `None` (the default, and not written): nothing is kept on disk.
+    /// with a warning) fails to bind as without the directory. With `username`/`password`,
+    /// connecting still needs etcd (it logs in first). `None` (the default, and not
+    /// written): nothing is kept on disk.
+    ///
+    /// The files hold config values as stored, secrets included, so they are private:
+    /// `Coord::connect` creates the directory mode 0700 and refuses one that is not a
+    /// directory, cannot be written, is owned by another user or is writable by group or
+    /// others ([`Error::InvalidArgument`] naming this field and the fix, `chmod 700 DIR`);
+    /// each file is written 0600.
     ///
     /// [`Live::staleness`]: crate::Live::staleness
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -109,16 +109,29 @@ impl Coord {
     /// With [`ClientConfig::snapshot_dir`] set (offline start) an etcd that does not answer
     /// within `dial_timeout` is not an error: the `Coord` is returned and reconnects when etcd
     /// answers, and [`live`](Self::live) starts handles from their snapshots on disk meanwhile.
-    /// Rejected credentials, TLS failures and bad settings still fail.
+    /// Rejected credentials, TLS failures and bad settings still fail. The directory is
+    /// created (mode 0700) and checked before etcd is dialed: one that is not a directory,
+    /// cannot be written, is owned by another user or is writable by group or others is
+    /// [`Error::InvalidArgument`] naming `snapshot_dir`, the directory and the fix (`chmod
+    /// 700 DIR`), so a bad directory is found at start, not in the outage it is kept for.
     pub async fn connect(config: ClientConfig) -> Result<Self> {
         config.validate()?;
         if let Some(path) = config.file.clone() {
             let instance = config.identity();
             return Self::open_file(&path, instance, Some(config)).await;
         }
+        let snapshots = match config.snapshot_dir.clone() {
+            Some(dir) => Some(open_snapshot_dir(dir).await?),
+            None => None,
+        };
         let store = Store::connect(&config.etcd_options()?).await?;
         let instance = config.identity();
-        Ok(Self::on_store(store, instance, Some(config)))
+        let coord = Self::on_store(store, instance, Some(config));
+        if let Some(snapshots) = snapshots {
+            // Before the `Coord` is returned, so no handle binds without them.
+            coord.inner.ctx.hub.keep_snapshots(snapshots);
+        }
+        Ok(coord)
     }
 
     /// A `Coord` on a new, empty embedded store: etcd's semantics in this process, no server.
@@ -239,13 +252,6 @@ impl Coord {
             sync_interval,
             request_timeout,
         ));
-        if let Some(dir) = client_config
-            .as_ref()
-            .filter(|c| c.file.is_none())
-            .and_then(|c| c.snapshot_dir.clone())
-        {
-            ctx.hub.keep_snapshots(dir);
-        }
         Coord {
             inner: Arc::new(Inner {
                 config: config::ConfigCenter::new(Arc::clone(&ctx), cache_ttl),
@@ -502,4 +508,18 @@ impl Coord {
         .instrument(span)
         .await
     }
+}
+
+/// Opens and checks the snapshot directory of offline start on the blocking pool (a few
+/// file-system calls, which may be slow on a network mount).
+async fn open_snapshot_dir(dir: std::path::PathBuf) -> Result<config::offline::SnapshotDir> {
+    let shown = dir.display().to_string();
+    tokio::task::spawn_blocking(move || config::offline::SnapshotDir::open(dir))
+        .await
+        .map_err(|e| {
+            Error::invalid_argument(
+                "snapshot_dir",
+                format!("the check of the snapshot directory `{shown}` did not complete: {e}"),
+            )
+        })?
 }

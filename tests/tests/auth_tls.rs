@@ -259,3 +259,78 @@ async fn tls_and_auth_together_connect_as_the_app_user() {
         "1"
     );
 }
+
+/// A `tracing` subscriber for this thread that writes into a buffer (the test runs on one
+/// thread, so everything `connect` logs lands there).
+fn capture_logs() -> (std::sync::Arc<std::sync::Mutex<Vec<u8>>>, impl Sized) {
+    use tracing_subscriber::util::SubscriberInitExt;
+    #[derive(Clone)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let buffer = Buffer(std::sync::Arc::clone(&logs));
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || buffer.clone())
+        .with_ansi(false)
+        .finish();
+    (logs, subscriber.set_default())
+}
+
+/// The warnings about credentials in plain text logged so far.
+fn plain_text_warnings(logs: &std::sync::Mutex<Vec<u8>>) -> Vec<String> {
+    String::from_utf8(logs.lock().unwrap().clone())
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("credentials over plain http://"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// User and password over `http://` connect (a loopback etcd may be fine) with one warning
+/// at connect naming the endpoints, and never the password; over TLS, or without
+/// credentials, nothing is said.
+#[tokio::test(flavor = "current_thread")]
+async fn credentials_over_plain_http_are_warned_about_once_at_connect() {
+    let (logs, _guard) = capture_logs();
+    let plain = auth_server().await;
+    let coord = Coord::connect(plain.client_config().with_user(APP_USER, APP_PASSWORD))
+        .await
+        .unwrap();
+    coord.store().put("/app/x", b"1".to_vec(), 0).await.unwrap();
+    coord.store().get("/app/x").await.unwrap();
+    let warnings = plain_text_warnings(&logs);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains(&plain.endpoint()), "{}", warnings[0]);
+    let all = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(!all.contains(APP_PASSWORD), "{all}");
+    // Nor does the `Coord`'s Debug (its ClientConfig's is written by hand).
+    let shown = format!("{coord:?}");
+    assert!(
+        shown.contains("<redacted>") && !shown.contains(APP_PASSWORD),
+        "{shown}"
+    );
+    coord.close().await.unwrap();
+
+    let secure = EtcdServer::builder()
+        .tls(true)
+        .auth(true)
+        .start()
+        .await
+        .expect("start etcd with TLS and auth");
+    let coord = Coord::connect(secure.client_config().with_user(APP_USER, APP_PASSWORD))
+        .await
+        .unwrap();
+    coord.close().await.unwrap();
+    let open = EtcdServer::start().await.expect("start etcd");
+    let coord = Coord::connect(open.client_config()).await.unwrap();
+    coord.close().await.unwrap();
+    assert_eq!(plain_text_warnings(&logs).len(), 1, "no new warning");
+}

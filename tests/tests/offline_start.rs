@@ -1,7 +1,8 @@
 //! Offline start (`ClientConfig::snapshot_dir`) against a real etcd that is stopped and
 //! started again: a `Live` keeps its last good values on disk, a new `Coord` binds from them
 //! while etcd is down (stale), and follows etcd once it is back; bad snapshot files are
-//! ignored, and without one a bind fails as it always did.
+//! ignored, and without one a bind fails as it always did. The directory is private (0700,
+//! files 0600), and `connect` refuses one that others could write or that is not ours.
 
 mod common;
 
@@ -371,4 +372,103 @@ async fn without_a_snapshot_live_fails_with_a_clear_error() {
     // Without a snapshot dir, connect itself fails fast, as it always did.
     let error = Coord::connect(server.client_config()).await.unwrap_err();
     assert!(matches!(error, Error::Unavailable { .. }), "{error}");
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The reason `connect` refused the snapshot directory; panics on anything else.
+fn refused_dir(result: coord::Result<Coord>) -> String {
+    match result {
+        Err(Error::InvalidArgument { field, reason }) if field == "snapshot_dir" => reason,
+        Err(other) => panic!("expected InvalidArgument on snapshot_dir, got {other:?}"),
+        Ok(_) => panic!("connect accepted the directory"),
+    }
+}
+
+/// The snapshots hold config values as stored, secrets included: `connect` creates the
+/// directory 0700 and a `Live` writes its file 0600.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_directory_is_created_0700_and_its_files_are_0600() {
+    let server = etcd().await;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("snapshots");
+    seed_checkout(&server);
+    let coord = Coord::connect(config(&server, &dir)).await.unwrap();
+    assert_eq!(mode(&dir), 0o700, "created by connect, before any save");
+    let live = coord.live::<Checkout>().await.unwrap();
+    let file = saved_at(&dir, "/config/checkout", live.revision()).await;
+    assert_eq!(mode(&file), 0o600);
+    coord.close().await.unwrap();
+}
+
+/// A snapshot directory others may write into is refused by `connect` with an error naming
+/// the field, the directory and the fix; done as told, the same config connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_refuses_a_snapshot_dir_others_can_write_naming_it_and_the_fix() {
+    let server = etcd().await;
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o777);
+    let result = Coord::connect(config(&server, dir.path())).await;
+    let message = result.as_ref().err().map(ToString::to_string);
+    let reason = refused_dir(result);
+    let shown = dir.path().display();
+    assert!(
+        reason.contains(&format!(
+            "`{shown}` is writable by group and others (mode 0777)"
+        )),
+        "{reason}"
+    );
+    assert!(reason.contains(&format!("`chmod 700 {shown}`")), "{reason}");
+    assert!(
+        message.is_some_and(|m| m.starts_with("invalid argument `snapshot_dir`")),
+        "the message names the field"
+    );
+
+    chmod(dir.path(), 0o700);
+    let coord = Coord::connect(config(&server, dir.path()))
+        .await
+        .expect("a private directory is accepted");
+    coord.close().await.unwrap();
+}
+
+/// A snapshot directory of another user is refused by `connect` (the tests run as root, who
+/// can give one away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_refuses_a_snapshot_dir_owned_by_another_user() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only root can chown a directory to another user");
+        return;
+    }
+    let server = etcd().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(65534), None).unwrap();
+    let reason = refused_dir(Coord::connect(config(&server, dir.path())).await);
+    assert!(
+        reason.contains("is owned by uid 65534, not by this process's user (uid 0)"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(&dir.path().display().to_string()),
+        "{reason}"
+    );
+}
+
+/// A file where the directory should be is refused at `connect`, not at the first save.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_refuses_a_file_in_place_of_the_snapshot_dir() {
+    let server = etcd().await;
+    let parent = tempfile::tempdir().unwrap();
+    let file = parent.path().join("snapshots");
+    std::fs::write(&file, b"").unwrap();
+    let reason = refused_dir(Coord::connect(config(&server, &file)).await);
+    assert!(reason.contains("is not a directory"), "{reason}");
 }

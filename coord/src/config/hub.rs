@@ -217,11 +217,11 @@ impl WatchHub {
         }
     }
 
-    /// Keeps snapshots of bound prefixes in `dir` from now on, and starts ranges from them
-    /// when the store cannot be reached. Set once, as the `Coord` is built; a second call
-    /// changes nothing.
-    pub fn keep_snapshots(&self, dir: std::path::PathBuf) {
-        let _ = self.snapshots.set(Arc::new(SnapshotDir::new(dir)));
+    /// Keeps snapshots of bound prefixes in `dir` (opened and checked by the caller) from now
+    /// on, and starts ranges from them when the store cannot be reached. Set once, as the
+    /// `Coord` is built; a second call changes nothing.
+    pub fn keep_snapshots(&self, dir: SnapshotDir) {
+        let _ = self.snapshots.set(Arc::new(dir));
     }
 
     /// The snapshot directory, if there is one.

@@ -24,6 +24,13 @@
 //!   prefix write its file once per change.
 //! - **Nothing without a directory.** A `Coord` without `snapshot_dir` has no `SnapshotDir`:
 //!   no file, no task, no memory per handle.
+//! - **Private.** The files hold config values as stored, secrets included (base64 is not
+//!   encryption), and a process trusts them when etcd is down. So the directory is created
+//!   mode 0700 and every file 0600 (the temporary file is created with that mode before a
+//!   byte is written, and the rename replaces a file of an older coord, 0644, with it). A
+//!   directory that is not this user's, that group or others may write, that is not a
+//!   directory or that cannot be written is refused by [`SnapshotDir::open`], which
+//!   `Coord::connect` calls: the user learns it at start, not during an outage.
 //!
 //! # The file
 //!
@@ -48,7 +55,11 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::config::hub::{RawValue, RawValues};
+use crate::error::{Error, Result};
 use crate::sync::lock;
+
+/// The configuration field a refused directory is reported under.
+const FIELD: &str = "snapshot_dir";
 
 /// The `format` of every snapshot file: a file without it is not one of ours.
 const FORMAT: &str = "coord-live-snapshot";
@@ -260,11 +271,47 @@ struct Slot {
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl SnapshotDir {
-    pub fn new(dir: PathBuf) -> Self {
-        SnapshotDir {
+    /// The snapshot directory `dir`, created (mode 0700, its missing parents as the umask
+    /// says) if it does not exist, and checked: it must be a directory, owned by this
+    /// process's effective user, not writable by group or others, and writable by us (a file
+    /// is created and removed to prove it). One readable by group or others is used, with a
+    /// warning: the files in it are 0600 from their next save, but their names (the bound
+    /// prefixes) can be listed. Blocking: call it on the blocking pool.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] naming `snapshot_dir`, the directory, what is wrong and what
+    /// to do (`chmod 700 DIR`).
+    pub fn open(dir: PathBuf) -> Result<Self> {
+        create_private_dir(&dir).map_err(|e| {
+            refused(
+                &dir,
+                format!("cannot be created: {e}; create it (mode 0700) or choose another"),
+            )
+        })?;
+        let metadata =
+            std::fs::metadata(&dir).map_err(|e| refused(&dir, format!("cannot be read: {e}")))?;
+        if !metadata.is_dir() {
+            return Err(refused(
+                &dir,
+                "is not a directory; remove it or choose another path".to_owned(),
+            ));
+        }
+        check_private(&dir, &metadata)?;
+        probe_write(&dir).map_err(|e| {
+            refused(
+                &dir,
+                format!(
+                    "cannot be written: {e}; run `chmod 700 {}`, or choose a directory on a \
+                     writable file system",
+                    dir.display()
+                ),
+            )
+        })?;
+        Ok(SnapshotDir {
             dir,
             prefixes: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// The directory.
@@ -381,14 +428,11 @@ impl SnapshotDir {
 /// one, never a mix: a temporary file in the same directory (so the rename is atomic), flushed
 /// before the rename, and the directory flushed after it (so the rename itself survives).
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-    let temp = dir.join(format!(".{name}.{}.{seq}.tmp", std::process::id()));
+    // Removed since it was opened (by hand, by a cleanup job): put it back, private again.
+    create_private_dir(dir)?;
+    let temp = temp_path(dir, name);
     let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
+        let mut file = create_private_file(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&temp, dir.join(name))
@@ -398,6 +442,114 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Res
         return Err(e);
     }
     sync_dir(dir)
+}
+
+/// A temporary file name in `dir` for a write of `name`: hidden, and unique across the
+/// processes and `Coord`s that may share the directory.
+fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(".{name}.{}.{seq}.tmp", std::process::id()))
+}
+
+/// Creates the new file `path`, readable and writable by its owner only from its first
+/// moment: the mode is given to `open`, so no byte is ever in a file others may read.
+fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Creates `dir` mode 0700 if it is missing (its missing parents with the usual mode: they
+/// are the user's to choose); an existing `dir` is left as it is, for [`check_private`].
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match builder.create(dir) {
+        // Made meanwhile (another `Coord` on the same directory), or a file: the caller's
+        // check tells.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    }
+}
+
+/// Refuses a directory someone else could read from or write into: not owned by this
+/// process's effective user, or writable by group or others. Warns if it is only readable
+/// by them (what an older coord created: 0755).
+#[cfg(unix)]
+fn check_private(dir: &Path, metadata: &std::fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mode = metadata.mode() & 0o7777;
+    let shown = dir.display();
+    if metadata.uid() != me {
+        return Err(refused(
+            dir,
+            format!(
+                "is owned by uid {}, not by this process's user (uid {me}): that user could read \
+                 the config values (secrets included) kept there and replace the snapshots this \
+                 process starts from; use a directory of this user's, or run \
+                 `chown {me} {shown} && chmod 700 {shown}`",
+                metadata.uid()
+            ),
+        ));
+    }
+    let writers = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => Some("group and others"),
+        (true, false) => Some("its group"),
+        (false, true) => Some("others"),
+        (false, false) => None,
+    };
+    if let Some(writers) = writers {
+        return Err(refused(
+            dir,
+            format!(
+                "is writable by {writers} (mode {mode:04o}): they could replace the snapshots \
+                 this process starts from when etcd is down; run `chmod 700 {shown}`"
+            ),
+        ));
+    }
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            dir = %shown,
+            mode = format_args!("{mode:04o}"),
+            "snapshot directory is readable by group or others: its files are private (0600) \
+             from their next save, but which prefixes are kept can be listed; run `chmod 700` on it"
+        );
+    }
+    Ok(())
+}
+
+/// Elsewhere there are no Unix modes or owners to check; the directory's ACLs are the
+/// user's to set.
+#[cfg(not(unix))]
+fn check_private(_dir: &Path, _metadata: &std::fs::Metadata) -> Result<()> {
+    Ok(())
+}
+
+/// Proves `dir` takes a new file (the mode bits say nothing to root, or on a read-only
+/// mount): creates one, private, and removes it.
+fn probe_write(dir: &Path) -> std::io::Result<()> {
+    let probe = temp_path(dir, "probe");
+    create_private_file(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+/// `snapshot_dir` refused: `dir` and what is wrong with it.
+fn refused(dir: &Path, reason: String) -> Error {
+    Error::invalid_argument(
+        FIELD,
+        format!("the snapshot directory `{}` {reason}", dir.display()),
+    )
 }
 
 #[cfg(unix)]
@@ -547,7 +699,7 @@ mod tests {
     #[tokio::test]
     async fn saves_are_coalesced_and_older_revisions_dropped() {
         let path = tempfile_dir();
-        let dir = Arc::new(SnapshotDir::new(path.clone()));
+        let dir = Arc::new(SnapshotDir::open(path.clone()).unwrap());
         let prefix = "/config/app";
         let newer = values(&[("/config/app/x", b"2")]);
         dir.save(prefix, 5, &values(&[("/config/app/x", b"1")]), false);
@@ -585,7 +737,7 @@ mod tests {
         // A rebase takes an older revision (the store's history restarted).
         dir.save(prefix, 3, &values(&[("/config/app/x", b"3")]), true);
         let loaded = loop {
-            let fresh = SnapshotDir::new(path.clone());
+            let fresh = SnapshotDir::open(path.clone()).unwrap();
             if let Some(loaded) = fresh.load(prefix).await.filter(|s| s.revision == 3) {
                 break loaded;
             }
@@ -597,6 +749,154 @@ mod tests {
         };
         assert_eq!(&loaded.values["/config/app/x"][..], b"3");
         std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[cfg(unix)]
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// The reason of a refusal of `snapshot_dir`; panics on anything else.
+    fn refusal(result: Result<SnapshotDir>) -> String {
+        match result {
+            Err(Error::InvalidArgument { field, reason }) if field == FIELD => reason,
+            Err(other) => panic!("expected InvalidArgument on snapshot_dir, got {other:?}"),
+            Ok(dir) => panic!("{} was accepted", dir.path().display()),
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_directory_is_created_0700_and_a_saved_file_is_0600() {
+        let parent = tempfile_dir();
+        let path = parent.join("nested").join("snapshots");
+        let dir = SnapshotDir::open(path.clone()).unwrap();
+        assert_eq!(mode(&path), 0o700);
+        write_atomic(dir.path(), "a.json", b"secret").unwrap();
+        assert_eq!(mode(&path.join("a.json")), 0o600);
+        // Opening it again (the next start) accepts it as it is.
+        SnapshotDir::open(path.clone()).unwrap();
+        assert_eq!(mode(&path), 0o700);
+        std::fs::remove_dir_all(&parent).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_temporary_file_is_0600_before_a_byte_is_written() {
+        let dir = tempfile_dir();
+        let temp = temp_path(&dir, "a.json");
+        let file = create_private_file(&temp).unwrap();
+        assert_eq!(file.metadata().unwrap().len(), 0);
+        assert_eq!(mode(&temp), 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_an_older_coord_wrote_0644_is_0600_after_the_next_save() {
+        let dir = tempfile_dir();
+        chmod(&dir, 0o700);
+        let file = dir.join("a.json");
+        std::fs::write(&file, b"old").unwrap();
+        chmod(&file, 0o644);
+        let snapshots = SnapshotDir::open(dir.clone()).unwrap();
+        write_atomic(snapshots.path(), "a.json", b"new").unwrap();
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(std::fs::read(&file).unwrap(), b"new");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_group_writable_directory_is_refused_naming_it_and_the_fix() {
+        let dir = tempfile_dir();
+        chmod(&dir, 0o770);
+        let reason = refusal(SnapshotDir::open(dir.clone()));
+        assert!(reason.contains(&format!("`{}`", dir.display())), "{reason}");
+        assert!(
+            reason.contains("writable by its group (mode 0770)"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains(&format!("`chmod 700 {}`", dir.display())),
+            "{reason}"
+        );
+        // Refused as it is: not "fixed" behind the user's back, and nothing left in it.
+        assert_eq!(mode(&dir), 0o770);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_world_writable_directory_is_refused() {
+        let dir = tempfile_dir();
+        for (mode, writers) in [(0o703, "others"), (0o777, "group and others")] {
+            chmod(&dir, mode);
+            let reason = refusal(SnapshotDir::open(dir.clone()));
+            assert!(
+                reason.contains(&format!("writable by {writers} (mode {mode:04o})")),
+                "{reason}"
+            );
+            assert!(reason.contains("chmod 700"), "{reason}");
+        }
+        // The sticky bit (a shared /tmp) does not make it private.
+        chmod(&dir, 0o1777);
+        let reason = refusal(SnapshotDir::open(dir.clone()));
+        assert!(reason.contains("(mode 1777)"), "{reason}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_only_readable_by_others_is_used() {
+        // What an older coord created (0755): its files become 0600 as they are saved.
+        let dir = tempfile_dir();
+        chmod(&dir, 0o755);
+        SnapshotDir::open(dir.clone()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_owned_by_another_user_is_refused() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            // Only root can give a directory away; the check itself is the same.
+            eprintln!("skipped: needs root to chown");
+            return;
+        }
+        let dir = tempfile_dir();
+        chmod(&dir, 0o700);
+        std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+        let reason = refusal(SnapshotDir::open(dir.clone()));
+        assert!(
+            reason.contains("is owned by uid 65534, not by this process's user (uid 0)"),
+            "{reason}"
+        );
+        assert!(reason.contains("chmod 700"), "{reason}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_in_place_of_the_directory_is_refused() {
+        let parent = tempfile_dir();
+        let file = parent.join("snapshots");
+        std::fs::write(&file, b"not a directory").unwrap();
+        let reason = refusal(SnapshotDir::open(file.clone()));
+        assert!(reason.contains("is not a directory"), "{reason}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"not a directory");
+        // Nor can a directory be made under a file.
+        let reason = refusal(SnapshotDir::open(file.join("below")));
+        assert!(reason.contains("cannot be created"), "{reason}");
+        std::fs::remove_dir_all(&parent).unwrap();
     }
 
     /// A fresh directory under the system temp dir (coord's tempfile dependency is for the

@@ -11,6 +11,10 @@
 //! (no calls for a while), a per-channel catch-up task waits for room and then sends the
 //! differences to the latest snapshot, found by a full comparison, never a backlog of stale
 //! changes.
+//!
+//! Each instance is one endpoint, `http://{address}`, or `https://{address}` with the
+//! [`ChannelOptions::tls`] settings: the scheme is chosen by the caller, per channel, never
+//! guessed from the address.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use tokio::sync::Notify;
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 use tonic::transport::channel::Change;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tracing::Instrument;
 
 use imbl::ordmap::DiffItem;
@@ -73,11 +77,119 @@ impl ServiceFilter {
     }
 }
 
-/// A balanced channel over the instances of `watched` that pass `filter`.
-pub(crate) fn balanced(name: &str, watched: Arc<Watched>, filter: ServiceFilter) -> Channel {
+/// How [`Registry::channel_with`](super::Registry::channel_with) reaches a service: which
+/// instances ([`filter`](Self::filter)) and whether over TLS ([`tls`](Self::tls)).
+///
+/// The default balances over every instance in **plain text** (`http://{address}`): no
+/// encryption, no check of whom the calls reach. Set [`tls`](Self::tls) for calls that leave
+/// a network you trust.
+///
+/// A [`ServiceFilter`] converts into options with only that filter, so
+/// `channel_with(name, filter)` reads as before.
+///
+/// # Examples
+///
+/// ```
+/// use coord::registry::{ChannelOptions, ServiceFilter};
+/// use tonic::transport::{Certificate, ClientTlsConfig};
+///
+/// # let ca_pem = "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n";
+/// let options = ChannelOptions::default()
+///     .filter(ServiceFilter::default().version("2.0.0"))
+///     .tls(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)));
+/// assert!(options.is_tls());
+/// assert!(!ChannelOptions::from(ServiceFilter::default()).is_tls());
+/// ```
+#[derive(Clone, Default)]
+pub struct ChannelOptions {
+    filter: ServiceFilter,
+    tls: Option<ClientTlsConfig>,
+}
+
+impl ChannelOptions {
+    /// Only the instances that pass `filter` (the default: all of them).
+    #[must_use]
+    pub fn filter(mut self, filter: ServiceFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Calls go over TLS with these settings: each instance is dialed at
+    /// `https://{address}` and its certificate is checked against the CA certificates of
+    /// `tls` (tonic's `ClientTlsConfig::ca_certificate`: give the CA that signed the services'
+    /// certificates; no system roots are loaded) for the address's host, or for
+    /// `ClientTlsConfig::domain_name` if set (one name for every instance, as when they share
+    /// a certificate). A client identity (`ClientTlsConfig::identity`) is presented to
+    /// services that ask for one (mutual TLS).
+    #[must_use]
+    pub fn tls(mut self, tls: ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// True if calls go over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Checks that the TLS settings make a TLS client at all (their certificates and key
+    /// parse), so a bad setting is an error of `channel_with`, not a warning per instance
+    /// later.
+    pub(crate) fn check(&self) -> crate::Result<()> {
+        let Some(tls) = &self.tls else {
+            return Ok(());
+        };
+        Endpoint::from_static("https://localhost")
+            .tls_config(tls.clone())
+            .map(drop)
+            .map_err(|e| crate::Error::invalid_argument("tls", error_chain(&e)))
+    }
+
+    /// The endpoint of the instance at `address`: `https://` with the TLS settings,
+    /// `http://` without.
+    fn endpoint(&self, address: &str) -> Result<Endpoint, tonic::transport::Error> {
+        match &self.tls {
+            Some(tls) => {
+                Endpoint::from_shared(format!("https://{address}"))?.tls_config(tls.clone())
+            }
+            None => Endpoint::from_shared(format!("http://{address}")),
+        }
+    }
+}
+
+impl From<ServiceFilter> for ChannelOptions {
+    fn from(filter: ServiceFilter) -> Self {
+        ChannelOptions::default().filter(filter)
+    }
+}
+
+/// By hand: tonic's `ClientTlsConfig` prints its client identity's private key.
+impl std::fmt::Debug for ChannelOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelOptions")
+            .field("filter", &self.filter)
+            .field(
+                "tls",
+                &self.tls.as_ref().map(|_| "<ClientTlsConfig, not shown>"),
+            )
+            .finish()
+    }
+}
+
+/// An error and its sources on one line: tonic's transport errors say little at the top.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// A balanced channel over the instances of `watched` that pass the options' filter, over
+/// TLS if they say so.
+pub(crate) fn balanced(name: &str, watched: Arc<Watched>, options: ChannelOptions) -> Channel {
     let (channel, changes) = Channel::balance_channel::<String>(CHANGE_BUFFER);
     let feed = Arc::new(Feed {
-        filter,
+        options,
         closed: changes.clone(),
         state: tokio::sync::Mutex::new(FeedState {
             inserted: HashMap::new(),
@@ -95,7 +207,7 @@ pub(crate) fn balanced(name: &str, watched: Arc<Watched>, filter: ServiceFilter)
 /// The endpoint changes of one channel, fed by the service's watch task.
 #[derive(Debug)]
 pub(crate) struct Feed {
-    filter: ServiceFilter,
+    options: ChannelOptions,
     /// A clone of the sender, to learn without the lock that the channel is gone.
     closed: Sender<Change<String, Endpoint>>,
     state: tokio::sync::Mutex<FeedState>,
@@ -147,9 +259,9 @@ impl Feed {
         };
         let steps = match state.synced.take() {
             Some(synced) => {
-                plan_changes(&state.inserted, &synced, &snapshot.instances, &self.filter)
+                plan_changes(&state.inserted, &synced, &snapshot.instances, &self.options)
             }
-            None => plan(&state.inserted, snapshot, &self.filter),
+            None => plan(&state.inserted, snapshot, &self.options),
         };
         for step in steps {
             match state.changes.try_send(step.change()) {
@@ -179,7 +291,7 @@ async fn catch_up(feed: Arc<Feed>, watched: Arc<Watched>) {
         // Until the channel has the latest snapshot: it may move on while we wait for room.
         loop {
             let snapshot = watched.snapshot().borrow().clone();
-            let steps = plan(&state.inserted, &snapshot, &feed.filter);
+            let steps = plan(&state.inserted, &snapshot, &feed.options);
             if steps.is_empty() {
                 state.synced = Some(snapshot.instances.clone());
                 break;
@@ -221,7 +333,7 @@ impl Step {
 fn plan(
     inserted: &HashMap<String, String>,
     snapshot: &Snapshot,
-    filter: &ServiceFilter,
+    options: &ChannelOptions,
 ) -> Vec<Step> {
     let present = snapshot
         .instances
@@ -231,7 +343,7 @@ fn plan(
         .keys()
         .filter(|id| !snapshot.instances.contains_key(*id))
         .map(|id| (id, None));
-    steps(inserted, present.chain(absent), filter)
+    steps(inserted, present.chain(absent), options)
 }
 
 /// As [`plan`], for a channel holding `inserted`, which matches `synced`, given that the
@@ -241,7 +353,7 @@ fn plan_changes(
     inserted: &HashMap<String, String>,
     synced: &InstanceMap,
     next: &InstanceMap,
-    filter: &ServiceFilter,
+    options: &ChannelOptions,
 ) -> Vec<Step> {
     let changed = synced.diff(next).map(|item| match item {
         DiffItem::Add(id, info)
@@ -250,7 +362,7 @@ fn plan_changes(
         } => (id, Some(&**info)),
         DiffItem::Remove(id, _) => (id, None),
     });
-    steps(inserted, changed, filter)
+    steps(inserted, changed, options)
 }
 
 /// The steps that bring the channel's endpoint for each id of `targets` to its instance
@@ -259,12 +371,12 @@ fn plan_changes(
 fn steps<'a>(
     inserted: &HashMap<String, String>,
     targets: impl Iterator<Item = (&'a String, Option<&'a ServiceInfo>)>,
-    filter: &ServiceFilter,
+    options: &ChannelOptions,
 ) -> Vec<Step> {
     let mut removals = Vec::new();
     let mut insertions = Vec::new();
     for (id, info) in targets {
-        let wanted = info.filter(|info| filter.matches(info));
+        let wanted = info.filter(|info| options.filter.matches(info));
         let has = inserted.get(id);
         if let Some(address) = has
             && wanted.is_none_or(|info| info.address != *address)
@@ -283,7 +395,7 @@ fn steps<'a>(
         .map(|id| Step::Remove { id: id.clone() })
         .collect();
     for (id, info) in insertions {
-        match Endpoint::from_shared(format!("http://{}", info.address)) {
+        match options.endpoint(&info.address) {
             Ok(endpoint) => plan.push(Step::Insert {
                 id: id.clone(),
                 address: info.address.clone(),
@@ -292,8 +404,10 @@ fn steps<'a>(
             Err(e) => tracing::warn!(
                 id = id.as_str(),
                 address = info.address.as_str(),
-                error = %e,
-                "instance address is not a valid URI authority; not balanced over"
+                tls = options.is_tls(),
+                error = %error_chain(&e),
+                "no endpoint for the instance's address (not a URI authority, or no TLS name \
+                 for it); not balanced over"
             ),
         }
     }
@@ -325,7 +439,7 @@ mod tests {
 
     #[test]
     fn plan_changes_matches_the_full_plan_looking_only_at_changed_instances() {
-        let filter = ServiceFilter::default().version("1");
+        let filter = ChannelOptions::from(ServiceFilter::default().version("1"));
         let infos: Vec<ServiceInfo> = (0..100)
             .map(|i| {
                 ServiceInfo::new("api", format!("i{i:03}"), format!("10.0.0.{i}:1"))
@@ -370,10 +484,59 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_are_https_with_tls_and_http_without() {
+        let info = ServiceInfo::new("api", "a", "10.0.0.1:50051");
+        let plain = ChannelOptions::default();
+        let tls = ChannelOptions::default().tls(ClientTlsConfig::new());
+        let empty = HashMap::new();
+        let snapshot = snapshot(std::slice::from_ref(&info));
+        assert_eq!(
+            describe(&plan(&empty, &snapshot, &plain)),
+            vec!["+a=http://10.0.0.1:50051/"]
+        );
+        assert_eq!(
+            describe(&plan(&empty, &snapshot, &tls)),
+            vec!["+a=https://10.0.0.1:50051/"]
+        );
+        // A filter converted into options stays plain text.
+        let filtered = ChannelOptions::from(ServiceFilter::default());
+        assert_eq!(
+            filtered.endpoint("h:1").unwrap().uri().scheme_str(),
+            Some("http")
+        );
+    }
+
+    #[test]
+    fn tls_settings_that_make_no_client_are_refused_and_keys_are_not_shown() {
+        let key = "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n";
+        let cert = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n";
+        let options = ChannelOptions::default()
+            .tls(ClientTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key)));
+        match options.check() {
+            Err(crate::Error::InvalidArgument { field, .. }) => assert_eq!(field, "tls"),
+            other => panic!("expected InvalidArgument on tls, got {other:?}"),
+        }
+        let shown = format!("{options:?}");
+        // tonic's own Debug prints the key's bytes (`key: [45, 45, …]`).
+        assert!(
+            !shown.contains("key") && !shown.contains("45, 45"),
+            "{shown}"
+        );
+        assert!(shown.contains("not shown"), "{shown}");
+        assert!(ChannelOptions::default().check().is_ok());
+        assert!(
+            ChannelOptions::default()
+                .tls(ClientTlsConfig::new())
+                .check()
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn plan_removes_first_and_follows_address_and_filter() {
         let a = ServiceInfo::new("api", "a", "10.0.0.1:1").with_version("1");
         let b = ServiceInfo::new("api", "b", "10.0.0.2:1").with_version("2");
-        let filter = ServiceFilter::default().version("1");
+        let filter = ChannelOptions::from(ServiceFilter::default().version("1"));
         let empty = HashMap::new();
         assert_eq!(
             describe(&plan(&empty, &snapshot(&[a.clone(), b.clone()]), &filter)),

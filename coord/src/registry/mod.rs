@@ -23,6 +23,9 @@
 //!   the watch is broken, [`ServiceCache::staleness`] says for how long it may have been
 //!   behind.
 //! - One store watch per watched name, however many watchers, caches and channels share it.
+//! - A channel speaks plain text unless told otherwise: [`Registry::channel`] dials
+//!   `http://{address}`; [`Registry::channel_with`] with [`ChannelOptions::tls`] dials
+//!   `https://{address}` and checks each instance's certificate against the CA given.
 //!
 //! # Examples
 //!
@@ -66,7 +69,7 @@ use crate::store::{KeyRange, RangeOptions};
 use crate::sync::lock;
 
 pub use cache::{ServiceCache, ServiceWatcher};
-pub use channel::ServiceFilter;
+pub use channel::{ChannelOptions, ServiceFilter};
 pub use instances::Instances;
 pub use registration::Registration;
 
@@ -416,19 +419,26 @@ impl Registry {
     }
 
     /// A gRPC channel that balances calls over the live instances of service `name` and
-    /// follows them as they come and go. See [`channel_with`](Self::channel_with).
+    /// follows them as they come and go, in **plain text**: each instance is dialed at
+    /// `http://{address}`, unencrypted and unauthenticated. For TLS, use
+    /// [`channel_with`](Self::channel_with) and [`ChannelOptions::tls`].
     ///
     /// # Errors
     ///
     /// As [`watch`](Self::watch).
     pub async fn channel(&self, name: &str) -> Result<tonic::transport::Channel> {
-        self.channel_with(name, ServiceFilter::default()).await
+        self.channel_with(name, ChannelOptions::default()).await
     }
 
-    /// A gRPC channel over the instances of service `name` that match `filter` (e.g. a version
-    /// or a region label), balanced with tonic's power-of-two-choices balancer.
+    /// A gRPC channel over the instances of service `name` that pass the options' filter
+    /// (e.g. a version or a region label), balanced with tonic's power-of-two-choices
+    /// balancer, over TLS if the options say so. A [`ServiceFilter`] alone converts into
+    /// options (plain text).
     ///
-    /// Endpoints are `http://{address}`, connected lazily. tonic's balancer reads endpoint
+    /// Endpoints are `https://{address}` with [`ChannelOptions::tls`] (the certificate
+    /// checked against the given CA for the address's host, or the given domain name), else
+    /// `http://{address}`; connected lazily, so a handshake failure is the error of a call,
+    /// not of this method. tonic's balancer reads endpoint
     /// changes only when a call is made, so a removal takes effect on the next call; to make
     /// that call the right one, the name's watch queues each change for every channel before
     /// any other reader of this `Coord` ([`discover`](Self::discover), [`watch`](Self::watch))
@@ -442,16 +452,39 @@ impl Registry {
     ///
     /// The channel keeps the name's watch alive until its last clone is dropped.
     ///
+    /// ```no_run
+    /// # async fn f(coord: coord::Coord) -> Result<(), Box<dyn std::error::Error>> {
+    /// use coord::registry::{ChannelOptions, ServiceFilter};
+    /// use tonic::transport::{Certificate, ClientTlsConfig};
+    ///
+    /// let ca = Certificate::from_pem(std::fs::read("/etc/services/ca.pem")?);
+    /// let channel = coord
+    ///     .registry()
+    ///     .channel_with(
+    ///         "checkout",
+    ///         ChannelOptions::default()
+    ///             .filter(ServiceFilter::default().version("2.0.0"))
+    ///             .tls(ClientTlsConfig::new().ca_certificate(ca)),
+    ///     )
+    ///     .await?;
+    /// # drop(channel);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
-    /// As [`watch`](Self::watch).
+    /// As [`watch`](Self::watch), and [`Error::InvalidArgument`] naming `tls` if the TLS
+    /// settings make no TLS client (a certificate or key that does not parse).
     pub async fn channel_with(
         &self,
         name: &str,
-        filter: ServiceFilter,
+        options: impl Into<ChannelOptions>,
     ) -> Result<tonic::transport::Channel> {
+        let options = options.into();
+        options.check()?;
         let watched = self.watched(name).await?;
-        Ok(channel::balanced(name, watched, filter))
+        Ok(channel::balanced(name, watched, options))
     }
 
     async fn watched(&self, name: &str) -> Result<Arc<cache::Watched>> {

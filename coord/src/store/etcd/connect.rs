@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use etcd_client::Client;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::errors::{ErrorContext, Request, is_tls_failure, map_error};
 use super::{EtcdOptions, EtcdStore, keepalive, mux};
@@ -15,8 +16,25 @@ use crate::error::{Error, Result};
 impl EtcdStore {
     /// Connects and checks that etcd answers, all within `config.dial_timeout`; with
     /// `config.start_offline`, a store whose client connects later if etcd did not answer.
+    /// Warns once if credentials are to cross the network in plain text.
     pub(crate) async fn connect(config: &EtcdOptions) -> Result<Self> {
         let endpoints: Arc<str> = config.endpoints.join(",").into();
+        let span = tracing::info_span!("store.connect", endpoints = %endpoints);
+        Self::dial(config, endpoints).instrument(span).await
+    }
+
+    async fn dial(config: &EtcdOptions, endpoints: Arc<str>) -> Result<Self> {
+        let plain = plain_text_endpoints(&config.endpoints, config.tls.is_some());
+        if config.credentials.is_some() && !plain.is_empty() {
+            // Not refused: a loopback etcd or a sidecar proxy may make plain text safe, and
+            // only the deployment knows; but the user should know what is sent in the clear.
+            tracing::warn!(
+                plain_endpoints = %plain.join(","),
+                "etcd credentials over plain http://: the password (at each login) and the auth \
+                 token (in every request) cross the network unencrypted; use https:// endpoints \
+                 with `tls` set"
+            );
+        }
         let options = config.connect_options();
         let context = ErrorContext {
             endpoints: &endpoints,
@@ -130,4 +148,33 @@ fn is_hang_up(reason: &str) -> bool {
     ]
     .iter()
     .any(|sign| lower.contains(sign))
+}
+
+/// The endpoints etcd-client dials in plain text: `http://` ones, and bare `host:port` ones
+/// when no TLS is set (with TLS it dials those over https).
+fn plain_text_endpoints(endpoints: &[String], tls: bool) -> Vec<&str> {
+    endpoints
+        .iter()
+        .map(String::as_str)
+        .filter(|e| e.starts_with("http://") || (!tls && !e.contains("://")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_endpoints_are_http_ones_and_bare_ones_without_tls() {
+        let endpoints: Vec<String> = ["http://a:2379", "https://b:2379", "c:2379"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            plain_text_endpoints(&endpoints, false),
+            ["http://a:2379", "c:2379"]
+        );
+        assert_eq!(plain_text_endpoints(&endpoints, true), ["http://a:2379"]);
+        let secure = vec!["https://b:2379".to_owned(), "c:2379".to_owned()];
+        assert!(plain_text_endpoints(&secure, true).is_empty());
+    }
 }
