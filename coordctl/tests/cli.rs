@@ -250,6 +250,92 @@ async fn get_and_list_redact_secrets_the_schema_marks() {
     );
 }
 
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+struct Account {
+    user: String,
+    #[coord(secret)]
+    password: coord::Secret<String>,
+}
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+struct Vault {
+    /// API tokens by partner.
+    #[coord(map)]
+    tokens: coord::config::Map<coord::Secret<String>>,
+    /// Database accounts by name.
+    #[coord(map, nested)]
+    accounts: coord::config::Map<Account>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn map_secrets_and_nested_secret_fields_are_redacted_in_get_list_set_history_and_diff() {
+    // Every stored secret carries it, so one search finds any that leaks.
+    const MARK: &str = "s3cr3t";
+    let env = env().await;
+    let prefix = "/config/vault";
+    let config = env.coord.config();
+    config.publish_schema_at::<Vault>(prefix).await.unwrap();
+    for round in ["one", "two"] {
+        let values = [
+            ("tokens/acme", format!("tok-{round}-{MARK}")),
+            ("accounts/main/user", "ana".to_owned()),
+            ("accounts/main/password", format!("pw-{round}-{MARK}")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), Value::String(v)))
+        .collect();
+        config.release_raw(prefix, values).commit().await.unwrap();
+    }
+    let hidden = |what: &str, text: &str| {
+        assert!(!text.contains(MARK), "{what} shows a secret: {text}");
+        assert!(text.contains("<redacted>"), "{what}: {text}");
+    };
+    for key in [
+        "/config/vault/tokens/acme",
+        "/config/vault/accounts/main/password",
+    ] {
+        hidden(key, &env.ctl_ok(&["config", "get", key]).await);
+        hidden(
+            key,
+            &env.ctl_json(&["config", "get", key]).await.to_string(),
+        );
+    }
+    let user = env
+        .ctl_json(&["config", "get", "/config/vault/accounts/main/user"])
+        .await;
+    assert_eq!(user["value"], "ana");
+    hidden("list", &env.ctl_ok(&["config", "list", prefix]).await);
+    let listed = env.ctl_json(&["config", "list", prefix]).await;
+    hidden("list -o json", &listed.to_string());
+    assert!(listed.to_string().contains("\"ana\""), "{listed}");
+    let history = env.ctl_json(&["config", "history", prefix]).await;
+    hidden("history -o json", &history.to_string());
+    hidden(
+        "diff",
+        &env.ctl_ok(&["config", "diff", prefix, "1", "2"]).await,
+    );
+    let diff = env.ctl_json(&["config", "diff", prefix, "1", "2"]).await;
+    hidden("diff -o json", &diff.to_string());
+    assert_eq!(
+        diff.as_array().unwrap().len(),
+        2,
+        "both secrets changed: {diff}"
+    );
+    let set = env
+        .ctl_json(&[
+            "config",
+            "set",
+            "/config/vault/tokens/acme",
+            &format!("\"tok-three-{MARK}\""),
+        ])
+        .await;
+    hidden("set -o json", &set.to_string());
+    let rollback = env
+        .ctl_json(&["config", "rollback", prefix, "1", "-m", "back"])
+        .await;
+    hidden("rollback -o json", &rollback.to_string());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_history_diff_and_rollback_round_trip() {
     let env = env().await;

@@ -822,3 +822,135 @@ async fn map_entries_are_shown_with_their_types_and_released_added_changed_and_r
         })
     );
 }
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+struct Account {
+    user: String,
+    #[coord(secret)]
+    password: coord::Secret<String>,
+}
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+#[coord(prefix = "/config/vault")]
+struct Vault {
+    /// API tokens by partner.
+    #[coord(map)]
+    tokens: coord::config::Map<coord::Secret<String>>,
+    /// Database accounts by name.
+    #[coord(map, nested)]
+    accounts: coord::config::Map<Account>,
+}
+
+/// Every stored secret of the vault tests carries this, so one search finds any that leaks.
+const MARK: &str = "s3cr3t";
+
+fn raw(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+/// The vault's schema published and released twice (every secret changed), then a gray
+/// release of one token.
+async fn vault(env: &Env) {
+    let config = env.coord.config();
+    config.publish_schema::<Vault>().await.unwrap();
+    for round in ["one", "two"] {
+        config
+            .release_raw(
+                "/config/vault",
+                raw(&[
+                    ("tokens/acme", json!(format!("tok-{round}-{MARK}"))),
+                    ("accounts/main/user", json!("ana")),
+                    (
+                        "accounts/main/password",
+                        json!(format!("pw-{round}-{MARK}")),
+                    ),
+                ]),
+            )
+            .commit()
+            .await
+            .unwrap();
+    }
+    config
+        .release_raw(
+            "/config/vault",
+            raw(&[("tokens/acme", json!(format!("tok-gray-{MARK}")))]),
+        )
+        .to(coord::config::Selector::default().instance("api-1"))
+        .commit()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn map_entries_of_secrets_and_secret_fields_of_nested_entries_never_leave_the_console() {
+    let env = env().await;
+    vault(&env).await;
+
+    let page = env.get_ok("/api/config?prefix=/config/vault").await;
+    assert!(!page.to_string().contains(MARK), "{page}");
+    let tokens = &page["fields"][0];
+    assert_eq!(tokens["value"], json!({ "acme": "<redacted>" }));
+    assert_eq!(
+        tokens["secret"], true,
+        "the page edits the entries as secrets"
+    );
+    let accounts = &page["fields"][1];
+    assert_eq!(
+        accounts["value"],
+        json!({ "main/user": "ana", "main/password": "<redacted>" })
+    );
+    let entry_secrets: Vec<(&str, bool)> = accounts["entry_fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["key"].as_str().unwrap(), f["secret"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(entry_secrets, [("user", false), ("password", true)]);
+
+    let history = env.get_ok("/api/history?prefix=/config/vault").await;
+    assert!(!history.to_string().contains(MARK), "{history}");
+    // The changed secrets are listed, their values not.
+    let changed: Vec<&str> = history[1]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        changed,
+        ["accounts/main/password", "tokens/acme"],
+        "{history}"
+    );
+    assert_eq!(history[0]["changes"][0]["new"], "<redacted>", "{history}");
+
+    // A write's answer and a conflict's diff show no secret either.
+    let (status, body) = env
+        .post(
+            "/api/release",
+            json!({
+                "prefix": "/config/vault",
+                "values": { "tokens/beta": format!("tok-new-{MARK}") },
+                "message": "beta partner",
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!body.to_string().contains(MARK), "{body}");
+    let (status, body) = env
+        .post(
+            "/api/release",
+            json!({
+                "prefix": "/config/vault",
+                "values": { "accounts/main/user": "bob" },
+                "message": "stale page",
+                "expect_latest": 1,
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(!body["diff"].as_array().unwrap().is_empty(), "{body}");
+    assert!(!body.to_string().contains(MARK), "{body}");
+}

@@ -13,9 +13,10 @@ use tracing::Instrument;
 
 use super::auth::Writer;
 use super::error::{ApiError, FieldError};
-use super::routes::{diff_json, schema_of, ApiResult};
+use super::routes::{added, cli_error, diff_json, schema_of, ApiResult};
 use super::Console;
 use crate::releases::release_json;
+use crate::schemas;
 
 /// `POST /api/release`.
 #[derive(Debug, Deserialize)]
@@ -122,8 +123,10 @@ async fn commit(
         .message(message)
         .commit()
         .await;
+    let schemas = schemas::all(&console.coord).await.map_err(cli_error)?;
+    let under = schemas.under(prefix);
     match committed {
-        Ok(release) => Ok(Json(release_json(&release))),
+        Ok(release) => Ok(Json(release_json(&release, under))),
         Err(coord::Error::Conflict {
             expected, current, ..
         }) => {
@@ -136,14 +139,7 @@ async fn commit(
                     .history(prefix, 1)
                     .await?
                     .first()
-                    .map(|r| {
-                        r.values
-                            .iter()
-                            .map(|(key, new)| {
-                                serde_json::json!({ "key": key, "change": "added", "old": Value::Null, "new": new })
-                            })
-                            .collect()
-                    })
+                    .map(|r| added(r, under))
                     .unwrap_or_default()
             } else {
                 console
@@ -152,7 +148,7 @@ async fn commit(
                     .diff(prefix, expected, latest)
                     .await?
                     .into_iter()
-                    .map(diff_json)
+                    .map(|d| diff_json(d, under))
                     .collect()
             };
             Err(ApiError::Conflict {
