@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use coord::config::REDACTED;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -47,8 +48,8 @@ pub enum Format {
     Json,
 }
 
-/// Where etcd is and how to log in.
-#[derive(Debug, Args)]
+/// Where etcd is and how to log in. `Debug` shows whether a password was given, never it.
+#[derive(Args)]
 pub struct Connection {
     /// etcd endpoints, comma separated (default: COORD_ENDPOINTS, else http://127.0.0.1:2379).
     #[arg(long, global = true, value_delimiter = ',')]
@@ -77,6 +78,33 @@ pub struct Connection {
     /// How long to wait for etcd before giving up (e.g. 2s).
     #[arg(long, global = true, value_parser = parse_duration)]
     pub dial_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Connection {
+            endpoints,
+            env,
+            user,
+            password,
+            password_file,
+            cacert,
+            cert,
+            key,
+            dial_timeout,
+        } = self;
+        f.debug_struct("Connection")
+            .field("endpoints", endpoints)
+            .field("env", env)
+            .field("user", user)
+            .field("password", &password.as_ref().map(|_| REDACTED))
+            .field("password_file", password_file)
+            .field("cacert", cacert)
+            .field("cert", cert)
+            .field("key", key)
+            .field("dial_timeout", dial_timeout)
+            .finish()
+    }
 }
 
 /// The command groups.
@@ -114,9 +142,23 @@ pub struct ConsoleArgs {
     pub listen: std::net::SocketAddr,
     /// Allow writes to whoever presents a token from this file: one `NAME:TOKEN` (or bare
     /// `TOKEN`) per line; NAME is recorded as the author of their releases. Without it the
-    /// console is read-only.
+    /// console is read-only. A file other users can open is refused (chmod 600).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// Allow reads to whoever presents a token from this file (same format; a write token
+    /// reads too). Required off loopback; on loopback, without it reads need no token.
+    #[arg(long)]
+    pub read_token_file: Option<PathBuf>,
+    /// A host name browsers reach the console by (repeatable); a request naming another
+    /// host is refused. Required off loopback; on loopback the loopback names are allowed.
+    #[arg(long, value_name = "NAME")]
+    pub allowed_host: Vec<String>,
+    /// Event streams (live rollout views, two etcd watches each) open at once at most.
+    #[arg(long, default_value_t = 16)]
+    pub max_streams: usize,
+    /// An event stream with no event for this long ends (the page reconnects).
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub stream_idle: Duration,
 }
 
 /// `coordctl config …`.
@@ -365,6 +407,23 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn debug_of_the_connection_shows_no_password() {
+        let cli = Cli::try_parse_from([
+            "coordctl",
+            "--user",
+            "root",
+            "--password",
+            "hunter2-etcd",
+            "health",
+        ])
+        .unwrap();
+        for shown in [format!("{:?}", cli.connection), format!("{cli:?}")] {
+            assert!(!shown.contains("hunter2-etcd"), "{shown}");
+            assert!(shown.contains("root"), "{shown}");
+        }
     }
 
     #[test]

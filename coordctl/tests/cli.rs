@@ -1441,3 +1441,66 @@ async fn rollout_wait_with_json_output_draws_no_spinner_even_on_a_terminal() {
     );
     assert_eq!(drawn.trim().lines().count(), 1, "only the error: {drawn:?}");
 }
+
+/// A token file holding one token, with `mode`.
+fn token_file(dir: &tempfile::TempDir, name: &str, mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.path().join(name);
+    std::fs::write(&path, "ana:console-test-token-0123456789\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// Runs `coordctl console ARGS`, which must refuse to start (exit 2) rather than serve;
+/// returns what it said.
+async fn console_refused(env: &Env, args: &[&str]) -> String {
+    let mut all = vec!["console"];
+    all.extend(args);
+    let out = tokio::time::timeout(Duration::from_secs(30), env.ctl(&all))
+        .await
+        .unwrap_or_else(|_| panic!("coordctl {all:?} served instead of refusing to start"));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    stderr(&out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_refuses_to_listen_beyond_loopback_without_read_tokens_or_allowed_hosts() {
+    let env = env().await;
+    let dir = tempfile::tempdir().unwrap();
+    let readers = token_file(&dir, "readers", 0o600);
+    let readers = path_text(&readers);
+    let said = console_refused(&env, &["--listen", "0.0.0.0:0"]).await;
+    assert!(said.contains("--read-token-file"), "{said}");
+    let said = console_refused(
+        &env,
+        &["--listen", "0.0.0.0:0", "--read-token-file", readers],
+    )
+    .await;
+    assert!(said.contains("--allowed-host"), "{said}");
+    let said = console_refused(
+        &env,
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--allowed-host",
+            "console.internal",
+        ],
+    )
+    .await;
+    assert!(said.contains("--read-token-file"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_refuses_a_token_file_other_users_can_open() {
+    let env = env().await;
+    let dir = tempfile::tempdir().unwrap();
+    for flag in ["--token-file", "--read-token-file"] {
+        for mode in [0o644, 0o640, 0o660] {
+            let path = token_file(&dir, "tokens", mode);
+            let said =
+                console_refused(&env, &["--listen", "127.0.0.1:0", flag, path_text(&path)]).await;
+            assert!(said.contains(path_text(&path)), "{said}");
+            assert!(said.contains("chmod 600"), "{said}");
+        }
+    }
+}

@@ -30,7 +30,7 @@ pub struct PrefixQuery {
     pub limit: Option<usize>,
 }
 
-/// `GET /api/prefixes`: every prefix with a published schema.
+/// `GET /api/prefixes`: every prefix with a published schema (but coord's own).
 pub async fn prefixes(State(console): State<Arc<Console>>) -> ApiResult {
     let schemas = schemas::all(&console.coord)
         .instrument(tracing::debug_span!("console.prefixes"))
@@ -39,22 +39,71 @@ pub async fn prefixes(State(console): State<Arc<Console>>) -> ApiResult {
     let list: Vec<Value> = schemas
         .list()
         .iter()
+        .filter(|s| !is_reserved(&s.prefix))
         .map(|s| json!({ "prefix": s.prefix, "type_name": s.type_name, "fields": s.fields.len() }))
         .collect();
     Ok(Json(Value::Array(list)))
 }
 
-/// The schema of `prefix`, or a 404 that says so.
-pub async fn schema_of(coord: &Coord, prefix: &str) -> ApiResult<PublishedSchema> {
-    coord
-        .config()
-        .schema(prefix)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no schema is published for {prefix}")))
+/// True for coord's own keys (release records, schemas, statuses): the console never
+/// serves them, whatever schema someone published there.
+pub fn is_reserved(prefix: &str) -> bool {
+    prefix == "/coord" || prefix.starts_with("/coord/")
 }
 
-/// The latest release of `prefix` (0: none yet). Reading history first records a change
-/// made outside releases, so the number is the one a release must expect.
+/// A prefix the console serves: one with a published schema, outside coord's own keys.
+pub struct Served {
+    /// Without a trailing `/`.
+    pub prefix: String,
+    /// Its schema.
+    pub schema: PublishedSchema,
+    /// Every published schema, to redact by.
+    pub schemas: Schemas,
+}
+
+impl Served {
+    /// The redaction of keys relative to the prefix.
+    pub fn under(&self) -> Under<'_> {
+        self.schemas.under(&self.prefix)
+    }
+}
+
+/// `raw` as a prefix the console serves, or the refusal: 400 for a prefix that is not one,
+/// 403 for coord's own keys, 404 for a prefix without a published schema. Every route that
+/// reads or writes a prefix's values passes through here first, so no prefix is served by
+/// accident (another route, a forgotten check).
+pub async fn served(coord: &Coord, raw: &str) -> ApiResult<Served> {
+    let prefix = raw.trim_end_matches('/');
+    if !prefix.starts_with('/') {
+        return Err(ApiError::BadRequest(format!(
+            "`{raw}` is not a prefix: a prefix starts with / (e.g. /config/checkout)"
+        )));
+    }
+    if is_reserved(prefix) {
+        return Err(ApiError::Forbidden(format!(
+            "{prefix} holds coord's own records: the console never serves keys under /coord/"
+        )));
+    }
+    let schemas = schemas::all(coord).await.map_err(cli_error)?;
+    let schema = schemas
+        .list()
+        .iter()
+        .find(|schema| schema.prefix == prefix)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no schema is published for {prefix}: the console serves only prefixes with a published schema"
+            ))
+        })?;
+    Ok(Served {
+        prefix: prefix.to_owned(),
+        schema,
+        schemas,
+    })
+}
+
+/// The latest release of `prefix` as history lists it (0: none yet): what a release from
+/// the page must expect.
 pub async fn latest_seq(coord: &Coord, prefix: &str) -> ApiResult<u64> {
     Ok(coord
         .config()
@@ -70,12 +119,14 @@ pub async fn config(
     State(console): State<Arc<Console>>,
     Query(query): Query<PrefixQuery>,
 ) -> ApiResult {
-    let prefix = query.prefix.trim_end_matches('/').to_owned();
-    let span = tracing::debug_span!("console.config", prefix = %prefix);
+    let span = tracing::debug_span!("console.config", prefix = %query.prefix);
     async {
         let coord = &console.coord;
-        let schema = schema_of(coord, &prefix).await?;
-        let schemas = schemas::all(coord).await.map_err(cli_error)?;
+        let Served {
+            prefix,
+            schema,
+            schemas,
+        } = served(coord, &query.prefix).await?;
         let latest = latest_seq(coord, &prefix).await?;
         let response = coord
             .store()
@@ -194,18 +245,17 @@ pub async fn history(
     State(console): State<Arc<Console>>,
     Query(query): Query<PrefixQuery>,
 ) -> ApiResult {
-    let prefix = query.prefix.trim_end_matches('/').to_owned();
     let limit = query.limit.unwrap_or(20).clamp(1, 100);
-    let span = tracing::debug_span!("console.history", prefix = %prefix, limit);
+    let span = tracing::debug_span!("console.history", prefix = %query.prefix, limit);
     async {
         let config = console.coord.config();
-        let schemas = schemas::all(&console.coord).await.map_err(cli_error)?;
-        let under = schemas.under(&prefix);
+        let served = served(&console.coord, &query.prefix).await?;
+        let (prefix, under) = (&served.prefix, served.under());
         // One more than shown: the oldest shown release needs its predecessor for its diff.
-        let releases = config.history(&prefix, limit + 1).await?;
+        let releases = config.history(prefix, limit + 1).await?;
         let diffs = releases.iter().take(limit).enumerate().map(|(i, release)| {
             let before = releases.get(i + 1);
-            release_changes(&console.coord, &prefix, under, release, before)
+            release_changes(&console.coord, prefix, under, release, before)
         });
         let diffs = futures::future::try_join_all(diffs).await?;
         let docs: Vec<Value> = releases
@@ -296,11 +346,8 @@ pub async fn rollout(
     State(console): State<Arc<Console>>,
     Query(query): Query<PrefixQuery>,
 ) -> ApiResult {
-    let statuses = console
-        .coord
-        .config()
-        .rollout(query.prefix.trim_end_matches('/'))
-        .await?;
+    let served = served(&console.coord, &query.prefix).await?;
+    let statuses = console.coord.config().rollout(&served.prefix).await?;
     Ok(Json(Value::Array(
         statuses.iter().map(status_json).collect(),
     )))
@@ -313,16 +360,26 @@ pub struct LocksQuery {
     prefix: String,
 }
 
-/// `GET /api/locks?prefix=`: holder, fencing token, TTL left, waiters in order.
+/// `GET /api/locks?prefix=`: holder, fencing token, TTL left, waiters in order (none of
+/// coord's own keys).
 pub async fn locks(
     State(console): State<Arc<Console>>,
     Query(query): Query<LocksQuery>,
 ) -> ApiResult {
+    if is_reserved(query.prefix.trim_end_matches('/')) {
+        return Err(ApiError::Forbidden(
+            "the console never serves keys under /coord/".into(),
+        ));
+    }
     let locks = coord::inspect::locks(console.coord.store(), &query.prefix)
         .instrument(tracing::debug_span!("console.locks", prefix = %query.prefix))
         .await?;
     // The CLI's shape: lease IDs are no credential, and one shape is one thing to learn.
-    let docs = locks.iter().map(crate::coordination::lock_json).collect();
+    let docs = locks
+        .iter()
+        .filter(|lock| !is_reserved(&lock.name))
+        .map(crate::coordination::lock_json)
+        .collect();
     Ok(Json(Value::Array(docs)))
 }
 
@@ -391,9 +448,10 @@ pub async fn services(
     Ok(Json(Value::Array(docs)))
 }
 
+/// A failure of a CLI helper the console shares.
 pub fn cli_error(e: crate::error::CliError) -> ApiError {
     match e {
         crate::error::CliError::Coord(e) => ApiError::Coord(e),
-        other => ApiError::BadRequest(other.to_string()),
+        other => ApiError::Internal(other.to_string()),
     }
 }

@@ -1,5 +1,7 @@
 //! The write routes: release, rollback, gray start / promote / abort. Each runs behind the
-//! write guard ([`super::auth::require_writer`]) and records its writer as the author.
+//! write guard ([`super::auth::require_writer`]), writes only a prefix the console serves
+//! ([`super::routes::served`]: a published schema, none of coord's own keys) and records its
+//! writer as the author.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,10 +15,9 @@ use tracing::Instrument;
 
 use super::auth::Writer;
 use super::error::{ApiError, FieldError};
-use super::routes::{added, cli_error, diff_json, schema_of, ApiResult};
+use super::routes::{added, diff_json, served, ApiResult, Served};
 use super::Console;
 use crate::releases::release_json;
-use crate::schemas;
 
 /// `POST /api/release`.
 #[derive(Debug, Deserialize)]
@@ -113,7 +114,7 @@ fn message(text: &str) -> Result<String, ApiError> {
 /// from what the person saw to what is there now.
 async fn commit(
     console: &Console,
-    prefix: &str,
+    served: &Served,
     builder: ReleaseBuilder,
     writer: &Writer,
     message: String,
@@ -123,8 +124,7 @@ async fn commit(
         .message(message)
         .commit()
         .await;
-    let schemas = schemas::all(&console.coord).await.map_err(cli_error)?;
-    let under = schemas.under(prefix);
+    let (prefix, under) = (served.prefix.as_str(), served.under());
     match committed {
         Ok(release) => Ok(Json(release_json(&release, under))),
         Err(coord::Error::Conflict {
@@ -177,8 +177,8 @@ pub async fn release(
             ));
         }
         // The fields first: a refused value is what the person most needs to see.
-        let schema = schema_of(&console.coord, &prefix).await?;
-        let refused = refusals(&schema, &body.values);
+        let served = served(&console.coord, &prefix).await?;
+        let refused = refusals(&served.schema, &body.values);
         if !refused.is_empty() {
             return Err(ApiError::Refused(refused));
         }
@@ -187,11 +187,11 @@ pub async fn release(
             console
                 .coord
                 .config()
-                .release_raw_with(&prefix, body.values, body.remove);
+                .release_raw_with(&served.prefix, body.values, body.remove);
         if let Some(seq) = body.expect_latest {
             builder = builder.expect_latest(seq);
         }
-        commit(&console, &prefix, builder, &writer, message).await
+        commit(&console, &served, builder, &writer, message).await
     }
     .instrument(span)
     .await
@@ -206,12 +206,13 @@ pub async fn rollback(
     let prefix = body.prefix.trim_end_matches('/').to_owned();
     let span = tracing::info_span!("console.rollback", prefix = %prefix, seq = body.seq, author = %writer.name);
     async {
+        let served = served(&console.coord, &prefix).await?;
         let message = message(&body.message)?;
-        let mut builder = console.coord.config().rollback(&prefix, body.seq);
+        let mut builder = console.coord.config().rollback(&served.prefix, body.seq);
         if let Some(seq) = body.expect_latest {
             builder = builder.expect_latest(seq);
         }
-        commit(&console, &prefix, builder, &writer, message).await
+        commit(&console, &served, builder, &writer, message).await
     }
     .instrument(span)
     .await
@@ -239,8 +240,8 @@ pub async fn gray_start(
             ));
         }
         // The fields first: a refused value is what the person most needs to see.
-        let schema = schema_of(&console.coord, &prefix).await?;
-        let refused = refusals(&schema, &body.values);
+        let served = served(&console.coord, &prefix).await?;
+        let refused = refusals(&served.schema, &body.values);
         if !refused.is_empty() {
             return Err(ApiError::Refused(refused));
         }
@@ -248,9 +249,9 @@ pub async fn gray_start(
         let builder = console
             .coord
             .config()
-            .release_raw(&prefix, body.values)
+            .release_raw(&served.prefix, body.values)
             .to(selector);
-        commit(&console, &prefix, builder, &writer, message).await
+        commit(&console, &served, builder, &writer, message).await
     }
     .instrument(span)
     .await
@@ -297,13 +298,14 @@ async fn gray_end(
         }
     };
     async {
+        let served = served(&console.coord, &prefix).await?;
         let message = message(&body.message)?;
         let config = console.coord.config();
         let builder = match end {
-            GrayEnd::Promote => config.promote(&prefix, body.seq),
-            GrayEnd::Abort => config.abort(&prefix, body.seq),
+            GrayEnd::Promote => config.promote(&served.prefix, body.seq),
+            GrayEnd::Abort => config.abort(&served.prefix, body.seq),
         };
-        commit(&console, &prefix, builder, &writer, message).await
+        commit(&console, &served, builder, &writer, message).await
     }
     .instrument(span)
     .await
