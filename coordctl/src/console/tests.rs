@@ -1374,3 +1374,92 @@ async fn map_entries_of_secrets_and_secret_fields_of_nested_entries_never_leave_
     assert!(!body["diff"].as_array().unwrap().is_empty(), "{body}");
     assert!(!body.to_string().contains(MARK), "{body}");
 }
+
+async fn revision(env: &Env) -> i64 {
+    env.coord.store().status().await.unwrap().revision
+}
+
+/// GETs every route the page reads (`/config/checkout`'s among them), and the event stream
+/// until its first event.
+async fn read_every_route(env: &Env) {
+    for uri in [
+        "/",
+        "/assets/app.js",
+        "/api/prefixes",
+        "/api/config?prefix=/config/checkout",
+        "/api/history?prefix=/config/checkout",
+        "/api/rollout?prefix=/config/checkout",
+        "/api/locks",
+        "/api/ids",
+        "/api/ids?service=worker",
+        "/api/services",
+        "/api/services?name=api",
+    ] {
+        env.get_ok(uri).await;
+    }
+    let response = open_stream(env).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body().into_data_stream();
+    let (name, _) = next_event(&mut body, &mut String::new()).await;
+    assert_eq!(name, "rollout");
+}
+
+/// A lock held, an ID taken and a service registered, so every list has something to read.
+async fn coordination_state(
+    env: &Env,
+) -> (
+    coord::LockGuard,
+    coord::IdGuard,
+    coord::registry::Registration,
+) {
+    let lock = env
+        .coord
+        .locks()
+        .acquire("/locks/jobs", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let id = env
+        .coord
+        .ids("worker", 8)
+        .await
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap();
+    let registration = env
+        .coord
+        .registry()
+        .register(
+            ServiceInfo::new("api", "api-1", "10.0.0.1:80"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    (lock, id, registration)
+}
+
+#[tokio::test]
+async fn reading_every_route_leaves_the_store_revision_unchanged() {
+    let env = env().await;
+    let _held = coordination_state(&env).await;
+    let before = revision(&env).await;
+    read_every_route(&env).await;
+    assert_eq!(revision(&env).await, before, "a read wrote to the store");
+}
+
+/// Fails until the library's history stops recording drift when it reads (it computes it at
+/// read time instead): the config and history routes read history.
+#[tokio::test]
+async fn reading_every_route_after_a_change_outside_releases_leaves_the_store_revision_unchanged() {
+    let env = env().await;
+    let _held = coordination_state(&env).await;
+    // A plain write, not a release: history finds the prefix drifted from its latest record.
+    env.coord
+        .config()
+        .set("/config/checkout/timeout_secs", &45)
+        .await
+        .unwrap();
+    let before = revision(&env).await;
+    read_every_route(&env).await;
+    assert_eq!(revision(&env).await, before, "a read wrote to the store");
+}
