@@ -130,6 +130,8 @@ pub enum Command {
     /// Serve the web console: browse, edit and release config, watch rollouts, roll back.
     ///
     /// Read-only unless --token-file is given; listens on loopback unless told otherwise.
+    /// Beyond loopback it needs --read-token-file (every read then needs a token) and
+    /// --allowed-host.
     Console(ConsoleArgs),
 }
 
@@ -248,8 +250,8 @@ pub enum ConfigCommand {
     Gray(GrayCommand),
 }
 
-/// `coordctl config set`.
-#[derive(Debug, Args)]
+/// `coordctl config set`. `Debug` leaves the value out: it may be a secret.
+#[derive(Args)]
 pub struct SetArgs {
     /// The full key, e.g. /config/checkout/timeout_secs.
     pub key: String,
@@ -270,6 +272,29 @@ pub struct SetArgs {
     /// Why (shown in history; under a published schema).
     #[arg(long, short = 'm')]
     pub message: Option<String>,
+}
+
+impl std::fmt::Debug for SetArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let SetArgs {
+            key,
+            value: _,
+            string,
+            force,
+            dry_run,
+            expect_version,
+            message,
+        } = self;
+        f.debug_struct("SetArgs")
+            .field("key", key)
+            .field("value", &REDACTED)
+            .field("string", string)
+            .field("force", force)
+            .field("dry_run", dry_run)
+            .field("expect_version", expect_version)
+            .field("message", message)
+            .finish()
+    }
 }
 
 /// `coordctl config release`.
@@ -424,6 +449,21 @@ mod tests {
             assert!(!shown.contains("hunter2-etcd"), "{shown}");
             assert!(shown.contains("root"), "{shown}");
         }
+    }
+
+    #[test]
+    fn debug_of_config_set_shows_the_key_not_the_value() {
+        let cli = Cli::try_parse_from([
+            "coordctl",
+            "config",
+            "set",
+            "/config/pay/api_key",
+            "\"sk-9\"",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(shown.contains("/config/pay/api_key"), "{shown}");
+        assert!(!shown.contains("sk-9"), "{shown}");
     }
 
     #[test]
