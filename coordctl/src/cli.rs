@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use coord::config::REDACTED;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -47,8 +48,8 @@ pub enum Format {
     Json,
 }
 
-/// Where etcd is and how to log in.
-#[derive(Debug, Args)]
+/// Where etcd is and how to log in. `Debug` shows whether a password was given, never it.
+#[derive(Args)]
 pub struct Connection {
     /// etcd endpoints, comma separated (default: COORD_ENDPOINTS, else http://127.0.0.1:2379).
     #[arg(long, global = true, value_delimiter = ',')]
@@ -79,6 +80,33 @@ pub struct Connection {
     pub dial_timeout: Option<Duration>,
 }
 
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Connection {
+            endpoints,
+            env,
+            user,
+            password,
+            password_file,
+            cacert,
+            cert,
+            key,
+            dial_timeout,
+        } = self;
+        f.debug_struct("Connection")
+            .field("endpoints", endpoints)
+            .field("env", env)
+            .field("user", user)
+            .field("password", &password.as_ref().map(|_| REDACTED))
+            .field("password_file", password_file)
+            .field("cacert", cacert)
+            .field("cert", cert)
+            .field("key", key)
+            .field("dial_timeout", dial_timeout)
+            .finish()
+    }
+}
+
 /// The command groups.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -102,6 +130,8 @@ pub enum Command {
     /// Serve the web console: browse, edit and release config, watch rollouts, roll back.
     ///
     /// Read-only unless --token-file is given; listens on loopback unless told otherwise.
+    /// Beyond loopback it needs --read-token-file (every read then needs a token) and
+    /// --allowed-host.
     Console(ConsoleArgs),
 }
 
@@ -114,9 +144,23 @@ pub struct ConsoleArgs {
     pub listen: std::net::SocketAddr,
     /// Allow writes to whoever presents a token from this file: one `NAME:TOKEN` (or bare
     /// `TOKEN`) per line; NAME is recorded as the author of their releases. Without it the
-    /// console is read-only.
+    /// console is read-only. A file other users can open is refused (chmod 600).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// Allow reads to whoever presents a token from this file (same format; a write token
+    /// reads too). Required off loopback; on loopback, without it reads need no token.
+    #[arg(long)]
+    pub read_token_file: Option<PathBuf>,
+    /// A host name browsers reach the console by (repeatable); a request naming another
+    /// host is refused. Required off loopback; on loopback the loopback names are allowed.
+    #[arg(long, value_name = "NAME")]
+    pub allowed_host: Vec<String>,
+    /// Event streams (live rollout views, two etcd watches each) open at once at most.
+    #[arg(long, default_value_t = 16)]
+    pub max_streams: usize,
+    /// An event stream with no event for this long ends (the page reconnects).
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub stream_idle: Duration,
 }
 
 /// `coordctl config …`.
@@ -206,8 +250,8 @@ pub enum ConfigCommand {
     Gray(GrayCommand),
 }
 
-/// `coordctl config set`.
-#[derive(Debug, Args)]
+/// `coordctl config set`. `Debug` leaves the value out: it may be a secret.
+#[derive(Args)]
 pub struct SetArgs {
     /// The full key, e.g. /config/checkout/timeout_secs.
     pub key: String,
@@ -228,6 +272,29 @@ pub struct SetArgs {
     /// Why (shown in history; under a published schema).
     #[arg(long, short = 'm')]
     pub message: Option<String>,
+}
+
+impl std::fmt::Debug for SetArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let SetArgs {
+            key,
+            value: _,
+            string,
+            force,
+            dry_run,
+            expect_version,
+            message,
+        } = self;
+        f.debug_struct("SetArgs")
+            .field("key", key)
+            .field("value", &REDACTED)
+            .field("string", string)
+            .field("force", force)
+            .field("dry_run", dry_run)
+            .field("expect_version", expect_version)
+            .field("message", message)
+            .finish()
+    }
 }
 
 /// `coordctl config release`.
@@ -365,6 +432,38 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn debug_of_the_connection_shows_no_password() {
+        let cli = Cli::try_parse_from([
+            "coordctl",
+            "--user",
+            "root",
+            "--password",
+            "hunter2-etcd",
+            "health",
+        ])
+        .unwrap();
+        for shown in [format!("{:?}", cli.connection), format!("{cli:?}")] {
+            assert!(!shown.contains("hunter2-etcd"), "{shown}");
+            assert!(shown.contains("root"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn debug_of_config_set_shows_the_key_not_the_value() {
+        let cli = Cli::try_parse_from([
+            "coordctl",
+            "config",
+            "set",
+            "/config/pay/api_key",
+            "\"sk-9\"",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(shown.contains("/config/pay/api_key"), "{shown}");
+        assert!(!shown.contains("sk-9"), "{shown}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use coord::config::{ConfigEvent, PublishedKind, Release, ReleaseBuilder};
+use coord::config::{ConfigEvent, PublishedKind, Release, ReleaseBuilder, REDACTED};
 use coord::store::{KeyRange, RangeOptions};
 use coord::Coord;
 use futures::StreamExt;
@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::cli::SetArgs;
 use crate::error::{CliError, CliResult};
-use crate::output::{cell, Output, REDACTED};
+use crate::output::{cell, Output};
 use crate::{releases, schemas};
 
 /// `config get KEY`.
@@ -79,7 +79,7 @@ pub async fn set(coord: &Coord, out: Output, args: SetArgs) -> CliResult {
         })?
     };
     let schema = schemas::for_key(coord, &args.key).await?;
-    let (secret, release_under) = match &schema {
+    let release_under = match &schema {
         Some((schema, relative)) => {
             let accepted = match schema.check(relative, &value) {
                 Ok(()) => true,
@@ -94,31 +94,23 @@ pub async fn set(coord: &Coord, out: Output, args: SetArgs) -> CliResult {
                     )))
                 }
             };
-            let secret = schema.field(relative).is_some_and(|f| f.secret);
-            (
-                secret,
-                accepted.then(|| (schema.prefix.clone(), relative.clone())),
-            )
+            accepted.then(|| (schema.prefix.clone(), relative.clone()))
         }
         None => {
             eprintln!(
                 "warning: no schema published for {} or a prefix above it; the value is not checked",
                 args.key
             );
-            (false, None)
+            None
         }
     };
     let (old, _) = coord.store().get(&args.key).await?;
     let old = old.map(|kv| schemas::decode(&kv.value));
-    let shown = |v: &Value| {
-        if secret {
-            Value::String(REDACTED.to_owned())
-        } else {
-            v.clone()
-        }
-    };
-    let old_shown = old.as_ref().map(shown).unwrap_or(Value::Null);
-    let new_shown = shown(&value);
+    let schemas = schemas::all(coord).await?;
+    let old_shown = old
+        .clone()
+        .map_or(Value::Null, |v| schemas.shown(&args.key, v));
+    let new_shown = schemas.shown(&args.key, value.clone());
     let change = format!(
         "{}: {} -> {}",
         args.key,
@@ -307,8 +299,17 @@ pub async fn describe(coord: &Coord, out: Output, prefix: &str) -> CliResult {
         .schema(prefix)
         .await?
         .ok_or_else(|| CliError::NotFound(format!("no schema published for {prefix}")))?;
+    let schemas = schemas::all(coord).await?;
     if out.is_json() {
-        let doc = serde_json::to_value(&schema).map_err(|e| {
+        // The library leaves a secret field's default out; a default of a map of secrets is
+        // a value too.
+        let mut shown = schema.clone();
+        for field in &mut shown.fields {
+            if field.default.is_some() && schemas.holds_secret(&schema, field) {
+                field.default = Some(Value::String(REDACTED.to_owned()));
+            }
+        }
+        let doc = serde_json::to_value(&shown).map_err(|e| {
             CliError::Refused(format!("cannot show the schema of {prefix} as JSON: {e}"))
         })?;
         out.json(&doc);
@@ -324,10 +325,11 @@ pub async fn describe(coord: &Coord, out: Output, prefix: &str) -> CliResult {
                 PublishedKind::NestedMap { .. } => "nested map",
                 _ => "value",
             };
-            let default = if field.secret {
-                REDACTED.to_owned()
-            } else {
-                field.default.as_ref().map_or_else(|| "-".to_owned(), cell)
+            let secret = schemas.holds_secret(&schema, field);
+            let default = match &field.default {
+                Some(_) if secret => REDACTED.to_owned(),
+                Some(default) => cell(default),
+                None => "-".to_owned(),
             };
             vec![
                 field.key.clone(),
@@ -335,7 +337,7 @@ pub async fn describe(coord: &Coord, out: Output, prefix: &str) -> CliResult {
                 kind.to_owned(),
                 if field.required { "yes" } else { "no" }.to_owned(),
                 default,
-                if field.secret { "yes" } else { "no" }.to_owned(),
+                if secret { "yes" } else { "no" }.to_owned(),
                 field.doc.clone(),
             ]
         })

@@ -6,9 +6,6 @@ use serde_json::Value;
 
 use crate::cli::Format;
 
-/// What secret values print as.
-pub const REDACTED: &str = "<redacted>";
-
 /// Where and how a command prints.
 #[derive(Clone, Copy, Debug)]
 pub struct Output {

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use coord::config::{Change, Release, ReleaseBuilder, ReleaseKind, Selector};
+use coord::config::{Change, KeyDiff, Release, ReleaseBuilder, ReleaseKind, Selector};
 use coord::{Coord, InstanceStatus};
 use serde_json::{json, Value};
 
@@ -12,6 +12,7 @@ use crate::cli::{GrayCommand, ReleaseArgs};
 use crate::error::{CliError, CliResult};
 use crate::output::{cell, time, Output};
 use crate::progress::Spinner;
+use crate::schemas::{self, Under};
 
 /// Who a release made here is by: `$USER (coordctl)`, else `coordctl ({instance})`.
 pub(crate) fn author(coord: &Coord) -> String {
@@ -48,7 +49,8 @@ fn selector_text(selector: &Selector) -> String {
     format!("[{}]", parts.join(" "))
 }
 
-pub(crate) fn release_json(release: &Release) -> Value {
+/// A release as JSON, its values (and gray values) shown as `under` allows.
+pub(crate) fn release_json(release: &Release, under: Under<'_>) -> Value {
     let mut doc = json!({
         "seq": release.seq,
         "revision": release.revision,
@@ -56,18 +58,38 @@ pub(crate) fn release_json(release: &Release) -> Value {
         "author": release.author,
         "message": release.message,
         "time": time(release.time),
-        "values": release.values,
+        "values": under.values(&release.values),
     });
     if !release.gray_values.is_empty() || !release.gray_removes.is_empty() {
-        doc["gray_values"] = json!(release.gray_values);
+        doc["gray_values"] = json!(under.values(&release.gray_values));
         doc["gray_removes"] = json!(release.gray_removes);
     }
     doc
 }
 
-fn print_release(out: Output, prefix: &str, release: &Release) {
+/// One key of a library diff as (key, change, old, new), the values shown as `under` allows.
+pub(crate) fn diff_row(diff: KeyDiff, under: Under<'_>) -> (String, &'static str, Value, Value) {
+    let (change, old, new) = match diff.change {
+        Change::Added { new } => ("added", Value::Null, new),
+        Change::Changed { old, new } => ("changed", old, new),
+        Change::Removed { old } => ("removed", old, Value::Null),
+        _ => ("other", Value::Null, Value::Null),
+    };
+    let shown = |value: Value| {
+        if value.is_null() {
+            value
+        } else {
+            under.shown(&diff.key, value)
+        }
+    };
+    let (old, new) = (shown(old), shown(new));
+    (diff.key, change, old, new)
+}
+
+async fn print_release(coord: &Coord, out: Output, prefix: &str, release: &Release) -> CliResult {
     if out.is_json() {
-        out.json(&release_json(release));
+        let schemas = schemas::all(coord).await?;
+        out.json(&release_json(release, schemas.under(prefix)));
     } else {
         out.note(&format!(
             "{prefix}: release {} ({}) at revision {}",
@@ -76,13 +98,17 @@ fn print_release(out: Output, prefix: &str, release: &Release) {
             release.revision
         ));
     }
+    Ok(())
 }
 
 /// `config history PREFIX`.
 pub async fn history(coord: &Coord, out: Output, prefix: &str, limit: usize) -> CliResult {
     let releases = coord.config().history(prefix, limit).await?;
     if out.is_json() {
-        out.json(&Value::Array(releases.iter().map(release_json).collect()));
+        let schemas = schemas::all(coord).await?;
+        let under = schemas.under(prefix);
+        let docs = releases.iter().map(|r| release_json(r, under)).collect();
+        out.json(&Value::Array(docs));
         return Ok(());
     }
     let rows: Vec<Vec<String>> = releases
@@ -108,15 +134,10 @@ pub async fn history(coord: &Coord, out: Output, prefix: &str, limit: usize) -> 
 /// `config diff PREFIX A B`.
 pub async fn diff(coord: &Coord, out: Output, prefix: &str, from: u64, to: u64) -> CliResult {
     let diffs = coord.config().diff(prefix, from, to).await?;
-    let rows: Vec<(String, &str, Value, Value)> = diffs
-        .into_iter()
-        .map(|d| match d.change {
-            Change::Added { new } => (d.key, "added", Value::Null, new),
-            Change::Changed { old, new } => (d.key, "changed", old, new),
-            Change::Removed { old } => (d.key, "removed", old, Value::Null),
-            _ => (d.key, "other", Value::Null, Value::Null),
-        })
-        .collect();
+    let schemas = schemas::all(coord).await?;
+    let under = schemas.under(prefix);
+    let rows: Vec<(String, &str, Value, Value)> =
+        diffs.into_iter().map(|d| diff_row(d, under)).collect();
     if out.is_json() {
         let docs = rows
             .iter()
@@ -171,8 +192,7 @@ async fn commit(
         builder = builder.expect_latest(seq);
     }
     let release = builder.commit().await?;
-    print_release(out, prefix, &release);
-    Ok(())
+    print_release(coord, out, prefix, &release).await
 }
 
 /// `config release PREFIX --file values.json`.

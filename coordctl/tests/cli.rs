@@ -250,6 +250,92 @@ async fn get_and_list_redact_secrets_the_schema_marks() {
     );
 }
 
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+struct Account {
+    user: String,
+    #[coord(secret)]
+    password: coord::Secret<String>,
+}
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+struct Vault {
+    /// API tokens by partner.
+    #[coord(map)]
+    tokens: coord::config::Map<coord::Secret<String>>,
+    /// Database accounts by name.
+    #[coord(map, nested)]
+    accounts: coord::config::Map<Account>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn map_secrets_and_nested_secret_fields_are_redacted_in_get_list_set_history_and_diff() {
+    // Every stored secret carries it, so one search finds any that leaks.
+    const MARK: &str = "s3cr3t";
+    let env = env().await;
+    let prefix = "/config/vault";
+    let config = env.coord.config();
+    config.publish_schema_at::<Vault>(prefix).await.unwrap();
+    for round in ["one", "two"] {
+        let values = [
+            ("tokens/acme", format!("tok-{round}-{MARK}")),
+            ("accounts/main/user", "ana".to_owned()),
+            ("accounts/main/password", format!("pw-{round}-{MARK}")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), Value::String(v)))
+        .collect();
+        config.release_raw(prefix, values).commit().await.unwrap();
+    }
+    let hidden = |what: &str, text: &str| {
+        assert!(!text.contains(MARK), "{what} shows a secret: {text}");
+        assert!(text.contains("<redacted>"), "{what}: {text}");
+    };
+    for key in [
+        "/config/vault/tokens/acme",
+        "/config/vault/accounts/main/password",
+    ] {
+        hidden(key, &env.ctl_ok(&["config", "get", key]).await);
+        hidden(
+            key,
+            &env.ctl_json(&["config", "get", key]).await.to_string(),
+        );
+    }
+    let user = env
+        .ctl_json(&["config", "get", "/config/vault/accounts/main/user"])
+        .await;
+    assert_eq!(user["value"], "ana");
+    hidden("list", &env.ctl_ok(&["config", "list", prefix]).await);
+    let listed = env.ctl_json(&["config", "list", prefix]).await;
+    hidden("list -o json", &listed.to_string());
+    assert!(listed.to_string().contains("\"ana\""), "{listed}");
+    let history = env.ctl_json(&["config", "history", prefix]).await;
+    hidden("history -o json", &history.to_string());
+    hidden(
+        "diff",
+        &env.ctl_ok(&["config", "diff", prefix, "1", "2"]).await,
+    );
+    let diff = env.ctl_json(&["config", "diff", prefix, "1", "2"]).await;
+    hidden("diff -o json", &diff.to_string());
+    assert_eq!(
+        diff.as_array().unwrap().len(),
+        2,
+        "both secrets changed: {diff}"
+    );
+    let set = env
+        .ctl_json(&[
+            "config",
+            "set",
+            "/config/vault/tokens/acme",
+            &format!("\"tok-three-{MARK}\""),
+        ])
+        .await;
+    hidden("set -o json", &set.to_string());
+    let rollback = env
+        .ctl_json(&["config", "rollback", prefix, "1", "-m", "back"])
+        .await;
+    hidden("rollback -o json", &rollback.to_string());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_history_diff_and_rollback_round_trip() {
     let env = env().await;
@@ -1354,4 +1440,67 @@ async fn rollout_wait_with_json_output_draws_no_spinner_even_on_a_terminal() {
         "no spinner: {drawn:?}"
     );
     assert_eq!(drawn.trim().lines().count(), 1, "only the error: {drawn:?}");
+}
+
+/// A token file holding one token, with `mode`.
+fn token_file(dir: &tempfile::TempDir, name: &str, mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.path().join(name);
+    std::fs::write(&path, "ana:console-test-token-0123456789\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// Runs `coordctl console ARGS`, which must refuse to start (exit 2) rather than serve;
+/// returns what it said.
+async fn console_refused(env: &Env, args: &[&str]) -> String {
+    let mut all = vec!["console"];
+    all.extend(args);
+    let out = tokio::time::timeout(Duration::from_secs(30), env.ctl(&all))
+        .await
+        .unwrap_or_else(|_| panic!("coordctl {all:?} served instead of refusing to start"));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    stderr(&out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_refuses_to_listen_beyond_loopback_without_read_tokens_or_allowed_hosts() {
+    let env = env().await;
+    let dir = tempfile::tempdir().unwrap();
+    let readers = token_file(&dir, "readers", 0o600);
+    let readers = path_text(&readers);
+    let said = console_refused(&env, &["--listen", "0.0.0.0:0"]).await;
+    assert!(said.contains("--read-token-file"), "{said}");
+    let said = console_refused(
+        &env,
+        &["--listen", "0.0.0.0:0", "--read-token-file", readers],
+    )
+    .await;
+    assert!(said.contains("--allowed-host"), "{said}");
+    let said = console_refused(
+        &env,
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--allowed-host",
+            "console.internal",
+        ],
+    )
+    .await;
+    assert!(said.contains("--read-token-file"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_refuses_a_token_file_other_users_can_open() {
+    let env = env().await;
+    let dir = tempfile::tempdir().unwrap();
+    for flag in ["--token-file", "--read-token-file"] {
+        for mode in [0o644, 0o640, 0o660] {
+            let path = token_file(&dir, "tokens", mode);
+            let said =
+                console_refused(&env, &["--listen", "127.0.0.1:0", flag, path_text(&path)]).await;
+            assert!(said.contains(path_text(&path)), "{said}");
+            assert!(said.contains("chmod 600"), "{said}");
+        }
+    }
 }

@@ -20,6 +20,8 @@ use tokio::process::{Child, Command};
 
 const TOKEN: &str = "ana:console-test-token-0123456789";
 const WRITE_TOKEN: &str = "console-test-token-0123456789";
+const READ_TOKEN_LINE: &str = "viewer:console-read-token-0123456789";
+const READ_TOKEN: &str = "console-read-token-0123456789";
 
 #[derive(CoordConfig, Debug, Clone, PartialEq)]
 #[coord(prefix = "/config/checkout")]
@@ -86,12 +88,28 @@ async fn start_chromedriver() -> (Child, u16) {
     (child, port)
 }
 
-/// `coordctl console` on a free port with a token file; returns it and its URL.
-async fn start_console(endpoint: &str, token_file: &std::path::Path) -> (Child, String) {
+/// A token file holding `line`, readable by its owner only (the console refuses others).
+fn private_file(dir: &tempfile::TempDir, name: &str, line: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.path().join(name);
+    std::fs::write(&path, format!("{line}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// `coordctl console` on a free port with a write token file and a read token file (so
+/// every read needs a token); returns it and its URL.
+async fn start_console(
+    endpoint: &str,
+    token_file: &std::path::Path,
+    read_token_file: &std::path::Path,
+) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_coordctl"))
         .args(["--endpoints", endpoint, "--env", "test", "console"])
         .args(["--listen", "127.0.0.1:0", "--token-file"])
         .arg(token_file)
+        .arg("--read-token-file")
+        .arg(read_token_file)
         .env_remove("COORD_ENDPOINTS")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -224,9 +242,9 @@ async fn a_person_edits_releases_and_rolls_back_in_the_browser_and_a_wrong_type_
     let live = coord.live::<Checkout>().await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("tokens");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let (_console, url) = start_console(&server.endpoint(), &token_file).await;
+    let token_file = private_file(&dir, "tokens", TOKEN);
+    let read_token_file = private_file(&dir, "readers", READ_TOKEN_LINE);
+    let (_console, url) = start_console(&server.endpoint(), &token_file, &read_token_file).await;
     let (mut chromedriver, port) = start_chromedriver().await;
 
     let mut capabilities = serde_json::Map::new();
@@ -254,13 +272,69 @@ async fn a_person_edits_releases_and_rolls_back_in_the_browser_and_a_wrong_type_
     }
 }
 
-async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &str) {
+/// The store's revision once this process's instance has reported its status (its one
+/// write), so that nothing else here moves it.
+async fn settled_revision(coord: &Coord) -> i64 {
+    let instance = coord.instance().name.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rollout = coord.config().rollout("/config/checkout").await.unwrap();
+        if rollout.iter().any(|s| s.instance == instance) {
+            return coord.store().status().await.unwrap().revision;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no status of {instance} within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Opens a page of the console by its hash route and waits for `css` to show `want`.
+async fn browse(client: &Client, url: &str, route: &str, css: &str, want: &str) {
     client
-        .goto(&format!("{url}#/prefix/config/checkout"))
+        .goto(&format!("{url}#{route}"))
         .await
-        .expect("open the prefix page");
-    // The fields are drawn after the page's script has set it up (and shown the token box).
+        .unwrap_or_else(|e| panic!("open {route}: {e}"));
+    text_until(client, css, |t| t.contains(want)).await;
+}
+
+async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &str) {
+    // Every read needs a token: the page loads and asks for one.
+    browse(client, url, "/", "#main .notice.bad", "needs a token").await;
+    let before = settled_revision(coord).await;
+    // A read token, entered once (Enter commits it), shows every page; the live rollout
+    // comes through the event stream's cookie. Reading writes nothing to the store.
+    type_into(client, "#token", &format!("{READ_TOKEN}\u{E007}")).await;
+    text_until(client, "#main table", |t| t.contains("/config/checkout")).await;
+    browse(client, url, "/locks", "#main h1", "Locks").await;
+    browse(client, url, "/ids", "#main h1", "Instance IDs").await;
+    browse(client, url, "/services", "#main h1", "Services").await;
+    browse(
+        client,
+        url,
+        "/prefix/config/checkout",
+        "#history tbody",
+        "launch",
+    )
+    .await;
+    let instance = coord.instance().name.clone();
+    text_until(client, "#rollout tbody", |t| t.contains(&instance)).await;
+    let page = client.source().await.unwrap();
+    assert!(!page.contains("sk-live-123"), "a secret reached the page");
+    assert_eq!(
+        coord.store().status().await.unwrap().revision,
+        before,
+        "browsing every page wrote to the store"
+    );
+
+    // The write token reads too; it replaces the read token for the edits that follow.
     wait_for(client, "#fields input[data-key='timeout_secs']").await;
+    wait_for(client, "#token")
+        .await
+        .clear()
+        .await
+        .expect("clear the token");
     type_into(client, "#token", WRITE_TOKEN).await;
 
     // Change a value through the form and release it with a message.

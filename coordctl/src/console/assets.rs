@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 
 use super::Console;
@@ -12,32 +12,16 @@ const INDEX: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/app.js");
 const STYLE: &str = include_str!("assets/app.css");
 
-/// Scripts and styles from this server only, no inline script, no framing: an injected value
-/// cannot run, and another site cannot overlay the console's buttons.
-const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; \
-    form-action 'none'";
-
-/// `GET /`: the page, carrying this server's CSRF token and whether writes are allowed.
+/// `GET /`: the page, carrying this server's CSRF token, whether writes are allowed and
+/// whether reads need a token. (The router's layer sets its content policy and `no-store`:
+/// the CSRF token is per server start, a cached page would carry a stale one.)
 pub async fn index(State(console): State<Arc<Console>>) -> Response {
-    let page = INDEX.replace("{{csrf}}", console.access.csrf()).replace(
-        "{{writable}}",
-        if console.access.writable() {
-            "true"
-        } else {
-            "false"
-        },
-    );
-    (
-        [
-            (CONTENT_TYPE, "text/html; charset=utf-8"),
-            (CONTENT_SECURITY_POLICY, POLICY),
-            // The CSRF token is per server start: a cached page would carry a stale one.
-            (CACHE_CONTROL, "no-store"),
-        ],
-        page,
-    )
-        .into_response()
+    let flag = |on: bool| if on { "true" } else { "false" };
+    let page = INDEX
+        .replace("{{csrf}}", console.access.csrf())
+        .replace("{{writable}}", flag(console.access.writable()))
+        .replace("{{read_token}}", flag(console.access.reads_need_token()));
+    ([(CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
 }
 
 /// `GET /assets/app.js`.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::Json;
-use coord::config::{Change, PublishedKind, PublishedSchema, Release, ReleaseKind};
+use coord::config::{PublishedKind, PublishedSchema, Release, ReleaseKind, REDACTED};
 use coord::store::{KeyRange, RangeOptions};
 use coord::{Coord, InstanceStatus};
 use serde::Deserialize;
@@ -14,9 +14,8 @@ use tracing::Instrument;
 
 use super::error::ApiError;
 use super::Console;
-use crate::output::REDACTED;
-use crate::releases::release_json;
-use crate::schemas;
+use crate::releases::{diff_row, release_json};
+use crate::schemas::{self, Schemas, Under};
 
 /// The result of a route.
 pub type ApiResult<T = Json<Value>> = Result<T, ApiError>;
@@ -31,7 +30,7 @@ pub struct PrefixQuery {
     pub limit: Option<usize>,
 }
 
-/// `GET /api/prefixes`: every prefix with a published schema.
+/// `GET /api/prefixes`: every prefix with a published schema (but coord's own).
 pub async fn prefixes(State(console): State<Arc<Console>>) -> ApiResult {
     let schemas = schemas::all(&console.coord)
         .instrument(tracing::debug_span!("console.prefixes"))
@@ -40,22 +39,71 @@ pub async fn prefixes(State(console): State<Arc<Console>>) -> ApiResult {
     let list: Vec<Value> = schemas
         .list()
         .iter()
+        .filter(|s| !is_reserved(&s.prefix))
         .map(|s| json!({ "prefix": s.prefix, "type_name": s.type_name, "fields": s.fields.len() }))
         .collect();
     Ok(Json(Value::Array(list)))
 }
 
-/// The schema of `prefix`, or a 404 that says so.
-pub async fn schema_of(coord: &Coord, prefix: &str) -> ApiResult<PublishedSchema> {
-    coord
-        .config()
-        .schema(prefix)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no schema is published for {prefix}")))
+/// True for coord's own keys (release records, schemas, statuses): the console never
+/// serves them, whatever schema someone published there.
+pub fn is_reserved(prefix: &str) -> bool {
+    prefix == "/coord" || prefix.starts_with("/coord/")
 }
 
-/// The latest release of `prefix` (0: none yet). Reading history first records a change
-/// made outside releases, so the number is the one a release must expect.
+/// A prefix the console serves: one with a published schema, outside coord's own keys.
+pub struct Served {
+    /// Without a trailing `/`.
+    pub prefix: String,
+    /// Its schema.
+    pub schema: PublishedSchema,
+    /// Every published schema, to redact by.
+    pub schemas: Schemas,
+}
+
+impl Served {
+    /// The redaction of keys relative to the prefix.
+    pub fn under(&self) -> Under<'_> {
+        self.schemas.under(&self.prefix)
+    }
+}
+
+/// `raw` as a prefix the console serves, or the refusal: 400 for a prefix that is not one,
+/// 403 for coord's own keys, 404 for a prefix without a published schema. Every route that
+/// reads or writes a prefix's values passes through here first, so no prefix is served by
+/// accident (another route, a forgotten check).
+pub async fn served(coord: &Coord, raw: &str) -> ApiResult<Served> {
+    let prefix = raw.trim_end_matches('/');
+    if !prefix.starts_with('/') {
+        return Err(ApiError::BadRequest(format!(
+            "`{raw}` is not a prefix: a prefix starts with / (e.g. /config/checkout)"
+        )));
+    }
+    if is_reserved(prefix) {
+        return Err(ApiError::Forbidden(format!(
+            "{prefix} holds coord's own records: the console never serves keys under /coord/"
+        )));
+    }
+    let schemas = schemas::all(coord).await.map_err(cli_error)?;
+    let schema = schemas
+        .list()
+        .iter()
+        .find(|schema| schema.prefix == prefix)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no schema is published for {prefix}: the console serves only prefixes with a published schema"
+            ))
+        })?;
+    Ok(Served {
+        prefix: prefix.to_owned(),
+        schema,
+        schemas,
+    })
+}
+
+/// The latest release of `prefix` as history lists it (0: none yet): what a release from
+/// the page must expect.
 pub async fn latest_seq(coord: &Coord, prefix: &str) -> ApiResult<u64> {
     Ok(coord
         .config()
@@ -71,11 +119,14 @@ pub async fn config(
     State(console): State<Arc<Console>>,
     Query(query): Query<PrefixQuery>,
 ) -> ApiResult {
-    let prefix = query.prefix.trim_end_matches('/').to_owned();
-    let span = tracing::debug_span!("console.config", prefix = %prefix);
+    let span = tracing::debug_span!("console.config", prefix = %query.prefix);
     async {
         let coord = &console.coord;
-        let schema = schema_of(coord, &prefix).await?;
+        let Served {
+            prefix,
+            schema,
+            schemas,
+        } = served(coord, &query.prefix).await?;
         let latest = latest_seq(coord, &prefix).await?;
         let response = coord
             .store()
@@ -95,7 +146,7 @@ pub async fn config(
         let fields: Vec<Value> = schema
             .fields
             .iter()
-            .map(|field| field_json(&schema, field, &stored))
+            .map(|field| field_json(&schemas, &schema, field, &stored))
             .collect();
         Ok(Json(json!({
             "prefix": prefix,
@@ -110,17 +161,15 @@ pub async fn config(
 }
 
 fn field_json(
+    schemas: &Schemas,
     schema: &PublishedSchema,
     field: &coord::config::PublishedField,
     stored: &BTreeMap<&str, Value>,
 ) -> Value {
-    let shown = |key: &str, value: &Value| {
-        if schema.field(key).is_some_and(|f| f.secret) {
-            Value::String(REDACTED.to_owned())
-        } else {
-            value.clone()
-        }
-    };
+    let under = schemas.under(&schema.prefix);
+    let shown = |key: &str, value: &Value| under.shown(key, value.clone());
+    // Whether the page treats the field as a secret (a map: its entries).
+    let secret = schemas.holds_secret(schema, field);
     let (kind, value, present) = match &field.kind {
         PublishedKind::Value => {
             let value = stored.get(field.key.as_str());
@@ -131,7 +180,7 @@ fn field_json(
             )
         }
         other => {
-            // A map's entries are the keys under it, each shown by its own field's secrecy.
+            // A map's entries are the keys under it, each shown by its own secrecy.
             let under = format!("{}/", field.key);
             let entries: serde_json::Map<String, Value> = stored
                 .iter()
@@ -154,7 +203,7 @@ fn field_json(
         (false, true) => "missing",
         (false, false) => "default",
     };
-    let default = if field.secret {
+    let default = if secret {
         field.default.as_ref().map(|_| json!(REDACTED))
     } else {
         field.default.clone()
@@ -166,7 +215,10 @@ fn field_json(
             None,
             fields
                 .iter()
-                .map(|f| json!({ "key": f.key, "type_name": f.type_name, "secret": f.secret, "required": f.required }))
+                .map(|f| {
+                    let secret = under.entry_field_is_secret(&field.key, &f.key);
+                    json!({ "key": f.key, "type_name": f.type_name, "secret": secret, "required": f.required })
+                })
                 .collect(),
         ),
         _ => (None, Value::Null),
@@ -182,7 +234,7 @@ fn field_json(
         "source": source,
         "default": default,
         "required": field.required,
-        "secret": field.secret,
+        "secret": secret,
         "doc": field.doc,
     })
 }
@@ -193,23 +245,24 @@ pub async fn history(
     State(console): State<Arc<Console>>,
     Query(query): Query<PrefixQuery>,
 ) -> ApiResult {
-    let prefix = query.prefix.trim_end_matches('/').to_owned();
     let limit = query.limit.unwrap_or(20).clamp(1, 100);
-    let span = tracing::debug_span!("console.history", prefix = %prefix, limit);
+    let span = tracing::debug_span!("console.history", prefix = %query.prefix, limit);
     async {
         let config = console.coord.config();
+        let served = served(&console.coord, &query.prefix).await?;
+        let (prefix, under) = (&served.prefix, served.under());
         // One more than shown: the oldest shown release needs its predecessor for its diff.
-        let releases = config.history(&prefix, limit + 1).await?;
+        let releases = config.history(prefix, limit + 1).await?;
         let diffs = releases.iter().take(limit).enumerate().map(|(i, release)| {
             let before = releases.get(i + 1);
-            release_changes(&console.coord, &prefix, release, before)
+            release_changes(&console.coord, prefix, under, release, before)
         });
         let diffs = futures::future::try_join_all(diffs).await?;
         let docs: Vec<Value> = releases
             .iter()
             .zip(diffs)
             .map(|(release, changes)| {
-                let mut doc = release_json(release);
+                let mut doc = release_json(release, under);
                 doc["changes"] = Value::Array(changes);
                 doc
             })
@@ -220,26 +273,32 @@ pub async fn history(
     .await
 }
 
-/// How `release` changed the values from `before` (the library's diff, which lists a changed
-/// secret without its values); for a gray release, what it sets and removes.
+/// How `release` changed the values from `before`; for a gray release, what it sets and
+/// removes. Every value shown as `under` allows.
 async fn release_changes(
     coord: &Coord,
     prefix: &str,
+    under: Under<'_>,
     release: &Release,
     before: Option<&Release>,
 ) -> Result<Vec<Value>, ApiError> {
+    let old = |key: &str| {
+        release
+            .values
+            .get(key)
+            .map_or(Value::Null, |old| under.shown(key, old.clone()))
+    };
     if matches!(release.kind, ReleaseKind::Gray { .. }) {
         let mut changes: Vec<Value> = release
             .gray_values
             .iter()
             .map(|(key, new)| {
-                let old = release.values.get(key).cloned().unwrap_or(Value::Null);
-                json!({ "key": key, "change": "gray", "old": old, "new": new })
+                let new = under.shown(key, new.clone());
+                json!({ "key": key, "change": "gray", "old": old(key), "new": new })
             })
             .collect();
         changes.extend(release.gray_removes.iter().map(|key| {
-            let old = release.values.get(key).cloned().unwrap_or(Value::Null);
-            json!({ "key": key, "change": "gray removed", "old": old, "new": Value::Null })
+            json!({ "key": key, "change": "gray removed", "old": old(key), "new": Value::Null })
         }));
         return Ok(changes);
     }
@@ -248,25 +307,25 @@ async fn release_changes(
             // Its predecessor was trimmed from history: nothing to compare with.
             return Ok(Vec::new());
         }
-        return Ok(release
-            .values
-            .iter()
-            .map(|(key, new)| json!({ "key": key, "change": "added", "old": Value::Null, "new": new }))
-            .collect());
+        return Ok(added(release, under));
     };
     let diffs = coord.config().diff(prefix, before.seq, release.seq).await?;
-    Ok(diffs.into_iter().map(diff_json).collect())
+    Ok(diffs.into_iter().map(|d| diff_json(d, under)).collect())
+}
+
+/// Every value of `release` as an added key (what a first release changes).
+pub fn added(release: &Release, under: Under<'_>) -> Vec<Value> {
+    under
+        .values(&release.values)
+        .into_iter()
+        .map(|(key, new)| json!({ "key": key, "change": "added", "old": Value::Null, "new": new }))
+        .collect()
 }
 
 /// One key of a library diff, as the page shows it.
-pub fn diff_json(diff: coord::config::KeyDiff) -> Value {
-    let (change, old, new) = match diff.change {
-        Change::Added { new } => ("added", Value::Null, new),
-        Change::Changed { old, new } => ("changed", old, new),
-        Change::Removed { old } => ("removed", old, Value::Null),
-        _ => ("other", Value::Null, Value::Null),
-    };
-    json!({ "key": diff.key, "change": change, "old": old, "new": new })
+pub fn diff_json(diff: coord::config::KeyDiff, under: Under<'_>) -> Value {
+    let (key, change, old, new) = diff_row(diff, under);
+    json!({ "key": key, "change": change, "old": old, "new": new })
 }
 
 /// One instance's status, as the page shows it.
@@ -287,11 +346,8 @@ pub async fn rollout(
     State(console): State<Arc<Console>>,
     Query(query): Query<PrefixQuery>,
 ) -> ApiResult {
-    let statuses = console
-        .coord
-        .config()
-        .rollout(query.prefix.trim_end_matches('/'))
-        .await?;
+    let served = served(&console.coord, &query.prefix).await?;
+    let statuses = console.coord.config().rollout(&served.prefix).await?;
     Ok(Json(Value::Array(
         statuses.iter().map(status_json).collect(),
     )))
@@ -304,16 +360,26 @@ pub struct LocksQuery {
     prefix: String,
 }
 
-/// `GET /api/locks?prefix=`: holder, fencing token, TTL left, waiters in order.
+/// `GET /api/locks?prefix=`: holder, fencing token, TTL left, waiters in order (none of
+/// coord's own keys).
 pub async fn locks(
     State(console): State<Arc<Console>>,
     Query(query): Query<LocksQuery>,
 ) -> ApiResult {
+    if is_reserved(query.prefix.trim_end_matches('/')) {
+        return Err(ApiError::Forbidden(
+            "the console never serves keys under /coord/".into(),
+        ));
+    }
     let locks = coord::inspect::locks(console.coord.store(), &query.prefix)
         .instrument(tracing::debug_span!("console.locks", prefix = %query.prefix))
         .await?;
     // The CLI's shape: lease IDs are no credential, and one shape is one thing to learn.
-    let docs = locks.iter().map(crate::coordination::lock_json).collect();
+    let docs = locks
+        .iter()
+        .filter(|lock| !is_reserved(&lock.name))
+        .map(crate::coordination::lock_json)
+        .collect();
     Ok(Json(Value::Array(docs)))
 }
 
@@ -382,9 +448,10 @@ pub async fn services(
     Ok(Json(Value::Array(docs)))
 }
 
-fn cli_error(e: crate::error::CliError) -> ApiError {
+/// A failure of a CLI helper the console shares.
+pub fn cli_error(e: crate::error::CliError) -> ApiError {
     match e {
         crate::error::CliError::Coord(e) => ApiError::Coord(e),
-        other => ApiError::BadRequest(other.to_string()),
+        other => ApiError::Internal(other.to_string()),
     }
 }

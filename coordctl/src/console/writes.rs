@@ -1,5 +1,7 @@
 //! The write routes: release, rollback, gray start / promote / abort. Each runs behind the
-//! write guard ([`super::auth::require_writer`]) and records its writer as the author.
+//! write guard ([`super::auth::require_writer`]), writes only a prefix the console serves
+//! ([`super::routes::served`]: a published schema, none of coord's own keys) and records its
+//! writer as the author.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use tracing::Instrument;
 
 use super::auth::Writer;
 use super::error::{ApiError, FieldError};
-use super::routes::{diff_json, schema_of, ApiResult};
+use super::routes::{added, diff_json, served, ApiResult, Served};
 use super::Console;
 use crate::releases::release_json;
 
@@ -112,7 +114,7 @@ fn message(text: &str) -> Result<String, ApiError> {
 /// from what the person saw to what is there now.
 async fn commit(
     console: &Console,
-    prefix: &str,
+    served: &Served,
     builder: ReleaseBuilder,
     writer: &Writer,
     message: String,
@@ -122,8 +124,9 @@ async fn commit(
         .message(message)
         .commit()
         .await;
+    let (prefix, under) = (served.prefix.as_str(), served.under());
     match committed {
-        Ok(release) => Ok(Json(release_json(&release))),
+        Ok(release) => Ok(Json(release_json(&release, under))),
         Err(coord::Error::Conflict {
             expected, current, ..
         }) => {
@@ -136,14 +139,7 @@ async fn commit(
                     .history(prefix, 1)
                     .await?
                     .first()
-                    .map(|r| {
-                        r.values
-                            .iter()
-                            .map(|(key, new)| {
-                                serde_json::json!({ "key": key, "change": "added", "old": Value::Null, "new": new })
-                            })
-                            .collect()
-                    })
+                    .map(|r| added(r, under))
                     .unwrap_or_default()
             } else {
                 console
@@ -152,7 +148,7 @@ async fn commit(
                     .diff(prefix, expected, latest)
                     .await?
                     .into_iter()
-                    .map(diff_json)
+                    .map(|d| diff_json(d, under))
                     .collect()
             };
             Err(ApiError::Conflict {
@@ -181,8 +177,8 @@ pub async fn release(
             ));
         }
         // The fields first: a refused value is what the person most needs to see.
-        let schema = schema_of(&console.coord, &prefix).await?;
-        let refused = refusals(&schema, &body.values);
+        let served = served(&console.coord, &prefix).await?;
+        let refused = refusals(&served.schema, &body.values);
         if !refused.is_empty() {
             return Err(ApiError::Refused(refused));
         }
@@ -191,11 +187,11 @@ pub async fn release(
             console
                 .coord
                 .config()
-                .release_raw_with(&prefix, body.values, body.remove);
+                .release_raw_with(&served.prefix, body.values, body.remove);
         if let Some(seq) = body.expect_latest {
             builder = builder.expect_latest(seq);
         }
-        commit(&console, &prefix, builder, &writer, message).await
+        commit(&console, &served, builder, &writer, message).await
     }
     .instrument(span)
     .await
@@ -210,12 +206,13 @@ pub async fn rollback(
     let prefix = body.prefix.trim_end_matches('/').to_owned();
     let span = tracing::info_span!("console.rollback", prefix = %prefix, seq = body.seq, author = %writer.name);
     async {
+        let served = served(&console.coord, &prefix).await?;
         let message = message(&body.message)?;
-        let mut builder = console.coord.config().rollback(&prefix, body.seq);
+        let mut builder = console.coord.config().rollback(&served.prefix, body.seq);
         if let Some(seq) = body.expect_latest {
             builder = builder.expect_latest(seq);
         }
-        commit(&console, &prefix, builder, &writer, message).await
+        commit(&console, &served, builder, &writer, message).await
     }
     .instrument(span)
     .await
@@ -243,8 +240,8 @@ pub async fn gray_start(
             ));
         }
         // The fields first: a refused value is what the person most needs to see.
-        let schema = schema_of(&console.coord, &prefix).await?;
-        let refused = refusals(&schema, &body.values);
+        let served = served(&console.coord, &prefix).await?;
+        let refused = refusals(&served.schema, &body.values);
         if !refused.is_empty() {
             return Err(ApiError::Refused(refused));
         }
@@ -252,9 +249,9 @@ pub async fn gray_start(
         let builder = console
             .coord
             .config()
-            .release_raw(&prefix, body.values)
+            .release_raw(&served.prefix, body.values)
             .to(selector);
-        commit(&console, &prefix, builder, &writer, message).await
+        commit(&console, &served, builder, &writer, message).await
     }
     .instrument(span)
     .await
@@ -301,13 +298,14 @@ async fn gray_end(
         }
     };
     async {
+        let served = served(&console.coord, &prefix).await?;
         let message = message(&body.message)?;
         let config = console.coord.config();
         let builder = match end {
-            GrayEnd::Promote => config.promote(&prefix, body.seq),
-            GrayEnd::Abort => config.abort(&prefix, body.seq),
+            GrayEnd::Promote => config.promote(&served.prefix, body.seq),
+            GrayEnd::Abort => config.abort(&served.prefix, body.seq),
         };
-        commit(&console, &prefix, builder, &writer, message).await
+        commit(&console, &served, builder, &writer, message).await
     }
     .instrument(span)
     .await

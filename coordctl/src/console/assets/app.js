@@ -5,9 +5,14 @@
 
 const CSRF = document.querySelector('meta[name=csrf-token]').content;
 const WRITABLE = document.querySelector('meta[name=writable]').content === 'true';
+// Reads need a token too (off loopback, or started with --read-token-file).
+const READ_TOKEN = document.querySelector('meta[name=read-token]').content === 'true';
+// The token is entered once and kept for this tab only; every request sends it as a header.
 const TOKEN_KEY = 'coord-console-token';
 let events = null;
 let page = null;
+// True while the page shows a refusal for a missing or wrong token: entering one redraws it.
+let needsToken = false;
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -62,10 +67,21 @@ function valueInput(key, typeName, secret, present, value, placeholder) {
   return input;
 }
 
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || '';
+}
+
 async function api(path) {
-  const response = await fetch(path, { headers: { Accept: 'application/json' } });
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.error || response.statusText);
+  const headers = { Accept: 'application/json' };
+  if (token()) headers['X-Coord-Token'] = token();
+  const response = await fetch(path, { headers });
+  let body = {};
+  try { body = await response.json(); } catch (_) { body = { error: response.statusText }; }
+  if (!response.ok) {
+    const error = new Error(body.error || response.statusText);
+    error.status = response.status;
+    throw error;
+  }
   return body;
 }
 
@@ -75,7 +91,7 @@ async function post(path, body) {
     headers: {
       'Content-Type': 'application/json',
       'X-CSRF-Token': CSRF,
-      'X-Coord-Token': sessionStorage.getItem(TOKEN_KEY) || '',
+      'X-Coord-Token': token(),
     },
     body: JSON.stringify(body),
   });
@@ -116,6 +132,7 @@ function setMain(...children) {
 }
 
 function failure(e) {
+  needsToken = e.status === 401 || e.status === 429;
   setMain(el('div', { class: 'notice bad' }, String(e.message || e)));
 }
 
@@ -286,9 +303,31 @@ async function prefixPage(prefix) {
   ];
   setMain(...parts);
   await loadHistory();
-  events = new EventSource('/api/rollout/events?prefix=' + encodeURIComponent(config.prefix));
-  events.addEventListener('rollout', (e) => renderRollout(JSON.parse(e.data)));
-  events.addEventListener('config', () => loadHistory().catch(() => {}));
+  await openEvents(config.prefix);
+}
+
+// The live rollout. An EventSource cannot send the token header, so when reads need a token
+// the token first buys a cookie that only the event stream accepts (HttpOnly: this script
+// never sees it). A stream the server ends (idle, restart) the browser reopens by itself; one
+// it refuses (too many streams, a stale cookie) is tried again here after a pause.
+async function openEvents(prefix) {
+  if (READ_TOKEN) {
+    const login = await fetch('/api/login', { method: 'POST', headers: { 'X-Coord-Token': token() } });
+    if (!login.ok) return;
+  }
+  if (!page || page.prefix !== prefix || events) return;
+  const source = new EventSource('/api/rollout/events?prefix=' + encodeURIComponent(prefix));
+  events = source;
+  source.addEventListener('rollout', (e) => renderRollout(JSON.parse(e.data)));
+  source.addEventListener('config', () => loadHistory().catch(() => {}));
+  source.addEventListener('error', () => {
+    if (source.readyState !== EventSource.CLOSED) return;
+    setTimeout(() => {
+      if (events !== source) return;
+      events = null;
+      openEvents(prefix);
+    }, 5000);
+  });
 }
 
 function status(kind, message) {
@@ -458,6 +497,7 @@ async function servicesPage(name) {
 async function route() {
   if (events) { events.close(); events = null; }
   page = null;
+  needsToken = false;
   const hash = decodeURIComponent(location.hash.slice(1) || '/');
   try {
     if (hash.startsWith('/prefix/')) await prefixPage(hash.slice('/prefix'.length));
@@ -472,14 +512,17 @@ async function route() {
 
 function setup() {
   const mode = document.getElementById('mode');
-  mode.textContent = WRITABLE ? 'writable with a token' : 'read-only';
-  if (WRITABLE) {
-    mode.classList.add('writable');
+  mode.textContent = (WRITABLE ? 'writable with a token' : 'read-only') + (READ_TOKEN ? ', reads need a token' : '');
+  if (WRITABLE) mode.classList.add('writable');
+  if (WRITABLE || READ_TOKEN) {
     const box = document.getElementById('token-box');
     box.hidden = false;
-    const token = document.getElementById('token');
-    token.value = sessionStorage.getItem(TOKEN_KEY) || '';
-    token.addEventListener('input', () => sessionStorage.setItem(TOKEN_KEY, token.value));
+    const input = document.getElementById('token');
+    input.value = token();
+    input.addEventListener('input', () => sessionStorage.setItem(TOKEN_KEY, input.value));
+    // A page refused for want of a token is drawn again once one is entered; a page already
+    // shown (perhaps with edits in it) is left alone.
+    input.addEventListener('change', () => { if (needsToken) route(); });
   }
   window.addEventListener('hashchange', route);
   route();
