@@ -275,6 +275,18 @@ mod cases {
             let history = config.history(P, 10).await.unwrap();
             assert_eq!(history[0].kind, ReleaseKind::Unrecorded);
             config.diff(P, 1, 2).await.unwrap();
+            // The unrecorded entry is a diff end too: the values as they are now.
+            let unrecorded = config.diff(P, 2, 3).await.unwrap();
+            assert_eq!(
+                pairs(&unrecorded),
+                [(
+                    "timeout_secs",
+                    &Change::Changed {
+                        old: json!(31),
+                        new: json!(45)
+                    }
+                )]
+            );
             config.rollout(P).await.unwrap();
         }
         assert_eq!(

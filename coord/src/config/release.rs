@@ -1171,7 +1171,9 @@ impl ConfigCenter {
     }
 
     /// How each key differs from release `from` to release `to` (either order), in key order.
-    /// Secret values show as `"<redacted>"` (a changed secret is listed, its values not).
+    /// Either may be the [`ReleaseKind::Unrecorded`] entry [`history`](Self::history) shows
+    /// (the values as they are now). Secret values show as `"<redacted>"` (a changed secret
+    /// is listed, its values not). Writes nothing.
     ///
     /// # Errors
     ///
@@ -1180,10 +1182,21 @@ impl ConfigCenter {
         let prefix = check_prefix(prefix)?;
         let span = tracing::debug_span!("config.diff", prefix = %prefix, from, to);
         async {
-            let (old, _) = read_record(self, &prefix, from).await?;
-            let (new, _) = read_record(self, &prefix, to).await?;
-            let redaction = Redaction::new(self.schema(&prefix).await?);
-            Ok(diff_records(&old, &new, &redaction))
+            let state = read_state(self, &prefix).await?;
+            // The unrecorded entry `history` shows has the number the next release records
+            // it as: the values as they are now.
+            let unrecorded = (state.drifted()).then(|| state.external(state.seq() + 1, now_ms()));
+            let mut records = Vec::with_capacity(2);
+            for seq in [from, to] {
+                records.push(
+                    match unrecorded.as_ref().filter(|record| record.seq == seq) {
+                        Some(record) => record.clone(),
+                        None => read_record(self, &prefix, seq).await?.0,
+                    },
+                );
+            }
+            let (old, new) = (&records[0], &records[1]);
+            Ok(diff_records(old, new, &state.redaction()))
         }
         .instrument(span)
         .await
