@@ -20,10 +20,27 @@ use cli::{
     Cli, Command, ConfigCommand, ElectionCommand, IdsCommand, LocksCommand, ServicesCommand,
 };
 use error::CliResult;
+
+/// Logs to stderr, filtered by `RUST_LOG`. Without it: warnings for a command, and the
+/// console's requests and failures too (its error answers are generic on purpose; the
+/// details are here, with the operator).
+fn logging(cli: &Cli) {
+    let default = match cli.command {
+        Command::Console(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
 use output::Output;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging(&cli);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -26,8 +26,9 @@ impl EtcdStore {
     async fn dial(config: &EtcdOptions, endpoints: Arc<str>) -> Result<Self> {
         let plain = plain_text_endpoints(&config.endpoints, config.tls.is_some());
         if config.credentials.is_some() && !plain.is_empty() {
-            // Not refused: a loopback etcd or a sidecar proxy may make plain text safe, and
+            // Not refused: a sidecar proxy or a private network may make plain text safe, and
             // only the deployment knows; but the user should know what is sent in the clear.
+            // Loopback endpoints are left out: nothing crosses a network.
             tracing::warn!(
                 plain_endpoints = %plain.join(","),
                 "etcd credentials over plain http://: the password (at each login) and the auth \
@@ -150,14 +151,35 @@ fn is_hang_up(reason: &str) -> bool {
     .any(|sign| lower.contains(sign))
 }
 
-/// The endpoints etcd-client dials in plain text: `http://` ones, and bare `host:port` ones
-/// when no TLS is set (with TLS it dials those over https).
+/// The endpoints etcd-client dials in plain text across a network: `http://` ones, and bare
+/// `host:port` ones when no TLS is set (with TLS it dials those over https); loopback ones
+/// are left out.
 fn plain_text_endpoints(endpoints: &[String], tls: bool) -> Vec<&str> {
     endpoints
         .iter()
         .map(String::as_str)
         .filter(|e| e.starts_with("http://") || (!tls && !e.contains("://")))
+        .filter(|e| !is_loopback(e))
         .collect()
+}
+
+/// True if `endpoint` (`http://host:port`, `host:port`, `[::1]:port`) names this machine.
+fn is_loopback(endpoint: &str) -> bool {
+    let authority = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    let authority = authority.split('/').next().unwrap_or(authority);
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(bracketed),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.to_ascii_lowercase().ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -176,5 +198,28 @@ mod tests {
         assert_eq!(plain_text_endpoints(&endpoints, true), ["http://a:2379"]);
         let secure = vec!["https://b:2379".to_owned(), "c:2379".to_owned()];
         assert!(plain_text_endpoints(&secure, true).is_empty());
+    }
+
+    #[test]
+    fn loopback_endpoints_cross_no_network() {
+        let endpoints: Vec<String> = [
+            "http://127.0.0.1:2379",
+            "http://localhost:2379",
+            "[::1]:2379",
+            "http://127.8.9.1:2379",
+            "http://10.0.0.7:2379",
+            "http://etcd.internal:2379",
+            "http://[fd00::1]:2379",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            plain_text_endpoints(&endpoints, false),
+            [
+                "http://10.0.0.7:2379",
+                "http://etcd.internal:2379",
+                "http://[fd00::1]:2379"
+            ]
+        );
     }
 }
