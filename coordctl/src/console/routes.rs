@@ -102,14 +102,16 @@ pub async fn served(coord: &Coord, raw: &str) -> ApiResult<Served> {
     })
 }
 
-/// The latest release of `prefix` as history lists it (0: none yet): what a release from
-/// the page must expect.
+/// The latest recorded release of `prefix` (0: none yet): what a release from the page must
+/// expect. Changes made outside releases since are not one (history shows them as
+/// `Unrecorded`); the page's release records them first.
 pub async fn latest_seq(coord: &Coord, prefix: &str) -> ApiResult<u64> {
     Ok(coord
         .config()
-        .history(prefix, 1)
+        .history(prefix, 2)
         .await?
-        .first()
+        .iter()
+        .find(|r| r.kind != ReleaseKind::Unrecorded)
         .map_or(0, |r| r.seq))
 }
 

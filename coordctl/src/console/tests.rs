@@ -463,6 +463,28 @@ async fn a_release_writes_the_change_attributed_to_the_tokens_holder() {
 }
 
 #[tokio::test]
+async fn a_release_after_a_change_outside_releases_expects_the_latest_recorded_release() {
+    let env = env().await;
+    env.coord
+        .config()
+        .set(&format!("{PREFIX}/timeout_secs"), &40)
+        .await
+        .unwrap();
+    let page = env.get_ok(&format!("/api/config?prefix={PREFIX}")).await;
+    assert_eq!(
+        page["latest_seq"], 1,
+        "the unrecorded change is no release: {page}"
+    );
+    let (status, body) = env.post("/api/release", release_body(json!(45), 1)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["seq"], 3,
+        "the change outside releases is recorded as 2 first"
+    );
+    assert_eq!(env.timeout().await, 45);
+}
+
+#[tokio::test]
 async fn a_read_only_console_refuses_every_write() {
     let env = env_with(|| Access::read_only(true)).await;
     for (uri, body) in [
