@@ -44,6 +44,7 @@ on_both_backends!(cases:
     a_gray_release_reaches_exactly_the_selected_instances,
     wait_rollout_succeeds_when_all_applied_and_names_a_rejecting_instance,
     release_raw_is_checked_against_the_published_schema,
+    a_rollback_during_a_gray_release_ends_it_and_wait_rollout_waits_for_every_instance,
 );
 
 async fn peer(b: &Backend, instance: Instance) -> Coord {
@@ -259,5 +260,81 @@ mod cases {
             Some(b.coord.instance().name.as_str()),
             "the author is the instance unless told"
         );
+    }
+
+    pub async fn a_rollback_during_a_gray_release_ends_it_and_wait_rollout_waits_for_every_instance(
+        b: &Backend,
+    ) {
+        let config = b.coord.config();
+        let first = config.release(&limits(10)).commit().await.unwrap();
+        config.release(&limits(20)).commit().await.unwrap();
+        let canary = peer(b, Instance::new("canary-1")).await;
+        let other = peer(b, Instance::new("api-1")).await;
+        let base = peer(b, Instance::new("api-2")).await;
+        let handles = [
+            canary.live::<Limits>().await.unwrap(),
+            other.live::<Limits>().await.unwrap(),
+            base.live::<Limits>().await.unwrap(),
+        ];
+        let lives: Vec<&Live<Limits>> = handles.iter().collect();
+        eventually(WAIT, "the three instances report", || async {
+            config.rollout(PREFIX).await.unwrap().len() == 3
+        })
+        .await;
+        let gray = config
+            .release(&limits(99_999))
+            .to(Selector::default().instance("canary-1"))
+            .commit()
+            .await
+            .unwrap();
+        rates_become(&lives, [99_999, 20, 20]).await;
+
+        // A release beside the gray release is not done while the canary lays the gray
+        // value over it.
+        let beside = config
+            .release_raw(PREFIX, BTreeMap::from([("burst".to_owned(), 5.into())]))
+            .commit()
+            .await
+            .unwrap();
+        let waited = config
+            .wait_rollout(PREFIX, beside.seq, Duration::from_millis(500))
+            .await;
+        assert!(
+            matches!(waited, Err(Error::Timeout { .. })),
+            "done while the canary runs gray release {}: {waited:?}",
+            gray.seq
+        );
+
+        let rollback = config.rollback(PREFIX, first.seq).commit().await.unwrap();
+        rates_become(&lives, [10, 10, 10]).await;
+        let statuses = config
+            .wait_rollout(PREFIX, rollback.seq, WAIT)
+            .await
+            .unwrap();
+        assert!(
+            statuses
+                .iter()
+                .all(|s| s.gray.is_none() && s.release == Some(rollback.seq)),
+            "{statuses:?}"
+        );
+        assert!(handles.iter().all(|live| live.load().rate == 10));
+        let history = config.history(PREFIX, 3).await.unwrap();
+        assert_eq!(history[0].kind, ReleaseKind::Rollback { to: first.seq });
+        assert_eq!(history[1].kind, ReleaseKind::Abort { gray: gray.seq });
+        assert_eq!(
+            history[1].message.as_deref(),
+            Some(format!("ended by the rollback to {}", first.seq).as_str())
+        );
+        assert_eq!(history[1].revision, rollback.revision, "one transaction");
+        let gone = config.abort(PREFIX, gray.seq).commit().await;
+        assert!(
+            matches!(gone, Err(Error::NotFound { .. })),
+            "the gray release is over: {gone:?}"
+        );
+        drop(lives);
+        drop(handles);
+        for coord in [canary, other, base] {
+            coord.close().await.unwrap();
+        }
     }
 }

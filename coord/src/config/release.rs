@@ -28,6 +28,8 @@
 //!   [`ReleaseKind::Unrecorded`] entry computed when it reads, and writes nothing.
 //! - **Reads are reads.** `history`, `diff` and `rollout` never write to the store.
 //! - **Rollback restores exact bytes**, removing keys added since, and is itself a release.
+//!   A gray release in progress is ended by it (an [`ReleaseKind::Abort`] entry in the same
+//!   transaction), so no instance stays on values newer than the ones restored.
 //! - **Secrets stay out of output.** Records keep the values (a rollback needs them), but
 //!   [`Release::values`] and [`KeyDiff`] show every secret value as `"<redacted>"`: decided
 //!   when shown, from the typed struct or the prefix's published schema (map entries of
@@ -736,9 +738,15 @@ impl Job {
         } else {
             seen.clone()
         };
-        match plan {
-            Plan::Promote { .. } | Plan::Abort { .. } => after.gray = None,
-            _ => {}
+        // A rollback restores what everyone ran at release `to`: a gray release in progress
+        // would keep its instances on values of after it, so the rollback ends it, recorded
+        // as an abort in the same transaction.
+        let ended_gray = match (plan, &state.gray) {
+            (Plan::Rollback { .. }, Some((gray, _))) => Some(gray.seq),
+            _ => None,
+        };
+        if matches!(plan, Plan::Promote { .. } | Plan::Abort { .. }) || ended_gray.is_some() {
+            after.gray = None;
         }
 
         let now = now_ms();
@@ -747,6 +755,22 @@ impl Job {
         if state.drifted() {
             seq += 1;
             records.push(state.external(seq, now));
+        }
+        let author = self.author.clone().or_else(|| self.center.author.clone());
+        if let (Some(gray), Plan::Rollback { seq: to }) = (ended_gray, plan) {
+            seq += 1;
+            records.push(Record {
+                seq,
+                kind: ReleaseKind::Abort { gray },
+                author: author.clone(),
+                message: Some(format!("ended by the rollback to {to}")),
+                time_ms: now,
+                values: state.texts(),
+                gray_values: BTreeMap::new(),
+                gray_removes: BTreeSet::new(),
+                secrets: redaction.secrets_among(state.values.keys()),
+                seen_revision: None,
+            });
         }
         seq += 1;
         let message = match (&self.message, plan) {
@@ -766,7 +790,7 @@ impl Job {
         let release = Record {
             seq,
             kind,
-            author: self.author.clone().or_else(|| self.center.author.clone()),
+            author,
             message,
             time_ms: now,
             values: after.texts(),
@@ -813,7 +837,7 @@ impl Job {
                 );
             }
         }
-        if matches!(plan, Plan::Promote { .. } | Plan::Abort { .. }) {
+        if matches!(plan, Plan::Promote { .. } | Plan::Abort { .. }) || ended_gray.is_some() {
             ops.push(TxnOp::delete(gray_key(prefix)));
         }
         for record in &records {
@@ -1045,8 +1069,10 @@ impl ConfigCenter {
     }
 
     /// A release that restores exactly the values of release `seq` (keys added since are
-    /// removed), recorded as "rollback to `seq`". It fails with [`Error::Conflict`] if the
-    /// prefix changes between its read and its write.
+    /// removed), recorded as "rollback to `seq`". A gray release in progress ends with it,
+    /// recorded first as an abort ("ended by the rollback to `seq`"): after a rollback every
+    /// instance runs the restored values. It fails with [`Error::Conflict`] if the prefix
+    /// changes between its read and its write.
     pub fn rollback(&self, prefix: &str, seq: u64) -> ReleaseBuilder {
         let plan = check_prefix(prefix).map(|_| Plan::Rollback { seq });
         self.builder(prefix, plan, ReleaseKind::Rollback { to: seq })
@@ -1235,7 +1261,9 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// True if the instance of `status` runs the release.
+    /// True if the instance of `status` runs the release and nothing else: current at its
+    /// revision, on it if it is a gray release that picks the instance, and otherwise on no
+    /// gray release older than it (one started later is a newer release).
     pub fn reached_by(&self, status: &crate::config::status::InstanceStatus) -> bool {
         if status.revision < self.revision {
             return false;
@@ -1244,7 +1272,7 @@ impl Target {
             Some(selector) if selector.matches(&status.instance, &status.labels, self.seq) => {
                 status.gray == Some(self.seq)
             }
-            _ => true,
+            _ => status.gray.is_none_or(|gray| gray > self.seq),
         }
     }
 }

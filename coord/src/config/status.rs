@@ -206,7 +206,9 @@ impl ConfigCenter {
     /// Waits until every live instance on `prefix` runs release `seq`, and returns their
     /// statuses. For a gray release, the instances its selector picks must run it (their
     /// status names it in `gray`) and the others must be current at its revision; for any
-    /// other release every instance must be current at its revision. An instance that
+    /// other release every instance must be current at its revision and run no gray release
+    /// started before it (so a release made beside a gray release is not done while an
+    /// instance still lays the gray values over it). An instance that
     /// rejected a change at or after that revision ends the wait. Instances that appear while
     /// waiting are waited for too; with none live, it returns at once.
     ///
