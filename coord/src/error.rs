@@ -166,6 +166,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// A gray release of the prefix is in the way: another one is in progress (promote or
+    /// abort it first), or the release named to promote or abort is not the one in progress.
+    /// Nothing was written. A conflict with the prefix's state, as [`Error::Conflict`] is,
+    /// but not one that reading again resolves.
+    #[error("gray release conflict on `{prefix}`: {reason}")]
+    GrayConflict {
+        /// The config prefix.
+        prefix: String,
+        /// The gray release in progress.
+        in_progress: u64,
+        /// What was asked and why it cannot be done.
+        reason: String,
+    },
+
     /// The `Coord` was closed.
     #[error("coord is closed")]
     Closed,

@@ -50,6 +50,7 @@ impl CliError {
             CliError::Coord(coord::Error::NotFound { .. }) | CliError::NotFound(_) => NOT_FOUND,
             CliError::Coord(
                 coord::Error::Conflict { .. }
+                | coord::Error::GrayConflict { .. }
                 | coord::Error::LockHeld { .. }
                 | coord::Error::AlreadyRegistered { .. },
             )

@@ -47,10 +47,16 @@ impl Output {
     }
 
     /// Prints rows under a header, each column as wide as its widest cell. A table with no
-    /// rows prints only the header.
+    /// rows prints only the header. Control characters in a cell are escaped (`\n`, `\u{1b}`):
+    /// a cell holds what someone else wrote (an author, a message), and a newline in it
+    /// would print a row that is not in the data.
     pub fn table(&self, header: &[&str], rows: &[Vec<String>]) {
+        let rows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|row| row.iter().map(|cell| escape_controls(cell)).collect())
+            .collect();
         let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-        for row in rows {
+        for row in &rows {
             for (i, cell) in row.iter().enumerate() {
                 if let Some(w) = widths.get_mut(i) {
                     *w = (*w).max(cell.chars().count());
@@ -63,7 +69,7 @@ impl Output {
         } else {
             println!("{head}");
         }
-        for row in rows {
+        for row in &rows {
             println!("{}", render(row.iter().cloned(), &widths));
         }
     }
@@ -112,6 +118,23 @@ pub fn time(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// `text` with every control character escaped as Rust writes it (`\n`, `\t`, `\u{1b}`),
+/// and nothing else changed.
+pub fn escape_controls(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +153,16 @@ mod tests {
             ),
             "key  value  x"
         );
+    }
+
+    #[test]
+    fn control_characters_in_cells_are_escaped() {
+        assert_eq!(escape_controls("ana"), "ana");
+        assert_eq!(
+            escape_controls("ana\n7  release  mallory  forged"),
+            "ana\\n7  release  mallory  forged"
+        );
+        assert_eq!(escape_controls("a\u{1b}[31mb\tc"), "a\\u{1b}[31mb\\tc");
+        assert_eq!(escape_controls("ünï"), "ünï");
     }
 }

@@ -1504,3 +1504,106 @@ async fn console_refuses_a_token_file_other_users_can_open() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gray_conflicts_exit_4_coords_own_prefix_is_refused_and_history_rows_cannot_be_forged() {
+    let env = env().await;
+    let prefix = "/config/g";
+    env.coord
+        .config()
+        .publish_schema_at::<Checkout>(prefix)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.json");
+    std::fs::write(&values, r#"{"timeout_secs": 99}"#).unwrap();
+    let file = path_text(&values);
+    env.ctl_ok(&["config", "release", prefix, "-f", file]).await;
+    env.ctl_ok(&[
+        "config",
+        "gray",
+        "start",
+        prefix,
+        "-f",
+        file,
+        "--instance",
+        "web-1",
+    ])
+    .await;
+
+    let second = env
+        .ctl(&[
+            "config",
+            "gray",
+            "start",
+            prefix,
+            "-f",
+            file,
+            "--instance",
+            "web-2",
+        ])
+        .await;
+    assert_eq!(second.status.code(), Some(4), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("gray release 2 is in progress"),
+        "{}",
+        stderr(&second)
+    );
+    let wrong = env.ctl(&["config", "gray", "promote", prefix, "1"]).await;
+    assert_eq!(wrong.status.code(), Some(4), "{}", stderr(&wrong));
+    assert!(
+        stderr(&wrong).contains("not the gray release in progress"),
+        "{}",
+        stderr(&wrong)
+    );
+    env.ctl_ok(&["config", "gray", "abort", prefix, "2"]).await;
+
+    // coord's own keys: refused as a usage error, nothing written.
+    let before = env.coord.store().status().await.unwrap().revision;
+    for args in [
+        vec!["config", "set", "/coord/gray/config/g", "{}", "--force"],
+        vec!["config", "delete", "/coord/gray/config/g", "--force"],
+        vec!["config", "release", "/coord/gray", "-f", file],
+        vec!["config", "rollback", "/coord/releases", "1"],
+        vec!["config", "history", "/coord"],
+    ] {
+        let out = env.ctl(&args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("reserved"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(env.coord.store().status().await.unwrap().revision, before);
+
+    // An author and a message with line breaks print as one escaped row each.
+    let forged = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
+        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
+        .args(["config", "set", "/config/g/timeout_secs", "7"])
+        .args(["-m", "faster\n9  release  mallory  approved"])
+        .env_remove("COORD_ENDPOINTS")
+        .env("USER", "ana\n8  release  root (coordctl)  ok")
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap();
+    assert!(forged.status.success(), "{}", stderr(&forged));
+    let table = env.ctl_ok(&["config", "history", prefix]).await;
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 1 + 4, "a header and four releases: {table}");
+    assert!(
+        rows.iter()
+            .all(|row| !row.starts_with('8') && !row.starts_with('9')),
+        "a forged row: {table}"
+    );
+    assert!(
+        table.contains(r"ana\n8  release") && table.contains(r"faster\n9  release"),
+        "{table}"
+    );
+    let json = env.ctl_json(&["config", "history", prefix]).await;
+    assert_eq!(
+        json[0]["message"], "faster\n9  release  mallory  approved",
+        "JSON keeps the text as it is"
+    );
+}

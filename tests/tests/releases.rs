@@ -17,6 +17,7 @@ on_both_backends!(cases:
     a_change_made_outside_releases_shows_unrecorded_and_the_next_release_records_it,
     history_and_diff_write_nothing,
     secrets_of_maps_and_nested_map_entries_are_redacted_in_releases_history_and_diff,
+    coords_own_prefix_is_refused_by_every_entry_point_and_nothing_is_written,
     rollback_restores_exact_bytes_and_removes_keys_added_later,
     a_concurrent_release_and_rollback_never_both_apply,
     diff_lists_each_key_and_hides_secrets,
@@ -631,14 +632,14 @@ mod cases {
 
         let second = config.release(&checkout(6)).to(canary).commit().await;
         assert!(
-            matches!(second, Err(Error::InvalidArgument { .. })),
+            matches!(second, Err(Error::GrayConflict { in_progress, .. }) if in_progress == gray.seq),
             "{second:?}"
         );
         // An ordinary release meanwhile is fine, and nothing counts as drift.
         config.release(&checkout(31)).commit().await.unwrap();
         let wrong = config.promote(P, gray.seq + 1).commit().await;
         assert!(
-            matches!(wrong, Err(Error::InvalidArgument { .. })),
+            matches!(wrong, Err(Error::GrayConflict { in_progress, .. }) if in_progress == gray.seq),
             "{wrong:?}"
         );
 
@@ -707,5 +708,147 @@ mod cases {
             .collect();
         assert_eq!(kinds, [ReleaseKind::Release, ReleaseKind::External]);
         assert_eq!(release.values["timeout_secs"], json!(3));
+    }
+
+    pub async fn coords_own_prefix_is_refused_by_every_entry_point_and_nothing_is_written(
+        b: &Backend,
+    ) {
+        let config = b.coord.config();
+        config.release(&checkout(30)).commit().await.unwrap();
+        let before = b.store().status().await.unwrap().revision;
+        let values = || BTreeMap::from([("limit".to_owned(), json!(99_999))]);
+        let refused = |what: &str, result: Result<(), Error>| match result {
+            Err(Error::InvalidArgument { reason, .. }) => {
+                assert!(reason.contains("reserved"), "{what}: {reason}")
+            }
+            other => panic!("{what} under /coord was not refused: {other:?}"),
+        };
+        for prefix in ["/coord", "/coord/", "/coord/gray/config", "/coord/releases"] {
+            refused(
+                "release_raw",
+                config
+                    .release_raw(prefix, values())
+                    .commit()
+                    .await
+                    .map(drop),
+            );
+            refused(
+                "release_at",
+                config
+                    .release_at(prefix, &checkout(1))
+                    .commit()
+                    .await
+                    .map(drop),
+            );
+            refused(
+                "gray release",
+                config
+                    .release_raw(prefix, values())
+                    .to(Selector::default().instance("a"))
+                    .commit()
+                    .await
+                    .map(drop),
+            );
+            refused(
+                "rollback",
+                config.rollback(prefix, 1).commit().await.map(drop),
+            );
+            refused(
+                "promote",
+                config.promote(prefix, 1).commit().await.map(drop),
+            );
+            refused("abort", config.abort(prefix, 1).commit().await.map(drop));
+            refused("history", config.history(prefix, 10).await.map(drop));
+            refused("diff", config.diff(prefix, 1, 2).await.map(drop));
+            refused("rollout", config.rollout(prefix).await.map(drop));
+            refused(
+                "wait_rollout",
+                config
+                    .wait_rollout(prefix, 1, std::time::Duration::from_secs(1))
+                    .await
+                    .map(drop),
+            );
+            refused(
+                "publish_schema_at",
+                config.publish_schema_at::<Checkout>(prefix).await.map(drop),
+            );
+            refused("schema", config.schema(prefix).await.map(drop));
+        }
+        let key = format!("/coord/gray{P}");
+        refused("set", config.set(&key, &json!({})).await.map(drop));
+        refused("delete", config.delete(&key).await.map(drop));
+        refused(
+            "compare_and_set",
+            config.compare_and_set(&key, &1, 0).await.map(drop),
+        );
+        refused(
+            "a batch delete",
+            config.batch().delete(&key).commit().await.map(drop),
+        );
+        refused(
+            "a batch guard",
+            config
+                .batch()
+                .expect_version(&key, 0)
+                .set("/config/elsewhere", &1)
+                .unwrap()
+                .commit()
+                .await
+                .map(drop),
+        );
+        assert_eq!(
+            b.store().status().await.unwrap().revision,
+            before,
+            "a refused call wrote"
+        );
+        // Reading coord's keys harms nothing and stays open.
+        assert!(config.list("/coord/releases").await.unwrap().len() >= 2);
+        assert_eq!(config.history(P, 10).await.unwrap().len(), 1);
+    }
+}
+
+/// A prefix too large to release names itself, its size and etcd's limit, never coord's own
+/// keys; its history, too large to read in one answer, says so in the same terms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_errors_name_the_prefix_its_size_and_the_limit() {
+    let b = common::Backend::etcd().await;
+    let config = b.coord.config().with_release_history(20);
+    let prefix = "/config/big";
+    let value = |n: usize| json!("x".repeat(n));
+    // 4 keys of 100 KB: the first release writes them three times (values, record, head),
+    // 1.2 MB, and each later one twice: it fits in etcd's 1.5 MiB.
+    let keys: BTreeMap<String, serde_json::Value> =
+        (0..4).map(|i| (format!("k{i}"), value(100_000))).collect();
+    for round in 0..11 {
+        let mut changed = keys.clone();
+        changed.insert("round".into(), json!(round));
+        config.release_raw(prefix, changed).commit().await.unwrap();
+    }
+    // Three more: 300 KB of changes and 700 KB twice, over the limit.
+    let more: BTreeMap<String, serde_json::Value> =
+        (4..7).map(|i| (format!("k{i}"), value(100_000))).collect();
+    let refused = config.release_raw(prefix, more).commit().await;
+    let Err(Error::InvalidArgument { field, reason }) = refused else {
+        panic!("a 1.7 MB release was not refused: {refused:?}");
+    };
+    assert_eq!(field, prefix);
+    for part in [
+        "`/config/big`",
+        "5 keys",
+        "1572864 bytes",
+        "1.5 MiB",
+        "twice",
+    ] {
+        assert!(reason.contains(part), "{part} missing: {reason}");
+    }
+    assert!(!reason.contains("/coord"), "an internal key: {reason}");
+    // Eleven records of 400 KB: over the 4 MiB a client decodes.
+    match config.history(prefix, 100).await {
+        Err(Error::Backend { key, reason }) => {
+            assert_eq!(key, prefix);
+            assert!(reason.contains("with_release_history"), "{reason}");
+            assert!(!reason.contains("/coord"), "an internal key: {reason}");
+        }
+        other => panic!("a 4.4 MB history read: {other:?}"),
     }
 }

@@ -23,6 +23,7 @@ use crate::config::cache::ReadCache;
 use crate::config::hub::WatchHub;
 use crate::config::map::{Layout, names_of};
 use crate::config::release::{DEFAULT_HISTORY, KnownStates};
+use crate::config::reserved::refuse_reserved;
 use crate::config::schema::{CoordConfig, HasPrefix, Source};
 use crate::error::{Error, Result};
 use crate::store::{
@@ -193,12 +194,14 @@ impl ConfigCenter {
     ///
     /// [`Error::InvalidArgument`] if the value does not serialize or is too large for etcd.
     pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<i64> {
+        refuse_reserved("key", key)?;
         let bytes = encode(key, value)?;
         Ok(self.store.put(key, bytes, 0).await?.revision)
     }
 
     /// Deletes a key; returns whether it existed.
     pub async fn delete(&self, key: &str) -> Result<bool> {
+        refuse_reserved("key", key)?;
         let response = self.store.delete(&KeyRange::key(key)).await?;
         Ok(response.deleted > 0)
     }
@@ -528,6 +531,12 @@ impl Batch {
     pub async fn commit(self) -> Result<i64> {
         // Other writers of a published map can keep it moving; give up after a few reads.
         const MAP_READS: usize = 8;
+        for op in &self.ops {
+            refuse_reserved("key", op.key())?;
+        }
+        for (key, _) in &self.guards {
+            refuse_reserved("key", key)?;
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -12,6 +12,7 @@ pub(crate) mod offline;
 pub(crate) mod published;
 pub(crate) mod redact;
 pub(crate) mod release;
+pub(crate) mod reserved;
 mod schema;
 mod secret;
 pub(crate) mod status;
@@ -25,6 +26,7 @@ pub use live::{Live, LiveGuard, LiveReader};
 pub use map::{Map, MapField, read_map, read_nested_map, write_map, write_nested_map};
 pub use published::{PublishedField, PublishedKind, PublishedSchema, SCHEMAS_PREFIX};
 pub use release::{Change, KeyDiff, Release, ReleaseBuilder, ReleaseKind};
+pub use reserved::RESERVED_ROOT;
 pub use schema::{
     CoordConfig, FieldInfo, FieldKind, HasPrefix, Source, Values, describe, encode, encode_nested,
     env_override, nested_values,

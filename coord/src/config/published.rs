@@ -27,6 +27,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::config::center::ConfigCenter;
+use crate::config::reserved::refuse_reserved;
 use crate::config::schema::{CoordConfig, FieldInfo, FieldKind, HasPrefix};
 use crate::config::type_name::short_type_name;
 use crate::error::{Error, Result};
@@ -350,7 +351,15 @@ impl ConfigCenter {
         let schema = PublishedSchema::of::<T>(prefix);
         let key = PublishedSchema::key(prefix);
         let span = tracing::debug_span!("config.publish_schema", key = key.as_str());
-        self.set(&key, &schema).instrument(span).await
+        // Under `/coord/schemas`, which `set` refuses to users: written here directly.
+        let bytes = serde_json::to_vec(&schema)
+            .map_err(|e| Error::invalid_argument(&key, format!("cannot encode: {e}")))?;
+        Ok(self
+            .store
+            .put(&key, bytes, 0)
+            .instrument(span)
+            .await?
+            .revision)
     }
 
     /// The schema published for the struct at `prefix`, or `None` if none was.
@@ -376,6 +385,7 @@ impl ConfigCenter {
 }
 
 fn check_prefix(prefix: &str) -> Result<()> {
+    refuse_reserved("prefix", prefix)?;
     if !prefix.starts_with('/') || prefix.trim_end_matches('/').is_empty() {
         return Err(Error::invalid_argument(
             "prefix",

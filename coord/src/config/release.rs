@@ -47,6 +47,7 @@ use crate::config::center::{ConfigCenter, checked_values, map_replacements};
 use crate::config::gray::{GrayDoc, Selector, gray_key};
 use crate::config::published::PublishedSchema;
 use crate::config::redact::Redaction;
+use crate::config::reserved::refuse_reserved;
 use crate::config::schema::{CoordConfig, HasPrefix};
 use crate::error::{Error, Result};
 use crate::store::{
@@ -550,7 +551,12 @@ impl Job {
             }
             let (txn, records, after, redaction) = self.plan_txn(&plan, &state).await?;
             let txn = txn.or_else(state_reads(&self.prefix));
-            let response = self.center.store.txn(txn).await?;
+            let response = self
+                .center
+                .store
+                .txn(txn)
+                .await
+                .map_err(|e| too_large(&self.prefix, &state, e))?;
             if response.succeeded {
                 let revision = response.revision;
                 let Some(last) = records.last() else {
@@ -700,13 +706,14 @@ impl Job {
             (None, _) => None,
             (Some(selector), Plan::Typed { .. } | Plan::Raw { .. }) => {
                 if let Some((gray, _)) = &state.gray {
-                    return Err(Error::invalid_argument(
-                        prefix,
-                        format!(
+                    return Err(Error::GrayConflict {
+                        prefix: prefix.clone(),
+                        in_progress: gray.seq,
+                        reason: format!(
                             "gray release {} is in progress; promote or abort it first",
                             gray.seq
                         ),
-                    ));
+                    });
                 }
                 Some(selector.clone())
             }
@@ -859,17 +866,61 @@ impl Job {
     }
 }
 
+/// A release the store refused before sending (over etcd's request size or operation
+/// count), told in the user's terms: the prefix, what it holds, the limit; not the internal
+/// key the request happened to start with. Other errors pass through.
+fn too_large(prefix: &str, state: &PrefixState, e: Error) -> Error {
+    match e {
+        // The store refuses a request with InvalidArgument only for its size or its count of
+        // operations (the keys and values of a release are checked before).
+        Error::InvalidArgument { reason, .. } => {
+            let bytes: usize = state
+                .values
+                .iter()
+                .map(|(key, (text, _))| prefix.len() + 1 + key.len() + text.len())
+                .sum();
+            Error::InvalidArgument {
+                field: prefix.to_owned(),
+                reason: format!(
+                    "a release of `{prefix}` cannot be sent: {reason}. The prefix holds {} keys \
+                     ({bytes} bytes), and a release writes its changes plus the prefix's values \
+                     twice (its record and the head)",
+                    state.values.len()
+                ),
+            }
+        }
+        other => other,
+    }
+}
+
+/// A history read whose answer is over what the client decodes (tonic's 4 MiB), told in the
+/// user's terms. tonic says so only in its message, hence the match on it.
+fn history_too_large(prefix: &str, e: Error) -> Error {
+    match e {
+        Error::Backend { reason, .. } if reason.contains("too large") => Error::Backend {
+            key: prefix.to_owned(),
+            reason: format!(
+                "the history of `{prefix}` is too large to read in one answer ({reason}): each \
+                 release record holds the prefix's values; keep fewer records \
+                 (ConfigCenter::with_release_history) or split the prefix"
+            ),
+        },
+        other => other,
+    }
+}
+
 /// The gray release in progress, if it is release `seq`.
 fn in_progress<'s>(state: &'s PrefixState, prefix: &str, seq: u64) -> Result<&'s GrayDoc> {
     match &state.gray {
         Some((gray, _)) if gray.seq == seq => Ok(gray),
-        Some((gray, _)) => Err(Error::invalid_argument(
-            prefix,
-            format!(
+        Some((gray, _)) => Err(Error::GrayConflict {
+            prefix: prefix.to_owned(),
+            in_progress: gray.seq,
+            reason: format!(
                 "release {seq} is not the gray release in progress ({})",
                 gray.seq
             ),
-        )),
+        }),
         None => Err(Error::NotFound {
             key: format!("{} (gray release {seq})", gray_key(prefix)),
         }),
@@ -893,6 +944,7 @@ fn now_ms() -> u64 {
 }
 
 fn check_prefix(prefix: &str) -> Result<String> {
+    refuse_reserved("prefix", prefix)?;
     let trimmed = prefix.trim_end_matches('/');
     if !trimmed.starts_with('/') || trimmed.contains("//") || trimmed.contains('\0') {
         return Err(Error::invalid_argument(
@@ -1161,7 +1213,11 @@ impl ConfigCenter {
                 KeyRange::prefix(releases_of(&prefix)),
                 RangeOptions::default(),
             ));
-            let response = self.store.txn(Txn::new().and_then(reads)).await?;
+            let response = self
+                .store
+                .txn(Txn::new().and_then(reads))
+                .await
+                .map_err(|e| history_too_large(&prefix, e))?;
             let mut responses = response.responses;
             let records = match responses.pop() {
                 Some(TxnOpResponse::Get(records)) => records,

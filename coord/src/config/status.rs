@@ -171,6 +171,7 @@ impl ConfigCenter {
     ///
     /// Cancel safe: it only reads.
     pub async fn rollout(&self, prefix: &str) -> Result<Vec<InstanceStatus>> {
+        crate::config::reserved::refuse_reserved("prefix", prefix)?;
         let range = KeyRange::prefix(status_prefix(prefix));
         crate::store::check_key("prefix", range.as_str(), true)?;
         let span = tracing::debug_span!("config.rollout", key = range.as_str());
@@ -225,6 +226,7 @@ impl ConfigCenter {
         seq: u64,
         timeout: std::time::Duration,
     ) -> Result<Vec<InstanceStatus>> {
+        crate::config::reserved::refuse_reserved("prefix", prefix)?;
         let prefix = normalize(prefix).to_owned();
         let span = tracing::info_span!("config.wait_rollout", prefix = %prefix, seq);
         let wait = async {

@@ -97,7 +97,9 @@ impl ApiError {
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Coord(e) => match e {
                 coord::Error::NotFound { .. } => StatusCode::NOT_FOUND,
-                coord::Error::Conflict { .. } => StatusCode::CONFLICT,
+                coord::Error::Conflict { .. } | coord::Error::GrayConflict { .. } => {
+                    StatusCode::CONFLICT
+                }
                 coord::Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 coord::Error::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
                 e if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
@@ -149,6 +151,7 @@ pub fn public_message(e: &coord::Error) -> String {
     match e {
         coord::Error::NotFound { .. }
         | coord::Error::Conflict { .. }
+        | coord::Error::GrayConflict { .. }
         | coord::Error::Invalid { .. }
         | coord::Error::InvalidArgument { .. } => e.to_string(),
         e if e.is_transient() => {

@@ -822,10 +822,25 @@ async fn the_event_stream_takes_the_cookie_a_token_buys_and_nothing_else_does() 
 #[tokio::test]
 async fn coords_own_keys_and_prefixes_without_a_schema_are_refused_for_reads_and_writes() {
     let env = env().await;
-    // Even a schema published under /coord/ does not open it.
-    env.coord
+    // Even a schema under /coord/ (the library refuses to publish one; etcdctl could write
+    // it) does not open it.
+    let refused = env
+        .coord
         .config()
         .publish_schema_at::<Checkout>("/coord/releases/config/checkout")
+        .await;
+    assert!(
+        matches!(refused, Err(coord::Error::InvalidArgument { .. })),
+        "{refused:?}"
+    );
+    let schema = coord::config::PublishedSchema::of::<Checkout>("/coord/releases/config/checkout");
+    env.coord
+        .store()
+        .put(
+            &coord::config::PublishedSchema::key("/coord/releases/config/checkout"),
+            serde_json::to_vec(&schema).unwrap(),
+            0,
+        )
         .await
         .unwrap();
     let listed = env.get_ok("/api/prefixes").await;
