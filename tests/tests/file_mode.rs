@@ -284,6 +284,102 @@ async fn a_save_that_breaks_the_layout_keeps_the_last_good_state_and_names_it() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_that_repeats_a_prefix_or_a_key_is_refused_at_its_line_in_yaml_and_json() {
+    let yaml_ok =
+        "/config/checkout:\n  timeout_secs: 45\n  rate_limit: {per_sec: 100, burst: 20}\n";
+    let json_ok = r#"{"/config/checkout": {"timeout_secs": 45, "rate_limit": {"per_sec": 100, "burst": 20}}}"#;
+    // Each parser alone would keep the last: the first table (or value) would be dropped.
+    let cases = [
+        (
+            "coord.yaml",
+            yaml_ok,
+            "/config/checkout:\n  timeout_secs: 60\n/config/checkout:\n  rate_limit: {per_sec: 1, burst: 1}\n",
+            3,
+            "/config/checkout",
+        ),
+        (
+            "coord.yaml",
+            yaml_ok,
+            "/config/checkout:\n  timeout_secs: 60\n  rate_limit: {per_sec: 1, burst: 1}\n  timeout_secs: 61\n",
+            4,
+            "timeout_secs",
+        ),
+        (
+            "coord.json",
+            json_ok,
+            "{\"/config/checkout\": {\"timeout_secs\": 60},\n \"/config/checkout\": {\"rate_limit\": {\"per_sec\": 1, \"burst\": 1}}}",
+            2,
+            "/config/checkout",
+        ),
+        (
+            "coord.json",
+            json_ok,
+            "{\"/config/checkout\": {\n  \"timeout_secs\": 60,\n  \"rate_limit\": {\"per_sec\": 1, \"burst\": 1},\n  \"timeout_secs\": 61}}",
+            4,
+            "timeout_secs",
+        ),
+    ];
+    for (name, first, save, line, repeated) in cases {
+        let (_dir, path) = file_with(name, first);
+        let coord = Coord::from_file(&path).await.unwrap();
+        let live = coord.live::<Checkout>().await.unwrap();
+        let file = local_file(&coord);
+        let revision = file.revision();
+
+        save_by_rename(&path, save);
+        let error = until_file_error(file).await;
+        assert!(matches!(error.kind, FileErrorKind::Syntax(_)), "{error:?}");
+        assert_eq!(
+            error.position.map(|p| p.line),
+            Some(line),
+            "{name}: {error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("duplicate key `{repeated}`")),
+            "{error}"
+        );
+        assert_eq!(*live.load(), checkout(45, 100, 20), "{name}: {save}");
+        assert_eq!(file.revision(), revision);
+        coord.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yaml_merge_key_lends_its_mapping_to_another_prefix() {
+    let yaml = "\
+/config/shared: &shared
+  timeout_secs: 45
+  rate_limit: {per_sec: 100, burst: 20}
+/config/checkout:
+  <<: *shared
+  region: eu-1
+";
+    let (_dir, path) = file_with("coord.yaml", yaml);
+    let coord = Coord::from_file(&path).await.unwrap();
+    let live = coord.live::<Checkout>().await.unwrap();
+    assert_eq!(
+        *live.load(),
+        Checkout {
+            region: "eu-1".into(),
+            ..checkout(45, 100, 20)
+        }
+    );
+    assert!(
+        coord
+            .config()
+            .list("/config/checkout/")
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| !k.contains("<<")),
+        "no literal `<<` key"
+    );
+    coord.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_key_save_lands_whole_in_one_revision() {
     let (_dir, path) = file_with("coord.toml", &checkout_toml(45, 100, 20));
     let coord = Coord::from_file(&path).await.unwrap();

@@ -33,6 +33,21 @@
 //! entry name that is empty, starts with `/` or holds a NUL, two entries that make the same key,
 //! and a number JSON cannot hold (`nan`, `inf`) are each a [`FileError`] naming them.
 //!
+//! A name given twice in one table, at any depth and in every format, is a
+//! [`FileErrorKind::Syntax`] error at the line and column of the second one: a prefix written
+//! twice, an entry written twice, a key written twice inside an entry's value. YAML and JSON
+//! parsers would keep the last one and drop the first without a word (a repeated prefix would
+//! drop a whole table); TOML refuses them itself.
+//!
+//! In YAML a merge key `<<` is applied, as YAML 1.1 defines it: the mapping, or each mapping of
+//! a list, given to `<<` lends its entries to the mapping that holds it; that mapping's own
+//! entries win, then the earlier mappings of the list. So one prefix can share another's
+//! settings through an anchor (`/config/checkout-eu: {<<: *checkout, region: eu}`), which is
+//! what a YAML writer means by it; stored as a literal entry named `<<` it would only be a key
+//! no config reads. A `<<` whose value is not a mapping or a list of mappings, or that is given
+//! twice in one mapping, is a syntax error at its line. Every `<<` key is a merge key, quoted or
+//! not (the parser does not say which). JSON has no merge key: there `"<<"` is an ordinary entry.
+//!
 //! # What it promises
 //!
 //! - **A save is one transaction.** The keys of the new version are compared with the last
@@ -57,6 +72,7 @@
 //! - **Watching ends with the `Coord`.** When the `Coord` is closed, or every handle on its
 //!   store is dropped, the watch stops and its threads end ([`LocalFile::is_watching`]).
 
+mod document;
 mod error;
 mod follow;
 mod parse;

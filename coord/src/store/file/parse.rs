@@ -2,8 +2,10 @@
 
 use std::path::Path;
 
+use serde::de::DeserializeSeed;
 use serde_json::{Map, Value};
 
+use super::document::{MergeKey, Strict};
 use super::{FileError, FileErrorKind, Keys, Position};
 
 /// The file formats, by extension.
@@ -33,39 +35,13 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Keys, FileError> {
         position,
         kind,
     };
-    let document =
-        match Format::of(path) {
-            None => return Err(error(None, FileErrorKind::UnknownFormat)),
-            Some(Format::Toml) => match toml::from_str::<toml::Table>(text) {
-                Ok(table) => Value::Object(table_to_json(table).map_err(|(key, reason)| {
-                    error(None, FileErrorKind::BadValue { key, reason })
-                })?),
-                Err(e) => {
-                    let position = e.span().map(|span| Position::at(text, span.start));
-                    return Err(error(
-                        position,
-                        FileErrorKind::Syntax(e.message().trim().to_owned()),
-                    ));
-                }
-            },
-            Some(Format::Yaml) => serde_yaml_ng::from_str::<Value>(text).map_err(|e| {
-                let position = e.location().map(|l| Position::at(text, l.index()));
-                error(
-                    position,
-                    FileErrorKind::Syntax(without_location(e.to_string())),
-                )
-            })?,
-            Some(Format::Json) => serde_json::from_str::<Value>(text).map_err(|e| {
-                let position = Some(Position {
-                    line: e.line(),
-                    column: e.column(),
-                });
-                error(
-                    position,
-                    FileErrorKind::Syntax(without_location(e.to_string())),
-                )
-            })?,
-        };
+    let document = match Format::of(path) {
+        None => return Err(error(None, FileErrorKind::UnknownFormat)),
+        Some(Format::Toml) => toml_document(text),
+        Some(Format::Yaml) => yaml_document(text),
+        Some(Format::Json) => json_document(text),
+    }
+    .map_err(|(position, kind)| error(position, kind))?;
     let prefixes = match document {
         Value::Object(prefixes) => prefixes,
         // An empty YAML document (or JSON `null`): a file with no keys yet.
@@ -73,6 +49,81 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Keys, FileError> {
         _ => return Err(error(None, FileErrorKind::NotAMap)),
     };
     layout(prefixes).map_err(|kind| error(None, kind))
+}
+
+/// Why a document does not read, and where when the parser knows.
+type Unread = (Option<Position>, FileErrorKind);
+
+/// TOML refuses a repeated key or table itself.
+fn toml_document(text: &str) -> Result<Value, Unread> {
+    match toml::from_str::<toml::Table>(text) {
+        Ok(table) => table_to_json(table)
+            .map(Value::Object)
+            .map_err(|(key, reason)| (None, FileErrorKind::BadValue { key, reason })),
+        Err(e) => {
+            let position = e.span().map(|span| Position::at(text, span.start));
+            let mut message = e.message().trim().to_owned();
+            // toml's message does not say which key; its span is the second one.
+            let repeated = e.span().and_then(|span| text.get(span));
+            if let (DUPLICATE, Some(key)) = (message.as_str(), repeated) {
+                message = duplicate_key(unquoted(key));
+            }
+            Err((position, FileErrorKind::Syntax(message)))
+        }
+    }
+}
+
+/// toml's message for a key or table given twice.
+const DUPLICATE: &str = "duplicate key";
+
+/// The message for a key given twice, in every format.
+pub(super) fn duplicate_key(key: &str) -> String {
+    format!("duplicate key `{key}` (it is given earlier in the same table)")
+}
+
+/// A TOML key as written, without its quotes.
+fn unquoted(key: &str) -> &str {
+    let key = key.trim();
+    ['"', '\'']
+        .iter()
+        .find_map(|quote| key.strip_prefix(*quote)?.strip_suffix(*quote))
+        .unwrap_or(key)
+}
+
+fn yaml_document(text: &str) -> Result<Value, Unread> {
+    let strict = Strict {
+        merge_key: MergeKey::Apply,
+    };
+    strict
+        .deserialize(serde_yaml_ng::Deserializer::from_str(text))
+        .map_err(|e| {
+            let position = e.location().map(|l| Position::at(text, l.index()));
+            (
+                position,
+                FileErrorKind::Syntax(without_location(e.to_string())),
+            )
+        })
+}
+
+fn json_document(text: &str) -> Result<Value, Unread> {
+    let strict = Strict {
+        merge_key: MergeKey::Literal,
+    };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let document = strict
+        .deserialize(&mut deserializer)
+        // Text after the document, as `serde_json::from_str` refuses it.
+        .and_then(|document| deserializer.end().map(|()| document));
+    document.map_err(|e| {
+        let position = Some(Position {
+            line: e.line(),
+            column: e.column(),
+        });
+        (
+            position,
+            FileErrorKind::Syntax(without_location(e.to_string())),
+        )
+    })
 }
 
 /// The layout rule: top-level names are prefixes, their entries keys.
@@ -348,6 +399,147 @@ url = "postgres://localhost/checkout"
             let again = format!("at line {line} column {}", position.column);
             assert!(!message.contains(&again), "said twice: {message}");
         }
+    }
+
+    /// The error's line, after checking it is a syntax error that names `key`.
+    fn line_of_repeated(name: &str, text: &str, key: &str) -> usize {
+        let error = parse(Path::new(name), text).unwrap_err();
+        let FileErrorKind::Syntax(message) = &error.kind else {
+            panic!("{name}: not a syntax error: {error:?}");
+        };
+        assert!(message.contains(&format!("`{key}`")), "{name}: {message}");
+        error
+            .position
+            .unwrap_or_else(|| panic!("{name}: {error}"))
+            .line
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_at_its_line_in_every_format() {
+        let cases = [
+            ("c.toml", "[\"/a\"]\nx = 1\nx = 2\n", "x", 3),
+            ("c.yaml", "/a:\n  x: 1\n  x: 2\n", "x", 3),
+            ("c.json", "{\"/a\": {\n  \"x\": 1,\n  \"x\": 2\n}}", "x", 3),
+            // Deeper down, inside an entry's value.
+            ("c.yaml", "/a:\n  x: {k: 1,\n      k: 2}\n", "k", 3),
+            (
+                "c.json",
+                "{\"/a\": {\"x\": {\n  \"k\": 1, \"k\": 2}}}",
+                "k",
+                2,
+            ),
+        ];
+        for (name, text, key, line) in cases {
+            assert_eq!(line_of_repeated(name, text, key), line, "{name}: {text}");
+        }
+    }
+
+    #[test]
+    fn a_prefix_given_twice_is_refused_rather_than_dropping_the_first_table() {
+        let cases = [
+            ("c.toml", "[\"/a\"]\nx = 1\n\n[\"/a\"]\ny = 2\n", 4),
+            ("c.yaml", "/a:\n  x: 1\n/a:\n  y: 2\n", 3),
+            ("c.json", "{\"/a\": {\"x\": 1},\n \"/a\": {\"y\": 2}}", 2),
+        ];
+        for (name, text, line) in cases {
+            assert_eq!(line_of_repeated(name, text, "/a"), line, "{name}: {text}");
+        }
+    }
+
+    #[test]
+    fn yaml_merge_keys_lend_their_entries_and_the_mappings_own_win() {
+        let yaml = "\
+/config/base: &base
+  timeout_secs: 30
+  region: eu
+  rate_limit: &rate {per_sec: 100, burst: 20}
+/config/checkout:
+  <<: *base
+  timeout_secs: 45
+  rate_limit: {<<: *rate, burst: 5}
+";
+        let keys = keys("c.yaml", yaml);
+        assert_eq!(
+            keys.keys().collect::<Vec<_>>(),
+            [
+                "/config/base/rate_limit",
+                "/config/base/region",
+                "/config/base/timeout_secs",
+                "/config/checkout/rate_limit",
+                "/config/checkout/region",
+                "/config/checkout/timeout_secs",
+            ]
+        );
+        assert_eq!(text(&keys, "/config/checkout/timeout_secs"), "45");
+        assert_eq!(text(&keys, "/config/checkout/region"), r#""eu""#);
+        let rate_limit: Value =
+            serde_json::from_slice(&keys["/config/checkout/rate_limit"]).unwrap();
+        assert_eq!(rate_limit, serde_json::json!({"per_sec": 100, "burst": 5}));
+    }
+
+    #[test]
+    fn in_a_list_of_merged_mappings_the_earlier_wins() {
+        let yaml = "\
+/x: &x {a: 1, b: 1}
+/y: &y {b: 2, c: 2}
+/z:
+  <<: [*x, *y]
+  c: 3
+";
+        let keys = keys("c.yaml", yaml);
+        assert_eq!(text(&keys, "/z/a"), "1");
+        assert_eq!(text(&keys, "/z/b"), "1");
+        assert_eq!(text(&keys, "/z/c"), "3");
+        assert_eq!(keys.keys().filter(|k| k.starts_with("/z/")).count(), 3);
+    }
+
+    #[test]
+    fn a_merge_key_that_cannot_merge_is_refused_at_its_line() {
+        let cases = [
+            ("/a:\n  x: 1\n  <<: 5\n", 3),
+            ("/a:\n  <<: [{x: 1},\n    5]\n", 3),
+            ("/a:\n  <<: {x: 1}\n  <<: {y: 1}\n", 3),
+        ];
+        for (text, line) in cases {
+            let error = parse(Path::new("c.yaml"), text).unwrap_err();
+            assert!(
+                matches!(&error.kind, FileErrorKind::Syntax(m) if m.contains("`<<`")),
+                "{text}: {error}"
+            );
+            assert_eq!(
+                error.position.map(|p| p.line),
+                Some(line),
+                "{text}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn in_json_a_merge_key_is_a_key_like_any_other() {
+        let keys = keys("c.json", r#"{"/a": {"<<": {"x": 1}, "x": 2}}"#);
+        assert_eq!(keys.keys().collect::<Vec<_>>(), ["/a/<<", "/a/x"]);
+        assert_eq!(text(&keys, "/a/<<"), r#"{"x":1}"#);
+    }
+
+    #[test]
+    fn yaml_keys_are_read_as_strings_and_numbers_json_cannot_hold_are_refused() {
+        let keys = keys(
+            "c.yaml",
+            "/a:\n  1: one\n  true: yes\n  x: [1, -2, 2.5, null]\n",
+        );
+        assert_eq!(keys.keys().collect::<Vec<_>>(), ["/a/1", "/a/true", "/a/x"]);
+        assert_eq!(text(&keys, "/a/x"), "[1,-2,2.5,null]");
+        let error = parse(Path::new("c.yaml"), "/a:\n  x: .nan\n").unwrap_err();
+        assert!(matches!(error.kind, FileErrorKind::Syntax(_)), "{error}");
+        assert_eq!(error.position.map(|p| p.line), Some(2), "{error}");
+    }
+
+    #[test]
+    fn text_after_a_json_document_is_refused() {
+        assert!(matches!(
+            kind("c.json", r#"{"/a": {}} {"/b": {}}"#),
+            FileErrorKind::Syntax(_)
+        ));
     }
 
     #[test]
