@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord::store::file::{FileErrorKind, LocalFile};
+use coord::store::file::{FileErrorKind, FileOptions, LocalFile};
 use coord::store::KeyRange;
 use coord::{ClientConfig, Coord, CoordConfig, Error, Instance, Live};
 use serde::{Deserialize, Serialize};
@@ -376,6 +376,94 @@ async fn a_yaml_merge_key_lends_its_mapping_to_another_prefix() {
             .all(|k| !k.contains("<<")),
         "no literal `<<` key"
     );
+    coord.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_save_keeps_the_last_good_state_and_is_reported() {
+    let yaml = "/config/checkout:\n  timeout_secs: 45\n  rate_limit: {per_sec: 100, burst: 20}\n";
+    let cases = [
+        ("coord.toml", checkout_toml(45, 100, 20), ""),
+        ("coord.toml", checkout_toml(45, 100, 20), "  \n\n\t\n"),
+        ("coord.toml", checkout_toml(45, 100, 20), "# all of it, gone\n"),
+        // A save cut short after its first line lays out no key either.
+        ("coord.toml", checkout_toml(45, 100, 20), "[\"/config/checkout\"]\n"),
+        ("coord.yaml", yaml.to_owned(), ""),
+        ("coord.yaml", yaml.to_owned(), "# nothing here\n"),
+        ("coord.yaml", yaml.to_owned(), "---\n"),
+        ("coord.json", json!({"/config/checkout": {"timeout_secs": 45, "rate_limit": {"per_sec": 100, "burst": 20}}}).to_string(), "{}"),
+    ];
+    for (name, first, save) in cases {
+        let (_dir, path) = file_with(name, &first);
+        let coord = Coord::from_file(&path).await.unwrap();
+        let live = coord.live::<Checkout>().await.unwrap();
+        let file = local_file(&coord);
+        let revision = file.revision();
+        let keys = coord.config().list("/config/").await.unwrap();
+
+        save_in_place(&path, save);
+        let error = until_file_error(file).await;
+        assert_eq!(error.kind, FileErrorKind::Empty, "{name}: {save:?}");
+        assert_eq!(error.path, path);
+        assert!(error.to_string().contains("allow_empty"), "{error}");
+        assert_eq!(*live.load(), checkout(45, 100, 20), "{name}: {save:?}");
+        assert_eq!(file.revision(), revision);
+        assert_eq!(
+            coord.config().list("/config/").await.unwrap(),
+            keys,
+            "{name}: {save:?}: the keys are kept"
+        );
+        coord.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_save_deletes_every_key_with_allow_empty() {
+    for (name, first) in [
+        ("coord.toml", checkout_toml(45, 100, 20)),
+        (
+            "coord.yaml",
+            "/config/checkout:\n  timeout_secs: 45\n".to_owned(),
+        ),
+    ] {
+        let (_dir, path) = file_with(name, &first);
+        let coord = Coord::from_file(&path).await.unwrap();
+        let file = local_file(&coord);
+        assert!(!file.options().allow_empty, "refused unless asked for");
+        file.set_options(FileOptions::default().with_allow_empty(true));
+        let revision = file.revision();
+        coord
+            .config()
+            .set("/config/checkout/region", &"eu-1")
+            .await
+            .unwrap();
+
+        save_in_place(&path, "# emptied on purpose\n");
+        eventually(WITHIN, "the file's keys are deleted", || async {
+            coord.config().list("/config/").await.unwrap() == ["/config/checkout/region"]
+        })
+        .await;
+        assert!(file.revision() > revision, "{name}");
+        assert_eq!(file.last_error(), None, "{name}");
+        coord.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_empty_when_opened_loads_and_its_first_keys_apply() {
+    let (_dir, path) = file_with("coord.toml", "");
+    let coord = Coord::from_file(&path).await.unwrap();
+    let file = local_file(&coord);
+    assert_eq!(file.revision(), 1);
+    // Still empty: nothing to delete, so nothing to refuse.
+    save_in_place(&path, "# soon\n");
+    save_by_rename(&path, &checkout_toml(45, 100, 20));
+    let live_config = coord.config();
+    eventually(WITHIN, "the first keys are applied", || async {
+        live_config.list("/config/").await.unwrap().len() == 3
+    })
+    .await;
+    assert_eq!(file.last_error(), None);
     coord.close().await.unwrap();
 }
 

@@ -105,6 +105,13 @@ pub enum FileErrorKind {
         /// What is wrong.
         reason: String,
     },
+    /// A save lays out no key while keys are loaded (it is empty, blank, comments only, or
+    /// its tables have no entries): applying it would delete them all. Refused unless
+    /// [`FileOptions::allow_empty`](super::FileOptions::allow_empty) is set.
+    #[error(
+        "it lays out no key: applying it would delete every key it had (to empty it on purpose, set `FileOptions::allow_empty`)"
+    )]
+    Empty,
     /// The file's directory cannot be watched.
     #[error("cannot watch it: {0}")]
     Watch(String),

@@ -64,7 +64,12 @@ impl Follower {
     /// Reads the file and applies it, or keeps the last good state and says why.
     async fn reload(&mut self) {
         let path = self.shared.path.clone();
+        let allow_empty = lock(&self.shared.options).allow_empty;
         let result = match load(&path).await {
+            // With nothing loaded there is nothing to lose, and nothing to refuse.
+            Ok(keys) if keys.is_empty() && !self.applied.is_empty() && !allow_empty => {
+                Err(FileError::new(&path, FileErrorKind::Empty))
+            }
             Ok(keys) => self
                 .apply(keys)
                 .await

@@ -63,6 +63,13 @@
 //!   breaks the layout rule changes nothing; a `tracing` warning names the file, line and
 //!   column (when the parser knows them), and [`LocalFile::last_error`] reports it until a good
 //!   save heals it. The file must load when it is opened: there is no last good state yet.
+//! - **An empty save is a bad save.** A save that lays out no key while keys are loaded (an
+//!   empty file, whitespace or comments only, YAML `null` or `---`, JSON `{}`, tables without
+//!   entries) is refused as [`FileErrorKind::Empty`], reported as above: applied, it would
+//!   delete every key and put every config back to its defaults without an error, and it is
+//!   what a crashed editor, a full disk or a `> file` redirect leaves behind. To empty the file
+//!   on purpose, set [`FileOptions::allow_empty`] ([`LocalFile::set_options`]). A file that is
+//!   empty when it is opened loads with no key.
 //! - **Saves are seen however the editor writes.** The file's directory is watched (the
 //!   `notify` crate), so a save that writes a temporary file
 //!   and renames it over this one is seen as well as one that rewrites it in place. Events are
@@ -75,6 +82,7 @@
 mod document;
 mod error;
 mod follow;
+mod options;
 mod parse;
 
 use std::collections::BTreeMap;
@@ -90,6 +98,7 @@ use tracing::Instrument;
 
 pub use error::{FileError, FileErrorKind, Position};
 use follow::{Follower, load};
+pub use options::FileOptions;
 use parse::Format;
 
 use super::memory::MemoryStore;
@@ -112,6 +121,7 @@ pub struct LocalFile {
 struct Shared {
     path: PathBuf,
     last_error: Mutex<Option<FileError>>,
+    options: Mutex<FileOptions>,
     revision: AtomicI64,
     watching: AtomicBool,
 }
@@ -126,6 +136,36 @@ impl LocalFile {
     /// parser knows them. `None` once a good save has been applied.
     pub fn last_error(&self) -> Option<FileError> {
         lock(&self.shared.last_error).clone()
+    }
+
+    /// How saves are applied now.
+    pub fn options(&self) -> FileOptions {
+        lock(&self.shared.options).clone()
+    }
+
+    /// Changes how saves are applied, from the next save read on: the file is not read again
+    /// for it. The first load is done by then, with [`FileOptions::default`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> coord::Result<()> {
+    /// # let dir = std::env::temp_dir().join(format!("coord-set-options-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// # let path = dir.join("coord.toml");
+    /// # std::fs::write(&path, "").unwrap();
+    /// use coord::store::file::FileOptions;
+    ///
+    /// let coord = coord::Coord::from_file(&path).await?;
+    /// let file = coord.local_file().unwrap();
+    /// // Emptying the file on purpose deletes every key it had.
+    /// file.set_options(file.options().with_allow_empty(true));
+    /// # coord.close().await?;
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_options(&self, options: FileOptions) {
+        *lock(&self.shared.options) = options;
     }
 
     /// The store revision of the last save applied (of the first load, until a save changes
@@ -190,6 +230,7 @@ impl LocalFile {
             let shared = Arc::new(Shared {
                 path: path.clone(),
                 last_error: Mutex::new(None),
+                options: Mutex::new(FileOptions::default()),
                 revision: AtomicI64::new(0),
                 watching: AtomicBool::new(true),
             });
