@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord::store::file::{FileErrorKind, FileOptions, LocalFile};
+use coord::store::file::{FileErrorKind, FileOptions, LocalFile, DEBOUNCE, QUIET_PERIOD};
 use coord::store::KeyRange;
 use coord::{ClientConfig, Coord, CoordConfig, Error, Instance, Live};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,8 @@ use serde_json::json;
 
 use common::eventually;
 
-/// Generous: a reload takes the debounce (100 ms) plus a read; a loaded CI machine may be slow.
+/// Generous: a reload takes the debounce (100 ms), the quiet period (500 ms) and a read; a
+/// loaded CI machine may be slow.
 const WITHIN: Duration = Duration::from_secs(10);
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -547,6 +548,68 @@ async fn a_multi_key_save_lands_whole_in_one_revision() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_written_in_two_parts_400ms_apart_is_applied_whole() {
+    let (_dir, path) = file_with("coord.toml", &checkout_toml(45, 100, 20));
+    let coord = Coord::from_file(&path).await.unwrap();
+    let live = coord.live::<Checkout>().await.unwrap();
+    let before = checkout(45, 100, 20);
+    let whole = Checkout {
+        region: "eu-1".into(),
+        ..checkout(90, 200, 40)
+    };
+    let (db, _) = coord.store().get("/config/checkout/db/url").await.unwrap();
+    let db_revision = db.unwrap().mod_revision;
+
+    // Every value the handle publishes, until the whole save.
+    let mut values = live.subscribe();
+    let want = whole.clone();
+    let seen = tokio::spawn(async move {
+        let mut seen: Vec<Arc<Checkout>> = Vec::new();
+        while values.changed().await.is_ok() {
+            let value = Arc::clone(&values.borrow_and_update());
+            let done = *value == want;
+            seen.push(value);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+
+    // The first part alone is a complete TOML file (its lines are whole): no parse error can
+    // tell that it is cut short, and applied it would delete the db table's key.
+    let first =
+        "[\"/config/checkout\"]\ntimeout_secs = 90\nrate_limit = { per_sec = 200, burst = 40 }\n";
+    let second =
+        "region = \"eu-1\"\n\n[\"/config/checkout/db\"]\nurl = \"postgres://localhost/checkout\"\n";
+    let mut writer = std::fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut writer, first.as_bytes()).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    std::io::Write::write_all(&mut writer, second.as_bytes()).unwrap();
+    drop(writer);
+
+    let seen = tokio::time::timeout(WITHIN, seen)
+        .await
+        .expect("the whole save reaches the Live")
+        .unwrap();
+    for value in &seen {
+        assert!(
+            **value == before || **value == whole,
+            "the first part alone was applied: {value:?}"
+        );
+    }
+    assert_eq!(**seen.last().unwrap(), whole);
+    let (db, _) = coord.store().get("/config/checkout/db/url").await.unwrap();
+    assert_eq!(
+        db.unwrap().mod_revision,
+        db_revision,
+        "the db key was never deleted"
+    );
+    assert_eq!(local_file(&coord).last_error(), None);
+    coord.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_removed_from_the_file_is_deleted_and_its_field_falls_back() {
     let text = format!(
         "{}\n[\"/config/extra\"]\nflag = true\n",
@@ -809,9 +872,9 @@ async fn closing_the_coord_stops_watching_the_file() {
     coord.close().await.unwrap();
     eventually(WITHIN, "the watch stops", || async { !file.is_watching() }).await;
 
-    // A save after the close changes nothing.
+    // A save after the close changes nothing, even after a reload would have read it.
     save_by_rename(&path, &checkout_toml(60, 100, 20));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(DEBOUNCE + QUIET_PERIOD + Duration::from_millis(500)).await;
     assert_eq!(live.load().timeout_secs, 45);
     assert_eq!(file.last_error(), None);
 }

@@ -7,12 +7,23 @@ use std::sync::atomic::Ordering;
 use notify_debouncer_mini::notify::RecommendedWatcher;
 use notify_debouncer_mini::{DebounceEventResult, Debouncer};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use super::parse::parse;
 use super::{FileError, FileErrorKind, Keys, Shared};
 use crate::store::memory::MemoryStore;
 use crate::store::{Txn, TxnOp};
 use crate::sync::lock;
+
+/// What the follower heard while it waited.
+enum Heard {
+    /// The file changed (or may have): it is read once it has been quiet for a while.
+    Change,
+    /// It has been quiet for the quiet period since the last change.
+    Quiet,
+    /// Something else in its directory changed.
+    Nothing,
+}
 
 /// The task that applies each save to the store.
 pub(super) struct Follower {
@@ -32,19 +43,37 @@ impl Follower {
         mut closed: watch::Receiver<bool>,
         debouncer: Debouncer<RecommendedWatcher>,
     ) {
+        // When the file is next read: set by an event on it and pushed back by each later one,
+        // so a save is read once its writer has been quiet for the quiet period, not between
+        // two parts of it (which may each parse).
+        let mut due: Option<Instant> = None;
         loop {
-            let reload = tokio::select! {
+            let quiet = async {
+                match due {
+                    Some(due) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let heard = tokio::select! {
                 // Closed or dropped: either way nobody reads this store any more.
                 _ = closed.wait_for(|closed| *closed) => break,
+                () = quiet => Heard::Quiet,
                 event = events.recv() => match event {
-                    Some(Ok(events)) => events
-                        .iter()
-                        .any(|event| event.path.file_name() == Some(name.as_os_str())),
+                    Some(Ok(events)) => {
+                        if events
+                            .iter()
+                            .any(|event| event.path.file_name() == Some(name.as_os_str()))
+                        {
+                            Heard::Change
+                        } else {
+                            Heard::Nothing
+                        }
+                    }
                     Some(Err(error)) => {
                         // The watcher may have dropped events (a full inotify queue): read the
                         // file anyway, in case one of them was a save.
                         tracing::warn!(%error, "watching the config file failed; reading it again");
-                        true
+                        Heard::Change
                     }
                     None => {
                         tracing::warn!("the config file watcher stopped; saves are no longer applied");
@@ -52,8 +81,18 @@ impl Follower {
                     }
                 },
             };
-            if reload && !*closed.borrow() {
-                self.reload().await;
+            match heard {
+                Heard::Change => {
+                    let quiet_period = lock(&self.shared.options).quiet_period;
+                    due = Some(Instant::now() + quiet_period);
+                }
+                Heard::Quiet => {
+                    due = None;
+                    if !*closed.borrow() {
+                        self.reload().await;
+                    }
+                }
+                Heard::Nothing => {}
             }
         }
         drop(debouncer);

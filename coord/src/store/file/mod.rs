@@ -71,11 +71,18 @@
 //!   on purpose, set [`FileOptions::allow_empty`] ([`LocalFile::set_options`]). A file that is
 //!   empty when it is opened loads with no key.
 //! - **Saves are seen however the editor writes.** The file's directory is watched (the
-//!   `notify` crate), so a save that writes a temporary file
-//!   and renames it over this one is seen as well as one that rewrites it in place. Events are
-//!   debounced: a burst of writes is read once, after it has been quiet for [`DEBOUNCE`]. A
-//!   reload reads the whole file again, so a read that raced a writer is followed by another
-//!   once the writer is done.
+//!   `notify` crate), so a save that writes a temporary file and renames it over this one is
+//!   seen as well as one that rewrites it in place.
+//! - **A save is read once its writer is quiet.** Each change to the file restarts a wait of
+//!   [`FileOptions::quiet_period`] ([`QUIET_PERIOD`], 500 ms, by default); the file is read
+//!   when the wait ends, so a save written in parts up to that far apart is read whole, not
+//!   after a first part that happens to parse. A save therefore reaches `Live` handles about
+//!   [`DEBOUNCE`] + the quiet period (600 ms) after its last write. A writer that pauses for
+//!   longer between parts is still read in between: write saves atomically (write a
+//!   temporary file in the same directory, then rename it over this one, as most editors
+//!   do) and they are never seen half-written, whatever their timing. A reload reads the
+//!   whole file again, so a read that raced a writer is followed by another once the writer
+//!   is done.
 //! - **Watching ends with the `Coord`.** When the `Coord` is closed, or every handle on its
 //!   store is dropped, the watch stops and its threads end ([`LocalFile::is_watching`]).
 
@@ -98,16 +105,16 @@ use tracing::Instrument;
 
 pub use error::{FileError, FileErrorKind, Position};
 use follow::{Follower, load};
-pub use options::FileOptions;
+pub use options::{FileOptions, QUIET_PERIOD};
 use parse::Format;
 
 use super::memory::MemoryStore;
 use super::{Backend, Store};
 use crate::sync::lock;
 
-/// How long the file must be quiet after a change before it is read again: editors write a
-/// save in several steps (truncate, write, rename), and reading between them would apply a
-/// half-written file or reject it for nothing.
+/// How long the watcher gathers the events of one burst on a path (a save makes several:
+/// truncate, write, rename) before passing them on as one. The file is then read once it has
+/// also been quiet for [`FileOptions::quiet_period`].
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// A config file followed by an embedded store: see the [module docs](self). Cheap to clone;
