@@ -202,6 +202,83 @@ async fn live_reloads_when_the_file_is_rewritten_in_place() {
     coord.close().await.unwrap();
 }
 
+/// Publishes `text` as `app.toml` in a ConfigMap volume at `mount` the way kubelet's
+/// AtomicWriter does: the files go into a new timestamped directory `..{stamp}`, a symlink
+/// `..data_tmp` to it is renamed over `..data` (an atomic swap), and the old directory is
+/// removed. The first time, the user-visible `app.toml -> ..data/app.toml` is created too.
+#[cfg(unix)]
+fn kubelet_publish(mount: &Path, stamp: &str, text: &str, old_stamp: Option<&str>) {
+    let new_dir = mount.join(format!("..{stamp}"));
+    std::fs::create_dir(&new_dir).unwrap();
+    std::fs::write(new_dir.join("app.toml"), text).unwrap();
+    std::os::unix::fs::symlink(format!("..{stamp}"), mount.join("..data_tmp")).unwrap();
+    std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
+    let visible = mount.join("app.toml");
+    if std::fs::symlink_metadata(&visible).is_err() {
+        std::os::unix::fs::symlink("..data/app.toml", &visible).unwrap();
+    }
+    if let Some(old) = old_stamp {
+        std::fs::remove_dir_all(mount.join(format!("..{old}"))).unwrap();
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_configmap_update_by_symlink_swap_reaches_the_live() {
+    let mount = tempfile::tempdir().unwrap();
+    let stamps = [
+        "2026_12_07_00_00_00.123",
+        "2026_12_07_00_05_00.456",
+        "2026_12_07_00_10_00.789",
+    ];
+    kubelet_publish(mount.path(), stamps[0], &checkout_toml(45, 100, 20), None);
+    let coord = Coord::from_file(mount.path().join("app.toml"))
+        .await
+        .unwrap();
+    let live = coord.live::<Checkout>().await.unwrap();
+    assert_eq!(*live.load(), checkout(45, 100, 20));
+
+    // No event names `app.toml`: only `..data_tmp`, `..data` and the timestamped directories.
+    kubelet_publish(
+        mount.path(),
+        stamps[1],
+        &checkout_toml(60, 100, 20),
+        Some(stamps[0]),
+    );
+    until_live_is(&live, &checkout(60, 100, 20)).await;
+    // And again: the second swap replaces the directory the first one led to.
+    kubelet_publish(
+        mount.path(),
+        stamps[2],
+        &checkout_toml(75, 100, 20),
+        Some(stamps[1]),
+    );
+    until_live_is(&live, &checkout(75, 100, 20)).await;
+    assert_eq!(local_file(&coord).last_error(), None);
+    coord.close().await.unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_of_the_file_a_symlink_leads_to_in_another_directory_reaches_the_live() {
+    let root = tempfile::tempdir().unwrap();
+    let (app, shared) = (root.path().join("app"), root.path().join("shared"));
+    std::fs::create_dir(&app).unwrap();
+    std::fs::create_dir(&shared).unwrap();
+    let target = shared.join("checkout.toml");
+    std::fs::write(&target, checkout_toml(45, 100, 20)).unwrap();
+    std::os::unix::fs::symlink(&target, app.join("coord.toml")).unwrap();
+    let coord = Coord::from_file(app.join("coord.toml")).await.unwrap();
+    let live = coord.live::<Checkout>().await.unwrap();
+
+    // Nothing happens in `app/`: the saves are in `shared/`.
+    save_by_rename(&target, &checkout_toml(60, 100, 20));
+    until_live_is(&live, &checkout(60, 100, 20)).await;
+    save_in_place(&target, &checkout_toml(65, 100, 20));
+    until_live_is(&live, &checkout(65, 100, 20)).await;
+    coord.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_save_that_does_not_parse_keeps_the_last_value_and_says_line_and_column() {
     let (_dir, path) = file_with("coord.toml", &checkout_toml(45, 100, 20));

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::parse::parse;
+use super::target::Target;
 use super::{FileError, FileErrorKind, Keys, Shared};
 use crate::store::memory::MemoryStore;
 use crate::store::{Txn, TxnOp};
@@ -38,10 +39,10 @@ impl Follower {
     /// its threads.
     pub(super) async fn follow(
         mut self,
-        name: std::ffi::OsString,
+        mut target: Target,
         mut events: mpsc::UnboundedReceiver<DebounceEventResult>,
         mut closed: watch::Receiver<bool>,
-        debouncer: Debouncer<RecommendedWatcher>,
+        mut debouncer: Debouncer<RecommendedWatcher>,
     ) {
         // When the file is next read: set by an event on it and pushed back by each later one,
         // so a save is read once its writer has been quiet for the quiet period, not between
@@ -60,10 +61,10 @@ impl Follower {
                 () = quiet => Heard::Quiet,
                 event = events.recv() => match event {
                     Some(Ok(events)) => {
-                        if events
-                            .iter()
-                            .any(|event| event.path.file_name() == Some(name.as_os_str()))
-                        {
+                        // Any event in a watched directory may be a link swapped under the
+                        // path (a Kubernetes ConfigMap update names no file of ours).
+                        let moved = target.resolve(debouncer.watcher());
+                        if moved || events.iter().any(|event| target.is_about(&event.path)) {
                             Heard::Change
                         } else {
                             Heard::Nothing
@@ -73,6 +74,7 @@ impl Follower {
                         // The watcher may have dropped events (a full inotify queue): read the
                         // file anyway, in case one of them was a save.
                         tracing::warn!(%error, "watching the config file failed; reading it again");
+                        target.resolve(debouncer.watcher());
                         Heard::Change
                     }
                     None => {
@@ -105,7 +107,7 @@ impl Follower {
         let path = self.shared.path.clone();
         let allow_empty = lock(&self.shared.options).allow_empty;
         let result = match load(&path).await {
-            // With nothing loaded there is nothing to lose, and nothing to refuse.
+            // Only while keys are loaded: with none, an empty save has nothing to lose.
             Ok(keys) if keys.is_empty() && !self.applied.is_empty() && !allow_empty => {
                 Err(FileError::new(&path, FileErrorKind::Empty))
             }

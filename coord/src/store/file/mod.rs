@@ -73,6 +73,14 @@
 //! - **Saves are seen however the editor writes.** The file's directory is watched (the
 //!   `notify` crate), so a save that writes a temporary file and renames it over this one is
 //!   seen as well as one that rewrites it in place.
+//! - **A file reached through symlinks is followed through them.** Each event in a watched
+//!   directory resolves the path again, and a path that now leads to another file is a save:
+//!   so a Kubernetes ConfigMap volume (`app.toml -> ..data/app.toml`, updated by renaming a
+//!   new `..data` link over the old one, which makes no event for `app.toml`) reloads on each
+//!   update. The directory of the file the path leads to is watched as well as the path's
+//!   own, so a save of a linked file in another directory is heard. A link swapped in some
+//!   third directory (the path's directory itself being a link, say) is noticed only at the
+//!   next event in one of those two.
 //! - **A save is read once its writer is quiet.** Each change to the file restarts a wait of
 //!   [`FileOptions::quiet_period`] ([`QUIET_PERIOD`], 500 ms, by default); the file is read
 //!   when the wait ends, so a save written in parts up to that far apart is read whole, not
@@ -91,6 +99,7 @@ mod error;
 mod follow;
 mod options;
 mod parse;
+mod target;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -107,6 +116,7 @@ pub use error::{FileError, FileErrorKind, Position};
 use follow::{Follower, load};
 pub use options::{FileOptions, QUIET_PERIOD};
 use parse::Format;
+use target::Target;
 
 use super::memory::MemoryStore;
 use super::{Backend, Store};
@@ -229,6 +239,9 @@ impl LocalFile {
                 .watcher()
                 .watch(dir, RecursiveMode::NonRecursive)
                 .map_err(watch_error)?;
+            // Where the path leads through links, followed from now on, also before the first
+            // read.
+            let target = Target::new(&path, name.to_owned(), debouncer.watcher());
 
             let keys = load(&path).await?;
             let count = keys.len();
@@ -259,7 +272,7 @@ impl LocalFile {
             let closed = store.closed.subscribe();
             tokio::spawn(
                 follower
-                    .follow(name.to_owned(), events, closed, debouncer)
+                    .follow(target, events, closed, debouncer)
                     .instrument(tracing::info_span!("coord.file.watch", file = %path.display())),
             );
             tracing::info!(
