@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord::store::file::{FileErrorKind, LocalFile};
+use coord::store::file::{FileErrorKind, FileOptions, LocalFile, DEBOUNCE, QUIET_PERIOD};
 use coord::store::KeyRange;
 use coord::{ClientConfig, Coord, CoordConfig, Error, Instance, Live};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,8 @@ use serde_json::json;
 
 use common::eventually;
 
-/// Generous: a reload takes the debounce (100 ms) plus a read; a loaded CI machine may be slow.
+/// Generous: a reload takes the debounce (100 ms), the quiet period (500 ms) and a read; a
+/// loaded CI machine may be slow.
 const WITHIN: Duration = Duration::from_secs(10);
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -201,6 +202,83 @@ async fn live_reloads_when_the_file_is_rewritten_in_place() {
     coord.close().await.unwrap();
 }
 
+/// Publishes `text` as `app.toml` in a ConfigMap volume at `mount` the way kubelet's
+/// AtomicWriter does: the files go into a new timestamped directory `..{stamp}`, a symlink
+/// `..data_tmp` to it is renamed over `..data` (an atomic swap), and the old directory is
+/// removed. The first time, the user-visible `app.toml -> ..data/app.toml` is created too.
+#[cfg(unix)]
+fn kubelet_publish(mount: &Path, stamp: &str, text: &str, old_stamp: Option<&str>) {
+    let new_dir = mount.join(format!("..{stamp}"));
+    std::fs::create_dir(&new_dir).unwrap();
+    std::fs::write(new_dir.join("app.toml"), text).unwrap();
+    std::os::unix::fs::symlink(format!("..{stamp}"), mount.join("..data_tmp")).unwrap();
+    std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
+    let visible = mount.join("app.toml");
+    if std::fs::symlink_metadata(&visible).is_err() {
+        std::os::unix::fs::symlink("..data/app.toml", &visible).unwrap();
+    }
+    if let Some(old) = old_stamp {
+        std::fs::remove_dir_all(mount.join(format!("..{old}"))).unwrap();
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_configmap_update_by_symlink_swap_reaches_the_live() {
+    let mount = tempfile::tempdir().unwrap();
+    let stamps = [
+        "2026_12_07_00_00_00.123",
+        "2026_12_07_00_05_00.456",
+        "2026_12_07_00_10_00.789",
+    ];
+    kubelet_publish(mount.path(), stamps[0], &checkout_toml(45, 100, 20), None);
+    let coord = Coord::from_file(mount.path().join("app.toml"))
+        .await
+        .unwrap();
+    let live = coord.live::<Checkout>().await.unwrap();
+    assert_eq!(*live.load(), checkout(45, 100, 20));
+
+    // No event names `app.toml`: only `..data_tmp`, `..data` and the timestamped directories.
+    kubelet_publish(
+        mount.path(),
+        stamps[1],
+        &checkout_toml(60, 100, 20),
+        Some(stamps[0]),
+    );
+    until_live_is(&live, &checkout(60, 100, 20)).await;
+    // And again: the second swap replaces the directory the first one led to.
+    kubelet_publish(
+        mount.path(),
+        stamps[2],
+        &checkout_toml(75, 100, 20),
+        Some(stamps[1]),
+    );
+    until_live_is(&live, &checkout(75, 100, 20)).await;
+    assert_eq!(local_file(&coord).last_error(), None);
+    coord.close().await.unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_of_the_file_a_symlink_leads_to_in_another_directory_reaches_the_live() {
+    let root = tempfile::tempdir().unwrap();
+    let (app, shared) = (root.path().join("app"), root.path().join("shared"));
+    std::fs::create_dir(&app).unwrap();
+    std::fs::create_dir(&shared).unwrap();
+    let target = shared.join("checkout.toml");
+    std::fs::write(&target, checkout_toml(45, 100, 20)).unwrap();
+    std::os::unix::fs::symlink(&target, app.join("coord.toml")).unwrap();
+    let coord = Coord::from_file(app.join("coord.toml")).await.unwrap();
+    let live = coord.live::<Checkout>().await.unwrap();
+
+    // Nothing happens in `app/`: the saves are in `shared/`.
+    save_by_rename(&target, &checkout_toml(60, 100, 20));
+    until_live_is(&live, &checkout(60, 100, 20)).await;
+    save_in_place(&target, &checkout_toml(65, 100, 20));
+    until_live_is(&live, &checkout(65, 100, 20)).await;
+    coord.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_save_that_does_not_parse_keeps_the_last_value_and_says_line_and_column() {
     let (_dir, path) = file_with("coord.toml", &checkout_toml(45, 100, 20));
@@ -284,6 +362,190 @@ async fn a_save_that_breaks_the_layout_keeps_the_last_good_state_and_names_it() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_that_repeats_a_prefix_or_a_key_is_refused_at_its_line_in_yaml_and_json() {
+    let yaml_ok =
+        "/config/checkout:\n  timeout_secs: 45\n  rate_limit: {per_sec: 100, burst: 20}\n";
+    let json_ok = r#"{"/config/checkout": {"timeout_secs": 45, "rate_limit": {"per_sec": 100, "burst": 20}}}"#;
+    // Each parser alone would keep the last: the first table (or value) would be dropped.
+    let cases = [
+        (
+            "coord.yaml",
+            yaml_ok,
+            "/config/checkout:\n  timeout_secs: 60\n/config/checkout:\n  rate_limit: {per_sec: 1, burst: 1}\n",
+            3,
+            "/config/checkout",
+        ),
+        (
+            "coord.yaml",
+            yaml_ok,
+            "/config/checkout:\n  timeout_secs: 60\n  rate_limit: {per_sec: 1, burst: 1}\n  timeout_secs: 61\n",
+            4,
+            "timeout_secs",
+        ),
+        (
+            "coord.json",
+            json_ok,
+            "{\"/config/checkout\": {\"timeout_secs\": 60},\n \"/config/checkout\": {\"rate_limit\": {\"per_sec\": 1, \"burst\": 1}}}",
+            2,
+            "/config/checkout",
+        ),
+        (
+            "coord.json",
+            json_ok,
+            "{\"/config/checkout\": {\n  \"timeout_secs\": 60,\n  \"rate_limit\": {\"per_sec\": 1, \"burst\": 1},\n  \"timeout_secs\": 61}}",
+            4,
+            "timeout_secs",
+        ),
+    ];
+    for (name, first, save, line, repeated) in cases {
+        let (_dir, path) = file_with(name, first);
+        let coord = Coord::from_file(&path).await.unwrap();
+        let live = coord.live::<Checkout>().await.unwrap();
+        let file = local_file(&coord);
+        let revision = file.revision();
+
+        save_by_rename(&path, save);
+        let error = until_file_error(file).await;
+        assert!(matches!(error.kind, FileErrorKind::Syntax(_)), "{error:?}");
+        assert_eq!(
+            error.position.map(|p| p.line),
+            Some(line),
+            "{name}: {error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("duplicate key `{repeated}`")),
+            "{error}"
+        );
+        assert_eq!(*live.load(), checkout(45, 100, 20), "{name}: {save}");
+        assert_eq!(file.revision(), revision);
+        coord.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yaml_merge_key_lends_its_mapping_to_another_prefix() {
+    let yaml = "\
+/config/shared: &shared
+  timeout_secs: 45
+  rate_limit: {per_sec: 100, burst: 20}
+/config/checkout:
+  <<: *shared
+  region: eu-1
+";
+    let (_dir, path) = file_with("coord.yaml", yaml);
+    let coord = Coord::from_file(&path).await.unwrap();
+    let live = coord.live::<Checkout>().await.unwrap();
+    assert_eq!(
+        *live.load(),
+        Checkout {
+            region: "eu-1".into(),
+            ..checkout(45, 100, 20)
+        }
+    );
+    assert!(
+        coord
+            .config()
+            .list("/config/checkout/")
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| !k.contains("<<")),
+        "no literal `<<` key"
+    );
+    coord.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_save_keeps_the_last_good_state_and_is_reported() {
+    let yaml = "/config/checkout:\n  timeout_secs: 45\n  rate_limit: {per_sec: 100, burst: 20}\n";
+    let cases = [
+        ("coord.toml", checkout_toml(45, 100, 20), ""),
+        ("coord.toml", checkout_toml(45, 100, 20), "  \n\n\t\n"),
+        ("coord.toml", checkout_toml(45, 100, 20), "# all of it, gone\n"),
+        // A save cut short after its first line lays out no key either.
+        ("coord.toml", checkout_toml(45, 100, 20), "[\"/config/checkout\"]\n"),
+        ("coord.yaml", yaml.to_owned(), ""),
+        ("coord.yaml", yaml.to_owned(), "# nothing here\n"),
+        ("coord.yaml", yaml.to_owned(), "---\n"),
+        ("coord.json", json!({"/config/checkout": {"timeout_secs": 45, "rate_limit": {"per_sec": 100, "burst": 20}}}).to_string(), "{}"),
+    ];
+    for (name, first, save) in cases {
+        let (_dir, path) = file_with(name, &first);
+        let coord = Coord::from_file(&path).await.unwrap();
+        let live = coord.live::<Checkout>().await.unwrap();
+        let file = local_file(&coord);
+        let revision = file.revision();
+        let keys = coord.config().list("/config/").await.unwrap();
+
+        save_in_place(&path, save);
+        let error = until_file_error(file).await;
+        assert_eq!(error.kind, FileErrorKind::Empty, "{name}: {save:?}");
+        assert_eq!(error.path, path);
+        assert!(error.to_string().contains("allow_empty"), "{error}");
+        assert_eq!(*live.load(), checkout(45, 100, 20), "{name}: {save:?}");
+        assert_eq!(file.revision(), revision);
+        assert_eq!(
+            coord.config().list("/config/").await.unwrap(),
+            keys,
+            "{name}: {save:?}: the keys are kept"
+        );
+        coord.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_save_deletes_every_key_with_allow_empty() {
+    for (name, first) in [
+        ("coord.toml", checkout_toml(45, 100, 20)),
+        (
+            "coord.yaml",
+            "/config/checkout:\n  timeout_secs: 45\n".to_owned(),
+        ),
+    ] {
+        let (_dir, path) = file_with(name, &first);
+        let coord = Coord::from_file(&path).await.unwrap();
+        let file = local_file(&coord);
+        assert!(!file.options().allow_empty, "refused unless asked for");
+        file.set_options(FileOptions::default().with_allow_empty(true));
+        let revision = file.revision();
+        coord
+            .config()
+            .set("/config/checkout/region", &"eu-1")
+            .await
+            .unwrap();
+
+        save_in_place(&path, "# emptied on purpose\n");
+        eventually(WITHIN, "the file's keys are deleted", || async {
+            coord.config().list("/config/").await.unwrap() == ["/config/checkout/region"]
+        })
+        .await;
+        assert!(file.revision() > revision, "{name}");
+        assert_eq!(file.last_error(), None, "{name}");
+        coord.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_empty_when_opened_loads_and_its_first_keys_apply() {
+    let (_dir, path) = file_with("coord.toml", "");
+    let coord = Coord::from_file(&path).await.unwrap();
+    let file = local_file(&coord);
+    assert_eq!(file.revision(), 1);
+    // Still empty: nothing to delete, so nothing to refuse.
+    save_in_place(&path, "# soon\n");
+    save_by_rename(&path, &checkout_toml(45, 100, 20));
+    let live_config = coord.config();
+    eventually(WITHIN, "the first keys are applied", || async {
+        live_config.list("/config/").await.unwrap().len() == 3
+    })
+    .await;
+    assert_eq!(file.last_error(), None);
+    coord.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_key_save_lands_whole_in_one_revision() {
     let (_dir, path) = file_with("coord.toml", &checkout_toml(45, 100, 20));
     let coord = Coord::from_file(&path).await.unwrap();
@@ -359,6 +621,68 @@ async fn a_multi_key_save_lands_whole_in_one_revision() {
     // The unchanged key was not written again.
     let (db, _) = coord.store().get("/config/checkout/db/url").await.unwrap();
     assert!(db.unwrap().mod_revision < batch.revision);
+    coord.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_written_in_two_parts_400ms_apart_is_applied_whole() {
+    let (_dir, path) = file_with("coord.toml", &checkout_toml(45, 100, 20));
+    let coord = Coord::from_file(&path).await.unwrap();
+    let live = coord.live::<Checkout>().await.unwrap();
+    let before = checkout(45, 100, 20);
+    let whole = Checkout {
+        region: "eu-1".into(),
+        ..checkout(90, 200, 40)
+    };
+    let (db, _) = coord.store().get("/config/checkout/db/url").await.unwrap();
+    let db_revision = db.unwrap().mod_revision;
+
+    // Every value the handle publishes, until the whole save.
+    let mut values = live.subscribe();
+    let want = whole.clone();
+    let seen = tokio::spawn(async move {
+        let mut seen: Vec<Arc<Checkout>> = Vec::new();
+        while values.changed().await.is_ok() {
+            let value = Arc::clone(&values.borrow_and_update());
+            let done = *value == want;
+            seen.push(value);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+
+    // The first part alone is a complete TOML file (its lines are whole): no parse error can
+    // tell that it is cut short, and applied it would delete the db table's key.
+    let first =
+        "[\"/config/checkout\"]\ntimeout_secs = 90\nrate_limit = { per_sec = 200, burst = 40 }\n";
+    let second =
+        "region = \"eu-1\"\n\n[\"/config/checkout/db\"]\nurl = \"postgres://localhost/checkout\"\n";
+    let mut writer = std::fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut writer, first.as_bytes()).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    std::io::Write::write_all(&mut writer, second.as_bytes()).unwrap();
+    drop(writer);
+
+    let seen = tokio::time::timeout(WITHIN, seen)
+        .await
+        .expect("the whole save reaches the Live")
+        .unwrap();
+    for value in &seen {
+        assert!(
+            **value == before || **value == whole,
+            "the first part alone was applied: {value:?}"
+        );
+    }
+    assert_eq!(**seen.last().unwrap(), whole);
+    let (db, _) = coord.store().get("/config/checkout/db/url").await.unwrap();
+    assert_eq!(
+        db.unwrap().mod_revision,
+        db_revision,
+        "the db key was never deleted"
+    );
+    assert_eq!(local_file(&coord).last_error(), None);
     coord.close().await.unwrap();
 }
 
@@ -625,9 +949,9 @@ async fn closing_the_coord_stops_watching_the_file() {
     coord.close().await.unwrap();
     eventually(WITHIN, "the watch stops", || async { !file.is_watching() }).await;
 
-    // A save after the close changes nothing.
+    // A save after the close changes nothing, even after a reload would have read it.
     save_by_rename(&path, &checkout_toml(60, 100, 20));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(DEBOUNCE + QUIET_PERIOD + Duration::from_millis(500)).await;
     assert_eq!(live.load().timeout_secs, 45);
     assert_eq!(file.last_error(), None);
 }
