@@ -754,18 +754,18 @@ async fn follow<T: CoordConfig>(
                     if lock(&shared.last_error).take().is_some() {
                         tracing::info!(prefix = %shared.prefix, revision = snapshot.revision, "config healed");
                     }
-                    // Revision first: whoever loads the new value then reads a revision at least
-                    // as new as it.
-                    shared.revision.store(snapshot.revision, Ordering::Release);
-                    shared.current.store(Arc::clone(&value));
-                    // Before subscribers are woken, so whoever is told of the value can
-                    // explain it.
+                    // What the value was built from goes first: whoever loads the new value
+                    // (or is woken for it) can then explain it.
                     *lock(&shared.built) = Some(Built {
                         value: Arc::clone(&value),
                         snapshot: snapshot.clone(),
                         env: inputs.env_set(),
                         gray: gray.and(views.gray_view.doc.clone()),
                     });
+                    // Revision next: whoever loads the new value then reads a revision at
+                    // least as new as it.
+                    shared.revision.store(snapshot.revision, Ordering::Release);
+                    shared.current.store(Arc::clone(&value));
                     shared.tx.send_replace(value);
                     shared.report_status(snapshot.revision, None);
                     // Only a connected view: a disconnected one (a gray change while the prefix's
