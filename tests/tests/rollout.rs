@@ -349,3 +349,42 @@ mod cases {
         );
     }
 }
+
+/// An identity too big to write is refused where it is made, naming the limit: before the
+/// bound, a 2 MiB label made every status write of the instance fail at etcd (request too
+/// large), retried forever, and the instance never appeared in `rollout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_label_is_refused_at_connect_naming_the_limit() {
+    let server = coord::testing::EtcdServer::start().await.unwrap();
+    let huge = Instance::new("api-a").label("notes", "x".repeat(2 << 20));
+    let refused = Coord::connect(server.client_config().with_instance(huge.clone())).await;
+    match refused {
+        Err(coord::Error::InvalidArgument { field, reason }) => {
+            assert_eq!(field, "labels");
+            assert!(
+                reason.contains("label `notes` is 2097152 bytes, over the limit of 4096 bytes"),
+                "{reason}"
+            );
+        }
+        Err(other) => panic!("expected InvalidArgument on labels, got {other:?}"),
+        Ok(_) => panic!("a 2 MiB label was accepted"),
+    }
+    let long_key = Instance::new("api-a").label("k".repeat(64), "v");
+    let error = Coord::from_store_as(&coord::Store::in_memory(), long_key).unwrap_err();
+    assert!(
+        error.to_string().contains("over the limit of 63 bytes"),
+        "{error}"
+    );
+    // At the limits it connects and reports its status.
+    let fits =
+        Instance::new("api-a").label("notes", "x".repeat(coord::instance::MAX_LABEL_VALUE_BYTES));
+    let coord = Coord::connect(server.client_config().with_instance(fits))
+        .await
+        .unwrap();
+    let _live = coord.live::<Limits>().await.unwrap();
+    eventually(WAIT, "the instance is listed", || async {
+        status_of(&coord, "api-a").await.is_some()
+    })
+    .await;
+    coord.close().await.unwrap();
+}
