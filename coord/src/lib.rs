@@ -51,7 +51,7 @@ pub use config::{ConfigCenter, CoordConfig, InstanceStatus, Live, Secret, Status
 pub use coord_derive::CoordConfig;
 pub use election::{Election, Leader, Leadership};
 pub use error::{Error, Result};
-pub use health::{Health, SessionHealth};
+pub use health::{FailingWrite, Health, SessionHealth};
 pub use ids::{IdAllocator, IdGuard};
 pub use instance::Instance;
 pub use lock::{LockGuard, Locks};
@@ -385,7 +385,9 @@ impl Coord {
     }
 
     /// Asks the store for its status and reports every lease-holding handle (registrations,
-    /// locks, IDs) of this `Coord`. An unreachable store is reported in the answer, not as an
+    /// locks, IDs) of this `Coord`, and the writes it makes by itself that are failing (a
+    /// rollout status key the store refuses, a snapshot file that cannot be saved; see
+    /// [`Health::failing_writes`]). An unreachable store is reported in the answer, not as an
     /// error, so a health endpoint can always answer.
     ///
     /// # Errors
@@ -403,6 +405,7 @@ impl Coord {
                 latency: started.elapsed(),
                 error: None,
                 sessions: ctx.sessions.report(),
+                failing_writes: ctx.failing_writes.report(),
             },
             Err(e) => Health {
                 reachable: false,
@@ -411,6 +414,7 @@ impl Coord {
                 latency: started.elapsed(),
                 error: Some(e.to_string()),
                 sessions: ctx.sessions.report(),
+                failing_writes: ctx.failing_writes.report(),
             },
         })
     }

@@ -72,6 +72,13 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "registrations put back or re-made after a deleted key or a lost lease",
     ),
     (
+        STATUS_WRITE_FAILURES,
+        "counter",
+        "",
+        "rollout status keys whose write failed (each is retried, and listed in `health()` \
+         until written)",
+    ),
+    (
         CONNECTION_STATES,
         "counter",
         "state",
@@ -93,6 +100,7 @@ pub(crate) const IDS_HELD: &str = "coord_ids_held";
 pub(crate) const REGISTRATIONS: &str = "coord_registrations_total";
 pub(crate) const REREGISTRATIONS: &str = "coord_reregistrations_total";
 pub(crate) const CONNECTION_STATES: &str = "coord_connection_state_changes_total";
+pub(crate) const STATUS_WRITE_FAILURES: &str = "coord_status_write_failures_total";
 
 /// One store request.
 pub(crate) fn store_request(op: &'static str, took: Duration, error: Option<&Error>) {
@@ -130,6 +138,11 @@ pub(crate) fn config_reload(prefix: &str, applied: bool) {
 /// A `Coord` entered `state` (see `crate::state`).
 pub(crate) fn connection_state(state: &'static str) {
     metrics::counter!(CONNECTION_STATES, "state" => state).increment(1);
+}
+
+/// A status transaction of `keys` status keys failed.
+pub(crate) fn status_write_failed(keys: usize) {
+    metrics::counter!(STATUS_WRITE_FAILURES).increment(keys as u64);
 }
 
 pub(crate) fn watch_reconnect() {

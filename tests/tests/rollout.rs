@@ -388,3 +388,60 @@ async fn an_oversized_label_is_refused_at_connect_naming_the_limit() {
     .await;
     coord.close().await.unwrap();
 }
+
+/// A status key the store refuses (here: etcd's RBAC gives the user no access to
+/// `/coord/status/`) is listed in `health()` while it fails, naming the key and the reason,
+/// and leaves the list once a write of it succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_the_store_refuses_is_reported_in_health_until_written() {
+    use coord::testing::{EtcdServer, APP_PASSWORD, APP_ROLE, APP_USER};
+
+    let server = EtcdServer::builder().auth(true).start().await.unwrap();
+    // What a `Live` reads besides its prefix (gray releases), but not the status keys.
+    let grant = |permission: &str, prefix: &str| {
+        server
+            .etcdctl(&[
+                "role",
+                "grant-permission",
+                "--prefix=true",
+                APP_ROLE,
+                permission,
+                prefix,
+            ])
+            .unwrap();
+    };
+    grant("read", "/coord/gray/");
+    let app = server
+        .client_config()
+        .with_user(APP_USER, APP_PASSWORD)
+        .with_instance(Instance::new("api-a"));
+    let coord = Coord::connect(app).await.unwrap();
+    let live = coord.live_at::<Limits>("/app/rollout").await.unwrap();
+    assert_eq!(live.load().rate, 10);
+    let key = "/coord/status/app/rollout//api-a";
+    eventually(WAIT, "the refused status is in health()", || async {
+        let health = coord.health().await.unwrap();
+        health.failing_writes.iter().any(|w| {
+            w.kind == coord::health::STATUS_WRITE
+                && w.target == key
+                && w.error.contains("permission denied")
+                && w.failures >= 2
+        })
+    })
+    .await;
+    let health = coord.health().await.unwrap();
+    assert!(
+        health.is_healthy(),
+        "serving and holding its leases: {health:?}"
+    );
+
+    // The operator grants the role the status keys: the next retry writes it.
+    grant("readwrite", "/coord/status/");
+    eventually(Duration::from_secs(20), "the status is written", || async {
+        coord.health().await.unwrap().failing_writes.is_empty()
+    })
+    .await;
+    let (written, _) = coord.store().get(key).await.unwrap();
+    assert!(written.is_some(), "the status key is written");
+    coord.close().await.unwrap();
+}
