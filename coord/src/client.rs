@@ -117,7 +117,9 @@ pub struct ClientConfig {
     /// `Coord::connect` creates the directory mode 0700 and refuses one that is not a
     /// directory, cannot be written, is owned by another user or is writable by group or
     /// others ([`Error::InvalidArgument`] naming this field and the fix, `chmod 700 DIR`);
-    /// each file is written 0600.
+    /// each file is written 0600. A save that fails later (the directory removed, a full or
+    /// read-only disk) is retried with backoff, and listed in `Coord::health`'s
+    /// [`failing_writes`](crate::Health::failing_writes) until it succeeds.
     ///
     /// [`Live::staleness`]: crate::Live::staleness
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -128,8 +128,10 @@ impl Coord {
         let instance = config.identity();
         let coord = Self::on_store(store, instance, Some(config));
         if let Some(snapshots) = snapshots {
+            let ctx = &coord.inner.ctx;
             // Before the `Coord` is returned, so no handle binds without them.
-            coord.inner.ctx.hub.keep_snapshots(snapshots);
+            ctx.hub
+                .keep_snapshots(snapshots.attach(Arc::clone(&ctx.failing_writes)));
         }
         Ok(coord)
     }

@@ -79,6 +79,13 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
          until written)",
     ),
     (
+        SNAPSHOT_SAVE_FAILURES,
+        "counter",
+        "prefix",
+        "offline-start snapshot files that could not be saved (each is retried, and listed in \
+         `health()` until saved)",
+    ),
+    (
         CONNECTION_STATES,
         "counter",
         "state",
@@ -101,6 +108,7 @@ pub(crate) const REGISTRATIONS: &str = "coord_registrations_total";
 pub(crate) const REREGISTRATIONS: &str = "coord_reregistrations_total";
 pub(crate) const CONNECTION_STATES: &str = "coord_connection_state_changes_total";
 pub(crate) const STATUS_WRITE_FAILURES: &str = "coord_status_write_failures_total";
+pub(crate) const SNAPSHOT_SAVE_FAILURES: &str = "coord_snapshot_save_failures_total";
 
 /// One store request.
 pub(crate) fn store_request(op: &'static str, took: Duration, error: Option<&Error>) {
@@ -143,6 +151,11 @@ pub(crate) fn connection_state(state: &'static str) {
 /// A status transaction of `keys` status keys failed.
 pub(crate) fn status_write_failed(keys: usize) {
     metrics::counter!(STATUS_WRITE_FAILURES).increment(keys as u64);
+}
+
+/// A snapshot file of `prefix` could not be saved.
+pub(crate) fn snapshot_save_failed(prefix: &str) {
+    metrics::counter!(SNAPSHOT_SAVE_FAILURES, "prefix" => prefix.to_owned()).increment(1);
 }
 
 pub(crate) fn watch_reconnect() {

@@ -18,6 +18,11 @@
 //! - **Off the reload path.** [`SnapshotDir::save`] only records the values (O(1) but for a
 //!   map lookup) and the writing happens on the blocking pool; saves that come while a write
 //!   is under way are coalesced into one write of the newest values.
+//! - **A failed save is not silent.** A write that fails (the directory was removed and a file
+//!   put in its place, the disk is full or read-only) is logged, listed in `Coord::health`'s
+//!   `failing_writes` under the file's path until a write of that file succeeds, counted in
+//!   `coord_snapshot_save_failures_total`, and retried with backoff (0.5 s doubling to 30 s,
+//!   the newest values each time) until it succeeds or the `Coord` is closed or dropped.
 //! - **Written when the value moves.** A handle saves when it applies a new value (and once
 //!   after a reconnect), not on every wake; saves of a revision older than the one already
 //!   saved, or of the very values already saved, are dropped, so a thousand handles on one
@@ -56,10 +61,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::hub::{RawValue, RawValues};
 use crate::error::{Error, Result};
+use crate::health::{FailingWrites, SNAPSHOT_SAVE};
 use crate::sync::lock;
 
 /// The configuration field a refused directory is reported under.
 const FIELD: &str = "snapshot_dir";
+
+/// The first wait before a failed save is tried again; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The `format` of every snapshot file: a file without it is not one of ours.
 const FORMAT: &str = "coord-live-snapshot";
@@ -254,6 +264,10 @@ pub(crate) fn file_name(prefix: &str) -> String {
 pub(crate) struct SnapshotDir {
     dir: PathBuf,
     prefixes: Mutex<HashMap<String, Slot>>,
+    /// Where failed saves are reported (the `Coord`'s, once [`attach`](Self::attach)ed).
+    failures: Arc<FailingWrites>,
+    /// Set at `Coord::close`: failed saves are no longer retried.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// What one prefix's file holds or is about to.
@@ -263,7 +277,7 @@ struct Slot {
     saved: Option<(i64, RawValues)>,
     /// Values waiting for the writer.
     pending: Option<(i64, RawValues)>,
-    /// True while a blocking task writes this prefix's file.
+    /// True while a task writes this prefix's file, or waits to retry a failed write.
     writing: bool,
 }
 
@@ -311,7 +325,21 @@ impl SnapshotDir {
         Ok(SnapshotDir {
             dir,
             prefixes: Mutex::new(HashMap::new()),
+            failures: Arc::default(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Reports failed saves to `failures` (the `Coord`'s, for `health()`).
+    #[must_use]
+    pub fn attach(mut self, failures: Arc<FailingWrites>) -> Self {
+        self.failures = failures;
+        self
+    }
+
+    /// Stops retrying failed saves (for `Coord::close`).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
     }
 
     /// The directory.
@@ -387,41 +415,98 @@ impl SnapshotDir {
         }
         slot.writing = true;
         drop(prefixes);
-        let dir = Arc::clone(self);
-        let prefix = prefix.to_owned();
-        tokio::task::spawn_blocking(move || dir.drain(&prefix));
+        tokio::spawn(Self::write_loop(Arc::clone(self), prefix.to_owned()));
     }
 
-    /// Writes `prefix`'s pending values until none are left.
-    fn drain(&self, prefix: &str) {
+    /// Writes `prefix`'s pending values on the blocking pool until none are left; after a
+    /// failed write, waits and tries the newest values again, until a write succeeds or the
+    /// directory is closed or dropped (no `Coord` left to use it).
+    async fn write_loop(dir: Arc<Self>, prefix: String) {
+        let mut dir = dir;
+        let mut backoff = RETRY_FIRST;
+        loop {
+            let drained = {
+                let dir = Arc::clone(&dir);
+                let prefix = prefix.clone();
+                tokio::task::spawn_blocking(move || dir.drain(&prefix)).await
+            };
+            match drained {
+                Ok(Drained::Done) => return,
+                Ok(Drained::Failed) => {}
+                // The runtime is shutting down: nobody is left to write for.
+                Err(_) => return dir.stop_writing(&prefix),
+            }
+            // Held weakly while waiting, so a dropped `Coord` does not keep retrying.
+            let weak = Arc::downgrade(&dir);
+            drop(dir);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RETRY_MAX);
+            match weak.upgrade() {
+                Some(alive) if !alive.closed.load(Ordering::Acquire) => dir = alive,
+                Some(closed) => return closed.stop_writing(&prefix),
+                None => return,
+            }
+        }
+    }
+
+    fn stop_writing(&self, prefix: &str) {
+        if let Some(slot) = lock(&self.prefixes).get_mut(prefix) {
+            slot.writing = false;
+        }
+    }
+
+    /// Writes `prefix`'s pending values until none are left, or until a write fails: its
+    /// values are then pending again (unless newer ones came meanwhile) for the retry.
+    fn drain(&self, prefix: &str) -> Drained {
+        let path = self.dir.join(file_name(prefix));
+        let target = path.display().to_string();
         loop {
             let pending = {
                 let mut prefixes = lock(&self.prefixes);
                 let Some(slot) = prefixes.get_mut(prefix) else {
-                    return;
+                    return Drained::Done;
                 };
                 match slot.pending.take() {
                     Some(pending) => pending,
                     None => {
                         slot.writing = false;
-                        return;
+                        return Drained::Done;
                     }
                 }
             };
             let (revision, values) = pending;
             let bytes = encode(prefix, revision, &values);
             match write_atomic(&self.dir, &file_name(prefix), &bytes) {
-                Ok(()) => tracing::debug!(prefix, revision, "snapshot saved"),
-                Err(e) => tracing::warn!(
-                    prefix,
-                    revision,
-                    dir = %self.dir.display(),
-                    error = %e,
-                    "snapshot not saved; an offline start would use an older one"
-                ),
+                Ok(()) => {
+                    tracing::debug!(prefix, revision, "snapshot saved");
+                    self.failures.cleared(SNAPSHOT_SAVE, &target);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        prefix,
+                        revision,
+                        file = %target,
+                        error = %e,
+                        "snapshot not saved; an offline start would use an older one; retrying"
+                    );
+                    self.failures.failed(SNAPSHOT_SAVE, &target, &e);
+                    crate::metrics::snapshot_save_failed(prefix);
+                    if let Some(slot) = lock(&self.prefixes).get_mut(prefix) {
+                        slot.pending.get_or_insert((revision, values));
+                    }
+                    return Drained::Failed;
+                }
             }
         }
     }
+}
+
+/// How a [`SnapshotDir::drain`] ended.
+enum Drained {
+    /// Nothing is left to write.
+    Done,
+    /// A write failed; its values are pending again.
+    Failed,
 }
 
 /// Replaces `dir/name` with `bytes` so that a reader (or a crash) sees the old file or the new
