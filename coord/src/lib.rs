@@ -121,7 +121,11 @@ impl Coord {
             return Self::open_file(&path, instance, Some(config)).await;
         }
         let snapshots = match config.snapshot_dir.clone() {
-            Some(dir) => Some(open_snapshot_dir(dir).await?),
+            Some(dir) => {
+                let cluster =
+                    config::offline::cluster_key(config.cluster_name.as_deref(), &config.endpoints);
+                Some(open_snapshot_dir(dir, cluster).await?)
+            }
             None => None,
         };
         let store = Store::connect(&config.etcd_options()?).await?;
@@ -131,7 +135,7 @@ impl Coord {
             let ctx = &coord.inner.ctx;
             // Before the `Coord` is returned, so no handle binds without them.
             ctx.hub
-                .keep_snapshots(snapshots.attach(Arc::clone(&ctx.failing_writes)));
+                .keep_snapshots(snapshots.attach(&ctx.store, Arc::clone(&ctx.failing_writes)));
         }
         Ok(coord)
     }
@@ -518,9 +522,12 @@ impl Coord {
 
 /// Opens and checks the snapshot directory of offline start on the blocking pool (a few
 /// file-system calls, which may be slow on a network mount).
-async fn open_snapshot_dir(dir: std::path::PathBuf) -> Result<config::offline::SnapshotDir> {
+async fn open_snapshot_dir(
+    dir: std::path::PathBuf,
+    cluster: String,
+) -> Result<config::offline::SnapshotDir> {
     let shown = dir.display().to_string();
-    tokio::task::spawn_blocking(move || config::offline::SnapshotDir::open(dir))
+    tokio::task::spawn_blocking(move || config::offline::SnapshotDir::open(dir, cluster))
         .await
         .map_err(|e| {
             Error::invalid_argument(

@@ -196,11 +196,14 @@ async fn explain_learns_the_mod_revisions_a_snapshot_on_disk_does_not_keep() {
 }
 
 /// A snapshot saved from an etcd whose history has since restarted (a new cluster, at lower
-/// revisions) gives way to the new etcd's values once it answers, though they are at an
-/// older revision than the snapshot's.
+/// revisions, under the same `cluster_name`: an etcd rebuilt behind the same name) is all an
+/// offline start can find, and gives way to the new etcd's values once it answers, though
+/// they are at an older revision than the snapshot's; the file then records the new cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_from_an_older_cluster_gives_way_to_the_new_one() {
     let dir = tempfile::tempdir().unwrap();
+    let config =
+        |server: &EtcdServer, dir: &Path| config(server, dir).with_cluster_name("checkout");
     let old = etcd().await;
     seed_checkout(&old);
     for i in 0..20 {
@@ -236,10 +239,12 @@ async fn a_snapshot_from_an_older_cluster_gives_way_to_the_new_one() {
     })
     .await;
     assert!(live.revision() < saved, "{} < {saved}", live.revision());
-    // The snapshot now holds the new cluster's state, at its revision.
+    // The snapshot now holds the new cluster's state, at its revision, and names it.
+    let new_id = format!("{:016x}", second.store().status().await.unwrap().cluster_id);
     eventually(WAIT, "the snapshot rebased", || async {
-        snapshot_file(dir.path(), "/config/checkout")
-            .is_some_and(|(_, json)| json["revision"].as_i64() == Some(live.revision()))
+        snapshot_file(dir.path(), "/config/checkout").is_some_and(|(_, json)| {
+            json["revision"].as_i64() == Some(live.revision()) && json["cluster_id"] == new_id
+        })
     })
     .await;
     second.close().await.unwrap();
@@ -621,5 +626,115 @@ async fn failed_saves_show_in_health_and_the_metric_until_a_save_succeeds() {
     let (_, json) = snapshot_file(&dir, PREFIX).unwrap();
     assert_eq!(json["revision"].as_i64(), Some(live.revision()));
     assert_eq!(live.load().timeout_secs, 46);
+    coord.close().await.unwrap();
+}
+
+/// The raw value of `key` in a snapshot file's JSON, decoded, if it holds the key.
+fn value_in(json: &serde_json::Value, key: &str) -> Option<String> {
+    use base64::Engine;
+    let text = json["values"][key].as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// Waits until some snapshot file in `dir` holds `value` for `key`, whatever its name or
+/// format.
+async fn saved_value(dir: &Path, key: &str, value: &str) {
+    eventually(
+        WAIT,
+        &format!("a snapshot holds {key} = {value}"),
+        || async {
+            std::fs::read_dir(dir).unwrap().any(|entry| {
+                let path = entry.unwrap().path();
+                std::fs::read(&path)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                    .is_some_and(|json| value_in(&json, key).as_deref() == Some(value))
+            })
+        },
+    )
+    .await;
+}
+
+const TIMEOUT_KEY: &str = "/config/checkout/timeout_secs";
+
+/// Prod and staging (two etcd clusters) keep snapshots of the same prefix in one directory:
+/// each, restarted with its etcd down, starts from its own values, never the other's (before
+/// clusters were told apart, the last save of either won and prod served staging's values).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_sharing_a_snapshot_dir_each_start_offline_from_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut prod = etcd().await;
+    let mut staging = etcd().await;
+    for (server, timeout) in [(&prod, "45"), (&staging, "99")] {
+        seed_checkout(server);
+        put(server, TIMEOUT_KEY, timeout);
+    }
+    // Prod saves first, staging after it.
+    for (server, timeout) in [(&prod, "45"), (&staging, "99")] {
+        let coord = Coord::connect(config(server, dir.path())).await.unwrap();
+        let live = coord.live::<Checkout>().await.unwrap();
+        assert_eq!(live.load().timeout_secs.to_string(), timeout);
+        saved_value(dir.path(), TIMEOUT_KEY, timeout).await;
+        coord.close().await.unwrap();
+    }
+
+    prod.kill().await.unwrap();
+    let coord = Coord::connect(config(&prod, dir.path())).await.unwrap();
+    let live = coord
+        .live::<Checkout>()
+        .await
+        .expect("bound from prod's snapshot");
+    assert!(live.staleness().is_some());
+    assert_eq!(
+        live.load().timeout_secs,
+        45,
+        "prod's value, not staging's 99"
+    );
+    coord.close().await.unwrap();
+
+    staging.kill().await.unwrap();
+    let coord = Coord::connect(config(&staging, dir.path())).await.unwrap();
+    let live = coord
+        .live::<Checkout>()
+        .await
+        .expect("bound from staging's snapshot");
+    assert_eq!(
+        live.load().timeout_secs,
+        99,
+        "staging's value, not prod's 45"
+    );
+    coord.close().await.unwrap();
+}
+
+/// Two clusters given one `cluster_name` (a misconfiguration offline start cannot see) share
+/// a file; but a `Coord` that has reached its etcd knows its cluster ID, so when etcd goes
+/// away a handle bound meanwhile does not start from the other cluster's snapshot: it fails
+/// as without one, and the warning says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_connected_a_snapshot_of_another_cluster_under_the_same_name_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let named = |server: &EtcdServer| config(server, dir.path()).with_cluster_name("prod");
+    let mut prod = etcd().await;
+    let staging = etcd().await;
+    for (server, timeout) in [(&prod, "45"), (&staging, "99")] {
+        seed_checkout(server);
+        put(server, TIMEOUT_KEY, timeout);
+    }
+    let coord = Coord::connect(named(&staging)).await.unwrap();
+    let live = coord.live::<Checkout>().await.unwrap();
+    assert_eq!(live.load().timeout_secs, 99);
+    saved_value(dir.path(), TIMEOUT_KEY, "99").await;
+    coord.close().await.unwrap();
+
+    let coord = Coord::connect(named(&prod)).await.unwrap();
+    prod.kill().await.unwrap();
+    let error = coord.live::<Checkout>().await.unwrap_err();
+    assert!(
+        matches!(error, Error::Unavailable { ref reason, .. } if reason.contains("no usable snapshot of `/config/checkout`")),
+        "staging's snapshot must not be served to prod: {error}"
+    );
     coord.close().await.unwrap();
 }

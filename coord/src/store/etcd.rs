@@ -66,6 +66,9 @@ pub(crate) struct EtcdStore {
     keep_alives: Arc<keepalive::KeepAliveMux>,
     /// The shared watch stream.
     watches: Arc<mux::WatchMux>,
+    /// The cluster ID of the last status answer (the connect probe's, then `status`'s); 0
+    /// until one came (an offline start). Shared by clones.
+    cluster_id: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl EtcdStore {
@@ -151,13 +154,39 @@ impl EtcdStore {
                 async move { maintenance.status().await }
             })
             .await?;
+        let cluster_id = response.header().map_or(0, |h| h.cluster_id());
+        self.learned_cluster(cluster_id);
         Ok(Status {
             revision: header_revision(response.header()),
             version: response.version().to_owned(),
             leader: response.leader(),
             member_id: response.header().map_or(0, |h| h.member_id()),
             db_size: response.db_size(),
+            cluster_id,
         })
+    }
+
+    /// The ID of the cluster the last status answer came from; `None` before any did.
+    pub(crate) fn cluster_id(&self) -> Option<u64> {
+        let id = self.cluster_id.load(std::sync::atomic::Ordering::Acquire);
+        (id != 0).then_some(id)
+    }
+
+    fn learned_cluster(&self, id: u64) {
+        if id != 0 {
+            let before = self
+                .cluster_id
+                .swap(id, std::sync::atomic::Ordering::AcqRel);
+            if before != 0 && before != id {
+                // The same endpoints now reach another cluster (rebuilt, or a DNS name moved).
+                tracing::warn!(
+                    endpoints = %self.endpoints,
+                    before = format_args!("{before:x}"),
+                    now = format_args!("{id:x}"),
+                    "the etcd endpoints now answer for another cluster"
+                );
+            }
+        }
     }
 
     /// Runs one unary request under `request_timeout`, mapping its error.

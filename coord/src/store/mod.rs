@@ -199,6 +199,16 @@ impl Store {
         matches!(self.backend, Backend::Memory(_))
     }
 
+    /// The ID of the cluster behind this store, as its last status answer said (see
+    /// [`Status::cluster_id`]): on etcd, from the connect probe or a later
+    /// [`status`](Self::status); `None` after an offline start until etcd answered one.
+    pub(crate) fn cluster_id(&self) -> Option<u64> {
+        match &self.backend {
+            Backend::Etcd(b) => b.cluster_id(),
+            Backend::Memory(b) => Some(b.cluster_id()),
+        }
+    }
+
     /// The counters of this store.
     pub fn stats(&self) -> &StoreStats {
         &self.stats
