@@ -126,6 +126,7 @@ fn error_kind(error: &Error) -> &'static str {
         Error::Conflict { .. } => "conflict",
         Error::Timeout { .. } => "timeout",
         Error::Unavailable { .. } => "unavailable",
+        Error::OutcomeUnknown { .. } => "outcome_unknown",
         Error::LeaseNotFound { .. } => "lease_not_found",
         Error::Compacted { .. } => "compacted",
         Error::Closed => "closed",
