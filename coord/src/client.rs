@@ -102,14 +102,16 @@ pub struct ClientConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
     /// Offline start: with a directory, every [`Live`](crate::Live) handle keeps the raw
-    /// values of its last good value there (one file per prefix, replaced whole on each
-    /// change, never torn), and a handle bound while etcd cannot be reached starts from its
-    /// prefix's file instead of failing: marked stale ([`Live::staleness`] is `Some`) until
+    /// values of its last good value there (one file per prefix and cluster, replaced whole
+    /// on each change, never torn), and a handle bound while etcd cannot be reached starts
+    /// from its prefix's file of this cluster (see [`cluster_name`](Self::cluster_name))
+    /// instead of failing: marked stale ([`Live::staleness`] is `Some`) until
     /// etcd answers, then following it. [`Coord::connect`](crate::Coord::connect) then
     /// succeeds while etcd is down (after waiting `dial_timeout` for it), so the process can
     /// start; calls that need etcd fail until it is back. A prefix without a usable file
-    /// (none yet, or one that is truncated, corrupt or another prefix's: those are ignored
-    /// with a warning) fails to bind as without the directory. With `username`/`password`,
+    /// (none yet, or one that is truncated, corrupt, another prefix's, or saved from another
+    /// etcd cluster than the one this `Coord` has reached: those are ignored with a warning)
+    /// fails to bind as without the directory. With `username`/`password`,
     /// connecting still needs etcd (it logs in first). `None` (the default, and not
     /// written): nothing is kept on disk.
     ///
@@ -117,11 +119,24 @@ pub struct ClientConfig {
     /// `Coord::connect` creates the directory mode 0700 and refuses one that is not a
     /// directory, cannot be written, is owned by another user or is writable by group or
     /// others ([`Error::InvalidArgument`] naming this field and the fix, `chmod 700 DIR`);
-    /// each file is written 0600.
+    /// each file is written 0600. A save that fails later (the directory removed, a full or
+    /// read-only disk) is retried with backoff, and listed in `Coord::health`'s
+    /// [`failing_writes`](crate::Health::failing_writes) until it succeeds.
     ///
     /// [`Live::staleness`]: crate::Live::staleness
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_dir: Option<PathBuf>,
+    /// A name for the etcd cluster the endpoints reach (`"prod-eu"`), which keys the files of
+    /// [`snapshot_dir`](Self::snapshot_dir): processes of different clusters may then share
+    /// one directory, each starting offline from its own cluster's snapshots. `None` (the
+    /// default, and not written) keys them by the endpoints instead (sorted, so their order
+    /// does not matter); set a name when the endpoints change (a member added, an address
+    /// moved) but the cluster does not, or when different clusters sit behind the same
+    /// endpoints (a port-forward, a DNS name per environment). Each file also records the
+    /// cluster's etcd ID: once etcd has answered, a file of another cluster under the same
+    /// name is ignored with a warning, and replaced at the next save.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
 }
 
 /// TLS settings: PEM files for the CA and, for client-certificate auth, the client's pair.
@@ -174,6 +189,8 @@ struct ClientConfigFile {
     file: Option<PathBuf>,
     #[serde(alias = "snapshotDir")]
     snapshot_dir: Option<PathBuf>,
+    #[serde(alias = "clusterName")]
+    cluster_name: Option<String>,
     #[serde(alias = "caFile")]
     ca_file: Option<PathBuf>,
     #[serde(alias = "certFile")]
@@ -230,6 +247,7 @@ impl Default for ClientConfigFile {
             labels: c.labels,
             file: c.file,
             snapshot_dir: c.snapshot_dir,
+            cluster_name: c.cluster_name,
             ca_file: None,
             cert_file: None,
             key_file: None,
@@ -272,6 +290,7 @@ impl TryFrom<ClientConfigFile> for ClientConfig {
             labels: file.labels,
             file: file.file,
             snapshot_dir: file.snapshot_dir,
+            cluster_name: file.cluster_name,
         })
     }
 }
@@ -299,6 +318,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("labels", &self.labels)
             .field("file", &self.file)
             .field("snapshot_dir", &self.snapshot_dir)
+            .field("cluster_name", &self.cluster_name)
             .finish()
     }
 }
@@ -332,6 +352,7 @@ impl ClientConfig {
             labels: BTreeMap::new(),
             file: None,
             snapshot_dir: None,
+            cluster_name: None,
         };
         match env {
             "test" => ClientConfig {
@@ -366,8 +387,9 @@ impl ClientConfig {
     /// `COORD_CACHE_TTL` (`"5s"`, `"250ms"`), and this process's identity: `COORD_INSTANCE`
     /// (its name) and `COORD_LABELS` (`key=value,key2=value2`), and `COORD_FILE`: the config
     /// file of local file mode ([`file`](Self::file); empty for none, e.g. to turn off the
-    /// `local` env's `coord.toml`), and `COORD_SNAPSHOT_DIR`: the directory of offline start
-    /// ([`snapshot_dir`](Self::snapshot_dir); empty for none).
+    /// `local` env's `coord.toml`), `COORD_SNAPSHOT_DIR`: the directory of offline start
+    /// ([`snapshot_dir`](Self::snapshot_dir); empty for none), and `COORD_CLUSTER_NAME`
+    /// ([`cluster_name`](Self::cluster_name); empty for none).
     ///
     /// # Errors
     ///
@@ -441,6 +463,10 @@ impl ClientConfig {
             let dir = dir.trim();
             config.snapshot_dir = (!dir.is_empty()).then(|| PathBuf::from(dir));
         }
+        if let Some(name) = lookup("COORD_CLUSTER_NAME") {
+            let name = name.trim();
+            config.cluster_name = (!name.is_empty()).then(|| name.to_owned());
+        }
         config.validate()?;
         Ok(config)
     }
@@ -509,6 +535,13 @@ impl ClientConfig {
     #[must_use]
     pub fn with_snapshot_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.snapshot_dir = Some(dir.into());
+        self
+    }
+
+    /// Names the cluster the endpoints reach (see [`cluster_name`](Self::cluster_name)).
+    #[must_use]
+    pub fn with_cluster_name(mut self, name: impl Into<String>) -> Self {
+        self.cluster_name = Some(name.into());
         self
     }
 
@@ -589,6 +622,14 @@ impl ClientConfig {
         }
         if let Some(tls) = &self.tls {
             tls.validate()?;
+        }
+        if let Some(name) = &self.cluster_name
+            && (name.trim().is_empty() || name.contains('\0'))
+        {
+            return Err(Error::invalid_argument(
+                "cluster_name",
+                "must not be empty or hold NUL (leave it unset to key snapshots by the endpoints)",
+            ));
         }
         self.identity().validate()
     }
@@ -842,6 +883,29 @@ mod tests {
         let round: ClientConfig =
             serde_json::from_str(&serde_json::to_string(&from_file).unwrap()).unwrap();
         assert_eq!(round, from_file);
+    }
+
+    #[test]
+    fn the_cluster_name_comes_from_the_environment_and_from_files_and_is_checked() {
+        let config =
+            ClientConfig::from_lookup(lookup(&[("COORD_CLUSTER_NAME", " prod-eu ")])).unwrap();
+        assert_eq!(config.cluster_name.as_deref(), Some("prod-eu"));
+        let empty = ClientConfig::from_lookup(lookup(&[("COORD_CLUSTER_NAME", "")])).unwrap();
+        assert_eq!(empty.cluster_name, None);
+        let camel: ClientConfig = serde_json::from_str(r#"{ "clusterName": "prod-eu" }"#).unwrap();
+        assert_eq!(camel, ClientConfig::default().with_cluster_name("prod-eu"));
+        let text = serde_json::to_string(&ClientConfig::default()).unwrap();
+        assert!(!text.contains("cluster_name"), "{text}");
+        for bad in [" ", "a\0b"] {
+            let error = ClientConfig::default()
+                .with_cluster_name(bad)
+                .validate()
+                .unwrap_err();
+            assert!(
+                matches!(error, Error::InvalidArgument { ref field, .. } if field == "cluster_name"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Locks, election, IDs, the registry and the config center each hold an `Arc<Context>`, not
 //! the `Coord`: the root imports the capabilities and no capability imports the root. The
 //! context is the store, the instance identity, the shared watches, the status reporters, the
-//! sessions (for `health()` and `close()`), the pool of parked lock leases, and whether the
+//! sessions (for `health()` and `close()`), the background writes that fail (for `health()`),
+//! the pool of parked lock leases, and whether the
 //! `Coord` is closed.
 //!
 //! # What it promises
@@ -21,7 +22,7 @@ use tokio::sync::watch;
 use crate::config::hub::WatchHub;
 use crate::config::status::reporter::StatusReporters;
 use crate::error::{Error, Result};
-use crate::health::SessionTracker;
+use crate::health::{FailingWrites, SessionTracker};
 use crate::instance::Instance;
 use crate::lease_pool::LeasePool;
 use crate::registry::cache::Discovery;
@@ -44,6 +45,8 @@ pub(crate) struct Context {
     pub own_keys: OwnKeys,
     /// Lease-holding handles by kind and name, for `health()`.
     pub sessions: SessionTracker,
+    /// Background writes (status keys, snapshot files) that are failing, for `health()`.
+    pub failing_writes: std::sync::Arc<FailingWrites>,
     /// Released lock sessions kept for the next lock; see `lease_pool`.
     pub leases: LeasePool,
     /// Every session made through [`session`](Self::session) that still exists, for `close()`.
@@ -70,6 +73,7 @@ impl Context {
             own_keys: OwnKeys::new(store.clone()),
             store,
             sessions: SessionTracker::default(),
+            failing_writes: std::sync::Arc::default(),
             leases: LeasePool::default(),
             owned: Mutex::new(Vec::new()),
             request_timeout,

@@ -2,6 +2,17 @@
 //!
 //! Every fallible operation returns [`Result<T>`]. Messages name the key (or the endpoints, or the
 //! configuration field) they are about, so a log line is enough to act on.
+//!
+//! # Did a failed write happen?
+//!
+//! A write that fails before it reaches etcd, or that etcd refuses, did not happen:
+//! [`Error::Unavailable`] for a write means it was never sent (no connection could be made)
+//! or etcd refused it before proposing it (no leader, too many requests). A write whose
+//! answer was lost after it was sent (its deadline passed, the connection broke under it,
+//! etcd timed out waiting for its proposal) may have been applied or not: that is
+//! [`Error::OutcomeUnknown`], which wraps the [`Error::Timeout`] or [`Error::Unavailable`] that
+//! ended it. Read the key (or send a write guarded by a compare, which is safe to repeat)
+//! before retrying; a plain retry may apply it twice. Reads never return `OutcomeUnknown`.
 
 use std::time::Duration;
 
@@ -111,6 +122,26 @@ pub enum Error {
         reason: String,
     },
 
+    /// A write was sent, but its answer was lost (its deadline passed, the connection broke
+    /// under it, etcd timed out waiting for it): it may or may not have been applied. Check
+    /// before retrying: read the key, or retry only a write guarded by a compare
+    /// (`compare_and_set`, create-only). See [the module docs](self#did-a-failed-write-happen).
+    /// Only writes return it: `put`, `delete`, a `txn` that writes, `lease_grant`,
+    /// `lease_revoke`, `compact`, and whatever is built on them.
+    #[error(
+        "outcome unknown: {operation} may or may not have been applied; check before retrying ({source})"
+    )]
+    OutcomeUnknown {
+        /// The write, with its key (`put /config/a`, `lease_revoke 2a`).
+        operation: String,
+        /// The key it wrote (the first key of a transaction; empty for lease and cluster
+        /// writes).
+        key: String,
+        /// What ended it: [`Error::Timeout`] or [`Error::Unavailable`].
+        #[source]
+        source: Box<Error>,
+    },
+
     /// The caller passed something coord or etcd cannot accept; nothing was sent.
     #[error("invalid argument `{field}`: {reason}")]
     InvalidArgument {
@@ -217,7 +248,25 @@ impl Error {
     }
 
     /// True for errors that may go away by retrying (the store is unreachable or slow).
+    ///
+    /// False for [`Error::OutcomeUnknown`]: the store was unreachable or slow too, but the
+    /// write may have been applied, so it is not safe to retry blindly (see
+    /// [`is_outcome_unknown`](Self::is_outcome_unknown)).
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Unavailable { .. } | Error::Timeout { .. })
+    }
+
+    /// True for [`Error::OutcomeUnknown`]: a write that may or may not have been applied.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, Error::OutcomeUnknown { .. })
+    }
+
+    /// The error itself, or for [`Error::OutcomeUnknown`] the error that ended the write (what
+    /// it says about the connection).
+    pub(crate) fn cause(&self) -> &Error {
+        match self {
+            Error::OutcomeUnknown { source, .. } => source,
+            other => other,
+        }
     }
 }

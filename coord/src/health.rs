@@ -1,11 +1,16 @@
-//! What [`Coord::health`](crate::Coord::health) reports: whether the store answers, and whether
-//! each lease-holding handle (registration, lock, instance ID) still has its lease.
+//! What [`Coord::health`](crate::Coord::health) reports: whether the store answers, whether
+//! each lease-holding handle (registration, lock, instance ID) still has its lease, and which
+//! writes the `Coord` makes on its own (rollout status keys, snapshot files) are failing.
 //!
 //! Modules that hold a [`Session`] register it with `SessionTracker::track`; the tracker
 //! keeps only weak references, so a dropped lock or registration leaves the report by itself.
+//! Background writers record each failure and each success in `FailingWrites`: an entry stays
+//! from its first failure until a write of the same target succeeds (or the target goes), so
+//! a write that fails forever is reported forever, not just logged.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::session::{Session, SessionInner};
 use crate::sync::lock;
@@ -26,12 +31,80 @@ pub struct Health {
     pub error: Option<String>,
     /// Every live lease-holding handle of this `Coord`, oldest first.
     pub sessions: Vec<SessionHealth>,
+    /// Writes this `Coord` makes by itself whose latest attempt failed, and which it keeps
+    /// retrying: a rollout status key it cannot write (so `rollout` does not list this
+    /// instance, or lists it out of date), a snapshot file it cannot save (so an offline start
+    /// would use an older one, or none). Sorted by kind and target; empty when all is well.
+    pub failing_writes: Vec<FailingWrite>,
 }
 
 impl Health {
     /// True if the store answered and every tracked session still holds its lease.
+    ///
+    /// [`failing_writes`](Self::failing_writes) do not make it false: the process still
+    /// serves its config and holds its leases, and restarting it would not fix a refused
+    /// status key or a full disk. Alert on them separately.
     pub fn is_healthy(&self) -> bool {
         self.reachable && self.sessions.iter().all(|s| s.alive)
+    }
+}
+
+/// A write a `Coord` makes by itself that is failing, in a [`Health`] report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FailingWrite {
+    /// What is written: [`STATUS_WRITE`] (an instance status key of rollout) or
+    /// [`SNAPSHOT_SAVE`] (a snapshot file of offline start).
+    pub kind: &'static str,
+    /// Which one: the status key, or the snapshot file's path.
+    pub target: String,
+    /// Why the latest attempt failed.
+    pub error: String,
+    /// Failed attempts since the target was last written.
+    pub failures: u64,
+    /// When the first of those attempts failed.
+    pub since: SystemTime,
+}
+
+/// [`FailingWrite::kind`] of a rollout status key.
+pub const STATUS_WRITE: &str = "status";
+/// [`FailingWrite::kind`] of a snapshot file.
+pub const SNAPSHOT_SAVE: &str = "snapshot";
+
+/// The failing background writes of one `Coord`, by kind and target.
+#[derive(Debug, Default)]
+pub(crate) struct FailingWrites {
+    entries: Mutex<BTreeMap<(&'static str, String), FailingWrite>>,
+}
+
+impl FailingWrites {
+    /// A write of `target` failed with `error`.
+    pub fn failed(&self, kind: &'static str, target: &str, error: &dyn std::fmt::Display) {
+        let mut entries = lock(&self.entries);
+        let entry = entries
+            .entry((kind, target.to_owned()))
+            .or_insert_with(|| FailingWrite {
+                kind,
+                target: target.to_owned(),
+                error: String::new(),
+                failures: 0,
+                since: SystemTime::now(),
+            });
+        entry.error = error.to_string();
+        entry.failures += 1;
+    }
+
+    /// `target` was written (or is no longer to be written): it is not failing.
+    pub fn cleared(&self, kind: &'static str, target: &str) {
+        let mut entries = lock(&self.entries);
+        if !entries.is_empty() {
+            entries.remove(&(kind, target.to_owned()));
+        }
+    }
+
+    /// Every failing write, by kind and target.
+    pub fn report(&self) -> Vec<FailingWrite> {
+        lock(&self.entries).values().cloned().collect()
     }
 }
 
@@ -133,6 +206,25 @@ impl SessionTracker {
 mod tests {
     use super::*;
     use crate::store::Store;
+
+    #[test]
+    fn a_failing_write_is_reported_until_its_target_is_written() {
+        let writes = FailingWrites::default();
+        writes.failed(STATUS_WRITE, "/coord/status/a//me", &"permission denied");
+        writes.failed(STATUS_WRITE, "/coord/status/a//me", &"still denied");
+        writes.failed(SNAPSHOT_SAVE, "/snap/a.json", &"read-only file system");
+        let report = writes.report();
+        assert_eq!(report.len(), 2);
+        let status = report.iter().find(|w| w.kind == STATUS_WRITE).unwrap();
+        assert_eq!(
+            (status.failures, status.error.as_str()),
+            (2, "still denied")
+        );
+        writes.cleared(STATUS_WRITE, "/coord/status/a//me");
+        let report = writes.report();
+        assert_eq!(report.len(), 1);
+        assert_eq!(report[0].target, "/snap/a.json");
+    }
 
     #[tokio::test]
     async fn reports_live_sessions_and_forgets_dropped_ones() {

@@ -12,6 +12,18 @@
 //!   without labels; [`Coord::from_store_as`](crate::Coord::from_store_as) takes one, for tests
 //!   with several `Coord`s on one store.
 //!
+//!
+//! # Sizes
+//!
+//! The name and labels go into every status key and value this `Coord` writes, so they are
+//! bounded where the identity is made ([`Instance::validate`], which `Coord::connect` and
+//! `Coord::from_store_as` call): a name of at most [`MAX_NAME_BYTES`] bytes (a DNS name's
+//! length), label keys of at most [`MAX_LABEL_KEY_BYTES`] (a Kubernetes label name's), values
+//! of at most [`MAX_LABEL_VALUE_BYTES`], and all keys and values together at most
+//! [`MAX_LABELS_BYTES`]. Far under etcd's 1.5 MiB request limit: an identity that fits is
+//! always written, and one that does not is refused at start, naming the limit, rather than
+//! being refused by etcd at every status write.
+//!
 //! [`ClientConfig`]: crate::ClientConfig
 //! [`ClientConfig::from_env`]: crate::ClientConfig::from_env
 
@@ -114,20 +126,37 @@ impl Instance {
         Ok(Instance { name, labels })
     }
 
-    /// Checks the name and the label keys.
+    /// Checks the name and the labels, their characters and their sizes (see the
+    /// [module docs](self#sizes)).
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] (field `instance`) for an empty name or one with `/` or NUL;
-    /// (field `labels`) for an empty label key or one with `=`, `,` or NUL.
+    /// [`Error::InvalidArgument`] (field `instance`) for an empty name, one with `/` or NUL, or
+    /// one over [`MAX_NAME_BYTES`]; (field `labels`) for an empty label key or one with `=`,
+    /// `,` or NUL, a key over [`MAX_LABEL_KEY_BYTES`], a value over
+    /// [`MAX_LABEL_VALUE_BYTES`], or labels over [`MAX_LABELS_BYTES`] in all. The reason names
+    /// the label, its size and the limit.
+    ///
+    /// ```
+    /// let huge = coord::Instance::new("api-1").label("notes", "x".repeat(2 << 20));
+    /// let error = huge.validate().unwrap_err();
+    /// assert!(error.to_string().contains("over the limit of 4096 bytes"), "{error}");
+    /// ```
     pub fn validate(&self) -> Result<()> {
         check_name("instance", &self.name)?;
-        for (key, value) in &self.labels {
-            check_label("labels", key, value)?;
-        }
-        Ok(())
+        check_labels("labels", &self.labels)
     }
 }
+
+/// The longest instance name, in bytes: a DNS name's limit (hostnames make the default).
+pub const MAX_NAME_BYTES: usize = 253;
+/// The longest label key, in bytes: a Kubernetes label name's limit.
+pub const MAX_LABEL_KEY_BYTES: usize = 63;
+/// The longest label value, in bytes: room for a version string, a commit, a short note.
+pub const MAX_LABEL_VALUE_BYTES: usize = 4096;
+/// The most bytes all label keys and values of one instance may hold together: every status
+/// key this `Coord` writes carries them, once per bound prefix.
+pub const MAX_LABELS_BYTES: usize = 64 * 1024;
 
 /// The variable [`Instance::from_env_or_default`] and `ClientConfig::from_env` read the name
 /// from.
@@ -161,10 +190,71 @@ pub(crate) fn check_name(field: &str, name: &str) -> Result<()> {
             ),
         ));
     }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(Error::invalid_argument(
+            field,
+            format!(
+                "the instance name `{}…` is {} bytes, over the limit of {MAX_NAME_BYTES} bytes",
+                shown_start(name),
+                name.len()
+            ),
+        ));
+    }
     Ok(())
 }
 
+/// Checks every label and their total size.
+fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+    let mut total = 0;
+    for (key, value) in labels {
+        check_label(field, key, value)?;
+        total += key.len() + value.len();
+    }
+    if total > MAX_LABELS_BYTES {
+        return Err(Error::invalid_argument(
+            field,
+            format!(
+                "the {} labels hold {total} bytes of keys and values, over the limit of \
+                 {MAX_LABELS_BYTES} bytes in all",
+                labels.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The first characters of a long text, for an error that must not quote megabytes.
+fn shown_start(text: &str) -> String {
+    text.chars()
+        .take(32)
+        .collect::<String>()
+        .escape_debug()
+        .to_string()
+}
+
 fn check_label(field: &str, key: &str, value: &str) -> Result<()> {
+    // Sizes first: the messages below quote the key and value whole.
+    if key.len() > MAX_LABEL_KEY_BYTES {
+        return Err(Error::invalid_argument(
+            field,
+            format!(
+                "label key `{}…` is {} bytes, over the limit of {MAX_LABEL_KEY_BYTES} bytes",
+                shown_start(key),
+                key.len()
+            ),
+        ));
+    }
+    if value.len() > MAX_LABEL_VALUE_BYTES {
+        return Err(Error::invalid_argument(
+            field,
+            format!(
+                "the value of label `{}` is {} bytes, over the limit of \
+                 {MAX_LABEL_VALUE_BYTES} bytes",
+                key.escape_debug(),
+                value.len()
+            ),
+        ));
+    }
     if key.is_empty() {
         return Err(Error::invalid_argument(
             field,
@@ -208,6 +298,7 @@ pub(crate) fn parse_labels(field: &str, text: &str) -> Result<BTreeMap<String, S
             ));
         }
     }
+    check_labels(field, &labels)?;
     Ok(labels)
 }
 
@@ -306,6 +397,57 @@ mod tests {
             field_of(Instance::new("a").label("k=v", "x").validate().unwrap_err()),
             "labels"
         );
+    }
+
+    /// The reason of an `InvalidArgument` on `field`.
+    fn reason_of(err: Error, field: &str) -> String {
+        match err {
+            Error::InvalidArgument { field: f, reason } if f == field => reason,
+            other => panic!("expected InvalidArgument on {field}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn label_sizes_are_bounded_and_the_error_names_the_limit() {
+        let at_limits = Instance::new("n".repeat(MAX_NAME_BYTES)).label(
+            "k".repeat(MAX_LABEL_KEY_BYTES),
+            "v".repeat(MAX_LABEL_VALUE_BYTES),
+        );
+        assert!(at_limits.validate().is_ok());
+
+        let long_value = Instance::new("a").label("notes", "x".repeat(2 << 20));
+        let reason = reason_of(long_value.validate().unwrap_err(), "labels");
+        assert!(
+            reason.contains("label `notes` is 2097152 bytes, over the limit of 4096 bytes"),
+            "{reason}"
+        );
+        assert!(reason.len() < 200, "the value is not quoted: {reason}");
+
+        let long_key = Instance::new("a").label("k".repeat(64), "v");
+        let reason = reason_of(long_key.validate().unwrap_err(), "labels");
+        assert!(
+            reason.contains("is 64 bytes, over the limit of 63 bytes"),
+            "{reason}"
+        );
+
+        let many = (0..17).fold(Instance::new("a"), |me, i| {
+            me.label(format!("k{i:02}"), "v".repeat(MAX_LABEL_VALUE_BYTES - 3))
+        });
+        let reason = reason_of(many.validate().unwrap_err(), "labels");
+        assert!(
+            reason.contains("the 17 labels hold 69632 bytes")
+                && reason.contains("65536 bytes in all"),
+            "{reason}"
+        );
+
+        let long_name = Instance::new("n".repeat(MAX_NAME_BYTES + 1));
+        let reason = reason_of(long_name.validate().unwrap_err(), "instance");
+        assert!(reason.contains("over the limit of 253 bytes"), "{reason}");
+
+        // The environment's labels are held to the same limits.
+        let text = format!("notes={}", "x".repeat(MAX_LABEL_VALUE_BYTES + 1));
+        let reason = reason_of(parse_labels(LABELS_VAR, &text).unwrap_err(), LABELS_VAR);
+        assert!(reason.contains("over the limit of 4096 bytes"), "{reason}");
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub use config::{ConfigCenter, CoordConfig, InstanceStatus, Live, Secret, Status
 pub use coord_derive::CoordConfig;
 pub use election::{Election, Leader, Leadership};
 pub use error::{Error, Result};
-pub use health::{Health, SessionHealth};
+pub use health::{FailingWrite, Health, SessionHealth};
 pub use ids::{IdAllocator, IdGuard};
 pub use instance::Instance;
 pub use lock::{LockGuard, Locks};
@@ -121,15 +121,21 @@ impl Coord {
             return Self::open_file(&path, instance, Some(config)).await;
         }
         let snapshots = match config.snapshot_dir.clone() {
-            Some(dir) => Some(open_snapshot_dir(dir).await?),
+            Some(dir) => {
+                let cluster =
+                    config::offline::cluster_key(config.cluster_name.as_deref(), &config.endpoints);
+                Some(open_snapshot_dir(dir, cluster).await?)
+            }
             None => None,
         };
         let store = Store::connect(&config.etcd_options()?).await?;
         let instance = config.identity();
         let coord = Self::on_store(store, instance, Some(config));
         if let Some(snapshots) = snapshots {
+            let ctx = &coord.inner.ctx;
             // Before the `Coord` is returned, so no handle binds without them.
-            coord.inner.ctx.hub.keep_snapshots(snapshots);
+            ctx.hub
+                .keep_snapshots(snapshots.attach(&ctx.store, Arc::clone(&ctx.failing_writes)));
         }
         Ok(coord)
     }
@@ -385,7 +391,9 @@ impl Coord {
     }
 
     /// Asks the store for its status and reports every lease-holding handle (registrations,
-    /// locks, IDs) of this `Coord`. An unreachable store is reported in the answer, not as an
+    /// locks, IDs) of this `Coord`, and the writes it makes by itself that are failing (a
+    /// rollout status key the store refuses, a snapshot file that cannot be saved; see
+    /// [`Health::failing_writes`]). An unreachable store is reported in the answer, not as an
     /// error, so a health endpoint can always answer.
     ///
     /// # Errors
@@ -403,6 +411,7 @@ impl Coord {
                 latency: started.elapsed(),
                 error: None,
                 sessions: ctx.sessions.report(),
+                failing_writes: ctx.failing_writes.report(),
             },
             Err(e) => Health {
                 reachable: false,
@@ -411,6 +420,7 @@ impl Coord {
                 latency: started.elapsed(),
                 error: Some(e.to_string()),
                 sessions: ctx.sessions.report(),
+                failing_writes: ctx.failing_writes.report(),
             },
         })
     }
@@ -512,9 +522,12 @@ impl Coord {
 
 /// Opens and checks the snapshot directory of offline start on the blocking pool (a few
 /// file-system calls, which may be slow on a network mount).
-async fn open_snapshot_dir(dir: std::path::PathBuf) -> Result<config::offline::SnapshotDir> {
+async fn open_snapshot_dir(
+    dir: std::path::PathBuf,
+    cluster: String,
+) -> Result<config::offline::SnapshotDir> {
     let shown = dir.display().to_string();
-    tokio::task::spawn_blocking(move || config::offline::SnapshotDir::open(dir))
+    tokio::task::spawn_blocking(move || config::offline::SnapshotDir::open(dir, cluster))
         .await
         .map_err(|e| {
             Error::invalid_argument(

@@ -72,6 +72,20 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "registrations put back or re-made after a deleted key or a lost lease",
     ),
     (
+        STATUS_WRITE_FAILURES,
+        "counter",
+        "",
+        "rollout status keys whose write failed (each is retried, and listed in `health()` \
+         until written)",
+    ),
+    (
+        SNAPSHOT_SAVE_FAILURES,
+        "counter",
+        "prefix",
+        "offline-start snapshot files that could not be saved (each is retried, and listed in \
+         `health()` until saved)",
+    ),
+    (
         CONNECTION_STATES,
         "counter",
         "state",
@@ -93,6 +107,8 @@ pub(crate) const IDS_HELD: &str = "coord_ids_held";
 pub(crate) const REGISTRATIONS: &str = "coord_registrations_total";
 pub(crate) const REREGISTRATIONS: &str = "coord_reregistrations_total";
 pub(crate) const CONNECTION_STATES: &str = "coord_connection_state_changes_total";
+pub(crate) const STATUS_WRITE_FAILURES: &str = "coord_status_write_failures_total";
+pub(crate) const SNAPSHOT_SAVE_FAILURES: &str = "coord_snapshot_save_failures_total";
 
 /// One store request.
 pub(crate) fn store_request(op: &'static str, took: Duration, error: Option<&Error>) {
@@ -110,6 +126,7 @@ fn error_kind(error: &Error) -> &'static str {
         Error::Conflict { .. } => "conflict",
         Error::Timeout { .. } => "timeout",
         Error::Unavailable { .. } => "unavailable",
+        Error::OutcomeUnknown { .. } => "outcome_unknown",
         Error::LeaseNotFound { .. } => "lease_not_found",
         Error::Compacted { .. } => "compacted",
         Error::Closed => "closed",
@@ -130,6 +147,16 @@ pub(crate) fn config_reload(prefix: &str, applied: bool) {
 /// A `Coord` entered `state` (see `crate::state`).
 pub(crate) fn connection_state(state: &'static str) {
     metrics::counter!(CONNECTION_STATES, "state" => state).increment(1);
+}
+
+/// A status transaction of `keys` status keys failed.
+pub(crate) fn status_write_failed(keys: usize) {
+    metrics::counter!(STATUS_WRITE_FAILURES).increment(keys as u64);
+}
+
+/// A snapshot file of `prefix` could not be saved.
+pub(crate) fn snapshot_save_failed(prefix: &str) {
+    metrics::counter!(SNAPSHOT_SAVE_FAILURES, "prefix" => prefix.to_owned()).increment(1);
 }
 
 pub(crate) fn watch_reconnect() {

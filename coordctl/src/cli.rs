@@ -14,6 +14,8 @@ Exit codes:
   2  usage (bad flags or arguments)
   3  not found (key, release, schema, lock)
   4  conflict (a version or release changed meanwhile, a lock is held or changed hands)
+  5  outcome unknown (a write was sent but its answer was lost: it may or may not have been
+     applied; read the value before running the command again)
 
 Connection: COORD_ENDPOINTS, COORD_ENV, COORD_USERNAME, COORD_PASSWORD, COORD_TLS_CA,
 COORD_TLS_CERT, COORD_TLS_KEY, COORD_DIAL_TIMEOUT… (see coord::ClientConfig::from_env);

@@ -42,6 +42,8 @@ pub const USAGE: u8 = 2;
 pub const NOT_FOUND: u8 = 3;
 /// Exit code: conflict.
 pub const CONFLICT: u8 = 4;
+/// Exit code: a write's answer was lost, so it may or may not have been applied.
+pub const OUTCOME_UNKNOWN: u8 = 5;
 
 impl CliError {
     /// The stable exit code of this failure (see `coordctl --help`).
@@ -56,6 +58,7 @@ impl CliError {
             )
             | CliError::Conflict(_) => CONFLICT,
             CliError::Coord(coord::Error::InvalidArgument { .. }) | CliError::Usage(_) => USAGE,
+            CliError::Coord(coord::Error::OutcomeUnknown { .. }) => OUTCOME_UNKNOWN,
             CliError::Coord(_) | CliError::Refused(_) | CliError::Io { .. } => ERROR,
         })
     }
@@ -83,5 +86,24 @@ mod tests {
             CliError::Refused("no".into()).exit_code(),
             ExitCode::from(ERROR)
         );
+    }
+
+    #[test]
+    fn a_write_of_unknown_outcome_has_its_own_code_and_unreachable_does_not() {
+        let unreachable = coord::Error::Unavailable {
+            endpoints: "http://127.0.0.1:2379".into(),
+            reason: "connection refused".into(),
+        };
+        let lost = CliError::Coord(coord::Error::OutcomeUnknown {
+            operation: "put /k".into(),
+            key: "/k".into(),
+            source: Box::new(unreachable),
+        });
+        assert_eq!(lost.exit_code(), ExitCode::from(OUTCOME_UNKNOWN));
+        let unreachable = CliError::Coord(coord::Error::Unavailable {
+            endpoints: "http://127.0.0.1:2379".into(),
+            reason: "connection refused".into(),
+        });
+        assert_eq!(unreachable.exit_code(), ExitCode::from(ERROR));
     }
 }

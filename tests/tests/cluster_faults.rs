@@ -30,7 +30,10 @@ async fn create_once(coord: &Coord, i: usize) {
             .and_then([TxnOp::put(key.as_str(), i.to_string())]);
         match coord.store().txn(txn).await {
             Ok(_) => return,
-            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(50)).await,
+            // Create-only: safe to send again even if the last one was applied.
+            Err(e) if e.is_transient() || e.is_outcome_unknown() => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             Err(e) => panic!("write {key}: {e}"),
         }
     }

@@ -1,7 +1,9 @@
 //! `coord::testing::FaultProxy` against a real etcd: a `Coord` behind healed proxies works;
 //! behind a partitioned or blackholed one its calls fail as `Unavailable` or `Timeout` (not
-//! hang); after a heal they work again; latency slows a call by at least what was set. And the
-//! harness's compaction drops the history.
+//! hang); after a heal they work again; latency slows a call by at least what was set. A
+//! write whose answer is lost (held by the proxy) says its outcome is unknown, and was in
+//! fact applied; one refused before it was sent stays `Unavailable`. And the harness's
+//! compaction drops the history.
 
 mod common;
 
@@ -76,7 +78,13 @@ async fn calls_through_a_partition_fail_unavailable_or_timeout_and_work_after_he
         "{err:?}"
     );
     let err = must_fail(coord.store().put("/k", b"v".to_vec(), 0), request_timeout).await;
-    assert!(err.is_transient(), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Unavailable { .. } | Error::OutcomeUnknown { .. }
+        ),
+        "{err:?}"
+    );
     assert!(!proxies[0].is_healed());
 
     proxies.heal();
@@ -178,5 +186,102 @@ async fn compact_with_every_member_paused_is_an_invalid_argument() {
     assert!(
         matches!(&err, coord::testing::HarnessError::InvalidArgument { .. }),
         "{err:?}"
+    );
+}
+
+/// The member applies a write whose answer the proxy holds, so the client's deadline passes:
+/// coord cannot know whether it happened and says so (`OutcomeUnknown`, around the
+/// `Timeout`), and it did happen. A read in the same state is a plain `Timeout`: nothing to
+/// check before reading again.
+#[tokio::test]
+async fn a_write_whose_answer_is_lost_has_an_unknown_outcome_and_was_applied() {
+    let server = server().await;
+    let proxy = server.proxies().await.unwrap();
+    let request_timeout = Duration::from_millis(500);
+    let config = proxy.client_config().with_request_timeout(request_timeout);
+    let coord = Coord::connect(config).await.unwrap();
+    assert!(works(&coord).await);
+
+    proxy[0].hold_answers();
+    let err = must_fail(
+        coord.store().put("/lost", b"applied".to_vec(), 0),
+        request_timeout,
+    )
+    .await;
+    match &err {
+        Error::OutcomeUnknown {
+            operation,
+            key,
+            source,
+        } => {
+            assert_eq!((operation.as_str(), key.as_str()), ("put /lost", "/lost"));
+            assert!(matches!(**source, Error::Timeout { .. }), "{source:?}");
+        }
+        other => panic!("expected OutcomeUnknown, got {other:?}"),
+    }
+    assert!(!err.is_transient(), "not to be retried blindly");
+    assert!(
+        err.to_string().contains("may or may not have been applied"),
+        "{err}"
+    );
+    // The typed config write says the same.
+    let err = must_fail(coord.config().set("/config/lost", &7), request_timeout).await;
+    assert!(err.is_outcome_unknown(), "{err:?}");
+    // A read is not a write: a timeout, as before.
+    let read = must_fail(coord.store().get("/lost"), request_timeout).await;
+    assert!(matches!(read, Error::Timeout { .. }), "{read:?}");
+
+    // Both writes were applied: etcd, asked directly, has them.
+    assert_eq!(
+        server
+            .etcdctl(&["get", "--print-value-only", "/lost"])
+            .unwrap()
+            .trim(),
+        "applied"
+    );
+    assert_eq!(
+        server
+            .etcdctl(&["get", "--print-value-only", "/config/lost"])
+            .unwrap()
+            .trim(),
+        "7"
+    );
+    proxy[0].heal();
+    eventually(RECOVER, "calls work again after the heal", || works(&coord)).await;
+}
+
+/// A write to an etcd that is down cannot be sent (the connection is refused): it did not
+/// happen, and stays `Unavailable`, as a read does.
+#[tokio::test]
+async fn a_write_refused_before_it_is_sent_stays_unavailable() {
+    let mut server = server().await;
+    let coord = Coord::connect(server.client_config()).await.unwrap();
+    assert!(works(&coord).await);
+    server.kill().await.unwrap();
+    let request_timeout = coord.client_config().unwrap().request_timeout;
+    // The first call after the kill may still go out on the old connection, and its
+    // outcome is then unknown indeed; once the client knows the connection is gone, every
+    // call is refused before it is sent.
+    eventually(RECOVER, "a read is refused", || async {
+        matches!(
+            coord.store().get("/k").await,
+            Err(Error::Unavailable { .. })
+        )
+    })
+    .await;
+    let err = must_fail(coord.store().put("/k", b"v".to_vec(), 0), request_timeout).await;
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    let err = must_fail(coord.config().set("/config/k", &1), request_timeout).await;
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    let err = must_fail(coord.store().get("/k"), request_timeout).await;
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    server.restart().await.unwrap();
+    assert_eq!(
+        server
+            .etcdctl(&["get", "--print-value-only", "/k"])
+            .unwrap()
+            .trim(),
+        "",
+        "the refused write did not happen"
     );
 }

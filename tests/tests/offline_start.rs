@@ -2,7 +2,8 @@
 //! started again: a `Live` keeps its last good values on disk, a new `Coord` binds from them
 //! while etcd is down (stale), and follows etcd once it is back; bad snapshot files are
 //! ignored, and without one a bind fails as it always did. The directory is private (0700,
-//! files 0600), and `connect` refuses one that others could write or that is not ours.
+//! files 0600), and `connect` refuses one that others could write, that is not ours, that is
+//! a file, under `/proc` or not writable; a save that fails later shows in `health()`.
 
 mod common;
 
@@ -195,11 +196,14 @@ async fn explain_learns_the_mod_revisions_a_snapshot_on_disk_does_not_keep() {
 }
 
 /// A snapshot saved from an etcd whose history has since restarted (a new cluster, at lower
-/// revisions) gives way to the new etcd's values once it answers, though they are at an
-/// older revision than the snapshot's.
+/// revisions, under the same `cluster_name`: an etcd rebuilt behind the same name) is all an
+/// offline start can find, and gives way to the new etcd's values once it answers, though
+/// they are at an older revision than the snapshot's; the file then records the new cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_from_an_older_cluster_gives_way_to_the_new_one() {
     let dir = tempfile::tempdir().unwrap();
+    let config =
+        |server: &EtcdServer, dir: &Path| config(server, dir).with_cluster_name("checkout");
     let old = etcd().await;
     seed_checkout(&old);
     for i in 0..20 {
@@ -235,10 +239,12 @@ async fn a_snapshot_from_an_older_cluster_gives_way_to_the_new_one() {
     })
     .await;
     assert!(live.revision() < saved, "{} < {saved}", live.revision());
-    // The snapshot now holds the new cluster's state, at its revision.
+    // The snapshot now holds the new cluster's state, at its revision, and names it.
+    let new_id = format!("{:016x}", second.store().status().await.unwrap().cluster_id);
     eventually(WAIT, "the snapshot rebased", || async {
-        snapshot_file(dir.path(), "/config/checkout")
-            .is_some_and(|(_, json)| json["revision"].as_i64() == Some(live.revision()))
+        snapshot_file(dir.path(), "/config/checkout").is_some_and(|(_, json)| {
+            json["revision"].as_i64() == Some(live.revision()) && json["cluster_id"] == new_id
+        })
     })
     .await;
     second.close().await.unwrap();
@@ -471,4 +477,264 @@ async fn connect_refuses_a_file_in_place_of_the_snapshot_dir() {
     std::fs::write(&file, b"").unwrap();
     let reason = refused_dir(Coord::connect(config(&server, &file)).await);
     assert!(reason.contains("is not a directory"), "{reason}");
+}
+
+/// `/proc` is a directory of root's that nobody, root included, can create a file in; a
+/// path below it cannot even be created. Both are refused at `connect`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_refuses_a_snapshot_dir_under_proc() {
+    let server = etcd().await;
+    let reason = refused_dir(Coord::connect(config(&server, Path::new("/proc"))).await);
+    // Root owns /proc and may not write it; another user is refused for not owning it.
+    assert!(
+        reason.contains("cannot be written") || reason.contains("is owned by uid 0"),
+        "{reason}"
+    );
+    let below = PathBuf::from(format!("/proc/coord-snapshots-{}", std::process::id()));
+    let reason = refused_dir(Coord::connect(config(&server, &below)).await);
+    assert!(reason.contains("cannot be created"), "{reason}");
+    assert!(reason.contains(&below.display().to_string()), "{reason}");
+}
+
+/// Makes a directory immutable (`chattr +i`) for as long as it lives: the one way to make a
+/// directory root cannot write into without mounting anything. `None` where chattr fails
+/// (not root, a file system without attributes).
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(dir: &Path) -> Option<Immutable> {
+        let status = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(dir)
+            .status()
+            .ok()?;
+        status.success().then(|| Immutable(dir.to_owned()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A directory that is ours and private but takes no file (immutable here; a read-only
+/// mount is the same to coord) is refused at `connect`: the mode bits say nothing to root,
+/// so `connect` proves it by creating a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_refuses_a_snapshot_dir_it_cannot_write() {
+    let server = etcd().await;
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o700);
+    let Some(_immutable) = Immutable::set(dir.path()) else {
+        eprintln!("skipped: chattr +i is not available here");
+        return;
+    };
+    let reason = refused_dir(Coord::connect(config(&server, dir.path())).await);
+    assert!(
+        reason.contains(&format!("`{}` cannot be written", dir.path().display())),
+        "{reason}"
+    );
+    assert!(reason.contains("writable file system"), "{reason}");
+}
+
+/// The process-wide debugging recorder of this test binary, installed by the first test that
+/// asks (the others record into it too; a test reads only its own prefix's series).
+fn recorder() -> &'static metrics_util::debugging::Snapshotter {
+    static SNAPSHOTTER: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
+        std::sync::OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder
+            .install()
+            .expect("the only recorder of this test binary");
+        snapshotter
+    })
+}
+
+/// Saves of a snapshot directory that became unusable after `connect` (here: removed and a
+/// file put in its place) are listed in `health()` naming the file and the error, counted in
+/// `coord_snapshot_save_failures_total`, and retried: once the directory is back, the newest
+/// values are written and the entry leaves `health()`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_saves_show_in_health_and_the_metric_until_a_save_succeeds() {
+    use metrics_util::debugging::DebugValue;
+
+    const PREFIX: &str = "/config/save-failures";
+    let snapshotter = recorder();
+    let mut failures_seen = 0;
+    let mut failures = move || {
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let ours = key.key().name() == "coord_snapshot_save_failures_total"
+                && key
+                    .key()
+                    .labels()
+                    .any(|l| l.key() == "prefix" && l.value() == PREFIX);
+            if let (true, DebugValue::Counter(n)) = (ours, value) {
+                failures_seen += n;
+            }
+        }
+        failures_seen
+    };
+
+    let server = etcd().await;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("snapshots");
+    put(
+        &server,
+        &format!("{PREFIX}/rate-limit"),
+        r#"{"per_second":10,"burst":5}"#,
+    );
+    let coord = Coord::connect(config(&server, &dir)).await.unwrap();
+    let live = coord.live_at::<Checkout>(PREFIX).await.unwrap();
+    let file = saved_at(&dir, PREFIX, live.revision()).await;
+    assert!(coord.health().await.unwrap().failing_writes.is_empty());
+
+    let moved = parent.path().join("moved");
+    std::fs::rename(&dir, &moved).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    put(&server, &format!("{PREFIX}/timeout_secs"), "46");
+    eventually(WAIT, "the failed save is in health()", || async {
+        let health = coord.health().await.unwrap();
+        health.failing_writes.iter().any(|w| {
+            w.kind == coord::health::SNAPSHOT_SAVE
+                && w.target == file.display().to_string()
+                && w.error.to_lowercase().contains("not a directory")
+        })
+    })
+    .await;
+    assert!(coord.health().await.unwrap().is_healthy());
+    assert!(failures() >= 1, "counted");
+    // Retried meanwhile: counted again.
+    let first = failures();
+    eventually(WAIT, "the save is retried", || {
+        let more = failures() > first;
+        async move { more }
+    })
+    .await;
+
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::rename(&moved, &dir).unwrap();
+    eventually(WAIT, "a retry saves and health() is clear", || async {
+        coord.health().await.unwrap().failing_writes.is_empty()
+    })
+    .await;
+    let (_, json) = snapshot_file(&dir, PREFIX).unwrap();
+    assert_eq!(json["revision"].as_i64(), Some(live.revision()));
+    assert_eq!(live.load().timeout_secs, 46);
+    coord.close().await.unwrap();
+}
+
+/// The raw value of `key` in a snapshot file's JSON, decoded, if it holds the key.
+fn value_in(json: &serde_json::Value, key: &str) -> Option<String> {
+    use base64::Engine;
+    let text = json["values"][key].as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// Waits until some snapshot file in `dir` holds `value` for `key`, whatever its name or
+/// format.
+async fn saved_value(dir: &Path, key: &str, value: &str) {
+    eventually(
+        WAIT,
+        &format!("a snapshot holds {key} = {value}"),
+        || async {
+            std::fs::read_dir(dir).unwrap().any(|entry| {
+                let path = entry.unwrap().path();
+                std::fs::read(&path)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                    .is_some_and(|json| value_in(&json, key).as_deref() == Some(value))
+            })
+        },
+    )
+    .await;
+}
+
+const TIMEOUT_KEY: &str = "/config/checkout/timeout_secs";
+
+/// Prod and staging (two etcd clusters) keep snapshots of the same prefix in one directory:
+/// each, restarted with its etcd down, starts from its own values, never the other's (before
+/// clusters were told apart, the last save of either won and prod served staging's values).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_sharing_a_snapshot_dir_each_start_offline_from_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut prod = etcd().await;
+    let mut staging = etcd().await;
+    for (server, timeout) in [(&prod, "45"), (&staging, "99")] {
+        seed_checkout(server);
+        put(server, TIMEOUT_KEY, timeout);
+    }
+    // Prod saves first, staging after it.
+    for (server, timeout) in [(&prod, "45"), (&staging, "99")] {
+        let coord = Coord::connect(config(server, dir.path())).await.unwrap();
+        let live = coord.live::<Checkout>().await.unwrap();
+        assert_eq!(live.load().timeout_secs.to_string(), timeout);
+        saved_value(dir.path(), TIMEOUT_KEY, timeout).await;
+        coord.close().await.unwrap();
+    }
+
+    prod.kill().await.unwrap();
+    let coord = Coord::connect(config(&prod, dir.path())).await.unwrap();
+    let live = coord
+        .live::<Checkout>()
+        .await
+        .expect("bound from prod's snapshot");
+    assert!(live.staleness().is_some());
+    assert_eq!(
+        live.load().timeout_secs,
+        45,
+        "prod's value, not staging's 99"
+    );
+    coord.close().await.unwrap();
+
+    staging.kill().await.unwrap();
+    let coord = Coord::connect(config(&staging, dir.path())).await.unwrap();
+    let live = coord
+        .live::<Checkout>()
+        .await
+        .expect("bound from staging's snapshot");
+    assert_eq!(
+        live.load().timeout_secs,
+        99,
+        "staging's value, not prod's 45"
+    );
+    coord.close().await.unwrap();
+}
+
+/// Two clusters given one `cluster_name` (a misconfiguration offline start cannot see) share
+/// a file; but a `Coord` that has reached its etcd knows its cluster ID, so when etcd goes
+/// away a handle bound meanwhile does not start from the other cluster's snapshot: it fails
+/// as without one, and the warning says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_connected_a_snapshot_of_another_cluster_under_the_same_name_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let named = |server: &EtcdServer| config(server, dir.path()).with_cluster_name("prod");
+    let mut prod = etcd().await;
+    let staging = etcd().await;
+    for (server, timeout) in [(&prod, "45"), (&staging, "99")] {
+        seed_checkout(server);
+        put(server, TIMEOUT_KEY, timeout);
+    }
+    let coord = Coord::connect(named(&staging)).await.unwrap();
+    let live = coord.live::<Checkout>().await.unwrap();
+    assert_eq!(live.load().timeout_secs, 99);
+    saved_value(dir.path(), TIMEOUT_KEY, "99").await;
+    coord.close().await.unwrap();
+
+    let coord = Coord::connect(named(&prod)).await.unwrap();
+    prod.kill().await.unwrap();
+    let error = coord.live::<Checkout>().await.unwrap_err();
+    assert!(
+        matches!(error, Error::Unavailable { ref reason, .. } if reason.contains("no usable snapshot of `/config/checkout`")),
+        "staging's snapshot must not be served to prod: {error}"
+    );
+    coord.close().await.unwrap();
 }

@@ -79,7 +79,10 @@ async fn write_sequence(coord: Coord, count: usize) {
                 .and_then([TxnOp::put(key.as_str(), i.to_string())]);
             match store.txn(txn).await {
                 Ok(_) => break,
-                Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(50)).await,
+                // Create-only: safe to send again even if the last one was applied.
+                Err(e) if e.is_transient() || e.is_outcome_unknown() => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
                 Err(e) => panic!("write {key}: {e}"),
             }
         }

@@ -349,3 +349,99 @@ mod cases {
         );
     }
 }
+
+/// An identity too big to write is refused where it is made, naming the limit: before the
+/// bound, a 2 MiB label made every status write of the instance fail at etcd (request too
+/// large), retried forever, and the instance never appeared in `rollout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_label_is_refused_at_connect_naming_the_limit() {
+    let server = coord::testing::EtcdServer::start().await.unwrap();
+    let huge = Instance::new("api-a").label("notes", "x".repeat(2 << 20));
+    let refused = Coord::connect(server.client_config().with_instance(huge.clone())).await;
+    match refused {
+        Err(coord::Error::InvalidArgument { field, reason }) => {
+            assert_eq!(field, "labels");
+            assert!(
+                reason.contains("label `notes` is 2097152 bytes, over the limit of 4096 bytes"),
+                "{reason}"
+            );
+        }
+        Err(other) => panic!("expected InvalidArgument on labels, got {other:?}"),
+        Ok(_) => panic!("a 2 MiB label was accepted"),
+    }
+    let long_key = Instance::new("api-a").label("k".repeat(64), "v");
+    let error = Coord::from_store_as(&coord::Store::in_memory(), long_key).unwrap_err();
+    assert!(
+        error.to_string().contains("over the limit of 63 bytes"),
+        "{error}"
+    );
+    // At the limits it connects and reports its status.
+    let fits =
+        Instance::new("api-a").label("notes", "x".repeat(coord::instance::MAX_LABEL_VALUE_BYTES));
+    let coord = Coord::connect(server.client_config().with_instance(fits))
+        .await
+        .unwrap();
+    let _live = coord.live::<Limits>().await.unwrap();
+    eventually(WAIT, "the instance is listed", || async {
+        status_of(&coord, "api-a").await.is_some()
+    })
+    .await;
+    coord.close().await.unwrap();
+}
+
+/// A status key the store refuses (here: etcd's RBAC gives the user no access to
+/// `/coord/status/`) is listed in `health()` while it fails, naming the key and the reason,
+/// and leaves the list once a write of it succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_the_store_refuses_is_reported_in_health_until_written() {
+    use coord::testing::{EtcdServer, APP_PASSWORD, APP_ROLE, APP_USER};
+
+    let server = EtcdServer::builder().auth(true).start().await.unwrap();
+    // What a `Live` reads besides its prefix (gray releases), but not the status keys.
+    let grant = |permission: &str, prefix: &str| {
+        server
+            .etcdctl(&[
+                "role",
+                "grant-permission",
+                "--prefix=true",
+                APP_ROLE,
+                permission,
+                prefix,
+            ])
+            .unwrap();
+    };
+    grant("read", "/coord/gray/");
+    let app = server
+        .client_config()
+        .with_user(APP_USER, APP_PASSWORD)
+        .with_instance(Instance::new("api-a"));
+    let coord = Coord::connect(app).await.unwrap();
+    let live = coord.live_at::<Limits>("/app/rollout").await.unwrap();
+    assert_eq!(live.load().rate, 10);
+    let key = "/coord/status/app/rollout//api-a";
+    eventually(WAIT, "the refused status is in health()", || async {
+        let health = coord.health().await.unwrap();
+        health.failing_writes.iter().any(|w| {
+            w.kind == coord::health::STATUS_WRITE
+                && w.target == key
+                && w.error.contains("permission denied")
+                && w.failures >= 2
+        })
+    })
+    .await;
+    let health = coord.health().await.unwrap();
+    assert!(
+        health.is_healthy(),
+        "serving and holding its leases: {health:?}"
+    );
+
+    // The operator grants the role the status keys: the next retry writes it.
+    grant("readwrite", "/coord/status/");
+    eventually(Duration::from_secs(20), "the status is written", || async {
+        coord.health().await.unwrap().failing_writes.is_empty()
+    })
+    .await;
+    let (written, _) = coord.store().get(key).await.unwrap();
+    assert!(written.is_some(), "the status key is written");
+    coord.close().await.unwrap();
+}

@@ -233,6 +233,9 @@ impl WatchHub {
     /// see no more changes.
     pub fn close(&self) {
         self.ranges.close();
+        if let Some(dir) = self.snapshots() {
+            dir.close();
+        }
     }
 
     /// Ranges being watched right now.

@@ -7,7 +7,12 @@
 //!   endpoints and the last transport error (a TLS problem is called one), or
 //!   [`Error::Unauthenticated`] for rejected credentials.
 //! - **Every unary request has a deadline**: `request_timeout`, past which it is
-//!   [`Error::Timeout`] naming the operation and the key. Unary requests recover on their own
+//!   [`Error::Timeout`] naming the operation and the key.
+//! - **A write says whether it may have happened.** A write that fails after it may have
+//!   reached etcd (its deadline, a connection broken under it, etcd's own timeout) is
+//!   [`Error::OutcomeUnknown`] around that error; one that never reached etcd (no connection)
+//!   or that etcd refused before proposing it (no leader) keeps its plain error. Reads are
+//!   never `OutcomeUnknown`. Unary requests recover on their own
 //!   after etcd restarts (the channel reconnects); with several endpoints a request that could
 //!   not even connect to the endpoint it was routed to is tried again on another one.
 //! - **Errors are coord's.** [`map_error`] is the one place where etcd-client's errors become
@@ -48,7 +53,7 @@ use super::*;
 use convert::{
     delete_options, from_delete, from_get, from_put, from_txn, get_options, header_revision, to_txn,
 };
-use errors::{ErrorContext, Request, map_error, never_connected, timeout_error};
+use errors::{ErrorContext, Request, deadline_error, never_connected, request_error};
 pub(crate) use options::{Credentials, EtcdOptions, TlsMaterial};
 
 /// The etcd-client backed store. Cheap to clone: clones share the connection.
@@ -66,6 +71,9 @@ pub(crate) struct EtcdStore {
     keep_alives: Arc<keepalive::KeepAliveMux>,
     /// The shared watch stream.
     watches: Arc<mux::WatchMux>,
+    /// The cluster ID of the last status answer (the connect probe's, then `status`'s); 0
+    /// until one came (an offline start). Shared by clones.
+    cluster_id: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl EtcdStore {
@@ -91,7 +99,8 @@ impl EtcdStore {
         let request = Request {
             lease,
             ..Request::new("put", key)
-        };
+        }
+        .write();
         let response = self
             .call(request, || {
                 let mut kv = self.client.kv_client();
@@ -104,7 +113,7 @@ impl EtcdStore {
     }
 
     pub(crate) async fn delete(&self, range: &KeyRange) -> Result<DeleteResponse> {
-        let request = Request::new("delete", range.as_str());
+        let request = Request::new("delete", range.as_str()).write();
         let response = self
             .call(request, || {
                 let mut kv = self.client.kv_client();
@@ -117,7 +126,13 @@ impl EtcdStore {
     }
 
     pub(crate) async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let writes = txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .any(|op| !matches!(op, TxnOp::Get(..)));
         let request = Request::new("txn", txn.first_key());
+        let request = if writes { request.write() } else { request };
         let etcd_txn = to_txn(&txn);
         let response = self
             .call(request, || {
@@ -135,7 +150,7 @@ impl EtcdStore {
     }
 
     pub(crate) async fn compact(&self, revision: i64) -> Result<()> {
-        let request = Request::new("compact", "").revision(revision);
+        let request = Request::new("compact", "").revision(revision).write();
         self.call(request, || {
             let mut kv = self.client.kv_client();
             async move { kv.compact(revision, None).await }
@@ -151,16 +166,43 @@ impl EtcdStore {
                 async move { maintenance.status().await }
             })
             .await?;
+        let cluster_id = response.header().map_or(0, |h| h.cluster_id());
+        self.learned_cluster(cluster_id);
         Ok(Status {
             revision: header_revision(response.header()),
             version: response.version().to_owned(),
             leader: response.leader(),
             member_id: response.header().map_or(0, |h| h.member_id()),
             db_size: response.db_size(),
+            cluster_id,
         })
     }
 
-    /// Runs one unary request under `request_timeout`, mapping its error.
+    /// The ID of the cluster the last status answer came from; `None` before any did.
+    pub(crate) fn cluster_id(&self) -> Option<u64> {
+        let id = self.cluster_id.load(std::sync::atomic::Ordering::Acquire);
+        (id != 0).then_some(id)
+    }
+
+    fn learned_cluster(&self, id: u64) {
+        if id != 0 {
+            let before = self
+                .cluster_id
+                .swap(id, std::sync::atomic::Ordering::AcqRel);
+            if before != 0 && before != id {
+                // The same endpoints now reach another cluster (rebuilt, or a DNS name moved).
+                tracing::warn!(
+                    endpoints = %self.endpoints,
+                    before = format_args!("{before:x}"),
+                    now = format_args!("{id:x}"),
+                    "the etcd endpoints now answer for another cluster"
+                );
+            }
+        }
+    }
+
+    /// Runs one unary request under `request_timeout`, mapping its error; a write that fails
+    /// after it may have reached etcd is [`Error::OutcomeUnknown`].
     async fn call<T, F, Fut>(&self, request: Request<'_>, send: F) -> Result<T>
     where
         F: FnMut() -> Fut,
@@ -168,8 +210,9 @@ impl EtcdStore {
     {
         match tokio::time::timeout(self.request_timeout, self.send_until_sent(send)).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(map_error(e, request, &self.error_context())),
-            Err(_) => Err(timeout_error(request, self.request_timeout)),
+            Ok(Err(e)) => Err(request_error(e, request, &self.error_context())),
+            // Whether it was sent is not known here: a write may yet be applied.
+            Err(_) => Err(deadline_error(request, self.request_timeout)),
         }
     }
 

@@ -70,6 +70,8 @@ struct Shared {
     reaper: Mutex<Option<JoinHandle<()>>>,
     /// The progress notifier, once a watch has been opened.
     progress: Mutex<Option<JoinHandle<()>>>,
+    /// What `status` reports as the cluster ID: random, so two stores never share one.
+    cluster_id: u64,
 }
 
 impl Shared {
@@ -109,6 +111,7 @@ impl MemoryStore {
                 wake_reaper: Arc::new(Notify::new()),
                 reaper: Mutex::new(None),
                 progress: Mutex::new(None),
+                cluster_id: rand::random(),
             }),
         }
     }
@@ -281,7 +284,13 @@ impl MemoryStore {
             leader: 0,
             member_id: 0,
             db_size: state.db_size(),
+            cluster_id: self.shared.cluster_id,
         })
+    }
+
+    /// The cluster ID `status` reports.
+    pub(crate) fn cluster_id(&self) -> u64 {
+        self.shared.cluster_id
     }
 
     /// Starts the lease reaper on the runtime of a `lease_grant` (`new` may run outside any

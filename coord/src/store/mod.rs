@@ -14,6 +14,11 @@
 //!   yields [`Error::Compacted`] and ends;
 //! - requests etcd would refuse for size (a request over 1.5 MiB, a transaction over 128
 //!   operations) are refused with [`Error::InvalidArgument`] before anything is sent.
+//! - a write that failed after it may have reached etcd (its deadline passed, the connection
+//!   broke under it) is [`Error::OutcomeUnknown`]: it may have been applied, so check before
+//!   retrying. A write that is `Unavailable` was not applied (never sent, or refused by etcd
+//!   before it was proposed). A connection that was open when it broke counts as sent. Reads
+//!   never return `OutcomeUnknown` (the embedded store never does).
 //!
 //! `Store` also counts round trips and open watch streams ([`StoreStats`]), so tests and
 //! benchmarks can check how much work an operation really does.
@@ -197,6 +202,16 @@ impl Store {
     /// True for the embedded in-memory backend.
     pub fn is_memory(&self) -> bool {
         matches!(self.backend, Backend::Memory(_))
+    }
+
+    /// The ID of the cluster behind this store, as its last status answer said (see
+    /// [`Status::cluster_id`]): on etcd, from the connect probe or a later
+    /// [`status`](Self::status); `None` after an offline start until etcd answered one.
+    pub(crate) fn cluster_id(&self) -> Option<u64> {
+        match &self.backend {
+            Backend::Etcd(b) => b.cluster_id(),
+            Backend::Memory(b) => Some(b.cluster_id()),
+        }
     }
 
     /// The counters of this store.
@@ -523,7 +538,8 @@ impl Store {
 /// Tells `link` what the answer (`Ok` if `error` is `None`) to a call that began at `ticket`
 /// says about the connection, and starts the probe if the store now counts as unreachable.
 fn observe(backend: &Backend, link: &Arc<Link>, ticket: Ticket, error: Option<&Error>) {
-    match error {
+    // A write of unknown outcome says about the connection what the error that ended it does.
+    match error.map(Error::cause) {
         Some(Error::Unavailable { .. }) => {
             link.unreachable(ticket);
             probe_if_needed(backend, link);

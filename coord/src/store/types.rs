@@ -506,6 +506,10 @@ pub struct Status {
     pub member_id: u64,
     /// The backend database size in bytes (an estimate in memory).
     pub db_size: i64,
+    /// The ID of the cluster that answered: etcd's cluster ID, the same from every member and
+    /// different for every cluster (a cluster rebuilt from scratch gets a new one). In
+    /// memory, a random ID drawn when the store is made, shared by its handles.
+    pub cluster_id: u64,
 }
 
 #[cfg(test)]

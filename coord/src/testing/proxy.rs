@@ -31,7 +31,29 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 enum Mode {
     Open,
     Blackholed,
+    /// Requests pass, answers are held.
+    AnswersHeld,
     Partitioned,
+}
+
+/// Which way a pump carries bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    /// Client to member: requests.
+    Requests,
+    /// Member to client: answers.
+    Answers,
+}
+
+impl Mode {
+    /// True if bytes going `direction` are delivered now.
+    fn carries(self, direction: Direction) -> bool {
+        match self {
+            Mode::Open => true,
+            Mode::AnswersHeld => direction == Direction::Requests,
+            Mode::Blackholed | Mode::Partitioned => false,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -62,6 +84,10 @@ struct Faults {
 ///   or until the client's keep-alive gives up on the connection. Nothing is lost: the proxy
 ///   stops reading (so the sender's socket buffers fill, as behind a real outage) and delivers
 ///   what it holds, in order, on heal, as TCP retransmission would after a short outage.
+/// - **[`hold_answers`](FaultProxy::hold_answers) loses the way back.** Requests reach the
+///   member, which does the work, but its answers are held (and delivered on heal): a write
+///   is applied and the client never hears of it, as when a connection breaks after the
+///   request went out.
 /// - **[`set_latency`](FaultProxy::set_latency) delays every chunk**, in each direction, by at
 ///   least the latency, counted from when the proxy read the chunk. Chunks are never
 ///   reordered, and a later chunk does not wait for an earlier one's delay on top of its own.
@@ -181,13 +207,26 @@ impl FaultProxy {
         });
     }
 
+    /// Passes requests on to the member but holds its answers until [`heal`](Self::heal), on
+    /// open connections and new ones: the member applies a write whose answer the client
+    /// never gets (the client's deadline passes first). A partitioned or blackholed proxy
+    /// stays as it is.
+    pub fn hold_answers(&self) {
+        self.faults.send_modify(|f| {
+            if f.mode == Mode::Open {
+                f.mode = Mode::AnswersHeld;
+            }
+        });
+    }
+
     /// Delays every chunk in each direction by `latency` from now on, on open connections
     /// too. `Duration::ZERO` removes the delay.
     pub fn set_latency(&self, latency: Duration) {
         self.faults.send_modify(|f| f.latency = latency);
     }
 
-    /// Clears every fault: no partition, no blackhole, no latency. Held bytes are delivered;
+    /// Clears every fault: no partition, no blackhole, no held answers, no latency. Held bytes
+    /// are delivered;
     /// connections reset by a partition stay reset (the client reconnects).
     pub fn heal(&self) {
         self.faults.send_modify(|f| {
@@ -332,8 +371,18 @@ async fn link(mut client: TcpStream, upstream: SocketAddr, faults: watch::Receiv
         let (server_read, server_write) = server.split();
         let both_ways = async {
             tokio::join!(
-                pump(client_read, server_write, faults.clone()),
-                pump(server_read, client_write, faults.clone()),
+                pump(
+                    client_read,
+                    server_write,
+                    faults.clone(),
+                    Direction::Requests
+                ),
+                pump(
+                    server_read,
+                    client_write,
+                    faults.clone(),
+                    Direction::Answers
+                ),
             )
         };
         tokio::select! {
@@ -347,10 +396,15 @@ async fn link(mut client: TcpStream, upstream: SocketAddr, faults: watch::Receiv
     }
 }
 
-/// Copies `from` to `to` chunk by chunk, holding chunks while the proxy is not open and
-/// delaying each by the latency; half-closes `to` once `from` ends and everything is written.
-async fn pump<R, W>(mut from: R, mut to: W, mut faults: watch::Receiver<Faults>)
-where
+/// Copies `from` to `to` chunk by chunk, holding chunks while the proxy does not carry
+/// `direction` and delaying each by the latency; half-closes `to` once `from` ends and
+/// everything is written.
+async fn pump<R, W>(
+    mut from: R,
+    mut to: W,
+    mut faults: watch::Receiver<Faults>,
+    direction: Direction,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -374,7 +428,7 @@ where
     };
     let write = async move {
         while let Some((read_at, chunk)) = queued.recv().await {
-            let latency = match faults.wait_for(|f| f.mode == Mode::Open).await {
+            let latency = match faults.wait_for(|f| f.mode.carries(direction)).await {
                 Ok(open) => open.latency,
                 Err(_) => return,
             };
@@ -472,6 +526,50 @@ mod tests {
         proxy.heal();
         stream.read_exact(&mut back).await.unwrap();
         assert_eq!(&back, b"held");
+    }
+
+    #[tokio::test]
+    async fn held_answers_let_requests_through_and_heal_delivers_the_answers() {
+        // An upstream that counts what it received, and answers it.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = listener.local_addr().unwrap();
+        let (got, mut received) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let got = got.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0; 64];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 || got.send(buf[..n].to_vec()).is_err() {
+                            return;
+                        }
+                        if socket.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let proxy = FaultProxy::start(&upstream.to_string()).await.unwrap();
+        let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+        round_trip(&mut stream, b"warm").await.unwrap();
+        assert_eq!(received.recv().await.unwrap(), b"warm");
+
+        proxy.hold_answers();
+        stream.write_all(b"sent").await.unwrap();
+        assert_eq!(
+            received.recv().await.unwrap(),
+            b"sent",
+            "the request got through"
+        );
+        let mut back = [0; 4];
+        let silent =
+            tokio::time::timeout(Duration::from_millis(300), stream.read_exact(&mut back)).await;
+        assert!(silent.is_err(), "its answer is held");
+
+        proxy.heal();
+        stream.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"sent");
     }
 
     #[tokio::test]

@@ -102,6 +102,8 @@ impl ApiError {
                 }
                 coord::Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 coord::Error::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
+                // Not 503: trying again at once may apply the write twice.
+                e if e.is_outcome_unknown() => StatusCode::GATEWAY_TIMEOUT,
                 e if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -117,6 +119,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Refused(_) => "refused",
             ApiError::Conflict { .. } => "conflict",
+            ApiError::Coord(e) if e.is_outcome_unknown() => "outcome_unknown",
             ApiError::Coord(e) if e.is_transient() => "unavailable",
             ApiError::Coord(_) => "coord",
             ApiError::Internal(_) => "internal",
@@ -143,6 +146,9 @@ impl ApiError {
 const INTERNAL: &str = "the console could not answer: its log says why";
 /// What a page is told when the store cannot be reached.
 const UNREACHABLE: &str = "the store could not be reached: try again shortly";
+/// What a page is told when a write's answer was lost.
+const OUTCOME_UNKNOWN: &str = "the store did not confirm the change: it may or may not have \
+     been applied; reload to see the current values before trying again";
 
 /// What a person may read of a library error: the refusals they can act on (not found, a
 /// conflict, a value the schema refuses, a bad argument) as they are; for anything else a
@@ -154,6 +160,10 @@ pub fn public_message(e: &coord::Error) -> String {
         | coord::Error::GrayConflict { .. }
         | coord::Error::Invalid { .. }
         | coord::Error::InvalidArgument { .. } => e.to_string(),
+        e if e.is_outcome_unknown() => {
+            tracing::warn!(error = %e, "console: a write's outcome is unknown");
+            OUTCOME_UNKNOWN.to_owned()
+        }
         e if e.is_transient() => {
             tracing::warn!(error = %e, "console: the store could not be reached");
             UNREACHABLE.to_owned()
@@ -221,6 +231,23 @@ mod tests {
         assert_eq!(body["error"], UNREACHABLE);
         assert!(!body.to_string().contains("10.20.30.40"), "{body}");
         assert!(!body.to_string().contains("root"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_write_of_unknown_outcome_answers_504_and_says_to_reload_first() {
+        let (status, body) = body_of(ApiError::Coord(coord::Error::OutcomeUnknown {
+            operation: "txn /config/pay/rate".into(),
+            key: "/config/pay/rate".into(),
+            source: Box::new(coord::Error::Unavailable {
+                endpoints: "http://10.20.30.40:2379".into(),
+                reason: "connection reset".into(),
+            }),
+        }))
+        .await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(body["code"], "outcome_unknown");
+        assert_eq!(body["error"], OUTCOME_UNKNOWN);
+        assert!(!body.to_string().contains("10.20.30.40"), "{body}");
     }
 
     #[tokio::test]

@@ -87,8 +87,11 @@ impl Outcome {
     /// the others (closed, refused before sending) mean it did not happen.
     pub fn of_write_error(error: &coord::Error) -> Outcome {
         match error {
+            // Unavailable stays here, though coord now says a write it was sent is
+            // OutcomeUnknown: the checker does not take coord's word for what it checks.
             coord::Error::Timeout { .. }
             | coord::Error::Unavailable { .. }
+            | coord::Error::OutcomeUnknown { .. }
             | coord::Error::Backend { .. } => Outcome::Unknown,
             _ => Outcome::Failed,
         }
@@ -483,6 +486,12 @@ mod tests {
             after: Duration::from_secs(2),
         };
         assert_eq!(Outcome::of_write_error(&timeout), Outcome::Unknown);
+        let lost = coord::Error::OutcomeUnknown {
+            operation: "txn /k".into(),
+            key: "/k".into(),
+            source: Box::new(timeout),
+        };
+        assert_eq!(Outcome::of_write_error(&lost), Outcome::Unknown);
         assert_eq!(
             Outcome::of_write_error(&coord::Error::Closed),
             Outcome::Failed

@@ -12,6 +12,12 @@
 //! One task, not one per prefix: a service binding a thousand prefixes pays for a map entry
 //! per prefix, not for a task, a channel and a key string each.
 //!
+//! A status that cannot be written (the store refuses it: a role without access to
+//! `/coord/status/`, a full database) is retried with backoff for as long as its handles live,
+//! and reported meanwhile: each such key is in `Coord::health`'s `failing_writes` from its
+//! first failed write until one succeeds (or its prefix is no longer bound), and counted in
+//! `coord_status_write_failures_total`.
+//!
 //! The statuses of a `Coord` share one lease (granted through `Context::session`, so
 //! `Coord::close` revokes it, and listed in `health()` as `status`); when it is lost the task
 //! takes a new one and writes every status again. When the last slot of a prefix is dropped
@@ -29,6 +35,7 @@ use tracing::Instrument;
 use super::{InstanceStatus, StatusError, covers_own_status, normalize, status_key};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::health::STATUS_WRITE;
 use crate::session::Session;
 use crate::store::{Compare, Store, Txn, TxnOp};
 use crate::sync::lock;
@@ -347,6 +354,10 @@ impl Writer {
                     self.pending.insert(prefix, report);
                 }
                 None => {
+                    // No handle left to report: a write that was failing is no longer due.
+                    self.ctx
+                        .failing_writes
+                        .cleared(STATUS_WRITE, &status_key(&prefix, &self.ctx.instance.name));
                     self.pending.remove(&prefix);
                     if self.written.remove(&prefix).is_some() {
                         gone.push(prefix);
@@ -398,6 +409,9 @@ impl Writer {
                 self.retry_at = None;
                 self.backoff = INITIAL_BACKOFF;
                 for (prefix, report) in due {
+                    self.ctx
+                        .failing_writes
+                        .cleared(STATUS_WRITE, &status_key(&prefix, &self.ctx.instance.name));
                     self.pending.remove(&prefix);
                     self.written.insert(prefix, (report, now));
                 }
@@ -405,6 +419,11 @@ impl Writer {
             }
             Err(Error::Closed) => Err(Error::Closed),
             Err(error) => {
+                for (prefix, _) in &due {
+                    let key = status_key(prefix, &self.ctx.instance.name);
+                    self.ctx.failing_writes.failed(STATUS_WRITE, &key, &error);
+                }
+                crate::metrics::status_write_failed(due.len());
                 if let Error::LeaseNotFound { lease } = error {
                     self.stale_lease = Some(lease);
                     self.lease_gone();

@@ -49,11 +49,14 @@ impl EtcdStore {
         loop {
             let attempt = async {
                 let client = Client::connect(&config.endpoints, Some(options.clone())).await?;
-                client.maintenance_client().status().await?;
-                Ok::<_, etcd_client::Error>(client)
+                let status = client.maintenance_client().status().await?;
+                let cluster_id = status.header().map_or(0, |h| h.cluster_id());
+                Ok::<_, etcd_client::Error>((client, cluster_id))
             };
             match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(Ok(client)) => return Ok(Self::on_client(client, config, endpoints)),
+                Ok(Ok((client, cluster_id))) => {
+                    return Ok(Self::on_client(client, config, endpoints, cluster_id));
+                }
                 Ok(Err(e)) => match map_error(e, Request::new("connect", ""), &context) {
                     // Retrying cannot fix a refusal.
                     err @ (Error::Unauthenticated { .. }
@@ -109,7 +112,8 @@ impl EtcdStore {
                         %reason,
                         "etcd unreachable; starting offline, requests fail until it answers"
                     );
-                    return Ok(Self::on_client(client, config, endpoints));
+                    // The cluster is not known until etcd answers a status request.
+                    return Ok(Self::on_client(client, config, endpoints, 0));
                 }
                 Err(e) => tracing::debug!(error = %e, "cannot make an offline client"),
             }
@@ -120,7 +124,12 @@ impl EtcdStore {
         })
     }
 
-    fn on_client(client: Client, config: &EtcdOptions, endpoints: Arc<str>) -> Self {
+    fn on_client(
+        client: Client,
+        config: &EtcdOptions,
+        endpoints: Arc<str>,
+        cluster_id: u64,
+    ) -> Self {
         let client = Arc::new(client);
         EtcdStore {
             watches: Arc::new(mux::WatchMux::new(Arc::clone(&client))),
@@ -129,6 +138,7 @@ impl EtcdStore {
             endpoints,
             request_timeout: config.request_timeout,
             keep_alives: Arc::new(keepalive::KeepAliveMux::new(config.request_timeout)),
+            cluster_id: Arc::new(std::sync::atomic::AtomicU64::new(cluster_id)),
         }
     }
 }

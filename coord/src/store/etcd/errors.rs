@@ -18,6 +18,8 @@ pub(super) struct Request<'a> {
     pub(super) lease: i64,
     /// The revision asked for (0 for none).
     pub(super) revision: i64,
+    /// True if it changes the store: its failure after sending is [`Error::OutcomeUnknown`].
+    pub(super) write: bool,
 }
 
 impl<'a> Request<'a> {
@@ -27,6 +29,15 @@ impl<'a> Request<'a> {
             key,
             lease: 0,
             revision: 0,
+            write: false,
+        }
+    }
+
+    /// The same request, as a write.
+    pub(super) fn write(self) -> Self {
+        Request {
+            write: true,
+            ..self
         }
     }
 
@@ -147,6 +158,64 @@ pub(super) fn map_error(
         },
         other => backend(other.to_string()),
     }
+}
+
+/// The error of `request` that failed with `err`, mapped: a write that failed after it may
+/// have reached etcd is [`Error::OutcomeUnknown`] around the mapped error.
+pub(super) fn request_error(
+    err: etcd_client::Error,
+    request: Request<'_>,
+    context: &ErrorContext<'_>,
+) -> Error {
+    let not_applied = known_not_applied(&err);
+    let mapped = map_error(err, request, context);
+    if request.write && mapped.is_transient() && !not_applied {
+        outcome_unknown(request, mapped)
+    } else {
+        mapped
+    }
+}
+
+/// The error of `request` whose deadline passed: for a write, [`Error::OutcomeUnknown`] (it
+/// may have been sent, and etcd may apply it yet).
+pub(super) fn deadline_error(request: Request<'_>, after: Duration) -> Error {
+    let timeout = timeout_error(request, after);
+    if request.write {
+        outcome_unknown(request, timeout)
+    } else {
+        timeout
+    }
+}
+
+fn outcome_unknown(request: Request<'_>, cause: Error) -> Error {
+    Error::OutcomeUnknown {
+        operation: request.describe(),
+        key: request.key.to_owned(),
+        source: Box::new(cause),
+    }
+}
+
+/// True if a request that failed with `err` is known not to have been applied: it never
+/// reached etcd (no connection could be made), or etcd refused it before proposing it to
+/// raft (no leader, a proposal dropped for want of one, too many requests pending). Anything
+/// else that broke after sending (a deadline, a reset connection, etcd's own "request timed
+/// out") may have been applied.
+pub(super) fn known_not_applied(err: &etcd_client::Error) -> bool {
+    if never_connected(err) {
+        return true;
+    }
+    let etcd_client::Error::GRpcStatus(status) = err else {
+        return false;
+    };
+    let message = status.message();
+    [
+        "etcdserver: no leader",
+        "raft proposal dropped",
+        "etcdserver: too many requests",
+        "etcdserver: not capable",
+    ]
+    .iter()
+    .any(|refusal| message.contains(refusal))
 }
 
 pub(super) fn timeout_error(request: Request<'_>, after: Duration) -> Error {
@@ -325,6 +394,55 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    #[test]
+    fn a_write_that_failed_after_sending_has_an_unknown_outcome() {
+        let put = Request::new("put", "/a/b").write();
+        let get = Request::new("range", "/a/b");
+        // Sent, answer lost: unknown for a write, as it was for a read.
+        for lost in [
+            status(Code::DeadlineExceeded, "deadline"),
+            status(Code::Unavailable, "etcdserver: request timed out"),
+            status(Code::Cancelled, "h2 protocol error: connection reset"),
+        ] {
+            let text = format!("{lost:?}");
+            let mapped = request_error(lost, put, &context());
+            assert!(
+                matches!(mapped, Error::OutcomeUnknown { ref operation, ref key, ref source }
+                    if operation == "put /a/b" && key == "/a/b" && source.is_transient()),
+                "{text}: {mapped:?}"
+            );
+            assert!(!mapped.is_transient() && mapped.is_outcome_unknown());
+            let read = request_error(status(Code::DeadlineExceeded, "deadline"), get, &context());
+            assert!(read.is_transient(), "{read:?}");
+        }
+        assert!(deadline_error(put, Duration::from_secs(1)).is_outcome_unknown());
+        assert!(matches!(
+            deadline_error(get, Duration::from_secs(1)),
+            Error::Timeout { .. }
+        ));
+        // Refused before being proposed: not applied, so Unavailable as before.
+        for refused in ["etcdserver: no leader", "etcdserver: too many requests"] {
+            let mapped = request_error(status(Code::Unavailable, refused), put, &context());
+            assert!(matches!(mapped, Error::Unavailable { .. }), "{mapped:?}");
+        }
+        // A definite answer of etcd is the answer.
+        let denied = request_error(
+            status(Code::PermissionDenied, "etcdserver: permission denied"),
+            put,
+            &context(),
+        );
+        assert!(
+            matches!(denied, Error::PermissionDenied { .. }),
+            "{denied:?}"
+        );
+        let text =
+            request_error(status(Code::DeadlineExceeded, "deadline"), put, &context()).to_string();
+        assert!(
+            text.starts_with("outcome unknown: put /a/b may or may not have been applied"),
+            "{text}"
+        );
     }
 
     #[test]

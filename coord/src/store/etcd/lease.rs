@@ -13,7 +13,7 @@ use crate::store::{LeaseGrant, LeaseTtl};
 impl EtcdStore {
     pub(crate) async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrant> {
         let response = self
-            .call(Request::new("lease_grant", ""), || {
+            .call(Request::new("lease_grant", "").write(), || {
                 let mut lease = self.client.lease_client();
                 async move { lease.grant(ttl, None).await }
             })
@@ -55,7 +55,7 @@ impl EtcdStore {
     /// Revokes the lease; returns the store revision after it (its keys' deletion).
     pub(crate) async fn lease_revoke(&self, id: i64) -> Result<i64> {
         let response = self
-            .call(Request::lease("lease_revoke", id), || {
+            .call(Request::lease("lease_revoke", id).write(), || {
                 let mut lease = self.client.lease_client();
                 async move { lease.revoke(id).await }
             })
