@@ -217,16 +217,16 @@ impl SessionInner {
     /// store's connection state says so. The first reason stays.
     fn mark_lost(&self, reason: &str) {
         self.store.renewer().remove(self.lease);
-        let first = self.lost.send_if_modified(|lost| {
+        self.lost.send_if_modified(|lost| {
             if lost.is_some() {
                 return false;
             }
             *lost = Some(reason.to_owned());
+            // Inside, so before anyone waiting on `lost()` is woken: whoever learns of the
+            // loss finds the connection state (and its metric) saying so already.
+            self.store.lease_lost();
             true
         });
-        if first {
-            self.store.lease_lost();
-        }
     }
 }
 
