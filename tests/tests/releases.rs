@@ -18,6 +18,7 @@ on_both_backends!(cases:
     history_and_diff_write_nothing,
     secrets_of_maps_and_nested_map_entries_are_redacted_in_releases_history_and_diff,
     coords_own_prefix_is_refused_by_every_entry_point_and_nothing_is_written,
+    concurrent_releases_of_one_prefix_all_commit_and_history_stays_exact,
     rollback_restores_exact_bytes_and_removes_keys_added_later,
     a_concurrent_release_and_rollback_never_both_apply,
     diff_lists_each_key_and_hides_secrets,
@@ -804,6 +805,61 @@ mod cases {
         // Reading coord's keys harms nothing and stays open.
         assert!(config.list("/coord/releases").await.unwrap().len() >= 2);
         assert_eq!(config.history(P, 10).await.unwrap().len(), 1);
+    }
+
+    pub async fn concurrent_releases_of_one_prefix_all_commit_and_history_stays_exact(b: &Backend) {
+        const WRITERS: usize = 4;
+        const RELEASES: usize = 10;
+        let mut coords = Vec::new();
+        for _ in 0..WRITERS {
+            coords.push(match &b.server {
+                Some(server) => coord::Coord::connect(server.client_config()).await.unwrap(),
+                None => coord::Coord::from_store(b.store()),
+            });
+        }
+        let writers = coords.iter().enumerate().map(|(w, coord)| {
+            let config = coord.config();
+            async move {
+                for r in 0..RELEASES {
+                    config
+                        .release_raw(P, BTreeMap::from([(format!("w{w}"), json!(r))]))
+                        .message(format!("w{w} r{r}"))
+                        .commit()
+                        .await
+                        .unwrap_or_else(|e| panic!("writer {w} release {r}: {e}"));
+                }
+            }
+        });
+        futures::future::join_all(writers).await;
+
+        let history = b.coord.config().history(P, 1000).await.unwrap();
+        assert_eq!(
+            history.len(),
+            WRITERS * RELEASES,
+            "every release recorded once"
+        );
+        let seqs: Vec<u64> = history.iter().rev().map(|r| r.seq).collect();
+        let expected: Vec<u64> = (1..=(WRITERS * RELEASES) as u64).collect();
+        assert_eq!(seqs, expected, "unique and gap-free");
+        assert!(
+            history.iter().all(|r| r.kind == ReleaseKind::Release),
+            "no external entry: nothing was written outside releases"
+        );
+        for w in 0..WRITERS {
+            // Each writer's releases are in its own order, and its last value stands.
+            let mine: Vec<&str> = history
+                .iter()
+                .rev()
+                .filter_map(|r| r.message.as_deref())
+                .filter(|m| m.starts_with(&format!("w{w} ")))
+                .collect();
+            let in_order: Vec<String> = (0..RELEASES).map(|r| format!("w{w} r{r}")).collect();
+            assert_eq!(mine, in_order);
+            assert_eq!(history[0].values[&format!("w{w}")], json!(RELEASES - 1));
+        }
+        for coord in coords {
+            coord.close().await.unwrap();
+        }
     }
 }
 

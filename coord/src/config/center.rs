@@ -61,6 +61,9 @@ pub struct ConfigCenter {
     pub(crate) release_history: usize,
     /// A release's author unless it names one.
     pub(crate) author: Option<String>,
+    /// How long a release may keep reading again while others release the same prefix,
+    /// unless it says otherwise (the `Coord`'s request timeout).
+    pub(crate) release_timeout: Duration,
 }
 
 impl ConfigCenter {
@@ -73,6 +76,7 @@ impl ConfigCenter {
             releases: Arc::default(),
             release_history: DEFAULT_HISTORY,
             author: Some(ctx.instance.name.clone()),
+            release_timeout: ctx.request_timeout,
         };
         center.with_cache(cache_ttl)
     }

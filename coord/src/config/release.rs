@@ -60,8 +60,12 @@ pub(crate) const DEFAULT_HISTORY: usize = 100;
 /// Per-key guards up to this many keys under a prefix; beyond, only the prefix guard (which
 /// sees every put, not a delete of a key the release does not touch).
 const KEY_GUARDS: usize = 100;
-/// Reads before a release gives up on a prefix other writers keep changing.
-const ATTEMPTS: usize = 8;
+/// The first pause of a release that lost a race to another release of its prefix; it
+/// doubles up to [`MAX_PAUSE`], each pause drawn at random below its bound (full jitter), so
+/// contenders spread out instead of colliding again.
+const FIRST_PAUSE: Duration = Duration::from_millis(2);
+/// The longest pause between two attempts of one release.
+const MAX_PAUSE: Duration = Duration::from_millis(200);
 
 /// The reserved range of a prefix's records.
 pub(crate) fn releases_of(prefix: &str) -> String {
@@ -409,6 +413,8 @@ struct Job {
     expect_versions: BTreeMap<String, i64>,
     /// A gray release to these instances instead of a release to all.
     gray: Option<Selector>,
+    /// How long to keep trying against other releases (default: the center's).
+    timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for ReleaseBuilder {
@@ -440,7 +446,8 @@ impl ReleaseBuilder {
     /// Commit only if the latest release of the prefix is still `seq` (0: there is none):
     /// optimistic concurrency for tools that showed a person the current state. Without it a
     /// release that finds the prefix changed meanwhile reads it again and goes on (as
-    /// `publish` does); a rollback never does.
+    /// `publish` does), pausing a random, growing while between attempts, until its
+    /// [`timeout`](Self::timeout); a rollback never does.
     pub fn expect_latest(mut self, seq: u64) -> Self {
         self.job.expect = Some(seq);
         self
@@ -484,6 +491,15 @@ impl ReleaseBuilder {
         self
     }
 
+    /// How long the release may keep trying while other releases of the prefix win the race
+    /// (default: the `Coord`'s `ClientConfig::request_timeout`; 5 s on the embedded store).
+    /// Past it the release fails with [`Error::Timeout`] naming the prefix and the attempts,
+    /// nothing written.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.job.timeout = Some(timeout);
+        self
+    }
+
     /// Makes this a gray release: only the instances `selector` picks see it, until
     /// [`promote`](crate::ConfigCenter::promote) or [`abort`](crate::ConfigCenter::abort).
     /// The prefix's own keys do not change. Refused while another gray release of the prefix
@@ -502,8 +518,11 @@ impl ReleaseBuilder {
     /// (typed) does not build back into a valid struct, nothing written;
     /// [`Error::NotFound`] for a rollback to a release that is not in history;
     /// [`Error::Conflict`] naming the prefix, with the latest release seq expected and found,
-    /// if the prefix changed between the read and the write of a rollback or of a release
-    /// with [`expect_latest`](Self::expect_latest), or kept changing through every retry;
+    /// if the prefix changed between the read and the write of a rollback, a promote, an
+    /// abort or a release with [`expect_latest`](Self::expect_latest) (or naming a key whose
+    /// [`expect_version`](Self::expect_version) no longer holds); [`Error::Timeout`] naming
+    /// the prefix and the attempts if other writers kept changing it past the
+    /// [`timeout`](Self::timeout);
     /// [`Error::InvalidArgument`] if the release needs more than 128 operations.
     ///
     /// # Cancel safety
@@ -527,7 +546,12 @@ impl Job {
         }
         // The first state may be remembered from this center's last release, and old.
         let mut remembered = known.is_some();
-        for attempt in 1..=ATTEMPTS {
+        let timeout = self.timeout.unwrap_or(self.center.release_timeout);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut bound = FIRST_PAUSE;
+        let mut attempts = 0_u32;
+        loop {
+            attempts += 1;
             let state = match known.take() {
                 Some(state) => state,
                 None => read_state(&self.center, &self.prefix).await?,
@@ -590,16 +614,31 @@ impl Job {
                     plan,
                     Plan::Rollback { .. } | Plan::Promote { .. } | Plan::Abort { .. }
                 );
-            if strict || attempt == ATTEMPTS {
+            if strict {
                 return Err(self.conflict(state.seq(), now.seq()));
             }
             known = Some(now);
+            // Another writer won this round: wait a random while below a growing bound, so
+            // writers that collided spread out rather than collide again at once.
+            let pause = bound.mul_f64(rand::random::<f64>());
+            bound = (bound * 2).min(MAX_PAUSE);
+            if tokio::time::Instant::now() + pause >= deadline {
+                return Err(Error::Timeout {
+                    operation: format!(
+                        "release of `{}`: other releases kept changing it through {attempts} \
+                         attempts",
+                        self.prefix
+                    ),
+                    after: timeout,
+                });
+            }
             tracing::debug!(
-                attempt,
+                attempts,
+                ?pause,
                 "the prefix changed under the release; reading it again"
             );
+            tokio::time::sleep(pause).await;
         }
-        Err(self.conflict(0, 0))
     }
 
     fn conflict(&self, expected: u64, current: u64) -> Error {
@@ -1186,6 +1225,7 @@ impl ConfigCenter {
                 expect: None,
                 expect_versions: BTreeMap::new(),
                 gray: None,
+                timeout: None,
             },
             plan,
         }
