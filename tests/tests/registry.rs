@@ -4,9 +4,9 @@
 
 mod common;
 
+use common::health::TestServer;
+
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,14 +14,10 @@ use coord::registry::{ServiceEvent, ServiceFilter, ServiceInfo, ServiceWatcher};
 use coord::store::{KeyRange, RangeOptions};
 use coord::{Coord, Error};
 use futures::StreamExt;
-use tokio::sync::oneshot;
 use tokio::time::timeout;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::health_server::HealthServer;
 use tonic_health::pb::HealthCheckRequest;
-use tonic_health::server::{HealthReporter, HealthService};
 
 /// Short, so expiry tests stay short; etcd's minimum TTL.
 const TTL: Duration = Duration::from_secs(2);
@@ -112,58 +108,6 @@ impl Follower {
 
 fn ids<'a>(infos: impl IntoIterator<Item = &'a ServiceInfo>) -> Vec<&'a str> {
     infos.into_iter().map(|i| i.id.as_str()).collect()
-}
-
-/// A tonic-health server on a free loopback port that counts the calls it answers.
-struct TestServer {
-    addr: SocketAddr,
-    calls: Arc<AtomicUsize>,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl TestServer {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&calls);
-        let service = HealthServer::with_interceptor(
-            HealthService::from_health_reporter(HealthReporter::new()),
-            move |request| {
-                counter.fetch_add(1, Ordering::SeqCst);
-                Ok(request)
-            },
-        );
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(
-            Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
-                    let _ = stopped.await;
-                }),
-        );
-        TestServer {
-            addr,
-            calls,
-            stop: Some(stop),
-        }
-    }
-
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    fn address(&self) -> String {
-        self.addr.to_string()
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
 }
 
 /// One health check through `channel`; panics if it fails or is never answered.

@@ -2,25 +2,21 @@
 //! certificates of a CA made per test (rcgen), registered in an embedded registry, called
 //! through `Registry::channel_with` with `ChannelOptions::tls`.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::health::TestServer;
 use coord::registry::{ChannelOptions, ServiceInfo};
 use coord::Coord;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use tokio::sync::oneshot;
 use tokio::time::timeout;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, ServerTlsConfig};
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::health_server::HealthServer;
 use tonic_health::pb::HealthCheckRequest;
-use tonic_health::server::{HealthReporter, HealthService};
 
 const TTL: Duration = Duration::from_secs(10);
 /// A ceiling for one call, handshake included, on a loaded machine.
@@ -85,59 +81,6 @@ impl Ca {
     }
 }
 
-/// A tonic-health server on loopback serving TLS, counting the calls that reach it (past
-/// the handshake).
-struct TlsServer {
-    addr: SocketAddr,
-    calls: Arc<AtomicUsize>,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl TlsServer {
-    async fn start(tls: ServerTlsConfig) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&calls);
-        let service = HealthServer::with_interceptor(
-            HealthService::from_health_reporter(HealthReporter::new()),
-            move |request| {
-                counter.fetch_add(1, Ordering::SeqCst);
-                Ok(request)
-            },
-        );
-        let (stop, stopped) = oneshot::channel::<()>();
-        let mut server = Server::builder().tls_config(tls).unwrap();
-        tokio::spawn(server.add_service(service).serve_with_incoming_shutdown(
-            TcpIncoming::from(listener),
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        TlsServer {
-            addr,
-            calls,
-            stop: Some(stop),
-        }
-    }
-
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    fn address(&self) -> String {
-        self.addr.to_string()
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
 /// One health check through `channel`: its answer, or a note that none came within `WAIT`.
 async fn call(channel: &Channel) -> Result<(), String> {
     let mut client = HealthClient::new(channel.clone());
@@ -156,7 +99,7 @@ async fn call(channel: &Channel) -> Result<(), String> {
 }
 
 /// Registers both servers as instances of `greeter` in `coord`.
-async fn register(coord: &Coord, servers: [&TlsServer; 2]) -> Vec<coord::Registration> {
+async fn register(coord: &Coord, servers: [&TestServer; 2]) -> Vec<coord::Registration> {
     let mut held = Vec::new();
     for (id, server) in ["a", "b"].into_iter().zip(servers) {
         held.push(
@@ -174,7 +117,10 @@ async fn register(coord: &Coord, servers: [&TlsServer; 2]) -> Vec<coord::Registr
 async fn a_tls_channel_trusting_the_ca_reaches_both_instances() {
     let ca = Ca::new("coord registry test CA");
     let tls = || ServerTlsConfig::new().identity(ca.server(&["127.0.0.1", "localhost"]));
-    let (a, b) = (TlsServer::start(tls()).await, TlsServer::start(tls()).await);
+    let (a, b) = (
+        TestServer::start_tls(tls()).await,
+        TestServer::start_tls(tls()).await,
+    );
     let coord = Coord::in_memory();
     let _held = register(&coord, [&a, &b]).await;
 
@@ -211,7 +157,10 @@ async fn a_tls_channel_refuses_servers_whose_certificate_another_ca_signed() {
     let trusted = Ca::new("the CA the client trusts");
     let other = Ca::new("another CA");
     let tls = || ServerTlsConfig::new().identity(other.server(&["127.0.0.1", "localhost"]));
-    let (a, b) = (TlsServer::start(tls()).await, TlsServer::start(tls()).await);
+    let (a, b) = (
+        TestServer::start_tls(tls()).await,
+        TestServer::start_tls(tls()).await,
+    );
     let coord = Coord::in_memory();
     let _held = register(&coord, [&a, &b]).await;
 
@@ -250,7 +199,10 @@ async fn mutual_tls_with_a_domain_name_reaches_a_server_that_wants_a_client_cert
             .identity(ca.server(&["greeter.internal"]))
             .client_ca_root(ca.certificate())
     };
-    let (a, b) = (TlsServer::start(tls()).await, TlsServer::start(tls()).await);
+    let (a, b) = (
+        TestServer::start_tls(tls()).await,
+        TestServer::start_tls(tls()).await,
+    );
     let coord = Coord::in_memory();
     let _held = register(&coord, [&a, &b]).await;
     let client_tls = || {

@@ -583,6 +583,21 @@ pub(crate) fn what(value: &Value, redact: bool) -> String {
     }
 }
 
+/// A required, non-secret field of a schema made by hand, for tests.
+#[cfg(test)]
+pub(crate) fn field(key: &str, type_name: &str, kind: PublishedKind) -> PublishedField {
+    PublishedField {
+        key: key.to_owned(),
+        type_name: type_name.to_owned(),
+        default: None,
+        required: true,
+        doc: String::new(),
+        secret: false,
+        kind,
+        json_schema: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -610,19 +625,6 @@ mod tests {
         });
         strip_examples(&mut schema);
         assert!(!schema.to_string().contains("hunter2"), "{schema}");
-    }
-
-    fn field(key: &str, type_name: &str, kind: PublishedKind) -> PublishedField {
-        PublishedField {
-            key: key.to_owned(),
-            type_name: type_name.to_owned(),
-            default: None,
-            required: true,
-            doc: String::new(),
-            secret: false,
-            kind,
-            json_schema: None,
-        }
     }
 
     fn sample() -> PublishedSchema {

@@ -83,36 +83,25 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::config::published::{PublishedField, PublishedKind};
-
-    fn field(key: &str, type_name: &str, secret: bool, kind: PublishedKind) -> PublishedField {
-        PublishedField {
-            key: key.to_owned(),
-            type_name: type_name.to_owned(),
-            default: None,
-            required: true,
-            doc: String::new(),
-            secret,
-            kind,
-            json_schema: None,
-        }
-    }
+    use crate::config::published::{PublishedField, PublishedKind, field};
 
     fn pay() -> PublishedSchema {
         PublishedSchema {
             prefix: "/config/pay".to_owned(),
             type_name: "Pay".to_owned(),
             fields: vec![
-                field("api_key", "Secret<String>", true, PublishedKind::Value),
+                PublishedField {
+                    secret: true,
+                    ..field("api_key", "Secret<String>", PublishedKind::Value)
+                },
                 field(
                     "tokens",
                     "Map<Secret<String>>",
-                    false,
                     PublishedKind::Map {
                         entry_type: "Secret<String>".to_owned(),
                     },
                 ),
-                field("region", "String", false, PublishedKind::Value),
+                field("region", "String", PublishedKind::Value),
             ],
         }
     }

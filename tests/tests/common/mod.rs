@@ -1,6 +1,7 @@
 //! Shared by the integration tests: one way to get a store of each backend.
 #![allow(dead_code)]
 
+pub mod health;
 pub mod proxy;
 
 use std::future::Future;
