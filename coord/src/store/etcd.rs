@@ -22,6 +22,13 @@
 //!   in order. The stream never reconnects (etcd-client's does not survive a restart): it
 //!   yields one error and ends, and [`crate::watch`] resumes it. Dropping the stream cancels
 //!   the watch on the server.
+//! - **A range of any size, at one revision.** A prefix is read in pages of at most
+//!   [`PAGE_KEYS`] keys: the first page at the revision asked for (or the latest), every
+//!   later one at the first page's revision, continuing after the last key read, so the keys
+//!   returned are one consistent state however many writes land meanwhile. A page whose
+//!   answer is over what the client decodes ([`MAX_DECODE_BYTES`]) is read again in halves.
+//!   An unpaged read of the latest state whose pinned revision is compacted under it starts
+//!   over.
 //! - **All watches share one gRPC stream** ([`mux`]): a thousand watched prefixes are a
 //!   thousand etcd watchers on one stream, not a thousand streams.
 //! - **All leases renew over one gRPC stream** ([`keepalive`]), each on its caller's schedule:
@@ -76,19 +83,116 @@ pub(crate) struct EtcdStore {
     cluster_id: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// The most keys one page of a range asks for. A page of small values stays far below the
+/// decode limit; one of large values is halved until it fits.
+pub(crate) const PAGE_KEYS: i64 = 1_000;
+/// The largest answer the client decodes (tonic's default is 4 MiB): a page holds at least
+/// one key, and one value may be etcd's largest request (1.5 MiB) and more with its metadata.
+pub(crate) const MAX_DECODE_BYTES: usize = 16 * 1024 * 1024;
+
 impl EtcdStore {
     pub(crate) async fn range(
         &self,
         range: &KeyRange,
         options: RangeOptions,
     ) -> Result<GetResponse> {
+        // One key, or a page the caller sized: one request.
+        if matches!(range, KeyRange::Key(_)) || options.limit > 0 {
+            return self.range_once(range, options).await;
+        }
+        loop {
+            match self.range_paged(range, options).await {
+                // The pinned revision was compacted between two pages of a read of "the
+                // latest": read it again from the start, at a newer revision.
+                Err(Error::Compacted { .. }) if options.revision == 0 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Every key of the prefix `range`, page by page at the first page's revision.
+    async fn range_paged(&self, range: &KeyRange, options: RangeOptions) -> Result<GetResponse> {
+        let end = prefix_end(range.as_str());
+        // etcd has no empty key: "every key" starts at the smallest one.
+        let mut from = match range.as_str() {
+            "" => "\0".to_owned(),
+            prefix => prefix.to_owned(),
+        };
+        let mut pinned = options;
+        let mut page = PAGE_KEYS;
+        let mut all: Option<GetResponse> = None;
+        loop {
+            let asked = RangeOptions {
+                limit: page,
+                ..pinned
+            };
+            let (response, more) = match self.range_page(&from, &end, range, asked).await {
+                Ok(answer) => answer,
+                // An answer over the decode limit (large values): ask for fewer keys.
+                Err(Error::Backend { reason, .. }) if reason.contains("too large") && page > 1 => {
+                    page = (page / 2).max(1);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(last) = response.kvs.last().map(|kv| kv.key.clone()) else {
+                return Ok(all.unwrap_or(response));
+            };
+            match &mut all {
+                None => {
+                    pinned.revision = response.revision;
+                    all = Some(response);
+                }
+                Some(all) => all.kvs.extend(response.kvs),
+            }
+            if !more {
+                return Ok(all.unwrap_or_default());
+            }
+            // The next key after `last` in byte order.
+            from = format!("{last}\0");
+            page = PAGE_KEYS;
+        }
+    }
+
+    /// One page: keys from `from` (inclusive) to `end` (exclusive), and whether more follow.
+    async fn range_page(
+        &self,
+        from: &str,
+        end: &[u8],
+        range: &KeyRange,
+        options: RangeOptions,
+    ) -> Result<(GetResponse, bool)> {
         let request = Request::new("range", range.as_str()).revision(options.revision);
-        let key = range.as_str().to_owned();
+        let get_options = get_options(&KeyRange::key(from), options).with_range(end.to_vec());
+        let response = self
+            .call(request, || {
+                let mut kv = self
+                    .client
+                    .kv_client()
+                    .max_decoding_message_size(MAX_DECODE_BYTES);
+                let (key, get_options) = (from.to_owned(), get_options.clone());
+                async move { kv.get(key, Some(get_options)).await }
+            })
+            .await?;
+        let more = response.more();
+        let mut answer = from_get(response);
+        // `count` is of the keys left from `from`; the first page's is the prefix's.
+        answer.count = answer.count.max(answer.kvs.len() as i64);
+        Ok((answer, more))
+    }
+
+    /// One request of `range` as given.
+    async fn range_once(&self, range: &KeyRange, options: RangeOptions) -> Result<GetResponse> {
+        let request = Request::new("range", range.as_str()).revision(options.revision);
+        let key = range.as_str();
         let get_options = get_options(range, options);
         let response = self
             .call(request, || {
-                let mut kv = self.client.kv_client();
-                let (key, get_options) = (key.clone(), get_options.clone());
+                let mut kv = self
+                    .client
+                    .kv_client()
+                    .max_decoding_message_size(MAX_DECODE_BYTES);
+                let (key, get_options) = (key.to_owned(), get_options.clone());
                 async move { kv.get(key, Some(get_options)).await }
             })
             .await?;
@@ -249,5 +353,35 @@ impl EtcdStore {
             endpoints: &self.endpoints,
             request_timeout: self.request_timeout,
         }
+    }
+}
+
+/// The end of the range of keys that start with `prefix` (exclusive), as etcd's clients
+/// compute it: the prefix with its last byte below 0xff raised by one and what follows
+/// dropped; `\0` (every key) for an empty prefix or one of 0xff bytes only.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(&last) = end.last() {
+        if last < 0xff {
+            if let Some(byte) = end.last_mut() {
+                *byte += 1;
+            }
+            return end;
+        }
+        end.pop();
+    }
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_ends_where_etcd_clients_end_it() {
+        assert_eq!(prefix_end("/config/"), b"/config0");
+        assert_eq!(prefix_end("a"), b"b");
+        assert_eq!(prefix_end(""), b"\0");
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80");
     }
 }
