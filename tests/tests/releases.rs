@@ -868,14 +868,14 @@ mod cases {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_errors_name_the_prefix_its_size_and_the_limit() {
     let b = common::Backend::etcd().await;
-    let config = b.coord.config().with_release_history(20);
+    let config = b.coord.config().with_release_history(50);
     let prefix = "/config/big";
     let value = |n: usize| json!("x".repeat(n));
     // 4 keys of 100 KB: the first release writes them three times (values, record, head),
     // 1.2 MB, and each later one twice: it fits in etcd's 1.5 MiB.
     let keys: BTreeMap<String, serde_json::Value> =
         (0..4).map(|i| (format!("k{i}"), value(100_000))).collect();
-    for round in 0..11 {
+    for round in 0..42 {
         let mut changed = keys.clone();
         changed.insert("round".into(), json!(round));
         config.release_raw(prefix, changed).commit().await.unwrap();
@@ -885,7 +885,10 @@ async fn limit_errors_name_the_prefix_its_size_and_the_limit() {
         (4..7).map(|i| (format!("k{i}"), value(100_000))).collect();
     let refused = config.release_raw(prefix, more).commit().await;
     let Err(Error::InvalidArgument { field, reason }) = refused else {
-        panic!("a 1.7 MB release was not refused: {refused:?}");
+        panic!(
+            "a 1.7 MB release was not refused: {:?}",
+            refused.map(|release| release.seq)
+        );
     };
     assert_eq!(field, prefix);
     for part in [
@@ -898,13 +901,16 @@ async fn limit_errors_name_the_prefix_its_size_and_the_limit() {
         assert!(reason.contains(part), "{part} missing: {reason}");
     }
     assert!(!reason.contains("/coord"), "an internal key: {reason}");
-    // Eleven records of 400 KB: over the 4 MiB a client decodes.
+    // 42 records of 400 KB: over the 16 MiB the client decodes.
     match config.history(prefix, 100).await {
         Err(Error::Backend { key, reason }) => {
             assert_eq!(key, prefix);
             assert!(reason.contains("with_release_history"), "{reason}");
             assert!(!reason.contains("/coord"), "an internal key: {reason}");
         }
-        other => panic!("a 4.4 MB history read: {other:?}"),
+        other => panic!(
+            "a 17 MB history read: {:?}",
+            other.map(|history| history.len())
+        ),
     }
 }

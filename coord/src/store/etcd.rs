@@ -240,7 +240,11 @@ impl EtcdStore {
         let etcd_txn = to_txn(&txn);
         let response = self
             .call(request, || {
-                let mut kv = self.client.kv_client();
+                // A transaction's reads (a release's view of its prefix) answer like a range.
+                let mut kv = self
+                    .client
+                    .kv_client()
+                    .max_decoding_message_size(MAX_DECODE_BYTES);
                 let etcd_txn = etcd_txn.clone();
                 async move { kv.txn(etcd_txn).await }
             })
