@@ -137,6 +137,20 @@ pub struct ClientConfig {
     /// name is ignored with a warning, and replaced at the next save.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<String>,
+    /// Local file mode: apply a save that leaves the file with no key at all (see
+    /// [`FileOptions::allow_empty`](crate::store::file::FileOptions::allow_empty)). `false`
+    /// (the default, and not written): such a save is refused and the last good state kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub file_allow_empty: bool,
+    /// Local file mode: how long the file must be quiet before a save is read (see
+    /// [`FileOptions::quiet_period`](crate::store::file::FileOptions::quiet_period)); `None`
+    /// (the default, and not written) for 500 ms.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub file_quiet_period: Option<Duration>,
 }
 
 /// TLS settings: PEM files for the CA and, for client-certificate auth, the client's pair.
@@ -191,6 +205,10 @@ struct ClientConfigFile {
     snapshot_dir: Option<PathBuf>,
     #[serde(alias = "clusterName")]
     cluster_name: Option<String>,
+    #[serde(alias = "fileAllowEmpty")]
+    file_allow_empty: bool,
+    #[serde(with = "humantime_serde::option", alias = "fileQuietPeriod")]
+    file_quiet_period: Option<Duration>,
     #[serde(alias = "caFile")]
     ca_file: Option<PathBuf>,
     #[serde(alias = "certFile")]
@@ -248,6 +266,8 @@ impl Default for ClientConfigFile {
             file: c.file,
             snapshot_dir: c.snapshot_dir,
             cluster_name: c.cluster_name,
+            file_allow_empty: c.file_allow_empty,
+            file_quiet_period: c.file_quiet_period,
             ca_file: None,
             cert_file: None,
             key_file: None,
@@ -291,6 +311,8 @@ impl TryFrom<ClientConfigFile> for ClientConfig {
             file: file.file,
             snapshot_dir: file.snapshot_dir,
             cluster_name: file.cluster_name,
+            file_allow_empty: file.file_allow_empty,
+            file_quiet_period: file.file_quiet_period,
         })
     }
 }
@@ -319,6 +341,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("file", &self.file)
             .field("snapshot_dir", &self.snapshot_dir)
             .field("cluster_name", &self.cluster_name)
+            .field("file_allow_empty", &self.file_allow_empty)
+            .field("file_quiet_period", &self.file_quiet_period)
             .finish()
     }
 }
@@ -353,6 +377,8 @@ impl ClientConfig {
             file: None,
             snapshot_dir: None,
             cluster_name: None,
+            file_allow_empty: false,
+            file_quiet_period: None,
         };
         match env {
             "test" => ClientConfig {
@@ -536,6 +562,17 @@ impl ClientConfig {
     pub fn with_snapshot_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.snapshot_dir = Some(dir.into());
         self
+    }
+
+    /// The options of local file mode (see [`file_allow_empty`](Self::file_allow_empty) and
+    /// [`file_quiet_period`](Self::file_quiet_period)).
+    pub fn file_options(&self) -> crate::store::file::FileOptions {
+        let options =
+            crate::store::file::FileOptions::default().with_allow_empty(self.file_allow_empty);
+        match self.file_quiet_period {
+            Some(quiet) => options.with_quiet_period(quiet),
+            None => options,
+        }
     }
 
     /// Names the cluster the endpoints reach (see [`cluster_name`](Self::cluster_name)).

@@ -238,6 +238,10 @@ impl Coord {
         client_config: Option<ClientConfig>,
     ) -> Result<Self> {
         let (store, file) = store::file::LocalFile::open(path).await?;
+        // Before any save can be heard: the first load needs no options.
+        if let Some(config) = &client_config {
+            file.set_options(config.file_options());
+        }
         let coord = Self::on_store(store, instance, client_config);
         // The `Coord` was built just now and nobody else has seen it: the cell is empty.
         let _ = coord.inner.file.set(file);

@@ -527,6 +527,32 @@ async fn an_empty_save_deletes_every_key_with_allow_empty() {
     }
 }
 
+/// The options can come with the `ClientConfig` (and so from a config file) of `connect`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_options_come_from_the_client_config() {
+    let (_dir, path) = file_with("coord.toml", &checkout_toml(45, 100, 20));
+    let config: ClientConfig = serde_json::from_value(serde_json::json!({
+        "file": path,
+        "fileAllowEmpty": true,
+        "file_quiet_period": "200ms",
+    }))
+    .unwrap();
+    let coord = Coord::connect(config).await.unwrap();
+    let file = local_file(&coord);
+    assert_eq!(
+        file.options(),
+        FileOptions::default()
+            .with_allow_empty(true)
+            .with_quiet_period(Duration::from_millis(200))
+    );
+    save_in_place(&path, "");
+    eventually(WITHIN, "the empty save is applied", || async {
+        coord.config().list("/config/").await.unwrap().is_empty()
+    })
+    .await;
+    coord.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_empty_when_opened_loads_and_its_first_keys_apply() {
     let (_dir, path) = file_with("coord.toml", "");
