@@ -162,18 +162,8 @@ impl EtcdStore {
         range: &KeyRange,
         options: RangeOptions,
     ) -> Result<(GetResponse, bool)> {
-        let request = Request::new("range", range.as_str()).revision(options.revision);
         let get_options = get_options(&KeyRange::key(from), options).with_range(end.to_vec());
-        let response = self
-            .call(request, || {
-                let mut kv = self
-                    .client
-                    .kv_client()
-                    .max_decoding_message_size(MAX_DECODE_BYTES);
-                let (key, get_options) = (from.to_owned(), get_options.clone());
-                async move { kv.get(key, Some(get_options)).await }
-            })
-            .await?;
+        let response = self.get(range, from, options, get_options).await?;
         let more = response.more();
         let mut answer = from_get(response);
         // `count` is of the keys left from `from`; the first page's is the prefix's.
@@ -183,20 +173,35 @@ impl EtcdStore {
 
     /// One request of `range` as given.
     async fn range_once(&self, range: &KeyRange, options: RangeOptions) -> Result<GetResponse> {
-        let request = Request::new("range", range.as_str()).revision(options.revision);
-        let key = range.as_str();
         let get_options = get_options(range, options);
         let response = self
-            .call(request, || {
-                let mut kv = self
-                    .client
-                    .kv_client()
-                    .max_decoding_message_size(MAX_DECODE_BYTES);
-                let (key, get_options) = (key.to_owned(), get_options.clone());
-                async move { kv.get(key, Some(get_options)).await }
-            })
+            .get(range, range.as_str(), options, get_options)
             .await?;
         Ok(from_get(response))
+    }
+
+    /// One Range RPC from `key` with `get_options`, on behalf of a read of `range`.
+    async fn get(
+        &self,
+        range: &KeyRange,
+        key: &str,
+        options: RangeOptions,
+        get_options: etcd_client::GetOptions,
+    ) -> Result<etcd_client::GetResponse> {
+        let request = Request::new("range", range.as_str()).revision(options.revision);
+        self.call(request, || {
+            let mut kv = self.kv();
+            let (key, get_options) = (key.to_owned(), get_options.clone());
+            async move { kv.get(key, Some(get_options)).await }
+        })
+        .await
+    }
+
+    /// A KV client that decodes answers up to [`MAX_DECODE_BYTES`].
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_DECODE_BYTES)
     }
 
     pub(crate) async fn put(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<PutResponse> {
@@ -241,10 +246,7 @@ impl EtcdStore {
         let response = self
             .call(request, || {
                 // A transaction's reads (a release's view of its prefix) answer like a range.
-                let mut kv = self
-                    .client
-                    .kv_client()
-                    .max_decoding_message_size(MAX_DECODE_BYTES);
+                let mut kv = self.kv();
                 let etcd_txn = etcd_txn.clone();
                 async move { kv.txn(etcd_txn).await }
             })
