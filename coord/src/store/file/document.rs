@@ -12,8 +12,6 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use super::parse::duplicate_key;
-
 /// How a mapping key `<<` is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum MergeKey {
@@ -225,4 +223,9 @@ impl<'de> Visitor<'de> for LentMapping {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         self.0.mapping(map)
     }
+}
+
+/// The message for a key given twice, in every format.
+pub(super) fn duplicate_key(key: &str) -> String {
+    format!("duplicate key `{key}` (it is given earlier in the same table)")
 }

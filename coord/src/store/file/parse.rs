@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::de::DeserializeSeed;
 use serde_json::{Map, Value};
 
-use super::document::{MergeKey, Strict};
+use super::document::{MergeKey, Strict, duplicate_key};
 use super::{FileError, FileErrorKind, Keys, Position};
 
 /// The file formats, by extension.
@@ -75,11 +75,6 @@ fn toml_document(text: &str) -> Result<Value, Unread> {
 
 /// toml's message for a key or table given twice.
 const DUPLICATE: &str = "duplicate key";
-
-/// The message for a key given twice, in every format.
-pub(super) fn duplicate_key(key: &str) -> String {
-    format!("duplicate key `{key}` (it is given earlier in the same table)")
-}
 
 /// A TOML key as written, without its quotes.
 fn unquoted(key: &str) -> &str {
