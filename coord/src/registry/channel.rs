@@ -135,14 +135,14 @@ impl ChannelOptions {
     /// Checks that the TLS settings make a TLS client at all (their certificates and key
     /// parse), so a bad setting is an error of `channel_with`, not a warning per instance
     /// later.
-    pub(crate) fn check(&self) -> crate::Result<()> {
+    pub(crate) fn check(&self) -> crate::error::Result<()> {
         let Some(tls) = &self.tls else {
             return Ok(());
         };
         Endpoint::from_static("https://localhost")
             .tls_config(tls.clone())
             .map(drop)
-            .map_err(|e| crate::Error::invalid_argument("tls", error_chain(&e)))
+            .map_err(|e| crate::error::Error::invalid_argument("tls", error_chain(&e)))
     }
 
     /// The endpoint of the instance at `address`: `https://` with the TLS settings,
@@ -513,7 +513,7 @@ mod tests {
         let options = ChannelOptions::default()
             .tls(ClientTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key)));
         match options.check() {
-            Err(crate::Error::InvalidArgument { field, .. }) => assert_eq!(field, "tls"),
+            Err(crate::error::Error::InvalidArgument { field, .. }) => assert_eq!(field, "tls"),
             other => panic!("expected InvalidArgument on tls, got {other:?}"),
         }
         let shown = format!("{options:?}");

@@ -120,9 +120,9 @@ pub enum FileErrorKind {
     Apply(String),
 }
 
-impl From<FileError> for crate::Error {
+impl From<FileError> for crate::error::Error {
     fn from(error: FileError) -> Self {
-        crate::Error::File(Box::new(error))
+        crate::error::Error::File(Box::new(error))
     }
 }
 

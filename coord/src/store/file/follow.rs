@@ -133,7 +133,7 @@ impl Follower {
     }
 
     /// Writes the difference between the last version applied and `keys` in one transaction.
-    pub(super) async fn apply(&mut self, keys: Keys) -> crate::Result<()> {
+    pub(super) async fn apply(&mut self, keys: Keys) -> crate::error::Result<()> {
         let puts = keys
             .iter()
             .filter(|(key, value)| self.applied.get(*key) != Some(*value))
