@@ -12,6 +12,7 @@
 //!   value through [`Redaction::show`]; a secret shows as [`REDACTED`].
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -21,13 +22,14 @@ use crate::config::secret::REDACTED;
 /// The secret keys (relative to one prefix) an output hides.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Redaction {
-    schemas: Vec<PublishedSchema>,
+    /// Shared: a redaction is cloned for each release and record shown.
+    schemas: Vec<Arc<PublishedSchema>>,
     marked: BTreeSet<String>,
 }
 
 impl Redaction {
     /// Hides what `schema` says is secret (nothing, without one).
-    pub(crate) fn new(schema: Option<PublishedSchema>) -> Self {
+    pub(crate) fn new(schema: Option<Arc<PublishedSchema>>) -> Self {
         Redaction {
             schemas: schema.into_iter().collect(),
             marked: BTreeSet::new(),
@@ -36,7 +38,7 @@ impl Redaction {
 
     /// Also hides what `schema` says is secret: a typed struct's schema beside the published
     /// one, which may be older or newer.
-    pub(crate) fn with_schema(mut self, schema: PublishedSchema) -> Self {
+    pub(crate) fn with_schema(mut self, schema: Arc<PublishedSchema>) -> Self {
         self.schemas.push(schema);
         self
     }
@@ -66,7 +68,13 @@ impl Redaction {
     /// `text`, the stored value of `key`, as output shows it: its JSON, a JSON string if it is
     /// not JSON, [`REDACTED`] if the key is secret.
     pub(crate) fn show(&self, key: &str, text: &str) -> Value {
-        if self.is_secret(key) {
+        self.show_marked(&BTreeSet::new(), key, text)
+    }
+
+    /// [`show`](Self::show), hiding the keys of `marked` too (a record's own marks), without
+    /// a copy of this redaction per record.
+    pub(crate) fn show_marked(&self, marked: &BTreeSet<String>, key: &str, text: &str) -> Value {
+        if marked.contains(key) || self.is_secret(key) {
             return redacted();
         }
         serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
@@ -108,7 +116,7 @@ mod tests {
 
     #[test]
     fn the_schema_and_the_marks_both_hide() {
-        let redaction = Redaction::new(Some(pay())).marking(&["old_password".to_owned()]);
+        let redaction = Redaction::new(Some(Arc::new(pay()))).marking(&["old_password".to_owned()]);
         assert_eq!(redaction.show("api_key", "\"k\""), json!(REDACTED));
         assert_eq!(redaction.show("tokens/acme", "\"t\""), json!(REDACTED));
         assert_eq!(redaction.show("old_password", "\"p\""), json!(REDACTED));

@@ -230,7 +230,7 @@ impl Record {
     /// The record as output shows it, hiding what `redaction` and the record's own marks say
     /// is secret.
     fn public(&self, applied_at: i64, redaction: &Redaction) -> Release {
-        let redaction = redaction.clone().marking(&self.secrets);
+        let show = |key: &str, text: &str| redaction.show_marked(&self.secrets, key, text);
         Release {
             seq: self.seq,
             revision: self.applied_at(applied_at),
@@ -241,12 +241,12 @@ impl Record {
             values: self
                 .values
                 .iter()
-                .map(|(key, text)| (key.clone(), redaction.show(key, text)))
+                .map(|(key, text)| (key.clone(), show(key, text)))
                 .collect(),
             gray_values: self
                 .gray_values
                 .iter()
-                .map(|(key, text)| (key.clone(), redaction.show(key, text)))
+                .map(|(key, text)| (key.clone(), show(key, text)))
                 .collect(),
             gray_removes: self.gray_removes.clone(),
         }
@@ -265,7 +265,7 @@ pub(crate) struct PrefixState {
     /// The gray release in progress and its key's mod revision.
     gray: Option<(GrayDoc, i64)>,
     /// The schema published for the prefix, if any: which keys are secret.
-    schema: Option<PublishedSchema>,
+    schema: Option<Arc<PublishedSchema>>,
 }
 
 impl PrefixState {
@@ -376,7 +376,7 @@ enum Plan {
         values: BTreeMap<String, Vec<u8>>,
         gone: Box<dyn Fn(&str) -> bool + Send + Sync>,
         /// The struct's own schema: which keys are secret.
-        schema: PublishedSchema,
+        schema: Arc<PublishedSchema>,
     },
     /// Relative keys → JSON to put; relative keys to delete.
     Raw {
@@ -679,16 +679,15 @@ impl Job {
                     .filter(|key| gone(&full(key)))
                     .cloned()
                     .collect();
-                redaction = redaction.with_schema(schema.clone());
+                redaction = redaction.with_schema(Arc::clone(schema));
                 (puts, deletes)
             }
             Plan::Raw { values, remove } => {
                 // A published schema refuses a wrong value before anything is written,
                 // and says which keys are secret.
-                let schema = self.center.schema(prefix).await?;
-                if let Some(schema) = &schema {
+                if let Some(schema) = self.center.schema(prefix).await? {
                     schema.check_all(values)?;
-                    redaction = redaction.with_schema(schema.clone());
+                    redaction = redaction.with_schema(Arc::new(schema));
                 }
                 let mut puts = BTreeMap::new();
                 for (key, json) in values {
@@ -1058,11 +1057,12 @@ fn parse_state(prefix: &str, revision: i64, responses: Vec<TxnOpResponse>) -> Re
     }
     if let Some(kv) = schema.kvs.first() {
         // A schema that does not parse would leave secrets unknown: refuse, naming its key.
-        let schema = serde_json::from_slice(&kv.value).map_err(|source| Error::Decode {
-            key: kv.key.clone(),
-            source,
-        })?;
-        state.schema = Some(schema);
+        let schema: PublishedSchema =
+            serde_json::from_slice(&kv.value).map_err(|source| Error::Decode {
+                key: kv.key.clone(),
+                source,
+            })?;
+        state.schema = Some(Arc::new(schema));
     }
     Ok(state)
 }
@@ -1427,7 +1427,7 @@ fn typed_plan<T: CoordConfig>(prefix: &str, value: &T) -> Result<Plan> {
     Ok(Plan::Typed {
         values,
         gone: Box::new(move |key: &str| maps.iter().any(|map| map.gone(key))),
-        schema: PublishedSchema::of::<T>(prefix),
+        schema: Arc::new(PublishedSchema::of::<T>(prefix)),
     })
 }
 
