@@ -506,8 +506,9 @@ impl EtcdCluster {
     ///
     /// [`HarnessError::InvalidArgument`] if the member is not running.
     pub fn pause(&mut self, i: usize) -> Result<(), HarnessError> {
-        self.signal(i, libc::SIGSTOP)?;
+        let pid = self.signal(i, libc::SIGSTOP)?;
         self.members[i].paused = true;
+        wait_stopped(pid);
         Ok(())
     }
 
@@ -605,7 +606,8 @@ impl EtcdCluster {
         Ok(revision)
     }
 
-    fn signal(&mut self, i: usize, signal: libc::c_int) -> Result<(), HarnessError> {
+    /// Sends `signal` to member `i`'s process; returns its pid.
+    fn signal(&mut self, i: usize, signal: libc::c_int) -> Result<libc::pid_t, HarnessError> {
         let member = &mut self.members[i];
         let pid = member
             .process
@@ -622,7 +624,7 @@ impl EtcdCluster {
                 member.name
             ))(std::io::Error::last_os_error()));
         }
-        Ok(())
+        Ok(pid)
     }
 
     /// Starts member `i` again on the same ports and data directory. With its data present,
@@ -1287,6 +1289,28 @@ fn log_tail(path: &Path) -> String {
     let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+/// Waits (up to a second) until every thread of `pid` is stopped. `kill` only marks SIGSTOP
+/// pending: a thread that is running handles it when it is next scheduled, and on a loaded
+/// machine a request sent right after `pause` was seen answered by an etcd about to stop.
+/// Where `/proc` cannot be read it returns at once.
+fn wait_stopped(pid: libc::pid_t) {
+    let stopped = || -> Option<bool> {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        let mut all = true;
+        for task in tasks {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            // The state follows the command name's closing parenthesis: `T` or `t` stopped.
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            all &= matches!(state, 'T' | 't');
+        }
+        Some(all)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while stopped() == Some(false) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 #[cfg(test)]
