@@ -59,6 +59,14 @@ pub(crate) fn release_json(release: &Release, under: Under<'_>) -> Value {
         "message": release.message,
         "time": time(release.time),
         "values": under.values(&release.values),
+        "changes": release
+            .changes
+            .iter()
+            .map(|diff| {
+                let (key, change, old, new) = diff_row(diff.clone(), under);
+                json!({"key": key, "change": change, "old": old, "new": new})
+            })
+            .collect::<Vec<_>>(),
     });
     if !release.gray_values.is_empty() || !release.gray_removes.is_empty() {
         doc["gray_values"] = json!(under.values(&release.gray_values));
@@ -73,6 +81,8 @@ pub(crate) fn diff_row(diff: KeyDiff, under: Under<'_>) -> (String, &'static str
         Change::Added { new } => ("added", Value::Null, new),
         Change::Changed { old, new } => ("changed", old, new),
         Change::Removed { old } => ("removed", old, Value::Null),
+        // What it held before was compacted away before it was recorded.
+        Change::Set { new } => ("set", Value::Null, new),
         _ => ("other", Value::Null, Value::Null),
     };
     let shown = |value: Value| {

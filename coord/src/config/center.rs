@@ -394,7 +394,7 @@ pub struct Batch {
 #[derive(Debug)]
 pub(crate) struct MapReplace {
     /// `{prefix}/{key}/`.
-    under: String,
+    pub(crate) under: String,
     layout: Layout,
     keep: BTreeSet<String>,
 }

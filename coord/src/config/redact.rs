@@ -9,7 +9,7 @@
 //!   map entries). A key that a record marked secret when it was written stays secret, even if
 //!   the schema has changed since or is gone.
 //! - **One rule for every output.** Release answers, history, diffs and `explain` all show a
-//!   value through [`Redaction::show`]; a secret shows as [`REDACTED`].
+//!   value through [`Redaction::show_marked`]; a secret shows as [`REDACTED`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -66,13 +66,8 @@ impl Redaction {
     }
 
     /// `text`, the stored value of `key`, as output shows it: its JSON, a JSON string if it is
-    /// not JSON, [`REDACTED`] if the key is secret.
-    pub(crate) fn show(&self, key: &str, text: &str) -> Value {
-        self.show_marked(&BTreeSet::new(), key, text)
-    }
-
-    /// [`show`](Self::show), hiding the keys of `marked` too (a record's own marks), without
-    /// a copy of this redaction per record.
+    /// not JSON, [`REDACTED`] if the key is secret here or in `marked` (a record's own marks,
+    /// given apart so no redaction is copied per record).
     pub(crate) fn show_marked(&self, marked: &BTreeSet<String>, key: &str, text: &str) -> Value {
         if marked.contains(key) || self.is_secret(key) {
             return redacted();
@@ -117,11 +112,26 @@ mod tests {
     #[test]
     fn the_schema_and_the_marks_both_hide() {
         let redaction = Redaction::new(Some(Arc::new(pay()))).marking(&["old_password".to_owned()]);
-        assert_eq!(redaction.show("api_key", "\"k\""), json!(REDACTED));
-        assert_eq!(redaction.show("tokens/acme", "\"t\""), json!(REDACTED));
-        assert_eq!(redaction.show("old_password", "\"p\""), json!(REDACTED));
-        assert_eq!(redaction.show("region", "\"eu\""), json!("eu"));
-        assert_eq!(redaction.show("region", "not json"), json!("not json"));
+        assert_eq!(
+            redaction.show_marked(&BTreeSet::new(), "api_key", "\"k\""),
+            json!(REDACTED)
+        );
+        assert_eq!(
+            redaction.show_marked(&BTreeSet::new(), "tokens/acme", "\"t\""),
+            json!(REDACTED)
+        );
+        assert_eq!(
+            redaction.show_marked(&BTreeSet::new(), "old_password", "\"p\""),
+            json!(REDACTED)
+        );
+        assert_eq!(
+            redaction.show_marked(&BTreeSet::new(), "region", "\"eu\""),
+            json!("eu")
+        );
+        assert_eq!(
+            redaction.show_marked(&BTreeSet::new(), "region", "not json"),
+            json!("not json")
+        );
     }
 
     #[test]

@@ -96,8 +96,8 @@ impl EtcdStore {
         range: &KeyRange,
         options: RangeOptions,
     ) -> Result<GetResponse> {
-        // One key, or a page the caller sized: one request.
-        if matches!(range, KeyRange::Key(_)) || options.limit > 0 {
+        // One key, a count, or a page the caller sized: one request.
+        if matches!(range, KeyRange::Key(_)) || options.limit > 0 || options.count_only {
             return self.range_once(range, options).await;
         }
         loop {

@@ -590,13 +590,19 @@ impl State {
             Ok(limit) if limit > 0 => limit,
             _ => usize::MAX,
         };
+        // As etcd: `count` is of the whole range, the filter and the limit apply to the keys.
+        let since = options.min_mod_revision;
+        let limit = if options.count_only { 0 } else { limit };
         let (count, mut kvs): (usize, Vec<KeyValue>) =
             if options.revision <= 0 || options.revision >= latest {
                 let count = self.scan(range).count();
-                (count, self.scan(range).take(limit).cloned().collect())
+                let kvs = self.scan(range).filter(|kv| kv.mod_revision >= since);
+                (count, kvs.take(limit).cloned().collect())
             } else {
                 let view = self.snapshot(range, options.revision, pending);
-                (view.len(), view.into_values().take(limit).collect())
+                let count = view.len();
+                let kvs = view.into_values().filter(|kv| kv.mod_revision >= since);
+                (count, kvs.take(limit).collect())
             };
         if options.keys_only {
             for kv in &mut kvs {

@@ -103,6 +103,11 @@ pub struct RangeOptions {
     pub keys_only: bool,
     /// At most this many keys (in key order); 0 for no limit.
     pub limit: i64,
+    /// Only keys last written at or after this revision (0: all). etcd still walks every
+    /// key of the range to filter: it saves the answer's bytes, not the server's work.
+    pub min_mod_revision: i64,
+    /// Only the count of the range: no keys.
+    pub count_only: bool,
 }
 
 impl RangeOptions {
@@ -124,6 +129,20 @@ impl RangeOptions {
     #[must_use]
     pub fn limit(mut self, limit: i64) -> Self {
         self.limit = limit;
+        self
+    }
+
+    /// Return only keys last written at or after `revision`.
+    #[must_use]
+    pub fn modified_since(mut self, revision: i64) -> Self {
+        self.min_mod_revision = revision;
+        self
+    }
+
+    /// Return only how many keys the range covers.
+    #[must_use]
+    pub fn count_only(mut self) -> Self {
+        self.count_only = true;
         self
     }
 }

@@ -19,6 +19,12 @@ pub(super) fn get_options(range: &KeyRange, options: RangeOptions) -> GetOptions
     if options.limit > 0 {
         get = get.with_limit(options.limit);
     }
+    if options.min_mod_revision > 0 {
+        get = get.with_min_mod_revision(options.min_mod_revision);
+    }
+    if options.count_only {
+        get = get.with_count_only();
+    }
     get
 }
 

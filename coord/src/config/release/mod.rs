@@ -1,13 +1,14 @@
 //! Releases: attributed, recorded, reversible changes of a config prefix.
 //!
 //! A release is one atomic change of the keys under a prefix together with its record: who,
-//! why, when, and the full values of the prefix after it. The change and the record commit
-//! in **one transaction**, so history never misses an applied release and never records one
-//! that did not apply.
+//! why, when, and what it changed, key by key (the exact stored text before and after). The
+//! change and the record commit in **one transaction**, so history never misses an applied
+//! release and never records one that did not apply.
 //!
 //! # Key layout
 //!
-//! - `/coord/releases{prefix}//{seq}`: release `seq` (20 digits, from 1), JSON.
+//! - `/coord/releases{prefix}//{seq}`: release `seq` (20 digits, from 1), JSON (see
+//!   `record.rs`).
 //! - `/coord/releases{prefix}//head`: a copy of the latest record; every release compares it,
 //!   so two releases of one prefix never take the same `seq`.
 //!
@@ -18,54 +19,70 @@
 //!
 //! # What it promises
 //!
+//! - **Proportional to the change.** A record holds the keys its release changed, so a
+//!   release of one key of a prefix of 100,000 writes that key, its record and the head. A
+//!   release reads the keys it writes, not the prefix (a typed release reads the prefix: it
+//!   removes map entries it does not name).
 //! - **One transaction.** Values, record and head are written together, guarded by the head
-//!   (no other release in between) and by every key under the prefix (nothing changed since
-//!   the state the record describes was read). A refused transaction writes nothing.
+//!   (no other release in between), the gray release, and each key the release writes
+//!   (unchanged since it was read, so its recorded value before is exact). A refused
+//!   transaction writes nothing.
 //! - **Changes made elsewhere show up.** A `set`, a `batch` or an `etcdctl put` is not a
-//!   release; when the next release finds the prefix different from the latest record, it
-//!   first records what it found as an unattributed [`ReleaseKind::External`] entry, in its
-//!   own transaction. [`history`](crate::ConfigCenter::history) shows such changes as an
+//!   release; the next release finds it without reading the prefix (see `state.rs`) and
+//!   first records it as an unattributed [`ReleaseKind::External`] entry, in its own
+//!   transaction. [`history`](crate::ConfigCenter::history) shows such changes as an
 //!   [`ReleaseKind::Unrecorded`] entry computed when it reads, and writes nothing.
 //! - **Reads are reads.** `history`, `diff` and `rollout` never write to the store.
-//! - **Rollback restores exact bytes**, removing keys added since, and is itself a release.
+//! - **Rollback restores exact bytes** of every key changed since (keys added since are
+//!   removed) in one transaction, and is itself a release; when that is more than one
+//!   transaction can carry (etcd's `--max-txn-ops` and `--max-request-bytes`), or a value to
+//!   restore was compacted away before it was recorded, it is refused with nothing written.
 //!   A gray release in progress is ended by it (an [`ReleaseKind::Abort`] entry in the same
 //!   transaction), so no instance stays on values newer than the ones restored.
 //! - **Secrets stay out of output.** Records keep the values (a rollback needs them), but
 //!   [`Release::values`] and [`KeyDiff`] show every secret value as `"<redacted>"`: decided
 //!   when shown, from the typed struct or the prefix's published schema (map entries of
-//!   secrets and secret fields of nested map entries included), and from the keys the record
-//!   marked secret when it was written.
+//!   secrets and secret fields of nested map entries included), and from the keys the records
+//!   marked secret when they were written.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+mod history;
+mod record;
+mod state;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use crate::config::center::{ConfigCenter, checked_values, map_replacements};
+pub(crate) use history::applied_at;
+pub(crate) use state::KnownStates;
+
+use self::history::{Entry, entries, read_record, values_at};
+use self::record::{KeyChange, Record};
+use self::state::{PrefixState, read_state, records_since};
+use crate::config::center::{ConfigCenter, MapReplace, checked_values, map_replacements};
 use crate::config::gray::{GrayDoc, Selector, gray_key};
 use crate::config::published::PublishedSchema;
 use crate::config::redact::Redaction;
 use crate::config::reserved::refuse_reserved;
 use crate::config::schema::{CoordConfig, HasPrefix};
 use crate::error::{Error, Result};
-use crate::store::{
-    Compare, CompareOp, CompareTarget, KeyRange, KeyValue, RangeOptions, Txn, TxnOp, TxnOpResponse,
-};
-use crate::sync::lock;
+use crate::store::{Compare, CompareOp, CompareTarget, KeyRange, RangeOptions, Txn, TxnOp};
 
 /// Records kept per prefix unless the center says otherwise.
 pub(crate) const DEFAULT_HISTORY: usize = 100;
-/// Per-key guards up to this many keys under a prefix; beyond, only the prefix guard (which
-/// sees every put, not a delete of a key the release does not touch).
-const KEY_GUARDS: usize = 100;
 /// The first pause of a release that lost a race to another release of its prefix; it
 /// doubles up to [`MAX_PAUSE`], each pause drawn at random below its bound (full jitter), so
 /// contenders spread out instead of colliding again.
 const FIRST_PAUSE: Duration = Duration::from_millis(2);
 /// The longest pause between two attempts of one release.
 const MAX_PAUSE: Duration = Duration::from_millis(200);
+/// Releases a center makes from its remembered state before it reads the prefix again: the
+/// records since the last read must all still be kept (see `state.rs`), so at most half the
+/// history.
+const MAX_CHAIN: u32 = 32;
 
 /// The reserved range of a prefix's records.
 pub(crate) fn releases_of(prefix: &str) -> String {
@@ -78,6 +95,11 @@ fn head_key(prefix: &str) -> String {
 
 fn record_key(prefix: &str, seq: u64) -> String {
     format!("{}{seq:020}", releases_of(prefix))
+}
+
+fn is_record_key(prefix: &str, key: &str) -> bool {
+    key.strip_prefix(&releases_of(prefix))
+        .is_some_and(|rest| rest.len() == 20 && rest.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// What kind of change a release was.
@@ -137,11 +159,13 @@ pub struct Release {
     pub message: Option<String>,
     /// When it was made (for an external entry: when it was seen).
     pub time: SystemTime,
-    /// Every key under the prefix after it (relative to the prefix), as JSON; a value that is
-    /// not JSON shows as a JSON string; secrets (see
+    /// Each key it added or changed (relative to the prefix) with its new value, as JSON; a
+    /// value that is not JSON shows as a JSON string; secrets (see
     /// [`PublishedSchema::is_secret`]) show as `"<redacted>"`. A gray release leaves
     /// the prefix as it was: its changes are in `gray_values` and `gray_removes`.
     pub values: BTreeMap<String, serde_json::Value>,
+    /// What it changed, key by key, in key order (shown like `values`).
+    pub changes: Vec<KeyDiff>,
     /// What a gray release sets for its instances (shown like `values`); empty otherwise.
     pub gray_values: BTreeMap<String, serde_json::Value>,
     /// What a gray release removes for its instances; empty otherwise.
@@ -169,6 +193,13 @@ pub enum Change {
         /// The value in the older one.
         old: serde_json::Value,
     },
+    /// Set to `new` by a change made outside releases, after etcd had compacted away what it
+    /// held before (or, in the oldest record kept from before changes were recorded key by
+    /// key, set to `new` from a value not kept).
+    Set {
+        /// The value after.
+        new: serde_json::Value,
+    },
 }
 
 /// One key of a [`diff`](crate::ConfigCenter::diff).
@@ -181,200 +212,13 @@ pub struct KeyDiff {
     pub change: Change,
 }
 
-/// The stored form of a release.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Record {
-    seq: u64,
-    #[serde(flatten)]
-    kind: ReleaseKind,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    author: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    message: Option<String>,
-    time_ms: u64,
-    /// Relative key → the exact stored text.
-    values: BTreeMap<String, String>,
-    /// A gray release's values (relative key → text), laid over `values` for its instances.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    gray_values: BTreeMap<String, String>,
-    /// The keys a gray release removes for its instances.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    gray_removes: BTreeSet<String>,
-    /// Relative keys whose values are secret.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    secrets: BTreeSet<String>,
-    /// For an external entry: the latest mod revision seen under the prefix.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    seen_revision: Option<i64>,
-}
-
-impl Record {
-    fn decode(kv: &KeyValue) -> Result<Record> {
-        serde_json::from_slice(&kv.value).map_err(|source| Error::Decode {
-            key: kv.key.clone(),
-            source,
-        })
-    }
-
-    /// The revision the release took effect at, its record written at `written`: for an
-    /// external entry, the latest change it saw.
-    fn applied_at(&self, written: i64) -> i64 {
-        self.seen_revision.unwrap_or(written)
-    }
-
-    fn encode(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(self)
-            .map_err(|e| Error::invalid_argument("release record", format!("cannot encode: {e}")))
-    }
-
-    /// The record as output shows it, hiding what `redaction` and the record's own marks say
-    /// is secret.
-    fn public(&self, applied_at: i64, redaction: &Redaction) -> Release {
-        let show = |key: &str, text: &str| redaction.show_marked(&self.secrets, key, text);
-        Release {
-            seq: self.seq,
-            revision: self.applied_at(applied_at),
-            kind: self.kind.clone(),
-            author: self.author.clone(),
-            message: self.message.clone(),
-            time: UNIX_EPOCH + Duration::from_millis(self.time_ms),
-            values: self
-                .values
-                .iter()
-                .map(|(key, text)| (key.clone(), show(key, text)))
-                .collect(),
-            gray_values: self
-                .gray_values
-                .iter()
-                .map(|(key, text)| (key.clone(), show(key, text)))
-                .collect(),
-            gray_removes: self.gray_removes.clone(),
-        }
-    }
-}
-
-/// The state of a prefix as a release sees it: its values and its latest record.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct PrefixState {
-    /// The store revision this state is current at.
-    revision: i64,
-    /// Relative key → (stored text, mod revision).
-    values: BTreeMap<String, (String, i64)>,
-    /// The latest record and the head key's mod revision.
-    head: Option<(Record, i64)>,
-    /// The gray release in progress and its key's mod revision.
-    gray: Option<(GrayDoc, i64)>,
-    /// The schema published for the prefix, if any: which keys are secret.
-    schema: Option<Arc<PublishedSchema>>,
-}
-
-impl PrefixState {
-    fn texts(&self) -> BTreeMap<String, String> {
-        self.values
-            .iter()
-            .map(|(key, (text, _))| (key.clone(), text.clone()))
-            .collect()
-    }
-
-    fn seq(&self) -> u64 {
-        self.head.as_ref().map_or(0, |(record, _)| record.seq)
-    }
-
-    /// True if the values are not those of the latest record (changed outside releases).
-    fn drifted(&self) -> bool {
-        match &self.head {
-            Some((record, _)) => record.values != self.texts(),
-            None => !self.values.is_empty(),
-        }
-    }
-
-    /// What hides secrets of this state: its schema and the latest record's marks.
-    fn redaction(&self) -> Redaction {
-        let marked = self.head.iter().flat_map(|(record, _)| &record.secrets);
-        Redaction::new(self.schema.clone()).marking(marked)
-    }
-
-    /// The compares that hold only while the prefix is as this state says: no other release
-    /// (the head), no key created or changed (a prefix compare), no key deleted (each key's
-    /// mod revision, up to [`KEY_GUARDS`] keys), the same gray release.
-    fn guards(&self, prefix: &str) -> Vec<Compare> {
-        let mut compares = vec![
-            match &self.head {
-                Some((_, rev)) => Compare::mod_revision(head_key(prefix), *rev),
-                None => Compare::create_revision(head_key(prefix), 0),
-            },
-            Compare::new(
-                format!("{prefix}/"),
-                CompareOp::Less,
-                CompareTarget::ModRevision(self.revision.saturating_add(1)),
-            )
-            .over_prefix(),
-            match &self.gray {
-                Some((_, rev)) => Compare::mod_revision(gray_key(prefix), *rev),
-                None => Compare::create_revision(gray_key(prefix), 0),
-            },
-        ];
-        if self.values.len() <= KEY_GUARDS {
-            compares.extend(
-                self.values
-                    .iter()
-                    .map(|(key, (_, rev))| Compare::mod_revision(format!("{prefix}/{key}"), *rev)),
-            );
-        }
-        compares
-    }
-
-    /// This state as an unattributed entry numbered `seq`, seen at `now_ms`.
-    fn external(&self, seq: u64, now_ms: u64) -> Record {
-        let secrets = self.redaction().secrets_among(self.values.keys());
-        Record {
-            seq,
-            kind: ReleaseKind::External,
-            author: None,
-            message: None,
-            time_ms: now_ms,
-            values: self.texts(),
-            gray_values: BTreeMap::new(),
-            gray_removes: BTreeSet::new(),
-            secrets,
-            seen_revision: Some(self.last_modified()),
-        }
-    }
-
-    /// The latest mod revision under the prefix (0 if empty).
-    fn last_modified(&self) -> i64 {
-        self.values.values().map(|(_, rev)| *rev).max().unwrap_or(0)
-    }
-}
-
-/// Per-center memory of each prefix's state after this center's own last release, so the
-/// next release needs no read when nobody else wrote meanwhile (its guards prove that).
-#[derive(Debug, Default)]
-pub(crate) struct KnownStates {
-    states: Mutex<HashMap<String, PrefixState>>,
-}
-
-impl KnownStates {
-    fn take(&self, prefix: &str) -> Option<PrefixState> {
-        lock(&self.states).remove(prefix)
-    }
-
-    fn put(&self, prefix: &str, state: PrefixState) {
-        let mut states = lock(&self.states);
-        // A bounded memory: it only saves a read, so forgetting is always safe.
-        if states.len() >= 1024 {
-            states.clear();
-        }
-        states.insert(prefix.to_owned(), state);
-    }
-}
-
 /// What a release changes.
 enum Plan {
     /// Full keys → bytes to put, plus a rule for which stored keys go.
     Typed {
         values: BTreeMap<String, Vec<u8>>,
-        gone: Box<dyn Fn(&str) -> bool + Send + Sync>,
+        /// The struct's maps: which stored entries go.
+        maps: Vec<MapReplace>,
         /// The struct's own schema: which keys are secret.
         schema: Arc<PublishedSchema>,
     },
@@ -536,35 +380,59 @@ impl ReleaseBuilder {
     }
 }
 
+/// A transaction ready to send, with what it records and what the prefix is after it.
+struct Planned {
+    txn: Txn,
+    /// The records it writes, the release last.
+    records: Vec<Record>,
+    /// The state after it (keys it writes still at mod revision 0).
+    after: PrefixState,
+    redaction: Redaction,
+    /// Keys it changes and their bytes: for a refusal in the user's terms.
+    size: (usize, usize),
+}
+
 impl Job {
     async fn run(self, plan: Plan) -> Result<Release> {
-        let mut known = self.center.releases.take(&self.prefix);
-        if !self.expect_versions.is_empty() {
+        let typed = matches!(plan, Plan::Typed { .. });
+        let mut known = self.center.releases.take(&self.prefix).filter(|state| {
             // A key's version is checked against the prefix as it is now, never a
             // remembered (possibly old) state: an old one would refuse a current view.
-            known = None;
-        }
-        // The first state may be remembered from this center's last release, and old.
-        let mut remembered = known.is_some();
+            self.expect_versions.is_empty()
+                && state.chain < MAX_CHAIN.min(self.center.release_history as u32 / 2)
+                && (state.complete || !typed)
+                // A rollback undoes every change since its target, those made outside
+                // releases and not recorded yet included: only a fresh read finds them.
+                && !matches!(plan, Plan::Rollback { .. })
+        });
         let timeout = self.timeout.unwrap_or(self.center.release_timeout);
         let deadline = tokio::time::Instant::now() + timeout;
         let mut bound = FIRST_PAUSE;
         let mut attempts = 0_u32;
         loop {
             attempts += 1;
-            let state = match known.take() {
+            // A remembered state may simply be old: finding so is no conflict.
+            let remembered = known.is_some();
+            let keys = plan.keys(&self);
+            let mut state = match known.take() {
                 Some(state) => state,
-                None => read_state(&self.center, &self.prefix).await?,
+                None => read_state(&self.center, &self.prefix, &keys, typed).await?,
             };
+            // A remembered state reads the keys it does not know; if someone else wrote one
+            // since, the prefix is read again.
+            if remembered && !state.learn(&self.center, &self.prefix, &keys).await? {
+                continue;
+            }
             if let Some(expected) = self.expect
                 && state.seq() != expected
             {
+                if remembered {
+                    continue;
+                }
                 return Err(self.conflict(expected, state.seq()));
             }
-            // The transaction's prefix guard fails if any key changes after this read, and
-            // the next attempt checks again: no key is written over a version it did not expect.
             for (key, &expected) in &self.expect_versions {
-                let current = state.values.get(key).map_or(0, |(_, rev)| *rev);
+                let current = state.mod_revision(key);
                 if current != expected {
                     return Err(Error::Conflict {
                         key: format!("{}/{key}", self.prefix),
@@ -573,40 +441,24 @@ impl Job {
                     });
                 }
             }
-            let (txn, records, after, redaction) = self.plan_txn(&plan, &state).await?;
-            let txn = txn.or_else(state_reads(&self.prefix));
-            let response = self
-                .center
-                .store
-                .txn(txn)
-                .await
-                .map_err(|e| too_large(&self.prefix, &state, e))?;
-            if response.succeeded {
-                let revision = response.revision;
-                let Some(last) = records.last() else {
-                    return Err(Error::invalid_argument(&self.prefix, "nothing to record"));
-                };
-                let head = last.clone();
-                let mut after = after;
-                for (_, rev) in after.values.values_mut() {
-                    if *rev == 0 {
-                        *rev = revision;
+            let lost = match self.plan_txn(&plan, &mut state).await? {
+                // A key the plan needed was written after the state was read.
+                None => true,
+                Some(mut planned) => {
+                    let txn = std::mem::take(&mut planned.txn);
+                    let response = self
+                        .center
+                        .store
+                        .txn(txn)
+                        .await
+                        .map_err(|e| too_large(&self.prefix, planned.size, e))?;
+                    if response.succeeded {
+                        return self.committed(response.revision, planned);
                     }
+                    !remembered
                 }
-                after.revision = revision;
-                after.head = Some((head, revision));
-                after.schema = state.schema;
-                if let Some((_, rev)) = &mut after.gray {
-                    *rev = revision;
-                }
-                self.center.releases.put(&self.prefix, after);
-                return Ok(last.public(revision, &redaction));
-            }
-            // The failure branch read the prefix as it is now.
-            let now = parse_state(&self.prefix, response.revision, response.responses)?;
-            // A remembered state may simply be old: that is no conflict.
-            if std::mem::take(&mut remembered) {
-                known = Some(now);
+            };
+            if !lost {
                 continue;
             }
             let strict = self.expect.is_some()
@@ -615,9 +467,11 @@ impl Job {
                     Plan::Rollback { .. } | Plan::Promote { .. } | Plan::Abort { .. }
                 );
             if strict {
-                return Err(self.conflict(state.seq(), now.seq()));
+                let now = latest_seq(&self.center, &self.prefix).await?;
+                if now != state.seq() {
+                    return Err(self.conflict(state.seq(), now));
+                }
             }
-            known = Some(now);
             // Another writer won this round: wait a random while below a growing bound, so
             // writers that collided spread out rather than collide again at once.
             let pause = bound.mul_f64(rand::random::<f64>());
@@ -625,7 +479,7 @@ impl Job {
             if tokio::time::Instant::now() + pause >= deadline {
                 return Err(Error::Timeout {
                     operation: format!(
-                        "release of `{}`: other releases kept changing it through {attempts} \
+                        "release of `{}`: other writers kept changing it through {attempts} \
                          attempts",
                         self.prefix
                     ),
@@ -641,6 +495,32 @@ impl Job {
         }
     }
 
+    /// Remembers the state after a committed release and answers it.
+    fn committed(&self, revision: i64, planned: Planned) -> Result<Release> {
+        let Planned {
+            records,
+            mut after,
+            redaction,
+            ..
+        } = planned;
+        let Some(last) = records.last() else {
+            return Err(Error::invalid_argument(&self.prefix, "nothing to record"));
+        };
+        for (_, rev) in after.values.values_mut() {
+            if *rev == 0 {
+                *rev = revision;
+            }
+        }
+        after.revision = revision;
+        after.head = Some((last.clone(), revision));
+        if let Some((_, rev)) = &mut after.gray {
+            *rev = revision;
+        }
+        let answer = last.public(revision, &last.changes, &redaction);
+        self.center.releases.put(&self.prefix, after);
+        Ok(answer)
+    }
+
     fn conflict(&self, expected: u64, current: u64) -> Error {
         Error::Conflict {
             key: self.prefix.clone(),
@@ -649,14 +529,9 @@ impl Job {
         }
     }
 
-    /// The transaction applying `plan` over `state`, the records it writes (last: the
-    /// release), the state after it (new keys' mod revisions still 0) and what hides its
-    /// secrets.
-    async fn plan_txn(
-        &self,
-        plan: &Plan,
-        state: &PrefixState,
-    ) -> Result<(Txn, Vec<Record>, PrefixState, Redaction)> {
+    /// The transaction applying `plan` over `state`; `None` if a key it needed was written
+    /// after the state was read (read it again).
+    async fn plan_txn(&self, plan: &Plan, state: &mut PrefixState) -> Result<Option<Planned>> {
         let prefix = &self.prefix;
         let full = |key: &str| format!("{prefix}/{key}");
         // Secrets stay secret across untyped releases that do not know the struct: the
@@ -665,7 +540,7 @@ impl Job {
         let (puts, deletes): (BTreeMap<String, Vec<u8>>, BTreeSet<String>) = match plan {
             Plan::Typed {
                 values,
-                gone,
+                maps,
                 schema,
             } => {
                 let under = format!("{prefix}/");
@@ -676,7 +551,7 @@ impl Job {
                 let deletes = state
                     .values
                     .keys()
-                    .filter(|key| gone(&full(key)))
+                    .filter(|key| maps.iter().any(|map| map.gone(&full(key))))
                     .cloned()
                     .collect();
                 redaction = redaction.with_schema(Arc::clone(schema));
@@ -705,23 +580,55 @@ impl Job {
                 (puts, deletes)
             }
             Plan::Rollback { seq } => {
-                let (record, _) = read_record(&self.center, prefix, *seq).await?;
-                let puts = record
-                    .values
-                    .iter()
-                    .map(|(key, text)| (key.clone(), text.clone().into_bytes()))
-                    .collect();
-                let deletes = state
-                    .values
-                    .keys()
-                    .filter(|key| !record.values.contains_key(*key))
-                    .cloned()
-                    .collect();
-                redaction = redaction.marking(&record.secrets);
+                let records = records_since(&self.center, prefix, 0, state.revision).await?;
+                let mut entries = entries(records);
+                if let Some(external) = state.external(state.seq() + 1, now_ms()) {
+                    entries.push(Entry {
+                        changes: external.changes.clone(),
+                        record: external,
+                        written: state.revision,
+                    });
+                }
+                let Some(target) = entries.iter().position(|e| e.record.seq == *seq) else {
+                    return Err(Error::NotFound {
+                        key: record_key(prefix, *seq),
+                    });
+                };
+                if entries[target].record.kind == ReleaseKind::External
+                    && entries[target].record.seq > state.seq()
+                {
+                    return Err(Error::NotFound {
+                        key: record_key(prefix, *seq),
+                    });
+                }
+                let restore = values_at(&entries, target).map_err(|why| why.error(prefix, *seq))?;
+                let keys = restore.keys().cloned().collect();
+                if !state.learn(&self.center, prefix, &keys).await? {
+                    return Ok(None);
+                }
+                redaction = redaction.marking(entries.iter().flat_map(|e| &e.record.secrets));
+                let mut puts = BTreeMap::new();
+                let mut deletes = BTreeSet::new();
+                for (key, old) in restore {
+                    let now = state.text(prefix, &key)?;
+                    match old {
+                        Some(text) if now != Some(text.as_str()) => {
+                            puts.insert(key, text.into_bytes());
+                        }
+                        None if now.is_some() => {
+                            deletes.insert(key);
+                        }
+                        _ => {}
+                    }
+                }
                 (puts, deletes)
             }
             Plan::Promote { seq } => {
-                let gray = in_progress(state, prefix, *seq)?;
+                let gray = in_progress(state, prefix, *seq)?.clone();
+                let keys = gray.values.keys().chain(&gray.removes).cloned().collect();
+                if !state.learn(&self.center, prefix, &keys).await? {
+                    return Ok(None);
+                }
                 let puts = gray
                     .values
                     .iter()
@@ -769,20 +676,34 @@ impl Job {
             })?;
             texts.insert(key.clone(), text);
         }
-        // What the release's instances see after it: for a gray release, the prefix's values
-        // with the gray ones laid over; the prefix itself is `after` only for other releases.
-        let mut seen = state.clone();
-        for key in &deletes {
-            seen.values.remove(key);
+        // What the release changes, key by key, and the prefix after it. A gray release
+        // changes no key of the prefix: its values are in its record and gray key.
+        let mut changes = BTreeMap::new();
+        let mut after = state.clone();
+        after.drift = None;
+        after.chain = state.chain + 1;
+        if gray_release.is_none() {
+            for (key, text) in &texts {
+                let old = state.text(prefix, key)?.map(str::to_owned);
+                if old.is_none() {
+                    after.count += 1;
+                }
+                if old.as_deref() != Some(text.as_str()) {
+                    changes.insert(key.clone(), KeyChange::new(old, Some(text.clone())));
+                }
+                after.absent.remove(key);
+                after.values.insert(key.clone(), (text.clone(), 0));
+            }
+            for key in &deletes {
+                let old = state.text(prefix, key)?.map(str::to_owned);
+                if old.is_some() {
+                    after.count = after.count.saturating_sub(1);
+                    changes.insert(key.clone(), KeyChange::new(old, None));
+                }
+                after.values.remove(key);
+                after.absent.insert(key.clone());
+            }
         }
-        for (key, text) in &texts {
-            seen.values.insert(key.clone(), (text.clone(), 0));
-        }
-        let mut after = if gray_release.is_some() {
-            state.clone()
-        } else {
-            seen.clone()
-        };
         // A rollback restores what everyone ran at release `to`: a gray release in progress
         // would keep its instances on values of after it, so the rollback ends it, recorded
         // as an abort in the same transaction.
@@ -797,32 +718,21 @@ impl Job {
         let now = now_ms();
         let mut records = Vec::new();
         let mut seq = state.seq();
-        if state.drifted() {
+        if let Some(external) = state.external(seq + 1, now) {
             seq += 1;
-            records.push(state.external(seq, now));
+            records.push(external);
         }
         let author = self.author.clone().or_else(|| self.center.author.clone());
         if let (Some(gray), Plan::Rollback { seq: to }) = (ended_gray, plan) {
             seq += 1;
-            records.push(Record {
-                seq,
-                kind: ReleaseKind::Abort { gray },
-                author: author.clone(),
-                message: Some(format!("ended by the rollback to {to}")),
-                time_ms: now,
-                values: state.texts(),
-                gray_values: BTreeMap::new(),
-                gray_removes: BTreeSet::new(),
-                secrets: redaction.secrets_among(state.values.keys()),
-                seen_revision: None,
-            });
+            let mut abort = Record::new(seq, ReleaseKind::Abort { gray }, now);
+            abort.author = author.clone();
+            abort.message = Some(format!("ended by the rollback to {to}"));
+            abort.count = state.count;
+            abort.checked_at = Some(state.checked_at);
+            records.push(abort);
         }
         seq += 1;
-        let message = match (&self.message, plan) {
-            (Some(message), _) => Some(message.clone()),
-            (None, Plan::Rollback { seq }) => Some(format!("rollback to {seq}")),
-            (None, _) => None,
-        };
         let kind = match (&gray_release, plan) {
             (Some(selector), _) => ReleaseKind::Gray {
                 selector: selector.clone(),
@@ -831,27 +741,21 @@ impl Job {
             (None, Plan::Abort { seq }) => ReleaseKind::Abort { gray: *seq },
             (None, _) => self.kind.clone(),
         };
-        let secrets = redaction.secrets_among(after.values.keys().chain(texts.keys()));
-        let release = Record {
-            seq,
-            kind,
-            author,
-            message,
-            time_ms: now,
-            values: after.texts(),
-            gray_values: if gray_release.is_some() {
-                texts.clone()
-            } else {
-                BTreeMap::new()
-            },
-            gray_removes: if gray_release.is_some() {
-                deletes.clone()
-            } else {
-                BTreeSet::new()
-            },
-            secrets,
-            seen_revision: None,
+        let mut release = Record::new(seq, kind, now);
+        release.author = author;
+        release.message = match (&self.message, plan) {
+            (Some(message), _) => Some(message.clone()),
+            (None, Plan::Rollback { seq }) => Some(format!("rollback to {seq}")),
+            (None, _) => None,
         };
+        release.secrets = redaction.secrets_among(changes.keys().chain(texts.keys()));
+        release.changes = changes;
+        release.count = after.count;
+        release.checked_at = Some(state.checked_at);
+        if gray_release.is_some() {
+            release.gray_values = texts.clone();
+            release.gray_removes = deletes.clone();
+        }
         records.push(release.clone());
         if let Some(selector) = &gray_release {
             after.gray = Some((
@@ -865,7 +769,53 @@ impl Job {
             ));
         }
 
-        let compares = state.guards(prefix);
+        // Guards: no other release, the same gray release, and every key written unchanged
+        // since it was read (so each recorded value before is exact).
+        let mut compares = vec![
+            match &state.head {
+                Some((_, rev)) => Compare::mod_revision(head_key(prefix), *rev),
+                None => Compare::create_revision(head_key(prefix), 0),
+            },
+            match &state.gray {
+                Some((_, rev)) => Compare::mod_revision(gray_key(prefix), *rev),
+                None => Compare::create_revision(gray_key(prefix), 0),
+            },
+        ];
+        let guarded: BTreeSet<&String> = if gray_release.is_some() {
+            BTreeSet::new()
+        } else {
+            puts.keys().chain(&deletes).collect()
+        };
+        for key in guarded {
+            compares.push(match state.mod_revision(key) {
+                0 => Compare::create_revision(full(key), 0),
+                rev => Compare::mod_revision(full(key), rev),
+            });
+        }
+        // A typed release replaces its maps whole: no entry may appear unseen (etcd walks
+        // the map's keys for this compare; only typed releases of maps pay it).
+        if let Plan::Typed { maps, .. } = plan {
+            compares.extend(maps.iter().map(|map| {
+                Compare::new(
+                    map.under.clone(),
+                    CompareOp::Less,
+                    CompareTarget::ModRevision(state.revision.saturating_add(1)),
+                )
+                .over_prefix()
+            }));
+        }
+        let size = (
+            release.changes.len(),
+            release
+                .changes
+                .iter()
+                .map(|(key, c)| {
+                    key.len()
+                        + c.old.as_ref().map_or(0, String::len)
+                        + c.new.as_ref().map_or(0, String::len)
+                })
+                .sum(),
+        );
         let mut ops: Vec<TxnOp> = Vec::new();
         match &after.gray {
             Some((gray, _)) if gray_release.is_some() => {
@@ -888,59 +838,61 @@ impl Job {
         for record in &records {
             ops.push(TxnOp::put(record_key(prefix, record.seq), record.encode()?));
         }
-        ops.push(TxnOp::put(head_key(prefix), release.encode()?));
+        ops.push(TxnOp::put(head_key(prefix), release.head().encode()?));
         let keep = self.center.release_history.max(1) as u64;
         let oldest_kept = seq.saturating_sub(keep) + 1;
         let first_gone = state.seq().saturating_sub(keep) + 1;
         for old in first_gone.max(1)..oldest_kept {
             ops.push(TxnOp::delete(record_key(prefix, old)));
         }
-        Ok((
-            Txn::new().when(compares).and_then(ops),
+        Ok(Some(Planned {
+            txn: Txn::new().when(compares).and_then(ops),
             records,
             after,
             redaction,
-        ))
+            size,
+        }))
+    }
+}
+
+impl Plan {
+    /// The keys (relative) a release of this plan writes, read with the state (others it
+    /// learns once the state says which).
+    fn keys(&self, job: &Job) -> BTreeSet<String> {
+        let mut keys: BTreeSet<String> = job.expect_versions.keys().cloned().collect();
+        if let Plan::Raw { values, remove } = self {
+            keys.extend(values.keys().cloned());
+            keys.extend(remove.iter().cloned());
+        }
+        keys
+    }
+}
+
+/// The latest release's seq, from the head alone.
+async fn latest_seq(center: &ConfigCenter, prefix: &str) -> Result<u64> {
+    let response = center
+        .store
+        .range(&KeyRange::key(head_key(prefix)), RangeOptions::default())
+        .await?;
+    match response.kvs.first() {
+        Some(kv) => Ok(Record::decode(kv)?.seq),
+        None => Ok(0),
     }
 }
 
 /// A release the store refused before sending (over etcd's request size or operation
-/// count), told in the user's terms: the prefix, what it holds, the limit; not the internal
-/// key the request happened to start with. Other errors pass through.
-fn too_large(prefix: &str, state: &PrefixState, e: Error) -> Error {
+/// count), told in the user's terms: the prefix, how much it changes, the limit; not the
+/// internal key the request happened to start with. Other errors pass through.
+fn too_large(prefix: &str, (keys, bytes): (usize, usize), e: Error) -> Error {
     match e {
         // The store refuses a request with InvalidArgument only for its size or its count of
         // operations (the keys and values of a release are checked before).
-        Error::InvalidArgument { reason, .. } => {
-            let bytes: usize = state
-                .values
-                .iter()
-                .map(|(key, (text, _))| prefix.len() + 1 + key.len() + text.len())
-                .sum();
-            Error::InvalidArgument {
-                field: prefix.to_owned(),
-                reason: format!(
-                    "a release of `{prefix}` cannot be sent: {reason}. The prefix holds {} keys \
-                     ({bytes} bytes), and a release writes its changes plus the prefix's values \
-                     twice (its record and the head)",
-                    state.values.len()
-                ),
-            }
-        }
-        other => other,
-    }
-}
-
-/// A history read whose answer is over what the client decodes (tonic's 4 MiB), told in the
-/// user's terms. tonic says so only in its message, hence the match on it.
-fn history_too_large(prefix: &str, e: Error) -> Error {
-    match e {
-        Error::Backend { reason, .. } if reason.contains("too large") => Error::Backend {
-            key: prefix.to_owned(),
+        Error::InvalidArgument { reason, .. } => Error::InvalidArgument {
+            field: prefix.to_owned(),
             reason: format!(
-                "the history of `{prefix}` is too large to read in one answer ({reason}): each \
-                 release record holds the prefix's values; keep fewer records \
-                 (ConfigCenter::with_release_history) or split the prefix"
+                "a release of `{prefix}` cannot be sent in one transaction: {reason}. It \
+                 changes {keys} keys ({bytes} bytes before and after, each written with its \
+                 record); nothing was written"
             ),
         },
         other => other,
@@ -993,101 +945,10 @@ fn check_prefix(prefix: &str) -> Result<String> {
     Ok(trimmed.to_owned())
 }
 
-/// The prefix's values and latest record, in one round trip.
-async fn read_state(center: &ConfigCenter, prefix: &str) -> Result<PrefixState> {
-    let response = center
-        .store
-        .txn(Txn::new().and_then(state_reads(prefix)))
-        .await?;
-    parse_state(prefix, response.revision, response.responses)
-}
-
-/// The reads that give a prefix's state: its values, the head, the gray release, the
-/// published schema. Also the failure branch of every release, so a release that finds the
-/// prefix moved has the new state without another round trip.
-fn state_reads(prefix: &str) -> [TxnOp; 4] {
-    [
-        TxnOp::Get(
-            KeyRange::prefix(format!("{prefix}/")),
-            RangeOptions::default(),
-        ),
-        TxnOp::get(head_key(prefix)),
-        TxnOp::get(gray_key(prefix)),
-        TxnOp::get(PublishedSchema::key(prefix)),
-    ]
-}
-
-/// The state [`state_reads`] answered, at `revision`.
-fn parse_state(prefix: &str, revision: i64, responses: Vec<TxnOpResponse>) -> Result<PrefixState> {
-    let mut gets = responses.into_iter().filter_map(|r| match r {
-        TxnOpResponse::Get(get) => Some(get),
-        _ => None,
-    });
-    let (Some(values), Some(head), Some(gray), Some(schema)) =
-        (gets.next(), gets.next(), gets.next(), gets.next())
-    else {
-        return Err(Error::invalid_argument(
-            prefix,
-            "the store answered a read oddly",
-        ));
-    };
-    let under = prefix.len() + 1;
-    let mut state = PrefixState {
-        revision,
-        ..PrefixState::default()
-    };
-    for kv in values.kvs {
-        let text = String::from_utf8(kv.value).unwrap_or_else(|e| {
-            // Kept lossy: the record then differs from the bytes, which shows as drift.
-            String::from_utf8_lossy(e.as_bytes()).into_owned()
-        });
-        state
-            .values
-            .insert(kv.key[under..].to_owned(), (text, kv.mod_revision));
-    }
-    if let Some(kv) = head.kvs.first() {
-        state.head = Some((Record::decode(kv)?, kv.mod_revision));
-    }
-    if let Some(kv) = gray.kvs.first() {
-        let doc = serde_json::from_slice(&kv.value).map_err(|source| Error::Decode {
-            key: kv.key.clone(),
-            source,
-        })?;
-        state.gray = Some((doc, kv.mod_revision));
-    }
-    if let Some(kv) = schema.kvs.first() {
-        // A schema that does not parse would leave secrets unknown: refuse, naming its key.
-        let schema: PublishedSchema =
-            serde_json::from_slice(&kv.value).map_err(|source| Error::Decode {
-                key: kv.key.clone(),
-                source,
-            })?;
-        state.schema = Some(Arc::new(schema));
-    }
-    Ok(state)
-}
-
-/// Release `seq` and the revision it was applied at.
-async fn read_record(center: &ConfigCenter, prefix: &str, seq: u64) -> Result<(Record, i64)> {
-    let key = record_key(prefix, seq);
-    let response = center
-        .store
-        .range(&KeyRange::key(key.as_str()), RangeOptions::default())
-        .await?;
-    match response.kvs.first() {
-        Some(kv) => {
-            let record = Record::decode(kv)?;
-            let revision = record.applied_at(kv.mod_revision);
-            Ok((record, revision))
-        }
-        None => Err(Error::NotFound { key }),
-    }
-}
-
 impl ConfigCenter {
     /// A release of a typed value: every field of `value` written under `T`'s prefix (maps
-    /// whole, as [`publish`](Self::publish)), recorded with the full values of the prefix
-    /// after it. Checked like `publish` before anything is written.
+    /// whole, as [`publish`](Self::publish)), recorded with the keys whose values it changed.
+    /// Checked like `publish` before anything is written.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -1230,122 +1091,6 @@ impl ConfigCenter {
             plan,
         }
     }
-
-    /// The newest `limit` releases of `prefix`, newest first. If the prefix changed outside
-    /// releases since the latest one, the first entry is a [`ReleaseKind::Unrecorded`] one
-    /// with the values as they are now (numbered as the entry the next release will record
-    /// them as). Secret values show as `"<redacted>"` (see [`Release::values`]).
-    ///
-    /// Writes nothing: the prefix, its records and the store revision stay as they were.
-    ///
-    /// # Errors
-    ///
-    /// Store errors; [`Error::Decode`] naming a record that is not a release record, or a
-    /// published schema that does not parse.
-    pub async fn history(&self, prefix: &str, limit: usize) -> Result<Vec<Release>> {
-        let prefix = check_prefix(prefix)?;
-        let span = tracing::debug_span!("config.history", prefix = %prefix);
-        async {
-            // The prefix's state and its records at one revision, so an unrecorded change
-            // is told from what the records hold, never from a later write.
-            let mut reads = state_reads(&prefix).to_vec();
-            reads.push(TxnOp::Get(
-                KeyRange::prefix(releases_of(&prefix)),
-                RangeOptions::default(),
-            ));
-            let response = self
-                .store
-                .txn(Txn::new().and_then(reads))
-                .await
-                .map_err(|e| history_too_large(&prefix, e))?;
-            let mut responses = response.responses;
-            let records = match responses.pop() {
-                Some(TxnOpResponse::Get(records)) => records,
-                _ => {
-                    return Err(Error::invalid_argument(
-                        &prefix,
-                        "the store answered a read oddly",
-                    ));
-                }
-            };
-            let state = parse_state(&prefix, response.revision, responses)?;
-            let redaction = state.redaction();
-            let mut releases = Vec::new();
-            if state.drifted() && limit > 0 {
-                let mut unrecorded = state.external(state.seq() + 1, now_ms());
-                unrecorded.kind = ReleaseKind::Unrecorded;
-                releases.push(unrecorded.public(response.revision, &redaction));
-            }
-            let head = head_key(&prefix);
-            for kv in records.kvs.iter().rev() {
-                if kv.key == head || !is_record_key(&prefix, &kv.key) {
-                    continue;
-                }
-                if releases.len() == limit {
-                    break;
-                }
-                releases.push(Record::decode(kv)?.public(kv.mod_revision, &redaction));
-            }
-            Ok(releases)
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// How each key differs from release `from` to release `to` (either order), in key order.
-    /// Either may be the [`ReleaseKind::Unrecorded`] entry [`history`](Self::history) shows
-    /// (the values as they are now). Secret values show as `"<redacted>"` (a changed secret
-    /// is listed, its values not). Writes nothing.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotFound`] naming a release that is not (or no longer) in history.
-    pub async fn diff(&self, prefix: &str, from: u64, to: u64) -> Result<Vec<KeyDiff>> {
-        let prefix = check_prefix(prefix)?;
-        let span = tracing::debug_span!("config.diff", prefix = %prefix, from, to);
-        async {
-            let state = read_state(self, &prefix).await?;
-            // The unrecorded entry `history` shows has the number the next release records
-            // it as: the values as they are now.
-            let unrecorded = (state.drifted()).then(|| state.external(state.seq() + 1, now_ms()));
-            let mut records = Vec::with_capacity(2);
-            for seq in [from, to] {
-                records.push(
-                    match unrecorded.as_ref().filter(|record| record.seq == seq) {
-                        Some(record) => record.clone(),
-                        None => read_record(self, &prefix, seq).await?.0,
-                    },
-                );
-            }
-            let (old, new) = (&records[0], &records[1]);
-            Ok(diff_records(old, new, &state.redaction()))
-        }
-        .instrument(span)
-        .await
-    }
-}
-
-/// Every recorded release of `prefix` but gray ones, as (seq, the revision it was applied
-/// at): what an instance current at a revision runs.
-pub(crate) async fn applied_at(center: &ConfigCenter, prefix: &str) -> Result<Vec<(u64, i64)>> {
-    let response = center
-        .store
-        .range(
-            &KeyRange::prefix(releases_of(prefix)),
-            RangeOptions::default(),
-        )
-        .await?;
-    let mut applied = Vec::new();
-    for kv in &response.kvs {
-        if !is_record_key(prefix, &kv.key) {
-            continue;
-        }
-        let record = Record::decode(kv)?;
-        if !matches!(record.kind, ReleaseKind::Gray { .. }) {
-            applied.push((record.seq, record.applied_at(kv.mod_revision)));
-        }
-    }
-    Ok(applied)
 }
 
 /// What [`wait_rollout`](ConfigCenter::wait_rollout) waits for.
@@ -1387,46 +1132,12 @@ pub(crate) async fn target(center: &ConfigCenter, prefix: &str, seq: u64) -> Res
     })
 }
 
-fn is_record_key(prefix: &str, key: &str) -> bool {
-    key.strip_prefix(&releases_of(prefix))
-        .is_some_and(|rest| rest.len() == 20 && rest.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// How `new` differs from `old`, hiding what `redaction` or either record marks secret (a
-/// key secret in either release is hidden in both).
-fn diff_records(old: &Record, new: &Record, redaction: &Redaction) -> Vec<KeyDiff> {
-    let redaction = redaction
-        .clone()
-        .marking(&old.secrets)
-        .marking(&new.secrets);
-    let keys: BTreeSet<&String> = old.values.keys().chain(new.values.keys()).collect();
-    let mut diffs = Vec::new();
-    for key in keys {
-        let show = |text: &str| redaction.show(key, text);
-        let change = match (old.values.get(key), new.values.get(key)) {
-            (None, Some(text)) => Change::Added { new: show(text) },
-            (Some(text), None) => Change::Removed { old: show(text) },
-            (Some(a), Some(b)) if a != b => Change::Changed {
-                old: show(a),
-                new: show(b),
-            },
-            _ => continue,
-        };
-        diffs.push(KeyDiff {
-            key: key.clone(),
-            change,
-        });
-    }
-    diffs
-}
-
 fn typed_plan<T: CoordConfig>(prefix: &str, value: &T) -> Result<Plan> {
     let values = checked_values(prefix, value)?;
     let maps = map_replacements::<T>(prefix, &values);
-    let maps = Arc::new(maps);
     Ok(Plan::Typed {
         values,
-        gone: Box::new(move |key: &str| maps.iter().any(|map| map.gone(key))),
+        maps,
         schema: Arc::new(PublishedSchema::of::<T>(prefix)),
     })
 }
@@ -1434,25 +1145,6 @@ fn typed_plan<T: CoordConfig>(prefix: &str, value: &T) -> Result<Plan> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::redact::redacted;
-
-    fn record(values: &[(&str, &str)], secrets: &[&str]) -> Record {
-        Record {
-            seq: 1,
-            kind: ReleaseKind::Release,
-            author: None,
-            message: None,
-            time_ms: 0,
-            values: values
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            gray_values: BTreeMap::new(),
-            gray_removes: BTreeSet::new(),
-            secrets: secrets.iter().map(|k| (*k).to_owned()).collect(),
-            seen_revision: None,
-        }
-    }
 
     #[test]
     fn record_keys_of_a_prefix_never_match_another_prefix() {
@@ -1460,51 +1152,5 @@ mod tests {
         assert!(!is_record_key("/a", &record_key("/a/b", 7)));
         assert!(!is_record_key("/a", &head_key("/a")));
         assert!(!releases_of("/a/b").starts_with(&releases_of("/a")));
-    }
-
-    #[test]
-    fn a_diff_lists_added_changed_and_removed_keys_and_hides_secrets() {
-        let old = record(&[("a", "1"), ("b", "\"x\""), ("pw", "\"old\"")], &["pw"]);
-        let new = record(&[("a", "2"), ("c", "true"), ("pw", "\"new\"")], &["pw"]);
-        let diffs = diff_records(&old, &new, &Redaction::default());
-        use serde_json::json;
-        assert_eq!(
-            diffs,
-            vec![
-                KeyDiff {
-                    key: "a".into(),
-                    change: Change::Changed {
-                        old: json!(1),
-                        new: json!(2)
-                    }
-                },
-                KeyDiff {
-                    key: "b".into(),
-                    change: Change::Removed { old: json!("x") }
-                },
-                KeyDiff {
-                    key: "c".into(),
-                    change: Change::Added { new: json!(true) }
-                },
-                KeyDiff {
-                    key: "pw".into(),
-                    change: Change::Changed {
-                        old: redacted(),
-                        new: redacted()
-                    }
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn a_record_round_trips_and_shows_non_json_as_a_string() {
-        let record = record(&[("a", "not json"), ("pw", "\"s\"")], &["pw"]);
-        let back: Record = serde_json::from_slice(&record.encode().unwrap()).unwrap();
-        assert_eq!(back, record);
-        let public = back.public(42, &Redaction::default());
-        assert_eq!(public.revision, 42);
-        assert_eq!(public.values["a"], serde_json::json!("not json"));
-        assert_eq!(public.values["pw"], redacted());
     }
 }
