@@ -1607,3 +1607,47 @@ async fn gray_conflicts_exit_4_coords_own_prefix_is_refused_and_history_rows_can
         "JSON keeps the text as it is"
     );
 }
+
+/// `config list`, `config release` and `config history` on a prefix over 8 MiB (12,000 values
+/// of 720 bytes): every key listed, one key released and recorded alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_release_and_history_work_on_a_prefix_over_8_mib() {
+    use coord::store::{Txn, TxnOp};
+    const KEYS: usize = 12_000;
+    let env = env().await;
+    let value = serde_json::to_vec(&"x".repeat(718)).unwrap();
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(100) {
+        let ops: Vec<TxnOp> = chunk
+            .iter()
+            .map(|i| TxnOp::put(format!("/big/k{i:05}"), value.clone()))
+            .collect();
+        env.coord
+            .store()
+            .txn(Txn::new().and_then(ops))
+            .await
+            .unwrap();
+    }
+    let listed = env.ctl_json(&["config", "list", "/big"]).await;
+    let rows = listed.as_array().expect("a list");
+    assert_eq!(rows.len(), KEYS, "every key of an 8.9 MB prefix");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), r#"{"k00042": "changed"}"#).unwrap();
+    let path = file.path().to_str().unwrap();
+    env.ctl_ok(&["config", "release", "/big", "-f", path, "-m", "one key"])
+        .await;
+    let history = env.ctl_json(&["config", "history", "/big"]).await;
+    let history = history.as_array().expect("a list");
+    assert_eq!(history.len(), 2, "the prefix as found, then the release");
+    let latest = &history[0];
+    assert_eq!(latest["changes"].as_array().unwrap().len(), 1, "{latest}");
+    assert_eq!(latest["changes"][0]["key"], "k00042");
+    assert_eq!(latest["changes"][0]["new"], "changed");
+    assert!(
+        history[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("12000 keys found"),
+        "{}",
+        history[1]
+    );
+}
