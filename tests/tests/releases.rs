@@ -745,37 +745,39 @@ mod cases {
             pairs(&unrecorded.changes),
             [("region", &Change::Removed { old: json!("eu") })]
         );
-        // A release from the center's remembered state touches another key: it does not
-        // read the prefix, so the removal is found by the next read.
+        // A release touching another key: the center's watch saw the removal (recorded
+        // first) or, if its event was still on the way, the next read finds it.
         config
             .release_raw(P, BTreeMap::from([("timeout_secs".to_owned(), json!(31))]))
             .commit()
             .await
             .unwrap();
-        let history = config.history(P, 3).await.unwrap();
-        assert_eq!(history[0].kind, ReleaseKind::Unrecorded);
-        assert_eq!(
-            pairs(&history[0].changes),
-            [("region", &Change::Removed { old: json!("eu") })]
-        );
+        let outside = |history: &[coord::config::Release]| {
+            let found: Vec<coord::config::Release> = history
+                .iter()
+                .filter(|r| matches!(r.kind, ReleaseKind::External | ReleaseKind::Unrecorded))
+                .cloned()
+                .collect();
+            assert_eq!(found.len(), 1, "{history:#?}");
+            assert_eq!(
+                pairs(&found[0].changes),
+                [("region", &Change::Removed { old: json!("eu") })]
+            );
+            found[0].kind.clone()
+        };
+        outside(&config.history(P, 10).await.unwrap());
         config.rollback(P, first.seq).commit().await.unwrap();
         assert_eq!(raw(b, "region").await.unwrap(), b"\"eu\"");
         assert_eq!(raw(b, "timeout_secs").await.unwrap(), b"30");
-        let history = config.history(P, 3).await.unwrap();
-        assert_eq!(
-            history[1].kind,
-            ReleaseKind::External,
-            "recorded by the rollback"
-        );
-        assert_eq!(
-            pairs(&history[1].changes),
-            [("region", &Change::Removed { old: json!("eu") })]
-        );
+        let kind = outside(&config.history(P, 10).await.unwrap());
+        assert_eq!(kind, ReleaseKind::External, "recorded by now");
     }
 
-    /// Releases from a center's remembered state do not read the prefix, so a write outside
-    /// releases to a key they do not touch is found later: by the next read, with the value
-    /// it replaced, and a rollback undoes it.
+    /// Releases from a center's remembered state do not read the prefix: a write outside
+    /// releases to a key they do not touch is found by the center's watch on the prefix
+    /// (then recorded before the next release) or, if its event had not arrived yet, by the
+    /// next read. Either way it is in history once, with the value it replaced, and a
+    /// rollback undoes it.
     pub async fn outside_writes_between_remembered_releases_are_found_with_their_values(
         b: &Backend,
     ) {
@@ -794,9 +796,13 @@ mod cases {
                 .unwrap();
         }
         let history = config.history(P, 10).await.unwrap();
-        assert_eq!(history[0].kind, ReleaseKind::Unrecorded, "{history:#?}");
+        let outside: Vec<&coord::config::Release> = history
+            .iter()
+            .filter(|r| matches!(r.kind, ReleaseKind::External | ReleaseKind::Unrecorded))
+            .collect();
+        assert_eq!(outside.len(), 1, "found once: {history:#?}");
         assert_eq!(
-            pairs(&history[0].changes),
+            pairs(&outside[0].changes),
             [
                 ("extra", &Change::Added { new: json!(1) }),
                 (
@@ -817,7 +823,11 @@ mod cases {
         assert_eq!(raw(b, "timeout_secs").await.unwrap(), b"1");
         let history = config.history(P, 10).await.unwrap();
         assert_eq!(history[0].kind, ReleaseKind::Rollback { to: first.seq });
-        assert_eq!(history[1].kind, ReleaseKind::External);
+        let external = history
+            .iter()
+            .filter(|r| r.kind == ReleaseKind::External)
+            .count();
+        assert_eq!(external, 1, "{history:#?}");
     }
 
     /// When etcd compacted away what a key held before an outside write was recorded, the
@@ -991,8 +1001,8 @@ mod cases {
         assert_eq!(raw(b, "api_key").await.unwrap(), b"\"k-1\"");
     }
 
-    /// The config center remembers the state its last release left; a guard that fails
-    /// brings the current state back in the same round trip.
+    /// The config center remembers the state its last release left: the next release needs
+    /// no read while nobody else wrote the prefix.
     pub async fn a_release_costs_one_round_trip_unless_the_prefix_moved(b: &Backend) {
         let config = b.coord.config();
         let stats = b.store().stats();
@@ -1008,11 +1018,14 @@ mod cases {
         outside_put(b, "timeout_secs", "40").await;
         let before = stats.round_trips();
         let release = config.release(&checkout(3)).commit().await.unwrap();
-        assert_eq!(
-            stats.round_trips() - before,
-            4,
-            "a refused transaction; the prefix (one page) and the records since the last \
-             read, which tell the outside change from releases; then the release"
+        let trips = stats.round_trips() - before;
+        // The center's watch on the prefix usually has the outside write by now, and the
+        // release reads at once: the prefix (one page), the records since the last read
+        // (which tell the outside write from releases), then the release. If the event is
+        // still on its way, the remembered release is refused first.
+        assert!(
+            (3..=4).contains(&trips),
+            "{trips} round trips: at most one refused transaction, then a read and the release"
         );
         let kinds: Vec<ReleaseKind> = config
             .history(P, 2)

@@ -48,6 +48,7 @@
 mod history;
 mod record;
 mod state;
+mod tracker;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -62,6 +63,7 @@ pub(crate) use state::KnownStates;
 use self::history::{Entry, entries, read_record, values_at};
 use self::record::{KeyChange, Record};
 use self::state::{PrefixState, read_state, records_since};
+use self::tracker::Verdict;
 use crate::config::center::{ConfigCenter, MapReplace, checked_values, map_replacements};
 use crate::config::gray::{GrayDoc, Selector, gray_key};
 use crate::config::published::PublishedSchema;
@@ -395,7 +397,21 @@ struct Planned {
 impl Job {
     async fn run(self, plan: Plan) -> Result<Release> {
         let typed = matches!(plan, Plan::Typed { .. });
-        let mut known = self.center.releases.take(&self.prefix).filter(|state| {
+        let mut known = self.center.releases.take(&self.prefix);
+        if let Some(state) = &mut known
+            && let Some(tracker) = self.center.releases.tracker(&self.prefix)
+        {
+            match tracker.verdict(state.checked_at, &state.ours, state.revision) {
+                Verdict::Clean => {
+                    state.checked_at = state.revision;
+                    state.ours.clear();
+                    state.chain = 0;
+                }
+                Verdict::Written => known = None,
+                Verdict::Unknown => {}
+            }
+        }
+        let mut known = known.filter(|state| {
             // A key's version is checked against the prefix as it is now, never a
             // remembered (possibly old) state: an old one would refuse a current view.
             self.expect_versions.is_empty()
@@ -453,7 +469,13 @@ impl Job {
                         .await
                         .map_err(|e| too_large(&self.prefix, planned.size, e))?;
                     if response.succeeded {
-                        return self.committed(response.revision, planned);
+                        let checked = planned.after.checked_at;
+                        let release = self.committed(response.revision, planned)?;
+                        self.center
+                            .releases
+                            .track(&self.center.store, &self.prefix, checked)
+                            .await;
+                        return Ok(release);
                     }
                     !remembered
                 }
@@ -512,7 +534,8 @@ impl Job {
             }
         }
         after.revision = revision;
-        after.head = Some((last.clone(), revision));
+        after.ours.insert(revision);
+        after.head = Some((last.head(), revision));
         if let Some((_, rev)) = &mut after.gray {
             *rev = revision;
         }
@@ -560,9 +583,8 @@ impl Job {
             Plan::Raw { values, remove } => {
                 // A published schema refuses a wrong value before anything is written,
                 // and says which keys are secret.
-                if let Some(schema) = self.center.schema(prefix).await? {
+                if let Some(schema) = &state.schema {
                     schema.check_all(values)?;
-                    redaction = redaction.with_schema(Arc::new(schema));
                 }
                 let mut puts = BTreeMap::new();
                 for (key, json) in values {
@@ -779,6 +801,12 @@ impl Job {
             match &state.gray {
                 Some((_, rev)) => Compare::mod_revision(gray_key(prefix), *rev),
                 None => Compare::create_revision(gray_key(prefix), 0),
+            },
+            // The published schema the values were checked against (and that says which
+            // are secret) is still the one published.
+            match state.schema_rev {
+                0 => Compare::create_revision(PublishedSchema::key(prefix), 0),
+                rev => Compare::mod_revision(PublishedSchema::key(prefix), rev),
             },
         ];
         let guarded: BTreeSet<&String> = if gray_release.is_some() {

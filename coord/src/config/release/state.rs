@@ -18,21 +18,24 @@
 //! - **Exact, or said.** An earlier value etcd compacted away before it was recorded is
 //!   marked unknown (and the names of removed keys, counted), never guessed: a rollback over
 //!   it is refused.
-//! - **A remembered state** (this center's own last release) is used only while its chain of
-//!   releases is short enough that every record since C is still kept, and a key it did not
-//!   know is used only if nothing wrote it since C: otherwise the prefix is read again.
+//! - **A remembered state** (this center's own last release) needs no read. A watch on the
+//!   prefix (`tracker.rs`) tells whether anyone else wrote it: if not, C moves up to the
+//!   center's last release; if so, the prefix is read again. Without the watch's word, a
+//!   chain of remembered releases stays short enough that every record since C is still
+//!   kept, and a key the state did not know is used only if nothing wrote it since C.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::record::{KeyChange, Record, changes_between};
+use super::tracker::Tracker;
 use super::{ReleaseKind, head_key, is_record_key, releases_of};
 use crate::config::center::ConfigCenter;
 use crate::config::gray::{GrayDoc, gray_key};
 use crate::config::published::PublishedSchema;
 use crate::config::redact::Redaction;
 use crate::error::{Error, Result};
-use crate::store::{GetResponse, KeyRange, RangeOptions, Txn, TxnOp, TxnOpResponse};
+use crate::store::{GetResponse, KeyRange, RangeOptions, Store, Txn, TxnOp, TxnOpResponse};
 use crate::sync::lock;
 
 /// Point reads per transaction (etcd allows 128 operations).
@@ -72,12 +75,17 @@ pub(crate) struct PrefixState {
     pub gray: Option<(GrayDoc, i64)>,
     /// The schema published for the prefix, if any: which keys are secret.
     pub schema: Option<Arc<PublishedSchema>>,
+    /// The schema key's mod revision (0: none), so a release checked against this schema
+    /// commits only while it is still the published one.
+    pub schema_rev: i64,
     /// Changes made outside releases that the next record must hold first.
     pub drift: Option<Drift>,
     /// Up to which revision changes outside releases are recorded or in `drift`.
     pub checked_at: i64,
-    /// Releases this center made on this state without reading the prefix again.
+    /// Releases this center made on this state since `checked_at`.
     pub chain: u32,
+    /// The revisions those releases were written at.
+    pub ours: BTreeSet<i64>,
 }
 
 impl PrefixState {
@@ -169,9 +177,34 @@ impl PrefixState {
 #[derive(Debug, Default)]
 pub(crate) struct KnownStates {
     states: Mutex<HashMap<String, PrefixState>>,
+    /// A watch per prefix this center released, which moves a remembered state's
+    /// `checked_at` forward while nobody else writes the prefix.
+    trackers: Mutex<HashMap<String, Arc<Tracker>>>,
 }
 
 impl KnownStates {
+    pub fn tracker(&self, prefix: &str) -> Option<Arc<Tracker>> {
+        lock(&self.trackers).get(prefix).cloned()
+    }
+
+    /// Makes sure a watch covers the writes to `prefix` after `checked`; a failure to start
+    /// one only costs later releases a read.
+    pub async fn track(&self, store: &Store, prefix: &str, checked: i64) {
+        if self.tracker(prefix).is_some_and(|t| t.covers(checked)) {
+            return;
+        }
+        match Tracker::start(store, prefix, checked).await {
+            Ok(tracker) => {
+                let mut trackers = lock(&self.trackers);
+                if trackers.len() >= 1024 {
+                    trackers.clear();
+                }
+                trackers.insert(prefix.to_owned(), Arc::new(tracker));
+            }
+            Err(e) => tracing::debug!(error = %e, "no watch for the prefix's releases"),
+        }
+    }
+
     pub fn take(&self, prefix: &str) -> Option<PrefixState> {
         lock(&self.states).remove(prefix)
     }
@@ -248,6 +281,7 @@ pub(crate) async fn read_state(
                 source,
             })?;
         state.schema = Some(Arc::new(schema));
+        state.schema_rev = kv.mod_revision;
     }
     let under = prefix.len() + 1;
     let mut first_page = None;
