@@ -14,7 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Change, KeyDiff, Release, ReleaseKind};
+use super::model::{Change, KeyDiff, Release, ReleaseKind};
 use crate::config::redact::Redaction;
 use crate::error::{Error, Result};
 use crate::store::KeyValue;

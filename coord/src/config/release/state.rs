@@ -27,9 +27,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use super::model::{ReleaseKind, head_key, is_record_key, releases_of};
 use super::record::{KeyChange, Record, changes_between};
 use super::tracker::Tracker;
-use super::{ReleaseKind, head_key, is_record_key, releases_of};
 use crate::config::center::ConfigCenter;
 use crate::config::gray::{GrayDoc, gray_key};
 use crate::config::published::PublishedSchema;
