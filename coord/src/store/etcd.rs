@@ -22,11 +22,12 @@
 //!   in order. The stream never reconnects (etcd-client's does not survive a restart): it
 //!   yields one error and ends, and [`crate::watch`] resumes it. Dropping the stream cancels
 //!   the watch on the server.
-//! - **A range of any size, at one revision.** A prefix is read in pages of at most
-//!   [`PAGE_KEYS`] keys: the first page at the revision asked for (or the latest), every
-//!   later one at the first page's revision, continuing after the last key read, so the keys
-//!   returned are one consistent state however many writes land meanwhile. A page whose
-//!   answer is over what the client decodes ([`MAX_DECODE_BYTES`]) is read again in halves.
+//! - **A range of any size, at one revision.** A prefix is read in pages: [`PAGE_KEYS`] keys
+//!   first, then as many as fill about 4 MiB at the sizes seen so far. The first page is read
+//!   at the revision asked for (or the latest), every later one at the first page's revision,
+//!   continuing after the last key read, so the keys returned are one consistent state
+//!   however many writes land meanwhile. A page whose answer is over what the client decodes
+//!   ([`MAX_DECODE_BYTES`]) is read again in halves.
 //!   An unpaged read of the latest state whose pinned revision is compacted under it starts
 //!   over.
 //! - **All watches share one gRPC stream** ([`mux`]): a thousand watched prefixes are a
@@ -83,12 +84,30 @@ pub(crate) struct EtcdStore {
     cluster_id: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// The most keys one page of a range asks for. A page of small values stays far below the
+/// The keys the first page of a range asks for. A page of small values stays far below the
 /// decode limit; one of large values is halved until it fits.
 pub(crate) const PAGE_KEYS: i64 = 1_000;
+/// What a later page aims to hold: its key count follows the sizes seen so far. etcd counts
+/// the rest of the range for every page (its work per page grows with what is left), so few
+/// large pages read a big prefix much faster than many small ones.
+const PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// The most keys a later page asks for.
+const MAX_PAGE_KEYS: i64 = 50_000;
 /// The largest answer the client decodes (tonic's default is 4 MiB): a page holds at least
 /// one key, and one value may be etcd's largest request (1.5 MiB) and more with its metadata.
 pub(crate) const MAX_DECODE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The keys the next page asks for, from the average size of the keys read so far.
+fn next_page(read: &[KeyValue]) -> i64 {
+    let bytes: usize = read
+        .iter()
+        .map(|kv| kv.key.len() + kv.value.len() + 32)
+        .sum();
+    let per_key = (bytes / read.len().max(1)).max(1);
+    i64::try_from(PAGE_BYTES / per_key)
+        .unwrap_or(MAX_PAGE_KEYS)
+        .clamp(1, MAX_PAGE_KEYS)
+}
 
 impl EtcdStore {
     pub(crate) async fn range(
@@ -150,7 +169,7 @@ impl EtcdStore {
             }
             // The next key after `last` in byte order.
             from = format!("{last}\0");
-            page = PAGE_KEYS;
+            page = next_page(all.as_ref().map_or(&[][..], |all| &all.kvs[..]));
         }
     }
 
@@ -389,5 +408,22 @@ mod tests {
         assert_eq!(prefix_end("a"), b"b");
         assert_eq!(prefix_end(""), b"\0");
         assert_eq!(prefix_end("a\u{7f}"), b"a\x80");
+    }
+
+    #[test]
+    fn pages_follow_the_sizes_read_so_far() {
+        let kv = |value: usize| KeyValue {
+            key: "/big/tenants/t000001".into(),
+            value: vec![b'x'; value],
+            ..KeyValue::default()
+        };
+        // 100-byte values: pages of about 4 MiB hold tens of thousands of keys.
+        let small = next_page(&vec![kv(100); 1_000]);
+        assert!((20_000..=30_000).contains(&small), "{small}");
+        // 1 MiB values: a handful per page, never none.
+        assert_eq!(next_page(&[kv(1 << 20)]), 3);
+        assert_eq!(next_page(&[kv(64 << 20)]), 1);
+        // Keys only: capped.
+        assert_eq!(next_page(&vec![kv(0); 10]), MAX_PAGE_KEYS);
     }
 }
