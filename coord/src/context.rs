@@ -2,10 +2,11 @@
 //!
 //! Locks, election, IDs, the registry and the config center each hold an `Arc<Context>`, not
 //! the `Coord`: the root imports the capabilities and no capability imports the root. The
-//! context is the store, the instance identity, the shared watches, the status reporters, the
-//! sessions (for `health()` and `close()`), the background writes that fail (for `health()`),
-//! the pool of parked lock leases, and whether the
-//! `Coord` is closed.
+//! context is the store, the instance identity, the sessions (for `health()` and `close()`),
+//! the background writes that fail (for `health()`), the pool of parked lock leases, and
+//! whether the `Coord` is closed. It names no capability: what one capability shares between
+//! its handles (config's hub and status reporters, the registry's discovery) is that
+//! capability's own, built by the root beside the context.
 //!
 //! # What it promises
 //!
@@ -19,14 +20,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::hub::WatchHub;
-use crate::config::status::reporter::StatusReporters;
 use crate::error::{Error, Result};
 use crate::health::{FailingWrites, SessionTracker};
 use crate::instance::Instance;
 use crate::lease_pool::LeasePool;
-use crate::registry::cache::Discovery;
-use crate::registry::own_keys::OwnKeys;
 use crate::session::{Session, SessionInner};
 use crate::store::Store;
 use crate::sync::lock;
@@ -37,12 +34,6 @@ pub(crate) struct Context {
     pub store: Store,
     /// Who this `Coord` is; fixed for its lifetime.
     pub instance: std::sync::Arc<Instance>,
-    /// The rollout status keys of its `Live` handles.
-    pub status: StatusReporters,
-    pub hub: std::sync::Arc<WatchHub>,
-    pub discovery: Discovery,
-    /// The watches registrations keep on their own keys, one per service name.
-    pub own_keys: OwnKeys,
     /// Lease-holding handles by kind and name, for `health()`.
     pub sessions: SessionTracker,
     /// Background writes (status keys, snapshot files) that are failing, for `health()`.
@@ -59,18 +50,9 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    pub fn new(
-        store: Store,
-        instance: Instance,
-        sync_interval: Option<Duration>,
-        request_timeout: Duration,
-    ) -> Self {
+    pub fn new(store: Store, instance: Instance, request_timeout: Duration) -> Self {
         Context {
             instance: std::sync::Arc::new(instance),
-            status: StatusReporters::new(&store),
-            hub: std::sync::Arc::new(WatchHub::new(store.clone(), sync_interval)),
-            discovery: Discovery::new(store.clone()),
-            own_keys: OwnKeys::new(store.clone()),
             store,
             sessions: SessionTracker::default(),
             failing_writes: std::sync::Arc::default(),

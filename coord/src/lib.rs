@@ -85,6 +85,10 @@ pub struct Coord {
 #[derive(Debug)]
 struct Inner {
     ctx: Arc<Context>,
+    /// The config capability's shared state (watch hub, status reporters).
+    config_shared: Arc<config::shared::ConfigShared>,
+    /// The registry's shared state (discovery, own-key watches).
+    registry_shared: Arc<registry::shared::RegistryShared>,
     client_config: Option<ClientConfig>,
     config: config::ConfigCenter,
     /// The followed file in local file mode; set once, right after the `Coord` is built.
@@ -134,7 +138,10 @@ impl Coord {
         if let Some(snapshots) = snapshots {
             let ctx = &coord.inner.ctx;
             // Before the `Coord` is returned, so no handle binds without them.
-            ctx.hub
+            coord
+                .inner
+                .config_shared
+                .hub
                 .keep_snapshots(snapshots.attach(&ctx.store, Arc::clone(&ctx.failing_writes)));
         }
         Ok(coord)
@@ -256,16 +263,15 @@ impl Coord {
             .map_or((Duration::ZERO, None, MEMORY_REQUEST_TIMEOUT), |c| {
                 (c.cache_ttl, Some(c.sync_interval), c.request_timeout)
             });
-        let ctx = Arc::new(Context::new(
-            store,
-            instance,
-            sync_interval,
-            request_timeout,
-        ));
+        let config_shared = Arc::new(config::shared::ConfigShared::new(&store, sync_interval));
+        let registry_shared = Arc::new(registry::shared::RegistryShared::new(&store));
+        let ctx = Arc::new(Context::new(store, instance, request_timeout));
         Coord {
             inner: Arc::new(Inner {
-                config: config::ConfigCenter::new(Arc::clone(&ctx), cache_ttl),
+                config: config::ConfigCenter::new(Arc::clone(&ctx), &config_shared, cache_ttl),
                 ctx,
+                config_shared,
+                registry_shared,
                 client_config,
                 file: std::sync::OnceLock::new(),
             }),
@@ -319,7 +325,10 @@ impl Coord {
     /// The service registry: register instances, discover and watch them, and call them
     /// through a balanced gRPC channel. See [`registry`].
     pub fn registry(&self) -> Registry {
-        Registry::new(Arc::clone(&self.inner.ctx))
+        Registry::new(
+            Arc::clone(&self.inner.ctx),
+            Arc::clone(&self.inner.registry_shared),
+        )
     }
 
     /// An allocator of the IDs `0..max_id` of `service`, on a lease of
@@ -375,12 +384,12 @@ impl Coord {
     /// Binds `T` to the keys under `prefix`; see [`live`](Self::live).
     pub async fn live_at<T: config::CoordConfig>(&self, prefix: &str) -> Result<config::Live<T>> {
         self.inner.ctx.check_open()?;
-        config::Live::bind(&self.inner.ctx, prefix).await
+        config::Live::bind(&self.inner.ctx, &self.inner.config_shared, prefix).await
     }
 
     /// How many key ranges this `Coord` is watching for `Live` handles right now.
     pub fn watched_ranges(&self) -> usize {
-        self.inner.ctx.hub.watched_ranges()
+        self.inner.config_shared.hub.watched_ranges()
     }
 
     /// The client configuration (`None` for the in-memory store).
@@ -468,14 +477,14 @@ impl Coord {
         // From here every call refuses: the store first, so no request goes out after the
         // mark, whatever happens to this future. Revokes still go through (they only release).
         ctx.store.close();
-        ctx.status.close();
+        self.inner.config_shared.status.close();
         // Made between the first take and the mark (after it, `Context::session` refuses).
         sessions.extend(ctx.take_sessions());
         let span = tracing::info_span!("coord.close");
         async {
             // Stop following the store: Live handles keep their last value.
-            ctx.hub.close();
-            ctx.discovery.close();
+            self.inner.config_shared.hub.close();
+            self.inner.registry_shared.discovery.close();
             let names: std::collections::HashMap<i64, String> = ctx
                 .sessions
                 .report()

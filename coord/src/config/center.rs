@@ -68,10 +68,14 @@ pub struct ConfigCenter {
 
 impl ConfigCenter {
     /// A center whose `get` is cached for `cache_ttl` (zero: not cached).
-    pub(crate) fn new(ctx: Arc<crate::context::Context>, cache_ttl: Duration) -> Self {
+    pub(crate) fn new(
+        ctx: Arc<crate::context::Context>,
+        config: &crate::config::shared::ConfigShared,
+        cache_ttl: Duration,
+    ) -> Self {
         let center = ConfigCenter {
             store: ctx.store.clone(),
-            hub: Arc::clone(&ctx.hub),
+            hub: Arc::clone(&config.hub),
             cache: None,
             releases: Arc::default(),
             release_history: DEFAULT_HISTORY,

@@ -45,6 +45,7 @@ use crate::config::explain::{self, Built, Explanation};
 use crate::config::gray::{GRAY_ROOT, GrayDoc, gray_key};
 use crate::config::hub::{ChangeLog, Offline, RangeWatch, RawValue, Snapshot, WatchHub};
 use crate::config::schema::{CoordConfig, Source};
+use crate::config::shared::ConfigShared;
 use crate::config::status::reporter::{self, HandleState, Rejected, StatusSlot};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -348,12 +349,19 @@ impl<T: CoordConfig> Live<T> {
         }
     }
 
-    /// Binds `T` to `prefix` on a shared range watch.
-    /// Reports its status through `ctx`'s status reporter.
-    pub(crate) async fn bind(ctx: &Arc<Context>, prefix: &str) -> Result<Self> {
+    /// Binds `T` to `prefix` on a shared range watch of `config`'s hub, reporting its status
+    /// through `config`'s status reporters.
+    pub(crate) async fn bind(
+        ctx: &Arc<Context>,
+        config: &ConfigShared,
+        prefix: &str,
+    ) -> Result<Self> {
         let prefix = prefix.trim_end_matches('/').to_string();
         let range = crate::store::KeyRange::prefix(format!("{prefix}/"));
-        let (range_watch, rx, main) = ctx.hub.watch(&range, true, Offline::Disk(&prefix)).await?;
+        let (range_watch, rx, main) = config
+            .hub
+            .watch(&range, true, Offline::Disk(&prefix))
+            .await?;
         // One watch of every prefix's gray release, shared by all handles of the `Coord`.
         let gray_range = crate::store::KeyRange::prefix(format!("{GRAY_ROOT}/"));
         // Not `current`: that would read the gray range at every bind after any write of
@@ -361,7 +369,8 @@ impl<T: CoordConfig> Live<T> {
         // release made a moment ago reaches the handle through the watch instead.
         // Offline, no gray release is known: the prefix's snapshot holds the values this
         // instance ran, gray ones included.
-        let (gray_watch, gray_rx, gray) = ctx.hub.watch(&gray_range, false, Offline::Empty).await?;
+        let (gray_watch, gray_rx, gray) =
+            config.hub.watch(&gray_range, false, Offline::Empty).await?;
         let me = Arc::clone(&ctx.instance);
         let gray_view = GrayView::new(&prefix, &gray);
         let (snapshot, gray_seq) = overlay(&prefix, &main, &gray, gray_view.doc.as_deref(), &me);
@@ -374,12 +383,13 @@ impl<T: CoordConfig> Live<T> {
             gray: gray_seq.and(gray_view.doc.clone()),
         };
         if snapshot.connected {
-            persist(&ctx.hub, &prefix, &snapshot, false);
+            persist(&config.hub, &prefix, &snapshot, false);
         }
         let stale = !snapshot.connected;
         let (tx, _) = watch::channel(Arc::clone(&value));
         let status = reporter::slot(
             ctx,
+            &config.status,
             &prefix,
             HandleState {
                 revision: snapshot.revision,
@@ -395,7 +405,7 @@ impl<T: CoordConfig> Live<T> {
                 gray: gray_rx,
                 me,
                 overlaid: gray_seq.is_some(),
-                hub: Arc::clone(&ctx.hub),
+                hub: Arc::clone(&config.hub),
                 main_read: None,
             };
             let task = tokio::spawn(follow(views, weak.clone(), inputs, stale));

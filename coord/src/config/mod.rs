@@ -15,6 +15,7 @@ pub(crate) mod release;
 pub(crate) mod reserved;
 mod schema;
 mod secret;
+pub(crate) mod shared;
 pub(crate) mod status;
 mod template;
 mod type_name;

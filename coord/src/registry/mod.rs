@@ -55,6 +55,7 @@ mod channel;
 mod instances;
 pub(crate) mod own_keys;
 mod registration;
+pub(crate) mod shared;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -65,6 +66,7 @@ use tracing::Instrument;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::registry::shared::RegistryShared;
 use crate::store::{KeyRange, RangeOptions};
 use crate::sync::lock;
 
@@ -273,11 +275,12 @@ impl ServiceEvent {
 #[derive(Clone, Debug)]
 pub struct Registry {
     ctx: Arc<Context>,
+    shared: Arc<RegistryShared>,
 }
 
 impl Registry {
-    pub(crate) fn new(ctx: Arc<Context>) -> Self {
-        Registry { ctx }
+    pub(crate) fn new(ctx: Arc<Context>, shared: Arc<RegistryShared>) -> Self {
+        Registry { ctx, shared }
     }
 
     /// Registers `info` under `/services/{name}/{id}` on a new lease of `ttl` and keeps it
@@ -314,7 +317,7 @@ impl Registry {
         info.validate()?;
         crate::session::ttl_seconds(ttl)?;
         info.started_at = Some(SystemTime::now());
-        let result = registration::register(&self.ctx, info, ttl).await;
+        let result = registration::register(&self.ctx, &self.shared.own_keys, info, ttl).await;
         self.ctx.unless_closed(result)
     }
 
@@ -495,7 +498,7 @@ impl Registry {
     }
 
     fn discovery(&self) -> &cache::Discovery {
-        &self.ctx.discovery
+        &self.shared.discovery
     }
 }
 

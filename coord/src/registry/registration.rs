@@ -9,6 +9,7 @@ use tracing::Instrument;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::registry::own_keys::OwnKeys;
 use crate::session::Session;
 use crate::store::{Compare, Event, EventKind, KeyValue, Store, Txn, TxnOp, TxnOpResponse};
 use crate::sync::lock;
@@ -31,6 +32,7 @@ const MAX_REREAD_BACKOFF: Duration = Duration::from_secs(5);
 /// keeping it registered.
 pub(super) async fn register(
     ctx: &Arc<Context>,
+    own_keys: &OwnKeys,
     info: ServiceInfo,
     ttl: Duration,
 ) -> Result<Registration> {
@@ -43,7 +45,7 @@ pub(super) async fn register(
         let session = ctx.session(ttl).await?;
         // Before the write, so no change after it can be missed; what the subscription tells
         // up to the write is skipped (see `held_since`).
-        let own_key = ctx.own_keys.subscribe(&info.name, Arc::clone(&key)).await?;
+        let own_key = own_keys.subscribe(&info.name, Arc::clone(&key)).await?;
         let held_since = claim(&ctx.store, &key, &value, session.lease_id(), None)
             .await?
             .revision();

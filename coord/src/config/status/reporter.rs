@@ -170,7 +170,12 @@ impl Drop for StatusSlot {
 /// A slot in the status of `prefix` for a handle now in `state`, starting the `Coord`'s
 /// reporter if it is not running; `None` for a prefix that covers its own status key
 /// (reporting would change the handle's own keys, and so on forever).
-pub(crate) fn slot(ctx: &Arc<Context>, prefix: &str, state: HandleState) -> Option<StatusSlot> {
+pub(crate) fn slot(
+    ctx: &Arc<Context>,
+    reporters: &StatusReporters,
+    prefix: &str,
+    state: HandleState,
+) -> Option<StatusSlot> {
     let prefix = normalize(prefix);
     if covers_own_status(prefix, &ctx.instance.name) {
         tracing::debug!(
@@ -179,7 +184,7 @@ pub(crate) fn slot(ctx: &Arc<Context>, prefix: &str, state: HandleState) -> Opti
         );
         return None;
     }
-    let board = &ctx.status.board;
+    let board = &reporters.board;
     let slot = {
         let mut state_now = lock(&board.state);
         let prefix: Arc<str> = match state_now.prefixes.get_key_value(prefix) {
@@ -198,7 +203,8 @@ pub(crate) fn slot(ctx: &Arc<Context>, prefix: &str, state: HandleState) -> Opti
         if !state_now.running {
             state_now.running = true;
             let span = tracing::debug_span!("status.reporter", instance = %ctx.instance.name);
-            tokio::spawn(run(Arc::clone(ctx)).instrument(span));
+            let (store, board) = (reporters.store.clone(), Arc::clone(board));
+            tokio::spawn(run(Arc::clone(ctx), store, board).instrument(span));
         }
         StatusSlot {
             board: Arc::clone(board),
@@ -238,6 +244,8 @@ fn aggregate(handles: &Handles) -> Option<Report> {
 /// The reporter's own view: what each key says and what is still to write.
 struct Writer {
     ctx: Arc<Context>,
+    /// The reporters' own store handle (see [`StatusReporters`]).
+    store: Store,
     session: Option<Session>,
     /// A lease the store said it does not know: the next write takes another one.
     stale_lease: Option<i64>,
@@ -254,10 +262,10 @@ struct Writer {
 
 /// The reporter task: writes every prefix's latest status whenever it changed or the lease
 /// was lost, until no prefix is left or the `Coord` closes.
-async fn run(ctx: Arc<Context>) {
-    let board = Arc::clone(&ctx.status.board);
+async fn run(ctx: Arc<Context>, store: Store, board: Arc<Board>) {
     let mut writer = Writer {
         ctx,
+        store,
         session: None,
         stale_lease: None,
         written: HashMap::new(),
@@ -480,8 +488,7 @@ impl Writer {
                 TxnOp::put_with_lease(key.as_str(), value.clone(), session.lease_id())
             });
             let span = tracing::debug_span!("status.write", puts = chunk.len());
-            ctx.status
-                .store
+            self.store
                 .txn(Txn::new().and_then(ops))
                 .instrument(span)
                 .await?;
@@ -500,7 +507,7 @@ impl Writer {
             .iter()
             .map(|prefix| status_key(prefix, &self.ctx.instance.name))
             .collect();
-        let store = &self.ctx.status.store;
+        let store = &self.store;
         let guarded = |keys: &[String]| {
             Txn::new()
                 .when(
@@ -601,8 +608,9 @@ mod tests {
             crate::Coord::from_store_as(&crate::Store::in_memory(), crate::Instance::new("me"))
                 .unwrap();
         let ctx = &coord.inner.ctx;
+        let reporters = &coord.inner.config_shared.status;
         let slots: Vec<StatusSlot> = (0..300)
-            .map(|i| slot(ctx, &format!("/p{i}"), state(1, None)).expect("a slot"))
+            .map(|i| slot(ctx, reporters, &format!("/p{i}"), state(1, None)).expect("a slot"))
             .collect();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -621,7 +629,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // The status store's round trips: a lease grant and the batched transactions.
-        let trips = ctx.status.store.stats().round_trips();
+        let trips = reporters.store.stats().round_trips();
         assert!(trips <= 20, "300 statuses took {trips} round trips");
         drop(slots);
     }
@@ -632,8 +640,9 @@ mod tests {
             crate::Coord::from_store_as(&crate::Store::in_memory(), crate::Instance::new("me"))
                 .unwrap();
         let ctx = &coord.inner.ctx;
+        let reporters = &coord.inner.config_shared.status;
         let key = status_key("/p", "me");
-        let slot = slot(ctx, "/p", state(1, None)).expect("a slot");
+        let slot = slot(ctx, reporters, "/p", state(1, None)).expect("a slot");
         let (_, first) = status_when(&coord, &key, |s| s.revision == 1).await;
         // 200 reloads, each a report, as fast as a follow loop makes them: while one write is
         // in flight the reports pile up, and only the latest is written next.
@@ -677,8 +686,9 @@ mod tests {
             crate::Coord::from_store_as(&crate::Store::in_memory(), crate::Instance::new("me"))
                 .unwrap();
         let ctx = &coord.inner.ctx;
+        let reporters = &coord.inner.config_shared.status;
         let slots: Vec<StatusSlot> = (0..3)
-            .map(|i| slot(ctx, &format!("/p{i}"), state(1, None)).expect("a slot"))
+            .map(|i| slot(ctx, reporters, &format!("/p{i}"), state(1, None)).expect("a slot"))
             .collect();
         let keys: Vec<String> = (0..3)
             .map(|i| status_key(&format!("/p{i}"), "me"))
@@ -715,13 +725,14 @@ mod tests {
             crate::Coord::from_store_as(&crate::Store::in_memory(), crate::Instance::new("me"))
                 .unwrap();
         let ctx = &coord.inner.ctx;
+        let reporters = &coord.inner.config_shared.status;
         let key = status_key("/p", "me");
         for round in 0..20 {
-            let first = slot(ctx, "/p", state(round, None)).expect("a slot");
+            let first = slot(ctx, reporters, "/p", state(round, None)).expect("a slot");
             until_present(&coord, &key, true).await;
             // The last handle goes and a new one comes before, or while, the delete is made.
             drop(first);
-            let again = slot(ctx, "/p", state(round + 1, None)).expect("a slot");
+            let again = slot(ctx, reporters, "/p", state(round + 1, None)).expect("a slot");
             status_when(&coord, &key, |s| s.revision == round + 1).await;
             // Once the reporter has caught up, the key must still be there for the new handle.
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -731,14 +742,14 @@ mod tests {
         }
         // With no prefix left the task ends, and the next slot starts it again.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while lock(&ctx.status.board.state).running {
+        while lock(&reporters.board.state).running {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the reporter never ended"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let _last = slot(ctx, "/p", state(99, None)).expect("a slot");
+        let _last = slot(ctx, reporters, "/p", state(99, None)).expect("a slot");
         status_when(&coord, &key, |s| s.revision == 99).await;
     }
 
