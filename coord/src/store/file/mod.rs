@@ -95,7 +95,6 @@
 //!   store is dropped, the watch stops and its threads end ([`LocalFile::is_watching`]).
 
 mod document;
-mod error;
 mod follow;
 mod options;
 mod parse;
@@ -112,7 +111,7 @@ use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-pub use error::{FileError, FileErrorKind, Position};
+pub use crate::error::{FileError, FileErrorKind, Position};
 use follow::{Follower, load};
 pub use options::{FileOptions, QUIET_PERIOD};
 use parse::Format;

@@ -14,6 +14,10 @@
 //! ended it. Read the key (or send a write guarded by a compare, which is safe to repeat)
 //! before retrying; a plain retry may apply it twice. Reads never return `OutcomeUnknown`.
 
+mod file;
+
+pub use file::{FileError, FileErrorKind, Position};
+
 use std::time::Duration;
 
 /// A `Result` whose error is [`Error`].
@@ -226,7 +230,7 @@ pub enum Error {
     /// A local config file ([`Coord::from_file`](crate::Coord::from_file)) cannot be read,
     /// does not parse, breaks the layout rule, or cannot be watched.
     #[error(transparent)]
-    File(Box<crate::store::file::FileError>),
+    File(Box<FileError>),
 
     /// Any other error from etcd.
     #[error("etcd error on `{key}`: {reason}")]

@@ -13,7 +13,7 @@ pub struct Position {
 
 impl Position {
     /// The position of byte `offset` of `text`.
-    pub(super) fn at(text: &str, offset: usize) -> Position {
+    pub(crate) fn at(text: &str, offset: usize) -> Position {
         // A parser's offset is a char boundary; should one not be, count the whole text.
         let before = text.get(..offset).unwrap_or(text);
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -30,7 +30,7 @@ impl std::fmt::Display for Position {
     }
 }
 
-/// Why a config file (or a save of it) was not applied; see [`LocalFile::last_error`](super::LocalFile::last_error). As a
+/// Why a config file (or a save of it) was not applied; see [`LocalFile::last_error`](crate::store::file::LocalFile::last_error). As a
 /// [`crate::Error`] it is [`Error::File`](crate::Error::File).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("config file `{}`{}: {kind}", path.display(), position.map(|p| format!(" at {p}")).unwrap_or_default())]
@@ -44,7 +44,7 @@ pub struct FileError {
 }
 
 impl FileError {
-    pub(super) fn new(path: &Path, kind: FileErrorKind) -> Self {
+    pub(crate) fn new(path: &Path, kind: FileErrorKind) -> Self {
         FileError {
             path: path.to_owned(),
             position: None,
@@ -107,7 +107,7 @@ pub enum FileErrorKind {
     },
     /// A save lays out no key while keys are loaded (it is empty, blank, comments only, or
     /// its tables have no entries): applying it would delete them all. Refused unless
-    /// [`FileOptions::allow_empty`](super::FileOptions::allow_empty) is set.
+    /// [`FileOptions::allow_empty`](crate::store::file::FileOptions::allow_empty) is set.
     #[error(
         "it lays out no key: applying it would delete every key it had (to empty it on purpose, set `FileOptions::allow_empty`)"
     )]
