@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
+use renewer::Renewer;
 
 /// A lease kept alive in the background. Cheap to clone; clones share the lease.
 ///
@@ -88,7 +89,7 @@ impl Session {
             finished: AtomicBool::new(false),
         });
         store
-            .renewer()
+            .slot::<Renewer>()
             .add(store, Arc::downgrade(&inner), grant.id, granted);
         Ok(Session { inner })
     }
@@ -119,7 +120,7 @@ impl Session {
     /// True while the lease is alive as far as known *and* its renewal task still runs (the
     /// task dies with the tokio runtime that spawned it, without a verdict).
     pub(crate) fn is_renewed(&self) -> bool {
-        self.is_alive() && self.inner.store.renewer().is_running()
+        self.is_alive() && self.inner.store.slot::<Renewer>().is_running()
     }
 
     /// Resolves when the session is lost, with the reason as [`Error::SessionLost`].
@@ -154,7 +155,7 @@ impl Session {
             Ok(ttl) => {
                 self.inner
                     .store
-                    .renewer()
+                    .slot::<Renewer>()
                     .renewed(self.inner.lease, sent_at, ttl);
                 Ok(())
             }
@@ -182,7 +183,7 @@ impl Session {
     /// Cancel safe: until the revoke is answered, dropping the last clone still revokes the
     /// lease in the background, so a dropped `close` never leaves the lease to run its TTL.
     pub async fn close(&self) -> Result<()> {
-        self.inner.store.renewer().remove(self.inner.lease);
+        self.inner.store.slot::<Renewer>().remove(self.inner.lease);
         // Nobody renews it from now on: it reads as lost whether or not the revoke works.
         self.inner.lost.send_if_modified(|lost| {
             lost.get_or_insert_with(|| "was closed".to_owned());
@@ -204,7 +205,7 @@ impl Session {
     /// on: nothing keeps the lease any more.
     pub fn abandon(&self) {
         self.inner.finished.store(true, Ordering::SeqCst);
-        self.inner.store.renewer().remove(self.inner.lease);
+        self.inner.store.slot::<Renewer>().remove(self.inner.lease);
         self.inner.lost.send_if_modified(|lost| {
             lost.get_or_insert_with(|| "was abandoned (no longer renewed)".to_owned());
             true
@@ -216,7 +217,7 @@ impl SessionInner {
     /// The lease is gone (`reason` says how): the session reads as lost from now on, and its
     /// store's connection state says so. The first reason stays.
     fn mark_lost(&self, reason: &str) {
-        self.store.renewer().remove(self.lease);
+        self.store.slot::<Renewer>().remove(self.lease);
         self.lost.send_if_modified(|lost| {
             if lost.is_some() {
                 return false;
@@ -232,7 +233,7 @@ impl SessionInner {
 
 impl Drop for SessionInner {
     fn drop(&mut self) {
-        self.store.renewer().remove(self.lease);
+        self.store.slot::<Renewer>().remove(self.lease);
         if self.finished.load(Ordering::SeqCst) {
             return;
         }

@@ -143,7 +143,7 @@ fn granted(ttl: i64) -> Duration {
 
 /// Renews each lease when it is due until no lease is left.
 async fn run(store: Store) {
-    let renewer = store.renewer();
+    let renewer = store.slot::<Renewer>();
     let mut renewals: FuturesUnordered<Pin<Box<dyn Future<Output = Renewal> + Send>>> =
         FuturesUnordered::new();
     loop {
@@ -203,7 +203,7 @@ async fn run(store: Store) {
             () = renewer.wake.notified() => {}
             Some(renewal) = renewals.next() => {
                 let id = renewal.0;
-                if let Some((session, reason)) = answered(renewer, renewal) {
+                if let Some((session, reason)) = answered(&renewer, renewal) {
                     report_lost(id, &session, reason);
                 }
             }
@@ -257,30 +257,34 @@ fn answered(
 mod tests {
     use std::time::Duration;
 
+    use super::Renewer;
     use crate::session::Session;
     use crate::store::Store;
 
     #[tokio::test]
     async fn the_task_runs_while_a_session_is_renewed_and_ends_with_the_last() {
         let store = Store::in_memory();
-        assert!(!store.renewer().is_running());
+        assert!(!store.slot::<Renewer>().is_running());
         let first = Session::new(&store, Duration::from_secs(5)).await.unwrap();
         let second = Session::new(&store, Duration::from_secs(5)).await.unwrap();
-        assert!(store.renewer().is_running());
+        assert!(store.slot::<Renewer>().is_running());
         drop(first);
         tokio::task::yield_now().await;
-        assert!(store.renewer().is_running(), "one session is left");
+        assert!(store.slot::<Renewer>().is_running(), "one session is left");
         second.close().await.unwrap();
         for _ in 0..100 {
-            if !store.renewer().is_running() {
+            if !store.slot::<Renewer>().is_running() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(!store.renewer().is_running(), "no session left, no task");
+        assert!(
+            !store.slot::<Renewer>().is_running(),
+            "no session left, no task"
+        );
         // And a new session starts it again.
         let third = Session::new(&store, Duration::from_secs(5)).await.unwrap();
-        assert!(store.renewer().is_running());
+        assert!(store.slot::<Renewer>().is_running());
         assert!(third.is_alive());
     }
 

@@ -28,9 +28,11 @@ pub mod file;
 pub(crate) mod memory;
 mod types;
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
@@ -40,8 +42,8 @@ pub(crate) use etcd::{Credentials, EtcdOptions, TlsMaterial};
 pub use types::*;
 
 use crate::error::{Error, Result};
-use crate::session::renewer::Renewer;
 use crate::state::{ConnectionState, Link, StateCell, Ticket};
+use crate::sync::lock;
 
 /// etcd's default `--max-request-bytes` (1.5 MiB); a larger request is refused by the server.
 pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
@@ -99,9 +101,13 @@ pub struct Store {
     link: Arc<Link>,
     /// This handle's connection state (see [`crate::state`]).
     state: Arc<StateCell>,
-    /// Renews the leases of this handle's sessions.
-    renewer: Arc<Renewer>,
+    /// State that layers above keep per handle (the session layer's lease renewer), which
+    /// the store holds without knowing it.
+    slots: Arc<Slots>,
 }
+
+/// One value of each type, made on first use; see [`Store::slot`].
+type Slots = Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,7 +153,7 @@ impl Store {
             written: Arc::default(),
             state: StateCell::new(&link),
             link,
-            renewer: Arc::default(),
+            slots: Arc::default(),
         }
     }
 
@@ -159,9 +165,17 @@ impl Store {
         Self::on_link(self.backend.clone(), Arc::clone(&self.link))
     }
 
-    /// What renews the leases of this handle's sessions.
-    pub(crate) fn renewer(&self) -> &Renewer {
-        &self.renewer
+    /// This handle's one `T`, made with `T::default()` on first use and shared by its clones
+    /// (not by [`new_handle`](Self::new_handle)s): how a layer above keeps state per store
+    /// handle (the session layer's lease renewer) without the store naming it.
+    pub(crate) fn slot<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut slots = lock(&self.slots);
+        let slot = slots
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()));
+        Arc::clone(slot)
+            .downcast::<T>()
+            .unwrap_or_else(|_| unreachable!("the slot of a type holds that type"))
     }
 
     /// This handle's connection state (see [`crate::state`]).
