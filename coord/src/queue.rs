@@ -14,9 +14,7 @@
 //! and picks client-side, which costs the size of the queue per look, not a round trip more.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use futures::StreamExt;
 use tracing::Instrument;
 
 use crate::context::Context;
@@ -25,9 +23,7 @@ use crate::session::Session;
 use crate::store::{
     Compare, EventKind, KeyRange, KeyValue, RangeOptions, Store, Txn, TxnOp, TxnOpResponse,
 };
-
-/// How long to pause after a watch broke before reading the queue again.
-const BROKEN_WATCH_PAUSE: Duration = Duration::from_millis(100);
+use crate::watch::{ResilientWatch, WatchConfig, WatchEvent};
 
 /// Refuses names the store could not hold or that would share a prefix ambiguously.
 pub(crate) fn check_name(field: &str, name: &str) -> Result<()> {
@@ -136,7 +132,9 @@ fn predecessor(queue: &[KeyValue], create_revision: i64) -> Option<&KeyValue> {
 ///
 /// Starts from `joined`'s snapshot, so an uncontended caller sends nothing. Each round
 /// watches only the predecessor key, from the revision the queue was read at + 1, until it is
-/// deleted, then reads the queue again (a predecessor leaving does not mean all are gone).
+/// gone, then reads the queue again (a predecessor leaving does not mean all are gone). A
+/// broken watch is resumed, not taken for an answer: the wait goes on through an outage until
+/// the predecessor goes or the store is closed (the callers also stop on a lost session).
 ///
 /// # Cancel safety
 ///
@@ -148,7 +146,7 @@ pub(crate) async fn wait_for_head(store: &Store, prefix: &str, joined: &Joined) 
         let Some(before) = predecessor(&queue, joined.create_revision) else {
             return Ok(revision);
         };
-        wait_deleted(store, &before.key, revision).await?;
+        wait_gone(store, &before.key, before.create_revision, revision).await?;
         let response = store
             .range(
                 &KeyRange::prefix(prefix),
@@ -306,7 +304,10 @@ impl Held {
     pub async fn lost(&self, store: &Store, what: &str) -> Error {
         let error = tokio::select! {
             e = self.session.lost() => e,
-            reason = wait_key_gone(store, &self.key, self.create_revision, self.seen_at) => {
+            gone = wait_gone(store, &self.key, self.create_revision, self.seen_at) => {
+                // Only a closed store ends the wait early, and its close revoked the lease.
+                let reason = gone
+                    .unwrap_or_else(|_| format!("key `{}` was released by close", self.key));
                 tracing::warn!(key = %self.key, %reason, "{what} lost");
                 self.mark_gone(reason.clone());
                 self.lost_error(reason)
@@ -319,87 +320,130 @@ impl Held {
     }
 }
 
-/// Waits until `key`, which existed at `revision`, is deleted after it.
+/// Waits until `key`, which existed with `create_revision` at `revision`, is gone: deleted
+/// (expired with its lease included), or replaced by a key with another create revision.
+/// Returns a sentence saying which.
 ///
-/// A watch that breaks (etcd restarted, say) is not an answer: the caller reads the queue
-/// again, which tells whether the key is gone.
-pub(crate) async fn wait_deleted(store: &Store, key: &str, revision: i64) -> Result<()> {
-    let span = tracing::debug_span!("queue.wait_deleted", key, revision);
+/// It follows the key with a [`ResilientWatch`] from `revision` + 1: a broken watch is resumed
+/// where it stopped (as Go's client watch does under `waitDeletes`), and a compacted history is
+/// answered by reading the key. So only a closed store ends the wait early.
+///
+/// # Errors
+///
+/// [`Error::Closed`] once the store is closed.
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only reads and watches.
+async fn wait_gone(
+    store: &Store,
+    key: &str,
+    create_revision: i64,
+    revision: i64,
+) -> Result<String> {
+    let span = tracing::debug_span!("queue.wait_gone", key, create_revision, revision);
     async {
-        let mut stream = store.watch(&KeyRange::key(key), revision + 1).await?;
-        while let Some(batch) = stream.next().await {
-            match batch {
-                Ok(batch) => {
-                    if batch.events.iter().any(|e| e.kind == EventKind::Delete) {
-                        return Ok(());
-                    }
-                }
-                // The history since `revision` is gone: re-reading the queue tells.
-                Err(Error::Compacted { .. }) => return Ok(()),
+        // Keys only: a relist needs the create revision, not the value.
+        let config = WatchConfig::default().keys_only();
+        let mut watch = ResilientWatch::with_config(store.clone(), KeyRange::key(key), config)
+            .starting_after(revision);
+        loop {
+            let states = match watch.next().await {
+                Ok(item) => key_states(item),
+                Err(Error::Closed) => return Err(Error::Closed),
+                // The watch retries by itself, with backoff.
                 Err(e) => {
-                    tracing::debug!(key, error = %e, "watch on the predecessor broke; re-reading the queue");
-                    break;
+                    tracing::debug!(error = %e, "watch on the key broke; resuming");
+                    continue;
+                }
+            };
+            for state in states {
+                match state {
+                    None => return Ok(format!("key `{key}` was deleted")),
+                    Some(kv) if kv.create_revision != create_revision => {
+                        return Ok(format!("key `{key}` was replaced"));
+                    }
+                    Some(_) => {}
                 }
             }
         }
-        // A broken stream: pause a little so a store that keeps breaking watches is not
-        // hammered; the caller's range fails if the store is really down.
-        tokio::time::sleep(BROKEN_WATCH_PAUSE).await;
-        Ok(())
     }
     .instrument(span)
     .await
 }
 
-/// Waits until `key`, which existed with `create_revision` at `revision`, is gone: deleted,
-/// expired with its lease, or replaced by a key with another create revision. Returns a
-/// sentence saying what happened.
-///
-/// A broken watch is not an answer: it reads the key, and watches again if it is still there.
-///
-/// # Cancel safety
-///
-/// Cancel safe: it only reads and watches.
-pub(crate) async fn wait_key_gone(
-    store: &Store,
-    key: &str,
-    create_revision: i64,
-    revision: i64,
-) -> String {
-    let span = tracing::debug_span!("queue.wait_key_gone", key, create_revision);
-    async {
-        let mut from = revision + 1;
-        loop {
-            if let Ok(mut stream) = store.watch(&KeyRange::key(key), from).await {
-                while let Some(Ok(batch)) = stream.next().await {
-                    for event in &batch.events {
-                        if event.kind == EventKind::Delete {
-                            return format!("key `{key}` was deleted");
-                        }
-                        if event.kv.create_revision != create_revision {
-                            return format!("key `{key}` was replaced");
-                        }
-                    }
-                    from = batch.revision + 1;
-                }
-            }
-            // The watch broke or could not start (or its history was compacted): look at the
-            // key itself before watching again.
-            tokio::time::sleep(BROKEN_WATCH_PAUSE).await;
-            match store.get(key).await {
-                Ok((None, _)) => return format!("key `{key}` was deleted"),
-                Ok((Some(kv), _)) if kv.create_revision != create_revision => {
-                    return format!("key `{key}` was replaced");
-                }
-                Ok((Some(_), now)) => from = now + 1,
-                // The Coord was closed (its close revoked the lease): nothing will answer.
-                Err(Error::Closed) => return format!("key `{key}` was released by close"),
-                Err(e) => {
-                    tracing::debug!(key, error = %e, "cannot read the key; retrying");
-                }
-            }
-        }
+/// What a watch item of a single key says of it: the key after each change, in order (`None`:
+/// absent).
+fn key_states(item: WatchEvent) -> Vec<Option<KeyValue>> {
+    match item {
+        WatchEvent::Init { kvs, .. } => vec![kvs.into_iter().next()],
+        WatchEvent::Events { events, .. } | WatchEvent::Resync { events, .. } => events
+            .into_iter()
+            .map(|event| (event.kind == EventKind::Put).then_some(event.kv))
+            .collect(),
+        WatchEvent::Progress { .. } => Vec::new(),
     }
-    .instrument(span)
-    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn gone(store: &Store, key: &str, create_revision: i64, revision: i64) -> String {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            wait_gone(store, key, create_revision, revision),
+        )
+        .await
+        .expect("the wait ends")
+        .expect("the store is open")
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_when_the_key_is_deleted_and_not_before() {
+        let store = Store::in_memory();
+        let created = store.put("/q/a", Vec::new(), 0).await.unwrap().revision;
+        // A new value on the same key is not its going.
+        store.put("/q/a", b"x".to_vec(), 0).await.unwrap();
+        store.delete(&KeyRange::key("/q/a")).await.unwrap();
+        assert_eq!(
+            gone(&store, "/q/a", created, created).await,
+            "key `/q/a` was deleted"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_recreated_in_a_compacted_history_is_found_replaced() {
+        let store = Store::in_memory();
+        let created = store.put("/q/a", Vec::new(), 0).await.unwrap().revision;
+        store.delete(&KeyRange::key("/q/a")).await.unwrap();
+        let again = store.put("/q/a", Vec::new(), 0).await.unwrap().revision;
+        store.compact(again).await.unwrap();
+        // The delete is compacted away: the relist sees a key of another create revision.
+        assert_eq!(
+            gone(&store, "/q/a", created, created).await,
+            "key `/q/a` was replaced"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_store_ends_the_wait_with_closed() {
+        let store = Store::in_memory();
+        let created = store.put("/q/a", Vec::new(), 0).await.unwrap().revision;
+        let wait = wait_gone(&store, "/q/a", created, created);
+        tokio::pin!(wait);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut wait)
+                .await
+                .is_err(),
+            "the key is still there"
+        );
+        store.close();
+        let ended = tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .expect("the wait ends");
+        assert!(matches!(ended, Err(Error::Closed)), "{ended:?}");
+    }
 }

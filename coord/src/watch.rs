@@ -15,6 +15,28 @@
 //!
 //! Errors are yielded as `Err` items (so callers can log or count them) and the watch goes on;
 //! the stream itself never ends until dropped.
+//!
+//! The states, and the step each takes at [`next`](ResilientWatch::next):
+//!
+//! | state | step | then |
+//! |---|---|---|
+//! | `Listing` | read the range; yield `Init` (or `Resync`) | `Connecting` from the read + 1 |
+//! | `Connecting { from }` | open a store watch from `from` | `Watching` |
+//! | `Watching { stream }` | yield the stream's next batch | `Watching`; `Listing` if compacted; `Backoff` if broken |
+//! | `Backoff { until, then }` | wait until `until` | `then` |
+//! | `Closed` | yield [`Error::Closed`] | `Closed` |
+//!
+//! A failed list or open waits in `Backoff` and takes the same step again; a broken stream waits
+//! and resumes (`Connecting` from the last delivered revision + 1), or relists if it has
+//! delivered no revision yet. Once the store is closed every step is `Closed`.
+//!
+//! Not every watcher wants the whole range first. [`starting_after`](ResilientWatch::starting_after)
+//! skips the first list and follows the changes after a revision the caller read itself (a lock
+//! waiter that read its queue); [`from_now`](ResilientWatch::from_now) follows the changes from
+//! the moment it returns (a registration about to write its key). With nothing listed, such a
+//! watch's first relist yields the whole range as `Init`. [`WatchConfig::keys_only`] reads keys
+//! without values, and [`Relist::Whole`] makes every relist an `Init`, so the watch keeps no map
+//! of the range's keys (for a consumer that needs a few keys of a large range).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,20 +44,41 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use rand::Rng;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::store::{Event, EventKind, KeyRange, KeyValue, RangeOptions, Store, WatchStream};
+use crate::store::{
+    Event, EventKind, GetResponse, KeyRange, KeyValue, RangeOptions, Store, WatchResponse,
+    WatchStream,
+};
 
 /// Where a retry goes when its backoff would overflow the clock: never, in practice.
 const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// Backoff settings of a [`ResilientWatch`].
+/// What a relist of a [`ResilientWatch`] yields (after a compaction, or
+/// [`resync`](ResilientWatch::resync)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Relist {
+    /// The differences from what the watch delivered, as one [`WatchEvent::Resync`]; the watch
+    /// remembers the mod revision of every key of the range to compute them.
+    #[default]
+    Diff,
+    /// The whole range again, as [`WatchEvent::Init`]; the watch remembers no keys.
+    Whole,
+}
+
+/// Settings of a [`ResilientWatch`]: its backoff and how it lists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WatchConfig {
     /// The first wait after a failure.
     pub initial_backoff: Duration,
     /// The longest wait between attempts.
     pub max_backoff: Duration,
+    /// Lists (the first and every relist) read keys and metadata without values; events still
+    /// carry values.
+    pub keys_only: bool,
+    /// What a relist yields.
+    pub relist: Relist,
 }
 
 impl Default for WatchConfig {
@@ -43,6 +86,8 @@ impl Default for WatchConfig {
         WatchConfig {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            keys_only: false,
+            relist: Relist::Diff,
         }
     }
 }
@@ -61,12 +106,28 @@ impl WatchConfig {
         self.max_backoff = backoff;
         self
     }
+
+    /// Lists read keys and metadata only, not values.
+    #[must_use]
+    pub fn keys_only(mut self) -> Self {
+        self.keys_only = true;
+        self
+    }
+
+    /// Sets what a relist yields.
+    #[must_use]
+    pub fn relist(mut self, relist: Relist) -> Self {
+        self.relist = relist;
+        self
+    }
 }
 
 /// What a [`ResilientWatch`] yields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchEvent {
-    /// The whole state of the range at `revision`; always the first item.
+    /// The whole state of the range at `revision`: the first item of a watch that lists first,
+    /// and any relist with nothing to diff against ([`Relist::Whole`], or the first relist of a
+    /// watch that did not list first).
     Init {
         /// The revision the list was read at.
         revision: i64,
@@ -108,6 +169,47 @@ impl WatchEvent {
     }
 }
 
+/// Where a [`ResilientWatch`] stands: the step its next call takes. See the
+/// [module docs](self) for the transitions.
+enum State {
+    /// Read the whole range. `open` is a store watch kept open across a
+    /// [`resync`](ResilientWatch::resync): its batches up to the read are skipped as covered.
+    Listing { open: Option<WatchStream> },
+    /// Open a store watch from revision `from` (0: from the moment it opens).
+    Connecting { from: i64 },
+    /// Follow an open store watch.
+    Watching { stream: WatchStream },
+    /// After a failure: wait until `until`, then take the step of `then`.
+    Backoff { until: Instant, then: Box<State> },
+    /// The store was closed: nothing will answer again.
+    Closed,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Listing { .. } => "listing",
+            State::Connecting { .. } => "connecting",
+            State::Watching { .. } => "watching",
+            State::Backoff { .. } => "backoff",
+            State::Closed => "closed",
+        }
+    }
+
+    /// The state that lists at its next step, keeping an open stream open.
+    fn relisting(self) -> State {
+        match self {
+            State::Watching { stream } => State::Listing { open: Some(stream) },
+            State::Connecting { .. } => State::Listing { open: None },
+            State::Backoff { until, then } => State::Backoff {
+                until,
+                then: Box::new(then.relisting()),
+            },
+            listing_or_closed => listing_or_closed,
+        }
+    }
+}
+
 /// A watch over a key or prefix that survives disconnects and compaction. See the
 /// [module docs](self).
 ///
@@ -133,15 +235,16 @@ pub struct ResilientWatch {
     store: Store,
     range: KeyRange,
     config: WatchConfig,
-    /// Key → mod_revision of every key the consumer has been told about, for the diff after a
-    /// compaction.
-    known: HashMap<String, i64>,
-    /// The last revision delivered; 0 before the first list.
+    state: State,
+    /// The last revision delivered (or the one the watch started after); 0 while there is
+    /// nothing to resume from.
     revision: i64,
-    relist: bool,
-    stream: Option<WatchStream>,
+    /// Key → mod_revision of every key the consumer has been told about, once it has been told
+    /// the whole range (with [`Relist::Diff`]): what a relist diffs against. `None`: a relist
+    /// yields the whole range.
+    known: Option<HashMap<String, i64>>,
+    /// Failures in a row, for the backoff; reset whenever the store answers.
     failures: u32,
-    retry_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for ResilientWatch {
@@ -149,7 +252,7 @@ impl std::fmt::Debug for ResilientWatch {
         f.debug_struct("ResilientWatch")
             .field("range", &self.range)
             .field("revision", &self.revision)
-            .field("connected", &self.stream.is_some())
+            .field("state", &self.state.name())
             .finish()
     }
 }
@@ -161,19 +264,53 @@ impl ResilientWatch {
         Self::with_config(store, range, WatchConfig::default())
     }
 
-    /// A watch over `range` with custom backoff.
+    /// A watch over `range` with custom settings.
     pub fn with_config(store: Store, range: KeyRange, config: WatchConfig) -> Self {
         ResilientWatch {
             store,
             range,
             config,
-            known: HashMap::new(),
+            state: State::Listing { open: None },
             revision: 0,
-            relist: true,
-            stream: None,
+            known: None,
             failures: 0,
-            retry_at: None,
         }
+    }
+
+    /// Skips the first list: the watch yields the changes after `revision`, a revision the
+    /// caller read the range at itself (from the store's history, then live). 0 means "from
+    /// whenever the store watch opens".
+    ///
+    /// Nothing was listed, so the first relist (after a compaction, say) yields the whole range
+    /// as [`WatchEvent::Init`]; so does a break before the watch delivered any revision, since
+    /// there is nothing to resume from.
+    #[must_use]
+    pub fn starting_after(mut self, revision: i64) -> Self {
+        let revision = revision.max(0);
+        self.revision = revision;
+        self.known = None;
+        self.state = State::Connecting {
+            from: if revision > 0 { revision + 1 } else { 0 },
+        };
+        self
+    }
+
+    /// A watch of the changes of `range` from now on, without a first list: its store watch is
+    /// open when this returns, so every change made after that is delivered. See
+    /// [`starting_after`](Self::starting_after) for what its relists yield.
+    ///
+    /// # Errors
+    ///
+    /// The store's, from opening the watch.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped call leaves no store watch behind.
+    pub async fn from_now(store: Store, range: KeyRange, config: WatchConfig) -> Result<Self> {
+        let mut watch = Self::with_config(store, range, config).starting_after(0);
+        let stream = watch.open(0).await?;
+        watch.state = State::Watching { stream };
+        Ok(watch)
     }
 
     /// The watched key or prefix.
@@ -181,19 +318,21 @@ impl ResilientWatch {
         &self.range
     }
 
-    /// The last revision delivered (0 before the first item).
+    /// The last revision delivered (0 before the first item; for a watch made with
+    /// [`starting_after`](Self::starting_after), the revision it started after).
     pub fn revision(&self) -> i64 {
         self.revision
     }
 
     /// Relists the whole range at the next call and yields what changed as a
-    /// [`WatchEvent::Resync`]: a safety net against an event lost by anyone (a periodic full
+    /// [`WatchEvent::Resync`] (or the whole range as an `Init`, with nothing to diff against):
+    /// a safety net against an event lost by anyone (a periodic full
     /// sync, as etcd's and Consul's caching clients do). The open stream stays open; its events
-    /// up to the relist's revision are skipped as already covered.
+    /// up to the relist's revision are skipped as already covered. A pending backoff is still
+    /// waited out first.
     pub fn resync(&mut self) {
-        if self.revision > 0 {
-            self.relist = true;
-        }
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        self.state = state.relisting();
     }
 
     /// The next item. Never returns "end": on failure it yields the error and, at the next call,
@@ -206,81 +345,8 @@ impl ResilientWatch {
     /// picks up where this one stopped.
     pub async fn next(&mut self) -> Result<WatchEvent> {
         loop {
-            // A closed store never answers again: no backoff, no retry.
-            if self.store.is_closed() {
-                self.stream = None;
-                return Err(Error::Closed);
-            }
-            if let Some(at) = self.retry_at.take() {
-                // Put the deadline back first, so a cancelled sleep is not forgotten.
-                self.retry_at = Some(at);
-                tokio::time::sleep_until(at).await;
-                self.retry_at = None;
-            }
-            // The list and the reconnect are boxed: they are rare, and their futures would
-            // otherwise make every watching task's state (one per watched range) kilobytes big.
-            if self.relist {
-                return match Box::pin(self.list()).await {
-                    Ok(event) => Ok(event),
-                    Err(e) => Err(self.failed(e)),
-                };
-            }
-            let Some(stream) = self.stream.as_mut() else {
-                match Box::pin(self.store.watch(&self.range, self.revision + 1)).await {
-                    Ok(stream) => self.stream = Some(stream),
-                    Err(e) => return Err(self.failed(e)),
-                }
-                continue;
-            };
-            match stream.next().await {
-                Some(Ok(response)) if response.is_progress() => {
-                    self.failures = 0;
-                    if response.revision > self.revision {
-                        self.revision = response.revision;
-                        return Ok(WatchEvent::Progress {
-                            revision: response.revision,
-                        });
-                    }
-                }
-                Some(Ok(response)) => {
-                    self.failures = 0;
-                    // A resumed watch starts after `revision`, so this only guards against a
-                    // backend that replays: never deliver a revision twice.
-                    if response.revision <= self.revision {
-                        continue;
-                    }
-                    self.revision = response.revision;
-                    for event in &response.events {
-                        self.remember(event);
-                    }
-                    return Ok(WatchEvent::Events {
-                        revision: response.revision,
-                        events: response.events,
-                    });
-                }
-                Some(Err(Error::Compacted {
-                    compact_revision, ..
-                })) => {
-                    tracing::warn!(
-                        key = self.range.as_str(),
-                        revision = self.revision,
-                        compact_revision,
-                        "watch history compacted; relisting"
-                    );
-                    self.stream = None;
-                    self.relist = true;
-                }
-                Some(Err(e)) => {
-                    self.stream = None;
-                    return Err(self.failed(e));
-                }
-                None => {
-                    self.stream = None;
-                    return Err(self.failed(Error::Unavailable {
-                        endpoints: String::new(),
-                        reason: format!("watch on `{}` ended", self.range.as_str()),
-                    }));
-                }
+            if let Some(item) = self.step().await {
+                return item;
             }
         }
     }
@@ -296,69 +362,186 @@ impl ResilientWatch {
         })
     }
 
-    /// Reads the whole range; the first time as `Init`, after a compaction (or
-    /// [`resync`](Self::resync)) as a `Resync` diff.
-    async fn list(&mut self) -> Result<WatchEvent> {
-        let response = self
-            .store
-            .range(&self.range, RangeOptions::default())
-            .await?;
+    /// Takes the step of the current state; `None` if it yields nothing (a stream opened, a
+    /// backoff waited out, a batch already covered skipped).
+    ///
+    /// Every await leaves the state as it was until it completes, so a dropped step loses
+    /// nothing: that is what makes [`next`](Self::next) cancel safe.
+    async fn step(&mut self) -> Option<Result<WatchEvent>> {
+        // A closed store never answers again: no backoff, no retry.
+        if self.store.is_closed() {
+            self.state = State::Closed;
+        }
+        match &mut self.state {
+            State::Closed => Some(Err(Error::Closed)),
+            State::Backoff { until, .. } => {
+                tokio::time::sleep_until(*until).await;
+                self.state = match std::mem::replace(&mut self.state, State::Closed) {
+                    State::Backoff { then, .. } => *then,
+                    other => other,
+                };
+                None
+            }
+            // The list and the open are boxed: they are rare, and their futures would otherwise
+            // make every watching task's state (one per watched range) kilobytes big.
+            State::Listing { .. } => Some(match Box::pin(self.list()).await {
+                Ok(response) => Ok(self.listed(response)),
+                Err(e) => Err(self.retry(e)),
+            }),
+            State::Connecting { from } => {
+                let from = *from;
+                match Box::pin(self.open(from)).await {
+                    Ok(stream) => {
+                        self.state = State::Watching { stream };
+                        None
+                    }
+                    Err(e) => Some(Err(self.retry(e))),
+                }
+            }
+            State::Watching { stream } => {
+                let batch = stream.next().await;
+                self.watched(batch)
+            }
+        }
+    }
+
+    /// Reads the whole range (one network round trip). (`&mut self` although it changes
+    /// nothing: a `&ResilientWatch` held across an await would need it to be `Sync`, which its
+    /// stream is not.)
+    async fn list(&mut self) -> Result<GetResponse> {
+        let options = RangeOptions {
+            keys_only: self.config.keys_only,
+            ..RangeOptions::default()
+        };
+        let span = tracing::debug_span!(
+            "watch.list",
+            key = self.range.as_str(),
+            after = self.revision
+        );
+        self.store
+            .range(&self.range, options)
+            .instrument(span)
+            .await
+    }
+
+    /// Opens a store watch from `from` (one network round trip). (`&mut self`: as
+    /// [`list`](Self::list).)
+    async fn open(&mut self, from: i64) -> Result<WatchStream> {
+        let span = tracing::debug_span!("watch.open", key = self.range.as_str(), from);
+        self.store.watch(&self.range, from).instrument(span).await
+    }
+
+    /// Delivers a list: the whole range if there is nothing to diff against, else the
+    /// differences; the watch goes on from just after it.
+    fn listed(&mut self, response: GetResponse) -> WatchEvent {
         let revision = response.revision;
-        let first = self.revision == 0;
-        self.relist = false;
         self.failures = 0;
         self.revision = revision;
-        if first {
-            self.known = response
-                .kvs
-                .iter()
-                .map(|kv| (kv.key.clone(), kv.mod_revision))
-                .collect();
-            return Ok(WatchEvent::Init {
+        self.state = match std::mem::replace(&mut self.state, State::Closed) {
+            State::Listing { open: Some(stream) } => State::Watching { stream },
+            _ => State::Connecting { from: revision + 1 },
+        };
+        match self.known.as_mut() {
+            Some(known) => WatchEvent::Resync {
                 revision,
-                kvs: response.kvs,
-            });
-        }
-        let mut gone = std::mem::take(&mut self.known);
-        let mut events = Vec::new();
-        for kv in response.kvs {
-            let seen = gone.remove(&kv.key);
-            self.known.insert(kv.key.clone(), kv.mod_revision);
-            if seen != Some(kv.mod_revision) {
-                events.push(Event {
-                    kind: EventKind::Put,
-                    kv,
-                });
-            }
-        }
-        let mut deleted: Vec<String> = gone.into_keys().collect();
-        deleted.sort();
-        events.extend(deleted.into_iter().map(|key| Event {
-            kind: EventKind::Delete,
-            kv: KeyValue {
-                key,
-                mod_revision: revision,
-                ..KeyValue::default()
+                events: diff(known, response.kvs, revision),
             },
-        }));
-        Ok(WatchEvent::Resync { revision, events })
-    }
-
-    fn remember(&mut self, event: &Event) {
-        match event.kind {
-            EventKind::Put => {
-                self.known
-                    .insert(event.kv.key.clone(), event.kv.mod_revision);
-            }
-            EventKind::Delete => {
-                self.known.remove(&event.kv.key);
+            None => {
+                if self.config.relist == Relist::Diff {
+                    self.known = Some(
+                        response
+                            .kvs
+                            .iter()
+                            .map(|kv| (kv.key.clone(), kv.mod_revision))
+                            .collect(),
+                    );
+                }
+                WatchEvent::Init {
+                    revision,
+                    kvs: response.kvs,
+                }
             }
         }
     }
 
-    /// Schedules the next attempt after a jittered exponential backoff; returns the error.
-    fn failed(&mut self, error: Error) -> Error {
+    /// Handles what the open stream gave.
+    fn watched(&mut self, batch: Option<Result<WatchResponse>>) -> Option<Result<WatchEvent>> {
+        match batch {
+            Some(Ok(response)) if response.is_progress() => {
+                self.failures = 0;
+                if response.revision <= self.revision {
+                    return None;
+                }
+                self.revision = response.revision;
+                Some(Ok(WatchEvent::Progress {
+                    revision: response.revision,
+                }))
+            }
+            Some(Ok(response)) => {
+                self.failures = 0;
+                // A resumed watch starts after `revision`, so this skips only what a resync's
+                // list already covered, or a backend that replays: never deliver a revision
+                // twice.
+                if response.revision <= self.revision {
+                    return None;
+                }
+                self.revision = response.revision;
+                if let Some(known) = self.known.as_mut() {
+                    for event in &response.events {
+                        remember(known, event);
+                    }
+                }
+                Some(Ok(WatchEvent::Events {
+                    revision: response.revision,
+                    events: response.events,
+                }))
+            }
+            Some(Err(Error::Compacted {
+                compact_revision, ..
+            })) => {
+                tracing::warn!(
+                    key = self.range.as_str(),
+                    revision = self.revision,
+                    compact_revision,
+                    "watch history compacted; relisting"
+                );
+                self.state = State::Listing { open: None };
+                None
+            }
+            Some(Err(e)) => Some(Err(self.broke(e))),
+            None => {
+                let ended = Error::Unavailable {
+                    endpoints: String::new(),
+                    reason: format!("watch on `{}` ended", self.range.as_str()),
+                };
+                Some(Err(self.broke(ended)))
+            }
+        }
+    }
+
+    /// The stream broke: after a backoff, resume from the last delivered revision + 1, or
+    /// relist if none was delivered. Returns the error.
+    fn broke(&mut self, error: Error) -> Error {
+        let then = if self.revision > 0 {
+            State::Connecting {
+                from: self.revision + 1,
+            }
+        } else {
+            State::Listing { open: None }
+        };
+        self.back_off(error, then)
+    }
+
+    /// A list or an open failed: take the same step again after a backoff. Returns the error.
+    fn retry(&mut self, error: Error) -> Error {
+        let then = std::mem::replace(&mut self.state, State::Closed);
+        self.back_off(error, then)
+    }
+
+    /// Waits a jittered exponential backoff before `then`; returns the error.
+    fn back_off(&mut self, error: Error, then: State) -> Error {
         if self.store.is_closed() {
+            self.state = State::Closed;
             return Error::Closed;
         }
         let exponent = self.failures.min(16);
@@ -376,14 +559,119 @@ impl ResilientWatch {
             .min(self.config.max_backoff);
         tracing::debug!(key = self.range.as_str(), error = %error, ?wait, "watch failed; retrying");
         let now = Instant::now();
-        self.retry_at = Some(now.checked_add(wait).unwrap_or(now + FAR_FUTURE));
+        self.state = State::Backoff {
+            until: now.checked_add(wait).unwrap_or(now + FAR_FUTURE),
+            then: Box::new(then),
+        };
         error
     }
 }
 
+/// The differences between `known` and the range read at `revision` (`kvs`), puts first in key
+/// order, then deletes; `known` becomes the range.
+fn diff(known: &mut HashMap<String, i64>, kvs: Vec<KeyValue>, revision: i64) -> Vec<Event> {
+    let mut gone = std::mem::take(known);
+    let mut events = Vec::new();
+    for kv in kvs {
+        let seen = gone.remove(&kv.key);
+        known.insert(kv.key.clone(), kv.mod_revision);
+        if seen != Some(kv.mod_revision) {
+            events.push(Event {
+                kind: EventKind::Put,
+                kv,
+            });
+        }
+    }
+    let mut deleted: Vec<String> = gone.into_keys().collect();
+    deleted.sort();
+    events.extend(deleted.into_iter().map(|key| Event {
+        kind: EventKind::Delete,
+        kv: KeyValue {
+            key,
+            mod_revision: revision,
+            ..KeyValue::default()
+        },
+    }));
+    events
+}
+
+fn remember(known: &mut HashMap<String, i64>, event: &Event) {
+    match event.kind {
+        EventKind::Put => {
+            known.insert(event.kv.key.clone(), event.kv.mod_revision);
+        }
+        EventKind::Delete => {
+            known.remove(&event.kv.key);
+        }
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fast retries: the tests wait out real backoffs.
+    fn quick() -> WatchConfig {
+        WatchConfig::default()
+            .initial_backoff(Duration::from_millis(1))
+            .max_backoff(Duration::from_millis(5))
+    }
+
+    /// Takes the steps that open the store watch after a list, as a `next` would before it
+    /// waits for a batch.
+    async fn open_stream(watch: &mut ResilientWatch) {
+        while let State::Connecting { .. } = watch.state {
+            assert!(watch.step().await.is_none(), "{watch:?}");
+        }
+        assert!(matches!(watch.state, State::Watching { .. }), "{watch:?}");
+    }
+
+    /// Replaces the watch's open stream by one that fails with `error` (or just ends): what a
+    /// dropped connection looks like.
+    async fn break_stream(watch: &mut ResilientWatch, error: Option<Error>) {
+        open_stream(watch).await;
+        let broken = futures::stream::iter(error.map(Err));
+        watch.state = State::Watching {
+            stream: Box::pin(broken),
+        };
+    }
+
+    fn unavailable() -> Error {
+        Error::Unavailable {
+            endpoints: String::new(),
+            reason: "connection reset".into(),
+        }
+    }
+
+    async fn next(watch: &mut ResilientWatch) -> Result<WatchEvent> {
+        tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("the watch yields")
+    }
+
+    /// The next item that is not progress.
+    async fn next_change(watch: &mut ResilientWatch) -> WatchEvent {
+        loop {
+            match next(watch).await {
+                Ok(WatchEvent::Progress { .. }) => {}
+                item => return item.expect("a change"),
+            }
+        }
+    }
+
+    fn keys(events: &[Event]) -> Vec<(EventKind, &str)> {
+        events
+            .iter()
+            .map(|event| (event.kind, event.kv.key.as_str()))
+            .collect()
+    }
+
+    async fn put(store: &Store, key: &str, value: &str) -> i64 {
+        store
+            .put(key, value.as_bytes().to_vec(), 0)
+            .await
+            .unwrap()
+            .revision
+    }
 
     #[tokio::test]
     async fn a_backoff_of_duration_max_does_not_overflow() {
@@ -393,12 +681,271 @@ mod tests {
         let mut watch =
             ResilientWatch::with_config(Store::in_memory(), KeyRange::key("/k"), config);
         for _ in 0..3 {
-            let error = watch.failed(Error::Backend {
+            let error = watch.retry(Error::Backend {
                 key: "/k".into(),
                 reason: "test".into(),
             });
             assert!(matches!(error, Error::Backend { .. }));
-            assert!(watch.retry_at.is_some_and(|at| at > Instant::now()));
+            assert!(
+                matches!(watch.state, State::Backoff { until, .. } if until > Instant::now()),
+                "{watch:?}"
+            );
         }
+    }
+
+    #[tokio::test]
+    async fn a_broken_stream_resumes_after_the_last_delivered_revision() {
+        let store = Store::in_memory();
+        put(&store, "/r/a", "1").await;
+        let mut watch =
+            ResilientWatch::with_config(store.clone(), KeyRange::prefix("/r/"), quick());
+        assert!(
+            matches!(next(&mut watch).await, Ok(WatchEvent::Init { ref kvs, .. }) if kvs.len() == 1)
+        );
+        let seen = put(&store, "/r/b", "1").await;
+        assert_eq!(next_change(&mut watch).await.revision(), seen);
+
+        break_stream(&mut watch, Some(unavailable())).await;
+        // Written while the connection is down: the resumed watch replays them from history.
+        let c = put(&store, "/r/c", "1").await;
+        let d = put(&store, "/r/d", "1").await;
+        assert!(matches!(
+            next(&mut watch).await,
+            Err(Error::Unavailable { .. })
+        ));
+        assert!(
+            matches!(&watch.state, State::Backoff { then, .. }
+                if matches!(**then, State::Connecting { from } if from == seen + 1)),
+            "{watch:?}"
+        );
+        for (revision, key) in [(c, "/r/c"), (d, "/r/d")] {
+            match next_change(&mut watch).await {
+                WatchEvent::Events {
+                    revision: at,
+                    events,
+                } => {
+                    assert_eq!(at, revision);
+                    assert_eq!(keys(&events), [(EventKind::Put, key)]);
+                }
+                other => panic!("expected the events of {key}, got {other:?}"),
+            }
+        }
+        assert!(matches!(watch.state, State::Watching { .. }));
+        assert_eq!(watch.revision(), d);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_is_a_break_and_is_resumed() {
+        let store = Store::in_memory();
+        let mut watch =
+            ResilientWatch::with_config(store.clone(), KeyRange::prefix("/e/"), quick());
+        next(&mut watch).await.unwrap();
+        break_stream(&mut watch, None).await;
+        let a = put(&store, "/e/a", "1").await;
+        assert!(matches!(
+            next(&mut watch).await,
+            Err(Error::Unavailable { .. })
+        ));
+        assert_eq!(next_change(&mut watch).await.revision(), a);
+    }
+
+    #[tokio::test]
+    async fn a_compacted_history_relists_and_yields_the_differences() {
+        let store = Store::in_memory();
+        for key in ["/c/keep", "/c/change", "/c/remove"] {
+            put(&store, key, "0").await;
+        }
+        let mut watch =
+            ResilientWatch::with_config(store.clone(), KeyRange::prefix("/c/"), quick());
+        next(&mut watch).await.unwrap();
+        break_stream(&mut watch, Some(unavailable())).await;
+        put(&store, "/c/change", "1").await;
+        store.delete(&KeyRange::key("/c/remove")).await.unwrap();
+        put(&store, "/c/new", "1").await;
+        let last = put(&store, "/c/change", "2").await;
+        store.compact(last).await.unwrap();
+
+        assert!(next(&mut watch).await.is_err(), "the break is reported");
+        match next_change(&mut watch).await {
+            WatchEvent::Resync { revision, events } => {
+                assert_eq!(revision, last);
+                assert_eq!(
+                    keys(&events),
+                    [
+                        (EventKind::Put, "/c/change"),
+                        (EventKind::Put, "/c/new"),
+                        (EventKind::Delete, "/c/remove"),
+                    ]
+                );
+                assert_eq!(events[0].kv.value, b"2");
+            }
+            other => panic!("expected a resync, got {other:?}"),
+        }
+        // It watches on from just after the relist.
+        let after = put(&store, "/c/after", "1").await;
+        assert!(matches!(watch.state, State::Connecting { from } if from == last + 1));
+        assert_eq!(next_change(&mut watch).await.revision(), after);
+    }
+
+    #[tokio::test]
+    async fn a_failed_list_waits_out_a_backoff_and_lists_again() {
+        // An empty single key is refused on every call: the list fails each time.
+        let mut watch = ResilientWatch::with_config(Store::in_memory(), KeyRange::key(""), quick());
+        for _ in 0..2 {
+            assert!(matches!(
+                next(&mut watch).await,
+                Err(Error::InvalidArgument { .. })
+            ));
+            assert!(
+                matches!(&watch.state, State::Backoff { then, .. }
+                    if matches!(**then, State::Listing { open: None })),
+                "{watch:?}"
+            );
+        }
+        assert_eq!(
+            watch.failures, 2,
+            "the backoff grows while it keeps failing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_backoff_keeps_its_deadline() {
+        let store = Store::in_memory();
+        let config = WatchConfig::default()
+            .initial_backoff(Duration::from_millis(300))
+            .max_backoff(Duration::from_millis(300));
+        let mut watch = ResilientWatch::with_config(store.clone(), KeyRange::prefix("/b/"), config);
+        next(&mut watch).await.unwrap();
+        break_stream(&mut watch, Some(unavailable())).await;
+        assert!(next(&mut watch).await.is_err());
+        let State::Backoff { until, .. } = watch.state else {
+            panic!("{watch:?}")
+        };
+        let cancelled = tokio::time::timeout(Duration::from_millis(10), watch.next()).await;
+        assert!(cancelled.is_err(), "still waiting");
+        assert!(matches!(watch.state, State::Backoff { until: kept, .. } if kept == until));
+        let a = put(&store, "/b/a", "1").await;
+        assert_eq!(next_change(&mut watch).await.revision(), a);
+        assert!(Instant::now() >= until);
+    }
+
+    #[tokio::test]
+    async fn resync_keeps_the_open_stream_and_skips_what_the_list_covered() {
+        let store = Store::in_memory();
+        let mut watch = ResilientWatch::new(store.clone(), KeyRange::prefix("/s/"));
+        next(&mut watch).await.unwrap();
+        open_stream(&mut watch).await;
+        let opened = store.stats().watches_opened();
+        let a = put(&store, "/s/a", "1").await;
+        watch.resync();
+        match next(&mut watch).await.unwrap() {
+            WatchEvent::Resync { revision, events } => {
+                assert_eq!(revision, a);
+                assert_eq!(keys(&events), [(EventKind::Put, "/s/a")]);
+            }
+            other => panic!("expected a resync, got {other:?}"),
+        }
+        let b = put(&store, "/s/b", "1").await;
+        // The batch of `a`, still in the stream, is skipped: the resync told it.
+        match next_change(&mut watch).await {
+            WatchEvent::Events { revision, events } => {
+                assert_eq!(revision, b);
+                assert_eq!(keys(&events), [(EventKind::Put, "/s/b")]);
+            }
+            other => panic!("expected the events of b, got {other:?}"),
+        }
+        assert_eq!(store.stats().watches_opened(), opened, "no second watch");
+    }
+
+    #[tokio::test]
+    async fn a_watch_started_after_a_revision_yields_only_later_changes() {
+        let store = Store::in_memory();
+        let a = put(&store, "/f/a", "1").await;
+        let b = put(&store, "/f/b", "1").await;
+        let mut watch =
+            ResilientWatch::with_config(store.clone(), KeyRange::prefix("/f/"), quick())
+                .starting_after(a);
+        assert_eq!(watch.revision(), a);
+        match next_change(&mut watch).await {
+            WatchEvent::Events { revision, events } => {
+                assert_eq!(revision, b);
+                assert_eq!(keys(&events), [(EventKind::Put, "/f/b")]);
+            }
+            other => panic!("expected the events of b, got {other:?}"),
+        }
+        // Nothing was listed: after a compaction the relist is the whole range.
+        break_stream(&mut watch, Some(unavailable())).await;
+        store.delete(&KeyRange::key("/f/a")).await.unwrap();
+        let c = put(&store, "/f/c", "1").await;
+        store.compact(c).await.unwrap();
+        assert!(next(&mut watch).await.is_err());
+        match next_change(&mut watch).await {
+            WatchEvent::Init { revision, kvs } => {
+                assert_eq!(revision, c);
+                let listed: Vec<&str> = kvs.iter().map(|kv| kv.key.as_str()).collect();
+                assert_eq!(listed, ["/f/b", "/f/c"]);
+            }
+            other => panic!("expected the whole range, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn from_now_relists_keys_only_and_whole_after_a_break_before_any_change() {
+        let store = Store::in_memory();
+        put(&store, "/n/old", "1").await;
+        let config = quick().keys_only().relist(Relist::Whole);
+        let mut watch = ResilientWatch::from_now(store.clone(), KeyRange::prefix("/n/"), config)
+            .await
+            .unwrap();
+        assert!(
+            matches!(watch.state, State::Watching { .. }),
+            "open on return"
+        );
+        // Written after `from_now` returned, before the first `next`: delivered.
+        let a = put(&store, "/n/a", "1").await;
+        match next_change(&mut watch).await {
+            WatchEvent::Events { revision, events } => {
+                assert_eq!(revision, a);
+                assert_eq!(events[0].kv.value, b"1", "events carry values");
+            }
+            other => panic!("expected the events of a, got {other:?}"),
+        }
+
+        let mut fresh = ResilientWatch::from_now(store.clone(), KeyRange::prefix("/n/"), config)
+            .await
+            .unwrap();
+        // Broken before it delivered a revision: nothing to resume from, so it relists.
+        break_stream(&mut fresh, Some(unavailable())).await;
+        assert!(next(&mut fresh).await.is_err());
+        let listed = next_change(&mut fresh).await;
+        let WatchEvent::Init { revision, kvs } = listed else {
+            panic!("expected the whole range, got {listed:?}")
+        };
+        assert_eq!(revision, a);
+        assert_eq!(kvs.len(), 2);
+        assert!(kvs.iter().all(|kv| kv.value.is_empty()), "keys only");
+        assert!(fresh.known.is_none(), "a whole relist remembers no keys");
+
+        // And every later relist is whole too.
+        fresh.resync();
+        assert!(matches!(
+            next(&mut fresh).await,
+            Ok(WatchEvent::Init { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_closed_store_ends_every_call_with_closed() {
+        let store = Store::in_memory();
+        let mut watch =
+            ResilientWatch::with_config(store.clone(), KeyRange::prefix("/x/"), quick());
+        next(&mut watch).await.unwrap();
+        break_stream(&mut watch, Some(unavailable())).await;
+        assert!(next(&mut watch).await.is_err());
+        store.close();
+        for _ in 0..2 {
+            assert!(matches!(next(&mut watch).await, Err(Error::Closed)));
+        }
+        assert!(matches!(watch.state, State::Closed));
     }
 }

@@ -8,31 +8,29 @@
 //!   change to that key ([`Seen::Events`]), in revision order: the name's watch is open
 //!   before [`OwnKeys::subscribe`] returns. Changes from before the write may be told too: the
 //!   registration skips whatever is not newer than its own write.
-//! - When the watch breaks (an etcd restart, a compaction), the gap is not replayed (it may be
-//!   compacted away): the service's prefix is read again (keys only: a big service's values
-//!   are not fetched for the few keys a `Coord` holds), every subscriber is told its key's
-//!   state at that read ([`Seen::Listed`]), and the watch goes on from just after the read.
-//! - The watch starts with the first subscription of a name and stops with the last; a
-//!   subscriber costs a map entry and a mailbox, not a watch (etcd keeps one watcher per name
-//!   instead of one per instance).
+//! - The watch is a [`ResilientWatch`] from that moment on. When it breaks (an etcd restart) it
+//!   resumes after the last revision it delivered, so the changes of the gap are told as
+//!   events. When there is nothing to resume from (its history was compacted, or it broke
+//!   before it delivered any revision) the service's prefix is read again (keys only: a big
+//!   service's values are not fetched for the few keys a `Coord` holds, and no map of its keys
+//!   is kept), every subscriber is told its key's state at that read ([`Seen::Listed`]), and
+//!   the watch goes on from just after the read.
+//! - The watch starts with the first subscription of a name and stops with the last (it is a
+//!   [`SharedWatches`] entry); a subscriber costs a map entry and a mailbox, not a watch (etcd
+//!   keeps one watcher per name instead of one per instance).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use crate::error::Result;
-use crate::store::{Event, KeyRange, KeyValue, RangeOptions, Store, WatchStream};
+use crate::error::{Error, Result};
+use crate::shared_watch::{SharedWatch, SharedWatches};
+use crate::store::{Event, EventKind, KeyRange, KeyValue, Store};
 use crate::sync::lock;
-
-/// The first wait before reading the prefix again after the watch broke.
-const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
-
-/// The longest wait between two reads while the watch keeps breaking.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+use crate::watch::{Relist, ResilientWatch, WatchConfig, WatchEvent};
 
 /// What a subscriber is told of its key.
 #[derive(Debug)]
@@ -41,8 +39,8 @@ pub(super) enum Seen {
     Events(i64, Vec<Event>),
     /// The key as read at a revision (`None`: absent).
     Now(i64, Option<KeyValue>),
-    /// The same from a keys-only read of the prefix, after the watch (re)started: the value
-    /// is not there (a keeper learns from it who holds the key, not what it holds).
+    /// The same from a keys-only read of the prefix, after the watch relisted: the value is
+    /// not there (a keeper learns from it who holds the key, not what it holds).
     Listed(i64, Option<KeyValue>),
 }
 
@@ -50,16 +48,14 @@ pub(super) enum Seen {
 #[derive(Debug)]
 pub(crate) struct OwnKeys {
     store: Store,
-    /// Async: held while a name's watch is being opened, so the registrations of a name that
-    /// arrive meanwhile wait for that watch rather than open their own.
-    names: tokio::sync::Mutex<HashMap<String, Weak<NameWatch>>>,
+    names: SharedWatches<String, Name>,
 }
 
 impl OwnKeys {
     pub fn new(store: Store) -> Self {
         OwnKeys {
             store,
-            names: tokio::sync::Mutex::new(HashMap::new()),
+            names: SharedWatches::default(),
         }
     }
 
@@ -72,20 +68,18 @@ impl OwnKeys {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a watch opened for a dropped call is closed.
+    /// Cancel safe: a watch opened for a dropped call is closed (see
+    /// [`SharedWatches::watch`]).
     pub(super) async fn subscribe(&self, name: &str, key: Arc<str>) -> Result<Subscription> {
-        let watch = {
-            let mut names = self.names.lock().await;
-            match names.get(name).and_then(Weak::upgrade) {
-                Some(watch) => watch,
-                None => {
-                    names.retain(|_, watch| watch.strong_count() > 0);
-                    let watch = NameWatch::start(&self.store, name).await?;
-                    names.insert(name.to_owned(), Arc::downgrade(&watch));
-                    watch
-                }
-            }
+        let new = || {
+            let subscribers = Arc::new(Subscribers::default());
+            let name = Name {
+                subscribers: Arc::clone(&subscribers),
+            };
+            (name, subscribers)
         };
+        let start = |subscribers| self.start(name, subscribers);
+        let watch = self.names.watch(&name.to_owned(), new, start).await?;
         let mailbox = Arc::new(Mailbox::default());
         lock(&watch.subscribers)
             .entry(Arc::clone(&key))
@@ -98,15 +92,24 @@ impl OwnKeys {
         })
     }
 
+    /// Opens the watch of `name`'s instances from now on; returns the task that follows it.
+    async fn start(
+        &self,
+        name: &str,
+        subscribers: Arc<Subscribers>,
+    ) -> Result<impl Future<Output = ()> + Send + 'static + use<>> {
+        let prefix = super::service_prefix(name);
+        let config = WatchConfig::default().keys_only().relist(Relist::Whole);
+        let range = KeyRange::prefix(prefix.as_str());
+        let watch = ResilientWatch::from_now(self.store.clone(), range, config).await?;
+        let span = tracing::debug_span!("registry.own_keys", prefix = prefix.as_str());
+        Ok(run(watch, subscribers).instrument(span))
+    }
+
     /// Store watches open for registrations right now (one per service name).
     #[cfg(test)]
-    async fn watches(&self) -> usize {
-        self.names
-            .lock()
-            .await
-            .values()
-            .filter(|watch| watch.strong_count() > 0)
-            .count()
+    fn watches(&self) -> usize {
+        self.names.len()
     }
 }
 
@@ -114,39 +117,18 @@ impl OwnKeys {
 /// a key this `Coord` holds is being refused.
 type Subscribers = Mutex<HashMap<Arc<str>, Vec<Arc<Mailbox>>>>;
 
-/// The watch of one service name, shared by its subscribers; it stops when the last goes.
+/// What the watch of one service name shares with its subscriptions; the watch stops when the
+/// last subscription goes.
 #[derive(Debug)]
-struct NameWatch {
+struct Name {
+    /// Also held by the watch's task, which tells them.
     subscribers: Arc<Subscribers>,
-    task: tokio::task::AbortHandle,
-}
-
-impl NameWatch {
-    /// Opens the watch of `name`'s instances from now on, and starts the task that follows it.
-    async fn start(store: &Store, name: &str) -> Result<Arc<Self>> {
-        let prefix = super::service_prefix(name);
-        let range = KeyRange::prefix(prefix.as_str());
-        let stream = store.watch(&range, 0).await?;
-        let subscribers = Arc::new(Subscribers::default());
-        let span = tracing::debug_span!("registry.own_keys", prefix = prefix.as_str());
-        let task = tokio::spawn(
-            run(store.clone(), range, stream, Arc::clone(&subscribers)).instrument(span),
-        )
-        .abort_handle();
-        Ok(Arc::new(NameWatch { subscribers, task }))
-    }
-}
-
-impl Drop for NameWatch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// One registration's view of its key: what [`OwnKeys::subscribe`] returns.
 #[derive(Debug)]
 pub(super) struct Subscription {
-    watch: Arc<NameWatch>,
+    watch: Arc<SharedWatch<Name>>,
     /// Shared with the map entry and the registration: one copy of the key.
     key: Arc<str>,
     mailbox: Arc<Mailbox>,
@@ -201,83 +183,55 @@ impl Mailbox {
     }
 }
 
-/// Follows the watch; after every break reads the prefix and watches it from just after the
-/// read, telling each subscriber what concerns its key. Never ends by itself: the last
-/// subscription's drop aborts it.
-async fn run(store: Store, range: KeyRange, first: WatchStream, subscribers: Arc<Subscribers>) {
-    let mut backoff = INITIAL_BACKOFF;
-    let mut stream = Some(first);
+/// Follows the name's watch, telling each subscriber what concerns its key, until the store
+/// is closed. The last subscription's drop aborts it before that, as a rule.
+async fn run(mut watch: ResilientWatch, subscribers: Arc<Subscribers>) {
     loop {
-        let Some(mut open) = stream.take() else {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-            // Boxed: rare, and inline it would make the task's future bigger.
-            stream = Box::pin(relist(&store, &range, &subscribers)).await;
-            continue;
-        };
-        loop {
-            match open.next().await {
-                Some(Ok(batch)) if batch.is_progress() => {}
-                Some(Ok(batch)) => {
-                    backoff = INITIAL_BACKOFF;
-                    tell(&subscribers, batch.revision, batch.events);
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "registrations' watch broke; reading the prefix again");
-                    break;
-                }
-                None => {
-                    tracing::debug!("registrations' watch ended; reading the prefix again");
-                    break;
-                }
+        match watch.next().await {
+            Ok(WatchEvent::Events { revision, events }) => {
+                tell(&subscribers, revision, events, false);
             }
+            Ok(WatchEvent::Init { revision, kvs }) => tell_listed(&subscribers, revision, &kvs),
+            // Not with whole relists; a keys-only difference would be a listing all the same.
+            Ok(WatchEvent::Resync { revision, events }) => {
+                tell(&subscribers, revision, events, true);
+            }
+            Ok(WatchEvent::Progress { .. }) => {}
+            Err(Error::Closed) => return,
+            // The watch retries by itself, with backoff.
+            Err(e) => tracing::debug!(error = %e, "registrations' watch broke; resuming"),
         }
     }
 }
 
-/// Reads the prefix, tells every subscriber its key's state, and watches on from just after the
-/// read; `None` (logged) if either fails.
-async fn relist(store: &Store, range: &KeyRange, subscribers: &Subscribers) -> Option<WatchStream> {
-    let read = match store
-        .range(range, RangeOptions::default().keys_only())
-        .await
-    {
-        Ok(read) => read,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot read the registrations' prefix; retrying");
-            return None;
-        }
-    };
-    let stream = match store.watch(range, read.revision + 1).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot watch the registrations' prefix; retrying");
-            return None;
-        }
-    };
-    // Told only once the watch is open: whoever acts on the state read is then sure to hear of
-    // what follows it.
+/// Tells every subscriber its key's state in a keys-only read of the prefix at `revision`.
+fn tell_listed(subscribers: &Subscribers, revision: i64, kvs: &[KeyValue]) {
     for (key, mailboxes) in lock(subscribers).iter() {
         // A range answers in key order.
-        let kv = read
-            .kvs
+        let kv = kvs
             .binary_search_by(|kv| kv.key.as_str().cmp(&**key))
             .ok()
-            .map(|at| &read.kvs[at]);
+            .map(|at| &kvs[at]);
         for mailbox in mailboxes {
-            mailbox.push(Seen::Listed(read.revision, kv.cloned()));
+            mailbox.push(Seen::Listed(revision, kv.cloned()));
         }
     }
-    Some(stream)
 }
 
-/// Tells each subscriber the events of `revision` on its key.
-fn tell(subscribers: &Subscribers, revision: i64, events: Vec<Event>) {
+/// Tells each subscriber the events of `revision` on its key: as they are, or (`listed`) as
+/// its state in a keys-only read.
+fn tell(subscribers: &Subscribers, revision: i64, events: Vec<Event>, listed: bool) {
     let subscribers = lock(subscribers);
     for event in events {
         if let Some(mailboxes) = subscribers.get(event.kv.key.as_str()) {
             for mailbox in mailboxes {
-                mailbox.push(Seen::Events(revision, vec![event.clone()]));
+                let seen = if listed {
+                    let kv = (event.kind == EventKind::Put).then(|| event.kv.clone());
+                    Seen::Listed(revision, kv)
+                } else {
+                    Seen::Events(revision, vec![event.clone()])
+                };
+                mailbox.push(seen);
             }
         }
     }
@@ -285,6 +239,8 @@ fn tell(subscribers: &Subscribers, revision: i64, events: Vec<Event>) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     async fn next(subscription: &Subscription) -> Seen {
@@ -309,7 +265,7 @@ mod tests {
             .subscribe("other", "/services/other/a".into())
             .await
             .unwrap();
-        assert_eq!(own.watches().await, 2);
+        assert_eq!(own.watches(), 2);
         let put = store
             .put("/services/svc/b", b"1".to_vec(), 0)
             .await
@@ -331,12 +287,12 @@ mod tests {
         drop(a);
         drop(b);
         assert_eq!(
-            own.watches().await,
+            own.watches(),
             1,
             "the name's watch goes with its last subscriber"
         );
         drop(other);
-        assert_eq!(own.watches().await, 0);
+        assert_eq!(own.watches(), 0);
     }
 
     #[tokio::test]

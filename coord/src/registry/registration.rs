@@ -469,8 +469,8 @@ impl Keeper {
             }
             Seen::Now(_, kv) => self.judge_kv(kv.as_ref(), lease),
             // Who holds the key, not what it holds: the value to restore stays the last one
-            // seen (a same-lease update made while the watch was broken is learnt only from
-            // its next change).
+            // seen (a same-lease update hidden by a relist is learnt only from its next
+            // change).
             Seen::Listed(_, kv) => match kv {
                 Some(kv) if kv.lease != lease => Verdict::Replaced(kv.lease),
                 Some(_) => Verdict::Ours,
