@@ -557,7 +557,7 @@ impl ServiceCache {
         if reached {
             Ok(())
         } else {
-            Err(crate::Error::Closed)
+            Err(Error::Closed)
         }
     }
 }
