@@ -21,8 +21,7 @@ use tracing::Instrument;
 
 use crate::config::cache::ReadCache;
 use crate::config::hub::WatchHub;
-use crate::config::map::{Layout, names_of};
-use crate::config::release::{DEFAULT_HISTORY, KnownStates};
+use crate::config::layout::{Layout, names_of};
 use crate::config::reserved::refuse_reserved;
 use crate::config::schema::{CoordConfig, HasPrefix, Source};
 use crate::error::{Error, Result};
@@ -30,7 +29,12 @@ use crate::store::{
     Compare, CompareOp, CompareTarget, EventKind, KeyRange, KeyValue, RangeOptions, Store, Txn,
     TxnOp, TxnOpResponse,
 };
+use crate::sync::Slots;
 use crate::watch::{ResilientWatch, WatchEvent};
+
+/// Release records kept per prefix unless the center says otherwise
+/// ([`ConfigCenter::with_release_history`]).
+pub(crate) const DEFAULT_RELEASE_HISTORY: usize = 100;
 
 /// Typed access to config keys. Get it from `Coord::config()`.
 ///
@@ -55,8 +59,9 @@ pub struct ConfigCenter {
     pub(crate) store: Store,
     hub: Arc<WatchHub>,
     cache: Option<Arc<ReadCache>>,
-    /// Each prefix's state after this center's last release (see `release`).
-    pub(crate) releases: Arc<KnownStates>,
+    /// What the rooms above keep per center (the releases' remembered states), shared by its
+    /// clones; see [`Slots`].
+    pub(crate) slots: Arc<Slots>,
     /// Release records kept per prefix.
     pub(crate) release_history: usize,
     /// A release's author unless it names one.
@@ -77,8 +82,8 @@ impl ConfigCenter {
             store: ctx.store.clone(),
             hub: Arc::clone(&config.hub),
             cache: None,
-            releases: Arc::default(),
-            release_history: DEFAULT_HISTORY,
+            slots: Arc::default(),
+            release_history: DEFAULT_RELEASE_HISTORY,
             author: Some(ctx.instance.name.clone()),
             release_timeout: ctx.request_timeout,
         };

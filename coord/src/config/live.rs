@@ -43,7 +43,8 @@ use tokio::sync::watch;
 
 use crate::config::explain::{self, Built, Explanation};
 use crate::config::gray::{GRAY_ROOT, GrayDoc, gray_key};
-use crate::config::hub::{ChangeLog, Offline, RangeWatch, RawValue, Snapshot, WatchHub};
+use crate::config::hub::{ChangeLog, Offline, RangeWatch, Snapshot, WatchHub};
+use crate::config::raw::RawValue;
 use crate::config::schema::{CoordConfig, Source};
 use crate::config::shared::ConfigShared;
 use crate::config::status::reporter::{self, HandleState, Rejected, StatusSlot};

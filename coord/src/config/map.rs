@@ -24,7 +24,7 @@
 //!   entries it does not have are deleted, in the same transaction, guarded so that an entry
 //!   written meanwhile fails the publish rather than survive it unseen.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -32,6 +32,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::config::layout::Layout;
 use crate::config::schema::{CoordConfig, Source, Values, nested_values};
 use crate::error::{Error, Result};
 
@@ -295,27 +296,6 @@ impl<V: Clone + Send + Sync + 'static> MapField for BTreeMap<String, V> {
     }
 }
 
-/// How a map's stored keys split into entries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Layout {
-    /// `{map}/{name}` holds the entry's JSON; the name is the whole rest of the key.
-    Json,
-    /// `{map}/{name}/{field...}` hold the entry struct's keys.
-    Nested,
-}
-
-impl Layout {
-    /// The entry a key under the map belongs to (`rest` is the key after `{map}/`), or
-    /// `None` if it belongs to none (an empty name; a key directly under a nested map).
-    pub(crate) fn entry_name(self, rest: &str) -> Option<&str> {
-        let name = match self {
-            Layout::Json => rest,
-            Layout::Nested => rest.split_once('/')?.0,
-        };
-        (!name.is_empty()).then_some(name)
-    }
-}
-
 /// Reads a `#[coord(map)]` field stored under `key`. With `prev` (the field as last built)
 /// and a source that knows which keys changed since, only those entries are decoded.
 ///
@@ -439,16 +419,6 @@ fn check_name(key: &str, name: &str, layout: Layout) -> Result<()> {
         key: format!("{key}/{name}"),
         reason: format!("the map entry's name {problem}"),
     })
-}
-
-/// The distinct names of `keys` (each the part of a key after `{map}/`), in order.
-pub(crate) fn names_of<'k>(
-    keys: impl Iterator<Item = &'k str>,
-    layout: Layout,
-) -> BTreeSet<String> {
-    keys.filter_map(|rest| layout.entry_name(rest))
-        .map(str::to_owned)
-        .collect()
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::config::hub::{RawValue, RawValues};
+use crate::config::raw::{RawValue, RawValues};
 use crate::error::{Error, Result};
 use crate::health::{FailingWrites, SNAPSHOT_SAVE};
 use crate::store::Store;

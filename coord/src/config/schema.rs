@@ -166,8 +166,8 @@ impl FieldKind {
         !matches!(self, FieldKind::Value)
     }
 
-    pub(crate) fn layout(&self) -> Option<crate::config::map::Layout> {
-        use crate::config::map::Layout;
+    pub(crate) fn layout(&self) -> Option<crate::config::layout::Layout> {
+        use crate::config::layout::Layout;
         match self {
             FieldKind::Value => None,
             FieldKind::Map => Some(Layout::Json),
@@ -309,7 +309,7 @@ impl fmt::Debug for Source<'_> {
 #[derive(Clone, Copy)]
 enum Raw<'a> {
     Plain(&'a BTreeMap<String, Vec<u8>>),
-    Shared(&'a crate::config::hub::RawValues),
+    Shared(&'a crate::config::raw::RawValues),
 }
 
 impl<'a> Source<'a> {
@@ -324,7 +324,7 @@ impl<'a> Source<'a> {
     }
 
     /// The values of a watched range's snapshot.
-    pub(crate) fn shared(prefix: &'a str, values: &'a crate::config::hub::RawValues) -> Self {
+    pub(crate) fn shared(prefix: &'a str, values: &'a crate::config::raw::RawValues) -> Self {
         Source {
             prefix: Cow::Borrowed(prefix.trim_end_matches('/')),
             values: Raw::Shared(values),
@@ -372,15 +372,15 @@ impl<'a> Source<'a> {
     }
 
     /// The names of the entries stored under `{prefix}/`, seen as a map.
-    pub(crate) fn names(&self, layout: crate::config::map::Layout) -> BTreeSet<String> {
+    pub(crate) fn names(&self, layout: crate::config::layout::Layout) -> BTreeSet<String> {
         let skip = self.prefix.len() + 1;
-        crate::config::map::names_of(self.keys_under().map(|key| &key[skip..]), layout)
+        crate::config::layout::names_of(self.keys_under().map(|key| &key[skip..]), layout)
     }
 
     /// The names of the entries under `{prefix}/` that changed, if the source knows.
     pub(crate) fn changed_names(
         &self,
-        layout: crate::config::map::Layout,
+        layout: crate::config::layout::Layout,
     ) -> Option<BTreeSet<String>> {
         let under = format!("{}/", self.prefix);
         let changes = self.changes?;
@@ -388,7 +388,7 @@ impl<'a> Source<'a> {
             .range(under.clone()..)
             .take_while(|changed| changed.starts_with(&under))
             .map(|changed| &changed[under.len()..]);
-        Some(crate::config::map::names_of(changed, layout))
+        Some(crate::config::layout::names_of(changed, layout))
     }
 
     /// The prefix, without a trailing `/`.

@@ -34,6 +34,8 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::config::ConfigCenter;
+use crate::config::gray::Selector;
+use crate::config::release::ReleaseKind;
 use crate::error::{Error, Result};
 use crate::store::{KeyRange, RangeOptions};
 
@@ -230,7 +232,7 @@ impl ConfigCenter {
         let prefix = normalize(prefix).to_owned();
         let span = tracing::info_span!("config.wait_rollout", prefix = %prefix, seq);
         let wait = async {
-            let release = crate::config::release::target(self, &prefix, seq).await?;
+            let release = target(self, &prefix, seq).await?;
             let mut pause = std::time::Duration::from_millis(50);
             loop {
                 let statuses = self.rollout(&prefix).await?;
@@ -264,6 +266,45 @@ impl ConfigCenter {
             }),
         }
     }
+}
+
+/// What [`wait_rollout`](ConfigCenter::wait_rollout) waits for.
+pub(crate) struct Target {
+    seq: u64,
+    /// The revision the release was applied at.
+    pub revision: i64,
+    selector: Option<Selector>,
+}
+
+impl Target {
+    /// True if the instance of `status` runs the release and nothing else: current at its
+    /// revision, on it if it is a gray release that picks the instance, and otherwise on no
+    /// gray release older than it (one started later is a newer release).
+    pub fn reached_by(&self, status: &InstanceStatus) -> bool {
+        if status.revision < self.revision {
+            return false;
+        }
+        match &self.selector {
+            Some(selector) if selector.matches(&status.instance, &status.labels, self.seq) => {
+                status.gray == Some(self.seq)
+            }
+            _ => status.gray.is_none_or(|gray| gray > self.seq),
+        }
+    }
+}
+
+/// Release `seq` of `prefix` as a target to wait for.
+async fn target(center: &ConfigCenter, prefix: &str, seq: u64) -> Result<Target> {
+    let (revision, kind) = crate::config::release::applied_release(center, prefix, seq).await?;
+    let selector = match kind {
+        ReleaseKind::Gray { selector } => Some(selector),
+        _ => None,
+    };
+    Ok(Target {
+        seq,
+        revision,
+        selector,
+    })
 }
 
 #[cfg(test)]

@@ -24,7 +24,6 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tracing::Instrument;
 
-use super::channel::Feed;
 use super::instances::Instances;
 use super::{ServiceEvent, ServiceInfo, lock, service_prefix};
 use crate::error::{Error, Result};
@@ -105,7 +104,15 @@ pub(crate) struct Service {
 pub(crate) type Watched = SharedWatch<Service>;
 
 /// The channels fed by a watch; shared with its task, which must not hold the `Watched`.
-type Feeds = Arc<Mutex<Vec<Weak<Feed>>>>;
+type Feeds = Arc<Mutex<Vec<Weak<dyn Follower>>>>;
+
+/// Something that follows a watched service's snapshots in step with its watch task (a
+/// balanced channel's endpoint feed, see `channel.rs`): told each snapshot before anyone can
+/// see it.
+pub(crate) trait Follower: Send + Sync {
+    /// Takes `snapshot`; false once it wants no more.
+    fn sync(&self, snapshot: &Snapshot) -> bool;
+}
 
 impl Service {
     /// The instances as last seen, ordered by id.
@@ -120,11 +127,11 @@ impl Service {
     }
 
     /// Starts feeding `feed` the changes of this service, beginning with the current state.
-    pub fn add_feed(&self, feed: &Arc<Feed>) {
+    pub fn add_feed(&self, feed: Arc<dyn Follower>) {
         // Under the feeds lock, which the task holds from syncing the feeds until it has
         // published the snapshot: the feed gets every snapshot from this one on.
         let mut feeds = lock(&self.feeds);
-        feeds.push(Arc::downgrade(feed));
+        feeds.push(Arc::downgrade(&feed));
         let snapshot = Arc::clone(&self.snapshot.borrow());
         feed.sync(&snapshot);
     }
@@ -554,11 +561,7 @@ impl ServiceCache {
         // The sender lives until the cache's task stops, which, while this handle lives, only
         // `Coord::close` does.
         let reached = rx.wait_for(|s| s.revision >= revision).await.is_ok();
-        if reached {
-            Ok(())
-        } else {
-            Err(Error::Closed)
-        }
+        if reached { Ok(()) } else { Err(Error::Closed) }
     }
 }
 

@@ -29,7 +29,7 @@ use tracing::Instrument;
 use imbl::ordmap::DiffItem;
 
 use super::ServiceInfo;
-use super::cache::{InstanceMap, Snapshot, Watched};
+use super::cache::{Follower, InstanceMap, Snapshot, Watched};
 
 /// How many endpoint changes may wait for the balancer.
 const CHANGE_BUFFER: usize = 64;
@@ -198,7 +198,7 @@ pub(crate) fn balanced(name: &str, watched: Arc<Watched>, options: ChannelOption
         }),
         catch_up: Notify::new(),
     });
-    watched.add_feed(&feed);
+    watched.add_feed(Arc::clone(&feed) as Arc<dyn Follower>);
     let span = tracing::debug_span!("registry.channel", key = %super::service_prefix(name));
     tokio::spawn(catch_up(feed, watched).instrument(span));
     channel
@@ -244,12 +244,12 @@ impl FeedState {
     }
 }
 
-impl Feed {
+impl Follower for Feed {
     /// Queues the changes that bring the channel to `snapshot`, without waiting: called by the
     /// watch task before it publishes `snapshot`, so a call made after anyone saw the change
     /// finds it queued. If the queue is full (no calls for a while) or a catch-up is running,
     /// the catch-up task finishes the job. Returns false once the channel is gone.
-    pub(crate) fn sync(&self, snapshot: &Snapshot) -> bool {
+    fn sync(&self, snapshot: &Snapshot) -> bool {
         if self.closed.is_closed() {
             return false;
         }

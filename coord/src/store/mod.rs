@@ -28,11 +28,9 @@ pub mod file;
 pub(crate) mod memory;
 mod types;
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
@@ -43,7 +41,7 @@ pub use types::*;
 
 use crate::error::{Error, Result};
 use crate::state::{ConnectionState, Link, StateCell, Ticket};
-use crate::sync::lock;
+use crate::sync::Slots;
 
 /// etcd's default `--max-request-bytes` (1.5 MiB); a larger request is refused by the server.
 pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
@@ -106,9 +104,6 @@ pub struct Store {
     slots: Arc<Slots>,
 }
 
-/// One value of each type, made on first use; see [`Store::slot`].
-type Slots = Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>;
-
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.backend {
@@ -169,13 +164,7 @@ impl Store {
     /// (not by [`new_handle`](Self::new_handle)s): how a layer above keeps state per store
     /// handle (the session layer's lease renewer) without the store naming it.
     pub(crate) fn slot<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
-        let mut slots = lock(&self.slots);
-        let slot = slots
-            .entry(TypeId::of::<T>())
-            .or_insert_with(|| Arc::new(T::default()));
-        Arc::clone(slot)
-            .downcast::<T>()
-            .unwrap_or_else(|_| unreachable!("the slot of a type holds that type"))
+        self.slots.get::<T>()
     }
 
     /// This handle's connection state (see [`crate::state`]).

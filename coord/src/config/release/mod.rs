@@ -57,9 +57,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 pub(crate) use history::applied_at;
-pub(crate) use model::DEFAULT_HISTORY;
 pub use model::{Change, KeyDiff, Release, ReleaseKind};
-pub(crate) use state::KnownStates;
 
 use self::history::read_record;
 use self::model::check_prefix;
@@ -346,41 +344,12 @@ impl ConfigCenter {
     }
 }
 
-/// What [`wait_rollout`](ConfigCenter::wait_rollout) waits for.
-pub(crate) struct Target {
+/// Release `seq` of `prefix`: the revision it was applied at, and its kind.
+pub(crate) async fn applied_release(
+    center: &ConfigCenter,
+    prefix: &str,
     seq: u64,
-    /// The revision the release was applied at.
-    pub revision: i64,
-    selector: Option<Selector>,
-}
-
-impl Target {
-    /// True if the instance of `status` runs the release and nothing else: current at its
-    /// revision, on it if it is a gray release that picks the instance, and otherwise on no
-    /// gray release older than it (one started later is a newer release).
-    pub fn reached_by(&self, status: &crate::config::status::InstanceStatus) -> bool {
-        if status.revision < self.revision {
-            return false;
-        }
-        match &self.selector {
-            Some(selector) if selector.matches(&status.instance, &status.labels, self.seq) => {
-                status.gray == Some(self.seq)
-            }
-            _ => status.gray.is_none_or(|gray| gray > self.seq),
-        }
-    }
-}
-
-/// Release `seq` of `prefix` as a target to wait for.
-pub(crate) async fn target(center: &ConfigCenter, prefix: &str, seq: u64) -> Result<Target> {
+) -> Result<(i64, ReleaseKind)> {
     let (record, revision) = read_record(center, prefix, seq).await?;
-    let selector = match record.kind {
-        ReleaseKind::Gray { selector } => Some(selector),
-        _ => None,
-    };
-    Ok(Target {
-        seq,
-        revision,
-        selector,
-    })
+    Ok((revision, record.kind))
 }

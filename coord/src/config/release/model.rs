@@ -9,8 +9,6 @@ use crate::config::gray::Selector;
 use crate::config::reserved::refuse_reserved;
 use crate::error::{Error, Result};
 
-/// Records kept per prefix unless the center says otherwise.
-pub(crate) const DEFAULT_HISTORY: usize = 100;
 /// The reserved range of a prefix's records.
 pub(crate) fn releases_of(prefix: &str) -> String {
     format!("/coord/releases{prefix}//")

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::history::{Entry, entries, values_at};
 use super::model::{Release, ReleaseKind, head_key, now_ms, record_key};
 use super::record::{KeyChange, Record};
-use super::state::{PrefixState, read_state, records_since};
+use super::state::{KnownStates, PrefixState, read_state, records_since};
 use super::tracker::Verdict;
 use crate::config::center::{ConfigCenter, MapReplace, checked_values, map_replacements};
 use crate::config::gray::{GrayDoc, Selector, gray_key};
@@ -83,9 +83,9 @@ struct Planned {
 impl Job {
     pub(super) async fn run(self, plan: Plan) -> Result<Release> {
         let typed = matches!(plan, Plan::Typed { .. });
-        let mut known = self.center.releases.take(&self.prefix);
+        let mut known = self.center.slots.get::<KnownStates>().take(&self.prefix);
         if let Some(state) = &mut known
-            && let Some(tracker) = self.center.releases.tracker(&self.prefix)
+            && let Some(tracker) = self.center.slots.get::<KnownStates>().tracker(&self.prefix)
         {
             match tracker.verdict(state.checked_at, &state.ours, state.revision) {
                 Verdict::Clean => {
@@ -158,7 +158,8 @@ impl Job {
                         let checked = planned.after.checked_at;
                         let release = self.committed(response.revision, planned)?;
                         self.center
-                            .releases
+                            .slots
+                            .get::<KnownStates>()
                             .track(&self.center.store, &self.prefix, checked)
                             .await;
                         return Ok(release);
@@ -226,7 +227,10 @@ impl Job {
             *rev = revision;
         }
         let answer = last.public(revision, &last.changes, &redaction);
-        self.center.releases.put(&self.prefix, after);
+        self.center
+            .slots
+            .get::<KnownStates>()
+            .put(&self.prefix, after);
         Ok(answer)
     }
 
