@@ -268,7 +268,7 @@ impl Coord {
         let ctx = Arc::new(Context::new(store, instance, request_timeout));
         Coord {
             inner: Arc::new(Inner {
-                config: config::ConfigCenter::new(Arc::clone(&ctx), &config_shared, cache_ttl),
+                config: config::ConfigCenter::new(Arc::clone(&ctx), &config_shared.hub, cache_ttl),
                 ctx,
                 config_shared,
                 registry_shared,

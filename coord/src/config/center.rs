@@ -75,12 +75,12 @@ impl ConfigCenter {
     /// A center whose `get` is cached for `cache_ttl` (zero: not cached).
     pub(crate) fn new(
         ctx: Arc<crate::context::Context>,
-        config: &crate::config::shared::ConfigShared,
+        hub: &Arc<WatchHub>,
         cache_ttl: Duration,
     ) -> Self {
         let center = ConfigCenter {
             store: ctx.store.clone(),
-            hub: Arc::clone(&config.hub),
+            hub: Arc::clone(hub),
             cache: None,
             slots: Arc::default(),
             release_history: DEFAULT_RELEASE_HISTORY,

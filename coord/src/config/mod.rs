@@ -38,12 +38,5 @@ pub use secret::{REDACTED, Secret};
 pub use status::{InstanceStatus, StatusError};
 pub use template::{TemplateFormat, template};
 
-/// The JSON Schema of `T` as schemars generates it (draft 2020-12, definitions under
-/// `$defs`), as the derive attaches it to [`FieldInfo::json_schema`]; for hand-written
-/// [`CoordConfig`] impls. Needs coord's `schema` feature.
 #[cfg(feature = "schema")]
-pub fn json_schema_of<T: schemars::JsonSchema + ?Sized>() -> serde_json::Value {
-    schemars::SchemaGenerator::default()
-        .into_root_schema_for::<T>()
-        .to_value()
-}
+pub use published::json_schema_of;

@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 
 #[cfg(feature = "schema")]
 #[doc(hidden)]
-pub use json_schema::probe;
+pub use json_schema::{json_schema_of, probe};
 
 /// Where schemas are published: the schema of the struct at `/config/checkout` is the key
 /// `/coord/schemas/config/checkout`.

@@ -25,10 +25,11 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tracing::Instrument;
 
 use super::instances::Instances;
-use super::{ServiceEvent, ServiceInfo, lock, service_prefix};
+use super::service::{ServiceEvent, ServiceInfo, service_prefix};
 use crate::error::{Error, Result};
 use crate::shared_watch::{SharedWatch, SharedWatches};
 use crate::store::{Event, EventKind, KeyRange, KeyValue, Store};
+use crate::sync::lock;
 use crate::watch::{ResilientWatch, WatchEvent};
 
 /// How many revisions' changes a slow watcher may fall behind before it catches up from the

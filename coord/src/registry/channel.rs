@@ -199,7 +199,8 @@ pub(crate) fn balanced(name: &str, watched: Arc<Watched>, options: ChannelOption
         catch_up: Notify::new(),
     });
     watched.add_feed(Arc::clone(&feed) as Arc<dyn Follower>);
-    let span = tracing::debug_span!("registry.channel", key = %super::service_prefix(name));
+    let span =
+        tracing::debug_span!("registry.channel", key = %super::service::service_prefix(name));
     tokio::spawn(catch_up(feed, watched).instrument(span));
     channel
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::ServiceInfo;
+use super::service::ServiceInfo;
 
 /// The instances of one service at one moment, ordered by id: what
 /// [`Registry::discover`](super::Registry::discover) and

@@ -98,7 +98,7 @@ impl OwnKeys {
         name: &str,
         subscribers: Arc<Subscribers>,
     ) -> Result<impl Future<Output = ()> + Send + 'static + use<>> {
-        let prefix = super::service_prefix(name);
+        let prefix = super::service::service_prefix(name);
         let config = WatchConfig::default().keys_only().relist(Relist::Whole);
         let range = KeyRange::prefix(prefix.as_str());
         let watch = ResilientWatch::from_now(self.store.clone(), range, config).await?;

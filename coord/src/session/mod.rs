@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use renewer::Renewer;
+pub(crate) use renewer::SessionInner;
 
 /// A lease kept alive in the background. Cheap to clone; clones share the lease.
 ///
@@ -49,18 +50,6 @@ use renewer::Renewer;
 #[derive(Clone, Debug)]
 pub struct Session {
     inner: Arc<SessionInner>,
-}
-
-#[derive(Debug)]
-pub(crate) struct SessionInner {
-    store: Store,
-    lease: i64,
-    ttl: Duration,
-    /// `Some(reason)` once the lease is known to be gone: set by the renewer, and by `close`
-    /// and `abandon` too, so a closed session reads as lost.
-    lost: watch::Sender<Option<String>>,
-    /// Set by `close`/`abandon`: the drop must not revoke again.
-    finished: AtomicBool,
 }
 
 impl Session {
@@ -209,47 +198,6 @@ impl Session {
         self.inner.lost.send_if_modified(|lost| {
             lost.get_or_insert_with(|| "was abandoned (no longer renewed)".to_owned());
             true
-        });
-    }
-}
-
-impl SessionInner {
-    /// The lease is gone (`reason` says how): the session reads as lost from now on, and its
-    /// store's connection state says so. The first reason stays.
-    fn mark_lost(&self, reason: &str) {
-        self.store.slot::<Renewer>().remove(self.lease);
-        self.lost.send_if_modified(|lost| {
-            if lost.is_some() {
-                return false;
-            }
-            *lost = Some(reason.to_owned());
-            // Inside, so before anyone waiting on `lost()` is woken: whoever learns of the
-            // loss finds the connection state (and its metric) saying so already.
-            self.store.lease_lost();
-            true
-        });
-    }
-}
-
-impl Drop for SessionInner {
-    fn drop(&mut self) {
-        self.store.slot::<Renewer>().remove(self.lease);
-        if self.finished.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // No runtime to revoke from: the lease expires after its TTL.
-            return;
-        };
-        let store = self.store.clone();
-        let lease = self.lease;
-        runtime.spawn(async move {
-            // Even on a closed store: a session dropped just before `Coord::close` gives its
-            // lease back rather than leave its keys for the TTL.
-            if let Err(e) = store.release_lease(lease).await
-                && !matches!(e, Error::LeaseNotFound { .. }) {
-                    tracing::debug!(lease = format_args!("{lease:x}"), error = %e, "revoke on drop failed; the lease will expire");
-                }
         });
     }
 }

@@ -16,16 +16,16 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::SessionInner;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::sync::lock;
@@ -251,6 +251,61 @@ fn answered(
     };
     schedule.plan(id, next);
     None
+}
+
+/// The lease behind a [`Session`](super::Session) and its clones: what the renewer renews
+/// and tells of a loss; dropping the last handle revokes it.
+#[derive(Debug)]
+pub(crate) struct SessionInner {
+    pub(super) store: Store,
+    pub(super) lease: i64,
+    pub(super) ttl: Duration,
+    /// `Some(reason)` once the lease is known to be gone: set by the renewer, and by `close`
+    /// and `abandon` too, so a closed session reads as lost.
+    pub(super) lost: watch::Sender<Option<String>>,
+    /// Set by `close`/`abandon`: the drop must not revoke again.
+    pub(super) finished: AtomicBool,
+}
+
+impl SessionInner {
+    /// The lease is gone (`reason` says how): the session reads as lost from now on, and its
+    /// store's connection state says so. The first reason stays.
+    pub(super) fn mark_lost(&self, reason: &str) {
+        self.store.slot::<Renewer>().remove(self.lease);
+        self.lost.send_if_modified(|lost| {
+            if lost.is_some() {
+                return false;
+            }
+            *lost = Some(reason.to_owned());
+            // Inside, so before anyone waiting on `lost()` is woken: whoever learns of the
+            // loss finds the connection state (and its metric) saying so already.
+            self.store.lease_lost();
+            true
+        });
+    }
+}
+
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        self.store.slot::<Renewer>().remove(self.lease);
+        if self.finished.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to revoke from: the lease expires after its TTL.
+            return;
+        };
+        let store = self.store.clone();
+        let lease = self.lease;
+        runtime.spawn(async move {
+            // Even on a closed store: a session dropped just before `Coord::close` gives its
+            // lease back rather than leave its keys for the TTL.
+            if let Err(e) = store.release_lease(lease).await
+                && !matches!(e, Error::LeaseNotFound { .. }) {
+                    tracing::debug!(lease = format_args!("{lease:x}"), error = %e, "revoke on drop failed; the lease will expire");
+                }
+        });
+    }
 }
 
 #[cfg(test)]

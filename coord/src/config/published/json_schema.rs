@@ -451,6 +451,17 @@ fn short_list(values: &[Value]) -> String {
     format!("[{}]", out.join(", "))
 }
 
+/// The JSON Schema of `T` as schemars generates it (draft 2020-12, definitions under
+/// `$defs`), as the derive attaches it to
+/// [`FieldInfo::json_schema`](crate::config::FieldInfo::json_schema); for hand-written
+/// [`CoordConfig`](crate::config::CoordConfig) impls. Needs coord's `schema` feature.
+#[cfg(feature = "schema")]
+pub fn json_schema_of<T: schemars::JsonSchema + ?Sized>() -> serde_json::Value {
+    schemars::SchemaGenerator::default()
+        .into_root_schema_for::<T>()
+        .to_value()
+}
+
 /// With the `schema` feature: the autoref-specialization probe behind
 /// `__field_json_schema!`. `(&&Probe::<T>::new()).json_schema()` finds [`ViaJsonSchema`]
 /// (one reference fewer to take) when `T: JsonSchema`, and [`NoJsonSchema`] otherwise.
@@ -483,7 +494,7 @@ pub mod probe {
 
     impl<T: schemars::JsonSchema + ?Sized> ViaJsonSchema for &Probe<T> {
         fn json_schema(&self) -> Option<serde_json::Value> {
-            Some(crate::config::json_schema_of::<T>())
+            Some(super::json_schema_of::<T>())
         }
     }
 

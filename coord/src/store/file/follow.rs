@@ -1,20 +1,31 @@
 //! The task that follows the file: it hears the watcher's events and applies each save.
 
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use notify_debouncer_mini::notify::RecommendedWatcher;
 use notify_debouncer_mini::{DebounceEventResult, Debouncer};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::parse::parse;
+use super::parse::{Keys, parse};
 use super::target::Target;
-use super::{FileError, FileErrorKind, Keys, Shared};
+use super::{FileError, FileErrorKind, FileOptions};
 use crate::store::memory::MemoryStore;
 use crate::store::{Txn, TxnOp};
 use crate::sync::lock;
+
+/// What a [`LocalFile`](super::LocalFile) and its follower share: the file, the options its
+/// saves are applied with, and what the latest save did.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) path: PathBuf,
+    pub(super) last_error: Mutex<Option<FileError>>,
+    pub(super) options: Mutex<FileOptions>,
+    pub(super) revision: AtomicI64,
+    pub(super) watching: AtomicBool,
+}
 
 /// What the follower heard while it waited.
 enum Heard {

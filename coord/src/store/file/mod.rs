@@ -100,8 +100,7 @@ mod options;
 mod parse;
 mod target;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -112,9 +111,9 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 pub use crate::error::{FileError, FileErrorKind, Position};
-use follow::{Follower, load};
+use follow::{Follower, Shared, load};
 pub use options::{FileOptions, QUIET_PERIOD};
-use parse::Format;
+use parse::{Format, Keys};
 use target::Target;
 
 use super::memory::MemoryStore;
@@ -131,15 +130,6 @@ pub const DEBOUNCE: Duration = Duration::from_millis(100);
 #[derive(Clone, Debug)]
 pub struct LocalFile {
     shared: Arc<Shared>,
-}
-
-#[derive(Debug)]
-struct Shared {
-    path: PathBuf,
-    last_error: Mutex<Option<FileError>>,
-    options: Mutex<FileOptions>,
-    revision: AtomicI64,
-    watching: AtomicBool,
 }
 
 impl LocalFile {
@@ -285,6 +275,3 @@ impl LocalFile {
         .await
     }
 }
-
-/// The keys a file lays out: key → the value as JSON text.
-type Keys = BTreeMap<String, Vec<u8>>;

@@ -1,12 +1,16 @@
 //! The file's text as keys: each format parsed, then laid out by the layout rule.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::de::DeserializeSeed;
 use serde_json::{Map, Value};
 
 use super::document::{MergeKey, Strict, duplicate_key};
-use super::{FileError, FileErrorKind, Keys, Position};
+use super::{FileError, FileErrorKind, Position};
+
+/// The keys a file lays out: key → the value as JSON text.
+pub(super) type Keys = BTreeMap<String, Vec<u8>>;
 
 /// The file formats, by extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
