@@ -227,16 +227,19 @@ impl StateCell {
     pub fn lease_lost(&self, link: &Link) {
         let changed = self.tx.send_if_modified(|state| {
             let was = std::mem::replace(state, ConnectionState::Lost);
-            was != ConnectionState::Lost
+            // Counted before the receivers are woken: whoever sees the state sees its metric.
+            let changed = was != ConnectionState::Lost;
+            if changed {
+                transition(ConnectionState::Lost);
+            }
+            changed
         });
         if changed {
-            transition(ConnectionState::Lost);
             link.await_answer();
         }
     }
 
     fn link_changed(&self, down: bool) {
-        let mut to = None;
         self.tx.send_if_modified(|state| {
             let next = match (*state, down) {
                 (ConnectionState::Connected | ConnectionState::Reconnected, true) => {
@@ -250,12 +253,10 @@ impl StateCell {
                 _ => return false,
             };
             *state = next;
-            to = Some(next);
+            // Counted before the receivers are woken: whoever sees the state sees its metric.
+            transition(next);
             true
         });
-        if let Some(to) = to {
-            transition(to);
-        }
     }
 }
 
