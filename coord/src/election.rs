@@ -133,6 +133,10 @@ impl Election {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for a bad name; store errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads, so a dropped call leaves nothing behind.
     pub async fn leader(&self) -> Result<Option<Leader>> {
         queue::check_name("name", &self.name)?;
         self.ctx.check_open()?;

@@ -118,6 +118,11 @@ impl Coord {
     /// cannot be written, is owned by another user or is writable by group or others is
     /// [`Error::InvalidArgument`] naming `snapshot_dir`, the directory and the fix (`chmod
     /// 700 DIR`), so a bad directory is found at start, not in the outage it is kept for.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call leaves no connection and no task behind (a snapshot
+    /// directory it created stays).
     pub async fn connect(config: ClientConfig) -> Result<Self> {
         config.validate()?;
         if let Some(path) = config.file.clone() {
@@ -235,6 +240,10 @@ impl Coord {
     ///
     /// [`Error::File`] if the file cannot be read, does not parse, breaks the layout rule, or
     /// its directory cannot be watched: there is no last good state to start from.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call leaves no `Coord` behind; the file is only read.
     pub async fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
         Self::open_file(path.as_ref(), Instance::default(), None).await
     }
@@ -338,6 +347,10 @@ impl Coord {
     ///
     /// [`Error::InvalidArgument`] for an empty service name, one with NUL or `/`, or
     /// `max_id == 0`; [`Error::Closed`]; store errors from the lease grant.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`ids_with_ttl`](Self::ids_with_ttl).
     pub async fn ids(&self, service: &str, max_id: u32) -> Result<IdAllocator> {
         self.ids_with_ttl(service, max_id, ids::DEFAULT_ID_TTL)
             .await
@@ -349,6 +362,11 @@ impl Coord {
     ///
     /// As [`ids`](Self::ids), and [`Error::InvalidArgument`] for a TTL under one second or
     /// over etcd's limit (9,000,000,000 s).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a lease granted before the call was dropped is dropped with it, which
+    /// revokes it (or it expires); no ID is held.
     pub async fn ids_with_ttl(
         &self,
         service: &str,
@@ -371,17 +389,21 @@ impl Coord {
     /// reached binds from the prefix's snapshot on disk instead, stale (see
     /// [`Live::staleness`]); without a usable snapshot it is [`Error::Unavailable`] (or
     /// [`Error::Timeout`]), saying that no snapshot was found.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`live_at`](Self::live_at).
     pub async fn live<T: config::HasPrefix>(&self) -> Result<config::Live<T>> {
-        let prefix = T::PREFIX.ok_or_else(|| {
-            Error::invalid_argument(
-                std::any::type_name::<T>(),
-                "has no #[coord(prefix = ...)]; bind it with live_at",
-            )
-        })?;
+        let prefix = config::prefix_of::<T>("live_at")?;
         self.live_at(prefix).await
     }
 
     /// Binds `T` to the keys under `prefix`; see [`live`](Self::live).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped bind leaves no handle; the shared watch it may have started stops
+    /// when no handle uses it.
     pub async fn live_at<T: config::CoordConfig>(&self, prefix: &str) -> Result<config::Live<T>> {
         self.inner.ctx.check_open()?;
         config::Live::bind(&self.inner.ctx, &self.inner.config_shared, prefix).await
@@ -412,6 +434,10 @@ impl Coord {
     /// # Errors
     ///
     /// [`Error::Closed`] after [`close`](Self::close).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads, so a dropped call leaves nothing behind.
     pub async fn health(&self) -> Result<Health> {
         let ctx = &self.inner.ctx;
         ctx.check_open()?;

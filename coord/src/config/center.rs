@@ -23,7 +23,7 @@ use crate::config::cache::ReadCache;
 use crate::config::hub::WatchHub;
 use crate::config::layout::{Layout, names_of};
 use crate::config::reserved::refuse_reserved;
-use crate::config::schema::{CoordConfig, HasPrefix, Source};
+use crate::config::schema::{CoordConfig, HasPrefix, Source, prefix_of};
 use crate::error::{Error, Result};
 use crate::store::{
     Compare, CompareOp, CompareTarget, EventKind, KeyRange, KeyValue, RangeOptions, Store, Txn,
@@ -158,6 +158,10 @@ impl ConfigCenter {
     ///
     /// [`Error::NotFound`] if the key does not exist; [`Error::Decode`] naming the key if its
     /// value is not JSON of type `T`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads, so a dropped call leaves nothing behind.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
         if let Some(cache) = &self.cache {
             crate::store::check_key("key", key, false)?;
@@ -181,6 +185,10 @@ impl ConfigCenter {
     /// # Errors
     ///
     /// As [`get`](Self::get).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads, so a dropped call leaves nothing behind.
     pub async fn get_with_version<T: DeserializeOwned>(&self, key: &str) -> Result<(T, i64)> {
         let (kv, _) = self.store.get(key).await?;
         let kv = kv.ok_or_else(|| Error::NotFound {
@@ -190,6 +198,10 @@ impl ConfigCenter {
     }
 
     /// The keys under a prefix, in key order.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads, so a dropped call leaves nothing behind.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let response = self
             .store
@@ -206,6 +218,11 @@ impl ConfigCenter {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] if the value does not serialize or is too large for etcd.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: once the request is sent, a dropped call may or may not have written
+    /// (read the key to know). It never leaves half a write.
     pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<i64> {
         refuse_reserved("key", key)?;
         let bytes = encode(key, value)?;
@@ -213,6 +230,11 @@ impl ConfigCenter {
     }
 
     /// Deletes a key; returns whether it existed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: once the request is sent, a dropped call may or may not have written
+    /// (read the key to know). It never leaves half a write.
     pub async fn delete(&self, key: &str) -> Result<bool> {
         refuse_reserved("key", key)?;
         let response = self.store.delete(&KeyRange::key(key)).await?;
@@ -225,6 +247,12 @@ impl ConfigCenter {
     /// # Errors
     ///
     /// [`Error::Conflict`] with the current version if someone else wrote first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: once the request is sent, a dropped call may or may not have written
+    /// (read the key to know). It never leaves half a write. Retry only after reading the key
+    /// again: a repeat of a write that did apply is refused as a conflict.
     pub async fn compare_and_set<T: Serialize + ?Sized>(
         &self,
         key: &str,
@@ -296,17 +324,21 @@ impl ConfigCenter {
     /// Writes the default of every field of `T` whose key does not exist yet, in one
     /// transaction; existing keys are left alone, and so is a field whose value is still
     /// stored under one of its aliases. Returns the keys written.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`seed_defaults_at`](Self::seed_defaults_at).
     pub async fn seed_defaults<T: HasPrefix>(&self) -> Result<Vec<String>> {
-        let prefix = T::PREFIX.ok_or_else(|| {
-            Error::invalid_argument(
-                std::any::type_name::<T>(),
-                "has no #[coord(prefix = ...)]; use seed_defaults_at",
-            )
-        })?;
+        let prefix = prefix_of::<T>("seed_defaults_at")?;
         self.seed_defaults_at::<T>(prefix).await
     }
 
     /// [`seed_defaults`](Self::seed_defaults) under an explicit prefix.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: a dropped call may or may not have written its one transaction, never
+    /// part of it. Calling it again is safe: it writes only what is still missing.
     pub async fn seed_defaults_at<T: CoordConfig>(&self, prefix: &str) -> Result<Vec<String>> {
         let prefix = prefix.trim_end_matches('/');
         loop {
@@ -346,6 +378,10 @@ impl ConfigCenter {
     /// # Errors
     ///
     /// Store errors from the first read, which fixes the revision the watch starts after.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call leaves no watcher behind.
     pub async fn watch<T: DeserializeOwned + Send + 'static>(
         &self,
         key: &str,
@@ -358,6 +394,10 @@ impl ConfigCenter {
     /// # Errors
     ///
     /// As [`watch`](Self::watch).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call leaves no watcher behind.
     pub async fn watch_prefix<T: DeserializeOwned + Send + 'static>(
         &self,
         prefix: &str,
@@ -772,17 +812,6 @@ fn decode_bytes<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T> {
     serde_json::from_slice(value).map_err(|source| Error::Decode {
         key: key.to_owned(),
         source,
-    })
-}
-
-/// `T`'s `#[coord(prefix)]`. `HasPrefix` promises one; the error (naming `instead`, the
-/// method that takes a prefix) is for a hand-written impl that breaks the promise.
-fn prefix_of<T: HasPrefix>(instead: &str) -> Result<&'static str> {
-    T::PREFIX.ok_or_else(|| {
-        Error::invalid_argument(
-            std::any::type_name::<T>(),
-            format!("has no #[coord(prefix = ...)]; use {instead}"),
-        )
     })
 }
 

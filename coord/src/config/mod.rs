@@ -30,6 +30,7 @@ pub use map::{Map, MapField, read_map, read_nested_map, write_map, write_nested_
 pub use published::{PublishedField, PublishedKind, PublishedSchema, SCHEMAS_PREFIX};
 pub use release::{Change, KeyDiff, Release, ReleaseBuilder, ReleaseKind};
 pub use reserved::RESERVED_ROOT;
+pub(crate) use schema::prefix_of;
 pub use schema::{
     CoordConfig, FieldInfo, FieldKind, HasPrefix, Source, Values, describe, encode, encode_nested,
     env_override, nested_values,

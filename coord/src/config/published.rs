@@ -28,7 +28,7 @@ use tracing::Instrument;
 
 use crate::config::center::ConfigCenter;
 use crate::config::reserved::refuse_reserved;
-use crate::config::schema::{CoordConfig, FieldInfo, FieldKind, HasPrefix};
+use crate::config::schema::{CoordConfig, FieldInfo, FieldKind, HasPrefix, prefix_of};
 use crate::config::type_name::short_type_name;
 use crate::error::{Error, Result};
 
@@ -328,12 +328,7 @@ impl ConfigCenter {
     /// # }
     /// ```
     pub async fn publish_schema<T: HasPrefix>(&self) -> Result<i64> {
-        let prefix = T::PREFIX.ok_or_else(|| {
-            Error::invalid_argument(
-                std::any::type_name::<T>(),
-                "has no #[coord(prefix = ...)]; use publish_schema_at",
-            )
-        })?;
+        let prefix = prefix_of::<T>("publish_schema_at")?;
         self.publish_schema_at::<T>(prefix).await
     }
 
@@ -368,6 +363,10 @@ impl ConfigCenter {
     ///
     /// [`Error::InvalidArgument`] if `prefix` does not start with `/`; [`Error::Decode`]
     /// naming the key if what is stored there is not a schema; store errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads, so a dropped call leaves nothing behind.
     pub async fn schema(&self, prefix: &str) -> Result<Option<PublishedSchema>> {
         check_prefix(prefix)?;
         let key = PublishedSchema::key(prefix);

@@ -110,6 +110,17 @@ pub trait CoordConfig: Sized + Send + Sync + 'static {
 )]
 pub trait HasPrefix: CoordConfig {}
 
+/// `T`'s `#[coord(prefix)]`. `HasPrefix` promises one; the error (naming `instead`, the
+/// method that takes a prefix) is for a hand-written impl that breaks the promise.
+pub(crate) fn prefix_of<T: HasPrefix>(instead: &str) -> crate::error::Result<&'static str> {
+    T::PREFIX.ok_or_else(|| {
+        crate::error::Error::invalid_argument(
+            std::any::type_name::<T>(),
+            format!("has no #[coord(prefix = ...)]; use {instead}"),
+        )
+    })
+}
+
 /// Keys (relative to a prefix) and their JSON values, as [`CoordConfig::to_values`] gives them.
 pub type Values = Vec<(String, serde_json::Value)>;
 

@@ -222,6 +222,10 @@ impl ConfigCenter {
     /// [`Error::Rejected`] naming the instance, the key its error names and why;
     /// [`Error::NotFound`] if release `seq` is not in history; [`Error::Timeout`] when
     /// `timeout` passes first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads and waits; a dropped wait changes nothing.
     pub async fn wait_rollout(
         &self,
         prefix: &str,

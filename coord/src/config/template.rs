@@ -31,7 +31,20 @@ pub enum TemplateFormat {
 /// Where a struct without `#[coord(prefix)]` is put in its template.
 const NO_PREFIX: &str = "/your/prefix";
 
-/// A template of `T`'s config in `format`; see the [module docs](self).
+/// A template of `T`'s config in `format`: its keys written out as an example document, with
+/// each field's doc comment, type and default, from which a new service's config can be
+/// written.
+///
+/// - **Every key.** Each field of `T` (nested structs' fields under their own table, map
+///   fields as an empty table with a comment on their entries) appears once, in declaration
+///   order, under the prefix `T` is bound to (`/your/prefix` for a struct without one).
+/// - **Loads as it is.** The TOML and JSON documents are in the layout of the local file mode
+///   ([`LocalFile`](crate::store::file::LocalFile)): top-level tables are prefixes, entries
+///   are keys. Fields with a default carry it, so a struct whose fields all have defaults
+///   binds from the template unchanged; required fields are commented out in TOML (and
+///   `null` in JSON, which has no comments): fill them in.
+/// - **Secrets stay out.** A `#[coord(secret)]` field is listed commented out, never with its
+///   default.
 ///
 /// ```
 /// use coord::config::{template, TemplateFormat};

@@ -5,7 +5,7 @@
 //! # What it promises
 //!
 //! - One live registration per instance: [`Registry::register`] refuses a `(name, id)` whose key
-//!   another lease holds ([`Error::AlreadyRegistered`]), atomically.
+//!   another lease holds ([`Error::AlreadyRegistered`](crate::Error::AlreadyRegistered)), atomically.
 //! - A [`Registration`] keeps its key as long as the process lives: its lease is renewed in the
 //!   background; if the lease is lost anyway (revoked, or expired during a partition) the
 //!   instance registers again with a new lease, and if the key is deleted while the lease lives
@@ -97,7 +97,7 @@ impl Registry {
     /// rather than silently taking the key over. That includes a process restarted with the
     /// same id before its previous lease ran out (it crashed, so nothing revoked that lease):
     /// `register` then fails until the old lease expires, at most one TTL later. Retry on
-    /// [`Error::AlreadyRegistered`], or give each process start its own id.
+    /// [`Error::AlreadyRegistered`](crate::Error::AlreadyRegistered), or give each process start its own id.
     ///
     /// The lease is renewed every third of its TTL. If it is lost anyway (revoked, or expired
     /// because etcd could not be reached in time), a background task registers the same info
@@ -109,9 +109,9 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// [`Error::AlreadyRegistered`] naming the holder's lease if another lease holds the key;
-    /// [`Error::InvalidArgument`] for a bad `info` (see [`ServiceInfo::validate`]) or a TTL under
-    /// one second; [`Error::Closed`]; store errors from the lease grant, the write or the watch.
+    /// [`Error::AlreadyRegistered`](crate::Error::AlreadyRegistered) naming the holder's lease if another lease holds the key;
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a bad `info` (see [`ServiceInfo::validate`]) or a TTL under
+    /// one second; [`Error::Closed`](crate::Error::Closed); store errors from the lease grant, the write or the watch.
     ///
     /// # Cancel safety
     ///
@@ -138,7 +138,7 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for a bad name or id; [`Error::Closed`]; store errors.
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a bad name or id; [`Error::Closed`](crate::Error::Closed); store errors.
     ///
     /// # Cancel safety
     ///
@@ -171,7 +171,7 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for a bad name; [`Error::Closed`]; store errors on the direct
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a bad name; [`Error::Closed`](crate::Error::Closed); store errors on the direct
     /// read.
     ///
     /// # Cancel safety
@@ -204,7 +204,7 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for a bad name; [`Error::Closed`]; store errors if this call
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a bad name; [`Error::Closed`](crate::Error::Closed); store errors if this call
     /// starts the name's watch and the first read fails. After that, outages are retried in the
     /// background and never end the stream.
     ///
@@ -222,6 +222,11 @@ impl Registry {
     /// # Errors
     ///
     /// As [`watch`](Self::watch).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call leaves no cache behind; the shared watch it may have started
+    /// stops when nothing uses it.
     pub async fn cache(&self, name: &str) -> Result<ServiceCache> {
         Ok(ServiceCache::new(self.watched(name).await?))
     }
@@ -234,6 +239,10 @@ impl Registry {
     /// # Errors
     ///
     /// As [`watch`](Self::watch).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`channel_with`](Self::channel_with).
     pub async fn channel(&self, name: &str) -> Result<tonic::transport::Channel> {
         self.channel_with(name, ChannelOptions::default()).await
     }
@@ -282,8 +291,13 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// As [`watch`](Self::watch), and [`Error::InvalidArgument`] naming `tls` if the TLS
+    /// As [`watch`](Self::watch), and [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming `tls` if the TLS
     /// settings make no TLS client (a certificate or key that does not parse).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped call leaves no channel behind; the shared watch it may have
+    /// started stops when nothing uses it.
     pub async fn channel_with(
         &self,
         name: &str,

@@ -33,7 +33,7 @@ pub struct ServiceInfo {
     pub name: String,
     /// Where to reach the instance: `host:port`.
     pub address: String,
-    /// Free-form labels (region, zone, weight…); [`ServiceFilter`] can match on them. A JSON
+    /// Free-form labels (region, zone, weight…); [`ServiceFilter`](crate::registry::ServiceFilter) can match on them. A JSON
     /// `null` (what Go writes for a nil map) reads as empty.
     #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: BTreeMap<String, String>,
@@ -81,11 +81,11 @@ impl ServiceInfo {
         instance_key(&self.name, &self.id)
     }
 
-    /// Checks what [`Registry::register`] checks.
+    /// Checks what [`Registry::register`](crate::registry::Registry::register) checks.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] naming the field: an empty `name` or `id`, one containing `/`,
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming the field: an empty `name` or `id`, one containing `/`,
     /// or an `address` that is not `host:port` with a port in 1..=65535.
     pub fn validate(&self) -> Result<()> {
         validate_segment("name", &self.name)?;
@@ -176,7 +176,7 @@ mod started_at {
     }
 }
 
-/// A change to a watched service, as [`Registry::watch`] yields it.
+/// A change to a watched service, as [`Registry::watch`](crate::registry::Registry::watch) yields it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServiceEvent {
     /// An instance appeared (or was already there when the watch started).

@@ -2,7 +2,7 @@
 //!
 //! A [`Session`] is what locks, instance IDs and registrations hold: a lease with a TTL that is
 //! renewed in the background every third of the TTL (by one task for all the sessions of a
-//! `Coord`: see [`renewer`]). Keys written with [`Session::lease_id`] live
+//! `Coord`: see `renewer.rs`). Keys written with [`Session::lease_id`] live
 //! as long as the session does.
 //!
 //! # What it promises
@@ -48,6 +48,7 @@ pub(crate) use renewer::SessionInner;
 /// # }
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "dropping the last handle of a session revokes its lease"]
 pub struct Session {
     inner: Arc<SessionInner>,
 }
@@ -135,6 +136,11 @@ impl Session {
     /// # Errors
     ///
     /// [`Error::SessionLost`] if the lease is already gone; store errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a dropped refresh may or may not have renewed the lease; it never shortens
+    /// it.
     pub async fn refresh(&self) -> Result<()> {
         if !self.is_alive() {
             return Err(self.lost().await);

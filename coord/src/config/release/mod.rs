@@ -64,8 +64,8 @@ use self::model::check_prefix;
 use self::plan::{Job, Plan, typed_plan};
 use crate::config::center::ConfigCenter;
 use crate::config::gray::Selector;
-use crate::config::schema::{CoordConfig, HasPrefix};
-use crate::error::{Error, Result};
+use crate::config::schema::{CoordConfig, HasPrefix, prefix_of};
+use crate::error::Result;
 
 /// A release being prepared; [`commit`](Self::commit) applies it. Made by
 /// [`ConfigCenter::release`](crate::ConfigCenter::release),
@@ -153,7 +153,7 @@ impl ReleaseBuilder {
 
     /// How long the release may keep trying while other releases of the prefix win the race
     /// (default: the `Coord`'s `ClientConfig::request_timeout`; 5 s on the embedded store).
-    /// Past it the release fails with [`Error::Timeout`] naming the prefix and the attempts,
+    /// Past it the release fails with [`Error::Timeout`](crate::Error::Timeout) naming the prefix and the attempts,
     /// nothing written.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.job.timeout = Some(timeout);
@@ -174,16 +174,16 @@ impl ReleaseBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] / [`Error::InvalidArgument`] for a value that does not encode or
+    /// [`Error::Invalid`](crate::Error::Invalid) / [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a value that does not encode or
     /// (typed) does not build back into a valid struct, nothing written;
-    /// [`Error::NotFound`] for a rollback to a release that is not in history;
-    /// [`Error::Conflict`] naming the prefix, with the latest release seq expected and found,
+    /// [`Error::NotFound`](crate::Error::NotFound) for a rollback to a release that is not in history;
+    /// [`Error::Conflict`](crate::Error::Conflict) naming the prefix, with the latest release seq expected and found,
     /// if the prefix changed between the read and the write of a rollback, a promote, an
     /// abort or a release with [`expect_latest`](Self::expect_latest) (or naming a key whose
-    /// [`expect_version`](Self::expect_version) no longer holds); [`Error::Timeout`] naming
+    /// [`expect_version`](Self::expect_version) no longer holds); [`Error::Timeout`](crate::Error::Timeout) naming
     /// the prefix and the attempts if other writers kept changing it past the
     /// [`timeout`](Self::timeout);
-    /// [`Error::InvalidArgument`] if the release needs more than 128 operations.
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if the release needs more than 128 operations.
     ///
     /// # Cancel safety
     ///
@@ -228,16 +228,9 @@ impl ConfigCenter {
     /// # }
     /// ```
     pub fn release<T: HasPrefix>(&self, value: &T) -> ReleaseBuilder {
-        match T::PREFIX {
-            Some(prefix) => self.release_at(prefix, value),
-            None => self.builder(
-                "",
-                Err(Error::invalid_argument(
-                    std::any::type_name::<T>(),
-                    "has no #[coord(prefix = ...)]; use release_at",
-                )),
-                ReleaseKind::Release,
-            ),
+        match prefix_of::<T>("release_at") {
+            Ok(prefix) => self.release_at(prefix, value),
+            Err(e) => self.builder("", Err(e), ReleaseKind::Release),
         }
     }
 
@@ -274,7 +267,7 @@ impl ConfigCenter {
     /// A release that restores exactly the values of release `seq` (keys added since are
     /// removed), recorded as "rollback to `seq`". A gray release in progress ends with it,
     /// recorded first as an abort ("ended by the rollback to `seq`"): after a rollback every
-    /// instance runs the restored values. It fails with [`Error::Conflict`] if the prefix
+    /// instance runs the restored values. It fails with [`Error::Conflict`](crate::Error::Conflict) if the prefix
     /// changes between its read and its write.
     pub fn rollback(&self, prefix: &str, seq: u64) -> ReleaseBuilder {
         let plan = check_prefix(prefix).map(|_| Plan::Rollback { seq });
