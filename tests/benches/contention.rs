@@ -15,15 +15,11 @@ use std::time::{Duration, Instant};
 use coord::store::{Compare, KeyRange, RangeOptions, Txn, TxnOp};
 use coord::testing::EtcdCluster;
 use coord::Coord;
+use coord_tests::measure::percentile;
 use serde_json::json;
 
 const WRITERS: usize = 16;
 const CHANGES: usize = 20;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
 
 /// Commits per second and each commit's time in µs, sorted.
 struct Run {

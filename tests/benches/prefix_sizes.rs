@@ -17,6 +17,7 @@ use coord::config::Map;
 use coord::store::{KeyRange, RangeOptions, Txn, TxnOp};
 use coord::testing::EtcdServer;
 use coord::{Coord, CoordConfig};
+use coord_tests::measure::{percentile, rss_bytes};
 use etcd_client::{Compare, CompareOp};
 
 #[derive(CoordConfig, Debug, Clone)]
@@ -33,25 +34,9 @@ fn value(n: usize) -> Vec<u8> {
     serde_json::to_vec(&format!("{n:098}")).unwrap()
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
-
 fn stats(mut samples: Vec<f64>) -> (f64, f64) {
     samples.sort_by(f64::total_cmp);
     (percentile(&samples, 0.5), percentile(&samples, 0.99))
-}
-
-/// Resident memory of this process.
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
 }
 
 struct Row {

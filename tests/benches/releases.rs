@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use coord::testing::EtcdServer;
 use coord::{Coord, CoordConfig};
+use coord_tests::measure::percentile;
 
 const WRITES: usize = 1_000;
 const WARMUP: usize = 50;
@@ -30,11 +31,6 @@ fn value(n: u64) -> Checkout {
         region: "eu-west-1".into(),
         rate_limit: 1_000,
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
 }
 
 /// Runs the three paths in turn, write after write, so drift in the machine's load falls on

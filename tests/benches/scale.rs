@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use coord::testing::EtcdServer;
 use coord::{Coord, CoordConfig};
+use coord_tests::measure::{percentile, rss_bytes};
 
 const PUTS: usize = 1_000;
 const WARMUP: usize = 50;
@@ -69,11 +70,6 @@ fn cpu_time() -> Duration {
         Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
     };
     time(usage.ru_utime) + time(usage.ru_stime)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
 }
 
 struct Row {
@@ -139,17 +135,6 @@ async fn live_row<T: CoordConfig + std::fmt::Debug>(server: &EtcdServer, shape: 
         extra_p99_us: percentile(&extra, 0.99),
         cpu_per_update_us: cpu.as_secs_f64() * 1e6 / PUTS as f64,
     }
-}
-
-/// Resident memory of this process.
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
 }
 
 const HANDLES: usize = 1_000;

@@ -3,6 +3,27 @@
 
 pub mod nemesis;
 
+pub mod measure {
+    //! What the benchmarks measure with.
+
+    /// The value at `p` (0.0-1.0) of `sorted`, nearest rank.
+    pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[index]
+    }
+
+    /// Resident memory of this process (Linux; 0 where `/proc` says nothing).
+    pub fn rss_bytes() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        let pages: u64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pages * 4096
+    }
+}
+
 pub mod fixtures {
     //! Config structs the `Live` tests bind, the same on every backend.
 

@@ -423,13 +423,9 @@ fn the_reader_expands_use_trees_and_finds_statements() {
     assert_eq!(expand("a::{B as C, d::E}"), ["a::B", "a::d::E"]);
     let code =
         "use a::b;\npub(crate) use c::{d, e};\nlet x = 1; // use f\nfn f() { g.use_it(); }\n";
-    let found = uses(&code_of(code));
+    let found = uses(&self::code(code));
     assert_eq!(
         found,
         [(false, "a::b".to_owned()), (true, "c::{d, e}".to_owned())]
     );
-}
-
-fn code_of(text: &str) -> String {
-    code(text)
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tracing::Instrument;
 
 use super::model::{KeyDiff, Release, ReleaseKind, check_prefix, now_ms, record_key};
-use super::record::{KeyChange, Record, changes_between};
+use super::record::{KeyChange, Record, changes_between, key_diffs};
 use super::state::{PrefixState, read_state, records_since};
 use crate::config::center::ConfigCenter;
 use crate::config::redact::Redaction;
@@ -240,21 +240,17 @@ impl ConfigCenter {
                 }
             }
             let redaction = redaction_of(&state, &entries);
-            let mut diffs = Vec::new();
-            for (key, change) in changes {
-                let change = if a > b {
-                    if change.old_unknown {
-                        continue;
-                    }
-                    KeyChange::new(change.new, change.old)
-                } else {
-                    change
-                };
-                let mut one = BTreeMap::new();
-                one.insert(key, change);
-                let shown = entries[newer].record.public(0, &one, &redaction);
-                diffs.extend(shown.changes);
-            }
+            // From `to`'s side when it is the older one; a value before that etcd compacted
+            // away cannot be shown as an end, so that key is left out.
+            let changes: BTreeMap<String, KeyChange> = changes
+                .into_iter()
+                .filter_map(|(key, change)| match (a > b, change.old_unknown) {
+                    (false, _) => Some((key, change)),
+                    (true, true) => None,
+                    (true, false) => Some((key, KeyChange::new(change.new, change.old))),
+                })
+                .collect();
+            let diffs = key_diffs(&changes, &BTreeSet::new(), &redaction);
             Ok(diffs)
         }
         .instrument(span)

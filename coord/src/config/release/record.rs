@@ -177,15 +177,7 @@ impl Record {
         redaction: &Redaction,
     ) -> Release {
         let show = |key: &str, text: &str| redaction.show_marked(&self.secrets, key, text);
-        let changes: Vec<KeyDiff> = changes
-            .iter()
-            .filter_map(|(key, change)| {
-                change.public(|text| show(key, text)).map(|change| KeyDiff {
-                    key: key.clone(),
-                    change,
-                })
-            })
-            .collect();
+        let changes = key_diffs(changes, &self.secrets, redaction);
         Release {
             seq: self.seq,
             revision: self.applied_at(applied_at),
@@ -211,6 +203,25 @@ impl Record {
             gray_removes: self.gray_removes.clone(),
         }
     }
+}
+
+/// `changes` as output shows them, in key order, hiding what `redaction` or `marked` (a
+/// record's own marks) says is secret; a key whose change undid itself is left out.
+pub(super) fn key_diffs(
+    changes: &BTreeMap<String, KeyChange>,
+    marked: &BTreeSet<String>,
+    redaction: &Redaction,
+) -> Vec<KeyDiff> {
+    changes
+        .iter()
+        .filter_map(|(key, change)| {
+            let show = |text: &str| redaction.show_marked(marked, key, text);
+            change.public(show).map(|change| KeyDiff {
+                key: key.clone(),
+                change,
+            })
+        })
+        .collect()
 }
 
 /// How `new` (every key's text) differs from `old`: the changes between two records of the
