@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::queue::{self, Held};
+use crate::queue::{self, HeldKey};
 use crate::store::{Compare, EventKind, KeyRange, KeyValue, RangeOptions, Txn, TxnOp};
 use crate::watch::{ResilientWatch, WatchEvent};
 
@@ -119,7 +119,7 @@ impl Election {
             tracing::debug!(key = %joined.key, "leading");
             Ok(Leadership {
                 name: self.name.clone(),
-                held: Held::new(joined.key, joined.create_revision, revision, session),
+                held: HeldKey::new(joined.key, joined.create_revision, revision, session),
                 ctx: Arc::clone(&self.ctx),
             })
         }
@@ -256,7 +256,7 @@ pub struct Leadership {
     name: String,
     // Holds the only strong handle of the session: dropping the leadership revokes the lease,
     // deleting the key.
-    held: Held,
+    held: HeldKey,
     ctx: Arc<Context>,
 }
 

@@ -39,7 +39,7 @@ use tracing::Instrument;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::queue::{self, Held};
+use crate::queue::{self, HeldKey};
 use crate::session::Session;
 use crate::store::{
     Compare, KeyRange, RangeOptions, Store, Txn, TxnOp, TxnOpResponse, TxnResponse,
@@ -311,7 +311,7 @@ impl IdAllocator {
                 tracing::debug!(key = %key, "ID acquired");
                 return Ok(Claim::Won(IdGuard {
                     id,
-                    held: Held::new(
+                    held: HeldKey::new(
                         key,
                         response.revision,
                         response.revision,
@@ -402,14 +402,14 @@ fn nth_free(taken: &BTreeSet<u32>, n: u64) -> u32 {
 #[must_use = "dropping an IdGuard releases the ID at once"]
 pub struct IdGuard {
     id: u32,
-    held: Held,
+    held: HeldKey,
     ctx: Arc<Context>,
     abandoned: Arc<AtomicBool>,
     released: bool,
     /// Lists this ID in `Coord::health` while the guard lives (the session is shared).
     _health: Arc<()>,
     /// One of the IDs-held gauge while the guard lives.
-    _metric: crate::metrics::Held,
+    _metric: crate::metrics::GaugeUnit,
 }
 
 impl IdGuard {

@@ -15,8 +15,9 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod client;
+pub mod client_config;
 pub mod config;
+pub mod connection;
 mod context;
 pub mod election;
 pub mod error;
@@ -31,7 +32,6 @@ pub(crate) mod queue;
 pub mod registry;
 pub mod session;
 pub(crate) mod shared_watch;
-pub mod state;
 pub mod store;
 mod sync;
 #[cfg(feature = "testing")]
@@ -46,8 +46,9 @@ use tracing::Instrument;
 
 use context::Context;
 
-pub use client::{ClientConfig, TlsConfig};
+pub use client_config::{ClientConfig, TlsConfig};
 pub use config::{ConfigCenter, CoordConfig, InstanceStatus, Live, Secret, StatusError};
+pub use connection::ConnectionState;
 pub use coord_derive::CoordConfig;
 pub use election::{Election, Leader, Leadership};
 pub use error::{Error, Result};
@@ -57,7 +58,6 @@ pub use instance::Instance;
 pub use lock::{LockGuard, Locks};
 pub use registry::{Registration, Registry, ServiceEvent, ServiceInfo};
 pub use session::Session;
-pub use state::ConnectionState;
 
 pub use store::Store;
 
@@ -291,7 +291,7 @@ impl Coord {
     /// every later change: `Connected`, `Suspended { since }` while the store does not answer,
     /// `Lost` once a lease of this `Coord` is gone, `Reconnected` when the store answers
     /// again. Derived from what its calls, watches and lease renewals already see; see
-    /// [`state`] for what each state means to each module.
+    /// [`connection`] for what each state means to each module.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -35,7 +35,7 @@ use tracing::Instrument;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::queue::{self, Held};
+use crate::queue::{self, HeldKey};
 use crate::session::{self, Session};
 use crate::store::{Compare, Txn, TxnOp, TxnResponse};
 
@@ -117,7 +117,7 @@ impl Locks {
             tracing::debug!(key = %joined.key, fencing_token = joined.create_revision, "lock acquired");
             Ok(LockGuard {
                 name: name.to_owned(),
-                held: Held::new(joined.key, joined.create_revision, revision, session),
+                held: HeldKey::new(joined.key, joined.create_revision, revision, session),
                 ttl_seconds,
                 ctx: Arc::clone(&self.ctx),
                 _metric: crate::metrics::lock_acquired(started.elapsed()),
@@ -199,12 +199,12 @@ pub struct LockGuard {
     name: String,
     // Holds the only strong handle of the session: dropping the guard drops it, which revokes
     // the lease in the background and so deletes the key.
-    held: Held,
+    held: HeldKey,
     /// The TTL asked for, in seconds: the key under which `unlock` parks the session.
     ttl_seconds: i64,
     ctx: Arc<Context>,
     /// One of the locks-held gauge while the guard lives.
-    _metric: crate::metrics::Held,
+    _metric: crate::metrics::GaugeUnit,
 }
 
 impl LockGuard {

@@ -144,7 +144,7 @@ pub(crate) fn config_reload(prefix: &str, applied: bool) {
         .increment(1);
 }
 
-/// A `Coord` entered `state` (see `crate::state`).
+/// A `Coord` entered `state` (see `crate::connection`).
 pub(crate) fn connection_state(state: &'static str) {
     metrics::counter!(CONNECTION_STATES, "state" => state).increment(1);
 }
@@ -173,13 +173,13 @@ pub(crate) fn lease_renewal(result: &'static str, took: Duration) {
     metrics::histogram!(LEASE_RENEWAL_DURATION).record(took.as_secs_f64());
 }
 
-pub(crate) fn lock_acquired(waited: Duration) -> Held {
+pub(crate) fn lock_acquired(waited: Duration) -> GaugeUnit {
     metrics::histogram!(LOCK_WAIT).record(waited.as_secs_f64());
-    Held::new(LOCKS_HELD)
+    GaugeUnit::new(LOCKS_HELD)
 }
 
-pub(crate) fn id_held() -> Held {
-    Held::new(IDS_HELD)
+pub(crate) fn id_held() -> GaugeUnit {
+    GaugeUnit::new(IDS_HELD)
 }
 
 pub(crate) fn registration() {
@@ -193,16 +193,16 @@ pub(crate) fn reregistration() {
 /// One unit of a "held" gauge, given back when dropped: the gauge is right however its
 /// holder ends (released, dropped, abandoned).
 #[derive(Debug)]
-pub(crate) struct Held(&'static str);
+pub(crate) struct GaugeUnit(&'static str);
 
-impl Held {
+impl GaugeUnit {
     fn new(gauge: &'static str) -> Self {
         metrics::gauge!(gauge).increment(1.0);
-        Held(gauge)
+        GaugeUnit(gauge)
     }
 }
 
-impl Drop for Held {
+impl Drop for GaugeUnit {
     fn drop(&mut self) {
         metrics::gauge!(self.0).decrement(1.0);
     }

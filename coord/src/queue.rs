@@ -224,7 +224,7 @@ pub(crate) fn delete_if_created_at(key: &str, create_revision: i64) -> Txn {
 /// was created with. Once [`lost`](Self::lost) has seen otherwise, or a fenced write has failed,
 /// [`is_alive`](Self::is_alive) reads false for good.
 #[derive(Debug)]
-pub(crate) struct Held {
+pub(crate) struct HeldKey {
     pub key: String,
     pub create_revision: i64,
     /// A store revision at which the key was known to be held.
@@ -234,9 +234,9 @@ pub(crate) struct Held {
     gone: Arc<OnceLock<String>>,
 }
 
-impl Held {
+impl HeldKey {
     pub fn new(key: String, create_revision: i64, seen_at: i64, session: Session) -> Self {
-        Held {
+        HeldKey {
             key,
             create_revision,
             seen_at,

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::hub::{Offline, RangeWatch, Snapshot, WatchHub};
+use super::hub::{Offline, RangeSnapshot, RangeWatch, WatchHub};
 use crate::error::Result;
 use crate::store::{KeyRange, Store};
 use crate::sync::lock;
@@ -41,7 +41,7 @@ pub(crate) struct ReadCache {
 #[derive(Debug)]
 struct Entry {
     _watch: Arc<RangeWatch>,
-    rx: watch::Receiver<Snapshot>,
+    rx: watch::Receiver<RangeSnapshot>,
     last_used: Instant,
     /// `(s, r)`: while the snapshot is still at revision `s`, its value of the key is the
     /// store's at revision `r` (a store read at `r` answered the same).

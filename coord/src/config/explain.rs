@@ -24,7 +24,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::config::gray::{GrayDoc, gray_key};
-use crate::config::hub::Snapshot;
+use crate::config::hub::RangeSnapshot;
 use crate::config::published::PublishedSchema;
 use crate::config::redact::redacted;
 use crate::config::schema::{CoordConfig, FieldInfo, FieldKind};
@@ -168,7 +168,7 @@ impl fmt::Display for Explanation {
 pub(crate) struct Built<T> {
     pub value: Arc<T>,
     /// The (overlaid) snapshot of the prefix the value was built from.
-    pub snapshot: Snapshot,
+    pub snapshot: RangeSnapshot,
     /// The environment overrides that were set at the build.
     pub env: Vec<String>,
     /// The gray release laid over the snapshot, if any.
@@ -302,7 +302,7 @@ fn locate<'f>(fields: &'f [FieldInfo], key: &str) -> Option<(&'f FieldInfo, Stri
 /// What a build read, to tell where each value came from.
 struct Lookup<'a> {
     prefix: &'a str,
-    snapshot: &'a Snapshot,
+    snapshot: &'a RangeSnapshot,
     env: &'a [String],
     /// The gray release laid over the snapshot, and the key that holds it.
     gray: Option<(&'a GrayDoc, String)>,

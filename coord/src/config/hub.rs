@@ -1,7 +1,7 @@
 //! One watch per watched range, shared by every `Live` handle on that range.
 //!
 //! The hub keeps, per key range, a task that runs a [`ResilientWatch`] and publishes the
-//! range's raw state as a [`Snapshot`] after every revision. Handles subscribe to it; when the
+//! range's raw state as a [`RangeSnapshot`] after every revision. Handles subscribe to it; when the
 //! last subscriber is dropped the task stops and the store watch closes (the sharing itself is
 //! [`SharedWatches`]). So a thousand `Live` handles on one prefix are one store watch, and on
 //! the etcd backend the store watches of many prefixes share one gRPC stream (see
@@ -32,7 +32,7 @@ use crate::watch::{ResilientWatch, WatchEvent};
 
 /// The raw state of a range at one revision. Cloning it is O(1).
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Snapshot {
+pub(crate) struct RangeSnapshot {
     /// 0 until the first list has been read.
     pub revision: i64,
     /// Full key → raw value.
@@ -116,12 +116,12 @@ impl ChangeLog {
 /// What the shared watch of one range publishes: its latest snapshot.
 #[derive(Debug)]
 pub(crate) struct RangeState {
-    rx: watch::Receiver<Snapshot>,
+    rx: watch::Receiver<RangeSnapshot>,
 }
 
 impl RangeState {
     /// A receiver whose current value is the latest snapshot.
-    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+    pub fn subscribe(&self) -> watch::Receiver<RangeSnapshot> {
         self.rx.clone()
     }
 }
@@ -207,12 +207,16 @@ impl WatchHub {
         range: &KeyRange,
         current: bool,
         offline: Offline<'_>,
-    ) -> Result<(Arc<RangeWatch>, watch::Receiver<Snapshot>, Snapshot)> {
+    ) -> Result<(
+        Arc<RangeWatch>,
+        watch::Receiver<RangeSnapshot>,
+        RangeSnapshot,
+    )> {
         let new = || {
-            let (tx, rx) = watch::channel(Snapshot::default());
+            let (tx, rx) = watch::channel(RangeSnapshot::default());
             (RangeState { rx }, tx)
         };
-        let start = |tx: watch::Sender<Snapshot>| async move {
+        let start = |tx: watch::Sender<RangeSnapshot>| async move {
             let mut watch = ResilientWatch::new(self.store.clone(), range.clone());
             let mut state = State::default();
             let degraded = match watch.next().await {
@@ -279,14 +283,14 @@ impl WatchHub {
 
     /// The range as one read sees it, as a snapshot of its own (no values shared with the
     /// watch's snapshots, a change log starting at the read).
-    pub async fn read(&self, range: &KeyRange, connected: bool) -> Result<Snapshot> {
+    pub async fn read(&self, range: &KeyRange, connected: bool) -> Result<RangeSnapshot> {
         let response = self
             .store
             .range(range, crate::store::RangeOptions::default())
             .await?;
         let mut changes = ChangeLog::default();
         changes.reset(response.revision);
-        Ok(Snapshot {
+        Ok(RangeSnapshot {
             revision: response.revision,
             values: response
                 .kvs
@@ -303,7 +307,7 @@ impl WatchHub {
 async fn run(
     mut watch: ResilientWatch,
     mut state: State,
-    tx: watch::Sender<Snapshot>,
+    tx: watch::Sender<RangeSnapshot>,
     sync_interval: Option<std::time::Duration>,
     // True if the range started offline: it is not following the store yet.
     mut degraded: bool,
@@ -384,7 +388,7 @@ struct State {
 impl State {
     /// Applies one watch item and returns the new snapshot: O(k log n) for k changed keys,
     /// the unchanged values shared with the previous snapshot.
-    fn apply(&mut self, event: WatchEvent) -> Snapshot {
+    fn apply(&mut self, event: WatchEvent) -> RangeSnapshot {
         let revision = event.revision();
         match event {
             WatchEvent::Init { kvs, .. } => {
@@ -426,7 +430,7 @@ impl State {
             }
             WatchEvent::Progress { .. } => {}
         }
-        Snapshot {
+        RangeSnapshot {
             revision,
             values: self.values.clone(),
             changes: self.changes.clone(),
@@ -436,10 +440,10 @@ impl State {
 
     /// Starts from `values` at `revision` without the store (offline start): the snapshot is
     /// marked disconnected, and the first list replaces it whole.
-    fn seed(&mut self, revision: i64, values: RawValues) -> Snapshot {
+    fn seed(&mut self, revision: i64, values: RawValues) -> RangeSnapshot {
         self.values = values;
         self.changes.reset(revision);
-        Snapshot {
+        RangeSnapshot {
             revision,
             values: self.values.clone(),
             changes: self.changes.clone(),

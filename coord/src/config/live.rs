@@ -43,7 +43,7 @@ use tokio::sync::watch;
 
 use crate::config::explain::{self, Built, Explanation};
 use crate::config::gray::{GRAY_ROOT, GrayDoc, gray_key};
-use crate::config::hub::{ChangeLog, Offline, RangeWatch, Snapshot, WatchHub};
+use crate::config::hub::{ChangeLog, Offline, RangeSnapshot, RangeWatch, WatchHub};
 use crate::config::raw::RawValue;
 use crate::config::schema::{CoordConfig, Source};
 use crate::config::shared::ConfigShared;
@@ -445,7 +445,7 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn of<T: CoordConfig>(prefix: &str, snapshot: &Snapshot) -> Self {
+    fn of<T: CoordConfig>(prefix: &str, snapshot: &RangeSnapshot) -> Self {
         let mut keys = Vec::new();
         let mut maps = Vec::new();
         let fields = T::fields();
@@ -489,7 +489,7 @@ impl Inputs {
 
     /// Takes `snapshot`'s inputs; true if any of them may differ from the ones held:
     /// O(fields × log n), plus the keys changed since the last snapshot if `T` has maps.
-    fn update(&mut self, snapshot: &Snapshot) -> bool {
+    fn update(&mut self, snapshot: &RangeSnapshot) -> bool {
         let mut changed = false;
         for (key, held) in self.keys.iter().zip(&mut self.values) {
             let now = snapshot.values.get(key);
@@ -521,8 +521,8 @@ impl Inputs {
 /// (whether a gray release is for it).
 struct Views {
     prefix: String,
-    main: watch::Receiver<Snapshot>,
-    gray: watch::Receiver<Snapshot>,
+    main: watch::Receiver<RangeSnapshot>,
+    gray: watch::Receiver<RangeSnapshot>,
     me: Arc<Instance>,
     /// True if the value last built had a gray release laid over it.
     overlaid: bool,
@@ -531,7 +531,7 @@ struct Views {
     /// This prefix's gray release as last seen.
     gray_view: GrayView,
     /// A read of the prefix newer than its watch's snapshot, used until the watch passes it.
-    main_read: Option<Snapshot>,
+    main_read: Option<RangeSnapshot>,
 }
 
 impl Views {
@@ -542,7 +542,7 @@ impl Views {
     /// a prefix snapshot older than that revision would show the values from before the gray
     /// release for a moment, so when the gray release this handle runs moves ahead of the
     /// prefix's watch, the prefix is read once at the newer revision.
-    async fn next(&mut self) -> Option<(Snapshot, Option<u64>)> {
+    async fn next(&mut self) -> Option<(RangeSnapshot, Option<u64>)> {
         tokio::select! {
             changed = self.main.changed() => changed.ok()?,
             changed = self.gray.changed() => changed.ok()?,
@@ -586,7 +586,7 @@ struct GrayView {
 }
 
 impl GrayView {
-    fn new(prefix: &str, gray: &Snapshot) -> Self {
+    fn new(prefix: &str, gray: &RangeSnapshot) -> Self {
         let mut view = GrayView {
             key: gray_key(prefix),
             raw: None,
@@ -597,7 +597,7 @@ impl GrayView {
     }
 
     /// Takes the prefix's gray key from `gray`; true if it moved since the last look.
-    fn see(&mut self, prefix: &str, gray: &Snapshot) -> bool {
+    fn see(&mut self, prefix: &str, gray: &RangeSnapshot) -> bool {
         let raw = gray.values.get(&self.key);
         let moved = match (raw, &self.raw) {
             (Some(now), Some(before)) => !now.ptr_eq(before),
@@ -625,15 +625,15 @@ impl GrayView {
 /// release is still seen to be current at it.
 fn overlay(
     prefix: &str,
-    main: &Snapshot,
-    gray: &Snapshot,
+    main: &RangeSnapshot,
+    gray: &RangeSnapshot,
     doc: Option<&GrayDoc>,
     me: &Instance,
-) -> (Snapshot, Option<u64>) {
+) -> (RangeSnapshot, Option<u64>) {
     let revision = main.revision.max(gray.revision);
     let connected = main.connected && gray.connected;
     let Some(doc) = doc.filter(|doc| doc.selector.matches(&me.name, &me.labels, doc.seq)) else {
-        let snapshot = Snapshot {
+        let snapshot = RangeSnapshot {
             revision,
             connected,
             ..main.clone()
@@ -655,7 +655,7 @@ fn overlay(
     for key in &doc.removes {
         values.remove(&format!("{prefix}/{key}"));
     }
-    let snapshot = Snapshot {
+    let snapshot = RangeSnapshot {
         revision,
         values,
         changes: ChangeLog::starting_at(revision),
@@ -668,7 +668,7 @@ fn overlay(
 /// `rebase`: take its revision even if older than the one saved (see [`SnapshotDir::save`]).
 ///
 /// [`SnapshotDir::save`]: crate::config::offline::SnapshotDir::save
-fn persist(hub: &WatchHub, prefix: &str, snapshot: &Snapshot, rebase: bool) {
+fn persist(hub: &WatchHub, prefix: &str, snapshot: &RangeSnapshot, rebase: bool) {
     if let Some(dir) = hub.snapshots() {
         dir.save(prefix, snapshot.revision, &snapshot.values, rebase);
     }
@@ -813,7 +813,7 @@ async fn follow<T: CoordConfig>(
 /// entries. Otherwise from scratch.
 fn rebuild<T: CoordConfig>(
     prefix: &str,
-    snapshot: &Snapshot,
+    snapshot: &RangeSnapshot,
     previous: &T,
     built: i64,
 ) -> Result<T> {
@@ -827,7 +827,7 @@ fn rebuild<T: CoordConfig>(
 }
 
 /// Builds `T` from a snapshot of its prefix.
-fn build<T: CoordConfig>(prefix: &str, snapshot: &Snapshot) -> Result<T> {
+fn build<T: CoordConfig>(prefix: &str, snapshot: &RangeSnapshot) -> Result<T> {
     let source = Source::shared(prefix, &snapshot.values);
     let value = T::from_source(&source)?;
     if tracing::enabled!(tracing::Level::DEBUG) {

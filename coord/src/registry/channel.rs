@@ -29,7 +29,7 @@ use tracing::Instrument;
 use imbl::ordmap::DiffItem;
 
 use super::ServiceInfo;
-use super::cache::{Follower, InstanceMap, Snapshot, Watched};
+use super::discovery::{Follower, InstanceMap, ServiceSnapshot, Watched};
 
 /// How many endpoint changes may wait for the balancer.
 const CHANGE_BUFFER: usize = 64;
@@ -250,7 +250,7 @@ impl Follower for Feed {
     /// watch task before it publishes `snapshot`, so a call made after anyone saw the change
     /// finds it queued. If the queue is full (no calls for a while) or a catch-up is running,
     /// the catch-up task finishes the job. Returns false once the channel is gone.
-    fn sync(&self, snapshot: &Snapshot) -> bool {
+    fn sync(&self, snapshot: &ServiceSnapshot) -> bool {
         if self.closed.is_closed() {
             return false;
         }
@@ -333,7 +333,7 @@ impl Step {
 /// `snapshot`, comparing every instance: O(n).
 fn plan(
     inserted: &HashMap<String, String>,
-    snapshot: &Snapshot,
+    snapshot: &ServiceSnapshot,
     options: &ChannelOptions,
 ) -> Vec<Step> {
     let present = snapshot
@@ -419,8 +419,8 @@ fn steps<'a>(
 mod tests {
     use super::*;
 
-    fn snapshot(infos: &[ServiceInfo]) -> Snapshot {
-        Snapshot::new(
+    fn snapshot(infos: &[ServiceInfo]) -> ServiceSnapshot {
+        ServiceSnapshot::new(
             1,
             infos
                 .iter()
@@ -464,7 +464,7 @@ mod tests {
             Arc::new(ServiceInfo::new("api", "i100", "10.0.0.100:1").with_version("1")),
         );
         let changed = plan_changes(&inserted, &synced.instances, &next, &filter);
-        let full = plan(&inserted, &Snapshot::new(2, next.clone()), &filter);
+        let full = plan(&inserted, &ServiceSnapshot::new(2, next.clone()), &filter);
         let expected = vec![
             "-i007",
             "-i042",

@@ -50,8 +50,8 @@
 //! # }
 //! ```
 
-pub(crate) mod cache;
 mod channel;
+pub(crate) mod discovery;
 mod instances;
 pub(crate) mod own_keys;
 mod registration;
@@ -68,8 +68,8 @@ use crate::error::Result;
 use crate::registry::shared::RegistryShared;
 use crate::store::{KeyRange, RangeOptions};
 
-pub use cache::{ServiceCache, ServiceWatcher};
 pub use channel::{ChannelOptions, ServiceFilter};
+pub use discovery::{ServiceCache, ServiceWatcher};
 pub use instances::Instances;
 pub use registration::Registration;
 pub use service::{SERVICES_PREFIX, ServiceEvent, ServiceInfo};
@@ -194,7 +194,7 @@ impl Registry {
         Ok(response
             .kvs
             .iter()
-            .filter_map(|kv| cache::decode(name, &prefix, kv))
+            .filter_map(|kv| discovery::decode(name, &prefix, kv))
             .collect())
     }
 
@@ -309,14 +309,14 @@ impl Registry {
         Ok(channel::balanced(name, watched, options))
     }
 
-    async fn watched(&self, name: &str) -> Result<Arc<cache::Watched>> {
+    async fn watched(&self, name: &str) -> Result<Arc<discovery::Watched>> {
         self.ctx.check_open()?;
         validate_segment("name", name)?;
         let span = tracing::debug_span!("registry.watch", key = service_prefix(name).as_str());
         self.discovery().watch(name).instrument(span).await
     }
 
-    fn discovery(&self) -> &cache::Discovery {
+    fn discovery(&self) -> &discovery::Discovery {
         &self.shared.discovery
     }
 }

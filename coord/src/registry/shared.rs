@@ -7,7 +7,7 @@
 //! - **Built and closed by the root.** `Coord` makes one on the core context; `Coord::close`
 //!   stops its watches after the store refuses new calls.
 
-use crate::registry::cache::Discovery;
+use crate::registry::discovery::Discovery;
 use crate::registry::own_keys::OwnKeys;
 use crate::store::Store;
 

@@ -39,8 +39,8 @@ use tracing::Instrument;
 pub(crate) use etcd::{Credentials, EtcdOptions, TlsMaterial};
 pub use types::*;
 
+use crate::connection::{ConnectionState, Link, StateCell, Ticket};
 use crate::error::{Error, Result};
-use crate::state::{ConnectionState, Link, StateCell, Ticket};
 use crate::sync::Slots;
 
 /// etcd's default `--max-request-bytes` (1.5 MiB); a larger request is refused by the server.
@@ -97,7 +97,7 @@ pub struct Store {
     written: Arc<AtomicI64>,
     /// The connection's health as every handle's calls see it (shared by all handles).
     link: Arc<Link>,
-    /// This handle's connection state (see [`crate::state`]).
+    /// This handle's connection state (see [`crate::connection`]).
     state: Arc<StateCell>,
     /// State that layers above keep per handle (the session layer's lease renewer), which
     /// the store holds without knowing it.
@@ -167,7 +167,7 @@ impl Store {
         self.slots.get::<T>()
     }
 
-    /// This handle's connection state (see [`crate::state`]).
+    /// This handle's connection state (see [`crate::connection`]).
     pub(crate) fn connection_state(&self) -> tokio::sync::watch::Receiver<ConnectionState> {
         self.state.subscribe()
     }

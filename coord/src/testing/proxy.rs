@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::HarnessError;
-use crate::client::ClientConfig;
+use crate::client_config::ClientConfig;
 
 /// How many bytes a link reads at a time.
 const CHUNK_BYTES: usize = 16 * 1024;
@@ -137,6 +137,10 @@ impl FaultProxy {
     ///
     /// [`HarnessError::InvalidArgument`] if `upstream` is not `http(s)://ip:port`;
     /// [`HarnessError::Io`] if no port can be bound.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: nothing runs until it returns the proxy.
     pub async fn start(upstream: &str) -> Result<Self, HarnessError> {
         let (scheme, address) = if let Some(rest) = upstream.strip_prefix("https://") {
             ("https", rest)

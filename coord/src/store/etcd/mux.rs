@@ -15,7 +15,7 @@
 //! - **A broken stream breaks every watcher on it**, each with the transport's reason, and
 //!   the stream is not reused: [`crate::watch`] resumes each watcher from its own revision on a
 //!   fresh stream. A slow watcher does not hold up the others: its responses queue in memory.
-//! - **Dropping a [`Subscription`] cancels its watcher** on the server.
+//! - **Dropping a [`MuxWatcher`] cancels its watcher** on the server.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -46,14 +46,14 @@ pub(super) enum Refused {
 
 /// One watcher on a shared stream. Dropping it cancels the watcher.
 #[derive(Debug)]
-pub(super) struct Subscription {
+pub(super) struct MuxWatcher {
     /// etcd's `created` answer: may already be `canceled` (compacted start, permission denied).
     pub created: WatchResponse,
     pub responses: mpsc::UnboundedReceiver<Item>,
     cancel: Option<(i64, mpsc::UnboundedSender<Command>)>,
 }
 
-impl Drop for Subscription {
+impl Drop for MuxWatcher {
     fn drop(&mut self) {
         if let Some((id, commands)) = self.cancel.take() {
             // The stream may be gone already; then there is nothing to cancel.
@@ -67,7 +67,7 @@ pub(super) enum Command {
     Create {
         key: Vec<u8>,
         options: WatchOptions,
-        reply: oneshot::Sender<Result<Subscription, Refused>>,
+        reply: oneshot::Sender<Result<MuxWatcher, Refused>>,
     },
     Cancel(i64),
 }
@@ -100,7 +100,7 @@ impl WatchMux {
         &self,
         key: Vec<u8>,
         options: WatchOptions,
-    ) -> Result<Subscription, etcd_client::Error> {
+    ) -> Result<MuxWatcher, etcd_client::Error> {
         loop {
             let mut current = self.current.lock().await;
             let reply = match current.as_ref() {
@@ -151,7 +151,7 @@ impl WatchMux {
     ) -> Result<
         (
             mpsc::UnboundedSender<Command>,
-            oneshot::Receiver<Result<Subscription, Refused>>,
+            oneshot::Receiver<Result<MuxWatcher, Refused>>,
         ),
         etcd_client::Error,
     > {
@@ -177,7 +177,7 @@ impl WatchMux {
     }
 }
 
-type Reply = oneshot::Sender<Result<Subscription, Refused>>;
+type Reply = oneshot::Sender<Result<MuxWatcher, Refused>>;
 
 /// The task that owns one gRPC watch stream.
 struct Stream {
@@ -271,7 +271,7 @@ impl Stream {
             let id = response.watch_id();
             let canceled = response.canceled();
             let (tx, rx) = mpsc::unbounded_channel();
-            let subscription = Subscription {
+            let subscription = MuxWatcher {
                 created: response,
                 responses: rx,
                 cancel: self.commands_tx.upgrade().map(|commands| (id, commands)),

@@ -52,7 +52,7 @@ impl EtcdStore {
 /// A store watch over one etcd watch stream (see the module docs for what it promises).
 struct WatchState {
     /// Owned here so the etcd watcher lives exactly as long as the coord stream.
-    subscription: mux::Subscription,
+    subscription: mux::MuxWatcher,
     key: String,
     endpoints: Arc<str>,
     start_revision: i64,

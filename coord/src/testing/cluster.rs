@@ -1,45 +1,8 @@
-//! Real etcd servers and clusters for tests, as Curator's `TestingServer`.
-//!
-//! [`EtcdServer::start`] runs the `etcd` binary on free `127.0.0.1` ports with a fresh
-//! temporary data directory and returns once it answers requests and has a leader;
-//! [`EtcdCluster::start`] does the same for several members. [`EtcdServer::builder`] adds TLS
-//! (a CA and certificates generated on the spot), client-certificate auth, and etcd's user
-//! auth with two ready-made users ([`ROOT_USER`], [`APP_USER`]).
-//!
-//! What the harness promises:
-//! - **Nothing outlives the test.** Dropping a server or cluster kills every etcd process and
-//!   removes the data directory, also when the test panics. Each etcd is started with
-//!   `PR_SET_PDEATHSIG = SIGKILL`, so it dies even if the test process is killed outright
-//!   (the signal follows the *thread* that started etcd: start servers from a thread that lives
-//!   as long as the test, as any tokio runtime thread does); the directory such a process
-//!   leaves behind is removed by the next harness that starts.
-//! - **Failures say why**, as a [`HarnessError`] (not a [`coord::Error`](crate::Error): those
-//!   are about a running store). A missing `etcd` binary is an error that says how to install
-//!   it; an etcd that does not become healthy within 15 s is an error that shows the end of
-//!   its log.
-//!   The log of member `i` is kept in the temporary directory ([`EtcdCluster::log`]) and is
-//!   not printed otherwise.
-//! - **Faults are real.** [`kill`](EtcdCluster::kill) stops a member (SIGTERM, then SIGKILL
-//!   after a second: a member without quorum may hang on SIGTERM), and
-//!   [`restart`](EtcdCluster::restart) starts it again on the same ports and data, where it
-//!   rejoins the cluster.
-//! - **Network faults go through a proxy.** [`FaultProxy`] sits on loopback in front of one
-//!   member and partitions, blackholes or delays what passes; [`EtcdCluster::proxies`] puts
-//!   one in front of each member and hands the client config that goes through them.
-//!   [`pause`](EtcdCluster::pause) freezes a member outright, and
-//!   [`compact`](EtcdCluster::compact) drops the history up to the current revision.
-//! - **etcdctl sees the same server.** [`etcdctl`](EtcdCluster::etcdctl) runs etcdctl with the
-//!   endpoints, TLS files and root credentials already set, for interoperability tests.
-//!
-//! The harness is for Linux and other Unix systems (it signals processes). Servers run with
-//! heartbeats every 50 ms and etcd's default election timeout (1 s), which keeps etcd's
-//! minimum lease TTL at its production value of 2 s.
-#![cfg(unix)]
+//! Several etcd members started together, and the faults done to them: kill, restart,
+//! pause, compaction.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,115 +10,34 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::client::{ClientConfig, TlsConfig};
+use super::certs::write_certificates;
+use super::options::{EtcdBuilder, TlsFiles};
+use super::process::{
+    clear_env, die_with_parent, find_on_path, log_tail, tempdir, terminate, wait_stopped,
+};
+use super::proxy::{FaultProxy, Proxies};
+use super::{
+    APP_PASSWORD, APP_PREFIX, APP_ROLE, APP_USER, HarnessError, ROOT_PASSWORD, ROOT_USER,
+    START_TIMEOUT,
+};
+use crate::client_config::ClientConfig;
 use crate::error::Result;
 use crate::store::Store;
 
-mod error;
-mod proxy;
-
-pub use error::HarnessError;
-pub use proxy::{FaultProxy, Proxies};
-
-/// The etcd superuser created when auth is on (it holds the `root` role).
-pub const ROOT_USER: &str = "root";
-/// [`ROOT_USER`]'s password.
-pub const ROOT_PASSWORD: &str = "root-pw";
-/// An ordinary user created when auth is on: it may read and write under [`APP_PREFIX`] only.
-pub const APP_USER: &str = "app";
-/// [`APP_USER`]'s password.
-pub const APP_PASSWORD: &str = "app-pw";
-/// The role that gives [`APP_USER`] read-write access to [`APP_PREFIX`].
-pub const APP_ROLE: &str = "app-rw";
-/// The prefix [`APP_USER`] may read and write.
-pub const APP_PREFIX: &str = "/app/";
-
-/// How long a starting etcd may take to answer with a leader.
-const START_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long `kill` waits after SIGTERM before it sends SIGKILL.
-const TERM_GRACE: Duration = Duration::from_secs(1);
 /// How many times a start is tried on new ports when another process took one meanwhile.
 const START_ATTEMPTS: usize = 3;
-/// How much of an etcd log an error shows.
-const LOG_TAIL_LINES: usize = 25;
-
-/// Options of a test server or cluster: TLS, client-certificate auth, user auth.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use coord::testing::{EtcdServer, APP_PASSWORD, APP_USER};
-///
-/// let server = EtcdServer::builder().tls(true).auth(true).start().await?;
-/// // client_config() trusts the generated CA and logs in as root.
-/// let app = server.client_config().with_user(APP_USER, APP_PASSWORD);
-/// let coord = coord::Coord::connect(app).await?;
-/// coord.store().put("/app/key", b"v".to_vec(), 0).await?;
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Clone, Debug, Default)]
-#[must_use]
-pub struct EtcdBuilder {
-    tls: bool,
-    client_cert_auth: bool,
-    auth: bool,
-    extra_args: Vec<String>,
-}
 
 impl EtcdBuilder {
-    /// Serves clients over TLS (`https://`) with a server certificate for `127.0.0.1` and
-    /// `localhost`, signed by a CA generated for this server ([`TlsFiles`]).
-    pub fn tls(mut self, on: bool) -> Self {
-        self.tls = on;
-        self
-    }
-
-    /// Requires clients to present a certificate signed by the test CA (implies TLS);
-    /// [`EtcdCluster::client_config`] then includes the generated client certificate.
-    pub fn client_cert_auth(mut self, on: bool) -> Self {
-        self.client_cert_auth = on;
-        if on {
-            self.tls = true;
-        }
-        self
-    }
-
-    /// Turns on etcd's user auth after start, with users [`ROOT_USER`] (all access) and
-    /// [`APP_USER`] (read-write under [`APP_PREFIX`] only).
-    pub fn auth(mut self, on: bool) -> Self {
-        self.auth = on;
-        self
-    }
-
-    /// Passes more flags to every member's `etcd` (after the harness's own), for behaviour
-    /// the builder has no option for, such as
-    /// `--experimental-watch-progress-notify-interval 500ms`.
-    pub fn extra_args<I, S>(mut self, args: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.extra_args.extend(args.into_iter().map(Into::into));
-        self
-    }
-
-    /// Starts one etcd server with these options.
-    ///
-    /// # Errors
-    ///
-    /// See [`EtcdServer::start`].
-    pub async fn start(self) -> Result<EtcdServer, HarnessError> {
-        Ok(EtcdServer {
-            cluster: self.start_cluster(1).await?,
-        })
-    }
-
     /// Starts a cluster of `members` etcd servers with these options.
     ///
     /// # Errors
     ///
-    /// See [`EtcdServer::start`]; [`HarnessError::InvalidArgument`] for zero members.
+    /// See [`EtcdServer::start`](super::EtcdServer::start); [`HarnessError::InvalidArgument`] for zero members.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a start dropped before it returns drops what it built, which kills every
+    /// process it started and removes its directory.
     pub async fn start_cluster(self, members: usize) -> Result<EtcdCluster, HarnessError> {
         if members == 0 {
             return Err(HarnessError::invalid_argument(
@@ -196,186 +78,7 @@ impl EtcdBuilder {
     }
 }
 
-/// Where the generated TLS material is: PEM files in the server's temporary directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// The CA that signed every certificate below.
-    pub ca_file: PathBuf,
-    /// The server certificate (for `127.0.0.1` and `localhost`).
-    pub server_cert_file: PathBuf,
-    /// The server certificate's key.
-    pub server_key_file: PathBuf,
-    /// A client certificate signed by the CA (for `--client-cert-auth`).
-    pub client_cert_file: PathBuf,
-    /// The client certificate's key.
-    pub client_key_file: PathBuf,
-}
-
-impl TlsFiles {
-    /// Client TLS settings trusting the CA, without a client certificate.
-    pub fn ca_only(&self) -> TlsConfig {
-        TlsConfig::with_ca(&self.ca_file)
-    }
-
-    /// Client TLS settings trusting the CA and presenting the client certificate.
-    pub fn with_client_identity(&self) -> TlsConfig {
-        self.ca_only()
-            .with_client_identity(&self.client_cert_file, &self.client_key_file)
-    }
-}
-
-/// One etcd server for a test. See the [module docs](self) for what it promises.
-#[derive(Debug)]
-pub struct EtcdServer {
-    cluster: EtcdCluster,
-}
-
-impl EtcdServer {
-    /// Starts a plain etcd (no TLS, no auth) on a free port and waits until it serves.
-    ///
-    /// # Errors
-    ///
-    /// [`HarnessError::NotInstalled`] if `etcd` is not on PATH (the message says how to
-    /// install it); [`HarnessError::Io`] if it cannot be spawned (or its directory, ports or
-    /// log file cannot be had); [`HarnessError::NotServing`] if it exits or does not answer
-    /// with a leader within 15 s (the message shows the end of its log).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use coord::testing::EtcdServer;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let server = EtcdServer::start().await?;
-    /// let coord = coord::Coord::connect(server.client_config()).await?;
-    /// coord.store().put("/greeting", b"hello".to_vec(), 0).await?;
-    /// let value = server.etcdctl(&["get", "--print-value-only", "/greeting"])?;
-    /// assert_eq!(value.trim(), "hello");
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn start() -> Result<Self, HarnessError> {
-        Self::builder().start().await
-    }
-
-    /// Options: TLS, client-certificate auth, user auth.
-    pub fn builder() -> EtcdBuilder {
-        EtcdBuilder::default()
-    }
-
-    /// The client URL, `http://127.0.0.1:<port>` (`https://` with TLS).
-    pub fn endpoint(&self) -> String {
-        self.cluster.endpoint(0)
-    }
-
-    /// The client URLs (one).
-    pub fn endpoints(&self) -> Vec<String> {
-        self.cluster.endpoints()
-    }
-
-    /// A `ClientConfig::for_env("test")` for this server; see [`EtcdCluster::client_config`].
-    pub fn client_config(&self) -> ClientConfig {
-        self.cluster.client_config()
-    }
-
-    /// The generated TLS files, if TLS is on.
-    pub fn tls_files(&self) -> Option<&TlsFiles> {
-        self.cluster.tls_files()
-    }
-
-    /// Stops the server (SIGTERM, SIGKILL after a second); the data stays for
-    /// [`restart`](Self::restart).
-    pub async fn kill(&mut self) -> Result<(), HarnessError> {
-        self.cluster.kill(0).await
-    }
-
-    /// Starts the server again on the same port and data and waits until it serves.
-    ///
-    /// # Errors
-    ///
-    /// As [`start`](Self::start).
-    pub async fn restart(&mut self) -> Result<(), HarnessError> {
-        self.cluster.restart(0).await
-    }
-
-    /// True while the etcd process runs.
-    pub fn is_running(&mut self) -> bool {
-        self.cluster.is_running(0)
-    }
-
-    /// Freezes the server (SIGSTOP) until [`resume`](Self::resume): it keeps its sockets and
-    /// answers nothing.
-    ///
-    /// # Errors
-    ///
-    /// As [`EtcdCluster::pause`].
-    pub fn pause(&mut self) -> Result<(), HarnessError> {
-        self.cluster.pause(0)
-    }
-
-    /// Thaws the server after [`pause`](Self::pause).
-    ///
-    /// # Errors
-    ///
-    /// As [`EtcdCluster::resume`].
-    pub fn resume(&mut self) -> Result<(), HarnessError> {
-        self.cluster.resume(0)
-    }
-
-    /// A [`FaultProxy`] in front of the server, with the client config through it; see
-    /// [`EtcdCluster::proxies`].
-    ///
-    /// # Errors
-    ///
-    /// As [`EtcdCluster::proxies`].
-    pub async fn proxies(&self) -> Result<Proxies, HarnessError> {
-        self.cluster.proxies().await
-    }
-
-    /// Compacts the history at the current revision; see [`EtcdCluster::compact`].
-    ///
-    /// # Errors
-    ///
-    /// As [`EtcdCluster::compact`].
-    pub async fn compact(&self) -> Result<i64, HarnessError> {
-        self.cluster.compact().await
-    }
-
-    /// Stops the server and removes its data (what dropping it does, but gracefully and with
-    /// errors reported).
-    pub async fn stop(self) -> Result<(), HarnessError> {
-        self.cluster.stop().await
-    }
-
-    /// Runs etcdctl against this server; see [`EtcdCluster::etcdctl`].
-    pub fn etcdctl(&self, args: &[&str]) -> Result<String, HarnessError> {
-        self.cluster.etcdctl(args)
-    }
-
-    /// An etcdctl command against this server, not yet run; see
-    /// [`EtcdCluster::etcdctl_command`].
-    pub fn etcdctl_command(&self, args: &[&str]) -> Result<Command, HarnessError> {
-        self.cluster.etcdctl_command(args)
-    }
-
-    /// Starts etcdctl in the background; see [`EtcdCluster::spawn_etcdctl`].
-    pub fn spawn_etcdctl(&self, args: &[&str]) -> Result<tokio::process::Child, HarnessError> {
-        self.cluster.spawn_etcdctl(args)
-    }
-
-    /// etcd's log so far.
-    pub fn log(&self) -> String {
-        self.cluster.log(0)
-    }
-
-    /// The cluster of one member behind this server, for the few things only clusters offer.
-    pub fn as_cluster(&mut self) -> &mut EtcdCluster {
-        &mut self.cluster
-    }
-}
-
-/// Several etcd members forming one cluster. See the [module docs](self).
+/// Several etcd members forming one cluster. See the [module docs](super).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -390,25 +93,25 @@ impl EtcdServer {
 /// ```
 #[derive(Debug)]
 pub struct EtcdCluster {
-    members: Vec<Member>,
+    pub(super) members: Vec<Member>,
     options: EtcdBuilder,
     etcd: PathBuf,
     token: String,
     tls: Option<TlsFiles>,
     /// True once `auth enable` ran: from then on clients log in.
-    auth_on: bool,
+    pub(super) auth_on: bool,
     /// Removed when the cluster is dropped, after every process is dead (see `Drop`), or by
     /// `stop`, which takes it.
     dir: Option<tempfile::TempDir>,
 }
 
 #[derive(Debug)]
-struct Member {
+pub(super) struct Member {
     name: String,
     client: SocketAddr,
     peer: SocketAddr,
     data_dir: PathBuf,
-    log_file: PathBuf,
+    pub(super) log_file: PathBuf,
     process: Option<Child>,
     /// True between `pause` and `resume` (or `kill`): the process runs but answers nothing.
     paused: bool,
@@ -419,7 +122,12 @@ impl EtcdCluster {
     ///
     /// # Errors
     ///
-    /// As [`EtcdServer::start`].
+    /// As [`EtcdServer::start`](super::EtcdServer::start).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a start dropped before it returns drops what it built, which kills every
+    /// process it started and removes its directory.
     pub async fn start(members: usize) -> Result<Self, HarnessError> {
         EtcdBuilder::default().start_cluster(members).await
     }
@@ -456,7 +164,7 @@ impl EtcdCluster {
 
     /// `ClientConfig::for_env("test")` with every endpoint; with TLS it trusts the generated
     /// CA (and presents the client certificate when client-certificate auth is on); with
-    /// auth it logs in as [`ROOT_USER`] (use `.with_user(APP_USER, APP_PASSWORD)` for the
+    /// auth it logs in as [`ROOT_USER`](super::ROOT_USER) (use `.with_user(APP_USER, APP_PASSWORD)` for the
     /// restricted user).
     pub fn client_config(&self) -> ClientConfig {
         self.config_for(self.endpoints())
@@ -490,13 +198,51 @@ impl EtcdCluster {
     /// Stops member `i`: SIGTERM, then SIGKILL if it has not exited within a second (a member
     /// that lost its quorum can hang on SIGTERM). Its data stays for
     /// [`restart`](Self::restart). Stopping a stopped member does nothing.
+    ///
+    /// A member stopped this way hands its leadership over first, as a drained node does; use
+    /// [`crash`](Self::crash) for a member that dies without a word.
+    ///
+    /// # Errors
+    ///
+    /// [`HarnessError::Io`] if the process cannot be signalled or reaped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: the member stays recorded as running until it has exited, so a `kill`
+    /// dropped during the grace period can be called again (or the cluster dropped, which
+    /// kills it outright).
     pub async fn kill(&mut self, i: usize) -> Result<(), HarnessError> {
+        let member = &mut self.members[i];
+        member.paused = false;
+        let Some(child) = member.process.as_mut() else {
+            return Ok(());
+        };
+        terminate(child, &member.name).await?;
+        member.process = None;
+        Ok(())
+    }
+
+    /// Kills member `i` at once with SIGKILL, as a power cut or the kernel's OOM killer
+    /// would: no leadership handover, no last flush. Its data directory stays as the crash
+    /// left it for [`restart`](Self::restart), where etcd recovers from its WAL. Crashing a
+    /// stopped member does nothing; a paused member dies too.
+    ///
+    /// # Errors
+    ///
+    /// [`HarnessError::Io`] if the process cannot be killed or reaped.
+    pub fn crash(&mut self, i: usize) -> Result<(), HarnessError> {
         let member = &mut self.members[i];
         member.paused = false;
         let Some(mut child) = member.process.take() else {
             return Ok(());
         };
-        terminate(&mut child, &member.name).await
+        // A process already gone makes `kill` fail; reaping is what matters.
+        let _ = child.kill();
+        child.wait().map_err(HarnessError::io(format!(
+            "cannot reap etcd member {}",
+            member.name
+        )))?;
+        Ok(())
     }
 
     /// Freezes member `i` (SIGSTOP): its process and sockets stay, it answers nothing, as in a
@@ -528,7 +274,7 @@ impl EtcdCluster {
         self.members[i].paused
     }
 
-    /// Starts a [`FaultProxy`] in front of every member (running or not) and returns them
+    /// Starts a [`FaultProxy`](super::FaultProxy) in front of every member (running or not) and returns them
     /// with the [`client_config`](Self::client_config) that reaches the cluster only through
     /// them. Each call makes new proxies: give each client its own to cut one client off and
     /// not the others.
@@ -536,6 +282,10 @@ impl EtcdCluster {
     /// # Errors
     ///
     /// [`HarnessError::Io`] if a proxy port cannot be bound.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: the proxies started so far are dropped, which stops them.
     ///
     /// # Examples
     ///
@@ -574,6 +324,10 @@ impl EtcdCluster {
     ///
     /// [`HarnessError::InvalidArgument`] if no member runs unpaused; [`HarnessError::Store`]
     /// if the members do not answer (no quorum, say).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped after the request was sent, the compaction may or may not have happened.
     pub async fn compact(&self) -> Result<i64, HarnessError> {
         let endpoints: Vec<String> = (0..self.members.len())
             .filter(|&i| self.members[i].process.is_some() && !self.members[i].paused)
@@ -635,8 +389,13 @@ impl EtcdCluster {
     ///
     /// # Errors
     ///
-    /// As [`EtcdServer::start`]. Restarting a running member is
+    /// As [`EtcdServer::start`](super::EtcdServer::start). Restarting a running member is
     /// [`HarnessError::InvalidArgument`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it returns, the member may have been started and is then running, not
+    /// yet known to serve: [`kill`](Self::kill) it, or drop the cluster.
     pub async fn restart(&mut self, i: usize) -> Result<(), HarnessError> {
         if self.members[i].is_running() {
             return Err(HarnessError::invalid_argument(
@@ -664,6 +423,11 @@ impl EtcdCluster {
     ///
     /// [`HarnessError::Io`] if a process could not be signalled or the directory not
     /// removed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it owns the cluster, whose drop kills what is still running and removes
+    /// the data.
     pub async fn stop(mut self) -> Result<(), HarnessError> {
         let mut first_error = None;
         for i in 0..self.members.len() {
@@ -678,7 +442,7 @@ impl EtcdCluster {
     }
 
     /// Runs `etcdctl args…` (API v3) against the running members, with TLS files and, when
-    /// auth is on, [`ROOT_USER`]'s credentials; returns its standard output.
+    /// auth is on, [`ROOT_USER`](super::ROOT_USER)'s credentials; returns its standard output.
     ///
     /// # Errors
     ///
@@ -719,7 +483,11 @@ impl EtcdCluster {
     }
 
     /// Sets up the directory, ports and certificates of a cluster; starts nothing.
-    fn create(options: EtcdBuilder, etcd: PathBuf, members: usize) -> Result<Self, HarnessError> {
+    pub(super) fn create(
+        options: EtcdBuilder,
+        etcd: PathBuf,
+        members: usize,
+    ) -> Result<Self, HarnessError> {
         static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
         let dir = tempdir()?;
         // All ports are held until all are chosen, so they differ from each other.
@@ -780,7 +548,7 @@ impl EtcdCluster {
     }
 
     /// Spawns member `i`'s etcd process.
-    fn spawn(&mut self, i: usize) -> Result<(), HarnessError> {
+    pub(super) fn spawn(&mut self, i: usize) -> Result<(), HarnessError> {
         let tls = self.tls.is_some();
         let initial_cluster = self
             .members
@@ -853,7 +621,10 @@ impl EtcdCluster {
     }
 
     /// Waits until every member answers a status request and knows the leader.
-    async fn wait_until_serving(&mut self, within: Duration) -> Result<(), HarnessError> {
+    pub(super) async fn wait_until_serving(
+        &mut self,
+        within: Duration,
+    ) -> Result<(), HarnessError> {
         let deadline = Instant::now() + within;
         for i in 0..self.members.len() {
             self.wait_member_serving(i, deadline).await?;
@@ -929,7 +700,7 @@ impl EtcdCluster {
     }
 
     /// True if a member could not bind its ports because someone else took them.
-    fn lost_a_port(&self) -> bool {
+    pub(super) fn lost_a_port(&self) -> bool {
         self.members.iter().any(|m| {
             std::fs::read_to_string(&m.log_file)
                 .is_ok_and(|log| log.contains("address already in use"))
@@ -937,7 +708,7 @@ impl EtcdCluster {
     }
 
     /// Creates the users and roles of the module docs, then turns auth on.
-    fn enable_auth(&self) -> Result<(), HarnessError> {
+    pub(super) fn enable_auth(&self) -> Result<(), HarnessError> {
         let steps: [&[&str]; 7] = [
             &[
                 "user",
@@ -1052,355 +823,5 @@ impl Drop for EtcdCluster {
                 let _ = child.wait();
             }
         }
-    }
-}
-
-/// SIGTERM, a grace period, then SIGKILL; reaps the process.
-async fn terminate(child: &mut Child, name: &str) -> Result<(), HarnessError> {
-    let pid = libc::pid_t::try_from(child.id()).map_err(|_| {
-        HarnessError::io(format!("cannot signal etcd member {name}"))(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "its process id does not fit a pid_t",
-        ))
-    })?;
-    // SAFETY: `kill` only sends a signal. `pid` is our own child, which has not been reaped
-    // (we hold its `Child` and wait for it only below), so the pid cannot have been reused.
-    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-        // Already gone: reaping below is all that is left.
-        let _ = child.wait();
-        return Ok(());
-    }
-    let deadline = Instant::now() + TERM_GRACE;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    child
-        .kill()
-        .map_err(HarnessError::io(format!("cannot kill etcd member {name}")))?;
-    child
-        .wait()
-        .map_err(HarnessError::io(format!("cannot reap etcd member {name}")))?;
-    Ok(())
-}
-
-/// Makes the child die with SIGKILL when the thread that spawned it exits (with the test).
-fn die_with_parent(command: &mut Command) {
-    #[cfg(target_os = "linux")]
-    {
-        let parent = std::process::id();
-        // SAFETY: the closure runs in the forked child before exec, where only
-        // async-signal-safe functions may be called: `prctl` and `getppid` are system calls
-        // that touch no memory of the parent, and `from_raw_os_error` / `last_os_error` build
-        // an error without allocating.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The parent may have died between fork and prctl: then no signal will come.
-                if u32::try_from(libc::getppid()) != Ok(parent) {
-                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = command;
-}
-
-fn clear_env(command: &mut Command, prefix: &str) {
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with(prefix) {
-            command.env_remove(name);
-        }
-    }
-}
-
-/// The path of `program` on PATH, or an error that says how to install it.
-fn find_on_path(program: &str) -> Result<PathBuf, HarnessError> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| HarnessError::NotInstalled {
-            program: program.to_owned(),
-        })
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// The prefix of every harness directory in the temporary directory.
-const DIR_PREFIX: &str = "coord-etcd-";
-/// The file in a harness directory naming the process that owns it.
-const OWNER_FILE: &str = "owner.pid";
-
-/// A fresh directory under the system's temporary directory (`TMPDIR`; point it at a tmpfs
-/// such as `/dev/shm` for faster tests, at the price of about 64 MB of memory per member for
-/// etcd's preallocated WAL), marked with the pid of this process.
-///
-/// Directories of test processes that were killed (so never dropped theirs) are removed
-/// first.
-fn tempdir() -> Result<tempfile::TempDir, HarnessError> {
-    remove_orphaned_dirs();
-    let dir = tempfile::Builder::new()
-        .prefix(DIR_PREFIX)
-        .tempdir()
-        .map_err(HarnessError::io("cannot create a temporary directory"))?;
-    std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string()).map_err(
-        HarnessError::io(format!("cannot write to {}", dir.path().display())),
-    )?;
-    Ok(dir)
-}
-
-/// Removes harness directories whose owner process no longer exists. Best effort: a directory
-/// that cannot be read or removed is left alone.
-fn remove_orphaned_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
-            continue;
-        }
-        let path = entry.path();
-        // No owner file yet: a directory another process is just creating.
-        let Ok(owner) = std::fs::read_to_string(path.join(OWNER_FILE)) else {
-            continue;
-        };
-        let Ok(pid) = owner.trim().parse::<libc::pid_t>() else {
-            continue;
-        };
-        if pid > 0 && !process_exists(pid) {
-            let _ = std::fs::remove_dir_all(&path);
-        }
-    }
-}
-
-fn process_exists(pid: libc::pid_t) -> bool {
-    // SAFETY: signal 0 sends nothing; `kill` only checks that the process exists and that we
-    // may signal it.
-    if unsafe { libc::kill(pid, 0) } == 0 {
-        return true;
-    }
-    // EPERM: it exists but belongs to someone else.
-    std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
-
-/// Generates a CA, a server certificate for 127.0.0.1 and localhost, and a client
-/// certificate, and writes them as PEM files into `dir`.
-fn write_certificates(dir: &Path) -> Result<TlsFiles, HarnessError> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let tls_error = |e: rcgen::Error| HarnessError::Certificates {
-        reason: e.to_string(),
-    };
-
-    let ca_key = KeyPair::generate().map_err(tls_error)?;
-    let mut ca_params = CertificateParams::new(Vec::new()).map_err(tls_error)?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "coord test CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(tls_error)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let leaf = |names: Vec<String>, common_name: &str, usages: Vec<ExtendedKeyUsagePurpose>| {
-        let key = KeyPair::generate().map_err(tls_error)?;
-        let mut params = CertificateParams::new(names).map_err(tls_error)?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = usages;
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &issuer).map_err(tls_error)?;
-        Ok::<_, HarnessError>((cert.pem(), key.serialize_pem()))
-    };
-    let (server_cert, server_key) = leaf(
-        vec!["127.0.0.1".into(), "localhost".into()],
-        "127.0.0.1",
-        // etcd's gateway also dials etcd itself with the server certificate.
-        vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ],
-    )?;
-    let (client_cert, client_key) = leaf(
-        Vec::new(),
-        "coord-test-client",
-        vec![ExtendedKeyUsagePurpose::ClientAuth],
-    )?;
-
-    let files = TlsFiles {
-        ca_file: dir.join("ca.pem"),
-        server_cert_file: dir.join("server.pem"),
-        server_key_file: dir.join("server-key.pem"),
-        client_cert_file: dir.join("client.pem"),
-        client_key_file: dir.join("client-key.pem"),
-    };
-    for (path, pem) in [
-        (&files.ca_file, ca_cert.pem()),
-        (&files.server_cert_file, server_cert),
-        (&files.server_key_file, server_key),
-        (&files.client_cert_file, client_cert),
-        (&files.client_key_file, client_key),
-    ] {
-        std::fs::write(path, pem)
-            .map_err(HarnessError::io(format!("cannot write {}", path.display())))?;
-    }
-    Ok(files)
-}
-
-/// The last lines of a log file, read from its end.
-fn log_tail(path: &Path) -> String {
-    const MAX_BYTES: u64 = 16 * 1024;
-    let Ok(mut file) = File::open(path) else {
-        return String::from("(no log)");
-    };
-    let len = file.metadata().map_or(0, |m| m.len());
-    if file
-        .seek(SeekFrom::Start(len.saturating_sub(MAX_BYTES)))
-        .is_err()
-    {
-        return String::from("(unreadable log)");
-    }
-    let mut bytes = Vec::new();
-    if file.read_to_end(&mut bytes).is_err() {
-        return String::from("(unreadable log)");
-    }
-    let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
-}
-
-/// Waits (up to a second) until every thread of `pid` is stopped. `kill` only marks SIGSTOP
-/// pending: a thread that is running handles it when it is next scheduled, and on a loaded
-/// machine a request sent right after `pause` was seen answered by an etcd about to stop.
-/// Where `/proc` cannot be read it returns at once.
-fn wait_stopped(pid: libc::pid_t) {
-    let stopped = || -> Option<bool> {
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-        let mut all = true;
-        for task in tasks {
-            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
-            // The state follows the command name's closing parenthesis: `T` or `t` stopped.
-            let state = stat.rsplit_once(") ")?.1.chars().next()?;
-            all &= matches!(state, 'T' | 't');
-        }
-        Some(all)
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-    while stopped() == Some(false) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missing_program_says_how_to_install_it() {
-        let err = find_on_path("etcd-that-does-not-exist").unwrap_err();
-        assert!(
-            matches!(&err, HarnessError::NotInstalled { program } if program == "etcd-that-does-not-exist"),
-            "{err:?}"
-        );
-        let text = err.to_string();
-        assert!(
-            text.contains("apt-get install -y etcd-server etcd-client"),
-            "{text}"
-        );
-        assert!(text.contains("protobuf-compiler"), "{text}");
-    }
-
-    #[tokio::test]
-    async fn an_etcd_that_exits_is_a_harness_error_naming_the_member() {
-        // `false` exits at once, as an etcd refusing its flags would.
-        let etcd = find_on_path("false").unwrap();
-        let mut cluster = EtcdCluster::create(EtcdBuilder::default(), etcd, 1).unwrap();
-        std::fs::write(&cluster.members[0].log_file, "last words\n").unwrap();
-        cluster.spawn(0).unwrap();
-        let err = cluster.wait_until_serving(START_TIMEOUT).await.unwrap_err();
-        match &err {
-            HarnessError::NotServing {
-                member,
-                what,
-                log_tail,
-                ..
-            } => {
-                assert_eq!(*member, 0);
-                assert!(what.starts_with("exited"), "{what}");
-                assert_eq!(log_tail, "last words");
-            }
-            other => panic!("expected NotServing, got {other:?}"),
-        }
-        let text = err.to_string();
-        assert!(text.starts_with("etcd member m0 at 127.0.0.1:"), "{text}");
-    }
-
-    #[test]
-    fn certificates_are_pem_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = write_certificates(dir.path()).unwrap();
-        for path in [
-            &files.ca_file,
-            &files.server_cert_file,
-            &files.client_key_file,
-        ] {
-            crate::client::read_pem("test", path).unwrap();
-        }
-        files.with_client_identity().validate().unwrap();
-    }
-
-    #[test]
-    fn directories_of_dead_test_processes_are_removed() {
-        let mut dead = Command::new("true").spawn().unwrap();
-        let dead_pid = dead.id();
-        dead.wait().unwrap();
-        let orphan = tempfile::Builder::new()
-            .prefix(DIR_PREFIX)
-            .tempdir()
-            .unwrap();
-        std::fs::write(orphan.path().join(OWNER_FILE), dead_pid.to_string()).unwrap();
-        let mine = tempdir().unwrap();
-
-        remove_orphaned_dirs();
-
-        assert!(
-            !orphan.path().exists(),
-            "the dead process's directory is gone"
-        );
-        assert!(mine.path().exists(), "a live process's directory stays");
-    }
-
-    #[test]
-    fn log_tail_keeps_the_last_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
-        std::fs::write(&path, text).unwrap();
-        let tail = log_tail(&path);
-        assert!(tail.ends_with("line 99"), "{tail}");
-        assert_eq!(tail.lines().count(), LOG_TAIL_LINES);
-        assert_eq!(log_tail(&dir.path().join("missing")), "(no log)");
     }
 }

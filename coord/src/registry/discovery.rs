@@ -1,8 +1,8 @@
 //! One watch per watched service name, shared by every watcher, cache and channel of a `Coord`.
 //!
 //! A task runs a [`ResilientWatch`] on `/services/{name}/`, keeps the decoded instances, and
-//! after every revision publishes them as a [`Snapshot`] (for `discover` and channels) and the
-//! state changes of that revision as a [`Batch`] (for watchers). The task turns store events
+//! after every revision publishes them as a [`ServiceSnapshot`] (for `discover` and channels) and the
+//! state changes of that revision as a [`ServiceBatch`] (for watchers). The task turns store events
 //! into state changes, so a `Resync` after compaction yields only the real differences and a
 //! re-put of an unchanged value yields nothing. When the last handle is dropped the task stops
 //! and the store watch closes (the sharing itself is [`SharedWatches`]).
@@ -42,7 +42,7 @@ pub(crate) type InstanceMap = OrdMap<String, Arc<ServiceInfo>>;
 
 /// The instances of one service at one revision.
 #[derive(Debug, Default)]
-pub(crate) struct Snapshot {
+pub(crate) struct ServiceSnapshot {
     /// 0 until the first list has been read.
     pub revision: i64,
     pub instances: InstanceMap,
@@ -54,9 +54,9 @@ pub(crate) struct Snapshot {
     stale_since: Option<std::time::Instant>,
 }
 
-impl Snapshot {
+impl ServiceSnapshot {
     pub(crate) fn new(revision: i64, instances: InstanceMap) -> Self {
-        Snapshot {
+        ServiceSnapshot {
             revision,
             instances,
             view: OnceLock::new(),
@@ -66,9 +66,9 @@ impl Snapshot {
 
     /// This snapshot, marked behind since `since`.
     fn stale(&self, since: std::time::Instant) -> Self {
-        Snapshot {
+        ServiceSnapshot {
             stale_since: Some(since),
-            ..Snapshot::new(self.revision, self.instances.clone())
+            ..ServiceSnapshot::new(self.revision, self.instances.clone())
         }
     }
 
@@ -83,7 +83,7 @@ impl Snapshot {
 
 /// The state changes of one revision.
 #[derive(Debug)]
-pub(crate) struct Batch {
+pub(crate) struct ServiceBatch {
     revision: i64,
     events: Vec<ServiceEvent>,
     /// The instances after this revision (sharing the snapshot's nodes), so a watcher takes
@@ -94,10 +94,10 @@ pub(crate) struct Batch {
 /// What the shared watch of one service name publishes.
 #[derive(Debug)]
 pub(crate) struct Service {
-    snapshot: watch::Receiver<Arc<Snapshot>>,
+    snapshot: watch::Receiver<Arc<ServiceSnapshot>>,
     /// Weak: the watch task holds the only strong sender, so watchers' streams end when the
     /// task stops (on `Coord::close`) instead of waiting forever.
-    events: broadcast::WeakSender<Arc<Batch>>,
+    events: broadcast::WeakSender<Arc<ServiceBatch>>,
     feeds: Feeds,
 }
 
@@ -112,7 +112,7 @@ type Feeds = Arc<Mutex<Vec<Weak<dyn Follower>>>>;
 /// see it.
 pub(crate) trait Follower: Send + Sync {
     /// Takes `snapshot`; false once it wants no more.
-    fn sync(&self, snapshot: &Snapshot) -> bool;
+    fn sync(&self, snapshot: &ServiceSnapshot) -> bool;
 }
 
 impl Service {
@@ -123,7 +123,7 @@ impl Service {
         snapshot.view()
     }
 
-    pub fn snapshot(&self) -> watch::Receiver<Arc<Snapshot>> {
+    pub fn snapshot(&self) -> watch::Receiver<Arc<ServiceSnapshot>> {
         self.snapshot.clone()
     }
 
@@ -175,7 +175,7 @@ impl Discovery {
     /// Cancel safe (see [`SharedWatches::watch`]).
     pub async fn watch(&self, name: &str) -> Result<Arc<Watched>> {
         let new = || {
-            let (snapshot_tx, snapshot) = watch::channel(Arc::new(Snapshot::default()));
+            let (snapshot_tx, snapshot) = watch::channel(Arc::new(ServiceSnapshot::default()));
             let (events, _) = broadcast::channel(EVENT_BUFFER);
             let service = Service {
                 snapshot,
@@ -193,8 +193,8 @@ impl Discovery {
     async fn start(
         &self,
         name: &str,
-        snapshot_tx: watch::Sender<Arc<Snapshot>>,
-        events: broadcast::Sender<Arc<Batch>>,
+        snapshot_tx: watch::Sender<Arc<ServiceSnapshot>>,
+        events: broadcast::Sender<Arc<ServiceBatch>>,
         feeds: Feeds,
     ) -> Result<impl std::future::Future<Output = ()> + Send + 'static + use<>> {
         let prefix = service_prefix(name);
@@ -281,8 +281,8 @@ impl State {
     }
 
     /// The instances now; O(1), sharing the whole map.
-    fn snapshot(&self, revision: i64) -> Snapshot {
-        Snapshot::new(revision, self.instances.clone())
+    fn snapshot(&self, revision: i64) -> ServiceSnapshot {
+        ServiceSnapshot::new(revision, self.instances.clone())
     }
 }
 
@@ -291,8 +291,8 @@ impl State {
 async fn run(
     mut watch: ResilientWatch,
     mut state: State,
-    snapshot: watch::Sender<Arc<Snapshot>>,
-    events: broadcast::Sender<Arc<Batch>>,
+    snapshot: watch::Sender<Arc<ServiceSnapshot>>,
+    events: broadcast::Sender<Arc<ServiceBatch>>,
     feeds: Feeds,
 ) {
     let mut degraded = false;
@@ -319,7 +319,7 @@ async fn run(
                 }
                 if !changes.is_empty() {
                     // No receivers is fine: nobody is watching events right now.
-                    let _ = events.send(Arc::new(Batch {
+                    let _ = events.send(Arc::new(ServiceBatch {
                         revision,
                         events: changes,
                         instances: state.instances.clone(),
@@ -408,7 +408,7 @@ fn diff(from: &InstanceMap, to: &InstanceMap) -> Vec<ServiceEvent> {
 /// `next()` is cancel safe: an event is either returned or stays queued.
 pub struct ServiceWatcher {
     watched: Arc<Watched>,
-    stream: BroadcastStream<Arc<Batch>>,
+    stream: BroadcastStream<Arc<ServiceBatch>>,
     /// What this watcher has reported, for the diff after a lag.
     known: InstanceMap,
     revision: i64,
