@@ -110,15 +110,45 @@ fn message(text: &str) -> Result<String, ApiError> {
     Ok(text.to_owned())
 }
 
+/// What every write route checks before it builds its release, in the order a person most
+/// needs the answers: the prefix is one the console serves, each new value passes the schema
+/// (all refusals at once), and the message says why.
+struct Opened {
+    served: Served,
+    message: String,
+}
+
+async fn open(
+    console: &Console,
+    prefix: &str,
+    values: Option<&BTreeMap<String, Value>>,
+    message_text: &str,
+) -> Result<Opened, ApiError> {
+    let served = served(&console.coord, prefix).await?;
+    if let Some(values) = values {
+        let refused = refusals(&served.schema, values);
+        if !refused.is_empty() {
+            return Err(ApiError::Refused(refused));
+        }
+    }
+    let message = message(message_text)?;
+    Ok(Opened { served, message })
+}
+
+/// The prefix as the routes key it: without a trailing slash.
+fn trimmed_prefix(raw: &str) -> String {
+    raw.trim_end_matches('/').to_owned()
+}
+
 /// Commits `builder` as `writer`; a release made meanwhile becomes a conflict with the diff
 /// from what the person saw to what is there now.
 async fn commit(
     console: &Console,
-    served: &Served,
+    opened: Opened,
     builder: ReleaseBuilder,
     writer: &Writer,
-    message: String,
 ) -> ApiResult {
+    let Opened { served, message } = opened;
     let committed = builder
         .author(writer.author())
         .message(message)
@@ -168,7 +198,7 @@ pub async fn release(
     Extension(writer): Extension<Writer>,
     Json(body): Json<ReleaseBody>,
 ) -> ApiResult {
-    let prefix = body.prefix.trim_end_matches('/').to_owned();
+    let prefix = trimmed_prefix(&body.prefix);
     let span = tracing::info_span!("console.release", prefix = %prefix, author = %writer.name);
     async {
         if body.values.is_empty() && body.remove.is_empty() {
@@ -176,22 +206,16 @@ pub async fn release(
                 "nothing changed: nothing to release".into(),
             ));
         }
-        // The fields first: a refused value is what the person most needs to see.
-        let served = served(&console.coord, &prefix).await?;
-        let refused = refusals(&served.schema, &body.values);
-        if !refused.is_empty() {
-            return Err(ApiError::Refused(refused));
-        }
-        let message = message(&body.message)?;
-        let mut builder =
-            console
-                .coord
-                .config()
-                .release_raw_with(&served.prefix, body.values, body.remove);
+        let opened = open(&console, &prefix, Some(&body.values), &body.message).await?;
+        let mut builder = console.coord.config().release_raw_with(
+            &opened.served.prefix,
+            body.values,
+            body.remove,
+        );
         if let Some(seq) = body.expect_latest {
             builder = builder.expect_latest(seq);
         }
-        commit(&console, &served, builder, &writer, message).await
+        commit(&console, opened, builder, &writer).await
     }
     .instrument(span)
     .await
@@ -203,16 +227,18 @@ pub async fn rollback(
     Extension(writer): Extension<Writer>,
     Json(body): Json<RollbackBody>,
 ) -> ApiResult {
-    let prefix = body.prefix.trim_end_matches('/').to_owned();
+    let prefix = trimmed_prefix(&body.prefix);
     let span = tracing::info_span!("console.rollback", prefix = %prefix, seq = body.seq, author = %writer.name);
     async {
-        let served = served(&console.coord, &prefix).await?;
-        let message = message(&body.message)?;
-        let mut builder = console.coord.config().rollback(&served.prefix, body.seq);
+        let opened = open(&console, &prefix, None, &body.message).await?;
+        let mut builder = console
+            .coord
+            .config()
+            .rollback(&opened.served.prefix, body.seq);
         if let Some(seq) = body.expect_latest {
             builder = builder.expect_latest(seq);
         }
-        commit(&console, &served, builder, &writer, message).await
+        commit(&console, opened, builder, &writer).await
     }
     .instrument(span)
     .await
@@ -224,7 +250,7 @@ pub async fn gray_start(
     Extension(writer): Extension<Writer>,
     Json(body): Json<GrayStartBody>,
 ) -> ApiResult {
-    let prefix = body.prefix.trim_end_matches('/').to_owned();
+    let prefix = trimmed_prefix(&body.prefix);
     let span = tracing::info_span!("console.gray_start", prefix = %prefix, author = %writer.name);
     async {
         let selector = body.selector;
@@ -239,19 +265,13 @@ pub async fn gray_start(
                 "nothing changed: nothing to release".into(),
             ));
         }
-        // The fields first: a refused value is what the person most needs to see.
-        let served = served(&console.coord, &prefix).await?;
-        let refused = refusals(&served.schema, &body.values);
-        if !refused.is_empty() {
-            return Err(ApiError::Refused(refused));
-        }
-        let message = message(&body.message)?;
+        let opened = open(&console, &prefix, Some(&body.values), &body.message).await?;
         let builder = console
             .coord
             .config()
-            .release_raw(&served.prefix, body.values)
+            .release_raw(&opened.served.prefix, body.values)
             .to(selector);
-        commit(&console, &served, builder, &writer, message).await
+        commit(&console, opened, builder, &writer).await
     }
     .instrument(span)
     .await
@@ -288,7 +308,7 @@ async fn gray_end(
     body: GrayBody,
     end: GrayEnd,
 ) -> ApiResult {
-    let prefix = body.prefix.trim_end_matches('/').to_owned();
+    let prefix = trimmed_prefix(&body.prefix);
     let span = match end {
         GrayEnd::Promote => {
             tracing::info_span!("console.gray_promote", prefix = %prefix, seq = body.seq, author = %writer.name)
@@ -298,14 +318,13 @@ async fn gray_end(
         }
     };
     async {
-        let served = served(&console.coord, &prefix).await?;
-        let message = message(&body.message)?;
+        let opened = open(&console, &prefix, None, &body.message).await?;
         let config = console.coord.config();
         let builder = match end {
-            GrayEnd::Promote => config.promote(&served.prefix, body.seq),
-            GrayEnd::Abort => config.abort(&served.prefix, body.seq),
+            GrayEnd::Promote => config.promote(&opened.served.prefix, body.seq),
+            GrayEnd::Abort => config.abort(&opened.served.prefix, body.seq),
         };
-        commit(&console, &served, builder, &writer, message).await
+        commit(&console, opened, builder, &writer).await
     }
     .instrument(span)
     .await
