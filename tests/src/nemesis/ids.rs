@@ -296,11 +296,16 @@ pub fn check(ops: &[Op], finals: &[Option<String>]) -> Vec<Check> {
         let written_by =
             |op: &&Op| op.payload.id == Some(id) && op.payload.text.as_ref() == Some(stored);
         let by_newest = newest.is_some_and(written_by);
-        let by_unknown = writes(Outcome::Unknown).any(|op| written_by(&op));
+        // A write of unknown outcome may be the last one applied only if its holder's tenure
+        // is not older than the newest acknowledged write's: a fenced write applies inside its
+        // holder's tenure, so an older holder's write would have been overwritten.
+        let newest_token = newest.and_then(|op| op.payload.token);
+        let by_unknown = writes(Outcome::Unknown)
+            .any(|op| written_by(&op) && op.payload.token >= newest_token);
         last.case(by_newest || by_unknown, || {
             format!(
                 "ID {id}: the marker holds {stored:?}, neither the last applied write nor an \
-                 unknown one; last applied:\n{}",
+                 unknown one of a holder at least as new; last applied:\n{}",
                 excerpt(newest.copied())
             )
         });
@@ -387,16 +392,32 @@ mod tests {
     #[test]
     fn a_marker_that_is_not_the_last_write_is_a_violation() {
         // The first holder's acknowledged write is stored although the second one's applied
-        // after it; an unknown write may be stored, a missing marker may not.
+        // after it; a missing marker is as wrong.
         assert_eq!(
             violations(&clean(), &[Some("10:1".into())]),
             vec![("each marker holds its ID's last applied write", 1)]
         );
-        assert_eq!(violations(&clean(), &[Some("10:2".into())]), vec![]);
         assert_eq!(
             violations(&clean(), &[None]),
             vec![("each marker holds its ID's last applied write", 1)]
         );
+    }
+
+    #[test]
+    fn a_stale_holders_unknown_write_stored_last_is_a_violation() {
+        // Holder 10's write of unknown outcome can only have applied inside its tenure, which
+        // ended before holder 20's acknowledged write: stored last, it slipped past the fence.
+        assert_eq!(
+            violations(&clean(), &[Some("10:2".into())]),
+            vec![("each marker holds its ID's last applied write", 1)]
+        );
+        // The newest holder's own unknown write may have applied after its acknowledged one.
+        let mut ops = clean();
+        ops.push(write(1, Outcome::Unknown, 20, 1, 0));
+        assert_eq!(violations(&ops, &[Some("20:1".into())]), vec![]);
+        // With nothing acknowledged, any unknown write may be the one stored.
+        let unknown_only = vec![write(0, Outcome::Unknown, 10, 0, 0)];
+        assert_eq!(violations(&unknown_only, &[Some("10:0".into())]), vec![]);
     }
 
     #[test]
