@@ -1,5 +1,7 @@
 //! Fault tests on a real 3-member etcd cluster: the leader dies while a watch and a `Live`
-//! follow a writer, and the watch's own gRPC stream is on that leader.
+//! follow a writer, and the watch's own gRPC stream is on that leader. It dies both ways a
+//! server does: stopped (SIGTERM, it hands leadership over first) and crashed (SIGKILL, the
+//! others notice only when its heartbeats stop and elect a leader among themselves).
 
 mod common;
 
@@ -67,8 +69,26 @@ async fn watch_streams(cluster: &EtcdCluster) -> Vec<f64> {
     streams
 }
 
+/// How the leader dies.
+#[derive(Clone, Copy, Debug)]
+enum Death {
+    /// SIGTERM: a clean stop.
+    Stopped,
+    /// SIGKILL: a crash.
+    Crashed,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_and_live_survive_the_leader_dying_without_loss_or_duplicates() {
+async fn watch_and_live_survive_the_leader_stopping_without_loss_or_duplicates() {
+    leader_dies(Death::Stopped).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_live_survive_the_leader_crashing_without_loss_or_duplicates() {
+    leader_dies(Death::Crashed).await;
+}
+
+async fn leader_dies(death: Death) {
     let mut cluster = EtcdCluster::start(3)
         .await
         .expect("start a 3-member etcd cluster (the error says how to install etcd)");
@@ -133,7 +153,11 @@ async fn watch_and_live_survive_the_leader_dying_without_loss_or_duplicates() {
                 Some(holder),
                 "still the leader"
             );
-            cluster.kill(holder).await.unwrap();
+            match death {
+                Death::Stopped => cluster.kill(holder).await.unwrap(),
+                Death::Crashed => cluster.crash(holder).unwrap(),
+            }
+            assert!(!cluster.is_running(holder), "{death:?}: the member is gone");
             killed = true;
         }
         match timeout(WAIT, watch.next())
@@ -149,7 +173,7 @@ async fn watch_and_live_survive_the_leader_dying_without_loss_or_duplicates() {
         }
     }
     writer.await.unwrap();
-    assert!(killed, "the leader was killed mid-stream");
+    assert!(killed, "the leader died mid-stream");
     assert!(breaks > 0, "the watch saw its stream break");
     assert!(
         coord.store().stats().watches_opened() > opened_before,

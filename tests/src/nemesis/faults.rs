@@ -59,8 +59,14 @@ pub enum Fault {
         /// The member.
         member: usize,
     },
-    /// Member `member` is killed and restarted at heal.
+    /// Member `member` is stopped (SIGTERM: it hands leadership over) and restarted at heal.
     Kill {
+        /// The member.
+        member: usize,
+    },
+    /// Member `member` dies at once (SIGKILL: no handover, no last flush, as in a power cut)
+    /// and is restarted at heal, recovering from its write-ahead log.
+    Crash {
         /// The member.
         member: usize,
     },
@@ -79,6 +85,7 @@ impl Fault {
             Fault::Latency { .. } => "latency",
             Fault::Pause { .. } => "pause",
             Fault::Kill { .. } => "kill+restart",
+            Fault::Crash { .. } => "crash+restart",
             Fault::Compact => "compact",
         }
     }
@@ -98,6 +105,7 @@ impl fmt::Display for Fault {
             } => write!(f, "latency {delay:?} c{client} <-> m{member}"),
             Fault::Pause { member } => write!(f, "pause m{member}"),
             Fault::Kill { member } => write!(f, "kill m{member}"),
+            Fault::Crash { member } => write!(f, "crash m{member}"),
             Fault::Compact => write!(f, "compact"),
         }
     }
@@ -137,7 +145,7 @@ impl Schedule {
         loop {
             let client = rng.random_range(0..clients.max(1));
             let member = rng.random_range(0..members.max(1));
-            let fault = match rng.random_range(0..8) {
+            let fault = match rng.random_range(0..9) {
                 0 => Fault::Partition { client, member },
                 1 => Fault::PartitionAll { client },
                 2 => Fault::Blackhole { client, member },
@@ -149,6 +157,7 @@ impl Schedule {
                 },
                 5 => Fault::Pause { member },
                 6 => Fault::Kill { member },
+                7 => Fault::Crash { member },
                 _ => Fault::Compact,
             };
             let lasts = match fault {
@@ -219,6 +228,7 @@ impl Nemesis {
             } => self.proxies[client][member].set_latency(delay),
             Fault::Pause { member } => self.cluster.pause(member)?,
             Fault::Kill { member } => self.cluster.kill(member).await?,
+            Fault::Crash { member } => self.cluster.crash(member)?,
             Fault::Compact => {
                 self.cluster.compact().await?;
             }
@@ -240,7 +250,9 @@ impl Nemesis {
                 self.proxies[client].heal();
             }
             Fault::Pause { member } => self.cluster.resume(member)?,
-            Fault::Kill { member } => self.cluster.restart(member).await?,
+            Fault::Kill { member } | Fault::Crash { member } => {
+                self.cluster.restart(member).await?;
+            }
             Fault::Compact => {}
         }
         Ok(())
@@ -308,7 +320,7 @@ mod tests {
         let schedule = Schedule::generate(1, 5 * MINUTE, 3, 3);
         let kinds: std::collections::BTreeSet<_> =
             schedule.steps.iter().map(|s| s.fault.kind()).collect();
-        assert_eq!(kinds.len(), 8, "{kinds:?}");
+        assert_eq!(kinds.len(), 9, "{kinds:?}");
     }
 
     #[test]
@@ -331,7 +343,8 @@ mod tests {
                 },
                 Step {
                     at: Duration::from_millis(5_200),
-                    fault: Fault::Kill { member: 1 },
+                    // A kill before crashes joined the schedule (a ninth kind).
+                    fault: Fault::Crash { member: 1 },
                     lasts: Duration::from_millis(2_880),
                 },
             ]

@@ -300,8 +300,8 @@ pub fn check(ops: &[Op], finals: &[Option<String>]) -> Vec<Check> {
         // is not older than the newest acknowledged write's: a fenced write applies inside its
         // holder's tenure, so an older holder's write would have been overwritten.
         let newest_token = newest.and_then(|op| op.payload.token);
-        let by_unknown = writes(Outcome::Unknown)
-            .any(|op| written_by(&op) && op.payload.token >= newest_token);
+        let by_unknown =
+            writes(Outcome::Unknown).any(|op| written_by(&op) && op.payload.token >= newest_token);
         last.case(by_newest || by_unknown, || {
             format!(
                 "ID {id}: the marker holds {stored:?}, neither the last applied write nor an \
