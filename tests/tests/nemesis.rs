@@ -1,15 +1,20 @@
-//! A nemesis run as part of `cargo test`: a fixed seed, 60 seconds of faults on a real
-//! 3-member etcd, every workload (locks, IDs, live config, registry) from three clients. No
-//! invariant may be violated, and the run must have done something: every workload's
-//! operations succeeded, every invariant had cases to check, and faults were injected.
+//! Nemesis runs as part of `cargo test`, on a real 3-member etcd with every workload (locks,
+//! IDs, live config, registry) from three clients and the probe client the strike cuts off.
+//!
+//! - A fixed seed, 60 seconds of faults: no invariant may be violated, every fault must have
+//!   been injected and healed, the fences must have refused at least one increment and one
+//!   ID write with `lost()` reporting each loss, and every workload must have done its work.
+//! - The same run on a broken build whose lock and ID writes skip their fences: the checkers
+//!   must report it. A checker that passes this run would pass anything.
 
 use std::time::Duration;
 
+use coord_tests::nemesis::check::Check;
 use coord_tests::nemesis::history::OpKind;
 use coord_tests::nemesis::runner::{self, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fixed_seed_fault_run_violates_no_invariant() {
+async fn a_fixed_seed_fault_run_violates_no_invariant_and_proves_its_fences() {
     let options = Options {
         duration: Duration::from_secs(60),
         seed: 22,
@@ -20,11 +25,15 @@ async fn a_fixed_seed_fault_run_violates_no_invariant() {
         .expect("the run is carried out (the error says why not, e.g. etcd is not installed)");
     println!("{report}");
     assert_eq!(report.violations(), 0, "{report}");
+    assert_eq!(report.shortfalls(), Vec::<String>::new(), "{report}");
+    assert!(report.passed());
     for kind in [
         OpKind::Acquire,
         OpKind::Increment,
+        OpKind::LostReported,
         OpKind::IdAcquire,
         OpKind::IdWrite,
+        OpKind::IdLostReported,
         OpKind::Publish,
         OpKind::Load,
         OpKind::Register,
@@ -37,14 +46,45 @@ async fn a_fixed_seed_fault_run_violates_no_invariant() {
             kind.name()
         );
     }
-    assert!(report.faults_injected() > 0, "{report}");
-    // A loss proven by a refused write depends on the timing of the run; every other
-    // invariant has cases in any run that did something.
+    assert!(report.faults.contains_key("strike"), "{report}");
+    let unchecked: Vec<&Check> = report.checks.iter().filter(|c| c.checked == 0).collect();
     assert!(
-        report
-            .checks
-            .iter()
-            .all(|c| c.checked > 0 || c.name.contains("lost()")),
-        "{report}"
+        unchecked.is_empty(),
+        "invariants without a case: {unchecked:?}\n{report}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_without_fences_is_caught_by_the_checkers() {
+    let options = Options {
+        duration: Duration::from_secs(40),
+        seed: 22,
+        ..Options::default()
+    }
+    .unfenced();
+    let report = runner::run(options)
+        .await
+        .expect("the run is carried out (the error says why not, e.g. etcd is not installed)");
+    println!("{report}");
+    assert!(!report.passed(), "{report}");
+    // The violations are the ones fences prevent: a stale holder's write applied after the
+    // next holder's, on a counter or an ID's marker.
+    let fenced_invariants = [
+        "fencing tokens of applied writes never go back",
+        "applied writes strictly increase the counter",
+        "counter = acknowledged increments (+ unknown ones)",
+        "ID writes of two holders never interleave",
+        "each marker holds its ID's last applied write",
+    ];
+    let caught: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| !c.violations.is_empty())
+        .map(|c| c.name)
+        .collect();
+    assert!(
+        caught.iter().any(|name| fenced_invariants.contains(name)),
+        "no fence invariant caught the unfenced writes (caught: {caught:?}):\n{report}"
+    );
+    assert_eq!(report.evidence().refused_increments, 0, "nothing is fenced");
 }

@@ -1,7 +1,9 @@
 //! The nemesis runner: `cargo run -p coord-tests --release --bin nemesis -- --duration 60s
 //! --seed 42`. Starts a 3-member etcd, runs the workloads through fault proxies while the
-//! seeded schedule injects faults, heals, checks, prints the report, and exits non-zero if an
-//! invariant was violated (1) or the run could not be carried out (2).
+//! seeded schedule injects faults, heals, checks, prints the report, and exits non-zero if the
+//! run did not pass (1: an invariant was violated, a fault failed to inject, or the fences
+//! were never seen to refuse) or could not be carried out (2). `--unfenced` runs a broken
+//! build whose lock and ID writes skip their fences: it must exit 1.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,12 +13,13 @@ use coord_tests::nemesis::faults::Schedule;
 use coord_tests::nemesis::runner::{self, Options};
 
 const USAGE: &str =
-    "usage: nemesis [--duration 60s] [--seed 42] [--clients 3] [--locks 2] [--schedule] [--history FILE]
+    "usage: nemesis [--duration 60s] [--seed 42] [--clients 3] [--locks 2] [--unfenced] [--schedule] [--history FILE]
 
   --duration  how long faults are injected (humantime: 90s, 5m, 1h)
   --seed      the fault schedule's seed: the same seed replays the same faults
   --clients   how many clients, each behind its own proxies (at least 1)
   --locks     how many locks (and counters) the workload contends for (at least 1)
+  --unfenced  a broken build: lock and ID writes skip their fences (the run must fail)
   --schedule  print the fault schedule of this seed and duration, and run nothing
   --history   write every recorded operation and fault to FILE, one line each
 
@@ -42,6 +45,10 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Command, String> {
         }
         if flag == "--schedule" {
             schedule_only = true;
+            continue;
+        }
+        if flag == "--unfenced" {
+            options = options.unfenced();
             continue;
         }
         let (name, inline) = match flag.split_once('=') {
@@ -124,7 +131,7 @@ async fn main() -> ExitCode {
                     eprintln!("nemesis: cannot write {}: {e}", path.display());
                 }
             }
-            if report.violations() == 0 {
+            if report.passed() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -153,6 +160,14 @@ mod tests {
         assert_eq!(options.duration, Duration::from_secs(300));
         assert_eq!(options.seed, 7);
         assert_eq!(options.clients, 4);
+    }
+
+    #[test]
+    fn unfenced_turns_both_fences_off() {
+        let options = parse(args("--unfenced --seed 3")).unwrap().options;
+        assert!(!options.workload.fenced && !options.ids.fenced);
+        let fenced = parse(args("--seed 3")).unwrap().options;
+        assert!(fenced.workload.fenced && fenced.ids.fenced);
     }
 
     #[test]

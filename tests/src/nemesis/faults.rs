@@ -13,6 +13,8 @@ use std::fmt;
 use std::time::Duration;
 
 use coord::testing::{EtcdCluster, HarnessError, Proxies};
+
+use super::history::Stalls;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -75,6 +77,21 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Whose watches it may stall; see [`Stalls`].
+    pub fn stalls(&self) -> Stalls {
+        match *self {
+            Fault::PartitionAll { client }
+            | Fault::BlackholeAll { client }
+            | Fault::Blackhole { client, .. } => Stalls::Client(client),
+            Fault::Pause { .. } => Stalls::Everyone,
+            Fault::Partition { .. }
+            | Fault::Latency { .. }
+            | Fault::Kill { .. }
+            | Fault::Crash { .. }
+            | Fault::Compact => Stalls::Nobody,
+        }
+    }
+
     /// The kind, as the report counts it.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -117,6 +117,9 @@ pub struct Payload {
     pub split: Option<[u64; 3]>,
     /// The instance ids a `discover` returned, sorted.
     pub found: Option<Vec<String>>,
+    /// The client a `load()` was made on (the staleness check judges each client against
+    /// the faults that stall it).
+    pub client: Option<usize>,
     /// The error, for an operation that did not end `Ok`.
     pub error: Option<String>,
 }
@@ -171,6 +174,9 @@ impl fmt::Display for Op {
         if let Some(found) = &p.found {
             write!(f, " found={found:?}")?;
         }
+        if let Some(client) = p.client {
+            write!(f, " client=c{client}")?;
+        }
         if let Some(revision) = p.revision {
             write!(f, " rev={revision}")?;
         }
@@ -181,6 +187,32 @@ impl fmt::Display for Op {
     }
 }
 
+/// Whose watches a fault may stall for as long as it lasts (and until the client notices:
+/// a silent connection is found dead only by its keep-alive), so that a `Live` there may
+/// fall behind without anything being wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stalls {
+    /// Nobody's: the watch breaks at once and resumes on a member that serves (a member
+    /// killed or crashed, a connection reset), or it only slows (latency), or it must resync
+    /// (compaction), all of which a `Live` rides through within the staleness bound.
+    Nobody,
+    /// Client `c`'s: it cannot reach a quorum, or its stream's member went silent.
+    Client(usize),
+    /// Every client's: a member went silent (paused), and any client's stream may be on it.
+    Everyone,
+}
+
+impl Stalls {
+    /// Whether client `c`'s watches may stall.
+    pub fn client(self, c: usize) -> bool {
+        match self {
+            Stalls::Nobody => false,
+            Stalls::Client(stalled) => stalled == c,
+            Stalls::Everyone => true,
+        }
+    }
+}
+
 /// One injected fault: what, when, and whether injecting or healing it failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultRecord {
@@ -188,6 +220,8 @@ pub struct FaultRecord {
     pub kind: &'static str,
     /// The fault, described.
     pub description: String,
+    /// Whose watches it may stall.
+    pub stalls: Stalls,
     /// When it was injected.
     pub injected: Duration,
     /// When it was healed (`None` if the run ended first; the final heal covers it).

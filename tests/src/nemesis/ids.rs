@@ -38,8 +38,12 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::check::{excerpt, Check};
+use super::check::{excerpt, last_write_stored, tenures, Check};
 use super::history::{Fenced, History, Op, OpKind, Outcome, Payload};
+use super::strike::Holding;
+
+/// Why a fenced marker write failed when its fence refused it.
+pub const REFUSED: &str = "fence refused: the ID key is gone or claimed anew";
 
 /// The service whose IDs the workload allocates.
 pub const SERVICE: &str = "nemesis";
@@ -61,6 +65,9 @@ pub struct IdWorkload {
     pub lost_bound: Duration,
     /// A call that has not answered after this long is recorded as unknown and abandoned.
     pub hang: Duration,
+    /// Whether marker writes are fenced by the ID. Off only to show the checker catches what
+    /// fences prevent: the runner's unfenced switch.
+    pub fenced: bool,
 }
 
 impl Default for IdWorkload {
@@ -74,6 +81,7 @@ impl Default for IdWorkload {
             max_pause: Duration::from_millis(300),
             lost_bound: Duration::from_secs(15),
             hang: Duration::from_secs(30),
+            fenced: true,
         }
     }
 }
@@ -90,6 +98,8 @@ pub struct IdProcess {
     pub id: usize,
     /// Its client.
     pub coord: Coord,
+    /// Where it counts itself while it holds, if a strike waits for it.
+    pub holding: Option<Holding>,
 }
 
 impl IdWorkload {
@@ -136,7 +146,10 @@ impl IdWorkload {
                     continue;
                 }
             };
-            match self.hold(&process, &guard, &history, &mut rng, &stop).await {
+            let holding = process.holding.as_ref().map(Holding::enter);
+            let held = self.hold(&process, &guard, &history, &mut rng, &stop).await;
+            drop(holding);
+            match held {
                 Held::Refused => lost_checks.push(self.check_lost(&process, guard, &history)),
                 Held::Done => self.release(&process, guard, &history).await,
             }
@@ -198,8 +211,14 @@ impl IdWorkload {
                 },
             );
             let txn = Txn::new().and_then([TxnOp::put(marker.as_str(), text)]);
-            let refused = "fence refused: the ID key is gone or claimed anew";
-            match write.fenced_txn(self.hang, refused, guard.txn(txn)).await {
+            let sent = async {
+                if self.fenced {
+                    guard.txn(txn).await
+                } else {
+                    process.coord.store().txn(txn).await
+                }
+            };
+            match write.fenced_txn(self.hang, REFUSED, sent).await {
                 Fenced::Applied => {}
                 Fenced::Refused => return Held::Refused,
                 Fenced::Stopped => break,
@@ -246,7 +265,7 @@ enum Held {
 /// Checks the IDs workload's invariants (see the [module docs](self)) over `ops`, given each
 /// marker's final value (`finals[id]`, `None` if never written).
 pub fn check(ops: &[Op], finals: &[Option<String>]) -> Vec<Check> {
-    let mut tenures = Check::new("ID writes of two holders never interleave");
+    let mut tenures_check = Check::new("ID writes of two holders never interleave");
     let mut last = Check::new("each marker holds its ID's last applied write");
     let mut losses = Check::new("every ID loss is reported by lost()");
 
@@ -261,54 +280,20 @@ pub fn check(ops: &[Op], finals: &[Option<String>]) -> Vec<Check> {
         }
     }
     for (id, writes) in &mut applied {
-        writes.sort_by_key(|op| op.payload.revision);
-        for write in writes.iter() {
-            tenures.case(write.payload.revision > write.payload.token, || {
-                format!(
-                    "ID {id}: a fenced write applied before its holder claimed the ID:\n{}",
-                    excerpt([*write])
-                )
-            });
-        }
-        for pair in writes.windows(2) {
-            let (a, b) = (pair[0], pair[1]);
-            tenures.case(b.payload.token >= a.payload.token, || {
-                format!(
-                    "ID {id}: an earlier holder's write applied after a later holder's:\n{}",
-                    excerpt([a, b])
-                )
-            });
-        }
+        tenures(&mut tenures_check, &format!("ID {id}"), writes);
     }
 
     for (id, stored) in finals.iter().enumerate() {
         let id = u32::try_from(id).unwrap_or(u32::MAX);
-        let newest = applied.get(&id).and_then(|writes| writes.last());
-        let Some(stored) = stored else {
-            last.case(newest.is_none(), || {
-                format!(
-                    "ID {id}: the marker is missing after an acknowledged write:\n{}",
-                    excerpt(newest.copied())
-                )
-            });
-            continue;
-        };
-        let written_by =
-            |op: &&Op| op.payload.id == Some(id) && op.payload.text.as_ref() == Some(stored);
-        let by_newest = newest.is_some_and(written_by);
-        // A write of unknown outcome may be the last one applied only if its holder's tenure
-        // is not older than the newest acknowledged write's: a fenced write applies inside its
-        // holder's tenure, so an older holder's write would have been overwritten.
-        let newest_token = newest.and_then(|op| op.payload.token);
-        let by_unknown =
-            writes(Outcome::Unknown).any(|op| written_by(&op) && op.payload.token >= newest_token);
-        last.case(by_newest || by_unknown, || {
-            format!(
-                "ID {id}: the marker holds {stored:?}, neither the last applied write nor an \
-                 unknown one of a holder at least as new; last applied:\n{}",
-                excerpt(newest.copied())
-            )
-        });
+        let newest = applied.get(&id).and_then(|writes| writes.last()).copied();
+        last_write_stored(
+            &mut last,
+            &format!("ID {id}'s marker"),
+            stored.as_deref(),
+            newest,
+            writes(Outcome::Unknown),
+            |op, stored| op.payload.id == Some(id) && op.payload.text.as_deref() == Some(stored),
+        );
     }
 
     for op in ops.iter().filter(|op| op.kind == OpKind::IdLostReported) {
@@ -322,7 +307,7 @@ pub fn check(ops: &[Op], finals: &[Option<String>]) -> Vec<Check> {
             )
         });
     }
-    vec![tenures, last, losses]
+    vec![tenures_check, last, losses]
 }
 
 #[cfg(test)]

@@ -12,6 +12,11 @@
 //! - a `Live` never goes back: per reader, sequence numbers never decrease;
 //! - the value in etcd at the end is the newest acknowledged publish or a later one (a
 //!   publish whose answer was lost, delivered late, must not write over a newer one);
+//! - during the run, a `Live` shows each acknowledged publish within
+//!   [`ConfigWorkload::staleness_bound`] of its acknowledgement, or of the end of the last
+//!   fault that could stall that client's watches (see
+//!   [`Stalls`](super::history::Stalls)): the clients run without
+//!   the periodic resync, so only the watch and its resume can deliver in time;
 //! - every `Live` shows the value in etcd within the bound after the final heal (the runner
 //!   measures this, see [`converged`]).
 
@@ -26,7 +31,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use tokio::sync::watch;
 
 use super::check::{excerpt, Check};
-use super::history::{History, Op, OpKind, Outcome, Payload};
+use super::history::{FaultRecord, History, Op, OpKind, Outcome, Payload};
 
 /// The prefix the workload's config lives under.
 pub const PREFIX: &str = "/nemesis/config";
@@ -73,6 +78,11 @@ pub struct ConfigWorkload {
     pub publish_every: (Duration, Duration),
     /// How often each reader loads.
     pub load_every: Duration,
+    /// How long a `Live` may take to show an acknowledged publish, counted from the later of
+    /// the acknowledgement and the end of the faults that stall its client's watches. It
+    /// covers the watch's reconnect backoff after a heal and a keep-alive noticing a silent
+    /// connection.
+    pub staleness_bound: Duration,
     /// A call that has not answered after this long is recorded as unknown and abandoned.
     pub hang: Duration,
 }
@@ -82,6 +92,7 @@ impl Default for ConfigWorkload {
         ConfigWorkload {
             publish_every: (Duration::from_millis(100), Duration::from_millis(300)),
             load_every: Duration::from_millis(20),
+            staleness_bound: Duration::from_secs(10),
             hang: Duration::from_secs(30),
         }
     }
@@ -149,16 +160,22 @@ impl ConfigWorkload {
         }
     }
 
-    /// A reader: loads `live` every [`load_every`](Self::load_every) until `stop` turns true.
+    /// A reader on client `client`: loads `live` every [`load_every`](Self::load_every) until
+    /// `stop` turns true.
     pub async fn read(
         &self,
         process: usize,
+        client: usize,
         live: Live<Split>,
         history: History,
         mut stop: watch::Receiver<bool>,
     ) {
         while !*stop.borrow_and_update() {
-            let pending = history.begin(process, OpKind::Load, Payload::default());
+            let on_client = Payload {
+                client: Some(client),
+                ..Payload::default()
+            };
+            let pending = history.begin(process, OpKind::Load, on_client);
             let revision = live.revision();
             let value = live.load_full();
             pending.ok(|p| {
@@ -268,9 +285,74 @@ pub fn check(ops: &[Op], last: &Split) -> Vec<Check> {
     vec![whole, forward, newest]
 }
 
+/// Checks that every reader's `Live` showed each acknowledged publish within `bound` of the
+/// later of its acknowledgement and the end of the last fault in `faults` that could stall
+/// the reader's client (see the [module docs](self)). A publish whose deadline falls after
+/// the reader's last load is not judged here: the convergence after the final heal is.
+pub fn staleness(ops: &[Op], faults: &[FaultRecord], bound: Duration) -> Check {
+    let mut check = Check::new("a Live shows each acknowledged publish within the bound");
+    let acknowledged: Vec<&Op> = ops
+        .iter()
+        .filter(|op| op.kind == OpKind::Publish && op.outcome == Outcome::Ok)
+        .collect();
+    let mut by_client: BTreeMap<usize, Vec<&Op>> = BTreeMap::new();
+    for load in ops.iter().filter(|op| op.kind == OpKind::Load) {
+        if let Some(client) = load.payload.client {
+            by_client.entry(client).or_default().push(load);
+        }
+    }
+    for (client, loads) in &mut by_client {
+        loads.sort_by_key(|op| op.start);
+        let Some(last) = loads.last().map(|op| op.start) else {
+            continue;
+        };
+        for publish in &acknowledged {
+            let deadline = deadline(publish.end, *client, faults, bound);
+            if deadline > last {
+                continue;
+            }
+            let first_after = loads[loads.partition_point(|op| op.start < deadline)];
+            check.case(first_after.payload.value >= publish.payload.value, || {
+                format!(
+                    "c{client}'s Live had not shown a publish {:.3} s after the deadline \
+                     (bound {bound:?}, stalls counted):\n{}",
+                    (first_after.start.saturating_sub(publish.end)).as_secs_f64(),
+                    excerpt([*publish, first_after])
+                )
+            });
+        }
+    }
+    check
+}
+
+/// `bound` after `acknowledged`, moved to `bound` after the heal of every fault that could
+/// stall client `client` and overlaps the wait.
+fn deadline(
+    acknowledged: Duration,
+    client: usize,
+    faults: &[FaultRecord],
+    bound: Duration,
+) -> Duration {
+    let after = |at: Duration| at.checked_add(bound).unwrap_or(Duration::MAX);
+    let mut deadline = after(acknowledged);
+    loop {
+        let later = faults
+            .iter()
+            .filter(|f| f.stalls.client(client) && f.injected <= deadline)
+            .map(|f| after(f.healed.unwrap_or(Duration::MAX)))
+            .filter(|&end| end > deadline)
+            .max();
+        match later {
+            Some(end) => deadline = end,
+            None => return deadline,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nemesis::history::Stalls;
 
     fn op(process: usize, kind: OpKind, at: u64, outcome: Outcome, value: &Split) -> Op {
         Op {
@@ -352,5 +434,96 @@ mod tests {
             violations(&clean()[..5], &split(0, 50, 50)),
             vec![("the stored value is the newest acknowledged publish", 1)]
         );
+    }
+
+    /// A reader on client 1 that loads every 100 ms from 0 to 20 s, seeing value 0 until
+    /// `caught_up_at` (ms) and value 1 from then on; value 1 is acknowledged at 1 s.
+    fn lagging(caught_up_at: u64) -> Vec<Op> {
+        let mut ops = vec![op(0, OpKind::Publish, 999, Outcome::Ok, &split(1, 10, 20))];
+        for at in (0..20_000).step_by(100) {
+            let seen = if at < caught_up_at {
+                split(0, 50, 50)
+            } else {
+                split(1, 10, 20)
+            };
+            let mut load = op(1, OpKind::Load, at, Outcome::Ok, &seen);
+            load.payload.client = Some(1);
+            ops.push(load);
+        }
+        ops
+    }
+
+    fn stall(stalls: Stalls, from_ms: u64, to_ms: u64) -> FaultRecord {
+        FaultRecord {
+            kind: "partition-all",
+            description: "test".into(),
+            stalls,
+            injected: Duration::from_millis(from_ms),
+            healed: Some(Duration::from_millis(to_ms)),
+            error: None,
+        }
+    }
+
+    const BOUND: Duration = Duration::from_secs(3);
+
+    fn stale(ops: &[Op], faults: &[FaultRecord]) -> usize {
+        staleness(ops, faults, BOUND).violations.len()
+    }
+
+    #[test]
+    fn a_live_that_shows_a_publish_within_the_bound_passes() {
+        let check = staleness(&lagging(1_100), &[], BOUND);
+        assert_eq!(check.checked, 1);
+        assert!(check.violations.is_empty(), "{:?}", check.violations);
+    }
+
+    #[test]
+    fn a_live_behind_for_longer_than_the_bound_outside_stalls_is_a_violation() {
+        // Acknowledged at 1 s, shown at 5 s: 4 s late with nothing in the way.
+        assert_eq!(stale(&lagging(5_000), &[]), 1);
+        // A fault that stalls another client, or one that stalls nobody, is no excuse.
+        assert_eq!(
+            stale(&lagging(5_000), &[stall(Stalls::Client(0), 500, 4_000)]),
+            1
+        );
+        assert_eq!(
+            stale(&lagging(5_000), &[stall(Stalls::Nobody, 500, 4_000)]),
+            1
+        );
+        // A stall of this client that ended long before the publish is none either.
+        assert_eq!(
+            stale(&lagging(5_000), &[stall(Stalls::Client(1), 0, 100)]),
+            1
+        );
+    }
+
+    #[test]
+    fn a_stall_of_the_client_moves_the_deadline_to_the_bound_after_its_heal() {
+        // Stalled from 0.5 s to 4 s: the Live has until 7 s.
+        let this_client = [stall(Stalls::Client(1), 500, 4_000)];
+        assert_eq!(stale(&lagging(6_500), &this_client), 0);
+        assert_eq!(stale(&lagging(7_500), &this_client), 1);
+        assert_eq!(
+            stale(&lagging(6_500), &[stall(Stalls::Everyone, 500, 4_000)]),
+            0
+        );
+        // Two stalls in a row, the second before the first's deadline: 3 s after the second.
+        let chained = [
+            stall(Stalls::Client(1), 500, 4_000),
+            stall(Stalls::Everyone, 6_000, 9_000),
+        ];
+        assert_eq!(stale(&lagging(11_500), &chained), 0);
+        assert_eq!(stale(&lagging(12_500), &chained), 1);
+    }
+
+    #[test]
+    fn a_deadline_after_the_last_load_is_left_to_the_final_convergence() {
+        // Stalled until the run's end: nothing to judge during the run.
+        let check = staleness(
+            &lagging(30_000),
+            &[stall(Stalls::Client(1), 500, 19_000)],
+            BOUND,
+        );
+        assert_eq!(check.checked, 0);
     }
 }

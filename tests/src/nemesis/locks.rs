@@ -31,6 +31,10 @@ use tokio::task::JoinHandle;
 
 use super::check::{excerpt, Check};
 use super::history::{Fenced, History, Op, OpKind, Outcome, Payload};
+use super::strike::Holding;
+
+/// Why a fenced increment failed when its fence refused it.
+pub const REFUSED: &str = "fence refused: the lock key is gone";
 
 /// The settings of the locks workload.
 #[derive(Clone, Debug)]
@@ -50,6 +54,9 @@ pub struct LockWorkload {
     /// A call that has not answered after this long is recorded as unknown and abandoned
     /// (every call has a shorter deadline of its own: this only catches hangs).
     pub hang: Duration,
+    /// Whether increments are fenced by the lock. Off only to show the checker catches what
+    /// fences prevent: the runner's unfenced switch.
+    pub fenced: bool,
 }
 
 impl Default for LockWorkload {
@@ -63,6 +70,7 @@ impl Default for LockWorkload {
             acquire_wait: Duration::from_secs(5),
             lost_bound: Duration::from_secs(15),
             hang: Duration::from_secs(30),
+            fenced: true,
         }
     }
 }
@@ -97,6 +105,8 @@ pub struct Process {
     pub lock: usize,
     /// Its client (connected through that client's proxies).
     pub coord: Coord,
+    /// Where it counts itself while it holds, if a strike waits for it.
+    pub holding: Option<Holding>,
 }
 
 impl LockWorkload {
@@ -117,7 +127,10 @@ impl LockWorkload {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            match self.hold(&process, &guard, &history, &mut rng, &stop).await {
+            let holding = process.holding.as_ref().map(Holding::enter);
+            let held = self.hold(&process, &guard, &history, &mut rng, &stop).await;
+            drop(holding);
+            match held {
                 Held::Refused => lost_checks.push(self.check_lost(&process, guard, &history)),
                 Held::Done => self.unlock(&process, guard, &history).await,
             }
@@ -206,8 +219,14 @@ impl LockWorkload {
                 },
             );
             let txn = Txn::new().and_then([TxnOp::put(counter.as_str(), next.to_string())]);
-            let refused = "fence refused: the lock key is gone";
-            match write.fenced_txn(self.hang, refused, guard.txn(txn)).await {
+            let sent = async {
+                if self.fenced {
+                    guard.txn(txn).await
+                } else {
+                    process.coord.store().txn(txn).await
+                }
+            };
+            match write.fenced_txn(self.hang, REFUSED, sent).await {
                 Fenced::Applied => {}
                 Fenced::Refused => return Held::Refused,
                 Fenced::Stopped => break,

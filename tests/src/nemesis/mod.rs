@@ -11,15 +11,21 @@
 //! - [`live_config`]: the live-config workload (multi-key publishes, `Live` loads) and its
 //!   checker;
 //! - [`registry`]: the registry workload (register, deregister, discover) and its checker;
-//! - [`runner`]: one run, start to finish, and its report.
+//! - [`strike`]: the fault aimed at a holder, so every run proves its fences refuse;
+//! - [`converge`]: after the final heal, how long until every client agrees with etcd;
+//! - [`report`]: what a run did and found, and whether it passed;
+//! - [`runner`]: one run, start to finish.
 //!
 //! Run it with `cargo run -p coord-tests --release --bin nemesis -- --duration 60s --seed 42`.
 
 pub mod check;
+pub mod converge;
 pub mod faults;
 pub mod history;
 pub mod ids;
 pub mod live_config;
 pub mod locks;
 pub mod registry;
+pub mod report;
 pub mod runner;
+pub mod strike;
