@@ -2,7 +2,14 @@
 //! real binary against a real etcd, and a `Live` in this process that must see what the page
 //! does. Needs `chromium` and `chromedriver` (`bash scripts/deps.sh test` installs them).
 //!
-//! The run writes a screenshot of the prefix page to `docs/console.png` (the README shows it).
+//! The run writes a screenshot of the prefix page to `console.png` in cargo's temporary
+//! directory for integration tests (`target/tmp/`, under `CARGO_TARGET_DIR` if set), so a run
+//! leaves the tracked files alone. To refresh the one the README shows, run it with
+//! `COORD_UPDATE_SCREENSHOT=1`: it then writes `docs/console.png` too.
+//!
+//! ```sh
+//! COORD_UPDATE_SCREENSHOT=1 cargo test -p coordctl --test console_browser
+//! ```
 
 use std::net::TcpListener;
 use std::panic::AssertUnwindSafe;
@@ -11,7 +18,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use coord::testing::EtcdServer;
-use coord::{Coord, CoordConfig, Live};
+use coord::{ClientConfig, Coord, CoordConfig, Instance, Live};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use serde_json::json;
@@ -262,7 +269,14 @@ async fn a_person_edits_releases_and_rolls_back_in_the_browser_and_a_wrong_type_
         .await
         .expect("a Chromium session through chromedriver");
 
-    let scenario = AssertUnwindSafe(scenario(&client, &coord, &live, &url)).catch_unwind();
+    let scenario = AssertUnwindSafe(scenario(
+        &client,
+        &coord,
+        &live,
+        &url,
+        server.client_config(),
+    ))
+    .catch_unwind();
     let outcome = scenario.await;
     // The browser and its driver go whatever happened, so no Chromium outlives the test.
     let _ = client.close().await;
@@ -299,7 +313,45 @@ async fn browse(client: &Client, url: &str, route: &str, css: &str, want: &str) 
     text_until(client, css, |t| t.contains(want)).await;
 }
 
-async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &str) {
+/// Marks the loaded page before a change it must show by itself (a reload, or the page drawn
+/// again, loses the marks) and records every request the page makes with `fetch` from then
+/// on (the event stream, already open, is not one).
+const MARK_PAGE: &str = "window.coordTestMark = 'same page'; \
+     document.querySelector('#rollout').dataset.testMark = 'same table'; \
+     window.coordTestFetches = []; \
+     const fetchBefore = window.fetch; \
+     window.fetch = (...args) => { \
+       window.coordTestFetches.push(String(args[0])); \
+       return fetchBefore(...args); \
+     };";
+
+/// What [`MARK_PAGE`] left: the two marks and every request the page has made since.
+const READ_MARKS: &str = "return [window.coordTestMark || null, \
+     document.querySelector('#rollout')?.dataset.testMark || null, \
+     window.coordTestFetches || null];";
+
+/// Checks the page is the one [`MARK_PAGE`] marked, its rollout table not drawn again, and
+/// that it asked the server for nothing since: what changed on it came over the event stream
+/// it already had open.
+async fn assert_same_page_and_no_request(client: &Client, what: &str) {
+    let marks = client
+        .execute(READ_MARKS, vec![])
+        .await
+        .expect("read the marks");
+    assert_eq!(
+        marks,
+        json!(["same page", "same table", []]),
+        "{what}: the page was reloaded, drawn again, or asked the server (marks, requests)"
+    );
+}
+
+async fn scenario(
+    client: &Client,
+    coord: &Coord,
+    live: &Live<Checkout>,
+    url: &str,
+    instance_config: ClientConfig,
+) {
     // Every read needs a token: the page loads and asks for one.
     browse(client, url, "/", "#main .notice.bad", "needs a token").await;
     let before = settled_revision(coord).await;
@@ -491,12 +543,61 @@ async fn scenario(client: &Client, coord: &Coord, live: &Live<Checkout>, url: &s
     );
     assert_eq!(live.load().timeout_secs, 30);
 
-    // The rollout shows this process's instance, live.
+    // The rollout is live: with the page loaded, an instance that starts shows up as a row of
+    // its own, and goes when it closes, without a reload, over the page's event stream.
     let instance = coord.instance().name.clone();
     text_until(client, "#rollout tbody", |t| t.contains(&instance)).await;
+    client
+        .execute(MARK_PAGE, vec![])
+        .await
+        .expect("mark the page");
+    let late = Coord::connect(
+        instance_config.with_instance(Instance::new("late-joiner").label("zone", "eu-1")),
+    )
+    .await
+    .expect("connect to the test etcd");
+    let late_live = late.live::<Checkout>().await.unwrap();
+    let row = text_until(client, "#rollout tr[data-instance='late-joiner']", |t| {
+        !t.is_empty()
+    })
+    .await;
+    assert!(row.contains("zone=eu-1"), "{row}");
+    let release = text_until(
+        client,
+        "#rollout tr[data-instance='late-joiner'] td:nth-child(3)",
+        |t| !t.is_empty(),
+    )
+    .await;
+    assert_eq!(release, "7", "the release it runs");
+    let rows = text_until(client, "#rollout tbody", |t| t.contains(&instance)).await;
+    assert!(rows.contains("late-joiner"), "{rows}");
+    assert_same_page_and_no_request(client, "a starting instance").await;
 
     let png = client.screenshot().await.expect("a screenshot");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/console.png");
-    std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs")).unwrap();
-    std::fs::write(path, png).expect("write docs/console.png");
+    std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).expect("create cargo's test directory");
+    let path = concat!(env!("CARGO_TARGET_TMPDIR"), "/console.png");
+    std::fs::write(path, &png).unwrap_or_else(|e| panic!("write {path}: {e}"));
+    println!("screenshot: {path}");
+    if std::env::var_os("COORD_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
+        let docs = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/console.png");
+        std::fs::write(docs, &png).unwrap_or_else(|e| panic!("write {docs}: {e}"));
+        println!("screenshot: {docs} (COORD_UPDATE_SCREENSHOT=1)");
+    }
+
+    drop(late_live);
+    late.close().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while client
+        .find(Locator::Css("#rollout tr[data-instance='late-joiner']"))
+        .await
+        .is_ok()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed instance's row is still on the page after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    text_until(client, "#rollout tbody", |t| t.contains(&instance)).await;
+    assert_same_page_and_no_request(client, "a closing instance").await;
 }
