@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use coord::store::{KeyRange, RangeOptions, Txn, TxnOp};
 use coord::{Coord, Error, Store};
+use futures::FutureExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::timeout;
 
@@ -27,6 +28,21 @@ async fn waiters(store: &Store, name: &str) -> Vec<String> {
         .kvs;
     kvs.sort_by_key(|kv| kv.create_revision);
     kvs.into_iter().map(|kv| kv.key).collect()
+}
+
+/// Waits until `store` has `n` watches open. A contended acquire watches the key queued
+/// before its own, so with no other watch about, its watch being open says it waits.
+async fn until_watching(store: &Store, n: i64, what: &str) {
+    common::eventually(Duration::from_secs(10), what, || async {
+        store.stats().open_watches() == n
+    })
+    .await;
+}
+
+/// Watchers etcd has open, from its `/metrics`: how a test sees an `etcdctl` waiting (Go's
+/// `waitDeletes` watches the key queued before its own).
+async fn etcd_watchers(endpoint: &str) -> f64 {
+    common::etcd_metric(endpoint, "etcd_debugging_mvcc_watcher_total").await
 }
 
 on_both_backends!(cases:
@@ -189,6 +205,7 @@ mod cases {
             waiters(b.store(), "/l/unlock").await.len() == 2
         })
         .await;
+        until_watching(b.store(), 1, "the waiter watches the holder's key").await;
         assert!(
             !waiter.is_finished(),
             "the waiter waits while the lock is held"
@@ -339,10 +356,16 @@ mod cases {
             .unwrap();
         let lost = guard.lost();
         tokio::pin!(lost);
+        // Polled until its watch of the key is open and a fenced write after that proves the
+        // key still ours: it must not resolve meanwhile.
         tokio::select! {
             e = &mut lost => panic!("lost() resolved while held: {e:?}"),
-            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            () = async {
+                until_watching(b.store(), 1, "lost() watches the key").await;
+                assert!(guard.put_if_held("/l/deleted-marker", "x").await.unwrap());
+            } => {}
         }
+        assert!(guard.is_alive());
         b.store().delete(&KeyRange::key(guard.key())).await.unwrap();
         let lost = timeout(Duration::from_secs(5), lost)
             .await
@@ -528,17 +551,23 @@ async fn coord_lock_holder_excludes_etcdctl() {
         .acquire("/l/reverse", LONG_TTL)
         .await
         .unwrap();
+    let watching = etcd_watchers(&server.endpoint()).await;
     let mut etcdctl = server.spawn_etcdctl(&["lock", "/l/reverse"]).unwrap();
     let mut lines = BufReader::new(etcdctl.stdout.take().unwrap()).lines();
     common::eventually(Duration::from_secs(10), "etcdctl is queued", || async {
         waiters(store, "/l/reverse").await.len() == 2
     })
     .await;
-    // etcdctl prints its key when it holds the lock: it must not while we do.
+    common::eventually(
+        Duration::from_secs(10),
+        "etcdctl watches our key (it waits)",
+        || async { etcd_watchers(&server.endpoint()).await > watching },
+    )
+    .await;
+    // etcdctl prints its key when it holds the lock: waiting, it has not, and only the
+    // delete of our key ends its wait.
     assert!(
-        timeout(Duration::from_millis(500), lines.next_line())
-            .await
-            .is_err(),
+        lines.next_line().now_or_never().is_none(),
         "etcdctl claimed the lock while coord held it"
     );
     let etcdctl_key = waiters(store, "/l/reverse").await.remove(1);
