@@ -13,6 +13,8 @@ use futures::FutureExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::timeout;
 
+use common::{etcd_watchers, until_watching};
+
 const TTL: Duration = Duration::from_secs(2);
 const LONG_TTL: Duration = Duration::from_secs(30);
 
@@ -28,21 +30,6 @@ async fn waiters(store: &Store, name: &str) -> Vec<String> {
         .kvs;
     kvs.sort_by_key(|kv| kv.create_revision);
     kvs.into_iter().map(|kv| kv.key).collect()
-}
-
-/// Waits until `store` has `n` watches open. A contended acquire watches the key queued
-/// before its own, so with no other watch about, its watch being open says it waits.
-async fn until_watching(store: &Store, n: i64, what: &str) {
-    common::eventually(Duration::from_secs(10), what, || async {
-        store.stats().open_watches() == n
-    })
-    .await;
-}
-
-/// Watchers etcd has open, from its `/metrics`: how a test sees an `etcdctl` waiting (Go's
-/// `waitDeletes` watches the key queued before its own).
-async fn etcd_watchers(endpoint: &str) -> f64 {
-    common::etcd_metric(endpoint, "etcd_debugging_mvcc_watcher_total").await
 }
 
 on_both_backends!(cases:
