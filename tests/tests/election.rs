@@ -160,17 +160,13 @@ mod cases {
         {
             let waiting = election.campaign("b");
             tokio::pin!(waiting);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                tokio::select! {
-                    r = &mut waiting => panic!("campaign returned while a leads: {r:?}"),
-                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-                if candidates(b.store(), "/e/cancel").await == 2 {
-                    break;
-                }
-                assert!(tokio::time::Instant::now() < deadline, "never a candidate");
+            // Drive the campaign until it waits (its key created, the leader's key watched),
+            // then drop it.
+            tokio::select! {
+                r = &mut waiting => panic!("campaign returned while a leads: {r:?}"),
+                () = until_watching(b.store(), 1, "b watches a's key") => {}
             }
+            assert_eq!(candidates(b.store(), "/e/cancel").await, 2);
         }
         eventually(
             Duration::from_secs(5),

@@ -280,21 +280,13 @@ mod cases {
         {
             let waiting = locks.acquire("/l/cancel", LONG_TTL);
             tokio::pin!(waiting);
-            // Drive the future until its waiter key is really in the queue, then drop it.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                tokio::select! {
-                    r = &mut waiting => panic!("acquire returned while the lock is held: {r:?}"),
-                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-                if waiters(b.store(), "/l/cancel").await.len() == 2 {
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "waiter never queued"
-                );
+            // Drive the future until it waits (its key queued, the holder's key watched), then
+            // drop it.
+            tokio::select! {
+                r = &mut waiting => panic!("acquire returned while the lock is held: {r:?}"),
+                () = until_watching(b.store(), 1, "the waiter watches the holder's key") => {}
             }
+            assert_eq!(waiters(b.store(), "/l/cancel").await.len(), 2);
         }
         eventually(
             Duration::from_secs(5),
