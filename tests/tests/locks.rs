@@ -447,6 +447,7 @@ async fn mutual_exclusion_across_three_clients_and_twelve_tasks() {
                     let n: u64 = kv.map_or(0, |kv| {
                         String::from_utf8(kv.value).unwrap().parse().unwrap()
                     });
+                    // Widens the window in which a second holder would lose an increment.
                     tokio::time::sleep(Duration::from_millis(2)).await;
                     store
                         .put("/counter", (n + 1).to_string().into_bytes(), 0)
