@@ -138,8 +138,10 @@ async fn a_single_slow_call_changes_nothing() {
         .client_config()
         .with_request_timeout(Duration::from_millis(300));
     let coord = Coord::connect(config).await.unwrap();
-    let _live = coord.live::<Cfg>().await.unwrap();
-    let seen = record(&coord);
+    let live = coord.live::<Cfg>().await.unwrap();
+    let mut values = live.subscribe();
+    // Marks every state change from here on, however brief, as unseen.
+    let state = coord.state();
 
     server.pause().unwrap();
     let slow = coord.config().get::<u64>("/config/state/value").await;
@@ -149,9 +151,17 @@ async fn a_single_slow_call_changes_nothing() {
         "{slow:?}"
     );
     coord.config().set("/config/state/value", &4).await.unwrap();
-    // Give a late state change the time to show.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(states(&seen, 0).await, Vec::<&str>::new());
+    // The write after the pause reaches the handle: its watch came through the pause. A watch
+    // broken by it would have suspended the Coord before it could deliver this.
+    tokio::time::timeout(WAIT, values.wait_for(|value| value.value == 4))
+        .await
+        .expect("the handle sees the write after the pause")
+        .unwrap();
+    assert!(
+        !state.has_changed().unwrap(),
+        "the state changed: now {:?}",
+        *state.borrow()
+    );
     assert_eq!(*coord.state().borrow(), ConnectionState::Connected);
 }
 

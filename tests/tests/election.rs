@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use coord::store::{KeyRange, RangeOptions};
 use coord::{Error, Leader, Store};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::timeout;
+
+use common::{etcd_watchers, until_watching};
 
 const TTL: Duration = Duration::from_secs(2);
 const LONG_TTL: Duration = Duration::from_secs(30);
@@ -83,6 +85,7 @@ mod cases {
             candidates(b.store(), "/e/second").await == 2
         })
         .await;
+        until_watching(b.store(), 1, "b watches a's key").await;
         assert!(!second.is_finished(), "b waits while a leads");
         assert_eq!(election.leader().await.unwrap().unwrap().value, b"a");
         first.resign().await.unwrap();
@@ -157,17 +160,13 @@ mod cases {
         {
             let waiting = election.campaign("b");
             tokio::pin!(waiting);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                tokio::select! {
-                    r = &mut waiting => panic!("campaign returned while a leads: {r:?}"),
-                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-                if candidates(b.store(), "/e/cancel").await == 2 {
-                    break;
-                }
-                assert!(tokio::time::Instant::now() < deadline, "never a candidate");
+            // Drive the campaign until it waits (its key created, the leader's key watched),
+            // then drop it.
+            tokio::select! {
+                r = &mut waiting => panic!("campaign returned while a leads: {r:?}"),
+                () = until_watching(b.store(), 1, "b watches a's key") => {}
             }
+            assert_eq!(candidates(b.store(), "/e/cancel").await, 2);
         }
         eventually(
             Duration::from_secs(5),
@@ -229,6 +228,7 @@ async fn etcdctl_elect_leader_blocks_campaign() {
         candidates(store, "/e/interop").await == 2
     })
     .await;
+    until_watching(store, 1, "coord watches etcdctl's key").await;
     assert!(!campaign.is_finished(), "coord waits while etcdctl leads");
     // etcdctl resigns when it is interrupted; killing it leaves its lease to expire, so
     // revoke its lease as an operator would.
@@ -256,6 +256,7 @@ async fn coord_leader_blocks_etcdctl_elect() {
     let election = backend.coord.election("/e/reverse").ttl(LONG_TTL);
     let leadership = election.campaign("from-coord").await.unwrap();
 
+    let watching = etcd_watchers(&server.endpoint()).await;
     let mut listener = server
         .spawn_etcdctl(&["elect", "-l", "/e/reverse"])
         .unwrap();
@@ -279,10 +280,17 @@ async fn coord_leader_blocks_etcdctl_elect() {
         || async { candidates(store, "/e/reverse").await == 2 },
     )
     .await;
+    // One watcher is the listener's (it watches the leader's key), one the candidate's.
+    common::eventually(
+        Duration::from_secs(10),
+        "etcdctl watches our key (it waits)",
+        || async { etcd_watchers(&server.endpoint()).await >= watching + 2.0 },
+    )
+    .await;
+    // etcdctl prints its key when it is elected: waiting, it has not, and only the delete of
+    // our key ends its wait.
     assert!(
-        timeout(Duration::from_millis(500), lines.next_line())
-            .await
-            .is_err(),
+        lines.next_line().now_or_never().is_none(),
         "etcdctl was elected while coord leads"
     );
     leadership.resign().await.unwrap();

@@ -133,6 +133,8 @@ async fn latency_slows_a_call_by_at_least_twice_the_setting() {
     assert!(proxy[0].is_healed());
 }
 
+/// With member 0 partitioned (a client of member 0 alone sees its calls fail), a client of
+/// the three is served by the other two; after the heal member 0 serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cut_from_one_member_is_served_by_the_others() {
     let cluster = EtcdCluster::start(3)
@@ -140,8 +142,20 @@ async fn a_client_cut_from_one_member_is_served_by_the_others() {
         .expect("start a 3-member etcd cluster");
     let proxies = cluster.proxies().await.unwrap();
     assert_eq!(proxies.len(), 3);
-    let coord = Coord::connect(proxies.client_config()).await.unwrap();
+    let config = proxies.client_config();
+    let request_timeout = config.request_timeout;
+    let coord = Coord::connect(config.clone()).await.unwrap();
+    // A client of member 0 alone, to see the partition bite.
+    let member_0 = Coord::connect(config.with_endpoints([proxies[0].endpoint()]))
+        .await
+        .unwrap();
+    assert!(works(&member_0).await);
     proxies[0].partition();
+    let err = must_fail(member_0.store().get("/k"), request_timeout).await;
+    assert!(
+        matches!(err, Error::Unavailable { .. } | Error::Timeout { .. }),
+        "{err:?}"
+    );
     eventually(RECOVER, "the other two members serve the client", || {
         works(&coord)
     })
@@ -150,6 +164,10 @@ async fn a_client_cut_from_one_member_is_served_by_the_others() {
     proxies[1].heal();
     proxies[0].heal();
     assert!(proxies.iter().all(|p| p.is_healed()));
+    eventually(RECOVER, "member 0 serves again after the heal", || {
+        works(&member_0)
+    })
+    .await;
 }
 
 #[tokio::test]

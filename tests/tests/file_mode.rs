@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord::store::file::{FileErrorKind, FileOptions, LocalFile, DEBOUNCE, QUIET_PERIOD};
+use coord::store::file::{FileErrorKind, FileOptions, LocalFile, QUIET_PERIOD};
 use coord::store::KeyRange;
 use coord::{ClientConfig, Coord, CoordConfig, Error, Instance, Live};
 use serde::{Deserialize, Serialize};
@@ -687,7 +687,11 @@ async fn a_save_written_in_two_parts_400ms_apart_is_applied_whole() {
         "region = \"eu-1\"\n\n[\"/config/checkout/db\"]\nurl = \"postgres://localhost/checkout\"\n";
     let mut writer = std::fs::File::create(&path).unwrap();
     std::io::Write::write_all(&mut writer, first.as_bytes()).unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The writer's pause is the case under test, not a wait for anything: shorter than the
+    // quiet period, so the first part alone must not be read.
+    let pause = Duration::from_millis(400);
+    assert!(pause < QUIET_PERIOD);
+    tokio::time::sleep(pause).await;
     std::io::Write::write_all(&mut writer, second.as_bytes()).unwrap();
     drop(writer);
 
@@ -975,11 +979,15 @@ async fn closing_the_coord_stops_watching_the_file() {
     coord.close().await.unwrap();
     eventually(WITHIN, "the watch stops", || async { !file.is_watching() }).await;
 
-    // A save after the close changes nothing, even after a reload would have read it.
+    // A save after the close changes nothing, even once a reload would have read it: a
+    // second Coord still following the file is the witness that it would have.
+    let witness = Coord::from_file(&path).await.unwrap();
+    let witness_live = witness.live::<Checkout>().await.unwrap();
     save_by_rename(&path, &checkout_toml(60, 100, 20));
-    tokio::time::sleep(DEBOUNCE + QUIET_PERIOD + Duration::from_millis(500)).await;
+    until_live_is(&witness_live, &checkout(60, 100, 20)).await;
     assert_eq!(live.load().timeout_secs, 45);
     assert_eq!(file.last_error(), None);
+    witness.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use coord::store::{KeyRange, RangeOptions, Txn, TxnOp};
 use coord::{Coord, Error, Store};
+use futures::FutureExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::timeout;
+
+use common::{etcd_watchers, until_watching};
 
 const TTL: Duration = Duration::from_secs(2);
 const LONG_TTL: Duration = Duration::from_secs(30);
@@ -189,6 +192,7 @@ mod cases {
             waiters(b.store(), "/l/unlock").await.len() == 2
         })
         .await;
+        until_watching(b.store(), 1, "the waiter watches the holder's key").await;
         assert!(
             !waiter.is_finished(),
             "the waiter waits while the lock is held"
@@ -276,21 +280,13 @@ mod cases {
         {
             let waiting = locks.acquire("/l/cancel", LONG_TTL);
             tokio::pin!(waiting);
-            // Drive the future until its waiter key is really in the queue, then drop it.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                tokio::select! {
-                    r = &mut waiting => panic!("acquire returned while the lock is held: {r:?}"),
-                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-                if waiters(b.store(), "/l/cancel").await.len() == 2 {
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "waiter never queued"
-                );
+            // Drive the future until it waits (its key queued, the holder's key watched), then
+            // drop it.
+            tokio::select! {
+                r = &mut waiting => panic!("acquire returned while the lock is held: {r:?}"),
+                () = until_watching(b.store(), 1, "the waiter watches the holder's key") => {}
             }
+            assert_eq!(waiters(b.store(), "/l/cancel").await.len(), 2);
         }
         eventually(
             Duration::from_secs(5),
@@ -339,10 +335,16 @@ mod cases {
             .unwrap();
         let lost = guard.lost();
         tokio::pin!(lost);
+        // Polled until its watch of the key is open and a fenced write after that proves the
+        // key still ours: it must not resolve meanwhile.
         tokio::select! {
             e = &mut lost => panic!("lost() resolved while held: {e:?}"),
-            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            () = async {
+                until_watching(b.store(), 1, "lost() watches the key").await;
+                assert!(guard.put_if_held("/l/deleted-marker", "x").await.unwrap());
+            } => {}
         }
+        assert!(guard.is_alive());
         b.store().delete(&KeyRange::key(guard.key())).await.unwrap();
         let lost = timeout(Duration::from_secs(5), lost)
             .await
@@ -445,6 +447,7 @@ async fn mutual_exclusion_across_three_clients_and_twelve_tasks() {
                     let n: u64 = kv.map_or(0, |kv| {
                         String::from_utf8(kv.value).unwrap().parse().unwrap()
                     });
+                    // Widens the window in which a second holder would lose an increment.
                     tokio::time::sleep(Duration::from_millis(2)).await;
                     store
                         .put("/counter", (n + 1).to_string().into_bytes(), 0)
@@ -528,17 +531,23 @@ async fn coord_lock_holder_excludes_etcdctl() {
         .acquire("/l/reverse", LONG_TTL)
         .await
         .unwrap();
+    let watching = etcd_watchers(&server.endpoint()).await;
     let mut etcdctl = server.spawn_etcdctl(&["lock", "/l/reverse"]).unwrap();
     let mut lines = BufReader::new(etcdctl.stdout.take().unwrap()).lines();
     common::eventually(Duration::from_secs(10), "etcdctl is queued", || async {
         waiters(store, "/l/reverse").await.len() == 2
     })
     .await;
-    // etcdctl prints its key when it holds the lock: it must not while we do.
+    common::eventually(
+        Duration::from_secs(10),
+        "etcdctl watches our key (it waits)",
+        || async { etcd_watchers(&server.endpoint()).await > watching },
+    )
+    .await;
+    // etcdctl prints its key when it holds the lock: waiting, it has not, and only the
+    // delete of our key ends its wait.
     assert!(
-        timeout(Duration::from_millis(500), lines.next_line())
-            .await
-            .is_err(),
+        lines.next_line().now_or_never().is_none(),
         "etcdctl claimed the lock while coord held it"
     );
     let etcdctl_key = waiters(store, "/l/reverse").await.remove(1);

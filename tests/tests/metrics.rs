@@ -8,6 +8,10 @@ use coord::{Coord, CoordConfig};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::{CompositeKey, MetricKind};
 
+/// A ceiling for what should happen at once: a loaded machine is slow, and nothing here is
+/// timed.
+const WAIT: Duration = Duration::from_secs(10);
+
 #[derive(CoordConfig, Debug, Clone)]
 #[coord(prefix = "/config/metered")]
 struct Metered {
@@ -71,13 +75,23 @@ async fn reloads_rejections_locks_ids_registrations_leases_states_and_store_requ
     let live = coord.live::<Metered>().await.unwrap();
     let mut updates = live.subscribe();
     config.set("/config/metered/rate", &2).await.unwrap();
-    updates.changed().await.unwrap();
+    tokio::time::timeout(WAIT, updates.changed())
+        .await
+        .expect("the handle applies rate 2")
+        .unwrap();
     let applied = [("prefix", "/config/metered"), ("result", "applied")];
     assert_eq!(counter("coord_config_reloads_total", &applied), 1.0);
 
     config.set("/config/metered/rate", &"fast").await.unwrap();
     let rejected = [("prefix", "/config/metered"), ("result", "rejected")];
+    let deadline = tokio::time::Instant::now() + WAIT;
     while counter("coord_config_reloads_total", &rejected) < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "coord_config_reloads_total{{result=rejected}} still 0 after {WAIT:?}, expected 1 for \
+             \"fast\"; the handle's last error: {:?}",
+            live.last_error()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(counter("coord_config_reloads_total", &rejected), 1.0);
@@ -113,9 +127,13 @@ async fn reloads_rejections_locks_ids_registrations_leases_states_and_store_requ
     let session = coord::Session::new(coord.store(), Duration::from_secs(3))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + WAIT;
     while counter("coord_lease_renewals_total", &[("result", "ok")]) < 1.0 {
-        assert!(tokio::time::Instant::now() < deadline, "no renewal counted");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "coord_lease_renewals_total{{result=ok}} still 0 after {WAIT:?}, expected a renewal \
+             of the 3 s lease (one every second)"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(histogram("coord_lease_renewal_duration_seconds", &[]) >= 1.0);
@@ -124,7 +142,9 @@ async fn reloads_rejections_locks_ids_registrations_leases_states_and_store_requ
         .lease_revoke(session.lease_id())
         .await
         .unwrap();
-    session.lost().await;
+    tokio::time::timeout(WAIT, session.lost())
+        .await
+        .expect("the revoked session reports its loss");
     let states = "coord_connection_state_changes_total";
     assert_eq!(
         counter("coord_lease_renewals_total", &[("result", "lost")]),
@@ -132,9 +152,9 @@ async fn reloads_rejections_locks_ids_registrations_leases_states_and_store_requ
     );
     assert_eq!(counter(states, &[("state", "lost")]), 1.0);
     let mut state = coord.state();
-    state
-        .wait_for(|state| state.is_connected())
+    tokio::time::timeout(WAIT, state.wait_for(|state| state.is_connected()))
         .await
+        .expect("reconnected at the next answer")
         .expect("state sender alive");
     assert_eq!(counter(states, &[("state", "reconnected")]), 1.0);
     assert_eq!(counter(states, &[("state", "suspended")]), 0.0);

@@ -269,7 +269,28 @@ async fn a_rejected_value_is_not_saved() {
     // A good change to a key the handle does not read comes after it: still not saved, as
     // the struct's keys still hold the rejected value.
     put(&server, "/config/checkout/unrelated", "1");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Another bad value after it is the marker: once the handle's status reports rejecting
+    // it, the handle has been through the unrelated change (it takes revisions in order).
+    let marker = first
+        .store()
+        .put(
+            "/config/checkout/timeout_secs",
+            b"\"still not a number\"".to_vec(),
+            0,
+        )
+        .await
+        .unwrap()
+        .revision;
+    eventually(WAIT, "the status reports the marker rejected", || async {
+        first
+            .config()
+            .rollout("/config/checkout")
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.error.as_ref().is_some_and(|e| e.revision >= marker))
+    })
+    .await;
     let (_, json) = snapshot_file(dir.path(), "/config/checkout").unwrap();
     assert_eq!(json["revision"].as_i64(), Some(good));
     first.close().await.unwrap();

@@ -110,6 +110,15 @@ fn ids<'a>(infos: impl IntoIterator<Item = &'a ServiceInfo>) -> Vec<&'a str> {
     infos.into_iter().map(|i| i.id.as_str()).collect()
 }
 
+/// Waits until `coord` has seen its store go (`Suspended`, or `Lost` if a lease went too).
+async fn until_disconnected(coord: &Coord) {
+    let mut state = coord.state();
+    timeout(WAIT, state.wait_for(|state| !state.is_connected()))
+        .await
+        .unwrap_or_else(|_| panic!("still {:?} after {WAIT:?}", *coord.state().borrow()))
+        .expect("state sender alive");
+}
+
 /// One health check through `channel`; panics if it fails or is never answered.
 async fn call(channel: &Channel) {
     let mut client = HealthClient::new(channel.clone());
@@ -700,7 +709,10 @@ mod cases {
     ) {
         let registry = b.coord.registry();
         let watches = || b.store().stats().open_watches();
+        // Counts every watch ever opened, so one opened and closed again is not missed.
+        let opened = || b.store().stats().watches_opened();
         assert_eq!(watches(), 0);
+        let opened_before = opened();
         let mut held = Vec::new();
         for i in 0..20 {
             held.push(long_lived(&registry, &format!("many-{i}")).await);
@@ -718,8 +730,11 @@ mod cases {
             watches() == 2
         })
         .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(watches(), 2, "one per service name, not one per instance");
+        assert_eq!(
+            opened() - opened_before,
+            2,
+            "one per service name, not one per instance"
+        );
 
         // Each is still told of its own key: two deleted at once both come back, on their
         // own leases, and the others are left as they were.
@@ -736,6 +751,12 @@ mod cases {
         }
         let instances = registry.discover("api").await.unwrap();
         assert_eq!(instances.len(), 20);
+        // The keepers have run (two of them repaired their keys), and through the shared watch.
+        assert_eq!(
+            (watches(), opened() - opened_before),
+            (2, 2),
+            "no watch of its own for any registration"
+        );
 
         // The watch goes with the last registration of its name.
         drop(held);
@@ -907,10 +928,12 @@ async fn watch_goes_on_across_an_etcd_restart_and_the_registration_stays() {
 
     let server = backend.server.as_mut().unwrap();
     server.kill().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The outage is seen (the watch and keep-alive streams broke) before etcd comes back.
+    until_disconnected(&backend.coord).await;
     server.restart().await.unwrap();
 
     // A write after the restart (retried while the client reconnects) reaches the same stream.
+    let deadline = tokio::time::Instant::now() + WAIT;
     let b = loop {
         match registry
             .register(ServiceInfo::new("api", "b", "127.0.0.1:7002"), TTL)
@@ -918,10 +941,13 @@ async fn watch_goes_on_across_an_etcd_restart_and_the_registration_stays() {
         {
             Ok(b) => break b,
             // A failed register revokes its lease, so a register that did land is gone.
-            Err(e) if e.is_transient() || e.is_outcome_unknown() => {
+            Err(e)
+                if (e.is_transient() || e.is_outcome_unknown())
+                    && tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
-            Err(e) => panic!("register after restart: {e}"),
+            Err(e) => panic!("register after restart (retried for {WAIT:?}): {e}"),
         }
     };
     // `Follower` fails the test on a duplicate; a lost lease during the outage may show as
@@ -933,7 +959,8 @@ async fn watch_goes_on_across_an_etcd_restart_and_the_registration_stays() {
         )
         .await;
 
-    // The registration is still there afterwards, kept alive past several TTLs.
+    // The registration is still there afterwards, kept alive past several TTLs. Only time
+    // shows a lease outliving its TTL: nothing signals that an expiry did not happen.
     tokio::time::sleep(TTL * 2).await;
     let store = backend.coord.store().clone();
     let key = registration.key().to_string();
@@ -962,15 +989,19 @@ async fn watch_state_is_right_after_an_etcd_restart_and_compaction() {
     let put = |info: ServiceInfo| {
         let store = store.clone();
         async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
             loop {
                 let value = serde_json::to_vec(&info).unwrap();
                 match store.put(&info.key(), value, 0).await {
                     Ok(put) => return put.revision,
                     // The same value again: a put that did land changes nothing that matters.
-                    Err(e) if e.is_transient() || e.is_outcome_unknown() => {
+                    Err(e)
+                        if (e.is_transient() || e.is_outcome_unknown())
+                            && tokio::time::Instant::now() < deadline =>
+                    {
                         tokio::time::sleep(Duration::from_millis(50)).await
                     }
-                    Err(e) => panic!("put {}: {e}", info.key()),
+                    Err(e) => panic!("put {} (retried for {WAIT:?}): {e}", info.key()),
                 }
             }
         }
@@ -1054,9 +1085,18 @@ async fn registration_comes_back_after_an_outage_longer_than_its_ttl() {
         registration.is_alive() && registration.lease_id() != old
     })
     .await;
-    // Whatever became of the old lease (etcd may have kept it across the restart), the key
-    // stays on the new one.
-    tokio::time::sleep(TTL * 2).await;
+    // Whatever became of the old lease (etcd may have kept it across the restart, and then
+    // expires it a TTL later), the key stays on the new one: checked once it is gone.
+    common::eventually(WAIT, "the old lease is gone", || {
+        let store = store.clone();
+        async move {
+            store
+                .lease_ttl(old)
+                .await
+                .is_ok_and(|lease| lease.ttl == -1)
+        }
+    })
+    .await;
     let (kv, _) = store.get(&key).await.unwrap();
     assert_eq!(kv.expect("still registered").lease, registration.lease_id());
 }
@@ -1103,7 +1143,8 @@ async fn watch_relists_after_compaction_while_partitioned() {
         .unwrap();
     let last = put(info("d")).await;
     store.compact(last).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The cut is seen (the watcher's stream broke) before the proxy lets it back.
+    until_disconnected(&behind).await;
     proxy.restore();
 
     // c came and went twice while cut off: the relist reports only that it is gone.

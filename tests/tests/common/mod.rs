@@ -77,6 +77,21 @@ where
     }
 }
 
+/// Waits until `store` has `n` watches open. A contended lock, ID or campaign watches the key
+/// queued before its own, so with no other watch about, its watch being open says it waits.
+pub async fn until_watching(store: &coord::Store, n: i64, what: &str) {
+    eventually(Duration::from_secs(10), what, || async {
+        store.stats().open_watches() == n
+    })
+    .await;
+}
+
+/// Watchers etcd has open, from its `/metrics`: how a test sees an `etcdctl lock` or `elect`
+/// waiting (Go's `waitDeletes` watches the key queued before its own).
+pub async fn etcd_watchers(endpoint: &str) -> f64 {
+    etcd_metric(endpoint, "etcd_debugging_mvcc_watcher_total").await
+}
+
 /// A gauge or counter from etcd's own `/metrics` endpoint, served on its client URL.
 pub async fn etcd_metric(endpoint: &str, name: &str) -> f64 {
     let addr = endpoint.trim_start_matches("http://");
