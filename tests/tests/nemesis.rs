@@ -1,5 +1,6 @@
 //! Nemesis runs as part of `cargo test`, on a real 3-member etcd with every workload (locks,
-//! IDs, live config, registry) from three clients and the probe client the strike cuts off.
+//! IDs, elections, releases and gray releases, live config, registry) from three clients and
+//! the probe client the strike cuts off.
 //!
 //! - A fixed seed, 60 seconds of faults: no invariant may be violated, every fault must have
 //!   been injected and healed, the fences must have refused at least one increment and one
@@ -34,6 +35,15 @@ async fn a_fixed_seed_fault_run_violates_no_invariant_and_proves_its_fences() {
         OpKind::IdAcquire,
         OpKind::IdWrite,
         OpKind::IdLostReported,
+        OpKind::Campaign,
+        OpKind::LeaderWrite,
+        OpKind::Resign,
+        OpKind::Release,
+        OpKind::GrayStart,
+        OpKind::Promote,
+        OpKind::Rollback,
+        OpKind::ReleaseRead,
+        OpKind::ReleaseLoad,
         OpKind::Publish,
         OpKind::Load,
         OpKind::Register,
@@ -68,13 +78,15 @@ async fn a_build_without_fences_is_caught_by_the_checkers() {
     println!("{report}");
     assert!(!report.passed(), "{report}");
     // The violations are the ones fences prevent: a stale holder's write applied after the
-    // next holder's, on a counter or an ID's marker.
+    // next holder's, on a counter, an ID's marker or the leader log.
     let fenced_invariants = [
         "fencing tokens of applied writes never go back",
         "applied writes strictly increase the counter",
         "counter = acknowledged increments (+ unknown ones)",
         "ID writes of two holders never interleave",
         "each marker holds its ID's last applied write",
+        "two leaders' writes never interleave",
+        "the leader log holds the last applied write",
     ];
     let caught: Vec<&str> = report
         .checks

@@ -128,14 +128,15 @@ pub async fn read_counters_once(coord: &Coord, locks: usize) -> Result<Vec<u64>,
 pub async fn read_markers(coord: &Coord, max_id: u32) -> Result<Vec<Option<String>>, String> {
     let mut markers = Vec::new();
     for id in 0..max_id {
-        let (kv, _) = coord
-            .store()
-            .get(&ids::marker_key(id))
-            .await
-            .map_err(|e| e.to_string())?;
-        markers.push(kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()));
+        markers.push(read_text(coord, &ids::marker_key(id)).await?);
     }
     Ok(markers)
+}
+
+/// The text at `key` (`None` if it does not exist).
+pub async fn read_text(coord: &Coord, key: &str) -> Result<Option<String>, String> {
+    let (kv, _) = coord.store().get(key).await.map_err(|e| e.to_string())?;
+    Ok(kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
 }
 
 /// What `read` reads from the cluster at the end, retried while it settles.
@@ -156,5 +157,103 @@ where
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use coord::store::Store;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn converge_reports_when_the_clients_first_agree() {
+        let healed = Instant::now();
+        let mut asked = 0;
+        let (after, last) = converge(healed, || {
+            asked += 1;
+            let answer = if asked < 4 {
+                Err(format!("round {asked}"))
+            } else {
+                Ok(())
+            };
+            async move { answer }
+        })
+        .await;
+        // Three disagreements 100 ms apart, then agreement.
+        assert_eq!(after, Some(Duration::from_millis(300)));
+        assert_eq!(last, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn converge_gives_up_at_the_limit_with_the_last_disagreement() {
+        let (after, last) =
+            converge(Instant::now(), || async { Err("c1 behind".to_owned()) }).await;
+        assert_eq!(after, None);
+        assert_eq!(last.as_deref(), Some("c1 behind"));
+    }
+
+    #[test]
+    fn a_workload_that_did_not_converge_is_a_violation() {
+        let check = converged("agree", 3, None, || "c1 behind".to_owned());
+        assert_eq!(check.checked, 3);
+        assert_eq!(check.violations.len(), 1);
+        assert!(check.violations[0].contains("c1 behind"), "{check:?}");
+        let check = converged("agree", 3, Some(Duration::from_secs(1)), || unreachable!());
+        assert!(check.violations.is_empty());
+    }
+
+    #[tokio::test]
+    async fn counters_and_config_agree_only_when_every_client_sees_what_etcd_holds() {
+        // Two clients of one store agree; a client of another store does not.
+        let store = Store::in_memory();
+        let (a, b) = (Coord::from_store(&store), Coord::from_store(&store));
+        let elsewhere = Coord::in_memory();
+        a.store()
+            .put(&counter_key(0), b"7".to_vec(), 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            counters_agree(std::slice::from_ref(&b), &a, 1).await,
+            Ok(())
+        );
+        let disagreement = counters_agree(&[b.clone(), elsewhere.clone()], &a, 1)
+            .await
+            .unwrap_err();
+        assert!(disagreement.contains("c1 reads [0]"), "{disagreement}");
+
+        let first = Split {
+            seq: 1,
+            a: 50,
+            b: 25,
+            c: 25,
+        };
+        a.config().publish(&first).await.unwrap();
+        let live = b.live::<Split>().await.unwrap();
+        assert_eq!(config_agrees(std::slice::from_ref(&live), &a).await, Ok(()));
+        // Changed behind the Live's back (a second store it does not watch): not agreed.
+        let other_live = {
+            elsewhere.config().publish(&first).await.unwrap();
+            elsewhere.live::<Split>().await.unwrap()
+        };
+        a.config()
+            .publish(&Split {
+                seq: 2,
+                a: 10,
+                b: 10,
+                c: 80,
+            })
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while config_agrees(std::slice::from_ref(&live), &a)
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the watching Live catches up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stale = config_agrees(&[live, other_live], &a).await.unwrap_err();
+        assert!(stale.starts_with("c1 shows"), "{stale}");
     }
 }

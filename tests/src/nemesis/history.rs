@@ -45,6 +45,28 @@ pub enum OpKind {
     Discover,
     /// A registration no other lease took over: has `lost()` stayed pending, as promised?
     RegistrationKept,
+    /// Campaign in the election until elected.
+    Campaign,
+    /// Write the leader log, fenced by the leadership.
+    LeaderWrite,
+    /// Resign the leadership.
+    Resign,
+    /// After a leader's fenced write was refused: did the leadership's `lost()` report it?
+    LeaderLostReported,
+    /// A release of the releases workload's prefix.
+    Release,
+    /// A gray release to one instance.
+    GrayStart,
+    /// A promote of a gray release.
+    Promote,
+    /// An abort of a gray release.
+    Abort,
+    /// A rollback to an earlier release.
+    Rollback,
+    /// The prefix read at an acknowledged release's revision.
+    ReleaseRead,
+    /// `load()` a `Live` of the releases workload's prefix.
+    ReleaseLoad,
 }
 
 impl OpKind {
@@ -66,6 +88,17 @@ impl OpKind {
             OpKind::Deregister => "deregister",
             OpKind::Discover => "discover",
             OpKind::RegistrationKept => "registration-kept",
+            OpKind::Campaign => "campaign",
+            OpKind::LeaderWrite => "leader-write",
+            OpKind::Resign => "resign",
+            OpKind::LeaderLostReported => "leader-lost-reported",
+            OpKind::Release => "release",
+            OpKind::GrayStart => "gray-start",
+            OpKind::Promote => "promote",
+            OpKind::Abort => "abort",
+            OpKind::Rollback => "rollback",
+            OpKind::ReleaseRead => "release-read",
+            OpKind::ReleaseLoad => "release-load",
         }
     }
 }
@@ -120,6 +153,13 @@ pub struct Payload {
     /// The client a `load()` was made on (the staleness check judges each client against
     /// the faults that stall it).
     pub client: Option<usize>,
+    /// The release an operation made (its seq in the prefix's history).
+    pub seq: Option<u64>,
+    /// The release an operation acts on (a promote's or abort's gray release, a rollback's
+    /// target).
+    pub target: Option<u64>,
+    /// The message a release was made with: unique, so the history names the operation.
+    pub message: Option<String>,
     /// The error, for an operation that did not end `Ok`.
     pub error: Option<String>,
 }
@@ -176,6 +216,15 @@ impl fmt::Display for Op {
         }
         if let Some(client) = p.client {
             write!(f, " client=c{client}")?;
+        }
+        if let Some(seq) = p.seq {
+            write!(f, " seq={seq}")?;
+        }
+        if let Some(target) = p.target {
+            write!(f, " target={target}")?;
+        }
+        if let Some(message) = &p.message {
+            write!(f, " message={message}")?;
         }
         if let Some(revision) = p.revision {
             write!(f, " rev={revision}")?;

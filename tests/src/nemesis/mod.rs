@@ -10,6 +10,10 @@
 //! - [`ids`]: the IDs workload (marker writes fenced by the ID) and its checker;
 //! - [`live_config`]: the live-config workload (multi-key publishes, `Live` loads) and its
 //!   checker;
+//! - [`election`]: the election workload (leaders write a log fenced by their term) and its
+//!   checker;
+//! - [`releases`]: the releases workload (releases, gray start / promote / abort, rollbacks)
+//!   and its checker against the history and the store;
 //! - [`registry`]: the registry workload (register, deregister, discover) and its checker;
 //! - [`strike`]: the fault aimed at a holder, so every run proves its fences refuse;
 //! - [`converge`]: after the final heal, how long until every client agrees with etcd;
@@ -20,12 +24,14 @@
 
 pub mod check;
 pub mod converge;
+pub mod election;
 pub mod faults;
 pub mod history;
 pub mod ids;
 pub mod live_config;
 pub mod locks;
 pub mod registry;
+pub mod releases;
 pub mod report;
 pub mod runner;
 pub mod strike;

@@ -13,21 +13,23 @@ use std::time::Duration;
 
 use coord::registry::ServiceCache;
 use coord::testing::{EtcdCluster, Proxies};
-use coord::{ClientConfig, Coord, Registration};
+use coord::{ClientConfig, Coord, Instance, Registration};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::converge::{
     config_agrees, converge, converged, counters_agree, read_counters_once, read_markers,
-    registry_agrees, settle,
+    read_text, registry_agrees, settle,
 };
+use super::election::{self, Candidate, ElectionWorkload};
 use super::faults::{Nemesis, Schedule};
 use super::history::{FaultRecord, History};
 use super::ids::{self, IdProcess, IdWorkload};
 use super::live_config::{self, ConfigWorkload, Split};
 use super::locks::{self, LockWorkload, Process};
 use super::registry::{self, RegistryProcess, RegistryWorkload};
+use super::releases::{self, Flags, ReleaseWorkload, Releaser};
 use super::report::{Report, RunError};
 use super::strike::{Holding, Strike};
 
@@ -56,6 +58,10 @@ pub struct Options {
     pub config: ConfigWorkload,
     /// The registry workload.
     pub registry: RegistryWorkload,
+    /// The election workload.
+    pub election: ElectionWorkload,
+    /// The releases workload.
+    pub releases: ReleaseWorkload,
     /// The strike on the probe client's holders.
     pub strike: Strike,
 }
@@ -67,15 +73,17 @@ impl Options {
     pub fn unfenced(mut self) -> Self {
         self.workload.fenced = false;
         self.ids.fenced = false;
+        self.election.fenced = false;
         self
     }
 }
 
-/// A client's config: through `proxies`, with the run's request timeout and no periodic
-/// resync.
-fn client_config(proxies: &Proxies) -> ClientConfig {
+/// A client's config: through `proxies`, as instance `instance`, with the run's request
+/// timeout and no periodic resync.
+fn client_config(proxies: &Proxies, instance: &str) -> ClientConfig {
     proxies
         .client_config()
+        .with_instance(Instance::new(instance))
         .with_request_timeout(REQUEST_TIMEOUT)
         .with_sync_interval(Duration::MAX)
 }
@@ -90,6 +98,8 @@ impl Default for Options {
             ids: IdWorkload::default(),
             config: ConfigWorkload::default(),
             registry: RegistryWorkload::default(),
+            election: ElectionWorkload::default(),
+            releases: ReleaseWorkload::default(),
             strike: Strike::default(),
         }
     }
@@ -105,14 +115,15 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
     let cluster = EtcdCluster::start(MEMBERS).await?;
     let mut proxies = Vec::with_capacity(options.clients);
     let mut clients = Vec::with_capacity(options.clients);
-    for _ in 0..options.clients {
+    for c in 0..options.clients {
         let through = cluster.proxies().await?;
-        clients.push(Coord::connect(client_config(&through)).await?);
+        let instance = releases::instance_name(c);
+        clients.push(Coord::connect(client_config(&through, &instance)).await?);
         proxies.push(through);
     }
     // The probe client: the random schedule leaves it alone, the strike does not.
     let (probe_client, probe_proxies) = (options.clients, cluster.proxies().await?);
-    let probe = Coord::connect(client_config(&probe_proxies)).await?;
+    let probe = Coord::connect(client_config(&probe_proxies, "probe")).await?;
     let observer = Coord::connect(cluster.client_config()).await?;
     let schedule = Schedule::generate(options.seed, options.duration, options.clients, MEMBERS);
     let mut nemesis = Nemesis::new(cluster, proxies);
@@ -126,9 +137,16 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
         .config
         .seed(writer, &observer, options.seed, &history)
         .await?;
+    let releases_seeder = next_process();
+    options
+        .releases
+        .seed(releases_seeder, &observer, &history)
+        .await?;
     let mut lives = Vec::with_capacity(clients.len());
+    let mut release_lives = Vec::with_capacity(clients.len());
     for coord in &clients {
         lives.push(coord.live::<Split>().await?);
+        release_lives.push(coord.live::<Flags>().await?);
     }
 
     let (stop, stopped) = watch::channel(false);
@@ -162,6 +180,38 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
                 workload.run(process, options.seed, history, stopped).await
             }));
         }
+        let candidate = Candidate {
+            id: next_process(),
+            coord: coord.clone(),
+            holding: None,
+        };
+        let (workload, history_, stopped_) =
+            (options.election.clone(), history.clone(), stopped.clone());
+        with_lost_checks.push(tokio::spawn(async move {
+            workload
+                .run(candidate, options.seed, history_, stopped_)
+                .await
+        }));
+        let releaser = Releaser {
+            id: next_process(),
+            client: c,
+            clients: options.clients,
+            coord: coord.clone(),
+            observer: observer.clone(),
+        };
+        let (workload, history_, stopped_) =
+            (options.releases.clone(), history.clone(), stopped.clone());
+        others.push(tokio::spawn(async move {
+            workload
+                .release(releaser, options.seed, history_, stopped_)
+                .await;
+        }));
+        let (workload, history_, stopped_) =
+            (options.releases.clone(), history.clone(), stopped.clone());
+        let (reader, live) = (next_process(), release_lives[c].clone());
+        others.push(tokio::spawn(async move {
+            workload.read(reader, c, live, history_, stopped_).await;
+        }));
         let (workload, history_, stopped_) =
             (options.config.clone(), history.clone(), stopped.clone());
         let (reader, live) = (next_process(), lives[c].clone());
@@ -243,10 +293,29 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
             .run(probe_id, options.seed, history_, stopped_)
             .await
     }));
+    let probe_candidate = Candidate {
+        id: next_process(),
+        coord: probe.clone(),
+        holding: Some(holding.clone()),
+    };
+    let (workload, history_, stopped_) = (
+        ElectionWorkload {
+            writes_per_term: usize::MAX,
+            ..options.election.clone()
+        },
+        history.clone(),
+        stopped.clone(),
+    );
+    with_lost_checks.push(tokio::spawn(async move {
+        workload
+            .run(probe_candidate, options.seed, history_, stopped_)
+            .await
+    }));
     let (strike, history_, stopped_) = (options.strike.clone(), history.clone(), stopped.clone());
     let striker = tokio::spawn(async move {
+        // The lock holder, the ID holder and the candidate.
         strike
-            .run(probe_client, probe_proxies, holding, 2, history_, stopped_)
+            .run(probe_client, probe_proxies, holding, 3, history_, stopped_)
             .await;
     });
 
@@ -317,6 +386,8 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
     let counters = settle(|| read_counters_once(&observer, options.workload.locks)).await?;
     let markers = settle(|| read_markers(&observer, options.ids.max_id)).await?;
     let stored = settle(|| live_config::stored(&observer)).await?;
+    let leader_log = settle(|| read_text(&observer, election::LOG_KEY)).await?;
+    let records = settle(|| release_records(&observer)).await?;
 
     let ops = history.ops();
     let mut checks = locks::check(&ops, &counters);
@@ -327,6 +398,8 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
         || "the clients did not all read the observer's counters".to_owned(),
     ));
     checks.extend(ids::check(&ops, &markers));
+    checks.extend(election::check(&ops, leader_log.as_deref()));
+    checks.extend(releases::check(&ops, &records));
     checks.extend(live_config::check(&ops, &stored));
     checks.push(live_config::staleness(
         &ops,
@@ -359,7 +432,7 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
         }
     }
 
-    drop((held, caches, lives));
+    drop((held, caches, lives, release_lives));
     for client in clients.iter().chain([&probe, &observer]) {
         let _ = tokio::time::timeout(CLOSE_WAIT, client.close()).await;
     }
@@ -383,4 +456,15 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
 /// The outcome of a task, or why it has none.
 async fn joined<T>(task: JoinHandle<T>) -> Result<T, RunError> {
     task.await.map_err(|e| RunError::Worker(e.to_string()))
+}
+
+/// Every record of the releases workload's prefix, oldest first.
+async fn release_records(observer: &Coord) -> Result<Vec<releases::Record>, String> {
+    let history = observer
+        .config()
+        .with_release_history(releases::KEEP_RECORDS)
+        .history(releases::PREFIX, releases::KEEP_RECORDS)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(history.iter().rev().map(releases::Record::from).collect())
 }
