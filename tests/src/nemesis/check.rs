@@ -1,7 +1,7 @@
 //! What a checker reports: one [`Check`] per invariant, with how many cases it looked at and
 //! the history excerpt of each violation.
 
-use super::history::{Op, Outcome};
+use super::history::{Op, OpKind, Outcome};
 
 /// One invariant over a history: how many cases it looked at and which broke it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,6 +103,25 @@ pub fn last_write_stored<'a>(
             excerpt(newest)
         )
     });
+}
+
+/// Checks that every loss a refused fenced write proved was reported by `lost()` in time:
+/// each operation of `kind` (which a workload records after a refusal, ended ok once `lost()`
+/// resolved) must be ok. `what` names what was lost, for the message.
+pub fn losses_reported(ops: &[Op], kind: OpKind, name: &'static str, what: &str) -> Check {
+    let mut check = Check::new(name);
+    for op in ops.iter().filter(|op| op.kind == kind) {
+        check.case(op.outcome == Outcome::Ok, || {
+            format!(
+                "a lost {what} was not reported:\n{}",
+                excerpt(
+                    ops.iter()
+                        .filter(|o| o.process == op.process && o.payload.token == op.payload.token)
+                )
+            )
+        });
+    }
+    check
 }
 
 /// The invariants `checks` found broken, with how many violations each: what a checker's unit

@@ -26,7 +26,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::check::{excerpt, last_write_stored, tenures, Check};
+use super::check::{last_write_stored, losses_reported, tenures, Check};
 use super::history::{Fenced, History, Op, OpKind, Outcome, Payload};
 use super::strike::Holding;
 
@@ -213,7 +213,6 @@ enum Term {
 pub fn check(ops: &[Op], last: Option<&str>) -> Vec<Check> {
     let mut terms = Check::new("two leaders' writes never interleave");
     let mut stored = Check::new("the leader log holds the last applied write");
-    let mut losses = Check::new("every lost leadership is reported by lost()");
 
     let writes = |outcome| {
         ops.iter()
@@ -229,20 +228,12 @@ pub fn check(ops: &[Op], last: Option<&str>) -> Vec<Check> {
         writes(Outcome::Unknown),
         |op, stored| op.payload.text.as_deref() == Some(stored),
     );
-    for op in ops
-        .iter()
-        .filter(|op| op.kind == OpKind::LeaderLostReported)
-    {
-        losses.case(op.outcome == Outcome::Ok, || {
-            format!(
-                "a lost leadership was not reported:\n{}",
-                excerpt(
-                    ops.iter()
-                        .filter(|o| o.process == op.process && o.payload.token == op.payload.token)
-                )
-            )
-        });
-    }
+    let losses = losses_reported(
+        ops,
+        OpKind::LeaderLostReported,
+        "every lost leadership is reported by lost()",
+        "leadership",
+    );
     vec![terms, stored, losses]
 }
 

@@ -38,7 +38,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::check::{excerpt, last_write_stored, tenures, Check};
+use super::check::{last_write_stored, losses_reported, tenures, Check};
 use super::history::{Fenced, History, Op, OpKind, Outcome, Payload};
 use super::strike::Holding;
 
@@ -267,7 +267,6 @@ enum Held {
 pub fn check(ops: &[Op], finals: &[Option<String>]) -> Vec<Check> {
     let mut tenures_check = Check::new("ID writes of two holders never interleave");
     let mut last = Check::new("each marker holds its ID's last applied write");
-    let mut losses = Check::new("every ID loss is reported by lost()");
 
     let writes = |outcome| {
         ops.iter()
@@ -296,17 +295,12 @@ pub fn check(ops: &[Op], finals: &[Option<String>]) -> Vec<Check> {
         );
     }
 
-    for op in ops.iter().filter(|op| op.kind == OpKind::IdLostReported) {
-        losses.case(op.outcome == Outcome::Ok, || {
-            format!(
-                "a lost ID was not reported:\n{}",
-                excerpt(
-                    ops.iter()
-                        .filter(|o| o.process == op.process && o.payload.token == op.payload.token)
-                )
-            )
-        });
-    }
+    let losses = losses_reported(
+        ops,
+        OpKind::IdLostReported,
+        "every ID loss is reported by lost()",
+        "ID",
+    );
     vec![tenures_check, last, losses]
 }
 

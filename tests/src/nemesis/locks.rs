@@ -29,7 +29,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::check::{excerpt, Check};
+use super::check::{excerpt, losses_reported, Check};
 use super::history::{Fenced, History, Op, OpKind, Outcome, Payload};
 use super::strike::Holding;
 
@@ -283,7 +283,6 @@ pub fn check(ops: &[Op], finals: &[u64]) -> Vec<Check> {
     let mut tokens = Check::new("fencing tokens of applied writes never go back");
     let mut values = Check::new("applied writes strictly increase the counter");
     let mut reads = Check::new("reads see every increment acknowledged before them");
-    let mut losses = Check::new("every lease loss is reported by lost()");
 
     for (lock, &last) in finals.iter().enumerate() {
         let of_lock = |kind| {
@@ -351,18 +350,12 @@ pub fn check(ops: &[Op], finals: &[u64]) -> Vec<Check> {
         }
     }
 
-    for op in ops.iter().filter(|op| op.kind == OpKind::LostReported) {
-        losses.checked += 1;
-        if op.outcome != Outcome::Ok {
-            losses.violations.push(format!(
-                "a lost lease was not reported:\n{}",
-                excerpt(
-                    ops.iter()
-                        .filter(|o| o.process == op.process && o.payload.token == op.payload.token)
-                )
-            ));
-        }
-    }
+    let losses = losses_reported(
+        ops,
+        OpKind::LostReported,
+        "every lease loss is reported by lost()",
+        "lease",
+    );
     vec![counters, tokens, values, reads, losses]
 }
 

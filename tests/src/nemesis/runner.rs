@@ -150,6 +150,11 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
     }
 
     let (stop, stopped) = watch::channel(false);
+    let tasks = Tasks {
+        seed: options.seed,
+        history: history.clone(),
+        stopped,
+    };
     let mut with_lost_checks: Vec<JoinHandle<Vec<JoinHandle<()>>>> = Vec::new();
     let mut others: Vec<JoinHandle<()>> = Vec::new();
     let mut registrars: Vec<(usize, JoinHandle<Vec<Registration>>)> = Vec::new();
@@ -162,10 +167,9 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
                 coord: coord.clone(),
                 holding: None,
             };
-            let (workload, history, stopped) =
-                (options.workload.clone(), history.clone(), stopped.clone());
-            with_lost_checks.push(tokio::spawn(async move {
-                workload.run(process, options.seed, history, stopped).await
+            let workload = options.workload.clone();
+            with_lost_checks.push(tasks.spawn(|seed, history, stop| async move {
+                workload.run(process, seed, history, stop).await
             }));
         }
         for _ in 0..options.ids.holders_per_client {
@@ -174,10 +178,9 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
                 coord: coord.clone(),
                 holding: None,
             };
-            let (workload, history, stopped) =
-                (options.ids.clone(), history.clone(), stopped.clone());
-            with_lost_checks.push(tokio::spawn(async move {
-                workload.run(process, options.seed, history, stopped).await
+            let workload = options.ids.clone();
+            with_lost_checks.push(tasks.spawn(|seed, history, stop| async move {
+                workload.run(process, seed, history, stop).await
             }));
         }
         let candidate = Candidate {
@@ -185,12 +188,9 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
             coord: coord.clone(),
             holding: None,
         };
-        let (workload, history_, stopped_) =
-            (options.election.clone(), history.clone(), stopped.clone());
-        with_lost_checks.push(tokio::spawn(async move {
-            workload
-                .run(candidate, options.seed, history_, stopped_)
-                .await
+        let workload = options.election.clone();
+        with_lost_checks.push(tasks.spawn(|seed, history, stop| async move {
+            workload.run(candidate, seed, history, stop).await
         }));
         let releaser = Releaser {
             id: next_process(),
@@ -199,62 +199,49 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
             coord: coord.clone(),
             observer: observer.clone(),
         };
-        let (workload, history_, stopped_) =
-            (options.releases.clone(), history.clone(), stopped.clone());
-        others.push(tokio::spawn(async move {
-            workload
-                .release(releaser, options.seed, history_, stopped_)
-                .await;
+        let workload = options.releases.clone();
+        others.push(tasks.spawn(|seed, history, stop| async move {
+            workload.release(releaser, seed, history, stop).await;
         }));
-        let (workload, history_, stopped_) =
-            (options.releases.clone(), history.clone(), stopped.clone());
-        let (reader, live) = (next_process(), release_lives[c].clone());
-        others.push(tokio::spawn(async move {
-            workload.read(reader, c, live, history_, stopped_).await;
+        let (workload, reader, live) = (
+            options.releases.clone(),
+            next_process(),
+            release_lives[c].clone(),
+        );
+        others.push(tasks.spawn(|_, history, stop| async move {
+            workload.read(reader, c, live, history, stop).await;
         }));
-        let (workload, history_, stopped_) =
-            (options.config.clone(), history.clone(), stopped.clone());
-        let (reader, live) = (next_process(), lives[c].clone());
-        others.push(tokio::spawn(async move {
-            workload.read(reader, c, live, history_, stopped_).await;
+        let (workload, reader, live) = (options.config.clone(), next_process(), lives[c].clone());
+        others.push(tasks.spawn(|_, history, stop| async move {
+            workload.read(reader, c, live, history, stop).await;
         }));
         let registry_process = |id| RegistryProcess {
             id,
             client: c,
             coord: coord.clone(),
         };
-        let registrar = registry_process(next_process());
-        let (workload, history_, stopped_) =
-            (options.registry.clone(), history.clone(), stopped.clone());
+        let (workload, registrar) = (options.registry.clone(), registry_process(next_process()));
+        let id = registrar.id;
         registrars.push((
-            registrar.id,
-            tokio::spawn(async move {
-                workload
-                    .register(registrar, options.seed, history_, stopped_)
-                    .await
+            id,
+            tasks.spawn(|seed, history, stop| async move {
+                workload.register(registrar, seed, history, stop).await
             }),
         ));
-        let discoverer = registry_process(next_process());
-        let (workload, history_, stopped_) =
-            (options.registry.clone(), history.clone(), stopped.clone());
-        discoverers.push(tokio::spawn(async move {
-            workload.discover(discoverer, history_, stopped_).await
+        let (workload, discoverer) = (options.registry.clone(), registry_process(next_process()));
+        discoverers.push(tasks.spawn(|_, history, stop| async move {
+            workload.discover(discoverer, history, stop).await
         }));
     }
-    let (workload, history_, stopped_, writing_through) = (
-        options.config.clone(),
-        history.clone(),
-        stopped.clone(),
-        clients.clone(),
-    );
-    others.push(tokio::spawn(async move {
+    let (workload, writing_through) = (options.config.clone(), clients.clone());
+    others.push(tasks.spawn(|seed, history, stop| async move {
         workload
-            .write(writer, writing_through, options.seed, history_, stopped_)
+            .write(writer, writing_through, seed, history, stop)
             .await;
     }));
 
-    // The probe's holders hold until the strike takes their lease: they contend for lock 0
-    // and the IDs with everyone else, and write as often as the others do.
+    // The probe's holders hold until the strike takes their lease: they contend for lock 0,
+    // the IDs and the election with everyone else, and write as often as the others do.
     let holding = Holding::default();
     let probe_lock = Process {
         id: next_process(),
@@ -262,60 +249,42 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
         coord: probe.clone(),
         holding: Some(holding.clone()),
     };
-    let (workload, history_, stopped_) = (
-        LockWorkload {
-            increments_per_hold: usize::MAX,
-            ..options.workload.clone()
-        },
-        history.clone(),
-        stopped.clone(),
-    );
-    with_lost_checks.push(tokio::spawn(async move {
-        workload
-            .run(probe_lock, options.seed, history_, stopped_)
-            .await
+    let workload = LockWorkload {
+        increments_per_hold: usize::MAX,
+        ..options.workload.clone()
+    };
+    with_lost_checks.push(tasks.spawn(|seed, history, stop| async move {
+        workload.run(probe_lock, seed, history, stop).await
     }));
     let probe_id = IdProcess {
         id: next_process(),
         coord: probe.clone(),
         holding: Some(holding.clone()),
     };
-    let (workload, history_, stopped_) = (
-        IdWorkload {
-            writes_per_hold: usize::MAX,
-            ..options.ids.clone()
-        },
-        history.clone(),
-        stopped.clone(),
-    );
-    with_lost_checks.push(tokio::spawn(async move {
-        workload
-            .run(probe_id, options.seed, history_, stopped_)
-            .await
+    let workload = IdWorkload {
+        writes_per_hold: usize::MAX,
+        ..options.ids.clone()
+    };
+    with_lost_checks.push(tasks.spawn(|seed, history, stop| async move {
+        workload.run(probe_id, seed, history, stop).await
     }));
     let probe_candidate = Candidate {
         id: next_process(),
         coord: probe.clone(),
         holding: Some(holding.clone()),
     };
-    let (workload, history_, stopped_) = (
-        ElectionWorkload {
-            writes_per_term: usize::MAX,
-            ..options.election.clone()
-        },
-        history.clone(),
-        stopped.clone(),
-    );
-    with_lost_checks.push(tokio::spawn(async move {
-        workload
-            .run(probe_candidate, options.seed, history_, stopped_)
-            .await
+    let workload = ElectionWorkload {
+        writes_per_term: usize::MAX,
+        ..options.election.clone()
+    };
+    with_lost_checks.push(tasks.spawn(|seed, history, stop| async move {
+        workload.run(probe_candidate, seed, history, stop).await
     }));
-    let (strike, history_, stopped_) = (options.strike.clone(), history.clone(), stopped.clone());
-    let striker = tokio::spawn(async move {
+    let strike = options.strike.clone();
+    let striker = tasks.spawn(|_, history, stop| async move {
         // The lock holder, the ID holder and the candidate.
         strike
-            .run(probe_client, probe_proxies, holding, 3, history_, stopped_)
+            .run(probe_client, probe_proxies, holding, 3, history, stop)
             .await;
     });
 
@@ -467,4 +436,23 @@ async fn release_records(observer: &Coord) -> Result<Vec<releases::Record>, Stri
         .await
         .map_err(|e| e.to_string())?;
     Ok(history.iter().rev().map(releases::Record::from).collect())
+}
+
+/// What every workload task starts with: the run's seed, its history and its stop signal.
+struct Tasks {
+    seed: u64,
+    history: History,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Tasks {
+    /// Spawns the task `work` makes of the seed, the history and the stop signal.
+    fn spawn<T, F, Fut>(&self, work: F) -> JoinHandle<T>
+    where
+        F: FnOnce(u64, History, watch::Receiver<bool>) -> Fut,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::spawn(work(self.seed, self.history.clone(), self.stopped.clone()))
+    }
 }
