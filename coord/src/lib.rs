@@ -25,6 +25,7 @@ pub mod health;
 pub mod ids;
 pub mod inspect;
 pub mod instance;
+pub mod keyring;
 mod lease_pool;
 pub mod lock;
 pub mod metrics;

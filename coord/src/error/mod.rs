@@ -215,6 +215,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// A secret's stored value could not be opened (see [`crate::keyring`]): the error names
+    /// the key and the key id it was sealed with, never the value.
+    #[error("cannot open secret `{key}`{}: {reason}", key_id.as_ref().map(|id| format!(" (key id `{id}`)")).unwrap_or_default())]
+    Secret {
+        /// The stored key whose value did not open.
+        key: String,
+        /// The id of the ring key it names, if it is an envelope.
+        key_id: Option<String>,
+        /// Why: no such key in this process's ring, the wrong key, a damaged envelope, a plain
+        /// value where a sealed one belongs.
+        reason: String,
+    },
+
     /// The `Coord` was closed.
     #[error("coord is closed")]
     Closed,
