@@ -47,7 +47,7 @@ use tracing::Instrument;
 
 use context::Context;
 
-pub use client_config::{ClientConfig, TlsConfig};
+pub use client_config::{ClientConfig, SecretKeys, TlsConfig};
 pub use config::{ConfigCenter, CoordConfig, InstanceStatus, Live, Secret, StatusError};
 pub use connection::ConnectionState;
 pub use coord_derive::CoordConfig;
@@ -138,9 +138,18 @@ impl Coord {
             }
             None => None,
         };
+        // Before dialing: a key file others can read is refused at start, not at first use.
+        let keys = config
+            .secret_keys
+            .as_ref()
+            .map(SecretKeys::key_ring)
+            .transpose()?;
         let store = Store::connect(&config.etcd_options()?).await?;
         let instance = config.identity();
         let coord = Self::on_store(store, instance, Some(config));
+        if let Some(keys) = keys {
+            coord.set_key_ring(keys);
+        }
         if let Some(snapshots) = snapshots {
             let ctx = &coord.inner.ctx;
             // Before the `Coord` is returned, so no handle binds without them.
@@ -254,12 +263,20 @@ impl Coord {
         instance: Instance,
         client_config: Option<ClientConfig>,
     ) -> Result<Self> {
+        let keys = client_config
+            .as_ref()
+            .and_then(|config| config.secret_keys.as_ref())
+            .map(SecretKeys::key_ring)
+            .transpose()?;
         let (store, file) = store::file::LocalFile::open(path).await?;
         // Before any save can be heard: the first load needs no options.
         if let Some(config) = &client_config {
             file.set_options(config.file_options());
         }
         let coord = Self::on_store(store, instance, client_config);
+        if let Some(keys) = keys {
+            coord.set_key_ring(keys);
+        }
         // The `Coord` was built just now and nobody else has seen it: the cell is empty.
         let _ = coord.inner.file.set(file);
         Ok(coord)
@@ -278,7 +295,12 @@ impl Coord {
         let ctx = Arc::new(Context::new(store, instance, request_timeout));
         Coord {
             inner: Arc::new(Inner {
-                config: config::ConfigCenter::new(Arc::clone(&ctx), &config_shared.hub, cache_ttl),
+                config: config::ConfigCenter::new(
+                    Arc::clone(&ctx),
+                    &config_shared.hub,
+                    &config_shared.keys,
+                    cache_ttl,
+                ),
                 ctx,
                 config_shared,
                 registry_shared,
@@ -319,6 +341,37 @@ impl Coord {
     /// The typed config center.
     pub fn config(&self) -> &config::ConfigCenter {
         &self.inner.config
+    }
+
+    /// Hands this `Coord` the key ring its secrets are sealed and opened with (see
+    /// [`keyring`]), replacing any it had: typed writes made after it seal with its newest
+    /// key, and each `Live` opens values with it from its next change on. A rotation hands
+    /// every process the ring with the new key first, then re-seals. `Coord::connect` sets
+    /// the ring of [`ClientConfig::secret_keys`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> coord::Result<()> {
+    /// use coord::keyring::{KeyRing, key_id_of};
+    ///
+    /// #[derive(coord::CoordConfig, Debug, Clone)]
+    /// #[coord(prefix = "/config/db")]
+    /// struct Db {
+    ///     #[coord(secret)]
+    ///     password: coord::Secret<String>,
+    /// }
+    ///
+    /// let coord = coord::Coord::in_memory();
+    /// coord.set_key_ring(KeyRing::parse("k1 AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=")?);
+    /// coord.config().publish(&Db { password: coord::Secret::new("hunter2".into()) }).await?;
+    /// let (stored, _) = coord.store().get("/config/db/password").await?;
+    /// assert_eq!(key_id_of(&stored.unwrap().value).as_deref(), Some("k1"));
+    /// assert_eq!(coord.live::<Db>().await?.load().password.expose(), "hunter2");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_key_ring(&self, keys: keyring::KeyRing) {
+        self.inner.config_shared.keys.store(Some(Arc::new(keys)));
     }
 
     /// Distributed locks on this connection; see [`Locks`].

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::instance::{self, Instance};
+use crate::keyring::{KeyEnv, KeyFile, KeyProvider, KeyRing};
 use crate::store::{Credentials, EtcdOptions, TlsMaterial};
 
 /// The longest timeout or keep-alive interval a `ClientConfig` accepts: a year is "forever"
@@ -137,6 +138,13 @@ pub struct ClientConfig {
     /// name is ignored with a warning, and replaced at the next save.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<String>,
+    /// Where this process's secret keys come from (see [`crate::keyring`]): with keys, typed
+    /// writes seal every `#[coord(secret)]` field and reads open sealed values; without, a
+    /// sealed value does not open ([`Error::Secret`]). `None` (the default, and not written)
+    /// has no keys. In a config file: `"secret_keys": {"file": "/etc/coord/secret.keys"}` or
+    /// `{"env": "COORD_SECRET_KEYS"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_keys: Option<SecretKeys>,
     /// Local file mode: apply a save that leaves the file with no key at all (see
     /// [`FileOptions::allow_empty`](crate::store::file::FileOptions::allow_empty)). `false`
     /// (the default, and not written): such a save is refused and the last good state kept.
@@ -205,6 +213,8 @@ struct ClientConfigFile {
     snapshot_dir: Option<PathBuf>,
     #[serde(alias = "clusterName")]
     cluster_name: Option<String>,
+    #[serde(alias = "secretKeys")]
+    secret_keys: Option<SecretKeys>,
     #[serde(alias = "fileAllowEmpty")]
     file_allow_empty: bool,
     #[serde(with = "humantime_serde::option", alias = "fileQuietPeriod")]
@@ -266,6 +276,7 @@ impl Default for ClientConfigFile {
             file: c.file,
             snapshot_dir: c.snapshot_dir,
             cluster_name: c.cluster_name,
+            secret_keys: c.secret_keys,
             file_allow_empty: c.file_allow_empty,
             file_quiet_period: c.file_quiet_period,
             ca_file: None,
@@ -311,9 +322,36 @@ impl TryFrom<ClientConfigFile> for ClientConfig {
             file: file.file,
             snapshot_dir: file.snapshot_dir,
             cluster_name: file.cluster_name,
+            secret_keys: file.secret_keys,
             file_allow_empty: file.file_allow_empty,
             file_quiet_period: file.file_quiet_period,
         })
+    }
+}
+
+/// Where a process's secret keys come from: a key file ([`KeyFile`]: owner-only, refused
+/// otherwise) or an environment variable ([`KeyEnv`]), both in [`KeyRing::parse`]'s format.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SecretKeys {
+    /// A key file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+impl SecretKeys {
+    /// The key ring, read now.
+    ///
+    /// # Errors
+    ///
+    /// What the provider says ([`Error::InvalidArgument`] naming `secret_keys`): a missing or
+    /// malformed source, a key file others can read.
+    pub fn key_ring(&self) -> Result<KeyRing> {
+        match self {
+            SecretKeys::File(path) => KeyFile::new(path).key_ring(),
+            SecretKeys::Env(var) => KeyEnv::new(var).key_ring(),
+        }
     }
 }
 
@@ -341,6 +379,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("file", &self.file)
             .field("snapshot_dir", &self.snapshot_dir)
             .field("cluster_name", &self.cluster_name)
+            .field("secret_keys", &self.secret_keys)
             .field("file_allow_empty", &self.file_allow_empty)
             .field("file_quiet_period", &self.file_quiet_period)
             .finish()
@@ -377,6 +416,7 @@ impl ClientConfig {
             file: None,
             snapshot_dir: None,
             cluster_name: None,
+            secret_keys: None,
             file_allow_empty: false,
             file_quiet_period: None,
         };
@@ -493,6 +533,10 @@ impl ClientConfig {
             let name = name.trim();
             config.cluster_name = (!name.is_empty()).then(|| name.to_owned());
         }
+        if let Some(path) = lookup("COORD_SECRET_KEYS_FILE") {
+            let path = path.trim();
+            config.secret_keys = (!path.is_empty()).then(|| SecretKeys::File(PathBuf::from(path)));
+        }
         config.validate()?;
         Ok(config)
     }
@@ -554,6 +598,13 @@ impl ClientConfig {
     #[must_use]
     pub fn with_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.file = Some(path.into());
+        self
+    }
+
+    /// Sets where the secret keys come from (see [`secret_keys`](Self::secret_keys)).
+    #[must_use]
+    pub fn with_secret_keys(mut self, keys: SecretKeys) -> Self {
+        self.secret_keys = Some(keys);
         self
     }
 

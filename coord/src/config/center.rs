@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use futures::Stream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -23,11 +24,12 @@ use crate::config::cache::ReadCache;
 use crate::config::hub::WatchHub;
 use crate::config::layout::{Layout, names_of};
 use crate::config::reserved::refuse_reserved;
-use crate::config::schema::{CoordConfig, HasPrefix, Source, prefix_of};
+use crate::config::schema::{CoordConfig, HasPrefix, Source, decode_stored, prefix_of};
 use crate::error::{Error, Result};
+use crate::keyring::KeyRing;
 use crate::store::{
-    Compare, CompareOp, CompareTarget, EventKind, KeyRange, KeyValue, RangeOptions, Store, Txn,
-    TxnOp, TxnOpResponse,
+    Compare, CompareOp, CompareTarget, EventKind, KeyRange, RangeOptions, Store, Txn, TxnOp,
+    TxnOpResponse,
 };
 use crate::sync::Slots;
 use crate::watch::{ResilientWatch, WatchEvent};
@@ -69,6 +71,9 @@ pub struct ConfigCenter {
     /// How long a release may keep reading again while others release the same prefix,
     /// unless it says otherwise (the `Coord`'s request timeout).
     pub(crate) release_timeout: Duration,
+    /// The `Coord`'s key ring: typed writes seal secret fields with it, reads open sealed
+    /// values with it.
+    pub(crate) keys: Arc<ArcSwapOption<KeyRing>>,
 }
 
 impl ConfigCenter {
@@ -76,11 +81,13 @@ impl ConfigCenter {
     pub(crate) fn new(
         ctx: Arc<crate::context::Context>,
         hub: &Arc<WatchHub>,
+        keys: &Arc<ArcSwapOption<KeyRing>>,
         cache_ttl: Duration,
     ) -> Self {
         let center = ConfigCenter {
             store: ctx.store.clone(),
             hub: Arc::clone(hub),
+            keys: Arc::clone(keys),
             cache: None,
             slots: Arc::default(),
             release_history: DEFAULT_RELEASE_HISTORY,
@@ -170,7 +177,7 @@ impl ConfigCenter {
                 return Err(Error::Closed);
             }
             return match cache.get(key).await? {
-                Some(value) => decode_bytes(key, &value),
+                Some(value) => decode_stored(self.keys.load().as_deref(), key, &value),
                 None => Err(Error::NotFound {
                     key: key.to_string(),
                 }),
@@ -194,7 +201,8 @@ impl ConfigCenter {
         let kv = kv.ok_or_else(|| Error::NotFound {
             key: key.to_string(),
         })?;
-        Ok((decode(&kv)?, kv.mod_revision))
+        let value = decode_stored(self.keys.load().as_deref(), &kv.key, &kv.value)?;
+        Ok((value, kv.mod_revision))
     }
 
     /// The keys under a prefix, in key order.
@@ -270,6 +278,7 @@ impl ConfigCenter {
     pub fn batch(&self) -> Batch {
         Batch {
             store: self.store.clone(),
+            keys: self.keys.load_full(),
             guards: Vec::new(),
             ops: Vec::new(),
             maps: Vec::new(),
@@ -386,7 +395,8 @@ impl ConfigCenter {
         &self,
         key: &str,
     ) -> Result<Watcher<T>> {
-        Watcher::start(ResilientWatch::new(self.store.clone(), KeyRange::key(key))).await
+        let watch = ResilientWatch::new(self.store.clone(), KeyRange::key(key));
+        Watcher::start(watch, Arc::clone(&self.keys)).await
     }
 
     /// Watches every key under a prefix for changes made after this call returns.
@@ -402,10 +412,10 @@ impl ConfigCenter {
         &self,
         prefix: &str,
     ) -> Result<Watcher<T>> {
-        Watcher::start(ResilientWatch::new(
-            self.store.clone(),
-            KeyRange::prefix(prefix),
-        ))
+        Watcher::start(
+            ResilientWatch::new(self.store.clone(), KeyRange::prefix(prefix)),
+            Arc::clone(&self.keys),
+        )
         .await
     }
 }
@@ -433,6 +443,8 @@ impl ConfigCenter {
 #[must_use = "a batch does nothing until committed"]
 pub struct Batch {
     store: Store,
+    /// The key ring its typed publishes seal secret fields with.
+    keys: Option<Arc<KeyRing>>,
     guards: Vec<(String, i64)>,
     ops: Vec<TxnOp>,
     /// Map fields published whole: their stored entries that are not written are deleted.
@@ -557,7 +569,7 @@ impl Batch {
     /// [`Error::Invalid`] as [`ConfigCenter::publish`].
     pub fn publish_at<T: CoordConfig>(mut self, prefix: &str, value: &T) -> Result<Self> {
         let prefix = prefix.trim_end_matches('/');
-        let values = checked_values(prefix, value)?;
+        let values = checked_values(prefix, value, self.keys.as_deref())?;
         self.maps.extend(map_replacements::<T>(prefix, &values));
         self.ops.extend(
             values
@@ -740,14 +752,14 @@ impl<T> std::fmt::Debug for Watcher<T> {
 
 impl<T: DeserializeOwned + Send + 'static> Watcher<T> {
     /// Reads the current state (the revision to start after), then streams changes.
-    async fn start(mut watch: ResilientWatch) -> Result<Self> {
+    async fn start(mut watch: ResilientWatch, keys: Arc<ArcSwapOption<KeyRing>>) -> Result<Self> {
         watch.next().await?;
         let stream = futures::stream::unfold(
-            (watch, std::collections::VecDeque::new(), false),
-            |(mut watch, mut pending, mut closed)| async move {
+            (watch, std::collections::VecDeque::new(), false, keys),
+            |(mut watch, mut pending, mut closed, keys)| async move {
                 loop {
                     if let Some(item) = pending.pop_front() {
-                        return Some((item, (watch, pending, closed)));
+                        return Some((item, (watch, pending, closed, keys)));
                     }
                     if closed {
                         return None;
@@ -757,16 +769,23 @@ impl<T: DeserializeOwned + Send + 'static> Watcher<T> {
                         Ok(
                             WatchEvent::Events { events, .. } | WatchEvent::Resync { events, .. },
                         ) => {
-                            pending.extend(events.into_iter().map(|event| match event.kind {
-                                EventKind::Put => decode(&event.kv).map(|value| ConfigEvent::Put {
-                                    revision: event.kv.mod_revision,
-                                    key: event.kv.key,
-                                    value,
-                                }),
-                                EventKind::Delete => Ok(ConfigEvent::Delete {
-                                    key: event.kv.key,
-                                    revision: event.kv.mod_revision,
-                                }),
+                            pending.extend(events.into_iter().map(|event| {
+                                match event.kind {
+                                    EventKind::Put => decode_stored(
+                                        keys.load().as_deref(),
+                                        &event.kv.key,
+                                        &event.kv.value,
+                                    )
+                                    .map(|value| ConfigEvent::Put {
+                                        revision: event.kv.mod_revision,
+                                        key: event.kv.key,
+                                        value,
+                                    }),
+                                    EventKind::Delete => Ok(ConfigEvent::Delete {
+                                        key: event.kv.key,
+                                        revision: event.kv.mod_revision,
+                                    }),
+                                }
                             }));
                         }
                         // The Coord was closed: say so once, then end.
@@ -803,23 +822,15 @@ impl<T> Stream for Watcher<T> {
     }
 }
 
-/// Decodes a stored JSON value; the error names the key.
-pub(crate) fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
-    decode_bytes(&kv.key, &kv.value)
-}
-
-fn decode_bytes<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T> {
-    serde_json::from_slice(value).map_err(|source| Error::Decode {
-        key: key.to_owned(),
-        source,
-    })
-}
-
 /// `value`'s keys under `prefix` and the bytes to write to each, once the bytes are known to
-/// build back into a valid `T` (the same `from_source` a `Live<T>` bind runs).
+/// build back into a valid `T` (the same `from_source` a `Live<T>` bind runs). With a key
+/// ring, the value of each `#[coord(secret)]` field is sealed for its key (see
+/// [`crate::keyring`]): what is written, and so every release record of it, holds only the
+/// envelope.
 pub(crate) fn checked_values<T: CoordConfig>(
     prefix: &str,
     value: &T,
+    keys: Option<&KeyRing>,
 ) -> Result<BTreeMap<String, Vec<u8>>> {
     let full_key = |key: &str| format!("{prefix}/{key}");
     let values = value.to_values().map_err(|e| match e {
@@ -830,13 +841,24 @@ pub(crate) fn checked_values<T: CoordConfig>(
         },
         other => other,
     })?;
+    let secret: BTreeSet<String> = match keys {
+        Some(_) => T::fields()
+            .into_iter()
+            .filter(|field| field.secret && !field.kind.is_map())
+            .map(|field| full_key(&field.key))
+            .collect(),
+        None => BTreeSet::new(),
+    };
     let mut encoded = BTreeMap::new();
     for (key, json) in values {
         let key = full_key(&key);
-        let bytes = encode(&key, &json)?;
+        let mut bytes = encode(&key, &json)?;
+        if let Some(keys) = keys.filter(|_| secret.contains(&key)) {
+            bytes = keys.seal(&key, &zeroize::Zeroizing::new(bytes))?;
+        }
         encoded.insert(key, bytes);
     }
-    match T::from_source(&Source::new(prefix, &encoded)) {
+    match T::from_source(&Source::new(prefix, &encoded).with_keys(keys)) {
         Ok(_) => Ok(encoded),
         // The JSON `T` wrote is not JSON `T` reads (a custom `Serialize` and `Deserialize`
         // that disagree): stored, it would fail every bind.

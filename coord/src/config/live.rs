@@ -38,7 +38,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 
 use crate::config::explain::{self, Built, Explanation};
@@ -51,6 +51,7 @@ use crate::config::status::reporter::{self, HandleState, Rejected, StatusSlot};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::instance::Instance;
+use crate::keyring::KeyRing;
 use crate::sync::lock;
 
 /// A live config value. Cheap to clone; clones share the value and its updates.
@@ -376,7 +377,11 @@ impl<T: CoordConfig> Live<T> {
         let gray_view = GrayView::new(&prefix, &gray);
         let (snapshot, gray_seq) = overlay(&prefix, &main, &gray, gray_view.doc.as_deref(), &me);
         let inputs = Inputs::of::<T>(&prefix, &snapshot);
-        let value = Arc::new(build::<T>(&prefix, &snapshot)?);
+        let value = Arc::new(build::<T>(
+            &prefix,
+            &snapshot,
+            config.keys.load().as_deref(),
+        )?);
         let built = Built {
             value: Arc::clone(&value),
             snapshot: snapshot.clone(),
@@ -408,6 +413,7 @@ impl<T: CoordConfig> Live<T> {
                 overlaid: gray_seq.is_some(),
                 hub: Arc::clone(&config.hub),
                 main_read: None,
+                keys: Arc::clone(&config.keys),
             };
             let task = tokio::spawn(follow(views, weak.clone(), inputs, stale));
             Shared {
@@ -532,6 +538,8 @@ struct Views {
     gray_view: GrayView,
     /// A read of the prefix newer than its watch's snapshot, used until the watch passes it.
     main_read: Option<RangeSnapshot>,
+    /// The `Coord`'s key ring, read at every build (a rotation swaps it).
+    keys: Arc<ArcSwapOption<KeyRing>>,
 }
 
 impl Views {
@@ -744,16 +752,18 @@ async fn follow<T: CoordConfig>(
                 }
                 break 'apply;
             }
+            let keys = views.keys.load();
             let result = if inputs.maps.is_empty() || fresh {
                 // Without map fields there is nothing to carry over: decoding every field is
                 // as cheap as finding out what changed.
-                build::<T>(&shared.prefix, &snapshot)
+                build::<T>(&shared.prefix, &snapshot, keys.as_deref())
             } else {
                 rebuild::<T>(
                     &shared.prefix,
                     &snapshot,
                     &shared.current.load_full(),
                     built,
+                    keys.as_deref(),
                 )
             };
             match result {
@@ -816,19 +826,26 @@ fn rebuild<T: CoordConfig>(
     snapshot: &RangeSnapshot,
     previous: &T,
     built: i64,
+    keys: Option<&KeyRing>,
 ) -> Result<T> {
     match snapshot.changes.since(built) {
         Some(changes) => {
-            let source = Source::shared(prefix, &snapshot.values).with_changes(&changes);
+            let source = Source::shared(prefix, &snapshot.values)
+                .with_changes(&changes)
+                .with_keys(keys);
             previous.rebuild(&source)
         }
-        None => build::<T>(prefix, snapshot),
+        None => build::<T>(prefix, snapshot, keys),
     }
 }
 
-/// Builds `T` from a snapshot of its prefix.
-fn build<T: CoordConfig>(prefix: &str, snapshot: &RangeSnapshot) -> Result<T> {
-    let source = Source::shared(prefix, &snapshot.values);
+/// Builds `T` from a snapshot of its prefix, opening sealed values with `keys`.
+fn build<T: CoordConfig>(
+    prefix: &str,
+    snapshot: &RangeSnapshot,
+    keys: Option<&KeyRing>,
+) -> Result<T> {
+    let source = Source::shared(prefix, &snapshot.values).with_keys(keys);
     let value = T::from_source(&source)?;
     if tracing::enabled!(tracing::Level::DEBUG) {
         let fields = T::fields();

@@ -310,10 +310,7 @@ where
     read(source, key, prev, Layout::Json, |map, name| {
         let full_key = map.full_key(name);
         let raw = map.raw(name)?;
-        Some(serde_json::from_slice(raw).map_err(|source| Error::Decode {
-            key: full_key,
-            source,
-        }))
+        Some(map.decode_raw(&full_key, raw))
     })
 }
 

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::type_name::names_secret;
 use crate::error::{Error, Result};
+use crate::keyring::{KeyRing, is_sealed};
 
 /// A struct bound to keys under a prefix. Implement it with `#[derive(CoordConfig)]`.
 ///
@@ -303,6 +304,8 @@ pub struct Source<'a> {
     values: Raw<'a>,
     /// The full keys that changed since the value being rebuilt was built, if known.
     changes: Option<&'a BTreeSet<String>>,
+    /// The key ring sealed values are opened with (see [`crate::keyring`]).
+    keys: Option<&'a KeyRing>,
 }
 
 impl fmt::Debug for Source<'_> {
@@ -331,6 +334,7 @@ impl<'a> Source<'a> {
             prefix: Cow::Borrowed(prefix.trim_end_matches('/')),
             values: Raw::Plain(values),
             changes: None,
+            keys: None,
         }
     }
 
@@ -340,7 +344,16 @@ impl<'a> Source<'a> {
             prefix: Cow::Borrowed(prefix.trim_end_matches('/')),
             values: Raw::Shared(values),
             changes: None,
+            keys: None,
         }
+    }
+
+    /// The same values, with sealed ones opened with `keys` (see [`crate::keyring`]). Without
+    /// a ring, a sealed value is an [`Error::Secret`] when read.
+    #[must_use]
+    pub fn with_keys(mut self, keys: Option<&'a KeyRing>) -> Self {
+        self.keys = keys;
+        self
     }
 
     /// The same values, with the full keys that changed since the value being rebuilt (see
@@ -427,6 +440,7 @@ impl<'a> Source<'a> {
             prefix: Cow::Owned(self.full_key(key)),
             values: self.values,
             changes: self.changes,
+            keys: self.keys,
         }
     }
 
@@ -544,13 +558,51 @@ impl<'a> Source<'a> {
         let Some(raw) = self.raw(key) else {
             return Ok(None);
         };
-        serde_json::from_slice(raw)
-            .map(Some)
-            .map_err(|source| Error::Decode {
-                key: self.full_key(key),
-                source,
-            })
+        self.decode_raw(&self.full_key(key), raw).map(Some)
     }
+
+    /// Decodes the stored value of full key `key`, opening it first if it is sealed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Secret`] for a sealed value this source's key ring cannot open (or with no
+    /// ring); [`Error::Decode`] naming `key` for a value that is not JSON for `T`.
+    pub fn decode_raw<T: DeserializeOwned>(&self, key: &str, raw: &[u8]) -> Result<T> {
+        decode_stored(self.keys, key, raw)
+    }
+}
+
+/// Decodes the stored value of `key`, opening it with `keys` first if it is sealed.
+///
+/// # Errors
+///
+/// [`Error::Secret`] for a sealed value `keys` cannot open (or with no ring: the error says the
+/// process has no key ring); [`Error::Decode`] naming `key` for a value that is not JSON for
+/// `T`.
+pub(crate) fn decode_stored<T: DeserializeOwned>(
+    keys: Option<&KeyRing>,
+    key: &str,
+    raw: &[u8],
+) -> Result<T> {
+    let decode = |bytes: &[u8]| {
+        serde_json::from_slice(bytes).map_err(|source| Error::Decode {
+            key: key.to_owned(),
+            source,
+        })
+    };
+    if !is_sealed(raw) {
+        return decode(raw);
+    }
+    let Some(keys) = keys else {
+        return Err(Error::Secret {
+            key: key.to_owned(),
+            key_id: crate::keyring::key_id_of(raw),
+            reason: "the value is sealed and this process has no key ring \
+                     (ClientConfig::secret_keys)"
+                .to_owned(),
+        });
+    };
+    decode(&keys.open(key, raw)?)
 }
 
 /// The value of a `#[coord(env = "VAR")]` field's variable, if it is set: its text as JSON

@@ -1,6 +1,6 @@
 //! What the config capability of one [`Coord`](crate::Coord) shares between its handles: the
 //! watch hub (one store watch per prefix, however many `Live`s read it, and the snapshot
-//! files) and the rollout status reporters.
+//! files), the rollout status reporters and the key ring secrets are sealed with.
 //!
 //! # What it promises
 //!
@@ -11,8 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
+
 use crate::config::hub::WatchHub;
 use crate::config::status::reporter::StatusReporters;
+use crate::keyring::KeyRing;
 use crate::store::Store;
 
 /// The config capability's shared state; see the [module docs](self).
@@ -21,6 +24,9 @@ pub(crate) struct ConfigShared {
     pub hub: Arc<WatchHub>,
     /// The rollout status keys of the `Live` handles.
     pub status: StatusReporters,
+    /// The key ring secrets are sealed and opened with (`None`: secrets are written plain and
+    /// a sealed value does not open). Swapped whole when a rotation hands out a new ring.
+    pub keys: Arc<ArcSwapOption<KeyRing>>,
 }
 
 impl ConfigShared {
@@ -28,6 +34,7 @@ impl ConfigShared {
         ConfigShared {
             hub: Arc::new(WatchHub::new(store.clone(), sync_interval)),
             status: StatusReporters::new(store),
+            keys: Arc::default(),
         }
     }
 }

@@ -236,7 +236,9 @@ impl ConfigCenter {
 
     /// [`release`](Self::release) under an explicit prefix.
     pub fn release_at<T: CoordConfig>(&self, prefix: &str, value: &T) -> ReleaseBuilder {
-        let plan = check_prefix(prefix).and_then(|prefix| typed_plan(&prefix, value));
+        let keys = self.keys.load();
+        let plan =
+            check_prefix(prefix).and_then(|prefix| typed_plan(&prefix, value, keys.as_deref()));
         self.builder(prefix, plan, ReleaseKind::Release)
     }
 

@@ -16,6 +16,7 @@ use crate::config::published::PublishedSchema;
 use crate::config::redact::Redaction;
 use crate::config::schema::CoordConfig;
 use crate::error::{Error, Result};
+use crate::keyring::{KeyRing, is_sealed, key_id_of};
 use crate::store::{Compare, CompareOp, CompareTarget, KeyRange, RangeOptions, Txn, TxnOp};
 
 /// The first pause of a release that lost a race to another release of its prefix; it
@@ -257,9 +258,23 @@ impl Job {
                 schema,
             } => {
                 let under = format!("{prefix}/");
+                let keys = self.center.keys.load();
                 let puts = values
                     .iter()
-                    .map(|(key, bytes)| (key[under.len()..].to_owned(), bytes.clone()))
+                    .map(|(key, bytes)| {
+                        let relative = key[under.len()..].to_owned();
+                        let stored = state.values.get(&relative).map(|(text, _)| text.as_bytes());
+                        let bytes = match (keys.as_deref(), stored) {
+                            // A secret sealed anew differs in every byte (a fresh nonce): keep
+                            // the stored envelope if it holds the same value under the newest
+                            // key, so an unchanged secret is no change (and a rotation is one).
+                            (Some(ring), Some(stored)) if same_sealed(ring, key, stored, bytes) => {
+                                stored.to_vec()
+                            }
+                            _ => bytes.clone(),
+                        };
+                        (relative, bytes)
+                    })
                     .collect();
                 let deletes = state
                     .values
@@ -645,12 +660,28 @@ fn check_relative(prefix: &str, key: &str) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn typed_plan<T: CoordConfig>(prefix: &str, value: &T) -> Result<Plan> {
-    let values = checked_values(prefix, value)?;
+pub(super) fn typed_plan<T: CoordConfig>(
+    prefix: &str,
+    value: &T,
+    keys: Option<&KeyRing>,
+) -> Result<Plan> {
+    let values = checked_values(prefix, value, keys)?;
     let maps = map_replacements::<T>(prefix, &values);
     Ok(Plan::Typed {
         values,
         maps,
         schema: Arc::new(PublishedSchema::of::<T>(prefix)),
     })
+}
+
+/// Whether `stored` and `fresh`, both sealed for `key`, hold the same value and `stored` is
+/// sealed under `ring`'s newest key.
+fn same_sealed(ring: &KeyRing, key: &str, stored: &[u8], fresh: &[u8]) -> bool {
+    if key_id_of(stored).as_deref() != Some(ring.newest()) || !is_sealed(fresh) {
+        return false;
+    }
+    match (ring.open(key, stored), ring.open(key, fresh)) {
+        (Ok(stored), Ok(fresh)) => stored == fresh,
+        _ => false,
+    }
 }

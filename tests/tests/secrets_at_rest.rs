@@ -1,0 +1,306 @@
+//! Secrets sealed at rest, on a real etcd, tried the way someone with read (or write) access
+//! to etcd would: what etcdctl, the release records and the snapshot files show; a process
+//! without the key or with the wrong one; an envelope copied to another key; a rotation; a
+//! rollback across it.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use coord::keyring::key_id_of;
+use coord::testing::EtcdServer;
+use coord::{ClientConfig, Coord, CoordConfig, Error, Secret, SecretKeys};
+
+use common::eventually;
+
+const K1: &str = "k1 AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+const K2: &str = "k2 AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+const PASSWORD: &str = "canary-password-5e1f";
+const API_KEY: &str = "canary-api-key-93bd";
+const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+#[coord(prefix = "/config/db")]
+struct Db {
+    user: String,
+    #[coord(secret)]
+    password: Secret<String>,
+    #[coord(secret)]
+    api_key: Secret<String>,
+}
+
+fn db(user: &str, password: &str) -> Db {
+    Db {
+        user: user.into(),
+        password: Secret::new(password.into()),
+        api_key: Secret::new(API_KEY.into()),
+    }
+}
+
+/// A key file holding `keys` (lines of `ID BASE64`), private to this user.
+fn key_file(dir: &Path, name: &str, keys: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, keys.join("\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+async fn connect(server: &EtcdServer, keys: Option<&Path>) -> Coord {
+    let mut config: ClientConfig = server.client_config();
+    if let Some(path) = keys {
+        config = config.with_secret_keys(SecretKeys::File(path.to_owned()));
+    }
+    Coord::connect(config).await.unwrap()
+}
+
+/// Everything etcd holds, as etcdctl prints it.
+fn everything(server: &EtcdServer) -> String {
+    server
+        .etcdctl(&["get", "--prefix", ""])
+        .expect("etcdctl get --prefix")
+}
+
+fn assert_no_canary(what: &str, text: &str) {
+    for canary in [PASSWORD, API_KEY, "canary-"] {
+        assert!(!text.contains(canary), "{what} shows {canary:?}:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_its_release_records_and_the_snapshot_files_hold_only_envelopes() {
+    let server = EtcdServer::start()
+        .await
+        .expect("etcd (the error says how to install it)");
+    let dir = tempfile::tempdir().unwrap();
+    let keys = key_file(dir.path(), "secret.keys", &[K1]);
+    let snapshots = dir.path().join("snapshots");
+    let config = server
+        .client_config()
+        .with_secret_keys(SecretKeys::File(keys.clone()))
+        .with_snapshot_dir(&snapshots);
+    let coord = Coord::connect(config).await.unwrap();
+    coord
+        .config()
+        .release(&db("app", PASSWORD))
+        .message("first")
+        .commit()
+        .await
+        .unwrap();
+    let live = coord.live::<Db>().await.unwrap();
+    assert_eq!(live.load().password.expose(), PASSWORD);
+    assert_eq!(live.load().api_key.expose(), API_KEY);
+    // A second release, so the records hold a change of each secret too.
+    coord
+        .config()
+        .release(&db("app", "canary-second-password"))
+        .message("second")
+        .commit()
+        .await
+        .unwrap();
+    eventually(WAIT, "the Live sees the second password", || async {
+        live.load().password.expose() == "canary-second-password"
+    })
+    .await;
+
+    let stored = everything(&server);
+    assert_no_canary("etcd", &stored);
+    assert!(
+        stored.contains("/coord/releases/config/db//"),
+        "records are there:\n{stored}"
+    );
+    assert!(
+        stored.contains("\"user\"") || stored.contains("app"),
+        "{stored}"
+    );
+    let password = server
+        .etcdctl(&["get", "--print-value-only", "/config/db/password"])
+        .unwrap();
+    assert_eq!(key_id_of(password.trim().as_bytes()).as_deref(), Some("k1"));
+    // History shows the secrets redacted, and holds no plaintext either.
+    let history = coord.config().history("/config/db", 10).await.unwrap();
+    assert_no_canary("history", &format!("{history:?}"));
+
+    // The snapshot file of offline start holds what etcd does.
+    eventually(WAIT, "the snapshot file is written", || async {
+        std::fs::read_dir(&snapshots).is_ok_and(|mut entries| entries.next().is_some())
+    })
+    .await;
+    for entry in std::fs::read_dir(&snapshots).unwrap() {
+        let text =
+            String::from_utf8_lossy(&std::fs::read(entry.unwrap().path()).unwrap()).into_owned();
+        assert_no_canary("a snapshot file", &text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_without_the_key_or_with_another_fails_to_bind_naming_the_key() {
+    let server = EtcdServer::start()
+        .await
+        .expect("etcd (the error says how to install it)");
+    let dir = tempfile::tempdir().unwrap();
+    let writer = connect(&server, Some(&key_file(dir.path(), "k1", &[K1]))).await;
+    writer.config().publish(&db("app", PASSWORD)).await.unwrap();
+
+    let keyless = connect(&server, None).await;
+    match keyless.live::<Db>().await {
+        Err(Error::Secret {
+            key,
+            key_id,
+            reason,
+        }) => {
+            assert!(key.starts_with("/config/db/"), "{key}");
+            assert_eq!(key_id.as_deref(), Some("k1"));
+            assert!(reason.contains("no key ring"), "{reason}");
+        }
+        other => panic!("expected Error::Secret, got {other:?}"),
+    }
+    // Another key under the same id.
+    let impostor_keys = key_file(dir.path(), "impostor", &[&K2.replacen("k2", "k1", 1)]);
+    let impostor = connect(&server, Some(&impostor_keys)).await;
+    let error = impostor.live::<Db>().await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Secret { key_id: Some(id), .. } if id == "k1"),
+        "{error}"
+    );
+    assert_no_canary("the error", &error.to_string());
+    // A plain `get` of a typed secret opens it with the key, and fails without.
+    let password: Secret<String> = writer.config().get("/config/db/password").await.unwrap();
+    assert_eq!(password.expose(), PASSWORD);
+    let refused = keyless
+        .config()
+        .get::<Secret<String>>("/config/db/password")
+        .await;
+    assert!(matches!(refused, Err(Error::Secret { .. })), "{refused:?}");
+    // A key file others can read is refused at connect, before anything is dialed.
+    let open = key_file(dir.path(), "open", &[K1]);
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = Coord::connect(
+        server
+            .client_config()
+            .with_secret_keys(SecretKeys::File(open)),
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(Error::InvalidArgument { field, .. }) if field == "secret_keys"),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_copied_to_another_key_is_refused_and_the_live_keeps_its_value() {
+    let server = EtcdServer::start()
+        .await
+        .expect("etcd (the error says how to install it)");
+    let dir = tempfile::tempdir().unwrap();
+    let coord = connect(&server, Some(&key_file(dir.path(), "k1", &[K1]))).await;
+    coord.config().publish(&db("app", PASSWORD)).await.unwrap();
+    let live = coord.live::<Db>().await.unwrap();
+    // Someone with write access to etcd moves the password's envelope over the API key, to
+    // have it shown where the API key is used.
+    let envelope = server
+        .etcdctl(&["get", "--print-value-only", "/config/db/password"])
+        .unwrap();
+    server
+        .etcdctl(&["put", "/config/db/api_key", envelope.trim()])
+        .unwrap();
+    eventually(WAIT, "the Live rejects the moved envelope", || async {
+        live.last_error().is_some()
+    })
+    .await;
+    let error = live.last_error().unwrap().to_string();
+    assert!(
+        error.contains("/config/db/api_key") && error.contains("k1"),
+        "{error}"
+    );
+    assert_eq!(
+        live.load().api_key.expose(),
+        API_KEY,
+        "the last good value stays"
+    );
+    assert_no_canary("the error", &error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_keeps_every_process_serving_and_rollback_restores_the_exact_envelope() {
+    let server = EtcdServer::start()
+        .await
+        .expect("etcd (the error says how to install it)");
+    let dir = tempfile::tempdir().unwrap();
+    let old = connect(&server, Some(&key_file(dir.path(), "old", &[K1]))).await;
+    let first = old
+        .config()
+        .release(&db("app", PASSWORD))
+        .message("sealed with k1")
+        .commit()
+        .await
+        .unwrap();
+    let sealed_with_k1 = server
+        .etcdctl(&["get", "--print-value-only", "/config/db/password"])
+        .unwrap();
+    // Publishing the same value again changes nothing: the envelope stays as it is.
+    let again = old
+        .config()
+        .release(&db("app", PASSWORD))
+        .message("unchanged")
+        .commit()
+        .await
+        .unwrap();
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    let old_live = old.live::<Db>().await.unwrap();
+
+    // Step 1: every process gets the ring with the new key first; they still read k1's values.
+    let both = connect(&server, Some(&key_file(dir.path(), "both", &[K2, K1]))).await;
+    let both_live = both.live::<Db>().await.unwrap();
+    assert_eq!(both_live.load().password.expose(), PASSWORD);
+    // Step 2: a release seals every secret under the newest key, as one recorded change.
+    let rotated = both
+        .config()
+        .release(&db("app", PASSWORD))
+        .message("rotate to k2")
+        .commit()
+        .await
+        .unwrap();
+    let changed: Vec<&str> = rotated.changes.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(changed, ["api_key", "password"], "the secrets, re-sealed");
+    let password = server
+        .etcdctl(&["get", "--print-value-only", "/config/db/password"])
+        .unwrap();
+    assert_eq!(key_id_of(password.trim().as_bytes()).as_deref(), Some("k2"));
+    // A process with only the new key binds; one left on the old ring keeps its value and
+    // says which key it lacks.
+    let new = connect(&server, Some(&key_file(dir.path(), "new", &[K2]))).await;
+    assert_eq!(
+        new.live::<Db>().await.unwrap().load().password.expose(),
+        PASSWORD
+    );
+    eventually(
+        WAIT,
+        "the old-ring Live reports the missing key",
+        || async { old_live.last_error().is_some() },
+    )
+    .await;
+    let error = old_live.last_error().unwrap().to_string();
+    assert!(error.contains("no key `k2`"), "{error}");
+    assert_eq!(old_live.load().password.expose(), PASSWORD);
+
+    // A rollback across the rotation restores the exact envelope of the first release.
+    both.config()
+        .rollback("/config/db", first.seq)
+        .message("back")
+        .commit()
+        .await
+        .unwrap();
+    let restored = server
+        .etcdctl(&["get", "--print-value-only", "/config/db/password"])
+        .unwrap();
+    assert_eq!(restored, sealed_with_k1, "byte for byte");
+    eventually(
+        WAIT,
+        "the two-key Live reads the restored value",
+        || async { both_live.revision() > rotated.revision && both_live.last_error().is_none() },
+    )
+    .await;
+    assert_eq!(both_live.load().password.expose(), PASSWORD);
+}
