@@ -304,3 +304,66 @@ async fn rotation_keeps_every_process_serving_and_rollback_restores_the_exact_en
     .await;
     assert_eq!(both_live.load().password.expose(), PASSWORD);
 }
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+struct Account {
+    user: String,
+    #[coord(secret)]
+    password: Secret<String>,
+}
+
+#[derive(CoordConfig, Debug, Clone, PartialEq)]
+#[coord(prefix = "/config/vault")]
+struct Vault {
+    #[coord(map)]
+    tokens: coord::config::Map<Secret<String>>,
+    #[coord(map, nested)]
+    accounts: std::collections::BTreeMap<String, Account>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_a_map_of_secrets_and_secret_fields_of_nested_entries_are_sealed() {
+    let server = EtcdServer::start()
+        .await
+        .expect("etcd (the error says how to install it)");
+    let dir = tempfile::tempdir().unwrap();
+    let coord = connect(&server, Some(&key_file(dir.path(), "k1", &[K1]))).await;
+    let mut tokens = coord::config::Map::new();
+    tokens.insert("ci".to_owned(), Secret::new("canary-token-ci".to_owned()));
+    let vault = Vault {
+        tokens,
+        accounts: [(
+            "ops".to_owned(),
+            Account {
+                user: "ops-user".into(),
+                password: Secret::new("canary-ops-password".into()),
+            },
+        )]
+        .into(),
+    };
+    coord.config().publish(&vault).await.unwrap();
+    let stored = everything(&server);
+    assert_no_canary("etcd", &stored);
+    // The user is no secret: it is stored as it is.
+    assert!(stored.contains("ops-user"), "{stored}");
+    for key in [
+        "/config/vault/tokens/ci",
+        "/config/vault/accounts/ops/password",
+    ] {
+        let value = server.etcdctl(&["get", "--print-value-only", key]).unwrap();
+        assert_eq!(
+            key_id_of(value.trim().as_bytes()).as_deref(),
+            Some("k1"),
+            "{key}"
+        );
+    }
+    let live = coord.live::<Vault>().await.unwrap();
+    assert_eq!(
+        live.load().tokens.get("ci").unwrap().expose(),
+        "canary-token-ci"
+    );
+    assert_eq!(
+        live.load().accounts["ops"].password.expose(),
+        "canary-ops-password"
+    );
+}

@@ -24,7 +24,9 @@ use crate::config::cache::ReadCache;
 use crate::config::hub::WatchHub;
 use crate::config::layout::{Layout, names_of};
 use crate::config::reserved::refuse_reserved;
-use crate::config::schema::{CoordConfig, HasPrefix, Source, decode_stored, prefix_of};
+use crate::config::schema::{
+    CoordConfig, HasPrefix, Source, decode_stored, is_secret_key, prefix_of,
+};
 use crate::error::{Error, Result};
 use crate::keyring::KeyRing;
 use crate::store::{
@@ -841,19 +843,16 @@ pub(crate) fn checked_values<T: CoordConfig>(
         },
         other => other,
     })?;
-    let secret: BTreeSet<String> = match keys {
-        Some(_) => T::fields()
-            .into_iter()
-            .filter(|field| field.secret && !field.kind.is_map())
-            .map(|field| full_key(&field.key))
-            .collect(),
-        None => BTreeSet::new(),
+    let fields = if keys.is_some() {
+        T::fields()
+    } else {
+        Vec::new()
     };
     let mut encoded = BTreeMap::new();
-    for (key, json) in values {
-        let key = full_key(&key);
+    for (relative, json) in values {
+        let key = full_key(&relative);
         let mut bytes = encode(&key, &json)?;
-        if let Some(keys) = keys.filter(|_| secret.contains(&key)) {
+        if let Some(keys) = keys.filter(|_| is_secret_key(&fields, &relative)) {
             bytes = keys.seal(&key, &zeroize::Zeroizing::new(bytes))?;
         }
         encoded.insert(key, bytes);

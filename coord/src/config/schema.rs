@@ -296,6 +296,28 @@ impl FieldInfo {
 /// The full alias keys whose use [`Source::resolve`] has logged.
 static ALIASES_LOGGED: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
 
+/// Whether `key` (relative to the struct's prefix, as written: `password`, `tokens/{name}`,
+/// `pools/{name}/password`) holds a secret of the struct whose fields are `fields`: a
+/// `#[coord(secret)]` field, an entry of a map of secrets, or a secret field of a nested map's
+/// entry. What typed writes seal (see [`crate::keyring`]).
+pub(crate) fn is_secret_key(fields: &[FieldInfo], key: &str) -> bool {
+    let own = |field: &FieldInfo| field.secret || names_secret(field.type_name);
+    let entry = |field: &FieldInfo| {
+        key.strip_prefix(field.key.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .filter(|rest| !rest.is_empty())
+    };
+    fields.iter().any(|field| match &field.kind {
+        FieldKind::Value => field.key == key && own(field),
+        FieldKind::Map => entry(field).is_some() && own(field),
+        FieldKind::NestedMap(entry_fields) => entry(field)
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(name, entry_key)| {
+                !name.is_empty() && (field.secret || is_secret_key(entry_fields, entry_key))
+            }),
+    })
+}
+
 /// The raw values under one prefix, as the derive's generated `from_source` reads them.
 /// `Debug` shows the prefix and the keys, never a value (it cannot tell a secret).
 #[derive(Clone)]
