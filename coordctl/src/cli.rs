@@ -80,6 +80,10 @@ pub struct Connection {
     /// How long to wait for etcd before giving up (e.g. 2s).
     #[arg(long, global = true, value_parser = parse_duration)]
     pub dial_timeout: Option<Duration>,
+    /// A key file (`ID BASE64` per line, newest first, mode 0600) to seal and open secrets
+    /// with (default: COORD_SECRET_KEYS_FILE).
+    #[arg(long, global = true)]
+    pub secret_keys: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -94,6 +98,7 @@ impl std::fmt::Debug for Connection {
             cert,
             key,
             dial_timeout,
+            secret_keys,
         } = self;
         f.debug_struct("Connection")
             .field("endpoints", endpoints)
@@ -105,6 +110,7 @@ impl std::fmt::Debug for Connection {
             .field("cert", cert)
             .field("key", key)
             .field("dial_timeout", dial_timeout)
+            .field("secret_keys", secret_keys)
             .finish()
     }
 }
@@ -127,6 +133,9 @@ pub enum Command {
     /// Inspect elections.
     #[command(subcommand)]
     Election(ElectionCommand),
+    /// Secrets sealed at rest: which key each is sealed under, rotation, migration.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Is etcd reachable? Its version, revision and latency.
     Health,
     /// Serve the web console: browse, edit and release config, watch rollouts, roll back.
@@ -135,6 +144,34 @@ pub enum Command {
     /// Beyond loopback it needs --read-token-file (every read then needs a token) and
     /// --allowed-host.
     Console(ConsoleArgs),
+}
+
+/// `coordctl secrets …`: the secrets of a prefix, as its published schema marks them.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// List each secret key of a prefix with the key id it is sealed under (or `plain`).
+    Status {
+        /// The prefix.
+        prefix: String,
+    },
+    /// Seal every secret of a prefix under the newest key of --secret-keys, as one release
+    /// (recorded, rollback-able). Secrets under an older key are sealed anew.
+    Rotate {
+        /// The prefix.
+        prefix: String,
+        /// Why (shown in history).
+        #[arg(long, short = 'm')]
+        message: Option<String>,
+    },
+    /// Seal the secrets of a prefix that are stored plain, as one release (the migration to
+    /// sealed secrets; the same release as `rotate`, which also re-seals old envelopes).
+    Encrypt {
+        /// The prefix.
+        prefix: String,
+        /// Why (shown in history).
+        #[arg(long, short = 'm')]
+        message: Option<String>,
+    },
 }
 
 /// `coordctl console`.

@@ -47,6 +47,9 @@ pub fn client_config(flags: &Connection) -> CliResult<ClientConfig> {
             )));
         }
     }
+    if let Some(path) = &flags.secret_keys {
+        config = config.with_secret_keys(coord::SecretKeys::File(path.clone()));
+    }
     if let Some(timeout) = flags.dial_timeout {
         config = config.with_dial_timeout(timeout);
     }

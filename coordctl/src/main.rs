@@ -10,6 +10,7 @@ mod output;
 mod progress;
 mod releases;
 mod schemas;
+mod secrets;
 
 use std::process::ExitCode;
 
@@ -17,7 +18,8 @@ use clap::Parser;
 use coord::Coord;
 
 use cli::{
-    Cli, Command, ConfigCommand, ElectionCommand, IdsCommand, LocksCommand, ServicesCommand,
+    Cli, Command, ConfigCommand, ElectionCommand, IdsCommand, LocksCommand, SecretsCommand,
+    ServicesCommand,
 };
 use error::CliResult;
 
@@ -120,6 +122,15 @@ async fn dispatch(coord: &Coord, out: Output, command: Command) -> CliResult {
         }
         Command::Election(ElectionCommand::Leader { name }) => {
             coordination::leader(coord, out, &name).await
+        }
+        Command::Secrets(SecretsCommand::Status { prefix }) => {
+            secrets::status(coord, out, &prefix).await
+        }
+        Command::Secrets(SecretsCommand::Rotate { prefix, message }) => {
+            secrets::seal(coord, out, &prefix, message, "rotate").await
+        }
+        Command::Secrets(SecretsCommand::Encrypt { prefix, message }) => {
+            secrets::seal(coord, out, &prefix, message, "encrypt").await
         }
         Command::Health => coordination::health(coord, out).await,
         Command::Console(args) => console::serve(coord, args).await,

@@ -186,7 +186,7 @@ fn read_values(path: &Path) -> CliResult<BTreeMap<String, Value>> {
     })
 }
 
-async fn commit(
+pub(crate) async fn commit(
     coord: &Coord,
     out: Output,
     prefix: &str,

@@ -48,6 +48,7 @@ mod history;
 mod model;
 mod plan;
 mod record;
+mod secrets;
 mod state;
 mod tracker;
 
@@ -58,6 +59,7 @@ use tracing::Instrument;
 
 pub(crate) use history::applied_at;
 pub use model::{Change, KeyDiff, Release, ReleaseKind};
+pub use secrets::StoredSecret;
 
 use self::history::read_record;
 use self::model::check_prefix;

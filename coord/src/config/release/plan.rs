@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::history::{Entry, entries, values_at};
 use super::model::{Release, ReleaseKind, head_key, now_ms, record_key};
 use super::record::{KeyChange, Record};
-use super::state::{KnownStates, PrefixState, read_state, records_since};
+use super::state::{KnownStates, PrefixState, read_state, records_since, text_of};
 use super::tracker::Verdict;
 use crate::config::center::{ConfigCenter, MapReplace, checked_values, map_replacements};
 use crate::config::gray::{GrayDoc, Selector, gray_key};
@@ -291,12 +291,18 @@ impl Job {
                 if let Some(schema) = &state.schema {
                     schema.check_all(values)?;
                 }
+                let keys = self.center.keys.load();
                 let mut puts = BTreeMap::new();
                 for (key, json) in values {
                     check_relative(prefix, key)?;
-                    let bytes = serde_json::to_vec(json).map_err(|e| {
+                    let mut bytes = serde_json::to_vec(json).map_err(|e| {
                         Error::invalid_argument(full(key), format!("cannot encode: {e}"))
                     })?;
+                    // A key the published schema marks secret is sealed like a typed write's.
+                    let secret = state.schema.as_ref().is_some_and(|s| s.is_secret(key));
+                    if let Some(ring) = keys.as_deref().filter(|_| secret) {
+                        bytes = ring.seal(&full(key), &zeroize::Zeroizing::new(bytes))?;
+                    }
                     puts.insert(key.clone(), bytes);
                 }
                 let deletes = remove
@@ -476,6 +482,21 @@ impl Job {
             (None, _) => None,
         };
         release.secrets = redaction.secrets_among(changes.keys().chain(texts.keys()));
+        // The text a secret had before is history, and history keeps no plaintext once there
+        // is a key to seal with: a release that seals a plain secret (a migration) records the
+        // old value sealed too. A rollback to before it restores the same value, sealed.
+        if let Some(ring) = self.center.keys.load_full() {
+            for (key, change) in &mut changes {
+                let plain = change
+                    .old
+                    .as_deref()
+                    .filter(|old| release.secrets.contains(key) && !is_sealed(old.as_bytes()));
+                if let Some(old) = plain {
+                    let sealed = ring.seal(&full(key), old.as_bytes())?;
+                    change.old = Some(text_of(sealed));
+                }
+            }
+        }
         release.changes = changes;
         release.count = after.count;
         release.checked_at = Some(state.checked_at);

@@ -162,6 +162,27 @@ impl Record {
         self.seen_revision.unwrap_or(written)
     }
 
+    /// Whether this record holds the text of a key `is_secret` calls secret, stored plain:
+    /// made before the prefix's secrets were sealed.
+    pub fn holds_plain_secret(&self, is_secret: impl Fn(&str) -> bool) -> bool {
+        let plain = |key: &str, text: Option<&String>| {
+            (is_secret(key) || self.secrets.contains(key))
+                && text.is_some_and(|text| !crate::keyring::is_sealed(text.as_bytes()))
+        };
+        self.changes
+            .iter()
+            .any(|(key, change)| plain(key, change.old.as_ref()) || plain(key, change.new.as_ref()))
+            || self
+                .values
+                .iter()
+                .flatten()
+                .any(|(key, text)| plain(key, Some(text)))
+            || self
+                .gray_values
+                .iter()
+                .any(|(key, text)| plain(key, Some(text)))
+    }
+
     /// True for a gray release: it changes no key of the prefix.
     pub fn is_gray(&self) -> bool {
         matches!(self.kind, ReleaseKind::Gray { .. })
