@@ -367,3 +367,49 @@ async fn entries_of_a_map_of_secrets_and_secret_fields_of_nested_entries_are_sea
         "canary-ops-password"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_without_keys_cannot_write_a_secret_back_in_clear() {
+    let server = EtcdServer::start()
+        .await
+        .expect("etcd (the error says how to install it)");
+    let dir = tempfile::tempdir().unwrap();
+    let sealed = connect(&server, Some(&key_file(dir.path(), "k1", &[K1]))).await;
+    sealed.config().publish_schema::<Db>().await.unwrap();
+    sealed.config().publish(&db("app", PASSWORD)).await.unwrap();
+    let before = everything(&server);
+
+    let keyless = connect(&server, None).await;
+    // A typed publish, and a raw release of the secret key: both refused, naming the key.
+    let typed = keyless
+        .config()
+        .publish(&db("app", "canary-downgrade"))
+        .await;
+    assert!(
+        matches!(&typed, Err(Error::Secret { key, key_id: Some(id), .. }) if key.starts_with("/config/db/") && id == "k1"),
+        "{typed:?}"
+    );
+    let raw = keyless
+        .config()
+        .release_raw(
+            "/config/db",
+            [("password".to_owned(), serde_json::json!("canary-downgrade"))].into(),
+        )
+        .commit()
+        .await;
+    assert!(
+        matches!(&raw, Err(Error::Secret { key, .. }) if key == "/config/db/password"),
+        "{raw:?}"
+    );
+    assert_eq!(everything(&server), before, "nothing was written");
+    // A key that is no secret still changes.
+    keyless
+        .config()
+        .release_raw(
+            "/config/db",
+            [("user".to_owned(), serde_json::json!("ops"))].into(),
+        )
+        .commit()
+        .await
+        .unwrap();
+}

@@ -275,7 +275,11 @@ impl Job {
                         };
                         (relative, bytes)
                     })
-                    .collect();
+                    .collect::<BTreeMap<_, _>>();
+                for (relative, bytes) in &puts {
+                    let stored = state.text(prefix, relative)?;
+                    refuse_unsealing(&full(relative), stored, bytes, keys.is_some())?;
+                }
                 let deletes = state
                     .values
                     .keys()
@@ -303,6 +307,8 @@ impl Job {
                     if let Some(ring) = keys.as_deref().filter(|_| secret) {
                         bytes = ring.seal(&full(key), &zeroize::Zeroizing::new(bytes))?;
                     }
+                    let stored = state.text(prefix, key)?;
+                    refuse_unsealing(&full(key), stored, &bytes, keys.is_some())?;
                     puts.insert(key.clone(), bytes);
                 }
                 let deletes = remove
@@ -705,4 +711,20 @@ fn same_sealed(ring: &KeyRing, key: &str, stored: &[u8], fresh: &[u8]) -> bool {
         (Ok(stored), Ok(fresh)) => stored == fresh,
         _ => false,
     }
+}
+
+/// Refuses to write a plain value over a sealed one: a process without a key ring would
+/// otherwise put a secret back in clear (and every record after it). Nothing is written.
+fn refuse_unsealing(key: &str, stored: Option<&str>, new: &[u8], has_ring: bool) -> Result<()> {
+    let stored_sealed = stored.is_some_and(|text| is_sealed(text.as_bytes()));
+    if stored_sealed && !is_sealed(new) && !has_ring {
+        return Err(Error::Secret {
+            key: key.to_owned(),
+            key_id: stored.and_then(|text| key_id_of(text.as_bytes())),
+            reason: "the stored value is sealed and this process has no key ring to seal the \
+                     new one with (ClientConfig::secret_keys); nothing was written"
+                .to_owned(),
+        });
+    }
+    Ok(())
 }
