@@ -612,19 +612,20 @@ pub(crate) fn decode_stored<T: DeserializeOwned>(
             source,
         })
     };
-    if !is_sealed(raw) {
-        return decode(raw);
-    }
-    let Some(keys) = keys else {
-        return Err(Error::Secret {
+    match keys {
+        Some(keys) => match keys.open_if_sealed(key, raw)? {
+            Some(plaintext) => decode(&plaintext),
+            None => decode(raw),
+        },
+        None if is_sealed(raw) => Err(Error::Secret {
             key: key.to_owned(),
             key_id: crate::keyring::key_id_of(raw),
             reason: "the value is sealed and this process has no key ring \
                      (ClientConfig::secret_keys)"
                 .to_owned(),
-        });
-    };
-    decode(&keys.open(key, raw)?)
+        }),
+        None => decode(raw),
+    }
 }
 
 /// The value of a `#[coord(env = "VAR")]` field's variable, if it is set: its text as JSON

@@ -37,6 +37,9 @@ impl Envelope {
 
     /// The envelope `stored` holds, if it is one (of any version).
     pub fn parse(stored: &[u8]) -> Option<Envelope> {
+        if !might_be_envelope(stored) {
+            return None;
+        }
         serde_json::from_slice::<Envelope>(stored)
             .ok()
             .filter(|envelope| envelope.format == ENVELOPE_FORMAT)
@@ -64,4 +67,17 @@ pub fn is_sealed(stored: &[u8]) -> bool {
 /// lists, read without any key.
 pub fn key_id_of(stored: &[u8]) -> Option<String> {
     Envelope::parse(stored).map(|envelope| envelope.kid)
+}
+
+/// A cheap test that rules out almost every plain value without parsing it: an envelope is a
+/// JSON object that names its format. Every read of every config value asks.
+fn might_be_envelope(stored: &[u8]) -> bool {
+    let object = stored
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{');
+    object
+        && stored
+            .windows(ENVELOPE_FORMAT.len())
+            .any(|window| window == ENVELOPE_FORMAT.as_bytes())
 }

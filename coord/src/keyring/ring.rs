@@ -167,13 +167,31 @@ impl KeyRing {
     /// not hold, or an envelope that does not open (another key under that id, sealed for
     /// another key path, or changed since it was sealed).
     pub fn open(&self, key: &str, stored: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let Some(envelope) = Envelope::parse(stored) else {
-            return Err(secret_error(
+        match self.open_if_sealed(key, stored)? {
+            Some(plaintext) => Ok(plaintext),
+            None => Err(secret_error(
                 key,
                 None,
                 "the stored value is not sealed (a plain value where a secret belongs)",
-            ));
+            )),
+        }
+    }
+
+    /// [`open`](Self::open) for a value that may be sealed or plain: `None` if `stored` is
+    /// not an envelope (read it as it is), the plaintext if it is one that opens. Parses the
+    /// envelope once: what every read of a config value goes through.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open), for an envelope that does not open.
+    pub fn open_if_sealed(&self, key: &str, stored: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let Some(envelope) = Envelope::parse(stored) else {
+            return Ok(None);
         };
+        self.open_envelope(key, envelope).map(Some)
+    }
+
+    fn open_envelope(&self, key: &str, envelope: Envelope) -> Result<Zeroizing<Vec<u8>>> {
         let kid = Some(envelope.kid.as_str());
         if envelope.version != ENVELOPE_VERSION {
             return Err(secret_error(
