@@ -402,6 +402,30 @@ async fn a_process_without_keys_cannot_write_a_secret_back_in_clear() {
         "{raw:?}"
     );
     assert_eq!(everything(&server), before, "nothing was written");
+    // The schema says the secrets are sealed: a plain value is refused even where nothing is
+    // stored yet to compare with.
+    let schema = sealed.config().schema("/config/db").await.unwrap().unwrap();
+    assert!(schema.sealed);
+    server.etcdctl(&["del", "/config/db/password"]).unwrap();
+    let fresh = keyless
+        .config()
+        .release_raw(
+            "/config/db",
+            [("password".to_owned(), serde_json::json!("canary-downgrade"))].into(),
+        )
+        .commit()
+        .await;
+    match &fresh {
+        Err(Error::Secret { key, reason, .. }) => {
+            assert_eq!(key, "/config/db/password");
+            assert!(
+                reason.contains("schema says its secrets are sealed"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected Error::Secret, got {other:?}"),
+    }
+    assert!(!everything(&server).contains("canary"));
     // A key that is no secret still changes.
     keyless
         .config()

@@ -90,6 +90,7 @@ mod tests {
 
     fn pay() -> PublishedSchema {
         PublishedSchema {
+            sealed: false,
             prefix: "/config/pay".to_owned(),
             type_name: "Pay".to_owned(),
             fields: vec![

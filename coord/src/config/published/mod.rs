@@ -87,6 +87,11 @@ pub struct PublishedSchema {
     pub type_name: String,
     /// Every key, in field order (nested structs flattened: `db/host`).
     pub fields: Vec<PublishedField>,
+    /// True if the service that published it seals its secrets (it had a key ring, see
+    /// [`crate::keyring`]): a plain value for a secret key is then refused, whoever writes it,
+    /// instead of being stored in clear. Absent in schemas published before sealing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sealed: bool,
 }
 
 /// One key of a [`PublishedSchema`].
@@ -144,6 +149,7 @@ impl PublishedSchema {
             prefix: prefix.trim_end_matches('/').to_owned(),
             type_name: short_type_name(std::any::type_name::<T>()),
             fields: T::fields().into_iter().map(PublishedField::from).collect(),
+            sealed: false,
         }
     }
 
@@ -343,7 +349,10 @@ impl ConfigCenter {
     /// As [`publish_schema`](Self::publish_schema).
     pub async fn publish_schema_at<T: CoordConfig>(&self, prefix: &str) -> Result<i64> {
         check_prefix(prefix)?;
-        let schema = PublishedSchema::of::<T>(prefix);
+        let schema = PublishedSchema {
+            sealed: self.keys.load().is_some(),
+            ..PublishedSchema::of::<T>(prefix)
+        };
         let key = PublishedSchema::key(prefix);
         let span = tracing::debug_span!("config.publish_schema", key = key.as_str());
         // Under `/coord/schemas`, which `set` refuses to users: written here directly.
@@ -628,6 +637,7 @@ mod tests {
 
     fn sample() -> PublishedSchema {
         PublishedSchema {
+            sealed: false,
             prefix: "/config/x".to_owned(),
             type_name: "X".to_owned(),
             fields: vec![

@@ -276,9 +276,13 @@ impl Job {
                         (relative, bytes)
                     })
                     .collect::<BTreeMap<_, _>>();
+                let sealed_schema = state.schema.as_ref().is_some_and(|s| s.sealed);
                 for (relative, bytes) in &puts {
                     let stored = state.text(prefix, relative)?;
                     refuse_unsealing(&full(relative), stored, bytes, keys.is_some())?;
+                    if sealed_schema && keys.is_none() && schema.is_secret(relative) {
+                        return Err(plain_refused(&full(relative)));
+                    }
                 }
                 let deletes = state
                     .values
@@ -309,6 +313,10 @@ impl Job {
                     }
                     let stored = state.text(prefix, key)?;
                     refuse_unsealing(&full(key), stored, &bytes, keys.is_some())?;
+                    let sealed_schema = state.schema.as_ref().is_some_and(|s| s.sealed);
+                    if secret && sealed_schema && keys.is_none() {
+                        return Err(plain_refused(&full(key)));
+                    }
                     puts.insert(key.clone(), bytes);
                 }
                 let deletes = remove
@@ -727,4 +735,17 @@ fn refuse_unsealing(key: &str, stored: Option<&str>, new: &[u8], has_ring: bool)
         });
     }
     Ok(())
+}
+
+/// A plain value for a secret key of a prefix whose published schema says its secrets are
+/// sealed, from a process that cannot seal it.
+fn plain_refused(key: &str) -> Error {
+    Error::Secret {
+        key: key.to_owned(),
+        key_id: None,
+        reason: "the prefix's published schema says its secrets are sealed, and this process has \
+                 no key ring to seal this one with (ClientConfig::secret_keys, coordctl \
+                 --secret-keys); nothing was written"
+            .to_owned(),
+    }
 }
