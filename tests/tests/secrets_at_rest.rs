@@ -39,6 +39,14 @@ fn db(user: &str, password: &str) -> Db {
     }
 }
 
+/// A real etcd, and a directory for key files.
+async fn setup() -> (EtcdServer, tempfile::TempDir) {
+    let server = EtcdServer::start()
+        .await
+        .expect("etcd (the error says how to install it)");
+    (server, tempfile::tempdir().unwrap())
+}
+
 /// A key file holding `keys` (lines of `ID BASE64`), private to this user.
 fn key_file(dir: &Path, name: &str, keys: &[&str]) -> PathBuf {
     let path = dir.join(name);
@@ -70,10 +78,7 @@ fn assert_no_canary(what: &str, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_its_release_records_and_the_snapshot_files_hold_only_envelopes() {
-    let server = EtcdServer::start()
-        .await
-        .expect("etcd (the error says how to install it)");
-    let dir = tempfile::tempdir().unwrap();
+    let (server, dir) = setup().await;
     let keys = key_file(dir.path(), "secret.keys", &[K1]);
     let snapshots = dir.path().join("snapshots");
     let config = server
@@ -136,10 +141,7 @@ async fn etcd_its_release_records_and_the_snapshot_files_hold_only_envelopes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_without_the_key_or_with_another_fails_to_bind_naming_the_key() {
-    let server = EtcdServer::start()
-        .await
-        .expect("etcd (the error says how to install it)");
-    let dir = tempfile::tempdir().unwrap();
+    let (server, dir) = setup().await;
     let writer = connect(&server, Some(&key_file(dir.path(), "k1", &[K1]))).await;
     writer.config().publish(&db("app", PASSWORD)).await.unwrap();
 
@@ -190,10 +192,7 @@ async fn a_process_without_the_key_or_with_another_fails_to_bind_naming_the_key(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_envelope_copied_to_another_key_is_refused_and_the_live_keeps_its_value() {
-    let server = EtcdServer::start()
-        .await
-        .expect("etcd (the error says how to install it)");
-    let dir = tempfile::tempdir().unwrap();
+    let (server, dir) = setup().await;
     let coord = connect(&server, Some(&key_file(dir.path(), "k1", &[K1]))).await;
     coord.config().publish(&db("app", PASSWORD)).await.unwrap();
     let live = coord.live::<Db>().await.unwrap();
@@ -224,10 +223,7 @@ async fn an_envelope_copied_to_another_key_is_refused_and_the_live_keeps_its_val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_keeps_every_process_serving_and_rollback_restores_the_exact_envelope() {
-    let server = EtcdServer::start()
-        .await
-        .expect("etcd (the error says how to install it)");
-    let dir = tempfile::tempdir().unwrap();
+    let (server, dir) = setup().await;
     let old = connect(&server, Some(&key_file(dir.path(), "old", &[K1]))).await;
     let first = old
         .config()
@@ -323,10 +319,7 @@ struct Vault {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_of_a_map_of_secrets_and_secret_fields_of_nested_entries_are_sealed() {
-    let server = EtcdServer::start()
-        .await
-        .expect("etcd (the error says how to install it)");
-    let dir = tempfile::tempdir().unwrap();
+    let (server, dir) = setup().await;
     let coord = connect(&server, Some(&key_file(dir.path(), "k1", &[K1]))).await;
     let mut tokens = coord::config::Map::new();
     tokens.insert("ci".to_owned(), Secret::new("canary-token-ci".to_owned()));
@@ -370,10 +363,7 @@ async fn entries_of_a_map_of_secrets_and_secret_fields_of_nested_entries_are_sea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_without_keys_cannot_write_a_secret_back_in_clear() {
-    let server = EtcdServer::start()
-        .await
-        .expect("etcd (the error says how to install it)");
-    let dir = tempfile::tempdir().unwrap();
+    let (server, dir) = setup().await;
     let sealed = connect(&server, Some(&key_file(dir.path(), "k1", &[K1]))).await;
     sealed.config().publish_schema::<Db>().await.unwrap();
     sealed.config().publish(&db("app", PASSWORD)).await.unwrap();
