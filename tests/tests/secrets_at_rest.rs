@@ -427,3 +427,46 @@ async fn a_process_without_keys_cannot_write_a_secret_back_in_clear() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gray_release_of_a_secret_is_sealed_and_reaches_only_its_instance() {
+    let (server, dir) = setup().await;
+    let keys = key_file(dir.path(), "k1", &[K1]);
+    let as_instance = |name: &str| {
+        server
+            .client_config()
+            .with_secret_keys(SecretKeys::File(keys.clone()))
+            .with_instance(coord::Instance::new(name))
+    };
+    let canary_coord = Coord::connect(as_instance("canary")).await.unwrap();
+    let other = Coord::connect(as_instance("other")).await.unwrap();
+    canary_coord
+        .config()
+        .publish(&db("app", PASSWORD))
+        .await
+        .unwrap();
+    let (canary_live, other_live) = (
+        canary_coord.live::<Db>().await.unwrap(),
+        other.live::<Db>().await.unwrap(),
+    );
+    let gray = canary_coord
+        .config()
+        .release(&db("app", "canary-gray-password"))
+        .to(coord::config::Selector::default().instance("canary"))
+        .message("try the new password on one instance")
+        .commit()
+        .await
+        .unwrap();
+    eventually(
+        WAIT,
+        "the picked instance sees the gray password",
+        || async { canary_live.load().password.expose() == "canary-gray-password" },
+    )
+    .await;
+    eventually(WAIT, "the other instance is current", || async {
+        other_live.revision() >= gray.revision
+    })
+    .await;
+    assert_eq!(other_live.load().password.expose(), PASSWORD);
+    assert_no_canary("etcd, gray key included", &everything(&server));
+}

@@ -463,6 +463,40 @@ async fn a_release_writes_the_change_attributed_to_the_tokens_holder() {
 }
 
 #[tokio::test]
+async fn a_secret_edited_on_a_console_with_keys_is_stored_sealed_and_never_answered() {
+    let env = env().await;
+    env.coord.set_key_ring(
+        coord::keyring::KeyRing::parse("k1 AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=").unwrap(),
+    );
+    let body = json!({
+        "prefix": PREFIX,
+        "values": { "api_key": "sk-canary-edited" },
+        "message": "new provider key",
+        "expect_latest": 1,
+    });
+    let (status, answer) = env.post("/api/release", body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(!answer.to_string().contains("sk-canary"), "{answer}");
+    let (stored, _) = env
+        .coord
+        .store()
+        .get(&format!("{PREFIX}/api_key"))
+        .await
+        .unwrap();
+    let stored = stored.unwrap().value;
+    assert_eq!(coord::keyring::key_id_of(&stored).as_deref(), Some("k1"));
+    assert!(!String::from_utf8_lossy(&stored).contains("sk-canary"));
+    // The page's reads show it redacted, and the history holds no plaintext either.
+    let config = env.get_ok(&format!("/api/config?prefix={PREFIX}")).await;
+    let history = env.get_ok(&format!("/api/history?prefix={PREFIX}")).await;
+    for shown in [config, history] {
+        assert!(!shown.to_string().contains("sk-canary"), "{shown}");
+    }
+    let live = env.coord.live::<Checkout>().await.unwrap();
+    assert_eq!(live.load().api_key.expose(), "sk-canary-edited");
+}
+
+#[tokio::test]
 async fn a_release_after_a_change_outside_releases_expects_the_latest_recorded_release() {
     let env = env().await;
     env.coord
