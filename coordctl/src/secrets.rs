@@ -91,10 +91,9 @@ fn warn_of_old_records(out: &Output, prefix: &str, seqs: &[u64]) {
     }
     out.note(&format!(
         "{} release record(s) of {prefix} made before its secrets were sealed hold them plain \
-         (releases {seqs:?}), as etcd's older revisions do until compacted: a rollback to one \
-         of them writes the plain value back (seal again after it), and anyone who can read \
+         (releases {seqs:?}), as etcd's older revisions do until compacted: anyone who can read \
          etcd or a backup of it can read those values. Change the secrets themselves (new \
-         passwords, new tokens) after sealing.",
+         passwords, new tokens) after sealing, and compact etcd's history.",
         seqs.len()
     ));
 }

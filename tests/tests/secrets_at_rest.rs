@@ -470,3 +470,95 @@ async fn a_gray_release_of_a_secret_is_sealed_and_reaches_only_its_instance() {
     assert_eq!(other_live.load().password.expose(), PASSWORD);
     assert_no_canary("etcd, gray key included", &everything(&server));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_release_path_writes_a_secret_sealed_or_not_at_all() {
+    let (server, dir) = setup().await;
+    let keys = key_file(dir.path(), "k1", &[K1]);
+    // Before encryption: a release with the secret plain, then one changed outside releases.
+    let plain = connect(&server, None).await;
+    let before = plain
+        .config()
+        .release(&db("app", PASSWORD))
+        .message("plain")
+        .commit()
+        .await
+        .unwrap();
+    server
+        .etcdctl(&["put", "/config/db/api_key", "\"canary-set-outside\""])
+        .unwrap();
+    let keyed = connect(&server, Some(&keys)).await;
+    keyed.config().publish_schema::<Db>().await.unwrap();
+    // The migration also records the change made outside releases: sealed, both sides.
+    keyed
+        .config()
+        .seal_secrets("/config/db")
+        .await
+        .unwrap()
+        .expect("plain secrets")
+        .message("seal")
+        .commit()
+        .await
+        .unwrap();
+    let record = server
+        .etcdctl(&[
+            "get",
+            "--prefix",
+            "--print-value-only",
+            "/coord/releases/config/db//0",
+        ])
+        .unwrap();
+    let newest = record.lines().last().unwrap();
+    assert!(!newest.contains("canary"), "{newest}");
+    // A raw release of a secret the schema does not need to name: its stored value is sealed.
+    let schema_key = "/coord/schemas/config/db";
+    server.etcdctl(&["del", schema_key]).unwrap();
+    keyed
+        .config()
+        .release_raw(
+            "/config/db",
+            [("password".to_owned(), serde_json::json!("canary-raw"))].into(),
+        )
+        .commit()
+        .await
+        .unwrap();
+    let password = server
+        .etcdctl(&["get", "--print-value-only", "/config/db/password"])
+        .unwrap();
+    assert!(
+        key_id_of(password.trim().as_bytes()).is_some(),
+        "{password}"
+    );
+    // A rollback to the plain release, even from a process without keys, restores the old
+    // values sealed: the records after it keep them sealed, and nothing goes back in clear.
+    for (who, coord) in [("without keys", &plain), ("with keys", &keyed)] {
+        coord
+            .config()
+            .rollback("/config/db", before.seq)
+            .message("back")
+            .commit()
+            .await
+            .unwrap();
+        for key in ["/config/db/password", "/config/db/api_key"] {
+            let value = server.etcdctl(&["get", "--print-value-only", key]).unwrap();
+            assert_eq!(
+                key_id_of(value.trim().as_bytes()).as_deref(),
+                Some("k1"),
+                "{who}: {key}"
+            );
+        }
+    }
+    let live = keyed.live::<Db>().await.unwrap();
+    assert_eq!(live.load().password.expose(), PASSWORD);
+    // Only the records made before the migration hold a plaintext.
+    let old = keyed.config().plain_secrets_in_history("/config/db").await;
+    // (The schema was removed above: put it back to ask.)
+    assert!(old.is_err());
+    keyed.config().publish_schema::<Db>().await.unwrap();
+    let old = keyed
+        .config()
+        .plain_secrets_in_history("/config/db")
+        .await
+        .unwrap();
+    assert_eq!(old, vec![before.seq]);
+}

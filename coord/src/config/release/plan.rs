@@ -276,14 +276,7 @@ impl Job {
                         (relative, bytes)
                     })
                     .collect::<BTreeMap<_, _>>();
-                let sealed_schema = state.schema.as_ref().is_some_and(|s| s.sealed);
-                for (relative, bytes) in &puts {
-                    let stored = state.text(prefix, relative)?;
-                    refuse_unsealing(&full(relative), stored, bytes, keys.is_some())?;
-                    if sealed_schema && keys.is_none() && schema.is_secret(relative) {
-                        return Err(plain_refused(&full(relative)));
-                    }
-                }
+
                 let deletes = state
                     .values
                     .keys()
@@ -299,24 +292,12 @@ impl Job {
                 if let Some(schema) = &state.schema {
                     schema.check_all(values)?;
                 }
-                let keys = self.center.keys.load();
                 let mut puts = BTreeMap::new();
                 for (key, json) in values {
                     check_relative(prefix, key)?;
-                    let mut bytes = serde_json::to_vec(json).map_err(|e| {
+                    let bytes = serde_json::to_vec(json).map_err(|e| {
                         Error::invalid_argument(full(key), format!("cannot encode: {e}"))
                     })?;
-                    // A key the published schema marks secret is sealed like a typed write's.
-                    let secret = state.schema.as_ref().is_some_and(|s| s.is_secret(key));
-                    if let Some(ring) = keys.as_deref().filter(|_| secret) {
-                        bytes = ring.seal(&full(key), &zeroize::Zeroizing::new(bytes))?;
-                    }
-                    let stored = state.text(prefix, key)?;
-                    refuse_unsealing(&full(key), stored, &bytes, keys.is_some())?;
-                    let sealed_schema = state.schema.as_ref().is_some_and(|s| s.sealed);
-                    if secret && sealed_schema && keys.is_none() {
-                        return Err(plain_refused(&full(key)));
-                    }
                     puts.insert(key.clone(), bytes);
                 }
                 let deletes = remove
@@ -394,6 +375,33 @@ impl Job {
                 (BTreeMap::new(), BTreeSet::new())
             }
         };
+        // One gate for every kind of release: a secret (the schema or a record says so, or its
+        // stored value is sealed) is written sealed, whatever wrote it (a typed value, a raw
+        // one, a rollback or a promote restoring an old text), or not at all.
+        let ring = self.center.keys.load_full();
+        let sealed_schema = state.schema.as_ref().is_some_and(|s| s.sealed);
+        let mut puts = puts;
+        for (key, bytes) in &mut puts {
+            if is_sealed(bytes) {
+                continue;
+            }
+            let stored = state.text(prefix, key)?;
+            let stored_sealed = stored.is_some_and(|text| is_sealed(text.as_bytes()));
+            if !(stored_sealed || redaction.is_secret(key)) {
+                continue;
+            }
+            match ring.as_deref() {
+                Some(ring) => {
+                    *bytes = ring.seal(&full(key), &zeroize::Zeroizing::new(bytes.clone()))?
+                }
+                None if stored_sealed => {
+                    return Err(unsealing_refused(&full(key), stored));
+                }
+                None if sealed_schema => return Err(plain_refused(&full(key))),
+                // A prefix whose secrets were never sealed, written by a process without keys.
+                None => {}
+            }
+        }
         let gray_release = match (&self.gray, plan) {
             (None, _) => None,
             (Some(selector), Plan::Typed { .. } | Plan::Raw { .. }) => {
@@ -499,19 +507,12 @@ impl Job {
         // The text a secret had before is history, and history keeps no plaintext once there
         // is a key to seal with: a release that seals a plain secret (a migration) records the
         // old value sealed too. A rollback to before it restores the same value, sealed.
-        if let Some(ring) = self.center.keys.load_full() {
-            for (key, change) in &mut changes {
-                let plain = change
-                    .old
-                    .as_deref()
-                    .filter(|old| release.secrets.contains(key) && !is_sealed(old.as_bytes()));
-                if let Some(old) = plain {
-                    let sealed = ring.seal(&full(key), old.as_bytes())?;
-                    change.old = Some(text_of(sealed));
-                }
+        release.changes = changes;
+        if let Some(ring) = ring.as_deref() {
+            for record in records.iter_mut().chain(std::iter::once(&mut release)) {
+                seal_record(record, ring, |key| redaction.is_secret(key), &full)?;
             }
         }
-        release.changes = changes;
         release.count = after.count;
         release.checked_at = Some(state.checked_at);
         if gray_release.is_some() {
@@ -721,20 +722,16 @@ fn same_sealed(ring: &KeyRing, key: &str, stored: &[u8], fresh: &[u8]) -> bool {
     }
 }
 
-/// Refuses to write a plain value over a sealed one: a process without a key ring would
-/// otherwise put a secret back in clear (and every record after it). Nothing is written.
-fn refuse_unsealing(key: &str, stored: Option<&str>, new: &[u8], has_ring: bool) -> Result<()> {
-    let stored_sealed = stored.is_some_and(|text| is_sealed(text.as_bytes()));
-    if stored_sealed && !is_sealed(new) && !has_ring {
-        return Err(Error::Secret {
-            key: key.to_owned(),
-            key_id: stored.and_then(|text| key_id_of(text.as_bytes())),
-            reason: "the stored value is sealed and this process has no key ring to seal the \
-                     new one with (ClientConfig::secret_keys); nothing was written"
-                .to_owned(),
-        });
+/// A plain value over a sealed one, from a process without a key ring: refused, or a secret
+/// would go back in clear (and every record after it).
+fn unsealing_refused(key: &str, stored: Option<&str>) -> Error {
+    Error::Secret {
+        key: key.to_owned(),
+        key_id: stored.and_then(|text| key_id_of(text.as_bytes())),
+        reason: "the stored value is sealed and this process has no key ring to seal the new \
+                 one with (ClientConfig::secret_keys); nothing was written"
+            .to_owned(),
     }
-    Ok(())
 }
 
 /// A plain value for a secret key of a prefix whose published schema says its secrets are
@@ -748,4 +745,26 @@ fn plain_refused(key: &str) -> Error {
                  --secret-keys); nothing was written"
             .to_owned(),
     }
+}
+
+/// Seals the plain texts of secret keys a record holds (before and after each change): with
+/// a key ring, history keeps no plaintext, the change outside releases a migration records
+/// included. A rollback to such a record restores the same value, sealed.
+fn seal_record(
+    record: &mut Record,
+    ring: &KeyRing,
+    is_secret: impl Fn(&str) -> bool,
+    full: &impl Fn(&str) -> String,
+) -> Result<()> {
+    for (key, change) in &mut record.changes {
+        if !(is_secret(key) || record.secrets.contains(key)) {
+            continue;
+        }
+        for text in [&mut change.old, &mut change.new].into_iter().flatten() {
+            if !is_sealed(text.as_bytes()) {
+                *text = text_of(ring.seal(&full(key), text.as_bytes())?);
+            }
+        }
+    }
+    Ok(())
 }
