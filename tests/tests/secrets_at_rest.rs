@@ -562,3 +562,22 @@ async fn every_release_path_writes_a_secret_sealed_or_not_at_all() {
         .unwrap();
     assert_eq!(old, vec![before.seq]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_value_that_does_not_decode_is_never_quoted() {
+    let (server, dir) = setup().await;
+    let coord = connect(&server, Some(&key_file(dir.path(), "k1", &[K1]))).await;
+    coord.config().publish(&db("app", PASSWORD)).await.unwrap();
+    // The password read as a number: the error names the key and the type, not the value.
+    let error = coord
+        .config()
+        .get::<u64>("/config/db/password")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("/config/db/password") && error.contains("u64"),
+        "{error}"
+    );
+    assert_no_canary("the error", &error);
+}

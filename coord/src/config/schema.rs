@@ -614,7 +614,15 @@ pub(crate) fn decode_stored<T: DeserializeOwned>(
     };
     match keys {
         Some(keys) => match keys.open_if_sealed(key, raw)? {
-            Some(plaintext) => decode(&plaintext),
+            // serde's message may quote the value: a sealed one is a secret.
+            Some(plaintext) => serde_json::from_slice(&plaintext).map_err(|_| Error::Invalid {
+                key: key.to_owned(),
+                reason: format!(
+                    "expected {}, got a sealed value that does not decode (not shown: it is \
+                     secret)",
+                    crate::config::type_name::short_type_name(std::any::type_name::<T>())
+                ),
+            }),
             None => decode(raw),
         },
         None if is_sealed(raw) => Err(Error::Secret {

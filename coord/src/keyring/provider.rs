@@ -55,14 +55,19 @@ impl KeyFile {
 
 impl KeyProvider for KeyFile {
     fn key_ring(&self) -> Result<KeyRing> {
+        use std::io::Read;
         let shown = self.path.display();
-        let metadata = std::fs::metadata(&self.path).map_err(|e| {
+        let unreadable = |e: std::io::Error| {
             Error::invalid_argument(FIELD, format!("cannot read key file {shown}: {e}"))
-        })?;
+        };
+        // One open: the file checked is the file read (no swap between a check by path and a
+        // read by path), and not through a symlink someone could point elsewhere.
+        let mut file = open_no_follow(&self.path).map_err(unreadable)?;
+        let metadata = file.metadata().map_err(unreadable)?;
         check_private(&self.path, &metadata)?;
-        let text = Zeroizing::new(std::fs::read_to_string(&self.path).map_err(|e| {
-            Error::invalid_argument(FIELD, format!("cannot read key file {shown}: {e}"))
-        })?);
+        let size = usize::try_from(metadata.len()).unwrap_or(0);
+        let mut text = Zeroizing::new(String::with_capacity(size + 1));
+        file.read_to_string(&mut text).map_err(unreadable)?;
         KeyRing::parse(&text).map_err(|e| match e {
             Error::InvalidArgument { reason, .. } => {
                 Error::invalid_argument(FIELD, format!("key file {shown}: {reason}"))
@@ -70,6 +75,20 @@ impl KeyProvider for KeyFile {
             other => other,
         })
     }
+}
+
+#[cfg(unix)]
+fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::open(path)
 }
 
 #[cfg(unix)]

@@ -49,19 +49,23 @@ impl KeyRing {
     /// [`Error::InvalidArgument`] for no keys, an id that is empty, over 64 characters or not
     /// of `A-Z a-z 0-9 . _ -`, or an id given twice.
     pub fn new(keys: impl IntoIterator<Item = (String, [u8; KEY_BYTES])>) -> Result<Self> {
+        Self::of(keys.into_iter().map(|(id, key)| NamedKey {
+            id,
+            key: Zeroizing::new(key),
+        }))
+    }
+
+    fn of(keys: impl IntoIterator<Item = NamedKey>) -> Result<Self> {
         let mut named: Vec<NamedKey> = Vec::new();
-        for (id, key) in keys {
-            check_id(&id)?;
-            if named.iter().any(|k| k.id == id) {
+        for key in keys {
+            check_id(&key.id)?;
+            if named.iter().any(|k| k.id == key.id) {
                 return Err(Error::invalid_argument(
                     FIELD,
-                    format!("key id `{id}` is given twice"),
+                    format!("key id `{}` is given twice", key.id),
                 ));
             }
-            named.push(NamedKey {
-                id,
-                key: Zeroizing::new(key),
-            });
+            named.push(key);
         }
         if named.is_empty() {
             return Err(Error::invalid_argument(FIELD, "the key ring holds no key"));
@@ -104,24 +108,40 @@ impl KeyRing {
                     format!("line {line}: expected `ID BASE64` (the key not shown)"),
                 ));
             };
+            // Checked before it is ever shown: a line written `BASE64 ID` would put the key
+            // where the id belongs, and the id is named in every later message.
+            check_id(id).map_err(|_| {
+                Error::invalid_argument(
+                    FIELD,
+                    format!(
+                        "line {line}: the key id must be 1 to 64 characters of A-Z a-z 0-9 . _ - \
+                         and come first (`ID BASE64`; the line not shown)"
+                    ),
+                )
+            })?;
             let bytes = Zeroizing::new(STANDARD.decode(encoded).map_err(|_| {
                 Error::invalid_argument(
                     FIELD,
                     format!("line {line}: key `{id}` is not base64 (the key not shown)"),
                 )
             })?);
-            let key: [u8; KEY_BYTES] = bytes.as_slice().try_into().map_err(|_| {
-                Error::invalid_argument(
+            if bytes.len() != KEY_BYTES {
+                return Err(Error::invalid_argument(
                     FIELD,
                     format!(
                         "line {line}: key `{id}` is {} bytes, not {KEY_BYTES} (256 bits)",
                         bytes.len()
                     ),
-                )
-            })?;
-            keys.push((id.to_owned(), key));
+                ));
+            }
+            let mut key = Zeroizing::new([0u8; KEY_BYTES]);
+            key.copy_from_slice(&bytes);
+            keys.push(NamedKey {
+                id: id.to_owned(),
+                key,
+            });
         }
-        Self::new(keys)
+        Self::of(keys)
     }
 
     /// The key ids, newest first.

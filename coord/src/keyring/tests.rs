@@ -246,3 +246,27 @@ fn keys_from_an_environment_variable() {
     assert_eq!(ring.key_ids().collect::<Vec<_>>(), ["k2", "k1"]);
     unsafe { std::env::remove_var(var) };
 }
+
+#[test]
+fn a_key_line_in_the_wrong_order_never_shows_the_key() {
+    // `BASE64 ID`: the key stands where the id belongs.
+    let error = KeyRing::parse(&format!("{K1} k1")).unwrap_err().to_string();
+    assert!(!error.contains(K1) && !error.contains(&K1[..20]), "{error}");
+    assert!(
+        error.contains("line 1") && error.contains("come first"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_key_file_reached_through_a_symlink_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.keys");
+    std::fs::write(&real, format!("k1 {K1}\n")).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = dir.path().join("link.keys");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let error = KeyFile::new(&link).key_ring().unwrap_err().to_string();
+    assert!(error.contains("cannot read key file"), "{error}");
+    assert!(KeyFile::new(&real).key_ring().is_ok());
+}

@@ -349,8 +349,14 @@ impl ConfigCenter {
     /// As [`publish_schema`](Self::publish_schema).
     pub async fn publish_schema_at<T: CoordConfig>(&self, prefix: &str) -> Result<i64> {
         check_prefix(prefix)?;
+        // Once a prefix's secrets are sealed, a process without keys (an old build, a pod
+        // without its key file) republishing the schema must not turn that off.
+        let was_sealed = self
+            .schema(prefix)
+            .await?
+            .is_some_and(|stored| stored.sealed);
         let schema = PublishedSchema {
-            sealed: self.keys.load().is_some(),
+            sealed: was_sealed || self.keys.load().is_some(),
             ..PublishedSchema::of::<T>(prefix)
         };
         let key = PublishedSchema::key(prefix);

@@ -44,7 +44,7 @@ impl ConfigCenter {
         let under = format!("{}/", prefix.trim_end_matches('/'));
         Ok(kvs
             .into_iter()
-            .filter_map(|(key, value)| {
+            .filter_map(|(key, value, _)| {
                 let relative = key.strip_prefix(&under)?.to_owned();
                 schema.is_secret(&relative).then(|| StoredSecret {
                     key: relative,
@@ -107,7 +107,8 @@ impl ConfigCenter {
         let (schema, kvs) = self.secrets_of(prefix).await?;
         let under = format!("{prefix}/");
         let mut values = BTreeMap::new();
-        for (key, value) in kvs {
+        let mut versions = BTreeMap::new();
+        for (key, value, version) in kvs {
             let Some(relative) = key.strip_prefix(&under) else {
                 continue;
             };
@@ -117,8 +118,18 @@ impl ConfigCenter {
             }
             let json: serde_json::Value = decode_stored(Some(&ring), &key, &value)?;
             values.insert(relative.to_owned(), json);
+            versions.insert(relative.to_owned(), version);
         }
-        Ok((!values.is_empty()).then(|| self.release_raw(prefix, values)))
+        if values.is_empty() {
+            return Ok(None);
+        }
+        // A secret released between this read and the commit must not be overwritten with
+        // the value read here: each key must still be at the version read.
+        let mut builder = self.release_raw(prefix, values);
+        for (relative, version) in versions {
+            builder = builder.expect_version(relative, version);
+        }
+        Ok(Some(builder))
     }
 
     /// The release records of `prefix` (by seq) that hold a secret stored plain: made before
@@ -148,7 +159,7 @@ impl ConfigCenter {
     async fn secrets_of(
         &self,
         prefix: &str,
-    ) -> Result<(crate::config::PublishedSchema, Vec<(String, Vec<u8>)>)> {
+    ) -> Result<(crate::config::PublishedSchema, Vec<(String, Vec<u8>, i64)>)> {
         let prefix = prefix.trim_end_matches('/');
         let schema = self.schema(prefix).await?.ok_or_else(|| Error::NotFound {
             key: crate::config::PublishedSchema::key(prefix),
@@ -163,7 +174,7 @@ impl ConfigCenter {
         let kvs = response
             .kvs
             .into_iter()
-            .map(|kv| (kv.key, kv.value))
+            .map(|kv| (kv.key, kv.value, kv.mod_revision))
             .collect();
         Ok((schema, kvs))
     }
