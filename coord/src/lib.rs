@@ -150,6 +150,11 @@ impl Coord {
         if let Some(keys) = keys {
             coord.set_key_ring(keys);
         }
+        coord.accept_plain_secrets(
+            coord
+                .client_config()
+                .is_some_and(|c| c.accept_plain_secrets),
+        );
         if let Some(snapshots) = snapshots {
             let ctx = &coord.inner.ctx;
             // Before the `Coord` is returned, so no handle binds without them.
@@ -372,6 +377,18 @@ impl Coord {
     /// ```
     pub fn set_key_ring(&self, keys: keyring::KeyRing) {
         self.inner.config_shared.keys.store(Some(Arc::new(keys)));
+    }
+
+    /// While `accept` is true, a secret stored plain is read as it is by a `Coord` with a key
+    /// ring, as during a migration to sealed secrets (see [`keyring`]); otherwise, with a
+    /// ring, a plain value where a secret belongs is [`Error::Secret`], so whoever can write
+    /// etcd cannot set a secret. Off by default; `Coord::connect` sets it from
+    /// [`ClientConfig::accept_plain_secrets`]. Takes effect at each `Live`'s next build.
+    pub fn accept_plain_secrets(&self, accept: bool) {
+        self.inner
+            .config_shared
+            .accept_plain
+            .store(accept, std::sync::atomic::Ordering::Release);
     }
 
     /// Distributed locks on this connection; see [`Locks`].

@@ -105,6 +105,21 @@ pub async fn set(coord: &Coord, out: Output, args: SetArgs) -> CliResult {
         }
     };
     let (old, _) = coord.store().get(&args.key).await?;
+    let old_sealed = old
+        .as_ref()
+        .is_some_and(|kv| coord::keyring::is_sealed(&kv.value));
+    let secret = old_sealed
+        || schema
+            .as_ref()
+            .is_some_and(|(schema, relative)| schema.is_secret(relative));
+    // A plain `set` writes what it is given: a secret goes through a release, which seals it.
+    if secret && release_under.is_none() {
+        return Err(CliError::Refused(format!(
+            "{} is a secret: it is written only by a release under its published schema, which \
+             seals it (a value the schema refuses is not written, even with --force)",
+            args.key
+        )));
+    }
     let old = old.map(|kv| schemas::decode(&kv.value));
     let schemas = schemas::all(coord).await?;
     let old_shown = old
@@ -281,6 +296,14 @@ pub async fn watch(coord: &Coord, out: Output, prefix: &str) -> CliResult {
                 }
             }
             Err(coord::Error::Closed) => return Ok(()),
+            // A sealed value (this command holds no key ring): written, and never shown.
+            Err(coord::Error::Secret { key, .. }) => {
+                if out.is_json() {
+                    out.json_line(&json!({ "type": "put", "key": key, "value": REDACTED }));
+                } else {
+                    out.line(&format!("-  PUT     {key}  {REDACTED}"));
+                }
+            }
             Err(e) => {
                 if out.is_json() {
                     out.json_line(&json!({ "type": "error", "error": e.to_string() }));

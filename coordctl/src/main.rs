@@ -64,12 +64,34 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> CliResult {
     let out = Output::new(cli.output);
-    let config = connect::client_config(&cli.connection)?;
+    let mut config = connect::client_config(&cli.connection)?;
+    // Only what writes secrets holds the keys: a command that only reads shows a secret as
+    // `<redacted>` whether it could open it or not, so it has no use for them.
+    if !writes_secrets(&cli.command) {
+        config.secret_keys = None;
+    }
     let coord = connect::connect(config).await?;
     let result = dispatch(&coord, out, cli.command).await;
     // Closing releases nothing a command needs; a failure to close does not change the answer.
     let _ = coord.close().await;
     result
+}
+
+/// Whether `command` may write a secret (and so needs the key ring to seal it).
+fn writes_secrets(command: &Command) -> bool {
+    match command {
+        Command::Config(command) => matches!(
+            command,
+            ConfigCommand::Set(_)
+                | ConfigCommand::Delete { .. }
+                | ConfigCommand::Release(_)
+                | ConfigCommand::Rollback { .. }
+                | ConfigCommand::Gray(_)
+        ),
+        Command::Secrets(command) => !matches!(command, SecretsCommand::Status { .. }),
+        Command::Console(_) => true,
+        _ => false,
+    }
 }
 
 async fn dispatch(coord: &Coord, out: Output, command: Command) -> CliResult {

@@ -581,3 +581,39 @@ async fn a_sealed_value_that_does_not_decode_is_never_quoted() {
     );
     assert_no_canary("the error", &error);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_value_put_where_a_secret_is_sealed_is_refused_by_readers_with_keys() {
+    let (server, dir) = setup().await;
+    let coord = connect(&server, Some(&key_file(dir.path(), "k1", &[K1]))).await;
+    coord.config().publish(&db("app", PASSWORD)).await.unwrap();
+    let live = coord.live::<Db>().await.unwrap();
+    // Someone who can write etcd sets the password to a value of their choosing.
+    server
+        .etcdctl(&["put", "/config/db/password", "\"canary-forged\""])
+        .unwrap();
+    eventually(WAIT, "the Live refuses the plain password", || async {
+        live.last_error().is_some()
+    })
+    .await;
+    let error = live.last_error().unwrap().to_string();
+    assert!(
+        error.contains("/config/db/password") && error.contains("plain"),
+        "{error}"
+    );
+    assert_eq!(
+        live.load().password.expose(),
+        PASSWORD,
+        "the last good value stays"
+    );
+    assert!(matches!(
+        coord.live::<Db>().await,
+        Err(Error::Secret { .. })
+    ));
+    // A migration in progress reads plain secrets as they are, when told to.
+    coord.accept_plain_secrets(true);
+    assert_eq!(
+        coord.live::<Db>().await.unwrap().load().password.expose(),
+        "canary-forged"
+    );
+}

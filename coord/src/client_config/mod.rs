@@ -145,6 +145,11 @@ pub struct ClientConfig {
     /// `{"env": "COORD_SECRET_KEYS"}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_keys: Option<SecretKeys>,
+    /// Read secrets stored plain as they are, with a key ring (a migration to sealed secrets
+    /// in progress; see `Coord::accept_plain_secrets`). False (the default, and not written):
+    /// a plain value where a secret belongs is refused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub accept_plain_secrets: bool,
     /// Local file mode: apply a save that leaves the file with no key at all (see
     /// [`FileOptions::allow_empty`](crate::store::file::FileOptions::allow_empty)). `false`
     /// (the default, and not written): such a save is refused and the last good state kept.
@@ -215,6 +220,8 @@ struct ClientConfigFile {
     cluster_name: Option<String>,
     #[serde(alias = "secretKeys")]
     secret_keys: Option<SecretKeys>,
+    #[serde(alias = "acceptPlainSecrets")]
+    accept_plain_secrets: bool,
     #[serde(alias = "fileAllowEmpty")]
     file_allow_empty: bool,
     #[serde(with = "humantime_serde::option", alias = "fileQuietPeriod")]
@@ -277,6 +284,7 @@ impl Default for ClientConfigFile {
             snapshot_dir: c.snapshot_dir,
             cluster_name: c.cluster_name,
             secret_keys: c.secret_keys,
+            accept_plain_secrets: c.accept_plain_secrets,
             file_allow_empty: c.file_allow_empty,
             file_quiet_period: c.file_quiet_period,
             ca_file: None,
@@ -323,6 +331,7 @@ impl TryFrom<ClientConfigFile> for ClientConfig {
             snapshot_dir: file.snapshot_dir,
             cluster_name: file.cluster_name,
             secret_keys: file.secret_keys,
+            accept_plain_secrets: file.accept_plain_secrets,
             file_allow_empty: file.file_allow_empty,
             file_quiet_period: file.file_quiet_period,
         })
@@ -380,6 +389,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("snapshot_dir", &self.snapshot_dir)
             .field("cluster_name", &self.cluster_name)
             .field("secret_keys", &self.secret_keys)
+            .field("accept_plain_secrets", &self.accept_plain_secrets)
             .field("file_allow_empty", &self.file_allow_empty)
             .field("file_quiet_period", &self.file_quiet_period)
             .finish()
@@ -417,6 +427,7 @@ impl ClientConfig {
             snapshot_dir: None,
             cluster_name: None,
             secret_keys: None,
+            accept_plain_secrets: false,
             file_allow_empty: false,
             file_quiet_period: None,
         };
@@ -536,6 +547,9 @@ impl ClientConfig {
         if let Some(path) = lookup("COORD_SECRET_KEYS_FILE") {
             let path = path.trim();
             config.secret_keys = (!path.is_empty()).then(|| SecretKeys::File(PathBuf::from(path)));
+        }
+        if let Some(flag) = lookup("COORD_ACCEPT_PLAIN_SECRETS") {
+            config.accept_plain_secrets = matches!(flag.trim(), "1" | "true" | "yes");
         }
         config.validate()?;
         Ok(config)

@@ -35,7 +35,7 @@
 //!   [stale](Live::staleness) until etcd answers; without a snapshot it fails as it would
 //!   without the directory.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -377,11 +377,13 @@ impl<T: CoordConfig> Live<T> {
         let gray_view = GrayView::new(&prefix, &gray);
         let (snapshot, gray_seq) = overlay(&prefix, &main, &gray, gray_view.doc.as_deref(), &me);
         let inputs = Inputs::of::<T>(&prefix, &snapshot);
-        let value = Arc::new(build::<T>(
-            &prefix,
-            &snapshot,
-            config.keys.load().as_deref(),
-        )?);
+        let fields: Arc<[crate::config::schema::FieldInfo]> = T::fields().into();
+        let secrets = Secrets {
+            keys: config.keys.load_full(),
+            fields: &fields,
+            accept_plain: config.accept_plain.load(Ordering::Acquire),
+        };
+        let value = Arc::new(build::<T>(&prefix, &snapshot, &secrets)?);
         let built = Built {
             value: Arc::clone(&value),
             snapshot: snapshot.clone(),
@@ -414,6 +416,8 @@ impl<T: CoordConfig> Live<T> {
                 hub: Arc::clone(&config.hub),
                 main_read: None,
                 keys: Arc::clone(&config.keys),
+                accept_plain: Arc::clone(&config.accept_plain),
+                fields,
             };
             let task = tokio::spawn(follow(views, weak.clone(), inputs, stale));
             Shared {
@@ -540,6 +544,10 @@ struct Views {
     main_read: Option<RangeSnapshot>,
     /// The `Coord`'s key ring, read at every build (a rotation swaps it).
     keys: Arc<ArcSwapOption<KeyRing>>,
+    /// Whether plain secrets are accepted (a migration); read at every build.
+    accept_plain: Arc<AtomicBool>,
+    /// `T`'s fields, to tell its secrets.
+    fields: Arc<[crate::config::schema::FieldInfo]>,
 }
 
 impl Views {
@@ -752,18 +760,22 @@ async fn follow<T: CoordConfig>(
                 }
                 break 'apply;
             }
-            let keys = views.keys.load();
+            let secrets = Secrets {
+                keys: views.keys.load_full(),
+                fields: &views.fields,
+                accept_plain: views.accept_plain.load(Ordering::Acquire),
+            };
             let result = if inputs.maps.is_empty() || fresh {
                 // Without map fields there is nothing to carry over: decoding every field is
                 // as cheap as finding out what changed.
-                build::<T>(&shared.prefix, &snapshot, keys.as_deref())
+                build::<T>(&shared.prefix, &snapshot, &secrets)
             } else {
                 rebuild::<T>(
                     &shared.prefix,
                     &snapshot,
                     &shared.current.load_full(),
                     built,
-                    keys.as_deref(),
+                    &secrets,
                 )
             };
             match result {
@@ -826,26 +838,37 @@ fn rebuild<T: CoordConfig>(
     snapshot: &RangeSnapshot,
     previous: &T,
     built: i64,
-    keys: Option<&KeyRing>,
+    secrets: &Secrets<'_>,
 ) -> Result<T> {
     match snapshot.changes.since(built) {
         Some(changes) => {
             let source = Source::shared(prefix, &snapshot.values)
                 .with_changes(&changes)
-                .with_keys(keys);
+                .with_keys(secrets.keys.as_deref())
+                .with_secrets(secrets.fields, secrets.accept_plain);
             previous.rebuild(&source)
         }
-        None => build::<T>(prefix, snapshot, keys),
+        None => build::<T>(prefix, snapshot, secrets),
     }
 }
 
-/// Builds `T` from a snapshot of its prefix, opening sealed values with `keys`.
+/// How a build treats secrets: the key ring to open them with, the struct's fields to tell
+/// them, and whether plain ones are accepted.
+struct Secrets<'a> {
+    keys: Option<Arc<KeyRing>>,
+    fields: &'a [crate::config::schema::FieldInfo],
+    accept_plain: bool,
+}
+
+/// Builds `T` from a snapshot of its prefix, opening sealed values as `secrets` says.
 fn build<T: CoordConfig>(
     prefix: &str,
     snapshot: &RangeSnapshot,
-    keys: Option<&KeyRing>,
+    secrets: &Secrets<'_>,
 ) -> Result<T> {
-    let source = Source::shared(prefix, &snapshot.values).with_keys(keys);
+    let source = Source::shared(prefix, &snapshot.values)
+        .with_keys(secrets.keys.as_deref())
+        .with_secrets(secrets.fields, secrets.accept_plain);
     let value = T::from_source(&source)?;
     if tracing::enabled!(tracing::Level::DEBUG) {
         let fields = T::fields();

@@ -328,6 +328,11 @@ pub struct Source<'a> {
     changes: Option<&'a BTreeSet<String>>,
     /// The key ring sealed values are opened with (see [`crate::keyring`]).
     keys: Option<&'a KeyRing>,
+    /// The struct's root prefix and fields, to tell its secrets: with a ring, a plain value
+    /// for one is refused (unless `accept_plain`), so no one who can write etcd sets a secret.
+    secrets: Option<(&'a str, &'a [FieldInfo])>,
+    /// Plain values for secrets are accepted (a migration in progress).
+    accept_plain: bool,
 }
 
 impl fmt::Debug for Source<'_> {
@@ -357,6 +362,8 @@ impl<'a> Source<'a> {
             values: Raw::Plain(values),
             changes: None,
             keys: None,
+            secrets: None,
+            accept_plain: false,
         }
     }
 
@@ -367,6 +374,8 @@ impl<'a> Source<'a> {
             values: Raw::Shared(values),
             changes: None,
             keys: None,
+            secrets: None,
+            accept_plain: false,
         }
     }
 
@@ -376,6 +385,23 @@ impl<'a> Source<'a> {
     pub fn with_keys(mut self, keys: Option<&'a KeyRing>) -> Self {
         self.keys = keys;
         self
+    }
+
+    /// The same values, read as the struct whose fields are `fields`: with a key ring, a plain
+    /// value for one of its secrets is an [`Error::Secret`] unless `accept_plain`.
+    #[must_use]
+    pub(crate) fn with_secrets(mut self, fields: &'a [FieldInfo], accept_plain: bool) -> Self {
+        self.secrets = Some((self.prefix_str(), fields));
+        self.accept_plain = accept_plain;
+        self
+    }
+
+    fn prefix_str(&self) -> &'a str {
+        match &self.prefix {
+            Cow::Borrowed(prefix) => prefix,
+            // Only `at` makes an owned prefix, and `with_secrets` is called on the root.
+            Cow::Owned(_) => "",
+        }
     }
 
     /// The same values, with the full keys that changed since the value being rebuilt (see
@@ -463,6 +489,8 @@ impl<'a> Source<'a> {
             values: self.values,
             changes: self.changes,
             keys: self.keys,
+            secrets: self.secrets,
+            accept_plain: self.accept_plain,
         }
     }
 
@@ -590,7 +618,30 @@ impl<'a> Source<'a> {
     /// [`Error::Secret`] for a sealed value this source's key ring cannot open (or with no
     /// ring); [`Error::Decode`] naming `key` for a value that is not JSON for `T`.
     pub fn decode_raw<T: DeserializeOwned>(&self, key: &str, raw: &[u8]) -> Result<T> {
+        if let (Some(_), Some((root, fields)), false) = (self.keys, self.secrets, self.accept_plain)
+        {
+            let relative = key
+                .strip_prefix(root)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .unwrap_or(key);
+            if is_secret_key(fields, relative) && !is_sealed(raw) {
+                return Err(plain_secret(key));
+            }
+        }
         decode_stored(self.keys, key, raw)
+    }
+}
+
+/// A plain value where a process with keys expects a sealed secret: refused, so no one who
+/// can write etcd sets a secret (a migration opts out with `accept_plain_secrets`).
+pub(crate) fn plain_secret(key: &str) -> Error {
+    Error::Secret {
+        key: key.to_owned(),
+        key_id: None,
+        reason: "a plain value where a sealed secret belongs (seal the prefix's secrets with \
+                 `coordctl secrets encrypt`, or accept plain ones while migrating: \
+                 ClientConfig::accept_plain_secrets)"
+            .to_owned(),
     }
 }
 

@@ -9,6 +9,7 @@
 //!   written after the close began), the hub after (every `Live` keeps its last value).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -27,6 +28,9 @@ pub(crate) struct ConfigShared {
     /// The key ring secrets are sealed and opened with (`None`: secrets are written plain and
     /// a sealed value does not open). Swapped whole when a rotation hands out a new ring.
     pub keys: Arc<ArcSwapOption<KeyRing>>,
+    /// Plain values for secrets are read as they are (a migration in progress); otherwise,
+    /// with a key ring, a plain secret is refused.
+    pub accept_plain: Arc<AtomicBool>,
 }
 
 impl ConfigShared {
@@ -35,6 +39,7 @@ impl ConfigShared {
             hub: Arc::new(WatchHub::new(store.clone(), sync_interval)),
             status: StatusReporters::new(store),
             keys: Arc::default(),
+            accept_plain: Arc::default(),
         }
     }
 }
