@@ -212,8 +212,12 @@ impl EtcdCluster {
     /// dropped during the grace period can be called again (or the cluster dropped, which
     /// kills it outright).
     pub async fn kill(&mut self, i: usize) -> Result<(), HarnessError> {
+        if self.members[i].paused {
+            // A frozen process cannot act on SIGTERM: thaw it, so it stops as asked (and
+            // hands its leadership over) rather than being killed at the end of the grace.
+            self.resume(i)?;
+        }
         let member = &mut self.members[i];
-        member.paused = false;
         let Some(child) = member.process.as_mut() else {
             return Ok(());
         };
@@ -793,10 +797,17 @@ impl Member {
     }
 
     fn is_running(&mut self) -> bool {
-        match &mut self.process {
+        let running = match &mut self.process {
             Some(child) => matches!(child.try_wait(), Ok(None)),
             None => false,
+        };
+        // An exited child is reaped by `try_wait`: forget it, so no later signal can reach a
+        // process that reused its pid.
+        if !running {
+            self.process = None;
+            self.paused = false;
         }
+        running
     }
 
     /// The error of member `i`, which did not come up: `what` happened, with the end of its

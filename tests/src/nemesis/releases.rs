@@ -440,18 +440,21 @@ pub fn check(ops: &[Op], records: &[Record]) -> Vec<Check> {
         .iter()
         .filter_map(|op| Some((op.payload.message.as_deref()?, *op)))
         .collect();
-    let rollbacks_tried = releasing
-        .iter()
-        .any(|op| op.kind == OpKind::Rollback && op.outcome != Outcome::Failed);
+    let by_seq: BTreeMap<u64, &Record> = records.iter().map(|r| (r.seq, r)).collect();
     for record in records {
         let message = record.message.as_deref().unwrap_or_default();
-        // A rollback that ends a gray release records the abort first, in its own words.
-        let ended_by_rollback = record.ended_by_rollback;
+        // A rollback that ends a gray release records the abort first, in its own words, and
+        // itself as the very next record: that record must be a rollback that may have
+        // happened.
+        let ended_by_rollback = record.ended_by_rollback
+            && by_seq
+                .get(&(record.seq + 1))
+                .and_then(|next| ours.get(next.message.as_deref().unwrap_or_default()))
+                .is_some_and(|op| op.kind == OpKind::Rollback && op.outcome != Outcome::Failed);
         let op = ours.get(message);
         let count = by_message.get(message).map_or(0, Vec::len);
         real.case(
-            (ended_by_rollback && rollbacks_tried)
-                || (op.is_some_and(|op| op.outcome != Outcome::Failed) && count == 1),
+            ended_by_rollback || (op.is_some_and(|op| op.outcome != Outcome::Failed) && count == 1),
             || {
                 format!(
                     "release {} ({message:?}) recorded {count} times, of an operation that \
@@ -468,7 +471,6 @@ pub fn check(ops: &[Op], records: &[Record]) -> Vec<Check> {
         );
     }
 
-    let by_seq: BTreeMap<u64, &Record> = records.iter().map(|r| (r.seq, r)).collect();
     for read in of(OpKind::ReleaseRead).filter(|op| op.outcome == Outcome::Ok) {
         let Some(record) = read.payload.seq.and_then(|seq| by_seq.get(&seq)) else {
             stored.case(false, || {
@@ -666,5 +668,28 @@ mod tests {
             violations(&ops, &records),
             vec![("the store at a release's revision holds its record", 1)]
         );
+    }
+
+    #[test]
+    fn an_abort_said_to_be_made_by_a_rollback_must_be_followed_by_one() {
+        let (mut ops, mut records) = clean();
+        let abort = Record {
+            seq: 4,
+            message: Some("ended by the rollback to 1".into()),
+            ended_by_rollback: true,
+            values: BTreeMap::new(),
+        };
+        // No rollback after it: a record of nothing that happened.
+        records.push(abort.clone());
+        assert_eq!(
+            violations(&ops, &records),
+            vec![("every record is of a release that may have happened", 1)]
+        );
+        // Followed by the rollback that made it: fine.
+        let mut rollback = made(OpKind::Rollback, 60, "p0-4", 5, "");
+        rollback.payload.target = Some(1);
+        ops.push(rollback);
+        records.push(record(5, "p0-4", "main-p0-1"));
+        assert_eq!(violations(&ops, &records), vec![]);
     }
 }
