@@ -70,6 +70,13 @@ fn everything(server: &EtcdServer) -> String {
         .expect("etcdctl get --prefix")
 }
 
+/// Waits until `live` has refused a change (what `what` says it is waiting for) and returns
+/// the error, as its last error says it.
+async fn refusal(live: &coord::Live<Db>, what: &str) -> String {
+    eventually(WAIT, what, || async { live.last_error().is_some() }).await;
+    live.last_error().unwrap().to_string()
+}
+
 fn assert_no_canary(what: &str, text: &str) {
     for canary in [PASSWORD, API_KEY, "canary-"] {
         assert!(!text.contains(canary), "{what} shows {canary:?}:\n{text}");
@@ -204,11 +211,7 @@ async fn an_envelope_copied_to_another_key_is_refused_and_the_live_keeps_its_val
     server
         .etcdctl(&["put", "/config/db/api_key", envelope.trim()])
         .unwrap();
-    eventually(WAIT, "the Live rejects the moved envelope", || async {
-        live.last_error().is_some()
-    })
-    .await;
-    let error = live.last_error().unwrap().to_string();
+    let error = refusal(&live, "the Live rejects the moved envelope").await;
     assert!(
         error.contains("/config/db/api_key") && error.contains("k1"),
         "{error}"
@@ -592,11 +595,7 @@ async fn a_plain_value_put_where_a_secret_is_sealed_is_refused_by_readers_with_k
     server
         .etcdctl(&["put", "/config/db/password", "\"canary-forged\""])
         .unwrap();
-    eventually(WAIT, "the Live refuses the plain password", || async {
-        live.last_error().is_some()
-    })
-    .await;
-    let error = live.last_error().unwrap().to_string();
+    let error = refusal(&live, "the Live refuses the plain password").await;
     assert!(
         error.contains("/config/db/password") && error.contains("plain"),
         "{error}"
