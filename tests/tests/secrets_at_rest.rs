@@ -63,6 +63,18 @@ async fn connect(server: &EtcdServer, keys: Option<&Path>) -> Coord {
     Coord::connect(config).await.unwrap()
 }
 
+/// The value stored at `key`, as etcdctl prints it.
+fn stored(server: &EtcdServer, key: &str) -> String {
+    server
+        .etcdctl(&["get", "--print-value-only", key])
+        .expect("etcdctl get")
+}
+
+/// The key id the value at `key` is sealed under (`None`: plain or absent).
+fn sealed_under(server: &EtcdServer, key: &str) -> Option<String> {
+    key_id_of(stored(server, key).trim().as_bytes())
+}
+
 /// Everything etcd holds, as etcdctl prints it.
 fn everything(server: &EtcdServer) -> String {
     server
@@ -126,10 +138,10 @@ async fn etcd_its_release_records_and_the_snapshot_files_hold_only_envelopes() {
         stored.contains("\"user\"") || stored.contains("app"),
         "{stored}"
     );
-    let password = server
-        .etcdctl(&["get", "--print-value-only", "/config/db/password"])
-        .unwrap();
-    assert_eq!(key_id_of(password.trim().as_bytes()).as_deref(), Some("k1"));
+    assert_eq!(
+        sealed_under(&server, "/config/db/password").as_deref(),
+        Some("k1")
+    );
     // History shows the secrets redacted, and holds no plaintext either.
     let history = coord.config().history("/config/db", 10).await.unwrap();
     assert_no_canary("history", &format!("{history:?}"));
@@ -205,9 +217,7 @@ async fn an_envelope_copied_to_another_key_is_refused_and_the_live_keeps_its_val
     let live = coord.live::<Db>().await.unwrap();
     // Someone with write access to etcd moves the password's envelope over the API key, to
     // have it shown where the API key is used.
-    let envelope = server
-        .etcdctl(&["get", "--print-value-only", "/config/db/password"])
-        .unwrap();
+    let envelope = stored(&server, "/config/db/password");
     server
         .etcdctl(&["put", "/config/db/api_key", envelope.trim()])
         .unwrap();
@@ -235,9 +245,7 @@ async fn rotation_keeps_every_process_serving_and_rollback_restores_the_exact_en
         .commit()
         .await
         .unwrap();
-    let sealed_with_k1 = server
-        .etcdctl(&["get", "--print-value-only", "/config/db/password"])
-        .unwrap();
+    let sealed_with_k1 = stored(&server, "/config/db/password");
     // Publishing the same value again changes nothing: the envelope stays as it is.
     let again = old
         .config()
@@ -263,10 +271,10 @@ async fn rotation_keeps_every_process_serving_and_rollback_restores_the_exact_en
         .unwrap();
     let changed: Vec<&str> = rotated.changes.iter().map(|c| c.key.as_str()).collect();
     assert_eq!(changed, ["api_key", "password"], "the secrets, re-sealed");
-    let password = server
-        .etcdctl(&["get", "--print-value-only", "/config/db/password"])
-        .unwrap();
-    assert_eq!(key_id_of(password.trim().as_bytes()).as_deref(), Some("k2"));
+    assert_eq!(
+        sealed_under(&server, "/config/db/password").as_deref(),
+        Some("k2")
+    );
     // A process with only the new key binds; one left on the old ring keeps its value and
     // says which key it lacks.
     let new = connect(&server, Some(&key_file(dir.path(), "new", &[K2]))).await;
@@ -291,9 +299,7 @@ async fn rotation_keeps_every_process_serving_and_rollback_restores_the_exact_en
         .commit()
         .await
         .unwrap();
-    let restored = server
-        .etcdctl(&["get", "--print-value-only", "/config/db/password"])
-        .unwrap();
+    let restored = stored(&server, "/config/db/password");
     assert_eq!(restored, sealed_with_k1, "byte for byte");
     eventually(
         WAIT,
@@ -346,12 +352,7 @@ async fn entries_of_a_map_of_secrets_and_secret_fields_of_nested_entries_are_sea
         "/config/vault/tokens/ci",
         "/config/vault/accounts/ops/password",
     ] {
-        let value = server.etcdctl(&["get", "--print-value-only", key]).unwrap();
-        assert_eq!(
-            key_id_of(value.trim().as_bytes()).as_deref(),
-            Some("k1"),
-            "{key}"
-        );
+        assert_eq!(sealed_under(&server, key).as_deref(), Some("k1"), "{key}");
     }
     let live = coord.live::<Vault>().await.unwrap();
     assert_eq!(
@@ -525,9 +526,7 @@ async fn every_release_path_writes_a_secret_sealed_or_not_at_all() {
         .commit()
         .await
         .unwrap();
-    let password = server
-        .etcdctl(&["get", "--print-value-only", "/config/db/password"])
-        .unwrap();
+    let password = stored(&server, "/config/db/password");
     assert!(
         key_id_of(password.trim().as_bytes()).is_some(),
         "{password}"
@@ -543,9 +542,8 @@ async fn every_release_path_writes_a_secret_sealed_or_not_at_all() {
             .await
             .unwrap();
         for key in ["/config/db/password", "/config/db/api_key"] {
-            let value = server.etcdctl(&["get", "--print-value-only", key]).unwrap();
             assert_eq!(
-                key_id_of(value.trim().as_bytes()).as_deref(),
+                sealed_under(&server, key).as_deref(),
                 Some("k1"),
                 "{who}: {key}"
             );
