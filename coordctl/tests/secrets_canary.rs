@@ -333,6 +333,7 @@ async fn no_output_path_shows_a_secret() {
             vec!["config", "history", PREFIX],
             vec!["config", "diff", PREFIX, "1", "2"],
             vec!["config", "rollout", PREFIX],
+            vec!["secrets", "status", PREFIX],
         ] {
             let mut args = args.clone();
             args.extend(["-o", format]);
