@@ -15,6 +15,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod client_config;
 pub mod config;
 pub mod connection;
@@ -297,7 +298,11 @@ impl Coord {
             });
         let config_shared = Arc::new(config::shared::ConfigShared::new(&store, sync_interval));
         let registry_shared = Arc::new(registry::shared::RegistryShared::new(&store));
-        let ctx = Arc::new(Context::new(store, instance, request_timeout));
+        let user = client_config
+            .as_ref()
+            .filter(|c| c.file.is_none())
+            .and_then(|c| c.username.clone());
+        let ctx = Arc::new(Context::new(store, instance, request_timeout).with_user(user));
         Coord {
             inner: Arc::new(Inner {
                 config: config::ConfigCenter::new(
@@ -346,6 +351,15 @@ impl Coord {
     /// The typed config center.
     pub fn config(&self) -> &config::ConfigCenter {
         &self.inner.config
+    }
+
+    /// Managing who may change what: the access policy, its etcd RBAC, decisions (see
+    /// [`access`]).
+    pub fn access(&self) -> access::Access {
+        access::Access::new(
+            self.inner.ctx.store.clone(),
+            self.inner.config.identity().clone(),
+        )
     }
 
     /// Hands this `Coord` the key ring its secrets are sealed and opened with (see

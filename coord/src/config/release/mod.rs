@@ -47,7 +47,9 @@
 mod history;
 mod model;
 mod plan;
+mod proposal;
 mod record;
+mod review;
 mod secrets;
 mod state;
 mod tracker;
@@ -59,6 +61,7 @@ use tracing::Instrument;
 
 pub(crate) use history::applied_at;
 pub use model::{Change, KeyDiff, Release, ReleaseKind};
+pub use proposal::{Proposal, ProposalState};
 pub use secrets::StoredSecret;
 
 use self::history::read_record;
@@ -335,6 +338,7 @@ impl ConfigCenter {
                 expect_versions: BTreeMap::new(),
                 gray: None,
                 timeout: None,
+                approval: None,
             },
             plan,
         }

@@ -95,6 +95,14 @@ pub struct Release {
     pub gray_values: BTreeMap<String, serde_json::Value>,
     /// What a gray release removes for its instances; empty otherwise.
     pub gray_removes: BTreeSet<String>,
+    /// The principal it was checked as (see [`crate::access`]); for an approved proposal,
+    /// the proposer. `None` for an external entry and for releases of coord before access
+    /// policies.
+    pub principal: Option<String>,
+    /// The proposal it committed, if it was approved from one.
+    pub proposal: Option<String>,
+    /// Who approved that proposal.
+    pub approved_by: Option<String>,
 }
 
 /// How one key differs between two releases.
