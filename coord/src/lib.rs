@@ -22,6 +22,7 @@ pub mod connection;
 mod context;
 pub mod election;
 pub mod error;
+pub mod force;
 pub mod health;
 pub mod ids;
 pub mod inspect;

@@ -29,7 +29,8 @@ pub use live::{Live, LiveGuard, LiveReader};
 pub use map::{Map, MapField, read_map, read_nested_map, write_map, write_nested_map};
 pub use published::{PublishedField, PublishedKind, PublishedSchema, SCHEMAS_PREFIX};
 pub use release::{
-    Change, KeyDiff, Proposal, ProposalState, Release, ReleaseBuilder, ReleaseKind, StoredSecret,
+    Change, KeyDiff, Proposal, ProposalState, Release, ReleaseBuilder, ReleaseEvent, ReleaseEvents,
+    ReleaseKind, StoredSecret,
 };
 pub use reserved::RESERVED_ROOT;
 pub(crate) use schema::prefix_of;

@@ -44,6 +44,7 @@
 //!   when shown, from the typed struct or the prefix's published schema (map entries of
 //!   secrets and secret fields of nested map entries included), and from the keys the records
 //!   marked secret when they were written.
+mod events;
 mod history;
 mod model;
 mod plan;
@@ -59,6 +60,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
+pub use events::{ReleaseEvent, ReleaseEvents};
 pub(crate) use history::applied_at;
 pub use model::{Change, KeyDiff, Release, ReleaseKind};
 pub use proposal::{Proposal, ProposalState};
