@@ -37,9 +37,10 @@ pub enum Action {
     Read,
     /// Store a proposal for the prefix (review before release).
     Propose,
-    /// Release, roll back, start, promote or abort a gray release directly.
+    /// Release, roll back, start, promote or abort a gray release directly; propose.
     Release,
-    /// Approve or reject another principal's proposal (which commits it as a release).
+    /// Approve or reject another principal's proposal (which commits it as a release);
+    /// propose.
     Approve,
     /// Everything above, and publishing the prefix's schema.
     Admin,
@@ -66,9 +67,14 @@ impl Action {
         }
     }
 
-    /// True if a grant of `self` allows `wanted`.
+    /// True if a grant of `self` allows `wanted`: itself, `read` always, `propose` for
+    /// whoever may release or approve (on a prefix that requires review they change it by
+    /// proposing too), everything for `admin`.
     pub fn allows(self, wanted: Action) -> bool {
-        self == wanted || self == Action::Admin || wanted == Action::Read
+        self == wanted
+            || self == Action::Admin
+            || wanted == Action::Read
+            || (wanted == Action::Propose && matches!(self, Action::Release | Action::Approve))
     }
 }
 

@@ -17,8 +17,8 @@
 //! |-----------|-----------------------------------------------------------------------------|
 //! | `read`    | read `P/*`, its release records, proposals, gray key and schema; readwrite its status keys |
 //! | `propose` | `read` + readwrite `/coord/proposals{P}/*`                                  |
-//! | `release` | `read` + readwrite `P/*`, its release records and gray key                 |
-//! | `approve` | `release`'s + readwrite its proposals (an approval commits a release)       |
+//! | `release` | `propose` + readwrite `P/*`, its release records and gray key              |
+//! | `approve` | as `release` (an approval commits a release; the library tells them apart) |
 //! | `admin`   | all of the above + readwrite its schema; on `/`: readwrite everything      |
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -117,8 +117,7 @@ pub fn permissions(action: Action, prefix: &str) -> Vec<Permission> {
     match action {
         Action::Read => {}
         Action::Propose => out.push(Permission::prefix(ReadWrite, &proposals)),
-        Action::Release => release(&mut out),
-        Action::Approve => {
+        Action::Release | Action::Approve => {
             release(&mut out);
             out.push(Permission::prefix(ReadWrite, &proposals));
         }
