@@ -3,9 +3,11 @@
 //!
 //! # What it promises
 //!
-//! - **From now on, in order.** Events written after [`events`](ConfigCenter::events)
-//!   returns, in store revision order per kind; a release and the approval that made it come
-//!   from one transaction.
+//! - **From now on, in order per kind.** Events written after
+//!   [`events`](ConfigCenter::events) returns: releases in the order they were committed,
+//!   proposal events in the order they were written. The two kinds come from two watches, so
+//!   across kinds order by the revision each carries ([`Release::revision`],
+//!   [`Proposal::revision`]); an approval and its release share one.
 //! - **Survives outages.** It rides on [`ResilientWatch`]: after a disconnect it resumes from
 //!   its revision; if that history was compacted, the records and proposals changed meanwhile
 //!   come again as events (at least once, never silently dropped).
