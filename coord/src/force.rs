@@ -123,23 +123,18 @@ async fn take(
     let txn = Txn::new()
         .when([still])
         .and_then([TxnOp::delete(key), record.op(identity.writer())?]);
-    match store.txn(txn).await {
-        Ok(response) if response.succeeded => Ok(()),
-        Ok(_) => {
-            let (now, _) = store.get(key).await?;
-            let error = Error::Conflict {
-                key: key.to_owned(),
-                expected,
-                current: now.as_ref().map_or(0, seen),
-            };
-            audit::append(store, identity.writer(), &record.refused(&error)).await;
-            Err(error)
-        }
-        Err(e) => {
-            if matches!(e, Error::PermissionDenied { .. }) {
-                audit::append(store, identity.writer(), &record.refused(&e)).await;
-            }
-            Err(e)
-        }
+    if audit::send(store, identity.writer(), &record, txn)
+        .await?
+        .succeeded
+    {
+        return Ok(());
     }
+    let (now, _) = store.get(key).await?;
+    let error = Error::Conflict {
+        key: key.to_owned(),
+        expected,
+        current: now.as_ref().map_or(0, seen),
+    };
+    audit::append(store, identity.writer(), &record.refused(&error)).await;
+    Err(error)
 }

@@ -201,6 +201,21 @@ pub async fn append(store: &Store, writer: &str, record: &AuditRecord) {
     }
 }
 
+/// Sends `txn`, which holds `record`'s put: etcd refusing it for permission (its RBAC) is
+/// recorded as a refusal in a write of its own before the error is returned.
+pub(crate) async fn send(
+    store: &Store,
+    writer: &str,
+    record: &AuditRecord,
+    txn: Txn,
+) -> Result<crate::store::TxnResponse> {
+    let result = store.txn(txn).await;
+    if let Err(e @ Error::PermissionDenied { .. }) = &result {
+        append(store, writer, &record.clone().refused(e)).await;
+    }
+    result
+}
+
 /// Which records [`list`] returns.
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]

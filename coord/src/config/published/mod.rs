@@ -382,18 +382,11 @@ impl ConfigCenter {
                     TxnOp::put(&key, bytes.clone()),
                     record.op(identity.writer())?,
                 ]);
-                match self.store.txn(txn).await {
-                    Ok(response) if response.succeeded => return Ok(response.revision),
-                    // The policy changed between the check and the write: check again.
-                    Ok(_) => continue,
-                    Err(e) => {
-                        if matches!(e, Error::PermissionDenied { .. }) {
-                            audit::append(&self.store, identity.writer(), &record.refused(&e))
-                                .await;
-                        }
-                        return Err(e);
-                    }
+                let response = audit::send(&self.store, identity.writer(), &record, txn).await?;
+                if response.succeeded {
+                    return Ok(response.revision);
                 }
+                // The policy changed between the check and the write: check again.
             }
         }
         .instrument(span)

@@ -120,20 +120,11 @@ impl ReleaseBuilder {
                         TxnOp::put(&key, stored.encode()?),
                         record.op(identity.writer())?,
                     ]);
-                match center.store.txn(txn).await {
-                    Ok(response) if response.succeeded => {
-                        return Ok(stored.public(response.revision, &Redaction::default(), now));
-                    }
-                    // The policy changed under it (or the id was taken): plan again.
-                    Ok(_) => continue,
-                    Err(e) => {
-                        if matches!(e, Error::PermissionDenied { .. }) {
-                            audit::append(&center.store, identity.writer(), &record.refused(&e))
-                                .await;
-                        }
-                        return Err(e);
-                    }
+                let response = audit::send(&center.store, identity.writer(), &record, txn).await?;
+                if response.succeeded {
+                    return Ok(stored.public(response.revision, &Redaction::default(), now));
                 }
+                // The policy changed under it (or the id was taken): plan again.
             }
             Err(Error::Conflict {
                 key: proposals_of(&job.prefix),
@@ -305,18 +296,9 @@ impl ConfigCenter {
                         TxnOp::put(&key, proposal.encode()?),
                         record.op(identity.writer())?,
                     ]);
-                match self.store.txn(txn).await {
-                    Ok(response) if response.succeeded => {
-                        return Ok(proposal.public(response.revision, &Redaction::default(), now));
-                    }
-                    Ok(_) => continue,
-                    Err(e) => {
-                        if matches!(e, Error::PermissionDenied { .. }) {
-                            audit::append(&self.store, identity.writer(), &record.refused(&e))
-                                .await;
-                        }
-                        return Err(e);
-                    }
+                let response = audit::send(&self.store, identity.writer(), &record, txn).await?;
+                if response.succeeded {
+                    return Ok(proposal.public(response.revision, &Redaction::default(), now));
                 }
             }
             Err(Error::Conflict {
