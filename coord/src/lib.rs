@@ -50,7 +50,9 @@ use tracing::Instrument;
 use context::Context;
 
 pub use client_config::{ClientConfig, SecretKeys, TlsConfig};
-pub use config::{ConfigCenter, CoordConfig, InstanceStatus, Live, Secret, StatusError};
+pub use config::{
+    ConfigCenter, CoordConfig, InstanceHealth, InstanceStatus, Live, Secret, StatusError,
+};
 pub use connection::ConnectionState;
 pub use coord_derive::CoordConfig;
 pub use election::{Election, Leader, Leadership};
@@ -352,6 +354,35 @@ impl Coord {
     /// The typed config center.
     pub fn config(&self) -> &config::ConfigCenter {
         &self.inner.config
+    }
+
+    /// Says how this instance is doing on `prefix`, written with its rollout status (see
+    /// [`ConfigCenter::rollout`](config::ConfigCenter::rollout)) until said again: the health
+    /// gate of rollout plans reads it. Returns false, writing nothing, while this `Coord` has
+    /// no [`Live`] handle on the prefix (there is no status to carry it).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> coord::Result<()> {
+    /// use coord::InstanceHealth;
+    ///
+    /// #[derive(coord::CoordConfig, Debug, Clone)]
+    /// #[coord(prefix = "/config/checkout")]
+    /// struct Checkout { #[coord(default = 30)] timeout_secs: u64 }
+    ///
+    /// let coord = coord::Coord::in_memory();
+    /// assert!(!coord.report_health("/config/checkout", InstanceHealth::Healthy));
+    /// let live = coord.live::<Checkout>().await?;
+    /// assert!(coord.report_health(
+    ///     "/config/checkout",
+    ///     InstanceHealth::Degraded { reason: "p99 over budget".into() },
+    /// ));
+    /// # drop(live);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn report_health(&self, prefix: &str, health: InstanceHealth) -> bool {
+        self.inner.config_shared.status.set_health(prefix, health)
     }
 
     /// Managing who may change what: the access policy, its etcd RBAC, decisions (see

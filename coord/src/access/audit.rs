@@ -54,6 +54,8 @@ pub enum AuditAction {
     Promote,
     /// A gray release aborted.
     Abort,
+    /// A gray release widened in place.
+    Widen,
     /// A proposal stored.
     Propose,
     /// A proposal approved (and released).
@@ -79,6 +81,7 @@ impl AuditAction {
             AuditAction::GrayStart => "gray_start",
             AuditAction::Promote => "promote",
             AuditAction::Abort => "abort",
+            AuditAction::Widen => "widen",
             AuditAction::Propose => "propose",
             AuditAction::Approve => "approve",
             AuditAction::Reject => "reject",

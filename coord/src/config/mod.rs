@@ -39,7 +39,7 @@ pub use schema::{
     env_override, nested_values,
 };
 pub use secret::{REDACTED, Secret};
-pub use status::{InstanceStatus, StatusError};
+pub use status::{InstanceHealth, InstanceStatus, StatusError};
 pub use template::{TemplateFormat, template};
 
 #[cfg(feature = "schema")]

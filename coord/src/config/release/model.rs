@@ -65,6 +65,15 @@ pub enum ReleaseKind {
         /// The gray release aborted.
         gray: u64,
     },
+    /// Gray release `gray` widened in place to `selector`, which picks every instance it
+    /// picked before (its percentage buckets stay: an instance picked at 10% is picked at
+    /// 50%).
+    Widen {
+        /// The gray release widened.
+        gray: u64,
+        /// Who sees it from now on.
+        selector: Selector,
+    },
 }
 
 /// One release of a prefix, as [`history`](crate::ConfigCenter::history) returns it.

@@ -54,6 +54,8 @@ pub(super) enum Plan {
     Promote { seq: u64 },
     /// Gray release `seq` dropped.
     Abort { seq: u64 },
+    /// Gray release `seq` widened in place to a selector that covers its own.
+    Widen { seq: u64, selector: Selector },
     /// Relative keys → texts exactly as to store (secrets already sealed), and relative keys
     /// to delete: an approved proposal.
     Exact {
@@ -207,7 +209,10 @@ impl Job {
             let strict = self.expect.is_some()
                 || matches!(
                     plan,
-                    Plan::Rollback { .. } | Plan::Promote { .. } | Plan::Abort { .. }
+                    Plan::Rollback { .. }
+                        | Plan::Promote { .. }
+                        | Plan::Abort { .. }
+                        | Plan::Widen { .. }
                 );
             if strict {
                 let now = latest_seq(&self.center, &self.prefix).await?;
@@ -290,6 +295,7 @@ impl Job {
             (ReleaseKind::Gray { .. }, _) => AuditAction::GrayStart,
             (ReleaseKind::Promote { .. }, _) => AuditAction::Promote,
             (ReleaseKind::Abort { .. }, _) => AuditAction::Abort,
+            (ReleaseKind::Widen { .. }, _) => AuditAction::Widen,
             _ => AuditAction::Release,
         }
     }
@@ -521,6 +527,19 @@ impl Job {
                 in_progress(state, prefix, *seq)?;
                 (BTreeMap::new(), BTreeSet::new())
             }
+            Plan::Widen { seq, selector } => {
+                let gray = in_progress(state, prefix, *seq)?;
+                if !selector.covers(&gray.selector) {
+                    return Err(Error::GrayConflict {
+                        prefix: prefix.clone(),
+                        in_progress: *seq,
+                        reason: "a widening keeps every instance the gray release reaches: \
+                                 the new selector must cover the old one"
+                            .into(),
+                    });
+                }
+                (BTreeMap::new(), BTreeSet::new())
+            }
             Plan::Exact { puts, removes } => {
                 let mut keys: BTreeSet<String> = puts.keys().cloned().collect();
                 keys.extend(removes.iter().cloned());
@@ -627,6 +646,9 @@ impl Job {
         };
         if matches!(plan, Plan::Promote { .. } | Plan::Abort { .. }) || ended_gray.is_some() {
             after.gray = None;
+        }
+        if let (Plan::Widen { selector, .. }, Some((gray, _))) = (plan, &mut after.gray) {
+            gray.selector = selector.clone();
         }
 
         let now = now_ms();
@@ -767,7 +789,7 @@ impl Job {
         );
         let mut ops: Vec<TxnOp> = Vec::new();
         match &after.gray {
-            Some((gray, _)) if gray_release.is_some() => {
+            Some((gray, _)) if gray_release.is_some() || matches!(plan, Plan::Widen { .. }) => {
                 let doc = serde_json::to_vec(gray).map_err(|e| {
                     Error::invalid_argument(gray_key(prefix), format!("cannot encode: {e}"))
                 })?;
