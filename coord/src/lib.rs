@@ -33,6 +33,7 @@ pub mod lock;
 pub mod metrics;
 pub(crate) mod queue;
 pub mod registry;
+pub mod rollout;
 pub mod session;
 pub(crate) mod shared_watch;
 pub mod store;
@@ -383,6 +384,11 @@ impl Coord {
     /// ```
     pub fn report_health(&self, prefix: &str, health: InstanceHealth) -> bool {
         self.inner.config_shared.status.set_health(prefix, health)
+    }
+
+    /// Rollout plans: staged gray releases that drive themselves (see [`rollout`]).
+    pub fn rollouts(&self) -> rollout::Rollouts {
+        rollout::Rollouts::new(Arc::clone(&self.inner.ctx), self.inner.config.clone())
     }
 
     /// Managing who may change what: the access policy, its etcd RBAC, decisions (see

@@ -87,9 +87,8 @@ impl Selector {
     /// assert!(!Selector::default().instance("web-1").covers(&ten));
     /// ```
     pub fn covers(&self, narrower: &Selector) -> bool {
-        let by_name_only = |s: &Selector| {
-            !s.instances.is_empty() && s.labels.is_empty() && s.percent.is_none()
-        };
+        let by_name_only =
+            |s: &Selector| !s.instances.is_empty() && s.labels.is_empty() && s.percent.is_none();
         let names = narrower.instances.is_subset(&self.instances);
         if by_name_only(narrower) {
             return names;

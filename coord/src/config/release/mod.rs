@@ -68,6 +68,7 @@ pub use secrets::StoredSecret;
 
 use self::history::read_record;
 use self::model::check_prefix;
+pub(crate) use self::plan::Along;
 use self::plan::{Job, Plan, typed_plan};
 use crate::config::center::ConfigCenter;
 use crate::config::gray::Selector;
@@ -173,6 +174,12 @@ impl ReleaseBuilder {
     /// is in progress. Only for `release` and `release_raw`.
     pub fn to(mut self, selector: Selector) -> Self {
         self.job.gray = Some(selector);
+        self
+    }
+
+    /// Commits `along` in the release's own transaction (see [`plan::Along`]).
+    pub(crate) fn along(mut self, along: Along) -> Self {
+        self.job.along = Some(along);
         self
     }
 
@@ -383,6 +390,7 @@ impl ConfigCenter {
                 gray: None,
                 timeout: None,
                 approval: None,
+                along: None,
             },
             plan,
         }

@@ -64,6 +64,17 @@ pub(super) enum Plan {
     },
 }
 
+/// Writes of another capability committed in the release's own transaction (a rollout
+/// plan's state moving with the step it records): `guards` are keys that must still be at
+/// their mod revision (else the release fails with [`Error::Conflict`] naming the key),
+/// `compares` hold too (a leader's fence), and `ops` are given the release's seq.
+pub(crate) struct Along {
+    pub guards: Vec<(String, i64)>,
+    pub compares: Vec<Compare>,
+    #[allow(clippy::type_complexity)]
+    pub ops: Box<dyn Fn(u64) -> Result<Vec<TxnOp>> + Send + Sync>,
+}
+
 /// The proposal a release approves: it must still be open at `revision`, and becomes
 /// approved in the release's transaction.
 pub(super) struct Approval {
@@ -88,6 +99,8 @@ pub(super) struct Job {
     pub(super) timeout: Option<Duration>,
     /// The proposal this release approves, if it is an approval.
     pub(super) approval: Option<Approval>,
+    /// Writes committed with it, if any.
+    pub(super) along: Option<Along>,
 }
 
 /// A transaction ready to send, with what it records and what the prefix is after it.
@@ -205,6 +218,19 @@ impl Job {
             };
             if !lost {
                 continue;
+            }
+            if let Some(along) = &self.along {
+                for (key, expected) in &along.guards {
+                    let (kv, _) = self.center.store.get(key).await?;
+                    let current = kv.map_or(0, |kv| kv.mod_revision);
+                    if current != *expected {
+                        return Err(Error::Conflict {
+                            key: key.clone(),
+                            expected: *expected,
+                            current,
+                        });
+                    }
+                }
             }
             let strict = self.expect.is_some()
                 || matches!(
@@ -746,6 +772,13 @@ impl Job {
             // The policy it was admitted by is still the one in force.
             state.gate.compare(),
         ];
+        if let Some(along) = &self.along {
+            compares.extend(along.guards.iter().map(|(key, rev)| match rev {
+                0 => Compare::create_revision(key.as_str(), 0),
+                rev => Compare::mod_revision(key.as_str(), *rev),
+            }));
+            compares.extend(along.compares.iter().cloned());
+        }
         if let Some(approval) = &self.approval {
             compares.push(Compare::mod_revision(
                 proposal_key(prefix, &approval.proposal.id),
@@ -828,6 +861,9 @@ impl Job {
             audit = audit.detail(format!("proposal {} as release {seq}", decided.id));
         }
         ops.push(audit.op(identity.writer())?);
+        if let Some(along) = &self.along {
+            ops.extend((along.ops)(seq)?);
+        }
         let keep = self.center.release_history.max(1) as u64;
         let oldest_kept = seq.saturating_sub(keep) + 1;
         let first_gone = state.seq().saturating_sub(keep) + 1;

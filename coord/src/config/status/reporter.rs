@@ -32,7 +32,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{InstanceHealth, InstanceStatus, StatusError, covers_own_status, normalize, status_key};
+use super::{
+    InstanceHealth, InstanceStatus, StatusError, covers_own_status, normalize, status_key,
+};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::health::STATUS_WRITE;
@@ -176,7 +178,10 @@ impl StatusReporters {
         let prefix = normalize(prefix);
         let found = {
             let mut state = lock(&self.board.state);
-            let key = state.prefixes.get_key_value(prefix).map(|(k, _)| Arc::clone(k));
+            let key = state
+                .prefixes
+                .get_key_value(prefix)
+                .map(|(k, _)| Arc::clone(k));
             match key {
                 Some(key) => {
                     if let Some(entry) = state.prefixes.get_mut(&key) {
