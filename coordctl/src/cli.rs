@@ -88,7 +88,7 @@ pub struct Connection {
     pub secret_keys: Option<PathBuf>,
     /// Act as this principal of the access policy, on a connection without etcd auth (a
     /// claim the policy takes at its word; logged in with --user, the principal is the etcd
-    /// user).
+    /// user). For `console`: the delegate its writes act for each token's principal through.
     #[arg(
         long = "as",
         id = "as_principal",

@@ -216,6 +216,6 @@ async fn dispatch(
             audit_cmd::trim(coord, config, out, older_than, keep).await
         }
         Command::Health => coordination::health(coord, out).await,
-        Command::Console(args) => console::serve(coord, args).await,
+        Command::Console(args) => console::serve(coord, config, args).await,
     }
 }

@@ -63,6 +63,16 @@ async fn off_loopback() -> Env {
 }
 
 async fn env_with_limits(access: impl FnOnce() -> Access, limits: StreamLimits) -> Env {
+    env_acting_as(access, limits, None).await
+}
+
+/// A console whose writes act through `delegate` (a principal claimed as `--as` does), or
+/// through the connection's own principal (the embedded store's `anonymous`).
+async fn env_acting_as(
+    access: impl FnOnce() -> Access,
+    limits: StreamLimits,
+    delegate: Option<&str>,
+) -> Env {
     let coord = Coord::in_memory();
     coord.config().publish_schema::<Checkout>().await.unwrap();
     coord
@@ -78,7 +88,11 @@ async fn env_with_limits(access: impl FnOnce() -> Access, limits: StreamLimits) 
         .unwrap();
     let access = access();
     let csrf = access.csrf().to_owned();
-    let app = router(Console::with_limits(coord.clone(), access, limits));
+    let delegate = match delegate {
+        Some(name) => coord.config().as_principal(name).unwrap(),
+        None => coord.config().clone(),
+    };
+    let app = router(Console::acting_as(coord.clone(), delegate, access, limits));
     Env {
         coord,
         app,
@@ -1814,4 +1828,19 @@ async fn without_a_policy_a_write_is_recorded_as_the_tokens_principal_via_the_co
     assert_eq!(records[0]["action"], "release", "{records}");
     assert_eq!(records[0]["via"], "anonymous", "{records}");
     assert_eq!(records[0]["outcome"], "done", "{records}");
+}
+
+#[tokio::test]
+async fn a_console_started_as_a_claimed_principal_writes_via_that_principal() {
+    let env = env_acting_as(
+        || Access::with_tokens(vec![("ana".into(), TOKEN.into())], true),
+        StreamLimits::default(),
+        Some("console"),
+    )
+    .await;
+    let (status, release) = env.post("/api/release", release_body(json!(40), 1)).await;
+    assert_eq!(status, StatusCode::OK, "{release}");
+    assert_eq!(release["principal"], "ana", "{release}");
+    let records = env.get_ok("/api/audit?principal=ana").await;
+    assert_eq!(records[0]["via"], "console", "{records}");
 }

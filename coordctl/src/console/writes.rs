@@ -144,7 +144,7 @@ pub(super) fn trimmed_prefix(raw: &str) -> String {
 /// The config center acting for `writer`'s principal: what it writes is checked against
 /// that principal's grants and recorded as theirs, via the console's own principal.
 pub(super) fn acting_for(console: &Console, writer: &Writer) -> Result<ConfigCenter, ApiError> {
-    Ok(console.coord.config().on_behalf_of(&writer.principal)?)
+    Ok(console.delegate.on_behalf_of(&writer.principal)?)
 }
 
 /// Commits `builder` as `writer`; a release made meanwhile becomes a conflict with the diff
