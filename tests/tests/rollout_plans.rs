@@ -42,13 +42,31 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// An instance's `Live`: most accept the new values, the picky one refuses them.
+enum Reader {
+    Plain(Live<Limits>),
+    Picky(Live<PickyLimits>),
+}
+
+impl Reader {
+    fn limit(&self) -> i64 {
+        match self {
+            Reader::Plain(live) => live.load().limit,
+            Reader::Picky(live) => live.load().limit,
+        }
+    }
+}
+
+/// What a probe gate saw at each step: the step, who ran the gray release, its seq.
+type Judged = Arc<Mutex<Vec<(usize, BTreeSet<String>, u64)>>>;
+
 /// Every value each instance loaded, with when.
 type Seen = Arc<Mutex<Vec<(String, i64, u64)>>>;
 
 struct Fleet {
     server: EtcdServer,
     admin: Coord,
-    instances: Vec<(Coord, Option<Live<Limits>>, Option<Live<PickyLimits>>)>,
+    instances: Vec<(Coord, Reader)>,
     seen: Seen,
 }
 
@@ -79,11 +97,11 @@ impl Fleet {
             if picky == Some(who.as_str()) {
                 let live = coord.live_at::<PickyLimits>(PREFIX).await.unwrap();
                 watch(&live, &who, &seen, |v| v.limit);
-                instances.push((coord, None, Some(live)));
+                instances.push((coord, Reader::Picky(live)));
             } else {
                 let live = coord.live_at::<Limits>(PREFIX).await.unwrap();
                 watch(&live, &who, &seen, |v| v.limit);
-                instances.push((coord, Some(live), None));
+                instances.push((coord, Reader::Plain(live)));
             }
         }
         // Every instance reports the base values before the plan starts.
@@ -103,14 +121,7 @@ impl Fleet {
     fn values_now(&self) -> BTreeMap<String, i64> {
         self.instances
             .iter()
-            .map(|(coord, live, picky)| {
-                let value = match (live, picky) {
-                    (Some(live), _) => live.load().limit,
-                    (_, Some(picky)) => picky.load().limit,
-                    _ => unreachable!(),
-                };
-                (coord.instance().name.clone(), value)
-            })
+            .map(|(coord, reader)| (coord.instance().name.clone(), reader.limit()))
             .collect()
     }
 
@@ -194,7 +205,7 @@ async fn a_plan_reaches_exactly_each_steps_instances_keeps_earlier_picks_and_pro
     let rollouts = fleet.admin.rollouts();
     rollouts.start(plan()).await.unwrap();
     // A gate that records who runs the gray release when each step is judged.
-    let on_gray: Arc<Mutex<Vec<(usize, BTreeSet<String>, u64)>>> = Arc::default();
+    let on_gray: Judged = Arc::default();
     let record = Arc::clone(&on_gray);
     let done = rollouts
         .driver(PREFIX)
@@ -388,10 +399,10 @@ async fn a_failing_user_gate_or_a_degraded_instance_aborts_the_plan() {
         .into_iter()
         .next()
         .expect("50% of 20 picks someone");
-    let (coord, _, _) = fleet
+    let (coord, _) = fleet
         .instances
         .iter()
-        .find(|(c, _, _)| c.instance().name == sick)
+        .find(|(c, _)| c.instance().name == sick)
         .unwrap();
     assert!(coord.report_health(
         PREFIX,
