@@ -34,7 +34,8 @@ fn read_passwords(path: &Path) -> CliResult<BTreeMap<String, String>> {
     toml::from_str(&text).map_err(|e| {
         let line = e
             .span()
-            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            .and_then(|span| text.get(..span.start))
+            .map(|before| before.matches('\n').count() + 1);
         let at = line.map_or_else(String::new, |n| format!(" (line {n})"));
         CliError::Usage(format!(
             "{} is not a passwords file{at}: one `name = \"password\"` per line, each \
@@ -191,10 +192,15 @@ mod tests {
         assert_eq!(passwords["ana"], "pw-ana-1");
         assert_eq!(passwords["bo.b@x"], "pw-bo-2");
 
-        let path = private(&dir, "ana = \"pw-ana-1\"\nbo = hunter2-unquoted\n");
-        let refused = read_passwords(&path).unwrap_err().to_string();
-        assert!(refused.contains("line 2"), "{refused}");
-        assert!(!refused.contains("hunter2"), "{refused}");
+        for text in [
+            "ana = \"pw-ana-1\"\nbo = hunter2-unquoted\n",
+            "ana = \"pw-ana-1\"\nhunter2-bare\n",
+        ] {
+            let path = private(&dir, text);
+            let refused = read_passwords(&path).unwrap_err().to_string();
+            assert!(refused.contains("line 2"), "{refused}");
+            assert!(!refused.contains("hunter2"), "{refused}");
+        }
     }
 
     #[test]
