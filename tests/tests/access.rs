@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use coord::access::audit::{AuditAction, AuditQuery, Outcome, list};
+use coord::access::audit::{list, AuditAction, AuditQuery, Outcome};
 use coord::access::{Action, Policy};
 use coord::config::ProposalState;
 use coord::testing::{EtcdServer, ROOT_USER};
@@ -144,12 +144,11 @@ async fn a_proposer_cannot_release_by_any_path_and_an_approval_commits_with_both
         .unwrap();
     assert_eq!(proposal.proposer, "ana");
     assert_eq!(proposal.state, ProposalState::Open);
-    assert!(
-        ana.config()
-            .get::<i64>(&format!("{PREFIX}/limit"))
-            .await
-            .is_err()
-    );
+    assert!(ana
+        .config()
+        .get::<i64>(&format!("{PREFIX}/limit"))
+        .await
+        .is_err());
 
     let release = bo.config().approve(PREFIX, &proposal.id).await.unwrap();
     assert_eq!(release.principal.as_deref(), Some("ana"));
@@ -305,13 +304,11 @@ async fn applying_the_policy_twice_is_a_no_op_and_a_removed_grant_takes_effect_o
         .await
         .unwrap_err();
     assert!(matches!(raw, Error::PermissionDenied { .. }), "{raw}");
-    assert!(
-        access
-            .plan(&smaller, &BTreeMap::new())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(access
+        .plan(&smaller, &BTreeMap::new())
+        .await
+        .unwrap()
+        .is_empty());
 
     let decision = access.check("bo", Action::Approve, PREFIX).await.unwrap();
     assert!(!decision.allowed, "{decision}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use coord::registry::ServiceInfo;
 
-use common::{Backend, eventually};
+use common::{eventually, Backend};
 
 /// A ceiling, not a target: on a loaded machine a reconnect takes longer.
 const WAIT: Duration = Duration::from_secs(20);

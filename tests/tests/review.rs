@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use coord::access::audit::{list, AuditAction, AuditQuery, Outcome};
 use coord::access::Policy;
-use coord::access::audit::{AuditAction, AuditQuery, Outcome, list};
 use coord::config::{ProposalState, ReleaseEvent, ReleaseKind, Selector};
 use coord::{Coord, Error, Instance};
 use futures::StreamExt;

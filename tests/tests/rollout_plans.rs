@@ -363,13 +363,11 @@ async fn a_failing_user_gate_or_a_degraded_instance_aborts_the_plan() {
     };
     assert!(reason.contains("gate error rate: 5xx at 3.2%"), "{reason}");
     let latest = &fleet.admin.config().history(PREFIX, 1).await.unwrap()[0];
-    assert!(
-        latest
-            .message
-            .as_deref()
-            .unwrap_or_default()
-            .contains("error rate")
-    );
+    assert!(latest
+        .message
+        .as_deref()
+        .unwrap_or_default()
+        .contains("error rate"));
     fleet
         .admin
         .config()

@@ -27,7 +27,7 @@ on_both_backends!(cases:
 
 mod cases {
     use super::*;
-    use crate::common::{Backend, eventually};
+    use crate::common::{eventually, Backend};
 
     pub async fn session_keeps_its_keys_past_the_ttl(b: &Backend) {
         let s = b.store();

@@ -1,7 +1,7 @@
 //! `coord::config::template`: the document it writes loads in the local file mode, and a struct
 //! whose fields all have defaults binds from it unchanged.
 
-use coord::config::{Map, TemplateFormat, template};
+use coord::config::{template, Map, TemplateFormat};
 use coord::{Coord, CoordConfig, Secret};
 
 #[derive(CoordConfig, Debug, Clone, PartialEq)]
