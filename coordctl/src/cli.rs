@@ -205,12 +205,12 @@ pub struct ConsoleArgs {
 /// `coordctl config …`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Print one key's value (secrets as <redacted>).
+    /// Print one key's value (secrets as `<redacted>`).
     Get {
         /// The full key, e.g. /config/checkout/timeout_secs.
         key: String,
     },
-    /// Print every key under a prefix with its value (secrets as <redacted>).
+    /// Print every key under a prefix with its value (secrets as `<redacted>`).
     List {
         /// The prefix, e.g. /config/checkout.
         prefix: String,
