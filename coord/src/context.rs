@@ -34,6 +34,8 @@ pub(crate) struct Context {
     pub store: Store,
     /// Who this `Coord` is; fixed for its lifetime.
     pub instance: std::sync::Arc<Instance>,
+    /// The etcd user the connection logged in as, if any: its principal (see `access`).
+    pub user: Option<String>,
     /// Lease-holding handles by kind and name, for `health()`.
     pub sessions: SessionTracker,
     /// Background writes (status keys, snapshot files) that are failing, for `health()`.
@@ -53,6 +55,7 @@ impl Context {
     pub fn new(store: Store, instance: Instance, request_timeout: Duration) -> Self {
         Context {
             instance: std::sync::Arc::new(instance),
+            user: None,
             store,
             sessions: SessionTracker::default(),
             failing_writes: std::sync::Arc::default(),
@@ -62,6 +65,12 @@ impl Context {
             closed: watch::Sender::new(false),
             closing: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// This context as the connection of etcd user `user`.
+    pub fn with_user(mut self, user: Option<String>) -> Self {
+        self.user = user;
+        self
     }
 
     /// [`Error::Closed`] once `close()` has started.

@@ -15,12 +15,14 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod client_config;
 pub mod config;
 pub mod connection;
 mod context;
 pub mod election;
 pub mod error;
+pub mod force;
 pub mod health;
 pub mod ids;
 pub mod inspect;
@@ -31,6 +33,7 @@ pub mod lock;
 pub mod metrics;
 pub(crate) mod queue;
 pub mod registry;
+pub mod rollout;
 pub mod session;
 pub(crate) mod shared_watch;
 pub mod store;
@@ -48,7 +51,9 @@ use tracing::Instrument;
 use context::Context;
 
 pub use client_config::{ClientConfig, SecretKeys, TlsConfig};
-pub use config::{ConfigCenter, CoordConfig, InstanceStatus, Live, Secret, StatusError};
+pub use config::{
+    ConfigCenter, CoordConfig, InstanceHealth, InstanceStatus, Live, Secret, StatusError,
+};
 pub use connection::ConnectionState;
 pub use coord_derive::CoordConfig;
 pub use election::{Election, Leader, Leadership};
@@ -297,7 +302,11 @@ impl Coord {
             });
         let config_shared = Arc::new(config::shared::ConfigShared::new(&store, sync_interval));
         let registry_shared = Arc::new(registry::shared::RegistryShared::new(&store));
-        let ctx = Arc::new(Context::new(store, instance, request_timeout));
+        let user = client_config
+            .as_ref()
+            .filter(|c| c.file.is_none())
+            .and_then(|c| c.username.clone());
+        let ctx = Arc::new(Context::new(store, instance, request_timeout).with_user(user));
         Coord {
             inner: Arc::new(Inner {
                 config: config::ConfigCenter::new(
@@ -346,6 +355,49 @@ impl Coord {
     /// The typed config center.
     pub fn config(&self) -> &config::ConfigCenter {
         &self.inner.config
+    }
+
+    /// Says how this instance is doing on `prefix`, written with its rollout status (see
+    /// [`ConfigCenter::rollout`](config::ConfigCenter::rollout)) until said again: the health
+    /// gate of rollout plans reads it. Returns false, writing nothing, while this `Coord` has
+    /// no [`Live`] handle on the prefix (there is no status to carry it).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> coord::Result<()> {
+    /// use coord::InstanceHealth;
+    ///
+    /// #[derive(coord::CoordConfig, Debug, Clone)]
+    /// #[coord(prefix = "/config/checkout")]
+    /// struct Checkout { #[coord(default = 30)] timeout_secs: u64 }
+    ///
+    /// let coord = coord::Coord::in_memory();
+    /// assert!(!coord.report_health("/config/checkout", InstanceHealth::Healthy));
+    /// let live = coord.live::<Checkout>().await?;
+    /// assert!(coord.report_health(
+    ///     "/config/checkout",
+    ///     InstanceHealth::Degraded { reason: "p99 over budget".into() },
+    /// ));
+    /// # drop(live);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn report_health(&self, prefix: &str, health: InstanceHealth) -> bool {
+        self.inner.config_shared.status.set_health(prefix, health)
+    }
+
+    /// Rollout plans: staged gray releases that drive themselves (see [`rollout`]).
+    pub fn rollouts(&self) -> rollout::Rollouts {
+        rollout::Rollouts::new(Arc::clone(&self.inner.ctx), self.inner.config.clone())
+    }
+
+    /// Managing who may change what: the access policy, its etcd RBAC, decisions (see
+    /// [`access`]).
+    pub fn access(&self) -> access::Access {
+        access::Access::new(
+            self.inner.ctx.store.clone(),
+            self.inner.config.identity().clone(),
+        )
     }
 
     /// Hands this `Coord` the key ring its secrets are sealed and opened with (see

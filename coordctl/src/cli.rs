@@ -17,6 +17,8 @@ Exit codes:
   4  conflict (a version or release changed meanwhile, a lock is held or changed hands)
   5  outcome unknown (a write was sent but its answer was lost: it may or may not have been
      applied; read the value before running the command again)
+  6  denied (the access policy or etcd's permissions refuse it, the prefix requires review,
+     a proposal one may not approve; `auth check` of a denied action)
 
 Connection: COORD_ENDPOINTS, COORD_ENV, COORD_USERNAME, COORD_PASSWORD, COORD_TLS_CA,
 COORD_TLS_CERT, COORD_TLS_KEY, COORD_DIAL_TIMEOUT… (see coord::ClientConfig::from_env);
@@ -87,6 +89,16 @@ pub struct Connection {
     /// with (default: COORD_SECRET_KEYS_FILE).
     #[arg(long, global = true)]
     pub secret_keys: Option<PathBuf>,
+    /// Act as this principal of the access policy, on a connection without etcd auth (a
+    /// claim the policy takes at its word; logged in with --user, the principal is the etcd
+    /// user). For `console`: the delegate its writes act for each token's principal through.
+    #[arg(
+        long = "as",
+        id = "as_principal",
+        global = true,
+        value_name = "PRINCIPAL"
+    )]
+    pub principal: Option<String>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -102,6 +114,7 @@ impl std::fmt::Debug for Connection {
             key,
             dial_timeout,
             secret_keys,
+            principal,
         } = self;
         f.debug_struct("Connection")
             .field("endpoints", endpoints)
@@ -114,6 +127,7 @@ impl std::fmt::Debug for Connection {
             .field("key", key)
             .field("dial_timeout", dial_timeout)
             .field("secret_keys", secret_keys)
+            .field("principal", principal)
             .finish()
     }
 }
@@ -127,7 +141,7 @@ pub enum Command {
     /// Inspect and break locks.
     #[command(subcommand)]
     Locks(LocksCommand),
-    /// Inspect instance IDs.
+    /// Inspect instance IDs, and release one held by a stuck process.
     #[command(subcommand)]
     Ids(IdsCommand),
     /// Inspect the service registry.
@@ -139,6 +153,12 @@ pub enum Command {
     /// Secrets sealed at rest: which key each is sealed under, rotation, migration.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// The access policy: who may do what under which prefix, enforced by coord and by etcd.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// The audit log: who released, proposed, approved, broke a lock… and what was refused.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Is etcd reachable? Its version, revision and latency.
     Health,
     /// Serve the web console: browse, edit and release config, watch rollouts, roll back.
@@ -147,6 +167,70 @@ pub enum Command {
     /// Beyond loopback it needs --read-token-file (every read then needs a token) and
     /// --allowed-host.
     Console(ConsoleArgs),
+}
+
+/// `coordctl auth …`: the access policy (see `coord::access`).
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Make etcd's users, roles and permissions and the stored policy what a TOML policy file
+    /// says: prints the changes (`+` add, `-` remove, `!` cannot, `~` the stored policy),
+    /// asks, applies. Needs etcd's root role. Applying the same file again changes nothing.
+    Apply {
+        /// The policy (TOML: [principals.NAME], [roles.NAME], [review."/prefix"]).
+        file: PathBuf,
+        /// Passwords of the principals etcd has no user for yet (TOML: `name = "password"`,
+        /// mode 0600).
+        #[arg(long)]
+        passwords: Option<PathBuf>,
+        /// Print the changes, apply nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation (asked on stderr, answered with a line on stdin).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// May PRINCIPAL do ACTION on PREFIX under the stored policy, and why (exit 0 if allowed,
+    /// 6 if denied).
+    Check {
+        /// The principal (an etcd user, or a console token's principal).
+        principal: String,
+        /// read, propose, release, approve or admin.
+        action: String,
+        /// The config prefix.
+        prefix: String,
+    },
+    /// Print the stored policy as TOML (exit 3 if none is stored).
+    Show,
+}
+
+/// `coordctl audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Audit records, oldest first: time, principal (via), action, target, detail, outcome.
+    Ls {
+        /// Only records on this prefix or under it (a config prefix, a lock name…).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only records no older than this (e.g. 1h, 7d).
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<Duration>,
+        /// Only records of this principal.
+        #[arg(long)]
+        principal: Option<String>,
+        /// The newest N records at most (0: all).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Delete this connection's own audit records: those older than --older-than, and all
+    /// but the newest --keep.
+    Trim {
+        /// Delete records older than this (e.g. 90d).
+        #[arg(long, value_parser = parse_duration, required_unless_present = "keep")]
+        older_than: Option<Duration>,
+        /// Keep at most this many of the newest records.
+        #[arg(long)]
+        keep: Option<usize>,
+    },
 }
 
 /// `coordctl secrets …`: the secrets of a prefix, as its published schema marks them.
@@ -184,8 +268,10 @@ pub struct ConsoleArgs {
     /// network.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
-    /// Allow writes to whoever presents a token from this file: one `NAME:TOKEN` (or bare
-    /// `TOKEN`) per line; NAME is recorded as the author of their releases. Without it the
+    /// Allow writes to whoever presents a token from this file: one `NAME:TOKEN`,
+    /// `NAME=PRINCIPAL:TOKEN` (or bare `TOKEN`) per line; NAME is recorded as the author of
+    /// their releases, and their writes are checked by the access policy as PRINCIPAL (by
+    /// default NAME; the console's own etcd user must be a `delegate`). Without it the
     /// console is read-only. A file other users can open is refused (chmod 600).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -292,6 +378,96 @@ pub enum ConfigCommand {
     /// Gray releases: to some instances first.
     #[command(subcommand)]
     Gray(GrayCommand),
+    /// Propose a change for review instead of releasing it: another principal approves it
+    /// (required on a prefix the access policy marks for review).
+    Propose(ProposeArgs),
+    /// The proposals of a prefix (open and decided); with an ID, that one and its changes.
+    Proposals {
+        /// The prefix.
+        prefix: String,
+        /// One proposal to show with its changes.
+        id: Option<String>,
+    },
+    /// Approve a proposal: it is released as proposed (by another principal than its
+    /// proposer, holding `approve`).
+    Approve {
+        /// The prefix.
+        prefix: String,
+        /// The proposal.
+        id: String,
+    },
+    /// Reject a proposal (or withdraw one's own).
+    Reject {
+        /// The prefix.
+        prefix: String,
+        /// The proposal.
+        id: String,
+        /// Why (shown with the proposal).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// `coordctl config propose`. `Debug` leaves the values out: they may be secrets.
+#[derive(Args)]
+pub struct ProposeArgs {
+    /// The prefix.
+    pub prefix: String,
+    /// Relative key and new value: `timeout_secs=45`, `provider=stripe`. VALUE is JSON, or
+    /// text for a key the published schema types as a string (or that is not JSON).
+    #[arg(value_name = "KEY=VALUE", value_parser = parse_assignment)]
+    pub values: Vec<(String, String)>,
+    /// Keys (relative) to delete in the same change.
+    #[arg(long = "remove")]
+    pub remove: Vec<String>,
+    /// Why (shown to the reviewer and in history).
+    #[arg(long, short = 'm')]
+    pub message: Option<String>,
+    /// Propose a gray release to the instances these flags pick.
+    #[command(flatten)]
+    pub to: SelectorArgs,
+}
+
+impl std::fmt::Debug for ProposeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ProposeArgs {
+            prefix,
+            values,
+            remove,
+            message,
+            to,
+        } = self;
+        let keys: Vec<&str> = values.iter().map(|(key, _)| key.as_str()).collect();
+        f.debug_struct("ProposeArgs")
+            .field("prefix", prefix)
+            .field("keys", &keys)
+            .field("values", &REDACTED)
+            .field("remove", remove)
+            .field("message", message)
+            .field("to", to)
+            .finish()
+    }
+}
+
+/// Which instances a gray release goes to.
+#[derive(Debug, Default, Args)]
+pub struct SelectorArgs {
+    /// Pick instances with this label (k=v); repeatable, all must match.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Pick this percentage of instances (stable per instance and release).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub percent: Option<u8>,
+    /// Pick this instance by name; repeatable.
+    #[arg(long = "instance")]
+    pub instances: Vec<String>,
+}
+
+impl SelectorArgs {
+    /// True if no flag picks anything.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.percent.is_none() && self.instances.is_empty()
+    }
 }
 
 /// `coordctl config set`. `Debug` leaves the value out: it may be a secret.
@@ -371,15 +547,9 @@ pub enum GrayCommand {
         /// A JSON object: relative key → value.
         #[arg(long, short = 'f')]
         file: PathBuf,
-        /// Pick instances with this label (k=v); repeatable, all must match.
-        #[arg(long = "label", value_parser = parse_label)]
-        labels: Vec<(String, String)>,
-        /// Pick this percentage of instances (stable per instance and release).
-        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
-        percent: Option<u8>,
-        /// Pick this instance by name; repeatable.
-        #[arg(long = "instance")]
-        instances: Vec<String>,
+        /// Which instances.
+        #[command(flatten)]
+        to: SelectorArgs,
         /// Why.
         #[arg(long, short = 'm')]
         message: Option<String>,
@@ -409,7 +579,8 @@ pub enum LocksCommand {
         #[arg(default_value = "")]
         prefix: String,
     },
-    /// Break a lock: revoke its holder's lease (the holder loses it; the next waiter gets it).
+    /// Break a lock: delete its holder's key and revoke its lease (the holder loses it; the
+    /// next waiter gets it), recorded in the audit log.
     Release {
         /// The lock name.
         name: String,
@@ -429,6 +600,20 @@ pub enum IdsCommand {
     Ls {
         /// The service.
         service: String,
+    },
+    /// Release an instance ID a stuck process still holds (the ID is free for the next
+    /// taker; the holder's guard learns it lost it), recorded in the audit log.
+    Release {
+        /// The service.
+        service: String,
+        /// The ID.
+        id: u32,
+        /// Required: taking an ID from a live holder is never the default.
+        #[arg(long)]
+        force: bool,
+        /// Do not ask for confirmation (asked on stderr, answered with a line on stdin).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 
@@ -459,6 +644,14 @@ pub enum ElectionCommand {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// `KEY=VALUE`, the value kept as typed (its JSON is read once the schema is known).
+fn parse_assignment(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use coord::config::{ConfigEvent, PublishedKind, Release, ReleaseBuilder, REDACTED};
+use coord::config::{ConfigCenter, ConfigEvent, PublishedKind, Release, ReleaseBuilder, REDACTED};
 use coord::store::{KeyRange, RangeOptions};
 use coord::Coord;
 use futures::StreamExt;
@@ -67,7 +67,7 @@ pub async fn list(coord: &Coord, out: Output, prefix: &str) -> CliResult {
 /// guarded like any release), so an operator's change can be rolled back like a deploy's. A
 /// value forced past the schema, or a key no schema covers, is a plain write: history shows
 /// it as an unattributed change.
-pub async fn set(coord: &Coord, out: Output, args: SetArgs) -> CliResult {
+pub async fn set(coord: &Coord, config: &ConfigCenter, out: Output, args: SetArgs) -> CliResult {
     let value: Value = if args.string {
         Value::String(args.value.clone())
     } else {
@@ -146,7 +146,7 @@ pub async fn set(coord: &Coord, out: Output, args: SetArgs) -> CliResult {
     let (version, release) = match release_under {
         Some((prefix, relative)) => {
             let values = BTreeMap::from([(relative.clone(), value)]);
-            let builder = coord.config().release_raw(&prefix, values);
+            let builder = config.release_raw(&prefix, values);
             let release =
                 release_one_key(coord, builder, &relative, args.expect_version, args.message)
                     .await?;
@@ -157,13 +157,8 @@ pub async fn set(coord: &Coord, out: Output, args: SetArgs) -> CliResult {
                 eprintln!("warning: --message is kept only for a release (a key under a published schema)");
             }
             let version = match args.expect_version {
-                Some(expected) => {
-                    coord
-                        .config()
-                        .compare_and_set(&args.key, &value, expected)
-                        .await?
-                }
-                None => coord.config().set(&args.key, &value).await?,
+                Some(expected) => config.compare_and_set(&args.key, &value, expected).await?,
+                None => config.set(&args.key, &value).await?,
             };
             (version, None)
         }
@@ -207,6 +202,7 @@ async fn release_one_key(
 /// schema requires only with `--force`.
 pub async fn delete(
     coord: &Coord,
+    config: &ConfigCenter,
     out: Output,
     key: &str,
     message: Option<String>,
@@ -229,7 +225,7 @@ pub async fn delete(
                 }
                 eprintln!("warning: --force: deleting a key the schema requires");
             }
-            let builder = coord.config().release_raw_with(
+            let builder = config.release_raw_with(
                 &schema.prefix,
                 BTreeMap::new(),
                 BTreeSet::from([relative.clone()]),
@@ -240,7 +236,7 @@ pub async fn delete(
             Some((schema.prefix, release.seq))
         }
         None => {
-            if !coord.config().delete(key).await? {
+            if !config.delete(key).await? {
                 return Err(not_found().into());
             }
             None

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, Write};
 
+use coord::config::ConfigCenter;
 use coord::registry::ServiceEvent;
 use coord::store::{KeyRange, RangeOptions};
 use coord::Coord;
@@ -40,10 +41,12 @@ pub async fn locks_ls(coord: &Coord, out: Output, prefix: &str) -> CliResult {
     Ok(())
 }
 
-/// `locks release NAME --force [--yes]`: revokes the holder's lease, after asking on stderr
-/// unless `--yes`.
+/// `locks release NAME --force [--yes]`: deletes the holder's key and revokes its lease
+/// (`coord::force::break_lock`, recorded in the audit log as this connection's principal),
+/// after asking on stderr unless `--yes`.
 pub async fn locks_release(
     coord: &Coord,
+    config: &ConfigCenter,
     out: Output,
     name: &str,
     force: bool,
@@ -75,7 +78,8 @@ pub async fn locks_release(
             )));
         }
     }
-    coord.store().lease_revoke(lock.holder.lease).await?;
+    // Only if the holder seen still holds, with the same fencing token: else a conflict.
+    coord::force::break_lock(coord.store(), config.identity(), &lock).await?;
     if out.is_json() {
         out.json(&json!({ "name": name, "revoked_lease": format!("{:x}", lock.holder.lease), "holder": lock.holder.key }));
     } else {
@@ -98,7 +102,7 @@ async fn held_lock(coord: &Coord, name: &str) -> CliResult<coord::inspect::LockI
 /// Asks `question` on stderr (stdout stays for the command's output) and reads one line of
 /// stdin, a terminal or a pipe alike. Only `y` or `yes` (any case) is a yes; no answer at all
 /// (stdin closed) is an error that says how to skip the question.
-async fn confirm(question: String) -> CliResult<bool> {
+pub(crate) async fn confirm(question: String) -> CliResult<bool> {
     // Reading stdin blocks; on the runtime's only thread it would also stall the etcd
     // connection's keep-alives for as long as the operator thinks.
     let answer = tokio::task::spawn_blocking(move || -> std::io::Result<Option<String>> {
@@ -153,6 +157,60 @@ pub async fn ids_ls(coord: &Coord, out: Output, service: &str) -> CliResult {
         .collect();
     out.table(&["ID", "KEY", "LEASE", "TTL"], &rows);
     Ok(())
+}
+
+/// `ids release SERVICE ID --force [--yes]`: frees an ID a stuck holder keeps
+/// (`coord::force::release_id`, recorded in the audit log), after asking on stderr unless
+/// `--yes`; only if the lease seen still holds it.
+pub async fn ids_release(
+    coord: &Coord,
+    config: &ConfigCenter,
+    out: Output,
+    service: &str,
+    id: u32,
+    force: bool,
+    yes: bool,
+) -> CliResult {
+    if !force {
+        return Err(CliError::Usage(format!(
+            "releasing ID {id} of {service} takes it from its holder, which may still be using it: pass --force"
+        )));
+    }
+    let held = held_id(coord, service, id).await?;
+    if !yes {
+        let question = format!(
+            "release ID {id} of {service} held by lease {:x} ({})? [y/N] ",
+            held.lease, held.key
+        );
+        if !confirm(question).await? {
+            return Err(CliError::Refused("not confirmed; nothing changed".into()));
+        }
+        let now = held_id(coord, service, id).await?;
+        if now.lease != held.lease {
+            return Err(CliError::Conflict(format!(
+                "ID {id} of {service} changed hands while waiting for the answer (now lease {:x}); nothing released",
+                now.lease
+            )));
+        }
+    }
+    coord::force::release_id(coord.store(), config.identity(), service, &held).await?;
+    if out.is_json() {
+        out.json(&json!({ "service": service, "id": id, "key": held.key, "lease": format!("{:x}", held.lease), "released": true }));
+    } else {
+        out.note(&format!(
+            "released ID {id} of {service}: lease {:x} no longer holds {}",
+            held.lease, held.key
+        ));
+    }
+    Ok(())
+}
+
+async fn held_id(coord: &Coord, service: &str, id: u32) -> CliResult<coord::inspect::IdInfo> {
+    coord::inspect::ids(coord.store(), service)
+        .await?
+        .into_iter()
+        .find(|info| info.id == id)
+        .ok_or_else(|| CliError::NotFound(format!("ID {id} of {service} is not taken")))
 }
 
 /// One lock as `locks ls -o json` and the console show it.

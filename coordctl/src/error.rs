@@ -20,6 +20,9 @@ pub enum CliError {
     /// What the command was about changed meanwhile (a lock changed hands during the question).
     #[error("{0}")]
     Conflict(String),
+    /// Not allowed: the access policy says no (`auth check` of a denied action).
+    #[error("{0}")]
+    Denied(String),
     /// Reading a file or the terminal.
     #[error("{what}: {source}")]
     Io {
@@ -44,6 +47,9 @@ pub const NOT_FOUND: u8 = 3;
 pub const CONFLICT: u8 = 4;
 /// Exit code: a write's answer was lost, so it may or may not have been applied.
 pub const OUTCOME_UNKNOWN: u8 = 5;
+/// Exit code: refused by the access policy (no grant, review required, a proposal one may
+/// not approve) or by etcd's permissions.
+pub const DENIED: u8 = 6;
 
 impl CliError {
     /// The stable exit code of this failure (see `coordctl --help`).
@@ -59,6 +65,17 @@ impl CliError {
             | CliError::Conflict(_) => CONFLICT,
             CliError::Coord(coord::Error::InvalidArgument { .. }) | CliError::Usage(_) => USAGE,
             CliError::Coord(coord::Error::OutcomeUnknown { .. }) => OUTCOME_UNKNOWN,
+            // A stale proposal is a conflict (the prefix moved since); the other refusals of
+            // a proposal (one's own, no longer open) are the policy's four eyes.
+            CliError::Coord(coord::Error::Proposal { changed, .. }) if !changed.is_empty() => {
+                CONFLICT
+            }
+            CliError::Coord(
+                coord::Error::PermissionDenied { .. }
+                | coord::Error::ReviewRequired { .. }
+                | coord::Error::Proposal { .. },
+            )
+            | CliError::Denied(_) => DENIED,
             CliError::Coord(_) | CliError::Refused(_) | CliError::Io { .. } => ERROR,
         })
     }
@@ -86,6 +103,40 @@ mod tests {
             CliError::Refused("no".into()).exit_code(),
             ExitCode::from(ERROR)
         );
+    }
+
+    #[test]
+    fn refusals_of_the_access_policy_have_their_own_code_and_a_stale_proposal_is_a_conflict() {
+        let denied = [
+            coord::Error::PermissionDenied {
+                key: "/config/pay".into(),
+                reason: "policy: denied".into(),
+            },
+            coord::Error::ReviewRequired {
+                prefix: "/config/pay".into(),
+                rule: "/config".into(),
+            },
+            coord::Error::Proposal {
+                prefix: "/config/pay".into(),
+                id: "0a1b2c3d".into(),
+                reason: "`ana` proposed it and cannot approve it".into(),
+                changed: Vec::new(),
+            },
+        ];
+        for e in denied {
+            assert_eq!(CliError::Coord(e).exit_code(), ExitCode::from(DENIED));
+        }
+        assert_eq!(
+            CliError::Denied("no".into()).exit_code(),
+            ExitCode::from(DENIED)
+        );
+        let stale = CliError::Coord(coord::Error::Proposal {
+            prefix: "/config/pay".into(),
+            id: "0a1b2c3d".into(),
+            reason: "the prefix changed since it was proposed: propose again".into(),
+            changed: vec!["latest release 3 (the proposal is based on 2)".into()],
+        });
+        assert_eq!(stale.exit_code(), ExitCode::from(CONFLICT));
     }
 
     #[test]

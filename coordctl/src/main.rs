@@ -1,13 +1,17 @@
 //! `coordctl`: the operator CLI of coord. Parse, connect, dispatch, map errors to exit codes.
 
+mod audit_cmd;
+mod auth_cmd;
 mod cli;
 mod config_cmd;
 mod connect;
 mod console;
 mod coordination;
 mod error;
+mod files;
 mod output;
 mod progress;
+mod proposals;
 mod releases;
 mod schemas;
 mod secrets;
@@ -15,11 +19,12 @@ mod secrets;
 use std::process::ExitCode;
 
 use clap::Parser;
+use coord::config::ConfigCenter;
 use coord::Coord;
 
 use cli::{
-    Cli, Command, ConfigCommand, ElectionCommand, IdsCommand, LocksCommand, SecretsCommand,
-    ServicesCommand,
+    AuditCommand, AuthCommand, Cli, Command, ConfigCommand, ElectionCommand, IdsCommand,
+    LocksCommand, SecretsCommand, ServicesCommand,
 };
 use error::CliResult;
 
@@ -71,10 +76,22 @@ async fn run(cli: Cli) -> CliResult {
         config.secret_keys = None;
     }
     let coord = connect::connect(config).await?;
-    let result = dispatch(&coord, out, cli.command).await;
+    let result = match acting_as(&coord, cli.connection.principal.as_deref()) {
+        Ok(center) => dispatch(&coord, &center, out, cli.command).await,
+        Err(e) => Err(e),
+    };
     // Closing releases nothing a command needs; a failure to close does not change the answer.
     let _ = coord.close().await;
     result
+}
+
+/// The config center every write goes through: the connection's own principal (its etcd
+/// user, or anonymous), or the one `--as` claims on a connection without etcd auth.
+fn acting_as(coord: &Coord, claim: Option<&str>) -> CliResult<ConfigCenter> {
+    match claim {
+        Some(name) => Ok(coord.config().as_principal(name)?),
+        None => Ok(coord.config().clone()),
+    }
 }
 
 /// Whether `command` may write a secret (and so needs the key ring to seal it).
@@ -87,6 +104,8 @@ fn writes_secrets(command: &Command) -> bool {
                 | ConfigCommand::Release(_)
                 | ConfigCommand::Rollback { .. }
                 | ConfigCommand::Gray(_)
+                | ConfigCommand::Propose(_)
+                | ConfigCommand::Approve { .. }
         ),
         Command::Secrets(command) => !matches!(command, SecretsCommand::Status { .. }),
         Command::Console(_) => true,
@@ -94,17 +113,22 @@ fn writes_secrets(command: &Command) -> bool {
     }
 }
 
-async fn dispatch(coord: &Coord, out: Output, command: Command) -> CliResult {
+async fn dispatch(
+    coord: &Coord,
+    config: &ConfigCenter,
+    out: Output,
+    command: Command,
+) -> CliResult {
     match command {
         Command::Config(command) => match command {
             ConfigCommand::Get { key } => config_cmd::get(coord, out, &key).await,
             ConfigCommand::List { prefix } => config_cmd::list(coord, out, &prefix).await,
-            ConfigCommand::Set(args) => config_cmd::set(coord, out, args).await,
+            ConfigCommand::Set(args) => config_cmd::set(coord, config, out, args).await,
             ConfigCommand::Delete {
                 key,
                 message,
                 force,
-            } => config_cmd::delete(coord, out, &key, message, force).await,
+            } => config_cmd::delete(coord, config, out, &key, message, force).await,
             ConfigCommand::Watch { prefix } => config_cmd::watch(coord, out, &prefix).await,
             ConfigCommand::Describe { prefix } => config_cmd::describe(coord, out, &prefix).await,
             ConfigCommand::History { prefix, limit } => {
@@ -113,29 +137,45 @@ async fn dispatch(coord: &Coord, out: Output, command: Command) -> CliResult {
             ConfigCommand::Diff { prefix, from, to } => {
                 releases::diff(coord, out, &prefix, from, to).await
             }
-            ConfigCommand::Release(args) => releases::release(coord, out, args).await,
+            ConfigCommand::Release(args) => releases::release(coord, config, out, args).await,
             ConfigCommand::Rollback {
                 prefix,
                 seq,
                 message,
                 expect_latest,
-            } => releases::rollback(coord, out, &prefix, seq, message, expect_latest).await,
+            } => releases::rollback(coord, config, out, &prefix, seq, message, expect_latest).await,
             ConfigCommand::Rollout {
                 prefix,
                 wait,
                 timeout,
             } => releases::rollout(coord, out, &prefix, wait, timeout).await,
-            ConfigCommand::Gray(command) => releases::gray(coord, out, command).await,
+            ConfigCommand::Gray(command) => releases::gray(coord, config, out, command).await,
+            ConfigCommand::Propose(args) => proposals::propose(coord, config, out, args).await,
+            ConfigCommand::Proposals { prefix, id } => {
+                proposals::proposals(coord, config, out, &prefix, id.as_deref()).await
+            }
+            ConfigCommand::Approve { prefix, id } => {
+                proposals::approve(coord, config, out, &prefix, &id).await
+            }
+            ConfigCommand::Reject { prefix, id, reason } => {
+                proposals::reject(coord, config, out, &prefix, &id, &reason).await
+            }
         },
         Command::Locks(LocksCommand::Ls { prefix }) => {
             coordination::locks_ls(coord, out, &prefix).await
         }
         Command::Locks(LocksCommand::Release { name, force, yes }) => {
-            coordination::locks_release(coord, out, &name, force, yes).await
+            coordination::locks_release(coord, config, out, &name, force, yes).await
         }
         Command::Ids(IdsCommand::Ls { service }) => {
             coordination::ids_ls(coord, out, &service).await
         }
+        Command::Ids(IdsCommand::Release {
+            service,
+            id,
+            force,
+            yes,
+        }) => coordination::ids_release(coord, config, out, &service, id, force, yes).await,
         Command::Services(ServicesCommand::Ls { name }) => {
             coordination::services_ls(coord, out, name.as_deref()).await
         }
@@ -149,12 +189,33 @@ async fn dispatch(coord: &Coord, out: Output, command: Command) -> CliResult {
             secrets::status(coord, out, &prefix).await
         }
         Command::Secrets(SecretsCommand::Rotate { prefix, message }) => {
-            secrets::seal(coord, out, &prefix, message, "rotate").await
+            secrets::seal(coord, config, out, &prefix, message, "rotate").await
         }
         Command::Secrets(SecretsCommand::Encrypt { prefix, message }) => {
-            secrets::seal(coord, out, &prefix, message, "encrypt").await
+            secrets::seal(coord, config, out, &prefix, message, "encrypt").await
+        }
+        Command::Auth(AuthCommand::Apply {
+            file,
+            passwords,
+            dry_run,
+            yes,
+        }) => auth_cmd::apply(coord, out, &file, passwords.as_deref(), dry_run, yes).await,
+        Command::Auth(AuthCommand::Check {
+            principal,
+            action,
+            prefix,
+        }) => auth_cmd::check(coord, out, &principal, &action, &prefix).await,
+        Command::Auth(AuthCommand::Show) => auth_cmd::show(coord, out).await,
+        Command::Audit(AuditCommand::Ls {
+            prefix,
+            since,
+            principal,
+            limit,
+        }) => audit_cmd::ls(coord, out, prefix, since, principal, limit).await,
+        Command::Audit(AuditCommand::Trim { older_than, keep }) => {
+            audit_cmd::trim(coord, config, out, older_than, keep).await
         }
         Command::Health => coordination::health(coord, out).await,
-        Command::Console(args) => console::serve(coord, args).await,
+        Command::Console(args) => console::serve(coord, config, args).await,
     }
 }

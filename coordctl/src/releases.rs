@@ -4,11 +4,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use coord::config::{Change, KeyDiff, Release, ReleaseBuilder, ReleaseKind, Selector};
+use coord::config::{
+    Change, ConfigCenter, KeyDiff, Release, ReleaseBuilder, ReleaseKind, Selector,
+};
 use coord::{Coord, InstanceStatus};
 use serde_json::{json, Value};
 
-use crate::cli::{GrayCommand, ReleaseArgs};
+use crate::cli::{GrayCommand, ReleaseArgs, SelectorArgs};
 use crate::error::{CliError, CliResult};
 use crate::output::{cell, time, Output};
 use crate::progress::Spinner;
@@ -36,7 +38,7 @@ pub(crate) fn kind_text(kind: &ReleaseKind) -> String {
     }
 }
 
-fn selector_text(selector: &Selector) -> String {
+pub(crate) fn selector_text(selector: &Selector) -> String {
     let mut parts: Vec<String> = selector
         .labels
         .iter()
@@ -58,6 +60,9 @@ pub(crate) fn release_json(release: &Release, under: Under<'_>) -> Value {
         "author": release.author,
         "message": release.message,
         "time": time(release.time),
+        "principal": release.principal,
+        "proposal": release.proposal,
+        "approved_by": release.approved_by,
         "values": under.values(&release.values),
         "changes": release
             .changes
@@ -96,19 +101,38 @@ pub(crate) fn diff_row(diff: KeyDiff, under: Under<'_>) -> (String, &'static str
     (diff.key, change, old, new)
 }
 
-async fn print_release(coord: &Coord, out: Output, prefix: &str, release: &Release) -> CliResult {
+pub(crate) async fn print_release(
+    coord: &Coord,
+    out: Output,
+    prefix: &str,
+    release: &Release,
+) -> CliResult {
     if out.is_json() {
         let schemas = schemas::all(coord).await?;
         out.json(&release_json(release, schemas.under(prefix)));
     } else {
+        let approval = match (&release.proposal, &release.approved_by) {
+            (Some(id), Some(by)) => format!(", proposal {id} approved by {by}"),
+            _ => String::new(),
+        };
         out.note(&format!(
-            "{prefix}: release {} ({}) at revision {}",
+            "{prefix}: release {} ({}) at revision {}{approval}",
             release.seq,
             kind_text(&release.kind),
             release.revision
         ));
     }
     Ok(())
+}
+
+/// Who a release was checked as: `ana`, and for an approved proposal `ana, approved by bo`;
+/// `-` for a release made before access policies or outside releases.
+fn principal_text(release: &Release) -> String {
+    match (&release.principal, &release.approved_by) {
+        (Some(principal), Some(by)) => format!("{principal}, approved by {by}"),
+        (Some(principal), None) => principal.clone(),
+        (None, _) => "-".into(),
+    }
 }
 
 /// `config history PREFIX`.
@@ -130,12 +154,21 @@ pub async fn history(coord: &Coord, out: Output, prefix: &str, limit: usize) -> 
                 r.revision.to_string(),
                 time(r.time),
                 r.author.clone().unwrap_or_else(|| "-".into()),
+                principal_text(r),
                 r.message.clone().unwrap_or_default(),
             ]
         })
         .collect();
     out.table(
-        &["SEQ", "KIND", "REVISION", "TIME", "AUTHOR", "MESSAGE"],
+        &[
+            "SEQ",
+            "KIND",
+            "REVISION",
+            "TIME",
+            "AUTHOR",
+            "PRINCIPAL",
+            "MESSAGE",
+        ],
         &rows,
     );
     Ok(())
@@ -146,16 +179,30 @@ pub async fn diff(coord: &Coord, out: Output, prefix: &str, from: u64, to: u64) 
     let diffs = coord.config().diff(prefix, from, to).await?;
     let schemas = schemas::all(coord).await?;
     let under = schemas.under(prefix);
+    if out.is_json() {
+        out.json(&Value::Array(diff_json(diffs, under)));
+    } else {
+        print_diff(out, diffs, under);
+    }
+    Ok(())
+}
+
+/// A library diff as JSON: one `{key, change, old, new}` per key, values shown as `under`
+/// allows.
+pub(crate) fn diff_json(diffs: Vec<KeyDiff>, under: Under<'_>) -> Vec<Value> {
+    diffs
+        .into_iter()
+        .map(|d| {
+            let (key, change, old, new) = diff_row(d, under);
+            json!({ "key": key, "change": change, "old": old, "new": new })
+        })
+        .collect()
+}
+
+/// A library diff as a table (KEY, CHANGE, OLD, NEW), values shown as `under` allows.
+pub(crate) fn print_diff(out: Output, diffs: Vec<KeyDiff>, under: Under<'_>) {
     let rows: Vec<(String, &str, Value, Value)> =
         diffs.into_iter().map(|d| diff_row(d, under)).collect();
-    if out.is_json() {
-        let docs = rows
-            .iter()
-            .map(|(key, change, old, new)| json!({ "key": key, "change": change, "old": old, "new": new }))
-            .collect();
-        out.json(&Value::Array(docs));
-        return Ok(());
-    }
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|(key, change, old, new)| {
@@ -170,7 +217,6 @@ pub async fn diff(coord: &Coord, out: Output, prefix: &str, from: u64, to: u64) 
         })
         .collect();
     out.table(&["KEY", "CHANGE", "OLD", "NEW"], &table);
-    Ok(())
 }
 
 fn read_values(path: &Path) -> CliResult<BTreeMap<String, Value>> {
@@ -206,12 +252,15 @@ pub(crate) async fn commit(
 }
 
 /// `config release PREFIX --file values.json`.
-pub async fn release(coord: &Coord, out: Output, args: ReleaseArgs) -> CliResult {
+pub async fn release(
+    coord: &Coord,
+    config: &ConfigCenter,
+    out: Output,
+    args: ReleaseArgs,
+) -> CliResult {
     let values = read_values(&args.file)?;
     let remove: BTreeSet<String> = args.remove.into_iter().collect();
-    let builder = coord
-        .config()
-        .release_raw_with(&args.prefix, values, remove);
+    let builder = config.release_raw_with(&args.prefix, values, remove);
     commit(
         coord,
         out,
@@ -226,52 +275,62 @@ pub async fn release(coord: &Coord, out: Output, args: ReleaseArgs) -> CliResult
 /// `config rollback PREFIX SEQ`.
 pub async fn rollback(
     coord: &Coord,
+    config: &ConfigCenter,
     out: Output,
     prefix: &str,
     seq: u64,
     message: Option<String>,
     expect_latest: Option<u64>,
 ) -> CliResult {
-    let builder = coord.config().rollback(prefix, seq);
+    let builder = config.rollback(prefix, seq);
     commit(coord, out, prefix, builder, message, expect_latest).await
 }
 
+/// The selector the flags describe; `None` if they pick nothing.
+pub(crate) fn selector(args: SelectorArgs) -> Option<Selector> {
+    if args.is_empty() {
+        return None;
+    }
+    let mut selector = Selector::default();
+    for (k, v) in args.labels {
+        selector = selector.label(k, v);
+    }
+    if let Some(p) = args.percent {
+        selector = selector.percent(p);
+    }
+    for name in args.instances {
+        selector = selector.instance(name);
+    }
+    Some(selector)
+}
+
 /// `config gray start|promote|abort`.
-pub async fn gray(coord: &Coord, out: Output, command: GrayCommand) -> CliResult {
+pub async fn gray(
+    coord: &Coord,
+    config: &ConfigCenter,
+    out: Output,
+    command: GrayCommand,
+) -> CliResult {
     match command {
         GrayCommand::Start {
             prefix,
             file,
-            labels,
-            percent,
-            instances,
+            to,
             message,
         } => {
-            if labels.is_empty() && percent.is_none() && instances.is_empty() {
-                return Err(CliError::Usage(
-                    "a gray release needs --label, --percent or --instance".into(),
-                ));
-            }
-            let mut selector = Selector::default();
-            for (k, v) in labels {
-                selector = selector.label(k, v);
-            }
-            if let Some(p) = percent {
-                selector = selector.percent(p);
-            }
-            for name in instances {
-                selector = selector.instance(name);
-            }
+            let selector = selector(to).ok_or_else(|| {
+                CliError::Usage("a gray release needs --label, --percent or --instance".into())
+            })?;
             let values = read_values(&file)?;
-            let builder = coord.config().release_raw(&prefix, values).to(selector);
+            let builder = config.release_raw(&prefix, values).to(selector);
             commit(coord, out, &prefix, builder, message, None).await
         }
         GrayCommand::Promote { prefix, seq } => {
-            let builder = coord.config().promote(&prefix, seq);
+            let builder = config.promote(&prefix, seq);
             commit(coord, out, &prefix, builder, None, None).await
         }
         GrayCommand::Abort { prefix, seq } => {
-            let builder = coord.config().abort(&prefix, seq);
+            let builder = config.abort(&prefix, seq);
             commit(coord, out, &prefix, builder, None, None).await
         }
     }

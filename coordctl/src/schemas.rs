@@ -38,9 +38,14 @@ pub async fn for_key(coord: &Coord, key: &str) -> CliResult<Option<(PublishedSch
 
 /// Every published schema, read in one range (for redacting many keys at once).
 pub async fn all(coord: &Coord) -> CliResult<Schemas> {
+    // Under the folder, with its slash: what the access policy lets every principal read
+    // (`/coord/schemas` without it would also span `/coord/schemas-…`, which etcd refuses).
     let response = coord
         .store()
-        .range(&KeyRange::prefix(SCHEMAS_PREFIX), RangeOptions::default())
+        .range(
+            &KeyRange::prefix(format!("{SCHEMAS_PREFIX}/")),
+            RangeOptions::default(),
+        )
         .await?;
     let schemas = response
         .kvs

@@ -5,6 +5,7 @@
 
 use serde_json::json;
 
+use coord::config::ConfigCenter;
 use coord::Coord;
 
 use crate::error::{CliError, CliResult};
@@ -53,12 +54,13 @@ pub async fn status(coord: &Coord, out: Output, prefix: &str) -> CliResult {
 /// newest key (`verb` names the command in what is printed).
 pub async fn seal(
     coord: &Coord,
+    config: &ConfigCenter,
     out: Output,
     prefix: &str,
     message: Option<String>,
     verb: &str,
 ) -> CliResult {
-    let builder = match coord.config().seal_secrets(prefix).await {
+    let builder = match config.seal_secrets(prefix).await {
         Ok(builder) => builder,
         Err(coord::Error::InvalidArgument { field, .. }) if field == "secret_keys" => {
             return Err(CliError::Usage(format!(

@@ -600,4 +600,36 @@ async fn scenario(
     }
     text_until(client, "#rollout tbody", |t| t.contains(&instance)).await;
     assert_same_page_and_no_request(client, "a closing instance").await;
+
+    // Review: bo's proposal waits on the Review page with its diff; ana (the write token's
+    // principal) approves it through the confirmation, and the Audit page shows both.
+    let proposal = coord
+        .config()
+        .as_principal("bo")
+        .unwrap()
+        .release_raw(
+            "/config/checkout",
+            std::collections::BTreeMap::from([("retries".to_owned(), json!(9))]),
+        )
+        .message("nine retries")
+        .propose()
+        .await
+        .unwrap();
+    let row = format!("tr.proposal[data-id='{}']", proposal.id);
+    browse(client, url, "/review", "#main", "nine retries").await;
+    let changes = text_until(client, &format!("{row} td.changes"), |t| !t.is_empty()).await;
+    assert!(
+        changes.contains("retries") && changes.contains('9'),
+        "{changes}"
+    );
+    click(client, &format!("{row} button.approve")).await;
+    click(client, "#confirm-yes").await;
+    eventually("the Live in the test sees the approved 9", || {
+        live.load().retries == 9
+    })
+    .await;
+    text_until(client, "#write-status", |t| t.contains("Approved")).await;
+    browse(client, url, "/audit", "#main table", "approve").await;
+    let records = text_until(client, "#main table", |t| t.contains("propose")).await;
+    assert!(records.contains("ana (via anonymous)"), "{records}");
 }

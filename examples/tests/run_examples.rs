@@ -159,3 +159,41 @@ fn metrics_serves_coords_counters_in_prometheus_format() {
     assert_prints(&out, &["coord_locks_held 1"]);
     assert_prints(&out, &["coord_store_requests_total{op=\"put\"}"]);
 }
+
+#[test]
+fn webhook_forwards_each_proposal_approval_rejection_and_release() {
+    let out = run(env!("CARGO_BIN_EXE_webhook"));
+    assert_prints(
+        &out,
+        &[
+            "webhook received:",
+            "\"event\":\"proposed\"",
+            "black friday",
+        ],
+    );
+    assert_prints(
+        &out,
+        &[
+            "webhook received:",
+            "\"event\":\"approved\"",
+            "\"by\":\"bo\"",
+        ],
+    );
+    assert_prints(
+        &out,
+        &[
+            "webhook received:",
+            "\"event\":\"released\"",
+            "\"approved_by\":\"bo\"",
+        ],
+    );
+    assert_prints(
+        &out,
+        &[
+            "webhook received:",
+            "\"event\":\"rejected\"",
+            "too much at once",
+        ],
+    );
+    assert_prints(&out, &["the receiver got every event"]);
+}

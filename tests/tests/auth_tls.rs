@@ -5,7 +5,7 @@
 //! the users `root` and `app` (read-write under `/app/` only).
 
 use coord::store::KeyRange;
-use coord::testing::{EtcdServer, APP_PASSWORD, APP_PREFIX, APP_USER};
+use coord::testing::{APP_PASSWORD, APP_PREFIX, APP_USER, EtcdServer};
 use std::time::Duration;
 
 use coord::{ClientConfig, Coord, Error, TlsConfig};

@@ -249,10 +249,12 @@ mod cases {
         assert!(end.is_none(), "{end:?}");
         let item = tokio::time::timeout(ceiling, leaders.next()).await.unwrap();
         assert!(matches!(item, Some(Err(Error::Closed))), "{item:?}");
-        assert!(tokio::time::timeout(ceiling, leaders.next())
-            .await
-            .unwrap()
-            .is_none());
+        assert!(
+            tokio::time::timeout(ceiling, leaders.next())
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         // The observer's own watch sees the write, so a Live still following would have too.
         let seen = observer.live::<Limits>().await.unwrap();

@@ -318,7 +318,11 @@ mod cases {
         ]);
         let response = s.txn(txn).await.unwrap();
         match &response.responses[..] {
-            [TxnOpResponse::Get(old), TxnOpResponse::Put(put), TxnOpResponse::Delete(delete)] => {
+            [
+                TxnOpResponse::Get(old),
+                TxnOpResponse::Put(put),
+                TxnOpResponse::Delete(delete),
+            ] => {
                 assert_eq!(old.kvs[0].value, b"old", "a Get reads the old value");
                 assert_eq!(put.prev_kv, None);
                 assert_eq!(put.revision, response.revision);
@@ -500,10 +504,12 @@ mod cases {
         assert_eq!(batch.revision, resp.revision);
         let keys: Vec<_> = batch.events.iter().map(|e| e.kv.key.as_str()).collect();
         assert_eq!(keys, ["/batch/a", "/batch/b"]);
-        assert!(batch
-            .events
-            .iter()
-            .all(|e| e.kv.mod_revision == resp.revision));
+        assert!(
+            batch
+                .events
+                .iter()
+                .all(|e| e.kv.mod_revision == resp.revision)
+        );
     }
 
     pub async fn watch_from_past_revision_replays_in_order(b: &Backend) {

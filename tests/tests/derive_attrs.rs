@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use coord::config::Source;
 use coord::CoordConfig;
 use coord::Error;
+use coord::config::Source;
 use serde_json::json;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -433,7 +433,7 @@ on_both_backends!(cases:
 
 mod cases {
     use super::*;
-    use crate::common::{eventually, Backend};
+    use crate::common::{Backend, eventually};
 
     const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 

@@ -10,8 +10,8 @@ mod service {
     // Everything through the re-export, as a crate without a direct coord dependency would.
     // (This test crate does depend on coord, so `::coord` would resolve here too; the derive's
     // own unit tests check the generated code names only the given path.)
-    use super::platform::inner::config::Source;
     use super::platform::inner::CoordConfig;
+    use super::platform::inner::config::Source;
 
     #[derive(CoordConfig, Debug, Clone, PartialEq)]
     #[coord(crate = "super::platform::inner", prefix = "/config/wrapped")]

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use coord::config::{describe, CoordConfig, HasPrefix, Secret, Source};
 use coord::Error;
+use coord::config::{CoordConfig, HasPrefix, Secret, Source, describe};
 use serde_json::json;
 
 use coord_tests::fixtures::full::{Checkout, Db};

@@ -7,11 +7,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use coord::config::{CoordConfig, FieldKind};
 use coord::Error;
+use coord::config::{CoordConfig, FieldKind};
 use serde_json::json;
 
-use common::{eventually, Backend};
+use common::{Backend, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -58,9 +58,11 @@ fn each_instance_describes_its_own_types() {
         <Limits<String> as CoordConfig>::fields()[0].type_name,
         "alloc::string::String"
     );
-    assert!(fields
-        .iter()
-        .any(|f| f.key == "per_route" && f.kind == FieldKind::Map));
+    assert!(
+        fields
+            .iter()
+            .any(|f| f.key == "per_route" && f.kind == FieldKind::Map)
+    );
     assert_eq!(<Limits<u32> as CoordConfig>::PREFIX, Some("/config/limits"));
 }
 

@@ -131,7 +131,7 @@ on_both_backends!(cases:
 
 mod cases {
     use super::*;
-    use crate::common::{eventually, Backend};
+    use crate::common::{Backend, eventually};
 
     const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 

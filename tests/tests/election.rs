@@ -51,7 +51,7 @@ on_both_backends!(cases:
 
 mod cases {
     use super::*;
-    use crate::common::{eventually, Backend};
+    use crate::common::{Backend, eventually};
 
     pub async fn first_candidate_leads_at_once_and_leader_reports_it(b: &Backend) {
         let election = b.coord.election("/e/first").ttl(LONG_TTL);
@@ -66,10 +66,12 @@ mod cases {
         assert_eq!(leader.value, b"node-a");
         assert_eq!(leader.revision, leadership.revision());
         let health = b.coord.health().await.unwrap();
-        assert!(health
-            .sessions
-            .iter()
-            .any(|s| s.kind == "election" && s.name == "/e/first"));
+        assert!(
+            health
+                .sessions
+                .iter()
+                .any(|s| s.kind == "election" && s.name == "/e/first")
+        );
         leadership.resign().await.unwrap();
         assert_eq!(election.leader().await.unwrap(), None);
     }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord::store::file::{FileErrorKind, FileOptions, LocalFile, QUIET_PERIOD};
 use coord::store::KeyRange;
+use coord::store::file::{FileErrorKind, FileOptions, LocalFile, QUIET_PERIOD};
 use coord::{ClientConfig, Coord, CoordConfig, Error, Instance, Live};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -893,12 +893,14 @@ async fn the_registry_and_an_election_work_in_file_mode_and_a_save_leaves_them_a
         matches!(gone, coord::ServiceEvent::Unregistered(ref i) if i.id == "laptop-1"),
         "{gone:?}"
     );
-    assert!(other
-        .registry()
-        .discover("checkout")
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        other
+            .registry()
+            .discover("checkout")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     second.resign().await.unwrap();
     other.close().await.unwrap();
     coord.close().await.unwrap();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use coord::config::{Live, ReleaseKind, Selector};
 use coord::{Coord, CoordConfig, Error, Instance};
 
-use common::{eventually, Backend};
+use common::{Backend, eventually};
 
 const PREFIX: &str = "/config/gray";
 const WAIT: Duration = Duration::from_secs(10);

@@ -43,7 +43,7 @@ on_both_backends!(cases:
 
 mod cases {
     use super::*;
-    use crate::common::{eventually, Backend};
+    use crate::common::{Backend, eventually};
 
     pub async fn uncontended_acquire_takes_at_most_two_round_trips_whatever_max_id(b: &Backend) {
         for (service, max_id) in [("rt16", 16), ("rt1024", 1024), ("rt65536", 65_536)] {

@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
+use coord::CoordConfig;
 use coord::config::Map;
 use coord::store::{KeyRange, RangeOptions, Txn, TxnOp};
-use coord::CoordConfig;
 
 const KEYS: usize = 25_000;
 /// 25,000 values of 720 bytes and their keys: about 18.5 MB, over what one answer may hold
@@ -130,8 +130,8 @@ fn filled() -> serde_json::Value {
 async fn releases_history_diff_rollback_and_snapshots_work_on_a_prefix_over_8_mib() {
     use std::collections::BTreeMap;
 
-    use coord::config::{Change, ReleaseKind};
     use coord::Coord;
+    use coord::config::{Change, ReleaseKind};
 
     let mut server = coord::testing::EtcdServer::start()
         .await

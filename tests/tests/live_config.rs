@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use coord::config::{ConfigEvent, Live};
 use coord::Error;
+use coord::config::{ConfigEvent, Live};
 use futures::StreamExt;
 use tokio::time::timeout;
 
@@ -40,7 +40,7 @@ on_both_backends!(cases:
 
 mod cases {
     use super::*;
-    use crate::common::{eventually, Backend};
+    use crate::common::{Backend, eventually};
 
     /// A second handle joins the first one's watch, which may not have delivered the write
     /// just made; the new handle still starts from a value that includes it.

@@ -4,15 +4,15 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use coord::config::Live;
 use coord::{Coord, CoordConfig, Error};
 
 use common::proxy::Proxy;
-use common::{etcd_metric, eventually, Backend, NO_RESYNC};
+use common::{Backend, NO_RESYNC, etcd_metric, eventually};
 
 /// A ceiling, not a target: on a loaded machine changes take longer to arrive.
 const WAIT: Duration = Duration::from_secs(30);

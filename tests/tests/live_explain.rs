@@ -11,7 +11,7 @@ use coord::config::{Explanation, Origin, Selector};
 use coord::{Coord, CoordConfig, Instance, Live, Secret};
 use serde_json::json;
 
-use common::{eventually, Backend};
+use common::{Backend, eventually};
 
 const PREFIX: &str = "/config/explained";
 const WAIT: Duration = Duration::from_secs(10);
@@ -330,10 +330,12 @@ fn a_fixed_value_is_explained_as_fixed_with_its_secrets_redacted() {
     });
     let explanation = live.explain().unwrap();
     assert_eq!(explanation.revision, 0);
-    assert!(explanation
-        .entries
-        .iter()
-        .all(|entry| entry.origin == Origin::Fixed));
+    assert!(
+        explanation
+            .entries
+            .iter()
+            .all(|entry| entry.origin == Origin::Fixed)
+    );
     assert_eq!(entry(&explanation, "timeout_secs").value, json!(1));
     assert_eq!(entry(&explanation, "api_key").value, json!("<redacted>"));
     assert!(!explanation.to_string().contains("hidden"));

@@ -87,7 +87,7 @@ fn describe_lists_map_entries_and_their_fields() {
 
 mod cases {
     use super::*;
-    use crate::common::{eventually, Backend};
+    use crate::common::{Backend, eventually};
 
     const WAIT: Duration = Duration::from_secs(5);
     const P: &str = "/config/tenancy";

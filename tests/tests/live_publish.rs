@@ -7,8 +7,8 @@ use coord::config::Live;
 use coord::{CoordConfig, Error};
 use serde::{Deserialize, Serialize};
 
-use coord_tests::fixtures::full::{Checkout, Db};
 use coord_tests::fixtures::Pair;
+use coord_tests::fixtures::full::{Checkout, Db};
 
 /// Serializes its field as `a` but reads it from `b`: what it writes never reads back.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -70,7 +70,7 @@ on_both_backends!(cases:
 
 mod cases {
     use super::*;
-    use crate::common::{eventually, Backend};
+    use crate::common::{Backend, eventually};
 
     const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 

@@ -53,7 +53,7 @@ on_both_backends!(cases:
 
 mod cases {
     use super::*;
-    use crate::common::{eventually, Backend};
+    use crate::common::{Backend, eventually};
 
     pub async fn lock_key_uses_the_etcd_concurrency_layout(b: &Backend) {
         let guard = b
@@ -378,10 +378,12 @@ mod cases {
             .await
             .unwrap();
         let health = b.coord.health().await.unwrap();
-        assert!(health
-            .sessions
-            .iter()
-            .any(|s| s.kind == "lock" && s.name == "/l/health" && s.lease == guard.lease_id()));
+        assert!(
+            health
+                .sessions
+                .iter()
+                .any(|s| s.kind == "lock" && s.name == "/l/health" && s.lease == guard.lease_id())
+        );
         let lease = guard.lease_id();
         drop(guard);
         let health = b.coord.health().await.unwrap();

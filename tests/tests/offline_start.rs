@@ -13,7 +13,7 @@ use std::time::Duration;
 use coord::testing::EtcdServer;
 use coord::{ClientConfig, Coord, Error};
 
-use common::{eventually, NO_RESYNC};
+use common::{NO_RESYNC, eventually};
 use coord_tests::fixtures::{Checkout, Pair};
 
 /// A ceiling, not a target: on a loaded machine a reconnect takes longer.

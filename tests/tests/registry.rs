@@ -16,8 +16,8 @@ use coord::{Coord, Error};
 use futures::StreamExt;
 use tokio::time::timeout;
 use tonic::transport::Channel;
-use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 /// Short, so expiry tests stay short; etcd's minimum TTL.
 const TTL: Duration = Duration::from_secs(2);
@@ -147,7 +147,7 @@ mod cases {
             .await
             .unwrap()
     }
-    use crate::common::{eventually, Backend};
+    use crate::common::{Backend, eventually};
 
     pub async fn two_instances_register_discover_returns_both_and_watch_yields_registered_for_each(
         b: &Backend,

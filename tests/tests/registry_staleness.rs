@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use coord::registry::ServiceInfo;
 
-use common::{eventually, Backend};
+use common::{Backend, eventually};
 
 /// A ceiling, not a target: on a loaded machine a reconnect takes longer.
 const WAIT: Duration = Duration::from_secs(20);

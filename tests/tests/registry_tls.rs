@@ -7,16 +7,16 @@ use std::time::Duration;
 mod common;
 
 use common::health::TestServer;
-use coord::registry::{ChannelOptions, ServiceInfo};
 use coord::Coord;
+use coord::registry::{ChannelOptions, ServiceInfo};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
 use tokio::time::timeout;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, ServerTlsConfig};
-use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 const TTL: Duration = Duration::from_secs(10);
 /// A ceiling for one call, handshake included, on a loaded machine.

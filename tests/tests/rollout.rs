@@ -9,7 +9,7 @@ use std::time::Duration;
 use coord::{Coord, CoordConfig, Instance, InstanceStatus};
 use futures::future::join_all;
 
-use common::{eventually, Backend};
+use common::{Backend, eventually};
 
 const PREFIX: &str = "/config/rollout";
 const WAIT: Duration = Duration::from_secs(10);
@@ -138,20 +138,22 @@ mod cases {
             .unwrap()
             .0;
         assert!(key.is_some_and(|kv| kv.lease != 0), "on a lease");
-        assert!(b
-            .coord
-            .config()
-            .rollout("/config")
-            .await
-            .unwrap()
-            .is_empty());
-        assert!(b
-            .coord
-            .config()
-            .rollout("/config/rollout/x")
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(
+            b.coord
+                .config()
+                .rollout("/config")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            b.coord
+                .config()
+                .rollout("/config/rollout/x")
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     pub async fn every_status_reaches_the_revision_of_a_write(b: &Backend) {
@@ -394,7 +396,7 @@ async fn an_oversized_label_is_refused_at_connect_naming_the_limit() {
 /// and leaves the list once a write of it succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_the_store_refuses_is_reported_in_health_until_written() {
-    use coord::testing::{EtcdServer, APP_PASSWORD, APP_ROLE, APP_USER};
+    use coord::testing::{APP_PASSWORD, APP_ROLE, APP_USER, EtcdServer};
 
     let server = EtcdServer::builder().auth(true).start().await.unwrap();
     // What a `Live` reads besides its prefix (gray releases), but not the status keys.

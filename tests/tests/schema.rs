@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use coord::config::{Map, PublishedKind, PublishedSchema, Secret};
 use coord::{CoordConfig, Error};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 on_both_backends!(cases:
     a_published_schema_reads_back_equal,

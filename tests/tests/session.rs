@@ -27,7 +27,7 @@ on_both_backends!(cases:
 
 mod cases {
     use super::*;
-    use crate::common::{eventually, Backend};
+    use crate::common::{Backend, eventually};
 
     pub async fn session_keeps_its_keys_past_the_ttl(b: &Backend) {
         let s = b.store();

@@ -3,7 +3,7 @@
 //! backends, so they are tested once, on the embedded store; the round-trip counter shows that
 //! nothing reached it.
 
-use coord::store::{KeyRange, Txn, TxnOp, MAX_REQUEST_BYTES, MAX_TXN_OPS};
+use coord::store::{KeyRange, MAX_REQUEST_BYTES, MAX_TXN_OPS, Txn, TxnOp};
 use coord::{Error, Store};
 
 fn assert_invalid<T: std::fmt::Debug>(result: coord::Result<T>, field: &str) {

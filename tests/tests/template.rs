@@ -1,7 +1,7 @@
 //! `coord::config::template`: the document it writes loads in the local file mode, and a struct
 //! whose fields all have defaults binds from it unchanged.
 
-use coord::config::{template, Map, TemplateFormat};
+use coord::config::{Map, TemplateFormat, template};
 use coord::{Coord, CoordConfig, Secret};
 
 #[derive(CoordConfig, Debug, Clone, PartialEq)]
@@ -83,7 +83,12 @@ async fn the_toml_template_loads_and_binds_to_the_defaults() {
         "{text}"
     );
     assert!(text.contains("region-name = \"eu-west\""), "{text}");
-    assert!(text.contains("[\"/config/templated/pool\"]\n# Connections kept open.\n# u32, default 8\nmax_size = 8"), "{text}");
+    assert!(
+        text.contains(
+            "[\"/config/templated/pool\"]\n# Connections kept open.\n# u32, default 8\nmax_size = 8"
+        ),
+        "{text}"
+    );
     assert!(text.contains("# Per-tenant request limits.\n"), "{text}");
     assert!(
         text.contains("[\"/config/templated/tenants/NAME\"]"),

@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use crate::access::Identity;
 use crate::config::cache::ReadCache;
 use crate::config::hub::WatchHub;
 use crate::config::layout::{Layout, names_of};
@@ -76,6 +77,8 @@ pub struct ConfigCenter {
     /// The `Coord`'s key ring: typed writes seal secret fields with it, reads open sealed
     /// values with it.
     pub(crate) keys: Arc<ArcSwapOption<KeyRing>>,
+    /// Who this center's releases, proposals and approvals are checked and recorded as.
+    pub(crate) identity: Identity,
 }
 
 impl ConfigCenter {
@@ -95,8 +98,51 @@ impl ConfigCenter {
             release_history: DEFAULT_RELEASE_HISTORY,
             author: Some(ctx.instance.name.clone()),
             release_timeout: ctx.request_timeout,
+            identity: Identity::of_connection(ctx.user.as_deref()),
         };
         center.with_cache(cache_ttl)
+    }
+
+    /// Who this center's releases, proposals and approvals are checked against the access
+    /// policy as, and recorded as in the audit log (see [`crate::access`]).
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// This center as principal `name`, on a connection without etcd auth (the embedded
+    /// store, a plain etcd): a claim the access policy takes at its word, for tools and tests.
+    /// A connection logged in as an etcd user is that user.
+    ///
+    /// ```
+    /// let coord = coord::Coord::in_memory();
+    /// let ana = coord.config().as_principal("ana")?;
+    /// assert_eq!(ana.identity().principal, "ana");
+    /// assert_eq!(coord.config().identity().principal, "anonymous");
+    /// # Ok::<(), coord::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a name the policy cannot hold, or on a connection logged
+    /// in as another etcd user.
+    pub fn as_principal(&self, name: &str) -> Result<ConfigCenter> {
+        let mut center = self.clone();
+        center.identity = self.identity.claim(name)?;
+        Ok(center)
+    }
+
+    /// This center acting for principal `name`: its releases, proposals and approvals are
+    /// checked against `name`'s grants and recorded as `name`'s, via this center's principal,
+    /// which the policy must mark `delegate` (the web console, mapping its tokens to
+    /// principals). Without a policy, nothing is checked.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a name the policy cannot hold.
+    pub fn on_behalf_of(&self, name: &str) -> Result<ConfigCenter> {
+        let mut center = self.clone();
+        center.identity = self.identity.acting_for(name)?;
+        Ok(center)
     }
 
     /// This center with a read cache for [`get`](Self::get) that keeps each key read within

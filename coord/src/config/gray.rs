@@ -73,6 +73,35 @@ impl Selector {
         self
     }
 
+    /// True if every instance `narrower` picks (for any release) this selector picks too:
+    /// its names are among these, and unless it picks by name only, these labels are among
+    /// its labels and this percentage is at least its.
+    ///
+    /// ```
+    /// use coord::config::Selector;
+    ///
+    /// let ten = Selector::default().label("zone", "eu-1").percent(10);
+    /// assert!(Selector::default().label("zone", "eu-1").percent(50).covers(&ten));
+    /// assert!(Selector::default().covers(&ten), "everyone");
+    /// assert!(!Selector::default().percent(50).label("tier", "web").covers(&ten));
+    /// assert!(!Selector::default().instance("web-1").covers(&ten));
+    /// ```
+    pub fn covers(&self, narrower: &Selector) -> bool {
+        let by_name_only =
+            |s: &Selector| !s.instances.is_empty() && s.labels.is_empty() && s.percent.is_none();
+        let names = narrower.instances.is_subset(&self.instances);
+        if by_name_only(narrower) {
+            return names;
+        }
+        names
+            && !by_name_only(self)
+            && self
+                .labels
+                .iter()
+                .all(|(key, value)| narrower.labels.get(key) == Some(value))
+            && self.percent.unwrap_or(100) >= narrower.percent.unwrap_or(100)
+    }
+
     /// True if the instance `name` with `labels` sees gray release `seq`.
     pub fn matches(&self, name: &str, labels: &BTreeMap<String, String>, seq: u64) -> bool {
         if self.instances.contains(name) {
@@ -93,7 +122,8 @@ impl Selector {
 }
 
 /// An instance's bucket (0-99) for one release: FNV-1a of `{seq}/{name}`, so it is the same
-/// on every process and stays put for the release, and a new release reshuffles.
+/// on every process and stays put for the release (widening it in place keeps every pick),
+/// and a new release reshuffles.
 fn bucket(name: &str, seq: u64) -> u8 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in format!("{seq}/{name}").bytes() {

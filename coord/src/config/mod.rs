@@ -28,7 +28,11 @@ pub use gray::Selector;
 pub use live::{Live, LiveGuard, LiveReader};
 pub use map::{Map, MapField, read_map, read_nested_map, write_map, write_nested_map};
 pub use published::{PublishedField, PublishedKind, PublishedSchema, SCHEMAS_PREFIX};
-pub use release::{Change, KeyDiff, Release, ReleaseBuilder, ReleaseKind, StoredSecret};
+pub(crate) use release::Along;
+pub use release::{
+    Change, KeyDiff, Proposal, ProposalState, Release, ReleaseBuilder, ReleaseEvent, ReleaseEvents,
+    ReleaseKind, StoredSecret,
+};
 pub use reserved::RESERVED_ROOT;
 pub(crate) use schema::prefix_of;
 pub use schema::{
@@ -36,7 +40,7 @@ pub use schema::{
     env_override, nested_values,
 };
 pub use secret::{REDACTED, Secret};
-pub use status::{InstanceStatus, StatusError};
+pub use status::{InstanceHealth, InstanceStatus, StatusError};
 pub use template::{TemplateFormat, template};
 
 #[cfg(feature = "schema")]

@@ -215,6 +215,33 @@ pub enum Error {
         reason: String,
     },
 
+    /// The prefix requires review (see `coord::access`): a change of its values is proposed
+    /// and approved by another principal, not released directly. Nothing was written.
+    #[error(
+        "`{prefix}` requires review (rule on `{rule}`): propose the change and have another principal approve it"
+    )]
+    ReviewRequired {
+        /// The config prefix.
+        prefix: String,
+        /// The prefix of the review rule that covers it.
+        rule: String,
+    },
+
+    /// A proposal cannot be approved or rejected: it is the approver's own, it is no longer
+    /// open (approved, rejected, expired), or its prefix changed since it was proposed (then
+    /// `changed` lists the keys, secrets redacted). Nothing was written.
+    #[error("proposal `{id}` of `{prefix}`: {reason}{}", if changed.is_empty() { String::new() } else { format!(" (changed since: {})", changed.join("; ")) })]
+    Proposal {
+        /// The config prefix.
+        prefix: String,
+        /// The proposal id.
+        id: String,
+        /// Why.
+        reason: String,
+        /// What changed under the prefix since the proposal was made, key by key.
+        changed: Vec<String>,
+    },
+
     /// A secret's stored value could not be opened (see [`crate::keyring`]): the error names
     /// the key and the key id it was sealed with, never the value.
     #[error("cannot open secret `{key}`{}: {reason}", key_id.as_ref().map(|id| format!(" (key id `{id}`)")).unwrap_or_default())]

@@ -521,6 +521,47 @@ impl Store {
         .await
     }
 
+    /// etcd's users and roles, whole (etcd's auth API; the connection must hold `root`).
+    /// The embedded store has no users: it answers [`Error::InvalidArgument`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn auth_state(&self) -> Result<AuthState> {
+        self.check_open()?;
+        self.count();
+        let span = tracing::debug_span!("store.auth_state");
+        match &self.backend {
+            Backend::Etcd(b) => {
+                self.measured("auth_state", b.auth_state())
+                    .instrument(span)
+                    .await
+            }
+            Backend::Memory(_) => Err(no_auth()),
+        }
+    }
+
+    /// Makes one change to etcd's users and roles (the connection must hold `root`). The
+    /// embedded store has no users: it answers [`Error::InvalidArgument`].
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped call may or may not have made its change; read [`auth_state`](Self::auth_state)
+    /// again.
+    pub async fn auth_change(&self, change: &AuthChange) -> Result<()> {
+        self.check_open()?;
+        self.count();
+        let span = tracing::info_span!("store.auth_change", change = %change);
+        match &self.backend {
+            Backend::Etcd(b) => {
+                self.measured("auth_change", b.auth_change(change))
+                    .instrument(span)
+                    .await
+            }
+            Backend::Memory(_) => Err(no_auth()),
+        }
+    }
+
     /// The store's revision, version and leader.
     ///
     /// # Cancel safety
@@ -536,6 +577,13 @@ impl Store {
         )
         .await
     }
+}
+
+fn no_auth() -> Error {
+    Error::invalid_argument(
+        "auth",
+        "the embedded store has no users or roles: etcd's RBAC needs an etcd server",
+    )
 }
 
 /// Tells `link` what the answer (`Ok` if `error` is `None`) to a call that began at `ticket`

@@ -555,3 +555,151 @@ mod tests {
         assert!(format!("{kv:?}").contains("<8 bytes>"), "{kv:?}");
     }
 }
+
+/// What an etcd permission allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PermissionKind {
+    /// Reads (range, watch).
+    Read,
+    /// Writes (put, delete, the writes of a transaction).
+    Write,
+    /// Both.
+    ReadWrite,
+}
+
+/// One etcd role permission: a kind on a key or a key range, as etcd stores it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Permission {
+    /// The first key.
+    pub key: String,
+    /// The end of the range (exclusive); empty: `key` alone.
+    pub range_end: String,
+    /// What it allows.
+    pub kind: PermissionKind,
+}
+
+impl Permission {
+    /// `kind` on every key under `prefix`.
+    pub fn prefix(kind: PermissionKind, prefix: &str) -> Self {
+        Permission {
+            key: prefix.to_owned(),
+            range_end: prefix_end(prefix),
+            kind,
+        }
+    }
+
+    /// `kind` on `key` alone.
+    pub fn key(kind: PermissionKind, key: &str) -> Self {
+        Permission {
+            key: key.to_owned(),
+            range_end: String::new(),
+            kind,
+        }
+    }
+
+    /// The range as etcdctl would name it: the key, or `prefix*`.
+    pub fn describe(&self) -> String {
+        let kind = match self.kind {
+            PermissionKind::Read => "read",
+            PermissionKind::Write => "write",
+            PermissionKind::ReadWrite => "readwrite",
+        };
+        if self.range_end.is_empty() {
+            format!("{kind} {}", self.key)
+        } else if self.range_end == prefix_end(&self.key) {
+            format!("{kind} {}*", self.key)
+        } else {
+            format!("{kind} [{}, {})", self.key, self.range_end)
+        }
+    }
+}
+
+/// The first key after every key that starts with `prefix` (etcd's `GetPrefixRangeEnd`);
+/// `"\0"` (every key) for an empty prefix.
+pub fn prefix_end(prefix: &str) -> String {
+    let mut bytes = prefix.as_bytes().to_vec();
+    while let Some(last) = bytes.pop() {
+        if last < 0xff {
+            bytes.push(last + 1);
+            return String::from_utf8_lossy(&bytes).into_owned();
+        }
+    }
+    "\0".to_owned()
+}
+
+/// etcd's users and roles, as [`Store::auth_state`](super::Store::auth_state) reads them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthState {
+    /// Users and the roles each holds.
+    pub users: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Roles and their permissions.
+    pub roles: std::collections::BTreeMap<String, std::collections::BTreeSet<Permission>>,
+}
+
+/// One change of etcd's users and roles (etcd's auth API; the connection must hold `root`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum AuthChange {
+    /// Creates a role.
+    AddRole(String),
+    /// Deletes a role (and revokes it from every user).
+    DeleteRole(String),
+    /// Adds a permission to a role (or changes the kind of the same range's).
+    Grant {
+        /// The role.
+        role: String,
+        /// The permission.
+        permission: Permission,
+    },
+    /// Removes the permission on a range from a role.
+    Revoke {
+        /// The role.
+        role: String,
+        /// The permission (its kind is not compared).
+        permission: Permission,
+    },
+    /// Creates a user with a password.
+    AddUser {
+        /// The user.
+        name: String,
+        /// Its password (never shown by `Debug` or `Display`).
+        password: String,
+    },
+    /// Gives a user a role.
+    GrantRole {
+        /// The user.
+        user: String,
+        /// The role.
+        role: String,
+    },
+    /// Takes a role from a user.
+    RevokeRole {
+        /// The user.
+        user: String,
+        /// The role.
+        role: String,
+    },
+}
+
+impl std::fmt::Display for AuthChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthChange::AddRole(role) => write!(f, "+ role {role}"),
+            AuthChange::DeleteRole(role) => write!(f, "- role {role}"),
+            AuthChange::Grant { role, permission } => {
+                write!(f, "+ role {role}: {}", permission.describe())
+            }
+            AuthChange::Revoke { role, permission } => {
+                write!(f, "- role {role}: {}", permission.describe())
+            }
+            AuthChange::AddUser { name, .. } => write!(f, "+ user {name}"),
+            AuthChange::GrantRole { user, role } => write!(f, "+ user {user}: role {role}"),
+            AuthChange::RevokeRole { user, role } => write!(f, "- user {user}: role {role}"),
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuthChange({self})")
+    }
+}

@@ -1,5 +1,8 @@
 //! Who may read and who may write, and the checks every request passes.
 //!
+//! Each token names its holder and the access-policy principal its writes are checked and
+//! recorded as (by default the holder's name; see [`read_token_file`]).
+//!
 //! Tokens are kept as SHA-256 digests and compared digest to digest in constant time, so
 //! neither a token's length nor its first differing byte shows in the time an answer takes.
 //! After [`MAX_FAILURES`] wrong tokens within [`FAILURE_WINDOW`], every token check answers
@@ -55,9 +58,50 @@ fn random_hex() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// One line of a token file as read: who holds the token, the principal of the access policy
+/// they act as, and the token. `Debug` shows the names, never the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenLine {
+    /// The holder's name (a release's author shows it).
+    pub name: String,
+    /// The principal the holder's writes are checked and recorded as.
+    pub principal: String,
+    /// The token.
+    pub token: String,
+}
+
+impl TokenLine {
+    /// A token whose holder acts as `principal`.
+    pub fn new(
+        name: impl Into<String>,
+        principal: impl Into<String>,
+        token: impl Into<String>,
+    ) -> Self {
+        TokenLine {
+            name: name.into(),
+            principal: principal.into(),
+            token: token.into(),
+        }
+    }
+}
+
+/// `(name, token)`: the holder acts as the principal of their own name.
+impl From<(String, String)> for TokenLine {
+    fn from((name, token): (String, String)) -> Self {
+        TokenLine::new(name.clone(), name, token)
+    }
+}
+
+impl fmt::Debug for TokenLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} as {}", self.name, self.principal)
+    }
+}
+
 /// One line of a token file. Only digests are kept; the cookie is this server's own secret.
 struct Token {
     name: String,
+    principal: String,
     digest: Digest,
     /// What [`EVENTS_COOKIE`] holds for this token's holder: random, new each start, so a
     /// cookie dies with the server and never is the token itself.
@@ -66,11 +110,12 @@ struct Token {
 }
 
 impl Token {
-    fn new(name: String, secret: &str) -> Self {
+    fn new(line: TokenLine) -> Self {
         let cookie = random_hex();
         Token {
-            name,
-            digest: digest(secret.as_bytes()),
+            name: line.name,
+            principal: line.principal,
+            digest: digest(line.token.as_bytes()),
             cookie_digest: digest(cookie.as_bytes()),
             cookie,
         }
@@ -79,7 +124,11 @@ impl Token {
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)
+        if self.principal == self.name {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{} as {}", self.name, self.principal)
+        }
     }
 }
 
@@ -160,6 +209,8 @@ impl fmt::Debug for Access {
 pub struct Writer {
     /// The name their token has in the token file.
     pub name: String,
+    /// The principal of the access policy their writes are checked and recorded as.
+    pub principal: String,
 }
 
 impl Writer {
@@ -191,24 +242,19 @@ impl Access {
         }
     }
 
-    /// Writes (and reads) for the holders of `tokens` (name, token).
-    pub fn with_tokens(tokens: Vec<(String, String)>, loopback: bool) -> Self {
+    /// Writes (and reads) for the holders of `tokens` (a [`TokenLine`], or `(name, token)`
+    /// acting as the principal `name`).
+    pub fn with_tokens<T: Into<TokenLine>>(tokens: Vec<T>, loopback: bool) -> Self {
         let mut access = Self::read_only(loopback);
-        access.writers = tokens
-            .into_iter()
-            .map(|(name, token)| Token::new(name, &token))
-            .collect();
+        access.writers = tokens.into_iter().map(|t| Token::new(t.into())).collect();
         access
     }
 
-    /// Reads for the holders of `tokens` (name, token) too; from then on every read needs a
-    /// token, on loopback as well.
+    /// Reads for the holders of `tokens` too; from then on every read needs a token, on
+    /// loopback as well.
     #[must_use]
-    pub fn with_readers(mut self, tokens: Vec<(String, String)>) -> Self {
-        self.readers = tokens
-            .into_iter()
-            .map(|(name, token)| Token::new(name, &token))
-            .collect();
+    pub fn with_readers<T: Into<TokenLine>>(mut self, tokens: Vec<T>) -> Self {
+        self.readers = tokens.into_iter().map(|t| Token::new(t.into())).collect();
         self
     }
 
@@ -344,7 +390,26 @@ impl Access {
         )?;
         Ok(Writer {
             name: token.name.clone(),
+            principal: token.principal.clone(),
         })
+    }
+
+    /// The writer a request's token belongs to, if it presents a write token: a read that
+    /// asks what its holder may do (the review screen shows Approve only to who may). A
+    /// token in neither file is refused (and counted as a wrong guess), whether or not reads
+    /// need one; a read token, or none, is `None`.
+    pub fn presented_writer(&self, headers: &HeaderMap) -> Result<Option<Writer>, ApiError> {
+        let Some(presented) = headers.get(TOKEN_HEADER) else {
+            return Ok(None);
+        };
+        let every = self.writers.iter().chain(&self.readers);
+        let refused = "the token is not in the console's token files";
+        let token = self.check(every, presented.as_bytes(), |t| &t.digest, refused)?;
+        let is_writer = self.writers.iter().any(|w| std::ptr::eq(w, token));
+        Ok(is_writer.then(|| Writer {
+            name: token.name.clone(),
+            principal: token.principal.clone(),
+        }))
     }
 
     /// True if `host` (a `Host` header) may reach this console.
@@ -375,26 +440,26 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
-/// Reads a token file: one `NAME:TOKEN` or bare `TOKEN` (named `console`) per line; blank
-/// lines and `#` comments are skipped. A file other users could open, an empty file and a
-/// token shorter than 16 characters are refused, each naming the file.
-pub fn read_token_file(path: &Path) -> CliResult<Vec<(String, String)>> {
-    check_private(path)?;
-    let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
-        what: format!("reading {}", path.display()),
-        source,
-    })?;
-    let tokens: Vec<(String, String)> = text
+/// Reads a token file: one `NAME:TOKEN`, `NAME=PRINCIPAL:TOKEN` or bare `TOKEN` (named
+/// `console`) per line; blank lines and `#` comments are skipped. The holder acts as
+/// PRINCIPAL of the access policy, by default their NAME. A file other users could open, an
+/// empty file and a token shorter than 16 characters are refused, each naming the file.
+pub fn read_token_file(path: &Path) -> CliResult<Vec<TokenLine>> {
+    let text = crate::files::read_private(path)?;
+    let tokens: Vec<TokenLine> = text
         .lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .map(|line| match line.split_once(':') {
-            Some((name, token)) => (name.trim().to_owned(), token.trim().to_owned()),
-            None => ("console".to_owned(), line.to_owned()),
+            Some((holder, token)) => {
+                let (name, principal) = holder.split_once('=').unwrap_or((holder, holder));
+                TokenLine::new(name.trim(), principal.trim(), token.trim())
+            }
+            None => TokenLine::new("console", "console", line),
         })
         .collect();
     // A short token is guessable by anyone who can reach the port.
-    if let Some((name, _)) = tokens.iter().find(|(_, token)| token.len() < 16) {
+    if let Some(TokenLine { name, .. }) = tokens.iter().find(|t| t.token.len() < 16) {
         return Err(CliError::Usage(format!(
             "{}: the token of {name} is shorter than 16 characters",
             path.display()
@@ -407,33 +472,6 @@ pub fn read_token_file(path: &Path) -> CliResult<Vec<(String, String)>> {
         )));
     }
     Ok(tokens)
-}
-
-/// Refuses a token file that the group or others may open: anyone with a shell on the
-/// machine could read the tokens (or, writing it, add their own).
-#[cfg(unix)]
-fn check_private(path: &Path) -> CliResult {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(|source| CliError::Io {
-            what: format!("reading {}", path.display()),
-            source,
-        })?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(CliError::Usage(format!(
-            "{path} is open to other users (mode {:04o}): run `chmod 600 {path}` and start again",
-            mode & 0o7777,
-            path = path.display(),
-        )));
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_: &Path) -> CliResult {
-    Ok(())
 }
 
 /// Refuses a request whose `Host` this console does not answer to (DNS rebinding: a page
@@ -569,13 +607,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = private_file(
             &dir,
-            "# ops\nana:0123456789abcdef0123\n\nfedcba9876543210fedc\n",
+            "# ops\nana:0123456789abcdef0123\n\nfedcba9876543210fedc\noncall = ops:abcdef0123456789abcd\n",
         );
         assert_eq!(
             read_token_file(&path).unwrap(),
             vec![
-                ("ana".to_owned(), "0123456789abcdef0123".to_owned()),
-                ("console".to_owned(), "fedcba9876543210fedc".to_owned())
+                TokenLine::new("ana", "ana", "0123456789abcdef0123"),
+                TokenLine::new("console", "console", "fedcba9876543210fedc"),
+                TokenLine::new("oncall", "ops", "abcdef0123456789abcd"),
             ]
         );
         let path = private_file(&dir, "ana:short\n");
@@ -595,6 +634,26 @@ mod tests {
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(read_token_file(&path).is_ok());
+    }
+
+    #[test]
+    fn a_presented_write_token_names_its_principal_and_a_read_token_none() {
+        let access = Access::with_tokens(vec![TokenLine::new("oncall", "ops", ANA)], true)
+            .with_readers(vec![("viewer".into(), "viewer-token-0123456789".into())]);
+        let writer = access.presented_writer(&headers(ANA)).unwrap().unwrap();
+        assert_eq!(
+            (writer.name.as_str(), writer.principal.as_str()),
+            ("oncall", "ops")
+        );
+        assert_eq!(writer.author(), "oncall (console)");
+        let reader = access.presented_writer(&headers("viewer-token-0123456789"));
+        assert!(matches!(reader, Ok(None)), "{reader:?}");
+        assert!(matches!(
+            access.presented_writer(&HeaderMap::new()),
+            Ok(None)
+        ));
+        let wrong = access.presented_writer(&headers("wrong-token-0123456789"));
+        assert!(matches!(wrong, Err(ApiError::Unauthorized(_))), "{wrong:?}");
     }
 
     #[test]

@@ -101,6 +101,10 @@ impl ApiError {
                     StatusCode::CONFLICT
                 }
                 coord::Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                coord::Error::PermissionDenied { .. } | coord::Error::ReviewRequired { .. } => {
+                    StatusCode::FORBIDDEN
+                }
+                coord::Error::Proposal { .. } => StatusCode::CONFLICT,
                 coord::Error::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
                 // Not 503: trying again at once may apply the write twice.
                 e if e.is_outcome_unknown() => StatusCode::GATEWAY_TIMEOUT,
@@ -119,6 +123,9 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Refused(_) => "refused",
             ApiError::Conflict { .. } => "conflict",
+            ApiError::Coord(coord::Error::PermissionDenied { .. }) => "permission_denied",
+            ApiError::Coord(coord::Error::ReviewRequired { .. }) => "review_required",
+            ApiError::Coord(coord::Error::Proposal { .. }) => "proposal",
             ApiError::Coord(e) if e.is_outcome_unknown() => "outcome_unknown",
             ApiError::Coord(e) if e.is_transient() => "unavailable",
             ApiError::Coord(_) => "coord",
@@ -151,15 +158,19 @@ const OUTCOME_UNKNOWN: &str = "the store did not confirm the change: it may or m
      been applied; reload to see the current values before trying again";
 
 /// What a person may read of a library error: the refusals they can act on (not found, a
-/// conflict, a value the schema refuses, a bad argument) as they are; for anything else a
-/// generic sentence, the error itself logged.
+/// conflict, a value the schema refuses, a bad argument, the access policy's refusal with
+/// its reason, a prefix that requires review, a proposal that cannot be decided) as they
+/// are; for anything else a generic sentence, the error itself logged.
 pub fn public_message(e: &coord::Error) -> String {
     match e {
         coord::Error::NotFound { .. }
         | coord::Error::Conflict { .. }
         | coord::Error::GrayConflict { .. }
         | coord::Error::Invalid { .. }
-        | coord::Error::InvalidArgument { .. } => e.to_string(),
+        | coord::Error::InvalidArgument { .. }
+        | coord::Error::PermissionDenied { .. }
+        | coord::Error::ReviewRequired { .. }
+        | coord::Error::Proposal { .. } => e.to_string(),
         e if e.is_outcome_unknown() => {
             tracing::warn!(error = %e, "console: a write's outcome is unknown");
             OUTCOME_UNKNOWN.to_owned()

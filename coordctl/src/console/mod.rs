@@ -34,14 +34,23 @@
 //!   no-referrer`, a `Content-Security-Policy` without inline script and `Cache-Control:
 //!   no-store`, errors included.
 //! - **Writes are attributed**: the release's author is the token's name, shown in history.
+//! - **Writes are checked as the token's principal.** Each token acts as a principal of the
+//!   access policy (`NAME=PRINCIPAL:TOKEN`; by default its NAME), and every write runs as
+//!   `on_behalf_of(principal)`: the policy checks that principal's grants and the audit log
+//!   records it, via the console's own etcd user or the principal `--as` claims (which the
+//!   policy marks `delegate`). A write the policy refuses is a 403 with the policy's reason.
+//!   The review screen offers Approve and Reject only to a principal the policy lets approve
+//!   on the prefix; the routes refuse the others with 403 all the same.
 //! - **Checked before written**: an edit is checked field by field against the published
 //!   schema and refused whole, with each field's expected type and doc, before any write; a
 //!   release carries the latest release the person saw, and a release made meanwhile is a 409
 //!   with the diff.
 
 mod assets;
+mod audit;
 mod auth;
 mod error;
+mod review;
 mod routes;
 mod sse;
 mod writes;
@@ -58,6 +67,7 @@ use axum::http::header::{
 use axum::http::HeaderValue;
 use axum::routing::{get, post};
 use axum::Router;
+use coord::config::ConfigCenter;
 use coord::Coord;
 use tokio::sync::Semaphore;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -94,6 +104,9 @@ impl Default for StreamLimits {
 /// What every handler shares.
 pub struct Console {
     coord: Coord,
+    /// The config center writes act for a token's principal through: the connection's own
+    /// principal (or the one `--as` claims) is the delegate the audit log names as `via`.
+    delegate: ConfigCenter,
     access: Access,
     stream_limits: StreamLimits,
     /// One permit per event stream that may still open.
@@ -101,11 +114,18 @@ pub struct Console {
 }
 
 impl Console {
-    /// A console on `coord`, readable and writable as `access` says, its event streams
-    /// bounded by `stream_limits`.
-    pub fn with_limits(coord: Coord, access: Access, stream_limits: StreamLimits) -> Arc<Self> {
+    /// A console on `coord`, readable and writable as `access` says, its writes acting for
+    /// each token's principal through `delegate`, its event streams bounded by
+    /// `stream_limits`.
+    pub fn acting_as(
+        coord: Coord,
+        delegate: ConfigCenter,
+        access: Access,
+        stream_limits: StreamLimits,
+    ) -> Arc<Self> {
         Arc::new(Console {
             coord,
+            delegate,
             access,
             stream_limits,
             streams: Arc::new(Semaphore::new(stream_limits.max)),
@@ -125,6 +145,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/api/locks", get(routes::locks))
         .route("/api/ids", get(routes::ids))
         .route("/api/services", get(routes::services))
+        .route("/api/proposals", get(review::proposals))
+        .route("/api/audit", get(audit::records))
         .route_layer(axum::middleware::from_fn_with_state(
             console.clone(),
             auth::require_reader,
@@ -141,6 +163,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/api/gray/start", post(writes::gray_start))
         .route("/api/gray/promote", post(writes::gray_promote))
         .route("/api/gray/abort", post(writes::gray_abort))
+        .route("/api/proposals/approve", post(review::approve))
+        .route("/api/proposals/reject", post(review::reject))
         .route_layer(axum::middleware::from_fn_with_state(
             console.clone(),
             auth::require_writer,
@@ -196,11 +220,27 @@ fn check_exposure(args: &ConsoleArgs) -> CliResult {
     Ok(())
 }
 
-/// The access `args` describe: token files read and checked, hosts allowed.
-fn access(args: &ConsoleArgs) -> CliResult<Access> {
+/// The access `args` describe: token files read and checked, hosts allowed. Each write
+/// token's principal must be a name the access policy can hold (`coord` checks it as it
+/// would for a write).
+fn access(delegate: &ConfigCenter, args: &ConsoleArgs) -> CliResult<Access> {
     let loopback = args.listen.ip().is_loopback();
     let writers = match &args.token_file {
-        Some(path) => auth::read_token_file(path)?,
+        Some(path) => {
+            let writers = auth::read_token_file(path)?;
+            for line in &writers {
+                if let Err(e) = delegate.on_behalf_of(&line.principal) {
+                    return Err(CliError::Usage(format!(
+                        "{}: the token of {} acts as principal `{}`, which the access policy \
+                         cannot hold ({e}): name one with NAME=PRINCIPAL:TOKEN",
+                        path.display(),
+                        line.name,
+                        line.principal
+                    )));
+                }
+            }
+            writers
+        }
         None => Vec::new(),
     };
     let mut access = Access::with_tokens(writers, loopback).with_allowed_hosts(&args.allowed_host);
@@ -210,15 +250,16 @@ fn access(args: &ConsoleArgs) -> CliResult<Access> {
     Ok(access)
 }
 
-/// `coordctl console`: serves until Ctrl-C.
-pub async fn serve(coord: &Coord, args: ConsoleArgs) -> CliResult {
+/// `coordctl console`: serves until Ctrl-C, its writes acting for each token's principal
+/// through `delegate` (the connection's principal, or the one `--as` claims).
+pub async fn serve(coord: &Coord, delegate: &ConfigCenter, args: ConsoleArgs) -> CliResult {
     check_exposure(&args)?;
     if args.max_streams == 0 {
         return Err(CliError::Usage(
             "--max-streams 0 would refuse every page its live updates".into(),
         ));
     }
-    let access = access(&args)?;
+    let access = access(delegate, &args)?;
     let writable = access.writable();
     let reads = if access.reads_need_token() {
         "reads need a token"
@@ -251,7 +292,12 @@ pub async fn serve(coord: &Coord, args: ConsoleArgs) -> CliResult {
         max: args.max_streams,
         idle: args.stream_idle,
     };
-    let app = router(Console::with_limits(coord.clone(), access, limits));
+    let app = router(Console::acting_as(
+        coord.clone(),
+        delegate.clone(),
+        access,
+        limits,
+    ));
     // Open event streams never end on their own, so a graceful shutdown would wait forever:
     // Ctrl-C stops serving at once (every write is one transaction, never left half done).
     tokio::select! {

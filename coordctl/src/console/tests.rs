@@ -11,7 +11,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use super::auth::{CSRF_HEADER, TOKEN_HEADER};
+use super::auth::{TokenLine, CSRF_HEADER, TOKEN_HEADER};
 use super::{router, Access, Console, StreamLimits};
 
 const PREFIX: &str = "/config/checkout";
@@ -63,6 +63,16 @@ async fn off_loopback() -> Env {
 }
 
 async fn env_with_limits(access: impl FnOnce() -> Access, limits: StreamLimits) -> Env {
+    env_acting_as(access, limits, None).await
+}
+
+/// A console whose writes act through `delegate` (a principal claimed as `--as` does), or
+/// through the connection's own principal (the embedded store's `anonymous`).
+async fn env_acting_as(
+    access: impl FnOnce() -> Access,
+    limits: StreamLimits,
+    delegate: Option<&str>,
+) -> Env {
     let coord = Coord::in_memory();
     coord.config().publish_schema::<Checkout>().await.unwrap();
     coord
@@ -78,7 +88,11 @@ async fn env_with_limits(access: impl FnOnce() -> Access, limits: StreamLimits) 
         .unwrap();
     let access = access();
     let csrf = access.csrf().to_owned();
-    let app = router(Console::with_limits(coord.clone(), access, limits));
+    let delegate = match delegate {
+        Some(name) => coord.config().as_principal(name).unwrap(),
+        None => coord.config().clone(),
+    };
+    let app = router(Console::acting_as(coord.clone(), delegate, access, limits));
     Env {
         coord,
         app,
@@ -879,7 +893,13 @@ async fn coords_own_keys_and_prefixes_without_a_schema_are_refused_for_reads_and
         .unwrap();
     let listed = env.get_ok("/api/prefixes").await;
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
-    for route in ["config", "history", "rollout", "rollout/events"] {
+    for route in [
+        "config",
+        "history",
+        "rollout",
+        "rollout/events",
+        "proposals",
+    ] {
         for (prefix, want) in [
             ("/coord/releases/config/checkout", StatusCode::FORBIDDEN),
             ("/coord", StatusCode::FORBIDDEN),
@@ -922,6 +942,14 @@ async fn coords_own_keys_and_prefixes_without_a_schema_are_refused_for_reads_and
             (
                 "/api/gray/abort",
                 json!({ "prefix": prefix, "seq": 1, "message": "m" }),
+            ),
+            (
+                "/api/proposals/approve",
+                json!({ "prefix": prefix, "id": "0a1b2c3d" }),
+            ),
+            (
+                "/api/proposals/reject",
+                json!({ "prefix": prefix, "id": "0a1b2c3d", "reason": "no" }),
             ),
         ] {
             let (status, answer) = env.post(uri, body).await;
@@ -1465,6 +1493,9 @@ async fn read_every_route(env: &Env) {
         "/api/ids?service=worker",
         "/api/services",
         "/api/services?name=api",
+        "/api/proposals?prefix=/config/checkout",
+        "/api/audit",
+        "/api/audit?prefix=/config/checkout&since=1h",
     ] {
         env.get_ok(uri).await;
     }
@@ -1533,4 +1564,283 @@ async fn reading_every_route_after_a_change_outside_releases_leaves_the_store_re
     let before = revision(&env).await;
     read_every_route(&env).await;
     assert_eq!(revision(&env).await, before, "a read wrote to the store");
+}
+
+const BO_TOKEN: &str = "bo-token-0123456789ab";
+const CY_TOKEN: &str = "cy-token-0123456789ab";
+
+/// ana may propose on the prefix, cy too, bo may release and approve there; the prefix
+/// requires review. The console's own principal (the embedded store's `anonymous`) is a
+/// delegate that holds no grant of its own.
+const REVIEW_POLICY: &str = r#"
+[principals.ana]
+roles = ["editor"]
+[principals.cy]
+roles = ["editor"]
+[principals.bo]
+roles = ["owner"]
+[principals.anonymous]
+delegate = true
+
+[roles.editor]
+grants = [{ prefix = "/config/checkout", actions = ["propose"] }]
+[roles.owner]
+grants = [{ prefix = "/config/checkout", actions = ["release", "approve"] }]
+
+[review."/config/checkout"]
+"#;
+
+/// A console whose tokens act as ana, bo and cy (cy's holder is named `oncall`), under
+/// [`REVIEW_POLICY`], with one open proposal of ana's (timeout_secs 45); returns its id.
+async fn review_env() -> (Env, String) {
+    let env = env_with(|| {
+        Access::with_tokens(
+            vec![
+                TokenLine::new("ana", "ana", TOKEN),
+                TokenLine::new("bo", "bo", BO_TOKEN),
+                TokenLine::new("oncall", "cy", CY_TOKEN),
+            ],
+            true,
+        )
+    })
+    .await;
+    let access = env.coord.access();
+    let policy = coord::access::Policy::parse_toml(REVIEW_POLICY).unwrap();
+    let plan = access.plan(&policy, &BTreeMap::new()).await.unwrap();
+    access.apply(&plan).await.unwrap();
+    let proposal = env
+        .coord
+        .config()
+        .as_principal("ana")
+        .unwrap()
+        .release_raw(PREFIX, raw(&[("timeout_secs", json!(45))]))
+        .message("slower provider")
+        .propose()
+        .await
+        .unwrap();
+    (env, proposal.id)
+}
+
+impl Env {
+    async fn post_as(&self, uri: &str, body: Value, token: &str) -> (StatusCode, Value) {
+        self.post_with(uri, body, Some(&self.csrf.clone()), Some(token), None)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn the_review_route_lists_proposals_with_their_diff_and_who_may_approve() {
+    let (env, id) = review_env().await;
+    let uri = "/api/proposals?prefix=/config/checkout";
+    let (status, as_bo) = env.call(get_with_token(uri, BO_TOKEN)).await;
+    assert_eq!(status, StatusCode::OK, "{as_bo}");
+    assert_eq!(as_bo["principal"], "bo", "{as_bo}");
+    assert_eq!(as_bo["can_approve"], true, "{as_bo}");
+    let proposal = &as_bo["proposals"][0];
+    assert_eq!(proposal["id"], id.as_str(), "{as_bo}");
+    assert_eq!(proposal["state"], "open", "{as_bo}");
+    assert_eq!(proposal["proposer"], "ana", "{as_bo}");
+    assert_eq!(proposal["message"], "slower provider", "{as_bo}");
+    assert_eq!(
+        proposal["changes"],
+        json!([{ "key": "timeout_secs", "change": "changed", "old": 30, "new": 45 }]),
+        "{as_bo}"
+    );
+
+    let (_, as_cy) = env.call(get_with_token(uri, CY_TOKEN)).await;
+    assert_eq!(as_cy["principal"], "cy", "{as_cy}");
+    assert_eq!(as_cy["can_approve"], false, "{as_cy}");
+    assert!(
+        as_cy["reason"].as_str().unwrap().contains("editor"),
+        "the policy's reason: {as_cy}"
+    );
+    // Without a write token, nobody to approve as.
+    let anyone = env.get_ok(uri).await;
+    assert_eq!(anyone["can_approve"], false, "{anyone}");
+    assert_eq!(anyone["proposals"][0]["id"], id.as_str(), "{anyone}");
+    let (status, _) = env
+        .call(get_with_token(uri, "wrong-token-0123456789"))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn approving_needs_the_approve_grant_of_the_tokens_principal_and_is_recorded_as_theirs() {
+    let (env, id) = review_env().await;
+    let approve = json!({ "prefix": PREFIX, "id": id });
+
+    let (status, refused) = env
+        .post_as("/api/proposals/approve", approve.clone(), CY_TOKEN)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert_eq!(refused["code"], "permission_denied", "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("cy"),
+        "{refused}"
+    );
+    let (status, own) = env
+        .post_as("/api/proposals/approve", approve.clone(), TOKEN)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{own}");
+    assert_eq!(own["code"], "proposal", "{own}");
+    assert_eq!(env.timeout().await, 30, "nothing released");
+
+    let (status, release) = env
+        .post_as("/api/proposals/approve", approve.clone(), BO_TOKEN)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{release}");
+    assert_eq!(release["principal"], "ana", "{release}");
+    assert_eq!(release["approved_by"], "bo", "{release}");
+    assert_eq!(env.timeout().await, 45);
+    let (status, again) = env
+        .post_as("/api/proposals/approve", approve, BO_TOKEN)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+
+    let records = env.get_ok("/api/audit?prefix=/config/checkout").await;
+    let rows: Vec<(String, String, String, String)> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let field = |name: &str| r[name].as_str().unwrap_or("-").to_owned();
+            (
+                field("principal"),
+                field("via"),
+                field("action"),
+                field("outcome"),
+            )
+        })
+        .collect();
+    let row = |p: &str, via: &str, a: &str, o: &str| {
+        (p.to_owned(), via.to_owned(), a.to_owned(), o.to_owned())
+    };
+    for expected in [
+        row("ana", "-", "propose", "done"),
+        row("cy", "anonymous", "approve", "refused"),
+        row("ana", "anonymous", "approve", "refused"),
+        row("bo", "anonymous", "approve", "done"),
+    ] {
+        assert!(rows.contains(&expected), "{expected:?} in {rows:?}");
+    }
+    let (status, bad) = env.get("/api/audit?since=lately").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    let recent = env.get_ok("/api/audit?principal=bo&limit=1").await;
+    assert_eq!(recent.as_array().map(Vec::len), Some(1), "{recent}");
+    assert_eq!(recent[0]["action"], "approve", "{recent}");
+}
+
+#[tokio::test]
+async fn a_proposal_is_rejected_with_a_reason_by_who_may_approve_or_withdrawn_by_its_proposer() {
+    let (env, id) = review_env().await;
+    let (status, empty) = env
+        .post_as(
+            "/api/proposals/reject",
+            json!({ "prefix": PREFIX, "id": id, "reason": " " }),
+            BO_TOKEN,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{empty}");
+    let (status, refused) = env
+        .post_as(
+            "/api/proposals/reject",
+            json!({ "prefix": PREFIX, "id": id, "reason": "no" }),
+            CY_TOKEN,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    let (status, rejected) = env
+        .post_as(
+            "/api/proposals/reject",
+            json!({ "prefix": PREFIX, "id": id, "reason": "too slow" }),
+            BO_TOKEN,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rejected}");
+    assert_eq!(rejected["state"], "rejected", "{rejected}");
+    assert_eq!(rejected["decided_by"], "bo", "{rejected}");
+    assert_eq!(rejected["reason"], "too slow", "{rejected}");
+
+    let withdrawn = env
+        .coord
+        .config()
+        .as_principal("ana")
+        .unwrap()
+        .release_raw(PREFIX, raw(&[("timeout_secs", json!(50))]))
+        .propose()
+        .await
+        .unwrap();
+    let (status, answer) = env
+        .post_as(
+            "/api/proposals/reject",
+            json!({ "prefix": PREFIX, "id": withdrawn.id, "reason": "not needed" }),
+            TOKEN,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(env.timeout().await, 30);
+}
+
+#[tokio::test]
+async fn every_console_write_is_checked_as_the_tokens_principal() {
+    let (env, _) = review_env().await;
+    let before = env.releases().await;
+    // ana may only propose: a release is the policy's refusal, with its reason.
+    let (status, refused) = env
+        .post_as("/api/release", release_body(json!(40), 1), TOKEN)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert_eq!(refused["code"], "permission_denied", "{refused}");
+    // bo may release, but the prefix requires review.
+    let (status, review) = env
+        .post_as("/api/release", release_body(json!(40), 1), BO_TOKEN)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{review}");
+    assert_eq!(review["code"], "review_required", "{review}");
+    assert!(
+        review["error"]
+            .as_str()
+            .unwrap()
+            .contains("requires review"),
+        "{review}"
+    );
+    let (status, rollback) = env
+        .post_as(
+            "/api/rollback",
+            json!({ "prefix": PREFIX, "seq": 1, "message": "back" }),
+            TOKEN,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{rollback}");
+    assert_eq!(env.releases().await, before, "nothing released");
+    assert_eq!(env.timeout().await, 30);
+}
+
+#[tokio::test]
+async fn without_a_policy_a_write_is_recorded_as_the_tokens_principal_via_the_console() {
+    let env =
+        env_with(|| Access::with_tokens(vec![TokenLine::new("oncall", "ops", TOKEN)], true)).await;
+    let (status, release) = env.post("/api/release", release_body(json!(40), 1)).await;
+    assert_eq!(status, StatusCode::OK, "{release}");
+    assert_eq!(release["author"], "oncall (console)", "{release}");
+    assert_eq!(release["principal"], "ops", "{release}");
+    let records = env.get_ok("/api/audit?principal=ops").await;
+    assert_eq!(records[0]["action"], "release", "{records}");
+    assert_eq!(records[0]["via"], "anonymous", "{records}");
+    assert_eq!(records[0]["outcome"], "done", "{records}");
+}
+
+#[tokio::test]
+async fn a_console_started_as_a_claimed_principal_writes_via_that_principal() {
+    let env = env_acting_as(
+        || Access::with_tokens(vec![("ana".into(), TOKEN.into())], true),
+        StreamLimits::default(),
+        Some("console"),
+    )
+    .await;
+    let (status, release) = env.post("/api/release", release_body(json!(40), 1)).await;
+    assert_eq!(status, StatusCode::OK, "{release}");
+    assert_eq!(release["principal"], "ana", "{release}");
+    let records = env.get_ok("/api/audit?principal=ana").await;
+    assert_eq!(records[0]["via"], "console", "{records}");
 }

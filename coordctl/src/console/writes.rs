@@ -1,14 +1,15 @@
 //! The write routes: release, rollback, gray start / promote / abort. Each runs behind the
 //! write guard ([`super::auth::require_writer`]), writes only a prefix the console serves
-//! ([`super::routes::served`]: a published schema, none of coord's own keys) and records its
-//! writer as the author.
+//! ([`super::routes::served`]: a published schema, none of coord's own keys), records its
+//! writer as the author, and runs as the writer's principal
+//! ([`ConfigCenter::on_behalf_of`]), so the access policy checks that principal's grants.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::{Extension, Json};
-use coord::config::{PublishedSchema, ReleaseBuilder, Selector};
+use coord::config::{ConfigCenter, PublishedSchema, ReleaseBuilder, Selector};
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
@@ -136,8 +137,14 @@ async fn open(
 }
 
 /// The prefix as the routes key it: without a trailing slash.
-fn trimmed_prefix(raw: &str) -> String {
+pub(super) fn trimmed_prefix(raw: &str) -> String {
     raw.trim_end_matches('/').to_owned()
+}
+
+/// The config center acting for `writer`'s principal: what it writes is checked against
+/// that principal's grants and recorded as theirs, via the console's own principal.
+pub(super) fn acting_for(console: &Console, writer: &Writer) -> Result<ConfigCenter, ApiError> {
+    Ok(console.delegate.on_behalf_of(&writer.principal)?)
 }
 
 /// Commits `builder` as `writer`; a release made meanwhile becomes a conflict with the diff
@@ -207,7 +214,7 @@ pub async fn release(
             ));
         }
         let opened = open(&console, &prefix, Some(&body.values), &body.message).await?;
-        let mut builder = console.coord.config().release_raw_with(
+        let mut builder = acting_for(&console, &writer)?.release_raw_with(
             &opened.served.prefix,
             body.values,
             body.remove,
@@ -231,10 +238,7 @@ pub async fn rollback(
     let span = tracing::info_span!("console.rollback", prefix = %prefix, seq = body.seq, author = %writer.name);
     async {
         let opened = open(&console, &prefix, None, &body.message).await?;
-        let mut builder = console
-            .coord
-            .config()
-            .rollback(&opened.served.prefix, body.seq);
+        let mut builder = acting_for(&console, &writer)?.rollback(&opened.served.prefix, body.seq);
         if let Some(seq) = body.expect_latest {
             builder = builder.expect_latest(seq);
         }
@@ -266,9 +270,7 @@ pub async fn gray_start(
             ));
         }
         let opened = open(&console, &prefix, Some(&body.values), &body.message).await?;
-        let builder = console
-            .coord
-            .config()
+        let builder = acting_for(&console, &writer)?
             .release_raw(&opened.served.prefix, body.values)
             .to(selector);
         commit(&console, opened, builder, &writer).await
@@ -319,7 +321,7 @@ async fn gray_end(
     };
     async {
         let opened = open(&console, &prefix, None, &body.message).await?;
-        let config = console.coord.config();
+        let config = acting_for(&console, &writer)?;
         let builder = match end {
             GrayEnd::Promote => config.promote(&opened.served.prefix, body.seq),
             GrayEnd::Abort => config.abort(&opened.served.prefix, body.seq),

@@ -2,8 +2,8 @@
 //! answers (past the handshake): the registry tests' instances behind a balanced channel.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::oneshot;
 use tonic::transport::server::TcpIncoming;

@@ -19,6 +19,9 @@
 mod by_type;
 mod json_schema;
 
+use crate::access::audit::{self, AuditAction};
+use crate::access::{Action, Gate};
+use crate::store::{Txn, TxnOp};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -361,15 +364,33 @@ impl ConfigCenter {
         };
         let key = PublishedSchema::key(prefix);
         let span = tracing::debug_span!("config.publish_schema", key = key.as_str());
-        // Under `/coord/schemas`, which `set` refuses to users: written here directly.
+        // Under `/coord/schemas`, which `set` refuses to users: written here directly, with
+        // its audit record, under the policy it was admitted by.
         let bytes = serde_json::to_vec(&schema)
             .map_err(|e| Error::invalid_argument(&key, format!("cannot encode: {e}")))?;
-        Ok(self
-            .store
-            .put(&key, bytes, 0)
-            .instrument(span)
-            .await?
-            .revision)
+        let identity = &self.identity;
+        let record = identity.record(AuditAction::SchemaPublish, prefix.trim_end_matches('/'));
+        async {
+            loop {
+                let gate = Gate::read(&self.store).await?;
+                if let Err(e) = gate.allow(identity, Action::Admin, prefix) {
+                    audit::append(&self.store, identity.writer(), &record.clone().refused(&e))
+                        .await;
+                    return Err(e);
+                }
+                let txn = Txn::new().when([gate.compare()]).and_then([
+                    TxnOp::put(&key, bytes.clone()),
+                    record.op(identity.writer())?,
+                ]);
+                let response = audit::send(&self.store, identity.writer(), &record, txn).await?;
+                if response.succeeded {
+                    return Ok(response.revision);
+                }
+                // The policy changed between the check and the write: check again.
+            }
+        }
+        .instrument(span)
+        .await
     }
 
     /// The schema published for the struct at `prefix`, or `None` if none was.

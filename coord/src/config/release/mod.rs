@@ -44,10 +44,13 @@
 //!   when shown, from the typed struct or the prefix's published schema (map entries of
 //!   secrets and secret fields of nested map entries included), and from the keys the records
 //!   marked secret when they were written.
+mod events;
 mod history;
 mod model;
 mod plan;
+mod proposal;
 mod record;
+mod review;
 mod secrets;
 mod state;
 mod tracker;
@@ -57,12 +60,15 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
+pub use events::{ReleaseEvent, ReleaseEvents};
 pub(crate) use history::applied_at;
 pub use model::{Change, KeyDiff, Release, ReleaseKind};
+pub use proposal::{Proposal, ProposalState};
 pub use secrets::StoredSecret;
 
 use self::history::read_record;
 use self::model::check_prefix;
+pub(crate) use self::plan::Along;
 use self::plan::{Job, Plan, typed_plan};
 use crate::config::center::ConfigCenter;
 use crate::config::gray::Selector;
@@ -168,6 +174,12 @@ impl ReleaseBuilder {
     /// is in progress. Only for `release` and `release_raw`.
     pub fn to(mut self, selector: Selector) -> Self {
         self.job.gray = Some(selector);
+        self
+    }
+
+    /// Commits `along` in the release's own transaction (see [`plan::Along`]).
+    pub(crate) fn along(mut self, along: Along) -> Self {
+        self.job.along = Some(along);
         self
     }
 
@@ -312,6 +324,48 @@ impl ConfigCenter {
         self.builder(prefix, plan, ReleaseKind::Abort { gray: seq })
     }
 
+    /// Widens gray release `seq` in place to `selector`, which must pick every instance the
+    /// gray release picks now ([`Selector::covers`]): the instances it reached keep it, the
+    /// newly picked ones load it, a percentage grows over the same buckets. Recorded
+    /// ([`ReleaseKind::Widen`]); [`wait_rollout`](Self::wait_rollout) of the widening waits
+    /// for every instance the wider selector picks.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> coord::Result<()> {
+    /// use std::collections::BTreeMap;
+    /// use coord::config::Selector;
+    ///
+    /// let coord = coord::Coord::in_memory();
+    /// let config = coord.config();
+    /// let names: Vec<String> = (0..100).map(|i| format!("web-{i}")).collect();
+    /// let gray = config
+    ///     .release_raw("/config/app", BTreeMap::from([("limit".to_owned(), 20.into())]))
+    ///     .to(Selector::default().percent(10))
+    ///     .commit()
+    ///     .await?;
+    /// let picked = |s: &Selector| -> Vec<bool> {
+    ///     names.iter().map(|n| s.matches(n, &BTreeMap::new(), gray.seq)).collect()
+    /// };
+    /// let ten = picked(&Selector::default().percent(10));
+    /// config.widen("/config/app", gray.seq, Selector::default().percent(50)).commit().await?;
+    /// let fifty = picked(&Selector::default().percent(50));
+    /// assert!(ten.iter().zip(&fifty).all(|(at_10, at_50)| !at_10 || *at_50));
+    /// // Narrowing is no widening.
+    /// let narrower = config.widen("/config/app", gray.seq, Selector::default().percent(5));
+    /// assert!(narrower.commit().await.is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn widen(&self, prefix: &str, seq: u64, selector: Selector) -> ReleaseBuilder {
+        let kind = ReleaseKind::Widen {
+            gray: seq,
+            selector: selector.clone(),
+        };
+        let plan = check_prefix(prefix).map(|_| Plan::Widen { seq, selector });
+        self.builder(prefix, plan, kind)
+    }
+
     /// `publish` as a release without a message.
     pub(crate) fn publish_release<T: CoordConfig>(
         &self,
@@ -335,6 +389,8 @@ impl ConfigCenter {
                 expect_versions: BTreeMap::new(),
                 gray: None,
                 timeout: None,
+                approval: None,
+                along: None,
             },
             plan,
         }

@@ -65,6 +65,15 @@ pub enum ReleaseKind {
         /// The gray release aborted.
         gray: u64,
     },
+    /// Gray release `gray` widened in place to `selector`, which picks every instance it
+    /// picked before (its percentage buckets stay: an instance picked at 10% is picked at
+    /// 50%).
+    Widen {
+        /// The gray release widened.
+        gray: u64,
+        /// Who sees it from now on.
+        selector: Selector,
+    },
 }
 
 /// One release of a prefix, as [`history`](crate::ConfigCenter::history) returns it.
@@ -95,6 +104,14 @@ pub struct Release {
     pub gray_values: BTreeMap<String, serde_json::Value>,
     /// What a gray release removes for its instances; empty otherwise.
     pub gray_removes: BTreeSet<String>,
+    /// The principal it was checked as (see [`crate::access`]); for an approved proposal,
+    /// the proposer. `None` for an external entry and for releases of coord before access
+    /// policies.
+    pub principal: Option<String>,
+    /// The proposal it committed, if it was approved from one.
+    pub proposal: Option<String>,
+    /// Who approved that proposal.
+    pub approved_by: Option<String>,
 }
 
 /// How one key differs between two releases.

@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use super::history::{Entry, entries, values_at};
 use super::model::{Release, ReleaseKind, head_key, now_ms, record_key};
+use super::proposal::{ProposalState, StoredProposal, proposal_key};
 use super::record::{KeyChange, Record};
 use super::state::{KnownStates, PrefixState, read_state, records_since, text_of};
 use super::tracker::Verdict;
+use crate::access::Action;
+use crate::access::audit::{self, AuditAction};
 use crate::config::center::{ConfigCenter, MapReplace, checked_values, map_replacements};
 use crate::config::gray::{GrayDoc, Selector, gray_key};
 use crate::config::published::PublishedSchema;
@@ -51,6 +54,33 @@ pub(super) enum Plan {
     Promote { seq: u64 },
     /// Gray release `seq` dropped.
     Abort { seq: u64 },
+    /// Gray release `seq` widened in place to a selector that covers its own.
+    Widen { seq: u64, selector: Selector },
+    /// Relative keys → texts exactly as to store (secrets already sealed), and relative keys
+    /// to delete: an approved proposal.
+    Exact {
+        puts: BTreeMap<String, String>,
+        removes: BTreeSet<String>,
+    },
+}
+
+/// Writes of another capability committed in the release's own transaction (a rollout
+/// plan's state moving with the step it records): `guards` are keys that must still be at
+/// their mod revision (else the release fails with [`Error::Conflict`] naming the key),
+/// `compares` hold too (a leader's fence), and `ops` are given the release's seq.
+pub(crate) struct Along {
+    pub guards: Vec<(String, i64)>,
+    pub compares: Vec<Compare>,
+    #[allow(clippy::type_complexity)]
+    pub ops: Box<dyn Fn(u64) -> Result<Vec<TxnOp>> + Send + Sync>,
+}
+
+/// The proposal a release approves: it must still be open at `revision`, and becomes
+/// approved in the release's transaction.
+pub(super) struct Approval {
+    pub proposal: StoredProposal,
+    /// The proposal key's mod revision when it was read.
+    pub revision: i64,
 }
 
 /// Everything about a release but its plan.
@@ -67,6 +97,10 @@ pub(super) struct Job {
     pub(super) gray: Option<Selector>,
     /// How long to keep trying against other releases (default: the center's).
     pub(super) timeout: Option<Duration>,
+    /// The proposal this release approves, if it is an approval.
+    pub(super) approval: Option<Approval>,
+    /// Writes committed with it, if any.
+    pub(super) along: Option<Along>,
 }
 
 /// A transaction ready to send, with what it records and what the prefix is after it.
@@ -126,6 +160,17 @@ impl Job {
             if remembered && !state.learn(&self.center, &self.prefix, &keys).await? {
                 continue;
             }
+            // A refusal from a remembered state may be an old policy's: read again first.
+            if let Err(refused) = self.admit(&plan, &state) {
+                if remembered {
+                    continue;
+                }
+                self.audit_refused(&refused).await;
+                return Err(refused);
+            }
+            if let Some(approval) = &self.approval {
+                self.check_not_stale(approval, &state).await?;
+            }
             if let Some(expected) = self.expect
                 && state.seq() != expected
             {
@@ -149,12 +194,15 @@ impl Job {
                 None => true,
                 Some(mut planned) => {
                     let txn = std::mem::take(&mut planned.txn);
-                    let response = self
-                        .center
-                        .store
-                        .txn(txn)
-                        .await
-                        .map_err(|e| too_large(&self.prefix, planned.size, e))?;
+                    let response = match self.center.store.txn(txn).await {
+                        Ok(response) => response,
+                        Err(e) => {
+                            if matches!(e, Error::PermissionDenied { .. }) {
+                                self.audit_refused(&e).await;
+                            }
+                            return Err(too_large(&self.prefix, planned.size, e));
+                        }
+                    };
                     if response.succeeded {
                         let checked = planned.after.checked_at;
                         let release = self.committed(response.revision, planned)?;
@@ -171,10 +219,26 @@ impl Job {
             if !lost {
                 continue;
             }
+            if let Some(along) = &self.along {
+                for (key, expected) in &along.guards {
+                    let (kv, _) = self.center.store.get(key).await?;
+                    let current = kv.map_or(0, |kv| kv.mod_revision);
+                    if current != *expected {
+                        return Err(Error::Conflict {
+                            key: key.clone(),
+                            expected: *expected,
+                            current,
+                        });
+                    }
+                }
+            }
             let strict = self.expect.is_some()
                 || matches!(
                     plan,
-                    Plan::Rollback { .. } | Plan::Promote { .. } | Plan::Abort { .. }
+                    Plan::Rollback { .. }
+                        | Plan::Promote { .. }
+                        | Plan::Abort { .. }
+                        | Plan::Widen { .. }
                 );
             if strict {
                 let now = latest_seq(&self.center, &self.prefix).await?;
@@ -233,6 +297,121 @@ impl Job {
             .get::<KnownStates>()
             .put(&self.prefix, after);
         Ok(answer)
+    }
+
+    /// The policy's word on this release: the principal's grant (`approve` for an approval,
+    /// else `release`), and no direct change of new values on a prefix that requires review.
+    fn admit(&self, plan: &Plan, state: &PrefixState) -> Result<()> {
+        let identity = &self.center.identity;
+        if self.approval.is_some() {
+            return state.gate.allow(identity, Action::Approve, &self.prefix);
+        }
+        state.gate.allow(identity, Action::Release, &self.prefix)?;
+        if matches!(plan, Plan::Typed { .. } | Plan::Raw { .. }) {
+            state.gate.direct_release(&self.prefix)?;
+        }
+        Ok(())
+    }
+
+    /// What the audit log calls this release.
+    fn audit_action(&self, kind: &ReleaseKind) -> AuditAction {
+        match (kind, &self.approval) {
+            (_, Some(_)) => AuditAction::Approve,
+            (ReleaseKind::Rollback { .. }, _) => AuditAction::Rollback,
+            (ReleaseKind::Gray { .. }, _) => AuditAction::GrayStart,
+            (ReleaseKind::Promote { .. }, _) => AuditAction::Promote,
+            (ReleaseKind::Abort { .. }, _) => AuditAction::Abort,
+            (ReleaseKind::Widen { .. }, _) => AuditAction::Widen,
+            _ => AuditAction::Release,
+        }
+    }
+
+    /// Records a refused release in the audit log.
+    async fn audit_refused(&self, why: &Error) {
+        let identity = &self.center.identity;
+        let mut record = identity
+            .record(self.audit_action(&self.kind), &self.prefix)
+            .refused(why);
+        if let Some(approval) = &self.approval {
+            record = record.detail(format!("proposal {}", approval.proposal.id));
+        }
+        audit::append(&self.center.store, identity.writer(), &record).await;
+    }
+
+    /// Refuses an approval whose prefix moved since the proposal: another release since its
+    /// base, or a key it changes no longer holding the text it was proposed over.
+    async fn check_not_stale(&self, approval: &Approval, state: &PrefixState) -> Result<()> {
+        let proposal = &approval.proposal;
+        let mut changed = Vec::new();
+        for (key, change) in &proposal.release.changes {
+            let now = state.text(&self.prefix, key)?;
+            if now != change.old.as_deref() {
+                let secret = proposal.release.secrets.contains(key)
+                    || now.is_some_and(|t| crate::keyring::is_sealed(t.as_bytes()));
+                changed.push(if secret {
+                    format!("{key}: changed (secret)")
+                } else {
+                    format!("{key}: {} now", now.unwrap_or("absent"))
+                });
+            }
+        }
+        if changed.is_empty() && state.seq() == proposal.base {
+            return Ok(());
+        }
+        if state.seq() != proposal.base {
+            changed.insert(
+                0,
+                format!(
+                    "latest release {} (the proposal is based on {})",
+                    state.seq(),
+                    proposal.base
+                ),
+            );
+        }
+        let error = Error::Proposal {
+            prefix: self.prefix.clone(),
+            id: proposal.id.clone(),
+            reason: "the prefix changed since it was proposed: propose again".into(),
+            changed,
+        };
+        self.audit_refused(&error).await;
+        Err(error)
+    }
+
+    /// Plans the release on a fresh read without sending it: the record it would write, and
+    /// the latest release it is based on (for a proposal). Checked as `propose`.
+    pub(super) async fn prepare(&self, plan: &Plan) -> Result<(u64, Record, crate::access::Gate)> {
+        let typed = matches!(plan, Plan::Typed { .. });
+        let mut state = read_state(&self.center, &self.prefix, &plan.keys(self), typed).await?;
+        if let Err(refused) = state
+            .gate
+            .allow(&self.center.identity, Action::Propose, &self.prefix)
+        {
+            let record = self
+                .center
+                .identity
+                .record(AuditAction::Propose, &self.prefix)
+                .refused(&refused);
+            audit::append(&self.center.store, self.center.identity.writer(), &record).await;
+            return Err(refused);
+        }
+        let base = state.seq();
+        let planned = match self.plan_txn(plan, &mut state).await? {
+            Some(planned) => planned,
+            None => {
+                return Err(Error::Conflict {
+                    key: self.prefix.clone(),
+                    expected: state.revision,
+                    current: 0,
+                });
+            }
+        };
+        let record = planned
+            .records
+            .last()
+            .cloned()
+            .ok_or_else(|| Error::invalid_argument(&self.prefix, "nothing to propose"))?;
+        Ok((base, record, state.gate))
     }
 
     fn conflict(&self, expected: u64, current: u64) -> Error {
@@ -374,6 +553,31 @@ impl Job {
                 in_progress(state, prefix, *seq)?;
                 (BTreeMap::new(), BTreeSet::new())
             }
+            Plan::Widen { seq, selector } => {
+                let gray = in_progress(state, prefix, *seq)?;
+                if !selector.covers(&gray.selector) {
+                    return Err(Error::GrayConflict {
+                        prefix: prefix.clone(),
+                        in_progress: *seq,
+                        reason: "a widening keeps every instance the gray release reaches: \
+                                 the new selector must cover the old one"
+                            .into(),
+                    });
+                }
+                (BTreeMap::new(), BTreeSet::new())
+            }
+            Plan::Exact { puts, removes } => {
+                let mut keys: BTreeSet<String> = puts.keys().cloned().collect();
+                keys.extend(removes.iter().cloned());
+                if !state.learn(&self.center, prefix, &keys).await? {
+                    return Ok(None);
+                }
+                let puts = puts
+                    .iter()
+                    .map(|(key, text)| (key.clone(), text.clone().into_bytes()))
+                    .collect();
+                (puts, removes.clone())
+            }
         };
         // One gate for every kind of release: a secret (the schema or a record says so, or its
         // stored value is sealed) is written sealed, whatever wrote it (a typed value, a raw
@@ -404,7 +608,7 @@ impl Job {
         }
         let gray_release = match (&self.gray, plan) {
             (None, _) => None,
-            (Some(selector), Plan::Typed { .. } | Plan::Raw { .. }) => {
+            (Some(selector), Plan::Typed { .. } | Plan::Raw { .. } | Plan::Exact { .. }) => {
                 if let Some((gray, _)) = &state.gray {
                     return Err(Error::GrayConflict {
                         prefix: prefix.clone(),
@@ -469,6 +673,9 @@ impl Job {
         if matches!(plan, Plan::Promote { .. } | Plan::Abort { .. }) || ended_gray.is_some() {
             after.gray = None;
         }
+        if let (Plan::Widen { selector, .. }, Some((gray, _))) = (plan, &mut after.gray) {
+            gray.selector = selector.clone();
+        }
 
         let now = now_ms();
         let mut records = Vec::new();
@@ -498,6 +705,19 @@ impl Job {
         };
         let mut release = Record::new(seq, kind, now);
         release.author = author;
+        let identity = &self.center.identity;
+        match &self.approval {
+            Some(approval) => {
+                release.principal = Some(approval.proposal.proposer.clone());
+                release.via = approval.proposal.via.clone();
+                release.proposal = Some(approval.proposal.id.clone());
+                release.approved_by = Some(identity.principal.clone());
+            }
+            None => {
+                release.principal = Some(identity.principal.clone());
+                release.via = identity.via.clone();
+            }
+        }
         release.message = match (&self.message, plan) {
             (Some(message), _) => Some(message.clone()),
             (None, Plan::Rollback { seq }) => Some(format!("rollback to {seq}")),
@@ -549,7 +769,22 @@ impl Job {
                 0 => Compare::create_revision(PublishedSchema::key(prefix), 0),
                 rev => Compare::mod_revision(PublishedSchema::key(prefix), rev),
             },
+            // The policy it was admitted by is still the one in force.
+            state.gate.compare(),
         ];
+        if let Some(along) = &self.along {
+            compares.extend(along.guards.iter().map(|(key, rev)| match rev {
+                0 => Compare::create_revision(key.as_str(), 0),
+                rev => Compare::mod_revision(key.as_str(), *rev),
+            }));
+            compares.extend(along.compares.iter().cloned());
+        }
+        if let Some(approval) = &self.approval {
+            compares.push(Compare::mod_revision(
+                proposal_key(prefix, &approval.proposal.id),
+                approval.revision,
+            ));
+        }
         let guarded: BTreeSet<&String> = if gray_release.is_some() {
             BTreeSet::new()
         } else {
@@ -587,7 +822,7 @@ impl Job {
         );
         let mut ops: Vec<TxnOp> = Vec::new();
         match &after.gray {
-            Some((gray, _)) if gray_release.is_some() => {
+            Some((gray, _)) if gray_release.is_some() || matches!(plan, Plan::Widen { .. }) => {
                 let doc = serde_json::to_vec(gray).map_err(|e| {
                     Error::invalid_argument(gray_key(prefix), format!("cannot encode: {e}"))
                 })?;
@@ -608,6 +843,27 @@ impl Job {
             ops.push(TxnOp::put(record_key(prefix, record.seq), record.encode()?));
         }
         ops.push(TxnOp::put(head_key(prefix), release.head().encode()?));
+        let mut audit = identity
+            .record(self.audit_action(&release.kind), prefix.as_str())
+            .detail(format!("release {seq}"))
+            .reason(release.message.clone());
+        if let Some(approval) = &self.approval {
+            let mut decided = approval.proposal.clone();
+            decided.state = ProposalState::Approved {
+                by: identity.principal.clone(),
+                seq,
+            };
+            decided.decided_ms = Some(now);
+            ops.push(TxnOp::put(
+                proposal_key(prefix, &decided.id),
+                decided.encode()?,
+            ));
+            audit = audit.detail(format!("proposal {} as release {seq}", decided.id));
+        }
+        ops.push(audit.op(identity.writer())?);
+        if let Some(along) = &self.along {
+            ops.extend((along.ops)(seq)?);
+        }
         let keep = self.center.release_history.max(1) as u64;
         let oldest_kept = seq.saturating_sub(keep) + 1;
         let first_gone = state.seq().saturating_sub(keep) + 1;
@@ -629,9 +885,16 @@ impl Plan {
     /// learns once the state says which).
     fn keys(&self, job: &Job) -> BTreeSet<String> {
         let mut keys: BTreeSet<String> = job.expect_versions.keys().cloned().collect();
-        if let Plan::Raw { values, remove } = self {
-            keys.extend(values.keys().cloned());
-            keys.extend(remove.iter().cloned());
+        match self {
+            Plan::Raw { values, remove } => {
+                keys.extend(values.keys().cloned());
+                keys.extend(remove.iter().cloned());
+            }
+            Plan::Exact { puts, removes } => {
+                keys.extend(puts.keys().cloned());
+                keys.extend(removes.iter().cloned());
+            }
+            _ => {}
         }
         keys
     }

@@ -105,6 +105,18 @@ pub(crate) struct Record {
     /// (compacted away); no rollback can restore them.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unnamed_removals: u64,
+    /// The principal the release was checked as (see `coord::access`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// The delegate that acted for the principal, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// For a release that approved a proposal: its id and its approver (the proposer is the
+    /// principal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -130,6 +142,10 @@ impl Record {
             count: 0,
             checked_at: None,
             unnamed_removals: 0,
+            principal: None,
+            via: None,
+            proposal: None,
+            approved_by: None,
         }
     }
 
@@ -222,6 +238,9 @@ impl Record {
                 .map(|(key, text)| (key.clone(), show(key, text)))
                 .collect(),
             gray_removes: self.gray_removes.clone(),
+            principal: self.principal.clone(),
+            proposal: self.proposal.clone(),
+            approved_by: self.approved_by.clone(),
         }
     }
 }

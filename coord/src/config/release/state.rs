@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use super::model::{ReleaseKind, head_key, is_record_key, releases_of};
 use super::record::{KeyChange, Record, changes_between};
 use super::tracker::Tracker;
+use crate::access::{Gate, POLICY_KEY};
 use crate::config::center::ConfigCenter;
 use crate::config::gray::{GrayDoc, gray_key};
 use crate::config::published::PublishedSchema;
@@ -78,6 +79,9 @@ pub(crate) struct PrefixState {
     /// The schema key's mod revision (0: none), so a release checked against this schema
     /// commits only while it is still the published one.
     pub schema_rev: i64,
+    /// The access policy as read with the state: what the release is checked against, and
+    /// the revision its transaction compares.
+    pub gate: Gate,
     /// Changes made outside releases that the next record must hold first.
     pub drift: Option<Drift>,
     /// Up to which revision changes outside releases are recorded or in `drift`.
@@ -236,6 +240,7 @@ pub(crate) async fn read_state(
             KeyRange::prefix(format!("{prefix}/")),
             RangeOptions::default().count_only(),
         ),
+        TxnOp::get(POLICY_KEY),
     ];
     if full {
         // A small prefix comes whole in the same round trip; a larger one is paged below.
@@ -249,9 +254,13 @@ pub(crate) async fn read_state(
     let response = center.store.txn(Txn::new().and_then(ops)).await?;
     let revision = response.revision;
     let mut gets = gets(response.responses).into_iter();
-    let (Some(head), Some(gray), Some(schema), Some(count)) =
-        (gets.next(), gets.next(), gets.next(), gets.next())
-    else {
+    let (Some(head), Some(gray), Some(schema), Some(count), Some(policy)) = (
+        gets.next(),
+        gets.next(),
+        gets.next(),
+        gets.next(),
+        gets.next(),
+    ) else {
         return Err(Error::invalid_argument(
             prefix,
             "the store answered a read oddly",
@@ -261,6 +270,7 @@ pub(crate) async fn read_state(
         revision,
         checked_at: revision,
         count: u64::try_from(count.count).unwrap_or(0),
+        gate: Gate::from_kv(policy.kvs.first())?,
         ..PrefixState::default()
     };
     if let Some(kv) = head.kvs.first() {

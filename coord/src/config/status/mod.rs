@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::config::ConfigCenter;
-use crate::config::gray::Selector;
+use crate::config::gray::{GrayDoc, Selector, gray_key};
 use crate::config::release::ReleaseKind;
 use crate::error::{Error, Result};
 use crate::store::{KeyRange, RangeOptions};
@@ -97,6 +97,11 @@ pub struct InstanceStatus {
     /// The gray release the instance runs, if it is one of that release's instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gray: Option<u64>,
+    /// What the application last said of its health on this prefix
+    /// ([`Coord::report_health`](crate::Coord::report_health)); `None` if it never did.
+    /// Rollout plans can require it healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<InstanceHealth>,
     /// The latest release of the prefix (not counting gray ones) the instance runs: the newest
     /// one whose revision it is current at. Worked out by
     /// [`rollout`](ConfigCenter::rollout) from the history, not stored.
@@ -104,6 +109,21 @@ pub struct InstanceStatus {
     pub release: Option<u64>,
     /// When the status was written, in milliseconds since the Unix epoch (the instance's clock).
     pub updated_ms: u64,
+}
+
+/// What an instance says of its own health on a prefix: a gate of rollout plans (a canary
+/// that reports `Degraded` stops the plan).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum InstanceHealth {
+    /// Working as it should.
+    Healthy,
+    /// Working worse than it should, and why (a p99 over budget, errors up).
+    Degraded {
+        /// Why, in the application's words.
+        reason: String,
+    },
 }
 
 /// A change an instance rejected: it keeps running the config of
@@ -300,14 +320,28 @@ impl Target {
 /// Release `seq` of `prefix` as a target to wait for.
 async fn target(center: &ConfigCenter, prefix: &str, seq: u64) -> Result<Target> {
     let (revision, kind) = crate::config::release::applied_release(center, prefix, seq).await?;
-    let selector = match kind {
-        ReleaseKind::Gray { selector } => Some(selector),
-        _ => None,
+    let (seq, selector) = match kind {
+        ReleaseKind::Gray { selector } => (seq, selector),
+        // A widening is its gray release, at the widening's revision, to the wider selector.
+        ReleaseKind::Widen { gray, selector } => (gray, selector),
+        _ => {
+            return Ok(Target {
+                seq,
+                revision,
+                selector: None,
+            });
+        }
     };
+    // Widened since: the instances to wait for are those it reaches now.
+    let (current, _) = center.store.get(&gray_key(prefix)).await?;
+    let selector = current
+        .and_then(|kv| serde_json::from_slice::<GrayDoc>(&kv.value).ok())
+        .filter(|doc| doc.seq == seq)
+        .map_or(selector, |doc| doc.selector);
     Ok(Target {
         seq,
         revision,
-        selector,
+        selector: Some(selector),
     })
 }
 

@@ -32,7 +32,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{InstanceStatus, StatusError, covers_own_status, normalize, status_key};
+use super::{
+    InstanceHealth, InstanceStatus, StatusError, covers_own_status, normalize, status_key,
+};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::health::STATUS_WRITE;
@@ -114,6 +116,8 @@ struct BoardState {
 #[derive(Debug, Default)]
 struct Prefix {
     handles: Handles,
+    /// What the application last said of its health on this prefix.
+    health: Option<InstanceHealth>,
     /// True while the prefix is in `dirty`.
     queued: bool,
 }
@@ -164,6 +168,35 @@ impl Drop for StatusSlot {
             board.touch(&self.prefix);
         }
         self.board.wake.notify_one();
+    }
+}
+
+impl StatusReporters {
+    /// Sets what the application says of its health on `prefix`, written with the prefix's
+    /// status; false (nothing to write it with) while no `Live` handle is on the prefix.
+    pub fn set_health(&self, prefix: &str, health: InstanceHealth) -> bool {
+        let prefix = normalize(prefix);
+        let found = {
+            let mut state = lock(&self.board.state);
+            let key = state
+                .prefixes
+                .get_key_value(prefix)
+                .map(|(k, _)| Arc::clone(k));
+            match key {
+                Some(key) => {
+                    if let Some(entry) = state.prefixes.get_mut(&key) {
+                        entry.health = Some(health);
+                    }
+                    state.touch(&key);
+                    true
+                }
+                None => false,
+            }
+        };
+        if found {
+            self.board.wake.notify_one();
+        }
+        found
     }
 }
 
@@ -222,11 +255,12 @@ struct Report {
     revision: i64,
     error: Option<StatusError>,
     gray: Option<u64>,
+    health: Option<InstanceHealth>,
 }
 
 /// The status of a prefix from its handles' states: the lowest revision and the latest
 /// rejection. `None` without handles.
-fn aggregate(handles: &Handles) -> Option<Report> {
+fn aggregate(handles: &Handles, health: Option<&InstanceHealth>) -> Option<Report> {
     let revision = handles.values().map(|h| h.revision).min()?;
     let error = handles
         .values()
@@ -238,6 +272,7 @@ fn aggregate(handles: &Handles) -> Option<Report> {
         revision,
         error,
         gray,
+        health: health.cloned(),
     })
 }
 
@@ -345,7 +380,7 @@ impl Writer {
                 .map(|prefix| {
                     let report = state.prefixes.get_mut(&prefix).and_then(|entry| {
                         entry.queued = false;
-                        aggregate(&entry.handles)
+                        aggregate(&entry.handles, entry.health.as_ref())
                     });
                     if report.is_none() {
                         // Its last slot went: the entry goes, and its key below.
@@ -475,6 +510,7 @@ impl Writer {
                 revision: report.revision,
                 error: report.error.clone(),
                 gray: report.gray,
+                health: report.health.clone(),
                 release: None,
                 updated_ms,
             };
@@ -755,7 +791,7 @@ mod tests {
 
     #[test]
     fn the_status_of_several_handles_is_the_lowest_revision_and_the_latest_rejection() {
-        assert_eq!(aggregate(&Handles::new()), None);
+        assert_eq!(aggregate(&Handles::new(), None), None);
         let handles: Handles = [
             (0, state(9, None)),
             (1, state(5, Some(7))),
@@ -763,7 +799,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let report = aggregate(&handles).expect("handles");
+        let report = aggregate(&handles, None).expect("handles");
         assert_eq!(report.revision, 5);
         let error = report.error.expect("a rejection");
         assert_eq!((error.key.as_deref(), error.revision), (Some("/p/8"), 8));
@@ -771,11 +807,12 @@ mod tests {
             .into_iter()
             .collect();
         assert_eq!(
-            aggregate(&healthy),
+            aggregate(&healthy, None),
             Some(Report {
                 revision: 9,
                 error: None,
                 gray: None,
+                health: None,
             })
         );
     }

@@ -48,6 +48,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, PutOptions};
 
+mod auth;
 mod connect;
 mod convert;
 mod errors;

@@ -494,6 +494,110 @@ async function servicesPage(name) {
   }));
 }
 
+// ---- review: proposals waiting for another principal's approval ----------------------------
+
+function proposalState(p) {
+  if (p.state === 'approved') return 'approved by ' + p.decided_by + ' (release ' + p.release + ')';
+  if (p.state === 'rejected') return 'rejected by ' + p.decided_by + ': ' + p.reason;
+  return p.state;
+}
+
+function proposalChanges(p) {
+  const gray = Object.entries(p.gray_values || {}).map(([key, v]) => ({ key, change: 'gray', old: null, new: v }));
+  return changeCell(p.changes.concat(gray));
+}
+
+// One prefix's proposals, open first; Approve and Reject only for a principal who may (the
+// server refuses the others all the same).
+function proposalsSection(answer) {
+  const open = answer.proposals.filter((p) => p.state === 'open');
+  const decided = answer.proposals.filter((p) => p.state !== 'open').reverse();
+  const who = answer.principal
+    ? (answer.can_approve ? 'You (' + answer.principal + ') may approve here.' : answer.principal + ' may not approve here: ' + answer.reason)
+    : answer.reason;
+  const rows = open.concat(decided).map((p) => {
+    const actions = [];
+    if (p.state === 'open' && answer.can_approve) {
+      const reason = el('input', { type: 'text', class: 'reject-reason', placeholder: 'Why reject' });
+      actions.push(
+        el('button', { class: 'approve primary', onclick: () => decide(answer.prefix, p, 'approve') }, 'Approve'),
+        reason,
+        el('button', { class: 'reject', onclick: () => decide(answer.prefix, p, 'reject', reason.value) }, 'Reject'));
+    }
+    return el('tr', { class: 'proposal', 'data-id': p.id },
+      el('td', { class: 'mono' }, p.id),
+      el('td', {}, el('span', { class: 'tag' }, proposalState(p))),
+      el('td', {}, p.proposer + (p.via ? ' (via ' + p.via + ')' : '')),
+      el('td', { class: 'message' }, p.message || ''),
+      el('td', { class: 'muted' }, p.created, el('br'), 'expires ' + p.expires),
+      proposalChanges(p),
+      el('td', {}, actions));
+  });
+  return el('section', { 'data-prefix': answer.prefix },
+    el('h2', {}, el('a', { href: '#/prefix' + answer.prefix, class: 'mono' }, answer.prefix), ' ',
+      el('small', { class: 'muted' }, open.length + ' open')),
+    el('p', { class: 'muted who' }, who),
+    rows.length === 0 ? el('p', { class: 'muted' }, 'No proposal.')
+      : table(['Id', 'State', 'Proposer', 'Message', 'Created', 'Changes', ''], rows));
+}
+
+async function reviewPage() {
+  const prefixes = await api('/api/prefixes');
+  const answers = [];
+  for (const p of prefixes) {
+    answers.push(await api('/api/proposals?prefix=' + encodeURIComponent(p.prefix)));
+  }
+  const waiting = answers.filter((a) => a.proposals.length > 0);
+  setMain(
+    el('h1', {}, 'Review ', el('small', {}, 'proposals waiting for another principal')),
+    el('div', { id: 'write-status', class: 'notice' }),
+    waiting.length === 0
+      ? el('section', {}, el('p', { class: 'muted' }, 'No proposal on any prefix (coordctl config propose PREFIX KEY=VALUE…).'))
+      : el('div', {}, waiting.map(proposalsSection)));
+}
+
+async function decide(prefix, proposal, action, reason) {
+  if (action === 'reject' && !(reason || '').trim()) { status('warn', 'Say why you reject it: the proposer reads it.'); return; }
+  const question = action === 'approve'
+    ? 'Approve proposal ' + proposal.id + ' of ' + prefix + ' by ' + proposal.proposer + '? It is released at once.'
+    : 'Reject proposal ' + proposal.id + ' of ' + prefix + '?';
+  if (!await confirmAction(question)) return;
+  const body = action === 'approve' ? { prefix, id: proposal.id } : { prefix, id: proposal.id, reason };
+  const result = await post('/api/proposals/' + action, body);
+  if (!result.ok) { status('bad', (action === 'approve' ? 'Approval' : 'Rejection') + ' failed: ' + (result.body.error || result.status)); return; }
+  await route();
+  status('ok', action === 'approve' ? 'Approved: release ' + result.body.seq + '.' : 'Rejected ' + proposal.id + '.');
+}
+
+// ---- audit: who did what, and what was refused ---------------------------------------------
+
+async function auditPage() {
+  const params = new URLSearchParams(location.hash.split('?')[1] || '');
+  const prefix = params.get('prefix') || '';
+  const since = params.get('since') || '24h';
+  const records = await api('/api/audit?prefix=' + encodeURIComponent(prefix) + '&since=' + encodeURIComponent(since));
+  const prefixInput = el('input', { type: 'text', id: 'audit-prefix', placeholder: 'Prefix (all)' });
+  prefixInput.value = prefix;
+  const sinceInput = el('input', { type: 'text', id: 'audit-since', placeholder: 'Since (24h, 7d)' });
+  sinceInput.value = since;
+  const show = () => {
+    location.hash = '#/audit?' + new URLSearchParams({ prefix: prefixInput.value.trim(), since: sinceInput.value.trim() });
+  };
+  setMain(
+    el('h1', {}, 'Audit log'),
+    el('div', { class: 'actions' }, prefixInput, sinceInput, el('button', { onclick: show }, 'Show')),
+    el('section', {}, records.length === 0 ? el('p', { class: 'muted' }, 'No record.')
+      : table(['Time', 'Principal', 'Action', 'Target', 'Detail', 'Outcome', 'Reason'],
+        records.slice().reverse().map((r) => el('tr', { class: 'record' },
+          el('td', { class: 'muted' }, r.time),
+          el('td', {}, r.principal + (r.via ? ' (via ' + r.via + ')' : '')),
+          el('td', {}, r.action),
+          el('td', { class: 'mono' }, r.target),
+          el('td', {}, r.detail || '-'),
+          el('td', {}, el('span', { class: r.outcome === 'refused' ? 'tag err' : 'tag' }, r.outcome)),
+          el('td', { class: 'doc' }, r.reason || ''))))));
+}
+
 async function route() {
   if (events) { events.close(); events = null; }
   page = null;
@@ -502,6 +606,8 @@ async function route() {
   try {
     if (hash.startsWith('/prefix/')) await prefixPage(hash.slice('/prefix'.length));
     else if (hash === '/locks') await locksPage();
+    else if (hash === '/review') await reviewPage();
+    else if (hash === '/audit' || hash.startsWith('/audit?')) await auditPage();
     else if (hash.startsWith('/ids')) await idsPage(hash.slice('/ids/'.length));
     else if (hash.startsWith('/services')) await servicesPage(hash.slice('/services/'.length));
     else await home();
