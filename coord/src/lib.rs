@@ -241,7 +241,7 @@ impl Coord {
     /// std::fs::write(&path, r#"
     /// ["/config/checkout"]
     /// timeout_secs = 45
-    /// rate_limit = { per_sec = 100, burst = 20 }
+    /// rate_limit = { per_second = 100, burst = 20 }
     /// "#).unwrap();
     ///
     /// let coord = coord::Coord::from_file(&path).await?;

@@ -12,7 +12,8 @@ Exit codes:
   1  error (etcd unreachable, a value refused by the published schema, a rejected rollout,
      a declined confirmation…)
   2  usage (bad flags or arguments)
-  3  not found (key, release, schema, lock)
+  3  not found (key, release, schema, lock; `config rollout --wait` with no instance on
+     the prefix)
   4  conflict (a version or release changed meanwhile, a lock is held or changed hands)
   5  outcome unknown (a write was sent but its answer was lost: it may or may not have been
      applied; read the value before running the command again)
@@ -58,7 +59,9 @@ pub struct Connection {
     /// etcd endpoints, comma separated (default: COORD_ENDPOINTS, else http://127.0.0.1:2379).
     #[arg(long, global = true, value_delimiter = ',')]
     pub endpoints: Vec<String>,
-    /// Environment profile for timeouts: development, test, production (default: COORD_ENV).
+    /// Profile of timeouts and defaults: development, test, production, or local: no etcd,
+    /// the file coord.toml in the working directory instead (writes are not saved to it)
+    /// (default: COORD_ENV, else development).
     #[arg(long, global = true)]
     pub env: Option<String>,
     /// etcd user name.
@@ -291,12 +294,12 @@ pub struct ConsoleArgs {
 /// `coordctl config …`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Print one key's value (secrets as <redacted>).
+    /// Print one key's value (secrets as `<redacted>`).
     Get {
         /// The full key, e.g. /config/checkout/timeout_secs.
         key: String,
     },
-    /// Print every key under a prefix with its value (secrets as <redacted>).
+    /// Print every key under a prefix with its value (secrets as `<redacted>`).
     List {
         /// The prefix, e.g. /config/checkout.
         prefix: String,
@@ -304,7 +307,8 @@ pub enum ConfigCommand {
     /// Write one key, checked against the published schema of its prefix (under a schema:
     /// a release of that key, in history with author and message).
     Set(SetArgs),
-    /// Delete one key (under a published schema: a release that removes it).
+    /// Delete one key (under a published schema: a release that removes it, guarded by the
+    /// version it read, so a key written meanwhile is a conflict, exit 4).
     Delete {
         /// The full key.
         key: String,
@@ -364,6 +368,7 @@ pub enum ConfigCommand {
         prefix: String,
         /// Wait until every instance runs this release (a spinner with the elapsed time
         /// shows on stderr while it waits, if stderr is a terminal and the output is a table).
+        /// With no instance on the prefix there is nothing to wait for: exit 3, saying so.
         #[arg(long)]
         wait: Option<u64>,
         /// How long --wait may take (e.g. 30s).
@@ -481,7 +486,8 @@ pub struct SetArgs {
     /// Show what would change, write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Write only if the key is still at this version (its mod revision; 0: must not exist).
+    /// Write only if the key is still at this version (its mod revision, as `config list`
+    /// shows it; 0: must not exist); otherwise exit 4. Only `config set` takes it.
     #[arg(long)]
     pub expect_version: Option<i64>,
     /// Why (shown in history; under a published schema).
@@ -664,6 +670,20 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_env_flag_names_every_profile_it_accepts_local_included() {
+        let command = Cli::command();
+        let env = command
+            .get_arguments()
+            .find(|arg| arg.get_id() == "env")
+            .expect("an --env flag");
+        let help = env.get_help().expect("--env has help").to_string();
+        for profile in ["development", "test", "production", "local"] {
+            assert!(help.contains(profile), "{profile} missing from: {help}");
+        }
+        assert!(help.contains("coord.toml"), "says what local does: {help}");
     }
 
     #[test]

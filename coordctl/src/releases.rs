@@ -336,7 +336,9 @@ pub async fn gray(
     }
 }
 
-/// `config rollout PREFIX [--wait SEQ]`.
+/// `config rollout PREFIX [--wait SEQ]`. With `--wait` and no instance on the prefix there
+/// is nothing that runs the release: that is an error (exit 3) saying so, not a success for
+/// zero instances.
 pub async fn rollout(
     coord: &Coord,
     out: Output,
@@ -354,6 +356,16 @@ pub async fn rollout(
         }
         None => coord.config().rollout(prefix).await?,
     };
+    if statuses.is_empty() {
+        if let Some(seq) = wait {
+            return Err(CliError::NotFound(no_instances(prefix, Some(seq))));
+        }
+        if !out.is_json() {
+            print_statuses(out, &statuses);
+            out.note(&no_instances(prefix, None));
+            return Ok(());
+        }
+    }
     print_statuses(out, &statuses);
     if let Some(seq) = wait {
         if !out.is_json() {
@@ -364,6 +376,18 @@ pub async fn rollout(
         }
     }
     Ok(())
+}
+
+/// What `rollout` says when no instance reports on `prefix`.
+fn no_instances(prefix: &str, release: Option<u64>) -> String {
+    let release = match release {
+        Some(seq) => format!(", so none runs release {seq}"),
+        None => String::new(),
+    };
+    format!(
+        "no instances on {prefix}: no running service holds a Live of it{release} (an instance \
+         appears here once a Coord binds the prefix)"
+    )
 }
 
 fn print_statuses(out: Output, statuses: &[InstanceStatus]) {

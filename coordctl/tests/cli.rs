@@ -1339,6 +1339,45 @@ async fn release_one(env: &Env, prefix: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_wait_with_no_instance_says_so_and_exits_3() {
+    let env = env().await;
+    let prefix = "/config/nobody";
+    release_one(&env, prefix).await;
+    for format in [&[][..], &["-o", "json"][..]] {
+        let mut args = vec![
+            "config",
+            "rollout",
+            prefix,
+            "--wait",
+            "1",
+            "--timeout",
+            "5s",
+        ];
+        args.extend_from_slice(format);
+        let out = env.ctl(&args).await;
+        let message = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{format:?}: {message}");
+        assert!(
+            message.contains("no instances on /config/nobody") && message.contains("release 1"),
+            "{format:?}: {message}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{format:?}: nothing on stdout reads as a success: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // Without --wait it is a listing, and an empty one says so.
+    let table = env.ctl_ok(&["config", "rollout", prefix]).await;
+    assert!(
+        table.starts_with("INSTANCE") && table.contains("no instances on /config/nobody"),
+        "{table}"
+    );
+    let json = env.ctl_json(&["config", "rollout", prefix]).await;
+    assert_eq!(json, serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_wait_spins_on_a_terminal_stderr_and_clears_the_line_when_done() {
     let env = env().await;
     let prefix = "/config/spin";

@@ -2,9 +2,10 @@
 //! it with etcdctl. Bad values are rejected and reported; the last good config stays live.
 //!
 //! ```sh
+//! etcdctl put /config/checkout/rate_limit '{"per_second":100,"burst":20}'   # no default: first
 //! COORD_ENDPOINTS=http://127.0.0.1:2379 cargo run -p coord-examples --bin hot_reload
 //! etcdctl put /config/checkout/timeout_secs 45
-//! etcdctl put /config/checkout/rate-limit '{"per_second":50,"burst":10}'
+//! etcdctl put /config/checkout/rate_limit '{"per_second":50,"burst":10}'
 //! etcdctl put /config/checkout/timeout_secs 'not json'   # rejected, 45 stays live
 //! ```
 //!
@@ -32,7 +33,6 @@ struct Checkout {
     #[coord(default = 30)]
     timeout_secs: u64,
     /// Requests allowed per client.
-    #[coord(key = "rate-limit", default = RateLimit { per_second: 100, burst: 20 })]
     rate_limit: RateLimit,
     /// Feature flags turned on.
     #[coord(default)]
@@ -54,6 +54,20 @@ async fn main() -> coord::Result<()> {
         Coord::connect(ClientConfig::from_env()?).await?
     };
     println!("keys bound by Checkout:\n{}", describe::<Checkout>());
+    if embedded {
+        // What the first etcdctl line in the module docs does: rate_limit has no default, so
+        // it is written before the service binds.
+        let rate_limit = r#"{"per_second":100,"burst":20}"#;
+        println!("put /config/checkout/rate_limit {rate_limit}");
+        coord
+            .store()
+            .put(
+                "/config/checkout/rate_limit",
+                rate_limit.as_bytes().to_vec(),
+                0,
+            )
+            .await?;
+    }
     let seeded = coord.config().seed_defaults::<Checkout>().await?;
     if !seeded.is_empty() {
         println!("wrote defaults for {seeded:?}");
@@ -67,7 +81,7 @@ async fn main() -> coord::Result<()> {
         let changes = [
             ("/config/checkout/timeout_secs", "45"),
             (
-                "/config/checkout/rate-limit",
+                "/config/checkout/rate_limit",
                 r#"{"per_second":50,"burst":10}"#,
             ),
             ("/config/checkout/timeout_secs", "not json"),

@@ -19,7 +19,6 @@ struct Checkout {
     #[coord(default = 30)]
     timeout_secs: u64,
     /// Requests allowed per client.
-    #[coord(key = "rate-limit")]
     rate_limit: RateLimit,
     /// Feature flags turned on.
     #[coord(default)]
@@ -34,7 +33,7 @@ async fn main() -> coord::Result<()> {
     // Someone (a deploy script, an operator with etcdctl) writes the config.
     config
         .set(
-            "/config/checkout/rate-limit",
+            "/config/checkout/rate_limit",
             &RateLimit {
                 per_second: 100,
                 burst: 20,

@@ -1,5 +1,6 @@
 //! Runs every example on the embedded backend, as the README tells users to, so the examples
 //! cannot rot: each must exit successfully and print the line that shows it did its job.
+//! `from_etcd` needs an etcd: `tests/readme.rs` runs it against one.
 
 use std::io::Read;
 use std::process::{Command, Stdio};

@@ -305,7 +305,7 @@ async fn credentials_over_plain_http_are_warned_about_once_at_connect() {
     // TEST-NET-1 (RFC 5737): never routed, so the dial times out, after the warning.
     let remote = "http://192.0.2.1:2379";
     let unreachable = Coord::connect(
-        ClientConfig::for_env("test")
+        ClientConfig::profile("test")
             .with_endpoints([remote])
             .with_dial_timeout(Duration::from_millis(300))
             .with_user(APP_USER, APP_PASSWORD),

@@ -43,7 +43,7 @@ fn closed_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_to_closed_port_is_unavailable_naming_the_endpoint() {
     let endpoint = format!("http://127.0.0.1:{}", closed_port());
-    let config = ClientConfig::for_env("test").with_endpoints([endpoint.as_str()]);
+    let config = ClientConfig::profile("test").with_endpoints([endpoint.as_str()]);
 
     let err = timeout(WAIT, Coord::connect(config))
         .await
@@ -63,7 +63,7 @@ async fn connect_to_closed_port_is_unavailable_naming_the_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_with_a_short_dial_timeout_gives_up_with_unavailable() {
     let endpoint = format!("127.0.0.1:{}", closed_port());
-    let config = ClientConfig::for_env("production")
+    let config = ClientConfig::profile("production")
         .with_endpoints([endpoint.as_str()])
         .with_dial_timeout(Duration::from_millis(300));
 
@@ -81,7 +81,7 @@ async fn connect_with_a_short_dial_timeout_gives_up_with_unavailable() {
 async fn connect_keeps_trying_for_its_whole_dial_timeout() {
     let server = start_server().await;
     let endpoint = format!("127.0.0.1:{}", closed_port());
-    let config = ClientConfig::for_env("production")
+    let config = ClientConfig::profile("production")
         .with_endpoints([endpoint.as_str()])
         .with_dial_timeout(Duration::from_secs(120));
     let connecting = tokio::spawn(Coord::connect(config));

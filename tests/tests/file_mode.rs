@@ -908,7 +908,7 @@ async fn the_registry_and_an_election_work_in_file_mode_and_a_save_leaves_them_a
 async fn a_client_config_with_a_file_connects_in_file_mode() {
     let (_dir, path) = file_with("coord.json", r#"{"/config/app": {"port": 8080}}"#);
     // Nothing listens there: file mode must not dial.
-    let config = ClientConfig::for_env("test")
+    let config = ClientConfig::profile("test")
         .with_endpoints(["http://127.0.0.1:1"])
         .with_instance(Instance::new("laptop-1"))
         .with_file(&path);

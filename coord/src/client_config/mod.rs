@@ -1,8 +1,10 @@
 //! How to reach etcd: [`ClientConfig`] and [`TlsConfig`].
 //!
-//! A `ClientConfig` comes from code ([`ClientConfig::for_env`] plus builder methods), from the
-//! environment ([`ClientConfig::from_env`]) or from a config file through serde, with durations
-//! written the human way (`"5s"`, `"250ms"`). [`ClientConfig::validate`] is called by
+//! A `ClientConfig` comes from a profile's defaults with the `COORD_*` variables over them
+//! ([`ClientConfig::for_env`], or [`ClientConfig::from_env`] to take the profile from
+//! `COORD_ENV` too), from code alone ([`ClientConfig::profile`] plus builder methods, which
+//! reads no variable), or from a config file through serde, with durations written the human
+//! way (`"5s"`, `"250ms"`). Builder methods win over variables, variables over the profile. [`ClientConfig::validate`] is called by
 //! `Coord::connect` and rejects values that cannot work with [`Error::InvalidArgument`] naming
 //! the field.
 
@@ -29,7 +31,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// use std::time::Duration;
 /// use coord::ClientConfig;
 ///
-/// let config = ClientConfig::for_env("production")
+/// let config = ClientConfig::profile("production")
 ///     .with_endpoints(["http://10.0.0.1:2379", "http://10.0.0.2:2379"])
 ///     .with_request_timeout(Duration::from_secs(2));
 /// assert!(config.validate().is_ok());
@@ -365,8 +367,9 @@ impl SecretKeys {
 }
 
 impl Default for ClientConfig {
+    /// The `development` [`profile`](Self::profile); reads nothing from the environment.
     fn default() -> Self {
-        Self::for_env("development")
+        Self::profile("development")
     }
 }
 
@@ -397,7 +400,67 @@ impl std::fmt::Debug for ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults for an environment.
+    /// The settings of a profile, with the `COORD_*` variables of the process environment
+    /// over them: what a service calls before [`Coord::connect`](crate::Coord::connect).
+    ///
+    /// `env` picks the profile's defaults (see [`profile`](Self::profile)); then every
+    /// variable [`from_env`](Self::from_env) reads and that is set replaces its setting:
+    /// `COORD_ENDPOINTS`, the credentials, TLS files, durations, the instance and its labels,
+    /// `COORD_FILE` (local file mode), `COORD_SNAPSHOT_DIR`, and the rest. `COORD_ENV` is not
+    /// read: the argument names the profile. Builder methods called afterwards
+    /// ([`with_endpoints`](Self::with_endpoints), …) win over both, so code decides last.
+    ///
+    /// | setting comes from | wins over |
+    /// |---|---|
+    /// | a builder method after `for_env` | the variable and the profile |
+    /// | a `COORD_*` variable | the profile's default |
+    /// | the profile ([`profile`](Self::profile)) | nothing |
+    ///
+    /// For settings that must not depend on the environment (tests, tools), use
+    /// [`profile`](Self::profile); to pick the profile from `COORD_ENV` too, use
+    /// [`from_env`](Self::from_env).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] naming the variable when one is set but cannot be parsed
+    /// (`COORD_DIAL_TIMEOUT=soon`), or naming the field when the result does not
+    /// [`validate`](Self::validate).
+    ///
+    /// # Examples
+    ///
+    /// ```standalone_crate
+    /// use coord::ClientConfig;
+    ///
+    /// // SAFETY: this example runs in its own process, on one thread.
+    /// unsafe { std::env::set_var("COORD_ENDPOINTS", "http://10.0.0.1:2379,http://10.0.0.2:2379") };
+    /// let config = ClientConfig::for_env("production").unwrap();
+    /// assert_eq!(config.endpoints, ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]);
+    /// // The rest is production's.
+    /// assert_eq!(config.cache_ttl, ClientConfig::profile("production").cache_ttl);
+    ///
+    /// // Code has the last word.
+    /// let pinned = ClientConfig::for_env("production").unwrap().with_endpoints(["http://etcd:2379"]);
+    /// assert_eq!(pinned.endpoints, ["http://etcd:2379"]);
+    ///
+    /// unsafe { std::env::set_var("COORD_DIAL_TIMEOUT", "soon") };
+    /// let error = ClientConfig::for_env("production").unwrap_err();
+    /// assert!(error.to_string().contains("COORD_DIAL_TIMEOUT"), "{error}");
+    /// ```
+    pub fn for_env(env: &str) -> Result<Self> {
+        Self::for_env_with(env, |name| std::env::var(name).ok())
+    }
+
+    /// [`for_env`](Self::for_env) with a custom lookup in place of the process environment,
+    /// so it can be tested without touching it.
+    ///
+    /// # Errors
+    ///
+    /// As [`for_env`](Self::for_env).
+    pub fn for_env_with(env: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        Self::profile(env).overridden_by(lookup)
+    }
+
+    /// The defaults of a profile, reading nothing from the environment.
     ///
     /// | env | endpoints | dial | request | keep-alive | cache_ttl | sync |
     /// |---|---|---|---|---|---|---|
@@ -408,8 +471,9 @@ impl ClientConfig {
     ///
     /// Production tolerates slower dials and keeps the connection probe cheap; development and
     /// test fail fast so a missing etcd is noticed at once. Endpoints are a placeholder: set
-    /// them with [`with_endpoints`](Self::with_endpoints) or `COORD_ENDPOINTS`.
-    pub fn for_env(env: &str) -> Self {
+    /// them with [`with_endpoints`](Self::with_endpoints), or use [`for_env`](Self::for_env)
+    /// to take `COORD_ENDPOINTS`.
+    pub fn profile(env: &str) -> Self {
         let base = ClientConfig {
             endpoints: vec!["http://127.0.0.1:2379".to_string()],
             dial_timeout: Duration::from_secs(2),
@@ -456,8 +520,9 @@ impl ClientConfig {
         }
     }
 
-    /// Reads the configuration from the environment, on top of `for_env(COORD_ENV or
-    /// "development")`: `COORD_ENDPOINTS` (comma separated), `COORD_USERNAME`,
+    /// Reads the configuration from the environment: [`for_env`](Self::for_env) of the
+    /// profile `COORD_ENV` names (`development` if unset), so the defaults of that profile
+    /// with these variables over them: `COORD_ENDPOINTS` (comma separated), `COORD_USERNAME`,
     /// `COORD_PASSWORD`, `COORD_TLS_CA`, `COORD_TLS_CERT`, `COORD_TLS_KEY`,
     /// `COORD_TLS_DOMAIN`, and the durations `COORD_DIAL_TIMEOUT`, `COORD_REQUEST_TIMEOUT`,
     /// `COORD_KEEP_ALIVE_TIME`, `COORD_KEEP_ALIVE_TIMEOUT`, `COORD_SYNC_INTERVAL`,
@@ -478,9 +543,19 @@ impl ClientConfig {
 
     /// [`from_env`](Self::from_env) with a custom lookup, so it can be tested without touching
     /// the process environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_env`](Self::from_env).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let env = lookup("COORD_ENV").unwrap_or_else(|| "development".to_string());
-        let mut config = Self::for_env(&env);
+        Self::for_env_with(&env, lookup)
+    }
+
+    /// This config with every `COORD_*` variable `lookup` finds set over it (all but
+    /// `COORD_ENV`), validated.
+    fn overridden_by(self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut config = self;
         if let Some(endpoints) = lookup("COORD_ENDPOINTS") {
             config.endpoints = endpoints
                 .split(',')

@@ -19,12 +19,12 @@ fn field_of(err: Error) -> String {
 #[test]
 fn every_env_has_valid_defaults() {
     for env in ["development", "test", "production", "staging"] {
-        ClientConfig::for_env(env).validate().unwrap();
+        ClientConfig::profile(env).validate().unwrap();
     }
-    assert!(ClientConfig::for_env("production").cache_ttl > Duration::ZERO);
+    assert!(ClientConfig::profile("production").cache_ttl > Duration::ZERO);
     assert!(
-        ClientConfig::for_env("test").dial_timeout
-            < ClientConfig::for_env("production").dial_timeout
+        ClientConfig::profile("test").dial_timeout
+            < ClientConfig::profile("production").dial_timeout
     );
 }
 
@@ -44,7 +44,7 @@ fn from_env_reads_endpoints_credentials_and_durations() {
     assert_eq!(config.request_timeout, Duration::from_millis(250));
     assert_eq!(
         config.dial_timeout,
-        ClientConfig::for_env("production").dial_timeout
+        ClientConfig::profile("production").dial_timeout
     );
 }
 
@@ -158,17 +158,17 @@ fn the_instance_loads_from_a_file_and_validates() {
         !plain.contains("instance") && !plain.contains("labels"),
         "{plain}"
     );
-    let bad = ClientConfig::for_env("test").with_instance(Instance::new("a/b"));
+    let bad = ClientConfig::profile("test").with_instance(Instance::new("a/b"));
     assert_eq!(field_of(bad.validate().unwrap_err()), "instance");
 }
 
 #[test]
 fn the_local_env_and_coord_file_select_local_file_mode() {
     assert_eq!(
-        ClientConfig::for_env("local").file,
+        ClientConfig::profile("local").file,
         Some(PathBuf::from("coord.toml"))
     );
-    assert_eq!(ClientConfig::for_env("development").file, None);
+    assert_eq!(ClientConfig::profile("development").file, None);
     let config =
         ClientConfig::from_lookup(lookup(&[("COORD_FILE", "/etc/app/coord.yaml")])).unwrap();
     assert_eq!(config.file, Some(PathBuf::from("/etc/app/coord.yaml")));
@@ -191,7 +191,7 @@ fn the_local_env_and_coord_file_select_local_file_mode() {
 
 #[test]
 fn validate_names_the_bad_field() {
-    let base = ClientConfig::for_env("test");
+    let base = ClientConfig::profile("test");
     let cases: Vec<(ClientConfig, &str)> = vec![
         (
             base.clone().with_endpoints(Vec::<String>::new()),
@@ -294,7 +294,7 @@ fn serde_uses_human_durations() {
 
 #[test]
 fn debug_redacts_the_password() {
-    let config = ClientConfig::for_env("test").with_user("app", "hunter2");
+    let config = ClientConfig::profile("test").with_user("app", "hunter2");
     let text = format!("{config:?}");
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("app"));
@@ -310,7 +310,7 @@ fn etcd_options_carry_every_setting_with_the_tls_files_read() {
         std::fs::write(&path, format!("-----BEGIN {name}-----\n")).unwrap();
         path
     };
-    let config = ClientConfig::for_env("production")
+    let config = ClientConfig::profile("production")
         .with_endpoints(["https://a:2379", "https://b:2379"])
         .with_user("app", "pw")
         .with_tls(TlsConfig {
@@ -350,11 +350,100 @@ fn etcd_options_carry_every_setting_with_the_tls_files_read() {
     );
     assert_eq!(tls.domain_name.as_deref(), Some("etcd.internal"));
 
-    let plain = ClientConfig::for_env("test").etcd_options().unwrap();
+    let plain = ClientConfig::profile("test").etcd_options().unwrap();
     assert!(plain.credentials.is_none() && plain.tls.is_none());
-    let unreadable = ClientConfig::for_env("test")
+    let unreadable = ClientConfig::profile("test")
         .with_tls(TlsConfig::with_ca(dir.join("missing.pem")))
         .etcd_options();
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(field_of(unreadable.err().unwrap()), "tls.ca_file");
+}
+
+#[test]
+fn for_env_takes_the_coord_variables_over_the_profile() {
+    let config = ClientConfig::for_env_with(
+        "production",
+        lookup(&[
+            ("COORD_ENDPOINTS", "http://etcd-1:2379,http://etcd-2:2379"),
+            ("COORD_USERNAME", "checkout"),
+            ("COORD_PASSWORD", "pw"),
+            ("COORD_DIAL_TIMEOUT", "750ms"),
+            ("COORD_INSTANCE", "checkout-1"),
+        ]),
+    )
+    .unwrap();
+    let production = ClientConfig::profile("production");
+    assert_eq!(
+        config.endpoints,
+        ["http://etcd-1:2379", "http://etcd-2:2379"]
+    );
+    assert_eq!(config.username.as_deref(), Some("checkout"));
+    assert_eq!(config.dial_timeout, Duration::from_millis(750));
+    assert_eq!(config.instance.as_deref(), Some("checkout-1"));
+    // What no variable names stays the profile's.
+    assert_eq!(config.cache_ttl, production.cache_ttl);
+    assert_eq!(config.keep_alive_time, production.keep_alive_time);
+    assert_eq!(config.request_timeout, production.request_timeout);
+}
+
+#[test]
+fn for_env_without_variables_is_the_profile() {
+    for env in ["development", "test", "production", "local"] {
+        assert_eq!(
+            ClientConfig::for_env_with(env, lookup(&[])).unwrap(),
+            ClientConfig::profile(env),
+            "{env}"
+        );
+    }
+}
+
+#[test]
+fn for_env_keeps_its_profile_whatever_coord_env_says() {
+    let config =
+        ClientConfig::for_env_with("production", lookup(&[("COORD_ENV", "test")])).unwrap();
+    assert_eq!(config, ClientConfig::profile("production"));
+    // from_env is the one that picks the profile from COORD_ENV.
+    let picked = ClientConfig::from_lookup(lookup(&[("COORD_ENV", "test")])).unwrap();
+    assert_eq!(picked, ClientConfig::profile("test"));
+}
+
+#[test]
+fn builder_methods_after_for_env_win_over_the_variables() {
+    let config = ClientConfig::for_env_with(
+        "production",
+        lookup(&[("COORD_ENDPOINTS", "http://from-env:2379")]),
+    )
+    .unwrap()
+    .with_endpoints(["http://from-code:2379"]);
+    assert_eq!(config.endpoints, ["http://from-code:2379"]);
+}
+
+#[test]
+fn for_env_refuses_a_bad_variable_naming_it() {
+    let err = ClientConfig::for_env_with("production", lookup(&[("COORD_CACHE_TTL", "a while")]))
+        .unwrap_err();
+    assert_eq!(field_of(err), "COORD_CACHE_TTL");
+    let err =
+        ClientConfig::for_env_with("development", lookup(&[("COORD_ENDPOINTS", ",")])).unwrap_err();
+    assert_eq!(field_of(err), "COORD_ENDPOINTS");
+}
+
+#[test]
+fn coord_file_turns_any_profile_into_local_file_mode_and_empty_turns_local_off() {
+    let config = ClientConfig::for_env_with(
+        "production",
+        lookup(&[("COORD_FILE", "/etc/app/coord.toml")]),
+    )
+    .unwrap();
+    assert_eq!(config.file, Some(PathBuf::from("/etc/app/coord.toml")));
+    let off = ClientConfig::for_env_with("local", lookup(&[("COORD_FILE", "")])).unwrap();
+    assert_eq!(off.file, None);
+}
+
+#[test]
+fn the_default_is_the_development_profile_and_reads_no_variable() {
+    assert_eq!(
+        ClientConfig::default(),
+        ClientConfig::profile("development")
+    );
 }

@@ -162,7 +162,7 @@ impl EtcdCluster {
         (0..self.members.len()).map(|i| self.endpoint(i)).collect()
     }
 
-    /// `ClientConfig::for_env("test")` with every endpoint; with TLS it trusts the generated
+    /// `ClientConfig::profile("test")` with every endpoint; with TLS it trusts the generated
     /// CA (and presents the client certificate when client-certificate auth is on); with
     /// auth it logs in as [`ROOT_USER`](super::ROOT_USER) (use `.with_user(APP_USER, APP_PASSWORD)` for the
     /// restricted user).
@@ -537,7 +537,7 @@ impl EtcdCluster {
     }
 
     fn config_for(&self, endpoints: Vec<String>) -> ClientConfig {
-        let mut config = ClientConfig::for_env("test").with_endpoints(endpoints);
+        let mut config = ClientConfig::profile("test").with_endpoints(endpoints);
         if let Some(tls) = &self.tls {
             config = config.with_tls(if self.options.client_cert_auth {
                 tls.with_client_identity()

@@ -82,7 +82,7 @@ impl EtcdServer {
         self.cluster.endpoints()
     }
 
-    /// A `ClientConfig::for_env("test")` for this server; see [`EtcdCluster::client_config`].
+    /// A `ClientConfig::profile("test")` for this server; see [`EtcdCluster::client_config`].
     pub fn client_config(&self) -> ClientConfig {
         self.cluster.client_config()
     }

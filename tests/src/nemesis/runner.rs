@@ -1,5 +1,5 @@
 //! One nemesis run, start to finish: a 3-member etcd, clients each connected through their
-//! own [`Proxies`](coord::testing::Proxies), every workload (locks, IDs, live config,
+//! own [`Proxies`], every workload (locks, IDs, live config,
 //! registry) on every client, the seeded fault schedule, and beside them a probe client
 //! whose lock and ID holders the [strike](super::strike) cuts off while they hold; then the
 //! final heal, the wait for [convergence](super::converge), the checks and the [`Report`].

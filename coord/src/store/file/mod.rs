@@ -16,11 +16,11 @@
 //!
 //! ```toml
 //! ["/config/checkout"]
-//! timeout_secs = 45                             # /config/checkout/timeout_secs = 45
-//! rate_limit = { per_sec = 100, burst = 20 }    # /config/checkout/rate_limit = {"per_sec":100,"burst":20}
+//! timeout_secs = 45                              # /config/checkout/timeout_secs = 45
+//! rate_limit = { per_second = 100, burst = 20 }  # /config/checkout/rate_limit = {"per_second":100,"burst":20}
 //!
 //! ["/config/checkout/db"]
-//! url = "postgres://localhost/checkout"         # /config/checkout/db/url = "postgres://localhost/checkout"
+//! url = "postgres://localhost/checkout"          # /config/checkout/db/url = "postgres://localhost/checkout"
 //! ```
 //!
 //! In JSON or YAML the same file is `{"/config/checkout": {"timeout_secs": 45, …}, …}`. A

@@ -239,7 +239,7 @@ mod tests {
     const TOML: &str = r#"
 ["/config/checkout"]
 timeout_secs = 45
-rate_limit = { per_sec = 100, burst = 20 }
+rate_limit = { per_second = 100, burst = 20 }
 tags = ["a", "b"]
 started = 1979-05-27T07:32:00Z
 
@@ -263,7 +263,10 @@ url = "postgres://localhost/checkout"
         assert_eq!(text(&keys, "/config/checkout/timeout_secs"), "45");
         let rate_limit: Value =
             serde_json::from_slice(&keys["/config/checkout/rate_limit"]).unwrap();
-        assert_eq!(rate_limit, serde_json::json!({"per_sec": 100, "burst": 20}));
+        assert_eq!(
+            rate_limit,
+            serde_json::json!({"per_second": 100, "burst": 20})
+        );
         assert_eq!(text(&keys, "/config/checkout/tags"), r#"["a","b"]"#);
         assert_eq!(
             text(&keys, "/config/checkout/started"),
@@ -278,8 +281,8 @@ url = "postgres://localhost/checkout"
     #[test]
     fn yaml_and_json_lay_out_like_toml() {
         let yaml =
-            "/config/checkout:\n  timeout_secs: 45\n  rate_limit: {per_sec: 100, burst: 20}\n";
-        let json = r#"{"/config/checkout": {"timeout_secs": 45, "rate_limit": {"per_sec": 100, "burst": 20}}}"#;
+            "/config/checkout:\n  timeout_secs: 45\n  rate_limit: {per_second: 100, burst: 20}\n";
+        let json = r#"{"/config/checkout": {"timeout_secs": 45, "rate_limit": {"per_second": 100, "burst": 20}}}"#;
         let from_yaml = keys("coord.yaml", yaml);
         assert_eq!(from_yaml, keys("coord.yml", yaml));
         assert_eq!(from_yaml, keys("coord.json", json));
@@ -451,7 +454,7 @@ url = "postgres://localhost/checkout"
 /config/base: &base
   timeout_secs: 30
   region: eu
-  rate_limit: &rate {per_sec: 100, burst: 20}
+  rate_limit: &rate {per_second: 100, burst: 20}
 /config/checkout:
   <<: *base
   timeout_secs: 45
@@ -473,7 +476,10 @@ url = "postgres://localhost/checkout"
         assert_eq!(text(&keys, "/config/checkout/region"), r#""eu""#);
         let rate_limit: Value =
             serde_json::from_slice(&keys["/config/checkout/rate_limit"]).unwrap();
-        assert_eq!(rate_limit, serde_json::json!({"per_sec": 100, "burst": 5}));
+        assert_eq!(
+            rate_limit,
+            serde_json::json!({"per_second": 100, "burst": 5})
+        );
     }
 
     #[test]
