@@ -6,8 +6,8 @@
 //! Runs on the embedded store, or on etcd if `COORD_ENDPOINTS` is set:
 //! `cargo run -p coord-examples --bin registry`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use coord::registry::{ServiceEvent, ServiceInfo};
@@ -16,9 +16,9 @@ use futures::StreamExt;
 use tokio::sync::oneshot;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::health_server::HealthServer;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::server::{HealthReporter, HealthService};
 
 /// One instance: a health server on a free loopback port that counts the calls it answers.

@@ -11,9 +11,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use coord::Coord;
 use coord::access::Policy;
 use coord::config::{ProposalState, ReleaseEvent};
-use coord::Coord;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
