@@ -7,7 +7,7 @@ use std::time::Duration;
 use coord::config::{
     Change, ConfigCenter, KeyDiff, Release, ReleaseBuilder, ReleaseKind, Selector,
 };
-use coord::{Coord, InstanceStatus};
+use coord::{Coord, InstanceHealth, InstanceStatus};
 use serde_json::{json, Value};
 
 use crate::cli::{GrayCommand, ReleaseArgs, SelectorArgs};
@@ -34,6 +34,10 @@ pub(crate) fn kind_text(kind: &ReleaseKind) -> String {
         ReleaseKind::Gray { selector } => format!("gray {}", selector_text(selector)),
         ReleaseKind::Promote { gray } => format!("promote {gray}"),
         ReleaseKind::Abort { gray } => format!("abort {gray}"),
+        // "widen 12 → 50%": gray release 12 now reaches 50% (a rollout plan's next step).
+        ReleaseKind::Widen { gray, selector } => {
+            format!("widen {gray} → {}", coord::rollout::describe(selector))
+        }
         _ => "other".into(),
     }
 }
@@ -401,6 +405,7 @@ fn print_statuses(out: Output, statuses: &[InstanceStatus]) {
                     "release": s.release,
                     "gray": s.gray,
                     "revision": s.revision,
+                    "health": s.health,
                     "error": s.error.as_ref().map(|e| json!({ "key": e.key, "message": e.message, "revision": e.revision })),
                 })
             })
@@ -422,6 +427,7 @@ fn print_statuses(out: Output, statuses: &[InstanceStatus]) {
                 s.release.map_or_else(|| "-".into(), |r| r.to_string()),
                 s.gray.map_or_else(|| "-".into(), |g| g.to_string()),
                 s.revision.to_string(),
+                health_text(s.health.as_ref()),
                 s.error.as_ref().map_or_else(
                     || "-".into(),
                     |e| match &e.key {
@@ -433,7 +439,20 @@ fn print_statuses(out: Output, statuses: &[InstanceStatus]) {
         })
         .collect();
     out.table(
-        &["INSTANCE", "LABELS", "RELEASE", "GRAY", "REVISION", "ERROR"],
+        &[
+            "INSTANCE", "LABELS", "RELEASE", "GRAY", "REVISION", "HEALTH", "ERROR",
+        ],
         &rows,
     );
+}
+
+/// What an instance last said of its health: `healthy`, `degraded: why`, `-` if it never
+/// said.
+pub(crate) fn health_text(health: Option<&InstanceHealth>) -> String {
+    match health {
+        None => "-".into(),
+        Some(InstanceHealth::Healthy) => "healthy".into(),
+        Some(InstanceHealth::Degraded { reason }) => format!("degraded: {reason}"),
+        Some(_) => "other".into(),
+    }
 }

@@ -339,6 +339,7 @@ pub fn status_json(status: &InstanceStatus) -> Value {
         "gray": status.gray,
         "revision": status.revision,
         "updated_ms": status.updated_ms,
+        "health": status.health,
         "error": status.error.as_ref().map(|e| json!({ "key": e.key, "message": e.message, "revision": e.revision })),
     })
 }
