@@ -10,11 +10,13 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  ok
   1  error (etcd unreachable, a value refused by the published schema, a rejected rollout,
-     a declined confirmation…)
+     a rollout plan aborted by a failed gate, a declined confirmation…)
   2  usage (bad flags or arguments)
   3  not found (key, release, schema, lock; `config rollout --wait` with no instance on
      the prefix)
-  4  conflict (a version or release changed meanwhile, a lock is held or changed hands)
+  4  conflict (a version or release changed meanwhile, a lock is held or changed hands, a
+     rollout plan cancelled while `config plan start|drive|status --watch` followed it, a
+     plan already finished or another one still running)
   5  outcome unknown (a write was sent but its answer was lost: it may or may not have been
      applied; read the value before running the command again)
   6  denied (the access policy or etcd's permissions refuse it, the prefix requires review,
@@ -378,6 +380,18 @@ pub enum ConfigCommand {
     /// Gray releases: to some instances first.
     #[command(subcommand)]
     Gray(GrayCommand),
+    /// Rollout plans: a gray release that moves itself through steps, bake times and gates,
+    /// promoted at the end or aborted on the first failed gate.
+    ///
+    /// `start`, `drive` and `status --watch` follow the plan live: each line of its log as
+    /// it happens, and the current step with how many of the instances it selects run it
+    /// and how many are degraded (redrawn on stderr on a terminal; one line per change on a
+    /// pipe). They exit 0 once the plan is promoted, 1 with the reason once a gate aborts it
+    /// (a rejecting or degraded instance, one too slow to load a step), 4 once it is
+    /// cancelled. Ctrl-C stops following and driving: the plan stays at its step, and `plan
+    /// drive` resumes it. With -o json they print the final plan only.
+    #[command(subcommand)]
+    Plan(PlanCommand),
     /// Propose a change for review instead of releasing it: another principal approves it
     /// (required on a prefix the access policy marks for review).
     Propose(ProposeArgs),
@@ -567,6 +581,55 @@ pub enum GrayCommand {
         prefix: String,
         /// The gray release.
         seq: u64,
+    },
+}
+
+/// `coordctl config plan …`: rollout plans (see `coord::rollout`).
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Start the plan a TOML file describes (prefix, message, values, removes, [[steps]]
+    /// with selector and bake, [gates]), then drive it from here until it ends (exit 0
+    /// promoted, 1 aborted, 4 cancelled; 4 at once if another plan of the prefix runs).
+    Start {
+        /// The plan file (TOML; see `coord::rollout::RolloutPlan`).
+        file: PathBuf,
+        /// Only store the plan (pending); `plan drive` runs it.
+        #[arg(long)]
+        no_drive: bool,
+    },
+    /// Drive a prefix's plan from here: a pending one, or one whose driver stopped. Waits
+    /// while another driver leads, and takes over if it stops (exit 0 promoted, 1 aborted,
+    /// 4 cancelled).
+    Drive {
+        /// The prefix.
+        prefix: String,
+    },
+    /// The prefix's plan (the running one, or the last): steps with their instances, gates,
+    /// state, log.
+    Status {
+        /// The prefix.
+        prefix: String,
+        /// Follow it live until it ends (exit codes as `plan drive`).
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Hold the plan at its step: its driver judges nothing until `plan resume`.
+    Pause {
+        /// The prefix.
+        prefix: String,
+    },
+    /// Let a paused plan go on (its step bakes again from the start).
+    Resume {
+        /// The prefix.
+        prefix: String,
+    },
+    /// End the plan: its gray release is aborted (every instance back on the base values).
+    Cancel {
+        /// The prefix.
+        prefix: String,
+        /// Do not ask for confirmation (asked on stderr, answered with a line on stdin).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 

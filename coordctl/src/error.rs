@@ -23,6 +23,15 @@ pub enum CliError {
     /// Not allowed: the access policy says no (`auth check` of a denied action).
     #[error("{0}")]
     Denied(String),
+    /// A rollout plan a gate aborted (every instance is back on the base values).
+    #[error("{0}")]
+    Aborted(String),
+    /// A rollout plan someone cancelled while this command followed it.
+    #[error("{0}")]
+    Cancelled(String),
+    /// Stopped by Ctrl-C before what it waited for happened.
+    #[error("{0}")]
+    Interrupted(String),
     /// Reading a file or the terminal.
     #[error("{what}: {source}")]
     Io {
@@ -62,7 +71,8 @@ impl CliError {
                 | coord::Error::LockHeld { .. }
                 | coord::Error::AlreadyRegistered { .. },
             )
-            | CliError::Conflict(_) => CONFLICT,
+            | CliError::Conflict(_)
+            | CliError::Cancelled(_) => CONFLICT,
             CliError::Coord(coord::Error::InvalidArgument { .. }) | CliError::Usage(_) => USAGE,
             CliError::Coord(coord::Error::OutcomeUnknown { .. }) => OUTCOME_UNKNOWN,
             // A stale proposal is a conflict (the prefix moved since); the other refusals of
@@ -76,7 +86,11 @@ impl CliError {
                 | coord::Error::Proposal { .. },
             )
             | CliError::Denied(_) => DENIED,
-            CliError::Coord(_) | CliError::Refused(_) | CliError::Io { .. } => ERROR,
+            CliError::Coord(_)
+            | CliError::Refused(_)
+            | CliError::Aborted(_)
+            | CliError::Interrupted(_)
+            | CliError::Io { .. } => ERROR,
         })
     }
 }
@@ -137,6 +151,18 @@ mod tests {
             changed: vec!["latest release 3 (the proposal is based on 2)".into()],
         });
         assert_eq!(stale.exit_code(), ExitCode::from(CONFLICT));
+    }
+
+    #[test]
+    fn an_aborted_plan_is_an_error_and_a_cancelled_one_a_conflict() {
+        assert_eq!(
+            CliError::Aborted("a gate failed".into()).exit_code(),
+            ExitCode::from(ERROR)
+        );
+        assert_eq!(
+            CliError::Cancelled("cancelled by ana".into()).exit_code(),
+            ExitCode::from(CONFLICT)
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod coordination;
 mod error;
 mod files;
 mod output;
+mod plans;
 mod progress;
 mod proposals;
 mod releases;
@@ -24,7 +25,7 @@ use coord::Coord;
 
 use cli::{
     AuditCommand, AuthCommand, Cli, Command, ConfigCommand, ElectionCommand, IdsCommand,
-    LocksCommand, SecretsCommand, ServicesCommand,
+    LocksCommand, PlanCommand, SecretsCommand, ServicesCommand,
 };
 use error::CliResult;
 
@@ -106,6 +107,8 @@ fn writes_secrets(command: &Command) -> bool {
                 | ConfigCommand::Gray(_)
                 | ConfigCommand::Propose(_)
                 | ConfigCommand::Approve { .. }
+                // A plan's driver releases its values.
+                | ConfigCommand::Plan(PlanCommand::Start { .. } | PlanCommand::Drive { .. })
         ),
         Command::Secrets(command) => !matches!(command, SecretsCommand::Status { .. }),
         Command::Console(_) => true,
@@ -150,6 +153,20 @@ async fn dispatch(
                 timeout,
             } => releases::rollout(coord, out, &prefix, wait, timeout).await,
             ConfigCommand::Gray(command) => releases::gray(coord, config, out, command).await,
+            ConfigCommand::Plan(command) => match command {
+                PlanCommand::Start { file, no_drive } => {
+                    plans::start(coord, config, out, &file, no_drive).await
+                }
+                PlanCommand::Drive { prefix } => plans::drive(coord, config, out, &prefix).await,
+                PlanCommand::Status { prefix, watch } => {
+                    plans::status(coord, out, &prefix, watch).await
+                }
+                PlanCommand::Pause { prefix } => plans::pause(coord, config, out, &prefix).await,
+                PlanCommand::Resume { prefix } => plans::resume(coord, config, out, &prefix).await,
+                PlanCommand::Cancel { prefix, yes } => {
+                    plans::cancel(coord, config, out, &prefix, yes).await
+                }
+            },
             ConfigCommand::Propose(args) => proposals::propose(coord, config, out, args).await,
             ConfigCommand::Proposals { prefix, id } => {
                 proposals::proposals(coord, config, out, &prefix, id.as_deref()).await
