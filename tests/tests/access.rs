@@ -394,3 +394,92 @@ async fn a_principal_without_grants_reads_nothing_and_a_live_reader_with_read_wo
         Error::PermissionDenied { .. }
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_cannot_be_rewritten_after_review_forged_or_decided_by_its_proposer() {
+    let world = World::start().await;
+    let ana = world.connect("ana").await;
+    let bo = world.connect("bo").await;
+    let proposal = ana
+        .config()
+        .release_raw(PREFIX, limit(7))
+        .propose()
+        .await
+        .unwrap();
+    let key = format!("/coord/proposals/ana{PREFIX}//{}", proposal.id);
+    let (stored, _) = world.root.store().get(&key).await.unwrap();
+    let stored = String::from_utf8(stored.expect("in ana's folder").value).unwrap();
+    // bo reviews it...
+    let reviewed = bo.config().proposal(PREFIX, &proposal.id).await.unwrap();
+    assert_eq!(reviewed.stored_by, "ana");
+
+    // ...then ana swaps the value in her own folder (etcd lets her: it is hers).
+    ana.store()
+        .put(&key, stored.replace("\"7\"", "\"999\"").into_bytes(), 0)
+        .await
+        .unwrap();
+    for err in [
+        bo.config().approve_reviewed(&reviewed).await.unwrap_err(),
+        bo.config().approve(PREFIX, &proposal.id).await.unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::Proposal { .. }), "{err}");
+        assert!(err.to_string().contains("rewritten"), "{err}");
+    }
+    assert!(
+        bo.config()
+            .get::<i64>(&format!("{PREFIX}/limit"))
+            .await
+            .is_err(),
+        "nothing was released"
+    );
+
+    // ana cannot decide her own proposal behind the library's back...
+    let decision = ana
+        .store()
+        .put(
+            &format!("/coord/decisions{PREFIX}//{}", proposal.id),
+            b"{}".to_vec(),
+            0,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(decision, Error::PermissionDenied { .. }),
+        "{decision}"
+    );
+    // ...nor can bo store a proposal in ana's folder, or one in his own that names ana.
+    let into_anas = bo
+        .store()
+        .put(
+            &format!("/coord/proposals/ana{PREFIX}//forged"),
+            stored.clone().into_bytes(),
+            0,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(into_anas, Error::PermissionDenied { .. }),
+        "{into_anas}"
+    );
+    let forged_id = "f0f0f0f0";
+    bo.store()
+        .put(
+            &format!("/coord/proposals/bo{PREFIX}//{forged_id}"),
+            stored.replace(&proposal.id, forged_id).into_bytes(),
+            0,
+        )
+        .await
+        .unwrap();
+    let forged = bo.config().approve(PREFIX, forged_id).await.unwrap_err();
+    assert!(
+        matches!(forged, Error::NotFound { .. }),
+        "a proposal in the wrong folder is no proposal: {forged}"
+    );
+    assert!(bo
+        .config()
+        .proposals(PREFIX)
+        .await
+        .unwrap()
+        .iter()
+        .all(|p| p.id != forged_id));
+}

@@ -7,9 +7,11 @@
 //! /coord/audit/{writer}/{unix ms, 13 digits}-{8 hex}  →  JSON AuditRecord
 //! ```
 //!
-//! `writer` is the principal the connection authenticates as (see [`crate::access`]): each
-//! principal may write only under its own folder, so under etcd's RBAC no principal can forge
-//! another's records.
+//! `writer` is the principal the connection authenticates as (see [`crate::access`]): under
+//! etcd's RBAC each principal may write only its own folder, so a record's folder says who
+//! wrote it ([`AuditRecord::writer`]): a principal can put any words in a record, but only
+//! in its own folder, and only its own records can it delete (etcd has no append-only
+//! permission).
 //!
 //! # What it promises
 //!
@@ -22,7 +24,8 @@
 //!   refused operation has no transaction to join). Only a principal etcd lets write nothing
 //!   at all goes unrecorded, and a warning says so.
 //! - **Trimmed.** [`trim`] drops a writer's records older than an age or beyond a count.
-//! - **Reads are reads.** [`list`] writes nothing.
+//! - **Reads are reads.** [`list`] writes nothing, and skips (with a warning) a record that
+//!   does not decode.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -56,6 +59,14 @@ pub enum AuditAction {
     Abort,
     /// A gray release widened in place.
     Widen,
+    /// A rollout plan started.
+    PlanStart,
+    /// A rollout plan paused.
+    PlanPause,
+    /// A rollout plan resumed.
+    PlanResume,
+    /// A rollout plan cancelled.
+    PlanCancel,
     /// A proposal stored.
     Propose,
     /// A proposal approved (and released).
@@ -82,6 +93,10 @@ impl AuditAction {
             AuditAction::Promote => "promote",
             AuditAction::Abort => "abort",
             AuditAction::Widen => "widen",
+            AuditAction::PlanStart => "plan_start",
+            AuditAction::PlanPause => "plan_pause",
+            AuditAction::PlanResume => "plan_resume",
+            AuditAction::PlanCancel => "plan_cancel",
             AuditAction::Propose => "propose",
             AuditAction::Approve => "approve",
             AuditAction::Reject => "reject",
@@ -132,6 +147,11 @@ pub struct AuditRecord {
     /// The record's key (filled by [`list`]).
     #[serde(default, skip_serializing)]
     pub key: String,
+    /// Who wrote it: the folder it is in (filled by [`list`]). A record whose `principal` is
+    /// neither its writer nor acted for through its `via` was not written by the operation
+    /// it describes.
+    #[serde(default, skip_serializing)]
+    pub writer: String,
 }
 
 impl AuditRecord {
@@ -148,6 +168,7 @@ impl AuditRecord {
             reason: None,
             revision: 0,
             key: String::new(),
+            writer: String::new(),
         }
     }
 
@@ -270,12 +291,21 @@ pub async fn list(store: &Store, query: &AuditQuery) -> Result<Vec<AuditRecord>>
         .await?;
     let mut records = Vec::new();
     for kv in response.kvs {
-        let mut record: AuditRecord =
-            serde_json::from_slice(&kv.value).map_err(|source| Error::Decode {
-                key: kv.key.clone(),
-                source,
-            })?;
+        // One damaged record must not hide the others.
+        let mut record: AuditRecord = match serde_json::from_slice(&kv.value) {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!(key = %kv.key, error = %e, "an audit record that does not decode; skipped");
+                continue;
+            }
+        };
         record.revision = kv.mod_revision;
+        record.writer = kv
+            .key
+            .strip_prefix(AUDIT_ROOT)
+            .and_then(|rest| rest.split_once('/'))
+            .map(|(writer, _)| writer.to_owned())
+            .unwrap_or_default();
         record.key = kv.key;
         let keep = query
             .prefix
@@ -380,6 +410,17 @@ mod tests {
         assert!(all.windows(2).all(|w| w[0].revision < w[1].revision));
         assert_eq!(all[3].outcome, Outcome::Refused);
         assert!(all[3].key.starts_with("/coord/audit/eve/"));
+        assert_eq!(all[3].writer, "eve");
+        // A damaged record hides nothing else.
+        store
+            .put(
+                "/coord/audit/eve/0000000000001-bad",
+                b"{not json".to_vec(),
+                0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(list(&store, &AuditQuery::default()).await.unwrap().len(), 4);
 
         let under_a = list(&store, &AuditQuery::default().prefix("/config/a"))
             .await

@@ -24,9 +24,14 @@
 //! - **Judged by the policy in force.** Every release, proposal and approval transaction
 //!   compares the policy key's revision with the one it was checked against: a policy changed
 //!   meanwhile makes it check again, so a removed grant takes effect on the next request.
-//! - **Enforced twice.** The library refuses what the policy does not allow, before writing
-//!   (and records the refusal); etcd refuses the writes of a principal its RBAC does not
-//!   allow, whatever client sends them.
+//! - **Enforced twice, where etcd can.** The library refuses what the policy does not allow,
+//!   before writing (and records the refusal); etcd refuses the writes of a principal its
+//!   RBAC does not allow, whatever client sends them. etcd tells keys apart, not operations:
+//!   `approve` needs the same write permissions as `release` (an approval writes the values),
+//!   so what separates them, and what holds a releaser to review, is the library's check; a
+//!   releaser's raw writes (etcdctl, `set`) pass etcd and show in the next release as an
+//!   unattributed external change. Likewise `read` lets an instance write its own rollout
+//!   status, so a principal with `read` can write a status key that a plan's gates read.
 
 pub mod audit;
 pub mod policy;
@@ -74,6 +79,15 @@ impl Identity {
     /// is its etcd user).
     pub(crate) fn claim(&self, name: &str) -> Result<Identity> {
         policy::check_name("principal", name)?;
+        if let Some(via) = &self.via {
+            return Err(Error::invalid_argument(
+                "principal",
+                format!(
+                    "`{via}` acts for `{}` here: a delegate's center claims no other name",
+                    self.principal
+                ),
+            ));
+        }
         if self.authenticated && name != self.principal {
             return Err(Error::invalid_argument(
                 "principal",
@@ -205,8 +219,10 @@ pub struct Access {
 pub struct PolicyPlan {
     /// The policy to apply.
     pub policy: Policy,
-    /// The stored policy it replaces (and its revision), if any.
+    /// The stored policy it replaces (and its revision), if any decodes.
     pub current: Option<(Policy, i64)>,
+    /// The policy key's revision when planned (0: none stored), which applying compares.
+    pub current_revision: i64,
     /// etcd's users and roles to change (empty on the embedded store, which has none).
     pub rbac: rbac::Plan,
     /// Whether etcd's RBAC was planned (false on the embedded store).
@@ -228,7 +244,7 @@ impl PolicyPlan {
         if self.current.as_ref().map(|(p, _)| p) != Some(&self.policy) {
             lines.push(format!(
                 "~ {POLICY_KEY}: {}",
-                if self.current.is_some() {
+                if self.current_revision > 0 {
                     "replaced"
                 } else {
                     "created"
@@ -277,7 +293,19 @@ impl Access {
         passwords: &BTreeMap<String, String>,
     ) -> Result<PolicyPlan> {
         policy.validate()?;
-        let current = self.policy().await?;
+        // A stored policy that does not decode (a newer coord's, a damaged one) is replaced,
+        // not obeyed: the plan compares its revision.
+        let (current, current_revision) = match self.policy().await {
+            Ok(current) => {
+                let revision = current.as_ref().map_or(0, |(_, rev)| *rev);
+                (current, revision)
+            }
+            Err(Error::Decode { .. }) => {
+                let (kv, _) = self.store.get(POLICY_KEY).await?;
+                (None, kv.map_or(0, |kv| kv.mod_revision))
+            }
+            Err(e) => return Err(e),
+        };
         let enforced_by_etcd = !self.store.is_memory();
         let rbac = if enforced_by_etcd {
             let state = self.store.auth_state().await?;
@@ -290,6 +318,7 @@ impl Access {
         Ok(PolicyPlan {
             policy: policy.clone(),
             current,
+            current_revision,
             rbac,
             enforced_by_etcd,
         })
@@ -319,42 +348,48 @@ impl Access {
         for change in &plan.rbac.changes {
             self.store.auth_change(change).await?;
         }
-        let current_rev = plan.current.as_ref().map_or(0, |(_, rev)| *rev);
+        let writer = self.identity.writer();
         if plan.current.as_ref().map(|(p, _)| p) == Some(&plan.policy) {
-            return Ok(current_rev);
+            if !plan.rbac.changes.is_empty() {
+                // etcd's roles were repaired to the stored policy: recorded too.
+                let record = self
+                    .identity
+                    .record(AuditAction::PolicyChange, POLICY_KEY)
+                    .reason(Some(format!(
+                        "etcd RBAC brought back to the stored policy: {} change(s)",
+                        plan.rbac.changes.len()
+                    )));
+                audit::append(&self.store, writer, &record).await;
+            }
+            return Ok(plan.current_revision);
         }
         let gate = Gate {
             policy: None,
-            revision: current_rev,
+            revision: plan.current_revision,
         };
         let record = self
             .identity
             .record(AuditAction::PolicyChange, POLICY_KEY)
             .reason(Some(format!(
-                "{} principals, {} roles, {} review rules",
+                "{} principals, {} roles, {} review rules; {} etcd RBAC change(s)",
                 plan.policy.principals.len(),
                 plan.policy.roles.len(),
-                plan.policy.review.len()
+                plan.policy.review.len(),
+                plan.rbac.changes.len()
             )));
         let txn = Txn::new().when([gate.compare()]).and_then([
             crate::store::TxnOp::put(POLICY_KEY, plan.policy.to_json()?),
-            record.op(self.identity.writer())?,
+            record.op(writer)?,
         ]);
-        let response = self.store.txn(txn).await;
-        match response {
-            Ok(r) if r.succeeded => Ok(r.revision),
-            Ok(_) => {
-                let now = Gate::read(&self.store).await?.revision;
-                Err(Error::Conflict {
-                    key: POLICY_KEY.into(),
-                    expected: current_rev,
-                    current: now,
-                })
-            }
-            Err(e) => {
-                audit::append(&self.store, self.identity.writer(), &record.refused(&e)).await;
-                Err(e)
-            }
+        let response = audit::send(&self.store, writer, &record, txn).await?;
+        if response.succeeded {
+            return Ok(response.revision);
         }
+        let (now, _) = self.store.get(POLICY_KEY).await?;
+        Err(Error::Conflict {
+            key: POLICY_KEY.into(),
+            expected: plan.current_revision,
+            current: now.map_or(0, |kv| kv.mod_revision),
+        })
     }
 }

@@ -15,17 +15,20 @@
 //!
 //! | action    | etcd permissions on grant prefix P                                          |
 //! |-----------|-----------------------------------------------------------------------------|
-//! | `read`    | read `P/*`, its release records, proposals, gray key and schema; readwrite its status keys |
-//! | `propose` | `read` + readwrite `/coord/proposals{P}/*`                                  |
-//! | `release` | `propose` + readwrite `P/*`, its release records and gray key              |
-//! | `approve` | as `release` (an approval commits a release; the library tells them apart) |
+//! | `read`    | read `P/*`, its release records, decisions, plans, gray key and schema; readwrite its status keys |
+//! | `propose` | as `read` (proposals go to the proposer's own folder, `/coord/proposals/{name}/`) |
+//! | `release` | `read` + readwrite `P/*`, its release records, gray key, plans and plan drivers (on `/`: every key but `/coord/`) |
+//! | `approve` | `release`'s + readwrite its decisions (an approval commits a release)      |
 //! | `admin`   | all of the above + readwrite its schema; on `/`: readwrite everything      |
+//!
+//! Every principal also reads the policy, the gray releases, the published schemas and all
+//! proposals, and writes its own audit folder and its own proposals folder.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::audit::writer_prefix;
 use super::policy::{Action, POLICY_KEY, Policy};
-use crate::store::{AuthChange, AuthState, Permission, PermissionKind};
+use crate::store::{AuthChange, AuthState, Permission, PermissionKind, prefix_end};
 
 /// Every etcd role coord manages starts with this.
 pub const ROLE_PREFIX: &str = "coord:";
@@ -70,6 +73,13 @@ pub fn desired(policy: &Policy) -> Desired {
                 Permission::prefix(PermissionKind::Read, "/coord/gray/"),
                 Permission::prefix(PermissionKind::Read, "/coord/schemas/"),
                 Permission::prefix(PermissionKind::ReadWrite, &writer_prefix(name)),
+                // Proposals: everyone's may be read (an approver finds them by prefix across
+                // folders); each principal writes only its own folder.
+                Permission::prefix(PermissionKind::Read, "/coord/proposals/"),
+                Permission::prefix(
+                    PermissionKind::ReadWrite,
+                    &format!("/coord/proposals/{name}/"),
+                ),
             ]),
         );
         let mut roles: BTreeSet<String> = principal.roles.iter().map(|r| etcd_role(r)).collect();
@@ -85,7 +95,7 @@ pub fn permissions(action: Action, prefix: &str) -> Vec<Permission> {
     let p = prefix.trim_end_matches('/');
     let values = format!("{p}/");
     let records = format!("/coord/releases{p}/");
-    let proposals = format!("/coord/proposals{p}/");
+    let decisions = format!("/coord/decisions{p}/");
     let status = format!("/coord/status{p}/");
     let gray = format!("/coord/gray{p}");
     let schema = format!("/coord/schemas{p}");
@@ -104,27 +114,50 @@ pub fn permissions(action: Action, prefix: &str) -> Vec<Permission> {
     let mut out = vec![
         Permission::prefix(Read, &values),
         Permission::prefix(Read, &records),
-        Permission::prefix(Read, &proposals),
+        Permission::prefix(Read, &decisions),
         Permission::prefix(ReadWrite, &status),
     ];
     out.extend(gray_key(Read));
     out.extend(schema_key(Read));
+    let plans = format!("/coord/plans{p}");
+    let drivers = format!("/coord/plan-drivers{p}");
+    out.push(Permission::key(Read, &plans));
+    out.push(Permission::prefix(Read, &format!("{plans}/")));
     let release = |out: &mut Vec<Permission>| {
-        out.push(Permission::prefix(ReadWrite, &values));
+        if p.is_empty() {
+            // Every config key, not coord's own: `/` up to `/coord/`, and after `/coord/`.
+            out.push(Permission {
+                key: "/".into(),
+                range_end: "/coord/".into(),
+                kind: ReadWrite,
+            });
+            out.push(Permission {
+                key: "/coord0".into(),
+                range_end: prefix_end("/"),
+                kind: ReadWrite,
+            });
+        } else {
+            out.push(Permission::prefix(ReadWrite, &values));
+        }
         out.push(Permission::prefix(ReadWrite, &records));
         out.extend(gray_key(ReadWrite));
+        // Rollout plans of the prefix, and the election of their drivers.
+        out.push(Permission::key(ReadWrite, &plans));
+        out.push(Permission::prefix(ReadWrite, &format!("{plans}/")));
+        out.push(Permission::prefix(ReadWrite, &format!("{drivers}/")));
     };
     match action {
-        Action::Read => {}
-        Action::Propose => out.push(Permission::prefix(ReadWrite, &proposals)),
-        Action::Release | Action::Approve => {
+        // Proposals are written in the proposer's own folder (its principal role).
+        Action::Read | Action::Propose => {}
+        Action::Release => release(&mut out),
+        Action::Approve => {
             release(&mut out);
-            out.push(Permission::prefix(ReadWrite, &proposals));
+            out.push(Permission::prefix(ReadWrite, &decisions));
         }
         Action::Admin if p.is_empty() => out.push(Permission::prefix(ReadWrite, "/")),
         Action::Admin => {
             release(&mut out);
-            out.push(Permission::prefix(ReadWrite, &proposals));
+            out.push(Permission::prefix(ReadWrite, &decisions));
             out.extend(schema_key(ReadWrite));
         }
     }
@@ -378,9 +411,23 @@ mod tests {
             PermissionKind::Read,
             "/config/checkout/"
         )));
-        assert!(propose.contains(&Permission::prefix(
+        assert!(
+            propose
+                .iter()
+                .all(|p| p.kind == PermissionKind::Read || p.key.starts_with("/coord/status/")),
+            "{propose:#?}"
+        );
+        // The proposer writes proposals in its own folder only, and no one's decisions.
+        let own = &desired(&policy()).roles["coord:principal:ana"];
+        assert!(own.contains(&Permission::prefix(
             PermissionKind::ReadWrite,
-            "/coord/proposals/config/checkout/"
+            "/coord/proposals/ana/"
+        )));
+        assert!(!own.iter().any(|p| p.key.starts_with("/coord/decisions")));
+        let approve = normalize(permissions(Action::Approve, "/config/checkout"));
+        assert!(approve.contains(&Permission::prefix(
+            PermissionKind::ReadWrite,
+            "/coord/decisions/config/checkout/"
         )));
         let release = normalize(permissions(Action::Release, "/config/checkout"));
         assert!(release.contains(&Permission::prefix(
@@ -391,6 +438,29 @@ mod tests {
             PermissionKind::ReadWrite,
             "/coord/gray/config/checkout"
         )));
+    }
+
+    #[test]
+    fn a_release_grant_on_the_root_writes_every_config_key_but_none_of_coords() {
+        let root = normalize(permissions(Action::Release, "/"));
+        let writes = |key: &str| {
+            root.iter().any(|p| {
+                p.kind == PermissionKind::ReadWrite
+                    && p.key.as_str() <= key
+                    && (p.range_end.is_empty() && p.key == key || key < p.range_end.as_str())
+            })
+        };
+        assert!(writes("/config/checkout/limit"));
+        assert!(writes("/app"));
+        assert!(writes("/zzz"));
+        assert!(!writes("/coord/policy"));
+        assert!(!writes("/coord/audit/bo/1"));
+        assert!(!writes("/coord/decisions/config//x"));
+        assert!(writes("/coord/plans"), "the root's plans key itself");
+        assert!(
+            normalize(permissions(Action::Admin, "/"))
+                .contains(&Permission::prefix(PermissionKind::ReadWrite, "/"))
+        );
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //!
 //! - **From now on, in order per kind.** Events written after
 //!   [`events`](ConfigCenter::events) returns: releases in the order they were committed,
-//!   proposal events in the order they were written. The two kinds come from two watches, so
-//!   across kinds order by the revision each carries ([`Release::revision`],
-//!   [`Proposal::revision`]); an approval and its release share one.
+//!   proposals in the order they were stored, decisions (approvals, rejections) in the order
+//!   they were made. Each kind comes from a watch of its own, so across kinds order by the
+//!   revision each carries ([`Release::revision`], [`Proposal::revision`]); an approval and
+//!   its release share one. A proposal its proposer withdraws (deletes) makes no event.
 //! - **Survives outages.** It rides on [`ResilientWatch`]: after a disconnect it resumes from
 //!   its revision; if that history was compacted, the records and proposals changed meanwhile
 //!   come again as events (at least once, never silently dropped).
@@ -20,7 +21,10 @@ use futures::{Stream, StreamExt};
 
 use super::check_prefix;
 use super::model::{Release, is_record_key, now_ms, releases_of};
-use super::proposal::{Proposal, ProposalState, StoredProposal, proposals_of};
+use super::proposal::{
+    Decision, PROPOSALS_ROOT, Proposal, ProposalState, StoredProposal, decisions_of,
+    parse_proposal_key,
+};
 use super::record::Record;
 use crate::config::center::ConfigCenter;
 use crate::config::redact::Redaction;
@@ -108,10 +112,56 @@ impl ConfigCenter {
         .await?;
         let proposals = ResilientWatch::from_now(
             self.store.clone(),
-            KeyRange::prefix(proposals_of(&prefix)),
+            KeyRange::prefix(PROPOSALS_ROOT),
             WatchConfig::default(),
         )
         .await?;
+        let decisions = ResilientWatch::from_now(
+            self.store.clone(),
+            KeyRange::prefix(decisions_of(&prefix)),
+            WatchConfig::default(),
+        )
+        .await?;
+        let of = prefix.clone();
+        let proposals = proposals.into_stream().map(move |item| {
+            item.map(|event| {
+                puts(event)
+                    .filter_map(|kv| {
+                        let (writer, prefix, _) = parse_proposal_key(&kv.key)?;
+                        (prefix == of).then(|| {
+                            StoredProposal::decode(&kv).map(|stored| {
+                                ReleaseEvent::Proposed(stored.public(
+                                    (writer, kv.mod_revision),
+                                    None,
+                                    &Redaction::default(),
+                                    now_ms(),
+                                ))
+                            })
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+        });
+        let decisions = decisions.into_stream().map(|item| {
+            item.map(|event| {
+                puts(event)
+                    .map(|kv| {
+                        Decision::decode(&kv).map(|decision| {
+                            let public = decision.proposal.public(
+                                (&decision.writer, decision.revision),
+                                Some(&decision),
+                                &Redaction::default(),
+                                now_ms(),
+                            );
+                            match decision.state {
+                                ProposalState::Approved { .. } => ReleaseEvent::Approved(public),
+                                _ => ReleaseEvent::Rejected(public),
+                            }
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+        });
         let of = prefix.clone();
         let records = records.into_stream().map(move |item| {
             item.map(|event| {
@@ -129,23 +179,7 @@ impl ConfigCenter {
                     .collect::<Vec<_>>()
             })
         });
-        let proposals = proposals.into_stream().map(|item| {
-            item.map(|event| {
-                puts(event)
-                    .map(|kv| {
-                        StoredProposal::decode(&kv).map(|stored| {
-                            let public =
-                                stored.public(kv.mod_revision, &Redaction::default(), now_ms());
-                            match stored.state {
-                                ProposalState::Approved { .. } => ReleaseEvent::Approved(public),
-                                ProposalState::Rejected { .. } => ReleaseEvent::Rejected(public),
-                                _ => ReleaseEvent::Proposed(public),
-                            }
-                        })
-                    })
-                    .collect::<Vec<_>>()
-            })
-        });
+        let proposals = futures::stream::select(proposals, decisions);
         let merged = futures::stream::select(records, proposals).flat_map(|batch| {
             let items: Vec<Result<ReleaseEvent>> = match batch {
                 Ok(events) => events,

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use super::history::{Entry, entries, values_at};
 use super::model::{Release, ReleaseKind, head_key, now_ms, record_key};
-use super::proposal::{ProposalState, StoredProposal, proposal_key};
+use super::proposal::{Decision, ProposalState, StoredProposal, decision_key, proposal_key};
 use super::record::{KeyChange, Record};
 use super::state::{KnownStates, PrefixState, read_state, records_since, text_of};
 use super::tracker::Verdict;
-use crate::access::Action;
 use crate::access::audit::{self, AuditAction};
+use crate::access::{Action, Identity};
 use crate::config::center::{ConfigCenter, MapReplace, checked_values, map_replacements};
 use crate::config::gray::{GrayDoc, Selector, gray_key};
 use crate::config::published::PublishedSchema;
@@ -75,12 +75,42 @@ pub(crate) struct Along {
     pub ops: Box<dyn Fn(u64) -> Result<Vec<TxnOp>> + Send + Sync>,
 }
 
-/// The proposal a release approves: it must still be open at `revision`, and becomes
-/// approved in the release's transaction.
+/// The proposal a release approves: it must still be at the revision reviewed, never
+/// rewritten, and undecided; its decision is written in the release's transaction.
 pub(super) struct Approval {
     pub proposal: StoredProposal,
-    /// The proposal key's mod revision when it was read.
+    /// The folder it was found in.
+    pub writer: String,
+    /// The proposal key's mod revision as reviewed.
     pub revision: i64,
+}
+
+impl Approval {
+    fn key(&self) -> String {
+        proposal_key(&self.writer, &self.proposal.prefix, &self.proposal.id)
+    }
+
+    fn decision_key(&self) -> String {
+        decision_key(&self.proposal.prefix, &self.proposal.id)
+    }
+
+    /// Why the approval can no longer commit, if the proposal or its decision moved.
+    async fn moved(&self, center: &ConfigCenter) -> Result<Option<Error>> {
+        let (proposal, _) = center.store.get(&self.key()).await?;
+        let (decision, _) = center.store.get(&self.decision_key()).await?;
+        let why = match (proposal, decision) {
+            (_, Some(kv)) => format!(
+                "decided meanwhile ({:?})",
+                Decision::decode(&kv).map(|d| d.state).ok()
+            ),
+            (None, None) => "withdrawn meanwhile".into(),
+            (Some(kv), None) if kv.mod_revision != self.revision || kv.version != 1 => {
+                "rewritten since it was reviewed: review it again".into()
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(self.proposal.refused(why)))
+    }
 }
 
 /// Everything about a release but its plan.
@@ -168,8 +198,15 @@ impl Job {
                 self.audit_refused(&refused).await;
                 return Err(refused);
             }
-            if let Some(approval) = &self.approval {
-                self.check_not_stale(approval, &state).await?;
+            if let Some(approval) = &self.approval
+                && let Err(stale) = self.check_not_stale(approval, &state)
+            {
+                // A remembered state may only be old: read again before refusing.
+                if remembered {
+                    continue;
+                }
+                self.audit_refused(&stale).await;
+                return Err(stale);
             }
             if let Some(expected) = self.expect
                 && state.seq() != expected
@@ -218,6 +255,12 @@ impl Job {
             };
             if !lost {
                 continue;
+            }
+            if let Some(approval) = &self.approval
+                && let Some(moved) = approval.moved(&self.center).await?
+            {
+                self.audit_refused(&moved).await;
+                return Err(moved);
             }
             if let Some(along) = &self.along {
                 for (key, expected) in &along.guards {
@@ -303,8 +346,15 @@ impl Job {
     /// else `release`), and no direct change of new values on a prefix that requires review.
     fn admit(&self, plan: &Plan, state: &PrefixState) -> Result<()> {
         let identity = &self.center.identity;
-        if self.approval.is_some() {
-            return state.gate.allow(identity, Action::Approve, &self.prefix);
+        if let Some(approval) = &self.approval {
+            state.gate.allow(identity, Action::Approve, &self.prefix)?;
+            // The proposer must still be one who may propose here.
+            let proposer = Identity {
+                principal: approval.proposal.proposer.clone(),
+                via: approval.proposal.via.clone(),
+                authenticated: identity.authenticated,
+            };
+            return state.gate.allow(&proposer, Action::Propose, &self.prefix);
         }
         state.gate.allow(identity, Action::Release, &self.prefix)?;
         if matches!(plan, Plan::Typed { .. } | Plan::Raw { .. }) {
@@ -340,7 +390,7 @@ impl Job {
 
     /// Refuses an approval whose prefix moved since the proposal: another release since its
     /// base, or a key it changes no longer holding the text it was proposed over.
-    async fn check_not_stale(&self, approval: &Approval, state: &PrefixState) -> Result<()> {
+    fn check_not_stale(&self, approval: &Approval, state: &PrefixState) -> Result<()> {
         let proposal = &approval.proposal;
         let mut changed = Vec::new();
         for (key, change) in &proposal.release.changes {
@@ -368,14 +418,12 @@ impl Job {
                 ),
             );
         }
-        let error = Error::Proposal {
+        Err(Error::Proposal {
             prefix: self.prefix.clone(),
             id: proposal.id.clone(),
             reason: "the prefix changed since it was proposed: propose again".into(),
             changed,
-        };
-        self.audit_refused(&error).await;
-        Err(error)
+        })
     }
 
     /// Plans the release on a fresh read without sending it: the record it would write, and
@@ -780,10 +828,9 @@ impl Job {
             compares.extend(along.compares.iter().cloned());
         }
         if let Some(approval) = &self.approval {
-            compares.push(Compare::mod_revision(
-                proposal_key(prefix, &approval.proposal.id),
-                approval.revision,
-            ));
+            compares.push(Compare::mod_revision(approval.key(), approval.revision));
+            compares.push(Compare::version(approval.key(), 1));
+            compares.push(Compare::create_revision(approval.decision_key(), 0));
         }
         let guarded: BTreeSet<&String> = if gray_release.is_some() {
             BTreeSet::new()
@@ -848,17 +895,21 @@ impl Job {
             .detail(format!("release {seq}"))
             .reason(release.message.clone());
         if let Some(approval) = &self.approval {
-            let mut decided = approval.proposal.clone();
-            decided.state = ProposalState::Approved {
-                by: identity.principal.clone(),
-                seq,
+            let decision = Decision {
+                state: ProposalState::Approved {
+                    by: identity.principal.clone(),
+                    seq,
+                },
+                at_ms: now,
+                writer: approval.writer.clone(),
+                revision: approval.revision,
+                proposal: approval.proposal.clone(),
             };
-            decided.decided_ms = Some(now);
-            ops.push(TxnOp::put(
-                proposal_key(prefix, &decided.id),
-                decided.encode()?,
+            ops.push(TxnOp::put(approval.decision_key(), decision.encode()?));
+            audit = audit.detail(format!(
+                "proposal {} as release {seq}",
+                approval.proposal.id
             ));
-            audit = audit.detail(format!("proposal {} as release {seq}", decided.id));
         }
         ops.push(audit.op(identity.writer())?);
         if let Some(along) = &self.along {
