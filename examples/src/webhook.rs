@@ -5,8 +5,9 @@
 //! receiver on 127.0.0.1, which prints what it is sent. With `WEBHOOK_URL=http://host:port/path`
 //! it posts there instead (plain HTTP/1.1; put a TLS-terminating proxy in front for https).
 //!
-//! Each event is one JSON POST, retried with backoff while the receiver fails; the stream
-//! itself resumes across etcd outages (see `ConfigCenter::events`).
+//! Each event is one JSON POST, tried up to five times with a growing pause while the
+//! receiver fails, then dropped with a message on stderr (a real forwarder would keep a
+//! queue); the stream itself resumes across etcd outages (see `ConfigCenter::events`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -386,7 +386,9 @@ impl ConfigCenter {
                 if response.succeeded {
                     return Ok(response.revision);
                 }
-                // The policy changed between the check and the write: check again.
+                // The policy changed between the check and the write: check again, after a
+                // pause (a policy rewritten in a loop must not make this one spin).
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         }
         .instrument(span)

@@ -228,7 +228,9 @@ impl ConfigCenter {
     /// `propose`); [`Error::Proposal`] for one's own proposal, one stored by someone other
     /// than its proposer, one no longer open, one rewritten since it was seen, or one whose
     /// prefix changed since (listing what changed); [`Error::NotFound`] for an unknown id.
-    /// Each refusal is in the audit log.
+    /// Each refusal by the policy, the review rules or the proposal's state is in the audit
+    /// log; a release that cannot be planned (a gray release already in progress, a value a
+    /// newer schema refuses) fails as [`ReleaseBuilder::commit`] does.
     ///
     /// # Cancel safety
     ///

@@ -233,7 +233,9 @@ impl ConfigCenter {
     /// started before it (so a release made beside a gray release is not done while an
     /// instance still lays the gray values over it). An instance that
     /// rejected a change at or after that revision ends the wait. Instances that appear while
-    /// waiting are waited for too; with none live, it returns at once.
+    /// waiting are waited for too; with none live, it returns at once. A gray release's
+    /// selector is read once, when the wait starts: a widening made during the wait is
+    /// waited for by waiting for the widening.
     ///
     /// It reads the statuses every 50 ms at first, backing off to every 500 ms.
     ///
