@@ -267,6 +267,14 @@ pub struct PlanStatus {
 }
 
 impl PlanStatus {
+    /// The plan stored at `kv`, checked as [`Rollouts::start`](super::Rollouts::start)
+    /// checks a plan: a plan edited by hand in etcd is refused here, not where the driver
+    /// runs it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] if it is no plan; [`Error::Invalid`] naming the key for a plan that
+    /// cannot run or a step it does not have.
     pub(crate) fn decode(kv: &KeyValue) -> Result<PlanStatus> {
         let mut status: PlanStatus =
             serde_json::from_slice(&kv.value).map_err(|source| Error::Decode {
@@ -274,7 +282,35 @@ impl PlanStatus {
                 source,
             })?;
         status.revision = kv.mod_revision;
+        status.plan.validate().map_err(|e| Error::Invalid {
+            key: kv.key.clone(),
+            reason: match e {
+                Error::InvalidArgument { reason, .. } => {
+                    format!("the stored plan cannot run: {reason}")
+                }
+                other => other.to_string(),
+            },
+        })?;
+        if let PlanState::Running { step, .. } = status.state {
+            status.step(step)?;
+        }
         Ok(status)
+    }
+
+    /// Step `step` of the plan.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming the plan key if the plan has no such step.
+    pub(crate) fn step(&self, step: usize) -> Result<&Step> {
+        self.plan.steps.get(step).ok_or_else(|| Error::Invalid {
+            key: plan_key(&self.plan.prefix),
+            reason: format!(
+                "the plan is at step {} but has {} steps",
+                step + 1,
+                self.plan.steps.len()
+            ),
+        })
     }
 
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
@@ -344,6 +380,61 @@ mod tests {
             .step(Selector::default(), Duration::ZERO);
         assert!(empty.validate().is_err());
         assert!(RolloutPlan::new("/config/x", values).validate().is_err());
+    }
+
+    fn stored(status: &PlanStatus) -> KeyValue {
+        KeyValue {
+            key: plan_key(&status.plan.prefix),
+            value: status.encode().unwrap(),
+            mod_revision: 7,
+            ..KeyValue::default()
+        }
+    }
+
+    #[test]
+    fn a_hand_edited_plan_that_cannot_run_is_refused_when_read() {
+        let values = BTreeMap::from([("a".to_owned(), 1.into())]);
+        let plan = RolloutPlan::new("/config/x", values)
+            .step(Selector::default().percent(10), Duration::ZERO)
+            .step(Selector::default(), Duration::ZERO);
+        let mut status = PlanStatus {
+            id: "1".into(),
+            plan,
+            state: PlanState::Running {
+                step: 1,
+                gray: 2,
+                since_ms: 0,
+            },
+            paused: false,
+            started_by: "ana".into(),
+            log: Vec::new(),
+            revision: 0,
+        };
+        assert_eq!(PlanStatus::decode(&stored(&status)).unwrap().revision, 7);
+
+        // A step past the end.
+        status.state = PlanState::Running {
+            step: 2,
+            gray: 2,
+            since_ms: 0,
+        };
+        let err = PlanStatus::decode(&stored(&status)).unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid { key, reason }
+                if key == "/coord/plans/config/x" && reason.contains("step 3 but has 2")),
+            "{err:?}"
+        );
+
+        // No steps at all: nothing may index them.
+        status.plan.steps.clear();
+        status.state = PlanState::Pending;
+        let err = PlanStatus::decode(&stored(&status)).unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid { key, reason }
+                if key == "/coord/plans/config/x" && reason.contains("needs steps")),
+            "{err:?}"
+        );
+        assert!(status.step(0).is_err());
     }
 
     #[test]
