@@ -8,16 +8,31 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::plan::{PlanState, PlanStatus, driver_election, now_ms, plan_key};
-use super::{Written, moving};
+use super::{Written, gray_in_progress, how_ended, moving};
+use crate::config::gray::gray_key;
 use crate::config::{ConfigCenter, InstanceHealth, InstanceStatus, Release};
 use crate::context::Context;
-use crate::election::{Election, Leadership};
+use crate::election::{DEFAULT_ELECTION_TTL, Election, Leadership};
 use crate::error::{Error, Result};
-use crate::store::KeyRange;
+use crate::store::{Compare, EventKind, KeyRange, KeyValue, Txn, TxnOp};
 use crate::watch::{ResilientWatch, WatchConfig, WatchEvent};
 
 /// How often the driver looks at the instances while a step bakes.
 const LOOK_EVERY: Duration = Duration::from_millis(100);
+
+/// The least time a judgement gives the selected instances to show they run a step, even
+/// when the step's [`rollout_timeout`](super::Gates::rollout_timeout) has passed (a driver
+/// that took over, restarted or was held up): enough for a few reads of their statuses, so
+/// only instances really behind fail the gate.
+const RECHECK_AT_LEAST: Duration = Duration::from_secs(3);
+
+/// The first pause after a round of the drive loop that moved nothing (an error, a wake-up
+/// with nothing new); it doubles up to [`MAX_PAUSE`] while nothing moves.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between two rounds that move nothing.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// Errors in a row, with the plan not moving in between, after which the driver gives up.
+const MAX_FAILURES: u32 = 10;
 
 /// What a user gate is told: the plan, the step it judges, the statuses of the instances.
 #[derive(Clone, Debug)]
@@ -37,6 +52,18 @@ type GateFn = Arc<
 
 /// Runs a prefix's plan: campaigns to be its only driver, then moves it step by step until it
 /// is promoted, aborted or cancelled. Made by [`Rollouts::driver`](super::Rollouts::driver).
+///
+/// The driver releases as the principal of the `Rollouts` it came from: the connection's
+/// own (its etcd user, or `anonymous`) unless made through
+/// [`Rollouts::as_principal`](super::Rollouts::as_principal). Each step is a release checked
+/// against that principal's grants (`release` on the prefix, and a prefix that requires
+/// review refuses the first step), and its record in history and in the audit log names it.
+///
+/// It rides out trouble: a store error, a watch that breaks, a release that lost a race to
+/// another of the prefix are logged, and after a pause (100 ms, doubling up to 5 s) the plan
+/// is read again and the step judged or tried again. It gives up only when its leadership
+/// is lost, the plan is gone, or errors keep coming (10 in a row) while the plan does not
+/// move.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -69,6 +96,7 @@ pub struct Driver {
     center: ConfigCenter,
     prefix: String,
     gates: Vec<(String, GateFn)>,
+    ttl: Duration,
 }
 
 impl std::fmt::Debug for Driver {
@@ -77,6 +105,7 @@ impl std::fmt::Debug for Driver {
         f.debug_struct("Driver")
             .field("prefix", &self.prefix)
             .field("gates", &gates)
+            .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +116,16 @@ enum Verdict {
     Fail(String),
     /// The plan changed (paused, cancelled, moved by another driver): read it again.
     Changed,
+    /// The plan's gray release is no longer in progress: something outside the plan ended it.
+    GrayEnded,
+}
+
+/// How a round of the drive loop ended.
+enum Round {
+    /// It did what it could; read the plan again.
+    Again,
+    /// The plan is over.
+    Done(Box<PlanStatus>),
 }
 
 impl Driver {
@@ -96,11 +135,23 @@ impl Driver {
             center,
             prefix: prefix.to_owned(),
             gates: Vec::new(),
+            ttl: DEFAULT_ELECTION_TTL,
         }
     }
 
+    /// Sets the TTL of the driver's leadership (default
+    /// [`DEFAULT_ELECTION_TTL`](crate::election::DEFAULT_ELECTION_TTL)): how long a driver that
+    /// vanished without resigning (a crash, a partition) holds the plan before another takes
+    /// over. At least one second.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
     /// Adds a user gate, judged at the end of each step's bake: `Err(reason)` aborts the plan
-    /// with the reason. Every driver of the plan should be given the same gates.
+    /// with the reason. Every driver of the plan should be given the same gates. A gate's
+    /// future is dropped if the plan changes while it runs (a pause, a cancel), and a step
+    /// judged again (after an error) asks it again.
     pub fn gate<F, Fut>(mut self, name: &str, gate: F) -> Self
     where
         F: Fn(GateContext) -> Fut + Send + Sync + 'static,
@@ -116,7 +167,9 @@ impl Driver {
     /// # Errors
     ///
     /// [`Error::NotFound`] if the prefix has no plan; [`Error::SessionLost`] if leadership is
-    /// lost (another driver takes over from the recorded step); store errors.
+    /// lost (another driver takes over from the recorded step); [`Error::InvalidArgument`] for
+    /// a [`ttl`](Self::ttl) under a second; the last error when errors keep coming while the
+    /// plan does not move.
     ///
     /// # Cancel safety
     ///
@@ -125,7 +178,8 @@ impl Driver {
     pub async fn run(self) -> Result<PlanStatus> {
         let span = tracing::info_span!("rollout.drive", prefix = %self.prefix);
         async {
-            let election = Election::new(Arc::clone(&self.ctx), &driver_election(&self.prefix));
+            let election =
+                Election::new(Arc::clone(&self.ctx), &driver_election(&self.prefix)).ttl(self.ttl);
             let leadership = election.campaign(self.ctx.instance.name.clone()).await?;
             tracing::info!("driving the plan");
             let result = tokio::select! {
@@ -141,37 +195,89 @@ impl Driver {
         .await
     }
 
+    /// The drive loop: a round per state of the plan, each read afresh. A round that fails is
+    /// logged and, after a pause, the plan is read again: if it moved, the next round goes on
+    /// from there; if not, the round is tried again.
     async fn drive(&self, leadership: &Leadership) -> Result<PlanStatus> {
+        let mut pause = FIRST_PAUSE;
+        let mut failures = 0_u32;
+        let mut last: Option<i64> = None;
         loop {
-            let status = self.read().await?;
-            if status.state.is_finished() {
-                return Ok(status);
-            }
-            if status.paused {
-                self.wait_for_change(&status).await?;
-                continue;
-            }
-            match status.state.clone() {
-                PlanState::Pending => {
-                    self.first_step(&status, leadership).await?;
+            let status = match self.read().await {
+                Ok(status) => Some(status),
+                Err(e @ (Error::NotFound { .. } | Error::Closed)) => return Err(e),
+                Err(e) => {
+                    failures = self.failed(e, failures)?;
+                    None
                 }
-                PlanState::Running {
-                    step,
-                    gray,
-                    since_ms,
-                } => match self.judge(&status, step, gray, since_ms).await? {
-                    Verdict::Changed => {}
-                    Verdict::Fail(reason) => {
-                        self.abort(&status, step, gray, reason, leadership).await?;
-                    }
-                    Verdict::Pass(gates) => {
-                        self.next_step(&status, step, gray, gates, leadership)
-                            .await?;
-                    }
-                },
-                _ => return Ok(status),
+            };
+            let moved = status.as_ref().is_some_and(|s| last != Some(s.revision));
+            if moved {
+                pause = FIRST_PAUSE;
+                failures = 0;
+            } else if last.is_some() || status.is_none() {
+                // Nothing moved since the last round: an error, or a wake-up with nothing new.
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+            let Some(status) = status else { continue };
+            last = Some(status.revision);
+            match self.round(status, leadership).await {
+                Ok(Round::Done(status)) => return Ok(*status),
+                Ok(Round::Again) => {}
+                Err(e @ (Error::SessionLost { .. } | Error::Closed)) => return Err(e),
+                Err(e) => failures = self.failed(e, failures)?,
             }
         }
+    }
+
+    /// Counts a failed round: logged, and given up on once too many came in a row.
+    fn failed(&self, error: Error, failures: u32) -> Result<u32> {
+        let failures = failures + 1;
+        if failures >= MAX_FAILURES {
+            tracing::warn!(error = %error, failures, "giving up on the plan: it does not move");
+            return Err(error);
+        }
+        if matches!(error, Error::Conflict { .. }) {
+            // A release of the prefix won a race: no trouble, the step is tried again.
+            tracing::info!(error = %error, failures, "a step of the plan lost a race; trying again");
+        } else {
+            tracing::warn!(error = %error, failures, "a step of the plan failed; trying again");
+        }
+        Ok(failures)
+    }
+
+    /// One move of the plan from where it stands.
+    async fn round(&self, status: PlanStatus, leadership: &Leadership) -> Result<Round> {
+        if status.state.is_finished() {
+            return Ok(Round::Done(Box::new(status)));
+        }
+        if status.paused {
+            self.wait_for_change(&status).await?;
+            return Ok(Round::Again);
+        }
+        match status.state.clone() {
+            PlanState::Pending => self.first_step(&status, leadership).await?,
+            PlanState::Running {
+                step,
+                gray,
+                since_ms,
+            } => match self.judge(&status, step, gray, since_ms).await? {
+                Verdict::Changed => {}
+                Verdict::GrayEnded => {
+                    self.ended_outside(&status, step, gray, leadership).await?;
+                }
+                Verdict::Fail(reason) => {
+                    self.abort(&status, step, gray, reason, leadership).await?;
+                }
+                Verdict::Pass(gates) => {
+                    self.next_step(&status, step, gray, gates, leadership)
+                        .await?;
+                }
+            },
+            _ => return Ok(Round::Done(Box::new(status))),
+        }
+        Ok(Round::Again)
     }
 
     async fn read(&self) -> Result<PlanStatus> {
@@ -182,15 +288,66 @@ impl Driver {
     }
 
     /// Waits until the plan's key changes from `status`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] once the store is closed; other watch errors are waited out.
     async fn wait_for_change(&self, status: &PlanStatus) -> Result<()> {
+        let revision = status.revision;
+        self.wait_until(plan_key(&self.prefix), revision, |kv| {
+            kv.map_or(0, |kv| kv.mod_revision) != revision
+        })
+        .await
+    }
+
+    /// Waits until gray release `gray` is no longer in progress, as seen from `revision` on.
+    async fn wait_for_gray_end(&self, gray: u64, revision: i64) -> Result<()> {
+        self.wait_until(gray_key(&self.prefix), revision, |kv| {
+            !gray_in_progress(kv, gray)
+        })
+        .await
+    }
+
+    /// Follows `key` from after `revision` until `done` says yes of it (`None`: deleted).
+    ///
+    /// A relist (the history was compacted, a break before any revision came) shows the
+    /// key as it is: `done` judges it like any change, so a key that did not change keeps
+    /// the wait going.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] once the store is closed; other watch errors are logged and waited
+    /// out (the watch backs off and resumes by itself).
+    async fn wait_until(
+        &self,
+        key: String,
+        revision: i64,
+        done: impl Fn(Option<&KeyValue>) -> bool,
+    ) -> Result<()> {
         let mut watch = ResilientWatch::with_config(
             self.center.store.clone(),
-            KeyRange::key(plan_key(&self.prefix)),
+            KeyRange::key(key.as_str()),
             WatchConfig::default(),
         )
-        .starting_after(status.revision);
+        .starting_after(revision);
         loop {
-            if !matches!(watch.next().await?, WatchEvent::Progress { .. }) {
+            let seen = match watch.next().await {
+                Ok(WatchEvent::Progress { .. }) => continue,
+                Ok(WatchEvent::Init { kvs, .. }) => done(kvs.iter().find(|kv| kv.key == key)),
+                Ok(WatchEvent::Events { events, .. } | WatchEvent::Resync { events, .. }) => events
+                    .iter()
+                    .filter(|e| e.kv.key == key)
+                    .any(|e| match e.kind {
+                        EventKind::Put => done(Some(&e.kv)),
+                        EventKind::Delete => done(None),
+                    }),
+                Err(Error::Closed) => return Err(Error::Closed),
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "the watch broke; it resumes");
+                    continue;
+                }
+            };
+            if seen {
                 return Ok(());
             }
         }
@@ -211,7 +368,7 @@ impl Driver {
         let release = self
             .center
             .release_raw_with(&plan.prefix, plan.values.clone(), plan.removes.clone())
-            .to(plan.steps[0].selector.clone())
+            .to(status.step(0)?.selector.clone())
             .message(self.message(status, &status.describe_step(0), None))
             .along(along);
         self.commit(release.commit().await, &written).await
@@ -287,8 +444,41 @@ impl Driver {
         self.commit(release.commit().await, &written).await
     }
 
-    /// A committed move; a conflict (another driver or a person moved the plan) is read
-    /// again by the loop.
+    /// Ends the plan whose gray release `gray` something outside it ended (a rollback, a
+    /// promote or abort by hand): no release to make, the plan is marked aborted with what
+    /// ended it, under the driver's fence. A plan that moved meanwhile is read again.
+    async fn ended_outside(
+        &self,
+        status: &PlanStatus,
+        step: usize,
+        gray: u64,
+        leadership: &Leadership,
+    ) -> Result<()> {
+        let how = how_ended(&self.center, &self.prefix, gray).await?;
+        let reason = format!("gray release {gray} ended outside the plan ({how})");
+        tracing::warn!(plan = %status.id, %reason, "the plan ends with its gray release");
+        let mut next = status.clone();
+        next.state = PlanState::Aborted {
+            reason: reason.clone(),
+            seq: None,
+        };
+        next.note(format!(
+            "aborted at {}: {reason}",
+            status.describe_step(step)
+        ));
+        let key = plan_key(&self.prefix);
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(&key, status.revision),
+                leadership.fence(),
+            ])
+            .and_then([TxnOp::put(&key, next.encode()?)]);
+        self.center.store.txn(txn).await?;
+        Ok(())
+    }
+
+    /// A committed move; a conflict on the plan (another driver or a person moved it) is
+    /// read again by the loop, and so is any other error, after a pause.
     async fn commit(&self, result: Result<Release>, written: &Written) -> Result<()> {
         match result {
             Ok(_) => written.take().map(|_| ()),
@@ -311,10 +501,31 @@ impl Driver {
         }
     }
 
-    /// Judges step `step`: every selected instance runs it (within the rollout timeout),
-    /// then the bake runs out with no rejection and no degraded instance, then the user
-    /// gates say yes.
+    /// Judges step `step` (see [`gates`](Self::gates)) while watching the plan and its gray
+    /// release: a change of the plan (a pause, a cancel, another driver's move) or the end of
+    /// the gray release ends the judgement.
     async fn judge(
+        &self,
+        status: &PlanStatus,
+        step: usize,
+        gray: u64,
+        since_ms: u64,
+    ) -> Result<Verdict> {
+        let (kv, at) = self.center.store.get(&gray_key(&self.prefix)).await?;
+        if !gray_in_progress(kv.as_ref(), gray) {
+            return Ok(Verdict::GrayEnded);
+        }
+        tokio::select! {
+            verdict = self.gates(status, step, gray, since_ms) => verdict,
+            changed = self.wait_for_change(status) => changed.map(|()| Verdict::Changed),
+            ended = self.wait_for_gray_end(gray, at) => ended.map(|()| Verdict::GrayEnded),
+        }
+    }
+
+    /// The gates of step `step`: every selected instance runs it (within the rollout timeout,
+    /// and at least a few seconds from now), then the bake runs out with no rejection and no
+    /// degraded instance, then the user gates say yes.
+    async fn gates(
         &self,
         status: &PlanStatus,
         step: usize,
@@ -323,31 +534,19 @@ impl Driver {
     ) -> Result<Verdict> {
         let plan = &status.plan;
         let gates = &plan.gates;
-        let reached_by = since_ms.saturating_add(gates.rollout_timeout.as_millis() as u64);
-        let wait = Duration::from_millis(reached_by.saturating_sub(now_ms()));
-        // One watch of the plan for the whole judgement: a pause, a cancel or another
-        // driver's move ends it.
-        let changed = self.wait_for_change(status);
-        tokio::pin!(changed);
-        let reached = tokio::select! {
-            reached = self.center.wait_rollout(&plan.prefix, gray, wait.max(Duration::from_millis(1))) => reached,
-            changed = &mut changed => { changed?; return Ok(Verdict::Changed) }
-        };
-        let statuses = match reached {
-            Ok(statuses) => statuses,
-            Err(Error::Rejected {
-                instance,
-                key,
-                reason,
-            }) => {
-                let at = key.map(|k| format!(" at {k}")).unwrap_or_default();
-                return Ok(Verdict::Fail(format!(
-                    "instance {instance} rejected it{at}: {reason}"
-                )));
-            }
-            Err(Error::Timeout { .. }) => {
+        let selector = &status.step(step)?.selector;
+        let reached_by = since_ms.saturating_add(millis(gates.rollout_timeout));
+        // A judgement that starts late (after a failover, a restart) still gives the instances
+        // time to show they run the step: a step they loaded long ago passes.
+        let wait = Duration::from_millis(reached_by.saturating_sub(now_ms())).max(RECHECK_AT_LEAST);
+        // The wait is timed here: a `Timeout` from inside is a store request's, not the gate's.
+        let rollout = self
+            .center
+            .wait_rollout(&plan.prefix, gray, wait.saturating_mul(2));
+        let reached = match tokio::time::timeout(wait, rollout).await {
+            Ok(reached) => reached,
+            Err(_) => {
                 let statuses = self.center.rollout(&plan.prefix).await?;
-                let selector = &plan.steps[step].selector;
                 let behind: Vec<String> = statuses
                     .iter()
                     .filter(|s| {
@@ -365,16 +564,25 @@ impl Driver {
                     }
                 )));
             }
+        };
+        let statuses = match reached {
+            Ok(statuses) => statuses,
+            Err(Error::Rejected {
+                instance,
+                key,
+                reason,
+            }) => {
+                let at = key.map(|k| format!(" at {k}")).unwrap_or_default();
+                return Ok(Verdict::Fail(format!(
+                    "instance {instance} rejected it{at}: {reason}"
+                )));
+            }
             Err(e) => return Err(e),
         };
-        let selected = |s: &InstanceStatus| {
-            plan.steps[step]
-                .selector
-                .matches(&s.instance, &s.labels, gray)
-        };
+        let selected = |s: &InstanceStatus| selector.matches(&s.instance, &s.labels, gray);
         let running = statuses.iter().filter(|s| selected(s)).count();
         // Bake: the step runs its time while nothing goes wrong.
-        let bake_until = since_ms.saturating_add(plan.steps[step].bake.as_millis() as u64);
+        let bake_until = since_ms.saturating_add(millis(status.step(step)?.bake));
         let mut statuses = statuses;
         loop {
             if let Some(fail) = look(&statuses, gray, gates.healthy, &selected) {
@@ -384,11 +592,7 @@ impl Driver {
             if now >= bake_until {
                 break;
             }
-            let pause = Duration::from_millis(bake_until - now).min(LOOK_EVERY);
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                changed = &mut changed => { changed?; return Ok(Verdict::Changed) }
-            }
+            tokio::time::sleep(Duration::from_millis(bake_until - now).min(LOOK_EVERY)).await;
             statuses = self.center.rollout(&plan.prefix).await?;
         }
         let mut passed = vec![format!("{running} instance(s) on it, none rejected")];
@@ -408,6 +612,11 @@ impl Driver {
         }
         Ok(Verdict::Pass(passed.join(", ")))
     }
+}
+
+/// A duration in whole milliseconds, saturating.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What is wrong among `statuses` while a step bakes: a rejection of the gray release, or a

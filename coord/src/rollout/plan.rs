@@ -39,7 +39,11 @@ pub struct Gates {
     /// passes.
     #[serde(default = "yes")]
     pub healthy: bool,
-    /// How long every selected instance has to load a step before the plan aborts.
+    /// How long every selected instance has to load a step before the plan aborts, counted
+    /// from the step's start (or from its [`resume`](super::Rollouts::resume)). A driver
+    /// that judges the step after this passed (it took over from another, or restarted)
+    /// still gives the instances a few seconds to show they run it: only instances really
+    /// behind abort the plan.
     #[serde(default = "default_rollout_timeout", with = "humantime_serde")]
     pub rollout_timeout: Duration,
 }
