@@ -1,16 +1,22 @@
 //! Rollout plans on a real etcd with 20 instances, each a real `Live`: the steps reach
 //! exactly the instances their selectors pick and keep the earlier ones, a rejection or a
 //! failing gate aborts the plan with every instance back on the base values, and a driver
-//! killed mid-plan is replaced by another that resumes at the recorded step.
+//! cut off mid-plan is replaced, once its lease expires, by another that resumes at the
+//! recorded step while the first cannot move the plan any more. A driver that judges a step
+//! after its rollout timeout passed still lets it pass, a compacted history makes no driver
+//! spin, a gray release ended outside the plan ends the plan. On the embedded store: plans
+//! take `release` on their prefix under an access policy, and are audited.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use coord::access::audit::{list, AuditAction, AuditQuery, Outcome};
+use coord::access::Policy;
 use coord::config::{ReleaseKind, Selector};
-use coord::rollout::{GateContext, PlanState, RolloutPlan};
+use coord::rollout::{GateContext, Gates, PlanState, RolloutPlan};
 use coord::testing::EtcdServer;
-use coord::{Coord, Instance, InstanceHealth, Live};
+use coord::{Coord, Error, Instance, InstanceHealth, Live};
 
 const PREFIX: &str = "/config/limits";
 const BASE: i64 = 10;
@@ -118,6 +124,19 @@ impl Fleet {
         }
     }
 
+    /// The kinds of the prefix's releases, oldest first.
+    async fn kinds(&self) -> Vec<String> {
+        let history = self.admin.config().history(PREFIX, 10).await.unwrap();
+        history
+            .iter()
+            .rev()
+            .map(|r| {
+                let kind = format!("{:?}", r.kind);
+                kind.split([' ', '{']).next().unwrap().to_owned()
+            })
+            .collect()
+    }
+
     fn values_now(&self) -> BTreeMap<String, i64> {
         self.instances
             .iter()
@@ -158,6 +177,24 @@ impl Fleet {
             );
         }
     }
+}
+
+/// Waits until the plan runs step `step`; returns its gray release.
+async fn running_step(rollouts: &coord::rollout::Rollouts, step: usize) -> u64 {
+    let wait = async {
+        loop {
+            let status = rollouts.status(PREFIX).await.unwrap();
+            match status.map(|s| s.state) {
+                Some(PlanState::Running {
+                    step: now, gray, ..
+                }) if now == step => return gray,
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .expect("the plan reaches the step")
 }
 
 fn values(limit: i64) -> BTreeMap<String, serde_json::Value> {
@@ -268,22 +305,7 @@ async fn a_plan_reaches_exactly_each_steps_instances_keeps_earlier_picks_and_pro
         "{:?}",
         fleet.values_now()
     );
-    let kinds: Vec<String> = fleet
-        .admin
-        .config()
-        .history(PREFIX, 10)
-        .await
-        .unwrap()
-        .iter()
-        .rev()
-        .map(|r| {
-            format!("{:?}", r.kind)
-                .split([' ', '{'])
-                .next()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let kinds = fleet.kinds().await;
     assert_eq!(kinds, ["Release", "Gray", "Widen", "Widen", "Promote"]);
     fleet.check_no_early_loads().await;
 }
@@ -386,13 +408,7 @@ async fn a_failing_user_gate_or_a_degraded_instance_aborts_the_plan() {
         .await
         .unwrap();
     let driver = tokio::spawn(rollouts.driver(PREFIX).run());
-    let gray = loop {
-        let status = rollouts.status(PREFIX).await.unwrap();
-        if let Some(PlanState::Running { gray, .. }) = status.map(|s| s.state) {
-            break gray;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let gray = running_step(&rollouts, 0).await;
     let sick = picks(&Selector::default().percent(50), gray)
         .into_iter()
         .next()
@@ -423,7 +439,8 @@ async fn a_failing_user_gate_or_a_degraded_instance_aborts_the_plan() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_driver_killed_mid_plan_is_replaced_and_no_step_is_applied_twice() {
+async fn a_driver_cut_off_mid_plan_is_replaced_when_its_lease_expires_and_cannot_move_the_plan_after(
+) {
     let fleet = Fleet::start(None).await;
     let rollouts = fleet.admin.rollouts();
     rollouts
@@ -435,23 +452,24 @@ async fn a_driver_killed_mid_plan_is_replaced_and_no_step_is_applied_twice() {
         )
         .await
         .unwrap();
-    // Driver A, on a connection of its own, dies hard during step 2's bake.
-    let a = Coord::connect(fleet.server.client_config()).await.unwrap();
-    let first = tokio::spawn(a.rollouts().driver(PREFIX).run());
-    loop {
-        let status = rollouts.status(PREFIX).await.unwrap().unwrap();
-        if matches!(status.state, PlanState::Running { step: 1, .. }) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    first.abort();
-    let _ = first.await;
-    drop(a);
+    // Driver A reaches etcd through a proxy, with a 2 s leadership.
+    let proxies = fleet.server.proxies().await.unwrap();
+    let a = Coord::connect(proxies.client_config()).await.unwrap();
+    let first = tokio::spawn(
+        a.rollouts()
+            .driver(PREFIX)
+            .ttl(Duration::from_secs(2))
+            .run(),
+    );
+    running_step(&rollouts, 1).await;
+    // A is cut off during step 2's bake: it neither resigns nor renews; etcd hears nothing
+    // more from it, and what it sends from now on is held until the heal.
+    proxies[0].blackhole();
 
-    // Driver B waits for A's leadership to go, then resumes at step 2.
+    // Driver B, on a connection of its own, leads once A's lease expires, and resumes at
+    // step 2.
     let b = Coord::connect(fleet.server.client_config()).await.unwrap();
-    let done = tokio::time::timeout(Duration::from_secs(60), b.rollouts().driver(PREFIX).run())
+    let done = tokio::time::timeout(Duration::from_secs(30), b.rollouts().driver(PREFIX).run())
         .await
         .expect("B finishes the plan")
         .unwrap();
@@ -461,26 +479,28 @@ async fn a_driver_killed_mid_plan_is_replaced_and_no_step_is_applied_twice() {
         done.state
     );
 
-    let kinds: Vec<String> = fleet
-        .admin
-        .config()
-        .history(PREFIX, 10)
+    // A's run ends with its leadership, which it could not renew. Healed, A's held requests
+    // reach etcd: its fence refuses them.
+    proxies[0].heal();
+    let ended = tokio::time::timeout(Duration::from_secs(20), first)
         .await
-        .unwrap()
-        .iter()
-        .rev()
-        .map(|r| {
-            format!("{:?}", r.kind)
-                .split([' ', '{'])
-                .next()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+        .expect("A's run ends")
+        .unwrap();
+    assert!(
+        matches!(ended, Err(Error::SessionLost { .. })),
+        "A cannot finish a plan it lost: {ended:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let kinds = fleet.kinds().await;
     assert_eq!(
         kinds,
         ["Release", "Gray", "Widen", "Widen", "Promote"],
         "each step once"
+    );
+    let now = rollouts.status(PREFIX).await.unwrap().unwrap();
+    assert_eq!(
+        now.revision, done.revision,
+        "nothing moved the plan after B"
     );
     fleet
         .admin
@@ -490,6 +510,184 @@ async fn a_driver_killed_mid_plan_is_replaced_and_no_step_is_applied_twice() {
         .unwrap();
     assert!(fleet.values_now().values().all(|v| *v == NEW));
     fleet.check_no_early_loads().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_takes_over_after_the_rollout_timeout_finishes_the_step_and_so_does_a_resume()
+{
+    let fleet = Fleet::start(None).await;
+    let rollouts = fleet.admin.rollouts();
+    rollouts
+        .start(
+            RolloutPlan::new(PREFIX, values(NEW))
+                .step(Selector::default().percent(50), Duration::from_millis(2500))
+                .step(Selector::default(), Duration::ZERO)
+                .gates(Gates {
+                    rollout_timeout: Duration::from_secs(1),
+                    ..Gates::default()
+                }),
+        )
+        .await
+        .unwrap();
+    let first = tokio::spawn(rollouts.driver(PREFIX).run());
+    running_step(&rollouts, 0).await;
+    // Paused past the rollout timeout, then resumed: the step starts again.
+    rollouts.pause(PREFIX).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    rollouts.resume(PREFIX).await.unwrap();
+    // The first driver goes in the bake, after the resumed step's rollout timeout passed.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let baking = rollouts.status(PREFIX).await.unwrap().unwrap();
+    assert!(
+        matches!(baking.state, PlanState::Running { step: 0, .. }),
+        "a resumed step is not judged against its old deadline: {:?}",
+        baking.state
+    );
+    first.abort();
+    let _ = first.await;
+
+    // The second judges the step afresh: its instances run it, so it passes.
+    let done = tokio::time::timeout(Duration::from_secs(20), rollouts.driver(PREFIX).run())
+        .await
+        .expect("the second driver finishes the plan")
+        .unwrap();
+    assert!(
+        matches!(done.state, PlanState::Promoted { .. }),
+        "{:?}",
+        done.state
+    );
+    assert_eq!(fleet.kinds().await, ["Release", "Gray", "Widen", "Promote"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_compaction_a_paused_plan_does_not_spin_and_a_baking_one_finishes() {
+    let fleet = Fleet::start(None).await;
+    let rollouts = fleet.admin.rollouts();
+    rollouts
+        .start(
+            RolloutPlan::new(PREFIX, values(NEW))
+                .step(Selector::default().percent(50), Duration::from_millis(1500))
+                .step(Selector::default(), Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    let first = tokio::spawn(rollouts.driver(PREFIX).run());
+    running_step(&rollouts, 0).await;
+    rollouts.pause(PREFIX).await.unwrap();
+    first.abort();
+    let _ = first.await;
+    // The history up to after the pause is compacted away.
+    let compact_past_the_plan = || async {
+        for i in 0..3 {
+            fleet
+                .admin
+                .store()
+                .put("/elsewhere", format!("{i}").into_bytes(), 0)
+                .await
+                .unwrap();
+        }
+        fleet.server.compact().await.unwrap();
+    };
+    compact_past_the_plan().await;
+
+    // A driver of the paused plan waits; it does not read and relist in a loop.
+    let d = Coord::connect(fleet.server.client_config()).await.unwrap();
+    let second = tokio::spawn(d.rollouts().driver(PREFIX).run());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before = d.store().stats().round_trips();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spent = d.store().stats().round_trips() - before;
+    // A lease renewal at most: a round of the drive loop (read, open a watch, relist) is 3.
+    assert!(
+        spent <= 2,
+        "{spent} round trips in a second of a paused plan"
+    );
+    assert!(!second.is_finished());
+
+    // Resumed, it goes on; cut off in the bake, with the history compacted past the
+    // resume, a third driver finishes the bake and the plan.
+    rollouts.resume(PREFIX).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    second.abort();
+    let _ = second.await;
+    compact_past_the_plan().await;
+    let done = tokio::time::timeout(Duration::from_secs(20), rollouts.driver(PREFIX).run())
+        .await
+        .expect("the bake ends and the plan with it")
+        .unwrap();
+    assert!(
+        matches!(done.state, PlanState::Promoted { .. }),
+        "{:?}",
+        done.state
+    );
+    assert_eq!(fleet.kinds().await, ["Release", "Gray", "Widen", "Promote"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gray_release_ended_outside_the_plan_ends_the_plan_and_a_cancel_still_succeeds() {
+    let fleet = Fleet::start(None).await;
+    let rollouts = fleet.admin.rollouts();
+    let long = || {
+        RolloutPlan::new(PREFIX, values(NEW))
+            .step(Selector::default().percent(50), Duration::from_secs(30))
+            .step(Selector::default(), Duration::ZERO)
+    };
+    rollouts.start(long()).await.unwrap();
+    let driver = tokio::spawn(rollouts.driver(PREFIX).run());
+    let gray = running_step(&rollouts, 0).await;
+    // A rollback mid-plan ends the gray release (recorded as its abort).
+    fleet
+        .admin
+        .config()
+        .rollback(PREFIX, 1)
+        .commit()
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), driver)
+        .await
+        .expect("the driver ends the plan long before its 30 s bake")
+        .unwrap()
+        .unwrap();
+    let PlanState::Aborted { reason, seq: None } = &done.state else {
+        panic!("{:?}", done.state);
+    };
+    assert!(
+        reason.starts_with(&format!(
+            "gray release {gray} ended outside the plan (aborted as release"
+        )) && reason.contains("rollback to 1"),
+        "{reason}"
+    );
+
+    // A new plan starts; its gray release is aborted by hand with no driver around: cancel
+    // ends it all the same, and the next plan can start.
+    rollouts.start(long()).await.unwrap();
+    let driver = tokio::spawn(rollouts.driver(PREFIX).run());
+    let gray = running_step(&rollouts, 0).await;
+    driver.abort();
+    let _ = driver.await;
+    fleet
+        .admin
+        .config()
+        .abort(PREFIX, gray)
+        .commit()
+        .await
+        .unwrap();
+    let cancelled = rollouts.cancel(PREFIX).await.unwrap();
+    assert!(
+        matches!(cancelled.state, PlanState::Cancelled { seq: None, .. }),
+        "{:?}",
+        cancelled.state
+    );
+    let last = cancelled.log.last().unwrap();
+    assert!(
+        last.text.contains(&format!(
+            "gray release {gray} had ended outside the plan (aborted"
+        )),
+        "{}",
+        last.text
+    );
+    rollouts.start(long()).await.unwrap();
+    rollouts.cancel(PREFIX).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,13 +703,7 @@ async fn a_paused_plan_holds_its_step_and_a_cancelled_one_puts_everyone_back() {
         .await
         .unwrap();
     let driver = tokio::spawn(rollouts.driver(PREFIX).run());
-    loop {
-        let status = rollouts.status(PREFIX).await.unwrap().unwrap();
-        if matches!(status.state, PlanState::Running { step: 0, .. }) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    running_step(&rollouts, 0).await;
     rollouts.pause(PREFIX).await.unwrap();
     // Well past the bake: still at step 1.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -553,4 +745,133 @@ fn done_seq_cancelled(status: &coord::rollout::PlanStatus) -> u64 {
         PlanState::Cancelled { seq: Some(seq), .. } => seq,
         _ => panic!("{:?}", status.state),
     }
+}
+
+const POLICY: &str = r#"
+[principals.ana]
+roles = ["editor"]
+[principals.bo]
+roles = ["owner"]
+
+[roles.editor]
+grants = [{ prefix = "/config", actions = ["propose"] }]
+[roles.owner]
+grants = [{ prefix = "/config", actions = ["release", "approve"] }]
+
+[review."/config/reviewed"]
+"#;
+
+#[tokio::test]
+async fn plans_take_release_on_their_prefix_are_refused_under_review_and_are_audited() {
+    let coord = Coord::in_memory();
+    let access = coord.access();
+    let policy = access
+        .plan(&Policy::parse_toml(POLICY).unwrap(), &BTreeMap::new())
+        .await
+        .unwrap();
+    access.apply(&policy).await.unwrap();
+    let bo = coord.rollouts().as_principal("bo").unwrap();
+    let ana = coord.rollouts().as_principal("ana").unwrap();
+    coord
+        .config()
+        .as_principal("bo")
+        .unwrap()
+        .release_raw(PREFIX, values(BASE))
+        .commit()
+        .await
+        .unwrap();
+    let plan = || {
+        RolloutPlan::new(PREFIX, values(NEW))
+            .step(Selector::default().percent(50), Duration::from_secs(30))
+            .step(Selector::default(), Duration::ZERO)
+    };
+    let denied = |r: coord::Result<coord::rollout::PlanStatus>| {
+        matches!(r, Err(Error::PermissionDenied { .. }))
+    };
+
+    assert!(denied(ana.start(plan()).await), "ana only proposes");
+    assert!(
+        denied(coord.rollouts().start(plan()).await),
+        "anonymous has no grant"
+    );
+    bo.start(plan()).await.unwrap();
+    assert!(denied(ana.pause(PREFIX).await));
+    bo.pause(PREFIX).await.unwrap();
+    assert!(denied(ana.resume(PREFIX).await));
+    bo.resume(PREFIX).await.unwrap();
+    // Driven as bo to its first step, then cancelled.
+    let driver = tokio::spawn(bo.driver(PREFIX).run());
+    let gray = loop {
+        if let Some(PlanState::Running { gray, .. }) =
+            bo.status(PREFIX).await.unwrap().map(|s| s.state)
+        {
+            break gray;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let history = coord.config().history(PREFIX, 1).await.unwrap();
+    assert_eq!(
+        history[0].principal.as_deref(),
+        Some("bo"),
+        "the driver releases as bo"
+    );
+    assert!(denied(ana.cancel(PREFIX).await));
+    let cancelled = bo.cancel(PREFIX).await.unwrap();
+    assert!(matches!(
+        cancelled.state,
+        PlanState::Cancelled { seq: Some(_), .. }
+    ));
+    driver.await.unwrap().unwrap();
+
+    // A prefix that requires review takes no plan: its values are proposed, not released.
+    let reviewed =
+        RolloutPlan::new("/config/reviewed", values(NEW)).step(Selector::default(), Duration::ZERO);
+    assert!(matches!(
+        bo.start(reviewed).await,
+        Err(Error::ReviewRequired { .. })
+    ));
+
+    let records = list(coord.store(), &AuditQuery::default()).await.unwrap();
+    let plans: Vec<(String, AuditAction, Outcome)> = records
+        .iter()
+        .filter(|r| r.action.as_str().starts_with("plan_"))
+        .map(|r| (r.principal.clone(), r.action, r.outcome))
+        .collect();
+    let refused = |who: &str, action| (who.to_owned(), action, Outcome::Refused);
+    let done = |action| ("bo".to_owned(), action, Outcome::Done);
+    assert_eq!(
+        plans,
+        [
+            refused("ana", AuditAction::PlanStart),
+            refused("anonymous", AuditAction::PlanStart),
+            done(AuditAction::PlanStart),
+            refused("ana", AuditAction::PlanPause),
+            done(AuditAction::PlanPause),
+            refused("ana", AuditAction::PlanResume),
+            done(AuditAction::PlanResume),
+            refused("ana", AuditAction::PlanCancel),
+            done(AuditAction::PlanCancel),
+            refused("bo", AuditAction::PlanStart),
+        ]
+    );
+    let cancel = records
+        .iter()
+        .find(|r| r.action == AuditAction::PlanCancel && r.outcome == Outcome::Done)
+        .unwrap();
+    assert!(
+        cancel
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains(&format!("gray release {gray} aborted as release")),
+        "{cancel:?}"
+    );
+    assert_eq!(
+        cancel.revision,
+        {
+            let abort = &coord.config().history(PREFIX, 1).await.unwrap()[0];
+            abort.revision
+        },
+        "the cancel's record is written with its abort"
+    );
 }
