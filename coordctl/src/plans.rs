@@ -2,14 +2,14 @@
 //! `coord::rollout`), and how a plan is shown, here and on the console's plan view.
 //!
 //! A plan's values are shown as its prefix's published schema allows (secrets as
-//! `<redacted>`), like a release's. Steering a plan (starting, driving, pausing, resuming,
-//! cancelling it) moves the prefix's releases, so it takes what releasing takes: `release` on
-//! the prefix under the access policy (exit 6 otherwise).
+//! `<redacted>`), like a release's. Plans are started, driven and steered as the
+//! connection's principal or the one `--as` claims; the library checks that principal may
+//! `release` on the prefix (a plan's steps are releases; exit 6 otherwise) and records each
+//! step, and each refusal, in the audit log.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use coord::access::Action;
 use coord::config::{ConfigCenter, Selector};
 use coord::rollout::{describe, LogLine, PlanState, PlanStatus, RolloutPlan, Rollouts};
 use coord::{Coord, InstanceHealth, InstanceStatus};
@@ -408,34 +408,15 @@ fn log_line(line: &LogLine) -> String {
     format!("{}  {}", time(at(line.at_ms)), escape_controls(&line.text))
 }
 
-/// Rollout plans act as the connection's own principal (coord's `Rollouts` takes no other):
-/// `--as` is refused here rather than ignored.
+/// The rollouts of the principal every write goes through (`config`'s: the connection's own,
+/// or the one `--as` claims).
 fn rollouts(coord: &Coord, config: &ConfigCenter) -> CliResult<Rollouts> {
-    if config.identity() != coord.config().identity() {
-        return Err(CliError::Usage(format!(
-            "--as {}: rollout plans act as the connection's own principal ({}); run without \
-             --as, or log in as that etcd user",
-            config.identity().principal,
-            coord.config().identity().principal
-        )));
-    }
-    Ok(coord.rollouts())
-}
-
-/// Refuses (exit 6) a principal the access policy does not let release on `prefix`: a plan's
-/// steps are releases, so steering one takes what releasing takes.
-async fn may_steer(coord: &Coord, config: &ConfigCenter, prefix: &str) -> CliResult {
+    let rollouts = coord.rollouts();
     let principal = &config.identity().principal;
-    let decision = coord
-        .access()
-        .check(principal, Action::Release, prefix)
-        .await?;
-    if decision.allowed {
-        Ok(())
+    if rollouts.identity().principal == *principal {
+        Ok(rollouts)
     } else {
-        Err(CliError::Denied(format!(
-            "{decision} (steering a rollout plan takes `release` on its prefix)"
-        )))
+        Ok(rollouts.as_principal(principal)?)
     }
 }
 
@@ -583,7 +564,12 @@ fn finish(out: Output, status: &PlanStatus, under: Under<'_>) -> CliResult {
 
 /// Runs a driver of the plan in this process and shows its progress until it ends (or
 /// Ctrl-C: the plan stays at its step for the next driver).
-async fn drive_following(coord: &Coord, out: Output, status: PlanStatus) -> CliResult {
+async fn drive_following(
+    coord: &Coord,
+    rollouts: &Rollouts,
+    out: Output,
+    status: PlanStatus,
+) -> CliResult {
     let prefix = status.plan.prefix.clone();
     let schemas = schemas::all(coord).await?;
     let under = schemas.under(&prefix);
@@ -602,7 +588,7 @@ async fn drive_following(coord: &Coord, out: Output, status: PlanStatus) -> CliR
     }
     let mut follower = Follower::new(coord, out, &status);
     follower.show(&status, &statuses);
-    let driver = coord.rollouts().driver(&prefix).run();
+    let driver = rollouts.driver(&prefix).run();
     tokio::pin!(driver);
     let finished = loop {
         tokio::select! {
@@ -647,7 +633,6 @@ pub async fn start(
     let rollouts = rollouts(coord, config)?;
     let plan = read_plan(file)?;
     let prefix = plan.prefix.clone();
-    may_steer(coord, config, &prefix).await?;
     let status = match rollouts.start(plan).await {
         Ok(status) => status,
         Err(coord::Error::Conflict { .. }) => {
@@ -663,7 +648,7 @@ pub async fn start(
         Err(e) => return Err(e.into()),
     };
     if !no_drive {
-        return drive_following(coord, out, status).await;
+        return drive_following(coord, &rollouts, out, status).await;
     }
     let schemas = schemas::all(coord).await?;
     let under = schemas.under(&prefix);
@@ -683,10 +668,7 @@ pub async fn start(
 pub async fn drive(coord: &Coord, config: &ConfigCenter, out: Output, prefix: &str) -> CliResult {
     let rollouts = rollouts(coord, config)?;
     let status = existing(&rollouts, prefix).await?;
-    if !status.state.is_finished() {
-        may_steer(coord, config, &status.plan.prefix).await?;
-    }
-    drive_following(coord, out, status).await
+    drive_following(coord, &rollouts, out, status).await
 }
 
 /// `config plan status PREFIX [--watch]`.
@@ -754,7 +736,6 @@ pub async fn pause(coord: &Coord, config: &ConfigCenter, out: Output, prefix: &s
     let rollouts = rollouts(coord, config)?;
     let status = existing(&rollouts, prefix).await?;
     unfinished(&status, "pause")?;
-    may_steer(coord, config, &status.plan.prefix).await?;
     if status.paused {
         let note = format!(
             "plan {} on {} is already paused at {}",
@@ -785,7 +766,6 @@ pub async fn resume(coord: &Coord, config: &ConfigCenter, out: Output, prefix: &
     let rollouts = rollouts(coord, config)?;
     let status = existing(&rollouts, prefix).await?;
     unfinished(&status, "resume")?;
-    may_steer(coord, config, &status.plan.prefix).await?;
     if !status.paused {
         let note = format!(
             "plan {} on {} is not paused ({}): nothing changed",
@@ -819,7 +799,6 @@ pub async fn cancel(
     let rollouts = rollouts(coord, config)?;
     let status = existing(&rollouts, prefix).await?;
     unfinished(&status, "cancel")?;
-    may_steer(coord, config, &status.plan.prefix).await?;
     if !yes {
         let question = match status.state {
             PlanState::Running { step, gray, .. } => format!(
