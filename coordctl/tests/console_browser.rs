@@ -632,4 +632,62 @@ async fn scenario(
     browse(client, url, "/audit", "#main table", "approve").await;
     let records = text_until(client, "#main table", |t| t.contains("propose")).await;
     assert!(records.contains("ana (via anonymous)"), "{records}");
+
+    // A rollout plan, driven here: its page shows the step and the instance on it, live;
+    // ana pauses it, then cancels it (each through the confirmation), and the Live here is
+    // back on the prefix's values.
+    let plan = coord::rollout::RolloutPlan::new(
+        "/config/checkout",
+        std::collections::BTreeMap::from([("retries".to_owned(), json!(11))]),
+    )
+    .message("eleven retries")
+    .step(
+        coord::config::Selector::default().percent(100),
+        Duration::from_secs(3600),
+    )
+    .step(coord::config::Selector::default(), Duration::ZERO);
+    coord.rollouts().start(plan).await.unwrap();
+    let driver = tokio::spawn(coord.rollouts().driver("/config/checkout").run());
+    browse(
+        client,
+        url,
+        "/plan/config/checkout",
+        "#main h1",
+        "Rollout plan",
+    )
+    .await;
+    let step = text_until(client, "#plan-steps tr.step[data-step='1']", |t| {
+        t.contains("current") && t.contains(&instance) && !t.contains("loading")
+    })
+    .await;
+    assert!(step.contains("100%"), "{step}");
+    assert_eq!(live.load().retries, 11, "the instance runs step 1");
+    let png = client.screenshot().await.expect("a screenshot");
+    let path = concat!(env!("CARGO_TARGET_TMPDIR"), "/console-plan.png");
+    std::fs::write(path, &png).unwrap_or_else(|e| panic!("write {path}: {e}"));
+    println!("screenshot: {path}");
+    click(client, "#plan-pause").await;
+    click(client, "#confirm-yes").await;
+    text_until(client, "#write-status", |t| t.contains("Paused")).await;
+    text_until(client, "#plan-log", |t| t.contains("paused by ana")).await;
+    wait_for(client, "#plan-resume").await;
+    click(client, "#plan-cancel").await;
+    click(client, "#confirm-yes").await;
+    text_until(client, "#main .plan-state", |t| {
+        t.contains("cancelled by ana")
+    })
+    .await;
+    eventually("the Live in the test is back on 9", || {
+        live.load().retries == 9
+    })
+    .await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), driver)
+        .await
+        .expect("the driver ends with the plan")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        ended.state,
+        coord::rollout::PlanState::Cancelled { .. }
+    ));
 }

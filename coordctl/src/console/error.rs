@@ -61,6 +61,9 @@ pub enum ApiError {
     /// The schema refuses these fields; nothing was written.
     #[error("the schema refuses {}: nothing was written", names(.0))]
     Refused(Vec<FieldError>),
+    /// A rollout plan that has ended: nothing to steer.
+    #[error("{0}")]
+    Ended(String),
     /// Someone released meanwhile; nothing was written.
     #[error("{prefix} was released meanwhile (release {latest}, the page showed {expected}): nothing was written")]
     Conflict {
@@ -91,7 +94,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. } | ApiError::Ended(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -123,6 +126,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Refused(_) => "refused",
             ApiError::Conflict { .. } => "conflict",
+            ApiError::Ended(_) => "ended",
             ApiError::Coord(coord::Error::PermissionDenied { .. }) => "permission_denied",
             ApiError::Coord(coord::Error::ReviewRequired { .. }) => "review_required",
             ApiError::Coord(coord::Error::Proposal { .. }) => "proposal",

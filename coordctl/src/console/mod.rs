@@ -40,7 +40,9 @@
 //!   records it, via the console's own etcd user or the principal `--as` claims (which the
 //!   policy marks `delegate`). A write the policy refuses is a 403 with the policy's reason.
 //!   The review screen offers Approve and Reject only to a principal the policy lets approve
-//!   on the prefix; the routes refuse the others with 403 all the same.
+//!   on the prefix; the routes refuse the others with 403 all the same. The plan view offers
+//!   Pause, Resume and Cancel only to a principal the policy lets release on the prefix (a
+//!   plan's steps are releases); its routes refuse the others with 403.
 //! - **Checked before written**: an edit is checked field by field against the published
 //!   schema and refused whole, with each field's expected type and doc, before any write; a
 //!   release carries the latest release the person saw, and a release made meanwhile is a 409
@@ -50,6 +52,7 @@ mod assets;
 mod audit;
 mod auth;
 mod error;
+mod plan;
 mod review;
 mod routes;
 mod sse;
@@ -146,6 +149,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/api/ids", get(routes::ids))
         .route("/api/services", get(routes::services))
         .route("/api/proposals", get(review::proposals))
+        .route("/api/plan", get(plan::plan))
         .route("/api/audit", get(audit::records))
         .route_layer(axum::middleware::from_fn_with_state(
             console.clone(),
@@ -165,6 +169,9 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/api/gray/abort", post(writes::gray_abort))
         .route("/api/proposals/approve", post(review::approve))
         .route("/api/proposals/reject", post(review::reject))
+        .route("/api/plan/pause", post(plan::pause))
+        .route("/api/plan/resume", post(plan::resume))
+        .route("/api/plan/cancel", post(plan::cancel))
         .route_layer(axum::middleware::from_fn_with_state(
             console.clone(),
             auth::require_writer,

@@ -553,6 +553,9 @@ async fn a_read_only_console_refuses_every_write() {
             "/api/gray/abort",
             json!({ "prefix": PREFIX, "seq": 1, "message": "m" }),
         ),
+        ("/api/plan/pause", json!({ "prefix": PREFIX })),
+        ("/api/plan/resume", json!({ "prefix": PREFIX })),
+        ("/api/plan/cancel", json!({ "prefix": PREFIX })),
     ] {
         let (status, answer) = env.post(uri, body).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {answer}");
@@ -1843,4 +1846,224 @@ async fn a_console_started_as_a_claimed_principal_writes_via_that_principal() {
     assert_eq!(release["principal"], "ana", "{release}");
     let records = env.get_ok("/api/audit?principal=ana").await;
     assert_eq!(records[0]["via"], "console", "{records}");
+}
+
+// ---- rollout plans ----------------------------------------------------------------------
+
+/// A plan for `PREFIX`: a longer timeout and a new API key (a secret), to 50% for an hour,
+/// then everyone.
+fn checkout_plan() -> coord::rollout::RolloutPlan {
+    coord::rollout::RolloutPlan::new(
+        PREFIX,
+        raw(&[
+            ("timeout_secs", json!(45)),
+            ("api_key", json!("sk-new-456")),
+        ]),
+    )
+    .message("slower provider")
+    .step(
+        coord::config::Selector::default().percent(50),
+        Duration::from_secs(3600),
+    )
+    .step(coord::config::Selector::default(), Duration::ZERO)
+}
+
+/// `GET /api/plan` until the plan is in `state`.
+async fn plan_until(env: &Env, state: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let plan = env.get_ok("/api/plan?prefix=/config/checkout").await;
+        if plan["state"] == state {
+            return plan;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the plan is not {state}: {plan}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_plan_view_is_404_without_a_plan_then_shows_steps_instances_and_log_redacted() {
+    let env = env().await;
+    let uri = "/api/plan?prefix=/config/checkout";
+    let (status, none) = env.get(uri).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{none}");
+    let (status, none) = env
+        .post("/api/plan/pause", json!({ "prefix": PREFIX }))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{none}");
+
+    env.coord.rollouts().start(checkout_plan()).await.unwrap();
+    let plan = env.get_ok(uri).await;
+    assert_eq!(plan["state"], "pending", "{plan}");
+    assert_eq!(plan["plan"]["message"], "slower provider", "{plan}");
+    assert_eq!(plan["plan"]["values"]["timeout_secs"], 45, "{plan}");
+    assert_eq!(plan["plan"]["values"]["api_key"], "<redacted>", "{plan}");
+    assert!(!plan.to_string().contains("sk-new-456"), "{plan}");
+    assert_eq!(plan["steps"][0]["describe"], "50%", "{plan}");
+    assert_eq!(plan["steps"][0]["bake"], "1h", "{plan}");
+    assert_eq!(plan["steps"][0]["state"], "pending", "{plan}");
+    assert_eq!(plan["steps"][1]["describe"], "everyone", "{plan}");
+    assert_eq!(plan["plan"]["gates"]["healthy"], true, "{plan}");
+    assert!(
+        plan["log"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("started by"),
+        "{plan}"
+    );
+    assert_eq!(plan["can_steer"], false, "no write token: {plan}");
+    let (_, as_ana) = env.call(get_with_token(uri, TOKEN)).await;
+    assert_eq!(as_ana["principal"], "ana", "{as_ana}");
+    assert_eq!(as_ana["can_steer"], true, "no policy: {as_ana}");
+
+    // Running, with one instance: each step says whom it selects and who runs it.
+    let web = Coord::from_store_as(env.coord.store(), Instance::new("web-1")).unwrap();
+    let _live = web.live::<Checkout>().await.unwrap();
+    let driver = tokio::spawn(env.coord.rollouts().driver(PREFIX).run());
+    let plan = plan_until(&env, "running").await;
+    assert_eq!(plan["steps"][0]["state"], "current", "{plan}");
+    let everyone = &plan["steps"][1];
+    assert_eq!(everyone["selected"], 1, "{plan}");
+    assert_eq!(everyone["instances"][0]["instance"], "web-1", "{plan}");
+    assert!(plan["now"].as_str().unwrap().contains("step 1/2"), "{plan}");
+
+    let (status, cancelled) = env
+        .post("/api/plan/cancel", json!({ "prefix": PREFIX }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    let ended = tokio::time::timeout(Duration::from_secs(20), driver)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        ended.state,
+        coord::rollout::PlanState::Cancelled { .. }
+    ));
+    assert_eq!(env.timeout().await, 30, "back on the base values");
+    let (status, again) = env
+        .post("/api/plan/cancel", json!({ "prefix": PREFIX }))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    assert_eq!(again["code"], "ended", "{again}");
+}
+
+/// ana may only propose on the prefix, bo may release there; the console's own principal
+/// (the embedded store's `anonymous`) is a delegate with no grant of its own.
+const PLAN_POLICY: &str = r#"
+[principals.ana]
+roles = ["editor"]
+[principals.bo]
+roles = ["owner"]
+[principals.anonymous]
+delegate = true
+
+[roles.editor]
+grants = [{ prefix = "/config/checkout", actions = ["propose"] }]
+[roles.owner]
+grants = [{ prefix = "/config/checkout", actions = ["release"] }]
+"#;
+
+#[tokio::test]
+async fn pausing_resuming_and_cancelling_a_plan_takes_release_on_the_prefix() {
+    let env = env_with(|| {
+        Access::with_tokens(
+            vec![
+                TokenLine::new("ana", "ana", TOKEN),
+                TokenLine::new("bo", "bo", BO_TOKEN),
+            ],
+            true,
+        )
+    })
+    .await;
+    env.coord.rollouts().start(checkout_plan()).await.unwrap();
+    let access = env.coord.access();
+    let policy = coord::access::Policy::parse_toml(PLAN_POLICY).unwrap();
+    let plan = access.plan(&policy, &BTreeMap::new()).await.unwrap();
+    access.apply(&plan).await.unwrap();
+    let body = json!({ "prefix": PREFIX });
+
+    let uri = "/api/plan?prefix=/config/checkout";
+    let (_, as_ana) = env.call(get_with_token(uri, TOKEN)).await;
+    assert_eq!(as_ana["can_steer"], false, "{as_ana}");
+    assert!(
+        as_ana["reason"].as_str().unwrap().contains("editor"),
+        "the policy's reason: {as_ana}"
+    );
+    let (_, as_bo) = env.call(get_with_token(uri, BO_TOKEN)).await;
+    assert_eq!(as_bo["can_steer"], true, "{as_bo}");
+
+    for route in ["/api/plan/pause", "/api/plan/cancel"] {
+        let (status, refused) = env.post_as(route, body.clone(), TOKEN).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{route}: {refused}");
+        assert_eq!(refused["code"], "permission_denied", "{refused}");
+        assert!(
+            refused["error"].as_str().unwrap().contains("ana"),
+            "{refused}"
+        );
+    }
+    let (status, paused) = env.post_as("/api/plan/pause", body.clone(), BO_TOKEN).await;
+    assert_eq!(status, StatusCode::OK, "{paused}");
+    assert_eq!(paused["paused"], true, "{paused}");
+    let (status, refused) = env.post_as("/api/plan/resume", body.clone(), TOKEN).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert_eq!(env.get_ok(uri).await["paused"], true, "still paused");
+    let (status, resumed) = env
+        .post_as("/api/plan/resume", body.clone(), BO_TOKEN)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resumed}");
+    assert_eq!(resumed["paused"], false, "{resumed}");
+    let (status, cancelled) = env
+        .post_as("/api/plan/cancel", body.clone(), BO_TOKEN)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    let (status, ended) = env.post_as("/api/plan/pause", body, BO_TOKEN).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{ended}");
+
+    // Steered as the token's principal, via the console: in the plan's log and the audit log.
+    let log: Vec<String> = cancelled["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap().to_owned())
+        .collect();
+    for said in ["paused by bo", "resumed by bo", "cancelled by bo"] {
+        assert!(log.iter().any(|l| l.starts_with(said)), "{said}: {log:?}");
+    }
+    let records = env.get_ok("/api/audit?prefix=/config/checkout").await;
+    let rows: Vec<(String, String, String, String)> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let field = |name: &str| r[name].as_str().unwrap_or("-").to_owned();
+            (
+                field("principal"),
+                field("via"),
+                field("action"),
+                field("outcome"),
+            )
+        })
+        .collect();
+    let row = |p: &str, a: &str, o: &str| {
+        (
+            p.to_owned(),
+            "anonymous".to_owned(),
+            a.to_owned(),
+            o.to_owned(),
+        )
+    };
+    for expected in [
+        row("ana", "plan_pause", "refused"),
+        row("bo", "plan_pause", "done"),
+        row("bo", "plan_resume", "done"),
+        row("bo", "plan_cancel", "done"),
+    ] {
+        assert!(rows.contains(&expected), "{expected:?} in {rows:?}");
+    }
 }

@@ -10,6 +10,8 @@ const READ_TOKEN = document.querySelector('meta[name=read-token]').content === '
 // The token is entered once and kept for this tab only; every request sends it as a header.
 const TOKEN_KEY = 'coord-console-token';
 let events = null;
+// The plan view reads its plan again every second while it shows one that runs.
+let planTimer = null;
 let page = null;
 // True while the page shows a refusal for a missing or wrong token: entering one redraws it.
 let needsToken = false;
@@ -221,17 +223,25 @@ function fieldsTable(fields) {
   return table(['Key', 'Value', 'Type', 'Default', 'Source', 'Doc'], rows, { id: 'fields' });
 }
 
+// What an instance last said of its health on the prefix (rollout plans stop on `degraded`).
+function healthTag(health) {
+  if (!health) return '-';
+  if (health.state === 'degraded') return el('span', { class: 'tag err' }, 'degraded: ' + health.reason);
+  return el('span', { class: 'tag' }, health.state);
+}
+
 function renderRollout(statuses) {
   const body = document.querySelector('#rollout tbody');
   if (!body) return;
   body.replaceChildren(...(statuses.length === 0
-    ? [el('tr', {}, el('td', { colspan: 6, class: 'muted' }, 'No live instance holds this prefix.'))]
+    ? [el('tr', {}, el('td', { colspan: 7, class: 'muted' }, 'No live instance holds this prefix.'))]
     : statuses.map((s) => el('tr', { 'data-instance': s.instance },
       el('td', { class: 'mono' }, s.instance),
       el('td', {}, Object.entries(s.labels).map(([k, v]) => el('span', { class: 'tag' }, k + '=' + v))),
       el('td', {}, s.release === null || s.release === undefined ? '-' : String(s.release)),
       el('td', {}, s.gray ? el('span', { class: 'tag gray' }, 'gray ' + s.gray) : '-'),
       el('td', { class: 'mono' }, String(s.revision)),
+      el('td', { class: 'health' }, healthTag(s.health)),
       el('td', {}, s.error ? el('span', { class: 'tag err' }, (s.error.key ? s.error.key + ': ' : '') + s.error.message) : '-')))));
 }
 
@@ -286,7 +296,8 @@ async function prefixPage(prefix) {
   const config = await api('/api/config?prefix=' + encodeURIComponent(prefix));
   page = { prefix: config.prefix, latest_seq: config.latest_seq, fields: config.fields };
   const parts = [
-    el('h1', {}, config.prefix, ' ', el('small', {}, config.type_name + ' · release ' + config.latest_seq)),
+    el('h1', {}, config.prefix, ' ', el('small', {}, config.type_name + ' · release ' + config.latest_seq, ' · ',
+      el('a', { href: '#/plan' + config.prefix, class: 'plan-link' }, 'rollout plan'))),
     el('div', { id: 'stale', class: 'notice warn' }),
     el('section', {}, el('h2', {}, 'Values'), fieldsTable(config.fields),
       WRITABLE ? el('div', { class: 'actions' },
@@ -297,7 +308,7 @@ async function prefixPage(prefix) {
       el('div', { id: 'write-status', class: 'notice' }),
       el('div', { id: 'conflict' })),
     el('section', {}, el('h2', {}, 'Rollout ', el('small', { class: 'muted' }, '(live)')),
-      table(['Instance', 'Labels', 'Release', 'Gray', 'Revision', 'Last error'], [], { id: 'rollout' })),
+      table(['Instance', 'Labels', 'Release', 'Gray', 'Revision', 'Health', 'Last error'], [], { id: 'rollout' })),
     el('section', {}, el('h2', {}, 'History'),
       table(['Seq', 'Kind', 'Author', 'Message', 'Time', 'Changes', ''], [], { id: 'history' })),
   ];
@@ -569,6 +580,110 @@ async function decide(prefix, proposal, action, reason) {
   status('ok', action === 'approve' ? 'Approved: release ' + result.body.seq + '.' : 'Rejected ' + proposal.id + '.');
 }
 
+// ---- plan: a rollout plan's steps, the instances on each, its log ---------------------------
+
+const PLAN_ENDED = ['promoted', 'aborted', 'cancelled'];
+
+function instanceTag(i) {
+  let kind = 'tag ok';
+  let note = '';
+  if (i.error) { kind = 'tag err'; note = ' (rejected: ' + i.error + ')'; }
+  else if (i.health && i.health.state === 'degraded') { kind = 'tag err'; note = ' (degraded: ' + i.health.reason + ')'; }
+  else if (!i.runs_it) { kind = 'tag'; note = ' (loading)'; }
+  return el('span', { class: kind, 'data-instance': i.instance }, i.instance + note);
+}
+
+function gatesText(gates) {
+  return (gates.healthy ? 'no selected instance degraded, ' : '')
+    + 'every selected instance on each step within ' + gates.rollout_timeout + ', none rejects it';
+}
+
+// The plan as it stands; Pause/Resume and Cancel only for a principal who may release on the
+// prefix (the server refuses the others all the same).
+function renderPlan(plan) {
+  const box = document.getElementById('plan');
+  if (!box) return;
+  const ended = PLAN_ENDED.includes(plan.state);
+  if (ended && planTimer) { clearInterval(planTimer); planTimer = null; }
+  const actions = [];
+  if (WRITABLE && !ended) {
+    if (plan.can_steer) {
+      actions.push(plan.paused
+        ? el('button', { id: 'plan-resume', class: 'primary', onclick: () => steerPlan(plan, 'resume') }, 'Resume')
+        : el('button', { id: 'plan-pause', onclick: () => steerPlan(plan, 'pause') }, 'Pause'));
+      actions.push(el('button', { id: 'plan-cancel', class: 'danger', onclick: () => steerPlan(plan, 'cancel') }, 'Cancel the plan'));
+    } else {
+      actions.push(el('p', { class: 'muted who' },
+        plan.principal ? plan.principal + ' may not steer this plan: ' + plan.reason : plan.reason));
+    }
+  }
+  const steps = plan.steps.map((s) => el('tr', { class: 'step', 'data-step': s.step, 'data-state': s.state },
+    el('td', {}, String(s.step)),
+    el('td', { class: 'mono' }, s.describe),
+    el('td', {}, s.bake),
+    el('td', {}, el('span', { class: s.state === 'current' || s.state === 'paused' ? 'tag gray' : 'tag' }, s.state)),
+    el('td', {}, s.instances === undefined ? '-' : s.on_it + ' of ' + s.selected),
+    el('td', { class: 'instances' }, s.instances === undefined ? '-' : s.instances.map(instanceTag))));
+  const values = Object.entries(plan.plan.values).map(([k, v]) => el('span', { class: 'tag mono' }, k + ' = ' + text(v)));
+  box.replaceChildren(
+    el('section', {},
+      el('p', { class: 'plan-state' }, el('strong', {}, plan.state_text)),
+      ended ? null : el('p', { class: 'plan-now mono' }, plan.now),
+      el('p', { class: 'muted' }, 'Started by ' + plan.started_by + (plan.plan.message ? ' · ' + plan.plan.message : '')),
+      el('p', {}, 'Values: ', values, (plan.plan.removes || []).map((k) => el('span', { class: 'tag mono' }, k + ' removed'))),
+      el('p', { class: 'muted' }, 'Gates: ' + gatesText(plan.plan.gates)),
+      actions.length ? el('div', { class: 'actions' }, actions) : null),
+    el('section', {}, el('h2', {}, 'Steps'),
+      table(['Step', 'Selector', 'Bake', 'State', 'On it', 'Instances'], steps, { id: 'plan-steps' })),
+    el('section', {}, el('h2', {}, 'Log ', el('small', { class: 'muted' }, '(newest first)')),
+      table(['Time', 'What happened'], plan.log.slice().reverse().map((l) => el('tr', { class: 'log' },
+        el('td', { class: 'muted' }, new Date(l.at_ms).toISOString()),
+        el('td', {}, l.text))), { id: 'plan-log' })));
+}
+
+async function planPage(prefix) {
+  const path = '/api/plan?prefix=' + encodeURIComponent(prefix);
+  let plan;
+  try {
+    plan = await api(path);
+  } catch (e) {
+    if (e.status !== 404) throw e;
+    setMain(el('h1', {}, 'Rollout plan of ', el('a', { href: '#/prefix' + prefix, class: 'mono' }, prefix)),
+      el('section', {}, el('p', { class: 'muted' }, e.message + ' (coordctl config plan start FILE starts one).')));
+    return;
+  }
+  setMain(
+    el('h1', {}, 'Rollout plan ', el('span', { class: 'mono' }, plan.id), ' of ',
+      el('a', { href: '#/prefix' + plan.plan.prefix, class: 'mono' }, plan.plan.prefix),
+      ' ', el('small', { class: 'muted' }, '(live)')),
+    el('div', { id: 'write-status', class: 'notice' }),
+    el('div', { id: 'plan' }));
+  renderPlan(plan);
+  if (PLAN_ENDED.includes(plan.state)) return;
+  const hash = location.hash;
+  planTimer = setInterval(async () => {
+    if (location.hash !== hash) return;
+    try {
+      renderPlan(await api(path));
+    } catch (e) {
+      status('bad', 'Could not read the plan: ' + e.message);
+    }
+  }, 1000);
+}
+
+async function steerPlan(plan, action) {
+  const question = {
+    pause: 'Pause plan ' + plan.id + ' of ' + plan.plan.prefix + '? Its driver holds it at its step until it is resumed.',
+    resume: 'Resume plan ' + plan.id + ' of ' + plan.plan.prefix + '? Its step bakes again from the start.',
+    cancel: 'Cancel plan ' + plan.id + ' of ' + plan.plan.prefix + '? Its gray release is aborted: every instance goes back to the base values.',
+  }[action];
+  if (!await confirmAction(question)) return;
+  const result = await post('/api/plan/' + action, { prefix: plan.plan.prefix });
+  if (!result.ok) { status('bad', 'Could not ' + action + ' the plan: ' + (result.body.error || result.status)); return; }
+  renderPlan(Object.assign(result.body, { can_steer: plan.can_steer, principal: plan.principal, reason: plan.reason }));
+  status('ok', { pause: 'Paused.', resume: 'Resumed.', cancel: 'Cancelled: every instance is back on the base values.' }[action]);
+}
+
 // ---- audit: who did what, and what was refused ---------------------------------------------
 
 async function auditPage() {
@@ -600,11 +715,13 @@ async function auditPage() {
 
 async function route() {
   if (events) { events.close(); events = null; }
+  if (planTimer) { clearInterval(planTimer); planTimer = null; }
   page = null;
   needsToken = false;
   const hash = decodeURIComponent(location.hash.slice(1) || '/');
   try {
     if (hash.startsWith('/prefix/')) await prefixPage(hash.slice('/prefix'.length));
+    else if (hash.startsWith('/plan/')) await planPage(hash.slice('/plan'.length));
     else if (hash === '/locks') await locksPage();
     else if (hash === '/review') await reviewPage();
     else if (hash === '/audit' || hash.startsWith('/audit?')) await auditPage();
