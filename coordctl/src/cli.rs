@@ -388,8 +388,10 @@ pub enum ConfigCommand {
     /// and how many are degraded (redrawn on stderr on a terminal; one line per change on a
     /// pipe). They exit 0 once the plan is promoted, 1 with the reason once a gate aborts it
     /// (a rejecting or degraded instance, one too slow to load a step), 4 once it is
-    /// cancelled. Ctrl-C stops following and driving: the plan stays at its step, and `plan
-    /// drive` resumes it. With -o json they print the final plan only.
+    /// cancelled, 6 if the access policy does not let the principal release on the prefix.
+    /// Ctrl-C stops driving (exit 1): the plan stays at its step, and `plan drive` resumes
+    /// it; it stops `status --watch` with exit 0. With -o json they print the final plan
+    /// only.
     #[command(subcommand)]
     Plan(PlanCommand),
     /// Propose a change for review instead of releasing it: another principal approves it
