@@ -411,6 +411,10 @@ pub enum ConfigCommand {
         prefix: String,
         /// The proposal.
         id: String,
+        /// The revision `config proposals PREFIX ID` showed: approve only if the proposal is
+        /// still what was reviewed.
+        #[arg(long)]
+        revision: Option<i64>,
     },
     /// Reject a proposal (or withdraw one's own).
     Reject {

@@ -171,9 +171,11 @@ async fn dispatch(
             ConfigCommand::Proposals { prefix, id } => {
                 proposals::proposals(coord, config, out, &prefix, id.as_deref()).await
             }
-            ConfigCommand::Approve { prefix, id } => {
-                proposals::approve(coord, config, out, &prefix, &id).await
-            }
+            ConfigCommand::Approve {
+                prefix,
+                id,
+                revision,
+            } => proposals::approve(coord, config, out, &prefix, &id, revision).await,
             ConfigCommand::Reject { prefix, id, reason } => {
                 proposals::reject(coord, config, out, &prefix, &id, &reason).await
             }

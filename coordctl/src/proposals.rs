@@ -107,6 +107,13 @@ fn print_proposal(out: Output, proposal: &Proposal, under: Under<'_>) {
         vec!["based on".into(), format!("release {}", proposal.base)],
         vec!["created".into(), time(proposal.created)],
         vec!["expires".into(), time(proposal.expires)],
+        vec![
+            "revision".into(),
+            format!(
+                "{} (approve what you see: coordctl config approve {} {} --revision {})",
+                proposal.revision, proposal.prefix, proposal.id, proposal.revision
+            ),
+        ],
     ];
     out.table(
         &[
@@ -233,8 +240,16 @@ pub async fn approve(
     out: Output,
     prefix: &str,
     id: &str,
+    revision: Option<i64>,
 ) -> CliResult {
-    let release = config.approve(prefix, id).await?;
+    let release = match revision {
+        Some(seen) => {
+            let mut reviewed = config.proposal(prefix, id).await?;
+            reviewed.revision = seen;
+            config.approve_reviewed(&reviewed).await?
+        }
+        None => config.approve(prefix, id).await?,
+    };
     if out.is_json() {
         let schemas = schemas::all(coord).await?;
         out.json(&release_json(&release, schemas.under(prefix)));

@@ -875,3 +875,66 @@ async fn plans_take_release_on_their_prefix_are_refused_under_review_and_are_aud
         "the cancel's record is written with its abort"
     );
 }
+
+#[tokio::test]
+async fn a_plan_keeps_no_secret_in_clear_and_releases_it_sealed() {
+    #[derive(coord::CoordConfig, Debug, Clone)]
+    #[coord(prefix = "/config/pay")]
+    struct Pay {
+        #[coord(default = 1)]
+        retries: u32,
+        #[coord(secret)]
+        api_key: coord::Secret<String>,
+    }
+    let coord = Coord::in_memory();
+    coord.set_key_ring(
+        coord::keyring::KeyRing::parse("k1 AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=").unwrap(),
+    );
+    coord.config().publish_schema::<Pay>().await.unwrap();
+    coord
+        .config()
+        .publish(&Pay {
+            retries: 1,
+            api_key: coord::Secret::new("old-key".into()),
+        })
+        .await
+        .unwrap();
+    let live = coord.live::<Pay>().await.unwrap();
+    let plan = RolloutPlan::new(
+        "/config/pay",
+        BTreeMap::from([
+            ("api_key".to_owned(), "hunter2".into()),
+            ("retries".to_owned(), 3.into()),
+        ]),
+    )
+    .step(Selector::default(), Duration::ZERO);
+    let started = coord.rollouts().start(plan).await.unwrap();
+    assert_eq!(started.plan.values["api_key"], "<redacted>");
+    let (stored, _) = coord.store().get("/coord/plans/config/pay").await.unwrap();
+    let stored = String::from_utf8(stored.unwrap().value).unwrap();
+    assert!(
+        !stored.contains("hunter2"),
+        "the plan key holds the secret sealed: {stored}"
+    );
+
+    let done = coord.rollouts().driver("/config/pay").run().await.unwrap();
+    assert!(
+        matches!(done.state, PlanState::Promoted { .. }),
+        "{:?}",
+        done.state
+    );
+    let (value, _) = coord.store().get("/config/pay/api_key").await.unwrap();
+    assert!(
+        coord::keyring::is_sealed(&value.unwrap().value),
+        "stored sealed"
+    );
+    let mut changes = live.subscribe();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while changes.borrow_and_update().retries != 3 {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(live.load().api_key.expose(), "hunter2");
+}

@@ -85,10 +85,16 @@ impl Selector {
     /// assert!(Selector::default().covers(&ten), "everyone");
     /// assert!(!Selector::default().percent(50).label("tier", "web").covers(&ten));
     /// assert!(!Selector::default().instance("web-1").covers(&ten));
+    /// assert!(Selector::default().covers(&Selector::default().instance("web-1")));
     /// ```
     pub fn covers(&self, narrower: &Selector) -> bool {
         let by_name_only =
             |s: &Selector| !s.instances.is_empty() && s.labels.is_empty() && s.percent.is_none();
+        // No labels and the whole percentage: every instance, names or not.
+        let everyone = self.labels.is_empty() && self.percent.unwrap_or(100) >= 100;
+        if everyone && !by_name_only(self) {
+            return true;
+        }
         let names = narrower.instances.is_subset(&self.instances);
         if by_name_only(narrower) {
             return names;

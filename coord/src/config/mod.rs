@@ -28,7 +28,7 @@ pub use gray::Selector;
 pub use live::{Live, LiveGuard, LiveReader};
 pub use map::{Map, MapField, read_map, read_nested_map, write_map, write_nested_map};
 pub use published::{PublishedField, PublishedKind, PublishedSchema, SCHEMAS_PREFIX};
-pub(crate) use release::Along;
+pub(crate) use release::{Along, PlannedTexts};
 pub use release::{
     Change, KeyDiff, Proposal, ProposalState, Release, ReleaseBuilder, ReleaseEvent, ReleaseEvents,
     ReleaseKind, StoredSecret,

@@ -365,11 +365,23 @@ impl Driver {
             };
             next.note(format!("{what}: gray release {seq}"));
         });
-        let release = self
-            .center
-            .release_raw_with(&plan.prefix, plan.values.clone(), plan.removes.clone())
+        let builder = match &status.texts {
+            Some(planned) => self.center.release_exact(
+                &plan.prefix,
+                planned.texts.clone(),
+                planned.removes.clone(),
+            ),
+            // A plan stored before plans kept their texts.
+            None => self.center.release_raw_with(
+                &plan.prefix,
+                plan.values.clone(),
+                plan.removes.clone(),
+            ),
+        };
+        let release = builder
             .to(status.step(0)?.selector.clone())
             .message(self.message(status, &status.describe_step(0), None))
+            .author(self.author(status))
             .along(along);
         self.commit(release.commit().await, &written).await
     }
@@ -400,6 +412,7 @@ impl Driver {
                 .center
                 .widen(&plan.prefix, gray, next.selector.clone())
                 .message(self.message(status, &status.describe_step(step + 1), Some(&passed)))
+                .author(self.author(status))
                 .along(along);
             self.commit(release.commit().await, &written).await
         } else {
@@ -413,6 +426,7 @@ impl Driver {
                 .center
                 .promote(&plan.prefix, gray)
                 .message(self.message(status, "promoted", Some(&passed)))
+                .author(self.author(status))
                 .along(along);
             self.commit(release.commit().await, &written).await
         }
@@ -440,6 +454,7 @@ impl Driver {
             .center
             .abort(&status.plan.prefix, gray)
             .message(self.message(status, "aborted", Some(&why)))
+            .author(self.author(status))
             .along(along);
         self.commit(release.commit().await, &written).await
     }
@@ -485,6 +500,11 @@ impl Driver {
             Err(Error::Conflict { key, .. }) if key == plan_key(&self.prefix) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Who a plan's releases are by: whoever started it, through the plan.
+    fn author(&self, status: &PlanStatus) -> String {
+        format!("{} (plan {})", status.started_by, status.id)
     }
 
     /// "plan 3fa9c2d1 (raise the limit): step 2/3 (50%); step 1/3 (10%) passed: …".

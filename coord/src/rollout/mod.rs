@@ -97,6 +97,18 @@ impl Rollouts {
         let key = plan_key(&plan.prefix);
         let span = tracing::info_span!("rollout.start", key = %key);
         async {
+            // The texts the plan will release, sealed where secret, as a release would store
+            // them: the plan key keeps no secret in clear.
+            let texts = self
+                .center
+                .planned_texts(&plan.prefix, plan.values.clone(), plan.removes.clone())
+                .await?;
+            let mut plan = plan;
+            for key in &texts.secrets {
+                if let Some(value) = plan.values.get_mut(key) {
+                    *value = serde_json::Value::String("<redacted>".into());
+                }
+            }
             loop {
                 let gate = self.admit(AuditAction::PlanStart, &plan.prefix).await?;
                 let (current, _) = self.center.store.get(&key).await?;
@@ -122,6 +134,7 @@ impl Rollouts {
                     started_by: self.center.identity().principal.clone(),
                     log: Vec::new(),
                     revision: 0,
+                    texts: Some(texts.clone()),
                 };
                 status.note(format!(
                     "started by {} with {} steps",

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Selector;
+use crate::config::{PlannedTexts, Selector};
 use crate::error::{Error, Result};
 use crate::store::KeyValue;
 
@@ -133,8 +133,10 @@ impl RolloutPlan {
 
     /// Parses a plan file (TOML) and checks it.
     pub fn parse_toml(text: &str) -> Result<Self> {
-        let plan: RolloutPlan =
+        let mut plan: RolloutPlan =
             toml::from_str(text).map_err(|e| Error::invalid_argument("plan", e.to_string()))?;
+        // One spelling of the prefix, as `new` and `status` have it.
+        plan.prefix = plan.prefix.trim_end_matches('/').to_owned();
         plan.validate()?;
         Ok(plan)
     }
@@ -268,6 +270,10 @@ pub struct PlanStatus {
     /// The store revision the status was read at (its key's mod revision).
     #[serde(default, skip_serializing)]
     pub revision: i64,
+    /// The exact texts the plan releases, planned when it started: secrets sealed, so the
+    /// plan keeps no secret in clear (its `values` show them as `"<redacted>"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) texts: Option<PlannedTexts>,
 }
 
 impl PlanStatus {
@@ -413,6 +419,7 @@ mod tests {
             started_by: "ana".into(),
             log: Vec::new(),
             revision: 0,
+            texts: None,
         };
         assert_eq!(PlanStatus::decode(&stored(&status)).unwrap().revision, 7);
 

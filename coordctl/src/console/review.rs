@@ -41,6 +41,10 @@ pub struct ApproveBody {
     pub prefix: String,
     /// The proposal.
     pub id: String,
+    /// The proposal's revision as the page showed it: approval is refused if it was
+    /// rewritten since (`coord::ConfigCenter::approve_reviewed`).
+    #[serde(default)]
+    pub revision: Option<i64>,
 }
 
 /// `POST /api/proposals/reject`.
@@ -112,9 +116,16 @@ pub async fn approve(
     let span = tracing::info_span!("console.approve", prefix = %prefix, id = %body.id, principal = %writer.principal);
     async {
         let served = served(&console.coord, &prefix).await?;
-        let release = acting_for(&console, &writer)?
-            .approve(&served.prefix, &body.id)
-            .await?;
+        let config = acting_for(&console, &writer)?;
+        let release = match body.revision {
+            // What the reviewer saw, or nothing.
+            Some(seen) => {
+                let mut reviewed = config.proposal(&served.prefix, &body.id).await?;
+                reviewed.revision = seen;
+                config.approve_reviewed(&reviewed).await?
+            }
+            None => config.approve(&served.prefix, &body.id).await?,
+        };
         Ok(Json(release_json(&release, served.under())))
     }
     .instrument(span)

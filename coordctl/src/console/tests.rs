@@ -1688,8 +1688,34 @@ async fn approving_needs_the_approve_grant_of_the_tokens_principal_and_is_record
     assert_eq!(own["code"], "proposal", "{own}");
     assert_eq!(env.timeout().await, 30, "nothing released");
 
+    // A page that showed an older revision of the proposal approves nothing.
+    let (_, listed) = env
+        .call(get_with_token(
+            "/api/proposals?prefix=/config/checkout",
+            BO_TOKEN,
+        ))
+        .await;
+    let shown = listed["proposals"][0]["revision"].as_i64().unwrap();
+    let (status, stale) = env
+        .post_as(
+            "/api/proposals/approve",
+            json!({ "prefix": PREFIX, "id": id, "revision": shown - 1 }),
+            BO_TOKEN,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{stale}");
+    assert!(
+        stale["error"].as_str().unwrap().contains("rewritten"),
+        "{stale}"
+    );
+    assert_eq!(env.timeout().await, 30, "nothing released");
+
     let (status, release) = env
-        .post_as("/api/proposals/approve", approve.clone(), BO_TOKEN)
+        .post_as(
+            "/api/proposals/approve",
+            json!({ "prefix": PREFIX, "id": id, "revision": shown }),
+            BO_TOKEN,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{release}");
     assert_eq!(release["principal"], "ana", "{release}");

@@ -366,6 +366,43 @@ impl ConfigCenter {
         self.builder(prefix, plan, kind)
     }
 
+    /// The exact texts a release of `values` (removing `removes`) would store under `prefix`,
+    /// planned against the prefix as it is now: secrets sealed with this center's key ring
+    /// (or refused as a release would refuse them). For a room that keeps a release to make
+    /// later (a rollout plan) without keeping a secret in clear.
+    pub(crate) async fn planned_texts(
+        &self,
+        prefix: &str,
+        values: BTreeMap<String, serde_json::Value>,
+        removes: BTreeSet<String>,
+    ) -> Result<PlannedTexts> {
+        let mut builder = self.release_raw_with(prefix, values, removes);
+        // Planned as a gray release, its record holds every text, changed or not.
+        builder.job.gray = Some(Selector::default());
+        let plan = builder.plan?;
+        let (_, record, _) = builder.job.plan_only(&plan, None).await?;
+        Ok(PlannedTexts {
+            texts: record.gray_values,
+            removes: record.gray_removes,
+            secrets: record.secrets,
+        })
+    }
+
+    /// A release that stores `texts` exactly (already sealed where secret) and removes
+    /// `removes`: what [`planned_texts`](Self::planned_texts) planned.
+    pub(crate) fn release_exact(
+        &self,
+        prefix: &str,
+        texts: BTreeMap<String, String>,
+        removes: BTreeSet<String>,
+    ) -> ReleaseBuilder {
+        let plan = check_prefix(prefix).map(|_| Plan::Exact {
+            puts: texts,
+            removes,
+        });
+        self.builder(prefix, plan, ReleaseKind::Release)
+    }
+
     /// `publish` as a release without a message.
     pub(crate) fn publish_release<T: CoordConfig>(
         &self,
@@ -395,6 +432,17 @@ impl ConfigCenter {
             plan,
         }
     }
+}
+
+/// What [`ConfigCenter::planned_texts`] planned.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct PlannedTexts {
+    /// Relative key → the exact text to store.
+    pub texts: BTreeMap<String, String>,
+    /// Relative keys to remove.
+    pub removes: BTreeSet<String>,
+    /// The keys whose texts are secret.
+    pub secrets: BTreeSet<String>,
 }
 
 /// Release `seq` of `prefix`: the revision it was applied at, and its kind.

@@ -429,16 +429,28 @@ impl Job {
     /// Plans the release on a fresh read without sending it: the record it would write, and
     /// the latest release it is based on (for a proposal). Checked as `propose`.
     pub(super) async fn prepare(&self, plan: &Plan) -> Result<(u64, Record, crate::access::Gate)> {
+        self.plan_only(plan, Some(AuditAction::Propose)).await
+    }
+
+    /// Plans the release on a fresh read without sending it; with `admit`, first checked as
+    /// `propose` (a refusal recorded as that action).
+    pub(super) async fn plan_only(
+        &self,
+        plan: &Plan,
+        admit: Option<AuditAction>,
+    ) -> Result<(u64, Record, crate::access::Gate)> {
         let typed = matches!(plan, Plan::Typed { .. });
         let mut state = read_state(&self.center, &self.prefix, &plan.keys(self), typed).await?;
-        if let Err(refused) = state
-            .gate
-            .allow(&self.center.identity, Action::Propose, &self.prefix)
+        if let Some(action) = admit
+            && let Err(refused) =
+                state
+                    .gate
+                    .allow(&self.center.identity, Action::Propose, &self.prefix)
         {
             let record = self
                 .center
                 .identity
-                .record(AuditAction::Propose, &self.prefix)
+                .record(action, &self.prefix)
                 .refused(&refused);
             audit::append(&self.center.store, self.center.identity.writer(), &record).await;
             return Err(refused);
@@ -458,7 +470,7 @@ impl Job {
             .records
             .last()
             .cloned()
-            .ok_or_else(|| Error::invalid_argument(&self.prefix, "nothing to propose"))?;
+            .ok_or_else(|| Error::invalid_argument(&self.prefix, "nothing to plan"))?;
         Ok((base, record, state.gate))
     }
 

@@ -573,7 +573,10 @@ async function decide(prefix, proposal, action, reason) {
     ? 'Approve proposal ' + proposal.id + ' of ' + prefix + ' by ' + proposal.proposer + '? It is released at once.'
     : 'Reject proposal ' + proposal.id + ' of ' + prefix + '?';
   if (!await confirmAction(question)) return;
-  const body = action === 'approve' ? { prefix, id: proposal.id } : { prefix, id: proposal.id, reason };
+  // An approval names the revision shown, so nothing rewritten since is approved.
+  const body = action === 'approve'
+    ? { prefix, id: proposal.id, revision: proposal.revision }
+    : { prefix, id: proposal.id, reason };
   const result = await post('/api/proposals/' + action, body);
   if (!result.ok) { status('bad', (action === 'approve' ? 'Approval' : 'Rejection') + ' failed: ' + (result.body.error || result.status)); return; }
   await route();
