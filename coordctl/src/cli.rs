@@ -593,8 +593,8 @@ pub enum GrayCommand {
 /// `coordctl config plan …`: rollout plans (see `coord::rollout`).
 #[derive(Debug, Subcommand)]
 pub enum PlanCommand {
-    /// Start the plan a TOML file describes (prefix, message, values, removes, [[steps]]
-    /// with selector and bake, [gates]), then drive it from here until it ends (exit 0
+    /// Start the plan a TOML file describes (prefix, message, values, removes, `[[steps]]`
+    /// with selector and bake, `[gates]`), then drive it from here until it ends (exit 0
     /// promoted, 1 aborted, 4 cancelled; 4 at once if another plan of the prefix runs).
     Start {
         /// The plan file (TOML; see `coord::rollout::RolloutPlan`).

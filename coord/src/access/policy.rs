@@ -11,8 +11,9 @@
 //! - **Deny unless granted.** A principal the policy does not name may do nothing; an action
 //!   needs a grant of it (or of [`Action::Admin`]) on the prefix or on a prefix above it.
 //!   Every grant includes [`Action::Read`] on its prefix.
-//! - **Checked before stored.** [`Policy::parse`] refuses a role that is not defined, a name
-//!   etcd or the audit keys cannot hold, a prefix that is not a config prefix.
+//! - **Checked before stored.** [`Policy::parse_toml`] (and `parse_json`) refuses a role
+//!   that is not defined, a name etcd or the audit keys cannot hold, a prefix that is not a
+//!   config prefix.
 //! - **Explained.** A [`Decision`] says which role and grant allowed it, or why not.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -217,10 +217,9 @@ impl ConfigCenter {
         self.approve_found(found, None).await
     }
 
-    /// Approves `proposal`, as the reviewer saw it: commits it as a release (see the
-    /// [module docs](crate::config::release)), recorded with the proposer as its principal
-    /// and this center's principal as `approved_by`, if it is still stored at the revision
-    /// seen.
+    /// Approves `proposal`, as the reviewer saw it: commits it as a release (as
+    /// [`ReleaseBuilder::commit`] would have), recorded with the proposer as its principal and
+    /// this center's principal as `approved_by`, if it is still stored at the revision seen.
     ///
     /// # Errors
     ///
