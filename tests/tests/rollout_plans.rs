@@ -179,6 +179,25 @@ impl Fleet {
     }
 }
 
+/// Runs `driver` to the end within `secs` seconds (`what` says what should make it end) and
+/// requires the plan promoted.
+async fn promoted_by(
+    driver: coord::rollout::Driver,
+    secs: u64,
+    what: &str,
+) -> coord::rollout::PlanStatus {
+    let done = tokio::time::timeout(Duration::from_secs(secs), driver.run())
+        .await
+        .expect(what)
+        .unwrap();
+    assert!(
+        matches!(done.state, PlanState::Promoted { .. }),
+        "{:?}",
+        done.state
+    );
+    done
+}
+
 /// Waits until the plan runs step `step`; returns its gray release.
 async fn running_step(rollouts: &coord::rollout::Rollouts, step: usize) -> u64 {
     let wait = async {
@@ -547,15 +566,12 @@ async fn a_driver_that_takes_over_after_the_rollout_timeout_finishes_the_step_an
     let _ = first.await;
 
     // The second judges the step afresh: its instances run it, so it passes.
-    let done = tokio::time::timeout(Duration::from_secs(20), rollouts.driver(PREFIX).run())
-        .await
-        .expect("the second driver finishes the plan")
-        .unwrap();
-    assert!(
-        matches!(done.state, PlanState::Promoted { .. }),
-        "{:?}",
-        done.state
-    );
+    promoted_by(
+        rollouts.driver(PREFIX),
+        20,
+        "the second driver finishes the plan",
+    )
+    .await;
     assert_eq!(fleet.kinds().await, ["Release", "Gray", "Widen", "Promote"]);
 }
 
@@ -611,15 +627,12 @@ async fn after_a_compaction_a_paused_plan_does_not_spin_and_a_baking_one_finishe
     second.abort();
     let _ = second.await;
     compact_past_the_plan().await;
-    let done = tokio::time::timeout(Duration::from_secs(20), rollouts.driver(PREFIX).run())
-        .await
-        .expect("the bake ends and the plan with it")
-        .unwrap();
-    assert!(
-        matches!(done.state, PlanState::Promoted { .. }),
-        "{:?}",
-        done.state
-    );
+    promoted_by(
+        rollouts.driver(PREFIX),
+        20,
+        "the bake ends and the plan with it",
+    )
+    .await;
     assert_eq!(fleet.kinds().await, ["Release", "Gray", "Widen", "Promote"]);
 }
 
@@ -917,12 +930,7 @@ async fn a_plan_keeps_no_secret_in_clear_and_releases_it_sealed() {
         "the plan key holds the secret sealed: {stored}"
     );
 
-    let done = coord.rollouts().driver("/config/pay").run().await.unwrap();
-    assert!(
-        matches!(done.state, PlanState::Promoted { .. }),
-        "{:?}",
-        done.state
-    );
+    promoted_by(coord.rollouts().driver("/config/pay"), 10, "the plan ends").await;
     let (value, _) = coord.store().get("/config/pay/api_key").await.unwrap();
     assert!(
         coord::keyring::is_sealed(&value.unwrap().value),
