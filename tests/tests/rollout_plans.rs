@@ -239,6 +239,13 @@ fn watch<T: coord::CoordConfig + Clone + Send + Sync + 'static>(
     });
 }
 
+/// New values to half the instances, then everyone, each step baking `bake`.
+fn half_then_everyone(bake: Duration) -> RolloutPlan {
+    RolloutPlan::new(PREFIX, values(NEW))
+        .step(Selector::default().percent(50), bake)
+        .step(Selector::default(), Duration::ZERO)
+}
+
 fn plan() -> RolloutPlan {
     RolloutPlan::new(PREFIX, values(NEW))
         .message("double the limit")
@@ -419,11 +426,7 @@ async fn a_failing_user_gate_or_a_degraded_instance_aborts_the_plan() {
 
     // A second plan: one picked instance says it is degraded while the step bakes.
     rollouts
-        .start(
-            RolloutPlan::new(PREFIX, values(NEW))
-                .step(Selector::default().percent(50), Duration::from_secs(30))
-                .step(Selector::default(), Duration::ZERO),
-        )
+        .start(half_then_everyone(Duration::from_secs(30)))
         .await
         .unwrap();
     let driver = tokio::spawn(rollouts.driver(PREFIX).run());
@@ -538,13 +541,10 @@ async fn a_driver_that_takes_over_after_the_rollout_timeout_finishes_the_step_an
     let rollouts = fleet.admin.rollouts();
     rollouts
         .start(
-            RolloutPlan::new(PREFIX, values(NEW))
-                .step(Selector::default().percent(50), Duration::from_millis(2500))
-                .step(Selector::default(), Duration::ZERO)
-                .gates(Gates {
-                    rollout_timeout: Duration::from_secs(1),
-                    ..Gates::default()
-                }),
+            half_then_everyone(Duration::from_millis(2500)).gates(Gates {
+                rollout_timeout: Duration::from_secs(1),
+                ..Gates::default()
+            }),
         )
         .await
         .unwrap();
@@ -580,11 +580,7 @@ async fn after_a_compaction_a_paused_plan_does_not_spin_and_a_baking_one_finishe
     let fleet = Fleet::start(None).await;
     let rollouts = fleet.admin.rollouts();
     rollouts
-        .start(
-            RolloutPlan::new(PREFIX, values(NEW))
-                .step(Selector::default().percent(50), Duration::from_millis(1500))
-                .step(Selector::default(), Duration::ZERO),
-        )
+        .start(half_then_everyone(Duration::from_millis(1500)))
         .await
         .unwrap();
     let first = tokio::spawn(rollouts.driver(PREFIX).run());
@@ -640,11 +636,7 @@ async fn after_a_compaction_a_paused_plan_does_not_spin_and_a_baking_one_finishe
 async fn a_gray_release_ended_outside_the_plan_ends_the_plan_and_a_cancel_still_succeeds() {
     let fleet = Fleet::start(None).await;
     let rollouts = fleet.admin.rollouts();
-    let long = || {
-        RolloutPlan::new(PREFIX, values(NEW))
-            .step(Selector::default().percent(50), Duration::from_secs(30))
-            .step(Selector::default(), Duration::ZERO)
-    };
+    let long = || half_then_everyone(Duration::from_secs(30));
     rollouts.start(long()).await.unwrap();
     let driver = tokio::spawn(rollouts.driver(PREFIX).run());
     let gray = running_step(&rollouts, 0).await;
@@ -708,11 +700,7 @@ async fn a_paused_plan_holds_its_step_and_a_cancelled_one_puts_everyone_back() {
     let fleet = Fleet::start(None).await;
     let rollouts = fleet.admin.rollouts();
     rollouts
-        .start(
-            RolloutPlan::new(PREFIX, values(NEW))
-                .step(Selector::default().percent(50), Duration::from_millis(200))
-                .step(Selector::default(), Duration::ZERO),
-        )
+        .start(half_then_everyone(Duration::from_millis(200)))
         .await
         .unwrap();
     let driver = tokio::spawn(rollouts.driver(PREFIX).run());
@@ -793,11 +781,7 @@ async fn plans_take_release_on_their_prefix_are_refused_under_review_and_are_aud
         .commit()
         .await
         .unwrap();
-    let plan = || {
-        RolloutPlan::new(PREFIX, values(NEW))
-            .step(Selector::default().percent(50), Duration::from_secs(30))
-            .step(Selector::default(), Duration::ZERO)
-    };
+    let plan = || half_then_everyone(Duration::from_secs(30));
     let denied = |r: coord::Result<coord::rollout::PlanStatus>| {
         matches!(r, Err(Error::PermissionDenied { .. }))
     };
