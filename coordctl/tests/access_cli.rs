@@ -9,13 +9,13 @@
 //!   them (then finds nothing to change), a prefix under review refuses a direct release
 //!   (exit 6), and `auth check` answers with exit 0 or 6.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+mod common;
+
 use std::time::Duration;
 
-use coord::testing::{EtcdServer, ROOT_PASSWORD, ROOT_USER};
-use coord::{Coord, CoordConfig};
+use common::{chmod, env, env_with_auth, expect_code, expect_exit, path_text, stdout, Env};
+use coord::testing::ROOT_USER;
+use coord::CoordConfig;
 use serde_json::Value;
 
 const PREFIX: &str = "/config/checkout";
@@ -46,108 +46,7 @@ grants = [{ prefix = "/config/checkout", actions = ["release", "approve"] }]
 [review."/config/checkout"]
 "#;
 
-/// An etcd, a connection to it, and a directory for files the commands read.
-struct Env {
-    server: EtcdServer,
-    coord: Coord,
-    dir: tempfile::TempDir,
-    /// Login flags every command gets (`--user root --password …` with auth on).
-    login: Vec<String>,
-}
-
-async fn env() -> Env {
-    let server = EtcdServer::start()
-        .await
-        .expect("start etcd (see the error for how to install it)");
-    let coord = Coord::connect(server.client_config())
-        .await
-        .expect("connect to the test etcd");
-    Env {
-        server,
-        coord,
-        dir: tempfile::tempdir().unwrap(),
-        login: Vec::new(),
-    }
-}
-
-/// An etcd with auth on; commands log in as root unless they say otherwise.
-async fn env_with_auth() -> Env {
-    let server = EtcdServer::builder()
-        .auth(true)
-        .start()
-        .await
-        .expect("start etcd with auth (see the error for how to install etcd)");
-    let coord = Coord::connect(server.client_config())
-        .await
-        .expect("connect to the test etcd as root");
-    Env {
-        server,
-        coord,
-        dir: tempfile::tempdir().unwrap(),
-        login: vec![
-            "--user".into(),
-            ROOT_USER.into(),
-            "--password".into(),
-            ROOT_PASSWORD.into(),
-        ],
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 impl Env {
-    /// Runs coordctl on this etcd with the test profile, as `login` says.
-    async fn ctl_as(&self, login: &[String], args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
-            .args(["--endpoints", &self.server.endpoint(), "--env", "test"])
-            .args(login)
-            .args(args)
-            .env_remove("COORD_ENDPOINTS")
-            .env_remove("COORD_USERNAME")
-            .env_remove("COORD_PASSWORD")
-            .env("NO_COLOR", "1")
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("run coordctl")
-    }
-
-    async fn ctl(&self, args: &[&str]) -> Output {
-        self.ctl_as(&self.login, args).await
-    }
-
-    async fn ctl_ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args).await;
-        assert!(
-            out.status.success(),
-            "coordctl {args:?} failed: {:?}\nstderr: {}",
-            out.status,
-            stderr(&out)
-        );
-        stdout(&out)
-    }
-
-    async fn ctl_json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        let text = self.ctl_ok(&all).await;
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-    }
-
-    /// A file holding `text`, mode 0600, by path.
-    fn private_file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        path
-    }
-
     async fn publish(&self) {
         self.coord
             .config()
@@ -155,10 +54,6 @@ impl Env {
             .await
             .unwrap();
     }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 temporary path")
 }
 
 /// `(principal, action, outcome)` of each record, oldest first.
@@ -178,24 +73,23 @@ fn row(principal: &str, action: &str, outcome: &str) -> (String, String, String)
     (principal.into(), action.into(), outcome.into())
 }
 
+/// `coordctl --as ana config propose PREFIX ARGS… -o json`: the proposal.
+async fn propose_as_ana(env: &Env, args: &[&str]) -> Value {
+    let mut all = vec!["--as", "ana", "config", "propose", PREFIX];
+    all.extend(args);
+    env.ctl.json(&all).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proposal_is_listed_refused_to_its_proposer_and_released_by_another_principal() {
     let env = env().await;
     env.publish().await;
 
-    let proposed = env
-        .ctl_json(&[
-            "--as",
-            "ana",
-            "config",
-            "propose",
-            PREFIX,
-            "timeout_secs=45",
-            "provider=1234",
-            "-m",
-            "PSP is slow",
-        ])
-        .await;
+    let proposed = propose_as_ana(
+        &env,
+        &["timeout_secs=45", "provider=1234", "-m", "PSP is slow"],
+    )
+    .await;
     let id = proposed["id"].as_str().expect("an id").to_owned();
     assert_eq!(proposed["state"], "open", "{proposed}");
     assert_eq!(proposed["proposer"], "ana", "{proposed}");
@@ -210,24 +104,25 @@ async fn a_proposal_is_listed_refused_to_its_proposer_and_released_by_another_pr
         "nothing released yet"
     );
 
-    let listed = env.ctl_json(&["config", "proposals", PREFIX]).await;
+    let listed = env.ctl.json(&["config", "proposals", PREFIX]).await;
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
     assert_eq!(listed[0]["id"], id.as_str());
     assert_eq!(listed[0]["message"], "PSP is slow");
-    let table = env.ctl_ok(&["config", "proposals", PREFIX]).await;
+    let table = env.ctl.ok(&["config", "proposals", PREFIX]).await;
     assert!(table.starts_with("ID"), "{table}");
     assert!(table.contains(&id) && table.contains("open"), "{table}");
-    let one = env.ctl_ok(&["config", "proposals", PREFIX, &id]).await;
+    let one = env.ctl.ok(&["config", "proposals", PREFIX, &id]).await;
     assert!(one.contains("timeout_secs") && one.contains("45"), "{one}");
 
     let own = env
-        .ctl(&["--as", "ana", "config", "approve", PREFIX, &id])
+        .ctl
+        .run(&["--as", "ana", "config", "approve", PREFIX, &id])
         .await;
-    assert_eq!(own.status.code(), Some(DENIED), "{}", stderr(&own));
-    assert!(stderr(&own).contains("cannot approve"), "{}", stderr(&own));
+    expect_exit(&own, DENIED, "cannot approve");
 
     let approved = env
-        .ctl_json(&["--as", "bo", "config", "approve", PREFIX, &id])
+        .ctl
+        .json(&["--as", "bo", "config", "approve", PREFIX, &id])
         .await;
     assert_eq!(approved["principal"], "ana", "{approved}");
     assert_eq!(approved["approved_by"], "bo", "{approved}");
@@ -249,22 +144,23 @@ async fn a_proposal_is_listed_refused_to_its_proposer_and_released_by_another_pr
         "1234"
     );
 
-    let history = env.ctl_json(&["config", "history", PREFIX]).await;
+    let history = env.ctl.json(&["config", "history", PREFIX]).await;
     assert_eq!(history[0]["principal"], "ana", "{history}");
     assert_eq!(history[0]["approved_by"], "bo", "{history}");
     assert_eq!(history[0]["message"], "PSP is slow", "{history}");
-    let table = env.ctl_ok(&["config", "history", PREFIX]).await;
+    let table = env.ctl.ok(&["config", "history", PREFIX]).await;
     assert!(table.contains("ana, approved by bo"), "{table}");
-    let listed = env.ctl_json(&["config", "proposals", PREFIX]).await;
+    let listed = env.ctl.json(&["config", "proposals", PREFIX]).await;
     assert_eq!(listed[0]["state"], "approved", "{listed}");
     assert_eq!(listed[0]["decided_by"], "bo", "{listed}");
 
     let again = env
-        .ctl(&["--as", "bo", "config", "approve", PREFIX, &id])
+        .ctl
+        .run(&["--as", "bo", "config", "approve", PREFIX, &id])
         .await;
-    assert_eq!(again.status.code(), Some(DENIED), "{}", stderr(&again));
+    expect_code(&again, DENIED);
 
-    let audit = env.ctl_json(&["audit", "ls", "--prefix", PREFIX]).await;
+    let audit = env.ctl.json(&["audit", "ls", "--prefix", PREFIX]).await;
     let rows = audit_rows(&audit);
     for expected in [
         row("ana", "propose", "done"),
@@ -273,7 +169,7 @@ async fn a_proposal_is_listed_refused_to_its_proposer_and_released_by_another_pr
     ] {
         assert!(rows.contains(&expected), "{expected:?} in {rows:?}");
     }
-    let table = env.ctl_ok(&["audit", "ls", "--principal", "ana"]).await;
+    let table = env.ctl.ok(&["audit", "ls", "--principal", "ana"]).await;
     assert!(table.starts_with("TIME"), "{table}");
     assert!(
         table.contains("propose") && !table.contains(" bo "),
@@ -285,65 +181,47 @@ async fn a_proposal_is_listed_refused_to_its_proposer_and_released_by_another_pr
 async fn a_rejected_proposal_is_never_released_and_a_stale_one_is_a_conflict() {
     let env = env().await;
     env.publish().await;
-    let first = env
-        .ctl_json(&[
-            "--as",
-            "ana",
-            "config",
-            "propose",
-            PREFIX,
-            "timeout_secs=50",
-        ])
-        .await;
+    let first = propose_as_ana(&env, &["timeout_secs=50"]).await;
     let first = first["id"].as_str().unwrap().to_owned();
     let no_reason = env
-        .ctl(&[
+        .ctl
+        .run(&[
             "--as", "bo", "config", "reject", PREFIX, &first, "--reason", " ",
         ])
         .await;
-    assert_eq!(no_reason.status.code(), Some(2), "{}", stderr(&no_reason));
+    expect_code(&no_reason, 2);
     let rejected = env
-        .ctl_json(&[
+        .ctl
+        .json(&[
             "--as", "bo", "config", "reject", PREFIX, &first, "--reason", "too slow",
         ])
         .await;
     assert_eq!(rejected["state"], "rejected", "{rejected}");
     assert_eq!(rejected["reason"], "too slow", "{rejected}");
     let late = env
-        .ctl(&["--as", "bo", "config", "approve", PREFIX, &first])
+        .ctl
+        .run(&["--as", "bo", "config", "approve", PREFIX, &first])
         .await;
-    assert_eq!(late.status.code(), Some(DENIED), "{}", stderr(&late));
+    expect_code(&late, DENIED);
 
-    let second = env
-        .ctl_json(&[
-            "--as",
-            "ana",
-            "config",
-            "propose",
-            PREFIX,
-            "timeout_secs=60",
-        ])
-        .await;
+    let second = propose_as_ana(&env, &["timeout_secs=60"]).await;
     let second = second["id"].as_str().unwrap().to_owned();
     // A release made since the proposal: approving it would undo what it did not see.
-    env.ctl_ok(&[
-        "--as",
-        "bo",
-        "config",
-        "set",
-        "/config/checkout/timeout_secs",
-        "40",
-    ])
-    .await;
-    let stale = env
-        .ctl(&["--as", "bo", "config", "approve", PREFIX, &second])
+    env.ctl
+        .ok(&[
+            "--as",
+            "bo",
+            "config",
+            "set",
+            "/config/checkout/timeout_secs",
+            "40",
+        ])
         .await;
-    assert_eq!(stale.status.code(), Some(4), "{}", stderr(&stale));
-    assert!(
-        stderr(&stale).contains("propose again"),
-        "{}",
-        stderr(&stale)
-    );
+    let stale = env
+        .ctl
+        .run(&["--as", "bo", "config", "approve", PREFIX, &second])
+        .await;
+    expect_exit(&stale, 4, "propose again");
     assert_eq!(
         env.coord
             .config()
@@ -362,58 +240,54 @@ async fn auth_apply_creates_the_users_then_finds_nothing_to_change_and_the_polic
     let passwords = env.private_file("passwords.toml", "ana = \"ana-pw\"\nbo = \"bo-pw\"\n");
 
     // Without passwords the users cannot be created: nothing is applied.
-    let missing = env.ctl(&["auth", "apply", path(&policy), "--yes"]).await;
-    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+    let missing = env
+        .ctl
+        .run(&["auth", "apply", path_text(&policy), "--yes"])
+        .await;
+    expect_exit(&missing, 2, "--passwords");
     assert!(
         stdout(&missing).contains("! user ana"),
         "{}",
         stdout(&missing)
     );
-    assert!(
-        stderr(&missing).contains("--passwords"),
-        "{}",
-        stderr(&missing)
-    );
     let dry = env
-        .ctl_ok(&[
+        .ctl
+        .ok(&[
             "auth",
             "apply",
-            path(&policy),
+            path_text(&policy),
             "--passwords",
-            path(&passwords),
+            path_text(&passwords),
             "--dry-run",
         ])
         .await;
     assert!(dry.contains("dry run"), "{dry}");
-    let none = env.ctl(&["auth", "show"]).await;
-    assert_eq!(none.status.code(), Some(3), "{}", stderr(&none));
+    let none = env.ctl.run(&["auth", "show"]).await;
+    expect_code(&none, 3);
 
     let open = env.private_file("open.toml", "ana = \"ana-pw\"\n");
-    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    chmod(&open, 0o644);
     let refused = env
-        .ctl(&[
+        .ctl
+        .run(&[
             "auth",
             "apply",
-            path(&policy),
+            path_text(&policy),
             "--passwords",
-            path(&open),
+            path_text(&open),
             "--yes",
         ])
         .await;
-    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
-    assert!(
-        stderr(&refused).contains("chmod 600"),
-        "{}",
-        stderr(&refused)
-    );
+    expect_exit(&refused, 2, "chmod 600");
 
     let applied = env
-        .ctl_ok(&[
+        .ctl
+        .ok(&[
             "auth",
             "apply",
-            path(&policy),
+            path_text(&policy),
             "--passwords",
-            path(&passwords),
+            path_text(&passwords),
             "--yes",
         ])
         .await;
@@ -425,23 +299,25 @@ async fn auth_apply_creates_the_users_then_finds_nothing_to_change_and_the_polic
         "no password printed: {applied}"
     );
     let again = env
-        .ctl_ok(&[
+        .ctl
+        .ok(&[
             "auth",
             "apply",
-            path(&policy),
+            path_text(&policy),
             "--passwords",
-            path(&passwords),
+            path_text(&passwords),
             "--yes",
         ])
         .await;
     assert!(again.starts_with("no changes"), "{again}");
     let again = env
-        .ctl_json(&["auth", "apply", path(&policy), "--yes"])
+        .ctl
+        .json(&["auth", "apply", path_text(&policy), "--yes"])
         .await;
     assert_eq!(again["changes"], serde_json::json!([]), "{again}");
     assert_eq!(again["applied"], false, "{again}");
 
-    let shown = env.ctl_ok(&["auth", "show"]).await;
+    let shown = env.ctl.ok(&["auth", "show"]).await;
     assert!(shown.contains("[principals.ana]"), "{shown}");
     let shown_policy = coord::access::Policy::parse_toml(&shown).unwrap();
     assert_eq!(
@@ -449,90 +325,58 @@ async fn auth_apply_creates_the_users_then_finds_nothing_to_change_and_the_polic
         coord::access::Policy::parse_toml(POLICY).unwrap()
     );
 
-    let allowed = env.ctl(&["auth", "check", "bo", "approve", PREFIX]).await;
-    assert!(allowed.status.success(), "{}", stderr(&allowed));
-    assert!(
-        stdout(&allowed).starts_with("allowed"),
-        "{}",
-        stdout(&allowed)
-    );
-    let denied = env
-        .ctl(&["auth", "check", "ana", "approve", "/config/checkout/db"])
+    let allowed = env
+        .ctl
+        .ok(&["auth", "check", "bo", "approve", PREFIX])
         .await;
-    assert_eq!(denied.status.code(), Some(DENIED), "{}", stderr(&denied));
+    assert!(allowed.starts_with("allowed"), "{allowed}");
+    let denied = env
+        .ctl
+        .run(&["auth", "check", "ana", "approve", "/config/checkout/db"])
+        .await;
+    expect_code(&denied, DENIED);
     assert!(stdout(&denied).starts_with("denied"), "{}", stdout(&denied));
     assert!(stdout(&denied).contains("editor"), "{}", stdout(&denied));
-    let bad = env.ctl(&["auth", "check", "ana", "write", PREFIX]).await;
-    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    let bad = env
+        .ctl
+        .run(&["auth", "check", "ana", "write", PREFIX])
+        .await;
+    expect_code(&bad, 2);
 
     // Each principal logs in as its etcd user; a claim with --as is no way around it.
-    let login = |user: &str| -> Vec<String> {
-        vec![
-            "--user".into(),
-            user.into(),
-            "--password".into(),
-            format!("{user}-pw"),
-        ]
-    };
+    let login = |user: &str| env.ctl.login(user, &format!("{user}-pw"));
     let values = env.private_file("values.json", r#"{"timeout_secs": 45}"#);
-    let direct = env
-        .ctl_as(
-            &login("bo"),
-            &["config", "release", PREFIX, "-f", path(&values)],
-        )
+    let direct = login("bo")
+        .run(&["config", "release", PREFIX, "-f", path_text(&values)])
         .await;
-    assert_eq!(direct.status.code(), Some(DENIED), "{}", stderr(&direct));
-    assert!(
-        stderr(&direct).contains("requires review"),
-        "{}",
-        stderr(&direct)
-    );
-    let not_granted = env
-        .ctl_as(
-            &login("ana"),
-            &["config", "release", PREFIX, "-f", path(&values)],
-        )
+    expect_exit(&direct, DENIED, "requires review");
+    let not_granted = login("ana")
+        .run(&["config", "release", PREFIX, "-f", path_text(&values)])
         .await;
-    assert_eq!(
-        not_granted.status.code(),
-        Some(DENIED),
-        "{}",
-        stderr(&not_granted)
-    );
-    let claim = env
-        .ctl_as(
-            &login("ana"),
-            &[
-                "--as",
-                "bo",
-                "config",
-                "release",
-                PREFIX,
-                "-f",
-                path(&values),
-            ],
-        )
+    expect_code(&not_granted, DENIED);
+    let claim = login("ana")
+        .run(&[
+            "--as",
+            "bo",
+            "config",
+            "release",
+            PREFIX,
+            "-f",
+            path_text(&values),
+        ])
         .await;
-    assert_eq!(claim.status.code(), Some(2), "{}", stderr(&claim));
+    expect_code(&claim, 2);
 
-    let proposed = env
-        .ctl_as(
-            &login("ana"),
-            &["config", "propose", PREFIX, "timeout_secs=45", "-o", "json"],
-        )
+    let proposed = login("ana")
+        .json(&["config", "propose", PREFIX, "timeout_secs=45"])
         .await;
-    assert!(proposed.status.success(), "{}", stderr(&proposed));
-    let proposed: Value = serde_json::from_slice(&proposed.stdout).unwrap();
     let id = proposed["id"].as_str().unwrap();
-    let approved = env
-        .ctl_as(&login("bo"), &["config", "approve", PREFIX, id])
-        .await;
-    assert!(approved.status.success(), "{}", stderr(&approved));
-    let history = env.ctl_json(&["config", "history", PREFIX]).await;
+    login("bo").ok(&["config", "approve", PREFIX, id]).await;
+    let history = env.ctl.json(&["config", "history", PREFIX]).await;
     assert_eq!(history[0]["principal"], "ana", "{history}");
     assert_eq!(history[0]["approved_by"], "bo", "{history}");
 
-    let audit = env.ctl_json(&["audit", "ls"]).await;
+    let audit = env.ctl.json(&["audit", "ls"]).await;
     let rows = audit_rows(&audit);
     for expected in [
         row(ROOT_USER, "policy_change", "done"),
@@ -554,16 +398,17 @@ async fn a_lock_broken_and_an_id_released_by_force_are_audited_and_their_holders
         .acquire("/locks/stuck", Duration::from_secs(60))
         .await
         .unwrap();
-    env.ctl_ok(&[
-        "--as",
-        "ops",
-        "locks",
-        "release",
-        "/locks/stuck",
-        "--force",
-        "--yes",
-    ])
-    .await;
+    env.ctl
+        .ok(&[
+            "--as",
+            "ops",
+            "locks",
+            "release",
+            "/locks/stuck",
+            "--force",
+            "--yes",
+        ])
+        .await;
     tokio::time::timeout(Duration::from_secs(20), guard.lost())
         .await
         .expect("the holder learns it lost the lock");
@@ -571,11 +416,12 @@ async fn a_lock_broken_and_an_id_released_by_force_are_audited_and_their_holders
     let allocator = env.coord.ids("worker", 16).await.unwrap();
     let id = allocator.acquire().await.unwrap();
     let number = id.id().to_string();
-    let unforced = env.ctl(&["ids", "release", "worker", &number]).await;
-    assert_eq!(unforced.status.code(), Some(2), "{}", stderr(&unforced));
+    let unforced = env.ctl.run(&["ids", "release", "worker", &number]).await;
+    expect_code(&unforced, 2);
     assert!(id.is_alive());
     let released = env
-        .ctl_json(&[
+        .ctl
+        .json(&[
             "--as", "ops", "ids", "release", "worker", &number, "--force", "--yes",
         ])
         .await;
@@ -583,14 +429,15 @@ async fn a_lock_broken_and_an_id_released_by_force_are_audited_and_their_holders
     tokio::time::timeout(Duration::from_secs(20), id.lost())
         .await
         .expect("the holder learns it lost the ID");
-    let listed = env.ctl_json(&["ids", "ls", "worker"]).await;
+    let listed = env.ctl.json(&["ids", "ls", "worker"]).await;
     assert_eq!(listed, serde_json::json!([]), "{listed}");
     let missing = env
-        .ctl(&["ids", "release", "worker", &number, "--force", "--yes"])
+        .ctl
+        .run(&["ids", "release", "worker", &number, "--force", "--yes"])
         .await;
-    assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
+    expect_code(&missing, 3);
 
-    let audit = env.ctl_json(&["audit", "ls", "--principal", "ops"]).await;
+    let audit = env.ctl.json(&["audit", "ls", "--principal", "ops"]).await;
     let rows = audit_rows(&audit);
     assert_eq!(
         rows,
@@ -604,15 +451,17 @@ async fn a_lock_broken_and_an_id_released_by_force_are_audited_and_their_holders
 
     // Each principal trims its own folder: ops's two records go, nobody else's.
     let kept = env
-        .ctl_json(&["--as", "ops", "audit", "trim", "--keep", "1"])
+        .ctl
+        .json(&["--as", "ops", "audit", "trim", "--keep", "1"])
         .await;
     assert_eq!(kept["deleted"], 1, "{kept}");
-    let left = env.ctl_json(&["audit", "ls", "--principal", "ops"]).await;
+    let left = env.ctl.json(&["audit", "ls", "--principal", "ops"]).await;
     assert_eq!(audit_rows(&left), [row("ops", "id_release", "done")]);
     let trimmed = env
-        .ctl_json(&["--as", "ops", "audit", "trim", "--older-than", "0s"])
+        .ctl
+        .json(&["--as", "ops", "audit", "trim", "--older-than", "0s"])
         .await;
     assert_eq!(trimmed["deleted"], 1, "{trimmed}");
-    let nothing = env.ctl(&["audit", "trim"]).await;
-    assert_eq!(nothing.status.code(), Some(2), "{}", stderr(&nothing));
+    let nothing = env.ctl.run(&["audit", "trim"]).await;
+    expect_code(&nothing, 2);
 }

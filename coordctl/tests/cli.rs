@@ -1,8 +1,14 @@
 //! coordctl, the real binary, against a real etcd from the test harness.
 
-use std::process::Output;
+mod common;
+
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{
+    chmod, env, eventually, expect_code, expect_exit, expect_ok, path_text, private_file, stderr,
+    stdout, Ctl, Env,
+};
 use coord::testing::EtcdServer;
 use coord::{ClientConfig, Coord, CoordConfig};
 use serde_json::Value;
@@ -25,74 +31,6 @@ struct Required {
     provider: String,
 }
 
-struct Env {
-    server: EtcdServer,
-    coord: Coord,
-}
-
-async fn env() -> Env {
-    let server = EtcdServer::start()
-        .await
-        .expect("start etcd (see the error for how to install it)");
-    let coord = Coord::connect(server.client_config())
-        .await
-        .expect("connect to the test etcd");
-    Env { server, coord }
-}
-
-/// Runs coordctl on `endpoint` with the test profile.
-async fn ctl_at(endpoint: &str, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
-        .args(["--endpoints", endpoint, "--env", "test"])
-        .args(args)
-        .env_remove("COORD_ENDPOINTS")
-        .env("NO_COLOR", "1")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run coordctl")
-}
-
-impl Env {
-    async fn ctl(&self, args: &[&str]) -> Output {
-        ctl_at(&self.server.endpoint(), args).await
-    }
-
-    async fn ctl_ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args).await;
-        assert!(
-            out.status.success(),
-            "coordctl {args:?} failed: {:?}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 output")
-    }
-
-    async fn ctl_json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        let text = self.ctl_ok(&all).await;
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Polls `check` every 50 ms until it is true; panics after `within`.
-async fn eventually<F: FnMut() -> bool>(within: Duration, what: &str, mut check: F) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_set_is_refused_for_a_wrong_type_and_reaches_a_live_for_a_right_one() {
     let env = env().await;
@@ -106,24 +44,25 @@ async fn typed_set_is_refused_for_a_wrong_type_and_reaches_a_live_for_a_right_on
     assert_eq!(live.load().timeout_secs, 30);
 
     let refused = env
-        .ctl(&["config", "set", "/config/checkout/timeout_secs", "\"abc\""])
+        .ctl
+        .run(&["config", "set", "/config/checkout/timeout_secs", "\"abc\""])
         .await;
-    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
-    let message = stderr(&refused);
-    assert!(message.contains("expected u64"), "{message}");
+    let message = expect_exit(&refused, 1, "expected u64");
     assert!(
         message.contains("Seconds before a payment attempt is abandoned."),
         "{message}"
     );
     let unknown = env
-        .ctl(&["config", "set", "/config/checkout/timeout", "5"])
+        .ctl
+        .run(&["config", "set", "/config/checkout/timeout", "5"])
         .await;
-    assert_eq!(unknown.status.code(), Some(1), "{}", stderr(&unknown));
+    expect_code(&unknown, 1);
     let nothing = env.coord.config().list(prefix).await.unwrap();
     assert!(nothing.is_empty(), "nothing written: {nothing:?}");
 
     let dry = env
-        .ctl_ok(&[
+        .ctl
+        .ok(&[
             "config",
             "set",
             "/config/checkout/timeout_secs",
@@ -134,14 +73,16 @@ async fn typed_set_is_refused_for_a_wrong_type_and_reaches_a_live_for_a_right_on
     assert!(dry.contains("dry run"), "{dry}");
     assert!(env.coord.config().list(prefix).await.unwrap().is_empty());
 
-    env.ctl_ok(&["config", "set", "/config/checkout/timeout_secs", "45"])
+    env.ctl
+        .ok(&["config", "set", "/config/checkout/timeout_secs", "45"])
         .await;
     eventually(Duration::from_secs(10), "the Live sees 45", || {
         live.load().timeout_secs == 45
     })
     .await;
     let got = env
-        .ctl_json(&["config", "get", "/config/checkout/timeout_secs"])
+        .ctl
+        .json(&["config", "get", "/config/checkout/timeout_secs"])
         .await;
     assert_eq!(got["value"], 45);
 }
@@ -155,7 +96,8 @@ async fn set_and_delete_under_a_schema_are_releases_in_history_and_roll_back() {
     let key = "/config/checkout/timeout_secs";
 
     let set = env
-        .ctl_json(&["config", "set", key, "45", "-m", "PSP is slow"])
+        .ctl
+        .json(&["config", "set", key, "45", "-m", "PSP is slow"])
         .await;
     assert_eq!(set["prefix"], prefix);
     let seq = set["release"].as_u64().expect("a release seq");
@@ -176,23 +118,25 @@ async fn set_and_delete_under_a_schema_are_releases_in_history_and_roll_back() {
     // --expect-version guards the key as a compare-and-set does: an old version is exit 4.
     let stale = (history[0].revision - 1).to_string();
     let conflict = env
-        .ctl(&["config", "set", key, "50", "--expect-version", &stale])
+        .ctl
+        .run(&["config", "set", key, "50", "--expect-version", &stale])
         .await;
-    assert_eq!(conflict.status.code(), Some(4), "{}", stderr(&conflict));
-    assert!(stderr(&conflict).contains(key), "{}", stderr(&conflict));
+    expect_exit(&conflict, 4, key);
     assert_eq!(config.get::<u64>(key).await.unwrap(), 45);
     let current = history[0].revision.to_string();
-    env.ctl_ok(&["config", "set", key, "50", "--expect-version", &current])
+    env.ctl
+        .ok(&["config", "set", key, "50", "--expect-version", &current])
         .await;
 
     // A delete is a release too, and a rollback brings the value back.
-    let deleted = env.ctl_json(&["config", "delete", key]).await;
+    let deleted = env.ctl.json(&["config", "delete", key]).await;
     let removed_in = deleted["release"].as_u64().expect("a release seq");
     assert!(config.get::<u64>(key).await.is_err(), "deleted");
     let latest = &config.history(prefix, 1).await.unwrap()[0];
     assert_eq!(latest.seq, removed_in);
     assert!(!latest.values.contains_key("timeout_secs"), "{latest:?}");
-    env.ctl_ok(&["config", "rollback", prefix, &seq.to_string()])
+    env.ctl
+        .ok(&["config", "rollback", prefix, &seq.to_string()])
         .await;
     assert_eq!(config.get::<u64>(key).await.unwrap(), 45);
 
@@ -208,16 +152,16 @@ async fn set_and_delete_under_a_schema_are_releases_in_history_and_roll_back() {
         .await
         .unwrap();
     let provider = "/config/pay-required/provider";
-    let refused = env.ctl(&["config", "delete", provider]).await;
-    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
-    assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
+    let refused = env.ctl.run(&["config", "delete", provider]).await;
+    expect_exit(&refused, 1, "--force");
     assert_eq!(config.get::<String>(provider).await.unwrap(), "psp-1");
-    env.ctl_ok(&["config", "delete", provider, "--force"]).await;
+    env.ctl.ok(&["config", "delete", provider, "--force"]).await;
     assert!(config.get::<String>(provider).await.is_err(), "deleted");
 
     // A value forced past the schema is a plain write: no release, an unattributed entry.
     let forced = env
-        .ctl_json(&["config", "set", key, "\"abc\"", "--force"])
+        .ctl
+        .json(&["config", "set", key, "\"abc\"", "--force"])
         .await;
     assert!(forced["release"].is_null(), "{forced}");
     let latest = &config.history(prefix, 1).await.unwrap()[0];
@@ -234,16 +178,18 @@ async fn get_and_list_redact_secrets_the_schema_marks() {
         .publish_schema_at::<Checkout>(prefix)
         .await
         .unwrap();
-    env.ctl_ok(&["config", "set", "/config/pay/api_key", "\"hunter2\""])
+    env.ctl
+        .ok(&["config", "set", "/config/pay/api_key", "\"hunter2\""])
         .await;
-    env.ctl_ok(&["config", "set", "/config/pay/timeout_secs", "7"])
+    env.ctl
+        .ok(&["config", "set", "/config/pay/timeout_secs", "7"])
         .await;
-    let listed = env.ctl_json(&["config", "list", prefix]).await;
+    let listed = env.ctl.json(&["config", "list", prefix]).await;
     let text = listed.to_string();
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("<redacted>"), "{text}");
     assert!(text.contains("\"value\":7"), "{text}");
-    let got = env.ctl_ok(&["config", "get", "/config/pay/api_key"]).await;
+    let got = env.ctl.ok(&["config", "get", "/config/pay/api_key"]).await;
     assert!(
         !got.contains("hunter2") && got.contains("<redacted>"),
         "{got}"
@@ -294,27 +240,28 @@ async fn map_secrets_and_nested_secret_fields_are_redacted_in_get_list_set_histo
         "/config/vault/tokens/acme",
         "/config/vault/accounts/main/password",
     ] {
-        hidden(key, &env.ctl_ok(&["config", "get", key]).await);
+        hidden(key, &env.ctl.ok(&["config", "get", key]).await);
         hidden(
             key,
-            &env.ctl_json(&["config", "get", key]).await.to_string(),
+            &env.ctl.json(&["config", "get", key]).await.to_string(),
         );
     }
     let user = env
-        .ctl_json(&["config", "get", "/config/vault/accounts/main/user"])
+        .ctl
+        .json(&["config", "get", "/config/vault/accounts/main/user"])
         .await;
     assert_eq!(user["value"], "ana");
-    hidden("list", &env.ctl_ok(&["config", "list", prefix]).await);
-    let listed = env.ctl_json(&["config", "list", prefix]).await;
+    hidden("list", &env.ctl.ok(&["config", "list", prefix]).await);
+    let listed = env.ctl.json(&["config", "list", prefix]).await;
     hidden("list -o json", &listed.to_string());
     assert!(listed.to_string().contains("\"ana\""), "{listed}");
-    let history = env.ctl_json(&["config", "history", prefix]).await;
+    let history = env.ctl.json(&["config", "history", prefix]).await;
     hidden("history -o json", &history.to_string());
     hidden(
         "diff",
-        &env.ctl_ok(&["config", "diff", prefix, "1", "2"]).await,
+        &env.ctl.ok(&["config", "diff", prefix, "1", "2"]).await,
     );
-    let diff = env.ctl_json(&["config", "diff", prefix, "1", "2"]).await;
+    let diff = env.ctl.json(&["config", "diff", prefix, "1", "2"]).await;
     hidden("diff -o json", &diff.to_string());
     assert_eq!(
         diff.as_array().unwrap().len(),
@@ -322,7 +269,8 @@ async fn map_secrets_and_nested_secret_fields_are_redacted_in_get_list_set_histo
         "both secrets changed: {diff}"
     );
     let set = env
-        .ctl_json(&[
+        .ctl
+        .json(&[
             "config",
             "set",
             "/config/vault/tokens/acme",
@@ -331,7 +279,8 @@ async fn map_secrets_and_nested_secret_fields_are_redacted_in_get_list_set_histo
         .await;
     hidden("set -o json", &set.to_string());
     let rollback = env
-        .ctl_json(&["config", "rollback", prefix, "1", "-m", "back"])
+        .ctl
+        .json(&["config", "rollback", prefix, "1", "-m", "back"])
         .await;
     hidden("rollback -o json", &rollback.to_string());
 }
@@ -345,29 +294,30 @@ async fn release_history_diff_and_rollback_round_trip() {
     std::fs::write(&first, r#"{"timeout_secs": 10, "mode": "fast"}"#).unwrap();
     std::fs::write(&second, r#"{"timeout_secs": 20}"#).unwrap();
     let prefix = "/config/h";
-    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
-    env.ctl_ok(&[
-        "config",
-        "release",
-        prefix,
-        "-f",
-        &path(&first),
-        "-m",
-        "one",
-    ])
-    .await;
-    env.ctl_ok(&[
-        "config",
-        "release",
-        prefix,
-        "-f",
-        &path(&second),
-        "-m",
-        "two",
-    ])
-    .await;
+    env.ctl
+        .ok(&[
+            "config",
+            "release",
+            prefix,
+            "-f",
+            path_text(&first),
+            "-m",
+            "one",
+        ])
+        .await;
+    env.ctl
+        .ok(&[
+            "config",
+            "release",
+            prefix,
+            "-f",
+            path_text(&second),
+            "-m",
+            "two",
+        ])
+        .await;
 
-    let history = env.ctl_json(&["config", "history", prefix]).await;
+    let history = env.ctl.json(&["config", "history", prefix]).await;
     let seqs: Vec<u64> = history
         .as_array()
         .unwrap()
@@ -377,13 +327,14 @@ async fn release_history_diff_and_rollback_round_trip() {
     assert_eq!(seqs, [2, 1]);
     assert_eq!(history[0]["message"], "two");
 
-    let diff = env.ctl_json(&["config", "diff", prefix, "1", "2"]).await;
+    let diff = env.ctl.json(&["config", "diff", prefix, "1", "2"]).await;
     assert_eq!(diff.as_array().unwrap().len(), 1, "{diff}");
     assert_eq!(diff[0]["key"], "timeout_secs");
     assert_eq!(diff[0]["old"], 10);
     assert_eq!(diff[0]["new"], 20);
 
-    env.ctl_ok(&["config", "rollback", prefix, "1", "-m", "back"])
+    env.ctl
+        .ok(&["config", "rollback", prefix, "1", "-m", "back"])
         .await;
     assert_eq!(
         env.coord
@@ -393,10 +344,10 @@ async fn release_history_diff_and_rollback_round_trip() {
             .unwrap(),
         10
     );
-    let history = env.ctl_json(&["config", "history", prefix]).await;
+    let history = env.ctl.json(&["config", "history", prefix]).await;
     assert_eq!(history[0]["seq"], 3);
     assert_eq!(history[0]["kind"], "rollback to 1");
-    let table = env.ctl_ok(&["config", "history", prefix]).await;
+    let table = env.ctl.ok(&["config", "history", prefix]).await;
     assert!(table.starts_with("SEQ"), "{table}");
     assert!(table.contains("rollback to 1"), "{table}");
 }
@@ -417,7 +368,7 @@ async fn locks_ls_shows_an_etcdctl_holder_then_a_coord_waiter() {
     let mut listed = Value::Null;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        listed = env.ctl_json(&["locks", "ls", "/locks/"]).await;
+        listed = env.ctl.json(&["locks", "ls", "/locks/"]).await;
         if listed[0]["waiters"]
             .as_array()
             .is_some_and(|w| w.len() == 1)
@@ -435,7 +386,7 @@ async fn locks_ls_shows_an_etcdctl_holder_then_a_coord_waiter() {
     assert_ne!(waiters[0]["key"], holder.as_str());
     assert!(!waiter.is_finished(), "coord waits behind etcdctl");
 
-    let table = env.ctl_ok(&["locks", "ls", "/locks/"]).await;
+    let table = env.ctl.ok(&["locks", "ls", "/locks/"]).await;
     assert!(table.contains(&holder), "{table}");
 
     etcdctl.start_kill().unwrap();
@@ -449,7 +400,7 @@ async fn ids_ls_lists_the_ids_an_allocator_holds() {
     let allocator = env.coord.ids("worker", 16).await.unwrap();
     let a = allocator.acquire().await.unwrap();
     let b = allocator.acquire().await.unwrap();
-    let listed = env.ctl_json(&["ids", "ls", "worker"]).await;
+    let listed = env.ctl.json(&["ids", "ls", "worker"]).await;
     let ids: Vec<u64> = listed
         .as_array()
         .unwrap()
@@ -465,7 +416,7 @@ async fn ids_ls_lists_the_ids_an_allocator_holds() {
         .unwrap()
         .iter()
         .all(|i| i["lease"] == lease.as_str()));
-    let table = env.ctl_ok(&["ids", "ls", "worker"]).await;
+    let table = env.ctl.ok(&["ids", "ls", "worker"]).await;
     assert!(table.starts_with("ID"), "{table}");
     assert!(table.contains(&lease), "{table}");
 }
@@ -473,14 +424,14 @@ async fn ids_ls_lists_the_ids_an_allocator_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_is_exit_3_and_conflict_is_exit_4() {
     let env = env().await;
-    let missing = env.ctl(&["config", "get", "/nope/key"]).await;
-    assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
-    let missing = env.ctl(&["config", "delete", "/nope/key"]).await;
-    assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
-    let missing = env.ctl(&["config", "rollback", "/nope", "7"]).await;
-    assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
+    let missing = env.ctl.run(&["config", "get", "/nope/key"]).await;
+    expect_code(&missing, 3);
+    let missing = env.ctl.run(&["config", "delete", "/nope/key"]).await;
+    expect_code(&missing, 3);
+    let missing = env.ctl.run(&["config", "rollback", "/nope", "7"]).await;
+    expect_code(&missing, 3);
 
-    env.ctl_ok(&["config", "set", "/c/k", "1"]).await;
+    env.ctl.ok(&["config", "set", "/c/k", "1"]).await;
     let (_, version) = env
         .coord
         .config()
@@ -489,16 +440,18 @@ async fn missing_is_exit_3_and_conflict_is_exit_4() {
         .unwrap();
     let stale = (version - 1).to_string();
     let conflict = env
-        .ctl(&["config", "set", "/c/k", "2", "--expect-version", &stale])
+        .ctl
+        .run(&["config", "set", "/c/k", "2", "--expect-version", &stale])
         .await;
-    assert_eq!(conflict.status.code(), Some(4), "{}", stderr(&conflict));
+    expect_code(&conflict, 4);
     assert_eq!(env.coord.config().get::<u64>("/c/k").await.unwrap(), 1);
     let current = version.to_string();
-    env.ctl_ok(&["config", "set", "/c/k", "2", "--expect-version", &current])
+    env.ctl
+        .ok(&["config", "set", "/c/k", "2", "--expect-version", &current])
         .await;
 
-    let usage = env.ctl(&["config", "frobnicate"]).await;
-    assert_eq!(usage.status.code(), Some(2));
+    let usage = env.ctl.run(&["config", "frobnicate"]).await;
+    expect_code(&usage, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -511,17 +464,19 @@ async fn an_unreachable_endpoint_fails_within_the_dial_timeout_naming_it() {
         .port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
-        .args(["--endpoints", &endpoint, "--dial-timeout", "1s"])
-        .args(["config", "get", "/x"])
-        .env_remove("COORD_ENDPOINTS")
-        .output()
-        .await
-        .unwrap();
+    let out = Ctl::bare()
+        .run(&[
+            "--endpoints",
+            &endpoint,
+            "--dial-timeout",
+            "1s",
+            "config",
+            "get",
+            "/x",
+        ])
+        .await;
     let took = started.elapsed();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let message = stderr(&out);
-    assert!(message.contains(&endpoint), "{message}");
+    let message = expect_exit(&out, 1, &endpoint);
     assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
     // A generous bound on a failure path: the dial timeout is 1 s.
     assert!(took < Duration::from_secs(20), "took {took:?}");
@@ -533,14 +488,12 @@ async fn an_unreachable_endpoint_fails_within_the_dial_timeout_naming_it() {
 async fn endpoints_come_from_the_environment_without_flags() {
     let env = env().await;
     let config: ClientConfig = env.server.client_config();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
-        .args(["health", "-o", "json"])
-        .env("COORD_ENDPOINTS", config.endpoints.join(","))
+    let out = Ctl::bare()
+        .env("COORD_ENDPOINTS", &config.endpoints.join(","))
         .env("COORD_ENV", "test")
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+        .run(&["health", "-o", "json"])
+        .await;
+    expect_ok(&out);
     let health: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(health["reachable"], true);
 }
@@ -559,9 +512,10 @@ async fn rollout_shows_each_instance_and_waits_for_a_release() {
     let instance = Coord::connect(config).await.unwrap();
     let live = instance.live_at::<Checkout>(prefix).await.unwrap();
     let file = values.to_str().unwrap();
-    env.ctl_ok(&["config", "release", prefix, "-f", file]).await;
+    env.ctl.ok(&["config", "release", prefix, "-f", file]).await;
     let waited = env
-        .ctl(&[
+        .ctl
+        .run(&[
             "config",
             "rollout",
             prefix,
@@ -573,7 +527,7 @@ async fn rollout_shows_each_instance_and_waits_for_a_release() {
             "json",
         ])
         .await;
-    assert!(waited.status.success(), "{}", stderr(&waited));
+    expect_ok(&waited);
     assert_eq!(
         stderr(&waited),
         "",
@@ -585,7 +539,8 @@ async fn rollout_shows_each_instance_and_waits_for_a_release() {
     assert_eq!(waited[0]["instance"], "web-1");
     assert_eq!(waited[0]["release"], 1);
     let waited = env
-        .ctl(&[
+        .ctl
+        .run(&[
             "config",
             "rollout",
             prefix,
@@ -595,7 +550,7 @@ async fn rollout_shows_each_instance_and_waits_for_a_release() {
             "20s",
         ])
         .await;
-    assert!(waited.status.success(), "{}", stderr(&waited));
+    expect_ok(&waited);
     assert_eq!(
         stderr(&waited),
         "",
@@ -610,7 +565,7 @@ async fn rollout_shows_each_instance_and_waits_for_a_release() {
         text.starts_with("INSTANCE") && text.contains("runs release 1"),
         "{text}"
     );
-    let table = env.ctl_ok(&["config", "rollout", prefix]).await;
+    let table = env.ctl.ok(&["config", "rollout", prefix]).await;
     assert!(table.starts_with("INSTANCE"), "{table}");
     assert!(
         table.contains("web-1") && table.contains("zone=eu"),
@@ -618,17 +573,18 @@ async fn rollout_shows_each_instance_and_waits_for_a_release() {
     );
 
     std::fs::write(&values, r#"{"timeout_secs": 99}"#).unwrap();
-    env.ctl_ok(&[
-        "config",
-        "gray",
-        "start",
-        prefix,
-        "-f",
-        file,
-        "--instance",
-        "web-1",
-    ])
-    .await;
+    env.ctl
+        .ok(&[
+            "config",
+            "gray",
+            "start",
+            prefix,
+            "-f",
+            file,
+            "--instance",
+            "web-1",
+        ])
+        .await;
     eventually(
         Duration::from_secs(10),
         "web-1 runs the gray values",
@@ -644,7 +600,8 @@ async fn rollout_shows_each_instance_and_waits_for_a_release() {
         12,
         "the prefix keeps its values during a gray release"
     );
-    env.ctl_ok(&["config", "gray", "promote", prefix, "2"])
+    env.ctl
+        .ok(&["config", "gray", "promote", prefix, "2"])
         .await;
     assert_eq!(
         env.coord
@@ -655,14 +612,10 @@ async fn rollout_shows_each_instance_and_waits_for_a_release() {
         99
     );
     let no_selector = env
-        .ctl(&["config", "gray", "start", prefix, "-f", file])
+        .ctl
+        .run(&["config", "gray", "start", prefix, "-f", file])
         .await;
-    assert_eq!(
-        no_selector.status.code(),
-        Some(2),
-        "{}",
-        stderr(&no_selector)
-    );
+    expect_code(&no_selector, 2);
     drop(live);
     instance.close().await.unwrap();
 }
@@ -675,7 +628,7 @@ async fn describe_prints_the_published_fields() {
         .publish_schema_at::<Checkout>("/config/d")
         .await
         .unwrap();
-    let table = env.ctl_ok(&["config", "describe", "/config/d"]).await;
+    let table = env.ctl.ok(&["config", "describe", "/config/d"]).await;
     assert!(
         table.contains("timeout_secs") && table.contains("u64"),
         "{table}"
@@ -684,23 +637,19 @@ async fn describe_prints_the_published_fields() {
         table.contains("Seconds before a payment attempt"),
         "{table}"
     );
-    let doc = env.ctl_json(&["config", "describe", "/config/d"]).await;
+    let doc = env.ctl.json(&["config", "describe", "/config/d"]).await;
     assert_eq!(doc["fields"][0]["key"], "timeout_secs");
     assert_eq!(doc["fields"][0]["default"], 30);
-    let missing = env.ctl(&["config", "describe", "/config/none"]).await;
-    assert_eq!(missing.status.code(), Some(3));
+    let missing = env.ctl.run(&["config", "describe", "/config/none"]).await;
+    expect_code(&missing, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_prints_one_json_object_per_change() {
     let env = env().await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
-        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
-        .args(["config", "watch", "/config/w", "-o", "json"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = env
+        .ctl
+        .spawn(&["config", "watch", "/config/w", "-o", "json"]);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     // The watch starts after the process connects; write until a line comes.
     let line = tokio::time::timeout(Duration::from_secs(20), async {
@@ -737,18 +686,20 @@ async fn locks_release_needs_force_and_revokes_the_holder() {
         .acquire("/locks/stuck", Duration::from_secs(60))
         .await
         .unwrap();
-    let refused = env.ctl(&["locks", "release", "/locks/stuck"]).await;
-    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    let refused = env.ctl.run(&["locks", "release", "/locks/stuck"]).await;
+    expect_code(&refused, 2);
     assert!(guard.is_alive());
-    env.ctl_ok(&["locks", "release", "/locks/stuck", "--force", "--yes"])
+    env.ctl
+        .ok(&["locks", "release", "/locks/stuck", "--force", "--yes"])
         .await;
     tokio::time::timeout(Duration::from_secs(20), guard.lost())
         .await
         .expect("the holder learns it lost the lock");
     let missing = env
-        .ctl(&["locks", "release", "/locks/stuck", "--force", "--yes"])
+        .ctl
+        .run(&["locks", "release", "/locks/stuck", "--force", "--yes"])
         .await;
-    assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
+    expect_code(&missing, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -763,12 +714,15 @@ async fn services_ls_and_election_leader_read_the_registry_and_the_election() {
         )
         .await
         .unwrap();
-    let all = env.ctl_json(&["services", "ls"]).await;
+    let all = env.ctl.json(&["services", "ls"]).await;
     assert_eq!(all["checkout"], 1);
-    let instances = env.ctl_json(&["services", "ls", "checkout"]).await;
+    let instances = env.ctl.json(&["services", "ls", "checkout"]).await;
     assert_eq!(instances[0]["address"], "10.0.0.7:50051");
-    let none = env.ctl(&["election", "leader", "/election/sched"]).await;
-    assert_eq!(none.status.code(), Some(3));
+    let none = env
+        .ctl
+        .run(&["election", "leader", "/election/sched"])
+        .await;
+    expect_code(&none, 3);
     let _leadership = env
         .coord
         .election("/election/sched")
@@ -776,30 +730,10 @@ async fn services_ls_and_election_leader_read_the_registry_and_the_election() {
         .await
         .unwrap();
     let leader = env
-        .ctl_json(&["election", "leader", "/election/sched"])
+        .ctl
+        .json(&["election", "leader", "/election/sched"])
         .await;
     assert_eq!(leader["value"], "node-a");
-}
-
-/// Runs coordctl with `args` only: no endpoint, profile or other flag added.
-async fn ctl_bare(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
-        .args(args)
-        .env_remove("COORD_ENDPOINTS")
-        .env_remove("COORD_USERNAME")
-        .env_remove("COORD_PASSWORD")
-        .env_remove("COORD_TLS_CA")
-        .env_remove("COORD_TLS_CERT")
-        .env_remove("COORD_TLS_KEY")
-        .env("NO_COLOR", "1")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run coordctl")
-}
-
-fn path_text(path: &std::path::Path) -> &str {
-    path.to_str().expect("a UTF-8 temporary path")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -825,56 +759,59 @@ async fn tls_flags_reach_an_etcd_that_requires_client_certificates() {
         path_text(&files.client_key_file),
     );
 
-    let health = ctl_bare(&[
-        "--endpoints",
-        &endpoint,
-        "--cacert",
-        ca,
-        "--cert",
-        cert,
-        "--key",
-        key,
-        "health",
-        "-o",
-        "json",
-    ])
-    .await;
-    assert!(health.status.success(), "{}", stderr(&health));
+    let health = Ctl::bare()
+        .run(&[
+            "--endpoints",
+            &endpoint,
+            "--cacert",
+            ca,
+            "--cert",
+            cert,
+            "--key",
+            key,
+            "health",
+            "-o",
+            "json",
+        ])
+        .await;
+    expect_ok(&health);
     let doc: Value = serde_json::from_slice(&health.stdout).unwrap();
     assert_eq!(doc["reachable"], true, "{doc}");
-    let got = ctl_bare(&[
-        "--endpoints",
-        &endpoint,
-        "--cacert",
-        ca,
-        "--cert",
-        cert,
-        "--key",
-        key,
-        "config",
-        "get",
-        "/config/tls/mode",
-    ])
-    .await;
-    assert!(got.status.success(), "{}", stderr(&got));
+    let got = Ctl::bare()
+        .run(&[
+            "--endpoints",
+            &endpoint,
+            "--cacert",
+            ca,
+            "--cert",
+            cert,
+            "--key",
+            key,
+            "config",
+            "get",
+            "/config/tls/mode",
+        ])
+        .await;
+    expect_ok(&got);
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "\"strict\"");
 
     // Without the CA the server's certificate cannot be checked.
-    let untrusted = ctl_bare(&[
-        "--endpoints",
-        &endpoint,
-        "--dial-timeout",
-        "2s",
-        "--cert",
-        cert,
-        "--key",
-        key,
-        "config",
-        "get",
-        "/config/tls/mode",
-    ])
-    .await;
-    assert_eq!(untrusted.status.code(), Some(1), "{}", stderr(&untrusted));
+    let untrusted = Ctl::bare()
+        .run(&[
+            "--endpoints",
+            &endpoint,
+            "--dial-timeout",
+            "2s",
+            "--cert",
+            cert,
+            "--key",
+            key,
+            "config",
+            "get",
+            "/config/tls/mode",
+        ])
+        .await;
+    expect_code(&untrusted, 1);
     let message = stderr(&untrusted);
     assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
     assert!(message.contains(&endpoint), "{message}");
@@ -882,33 +819,35 @@ async fn tls_flags_reach_an_etcd_that_requires_client_certificates() {
     assert!(untrusted.stdout.is_empty(), "nothing on stdout");
 
     // Without the client certificate etcd refuses the handshake.
-    let anonymous = ctl_bare(&[
-        "--endpoints",
-        &endpoint,
-        "--dial-timeout",
-        "2s",
-        "--cacert",
-        ca,
-        "config",
-        "get",
-        "/config/tls/mode",
-    ])
-    .await;
-    assert_eq!(anonymous.status.code(), Some(1), "{}", stderr(&anonymous));
+    let anonymous = Ctl::bare()
+        .run(&[
+            "--endpoints",
+            &endpoint,
+            "--dial-timeout",
+            "2s",
+            "--cacert",
+            ca,
+            "config",
+            "get",
+            "/config/tls/mode",
+        ])
+        .await;
+    expect_code(&anonymous, 1);
     let message = stderr(&anonymous);
     assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
     assert!(message.contains(&endpoint), "{message}");
 
     // No TLS flag at all for an https endpoint is a mistake in the flags, caught before dialing.
-    let plain = ctl_bare(&[
-        "--endpoints",
-        &endpoint,
-        "config",
-        "get",
-        "/config/tls/mode",
-    ])
-    .await;
-    assert_eq!(plain.status.code(), Some(2), "{}", stderr(&plain));
+    let plain = Ctl::bare()
+        .run(&[
+            "--endpoints",
+            &endpoint,
+            "config",
+            "get",
+            "/config/tls/mode",
+        ])
+        .await;
+    expect_code(&plain, 2);
     let message = stderr(&plain);
     assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
     assert!(
@@ -931,75 +870,79 @@ async fn user_and_password_flags_log_in_and_a_wrong_password_is_refused() {
     coord.config().set(key, &3).await.unwrap();
     let endpoint = server.endpoint();
 
-    let root = ctl_bare(&[
-        "--endpoints",
-        &endpoint,
-        "--user",
-        ROOT_USER,
-        "--password",
-        ROOT_PASSWORD,
-        "config",
-        "get",
-        key,
-        "-o",
-        "json",
-    ])
-    .await;
-    assert!(root.status.success(), "{}", stderr(&root));
+    let root = Ctl::bare()
+        .run(&[
+            "--endpoints",
+            &endpoint,
+            "--user",
+            ROOT_USER,
+            "--password",
+            ROOT_PASSWORD,
+            "config",
+            "get",
+            key,
+            "-o",
+            "json",
+        ])
+        .await;
+    expect_ok(&root);
     let doc: Value = serde_json::from_slice(&root.stdout).unwrap();
     assert_eq!(doc["value"], 3, "{doc}");
 
     let dir = tempfile::tempdir().unwrap();
     let password_file = dir.path().join("password");
     std::fs::write(&password_file, format!("{ROOT_PASSWORD}\n")).unwrap();
-    let from_file = ctl_bare(&[
-        "--endpoints",
-        &endpoint,
-        "--user",
-        ROOT_USER,
-        "--password-file",
-        path_text(&password_file),
-        "config",
-        "set",
-        key,
-        "4",
-    ])
-    .await;
-    assert!(from_file.status.success(), "{}", stderr(&from_file));
+    let from_file = Ctl::bare()
+        .run(&[
+            "--endpoints",
+            &endpoint,
+            "--user",
+            ROOT_USER,
+            "--password-file",
+            path_text(&password_file),
+            "config",
+            "set",
+            key,
+            "4",
+        ])
+        .await;
+    expect_ok(&from_file);
     assert_eq!(coord.config().get::<u64>(key).await.unwrap(), 4);
 
-    let wrong = ctl_bare(&[
-        "--endpoints",
-        &endpoint,
-        "--user",
-        ROOT_USER,
-        "--password",
-        "not-the-password",
-        "config",
-        "get",
-        key,
-    ])
-    .await;
-    assert_eq!(wrong.status.code(), Some(1), "{}", stderr(&wrong));
+    let wrong = Ctl::bare()
+        .run(&[
+            "--endpoints",
+            &endpoint,
+            "--user",
+            ROOT_USER,
+            "--password",
+            "not-the-password",
+            "config",
+            "get",
+            key,
+        ])
+        .await;
+    expect_code(&wrong, 1);
     let message = stderr(&wrong);
     assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
     assert!(message.contains("authentication failed"), "{message}");
     assert!(wrong.stdout.is_empty(), "nothing on stdout");
 
     std::fs::write(&password_file, "not-the-password\n").unwrap();
-    let wrong_file = ctl_bare(&[
-        "--endpoints",
-        &endpoint,
-        "--user",
-        ROOT_USER,
-        "--password-file",
-        path_text(&password_file),
-        "config",
-        "get",
-        key,
-    ])
-    .await;
-    assert_eq!(wrong_file.status.code(), Some(1), "{}", stderr(&wrong_file));
+    let wrong_file = Ctl::bare()
+        .run(&[
+            "--endpoints",
+            &endpoint,
+            "--user",
+            ROOT_USER,
+            "--password-file",
+            path_text(&password_file),
+            "config",
+            "get",
+            key,
+        ])
+        .await;
+    expect_code(&wrong_file, 1);
     assert_eq!(stderr(&wrong_file), message, "the same refusal");
     coord.close().await.unwrap();
 }
@@ -1020,13 +963,9 @@ async fn next_json_line(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_watch_prints_one_json_object_per_registration_change() {
     let env = env().await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
-        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
-        .args(["services", "watch", "checkout", "-o", "json"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = env
+        .ctl
+        .spawn(&["services", "watch", "checkout", "-o", "json"]);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let registry = env.coord.registry();
     // The watch lists the instances already there first, so this registration shows as
@@ -1077,14 +1016,12 @@ async fn services_watch_prints_one_json_object_per_registration_change() {
 /// Runs `coordctl … locks release NAME --force` without `--yes`, feeding `answer` on stdin.
 async fn release_answering(env: &Env, name: &str, answer: &[u8]) -> Output {
     use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
-        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
-        .args(["locks", "release", name, "--force"])
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
+    let mut child = env
+        .ctl
+        .command(&["locks", "release", name, "--force"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
@@ -1107,7 +1044,7 @@ async fn locks_release_asks_on_stderr_and_n_keeps_the_holder() {
         .await
         .unwrap();
     let declined = release_answering(&env, "/locks/asked", b"n\n").await;
-    assert_eq!(declined.status.code(), Some(1), "{}", stderr(&declined));
+    expect_code(&declined, 1);
     let message = stderr(&declined);
     let question = format!(
         "revoke lease {:x} of {} (fencing token {})? [y/N] ",
@@ -1119,7 +1056,7 @@ async fn locks_release_asks_on_stderr_and_n_keeps_the_holder() {
     assert!(message.contains("nothing changed"), "{message}");
     assert!(declined.stdout.is_empty(), "the question is not on stdout");
     assert!(guard.is_alive());
-    let listed = env.ctl_json(&["locks", "ls", "/locks/"]).await;
+    let listed = env.ctl.json(&["locks", "ls", "/locks/"]).await;
     assert_eq!(
         listed[0]["holder"],
         guard.key(),
@@ -1137,13 +1074,12 @@ async fn locks_release_asks_on_stderr_and_y_revokes_the_holder() {
         .await
         .unwrap();
     let confirmed = release_answering(&env, "/locks/asked", b"y\n").await;
-    assert!(confirmed.status.success(), "{}", stderr(&confirmed));
-    assert!(
-        stderr(&confirmed).contains(&format!("revoke lease {:x}", guard.lease_id())),
-        "{}",
-        stderr(&confirmed)
+    expect_exit(
+        &confirmed,
+        0,
+        &format!("revoke lease {:x}", guard.lease_id()),
     );
-    let stdout = String::from_utf8_lossy(&confirmed.stdout);
+    let stdout = stdout(&confirmed);
     assert!(
         stdout.contains(&format!("revoked lease {:x}", guard.lease_id())),
         "{stdout}"
@@ -1151,7 +1087,7 @@ async fn locks_release_asks_on_stderr_and_y_revokes_the_holder() {
     tokio::time::timeout(Duration::from_secs(20), guard.lost())
         .await
         .expect("the holder learns it lost the lock");
-    let listed = env.ctl_json(&["locks", "ls", "/locks/"]).await;
+    let listed = env.ctl.json(&["locks", "ls", "/locks/"]).await;
     assert_eq!(listed, serde_json::json!([]), "no lock left");
 }
 
@@ -1165,9 +1101,7 @@ async fn locks_release_with_stdin_closed_changes_nothing_and_points_to_yes() {
         .await
         .unwrap();
     let unanswered = release_answering(&env, "/locks/asked", b"").await;
-    assert_eq!(unanswered.status.code(), Some(1), "{}", stderr(&unanswered));
-    let message = stderr(&unanswered);
-    assert!(message.contains("--yes"), "{message}");
+    let message = expect_exit(&unanswered, 1, "--yes");
     assert_eq!(
         message.lines().last().map(|l| l.starts_with("coordctl: ")),
         Some(true),
@@ -1186,13 +1120,12 @@ async fn locks_release_revokes_nothing_if_the_lock_changed_hands_during_the_ques
         .acquire("/locks/moving", Duration::from_secs(60))
         .await
         .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
-        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
-        .args(["locks", "release", "/locks/moving", "--force"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
+    let mut child = env
+        .ctl
+        .command(&["locks", "release", "/locks/moving", "--force"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut errors = child.stderr.take().unwrap();
@@ -1226,7 +1159,7 @@ async fn locks_release_revokes_nothing_if_the_lock_changed_hands_during_the_ques
     assert_eq!(status.code(), Some(4), "{rest}");
     assert!(rest.contains("changed hands"), "{rest}");
     assert!(second.is_alive(), "the new holder keeps the lock");
-    let listed = env.ctl_json(&["locks", "ls", "/locks/"]).await;
+    let listed = env.ctl.json(&["locks", "ls", "/locks/"]).await;
     assert_eq!(listed[0]["holder"], second.key(), "{listed}");
     drop(second);
     other.close().await.unwrap();
@@ -1291,15 +1224,12 @@ fn spawn_with_terminal_stderr(
     tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
     let (reader, terminal) = open_pty();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
-        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
-        .args(args)
-        .env("NO_COLOR", "1")
+    let child = env
+        .ctl
+        .command(args)
         .env("TERM", "xterm-256color")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::from(terminal))
-        .kill_on_drop(true)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(terminal))
         .spawn()
         .unwrap();
     // The command (and its copy of the terminal side) is dropped here, so the reader ends
@@ -1332,9 +1262,10 @@ async fn release_one(env: &Env, prefix: &str) -> i64 {
     let dir = tempfile::tempdir().unwrap();
     let values = dir.path().join("v.json");
     std::fs::write(&values, r#"{"timeout_secs": 12}"#).unwrap();
-    env.ctl_ok(&["config", "release", prefix, "-f", path_text(&values)])
+    env.ctl
+        .ok(&["config", "release", prefix, "-f", path_text(&values)])
         .await;
-    let history = env.ctl_json(&["config", "history", prefix]).await;
+    let history = env.ctl.json(&["config", "history", prefix]).await;
     history[0]["revision"].as_i64().unwrap()
 }
 
@@ -1354,7 +1285,7 @@ async fn rollout_wait_with_no_instance_says_so_and_exits_3() {
             "5s",
         ];
         args.extend_from_slice(format);
-        let out = env.ctl(&args).await;
+        let out = env.ctl.run(&args).await;
         let message = stderr(&out);
         assert_eq!(out.status.code(), Some(3), "{format:?}: {message}");
         assert!(
@@ -1368,12 +1299,12 @@ async fn rollout_wait_with_no_instance_says_so_and_exits_3() {
         );
     }
     // Without --wait it is a listing, and an empty one says so.
-    let table = env.ctl_ok(&["config", "rollout", prefix]).await;
+    let table = env.ctl.ok(&["config", "rollout", prefix]).await;
     assert!(
         table.starts_with("INSTANCE") && table.contains("no instances on /config/nobody"),
         "{table}"
     );
-    let json = env.ctl_json(&["config", "rollout", prefix]).await;
+    let json = env.ctl.json(&["config", "rollout", prefix]).await;
     assert_eq!(json, serde_json::json!([]));
 }
 
@@ -1483,10 +1414,8 @@ async fn rollout_wait_with_json_output_draws_no_spinner_even_on_a_terminal() {
 
 /// A token file holding one token, with `mode`.
 fn token_file(dir: &tempfile::TempDir, name: &str, mode: u32) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.path().join(name);
-    std::fs::write(&path, "ana:console-test-token-0123456789\n").unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    let path = private_file(dir.path(), name, "ana:console-test-token-0123456789\n");
+    chmod(&path, mode);
     path
 }
 
@@ -1495,10 +1424,10 @@ fn token_file(dir: &tempfile::TempDir, name: &str, mode: u32) -> std::path::Path
 async fn console_refused(env: &Env, args: &[&str]) -> String {
     let mut all = vec!["console"];
     all.extend(args);
-    let out = tokio::time::timeout(Duration::from_secs(30), env.ctl(&all))
+    let out = tokio::time::timeout(Duration::from_secs(30), env.ctl.run(&all))
         .await
         .unwrap_or_else(|_| panic!("coordctl {all:?} served instead of refusing to start"));
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    expect_code(&out, 2);
     stderr(&out)
 }
 
@@ -1557,21 +1486,23 @@ async fn gray_conflicts_exit_4_coords_own_prefix_is_refused_and_history_rows_can
     let values = dir.path().join("values.json");
     std::fs::write(&values, r#"{"timeout_secs": 99}"#).unwrap();
     let file = path_text(&values);
-    env.ctl_ok(&["config", "release", prefix, "-f", file]).await;
-    env.ctl_ok(&[
-        "config",
-        "gray",
-        "start",
-        prefix,
-        "-f",
-        file,
-        "--instance",
-        "web-1",
-    ])
-    .await;
+    env.ctl.ok(&["config", "release", prefix, "-f", file]).await;
+    env.ctl
+        .ok(&[
+            "config",
+            "gray",
+            "start",
+            prefix,
+            "-f",
+            file,
+            "--instance",
+            "web-1",
+        ])
+        .await;
 
     let second = env
-        .ctl(&[
+        .ctl
+        .run(&[
             "config",
             "gray",
             "start",
@@ -1582,20 +1513,13 @@ async fn gray_conflicts_exit_4_coords_own_prefix_is_refused_and_history_rows_can
             "web-2",
         ])
         .await;
-    assert_eq!(second.status.code(), Some(4), "{}", stderr(&second));
-    assert!(
-        stderr(&second).contains("gray release 2 is in progress"),
-        "{}",
-        stderr(&second)
-    );
-    let wrong = env.ctl(&["config", "gray", "promote", prefix, "1"]).await;
-    assert_eq!(wrong.status.code(), Some(4), "{}", stderr(&wrong));
-    assert!(
-        stderr(&wrong).contains("not the gray release in progress"),
-        "{}",
-        stderr(&wrong)
-    );
-    env.ctl_ok(&["config", "gray", "abort", prefix, "2"]).await;
+    expect_exit(&second, 4, "gray release 2 is in progress");
+    let wrong = env
+        .ctl
+        .run(&["config", "gray", "promote", prefix, "1"])
+        .await;
+    expect_exit(&wrong, 4, "not the gray release in progress");
+    env.ctl.ok(&["config", "gray", "abort", prefix, "2"]).await;
 
     // coord's own keys: refused as a usage error, nothing written.
     let before = env.coord.store().status().await.unwrap().revision;
@@ -1606,7 +1530,7 @@ async fn gray_conflicts_exit_4_coords_own_prefix_is_refused_and_history_rows_can
         vec!["config", "rollback", "/coord/releases", "1"],
         vec!["config", "history", "/coord"],
     ] {
-        let out = env.ctl(&args).await;
+        let out = env.ctl.run(&args).await;
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(
             stderr(&out).contains("reserved"),
@@ -1617,18 +1541,20 @@ async fn gray_conflicts_exit_4_coords_own_prefix_is_refused_and_history_rows_can
     assert_eq!(env.coord.store().status().await.unwrap().revision, before);
 
     // An author and a message with line breaks print as one escaped row each.
-    let forged = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
-        .args(["--endpoints", &env.server.endpoint(), "--env", "test"])
-        .args(["config", "set", "/config/g/timeout_secs", "7"])
-        .args(["-m", "faster\n9  release  mallory  approved"])
-        .env_remove("COORD_ENDPOINTS")
+    let forged = env
+        .ctl
         .env("USER", "ana\n8  release  root (coordctl)  ok")
-        .env("NO_COLOR", "1")
-        .output()
-        .await
-        .unwrap();
-    assert!(forged.status.success(), "{}", stderr(&forged));
-    let table = env.ctl_ok(&["config", "history", prefix]).await;
+        .run(&[
+            "config",
+            "set",
+            "/config/g/timeout_secs",
+            "7",
+            "-m",
+            "faster\n9  release  mallory  approved",
+        ])
+        .await;
+    expect_ok(&forged);
+    let table = env.ctl.ok(&["config", "history", prefix]).await;
     let rows: Vec<&str> = table.lines().collect();
     assert_eq!(rows.len(), 1 + 4, "a header and four releases: {table}");
     assert!(
@@ -1640,7 +1566,7 @@ async fn gray_conflicts_exit_4_coords_own_prefix_is_refused_and_history_rows_can
         table.contains(r"ana\n8  release") && table.contains(r"faster\n9  release"),
         "{table}"
     );
-    let json = env.ctl_json(&["config", "history", prefix]).await;
+    let json = env.ctl.json(&["config", "history", prefix]).await;
     assert_eq!(
         json[0]["message"], "faster\n9  release  mallory  approved",
         "JSON keeps the text as it is"
@@ -1666,15 +1592,16 @@ async fn list_release_and_history_work_on_a_prefix_over_8_mib() {
             .await
             .unwrap();
     }
-    let listed = env.ctl_json(&["config", "list", "/big"]).await;
+    let listed = env.ctl.json(&["config", "list", "/big"]).await;
     let rows = listed.as_array().expect("a list");
     assert_eq!(rows.len(), KEYS, "every key of an 8.9 MB prefix");
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), r#"{"k00042": "changed"}"#).unwrap();
     let path = file.path().to_str().unwrap();
-    env.ctl_ok(&["config", "release", "/big", "-f", path, "-m", "one key"])
+    env.ctl
+        .ok(&["config", "release", "/big", "-f", path, "-m", "one key"])
         .await;
-    let history = env.ctl_json(&["config", "history", "/big"]).await;
+    let history = env.ctl.json(&["config", "history", "/big"]).await;
     let history = history.as_array().expect("a list");
     assert_eq!(history.len(), 2, "the prefix as found, then the release");
     let latest = &history[0];

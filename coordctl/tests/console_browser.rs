@@ -11,13 +11,15 @@
 //! COORD_UPDATE_SCREENSHOT=1 cargo test -p coordctl --test console_browser
 //! ```
 
+mod common;
+
 use std::net::TcpListener;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use coord::testing::EtcdServer;
+use common::{etcd, eventually, path_text, private_file, Ctl};
 use coord::{ClientConfig, Coord, CoordConfig, Instance, Live};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
@@ -29,6 +31,8 @@ const TOKEN: &str = "ana:console-test-token-0123456789";
 const WRITE_TOKEN: &str = "console-test-token-0123456789";
 const READ_TOKEN_LINE: &str = "viewer:console-read-token-0123456789";
 const READ_TOKEN: &str = "console-read-token-0123456789";
+/// How long a `Live` here has to see what the page did.
+const WAIT: Duration = Duration::from_secs(10);
 
 #[derive(CoordConfig, Debug, Clone, PartialEq)]
 #[coord(prefix = "/config/checkout")]
@@ -96,30 +100,28 @@ async fn start_chromedriver() -> (Child, u16) {
 }
 
 /// A token file holding `line`, readable by its owner only (the console refuses others).
-fn private_file(dir: &tempfile::TempDir, name: &str, line: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.path().join(name);
-    std::fs::write(&path, format!("{line}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
+fn token_file(dir: &tempfile::TempDir, name: &str, line: &str) -> PathBuf {
+    private_file(dir.path(), name, &format!("{line}\n"))
 }
 
 /// `coordctl console` on a free port with a write token file and a read token file (so
 /// every read needs a token); returns it and its URL.
 async fn start_console(
     endpoint: &str,
-    token_file: &std::path::Path,
-    read_token_file: &std::path::Path,
+    token_file: &Path,
+    read_token_file: &Path,
 ) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coordctl"))
-        .args(["--endpoints", endpoint, "--env", "test", "console"])
-        .args(["--listen", "127.0.0.1:0", "--token-file"])
-        .arg(token_file)
-        .arg("--read-token-file")
-        .arg(read_token_file)
-        .env_remove("COORD_ENDPOINTS")
+    let mut child = Ctl::on(endpoint)
+        .command(&[
+            "console",
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            path_text(token_file),
+            "--read-token-file",
+            path_text(read_token_file),
+        ])
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("start coordctl console");
     let stdout = child.stdout.take().expect("piped stdout");
@@ -137,17 +139,6 @@ async fn start_console(
         .unwrap_or_else(|| panic!("no URL in {line:?}"))
         .to_owned();
     (child, url)
-}
-
-async fn eventually<F: FnMut() -> bool>(what: &str, mut check: F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within 10 s: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The text of the first element `css` finds once it says what `want` accepts.
@@ -226,9 +217,7 @@ async fn click(client: &Client, css: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_edits_releases_and_rolls_back_in_the_browser_and_a_wrong_type_is_refused() {
     let chromium = program("chromium", "chromium");
-    let server = EtcdServer::start()
-        .await
-        .expect("start etcd (see the error for how to install it)");
+    let server = etcd().await;
     let coord = Coord::connect(server.client_config())
         .await
         .expect("connect to the test etcd");
@@ -249,9 +238,9 @@ async fn a_person_edits_releases_and_rolls_back_in_the_browser_and_a_wrong_type_
     let live = coord.live::<Checkout>().await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let token_file = private_file(&dir, "tokens", TOKEN);
-    let read_token_file = private_file(&dir, "readers", READ_TOKEN_LINE);
-    let (_console, url) = start_console(&server.endpoint(), &token_file, &read_token_file).await;
+    let writers = token_file(&dir, "tokens", TOKEN);
+    let readers = token_file(&dir, "readers", READ_TOKEN_LINE);
+    let (_console, url) = start_console(&server.endpoint(), &writers, &readers).await;
     let (mut chromedriver, port) = start_chromedriver().await;
 
     let mut capabilities = serde_json::Map::new();
@@ -392,7 +381,7 @@ async fn scenario(
     // Change a value through the form and release it with a message.
     set_field(client, "timeout_secs", "45").await;
     release_with(client, "slower provider").await;
-    eventually("the Live in the test sees 45", || {
+    eventually(WAIT, "the Live in the test sees 45", || {
         live.load().timeout_secs == 45
     })
     .await;
@@ -411,7 +400,7 @@ async fn scenario(
     // Roll back to the first release from the page, through the confirmation.
     click(client, "#history tr.release[data-seq='1'] button.rollback").await;
     click(client, "#confirm-yes").await;
-    eventually("the Live in the test is back on 30", || {
+    eventually(WAIT, "the Live in the test is back on 30", || {
         live.load().timeout_secs == 30
     })
     .await;
@@ -434,7 +423,7 @@ async fn scenario(
     )
     .await;
     release_with(client, "rebalance tenants").await;
-    eventually("the Live in the test sees the new limits", || {
+    eventually(WAIT, "the Live in the test sees the new limits", || {
         let limits: Vec<(String, u32)> = live
             .load()
             .limits
@@ -495,7 +484,7 @@ async fn scenario(
     type_into(client, "#message", "try 7 retries here first").await;
     click(client, "#gray-start").await;
     click(client, "#confirm-yes").await;
-    eventually("the picked Live sees the gray value", || {
+    eventually(WAIT, "the picked Live sees the gray value", || {
         live.load().retries == 7
     })
     .await;
@@ -624,7 +613,7 @@ async fn scenario(
     );
     click(client, &format!("{row} button.approve")).await;
     click(client, "#confirm-yes").await;
-    eventually("the Live in the test sees the approved 9", || {
+    eventually(WAIT, "the Live in the test sees the approved 9", || {
         live.load().retries == 9
     })
     .await;
@@ -677,7 +666,7 @@ async fn scenario(
         t.contains("cancelled by ana")
     })
     .await;
-    eventually("the Live in the test is back on 9", || {
+    eventually(WAIT, "the Live in the test is back on 9", || {
         live.load().retries == 9
     })
     .await;

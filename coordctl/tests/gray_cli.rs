@@ -10,12 +10,13 @@
 //!   percentage gray release that picks it; it exits 0 once a rollback or an abort has
 //!   brought every instance back to values it accepts.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::process::Output;
 use std::time::Duration;
 
+use common::{env, eventually, expect_exit, path_text, Env};
 use coord::config::Selector;
-use coord::testing::EtcdServer;
 use coord::{Coord, CoordConfig, Instance, Live};
 use serde_json::Value;
 
@@ -47,60 +48,10 @@ fn at_most_100(limits: &StrictLimits) -> Result<(), String> {
     Ok(())
 }
 
-/// An etcd, and a directory for the values files the commands read.
-struct Env {
-    server: EtcdServer,
-    dir: tempfile::TempDir,
-}
-
-async fn env() -> Env {
-    let server = EtcdServer::start()
-        .await
-        .expect("start etcd (see the error for how to install it)");
-    Env {
-        server,
-        dir: tempfile::tempdir().unwrap(),
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 impl Env {
-    /// Runs coordctl on this etcd with the test profile.
-    async fn ctl(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
-            .args(["--endpoints", &self.server.endpoint(), "--env", "test"])
-            .args(args)
-            .env_remove("COORD_ENDPOINTS")
-            .env("NO_COLOR", "1")
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("run coordctl")
-    }
-
-    /// Runs coordctl with `-o json`; it must succeed and print one JSON document.
-    async fn ctl_json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        let out = self.ctl(&all).await;
-        assert!(
-            out.status.success(),
-            "coordctl {all:?} failed: {:?}\nstderr: {}",
-            out.status,
-            stderr(&out)
-        );
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-    }
-
     /// A values file holding `json`, by path.
     fn values(&self, name: &str, json: &str) -> String {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, json).unwrap();
-        path.to_str().expect("a UTF-8 temporary path").to_owned()
+        path_text(&self.private_file(name, json)).to_owned()
     }
 
     /// An instance called `name` (its own connection), bound to the prefix as `T`.
@@ -120,7 +71,7 @@ impl Env {
     async fn until_reported(&self, count: usize) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let rollout = self.ctl_json(&["config", "rollout", PREFIX]).await;
+            let rollout = self.ctl.json(&["config", "rollout", PREFIX]).await;
             let seen = rollout.as_array().map_or(0, Vec::len);
             if seen == count {
                 return;
@@ -142,22 +93,16 @@ fn seq_of(release: &Value) -> u64 {
 
 /// Waits until `live` shows `rate`.
 async fn reaches(name: &str, live: &Live<Limits>, rate: u32) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while live.load().rate != rate {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name} shows rate {} after {WAIT:?}, not {rate}",
-            live.load().rate
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("{name} shows rate {rate}");
+    eventually(WAIT, &what, || live.load().rate == rate).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gray_start_with_percent_picks_exactly_the_instances_selector_matches() {
     let env = env().await;
     let first = env.values("first.json", r#"{"rate": 10}"#);
-    env.ctl_json(&["config", "release", PREFIX, "-f", &first])
+    env.ctl
+        .json(&["config", "release", PREFIX, "-f", &first])
         .await;
     let mut fleet = Vec::new();
     for i in 0..16 {
@@ -169,7 +114,8 @@ async fn gray_start_with_percent_picks_exactly_the_instances_selector_matches() 
 
     let gray_values = env.values("gray.json", r#"{"rate": 20}"#);
     let gray = env
-        .ctl_json(&[
+        .ctl
+        .json(&[
             "config",
             "gray",
             "start",
@@ -204,21 +150,16 @@ async fn gray_start_with_percent_picks_exactly_the_instances_selector_matches() 
         if picked.contains(name) {
             reaches(name, live, 20).await;
         } else {
-            let deadline = tokio::time::Instant::now() + WAIT;
-            while live.revision() < revision {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{name} is not current at revision {revision} within {WAIT:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let what = format!("{name} is current at revision {revision}");
+            eventually(WAIT, &what, || live.revision() >= revision).await;
             assert_eq!(live.load().rate, 10, "{name} is not picked");
         }
     }
     // What the operator sees: the same split.
     let seq_text = seq.to_string();
     let statuses = env
-        .ctl_json(&[
+        .ctl
+        .json(&[
             "config",
             "rollout",
             PREFIX,
@@ -254,7 +195,8 @@ async fn rollout_wait_exits_1_naming_the_instance_that_rejects_a_release_and_0_a
     let env = env().await;
     let fine = env.values("fine.json", r#"{"rate": 10}"#);
     let first = seq_of(
-        &env.ctl_json(&["config", "release", PREFIX, "-f", &fine])
+        &env.ctl
+            .json(&["config", "release", PREFIX, "-f", &fine])
             .await,
     );
     let (a, a_live) = env.instance::<Limits>("api-a").await;
@@ -264,11 +206,13 @@ async fn rollout_wait_exits_1_naming_the_instance_that_rejects_a_release_and_0_a
 
     let too_big = env.values("too-big.json", r#"{"rate": 500}"#);
     let release = seq_of(
-        &env.ctl_json(&["config", "release", PREFIX, "-f", &too_big])
+        &env.ctl
+            .json(&["config", "release", PREFIX, "-f", &too_big])
             .await,
     );
     let waited = env
-        .ctl(&[
+        .ctl
+        .run(&[
             "config",
             "rollout",
             PREFIX,
@@ -278,12 +222,7 @@ async fn rollout_wait_exits_1_naming_the_instance_that_rejects_a_release_and_0_a
             "60s",
         ])
         .await;
-    assert_eq!(waited.status.code(), Some(1), "{}", stderr(&waited));
-    let said = stderr(&waited);
-    assert!(
-        said.contains("instance `api-strict` rejected the release"),
-        "{said}"
-    );
+    let said = expect_exit(&waited, 1, "instance `api-strict` rejected the release");
     assert!(said.contains("rate 500 is over 100"), "{said}");
     assert!(
         !said.contains("api-a") && !said.contains("api-b"),
@@ -294,7 +233,7 @@ async fn rollout_wait_exits_1_naming_the_instance_that_rejects_a_release_and_0_a
     reaches("api-b", &b_live, 500).await;
     assert_eq!(strict_live.load().rate, 10);
     // The rollout (no wait) shows the error on its row.
-    let rows = env.ctl_json(&["config", "rollout", PREFIX]).await;
+    let rows = env.ctl.json(&["config", "rollout", PREFIX]).await;
     let strict_row = rows
         .as_array()
         .and_then(|rows| rows.iter().find(|r| r["instance"] == "api-strict"))
@@ -305,11 +244,13 @@ async fn rollout_wait_exits_1_naming_the_instance_that_rejects_a_release_and_0_a
 
     // Rolling back heals it: a wait for the rollback succeeds.
     let rollback = seq_of(
-        &env.ctl_json(&["config", "rollback", PREFIX, &first.to_string()])
+        &env.ctl
+            .json(&["config", "rollback", PREFIX, &first.to_string()])
             .await,
     );
     let statuses = env
-        .ctl_json(&[
+        .ctl
+        .json(&[
             "config",
             "rollout",
             PREFIX,
@@ -336,7 +277,8 @@ async fn rollout_wait_exits_1_naming_the_instance_that_rejects_a_release_and_0_a
 async fn rollout_wait_exits_1_when_a_percentage_gray_release_picks_an_instance_that_rejects_it() {
     let env = env().await;
     let fine = env.values("fine.json", r#"{"rate": 10}"#);
-    env.ctl_json(&["config", "release", PREFIX, "-f", &fine])
+    env.ctl
+        .json(&["config", "release", PREFIX, "-f", &fine])
         .await;
     // The gray release will be release 2 of the prefix; its picks are known in advance, so
     // the strict build runs on an instance 50% picks and a lenient one on an instance it
@@ -352,7 +294,8 @@ async fn rollout_wait_exits_1_when_a_percentage_gray_release_picks_an_instance_t
 
     let too_big = env.values("too-big.json", r#"{"rate": 500}"#);
     let gray = env
-        .ctl_json(&[
+        .ctl
+        .json(&[
             "config",
             "gray",
             "start",
@@ -365,7 +308,8 @@ async fn rollout_wait_exits_1_when_a_percentage_gray_release_picks_an_instance_t
         .await;
     assert_eq!(seq_of(&gray), 2, "the gray release is release 2: {gray}");
     let waited = env
-        .ctl(&[
+        .ctl
+        .run(&[
             "config",
             "rollout",
             PREFIX,
@@ -375,11 +319,10 @@ async fn rollout_wait_exits_1_when_a_percentage_gray_release_picks_an_instance_t
             "60s",
         ])
         .await;
-    assert_eq!(waited.status.code(), Some(1), "{}", stderr(&waited));
-    let said = stderr(&waited);
-    assert!(
-        said.contains(&format!("instance `{strict_name}` rejected the release")),
-        "{said}"
+    let said = expect_exit(
+        &waited,
+        1,
+        &format!("instance `{strict_name}` rejected the release"),
     );
     assert!(said.contains("rate 500 is over 100"), "{said}");
     assert_eq!(strict_live.load().rate, 10, "the last good value stays");
@@ -387,11 +330,13 @@ async fn rollout_wait_exits_1_when_a_percentage_gray_release_picks_an_instance_t
 
     // Aborting the gray release heals the strict instance: a wait for the abort succeeds.
     let abort = seq_of(
-        &env.ctl_json(&["config", "gray", "abort", PREFIX, "2"])
+        &env.ctl
+            .json(&["config", "gray", "abort", PREFIX, "2"])
             .await,
     );
     let statuses = env
-        .ctl_json(&[
+        .ctl
+        .json(&[
             "config",
             "rollout",
             PREFIX,

@@ -15,9 +15,12 @@
 //!   on the base values, and a finished plan cannot be paused (exit 4).
 //! - `config rollout` shows each instance's health.
 
-use std::process::{Output, Stdio};
+mod common;
+
+use std::process::Output;
 use std::time::Duration;
 
+use common::{etcd, expect_code, expect_exit, expect_ok, path_text, private_file, stdout, Ctl};
 use coord::testing::EtcdServer;
 use coord::{Coord, CoordConfig, Instance, InstanceHealth, Live};
 use serde_json::Value;
@@ -61,29 +64,21 @@ impl Reader {
     }
 }
 
-/// An etcd, an admin connection, the instances, and a directory for plan files.
+/// An etcd, an admin connection, the instances, coordctl on the etcd (each run bounded by
+/// [`WAIT`]) and a directory for plan files.
 struct Env {
-    server: EtcdServer,
+    _server: EtcdServer,
     /// The connection every instance shares (`Coord::from_store_as`).
     _admin: Coord,
     fleet: Vec<(String, Coord, Reader)>,
     dir: tempfile::TempDir,
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    ctl: Ctl,
 }
 
 /// An etcd with release 1 of `PREFIX` (rate 10), and `plain` instances `web-0…` plus a
 /// strict one `strict-0` if `strict`, every one running release 1.
 async fn env(plain: usize, strict: bool) -> Env {
-    let server = EtcdServer::start()
-        .await
-        .expect("start etcd (see the error for how to install it)");
+    let server = etcd().await;
     let admin = Coord::connect(server.client_config()).await.unwrap();
     admin
         .config()
@@ -114,7 +109,8 @@ async fn env(plain: usize, strict: bool) -> Env {
         .await
         .expect("every instance runs release 1");
     Env {
-        server,
+        ctl: Ctl::on(server.endpoint()).within(WAIT),
+        _server: server,
         _admin: admin,
         fleet,
         dir: tempfile::tempdir().unwrap(),
@@ -122,49 +118,6 @@ async fn env(plain: usize, strict: bool) -> Env {
 }
 
 impl Env {
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"));
-        command
-            .args(["--endpoints", &self.server.endpoint(), "--env", "test"])
-            .args(args)
-            .env_remove("COORD_ENDPOINTS")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        command
-    }
-
-    /// Runs coordctl on this etcd with the test profile, to its end.
-    async fn ctl(&self, args: &[&str]) -> Output {
-        tokio::time::timeout(WAIT, self.command(args).output())
-            .await
-            .unwrap_or_else(|_| panic!("coordctl {args:?} ends within {WAIT:?}"))
-            .expect("run coordctl")
-    }
-
-    /// Runs coordctl; it must succeed. Returns its stdout.
-    async fn ctl_ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args).await;
-        assert!(
-            out.status.success(),
-            "coordctl {args:?} failed: {:?}\nstdout: {}\nstderr: {}",
-            out.status,
-            stdout(&out),
-            stderr(&out)
-        );
-        stdout(&out)
-    }
-
-    /// Runs coordctl with `-o json`; it must succeed and print one JSON document.
-    async fn ctl_json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        let text = self.ctl_ok(&all).await;
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-    }
-
     /// A plan file for `PREFIX` setting rate to `rate`, with `steps` (TOML selector, bake).
     fn plan(&self, name: &str, rate: u32, steps: &[(&str, &str)]) -> String {
         let mut text = format!(
@@ -176,14 +129,12 @@ impl Env {
                 "\n[[steps]]\nselector = {selector}\nbake = \"{bake}\"\n"
             ));
         }
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().expect("a UTF-8 temporary path").to_owned()
+        path_text(&private_file(self.dir.path(), name, &text)).to_owned()
     }
 
     /// The plan's state, as `plan status -o json` says.
     async fn state(&self) -> Value {
-        self.ctl_json(&["config", "plan", "status", PREFIX]).await
+        self.ctl.json(&["config", "plan", "status", PREFIX]).await
     }
 
     /// Waits until `plan status` says the plan is in `state`.
@@ -238,7 +189,7 @@ async fn plan_start_drives_every_step_to_the_promotion_and_history_shows_the_wid
             ("{}", "0s"),
         ],
     );
-    let out = env.ctl_ok(&["config", "plan", "start", &file]).await;
+    let out = env.ctl.ok(&["config", "plan", "start", &file]).await;
     for expected in [
         "step 1/3 (25%): gray release 2",
         "step 1/3 (25%) passed",
@@ -251,7 +202,7 @@ async fn plan_start_drives_every_step_to_the_promotion_and_history_shows_the_wid
     }
     env.all_at(20).await;
 
-    let history = env.ctl_ok(&["config", "history", PREFIX]).await;
+    let history = env.ctl.ok(&["config", "history", PREFIX]).await;
     for kind in [
         "gray [25%]",
         "widen 2 → 50%",
@@ -261,7 +212,8 @@ async fn plan_start_drives_every_step_to_the_promotion_and_history_shows_the_wid
         assert!(history.contains(kind), "`{kind}` in:\n{history}");
     }
     let kinds: Vec<String> = env
-        .ctl_json(&["config", "history", PREFIX])
+        .ctl
+        .json(&["config", "history", PREFIX])
         .await
         .as_array()
         .unwrap()
@@ -294,17 +246,10 @@ async fn a_plan_an_instance_rejects_exits_1_naming_it_with_everyone_back_on_the_
         &[("{ percent = 50 }", "100ms"), ("{}", "0s")],
     );
     let out = env
-        .ctl(&["config", "plan", "start", &file, "-o", "json"])
+        .ctl
+        .run(&["config", "plan", "start", &file, "-o", "json"])
         .await;
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout: {}\nstderr: {}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let error = stderr(&out);
-    assert!(error.contains("aborted"), "{error}");
+    let error = expect_exit(&out, 1, "aborted");
     assert!(error.contains("instance strict-0 rejected it"), "{error}");
     assert!(error.contains("rate 200 is over 100"), "{error}");
     let plan: Value = serde_json::from_str(&stdout(&out))
@@ -315,13 +260,8 @@ async fn a_plan_an_instance_rejects_exits_1_naming_it_with_everyone_back_on_the_
         "{plan}"
     );
     env.all_at(10).await;
-    let status = env.ctl(&["config", "plan", "status", PREFIX]).await;
-    assert!(status.status.success(), "{}", stderr(&status));
-    assert!(
-        stdout(&status).contains("aborted as release"),
-        "{}",
-        stdout(&status)
-    );
+    let status = env.ctl.ok(&["config", "plan", "status", PREFIX]).await;
+    assert!(status.contains("aborted as release"), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,7 +273,8 @@ async fn a_plan_started_without_driving_stays_pending_until_plan_drive_finishes_
         &[("{ percent = 50 }", "200ms"), ("{}", "0s")],
     );
     let out = env
-        .ctl_ok(&["config", "plan", "start", &file, "--no-drive"])
+        .ctl
+        .ok(&["config", "plan", "start", &file, "--no-drive"])
         .await;
     assert!(out.contains("pending"), "{out}");
     assert!(
@@ -347,51 +288,43 @@ async fn a_plan_started_without_driving_stays_pending_until_plan_drive_finishes_
     env.all_at(10).await;
 
     let watch = env
-        .command(&["config", "plan", "status", PREFIX, "--watch"])
-        .spawn()
-        .unwrap();
-    let drive = env.ctl_ok(&["config", "plan", "drive", PREFIX]).await;
+        .ctl
+        .spawn(&["config", "plan", "status", PREFIX, "--watch"]);
+    let drive = env.ctl.ok(&["config", "plan", "drive", PREFIX]).await;
     assert!(drive.contains("step 1/2 (50%): gray release 2"), "{drive}");
     assert!(drive.contains("promoted as release 4"), "{drive}");
     env.all_at(30).await;
-    let watched = ended(watch).await;
-    assert!(watched.status.success(), "{}", stderr(&watched));
-    assert!(
-        stdout(&watched).contains("promoted as release 4"),
-        "{}",
-        stdout(&watched)
-    );
+    let watched = expect_ok(&ended(watch).await);
+    assert!(watched.contains("promoted as release 4"), "{watched}");
     assert_eq!(env.state().await["state"], "promoted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_a_running_plan_resume_lets_it_go_and_cancel_ends_it() {
     let env = env(3, false).await;
-    let none = env.ctl(&["config", "plan", "pause", PREFIX]).await;
-    assert_eq!(none.status.code(), Some(3), "{}", stderr(&none));
+    let none = env.ctl.run(&["config", "plan", "pause", PREFIX]).await;
+    expect_code(&none, 3);
 
     let file = env.plan("slow.toml", 40, &[("{ percent = 50 }", "1h"), ("{}", "0s")]);
-    env.ctl_ok(&["config", "plan", "start", &file, "--no-drive"])
+    env.ctl
+        .ok(&["config", "plan", "start", &file, "--no-drive"])
         .await;
-    let driver = env
-        .command(&["config", "plan", "drive", PREFIX])
-        .spawn()
-        .unwrap();
+    let driver = env.ctl.spawn(&["config", "plan", "drive", PREFIX]);
     env.until_state("running").await;
-    let busy = env.ctl(&["config", "plan", "start", &file]).await;
-    assert_eq!(busy.status.code(), Some(4), "{}", stderr(&busy));
-    assert!(stderr(&busy).contains("has not ended"), "{}", stderr(&busy));
+    let busy = env.ctl.run(&["config", "plan", "start", &file]).await;
+    expect_exit(&busy, 4, "has not ended");
 
     let paused = env
-        .ctl_ok(&["--as", "ops", "config", "plan", "pause", PREFIX])
+        .ctl
+        .ok(&["--as", "ops", "config", "plan", "pause", PREFIX])
         .await;
     assert!(paused.contains("paused plan"), "{paused}");
     let plan = env.state().await;
     assert_eq!(plan["paused"], true, "{plan}");
     assert_eq!(plan["steps"][0]["state"], "paused", "{plan}");
-    let again = env.ctl_ok(&["config", "plan", "pause", PREFIX]).await;
+    let again = env.ctl.ok(&["config", "plan", "pause", PREFIX]).await;
     assert!(again.contains("already paused"), "{again}");
-    let resumed = env.ctl_ok(&["config", "plan", "resume", PREFIX]).await;
+    let resumed = env.ctl.ok(&["config", "plan", "resume", PREFIX]).await;
     assert!(resumed.contains("resumed plan"), "{resumed}");
     let plan = env.state().await;
     assert_eq!(plan["paused"], false, "{plan}");
@@ -408,34 +341,21 @@ async fn pause_holds_a_running_plan_resume_lets_it_go_and_cancel_ends_it() {
     assert!(log.iter().any(|l| l.starts_with("resumed by")), "{log:?}");
 
     // Asked on stderr: no answer (stdin closed) changes nothing.
-    let unanswered = env.ctl(&["config", "plan", "cancel", PREFIX]).await;
-    assert_eq!(unanswered.status.code(), Some(1), "{}", stderr(&unanswered));
-    assert!(
-        stderr(&unanswered).contains("cancel plan"),
-        "{}",
-        stderr(&unanswered)
-    );
-    assert!(
-        stderr(&unanswered).contains("--yes"),
-        "{}",
-        stderr(&unanswered)
-    );
+    let unanswered = env.ctl.run(&["config", "plan", "cancel", PREFIX]).await;
+    let asked = expect_exit(&unanswered, 1, "cancel plan");
+    assert!(asked.contains("--yes"), "{asked}");
     assert_eq!(env.state().await["state"], "running");
 
     let cancelled = env
-        .ctl_ok(&["config", "plan", "cancel", PREFIX, "--yes"])
+        .ctl
+        .ok(&["config", "plan", "cancel", PREFIX, "--yes"])
         .await;
     assert!(cancelled.contains("cancelled plan"), "{cancelled}");
     let driven = ended(driver).await;
-    assert_eq!(driven.status.code(), Some(4), "{}", stderr(&driven));
-    assert!(
-        stderr(&driven).contains("cancelled by"),
-        "{}",
-        stderr(&driven)
-    );
+    expect_exit(&driven, 4, "cancelled by");
     env.all_at(10).await;
-    let finished = env.ctl(&["config", "plan", "pause", PREFIX]).await;
-    assert_eq!(finished.status.code(), Some(4), "{}", stderr(&finished));
+    let finished = env.ctl.run(&["config", "plan", "pause", PREFIX]).await;
+    expect_code(&finished, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,7 +370,7 @@ async fn config_rollout_shows_each_instances_health() {
     ));
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let out = env.ctl_ok(&["config", "rollout", PREFIX]).await;
+        let out = env.ctl.ok(&["config", "rollout", PREFIX]).await;
         if out.contains("degraded: p99 over budget") {
             assert!(out.contains("HEALTH"), "{out}");
             break;
@@ -461,7 +381,7 @@ async fn config_rollout_shows_each_instances_health() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let rollout = env.ctl_json(&["config", "rollout", PREFIX]).await;
+    let rollout = env.ctl.json(&["config", "rollout", PREFIX]).await;
     let web0 = rollout
         .as_array()
         .unwrap()

@@ -8,13 +8,14 @@
 //! snapshot files. Each output is also checked to hold what it should (the plain values),
 //! so an empty or failed answer cannot pass for a redacted one.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{etcd, expect_ok, path_text, private_file, stderr, Ctl};
 use coord::config::{Map, Selector};
 use coord::testing::EtcdServer;
 use coord::{Coord, CoordConfig, Secret};
@@ -114,27 +115,10 @@ impl std::io::Write for Captured {
     }
 }
 
-async fn ctl(endpoint: &str, args: &[&str]) -> String {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
-        .args(["--endpoints", endpoint, "--env", "test"])
-        .args(args)
-        .env_remove("COORD_ENDPOINTS")
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "trace")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run coordctl");
-    assert!(
-        out.status.success(),
-        "coordctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    format!(
-        "{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+/// Runs `ctl`, which must succeed; returns all it printed, stdout then stderr.
+async fn ctl(ctl: &Ctl, args: &[&str]) -> String {
+    let out = ctl.run(args).await;
+    format!("{}\n--- stderr ---\n{}", expect_ok(&out), stderr(&out))
 }
 
 /// One HTTP/1.1 exchange with the console; `read_for` bounds a stream that does not end.
@@ -166,13 +150,6 @@ async fn http(
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-fn private_file(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_output_path_shows_a_secret() {
     let logs = Captured::default();
@@ -186,10 +163,9 @@ async fn no_output_path_shows_a_secret() {
         .install_recorder()
         .expect("install the Prometheus recorder");
 
-    let server = EtcdServer::start()
-        .await
-        .expect("start etcd (see the error for how to install it)");
-    let endpoint = server.endpoint();
+    let server = etcd().await;
+    // coordctl on it, logging everything it does (searched for secrets like its output).
+    let cli = Ctl::on(server.endpoint()).env("RUST_LOG", "trace");
     let scratch = tempfile::tempdir().unwrap();
     let snapshots = scratch.path().join("snapshots");
     let coord = Coord::connect(
@@ -310,7 +286,7 @@ async fn no_output_path_shows_a_secret() {
 
     // The CLI, both output modes.
     ctl(
-        &endpoint,
+        &cli,
         &[
             "config",
             "set",
@@ -337,29 +313,25 @@ async fn no_output_path_shows_a_secret() {
         ] {
             let mut args = args.clone();
             args.extend(["-o", format]);
-            let text = ctl(&endpoint, &args).await;
+            let text = ctl(&cli, &args).await;
             out.add(format!("coordctl {}", args.join(" ")), text);
         }
     }
-    let listed = ctl(&endpoint, &["config", "list", PREFIX]).await;
+    let listed = ctl(&cli, &["config", "list", PREFIX]).await;
     out.add_showing("coordctl config list", listed, "user-2");
 
     // The console: every route, its event stream, a write, and its own log.
     let write_tokens = private_file(scratch.path(), "write", &format!("ana:{WRITE_TOKEN}\n"));
     let read_tokens = private_file(scratch.path(), "read", &format!("viewer:{READ_TOKEN}\n"));
-    let mut console = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"))
-        .args(["--endpoints", &endpoint, "--env", "test", "console"])
-        .args(["--listen", "127.0.0.1:0", "--token-file"])
-        .arg(&write_tokens)
-        .arg("--read-token-file")
-        .arg(&read_tokens)
-        .env_remove("COORD_ENDPOINTS")
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start coordctl console");
+    let mut console = cli.spawn(&[
+        "console",
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        path_text(&write_tokens),
+        "--read-token-file",
+        path_text(&read_tokens),
+    ]);
     // Read the log as it comes: a full pipe would stop the console mid-write.
     let mut stderr = console.stderr.take().unwrap();
     let console_log = tokio::spawn(async move {

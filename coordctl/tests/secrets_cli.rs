@@ -4,14 +4,15 @@
 //! restores the exact envelope. No output shows a plaintext, and after the migration nothing
 //! in etcd does but the release records made before it, which `secrets status` names.
 
-use std::os::unix::fs::PermissionsExt;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+use common::{env, eventually, expect_ok, path_text, stderr, stdout, Env};
 use coord::keyring::{key_id_of, KeyRing};
-use coord::testing::EtcdServer;
-use coord::{Coord, CoordConfig, Secret};
+use coord::{CoordConfig, Secret};
 use serde_json::Value;
 
 const K1: &str = "k1 AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
@@ -27,33 +28,20 @@ struct Db {
     password: Secret<String>,
 }
 
-struct Env {
-    server: EtcdServer,
-    dir: tempfile::TempDir,
-}
-
 impl Env {
     fn key_file(&self, name: &str, keys: &[&str]) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, keys.join("\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        path
+        self.private_file(name, &keys.join("\n"))
     }
 
-    async fn ctl(&self, keys: Option<&Path>, args: &[&str]) -> Output {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordctl"));
-        command
-            .args(["--endpoints", &self.server.endpoint(), "--env", "test"])
-            .env_remove("COORD_ENDPOINTS")
-            .env_remove("COORD_SECRET_KEYS_FILE")
-            .env("NO_COLOR", "1")
-            .kill_on_drop(true);
-        if let Some(keys) = keys {
-            command.arg("--secret-keys").arg(keys);
-        }
-        let out = command.args(args).output().await.unwrap();
-        for stream in [&out.stdout, &out.stderr] {
-            let text = String::from_utf8_lossy(stream);
+    /// Runs coordctl with the key file `keys` (`--secret-keys`), if any; nothing it prints
+    /// may show a secret.
+    async fn run(&self, keys: Option<&Path>, args: &[&str]) -> Output {
+        let ctl = match keys {
+            Some(keys) => self.ctl.flags(&["--secret-keys", path_text(keys)]),
+            None => self.ctl.clone(),
+        };
+        let out = ctl.run(args).await;
+        for text in [stdout(&out), stderr(&out)] {
             assert!(
                 !text.contains("canary"),
                 "coordctl {args:?} printed a secret:\n{text}"
@@ -86,24 +74,14 @@ impl Env {
 }
 
 fn json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&expect_ok(out)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_secrets_are_found_sealed_rotated_and_rolled_back_without_showing_one() {
-    let env = Env {
-        server: EtcdServer::start()
-            .await
-            .expect("start etcd (see the error for how to install it)"),
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let env = env().await;
     // A service from before encryption: its secret is stored plain.
-    let service = Coord::connect(env.server.client_config()).await.unwrap();
+    let service = &env.coord;
     service.config().publish_schema::<Db>().await.unwrap();
     service
         .config()
@@ -114,26 +92,25 @@ async fn plain_secrets_are_found_sealed_rotated_and_rolled_back_without_showing_
         .await
         .unwrap();
     let status = json(
-        &env.ctl(None, &["-o", "json", "secrets", "status", "/config/db"])
+        &env.run(None, &["-o", "json", "secrets", "status", "/config/db"])
             .await,
     );
     assert_eq!(status["secrets"][0]["key"], "password");
     assert_eq!(status["secrets"][0]["sealed"], false);
-    let table = env.ctl(None, &["secrets", "status", "/config/db"]).await;
-    let text = String::from_utf8_lossy(&table.stdout).into_owned()
-        + &String::from_utf8_lossy(&table.stderr);
+    let table = env.run(None, &["secrets", "status", "/config/db"]).await;
+    let text = stdout(&table) + &stderr(&table);
     assert!(
         text.contains("plain") && text.contains("secrets encrypt"),
         "{text}"
     );
 
     // Without keys there is nothing to seal with: a usage error, nothing written.
-    let keyless = env.ctl(None, &["secrets", "encrypt", "/config/db"]).await;
+    let keyless = env.run(None, &["secrets", "encrypt", "/config/db"]).await;
     assert!(!keyless.status.success());
     assert!(
-        String::from_utf8_lossy(&keyless.stderr).contains("--secret-keys"),
+        stderr(&keyless).contains("--secret-keys"),
         "{}",
-        String::from_utf8_lossy(&keyless.stderr)
+        stderr(&keyless)
     );
 
     // The migration: every process that reads the prefix gets the key first.
@@ -144,7 +121,7 @@ async fn plain_secrets_are_found_sealed_rotated_and_rolled_back_without_showing_
     service.accept_plain_secrets(true);
     let live = service.live::<Db>().await.unwrap();
     let encrypted = json(
-        &env.ctl(
+        &env.run(
             Some(&k1),
             &["-o", "json", "secrets", "encrypt", "/config/db"],
         )
@@ -158,7 +135,7 @@ async fn plain_secrets_are_found_sealed_rotated_and_rolled_back_without_showing_
     );
     env.assert_etcd_holds_no_plaintext(&[1]);
     let again = json(
-        &env.ctl(
+        &env.run(
             Some(&k1),
             &["-o", "json", "secrets", "encrypt", "/config/db"],
         )
@@ -169,7 +146,7 @@ async fn plain_secrets_are_found_sealed_rotated_and_rolled_back_without_showing_
     // The rotation: the service gets the new ring, then the secrets are sealed anew.
     service.set_key_ring(KeyRing::parse(&format!("{K2}\n{K1}")).unwrap());
     json(
-        &env.ctl(
+        &env.run(
             Some(&both),
             &[
                 "-o",
@@ -188,7 +165,7 @@ async fn plain_secrets_are_found_sealed_rotated_and_rolled_back_without_showing_
         Some("k2")
     );
     let status = json(
-        &env.ctl(
+        &env.run(
             Some(&both),
             &["-o", "json", "secrets", "status", "/config/db"],
         )
@@ -197,7 +174,7 @@ async fn plain_secrets_are_found_sealed_rotated_and_rolled_back_without_showing_
     assert_eq!(status["secrets"][0]["key_id"], "k2");
     // `config set` of a secret under the schema seals it too.
     let set = env
-        .ctl(
+        .run(
             Some(&both),
             &[
                 "config",
@@ -209,11 +186,7 @@ async fn plain_secrets_are_found_sealed_rotated_and_rolled_back_without_showing_
             ],
         )
         .await;
-    assert!(
-        set.status.success(),
-        "{}",
-        String::from_utf8_lossy(&set.stderr)
-    );
+    expect_ok(&set);
     assert_eq!(
         key_id_of(env.stored_password().trim().as_bytes()).as_deref(),
         Some("k2")
@@ -222,30 +195,26 @@ async fn plain_secrets_are_found_sealed_rotated_and_rolled_back_without_showing_
     // `--force` past the schema would be a plain write: a secret is not written that way.
     let stored = env.stored_password();
     let forced = env
-        .ctl(
+        .run(
             Some(&both),
             &["config", "set", "/config/db/password", "12345", "--force"],
         )
         .await;
     assert!(!forced.status.success());
     assert!(
-        String::from_utf8_lossy(&forced.stderr).contains("is a secret"),
+        stderr(&forced).contains("is a secret"),
         "{}",
-        String::from_utf8_lossy(&forced.stderr)
+        stderr(&forced)
     );
     assert_eq!(env.stored_password(), stored, "nothing written");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while live.load().password.expose() != "canary-set-by-cli" {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the service sees the set value"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(WAIT, "the service sees the set value", || {
+        live.load().password.expose() == "canary-set-by-cli"
+    })
+    .await;
 
     // A rollback to the migration's release restores its envelope byte for byte.
     let rolled = env
-        .ctl(
+        .run(
             Some(&both),
             &[
                 "config",
@@ -257,18 +226,11 @@ async fn plain_secrets_are_found_sealed_rotated_and_rolled_back_without_showing_
             ],
         )
         .await;
-    assert!(
-        rolled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rolled.stderr)
-    );
+    expect_ok(&rolled);
     assert_eq!(env.stored_password(), sealed_k1);
-    while live.load().password.expose() != CANARY {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the service reads the restored value"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(WAIT, "the service reads the restored value", || {
+        live.load().password.expose() == CANARY
+    })
+    .await;
     env.assert_etcd_holds_no_plaintext(&[1]);
 }
