@@ -52,6 +52,7 @@ mod assets;
 mod audit;
 mod auth;
 mod error;
+mod permission;
 mod plan;
 mod review;
 mod routes;

@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 use super::auth::Writer;
 use super::error::ApiError;
+use super::permission::presented_permission;
 use super::routes::{cli_error, served, ApiResult, PrefixQuery, Served};
 use super::writes::trimmed_prefix;
 use super::Console;
@@ -81,30 +82,18 @@ pub async fn plan(
     async {
         let served = served(&console.coord, &query.prefix).await?;
         let status = existing(&console, &served.prefix).await?;
-        let writer = console.access.presented_writer(&headers)?;
-        let (principal, can_steer, reason) = match &writer {
-            Some(writer) => {
-                let decision = console
-                    .coord
-                    .access()
-                    .check(&writer.principal, Action::Release, &served.prefix)
-                    .await?;
-                (
-                    Some(writer.principal.clone()),
-                    decision.allowed,
-                    decision.reason,
-                )
-            }
-            None => (
-                None,
-                false,
-                "steering a plan needs a write token (enter it at the top of the page)".to_owned(),
-            ),
-        };
+        let steer = presented_permission(
+            &console,
+            &headers,
+            Action::Release,
+            &served.prefix,
+            "steering a plan",
+        )
+        .await?;
         let Json(mut doc) = answer(&console, &served, &status).await?;
-        doc["principal"] = json!(principal);
-        doc["can_steer"] = json!(can_steer);
-        doc["reason"] = json!(reason);
+        doc["principal"] = json!(steer.principal);
+        doc["can_steer"] = json!(steer.allowed);
+        doc["reason"] = json!(steer.reason);
         Ok(Json(doc))
     }
     .instrument(span)

@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use super::auth::Writer;
 use super::error::ApiError;
+use super::permission::presented_permission;
 use super::routes::{served, ApiResult};
 use super::writes::{acting_for, trimmed_prefix};
 use super::Console;
@@ -71,33 +72,21 @@ pub async fn proposals(
     let span = tracing::debug_span!("console.proposals", prefix = %query.prefix);
     async {
         let served = served(&console.coord, &query.prefix).await?;
-        let writer = console.access.presented_writer(&headers)?;
-        let (principal, can_approve, reason) = match &writer {
-            Some(writer) => {
-                let decision = console
-                    .coord
-                    .access()
-                    .check(&writer.principal, Action::Approve, &served.prefix)
-                    .await?;
-                (
-                    Some(writer.principal.clone()),
-                    decision.allowed,
-                    decision.reason,
-                )
-            }
-            None => (
-                None,
-                false,
-                "approving needs a write token (enter it at the top of the page)".to_owned(),
-            ),
-        };
+        let approve = presented_permission(
+            &console,
+            &headers,
+            Action::Approve,
+            &served.prefix,
+            "approving",
+        )
+        .await?;
         let proposals = console.coord.config().proposals(&served.prefix).await?;
         let under = served.under();
         Ok(Json(json!({
             "prefix": served.prefix,
-            "principal": principal,
-            "can_approve": can_approve,
-            "reason": reason,
+            "principal": approve.principal,
+            "can_approve": approve.allowed,
+            "reason": approve.reason,
             "proposals": proposals.iter().map(|p| proposal_json(p, under)).collect::<Vec<_>>(),
         })))
     }
