@@ -1607,10 +1607,7 @@ async fn review_env() -> (Env, String) {
         )
     })
     .await;
-    let access = env.coord.access();
-    let policy = coord::access::Policy::parse_toml(REVIEW_POLICY).unwrap();
-    let plan = access.plan(&policy, &BTreeMap::new()).await.unwrap();
-    access.apply(&plan).await.unwrap();
+    apply_policy(&env, REVIEW_POLICY).await;
     let proposal = env
         .coord
         .config()
@@ -1624,11 +1621,65 @@ async fn review_env() -> (Env, String) {
     (env, proposal.id)
 }
 
+/// Makes `policy` (TOML) the store's access policy.
+async fn apply_policy(env: &Env, policy: &str) {
+    let access = env.coord.access();
+    let policy = coord::access::Policy::parse_toml(policy).unwrap();
+    let plan = access.plan(&policy, &BTreeMap::new()).await.unwrap();
+    access.apply(&plan).await.unwrap();
+}
+
 impl Env {
     async fn post_as(&self, uri: &str, body: Value, token: &str) -> (StatusCode, Value) {
         self.post_with(uri, body, Some(&self.csrf.clone()), Some(token), None)
             .await
     }
+
+    /// Approves proposal `id` of `PREFIX` as `token`'s principal, as the page does: with the
+    /// proposal's revision the page showed, if `seen`.
+    async fn approve_as(&self, id: &str, seen: Option<i64>, token: &str) -> (StatusCode, Value) {
+        let mut body = json!({ "prefix": PREFIX, "id": id });
+        if let Some(revision) = seen {
+            body["revision"] = json!(revision);
+        }
+        self.post_as("/api/proposals/approve", body, token).await
+    }
+
+    /// Rejects proposal `id` of `PREFIX` with `reason` as `token`'s principal.
+    async fn reject_as(&self, id: &str, reason: &str, token: &str) -> (StatusCode, Value) {
+        let body = json!({ "prefix": PREFIX, "id": id, "reason": reason });
+        self.post_as("/api/proposals/reject", body, token).await
+    }
+}
+
+/// One audit record as `(principal, via, action, outcome)`, `-` for a field it lacks.
+type AuditRow = (String, String, String, String);
+
+/// The records `GET /api/audit` answered, as rows.
+fn audit_rows(records: &Value) -> Vec<AuditRow> {
+    records
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let field = |name: &str| r[name].as_str().unwrap_or("-").to_owned();
+            (
+                field("principal"),
+                field("via"),
+                field("action"),
+                field("outcome"),
+            )
+        })
+        .collect()
+}
+
+fn audit_row(principal: &str, via: &str, action: &str, outcome: &str) -> AuditRow {
+    (
+        principal.to_owned(),
+        via.to_owned(),
+        action.to_owned(),
+        outcome.to_owned(),
+    )
 }
 
 #[tokio::test]
@@ -1670,20 +1721,15 @@ async fn the_review_route_lists_proposals_with_their_diff_and_who_may_approve() 
 #[tokio::test]
 async fn approving_needs_the_approve_grant_of_the_tokens_principal_and_is_recorded_as_theirs() {
     let (env, id) = review_env().await;
-    let approve = json!({ "prefix": PREFIX, "id": id });
 
-    let (status, refused) = env
-        .post_as("/api/proposals/approve", approve.clone(), CY_TOKEN)
-        .await;
+    let (status, refused) = env.approve_as(&id, None, CY_TOKEN).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
     assert_eq!(refused["code"], "permission_denied", "{refused}");
     assert!(
         refused["error"].as_str().unwrap().contains("cy"),
         "{refused}"
     );
-    let (status, own) = env
-        .post_as("/api/proposals/approve", approve.clone(), TOKEN)
-        .await;
+    let (status, own) = env.approve_as(&id, None, TOKEN).await;
     assert_eq!(status, StatusCode::CONFLICT, "{own}");
     assert_eq!(own["code"], "proposal", "{own}");
     assert_eq!(env.timeout().await, 30, "nothing released");
@@ -1696,13 +1742,7 @@ async fn approving_needs_the_approve_grant_of_the_tokens_principal_and_is_record
         ))
         .await;
     let shown = listed["proposals"][0]["revision"].as_i64().unwrap();
-    let (status, stale) = env
-        .post_as(
-            "/api/proposals/approve",
-            json!({ "prefix": PREFIX, "id": id, "revision": shown - 1 }),
-            BO_TOKEN,
-        )
-        .await;
+    let (status, stale) = env.approve_as(&id, Some(shown - 1), BO_TOKEN).await;
     assert_eq!(status, StatusCode::CONFLICT, "{stale}");
     assert!(
         stale["error"].as_str().unwrap().contains("rewritten"),
@@ -1710,45 +1750,20 @@ async fn approving_needs_the_approve_grant_of_the_tokens_principal_and_is_record
     );
     assert_eq!(env.timeout().await, 30, "nothing released");
 
-    let (status, release) = env
-        .post_as(
-            "/api/proposals/approve",
-            json!({ "prefix": PREFIX, "id": id, "revision": shown }),
-            BO_TOKEN,
-        )
-        .await;
+    let (status, release) = env.approve_as(&id, Some(shown), BO_TOKEN).await;
     assert_eq!(status, StatusCode::OK, "{release}");
     assert_eq!(release["principal"], "ana", "{release}");
     assert_eq!(release["approved_by"], "bo", "{release}");
     assert_eq!(env.timeout().await, 45);
-    let (status, again) = env
-        .post_as("/api/proposals/approve", approve, BO_TOKEN)
-        .await;
+    let (status, again) = env.approve_as(&id, None, BO_TOKEN).await;
     assert_eq!(status, StatusCode::CONFLICT, "{again}");
 
-    let records = env.get_ok("/api/audit?prefix=/config/checkout").await;
-    let rows: Vec<(String, String, String, String)> = records
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let field = |name: &str| r[name].as_str().unwrap_or("-").to_owned();
-            (
-                field("principal"),
-                field("via"),
-                field("action"),
-                field("outcome"),
-            )
-        })
-        .collect();
-    let row = |p: &str, via: &str, a: &str, o: &str| {
-        (p.to_owned(), via.to_owned(), a.to_owned(), o.to_owned())
-    };
+    let rows = audit_rows(&env.get_ok("/api/audit?prefix=/config/checkout").await);
     for expected in [
-        row("ana", "-", "propose", "done"),
-        row("cy", "anonymous", "approve", "refused"),
-        row("ana", "anonymous", "approve", "refused"),
-        row("bo", "anonymous", "approve", "done"),
+        audit_row("ana", "-", "propose", "done"),
+        audit_row("cy", "anonymous", "approve", "refused"),
+        audit_row("ana", "anonymous", "approve", "refused"),
+        audit_row("bo", "anonymous", "approve", "done"),
     ] {
         assert!(rows.contains(&expected), "{expected:?} in {rows:?}");
     }
@@ -1762,29 +1777,11 @@ async fn approving_needs_the_approve_grant_of_the_tokens_principal_and_is_record
 #[tokio::test]
 async fn a_proposal_is_rejected_with_a_reason_by_who_may_approve_or_withdrawn_by_its_proposer() {
     let (env, id) = review_env().await;
-    let (status, empty) = env
-        .post_as(
-            "/api/proposals/reject",
-            json!({ "prefix": PREFIX, "id": id, "reason": " " }),
-            BO_TOKEN,
-        )
-        .await;
+    let (status, empty) = env.reject_as(&id, " ", BO_TOKEN).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{empty}");
-    let (status, refused) = env
-        .post_as(
-            "/api/proposals/reject",
-            json!({ "prefix": PREFIX, "id": id, "reason": "no" }),
-            CY_TOKEN,
-        )
-        .await;
+    let (status, refused) = env.reject_as(&id, "no", CY_TOKEN).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
-    let (status, rejected) = env
-        .post_as(
-            "/api/proposals/reject",
-            json!({ "prefix": PREFIX, "id": id, "reason": "too slow" }),
-            BO_TOKEN,
-        )
-        .await;
+    let (status, rejected) = env.reject_as(&id, "too slow", BO_TOKEN).await;
     assert_eq!(status, StatusCode::OK, "{rejected}");
     assert_eq!(rejected["state"], "rejected", "{rejected}");
     assert_eq!(rejected["decided_by"], "bo", "{rejected}");
@@ -1799,13 +1796,7 @@ async fn a_proposal_is_rejected_with_a_reason_by_who_may_approve_or_withdrawn_by
         .propose()
         .await
         .unwrap();
-    let (status, answer) = env
-        .post_as(
-            "/api/proposals/reject",
-            json!({ "prefix": PREFIX, "id": withdrawn.id, "reason": "not needed" }),
-            TOKEN,
-        )
-        .await;
+    let (status, answer) = env.reject_as(&withdrawn.id, "not needed", TOKEN).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(env.timeout().await, 30);
 }
@@ -2007,10 +1998,7 @@ async fn pausing_resuming_and_cancelling_a_plan_takes_release_on_the_prefix() {
     })
     .await;
     env.coord.rollouts().start(checkout_plan()).await.unwrap();
-    let access = env.coord.access();
-    let policy = coord::access::Policy::parse_toml(PLAN_POLICY).unwrap();
-    let plan = access.plan(&policy, &BTreeMap::new()).await.unwrap();
-    access.apply(&plan).await.unwrap();
+    apply_policy(&env, PLAN_POLICY).await;
     let body = json!({ "prefix": PREFIX });
 
     let uri = "/api/plan?prefix=/config/checkout";
@@ -2061,29 +2049,8 @@ async fn pausing_resuming_and_cancelling_a_plan_takes_release_on_the_prefix() {
     for said in ["paused by bo", "resumed by bo", "cancelled by bo"] {
         assert!(log.iter().any(|l| l.starts_with(said)), "{said}: {log:?}");
     }
-    let records = env.get_ok("/api/audit?prefix=/config/checkout").await;
-    let rows: Vec<(String, String, String, String)> = records
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let field = |name: &str| r[name].as_str().unwrap_or("-").to_owned();
-            (
-                field("principal"),
-                field("via"),
-                field("action"),
-                field("outcome"),
-            )
-        })
-        .collect();
-    let row = |p: &str, a: &str, o: &str| {
-        (
-            p.to_owned(),
-            "anonymous".to_owned(),
-            a.to_owned(),
-            o.to_owned(),
-        )
-    };
+    let rows = audit_rows(&env.get_ok("/api/audit?prefix=/config/checkout").await);
+    let row = |p: &str, a: &str, o: &str| audit_row(p, "anonymous", a, o);
     for expected in [
         row("ana", "plan_pause", "refused"),
         row("bo", "plan_pause", "done"),
