@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use common::{etcd, expect_ok, path_text, private_file, stderr, Ctl};
 use coord::config::{Map, Selector};
+use coord::rollout::RolloutPlan;
 use coord::testing::EtcdServer;
 use coord::{Coord, CoordConfig, Secret};
 use serde_json::json;
@@ -31,7 +32,11 @@ const GRAY: &str = "CANARY-GRAY-c4e1";
 const OUTSIDE: &str = "CANARY-OUTSIDE-0a9d";
 const CLI: &str = "CANARY-CLI-e6b7";
 const CONSOLE: &str = "CANARY-CONSOLE-38f0";
-const ALL: [&str; 8] = [FIELD, MAP, NESTED, REJECTED, GRAY, OUTSIDE, CLI, CONSOLE];
+const PROPOSED: &str = "CANARY-PROPOSED-6c1d";
+const PLANNED: &str = "CANARY-PLANNED-93ae";
+const ALL: [&str; 10] = [
+    FIELD, MAP, NESTED, REJECTED, GRAY, OUTSIDE, CLI, CONSOLE, PROPOSED, PLANNED,
+];
 
 const PREFIX: &str = "/config/vault";
 const WRITE_TOKEN: &str = "write-token-not-a-canary-1";
@@ -284,6 +289,36 @@ async fn no_output_path_shows_a_secret() {
     );
     out.debug("the schema", &config.schema(PREFIX).await.unwrap());
 
+    // A proposal and a rollout plan (not driven) that carry secrets.
+    let proposal = config
+        .release_raw(
+            PREFIX,
+            BTreeMap::from([("tokens/proposed".to_owned(), json!(PROPOSED))]),
+        )
+        .message("proposed")
+        .propose()
+        .await
+        .unwrap();
+    out.debug("the proposal", &proposal);
+    out.debug("the proposals", &config.proposals(PREFIX).await.unwrap());
+    let plan = coord
+        .rollouts()
+        .start(
+            RolloutPlan::new(
+                PREFIX,
+                BTreeMap::from([("tokens/planned".to_owned(), json!(PLANNED))]),
+            )
+            .step(Selector::default(), Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    out.debug("the plan", &plan);
+    out.add_showing(
+        "the plan as JSON",
+        serde_json::to_string(&plan).unwrap(),
+        "tokens/planned",
+    );
+
     // The CLI, both output modes.
     ctl(
         &cli,
@@ -310,6 +345,10 @@ async fn no_output_path_shows_a_secret() {
             vec!["config", "diff", PREFIX, "1", "2"],
             vec!["config", "rollout", PREFIX],
             vec!["secrets", "status", PREFIX],
+            vec!["config", "proposals", PREFIX],
+            vec!["config", "proposals", PREFIX, proposal.id.as_str()],
+            vec!["config", "plan", "status", PREFIX],
+            vec!["audit", "ls"],
         ] {
             let mut args = args.clone();
             args.extend(["-o", format]);
@@ -369,6 +408,9 @@ async fn no_output_path_shows_a_secret() {
         "/api/locks",
         "/api/ids",
         "/api/services",
+        "/api/proposals?prefix=/config/vault",
+        "/api/plan?prefix=/config/vault",
+        "/api/audit",
         "/assets/app.js",
     ] {
         out.add(

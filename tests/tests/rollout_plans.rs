@@ -930,3 +930,40 @@ async fn a_plan_keeps_no_secret_in_clear_and_releases_it_sealed() {
     .unwrap();
     assert_eq!(live.load().api_key.expose(), "hunter2");
 }
+
+#[tokio::test]
+async fn without_a_key_ring_a_plans_secret_is_in_no_output() {
+    #[derive(coord::CoordConfig, Debug, Clone)]
+    #[coord(prefix = "/config/pay")]
+    struct Pay {
+        #[coord(secret)]
+        api_key: coord::Secret<String>,
+    }
+    let coord = Coord::in_memory();
+    coord.config().publish_schema::<Pay>().await.unwrap();
+    let plan = RolloutPlan::new(
+        "/config/pay",
+        BTreeMap::from([("api_key".to_owned(), "hunter2".into())]),
+    )
+    .step(Selector::default(), Duration::ZERO);
+    let started = coord.rollouts().start(plan).await.unwrap();
+    let status = coord
+        .rollouts()
+        .status("/config/pay")
+        .await
+        .unwrap()
+        .unwrap();
+    for shown in [&started, &status] {
+        let json = serde_json::to_string(shown).unwrap();
+        assert!(!json.contains("hunter2"), "{json}");
+        assert!(!format!("{shown:?}").contains("hunter2"));
+        assert_eq!(shown.plan.values["api_key"], "<redacted>");
+    }
+    promoted_by(coord.rollouts().driver("/config/pay"), 10, "the plan ends").await;
+    let live = coord.live::<Pay>().await.unwrap();
+    assert_eq!(
+        live.load().api_key.expose(),
+        "hunter2",
+        "released as planned"
+    );
+}

@@ -97,18 +97,6 @@ impl Rollouts {
         let key = plan_key(&plan.prefix);
         let span = tracing::info_span!("rollout.start", key = %key);
         async {
-            // The texts the plan will release, sealed where secret, as a release would store
-            // them: the plan key keeps no secret in clear.
-            let texts = self
-                .center
-                .planned_texts(&plan.prefix, plan.values.clone(), plan.removes.clone())
-                .await?;
-            let mut plan = plan;
-            for key in &texts.secrets {
-                if let Some(value) = plan.values.get_mut(key) {
-                    *value = serde_json::Value::String("<redacted>".into());
-                }
-            }
             loop {
                 let gate = self.admit(AuditAction::PlanStart, &plan.prefix).await?;
                 let (current, _) = self.center.store.get(&key).await?;
@@ -126,9 +114,21 @@ impl Rollouts {
                     }
                     None => Compare::create_revision(&key, 0),
                 };
+                // The texts the plan will release, sealed where secret, as a release would
+                // store them: the plan key keeps no secret in clear.
+                let texts = self
+                    .center
+                    .planned_texts(&plan.prefix, plan.values.clone(), plan.removes.clone())
+                    .await?;
+                let mut shown = plan.clone();
+                for key in &texts.secrets {
+                    if let Some(value) = shown.values.get_mut(key) {
+                        *value = serde_json::Value::String("<redacted>".into());
+                    }
+                }
                 let mut status = PlanStatus {
                     id: format!("{:08x}", rand::random::<u32>()),
-                    plan: plan.clone(),
+                    plan: shown,
                     state: PlanState::Pending,
                     paused: false,
                     started_by: self.center.identity().principal.clone(),

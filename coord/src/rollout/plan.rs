@@ -270,10 +270,20 @@ pub struct PlanStatus {
     /// The store revision the status was read at (its key's mod revision).
     #[serde(default, skip_serializing)]
     pub revision: i64,
-    /// The exact texts the plan releases, planned when it started: secrets sealed, so the
-    /// plan keeps no secret in clear (its `values` show them as `"<redacted>"`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The exact texts the plan releases, planned when it started: secrets sealed with the
+    /// key ring (its `values` show them as `"<redacted>"`). Kept in etcd with the plan, never
+    /// in what the status serializes to: without a key ring a secret's text is plain.
+    #[serde(skip)]
     pub(crate) texts: Option<PlannedTexts>,
+}
+
+/// The plan as etcd keeps it: the status and the texts its first step releases.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    status: PlanStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    texts: Option<PlannedTexts>,
 }
 
 impl PlanStatus {
@@ -286,11 +296,12 @@ impl PlanStatus {
     /// [`Error::Decode`] if it is no plan; [`Error::Invalid`] naming the key for a plan that
     /// cannot run or a step it does not have.
     pub(crate) fn decode(kv: &KeyValue) -> Result<PlanStatus> {
-        let mut status: PlanStatus =
-            serde_json::from_slice(&kv.value).map_err(|source| Error::Decode {
-                key: kv.key.clone(),
-                source,
-            })?;
+        let stored: Stored = serde_json::from_slice(&kv.value).map_err(|source| Error::Decode {
+            key: kv.key.clone(),
+            source,
+        })?;
+        let mut status = stored.status;
+        status.texts = stored.texts;
         status.revision = kv.mod_revision;
         status.plan.validate().map_err(|e| Error::Invalid {
             key: kv.key.clone(),
@@ -324,7 +335,11 @@ impl PlanStatus {
     }
 
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(self).map_err(|e| {
+        let stored = Stored {
+            status: self.clone(),
+            texts: self.texts.clone(),
+        };
+        serde_json::to_vec(&stored).map_err(|e| {
             Error::invalid_argument(plan_key(&self.plan.prefix), format!("cannot encode: {e}"))
         })
     }

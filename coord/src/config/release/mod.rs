@@ -434,8 +434,9 @@ impl ConfigCenter {
     }
 }
 
-/// What [`ConfigCenter::planned_texts`] planned.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What [`ConfigCenter::planned_texts`] planned. Its `Debug` names the keys, never a text
+/// (a secret's is plain without a key ring).
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PlannedTexts {
     /// Relative key → the exact text to store.
     pub texts: BTreeMap<String, String>,
@@ -443,6 +444,16 @@ pub(crate) struct PlannedTexts {
     pub removes: BTreeSet<String>,
     /// The keys whose texts are secret.
     pub secrets: BTreeSet<String>,
+}
+
+impl std::fmt::Debug for PlannedTexts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlannedTexts")
+            .field("keys", &self.texts.keys().collect::<Vec<_>>())
+            .field("removes", &self.removes)
+            .field("secrets", &self.secrets)
+            .finish()
+    }
 }
 
 /// Release `seq` of `prefix`: the revision it was applied at, and its kind.
