@@ -38,6 +38,7 @@ use crate::config::gray::{GrayDoc, Selector, gray_key};
 use crate::config::release::ReleaseKind;
 use crate::error::{Error, Result};
 use crate::store::{KeyRange, RangeOptions};
+use crate::watch::{ResilientWatch, WatchConfig};
 
 /// Where every status key lives.
 pub(crate) const STATUS_ROOT: &str = "/coord/status";
@@ -237,7 +238,8 @@ impl ConfigCenter {
     /// selector is read once, when the wait starts: a widening made during the wait is
     /// waited for by waiting for the widening.
     ///
-    /// It reads the statuses every 50 ms at first, backing off to every 500 ms.
+    /// It reads the statuses again each time one is written (a watch of the prefix's status
+    /// keys), and at least every 50 ms at first, backing off to every 500 ms.
     ///
     /// # Errors
     ///
@@ -259,6 +261,15 @@ impl ConfigCenter {
         let span = tracing::info_span!("config.wait_rollout", prefix = %prefix, seq);
         let wait = async {
             let release = target(self, &prefix, seq).await?;
+            // Woken by every status write; the growing pause is the fallback while the watch
+            // cannot be opened or is broken.
+            let mut changes = ResilientWatch::from_now(
+                self.store.clone(),
+                KeyRange::prefix(status_prefix(&prefix)),
+                WatchConfig::default(),
+            )
+            .await
+            .ok();
             let mut pause = std::time::Duration::from_millis(50);
             loop {
                 let statuses = self.rollout(&prefix).await?;
@@ -280,7 +291,19 @@ impl ConfigCenter {
                 if done {
                     return Ok(statuses);
                 }
-                tokio::time::sleep(pause).await;
+                match &mut changes {
+                    Some(watch) => {
+                        tokio::select! {
+                            changed = watch.next() => {
+                                if changed.is_err() {
+                                    changes = None;
+                                }
+                            }
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                    }
+                    None => tokio::time::sleep(pause).await,
+                }
                 pause = (pause * 2).min(std::time::Duration::from_millis(500));
             }
         };
