@@ -17,6 +17,7 @@
 
 pub mod access;
 pub mod client_config;
+mod clock;
 pub mod config;
 pub mod connection;
 mod context;

@@ -27,8 +27,9 @@
 //! - **Reads are reads.** [`list`] writes nothing, and skips (with a warning) a record that
 //!   does not decode.
 
+use crate::clock::now_ms;
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -362,12 +363,6 @@ pub async fn trim(
 /// The time in a record key (its name sorts by it).
 fn time_of(prefix: &str, key: &str) -> Option<u64> {
     key.strip_prefix(prefix)?.get(..13)?.parse().ok()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Counts records by action, for summaries and tests.

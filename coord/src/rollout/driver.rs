@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use super::plan::{PlanState, PlanStatus, driver_election, now_ms, plan_key};
+use super::plan::{PlanState, PlanStatus, driver_election, plan_key};
 use super::{Written, gray_in_progress, how_ended, moving};
+use crate::clock::now_ms;
 use crate::config::gray::gray_key;
 use crate::config::{ConfigCenter, InstanceHealth, InstanceStatus, Release};
 use crate::context::Context;

@@ -58,12 +58,13 @@ pub use plan::{Gates, LogLine, PlanState, PlanStatus, RolloutPlan, Step, describ
 
 use crate::access::audit::{self, AuditAction};
 use crate::access::{Action, Gate, Identity};
+use crate::clock::now_ms;
 use crate::config::gray::{GrayDoc, gray_key};
 use crate::config::{Along, ConfigCenter, ReleaseKind};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::store::{Compare, KeyValue, Txn, TxnOp};
-use plan::{now_ms, plan_key};
+use plan::plan_key;
 
 /// Starting, watching and steering rollout plans. Get it from
 /// [`Coord::rollouts`](crate::Coord::rollouts).

@@ -1,7 +1,8 @@
 //! A rollout plan as the user writes it, and as etcd keeps it with its progress.
 
+use crate::clock::now_ms;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -382,12 +383,6 @@ pub fn describe(selector: &Selector) -> String {
         parts.push(names.join(","));
     }
     parts.join(", and ")
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

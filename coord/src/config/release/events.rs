@@ -20,12 +20,13 @@ use std::task::{Context, Poll};
 use futures::{Stream, StreamExt};
 
 use super::check_prefix;
-use super::model::{Release, is_record_key, now_ms, releases_of};
+use super::model::{Release, is_record_key, releases_of};
 use super::proposal::{
     Decision, PROPOSALS_ROOT, Proposal, ProposalState, StoredProposal, decisions_of,
     parse_proposal_key,
 };
 use super::record::Record;
+use crate::clock::now_ms;
 use crate::config::center::ConfigCenter;
 use crate::config::redact::Redaction;
 use crate::error::Result;

@@ -8,9 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::Instrument;
 
-use super::model::{KeyDiff, Release, ReleaseKind, check_prefix, now_ms, record_key};
+use super::model::{KeyDiff, Release, ReleaseKind, check_prefix, record_key};
 use super::record::{KeyChange, Record, changes_between, key_diffs};
 use super::state::{PrefixState, read_state, records_since};
+use crate::clock::now_ms;
 use crate::config::center::ConfigCenter;
 use crate::config::redact::Redaction;
 use crate::error::{Error, Result};

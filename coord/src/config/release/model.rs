@@ -1,7 +1,7 @@
 //! The release model: what a release is as history shows it, and where its records live.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -152,12 +152,6 @@ pub struct KeyDiff {
     pub key: String,
     /// How it changed.
     pub change: Change,
-}
-
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 pub(super) fn check_prefix(prefix: &str) -> Result<String> {

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::history::{Entry, entries, values_at};
-use super::model::{Release, ReleaseKind, head_key, now_ms, record_key};
+use super::model::{Release, ReleaseKind, head_key, record_key};
 use super::proposal::{Decision, ProposalState, StoredProposal, decision_key, proposal_key};
 use super::record::{KeyChange, Record};
 use super::state::{KnownStates, PrefixState, read_state, records_since, text_of};
 use super::tracker::Verdict;
 use crate::access::audit::{self, AuditAction};
 use crate::access::{Action, Identity};
+use crate::clock::now_ms;
 use crate::config::center::{ConfigCenter, MapReplace, checked_values, map_replacements};
 use crate::config::gray::{GrayDoc, Selector, gray_key};
 use crate::config::published::PublishedSchema;

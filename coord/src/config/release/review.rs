@@ -26,7 +26,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::Instrument;
 
-use super::model::now_ms;
 use super::plan::{Approval, Plan};
 use super::proposal::{
     Decision, PROPOSALS_ROOT, Proposal, ProposalState, StoredProposal, decision_key, decisions_of,
@@ -36,6 +35,7 @@ use super::{ReleaseBuilder, check_prefix};
 use crate::access::audit::{self, AuditAction};
 use crate::access::policy::DEFAULT_PROPOSAL_TTL;
 use crate::access::{Action, Gate};
+use crate::clock::now_ms;
 use crate::config::center::ConfigCenter;
 use crate::config::redact::Redaction;
 use crate::error::{Error, Result};
